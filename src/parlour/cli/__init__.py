@@ -1,0 +1,1 @@
+"""Command-line entry point and the terminal chat client."""

@@ -1,0 +1,1 @@
+"""Parlour web package."""
