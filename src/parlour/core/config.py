@@ -1,0 +1,65 @@
+"""`CoreConfig`: every knob of the chat domain, with its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["CoreConfig", "DuplicateLoginPolicy"]
+
+DuplicateLoginPolicy = Literal["reject", "allow"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Settings of the chat core. Times are in seconds."""
+
+    #: minimum password length at sign-up and password change
+    password_min_length: int = 8
+    #: consecutive failed logins that lock a user name, and for how long
+    lockout_threshold: int = 3
+    lockout_seconds: float = 60.0
+    #: `reject`: a second login is refused while a session is live; `allow`: several sessions
+    duplicate_login: DuplicateLoginPolicy = "reject"
+    #: name of the administrator account created on first start
+    admin_name: str = "admin"
+    #: rooms created on first start
+    default_rooms: tuple[str, ...] = ("general", "random", "help")
+    #: messages returned by `join`
+    join_history: int = 50
+    #: largest page of `history` / `since` / `audit` results
+    max_page: int = 500
+    #: newest messages per room (and per active conversation) kept in memory
+    recent_window: int = 256
+    #: (sender, client id) pairs remembered for idempotent resends, beyond the recent window
+    client_id_memory: int = 100_000
+    #: longest accepted message text, in characters
+    max_message_length: int = 4000
+    #: token bucket per connection for message-producing requests (send, dm, edit, delete,
+    #: broadcast): sustained rate per second and bucket capacity (burst)
+    rate_per_second: float = 20.0
+    rate_burst: float = 30.0
+    #: default window of `who --since` (login within the last hour)
+    presence_window: float = 3600.0
+    #: longest kick/ban reason and broadcast text are bounded by max_message_length too
+    max_reason_length: int = 200
+    #: failed-login records kept for lockout accounting (oldest evicted first)
+    max_tracked_failures: int = 10_000
+    #: DMs pushed at login (offline delivery) per conversation, at most
+    max_offline_batch: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.password_min_length < 1:
+            raise ValueError("password_min_length must be at least 1")
+        if self.lockout_threshold < 1:
+            raise ValueError("lockout_threshold must be at least 1")
+        if self.lockout_seconds < 0:
+            raise ValueError("lockout_seconds must not be negative")
+        if self.duplicate_login not in ("reject", "allow"):
+            raise ValueError("duplicate_login must be 'reject' or 'allow'")
+        if self.rate_per_second <= 0 or self.rate_burst < 1:
+            raise ValueError("rate_per_second must be > 0 and rate_burst >= 1")
+        if self.join_history < 0 or self.max_page < 1 or self.recent_window < 1:
+            raise ValueError("join_history >= 0, max_page >= 1 and recent_window >= 1 required")
+        if self.max_message_length < 1:
+            raise ValueError("max_message_length must be at least 1")

@@ -1,0 +1,208 @@
+"""Storage effects produced by the core, applied in order by `Store.apply`.
+
+Each write is a frozen value; a store applies a sequence of them in one transaction. Names
+(users, rooms) are display names as recorded in `UserRecord.name` / `RoomRecord.name`; a DM
+conversation is named by `parlour.core.ports.conv_id`.
+
+Semantics every store must implement (checked by tests/storage/store_conformance.py):
+
+* `CreateUser` / `CreateRoom` insert; `SetPassword` replaces the hash; `RecordLogin` sets
+  `UserRecord.last_login`.
+* `RenameRoom` renames the room everywhere (memberships, messages); `DeleteRoom` removes the
+  room with its memberships and messages.
+* `SetMembership(member=True)` is idempotent; `member=False` removes the membership if present.
+* `AppendRoomMessage` / `AppendDm` insert a message with the given sequence number.
+  `AppendDm(delivered=True)` also advances the recipient's cursor of that conversation to `seq`.
+* `Edit*` replace the text and set `edited`; `Delete*` set `text=None, deleted=True` (tombstone).
+* `SetDmCursor` sets the cursor of (user, conv) (never lowers it).
+* `AddBan` replaces any ban of that user; `RemoveBan` / `RemoveBlock` remove if present;
+  `AddBlock` is idempotent.
+* `Audit` appends an audit-log entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parlour.core.ports import Role
+
+__all__ = [
+    "AddBan",
+    "AddBlock",
+    "AppendDm",
+    "AppendRoomMessage",
+    "Audit",
+    "CreateRoom",
+    "CreateUser",
+    "DeleteDm",
+    "DeleteRoom",
+    "DeleteRoomMessage",
+    "EditDm",
+    "EditRoomMessage",
+    "RecordLogin",
+    "RemoveBan",
+    "RemoveBlock",
+    "RenameRoom",
+    "SetDmCursor",
+    "SetMembership",
+    "SetPassword",
+    "Write",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateUser:
+    name: str
+    password_hash: str
+    role: Role
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetPassword:
+    user: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLogin:
+    user: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRoom:
+    name: str
+    by: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RenameRoom:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRoom:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetMembership:
+    user: str
+    room: str
+    member: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRoomMessage:
+    room: str
+    seq: int
+    sender: str
+    text: str
+    ts: float
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EditRoomMessage:
+    room: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRoomMessage:
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDm:
+    conv: str
+    seq: int
+    sender: str
+    recipient: str
+    text: str
+    ts: float
+    client_id: str | None
+    delivered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EditDm:
+    conv: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDm:
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetDmCursor:
+    user: str
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddBan:
+    user: str
+    until: float | None
+    reason: str
+    by: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveBan:
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddBlock:
+    blocker: str
+    blocked: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveBlock:
+    blocker: str
+    blocked: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    actor: str
+    action: str
+    target: str
+    reason: str
+    ts: float
+
+
+Write = (
+    CreateUser
+    | SetPassword
+    | RecordLogin
+    | CreateRoom
+    | RenameRoom
+    | DeleteRoom
+    | SetMembership
+    | AppendRoomMessage
+    | EditRoomMessage
+    | DeleteRoomMessage
+    | AppendDm
+    | EditDm
+    | DeleteDm
+    | SetDmCursor
+    | AddBan
+    | RemoveBan
+    | AddBlock
+    | RemoveBlock
+    | Audit
+)
