@@ -1,0 +1,296 @@
+"""`MemoryStore`: the Store port in plain Python containers (tests and `--store memory`).
+
+Nothing survives the process. `apply` applies a batch atomically: the batch is checked first
+(unknown rooms, duplicate sequence numbers, duplicate users or rooms raise `ValueError` before
+anything changes), so a failing batch leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import replace
+
+from parlour.core.ports import (
+    AuditEntry,
+    BanRecord,
+    BlockRecord,
+    DmCursorRecord,
+    MembershipRecord,
+    RoomRecord,
+    StoredMessage,
+    StoreSnapshot,
+    UserRecord,
+    room_key,
+    user_key,
+)
+from parlour.core.writes import (
+    AddBan,
+    AddBlock,
+    AppendDm,
+    AppendRoomMessage,
+    Audit,
+    CreateRoom,
+    CreateUser,
+    DeleteDm,
+    DeleteRoom,
+    DeleteRoomMessage,
+    EditDm,
+    EditRoomMessage,
+    RecordLogin,
+    RemoveBan,
+    RemoveBlock,
+    RenameRoom,
+    SetDmCursor,
+    SetMembership,
+    SetPassword,
+    Write,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class _Log:
+    """Messages of one room or conversation, ascending by sequence number."""
+
+    __slots__ = ("msgs", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.msgs: list[StoredMessage] = []
+
+    def append(self, msg: StoredMessage) -> None:
+        if self.seqs and msg.seq <= self.seqs[-1]:
+            i = bisect.bisect_left(self.seqs, msg.seq)
+            if i < len(self.seqs) and self.seqs[i] == msg.seq:
+                raise ValueError(f"duplicate sequence number {msg.seq} in {msg.scope!r}")
+            self.seqs.insert(i, msg.seq)
+            self.msgs.insert(i, msg)
+            return
+        self.seqs.append(msg.seq)
+        self.msgs.append(msg)
+
+    def index(self, seq: int) -> int | None:
+        i = bisect.bisect_left(self.seqs, seq)
+        return i if i < len(self.seqs) and self.seqs[i] == seq else None
+
+    def page(self, before: int | None, after: int | None, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        lo = 0 if after is None else bisect.bisect_right(self.seqs, after)
+        hi = len(self.seqs) if before is None else bisect.bisect_left(self.seqs, before)
+        if hi <= lo:
+            return []
+        if before is None and after is not None:
+            return self.msgs[lo : min(hi, lo + limit)]
+        return self.msgs[max(lo, hi - limit) : hi]
+
+
+class MemoryStore:
+    """An in-memory implementation of `parlour.core.ports.Store`."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, UserRecord] = {}
+        self._rooms: dict[str, RoomRecord] = {}
+        self._members: dict[tuple[str, str], MembershipRecord] = {}
+        self._room_logs: dict[str, _Log] = {}
+        self._dm_logs: dict[str, _Log] = {}
+        self._cursors: dict[tuple[str, str], int] = {}
+        self._bans: dict[str, BanRecord] = {}
+        self._blocks: dict[tuple[str, str], BlockRecord] = {}
+        self._audit: list[AuditEntry] = []
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def load(self) -> StoreSnapshot:
+        return StoreSnapshot(
+            users=tuple(self._users.values()),
+            rooms=tuple(self._rooms.values()),
+            memberships=tuple(self._members.values()),
+            bans=tuple(self._bans.values()),
+            blocks=tuple(self._blocks.values()),
+            dm_cursors=tuple(
+                DmCursorRecord(user=u, conv=c, seq=s) for (u, c), s in self._cursors.items()
+            ),
+            room_last_seq={
+                self._rooms[k].name: log.seqs[-1] for k, log in self._room_logs.items() if log.seqs
+            },
+            dm_last_seq={c: log.seqs[-1] for c, log in self._dm_logs.items() if log.seqs},
+        )
+
+    def room_messages(
+        self, room: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        log = self._room_logs.get(room_key(room))
+        return [] if log is None else log.page(before, after, limit)
+
+    def dm_messages(
+        self, conv: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        log = self._dm_logs.get(conv)
+        return [] if log is None else log.page(before, after, limit)
+
+    def messages_since(self, rooms: Sequence[str], ts: float, limit: int) -> list[StoredMessage]:
+        found: list[StoredMessage] = []
+        for room in rooms:
+            log = self._room_logs.get(room_key(room))
+            if log is not None:
+                found.extend(m for m in log.msgs if m.ts >= ts)
+        found.sort(key=lambda m: (m.ts, m.scope, m.seq))
+        return found[: max(limit, 0)]
+
+    def audit_log(self, limit: int) -> list[AuditEntry]:
+        return self._audit[::-1][: max(limit, 0)]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        self._check(writes)
+        for w in writes:
+            self._apply_one(w)
+
+    def _check(self, writes: Sequence[Write]) -> None:
+        """Reject a batch that could fail half-way, before changing anything."""
+        users = set(self._users)
+        rooms = set(self._rooms)
+        seqs: dict[tuple[str, str], set[int]] = {}
+
+        def taken(kind: str, scope: str, seq: int) -> bool:
+            key = (kind, scope)
+            if key not in seqs:
+                log = (self._room_logs if kind == "room" else self._dm_logs).get(scope)
+                seqs[key] = set() if log is None else set(log.seqs)
+            if seq in seqs[key]:
+                return True
+            seqs[key].add(seq)
+            return False
+
+        for w in writes:
+            if isinstance(w, CreateUser):
+                if user_key(w.name) in users:
+                    raise ValueError(f"user {w.name!r} exists")
+                users.add(user_key(w.name))
+            elif isinstance(w, CreateRoom):
+                if room_key(w.name) in rooms:
+                    raise ValueError(f"room {w.name!r} exists")
+                rooms.add(room_key(w.name))
+            elif isinstance(w, RenameRoom):
+                old, new = room_key(w.old), room_key(w.new)
+                if old not in rooms:
+                    raise ValueError(f"unknown room {w.old!r}")
+                if new != old and new in rooms:
+                    raise ValueError(f"room {w.new!r} exists")
+                rooms.discard(old)
+                rooms.add(new)
+                seqs = {}
+            elif isinstance(w, DeleteRoom):
+                rooms.discard(room_key(w.name))
+                seqs.pop(("room", room_key(w.name)), None)
+            elif isinstance(w, AppendRoomMessage):
+                if room_key(w.room) not in rooms:
+                    raise ValueError(f"unknown room {w.room!r}")
+                if taken("room", room_key(w.room), w.seq):
+                    raise ValueError(f"duplicate sequence number {w.seq} in {w.room!r}")
+            elif isinstance(w, AppendDm) and taken("dm", w.conv, w.seq):
+                raise ValueError(f"duplicate sequence number {w.seq} in {w.conv!r}")
+
+    def _apply_one(self, w: Write) -> None:
+        if isinstance(w, CreateUser):
+            self._users[user_key(w.name)] = UserRecord(w.name, w.password_hash, w.role, w.ts)
+        elif isinstance(w, SetPassword):
+            u = self._users.get(user_key(w.user))
+            if u is not None:
+                self._users[user_key(w.user)] = replace(u, password_hash=w.password_hash)
+        elif isinstance(w, RecordLogin):
+            u = self._users.get(user_key(w.user))
+            if u is not None:
+                self._users[user_key(w.user)] = replace(u, last_login=w.ts)
+        elif isinstance(w, CreateRoom):
+            self._rooms[room_key(w.name)] = RoomRecord(w.name, w.ts, w.by)
+        elif isinstance(w, RenameRoom):
+            self._rename_room(w.old, w.new)
+        elif isinstance(w, DeleteRoom):
+            k = room_key(w.name)
+            room = self._rooms.pop(k, None)
+            self._room_logs.pop(k, None)
+            if room is not None:
+                for key in [key for key in self._members if room_key(key[1]) == k]:
+                    del self._members[key]
+        elif isinstance(w, SetMembership):
+            key = (user_key(w.user), room_key(w.room))
+            if w.member:
+                self._members.setdefault(key, MembershipRecord(w.user, w.room))
+            else:
+                self._members.pop(key, None)
+        elif isinstance(w, AppendRoomMessage):
+            room = self._rooms[room_key(w.room)]
+            self._room_logs.setdefault(room_key(w.room), _Log()).append(
+                StoredMessage(room.name, w.seq, w.ts, w.sender, w.text, client_id=w.client_id)
+            )
+        elif isinstance(w, EditRoomMessage):
+            self._edit(self._room_logs.get(room_key(w.room)), w.seq, w.text)
+        elif isinstance(w, DeleteRoomMessage):
+            self._edit(self._room_logs.get(room_key(w.room)), w.seq, None)
+        elif isinstance(w, AppendDm):
+            self._dm_logs.setdefault(w.conv, _Log()).append(
+                StoredMessage(
+                    w.conv,
+                    w.seq,
+                    w.ts,
+                    w.sender,
+                    w.text,
+                    client_id=w.client_id,
+                    recipient=w.recipient,
+                )
+            )
+            if w.delivered:
+                self._set_cursor(w.recipient, w.conv, w.seq)
+        elif isinstance(w, EditDm):
+            self._edit(self._dm_logs.get(w.conv), w.seq, w.text)
+        elif isinstance(w, DeleteDm):
+            self._edit(self._dm_logs.get(w.conv), w.seq, None)
+        elif isinstance(w, SetDmCursor):
+            self._set_cursor(w.user, w.conv, w.seq)
+        elif isinstance(w, AddBan):
+            self._bans[user_key(w.user)] = BanRecord(w.user, w.until, w.reason, w.by, w.ts)
+        elif isinstance(w, RemoveBan):
+            self._bans.pop(user_key(w.user), None)
+        elif isinstance(w, AddBlock):
+            key = (user_key(w.blocker), user_key(w.blocked))
+            self._blocks.setdefault(key, BlockRecord(w.blocker, w.blocked))
+        elif isinstance(w, RemoveBlock):
+            self._blocks.pop((user_key(w.blocker), user_key(w.blocked)), None)
+        elif isinstance(w, Audit):
+            self._audit.append(AuditEntry(w.ts, w.actor, w.action, w.target, w.reason))
+        else:  # pragma: no cover - exhaustive over Write
+            raise TypeError(f"unknown write {w!r}")
+
+    def _set_cursor(self, user: str, conv: str, seq: int) -> None:
+        key = (user, conv)
+        if seq > self._cursors.get(key, 0):
+            self._cursors[key] = seq
+
+    @staticmethod
+    def _edit(log: _Log | None, seq: int, text: str | None) -> None:
+        if log is None:
+            return
+        i = log.index(seq)
+        if i is None:
+            return
+        msg = log.msgs[i]
+        if text is None:
+            log.msgs[i] = replace(msg, text=None, deleted=True)
+        elif not msg.deleted:
+            log.msgs[i] = replace(msg, text=text, edited=True)
+
+    def _rename_room(self, old: str, new: str) -> None:
+        ok, nk = room_key(old), room_key(new)
+        room = self._rooms.pop(ok)
+        self._rooms[nk] = replace(room, name=new)
+        log = self._room_logs.pop(ok, None)
+        if log is not None:
+            log.msgs = [replace(m, scope=new) for m in log.msgs]
+            self._room_logs[nk] = log
+        for key in [key for key in self._members if key[1] == ok]:
+            rec = self._members.pop(key)
+            self._members[(key[0], nk)] = replace(rec, room=new)

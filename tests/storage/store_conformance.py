@@ -1,0 +1,339 @@
+"""Conformance tests every `parlour.core.ports.Store` implementation must pass.
+
+Use it from a test module that defines a `store_factory` fixture returning a callable
+`(tmp_path) -> Store`, and subclasses `StoreConformance`:
+
+    @pytest.fixture
+    def store_factory() -> Callable[[Path], Store]:
+        return lambda tmp_path: SqliteStore(tmp_path / "db")
+
+    class TestSqliteStore(StoreConformance):
+        pass
+
+`reopen` tests call the factory twice with the same directory: a durable store must return
+the same data; a volatile store (memory) sets `durable = False` on its subclass to skip them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from parlour.core.ports import (
+    AuditEntry,
+    BanRecord,
+    BlockRecord,
+    DmCursorRecord,
+    MembershipRecord,
+    Store,
+    StoredMessage,
+    conv_id,
+)
+from parlour.core.writes import (
+    AddBan,
+    AddBlock,
+    AppendDm,
+    AppendRoomMessage,
+    Audit,
+    CreateRoom,
+    CreateUser,
+    DeleteDm,
+    DeleteRoom,
+    DeleteRoomMessage,
+    EditDm,
+    EditRoomMessage,
+    RecordLogin,
+    RemoveBan,
+    RemoveBlock,
+    RenameRoom,
+    SetDmCursor,
+    SetMembership,
+    SetPassword,
+    Write,
+)
+
+__all__ = ["StoreConformance", "StoreFactory"]
+
+StoreFactory = Callable[[Path], Store]
+
+AB = conv_id("alice", "Bob")
+
+
+def _base() -> list[Write]:
+    return [
+        CreateUser("admin", "h-admin", "admin", 1.0),
+        CreateUser("alice", "h-alice", "member", 2.0),
+        CreateUser("Bob", "h-bob", "member", 3.0),
+        CreateRoom("general", "admin", 4.0),
+        CreateRoom("random", "admin", 5.0),
+    ]
+
+
+def _room_msgs(room: str, n: int, start: int = 1, t0: float = 100.0) -> list[Write]:
+    return [
+        AppendRoomMessage(room, s, "alice", f"m{s}", t0 + s, f"c{s}")
+        for s in range(start, start + n)
+    ]
+
+
+class StoreConformance:
+    durable = True
+
+    @pytest.fixture
+    def store(self, store_factory: StoreFactory, tmp_path: Path) -> Store:
+        s = store_factory(tmp_path)
+        s.apply(_base())
+        return s
+
+    # -- users, rooms, memberships ----------------------------------------------------------
+
+    def test_empty_store_loads_empty(self, store_factory: StoreFactory, tmp_path: Path) -> None:
+        snap = store_factory(tmp_path).load()
+        assert list(snap.users) == []
+        assert list(snap.rooms) == []
+        assert dict(snap.room_last_seq) == {}
+        assert dict(snap.dm_last_seq) == {}
+
+    def test_users_and_rooms_load(self, store: Store) -> None:
+        snap = store.load()
+        users = {u.name: u for u in snap.users}
+        assert set(users) == {"admin", "alice", "Bob"}
+        assert users["admin"].role == "admin"
+        assert users["Bob"].password_hash == "h-bob"
+        assert users["Bob"].created == 3.0
+        assert users["Bob"].last_login is None
+        assert {r.name: (r.created, r.created_by) for r in snap.rooms} == {
+            "general": (4.0, "admin"),
+            "random": (5.0, "admin"),
+        }
+
+    def test_set_password_and_record_login(self, store: Store) -> None:
+        store.apply([SetPassword("alice", "h2"), RecordLogin("alice", 50.0)])
+        alice = next(u for u in store.load().users if u.name == "alice")
+        assert alice.password_hash == "h2"
+        assert alice.last_login == 50.0
+
+    def test_membership_idempotent_and_removable(self, store: Store) -> None:
+        store.apply(
+            [
+                SetMembership("alice", "general", True),
+                SetMembership("alice", "general", True),
+                SetMembership("Bob", "general", True),
+                SetMembership("Bob", "random", True),
+                SetMembership("Bob", "general", False),
+                SetMembership("alice", "random", False),  # not a member: no-op
+            ]
+        )
+        assert set(store.load().memberships) == {
+            MembershipRecord("alice", "general"),
+            MembershipRecord("Bob", "random"),
+        }
+
+    def test_rename_room_moves_messages_and_members(self, store: Store) -> None:
+        store.apply([SetMembership("alice", "general", True), *_room_msgs("general", 3)])
+        store.apply([RenameRoom("general", "lobby")])
+        snap = store.load()
+        assert {r.name for r in snap.rooms} == {"lobby", "random"}
+        assert set(snap.memberships) == {MembershipRecord("alice", "lobby")}
+        assert dict(snap.room_last_seq) == {"lobby": 3}
+        msgs = store.room_messages("lobby", before=None, after=None, limit=10)
+        assert [(m.scope, m.seq) for m in msgs] == [("lobby", 1), ("lobby", 2), ("lobby", 3)]
+        assert store.room_messages("general", before=None, after=None, limit=10) == []
+
+    def test_delete_room_removes_messages_and_members(self, store: Store) -> None:
+        store.apply([SetMembership("alice", "general", True), *_room_msgs("general", 3)])
+        store.apply([DeleteRoom("general")])
+        snap = store.load()
+        assert {r.name for r in snap.rooms} == {"random"}
+        assert list(snap.memberships) == []
+        assert "general" not in snap.room_last_seq
+        store.apply([CreateRoom("general", "admin", 9.0), *_room_msgs("general", 1)])
+        assert [
+            m.text for m in store.room_messages("general", before=None, after=None, limit=9)
+        ] == ["m1"]
+
+    # -- room messages ------------------------------------------------------------------------
+
+    def test_room_message_fields_roundtrip(self, store: Store) -> None:
+        store.apply([AppendRoomMessage("general", 1, "alice", "héllo ✓", 123.5, "cid-1")])
+        (m,) = store.room_messages("general", before=None, after=None, limit=10)
+        assert m == StoredMessage("general", 1, 123.5, "alice", "héllo ✓", False, False, "cid-1")
+        store.apply([AppendRoomMessage("general", 2, "Bob", "x", 124.0, None)])
+        assert store.room_messages("general", before=None, after=1, limit=10)[0].client_id is None
+
+    def test_room_paging(self, store: Store) -> None:
+        store.apply(_room_msgs("general", 10))
+        page = store.room_messages
+
+        def seqs(before: int | None, after: int | None, limit: int) -> list[int]:
+            return [m.seq for m in page("general", before=before, after=after, limit=limit)]
+
+        assert seqs(None, None, 3) == [8, 9, 10]
+        assert seqs(8, None, 3) == [5, 6, 7]
+        assert seqs(3, None, 5) == [1, 2]
+        assert seqs(1, None, 5) == []
+        assert seqs(None, 7, 2) == [8, 9]
+        assert seqs(None, 8, 5) == [9, 10]
+        assert seqs(None, 10, 5) == []
+        assert seqs(None, 0, 3) == [1, 2, 3]
+        assert seqs(9, 2, 3) == [6, 7, 8]
+        assert seqs(None, None, 0) == []
+        assert store.room_messages("nowhere", before=None, after=None, limit=5) == []
+        assert store.room_messages("random", before=None, after=None, limit=5) == []
+        assert dict(store.load().room_last_seq) == {"general": 10}
+
+    def test_room_edit_and_delete(self, store: Store) -> None:
+        store.apply(_room_msgs("general", 3))
+        store.apply([EditRoomMessage("general", 2, "edited"), DeleteRoomMessage("general", 3)])
+        msgs = store.room_messages("general", before=None, after=None, limit=10)
+        assert [(m.text, m.edited, m.deleted) for m in msgs] == [
+            ("m1", False, False),
+            ("edited", True, False),
+            (None, False, True),
+        ]
+        assert msgs[2].sender == "alice" and msgs[2].seq == 3
+
+    def test_messages_since(self, store: Store) -> None:
+        store.apply(
+            [
+                AppendRoomMessage("general", 1, "alice", "g1", 10.0, None),
+                AppendRoomMessage("random", 1, "Bob", "r1", 11.0, None),
+                AppendRoomMessage("general", 2, "alice", "g2", 12.0, None),
+                AppendRoomMessage("random", 2, "Bob", "r2", 13.0, None),
+            ]
+        )
+        got = store.messages_since(["general", "random"], 11.0, 10)
+        assert [(m.scope, m.seq) for m in got] == [("random", 1), ("general", 2), ("random", 2)]
+        assert [m.text for m in store.messages_since(["general"], 0.0, 10)] == ["g1", "g2"]
+        assert [m.text for m in store.messages_since(["general", "random"], 0.0, 2)] == [
+            "g1",
+            "r1",
+        ]
+        assert store.messages_since([], 0.0, 10) == []
+        assert store.messages_since(["general"], 99.0, 10) == []
+
+    # -- direct messages -----------------------------------------------------------------------
+
+    def test_dms_and_cursor(self, store: Store) -> None:
+        store.apply(
+            [
+                AppendDm(AB, 1, "alice", "Bob", "hi", 20.0, "d1", False),
+                AppendDm(AB, 2, "alice", "Bob", "there", 21.0, "d2", False),
+            ]
+        )
+        snap = store.load()
+        assert dict(snap.dm_last_seq) == {AB: 2}
+        assert list(snap.dm_cursors) == []
+        msgs = store.dm_messages(AB, before=None, after=0, limit=10)
+        assert msgs[0] == StoredMessage(AB, 1, 20.0, "alice", "hi", False, False, "d1", "Bob")
+        assert [m.seq for m in store.dm_messages(AB, before=2, after=None, limit=10)] == [1]
+        store.apply([AppendDm(AB, 3, "Bob", "alice", "yo", 22.0, None, True)])
+        assert set(store.load().dm_cursors) == {DmCursorRecord("alice", AB, 3)}
+        store.apply([SetDmCursor("Bob", AB, 2), SetDmCursor("Bob", AB, 1)])  # never lowered
+        assert set(store.load().dm_cursors) == {
+            DmCursorRecord("alice", AB, 3),
+            DmCursorRecord("Bob", AB, 2),
+        }
+
+    def test_dm_edit_delete(self, store: Store) -> None:
+        store.apply(
+            [
+                AppendDm(AB, 1, "alice", "Bob", "hi", 20.0, None, True),
+                AppendDm(AB, 2, "alice", "Bob", "x", 21.0, None, True),
+            ]
+        )
+        store.apply([EditDm(AB, 1, "hello"), DeleteDm(AB, 2)])
+        msgs = store.dm_messages(AB, before=None, after=None, limit=10)
+        assert [(m.text, m.edited, m.deleted) for m in msgs] == [
+            ("hello", True, False),
+            (None, False, True),
+        ]
+        assert store.dm_messages("nobody:none", before=None, after=None, limit=10) == []
+
+    # -- bans, blocks, audit -----------------------------------------------------------------
+
+    def test_bans(self, store: Store) -> None:
+        store.apply(
+            [AddBan("Bob", 100.0, "spam", "admin", 10.0), AddBan("alice", None, "", "admin", 11.0)]
+        )
+        assert set(store.load().bans) == {
+            BanRecord("Bob", 100.0, "spam", "admin", 10.0),
+            BanRecord("alice", None, "", "admin", 11.0),
+        }
+        store.apply([AddBan("Bob", 200.0, "again", "admin", 12.0), RemoveBan("alice")])
+        assert list(store.load().bans) == [BanRecord("Bob", 200.0, "again", "admin", 12.0)]
+        store.apply([RemoveBan("alice")])  # absent: no-op
+        assert len(list(store.load().bans)) == 1
+
+    def test_blocks(self, store: Store) -> None:
+        store.apply([AddBlock("alice", "Bob"), AddBlock("alice", "Bob"), AddBlock("Bob", "admin")])
+        assert set(store.load().blocks) == {
+            BlockRecord("alice", "Bob"),
+            BlockRecord("Bob", "admin"),
+        }
+        store.apply([RemoveBlock("alice", "Bob"), RemoveBlock("alice", "admin")])
+        assert list(store.load().blocks) == [BlockRecord("Bob", "admin")]
+
+    def test_audit_newest_first(self, store: Store) -> None:
+        store.apply([Audit("admin", "kick", f"u{i}", f"r{i}", float(i)) for i in range(5)])
+        assert store.audit_log(2) == [
+            AuditEntry(4.0, "admin", "kick", "u4", "r4"),
+            AuditEntry(3.0, "admin", "kick", "u3", "r3"),
+        ]
+        assert len(store.audit_log(100)) == 5
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def test_apply_empty_batch(self, store: Store) -> None:
+        store.apply([])
+        assert len(list(store.load().users)) == 3
+
+    def test_failing_batch_changes_nothing(self, store: Store) -> None:
+        store.apply(_room_msgs("general", 1))
+        with pytest.raises(Exception):  # noqa: B017 - any store-specific integrity error
+            store.apply(
+                [
+                    CreateUser("carol", "h", "member", 9.0),
+                    AppendRoomMessage("general", 1, "alice", "dup", 9.0, None),
+                ]
+            )
+        assert {u.name for u in store.load().users} == {"admin", "alice", "Bob"}
+        assert [
+            m.text for m in store.room_messages("general", before=None, after=None, limit=9)
+        ] == ["m1"]
+
+    # -- durability -------------------------------------------------------------------------------
+
+    def test_reopen_keeps_everything(self, store_factory: StoreFactory, tmp_path: Path) -> None:
+        if not self.durable:
+            pytest.skip("volatile store")
+        s = store_factory(tmp_path)
+        s.apply(
+            [
+                *_base(),
+                SetMembership("alice", "general", True),
+                *_room_msgs("general", 3),
+                AppendDm(AB, 1, "alice", "Bob", "hi", 20.0, "d1", True),
+                AddBan("Bob", None, "r", "admin", 1.0),
+                AddBlock("alice", "Bob"),
+                Audit("admin", "ban", "Bob", "r", 1.0),
+            ]
+        )
+        close = getattr(s, "close", None)
+        if callable(close):
+            close()
+        s2 = store_factory(tmp_path)
+        snap = s2.load()
+        assert {u.name for u in snap.users} == {"admin", "alice", "Bob"}
+        assert dict(snap.room_last_seq) == {"general": 3}
+        assert dict(snap.dm_last_seq) == {AB: 1}
+        assert set(snap.dm_cursors) == {DmCursorRecord("Bob", AB, 1)}
+        assert len(list(snap.bans)) == 1 and len(list(snap.blocks)) == 1
+        assert len(s2.audit_log(10)) == 1
+        assert [m.text for m in s2.room_messages("general", before=None, after=None, limit=9)] == [
+            "m1",
+            "m2",
+            "m3",
+        ]
