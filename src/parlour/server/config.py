@@ -1,0 +1,325 @@
+"""Server settings: one typed, frozen object built from defaults, a TOML file, env vars and flags.
+
+Precedence (highest first): command-line flags > ``PARLOUR_*`` environment variables > the TOML
+file given with ``--config`` > built-in defaults. Every setting is listed in ``SETTINGS`` with its
+TOML key, environment variable, flag and default; ``docs/configuration.md`` is the reference.
+
+The admin password is never part of the file or the flags: it is read from
+``PARLOUR_ADMIN_PASSWORD`` only and kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "ADMIN_PASSWORD_ENV",
+    "SETTINGS",
+    "ConfigError",
+    "SettingSpec",
+    "Settings",
+    "describe",
+    "env_var",
+    "load_settings",
+    "replace",
+]
+
+ADMIN_PASSWORD_ENV = "PARLOUR_ADMIN_PASSWORD"
+ENV_PREFIX = "PARLOUR_"
+
+StoreKind = Literal["sqlite", "memory"]
+LogFormat = Literal["text", "json"]
+DuplicateLogin = Literal["reject", "allow"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown, of the wrong type or out of range. The message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `parlour serve` can be told. Immutable; build it with :func:`load_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 7878
+    data_dir: Path = Path("data")
+    store: StoreKind = "sqlite"
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_frame: int = 65536
+    max_message: int = 4000
+    min_password: int = 8
+    rate: float = 20.0
+    burst: int = 10
+    max_connections: int = 10000
+    idle_timeout: float = 90.0
+    heartbeat: float = 30.0
+    send_queue_max: int = 1 << 20
+    history_on_join: int = 50
+    lockout_attempts: int = 3
+    lockout_seconds: float = 60.0
+    duplicate_login: DuplicateLogin = "reject"
+    presence_window: float = 3600.0
+    default_rooms: tuple[str, ...] = ("general", "random", "help")
+    log_level: str = "INFO"
+    log_format: LogFormat = "text"
+    admin_password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+
+# --------------------------------------------------------------------------------------------
+# the table of settings (drives parsing, env vars, flags and the docs)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    name: str
+    kind: str  # "str" "int" "float" "path" "optional_path" "rooms" or "choice"
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    flag: bool = True
+
+    @property
+    def env(self) -> str:
+        return env_var(self.name)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("host", "str", "Address to listen on (use 0.0.0.0 or :: to listen on all)."),
+    SettingSpec("port", "int", "TCP port for the chat protocol (0 picks a free one).", minimum=0),
+    SettingSpec("data_dir", "path", "Directory holding the SQLite database."),
+    SettingSpec("store", "choice", "Storage backend.", choices=("sqlite", "memory")),
+    SettingSpec(
+        "sqlite_synchronous",
+        "choice",
+        "SQLite durability: full survives power loss, normal only process crashes.",
+        choices=("full", "normal"),
+    ),
+    SettingSpec("tls_cert", "optional_path", "PEM certificate chain; enables TLS."),
+    SettingSpec("tls_key", "optional_path", "PEM private key for --tls-cert."),
+    SettingSpec("max_frame", "int", "Largest accepted frame in bytes.", minimum=256),
+    SettingSpec("max_message", "int", "Longest message text in characters.", minimum=1),
+    SettingSpec("min_password", "int", "Minimum password length.", minimum=1),
+    SettingSpec("rate", "float", "Requests per second allowed per connection.", minimum=0.001),
+    SettingSpec("burst", "int", "Token-bucket burst above the sustained rate.", minimum=1),
+    SettingSpec("max_connections", "int", "Connections beyond this get server_full.", minimum=1),
+    SettingSpec("idle_timeout", "float", "Close connections silent this long (s).", minimum=1),
+    SettingSpec("heartbeat", "float", "Server ping interval advertised to clients (s).", minimum=1),
+    SettingSpec("send_queue_max", "int", "Bytes queued for a client before cut-off.", minimum=1024),
+    SettingSpec("history_on_join", "int", "Messages returned when joining a room.", minimum=0),
+    SettingSpec("lockout_attempts", "int", "Failed logins before a lockout.", minimum=1),
+    SettingSpec("lockout_seconds", "float", "How long a lockout lasts (s).", minimum=0),
+    SettingSpec(
+        "duplicate_login",
+        "choice",
+        "Second login of a live user: reject or allow.",
+        choices=("reject", "allow"),
+    ),
+    SettingSpec("presence_window", "float", "Default window of `who --since` (s).", minimum=1),
+    SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
+    SettingSpec(
+        "log_level",
+        "choice",
+        "Logging level.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    SettingSpec("log_format", "choice", "Log line format.", choices=("text", "json")),
+)
+
+_SPECS = {s.name: s for s in SETTINGS}
+_ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+
+
+def _convert(spec: SettingSpec, value: object, source: str) -> object:
+    """Turn a raw value (str from env/flags, or a TOML value) into the typed setting value."""
+    where = f"{spec.name} (from {source})"
+    kind = spec.kind
+    if kind in ("str", "choice"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        text = value.strip()
+        if kind == "choice":
+            norm = text.upper() if spec.name == "log_level" else text.lower()
+            if norm not in spec.choices:
+                raise ConfigError(f"{where}: {value!r} is not one of {', '.join(spec.choices)}")
+            return norm
+        if not text:
+            raise ConfigError(f"{where}: must not be empty")
+        return text
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip().replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return _check_min(spec, value, where)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return _check_min(spec, float(value), where)
+    if kind in ("path", "optional_path"):
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        text = str(value).strip()
+        if not text:
+            if kind == "optional_path":
+                return None
+            raise ConfigError(f"{where}: must not be empty")
+        return Path(text).expanduser()
+    if kind == "rooms":
+        items: list[object]
+        if isinstance(value, str):
+            items = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise ConfigError(f"{where}: expected a list of room names, got {value!r}")
+        rooms: list[str] = []
+        for item in items:
+            if not isinstance(item, str) or not _ROOM_RE.match(item):
+                raise ConfigError(
+                    f"{where}: bad room name {item!r} (1-32 letters, digits, '_', '-', '.')"
+                )
+            if item.lower() in (r.lower() for r in rooms):
+                raise ConfigError(f"{where}: room {item!r} listed twice")
+            rooms.append(item)
+        return tuple(rooms)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _check_min(spec: SettingSpec, value: float, where: str) -> Any:
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{where}: must be at least {spec.minimum:g}, got {value:g}")
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # Allow an optional [server] table as well as top-level keys.
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if key == "server" and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> Settings:
+    """Build settings: flags > env > file > defaults. Raises :class:`ConfigError` on bad input.
+
+    ``flags`` holds only the options given on the command line (None values are ignored).
+    ``env`` defaults to ``os.environ``; unknown ``PARLOUR_*`` variables are ignored (other
+    Parlour parts use the prefix too), unknown TOML keys are an error (likely typos).
+    """
+    environ = os.environ if env is None else env
+    values: dict[str, object] = {}
+    if config_file is not None:
+        for key, raw in _read_toml(config_file).items():
+            spec = _SPECS.get(key)
+            if spec is None:
+                known = ", ".join(sorted(_SPECS))
+                raise ConfigError(f"{config_file}: unknown setting {key!r} (known: {known})")
+            values[key] = _convert(spec, raw, str(config_file))
+    for spec in SETTINGS:
+        raw_env = environ.get(spec.env)
+        if raw_env is not None and raw_env != "":
+            values[spec.name] = _convert(spec, raw_env, spec.env)
+    for key, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        spec = _SPECS.get(key)
+        if spec is None:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _convert(spec, raw, spec.option)
+    admin = environ.get(ADMIN_PASSWORD_ENV) or None
+    settings = Settings(**values, admin_password=admin)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.port > 65535:
+        raise ConfigError(f"port: must be at most 65535, got {s.port}")
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    for name in ("tls_cert", "tls_key"):
+        p = getattr(s, name)
+        if p is not None and not p.is_file():
+            raise ConfigError(f"{name}: file {p} does not exist")
+    if s.max_message * 4 + 512 > s.max_frame:
+        raise ConfigError(
+            f"max_frame ({s.max_frame}) must leave room for a max_message of {s.max_message} "
+            f"characters (needs at least {s.max_message * 4 + 512} bytes)"
+        )
+    if s.send_queue_max < s.max_frame:
+        raise ConfigError(
+            f"send_queue_max ({s.send_queue_max}) must be at least max_frame ({s.max_frame})"
+        )
+    if s.heartbeat >= s.idle_timeout:
+        raise ConfigError(
+            f"heartbeat ({s.heartbeat:g}s) must be shorter than idle_timeout ({s.idle_timeout:g}s)"
+        )
+    if s.admin_password is not None and len(s.admin_password) < s.min_password:
+        raise ConfigError(
+            f"{ADMIN_PASSWORD_ENV} is shorter than min_password ({s.min_password} characters)"
+        )
+    if not s.default_rooms:
+        raise ConfigError("default_rooms: at least one room is needed")
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    """A copy with some fields changed, validated like a loaded one (used by tests and wiring)."""
+    new = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    _validate(new)
+    return new
+
+
+def describe(settings: Settings) -> Mapping[str, object]:
+    """The settings as a plain mapping for logging; never contains the admin password."""
+    return {spec.name: getattr(settings, spec.name) for spec in SETTINGS}

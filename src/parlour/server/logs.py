@@ -1,0 +1,71 @@
+"""Structured server logs: `text` for people, `json` (one object a line) for machines.
+
+Log calls pass structured fields with ``extra={"fields": {...}}``; both formats show them. Message
+bodies are logged only at DEBUG; passwords never (nothing in the server passes them here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "fields"]
+
+_ROOT = "parlour"
+
+
+def fields(**values: object) -> dict[str, Any]:
+    """``log.info("login", extra=fields(user="bob", peer="1.2.3.4:5"))``."""
+    return {"fields": values}
+
+
+def _record_fields(record: logging.LogRecord) -> Mapping[str, object]:
+    value = getattr(record, "fields", None)
+    return value if isinstance(value, Mapping) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in _record_fields(record).items():
+            out.setdefault(key, value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [f"{stamp}.{int(record.msecs):03d}Z", f"{record.levelname:<7}", record.getMessage()]
+        for key, value in _record_fields(record).items():
+            text = value if isinstance(value, str) and " " not in value else json.dumps(value)
+            parts.append(f"{key}={text}")
+        line = " ".join(str(p) for p in parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str, fmt: str, stream: IO[str] | None = None) -> logging.Handler:
+    """Send the ``parlour`` logger tree to ``stream`` (stderr) in the chosen format."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger = logging.getLogger(_ROOT)
+    for old in list(logger.handlers):
+        if getattr(old, "_parlour", False):
+            logger.removeHandler(old)
+    handler._parlour = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return handler

@@ -1,0 +1,127 @@
+"""SQLite schema and its migrations, versioned with ``PRAGMA user_version``.
+
+``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``. Never edit a released
+migration: append a new one. Each runs in its own transaction together with the version bump.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaError", "migrate"]
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this version of Parlour (e.g. it is newer)."""
+
+
+_V1 = (
+    """CREATE TABLE users (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'member')),
+        created REAL NOT NULL,
+        last_login REAL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE rooms (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created REAL NOT NULL,
+        created_by TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE memberships (
+        user_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        room_key TEXT NOT NULL,
+        PRIMARY KEY (user_key, room_key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE room_messages (
+        room_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT,
+        edited INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        client_id TEXT,
+        PRIMARY KEY (room_key, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE dm_messages (
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        text TEXT,
+        edited INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        client_id TEXT,
+        PRIMARY KEY (conv, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE dm_cursors (
+        user_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_key, conv)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE bans (
+        user_key TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        until REAL,
+        reason TEXT NOT NULL,
+        by TEXT NOT NULL,
+        ts REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE blocks (
+        blocker_key TEXT NOT NULL,
+        blocked_key TEXT NOT NULL,
+        blocker TEXT NOT NULL,
+        blocked TEXT NOT NULL,
+        PRIMARY KEY (blocker_key, blocked_key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT NOT NULL
+    )""",
+)
+
+# v2: `since` reads scan by timestamp within rooms; index them.
+_V2 = ("CREATE INDEX room_messages_by_ts ON room_messages (room_key, ts)",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> tuple[int, int]:
+    """Bring the database up to ``target``; returns (version before, version after).
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    before = user_version(conn)
+    if before > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {before} is newer than this Parlour understands "
+            f"({SCHEMA_VERSION}); upgrade Parlour or restore a backup"
+        )
+    for version in range(before, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return before, max(before, target)
