@@ -1,0 +1,1000 @@
+"""Typed messages of the chat protocol: requests, replies, events and the message record.
+
+Everything here is sans-I/O and cheap: a wire frame is a ``dict`` (from :mod:`.codec`);
+:func:`parse_request` turns a client frame into one frozen dataclass per request type, and
+``to_wire()`` turns any message back into a ``dict`` for :func:`parlour.protocol.codec.encode`.
+
+Validation here is about shape and type (names, non-empty text, ranges); policy limits that
+depend on configuration (max text length, password minimum length) belong to the core.
+Unknown fields in a request are ignored (forward compatibility). The reference for every field
+is docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+
+from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_MAX_TEXT",
+    "EVENT_FIELDS",
+    "MAX_CLIENT_ID",
+    "MAX_LIMIT",
+    "MAX_NAME",
+    "MAX_PASSWORD",
+    "MAX_REASON",
+    "PROTOCOL_VERSION",
+    "REPLY_FIELDS",
+    "REQUEST_TYPES",
+    "AuditRequest",
+    "BanRequest",
+    "BansRequest",
+    "BlockRequest",
+    "BlocksRequest",
+    "BroadcastRequest",
+    "DeleteRequest",
+    "DmRequest",
+    "EditRequest",
+    "Error",
+    "Event",
+    "EventName",
+    "HelloRequest",
+    "HistoryRequest",
+    "JoinRequest",
+    "KickRequest",
+    "LeaveRequest",
+    "LoginRequest",
+    "LogoutRequest",
+    "MessageRecord",
+    "Ok",
+    "PasswdRequest",
+    "PingRequest",
+    "Reply",
+    "Request",
+    "Resume",
+    "RoomCreateRequest",
+    "RoomDeleteRequest",
+    "RoomRenameRequest",
+    "RoomsRequest",
+    "SendRequest",
+    "ServerFrame",
+    "SignupRequest",
+    "SinceRequest",
+    "SyncRequest",
+    "UnbanRequest",
+    "UnblockRequest",
+    "WhoRequest",
+    "is_valid_name",
+    "parse_event",
+    "parse_reply",
+    "parse_request",
+    "parse_server_frame",
+]
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 64 * 1024
+DEFAULT_MAX_TEXT = 4000
+MAX_NAME = 32
+MAX_CLIENT_ID = 64
+MAX_PASSWORD = 1024
+MAX_REASON = 500
+MAX_LIMIT = 1000
+MAX_REQUEST_ID = 64
+MAX_RESUME_ENTRIES = 10_000
+MAX_ROOM_LIST = 1000
+_MAX_INT = 2**53  # JSON-safe integers (JavaScript clients)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+
+
+def is_valid_name(value: object) -> bool:
+    """True for a valid user or room name: 1-32 ASCII letters, digits, ``_``, ``-`` or ``.``."""
+    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None
+
+
+# --------------------------------------------------------------------------- validators
+# Each validator takes (field name, value) and returns the (possibly converted) value or
+# raises ProtocolError(invalid_field). They run in __post_init__, so building a request in
+# Python is checked exactly like parsing one from the wire.
+
+_Validator = Callable[[str, Any], Any]
+
+
+def _invalid(name: str, why: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_FIELD, f"field {name!r} {why}", field=name)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _v_name(name: str, value: Any) -> str:
+    if not is_valid_name(value):
+        raise _invalid(name, "must be 1-32 letters, digits, '_', '-' or '.'")
+    return str(value)
+
+
+def _v_password(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _invalid(name, "must be a non-empty string")
+    if len(value) > MAX_PASSWORD:
+        raise _invalid(name, f"must be at most {MAX_PASSWORD} characters")
+    return value
+
+
+def _v_text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _invalid(name, "must be a string")
+    if not value or value.isspace():
+        raise _invalid(name, "must not be empty")
+    return value
+
+
+def _v_client_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID:
+        raise _invalid(name, f"must be a string of 1-{MAX_CLIENT_ID} characters")
+    return value
+
+
+def _v_reason(name: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_REASON:
+        raise _invalid(name, f"must be a string of at most {MAX_REASON} characters")
+    return value
+
+
+def _v_positive_int(name: str, value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= _MAX_INT:
+        raise _invalid(name, "must be a positive integer")
+    return int(value)
+
+
+def _v_limit(name: str, value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= MAX_LIMIT:
+        raise _invalid(name, f"must be an integer from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _v_number(name: str, value: Any, *, positive: bool) -> float:
+    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+        raise _invalid(name, "must be a finite number")
+    if value < 0 or (positive and value == 0):
+        raise _invalid(name, "must be positive" if positive else "must not be negative")
+    return float(value)
+
+
+def _v_timestamp(name: str, value: Any) -> float:
+    return _v_number(name, value, positive=False)
+
+
+def _v_duration(name: str, value: Any) -> float:
+    return _v_number(name, value, positive=True)
+
+
+def _v_name_tuple(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_ROOM_LIST:
+        raise _invalid(name, f"must be a list of at most {MAX_ROOM_LIST} names")
+    return tuple(_v_name(name, item) for item in value)
+
+
+def _v_cursors(name: str, value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping) or len(value) > MAX_RESUME_ENTRIES:
+        raise _invalid(name, "must be an object of name -> last seen sequence")
+    out: dict[str, int] = {}
+    for key, seq in value.items():
+        if not is_valid_name(key) or not _is_int(seq) or not 0 <= seq <= _MAX_INT:
+            raise _invalid(name, "must map names to non-negative integers")
+        out[key] = seq
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume:
+    """Last seen sequence per room and per DM peer, sent in ``login``/``sync``."""
+
+    rooms: Mapping[str, int] = field(default_factory=dict)
+    dms: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rooms", _v_cursors("resume.rooms", self.rooms))
+        object.__setattr__(self, "dms", _v_cursors("resume.dms", self.dms))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"rooms": dict(self.rooms), "dms": dict(self.dms)}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Resume:
+        if isinstance(value, Resume):
+            return value
+        if not isinstance(value, Mapping):
+            raise _invalid("resume", 'must be an object {"rooms": {...}, "dms": {...}}')
+        return cls(rooms=value.get("rooms") or {}, dms=value.get("dms") or {})
+
+
+def _v_resume(name: str, value: Any) -> Resume:
+    return Resume.from_wire(value)
+
+
+def _v_request_id(value: Any) -> RequestId:
+    if _is_int(value) and -_MAX_INT <= value <= _MAX_INT:
+        return int(value)
+    if isinstance(value, str) and 1 <= len(value) <= MAX_REQUEST_ID:
+        return value
+    raise _invalid("id", f"must be an integer or a string of 1-{MAX_REQUEST_ID} characters")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class _Request:
+    """Shared behaviour of request dataclasses (each subclass is a frozen slotted dataclass).
+
+    ``_FIELDS`` lists ``(wire name, validator, required)``; wire names equal attribute names.
+    """
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", _v_request_id(getattr(self, "id")))  # noqa: B009
+        for name, validator, required in self._FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                if required:
+                    raise ProtocolError(
+                        ErrorCode.MISSING_FIELD, f"missing field {name!r}", field=name
+                    )
+                continue
+            checked = validator(name, value)
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+        self._check()
+
+    def _check(self) -> None:
+        """Cross-field checks (overridden where needed)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The request as a JSON-ready dict; optional fields that are unset are omitted."""
+        out: dict[str, Any] = {"id": getattr(self, "id"), "type": self.TYPE}  # noqa: B009
+        for name, _, _ in self._FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, Resume):
+                value = value.to_wire()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        kwargs: dict[str, Any] = {"id": obj.get("id")}
+        for name, _, required in cls._FIELDS:
+            value = obj.get(name)
+            if value is None and required:
+                raise ProtocolError(ErrorCode.MISSING_FIELD, f"missing field {name!r}", field=name)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+def _exactly_one_target(request: Any) -> None:
+    if (request.room is None) == (request.peer is None):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, "exactly one of 'room' or 'peer' is required", field="room"
+        )
+
+
+_DC = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+@_DC
+class HelloRequest(_Request):
+    """First request of a connection: protocol version negotiation."""
+
+    TYPE: ClassVar[str] = "hello"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("version", lambda n, v: _v_positive_int(n, v), True),
+        ("client", lambda n, v: _v_reason(n, v), False),
+    )
+    id: RequestId
+    version: int
+    client: str | None = None
+
+
+@_DC
+class SignupRequest(_Request):
+    """Create an account and log this connection in."""
+
+    TYPE: ClassVar[str] = "signup"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("username", _v_name, True),
+        ("password", _v_password, True),
+    )
+    id: RequestId
+    username: str
+    password: str = field(repr=False)
+
+
+@_DC
+class LoginRequest(_Request):
+    """Log in; ``resume`` asks for everything after the given sequences."""
+
+    TYPE: ClassVar[str] = "login"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("username", _v_name, True),
+        ("password", _v_password, True),
+        ("resume", _v_resume, False),
+    )
+    id: RequestId
+    username: str
+    password: str = field(repr=False)
+    resume: Resume | None = None
+
+
+@_DC
+class LogoutRequest(_Request):
+    TYPE: ClassVar[str] = "logout"
+    id: RequestId
+
+
+@_DC
+class PasswdRequest(_Request):
+    """Change the password; needs the old one."""
+
+    TYPE: ClassVar[str] = "passwd"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("old_password", _v_password, True),
+        ("new_password", _v_password, True),
+    )
+    id: RequestId
+    old_password: str = field(repr=False)
+    new_password: str = field(repr=False)
+
+
+@_DC
+class RoomsRequest(_Request):
+    TYPE: ClassVar[str] = "rooms"
+    id: RequestId
+
+
+@_DC
+class RoomCreateRequest(_Request):
+    TYPE: ClassVar[str] = "room_create"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
+    id: RequestId
+    room: str
+
+
+@_DC
+class RoomRenameRequest(_Request):
+    TYPE: ClassVar[str] = "room_rename"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, True),
+        ("new_name", _v_name, True),
+    )
+    id: RequestId
+    room: str
+    new_name: str
+
+
+@_DC
+class RoomDeleteRequest(_Request):
+    TYPE: ClassVar[str] = "room_delete"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
+    id: RequestId
+    room: str
+
+
+@_DC
+class JoinRequest(_Request):
+    """Join a room; the reply carries the newest ``limit`` messages and the member list."""
+
+    TYPE: ClassVar[str] = "join"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, True),
+        ("limit", _v_limit, False),
+    )
+    id: RequestId
+    room: str
+    limit: int | None = None
+
+
+@_DC
+class LeaveRequest(_Request):
+    TYPE: ClassVar[str] = "leave"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
+    id: RequestId
+    room: str
+
+
+@_DC
+class SendRequest(_Request):
+    """Post a message to a room; ``client_id`` makes a resend idempotent."""
+
+    TYPE: ClassVar[str] = "send"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, True),
+        ("text", _v_text, True),
+        ("client_id", _v_client_id, True),
+    )
+    id: RequestId
+    room: str
+    text: str
+    client_id: str
+
+
+@_DC
+class HistoryRequest(_Request):
+    """Page backwards through a room (``room``) or a DM conversation (``peer``)."""
+
+    TYPE: ClassVar[str] = "history"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, False),
+        ("peer", _v_name, False),
+        ("before", _v_positive_int, False),
+        ("limit", _v_limit, False),
+    )
+    id: RequestId
+    room: str | None = None
+    peer: str | None = None
+    before: int | None = None
+    limit: int | None = None
+
+    def _check(self) -> None:
+        _exactly_one_target(self)
+
+
+@_DC
+class SinceRequest(_Request):
+    """All room messages with a timestamp >= ``ts`` (unix seconds), oldest first."""
+
+    TYPE: ClassVar[str] = "since"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("ts", _v_timestamp, True),
+        ("rooms", _v_name_tuple, False),
+        ("limit", _v_limit, False),
+    )
+    id: RequestId
+    ts: float
+    rooms: tuple[str, ...] | None = None
+    limit: int | None = None
+
+
+@_DC
+class EditRequest(_Request):
+    """Replace the text of one of your messages (room or DM)."""
+
+    TYPE: ClassVar[str] = "edit"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, False),
+        ("peer", _v_name, False),
+        ("seq", _v_positive_int, True),
+        ("text", _v_text, True),
+    )
+    id: RequestId
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+    text: str
+
+    def _check(self) -> None:
+        _exactly_one_target(self)
+
+
+@_DC
+class DeleteRequest(_Request):
+    """Delete one of your messages (admins: any room message), leaving a tombstone."""
+
+    TYPE: ClassVar[str] = "delete"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, False),
+        ("peer", _v_name, False),
+        ("seq", _v_positive_int, True),
+    )
+    id: RequestId
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+
+    def _check(self) -> None:
+        _exactly_one_target(self)
+
+
+@_DC
+class DmRequest(_Request):
+    """Direct message to ``to``; ``client_id`` makes a resend idempotent."""
+
+    TYPE: ClassVar[str] = "dm"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("to", _v_name, True),
+        ("text", _v_text, True),
+        ("client_id", _v_client_id, True),
+    )
+    id: RequestId
+    to: str
+    text: str
+    client_id: str
+
+
+@_DC
+class BroadcastRequest(_Request):
+    """Admin announcement to every online user."""
+
+    TYPE: ClassVar[str] = "broadcast"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("text", _v_text, True),)
+    id: RequestId
+    text: str
+
+
+@_DC
+class WhoRequest(_Request):
+    """Who is online (server-wide or in ``room``); ``since`` (seconds) widens the window to
+    users seen in the last ``since`` seconds."""
+
+    TYPE: ClassVar[str] = "who"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, False),
+        ("since", _v_duration, False),
+    )
+    id: RequestId
+    room: str | None = None
+    since: float | None = None
+
+
+@_DC
+class BlockRequest(_Request):
+    TYPE: ClassVar[str] = "block"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
+    id: RequestId
+    user: str
+
+
+@_DC
+class UnblockRequest(_Request):
+    TYPE: ClassVar[str] = "unblock"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
+    id: RequestId
+    user: str
+
+
+@_DC
+class BlocksRequest(_Request):
+    TYPE: ClassVar[str] = "blocks"
+    id: RequestId
+
+
+@_DC
+class KickRequest(_Request):
+    """Admin: remove ``user`` from ``room``, or end all their sessions when ``room`` is unset."""
+
+    TYPE: ClassVar[str] = "kick"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("user", _v_name, True),
+        ("room", _v_name, False),
+        ("reason", _v_reason, False),
+    )
+    id: RequestId
+    user: str
+    room: str | None = None
+    reason: str | None = None
+
+
+@_DC
+class BanRequest(_Request):
+    """Admin: ban ``user`` server-wide for ``duration`` seconds (unset: until unbanned)."""
+
+    TYPE: ClassVar[str] = "ban"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("user", _v_name, True),
+        ("duration", _v_duration, False),
+        ("reason", _v_reason, False),
+    )
+    id: RequestId
+    user: str
+    duration: float | None = None
+    reason: str | None = None
+
+
+@_DC
+class UnbanRequest(_Request):
+    TYPE: ClassVar[str] = "unban"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
+    id: RequestId
+    user: str
+
+
+@_DC
+class BansRequest(_Request):
+    TYPE: ClassVar[str] = "bans"
+    id: RequestId
+
+
+@_DC
+class AuditRequest(_Request):
+    """Admin: newest ``limit`` audit-log entries."""
+
+    TYPE: ClassVar[str] = "audit"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("limit", _v_limit, False),)
+    id: RequestId
+    limit: int | None = None
+
+
+@_DC
+class SyncRequest(_Request):
+    """Ask (again) for everything after the given sequences, without logging in again."""
+
+    TYPE: ClassVar[str] = "sync"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("resume", _v_resume, True),)
+    id: RequestId
+    resume: Resume
+
+
+@_DC
+class PingRequest(_Request):
+    """Heartbeat; also resets the server's idle timer."""
+
+    TYPE: ClassVar[str] = "ping"
+    id: RequestId
+
+
+Request = (
+    HelloRequest
+    | SignupRequest
+    | LoginRequest
+    | LogoutRequest
+    | PasswdRequest
+    | RoomsRequest
+    | RoomCreateRequest
+    | RoomRenameRequest
+    | RoomDeleteRequest
+    | JoinRequest
+    | LeaveRequest
+    | SendRequest
+    | HistoryRequest
+    | SinceRequest
+    | EditRequest
+    | DeleteRequest
+    | DmRequest
+    | BroadcastRequest
+    | WhoRequest
+    | BlockRequest
+    | UnblockRequest
+    | BlocksRequest
+    | KickRequest
+    | BanRequest
+    | UnbanRequest
+    | BansRequest
+    | AuditRequest
+    | SyncRequest
+    | PingRequest
+)
+
+_REQUEST_CLASSES: tuple[type[_Request], ...] = (
+    HelloRequest,
+    SignupRequest,
+    LoginRequest,
+    LogoutRequest,
+    PasswdRequest,
+    RoomsRequest,
+    RoomCreateRequest,
+    RoomRenameRequest,
+    RoomDeleteRequest,
+    JoinRequest,
+    LeaveRequest,
+    SendRequest,
+    HistoryRequest,
+    SinceRequest,
+    EditRequest,
+    DeleteRequest,
+    DmRequest,
+    BroadcastRequest,
+    WhoRequest,
+    BlockRequest,
+    UnblockRequest,
+    BlocksRequest,
+    KickRequest,
+    BanRequest,
+    UnbanRequest,
+    BansRequest,
+    AuditRequest,
+    SyncRequest,
+    PingRequest,
+)
+
+#: request ``type`` -> dataclass
+REQUEST_TYPES: Mapping[str, type[_Request]] = {cls.TYPE: cls for cls in _REQUEST_CLASSES}
+
+#: request ``type`` -> keys always present in the ``data`` of its ``ok`` reply (the contract
+#: between the core and the clients; docs/protocol.md shows every one with an example).
+REPLY_FIELDS: Mapping[str, frozenset[str]] = {
+    "hello": frozenset({"version", "server", "limits", "heartbeat_s"}),
+    "signup": frozenset({"username", "role", "rooms"}),
+    "login": frozenset({"username", "role", "rooms"}),
+    "logout": frozenset(),
+    "passwd": frozenset(),
+    "rooms": frozenset({"rooms"}),
+    "room_create": frozenset({"room"}),
+    "room_rename": frozenset({"room", "new_name"}),
+    "room_delete": frozenset({"room"}),
+    "join": frozenset({"room", "members", "online", "messages", "last_seq"}),
+    "leave": frozenset({"room"}),
+    "send": frozenset({"room", "seq", "ts", "client_id", "duplicate"}),
+    "history": frozenset({"messages", "has_more"}),
+    "since": frozenset({"messages", "has_more"}),
+    "edit": frozenset({"message"}),
+    "delete": frozenset({"message"}),
+    "dm": frozenset({"peer", "seq", "ts", "client_id", "duplicate"}),
+    "broadcast": frozenset({"delivered"}),
+    "who": frozenset({"users"}),
+    "block": frozenset({"user"}),
+    "unblock": frozenset({"user"}),
+    "blocks": frozenset({"users"}),
+    "kick": frozenset({"user", "room", "sessions"}),
+    "ban": frozenset({"user", "until", "reason"}),
+    "unban": frozenset({"user"}),
+    "bans": frozenset({"bans"}),
+    "audit": frozenset({"entries"}),
+    "sync": frozenset(),
+    "ping": frozenset({"ts"}),
+}
+
+
+def parse_request(obj: Mapping[str, Any]) -> Request:
+    """Turn a decoded client frame into its request dataclass.
+
+    Raises ProtocolError ``missing_field`` / ``invalid_field`` / ``unknown_type``; the error's
+    ``request_id`` is set whenever the frame carried a usable ``id``.
+    """
+    raw_id = obj.get("id")
+    try:
+        if raw_id is None:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "missing field 'id'", field="id")
+        request_id = _v_request_id(raw_id)
+    except ProtocolError:
+        raise
+    kind = obj.get("type")
+    try:
+        if kind is None:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "missing field 'type'", field="type")
+        cls = REQUEST_TYPES.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            shown = kind if isinstance(kind, str) and len(kind) <= 40 else "?"
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown request type {shown!r}", type=str(shown)
+            )
+        return cls.from_wire(obj)  # type: ignore[return-value]
+    except ProtocolError as exc:
+        exc.request_id = request_id
+        raise
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """Successful reply: ``{"id": .., "type": "ok", "data": {...}}``."""
+
+    id: RequestId | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "ok", "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """Error reply: ``{"id": .., "type": "error", "code": .., "message": .., ...extra}``."""
+
+    id: RequestId | None
+    code: str
+    message: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "type": "error"}
+        out.update(self.extra)
+        out["code"] = str(self.code)
+        out["message"] = self.message
+        return out
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError, id: RequestId | None = None) -> Error:
+        """The reply for a ProtocolError (``id`` defaults to the error's request id)."""
+        rid = id if id is not None else exc.request_id
+        return cls(rid, exc.code.value, exc.message, dict(exc.extra))
+
+
+Reply = Ok | Error
+
+# --------------------------------------------------------------------------- events
+
+
+class EventName(StrEnum):
+    MESSAGE = "message"
+    MESSAGE_EDITED = "message_edited"
+    MESSAGE_DELETED = "message_deleted"
+    DM = "dm"
+    DM_EDITED = "dm_edited"
+    DM_DELETED = "dm_deleted"
+    JOINED = "joined"
+    LEFT = "left"
+    PRESENCE = "presence"
+    BROADCAST = "broadcast"
+    KICKED = "kicked"
+    BANNED = "banned"
+    ROOM_CREATED = "room_created"
+    ROOM_RENAMED = "room_renamed"
+    ROOM_DELETED = "room_deleted"
+    DISCONNECT = "disconnect"
+
+
+_RECORD_ROOM = frozenset({"room", "seq", "ts", "from", "text", "edited", "deleted", "client_id"})
+_RECORD_DM = frozenset({"peer", "seq", "ts", "from", "text", "edited", "deleted", "client_id"})
+
+#: event name -> fields always present on the wire (besides ``type`` and ``event``)
+EVENT_FIELDS: Mapping[EventName, frozenset[str]] = {
+    EventName.MESSAGE: _RECORD_ROOM,
+    EventName.MESSAGE_EDITED: _RECORD_ROOM,
+    EventName.MESSAGE_DELETED: _RECORD_ROOM,
+    EventName.DM: _RECORD_DM,
+    EventName.DM_EDITED: _RECORD_DM,
+    EventName.DM_DELETED: _RECORD_DM,
+    EventName.JOINED: frozenset({"room", "user", "ts"}),
+    EventName.LEFT: frozenset({"room", "user", "ts"}),
+    EventName.PRESENCE: frozenset({"user", "online", "ts"}),
+    EventName.BROADCAST: frozenset({"from", "text", "ts"}),
+    EventName.KICKED: frozenset({"room", "by", "reason", "ts"}),
+    EventName.BANNED: frozenset({"by", "reason", "until", "ts"}),
+    EventName.ROOM_CREATED: frozenset({"room", "by", "ts"}),
+    EventName.ROOM_RENAMED: frozenset({"room", "new_name", "by", "ts"}),
+    EventName.ROOM_DELETED: frozenset({"room", "by", "ts"}),
+    EventName.DISCONNECT: frozenset({"code", "reason"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A server push: ``{"type": "event", "event": name, ...fields}``."""
+
+    name: EventName
+    fields: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "name", EventName(self.name))
+        except ValueError:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, f"unknown event {self.name!r}", field="event"
+            ) from None
+        if "type" in self.fields or "event" in self.fields:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "event fields must not contain 'type' or 'event'"
+            )
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "event", "event": self.name.value}
+        out.update(self.fields)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRecord:
+    """A room message (``room`` set) or a DM (``peer`` set: the other participant, seen from
+    the connection that receives the record). Deleted messages are tombstones
+    (``text=None, deleted=True``). ``sender`` is ``"from"`` on the wire."""
+
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+    ts: float
+    sender: str
+    text: str | None
+    edited: bool = False
+    deleted: bool = False
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.room is None) == (self.peer is None):
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "a message has exactly one of 'room' or 'peer'"
+            )
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"room": self.room} if self.room is not None else {"peer": self.peer}
+        out["seq"] = self.seq
+        out["ts"] = self.ts
+        out["from"] = self.sender
+        out["text"] = self.text
+        out["edited"] = self.edited
+        out["deleted"] = self.deleted
+        out["client_id"] = self.client_id
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> MessageRecord:
+        try:
+            room, peer = obj.get("room"), obj.get("peer")
+            seq, ts, sender, text = obj["seq"], obj["ts"], obj["from"], obj["text"]
+        except KeyError as exc:
+            raise ProtocolError(
+                ErrorCode.MISSING_FIELD, f"message missing {exc.args[0]!r}", field=exc.args[0]
+            ) from None
+        if not _is_int(seq) or not isinstance(ts, int | float) or not isinstance(sender, str):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message record")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message text", field="text")
+        client_id = obj.get("client_id")
+        return cls(
+            room=room if isinstance(room, str) else None,
+            peer=peer if isinstance(peer, str) else None,
+            seq=seq,
+            ts=float(ts),
+            sender=sender,
+            text=text,
+            edited=bool(obj.get("edited", False)),
+            deleted=bool(obj.get("deleted", False)),
+            client_id=client_id if isinstance(client_id, str) else None,
+        )
+
+
+ServerFrame = Ok | Error | Event
+
+
+def parse_event(obj: Mapping[str, Any]) -> Event:
+    """Parse an event frame (client side); checks the event's required fields."""
+    if obj.get("type") != "event":
+        raise ProtocolError(ErrorCode.BAD_FRAME, "not an event frame")
+    name = obj.get("event")
+    if not isinstance(name, str):
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "missing field 'event'", field="event")
+    fields = {k: v for k, v in obj.items() if k not in ("type", "event")}
+    event = Event(name, fields)  # type: ignore[arg-type]
+    missing = EVENT_FIELDS[event.name] - fields.keys()
+    if missing:
+        first = sorted(missing)[0]
+        raise ProtocolError(
+            ErrorCode.MISSING_FIELD, f"event {name!r} missing field {first!r}", field=first
+        )
+    return event
+
+
+def parse_reply(obj: Mapping[str, Any]) -> Reply:
+    """Parse an ``ok`` / ``error`` frame (client side)."""
+    kind = obj.get("type")
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, int | str):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "reply id must be int, str or null")
+    if kind == "ok":
+        data = obj.get("data", {})
+        if not isinstance(data, dict):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "'data' must be an object", field="data")
+        return Ok(rid, data)
+    if kind == "error":
+        code, message = obj.get("code"), obj.get("message")
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "error needs 'code' and 'message'")
+        extra = {k: v for k, v in obj.items() if k not in ("id", "type", "code", "message")}
+        return Error(rid, code, message, extra)
+    raise ProtocolError(ErrorCode.BAD_FRAME, f"not a reply frame: type {kind!r}")
+
+
+def parse_server_frame(obj: Mapping[str, Any]) -> ServerFrame:
+    """Parse anything a server sends: a reply or an event."""
+    if obj.get("type") == "event":
+        return parse_event(obj)
+    return parse_reply(obj)
