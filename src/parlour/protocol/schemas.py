@@ -768,7 +768,7 @@ def parse_request(obj: Mapping[str, Any]) -> Request:
         if cls is None:
             shown = kind if isinstance(kind, str) and len(kind) <= 40 else "?"
             raise ProtocolError(
-                ErrorCode.UNKNOWN_TYPE, f"unknown request type {shown!r}", type=str(shown)
+                ErrorCode.UNKNOWN_TYPE, f"unknown request type {shown!r}", request_type=str(shown)
             )
         return cls.from_wire(obj)  # type: ignore[return-value]
     except ProtocolError as exc:
@@ -800,10 +800,14 @@ class Error:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "type": "error"}
-        out.update(self.extra)
-        out["code"] = str(self.code)
-        out["message"] = self.message
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": "error",
+            "code": str(self.code),
+            "message": self.message,
+        }
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
         return out
 
     @classmethod
