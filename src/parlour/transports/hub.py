@@ -1,0 +1,256 @@
+"""Fan-out hub: encode each reply/event once, write the same bytes to every recipient.
+
+Every connection has a bounded send queue, measured in bytes: frames waiting in the hub for the
+next flush plus what the transport still buffers for the socket. Frames queued during one event
+loop iteration are coalesced and handed to the transport in one ``writelines`` at the end of the
+iteration, so a burst of fan-out costs one system call per recipient rather than one per
+message.
+
+A recipient whose queue grows past ``send_queue_max`` bytes, or whose transport stays paused
+(peer not reading) longer than ``stall_timeout``, is a slow consumer: its queue is dropped, it
+gets a ``disconnect`` event with code ``slow_consumer`` and the connection is closed (aborted if
+it still does not drain within ``close_grace``). Memory per connection therefore stays bounded
+whatever the peer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from parlour.core.outcome import ConnId, Outcome
+from parlour.protocol import Event, EventName, encode
+
+__all__ = ["Hub", "HubStats", "encode_frame"]
+
+log = logging.getLogger("parlour.transports.hub")
+
+
+class _Wire(Protocol):
+    def to_wire(self) -> dict[str, Any]: ...
+
+
+def encode_frame(item: object) -> bytes:
+    """Encode a protocol reply or event (anything with ``to_wire``) into one frame."""
+    to_wire: Callable[[], dict[str, Any]] = item.to_wire  # type: ignore[attr-defined]
+    return encode(to_wire())
+
+
+def disconnect_frame(code: str, reason: str) -> bytes:
+    return encode(Event(EventName.DISCONNECT, {"code": code, "reason": reason}).to_wire())
+
+
+@dataclass(slots=True)
+class HubStats:
+    frames_encoded: int = 0
+    frames_queued: int = 0
+    bytes_queued: int = 0
+    flushes: int = 0
+    slow_consumers: int = 0
+
+
+class _Peer:
+    __slots__ = (
+        "closing",
+        "closing_since",
+        "conn",
+        "paused_since",
+        "pending",
+        "pending_bytes",
+        "transport",
+    )
+
+    def __init__(self, conn: ConnId, transport: asyncio.BaseTransport) -> None:
+        self.conn = conn
+        self.transport: Any = transport
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.paused_since: float | None = None
+        self.closing = False
+        self.closing_since = 0.0
+
+
+class Hub:
+    """Per-connection bounded send queues and write coalescing for one event loop."""
+
+    def __init__(
+        self,
+        *,
+        send_queue_max: int = 1 << 20,
+        stall_timeout: float = 30.0,
+        close_grace: float = 5.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.send_queue_max = send_queue_max
+        self.stall_timeout = stall_timeout
+        self.close_grace = close_grace
+        self._peers: dict[ConnId, _Peer] = {}
+        self._dirty: list[_Peer] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock = clock
+        self.stats = HubStats()
+
+    # ------------------------------------------------------------------ membership
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._peers
+
+    def connections(self) -> list[ConnId]:
+        return list(self._peers)
+
+    def add(self, conn: ConnId, transport: asyncio.BaseTransport) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._peers[conn] = _Peer(conn, transport)
+
+    def remove(self, conn: ConnId) -> None:
+        """The connection is gone: drop whatever was queued for it."""
+        peer = self._peers.pop(conn, None)
+        if peer is not None:
+            peer.pending.clear()
+            peer.pending_bytes = 0
+            peer.closing = True
+
+    def buffered(self, conn: ConnId) -> int:
+        """Bytes queued for ``conn`` (hub queue + transport buffer)."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return 0
+        return peer.pending_bytes + int(peer.transport.get_write_buffer_size())
+
+    # ------------------------------------------------------------------ sending
+
+    def dispatch(self, outcome: Outcome, conn: ConnId | None) -> None:
+        """Send an outcome: the reply to ``conn``, then each delivery, then the closes."""
+        if outcome.reply is not None and conn is not None:
+            self.send(conn, encode_frame(outcome.reply))
+            self.stats.frames_encoded += 1
+        for delivery in outcome.deliveries:
+            if delivery.to:
+                self.deliver(encode_frame(delivery.event), delivery.to)
+                self.stats.frames_encoded += 1
+        for target, code, reason in outcome.close:
+            self.close(target, code, reason)
+
+    def send(self, conn: ConnId, data: bytes) -> None:
+        peer = self._peers.get(conn)
+        if peer is not None and not peer.closing:
+            self._queue(peer, data)
+
+    def deliver(self, data: bytes, to: Iterable[ConnId]) -> None:
+        """Queue the same encoded frame for every connection in ``to``."""
+        peers = self._peers
+        for conn in to:
+            peer = peers.get(conn)
+            if peer is not None and not peer.closing:
+                self._queue(peer, data)
+
+    def _queue(self, peer: _Peer, data: bytes) -> None:
+        if not peer.pending:
+            self._dirty.append(peer)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self.flush)
+        peer.pending.append(data)
+        peer.pending_bytes += len(data)
+        self.stats.frames_queued += 1
+        self.stats.bytes_queued += len(data)
+        if peer.pending_bytes > self.send_queue_max:
+            self._cut_off(peer, "send queue over the limit")
+
+    def flush(self) -> None:
+        """Hand every connection's coalesced frames to its transport."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        self.stats.flushes += 1
+        limit = self.send_queue_max
+        for peer in dirty:
+            chunks = peer.pending
+            if not chunks:
+                continue
+            peer.pending = []
+            peer.pending_bytes = 0
+            transport = peer.transport
+            if transport.is_closing() and not peer.closing:
+                continue
+            if len(chunks) == 1:
+                transport.write(chunks[0])
+            else:
+                transport.writelines(chunks)
+            if not peer.closing and transport.get_write_buffer_size() > limit:
+                self._cut_off(peer, "send queue over the limit")
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, conn: ConnId, code: str, reason: str) -> None:
+        """Tell ``conn`` why (a ``disconnect`` event) after what is queued, then close it."""
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return
+        self._queue(peer, disconnect_frame(code, reason))
+        self._begin_close(peer)
+
+    def _begin_close(self, peer: _Peer) -> None:
+        peer.closing = True
+        peer.closing_since = self._now()
+        loop = self._loop
+        assert loop is not None
+        # Close after the pending frames have been flushed (flush runs before this callback).
+        loop.call_soon(self._close_transport, peer)
+
+    def _close_transport(self, peer: _Peer) -> None:
+        if peer.pending:
+            self.flush()
+        if not peer.transport.is_closing():
+            peer.transport.close()
+
+    def _cut_off(self, peer: _Peer, why: str) -> None:
+        self.stats.slow_consumers += 1
+        buffered = peer.pending_bytes + int(peer.transport.get_write_buffer_size())
+        log.warning(
+            "slow consumer disconnected",
+            extra={"fields": {"conn": peer.conn, "why": why, "buffered": buffered}},
+        )
+        was_dirty = bool(peer.pending)  # then it is already in self._dirty
+        frame = disconnect_frame("slow_consumer", f"you are not reading fast enough ({why})")
+        peer.pending = [frame]
+        peer.pending_bytes = len(frame)
+        if not was_dirty:
+            self._dirty.append(peer)
+        self._begin_close(peer)
+
+    # ------------------------------------------------------------------ flow control
+
+    def pause_writing(self, conn: ConnId) -> None:
+        peer = self._peers.get(conn)
+        if peer is not None and peer.paused_since is None:
+            peer.paused_since = self._now()
+
+    def resume_writing(self, conn: ConnId) -> None:
+        peer = self._peers.get(conn)
+        if peer is not None:
+            peer.paused_since = None
+
+    def sweep(self, now: float | None = None) -> None:
+        """Cut off stalled writers and abort connections that did not drain after closing."""
+        now = self._now() if now is None else now
+        for peer in list(self._peers.values()):
+            if peer.closing:
+                if now - peer.closing_since > self.close_grace:
+                    peer.transport.abort()
+            elif peer.paused_since is not None and now - peer.paused_since > self.stall_timeout:
+                self._cut_off(peer, f"not reading for {self.stall_timeout:g}s")
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0

@@ -1,0 +1,143 @@
+"""The one place where "acknowledge only after durable" is enforced.
+
+Every outcome of the core goes through :meth:`Pipeline.apply`: its writes are submitted to the
+store writer (group commit) and the outcome is dispatched by the hub only once they are
+committed. Outcomes are dispatched strictly in the order the core produced them (an outcome
+without writes waits behind earlier ones that are still being committed), so per-room order on
+the wire equals sequence order and a reply never overtakes the effects it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from parlour.core.outcome import ConnId, Outcome
+from parlour.protocol import Error, ErrorCode
+from parlour.transports.hub import Hub
+
+__all__ = ["InlineWriter", "Pipeline", "StoreWriter"]
+
+log = logging.getLogger("parlour.transports.pipeline")
+
+
+class StoreWriter(Protocol):
+    """Applies writes durably; ``submit`` resolves after they are committed."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
+
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]: ...
+
+    async def close(self) -> None: ...
+
+
+class InlineWriter:
+    """Applies writes synchronously on the loop (for the memory store: nothing to wait for)."""
+
+    def __init__(self, apply: Callable[[Sequence[Any]], None]) -> None:
+        self._apply = apply
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+        assert self._loop is not None, "writer not started"
+        fut: asyncio.Future[None] = self._loop.create_future()
+        try:
+            self._apply(writes)
+        except Exception as exc:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        return fut
+
+    async def close(self) -> None:
+        return None
+
+
+Done = Callable[[], None]
+
+
+class Pipeline:
+    """Orders outcomes through the store writer and hands them to the hub."""
+
+    def __init__(self, writer: StoreWriter, hub: Hub) -> None:
+        self._writer = writer
+        self._hub = hub
+        self._queue: deque[tuple[asyncio.Future[None] | None, Outcome, ConnId | None, Done | None]]
+        self._queue = deque()
+        self._idle: asyncio.Event | None = None
+        self.storage_failures = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def apply(self, outcome: Outcome, conn: ConnId | None, done: Done | None = None) -> None:
+        """Commit ``outcome.writes`` (if any), then dispatch the outcome, in order.
+
+        ``done`` is called right after the outcome has been dispatched.
+        """
+        fut = self._writer.submit(outcome.writes) if outcome.writes else None
+        if not self._queue and (fut is None or fut.done()):
+            self._dispatch(fut, outcome, conn, done)
+            return
+        self._queue.append((fut, outcome, conn, done))
+        if fut is not None:
+            fut.add_done_callback(self._drain)
+
+    def _drain(self, _fut: object = None) -> None:
+        q = self._queue
+        while q:
+            fut = q[0][0]
+            if fut is not None and not fut.done():
+                break
+            _, outcome, conn, done = q.popleft()
+            self._dispatch(fut, outcome, conn, done)
+        if not q and self._idle is not None:
+            self._idle.set()
+
+    def _dispatch(
+        self,
+        fut: asyncio.Future[None] | None,
+        outcome: Outcome,
+        conn: ConnId | None,
+        done: Done | None,
+    ) -> None:
+        if fut is not None and fut.exception() is not None:
+            # Not durable: never acknowledge. The requester learns it failed; nobody else
+            # hears of it. The core's hot state may be ahead of the store until restart.
+            self.storage_failures += 1
+            log.error(
+                "storage write failed; outcome not delivered",
+                exc_info=fut.exception(),
+                extra={"fields": {"conn": conn}},
+            )
+            reply = outcome.reply
+            if conn is not None and reply is not None:
+                rid = getattr(reply, "id", None)
+                failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "storage failure; try again")
+                self._hub.dispatch(Outcome(reply=failure), conn)
+        else:
+            self._hub.dispatch(outcome, conn)
+        if done is not None:
+            done()
+
+    async def drained(self) -> None:
+        """Wait until every outcome applied so far has been dispatched."""
+        if not self._queue:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+        self._idle = None

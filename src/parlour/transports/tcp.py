@@ -1,0 +1,137 @@
+"""TCP (optionally TLS) adapter: an ``asyncio.Protocol`` per connection feeding the Endpoint.
+
+Protocol callbacks rather than streams: no per-connection task, no reader buffer copies, and the
+transport's own write buffer serves as the second half of the hub's bounded send queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from pathlib import Path
+
+from parlour.core.outcome import ConnId
+from parlour.transports.endpoint import Endpoint
+
+__all__ = ["TcpListener", "make_server_ssl_context"]
+
+log = logging.getLogger("parlour.transports.tcp")
+
+
+def make_server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context from PEM files (clear errors for unreadable/mismatched files)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
+    return ctx
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return str(peer)
+
+
+class _ChatProtocol(asyncio.Protocol):
+    __slots__ = ("_conn", "_endpoint", "_high_water")
+
+    def __init__(self, endpoint: Endpoint, high_water: int) -> None:
+        self._endpoint = endpoint
+        self._high_water = high_water
+        self._conn: ConnId | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.set_write_buffer_limits(high=self._high_water)
+        self._conn = self._endpoint.open(transport, _peer_name(transport))
+
+    def data_received(self, data: bytes) -> None:
+        if self._conn is not None:
+            self._endpoint.received(self._conn, data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            reason = "connection reset" if exc is not None else "closed"
+            self._endpoint.lost(self._conn, reason)
+            self._conn = None
+
+    def pause_writing(self) -> None:
+        if self._conn is not None:
+            self._endpoint.pause_writing(self._conn)
+
+    def resume_writing(self) -> None:
+        if self._conn is not None:
+            self._endpoint.resume_writing(self._conn)
+
+
+class TcpListener:
+    """Listens on host:port and hands connections to an Endpoint."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        backlog: int = 1024,
+        write_high_water: int = 256 * 1024,
+    ) -> None:
+        self.endpoint = endpoint
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.backlog = backlog
+        self.write_high_water = write_high_water
+        self._server: asyncio.Server | None = None
+
+    def _factory(self) -> asyncio.Protocol:
+        return _ChatProtocol(self.endpoint, self.write_high_water)
+
+    async def start(self) -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory,
+            self.host,
+            self.port,
+            ssl=self.ssl_context,
+            backlog=self.backlog,
+            reuse_address=True,
+            ssl_handshake_timeout=10.0 if self.ssl_context is not None else None,
+        )
+        return self.addresses
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        if self._server is None:
+            return []
+        out: list[tuple[str, int]] = []
+        for sock in self._server.sockets:
+            name = sock.getsockname()
+            out.append((str(name[0]), int(name[1])))
+        return out
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            # Python 3.12+ waits for connections here; they are closed by Endpoint.shutdown.
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,184 @@
+"""Hub and pipeline without sockets: fan-out encoding, ordering, bounded queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fakes import RecordingWriter
+
+from parlour.core.outcome import Delivery, Outcome
+from parlour.core.writes import Audit
+from parlour.protocol import Event, EventName, Ok
+from parlour.transports.hub import Hub
+from parlour.transports.pipeline import Pipeline
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.buffer = 0
+        self.closed = False
+        self.aborted = False
+        self.write_calls = 0
+
+    def write(self, data: bytes) -> None:
+        self.write_calls += 1
+        self.chunks.append(bytes(data))
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write_calls += 1
+        self.chunks.extend(bytes(c) for c in chunks)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffer
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def frames(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in b"".join(self.chunks).splitlines()]
+
+
+def event(n: int) -> Event:
+    return Event(EventName.BROADCAST, {"from": "admin", "text": f"t{n}", "ts": 1.0})
+
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_fan_out_encodes_once_and_coalesces_writes() -> None:
+    hub = Hub()
+    transports = {i: FakeTransport() for i in range(1, 6)}
+    for conn, t in transports.items():
+        hub.add(conn, t)
+    for n in range(10):
+        hub.dispatch(Outcome(deliveries=(Delivery(event(n), tuple(transports)),)), None)
+    assert hub.stats.frames_encoded == 10
+    await settle()
+    for t in transports.values():
+        assert [f["text"] for f in t.frames()] == [f"t{n}" for n in range(10)]
+        assert t.write_calls == 1  # ten frames, one write per recipient
+        # the very same bytes object was handed to every transport
+    first = transports[1].chunks
+    assert all(a is b for a, b in zip(first, transports[2].chunks, strict=True))
+
+
+async def test_reply_then_deliveries_then_close() -> None:
+    hub = Hub()
+    a, b = FakeTransport(), FakeTransport()
+    hub.add(1, a)
+    hub.add(2, b)
+    hub.dispatch(
+        Outcome(
+            reply=Ok(7, {"x": 1}),
+            deliveries=(Delivery(event(1), (1, 2)),),
+            close=((2, "kicked", "bye"),),
+        ),
+        1,
+    )
+    await settle()
+    assert [f["type"] for f in a.frames()] == ["ok", "event"]
+    assert [f.get("event") for f in b.frames()] == ["broadcast", "disconnect"]
+    assert b.frames()[-1]["code"] == "kicked" and b.closed
+    assert not a.closed
+
+
+async def test_slow_consumer_is_cut_off_and_others_unaffected() -> None:
+    hub = Hub(send_queue_max=4096)
+    slow, fast = FakeTransport(), FakeTransport()
+    hub.add(1, slow)
+    hub.add(2, fast)
+    slow.buffer = 5000  # the peer stopped reading: the transport buffer is over the limit
+    hub.deliver(b'{"type":"event","event":"x"}\n', (1, 2))
+    await settle()
+    assert hub.stats.slow_consumers == 1
+    assert slow.closed
+    assert slow.frames()[-1]["code"] == "slow_consumer"
+    hub.deliver(b'{"n":2}\n', (1, 2))  # nothing more is queued for the closing peer
+    await settle()
+    assert slow.frames()[-1]["code"] == "slow_consumer"
+    assert not fast.closed and len(fast.frames()) == 2
+
+
+async def test_queue_limit_bounds_memory_within_one_iteration() -> None:
+    hub = Hub(send_queue_max=2048)
+    t = FakeTransport()
+    hub.add(1, t)
+    frame = b"x" * 100 + b"\n"
+    for _ in range(1000):
+        hub.deliver(frame, (1,))
+    assert hub.buffered(1) < 2048 + 200
+    await settle()
+    assert t.closed and hub.stats.slow_consumers == 1
+
+
+async def test_stalled_writer_is_cut_off_and_closing_peer_aborted() -> None:
+    now = [0.0]
+    hub = Hub(stall_timeout=10, close_grace=5, clock=lambda: now[0])
+    t = FakeTransport()
+    hub.add(1, t)
+    hub.pause_writing(1)
+    now[0] = 5
+    hub.sweep()
+    assert not t.closed
+    now[0] = 11
+    hub.sweep()
+    await settle()
+    assert t.closed and not t.aborted
+    now[0] = 17
+    hub.sweep()
+    assert t.aborted
+
+
+async def test_pipeline_dispatches_in_submission_order() -> None:
+    writer = RecordingWriter()
+    writer.start()
+    hub = Hub()
+    t = FakeTransport()
+    hub.add(1, t)
+    pipeline = Pipeline(writer, hub)
+    write = (Audit("a", "x", "y", "z", 1.0),)
+    pipeline.apply(Outcome(reply=Ok(1, {}), writes=write), 1)
+    pipeline.apply(Outcome(reply=Ok(2, {})), 1)  # no writes, but must wait behind #1
+    pipeline.apply(Outcome(reply=Ok(3, {}), writes=write), 1)
+    await settle()
+    assert t.frames() == []
+    writer.submitted[1][1].set_result(None)  # #3 commits first: still nothing may go out
+    await settle()
+    assert t.frames() == []
+    writer.submitted[0][1].set_result(None)
+    await settle()
+    assert [f["id"] for f in t.frames()] == [1, 2, 3]
+    await asyncio.wait_for(pipeline.drained(), 1)
+
+
+async def test_pipeline_never_acknowledges_a_failed_write() -> None:
+    writer = RecordingWriter()
+    writer.start()
+    hub = Hub()
+    a, b = FakeTransport(), FakeTransport()
+    hub.add(1, a)
+    hub.add(2, b)
+    pipeline = Pipeline(writer, hub)
+    pipeline.apply(
+        Outcome(
+            reply=Ok(9, {"seq": 1}),
+            deliveries=(Delivery(event(1), (2,)),),
+            writes=(Audit("a", "x", "y", "z", 1.0),),
+        ),
+        1,
+    )
+    writer.submitted[0][1].set_exception(OSError("disk full"))
+    await settle()
+    assert [(f["id"], f["code"]) for f in a.frames()] == [(9, "internal_error")]
+    assert b.frames() == []
+    assert pipeline.storage_failures == 1
