@@ -45,8 +45,16 @@ class CoreConfig:
     max_reason_length: int = 200
     #: failed-login records kept for lockout accounting (oldest evicted first)
     max_tracked_failures: int = 10_000
-    #: DMs pushed at login (offline delivery) per conversation, at most
+    #: messages pushed at login/sync (offline delivery, resume) per room or conversation
     max_offline_batch: int = 10_000
+    #: `presence` events go to co-members of the user's rooms with at most this many live
+    #: connections (bigger rooms use `who` instead: keeps logins O(1) in huge rooms)
+    presence_room_limit: int = 1000
+    #: audit entries kept in memory (the newest; `audit` reads at most this many)
+    audit_memory: int = 1000
+    #: announced in the `hello` reply
+    server_name: str = "parlour"
+    heartbeat_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.password_min_length < 1:

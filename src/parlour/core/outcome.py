@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from parlour.core.writes import Write
+from parlour.protocol.schemas import Event, Reply
 
 __all__ = ["EMPTY", "ConnId", "Delivery", "Event", "Outcome", "Reply"]
 
 ConnId: TypeAlias = int
-
-#: The protocol reply / event values (parlour.protocol schemas); aliased here so the
-#: transport can name them through the core.
-Reply: TypeAlias = object
-Event: TypeAlias = object
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,134 @@
 Every call takes the current time (`now`, unix seconds) and returns an `Outcome`: the reply
 for the calling connection, the events to deliver (each to a tuple of connection ids), the
 storage writes that must be durable before any of it is sent, and the connections to close.
-The service never does I/O except synchronous `Store` reads of committed history.
+The service never does I/O except synchronous `Store` reads of committed history; everything
+it may just have written is served from memory (docs/design/chat-architecture.md).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from parlour.core.accounts import Lockouts, password_problem, username_problem
+from parlour.core.blocking import Blocks
 from parlour.core.config import CoreConfig
-from parlour.core.outcome import ConnId, Outcome
-from parlour.core.ports import PasswordHasher, Store
+from parlour.core.dms import Conversation
+from parlour.core.limits import TokenBucket
+from parlour.core.messages import ClientIds, MessageLog, record
+from parlour.core.moderation import AuditTrail, Bans
+from parlour.core.outcome import EMPTY, ConnId, Delivery, Outcome
+from parlour.core.passwords import generate_password
+from parlour.core.ports import (
+    AuditEntry,
+    BanRecord,
+    PasswordHasher,
+    RoomRecord,
+    Store,
+    StoredMessage,
+    UserRecord,
+    conv_id,
+    conv_members,
+    room_key,
+    user_key,
+)
+from parlour.core.presence import Connection, UserState, who_entries
+from parlour.core.rooms import Room
+from parlour.core.writes import (
+    AddBan,
+    AddBlock,
+    AppendDm,
+    AppendRoomMessage,
+    Audit,
+    CreateRoom,
+    CreateUser,
+    DeleteDm,
+    DeleteRoom,
+    DeleteRoomMessage,
+    EditDm,
+    EditRoomMessage,
+    RecordLogin,
+    RemoveBan,
+    RemoveBlock,
+    RenameRoom,
+    SetDmCursor,
+    SetMembership,
+    SetPassword,
+    Write,
+)
+from parlour.protocol.errors import ErrorCode, ProtocolError
+from parlour.protocol.schemas import (
+    PROTOCOL_VERSION,
+    AuditRequest,
+    BanRequest,
+    BansRequest,
+    BlockRequest,
+    BlocksRequest,
+    BroadcastRequest,
+    DeleteRequest,
+    DmRequest,
+    EditRequest,
+    Error,
+    Event,
+    EventName,
+    HelloRequest,
+    HistoryRequest,
+    JoinRequest,
+    KickRequest,
+    LeaveRequest,
+    LoginRequest,
+    LogoutRequest,
+    Ok,
+    PasswdRequest,
+    PingRequest,
+    Request,
+    Resume,
+    RoomCreateRequest,
+    RoomDeleteRequest,
+    RoomRenameRequest,
+    RoomsRequest,
+    SendRequest,
+    SignupRequest,
+    SinceRequest,
+    SyncRequest,
+    UnbanRequest,
+    UnblockRequest,
+    WhoRequest,
+)
 
 __all__ = ["ChatService"]
+
+log = logging.getLogger("parlour.core")
+
+_R = TypeVar("_R")
+
+#: requests allowed before login (everything else needs an authenticated session)
+_PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
+
+
+def _fail(code: ErrorCode, message: str, **extra: Any) -> ProtocolError:
+    return ProtocolError(code, message, **extra)
+
+
+class _Out:
+    """Accumulates one outcome's effects."""
+
+    __slots__ = ("close", "deliveries", "writes")
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.writes: list[Write] = []
+        self.close: list[tuple[ConnId, str, str]] = []
+
+    def event(self, name: EventName, fields: dict[str, Any], to: tuple[ConnId, ...]) -> None:
+        if to:
+            self.deliveries.append(Delivery(Event(name, fields), to))
+
+    def done(self, reply: Ok | Error | None) -> Outcome:
+        return Outcome(reply, tuple(self.deliveries), tuple(self.writes), tuple(self.close))
 
 
 class ChatService:
@@ -21,31 +139,1000 @@ class ChatService:
     def __init__(self, store: Store, config: CoreConfig, hasher: PasswordHasher) -> None:
         """Load hot state with `store.load()` (once) and keep `config` and `hasher`."""
         self._store = store
-        self._config = config
+        self._cfg = config
         self._hasher = hasher
+        self._uids = itertools.count(1)
+        self._conns: dict[ConnId, Connection] = {}
+        self._users: dict[str, UserState] = {}
+        self._online: dict[str, UserState] = {}
+        self._rooms: dict[str, Room] = {}
+        self._convs: dict[str, Conversation] = {}
+        self._cursors: dict[tuple[str, str], int] = {}
+        self._client_ids = ClientIds(config.client_id_memory)
+        self._lockouts = Lockouts(
+            config.lockout_threshold, config.lockout_seconds, config.max_tracked_failures
+        )
+        self._blocks = Blocks()
+        snap = store.load()
+        for u in snap.users:
+            self._users[user_key(u.name)] = UserState(u, user_key(u.name))
+        for r in snap.rooms:
+            self._add_room(r, snap.room_last_seq.get(r.name, 0), warm=True)
+        for m in snap.memberships:
+            user, room = self._users.get(user_key(m.user)), self._rooms.get(room_key(m.room))
+            if user is not None and room is not None:
+                user.rooms.add(room_key(room.name))
+                room.members.add(user.key)
+        self._bans = Bans(snap.bans)
+        for b in snap.blocks:
+            self._blocks.add(user_key(b.blocker), user_key(b.blocked))
+        for cur in snap.dm_cursors:
+            self._cursors[(user_key(cur.user), cur.conv)] = cur.seq
+        self._dm_last: dict[str, int] = dict(snap.dm_last_seq)
+        for conv in self._dm_last:
+            for k in conv_members(conv):
+                if k in self._users:
+                    self._users[k].convs.add(conv)
+        self._audit = AuditTrail(config.audit_memory, store.audit_log(config.audit_memory))
+        self._handlers: dict[type[Any], Callable[[Connection, Any, float], Outcome]] = {
+            HelloRequest: self._hello,
+            PingRequest: self._ping,
+            SignupRequest: self._signup,
+            LoginRequest: self._login,
+            LogoutRequest: self._logout,
+            PasswdRequest: self._passwd,
+            RoomsRequest: self._rooms_list,
+            RoomCreateRequest: self._room_create,
+            RoomRenameRequest: self._room_rename,
+            RoomDeleteRequest: self._room_delete,
+            JoinRequest: self._join,
+            LeaveRequest: self._leave,
+            SendRequest: self._send,
+            HistoryRequest: self._history,
+            SinceRequest: self._since,
+            EditRequest: self._edit,
+            DeleteRequest: self._delete,
+            DmRequest: self._dm,
+            BroadcastRequest: self._broadcast,
+            WhoRequest: self._who,
+            BlockRequest: self._block,
+            UnblockRequest: self._unblock,
+            BlocksRequest: self._blocks_list,
+            KickRequest: self._kick,
+            BanRequest: self._ban,
+            UnbanRequest: self._unban,
+            BansRequest: self._bans_list,
+            AuditRequest: self._audit_list,
+            SyncRequest: self._sync,
+        }
+
+    # ================================================================== lifecycle
 
     def bootstrap(self, now: float, admin_password: str | None) -> str | None:
         """First start: create the admin account and the default rooms if there are no users.
 
-        Writes are applied to the store directly (before serving). Returns the generated admin
-        password when `admin_password` is None and the admin was created (print it once),
-        else None.
+        The writes are applied to the store directly (call before serving). Returns the
+        generated admin password when `admin_password` is None and the admin was created (print
+        it once), else None.
         """
-        raise NotImplementedError
+        if self._users:
+            return None
+        name = self._cfg.admin_name
+        problem = username_problem(name)
+        if problem is not None:
+            raise ValueError(f"admin name {name!r}: {problem}")
+        generated = admin_password is None
+        password = generate_password() if admin_password is None else admin_password
+        problem = password_problem(password, self._cfg.password_min_length)
+        if problem is not None:
+            raise ValueError(f"admin password: {problem}")
+        writes: list[Write] = [CreateUser(name, self._hasher.hash(password), "admin", now)]
+        for room in self._cfg.default_rooms:
+            if room_key(room) not in self._rooms and username_problem(room) is None:
+                writes.append(CreateRoom(room, name, now))
+        self._store.apply(writes)
+        for w in writes:
+            if isinstance(w, CreateUser):
+                rec = UserRecord(w.name, w.password_hash, w.role, w.ts)
+                self._users[user_key(w.name)] = UserState(rec, user_key(w.name))
+            elif isinstance(w, CreateRoom):
+                self._add_room(RoomRecord(w.name, w.ts, w.by), 0, warm=False)
+        return password if generated else None
 
     def connect(self, conn: ConnId, peer: str, now: float) -> Outcome:
         """A new connection `conn` from `peer` ("host:port"); it must send `hello` first."""
-        raise NotImplementedError
+        bucket = TokenBucket(self._cfg.rate_per_second, self._cfg.rate_burst, now)
+        self._conns[conn] = Connection(conn, peer, now, bucket)
+        return EMPTY
 
-    def handle(self, conn: ConnId, request: object, now: float) -> Outcome:
+    def handle(self, conn: ConnId, request: Request, now: float) -> Outcome:
         """Turn one decoded protocol request of `conn` into an Outcome (exactly one reply)."""
-        raise NotImplementedError
+        c = self._conns.get(conn)
+        if c is None:
+            return Outcome(Error(request.id, ErrorCode.INTERNAL_ERROR.value, "unknown connection"))
+        try:
+            handler = self._handlers.get(type(request))
+            if handler is None:
+                raise _fail(ErrorCode.UNKNOWN_TYPE, f"unsupported request {type(request).__name__}")
+            if not c.hello and not isinstance(request, HelloRequest | PingRequest):
+                raise _fail(ErrorCode.HELLO_REQUIRED, "send hello first")
+            if c.user is None:
+                if not isinstance(request, _PUBLIC):
+                    raise _fail(ErrorCode.NOT_AUTHENTICATED, "log in first")
+            else:
+                self._users[c.user].last_active = now
+            return handler(c, request, now)
+        except ProtocolError as exc:
+            return Outcome(Error(request.id, exc.code.value, exc.message, dict(exc.extra)))
 
     def disconnect(self, conn: ConnId, now: float, reason: str) -> Outcome:
-        """`conn` is gone (closed by either side): end its session, tell rooms if it was the
-        user's last session (presence)."""
-        raise NotImplementedError
+        """`conn` is gone (closed by either side): end its session; co-members see the user go
+        offline when it was their last session."""
+        c = self._conns.pop(conn, None)
+        if c is None or c.user is None:
+            return EMPTY
+        out = _Out()
+        self._end_session(c, now, out)
+        return out.done(None)
 
     def tick(self, now: float) -> Outcome:
         """Expire timed state (bans, lockouts); call about once a second."""
-        raise NotImplementedError
+        self._lockouts.expire(now)
+        expired = self._bans.expired(now)
+        if not expired:
+            return EMPTY
+        return Outcome(writes=tuple(RemoveBan(b.user) for b in expired))
+
+    # ================================================================== introspection
+
+    def online_users(self) -> list[str]:
+        """Names of users with a live session (for metrics and the server console)."""
+        return sorted(u.name for u in self._online.values())
+
+    def session_user(self, conn: ConnId) -> str | None:
+        """The user name logged in on `conn`, if any."""
+        c = self._conns.get(conn)
+        return None if c is None or c.user is None else self._users[c.user].name
+
+    # ================================================================== helpers
+
+    def _add_room(self, rec: RoomRecord, last_seq: int, *, warm: bool) -> Room:
+        store, window = self._store, self._cfg.recent_window
+        holder: list[Room] = []
+
+        def read(before: int | None, after: int | None, limit: int) -> list[StoredMessage]:
+            return store.room_messages(holder[0].name, before=before, after=after, limit=limit)
+
+        recent = (
+            store.room_messages(rec.name, before=None, after=None, limit=window)
+            if warm and last_seq
+            else []
+        )
+        room = Room(
+            next(self._uids),
+            rec.name,
+            rec.created,
+            rec.created_by,
+            MessageLog(last_seq, window, read, recent),
+        )
+        holder.append(room)
+        for m in room.log.recent():
+            if m.client_id is not None:
+                self._client_ids.put(room.uid, user_key(m.sender), m.client_id, m.seq, m.ts)
+        self._rooms[room_key(rec.name)] = room
+        return room
+
+    def _conv(self, a: str, b: str) -> Conversation:
+        """The conversation of user keys `a` and `b`, loaded on first use."""
+        cid = conv_id(a, b)
+        c = self._convs.get(cid)
+        if c is not None:
+            return c
+        store, window = self._store, self._cfg.recent_window
+        last = self._dm_last.get(cid, 0)
+
+        def read(before: int | None, after: int | None, limit: int) -> list[StoredMessage]:
+            return store.dm_messages(cid, before=before, after=after, limit=limit)
+
+        recent = store.dm_messages(cid, before=None, after=None, limit=window) if last else []
+        lo, hi = conv_members(cid)
+        c = Conversation(next(self._uids), cid, lo, hi, MessageLog(last, window, read, recent))
+        for m in c.log.recent():
+            if m.client_id is not None:
+                self._client_ids.put(c.uid, user_key(m.sender), m.client_id, m.seq, m.ts)
+        self._convs[cid] = c
+        return c
+
+    def _dm_last_seq(self, cid: str) -> int:
+        c = self._convs.get(cid)
+        return c.log.last_seq if c is not None else self._dm_last.get(cid, 0)
+
+    def _user(self, c: Connection) -> UserState:
+        assert c.user is not None
+        return self._users[c.user]
+
+    def _admin(self, c: Connection) -> UserState:
+        u = self._user(c)
+        if not u.is_admin:
+            raise _fail(ErrorCode.FORBIDDEN, "only admins may do that")
+        return u
+
+    def _find_user(self, name: str) -> UserState:
+        u = self._users.get(user_key(name))
+        if u is None:
+            raise _fail(ErrorCode.UNKNOWN_USER, f"no user named {name!r}", user=name)
+        return u
+
+    def _find_room(self, name: str) -> Room:
+        r = self._rooms.get(room_key(name))
+        if r is None:
+            raise _fail(ErrorCode.UNKNOWN_ROOM, f"no room named {name!r}", room=name)
+        return r
+
+    def _member_room(self, u: UserState, name: str) -> Room:
+        r = self._find_room(name)
+        if u.key not in r.members:
+            raise _fail(
+                ErrorCode.NOT_MEMBER, f"you are not in {r.name!r}; join it first", room=r.name
+            )
+        return r
+
+    def _check_text(self, text: str) -> None:
+        if len(text) > self._cfg.max_message_length:
+            raise _fail(
+                ErrorCode.TEXT_TOO_LONG,
+                f"text longer than {self._cfg.max_message_length} characters",
+                max=self._cfg.max_message_length,
+            )
+
+    def _rate(self, c: Connection, now: float) -> None:
+        wait = c.bucket.take(now)
+        if wait > 0:
+            retry = math.ceil(wait * 1000) / 1000
+            raise _fail(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages; retry in {retry:.3f} s",
+                retry_after=retry,
+            )
+
+    def _all_conns(self) -> tuple[ConnId, ...]:
+        return tuple(c for u in self._online.values() for c in u.conns)
+
+    def _visible(self, viewer: str, msgs: Iterable[StoredMessage]) -> list[StoredMessage]:
+        """`msgs` without those from users `viewer` blocks."""
+        blocked = self._blocks.blocked_by_user(viewer)
+        if not blocked:
+            return list(msgs)
+        return [m for m in msgs if user_key(m.sender) not in blocked]
+
+    def _room_targets(self, room: Room, sender: str) -> tuple[ConnId, ...]:
+        """Fan-out target of a message from user key `sender` (blockers filtered out)."""
+        blockers = self._blocks.blockers_of(sender)
+        if blockers and not blockers.isdisjoint(room.online.values()):
+            return room.conns_except(set(blockers))
+        return room.conns()
+
+    def _audit_write(
+        self, out: _Out, actor: str, action: str, target: str, reason: str, now: float
+    ) -> None:
+        out.writes.append(Audit(actor, action, target, reason, now))
+        self._audit.append(AuditEntry(now, actor, action, target, reason))
+
+    # ================================================================== sessions
+
+    def _start_session(self, c: Connection, u: UserState, now: float, out: _Out) -> None:
+        first = not u.conns
+        c.user = u.key
+        c.login_at = now
+        u.conns.append(c.id)
+        u.last_login = now
+        u.last_active = now
+        self._online[u.key] = u
+        for rk in u.rooms:
+            self._rooms[rk].add_conn(c.id, u.key)
+        out.writes.append(RecordLogin(u.name, now))
+        if first:
+            self._presence(u, True, now, out)
+
+    def _end_session(self, c: Connection, now: float, out: _Out) -> None:
+        if c.user is None:
+            return
+        u = self._users[c.user]
+        c.user = None
+        if c.id in u.conns:
+            u.conns.remove(c.id)
+        for rk in u.rooms:
+            room = self._rooms.get(rk)
+            if room is not None:
+                room.remove_conn(c.id)
+        u.last_active = now
+        if not u.conns:
+            self._online.pop(u.key, None)
+            self._presence(u, False, now, out)
+
+    def _presence(self, u: UserState, online: bool, now: float, out: _Out) -> None:
+        limit = self._cfg.presence_room_limit
+        targets: dict[ConnId, None] = {}
+        for rk in u.rooms:
+            room = self._rooms[rk]
+            if len(room.online) <= limit:
+                targets.update(dict.fromkeys(room.online))
+        for conn in u.conns:
+            targets.pop(conn, None)
+        out.event(EventName.PRESENCE, {"user": u.name, "online": online, "ts": now}, tuple(targets))
+
+    def _end_all_sessions(
+        self, u: UserState, code: ErrorCode, reason: str, now: float, out: _Out
+    ) -> int:
+        conns = list(u.conns)
+        for conn in conns:
+            c = self._conns.get(conn)
+            if c is not None:
+                self._end_session(c, now, out)
+            out.close.append((conn, code.value, reason))
+        return len(conns)
+
+    def _login_reply(self, request: LoginRequest | SignupRequest, u: UserState) -> Ok:
+        rooms = sorted(self._rooms[rk].name for rk in u.rooms)
+        return Ok(request.id, {"username": u.name, "role": u.role, "rooms": rooms})
+
+    def _catch_up(self, c: Connection, u: UserState, resume: Resume | None, out: _Out) -> None:
+        """Push offline DMs (after the delivery cursor) and what `resume` asks for, in order."""
+        batch = self._cfg.max_offline_batch
+        to = (c.id,)
+        resumed_convs: set[str] = set()
+        if resume is not None:
+            for name, seq in resume.rooms.items():
+                room = self._rooms.get(room_key(name))
+                if room is None or u.key not in room.members:
+                    continue
+                for m in self._visible(u.key, room.log.after(seq, batch)):
+                    out.event(EventName.MESSAGE, record(m, room=room.name), to)
+            for name, seq in resume.dms.items():
+                peer = self._users.get(user_key(name))
+                if peer is None or peer.key == u.key:
+                    continue
+                conv = self._conv(u.key, peer.key)
+                resumed_convs.add(conv.conv)
+                for m in self._visible(u.key, conv.log.after(seq, batch)):
+                    out.event(EventName.DM, record(m, peer=peer.name), to)
+        for cid in sorted(u.convs):
+            last = self._dm_last_seq(cid)
+            cursor = self._cursors.get((u.key, cid), 0)
+            if last <= cursor:
+                continue
+            if cid not in resumed_convs:
+                conv = self._convs.get(cid) or self._conv(*conv_members(cid))
+                peer = self._users.get(conv.other(u.key))
+                peer_name = peer.name if peer is not None else conv.other(u.key)
+                pending = [m for m in conv.log.after(cursor, batch) if user_key(m.sender) != u.key]
+                for m in self._visible(u.key, pending):
+                    out.event(EventName.DM, record(m, peer=peer_name), to)
+            self._cursors[(u.key, cid)] = last
+            out.writes.append(SetDmCursor(u.name, cid, last))
+
+    # ================================================================== accounts
+
+    def _hello(self, c: Connection, rq: HelloRequest, now: float) -> Outcome:
+        if rq.version != PROTOCOL_VERSION:
+            raise _fail(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {rq.version} is not supported; use {PROTOCOL_VERSION}",
+                supported=[PROTOCOL_VERSION],
+            )
+        c.hello = True
+        cfg = self._cfg
+        limits = {
+            "max_text": cfg.max_message_length,
+            "rate_per_second": cfg.rate_per_second,
+            "rate_burst": cfg.rate_burst,
+            "password_min_length": cfg.password_min_length,
+            "max_page": cfg.max_page,
+        }
+        return Outcome(
+            Ok(
+                rq.id,
+                {
+                    "version": PROTOCOL_VERSION,
+                    "server": cfg.server_name,
+                    "limits": limits,
+                    "heartbeat_s": cfg.heartbeat_s,
+                },
+            )
+        )
+
+    def _ping(self, c: Connection, rq: PingRequest, now: float) -> Outcome:
+        return Outcome(Ok(rq.id, {"ts": now}))
+
+    def _signup(self, c: Connection, rq: SignupRequest, now: float) -> Outcome:
+        if c.user is not None:
+            raise _fail(ErrorCode.ALREADY_AUTHENTICATED, "already logged in on this connection")
+        problem = username_problem(rq.username)
+        if problem is not None:
+            raise _fail(ErrorCode.INVALID_FIELD, problem, field="username")
+        key = user_key(rq.username)
+        if key in self._users:
+            raise _fail(ErrorCode.USERNAME_TAKEN, f"the name {rq.username!r} is taken")
+        problem = password_problem(rq.password, self._cfg.password_min_length)
+        if problem is not None:
+            raise _fail(ErrorCode.WEAK_PASSWORD, problem, min_length=self._cfg.password_min_length)
+        out = _Out()
+        rec = UserRecord(rq.username, self._hasher.hash(rq.password), "member", now)
+        out.writes.append(CreateUser(rec.name, rec.password_hash, rec.role, now))
+        u = self._users[key] = UserState(rec, key)
+        self._start_session(c, u, now, out)
+        log.info("signup %s from %s", u.name, c.peer)
+        return out.done(self._login_reply(rq, u))
+
+    def _login(self, c: Connection, rq: LoginRequest, now: float) -> Outcome:
+        if c.user is not None:
+            raise _fail(ErrorCode.ALREADY_AUTHENTICATED, "already logged in on this connection")
+        key = user_key(rq.username)
+        wait = self._lockouts.locked_for(key, now)
+        if wait > 0:
+            raise self._locked(rq.username, wait, c)
+        u = self._users.get(key)
+        if u is None or not self._hasher.verify(u.password_hash, rq.password):
+            locked = self._lockouts.failure(key, now)
+            log.warning("login failed for %r from %s", rq.username, c.peer)
+            if locked:
+                raise self._locked(rq.username, locked, c)
+            raise _fail(ErrorCode.BAD_CREDENTIALS, "wrong user name or password")
+        self._lockouts.success(key)
+        ban = self._bans.active(key, now)
+        if ban is not None:
+            log.warning("banned user %s refused from %s", u.name, c.peer)
+            raise _fail(
+                ErrorCode.BANNED,
+                "you are banned "
+                + ("permanently" if ban.until is None else f"until {ban.until}")
+                + (f": {ban.reason}" if ban.reason else ""),
+                until=ban.until,
+                reason=ban.reason,
+            )
+        if u.conns and self._cfg.duplicate_login == "reject":
+            raise _fail(ErrorCode.ALREADY_LOGGED_IN, f"{u.name} is already logged in elsewhere")
+        out = _Out()
+        if self._hasher.needs_rehash(u.password_hash):
+            u.password_hash = self._hasher.hash(rq.password)
+            out.writes.append(SetPassword(u.name, u.password_hash))
+        self._start_session(c, u, now, out)
+        self._catch_up(c, u, rq.resume, out)
+        log.info("login %s from %s", u.name, c.peer)
+        return out.done(self._login_reply(rq, u))
+
+    @staticmethod
+    def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
+        retry = math.ceil(wait * 1000) / 1000
+        log.warning("user name %r locked out for %.0f s (peer %s)", name, wait, c.peer)
+        return _fail(
+            ErrorCode.LOCKED_OUT,
+            f"too many failed logins; try again in {math.ceil(wait)} s",
+            retry_after=retry,
+        )
+
+    def _logout(self, c: Connection, rq: LogoutRequest, now: float) -> Outcome:
+        out = _Out()
+        self._end_session(c, now, out)
+        out.close.append((c.id, ErrorCode.LOGGED_OUT.value, "logged out"))
+        return out.done(Ok(rq.id, {}))
+
+    def _passwd(self, c: Connection, rq: PasswdRequest, now: float) -> Outcome:
+        u = self._user(c)
+        if not self._hasher.verify(u.password_hash, rq.old_password):
+            raise _fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
+        problem = password_problem(rq.new_password, self._cfg.password_min_length)
+        if problem is not None:
+            raise _fail(ErrorCode.WEAK_PASSWORD, problem, min_length=self._cfg.password_min_length)
+        u.password_hash = self._hasher.hash(rq.new_password)
+        log.info("password changed for %s", u.name)
+        return Outcome(Ok(rq.id, {}), writes=(SetPassword(u.name, u.password_hash),))
+
+    # ================================================================== rooms
+
+    def _rooms_list(self, c: Connection, rq: RoomsRequest, now: float) -> Outcome:
+        u = self._user(c)
+        rows = [
+            {
+                "room": r.name,
+                "members": len(r.members),
+                "online": len(r.online_users()),
+                "joined": u.key in r.members,
+            }
+            for r in sorted(self._rooms.values(), key=lambda r: room_key(r.name))
+        ]
+        return Outcome(Ok(rq.id, {"rooms": rows}))
+
+    def _room_create(self, c: Connection, rq: RoomCreateRequest, now: float) -> Outcome:
+        u = self._admin(c)
+        problem = username_problem(rq.room)
+        if problem is not None:
+            raise _fail(ErrorCode.INVALID_FIELD, problem, field="room")
+        if room_key(rq.room) in self._rooms:
+            raise _fail(ErrorCode.ROOM_EXISTS, f"room {rq.room!r} exists", room=rq.room)
+        out = _Out()
+        out.writes.append(CreateRoom(rq.room, u.name, now))
+        self._add_room(RoomRecord(rq.room, now, u.name), 0, warm=False)
+        self._audit_write(out, u.name, "room_create", rq.room, "", now)
+        out.event(
+            EventName.ROOM_CREATED, {"room": rq.room, "by": u.name, "ts": now}, self._all_conns()
+        )
+        return out.done(Ok(rq.id, {"room": rq.room}))
+
+    def _room_rename(self, c: Connection, rq: RoomRenameRequest, now: float) -> Outcome:
+        u = self._admin(c)
+        room = self._find_room(rq.room)
+        problem = username_problem(rq.new_name)
+        if problem is not None:
+            raise _fail(ErrorCode.INVALID_FIELD, problem, field="new_name")
+        old, new = room_key(room.name), room_key(rq.new_name)
+        if new != old and new in self._rooms:
+            raise _fail(ErrorCode.ROOM_EXISTS, f"room {rq.new_name!r} exists", room=rq.new_name)
+        out = _Out()
+        out.writes.append(RenameRoom(room.name, rq.new_name))
+        old_name = room.name
+        room.name = rq.new_name
+        del self._rooms[old]
+        self._rooms[new] = room
+        if new != old:
+            for mk in room.members:
+                member = self._users[mk]
+                member.rooms.discard(old)
+                member.rooms.add(new)
+        self._audit_write(out, u.name, "room_rename", old_name, f"renamed to {rq.new_name}", now)
+        out.event(
+            EventName.ROOM_RENAMED,
+            {"room": old_name, "new_name": rq.new_name, "by": u.name, "ts": now},
+            self._all_conns(),
+        )
+        return out.done(Ok(rq.id, {"room": old_name, "new_name": rq.new_name}))
+
+    def _room_delete(self, c: Connection, rq: RoomDeleteRequest, now: float) -> Outcome:
+        u = self._admin(c)
+        room = self._find_room(rq.room)
+        out = _Out()
+        out.writes.append(DeleteRoom(room.name))
+        rk = room_key(room.name)
+        for mk in room.members:
+            self._users[mk].rooms.discard(rk)
+        del self._rooms[rk]
+        self._audit_write(out, u.name, "room_delete", room.name, "", now)
+        out.event(
+            EventName.ROOM_DELETED, {"room": room.name, "by": u.name, "ts": now}, self._all_conns()
+        )
+        return out.done(Ok(rq.id, {"room": room.name}))
+
+    def _join(self, c: Connection, rq: JoinRequest, now: float) -> Outcome:
+        u = self._user(c)
+        room = self._find_room(rq.room)
+        out = _Out()
+        if u.key not in room.members:
+            room.members.add(u.key)
+            u.rooms.add(room_key(room.name))
+            for conn in u.conns:
+                room.add_conn(conn, u.key)
+            out.writes.append(SetMembership(u.name, room.name, True))
+            out.event(
+                EventName.JOINED, {"room": room.name, "user": u.name, "ts": now}, room.conns()
+            )
+        limit = min(rq.limit or self._cfg.join_history, self._cfg.max_page)
+        msgs, _ = room.log.before(None, limit)
+        data = {
+            "room": room.name,
+            "members": sorted(self._users[k].name for k in room.members),
+            "online": sorted(self._users[k].name for k in room.online_users()),
+            "messages": [record(m, room=room.name) for m in self._visible(u.key, msgs)],
+            "last_seq": room.log.last_seq,
+        }
+        return out.done(Ok(rq.id, data))
+
+    def _leave(self, c: Connection, rq: LeaveRequest, now: float) -> Outcome:
+        u = self._user(c)
+        room = self._member_room(u, rq.room)
+        out = _Out()
+        out.event(EventName.LEFT, {"room": room.name, "user": u.name, "ts": now}, room.conns())
+        room.members.discard(u.key)
+        u.rooms.discard(room_key(room.name))
+        for conn in u.conns:
+            room.remove_conn(conn)
+        out.writes.append(SetMembership(u.name, room.name, False))
+        return out.done(Ok(rq.id, {"room": room.name}))
+
+    # ================================================================== room messages
+
+    def _send(self, c: Connection, rq: SendRequest, now: float) -> Outcome:
+        u = self._user(c)
+        room = self._member_room(u, rq.room)
+        self._check_text(rq.text)
+        self._rate(c, now)
+        dup = self._client_ids.get(room.uid, u.key, rq.client_id)
+        if dup is not None:
+            return Outcome(
+                Ok(
+                    rq.id,
+                    {
+                        "room": room.name,
+                        "seq": dup[0],
+                        "ts": dup[1],
+                        "client_id": rq.client_id,
+                        "duplicate": True,
+                    },
+                )
+            )
+        seq = room.log.last_seq + 1
+        msg = StoredMessage(room.name, seq, now, u.name, rq.text, client_id=rq.client_id)
+        room.log.append(msg)
+        self._client_ids.put(room.uid, u.key, rq.client_id, seq, now)
+        event = Event(EventName.MESSAGE, record(msg, room=room.name))
+        return Outcome(
+            Ok(
+                rq.id,
+                {
+                    "room": room.name,
+                    "seq": seq,
+                    "ts": now,
+                    "client_id": rq.client_id,
+                    "duplicate": False,
+                },
+            ),
+            (Delivery(event, self._room_targets(room, u.key)),),
+            (AppendRoomMessage(room.name, seq, u.name, rq.text, now, rq.client_id),),
+        )
+
+    def _page_limit(self, limit: int | None) -> int:
+        return min(limit or self._cfg.join_history, self._cfg.max_page)
+
+    def _history(self, c: Connection, rq: HistoryRequest, now: float) -> Outcome:
+        u = self._user(c)
+        limit = self._page_limit(rq.limit)
+        if rq.room is not None:
+            room = self._member_room(u, rq.room)
+            msgs, more = room.log.before(rq.before, limit)
+            recs = [record(m, room=room.name) for m in self._visible(u.key, msgs)]
+        else:
+            assert rq.peer is not None
+            peer = self._find_user(rq.peer)
+            if peer.key == u.key:
+                raise _fail(ErrorCode.SELF_MESSAGE, "there is no conversation with yourself")
+            conv = self._conv(u.key, peer.key)
+            msgs, more = conv.log.before(rq.before, limit)
+            recs = [record(m, peer=peer.name) for m in self._visible(u.key, msgs)]
+        return Outcome(Ok(rq.id, {"messages": recs, "has_more": more}))
+
+    def _since(self, c: Connection, rq: SinceRequest, now: float) -> Outcome:
+        u = self._user(c)
+        limit = min(rq.limit or self._cfg.max_page, self._cfg.max_page)
+        if rq.rooms is None:
+            rooms = [self._rooms[rk] for rk in sorted(u.rooms)]
+        else:
+            rooms = [self._member_room(u, name) for name in rq.rooms]
+        by_key = {room_key(r.name): r for r in rooms}
+        found: dict[tuple[int, int], tuple[Room, StoredMessage]] = {}
+        if rooms:
+            for m in self._store.messages_since([r.name for r in rooms], rq.ts, limit + 1):
+                r = by_key.get(room_key(m.scope))
+                if r is not None and m.seq < r.log.low:
+                    found[(r.uid, m.seq)] = (r, m)
+        for r in rooms:
+            for m in r.log.recent():
+                if m.ts >= rq.ts:
+                    found[(r.uid, m.seq)] = (r, m)
+        ordered = sorted(found.values(), key=lambda rm: (rm[1].ts, room_key(rm[0].name), rm[1].seq))
+        more = len(ordered) > limit
+        blocked = self._blocks.blocked_by_user(u.key)
+        recs = [
+            record(m, room=r.name) for r, m in ordered[:limit] if user_key(m.sender) not in blocked
+        ]
+        return Outcome(Ok(rq.id, {"messages": recs, "has_more": more}))
+
+    def _target_message(
+        self, u: UserState, rq: EditRequest | DeleteRequest
+    ) -> tuple[MessageLog, StoredMessage, Room | None, UserState | None]:
+        if rq.room is not None:
+            room = self._member_room(u, rq.room)
+            msglog, peer = room.log, None
+        else:
+            assert rq.peer is not None
+            peer = self._find_user(rq.peer)
+            if peer.key == u.key:
+                raise _fail(ErrorCode.SELF_MESSAGE, "there is no conversation with yourself")
+            room, msglog = None, self._conv(u.key, peer.key).log
+        msg = msglog.get(rq.seq)
+        if msg is None or msg.deleted:
+            raise _fail(ErrorCode.MESSAGE_NOT_FOUND, f"no message {rq.seq} there", seq=rq.seq)
+        return msglog, msg, room, peer
+
+    def _edit(self, c: Connection, rq: EditRequest, now: float) -> Outcome:
+        u = self._user(c)
+        self._check_text(rq.text)
+        msglog, msg, room, peer = self._target_message(u, rq)
+        if user_key(msg.sender) != u.key:
+            raise _fail(ErrorCode.FORBIDDEN, "you can only edit your own messages")
+        self._rate(c, now)
+        new = msglog.edited(msg, rq.text)
+        out = _Out()
+        if room is not None:
+            out.writes.append(EditRoomMessage(room.name, msg.seq, rq.text))
+            rec = record(new, room=room.name)
+            out.event(EventName.MESSAGE_EDITED, rec, self._room_targets(room, u.key))
+        else:
+            assert peer is not None
+            conv = self._conv(u.key, peer.key)
+            out.writes.append(EditDm(conv.conv, msg.seq, rq.text))
+            rec = self._dm_events(EventName.DM_EDITED, new, u, peer, out)
+        return out.done(Ok(rq.id, {"message": rec}))
+
+    def _delete(self, c: Connection, rq: DeleteRequest, now: float) -> Outcome:
+        u = self._user(c)
+        msglog, msg, room, peer = self._target_message(u, rq)
+        own = user_key(msg.sender) == u.key
+        if not own and not (room is not None and u.is_admin):
+            raise _fail(ErrorCode.FORBIDDEN, "you can only delete your own messages")
+        self._rate(c, now)
+        new = msglog.edited(msg, None)
+        out = _Out()
+        if room is not None:
+            out.writes.append(DeleteRoomMessage(room.name, msg.seq))
+            rec = record(new, room=room.name)
+            out.event(
+                EventName.MESSAGE_DELETED, rec, self._room_targets(room, user_key(msg.sender))
+            )
+            if not own:
+                self._audit_write(
+                    out, u.name, "delete_message", msg.sender, f"{room.name}#{msg.seq}", now
+                )
+        else:
+            assert peer is not None
+            conv = self._conv(u.key, peer.key)
+            out.writes.append(DeleteDm(conv.conv, msg.seq))
+            rec = self._dm_events(EventName.DM_DELETED, new, u, peer, out)
+        return out.done(Ok(rq.id, {"message": rec}))
+
+    # ================================================================== direct messages
+
+    def _dm_events(
+        self, name: EventName, msg: StoredMessage, sender: UserState, peer: UserState, out: _Out
+    ) -> dict[str, Any]:
+        """Deliver a DM event to both sides (not to a recipient who blocks the sender);
+        returns the record as the sender sees it."""
+        mine = record(msg, peer=peer.name)
+        out.event(name, mine, tuple(sender.conns))
+        if peer.conns and not self._blocks.blocks(peer.key, sender.key):
+            out.event(name, record(msg, peer=sender.name), tuple(peer.conns))
+        return mine
+
+    def _dm(self, c: Connection, rq: DmRequest, now: float) -> Outcome:
+        u = self._user(c)
+        peer = self._find_user(rq.to)
+        if peer.key == u.key:
+            raise _fail(ErrorCode.SELF_MESSAGE, "you cannot send a direct message to yourself")
+        self._check_text(rq.text)
+        self._rate(c, now)
+        conv = self._conv(u.key, peer.key)
+        dup = self._client_ids.get(conv.uid, u.key, rq.client_id)
+        if dup is not None:
+            return Outcome(
+                Ok(
+                    rq.id,
+                    {
+                        "peer": peer.name,
+                        "seq": dup[0],
+                        "ts": dup[1],
+                        "client_id": rq.client_id,
+                        "duplicate": True,
+                    },
+                )
+            )
+        seq = conv.log.last_seq + 1
+        msg = StoredMessage(
+            conv.conv, seq, now, u.name, rq.text, client_id=rq.client_id, recipient=peer.name
+        )
+        conv.log.append(msg)
+        self._client_ids.put(conv.uid, u.key, rq.client_id, seq, now)
+        u.convs.add(conv.conv)
+        peer.convs.add(conv.conv)
+        blocked = self._blocks.blocks(peer.key, u.key)
+        # delivered now, or deliberately never (blocked): either way the cursor moves on
+        delivered = blocked or peer.online
+        if delivered:
+            self._cursors[(peer.key, conv.conv)] = seq
+        out = _Out()
+        out.writes.append(
+            AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)
+        )
+        self._dm_events(EventName.DM, msg, u, peer, out)
+        return out.done(
+            Ok(
+                rq.id,
+                {
+                    "peer": peer.name,
+                    "seq": seq,
+                    "ts": now,
+                    "client_id": rq.client_id,
+                    "duplicate": False,
+                },
+            )
+        )
+
+    def _broadcast(self, c: Connection, rq: BroadcastRequest, now: float) -> Outcome:
+        u = self._admin(c)
+        self._check_text(rq.text)
+        out = _Out()
+        out.event(
+            EventName.BROADCAST, {"from": u.name, "text": rq.text, "ts": now}, self._all_conns()
+        )
+        self._audit_write(out, u.name, "broadcast", "*", rq.text[:200], now)
+        return out.done(Ok(rq.id, {"delivered": len(self._online)}))
+
+    # ================================================================== presence, blocking
+
+    def _who(self, c: Connection, rq: WhoRequest, now: float) -> Outcome:
+        self._user(c)
+        rooms_of = {rk: r.name for rk, r in self._rooms.items()}
+        if rq.room is not None:
+            room = self._find_room(rq.room)
+            pool: Iterable[UserState] = (self._users[k] for k in room.members)
+        else:
+            pool = self._users.values() if rq.since is not None else self._online.values()
+        if rq.since is None:
+            users = [x for x in pool if x.online]
+        else:
+            horizon = now - rq.since
+            users = [
+                x
+                for x in pool
+                if x.online or (x.last_active is not None and x.last_active >= horizon)
+            ]
+        data: dict[str, Any] = {"users": who_entries(users, rooms_of)}
+        if rq.room is not None:
+            data["room"] = self._find_room(rq.room).name
+        return Outcome(Ok(rq.id, data))
+
+    def _block(self, c: Connection, rq: BlockRequest, now: float) -> Outcome:
+        u = self._user(c)
+        other = self._find_user(rq.user)
+        if other.key == u.key:
+            raise _fail(ErrorCode.INVALID_FIELD, "you cannot block yourself", field="user")
+        writes: tuple[Write, ...] = ()
+        if self._blocks.add(u.key, other.key):
+            writes = (AddBlock(u.name, other.name),)
+        return Outcome(Ok(rq.id, {"user": other.name}), writes=writes)
+
+    def _unblock(self, c: Connection, rq: UnblockRequest, now: float) -> Outcome:
+        u = self._user(c)
+        other = self._find_user(rq.user)
+        writes: tuple[Write, ...] = ()
+        if self._blocks.remove(u.key, other.key):
+            writes = (RemoveBlock(u.name, other.name),)
+        return Outcome(Ok(rq.id, {"user": other.name}), writes=writes)
+
+    def _blocks_list(self, c: Connection, rq: BlocksRequest, now: float) -> Outcome:
+        u = self._user(c)
+        names = sorted(self._users[k].name for k in self._blocks.blocked_by_user(u.key))
+        return Outcome(Ok(rq.id, {"users": names}))
+
+    # ================================================================== moderation
+
+    def _kick(self, c: Connection, rq: KickRequest, now: float) -> Outcome:
+        admin = self._admin(c)
+        target = self._find_user(rq.user)
+        if target.key == admin.key:
+            raise _fail(ErrorCode.INVALID_FIELD, "you cannot kick yourself", field="user")
+        reason = rq.reason or ""
+        out = _Out()
+        if rq.room is not None:
+            room = self._find_room(rq.room)
+            if target.key not in room.members:
+                raise _fail(
+                    ErrorCode.NOT_MEMBER, f"{target.name} is not in {room.name}", room=room.name
+                )
+            out.event(
+                EventName.KICKED,
+                {"room": room.name, "by": admin.name, "reason": reason, "ts": now},
+                tuple(target.conns),
+            )
+            out.event(
+                EventName.LEFT, {"room": room.name, "user": target.name, "ts": now}, room.conns()
+            )
+            room.members.discard(target.key)
+            target.rooms.discard(room_key(room.name))
+            for conn in target.conns:
+                room.remove_conn(conn)
+            out.writes.append(SetMembership(target.name, room.name, False))
+            sessions = len(target.conns)
+            where = room.name
+        else:
+            out.event(
+                EventName.KICKED,
+                {"room": None, "by": admin.name, "reason": reason, "ts": now},
+                tuple(target.conns),
+            )
+            sessions = self._end_all_sessions(
+                target,
+                ErrorCode.KICKED,
+                f"kicked by {admin.name}" + (f": {reason}" if reason else ""),
+                now,
+                out,
+            )
+            where = None
+        self._audit_write(
+            out, admin.name, "kick" if where is None else f"kick:{where}", target.name, reason, now
+        )
+        log.info("%s kicked %s from %s (%s)", admin.name, target.name, where or "server", reason)
+        return out.done(Ok(rq.id, {"user": target.name, "room": where, "sessions": sessions}))
+
+    def _ban(self, c: Connection, rq: BanRequest, now: float) -> Outcome:
+        admin = self._admin(c)
+        target = self._find_user(rq.user)
+        if target.key == admin.key:
+            raise _fail(ErrorCode.INVALID_FIELD, "you cannot ban yourself", field="user")
+        reason = rq.reason or ""
+        until = None if rq.duration is None else now + rq.duration
+        ban = BanRecord(target.name, until, reason, admin.name, now)
+        self._bans.add(ban)
+        out = _Out()
+        out.writes.append(AddBan(target.name, until, reason, admin.name, now))
+        out.event(
+            EventName.BANNED,
+            {"by": admin.name, "reason": reason, "until": until, "ts": now},
+            tuple(target.conns),
+        )
+        self._end_all_sessions(
+            target,
+            ErrorCode.BANNED,
+            "banned"
+            + (f" until {until}" if until is not None else "")
+            + (f": {reason}" if reason else ""),
+            now,
+            out,
+        )
+        self._audit_write(
+            out,
+            admin.name,
+            "ban",
+            target.name,
+            reason + ("" if until is None else f" (until {until})"),
+            now,
+        )
+        log.info("%s banned %s until %s (%s)", admin.name, target.name, until, reason)
+        return out.done(Ok(rq.id, {"user": target.name, "until": until, "reason": reason}))
+
+    def _unban(self, c: Connection, rq: UnbanRequest, now: float) -> Outcome:
+        admin = self._admin(c)
+        target = self._find_user(rq.user)
+        if self._bans.remove(target.key) is None:
+            raise _fail(ErrorCode.INVALID_FIELD, f"{target.name} is not banned", field="user")
+        out = _Out()
+        out.writes.append(RemoveBan(target.name))
+        self._audit_write(out, admin.name, "unban", target.name, "", now)
+        return out.done(Ok(rq.id, {"user": target.name}))
+
+    def _bans_list(self, c: Connection, rq: BansRequest, now: float) -> Outcome:
+        self._admin(c)
+        rows = [
+            {"user": b.user, "until": b.until, "reason": b.reason, "by": b.by, "ts": b.ts}
+            for b in self._bans.listing(now)
+        ]
+        return Outcome(Ok(rq.id, {"bans": rows}))
+
+    def _audit_list(self, c: Connection, rq: AuditRequest, now: float) -> Outcome:
+        self._admin(c)
+        rows = [
+            {
+                "ts": e.ts,
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "reason": e.reason,
+            }
+            for e in self._audit.newest(rq.limit or 100)
+        ]
+        return Outcome(Ok(rq.id, {"entries": rows}))
+
+    # ================================================================== resume
+
+    def _sync(self, c: Connection, rq: SyncRequest, now: float) -> Outcome:
+        u = self._user(c)
+        out = _Out()
+        self._catch_up(c, u, rq.resume, out)
+        return out.done(Ok(rq.id, {}))

@@ -1,0 +1,157 @@
+"""Message logs: the hot window of a room or conversation, paging merged with the store,
+idempotent client ids, and the wire form of a message record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from parlour.core.ports import StoredMessage
+
+__all__ = ["ClientIds", "MessageLog", "Reader", "record"]
+
+#: reads committed messages of one scope: (before, after, limit) -> ascending messages
+Reader = Callable[[int | None, int | None, int], list[StoredMessage]]
+
+
+def record(
+    msg: StoredMessage, *, room: str | None = None, peer: str | None = None
+) -> dict[str, Any]:
+    """The wire form of a message (docs/protocol.md "message record"): `room` for room
+    messages (current name), `peer` for DMs (the other participant, seen by the receiver)."""
+    out: dict[str, Any] = {"room": room} if room is not None else {"peer": peer}
+    out["seq"] = msg.seq
+    out["ts"] = msg.ts
+    out["from"] = msg.sender
+    out["text"] = msg.text
+    out["edited"] = msg.edited
+    out["deleted"] = msg.deleted
+    out["client_id"] = msg.client_id
+    return out
+
+
+class MessageLog:
+    """The newest `capacity` messages of one room/conversation and its last sequence number.
+
+    The window is contiguous: it holds every sequence from `low` to `last_seq`. Older messages
+    are read through `reader` (committed data) and merged with the window by sequence number,
+    so messages written but not yet committed are always served from memory.
+    """
+
+    __slots__ = ("_capacity", "_reader", "_window", "last_seq")
+
+    def __init__(
+        self, last_seq: int, capacity: int, reader: Reader, recent: Iterable[StoredMessage] = ()
+    ) -> None:
+        self.last_seq = last_seq
+        self._capacity = capacity
+        self._reader = reader
+        self._window: dict[int, StoredMessage] = {}
+        for msg in recent:  # ascending; keep only the contiguous tail ending at last_seq
+            if msg.seq <= last_seq:
+                self._window[msg.seq] = msg
+        expected = last_seq
+        for seq in sorted(self._window, reverse=True):
+            if seq != expected:
+                break
+            expected -= 1
+        for seq in [s for s in self._window if s <= expected]:
+            del self._window[seq]
+        while len(self._window) > capacity:
+            del self._window[next(iter(sorted(self._window)))]
+        self._window = dict(sorted(self._window.items()))
+
+    @property
+    def low(self) -> int:
+        """Lowest sequence held in memory (last_seq + 1 when the window is empty)."""
+        return self.last_seq - len(self._window) + 1
+
+    def recent(self) -> Iterable[StoredMessage]:
+        return self._window.values()
+
+    def append(self, msg: StoredMessage) -> None:
+        """Add the next message (its `seq` must be `last_seq + 1`)."""
+        self._window[msg.seq] = msg
+        self.last_seq = msg.seq
+        if len(self._window) > self._capacity:
+            del self._window[msg.seq - self._capacity]
+
+    def get(self, seq: int) -> StoredMessage | None:
+        """The message `seq` (memory first, then the store)."""
+        if seq < 1 or seq > self.last_seq:
+            return None
+        msg = self._window.get(seq)
+        if msg is not None:
+            return msg
+        found = self._reader(seq + 1, seq - 1, 1)
+        return found[0] if found and found[0].seq == seq else None
+
+    def update(self, msg: StoredMessage) -> None:
+        """Replace a message after an edit/delete (only the in-memory copy matters)."""
+        if msg.seq in self._window:
+            self._window[msg.seq] = msg
+
+    def before(self, before: int | None, limit: int) -> tuple[list[StoredMessage], bool]:
+        """The newest `limit` messages with seq < `before` (ascending) and whether older ones
+        exist."""
+        if limit <= 0:
+            return [], False
+        top = self.last_seq + 1 if before is None else min(before, self.last_seq + 1)
+        low = self.low
+        out: list[StoredMessage] = []
+        seq = top - 1
+        while seq >= low and len(out) < limit:
+            out.append(self._window[seq])
+            seq -= 1
+        out.reverse()
+        if len(out) < limit and seq >= 1:
+            older = self._reader(min(top, low), None, limit - len(out))
+            out[:0] = older
+        return out, bool(out) and out[0].seq > 1
+
+    def after(self, after: int, limit: int) -> list[StoredMessage]:
+        """The oldest `limit` messages with seq > `after` (ascending)."""
+        if limit <= 0 or after >= self.last_seq:
+            return []
+        low = self.low
+        out: list[StoredMessage] = []
+        if after + 1 < low:
+            out = [m for m in self._reader(None, after, limit) if m.seq < low]
+        seq = max(after + 1, low)
+        while seq <= self.last_seq and len(out) < limit:
+            out.append(self._window[seq])
+            seq += 1
+        return out
+
+    def edited(self, msg: StoredMessage, text: str | None) -> StoredMessage:
+        """`msg` with new text (edit) or as a tombstone (`text=None`), kept in memory."""
+        new = (
+            replace(msg, text=None, deleted=True, edited=False)
+            if text is None
+            else replace(msg, text=text, edited=True)
+        )
+        self.update(new)
+        return new
+
+
+class ClientIds:
+    """Recent (scope, sender, client id) -> (seq, ts), bounded; the oldest entry goes first."""
+
+    __slots__ = ("_capacity", "_ids")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._ids: dict[tuple[int, str, str], tuple[int, float]] = {}
+
+    def get(self, scope: int, sender: str, client_id: str) -> tuple[int, float] | None:
+        return self._ids.get((scope, sender, client_id))
+
+    def put(self, scope: int, sender: str, client_id: str, seq: int, ts: float) -> None:
+        ids = self._ids
+        ids[(scope, sender, client_id)] = (seq, ts)
+        if len(ids) > self._capacity:
+            del ids[next(iter(ids))]
+
+    def __len__(self) -> int:
+        return len(self._ids)

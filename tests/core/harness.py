@@ -1,0 +1,132 @@
+"""A fake transport for core tests: numbered connections, a fake clock, and a writer that
+applies every outcome's writes to a MemoryStore before "sending" (like the real adapter)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from parlour.core.config import CoreConfig
+from parlour.core.outcome import Outcome
+from parlour.core.service import ChatService
+from parlour.protocol.errors import ProtocolError
+from parlour.protocol.schemas import Error, Event, Ok, Reply, parse_request
+from parlour.storage.memory import MemoryStore
+
+ADMIN_PW = "admin-secret"
+PW = "password1"
+
+
+class PlainHasher:
+    """Fast stand-in for Argon2 in domain tests (never use outside tests)."""
+
+    def hash(self, password: str) -> str:
+        return "plain$" + password
+
+    def verify(self, hash: str, password: str) -> bool:
+        return hash == "plain$" + password
+
+    def needs_rehash(self, hash: str) -> bool:
+        return False
+
+
+class Harness:
+    def __init__(
+        self,
+        config: CoreConfig | None = None,
+        store: MemoryStore | None = None,
+        *,
+        bootstrap: bool = True,
+    ) -> None:
+        self.config = config or CoreConfig()
+        self.store = store if store is not None else MemoryStore()
+        self.svc = ChatService(self.store, self.config, PlainHasher())
+        self.now = 1_000_000.0
+        if bootstrap:
+            self.svc.bootstrap(self.now, ADMIN_PW)
+        self._next_conn = 1
+        self._next_id = 1
+        self.events: dict[int, list[Event]] = defaultdict(list)
+        self.closed: dict[int, tuple[str, str]] = {}
+        self.outcomes: list[Outcome] = []
+
+    # -- driving ------------------------------------------------------------------------------
+
+    def restart(self) -> Harness:
+        """A new service over the same store (the process restarted)."""
+        h = Harness(self.config, self.store, bootstrap=False)
+        h.now = self.now
+        return h
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def apply(self, out: Outcome) -> Outcome:
+        self.outcomes.append(out)
+        if out.writes:
+            self.store.apply(out.writes)
+        for d in out.deliveries:
+            for conn in d.to:
+                self.events[conn].append(d.event)
+        for conn, code, reason in out.close:
+            self.closed[conn] = (code, reason)
+            self.apply(self.svc.disconnect(conn, self.now, reason))
+        return out
+
+    def connect(self, hello: bool = True) -> int:
+        conn = self._next_conn
+        self._next_conn += 1
+        self.apply(self.svc.connect(conn, f"127.0.0.1:{40000 + conn}", self.now))
+        if hello:
+            self.ok(conn, "hello", version=1)
+        return conn
+
+    def request(self, conn: int, type: str, **fields: Any) -> Reply:
+        rid = self._next_id
+        self._next_id += 1
+        try:
+            req = parse_request({"id": rid, "type": type, **fields})
+        except ProtocolError as exc:  # the transport answers these without the core
+            return Error.from_exception(exc)
+        out = self.apply(self.svc.handle(conn, req, self.now))
+        assert out.reply is not None
+        assert out.reply.id == rid
+        return out.reply
+
+    def ok(self, conn: int, type: str, **fields: Any) -> dict[str, Any]:
+        reply = self.request(conn, type, **fields)
+        assert isinstance(reply, Ok), reply
+        return dict(reply.data)
+
+    def err(self, conn: int, type: str, **fields: Any) -> Error:
+        reply = self.request(conn, type, **fields)
+        assert isinstance(reply, Error), reply
+        return reply
+
+    def signup(self, name: str, password: str = PW) -> int:
+        conn = self.connect()
+        self.ok(conn, "signup", username=name, password=password)
+        return conn
+
+    def register(self, name: str, password: str = PW) -> None:
+        """Sign up and disconnect (the account exists, the user is offline)."""
+        conn = self.signup(name, password)
+        self.apply(self.svc.disconnect(conn, self.now, "done"))
+
+    def login(self, name: str, password: str = PW, **fields: Any) -> int:
+        conn = self.connect()
+        self.ok(conn, "login", username=name, password=password, **fields)
+        return conn
+
+    def admin(self) -> int:
+        return self.login("admin", ADMIN_PW)
+
+    # -- observing ------------------------------------------------------------------------
+
+    def take(self, conn: int, name: str | None = None) -> list[Event]:
+        """Events delivered to `conn` since the last take (optionally only `name`)."""
+        evs = self.events.pop(conn, [])
+        return [e for e in evs if name is None or e.name == name]
+
+    def texts(self, conn: int, name: str = "message") -> list[str | None]:
+        return [e["text"] for e in self.take(conn, name)]

@@ -1,0 +1,167 @@
+"""Accounts: signup, login, logout, passwd, lockout, duplicate-login policy, bootstrap."""
+
+from __future__ import annotations
+
+import pytest
+from harness import ADMIN_PW, PW, Harness, PlainHasher
+
+from parlour.core.config import CoreConfig
+from parlour.core.service import ChatService
+from parlour.core.writes import CreateUser, RecordLogin, SetPassword
+from parlour.storage.memory import MemoryStore
+
+
+def test_hello_required_first(h: Harness) -> None:
+    conn = h.connect(hello=False)
+    assert h.err(conn, "login", username="admin", password=ADMIN_PW).code == "hello_required"
+    assert "ts" in h.ok(conn, "ping")
+    data = h.ok(conn, "hello", version=1)
+    assert data["version"] == 1 and data["limits"]["max_text"] == 4000
+    assert h.err(conn, "hello", version=2).code == "unsupported_version"
+
+
+def test_not_authenticated(h: Harness) -> None:
+    conn = h.connect()
+    for req, fields in [("rooms", {}), ("join", {"room": "general"}), ("who", {})]:
+        assert h.err(conn, req, **fields).code == "not_authenticated"
+
+
+def test_signup_then_login_elsewhere(h: Harness) -> None:
+    conn = h.connect()
+    data = h.ok(conn, "signup", username="Alice", password=PW)
+    assert data == {"username": "Alice", "role": "member", "rooms": []}
+    assert h.svc.session_user(conn) == "Alice"
+    users = {u.name: u for u in h.store.load().users}
+    assert users["Alice"].password_hash != PW  # never stored in clear
+    assert h.ok(conn, "logout") == {}
+    assert h.closed[conn][0] == "logged_out"
+    c2 = h.connect()
+    assert h.ok(c2, "login", username="alice", password=PW)["username"] == "Alice"
+
+
+def test_signup_rules(h: Harness) -> None:
+    h.signup("bob")
+    conn = h.connect()
+    assert h.err(conn, "signup", username="BOB", password=PW).code == "username_taken"
+    weak = h.err(conn, "signup", username="carol", password="short")
+    assert weak.code == "weak_password" and weak.extra["min_length"] == 8
+    assert h.err(conn, "signup", username="bad name", password=PW).code == "invalid_field"
+    assert h.err(conn, "signup", username="x" * 33, password=PW).code == "invalid_field"
+    h.ok(conn, "signup", username="a.b-c_9", password=PW)
+    assert h.err(conn, "signup", username="other", password=PW).code == "already_authenticated"
+
+
+def test_password_min_length_configurable() -> None:
+    h = Harness(CoreConfig(password_min_length=12))
+    conn = h.connect()
+    assert h.err(conn, "signup", username="dave", password="elevenchars").code == "weak_password"
+    h.ok(conn, "signup", username="dave", password="twelve-chars")
+
+
+def test_bad_credentials(h: Harness) -> None:
+    h.register("bob")
+    conn = h.connect()
+    assert h.err(conn, "login", username="bob", password="wrongpass").code == "bad_credentials"
+    assert h.err(conn, "login", username="nobody", password=PW).code == "bad_credentials"
+
+
+def test_lockout_after_three_failures_and_expiry(h: Harness) -> None:
+    h.register("bob")
+    conn = h.connect()
+    for _ in range(2):
+        assert h.err(conn, "login", username="bob", password="nope-nope").code == "bad_credentials"
+    third = h.err(conn, "login", username="bob", password="nope-nope")
+    assert third.code == "locked_out" and third.extra["retry_after"] == 60.0
+    assert "60 s" in third.message
+    h.advance(30)
+    locked = h.err(conn, "login", username="BOB", password=PW)  # even the right password
+    assert locked.code == "locked_out" and locked.extra["retry_after"] == 30.0
+    h.advance(30)
+    h.apply(h.svc.tick(h.now))
+    h.ok(conn, "login", username="bob", password=PW)
+
+
+def test_success_resets_failure_count(h: Harness) -> None:
+    h.register("bob")
+    for _ in range(2):
+        h.err(h.connect(), "login", username="bob", password="nope-nope")
+    c = h.login("bob")
+    h.ok(c, "logout")
+    for _ in range(2):
+        assert h.err(h.connect(), "login", username="bob", password="x" * 9).code == (
+            "bad_credentials"
+        )
+
+
+def test_lockout_configurable() -> None:
+    h = Harness(CoreConfig(lockout_threshold=5, lockout_seconds=10))
+    h.register("bob")
+    conn = h.connect()
+    codes = [h.err(conn, "login", username="bob", password="bad-pass").code for _ in range(5)]
+    assert codes == ["bad_credentials"] * 4 + ["locked_out"]
+    h.advance(10)
+    h.ok(conn, "login", username="bob", password=PW)
+
+
+def test_duplicate_login_rejected_by_default(h: Harness) -> None:
+    first = h.signup("bob")
+    c2 = h.connect()
+    assert h.err(c2, "login", username="bob", password=PW).code == "already_logged_in"
+    h.apply(h.svc.disconnect(first, h.now, "gone"))
+    h.ok(c2, "login", username="bob", password=PW)
+
+
+def test_duplicate_login_allowed() -> None:
+    h = Harness(CoreConfig(duplicate_login="allow"))
+    a = h.signup("bob")
+    b = h.login("bob")
+    h.ok(a, "join", room="general")
+    h.ok(a, "send", room="general", text="hi", client_id="1")
+    assert h.texts(b) == ["hi"]
+    assert h.texts(a) == ["hi"]
+
+
+def test_passwd(h: Harness) -> None:
+    c = h.signup("bob")
+    assert h.err(c, "passwd", old_password="wrong-old", new_password="new-password").code == (
+        "bad_credentials"
+    )
+    assert h.err(c, "passwd", old_password=PW, new_password="short").code == "weak_password"
+    h.ok(c, "passwd", old_password=PW, new_password="new-password")
+    assert any(isinstance(w, SetPassword) for w in h.outcomes[-1].writes)
+    h.ok(c, "logout")
+    assert h.err(h.connect(), "login", username="bob", password=PW).code == "bad_credentials"
+    h.login("bob", "new-password")
+
+
+def test_login_recorded(h: Harness) -> None:
+    h.signup("bob")
+    assert any(isinstance(w, RecordLogin) for w in h.outcomes[-1].writes)
+    assert any(isinstance(w, CreateUser) for w in h.outcomes[-1].writes)
+
+
+def test_bootstrap_generates_admin_password_once() -> None:
+    store = MemoryStore()
+    svc = ChatService(store, CoreConfig(), PlainHasher())
+    pw = svc.bootstrap(1.0, None)
+    assert pw is not None and len(pw) >= 16
+    snap = store.load()
+    assert [(u.name, u.role) for u in snap.users] == [("admin", "admin")]
+    assert [r.name for r in snap.rooms] == ["general", "random", "help"]
+    svc2 = ChatService(store, CoreConfig(), PlainHasher())
+    assert svc2.bootstrap(2.0, None) is None  # not on later starts
+    assert len(list(store.load().users)) == 1
+
+
+def test_bootstrap_with_password_and_custom_rooms() -> None:
+    store = MemoryStore()
+    svc = ChatService(store, CoreConfig(default_rooms=("lobby", "dev")), PlainHasher())
+    assert svc.bootstrap(1.0, "given-password") is None
+    assert [r.name for r in store.load().rooms] == ["lobby", "dev"]
+    with pytest.raises(ValueError):
+        ChatService(MemoryStore(), CoreConfig(), PlainHasher()).bootstrap(1.0, "short")
+
+
+def test_admin_role_in_reply(h: Harness) -> None:
+    conn = h.connect()
+    assert h.ok(conn, "login", username="admin", password=ADMIN_PW)["role"] == "admin"
