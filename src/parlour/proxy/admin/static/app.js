@@ -88,12 +88,13 @@
     if (m) return m + "m " + String(sec).padStart(2, "0") + "s";
     return sec + "s";
   }
-  function fmtTime(t) {
+  function fmtTime(t, short) {
     if (typeof t !== "number" || !t) return "never";
     const d = new Date(t * 1000);
     const p = (x) => String(x).padStart(2, "0");
-    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
-      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+    const clock = p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+    const day = d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate());
+    return short && new Date().toDateString() === d.toDateString() ? clock : day + " " + clock;
   }
   function fmtMs(v) { return typeof v === "number" ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + " ms" : "–"; }
   const badge = (state) => el("span", { cls: "badge badge-" + (["up", "down", "draining", "disabled"].includes(state) ? state : "down"), text: state });
@@ -162,12 +163,13 @@
     inflight = true;
     try {
       const data = await api("GET", "/api/stats");
-      let rps = null;
-      if (prev && data.now > prev.now) rps = Math.max(0, (data.totals.requests - prev.requests) / (data.now - prev.now));
-      prev = { now: data.now, requests: data.totals.requests };
-      data.rps = rps;
+      // requests/s from the change since the previous sample (the server's clock, not ours)
+      const advanced = !prev || data.now > prev.now;
+      data.rps = stats ? stats.rps : null;
+      if (prev && advanced) data.rps = Math.max(0, (data.totals.requests - prev.requests) / (data.now - prev.now));
+      if (advanced) prev = { now: data.now, requests: data.totals.requests };
       stats = data;
-      pushCharts(data);
+      if (advanced) pushCharts(data);
       setLive(true);
       render();
       if (document.body.dataset.page === "log" && Date.now() - eventsLoadedAt > 5000) loadEvents();
@@ -300,7 +302,7 @@
     }
     const tbody = $("#log-table tbody");
     tbody.replaceChildren(...rows.map((b) => {
-      const crashed = b.last_crashed ? fmtTime(b.last_crashed) + (b.last_crash_reason ? " — " + b.last_crash_reason : "") : "never";
+      const crashed = b.last_crashed ? fmtTime(b.last_crashed, true) + (b.last_crash_reason ? " — " + b.last_crash_reason : "") : "never";
       return el("tr", { data: { backend: b.id } },
         el("td", { cls: "mono", text: b.host, title: b.host }),
         el("td", { cls: "num", text: b.port }),
@@ -309,7 +311,7 @@
         el("td", { cls: "num", text: fmtInt(b.total_conns) }),
         el("td", { cls: "num", text: fmtDuration(b.air_time_s) }),
         el("td", { cls: "num", text: fmtDuration(b.total_up_s) }),
-        el("td", { text: fmtTime(b.last_connected) }),
+        el("td", { text: fmtTime(b.last_connected, true), title: fmtTime(b.last_connected) }),
         el("td", { cls: "reason", text: crashed }),
         el("td", { cls: "num", text: fmtInt(b.requests) }),
         el("td", { cls: "num", text: fmtBytes(b.bytes_in) + " / " + fmtBytes(b.bytes_out) }),
