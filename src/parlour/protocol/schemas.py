@@ -292,10 +292,7 @@ def _exactly_one_target(request: Any) -> None:
         )
 
 
-_DC = dataclass(frozen=True, slots=True, kw_only=True)
-
-
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HelloRequest(_Request):
     """First request of a connection: protocol version negotiation."""
 
@@ -309,7 +306,7 @@ class HelloRequest(_Request):
     client: str | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SignupRequest(_Request):
     """Create an account and log this connection in."""
 
@@ -323,7 +320,7 @@ class SignupRequest(_Request):
     password: str = field(repr=False)
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoginRequest(_Request):
     """Log in; ``resume`` asks for everything after the given sequences."""
 
@@ -339,13 +336,13 @@ class LoginRequest(_Request):
     resume: Resume | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogoutRequest(_Request):
     TYPE: ClassVar[str] = "logout"
     id: RequestId
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PasswdRequest(_Request):
     """Change the password; needs the old one."""
 
@@ -359,13 +356,13 @@ class PasswdRequest(_Request):
     new_password: str = field(repr=False)
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomsRequest(_Request):
     TYPE: ClassVar[str] = "rooms"
     id: RequestId
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomCreateRequest(_Request):
     TYPE: ClassVar[str] = "room_create"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
@@ -373,7 +370,7 @@ class RoomCreateRequest(_Request):
     room: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomRenameRequest(_Request):
     TYPE: ClassVar[str] = "room_rename"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
@@ -385,7 +382,7 @@ class RoomRenameRequest(_Request):
     new_name: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomDeleteRequest(_Request):
     TYPE: ClassVar[str] = "room_delete"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
@@ -393,7 +390,7 @@ class RoomDeleteRequest(_Request):
     room: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JoinRequest(_Request):
     """Join a room; the reply carries the newest ``limit`` messages and the member list."""
 
@@ -407,7 +404,7 @@ class JoinRequest(_Request):
     limit: int | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeaveRequest(_Request):
     TYPE: ClassVar[str] = "leave"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("room", _v_name, True),)
@@ -415,7 +412,7 @@ class LeaveRequest(_Request):
     room: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SendRequest(_Request):
     """Post a message to a room; ``client_id`` makes a resend idempotent."""
 
@@ -431,7 +428,7 @@ class SendRequest(_Request):
     client_id: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HistoryRequest(_Request):
     """Page backwards through a room (``room``) or a DM conversation (``peer``)."""
 
@@ -452,7 +449,7 @@ class HistoryRequest(_Request):
         _exactly_one_target(self)
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SinceRequest(_Request):
     """All room messages with a timestamp >= ``ts`` (unix seconds), oldest first."""
 
@@ -468,7 +465,7 @@ class SinceRequest(_Request):
     limit: int | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EditRequest(_Request):
     """Replace the text of one of your messages (room or DM)."""
 
@@ -489,7 +486,7 @@ class EditRequest(_Request):
         _exactly_one_target(self)
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteRequest(_Request):
     """Delete one of your messages (admins: any room message), leaving a tombstone."""
 
@@ -508,7 +505,7 @@ class DeleteRequest(_Request):
         _exactly_one_target(self)
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DmRequest(_Request):
     """Direct message to ``to``; ``client_id`` makes a resend idempotent."""
 
@@ -524,7 +521,7 @@ class DmRequest(_Request):
     client_id: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastRequest(_Request):
     """Admin announcement to every online user."""
 
@@ -534,7 +531,7 @@ class BroadcastRequest(_Request):
     text: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WhoRequest(_Request):
     """Who is online (server-wide or in ``room``); ``since`` (seconds) widens the window to
     users seen in the last ``since`` seconds."""
@@ -549,7 +546,7 @@ class WhoRequest(_Request):
     since: float | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlockRequest(_Request):
     TYPE: ClassVar[str] = "block"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
@@ -557,7 +554,7 @@ class BlockRequest(_Request):
     user: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnblockRequest(_Request):
     TYPE: ClassVar[str] = "unblock"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
@@ -565,13 +562,13 @@ class UnblockRequest(_Request):
     user: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlocksRequest(_Request):
     TYPE: ClassVar[str] = "blocks"
     id: RequestId
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KickRequest(_Request):
     """Admin: remove ``user`` from ``room``, or end all their sessions when ``room`` is unset."""
 
@@ -587,7 +584,7 @@ class KickRequest(_Request):
     reason: str | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BanRequest(_Request):
     """Admin: ban ``user`` server-wide for ``duration`` seconds (unset: until unbanned)."""
 
@@ -603,7 +600,7 @@ class BanRequest(_Request):
     reason: str | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnbanRequest(_Request):
     TYPE: ClassVar[str] = "unban"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("user", _v_name, True),)
@@ -611,13 +608,13 @@ class UnbanRequest(_Request):
     user: str
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BansRequest(_Request):
     TYPE: ClassVar[str] = "bans"
     id: RequestId
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRequest(_Request):
     """Admin: newest ``limit`` audit-log entries."""
 
@@ -627,7 +624,7 @@ class AuditRequest(_Request):
     limit: int | None = None
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SyncRequest(_Request):
     """Ask (again) for everything after the given sequences, without logging in again."""
 
@@ -637,7 +634,7 @@ class SyncRequest(_Request):
     resume: Resume
 
 
-@_DC
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PingRequest(_Request):
     """Heartbeat; also resets the server's idle timer."""
 
