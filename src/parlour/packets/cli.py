@@ -1,0 +1,192 @@
+"""``parlour packets``: build, send, capture and analyse TCP/IP packets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import click
+
+from parlour.packets.addresses import parse_mac
+from parlour.packets.conversation import DEFAULT_START_NS, BuildOptions, build_conversations
+from parlour.packets.hexdump import hexdump
+from parlour.packets.messages import (
+    FRAMINGS,
+    MessageFileError,
+    load_messages,
+    parse_hosts,
+    read_hosts_file,
+)
+from parlour.packets.writers import LinkOptions, frame_for, write_capture_file
+
+__all__ = ["packets"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def packets() -> None:
+    """Packet lab: build TCP/IP captures from messages, send, capture and analyse them."""
+
+
+def _hosts(spec: str | None, hosts_file: Path | None) -> dict[str, str]:
+    hosts: dict[str, str] = {}
+    if hosts_file is not None:
+        hosts.update(read_hosts_file(hosts_file))
+    if spec:
+        hosts.update(parse_hosts(spec))
+    return hosts
+
+
+def _macs(items: tuple[str, ...]) -> dict[str, bytes]:
+    macs: dict[str, bytes] = {}
+    for item in items:
+        name, sep, mac = item.partition("=")
+        if not sep:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=aa:bb:cc:dd:ee:ff", param_hint="--mac"
+            )
+        try:
+            macs[name.strip()] = parse_mac(mac.strip())
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--mac") from None
+    return macs
+
+
+@packets.command()
+@click.argument("messages_csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Capture to write (.pcap or .pcapng).",
+)
+@click.option(
+    "--hosts",
+    "hosts_spec",
+    metavar="NAME=IP,...",
+    help="Map application names to IPv4 addresses (default 127.0.0.1).",
+)
+@click.option(
+    "--hosts-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File with one NAME=IP per line.",
+)
+@click.option(
+    "--link",
+    type=click.Choice(["raw", "ethernet"]),
+    default="raw",
+    show_default=True,
+    help="Link layer of the capture.",
+)
+@click.option(
+    "--mac",
+    "macs",
+    multiple=True,
+    metavar="NAME=MAC",
+    help="MAC for a host name or address (Ethernet link); repeatable.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pcap", "pcapng"]),
+    help="Capture format (default: from the output suffix).",
+)
+@click.option("--nanosecond", is_flag=True, help="Nanosecond timestamps.")
+@click.option(
+    "--framing",
+    type=click.Choice(FRAMINGS),
+    default="auto",
+    show_default=True,
+    help="How messages end on the wire (auto: HTTP rows get CRLF CRLF, chat rows LF).",
+)
+@click.option("--unescape", is_flag=True, help=r"Interpret \r \n \t \xNN escapes in messages.")
+@click.option("--mss", type=int, default=1460, show_default=True, help="Maximum segment size.")
+@click.option(
+    "--start",
+    type=float,
+    default=DEFAULT_START_NS / 1e9,
+    show_default=True,
+    help="Epoch seconds that relative CSV timestamps count from.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for initial sequence numbers and IP identifications.",
+)
+@click.option("--hexdump", "show_hex", is_flag=True, help="Print every packet as a hex dump.")
+@click.option("--explain", is_flag=True, help="Narrate every packet in plain words.")
+@click.option("--send", is_flag=True, help="Send the packets on a raw socket to loopback (root).")
+@click.option(
+    "--replay",
+    metavar="HOST:PORT",
+    help="Replay the messages over a real TCP connection to a listener.",
+)
+def build(
+    messages_csv: Path,
+    output: Path | None,
+    hosts_spec: str | None,
+    hosts_file: Path | None,
+    link: Literal["raw", "ethernet"],
+    macs: tuple[str, ...],
+    fmt: Literal["pcap", "pcapng"] | None,
+    nanosecond: bool,
+    framing: str,
+    unescape: bool,
+    mss: int,
+    start: float,
+    seed: int,
+    show_hex: bool,
+    explain: bool,
+    send: bool,
+    replay: str | None,
+) -> None:  # fmt: skip
+    """Turn MESSAGES_CSV (msg_id,app_protocol,src_app,dst_app,src_port,dst_port,message,
+    timestamp) into correct TCP conversations and write them as a capture."""
+    if not (output or show_hex or explain or send or replay):
+        raise click.UsageError(
+            "nothing to do: give -o FILE, --hexdump, --explain, --send or --replay"
+        )
+    try:
+        hosts = _hosts(hosts_spec, hosts_file)
+        messages = load_messages(
+            messages_csv, hosts, start_ns=round(start * 1e9), unescape=unescape, framing=framing
+        )
+        built = build_conversations(messages, BuildOptions(mss=mss, seed=seed))
+    except (MessageFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    link_opts = LinkOptions(link, _macs(macs))
+    if output is not None:
+        n = write_capture_file(output, built, link_opts, fmt, nanosecond=nanosecond)
+        click.echo(f"wrote {n} packets ({len(messages)} messages) to {output}", err=True)
+    if show_hex or explain:
+        from parlour.packets.explain import explain_built
+
+        notes = explain_built(built) if explain else None
+        for i, p in enumerate(built):
+            if notes is not None:
+                click.echo(f"{i + 1:>4}  {notes[i]}")
+            if show_hex:
+                if notes is None:
+                    click.echo(
+                        f"{i + 1:>4}  {p.src.name or p.src.ip}:{p.src.port} -> "
+                        f"{p.dst.name or p.dst.ip}:{p.dst.port}  {len(p.payload)} bytes of data"
+                    )
+                click.echo(hexdump(frame_for(p, link_opts)))
+                click.echo()
+    if send:
+        from parlour.packets.rawsock import RawSocketError, send_packets
+
+        try:
+            sent = send_packets([p.datagram for p in built])
+        except RawSocketError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"sent {sent} packets on a raw socket", err=True)
+    if replay:
+        from parlour.packets.replay import ReplayError, replay_messages
+
+        try:
+            report = replay_messages(messages, replay)
+        except ReplayError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(report, err=True)

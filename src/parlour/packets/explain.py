@@ -1,0 +1,130 @@
+"""Plain-words narration of TCP packets ("client opens the connection: SYN, seq 0 ...")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from parlour.packets.appdecode import describe_payload
+from parlour.packets.conversation import BuiltPacket
+from parlour.packets.ipv4 import parse_ipv4
+from parlour.packets.tcp import TcpFlags, TcpOptions, decode_options, parse_tcp
+
+__all__ = ["Story", "explain_built", "narrate"]
+
+SYN, ACK, FIN, RST, PSH = (int(f) for f in (TcpFlags.SYN, TcpFlags.ACK, TcpFlags.FIN,
+                                            TcpFlags.RST, TcpFlags.PSH))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """What the narrator needs to know about one TCP segment."""
+
+    stream: int
+    src: str
+    dst: str
+    flags: int
+    rel_seq: int
+    rel_ack: int
+    seglen: int
+    window: int
+    options: TcpOptions
+    payload: bytes
+    analysis: tuple[str, ...] = ()
+
+
+def _offers(o: TcpOptions) -> str:
+    parts = []
+    if o.mss is not None:
+        parts.append(f"MSS {o.mss}")
+    if o.wscale is not None:
+        parts.append(f"window scale {o.wscale} (×{1 << min(o.wscale, 14)})")
+    if o.sack_permitted:
+        parts.append("SACK permitted")
+    if o.timestamps is not None:
+        parts.append("timestamps")
+    return (", offering " + ", ".join(parts)) if parts else ""
+
+
+def narrate(stories: Sequence[Story]) -> list[str]:
+    """One sentence per packet, tracking each stream's handshake and teardown."""
+    out: list[str] = []
+    fins: dict[int, set[str]] = {}
+    synack_seen: dict[int, bool] = {}
+    established: dict[int, bool] = {}
+    for s in stories:
+        f = s.flags
+        closed = fins.setdefault(s.stream, set())
+        if f & RST:
+            text = f"{s.src} resets the connection (RST, seq {s.rel_seq}): {s.dst} must stop"
+        elif f & SYN and not f & ACK:
+            text = f"{s.src} opens a connection to {s.dst}: SYN, seq 0{_offers(s.options)}"
+        elif f & SYN:
+            synack_seen[s.stream] = True
+            text = (
+                f"{s.dst} answers with SYN-ACK: seq 0, ack {s.rel_ack} (acknowledges the SYN)"
+                f"{_offers(s.options)}"
+            ).replace(f"{s.dst} answers", f"{s.src} answers")
+        elif f & FIN:
+            other = "also closes" if closed else "closes"
+            closed.add(s.src)
+            text = f"{s.src} {other} its side: FIN, ACK, seq {s.rel_seq}, ack {s.rel_ack}" + (
+                " (it will send nothing more)" if len(closed) == 1 else ""
+            )
+        elif s.seglen:
+            decoded = describe_payload(s.payload)
+            what = f"{decoded[0]} {decoded[1]!r}" if decoded else f"{s.seglen} bytes of data"
+            flag = "PSH, ACK" if f & PSH else "ACK"
+            text = (
+                f"{s.src} sends {s.seglen} bytes to {s.dst} ({flag}), seq {s.rel_seq}, "
+                f"next seq {s.rel_seq + s.seglen}, ack {s.rel_ack}: {what}"
+            )
+        elif synack_seen.get(s.stream) and not established.get(s.stream):
+            established[s.stream] = True
+            text = (
+                f"{s.src} completes the three-way handshake: ACK, seq {s.rel_seq}, ack "
+                f"{s.rel_ack}; the connection is established"
+            )
+        elif len(closed) == 2:
+            text = f"{s.src} acknowledges the last FIN (ack {s.rel_ack}); the connection is closed"
+        else:
+            text = (
+                f"{s.src} acknowledges all bytes before {s.rel_ack} from {s.dst} "
+                f"(ACK, no data, window {s.window})"
+            )
+        if s.analysis:
+            text += f"  [{', '.join(s.analysis)}]"
+        out.append(text)
+    return out
+
+
+def explain_built(packets: Sequence[BuiltPacket]) -> list[str]:
+    """Narrate packets made by :func:`~parlour.packets.conversation.build_conversations`."""
+    isn: dict[tuple[int, str, int], int] = {}
+    wscale: dict[tuple[int, str, int], int] = {}
+    stories = []
+    for p in packets:
+        me = (p.stream, p.src.ip, p.src.port)
+        peer = (p.stream, p.dst.ip, p.dst.port)
+        ip = parse_ipv4(p.datagram)
+        tcp = parse_tcp(p.datagram[ip.header_len :])
+        opts = decode_options(tcp.options_raw)
+        if p.flags & SYN:
+            isn[me] = p.seq
+            wscale[me] = opts.wscale or 0
+        window = tcp.window if p.flags & SYN else tcp.window << wscale.get(me, 0)
+        stories.append(
+            Story(
+                p.stream,
+                p.src.name or f"{p.src.ip}:{p.src.port}",
+                p.dst.name or f"{p.dst.ip}:{p.dst.port}",
+                p.flags,
+                (p.seq - isn.get(me, p.seq)) % 2**32,
+                (p.ack - isn.get(peer, p.ack)) % 2**32 if p.flags & ACK else 0,
+                len(p.payload),
+                window,
+                opts,
+                p.payload,
+            )
+        )
+    return narrate(stories)

@@ -1,0 +1,94 @@
+"""Write built packets to pcap/pcapng with a chosen link layer (raw IPv4 or Ethernet)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from parlour.packets.addresses import ipv4_to_bytes
+from parlour.packets.conversation import BuiltPacket
+from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from parlour.packets.packet import ethernet_frame
+from parlour.packets.pcap import PcapWriter
+from parlour.packets.pcapng import PcapngWriter
+
+__all__ = ["LinkOptions", "default_mac", "frame_for", "write_capture", "write_capture_file"]
+
+Link = Literal["raw", "ethernet"]
+Format = Literal["pcap", "pcapng"]
+
+
+def default_mac(ip: str) -> bytes:
+    """A locally administered MAC derived from the address: ``02:00:a.b.c.d``."""
+    return b"\x02\x00" + ipv4_to_bytes(ip)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    link: Link = "raw"
+    #: MAC per host name or per IP address; missing ones use :func:`default_mac`
+    macs: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def linktype(self) -> int:
+        return LINKTYPE_ETHERNET if self.link == "ethernet" else LINKTYPE_RAW
+
+    def mac(self, name: str, ip: str) -> bytes:
+        return self.macs.get(name) or self.macs.get(ip) or default_mac(ip)
+
+
+def frame_for(packet: BuiltPacket, link: LinkOptions) -> bytes:
+    if link.link == "raw":
+        return packet.datagram
+    return ethernet_frame(
+        link.mac(packet.dst.name, packet.dst.ip),
+        link.mac(packet.src.name, packet.src.ip),
+        packet.datagram,
+    )
+
+
+def write_capture(
+    stream: BinaryIO,
+    packets: Sequence[BuiltPacket],
+    link: LinkOptions | None = None,
+    fmt: Format = "pcap",
+    *,
+    nanosecond: bool = False,
+    comments: bool = True,
+) -> int:
+    """Write *packets*; pcapng gets an interface description and a comment per message."""
+    link = link or LinkOptions()
+    if fmt == "pcapng":
+        ng = PcapngWriter(
+            stream,
+            link.linktype,
+            nanosecond=nanosecond,
+            comment="built by parlour packets",
+            if_name="parlour-lab",
+        )
+        for p in packets:
+            comment = None
+            if comments and p.msg_id and p.payload:
+                comment = (
+                    f"message {p.msg_id}: {p.src.name or p.src.ip} -> {p.dst.name or p.dst.ip}"
+                )
+            ng.write(p.ts_ns, frame_for(p, link), comment=comment)
+        return len(packets)
+    writer = PcapWriter(stream, link.linktype, nanosecond=nanosecond)
+    return writer.write_many((p.ts_ns, frame_for(p, link)) for p in packets)
+
+
+def write_capture_file(
+    path: str | Path,
+    packets: Sequence[BuiltPacket],
+    link: LinkOptions | None = None,
+    fmt: Format | None = None,
+    *,
+    nanosecond: bool = False,
+) -> int:
+    """Write to *path*; the format follows the suffix (``.pcapng`` → pcapng) unless given."""
+    fmt = fmt or ("pcapng" if str(path).endswith(".pcapng") else "pcap")
+    with open(path, "wb") as f:
+        return write_capture(f, packets, link, fmt, nanosecond=nanosecond)
