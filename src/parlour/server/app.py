@@ -1,0 +1,165 @@
+"""Composition root: settings -> store -> core -> writer -> hub -> endpoint -> TCP listener.
+
+``ChatServer.start(settings)`` builds and starts everything on the running loop;
+``await server.stop()`` shuts down gracefully (stop accepting, finish in-flight writes, tell
+clients, flush and close the store). Used by ``parlour serve`` and by the end-to-end tests
+(in-process, on port 0).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parlour.core.config import CoreConfig
+from parlour.core.passwords import Argon2Hasher
+from parlour.core.ports import PasswordHasher, Store
+from parlour.core.service import ChatService
+from parlour.server.config import Settings, describe
+from parlour.server.hashing import PrecomputingHasher
+from parlour.storage.memory import MemoryStore
+from parlour.storage.sqlite import SqliteStore
+from parlour.transports.endpoint import Endpoint, EndpointLimits
+from parlour.transports.hub import Hub
+from parlour.transports.pipeline import InlineWriter, StoreWriter
+from parlour.transports.tcp import TcpListener, make_server_ssl_context
+
+__all__ = ["ChatServer", "core_config", "open_store"]
+
+log = logging.getLogger("parlour.server")
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    """The core's settings from the server's (only fields the core knows are passed)."""
+    wanted: dict[str, Any] = {
+        "password_min_length": settings.min_password,
+        "lockout_threshold": settings.lockout_attempts,
+        "lockout_seconds": settings.lockout_seconds,
+        "duplicate_login": settings.duplicate_login,
+        "default_rooms": settings.default_rooms,
+        "join_history": settings.history_on_join,
+        "max_message_length": settings.max_message,
+        "rate_per_second": settings.rate,
+        "rate_burst": float(settings.burst),
+        "presence_window": settings.presence_window,
+        "heartbeat_s": settings.heartbeat,
+        "max_frame": settings.max_frame,
+    }
+    known = {f.name for f in dataclasses.fields(CoreConfig)}
+    return CoreConfig(**{k: v for k, v in wanted.items() if k in known})
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.store == "memory":
+        return MemoryStore()
+    return SqliteStore.open(settings.data_dir, synchronous=settings.sqlite_synchronous)
+
+
+@dataclass
+class ChatServer:
+    settings: Settings
+    store: Store
+    service: ChatService
+    writer: StoreWriter
+    endpoint: Endpoint
+    listener: TcpListener
+    hasher: PrecomputingHasher
+    executor: concurrent.futures.ThreadPoolExecutor
+    addresses: list[tuple[str, int]] = field(default_factory=list)
+    #: the admin password generated on first start (None if it came from the environment or
+    #: the admin already existed); shown once on the console, never logged
+    generated_admin_password: str | None = None
+    _stopped: bool = False
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        password_hasher: PasswordHasher | None = None,
+    ) -> ChatServer:
+        ssl_context = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            ssl_context = make_server_ssl_context(settings.tls_cert, settings.tls_key)
+        store = open_store(settings)
+        try:
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="parlour-hash"
+            )
+            lookup = store.password_hash if isinstance(store, SqliteStore) else None
+            hasher = PrecomputingHasher(
+                password_hasher or Argon2Hasher(), lookup, executor=executor
+            )
+            service = ChatService(store, core_config(settings), hasher)
+            hasher.session_user = service.session_user
+            generated = service.bootstrap(clock(), settings.admin_password)
+            writer: StoreWriter = (
+                store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
+            )
+            writer.start()
+            hub = Hub(send_queue_max=settings.send_queue_max, stall_timeout=settings.idle_timeout)
+            limits = EndpointLimits(
+                max_frame=settings.max_frame,
+                max_connections=settings.max_connections,
+                idle_timeout=settings.idle_timeout,
+            )
+            endpoint = Endpoint(
+                service, writer, hub, limits=limits, prepare=hasher.prepare, clock=clock
+            )
+            endpoint.start()
+            listener = TcpListener(endpoint, settings.host, settings.port, ssl_context=ssl_context)
+            addresses = await listener.start()
+        except BaseException:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+            raise
+        server = cls(
+            settings=settings,
+            store=store,
+            service=service,
+            writer=writer,
+            endpoint=endpoint,
+            listener=listener,
+            hasher=hasher,
+            executor=executor,
+            addresses=addresses,
+            generated_admin_password=generated,
+        )
+        log.info(
+            "server started",
+            extra={
+                "fields": {
+                    "addresses": [f"{h}:{p}" for h, p in addresses],
+                    "tls": ssl_context is not None,
+                    "settings": {k: str(v) for k, v in describe(settings).items()},
+                }
+            },
+        )
+        return server
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful shutdown: stop accepting, finish in-flight work, tell clients, flush."""
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("shutting down", extra={"fields": {"connections": len(self.endpoint)}})
+        await self.listener.stop_accepting()
+        await self.endpoint.shutdown(grace=grace)
+        await self.writer.close()
+        await self.listener.wait_closed()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+        log.info("server stopped")
