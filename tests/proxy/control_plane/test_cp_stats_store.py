@@ -220,3 +220,29 @@ def test_round_trip_property(
     with StatsStore(path) as store:
         assert store.load_backends() == items
         assert store.load_snapshots() == {s.id: s for s in snaps}
+
+
+def test_safe_to_use_from_several_threads(tmp_path: Path) -> None:
+    import threading
+
+    store = StatsStore(tmp_path / "t.db", max_events=1000)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(50):
+                store.record_event(f"b{n}", "up", str(i), float(i))
+                store.save_snapshot([_snap(f"h{n}", requests=i)])
+                store.load_snapshots()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.events(1000)) == 200
+    assert {s.requests for s in store.load_snapshots().values()} == {49}
+    store.close()
