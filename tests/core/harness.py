@@ -38,7 +38,8 @@ class Harness:
         *,
         bootstrap: bool = True,
     ) -> None:
-        self.config = config or CoreConfig()
+        # tests send in bursts at one instant: a generous rate limit unless a test sets one
+        self.config = config or CoreConfig(rate_per_second=1000.0, rate_burst=1000.0)
         self.store = store if store is not None else MemoryStore()
         self.svc = ChatService(self.store, self.config, PlainHasher())
         self.now = 1_000_000.0

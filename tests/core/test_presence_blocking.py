@@ -1,0 +1,139 @@
+"""Presence (who, who --since, presence events) and blocking semantics."""
+
+from __future__ import annotations
+
+from harness import Harness
+
+from parlour.core.config import CoreConfig
+
+
+def _names(rows: list[dict[str, object]]) -> list[object]:
+    return [r["user"] for r in rows]
+
+
+def test_who_online_server_wide_and_per_room(h: Harness) -> None:
+    a = h.signup("alice")
+    h.advance(10)
+    b = h.signup("bob")
+    h.register("carol")
+    h.ok(a, "join", room="general")
+    rows = h.ok(a, "who")["users"]
+    assert _names(rows) == ["alice", "bob"]
+    alice = rows[0]
+    assert alice["online"] is True and alice["login_ts"] == h.now - 10
+    assert alice["rooms"] == ["general"] and alice["role"] == "member"
+    room = h.ok(b, "who", room="general")
+    assert room["room"] == "general" and _names(room["users"]) == ["alice"]
+
+
+def test_who_since_window_with_login_and_activity(h: Harness) -> None:
+    a = h.signup("alice")
+    h.register("old")  # logged in long ago
+    h.advance(4000)
+    b = h.signup("bob")
+    h.advance(100)
+    h.ok(b, "join", room="general")  # activity
+    h.apply(h.svc.disconnect(b, h.now, "bye"))
+    h.advance(100)
+    rows = h.ok(a, "who", since=3600)["users"]
+    assert _names(rows) == ["alice", "bob"]
+    bob = rows[1]
+    assert bob["online"] is False
+    assert bob["login_ts"] == h.now - 200 and bob["last_active"] == h.now - 100
+    assert _names(h.ok(a, "who", since=50)["users"]) == ["alice"]
+    assert _names(h.ok(a, "who", since=5000)["users"]) == ["alice", "bob", "old"]
+
+
+def test_presence_events_to_co_members(h: Harness) -> None:
+    a = h.signup("alice")
+    b = h.signup("bob")
+    h.ok(a, "join", room="general")
+    h.ok(b, "join", room="general")
+    h.take(a)
+    h.apply(h.svc.disconnect(b, h.now, "gone"))
+    (ev,) = h.take(a, "presence")
+    assert (ev["user"], ev["online"]) == ("bob", False)
+    b2 = h.login("bob")
+    (ev,) = h.take(a, "presence")
+    assert (ev["user"], ev["online"]) == ("bob", True)
+    assert h.take(b2, "presence") == []
+    # online member counts follow
+    assert next(r for r in h.ok(a, "rooms")["rooms"] if r["room"] == "general")["online"] == 2
+
+
+def test_presence_events_skipped_in_huge_rooms() -> None:
+    h = Harness(CoreConfig(presence_room_limit=1))
+    a, b, c = (h.signup(n) for n in ("alice", "bob", "carol"))
+    for conn in (a, b, c):
+        h.ok(conn, "join", room="general")
+    h.take(a)
+    h.apply(h.svc.disconnect(b, h.now, "gone"))
+    assert h.take(a, "presence") == []
+
+
+def test_block_list_unblock(h: Harness) -> None:
+    a = h.signup("alice")
+    h.register("bob")
+    assert h.ok(a, "block", user="BOB") == {"user": "bob"}
+    h.ok(a, "block", user="bob")  # idempotent
+    assert h.ok(a, "blocks") == {"users": ["bob"]}
+    assert h.err(a, "block", user="alice").code == "invalid_field"
+    assert h.err(a, "block", user="ghost").code == "unknown_user"
+    assert h.ok(a, "unblock", user="bob") == {"user": "bob"}
+    assert h.ok(a, "blocks") == {"users": []}
+
+
+def test_blocked_dms_are_stored_but_never_delivered(h: Harness) -> None:
+    a = h.signup("alice")
+    b = h.signup("bob")
+    h.ok(a, "block", user="bob")
+    data = h.ok(b, "dm", to="alice", text="let me in", client_id="1")
+    assert data["duplicate"] is False and data["seq"] == 1  # sender sees a normal ack
+    assert h.take(a, "dm") == []
+    assert h.texts(b, "dm") == ["let me in"]  # sender's own view
+    assert [m["text"] for m in h.ok(b, "history", peer="alice")["messages"]] == ["let me in"]
+    assert h.ok(a, "history", peer="bob")["messages"] == []
+    # not later either: offline DMs from a blocked user are dropped at login
+    h.ok(a, "logout")
+    h.ok(b, "dm", to="alice", text="still here", client_id="2")
+    a2 = h.login("alice")
+    assert h.take(a2, "dm") == []
+    h.ok(a2, "unblock", user="bob")
+    h.ok(a2, "logout")
+    a3 = h.login("alice")
+    assert h.take(a3, "dm") == []  # what was sent while blocked stays undelivered
+    h.ok(b, "dm", to="alice", text="after unblock", client_id="3")
+    assert h.texts(a3, "dm") == ["after unblock"]
+
+
+def test_blocked_room_messages_filtered_for_blocker_only(h: Harness) -> None:
+    a, b, c = (h.signup(n) for n in ("alice", "bob", "carol"))
+    for conn in (a, b, c):
+        h.ok(conn, "join", room="general")
+    h.ok(a, "block", user="bob")
+    h.take(a)
+    h.take(c)
+    h.ok(b, "send", room="general", text="from bob", client_id="1")
+    h.ok(c, "send", room="general", text="from carol", client_id="1")
+    assert h.texts(a) == ["from carol"]
+    assert h.texts(c) == ["from bob", "from carol"]
+    assert [m["text"] for m in h.ok(a, "history", room="general")["messages"]] == ["from carol"]
+    assert [m["text"] for m in h.ok(a, "join", room="general")["messages"]] == ["from carol"]
+    assert [m["text"] for m in h.ok(a, "since", ts=0)["messages"]] == ["from carol"]
+    assert [m["text"] for m in h.ok(c, "history", room="general")["messages"]] == [
+        "from bob",
+        "from carol",
+    ]
+    h.ok(b, "edit", room="general", seq=1, text="edited")
+    assert h.take(a, "message_edited") == []
+    h.ok(a, "unblock", user="bob")
+    h.ok(b, "send", room="general", text="visible again", client_id="2")
+    assert h.texts(a) == ["visible again"]
+
+
+def test_blocks_survive_restart(h: Harness) -> None:
+    a = h.signup("alice")
+    h.register("bob")
+    h.ok(a, "block", user="bob")
+    h2 = h.restart()
+    assert h2.ok(h2.login("alice"), "blocks") == {"users": ["bob"]}
