@@ -76,6 +76,10 @@ class Backend:
         return self.spec.id
 
     @property
+    def host_header(self) -> bytes:
+        return self.spec.id.encode("idna")
+
+    @property
     def state(self) -> BackendState:
         if self.admin == "disabled":
             return "disabled"

@@ -1,0 +1,171 @@
+"""`parlour proxy`: run the reverse proxy / load balancer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from parlour.proxy.balancing import ALGORITHMS
+from parlour.proxy.config import ConfigError, ProxyConfig, load_config, parse_backend
+from parlour.proxy.control import ControlError
+
+__all__ = ["proxy", "run_worker"]
+
+log = logging.getLogger("parlour.proxy")
+
+
+def _open_store(cfg: ProxyConfig) -> Any:
+    if cfg.store is None:
+        return None
+    from parlour.proxy.stats_store import StatsStore
+
+    return StatsStore(cfg.store)
+
+
+async def _serve(cfg: ProxyConfig, worker: int) -> None:
+    from parlour.proxy.runtime import ProxyRuntime
+
+    store = _open_store(cfg) if worker == 0 else None
+    runtime = ProxyRuntime(cfg, store=store, admin=worker == 0)
+    await runtime.start()
+    if cfg.workers > 1:
+        log.info("worker %d (pid %d) ready", worker, os.getpid())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        async def do() -> None:
+            try:
+                await runtime.reload()
+            except ControlError as exc:
+                log.error("reload failed: %s", exc.message)
+
+        runtime.spawn(do())
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await stop.wait()
+        log.info("shutting down: draining connections")
+        await runtime.stop()
+    finally:
+        if store is not None:
+            store.close()
+
+
+def run_worker(cfg: ProxyConfig, worker: int = 0) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(_serve(cfg, worker))
+    else:
+        uvloop.run(_serve(cfg, worker))
+
+
+def _run_workers(cfg: ProxyConfig) -> None:
+    """Fork `workers` processes sharing the port with SO_REUSEPORT; forward signals."""
+    children: list[int] = []
+    for i in range(cfg.workers):
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                run_worker(cfg, i)
+            except BaseException:
+                log.exception("worker %d crashed", i)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, code = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        status = status or os.waitstatus_to_exitcode(code)
+    sys.exit(status)
+
+
+@click.command(name="proxy")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="TOML file.")
+@click.option("--mode", type=click.Choice(["http", "tcp"]), help="L7 HTTP or L4 TCP.")
+@click.option("--listen-host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--listen-port", "--port", type=int, help="Port to listen on (default 8080).")
+@click.option("--backlog", type=int, help="listen() backlog.")
+@click.option("--workers", type=int, help="Worker processes sharing the port (SO_REUSEPORT).")
+@click.option(
+    "-b", "--backend", "backend_list", multiple=True, help="host:port[:weight[:max_conns]]"
+)
+@click.option("--algorithm", type=click.Choice(ALGORITHMS), help="Balancing algorithm.")
+@click.option("--selection-mode", type=click.Choice(["per_connection", "interval"]))
+@click.option("--interval", "interval_s", type=float, help="Seconds per choice (interval mode).")
+@click.option("--hash-header", help="Header for header_hash.")
+@click.option("--retry-limit", type=int)
+@click.option("--buffer-size", type=int, help="Per-connection buffer / write high-water mark.")
+@click.option("--connect-timeout", "connect_timeout_s", type=float)
+@click.option("--client-timeout", "client_timeout_s", type=float)
+@click.option("--server-timeout", "server_timeout_s", type=float)
+@click.option("--tunnel-timeout", "tunnel_timeout_s", type=float)
+@click.option("--idle-timeout", "idle_timeout_s", type=float)
+@click.option("--queue-timeout", "queue_timeout_s", type=float)
+@click.option("--health-kind", type=click.Choice(["tcp", "http"]))
+@click.option("--health-path")
+@click.option("--health-interval", "health_interval_s", type=float)
+@click.option("--health-timeout", "health_timeout_s", type=float)
+@click.option("--rise", "health_rise", type=int)
+@click.option("--fall", "health_fall", type=int)
+@click.option("--max-connections", type=int)
+@click.option("--trust-forwarded/--no-trust-forwarded", default=None)
+@click.option("--proxy-protocol", type=click.Choice(["v1", "v2"]), help="TCP mode only.")
+@click.option("--store", help="SQLite file for backends, settings and statistics.")
+@click.option("--load-from", type=click.Choice(["previous", "config"]))
+@click.option("--admin-host")
+@click.option("--admin-port", type=int)
+@click.option("--no-admin", is_flag=True, help="Do not start the admin API / dashboard.")
+@click.option("-v", "--verbose", is_flag=True)
+def proxy(
+    config_path: str | None,
+    backend_list: tuple[str, ...],
+    no_admin: bool,
+    verbose: bool,
+    **options: Any,
+) -> None:
+    """Reverse proxy / load balancer (HTTP/1.1, WebSocket, TCP) with health checks,
+    live management, persistent statistics and a web dashboard."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        backends = [parse_backend(b) for b in backend_list]
+        cfg = load_config(config_path, backends=backends, **options)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if no_admin:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, admin_port=None)
+    if not cfg.backends and not (cfg.store and cfg.load_from == "previous"):
+        raise click.ClickException("no backends: give --backend or [[backends]] in the config")
+    if cfg.workers > 1:
+        _run_workers(cfg)
+    else:
+        run_worker(cfg)

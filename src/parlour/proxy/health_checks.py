@@ -1,0 +1,61 @@
+"""Active health checks (TCP connect or HTTP request), feeding the pool's rise/fall logic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from parlour.proxy.control import ProxySettings
+
+if TYPE_CHECKING:
+    from parlour.proxy.pool import Backend
+    from parlour.proxy.runtime import ProxyRuntime
+
+__all__ = ["check_backend", "health_loop"]
+
+log = logging.getLogger("parlour.proxy")
+
+
+async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, str]:
+    """One check: (ok, reason-if-not)."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(s.health_timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            if s.health_kind == "http":
+                writer.write(
+                    f"GET {s.health_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                    "User-Agent: parlour-proxy-health\r\nConnection: close\r\n\r\n".encode()
+                )
+                line = await reader.readline()
+                parts = line.split(b" ", 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+                    return False, "health check: not an HTTP response"
+                status = int(parts[1]) if parts[1].isdigit() else 0
+                if status != s.health_expect_status:
+                    return False, f"health check: status {status} (want {s.health_expect_status})"
+        return True, ""
+    except TimeoutError:
+        return False, "health check timed out"
+    except OSError as exc:
+        return False, f"health check: {exc.strerror or exc}"
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def _check_one(runtime: ProxyRuntime, b: Backend) -> None:
+    ok, reason = await check_backend(b.spec.host, b.spec.port, runtime.pool.settings)
+    runtime.pool.check_result(b.id, ok, runtime.clock(), reason)
+
+
+async def health_loop(runtime: ProxyRuntime) -> None:
+    while True:
+        targets = [b for b in runtime.pool.all() if b.admin != "disabled"]
+        if targets:
+            await asyncio.gather(*(_check_one(runtime, b) for b in targets))
+        await asyncio.sleep(runtime.pool.settings.health_interval_s)

@@ -1,0 +1,796 @@
+"""HTTP/1.1 (L7) relay: asyncio Protocols + httptools on both sides.
+
+Per client connection, requests are served one at a time in arrival order (pipelined
+requests wait, with their bodies, in a bounded queue), so responses go back in order.
+Each request gets a backend from the pool, and a pooled idle keep-alive connection to it
+when there is one. Bodies stream through in both directions without being collected:
+request bodies are re-framed by the proxy (chunked or by length), so the backend never
+sees the client's framing. A parse error answers 400 and closes; nothing of a request is
+sent upstream before its head has been parsed and checked, and a request whose body turns
+out malformed has its upstream connection aborted so the backend never gets it whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from parlour.proxy.admission import may_retry
+from parlour.proxy.headers import (
+    BadRequest,
+    RequestHead,
+    build_request_head,
+    build_response_head,
+    check_request_line,
+    error_response,
+    validate_request,
+)
+
+if TYPE_CHECKING:
+    from parlour.proxy.pool import Backend
+    from parlour.proxy.runtime import ProxyRuntime
+
+__all__ = ["HttpClient", "HttpUpstream"]
+
+log = logging.getLogger("parlour.proxy")
+
+MAX_PIPELINED = 16
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class _Request:
+    __slots__ = (
+        "attempt",
+        "backend",
+        "body",
+        "body_bytes",
+        "complete",
+        "error",
+        "framing",
+        "has_body",
+        "head",
+        "interim",
+        "keep_alive",
+        "key",
+        "response_started",
+        "sent",
+        "sent_at",
+    )
+
+    def __init__(self) -> None:
+        self.head: RequestHead | None = None
+        self.error: str | None = None
+        self.body: deque[bytes] = deque()
+        self.body_bytes = 0
+        self.complete = False
+        self.keep_alive = True
+        self.has_body = False
+        self.key: bytes | None = None
+        self.backend: Backend | None = None
+        self.attempt = 0
+        self.sent = False
+        self.sent_at = 0.0
+        self.response_started = False
+        self.framing = "length"
+        self.interim = False
+
+
+class HttpUpstream(asyncio.Protocol):
+    """One connection to a backend; pooled while idle."""
+
+    def __init__(self, runtime: ProxyRuntime, backend: Backend) -> None:
+        self.runtime = runtime
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client: HttpClient | None = None
+        self.reused = False
+        self.idle_since = 0.0
+        self.closed = False
+        self.tunnel = False
+        self.read_paused = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    # --- pool helpers
+    def expired(self, now: float) -> bool:
+        if self.closed:
+            return True
+        if now - self.idle_since > self.runtime.pool.settings.idle_timeout_s:
+            self.close()
+            return True
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def set_read_paused(self, paused: bool) -> None:
+        if self.transport is None or paused == self.read_paused or self.transport.is_closing():
+            return
+        self.read_paused = paused
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=self.runtime.pool.settings.buffer_size)
+
+    def data_received(self, data: bytes) -> None:
+        self.backend.bytes_in += len(data)
+        client = self.client
+        if client is None:  # an idle pooled connection must not talk
+            self.close()
+            return
+        client.upstream_activity = client.loop.time()
+        if self.tunnel:
+            client.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.client is client:
+                client.start_tunnel(self, data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            if self.client is client:
+                client.upstream_broken(self, f"bad response from backend: {exc}")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        idle = self.runtime.idle_upstream.get(self.backend.id)
+        if idle is not None and self in idle:
+            idle.remove(self)
+        if self.client is not None:
+            self.client.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading("upstream")
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.resume_reading("upstream")
+
+    # --- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.client is not None:
+            self.client.response_head(
+                self, self.parser.get_status_code(), self._reason, self._headers
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if self.client is not None:
+            self.client.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.client is not None:
+            self.client.response_complete(self, self.parser.should_keep_alive())
+
+
+class HttpClient(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = "0.0.0.0"
+        self.queue: deque[_Request] = deque()
+        self.cur: _Request | None = None
+        self.upstream: HttpUpstream | None = None
+        self.closed = False
+        self.tunnel = False
+        self.upgrading = False
+        self.early: list[bytes] = []
+        self.buffered = 0
+        self.paused: set[str] = set()
+        self.last_activity = self.loop.time()
+        self.upstream_activity = self.last_activity
+        self.max_header_bytes = runtime.config.max_header_bytes
+        self.buffer_size = runtime.pool.settings.buffer_size
+        # parse state of the message being read
+        self._parsing: _Request | None = None
+        self._in_head = False
+        self._head_started = 0.0
+        self._head_size = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._rejected = False
+
+    # ============================================================ Reapable
+    @property
+    def busy(self) -> bool:
+        return not self.closed and (self.cur is not None or bool(self.queue) or self.tunnel)
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closed:
+            return
+        s = self.runtime.pool.settings
+        if self.tunnel:
+            if now - max(self.last_activity, self.upstream_activity) > s.tunnel_timeout_s:
+                log.info("websocket tunnel idle for %.0fs: closing", s.tunnel_timeout_s)
+                self._close()
+            return
+        if self._in_head and now - self._head_started > s.client_timeout_s:
+            log.info("client %s: request head not complete in time: 408", self.client_ip)
+            self._fail(408, "request head not received in time")
+            return
+        cur = self.cur
+        if cur is None:
+            if not self.queue and not self._in_head and now - self.last_activity > s.idle_timeout_s:
+                self._close()
+            return
+        if not cur.complete and now - self.last_activity > s.client_timeout_s:
+            self._fail(408, "request body not received in time")
+            return
+        if cur.sent and now - self.upstream_activity > s.server_timeout_s:
+            if cur.backend is not None:
+                cur.backend.response_errors += 1
+                self.runtime.pool.passive_failure(
+                    cur.backend.id, self.runtime.clock(), "response timeout"
+                )
+            self._fail(504, "the backend did not answer in time")
+
+    def shutdown(self) -> None:
+        self._close()
+
+    # ===================================================== flow control helpers
+    def pause_reading(self, reason: str) -> None:
+        if reason not in self.paused:
+            self.paused.add(reason)
+            if len(self.paused) == 1 and self.transport is not None:
+                self.transport.pause_reading()
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.set_read_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.set_read_paused(False)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    # ========================================================== client side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=self.buffer_size)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0])
+        rt = self.runtime
+        if len(rt.conns) >= rt.pool.settings.max_connections or rt.stopping:
+            rt.rejected += 1
+            transport.write(error_response(503, "The proxy is at its connection limit."))
+            transport.close()
+            self.closed = True
+            return
+        rt.conns.add(self)
+        rt.total_conns += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        if self.tunnel:
+            up = self.upstream
+            if up is not None and up.transport is not None:
+                up.transport.write(data)
+                up.backend.bytes_out += len(data)
+            return
+        if self.upgrading:
+            self._buffer_early(data)
+            return
+        if self._rejected or self.closed:
+            return
+        if self._parsing is None:
+            self._check_first_line(data)
+            if self._rejected:
+                self._pump()
+                return
+        if self._in_head or self._parsing is None:
+            self._head_size += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgrading = True
+            rest = data[exc.args[0] :]
+            if rest:
+                self._buffer_early(rest)
+        except httptools.HttpParserError as exc:
+            self._reject(f"malformed request: {exc}")
+        if self._in_head and self._head_size > self.max_header_bytes:
+            self._reject("request head too large")
+        self._pump()
+
+    def _check_first_line(self, data: bytes) -> None:
+        start = 0
+        while data.startswith(b"\r\n", start):
+            start += 2
+        end = data.find(b"\n", start, start + self.max_header_bytes)
+        if end >= 0:
+            try:
+                check_request_line(data[start:end])
+            except BadRequest as exc:
+                self._reject(str(exc))
+
+    def _buffer_early(self, data: bytes) -> None:
+        self.early.append(data)
+        self.buffered += len(data)
+        if self.buffered > self.buffer_size:
+            self.pause_reading("buffer")
+
+    def _reject(self, reason: str) -> None:
+        """Mark the message being parsed as bad; it (and anything after) gets 400 + close."""
+        if self._rejected:
+            return
+        self._rejected = True
+        self._in_head = False
+        req = self._parsing
+        if req is None or req.head is None:
+            req = _Request()
+            self.queue.append(req)
+        req.error = reason
+        log.info("client %s: 400 %s", self.client_ip, reason)
+        if req is self.cur:
+            # the head may have gone upstream but the body is bad: abort the upstream
+            # connection so the backend never gets the request whole
+            self._fail(400, reason)
+
+    # --- httptools request callbacks
+    def on_message_begin(self) -> None:
+        req = _Request()
+        self._parsing = req
+        self._in_head = True
+        self._head_started = self.loop.time()
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self._parsing
+        assert req is not None
+        self._in_head = False
+        size = self._head_size
+        self._head_size = 0
+        if self._rejected:
+            return
+        p = self.parser
+        try:
+            if (
+                size > self.max_header_bytes
+                and sum(len(n) + len(v) + 4 for n, v in self._headers) + len(self._url)
+                > self.max_header_bytes
+            ):
+                raise BadRequest("request head too large")
+            head = validate_request(
+                p.get_method().decode("ascii", "replace"),
+                self._url,
+                p.get_http_version(),
+                self._headers,
+                upgrade=p.should_upgrade(),
+            )
+        except BadRequest as exc:
+            self._reject(str(exc))
+            return
+        req.head = head
+        req.keep_alive = p.should_keep_alive() and not head.upgrade
+        req.has_body = head.chunked or bool(head.content_length)
+        self.queue.append(req)
+        if len(self.queue) > MAX_PIPELINED:
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        req = self._parsing
+        if req is None or req.error is not None or self._rejected:
+            return
+        if req is self.cur and req.sent and self.upstream is not None:
+            self._send_body(req, body)
+            return
+        req.body.append(body)
+        req.body_bytes += len(body)
+        self.buffered += len(body)
+        if self.buffered > self.buffer_size:
+            self.pause_reading("buffer")
+
+    def on_message_complete(self) -> None:
+        req = self._parsing
+        self._parsing = None
+        self._head_size = 0
+        if req is None or req.error is not None or self._rejected:
+            return
+        req.complete = True
+        if req is self.cur and req.sent and self.upstream is not None:
+            assert req.head is not None
+            if req.head.chunked:
+                self._write_upstream(b"0\r\n\r\n")
+
+    # =========================================================== dispatch
+    def _pump(self) -> None:
+        while self.cur is None and self.queue and not self.closed:
+            req = self.queue[0]
+            if req.error is not None:
+                self._fail(400, req.error)
+                return
+            self.cur = req
+            self._dispatch(req)
+
+    def _hash_key(self, head: RequestHead) -> bytes | None:
+        algo = self.runtime.pool.settings.algorithm
+        if algo == "ip_hash":
+            return self.client_ip.encode()
+        if algo == "uri_hash":
+            return head.url
+        if algo == "header_hash":
+            wanted = self.runtime.pool.settings.hash_header.lower().encode()
+            for name, value in head.headers:
+                if name.lower() == wanted:
+                    return value
+        return None
+
+    def _dispatch(self, req: _Request) -> None:
+        assert req.head is not None
+        self.runtime.requests += 1
+        req.key = self._hash_key(req.head)
+        got = self.runtime.try_acquire(req.key)
+        if got is None:
+            self._fail(503, "No backend server is available right now. Please retry shortly.")
+            return
+        if isinstance(got, str):  # all at max_conns: wait in the queue
+            self.runtime.spawn(self._wait_and_connect(req))
+            return
+        self._use_backend(req, got)
+
+    def _use_backend(self, req: _Request, b: Backend) -> None:
+        req.backend = b
+        idle = self.runtime.idle_upstream.get(b.id)
+        while idle:
+            conn = idle.pop()
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            conn.reused = True
+            self._bind(req, conn)
+            return
+        self.runtime.spawn(self._connect(req, b))
+
+    async def _wait_and_connect(self, req: _Request) -> None:
+        got = await self.runtime.acquire(req.key)
+        if isinstance(got, str):
+            if req is self.cur:
+                detail = "No backend server is available right now. Please retry shortly."
+                if got != "down":
+                    detail = "All backend servers are busy. Please retry shortly."
+                self._fail(503, detail)
+            return
+        if req is not self.cur or self.closed:
+            self.runtime.release(got)
+            return
+        self._use_backend(req, got)
+
+    async def _connect(self, req: _Request, b: Backend | None) -> None:
+        rt = self.runtime
+        result = await rt.open_upstream(req.key, lambda bk: HttpUpstream(rt, bk), first=b)
+        if isinstance(result, str):
+            req.backend = None
+            if req is self.cur:
+                if result == "down":
+                    self._fail(503, "No backend server is available right now.")
+                else:
+                    self._fail(502, "Could not connect to a backend server.")
+            return
+        backend, _transport, conn = result
+        if req is not self.cur or self.closed:
+            rt.release(backend)
+            self._park(conn)
+            return
+        req.backend = backend
+        self._bind(req, conn)
+
+    def _bind(self, req: _Request, conn: HttpUpstream) -> None:
+        assert req.head is not None and req.backend is not None
+        self.upstream = conn
+        conn.client = self
+        req.sent = True
+        req.attempt += 1
+        req.sent_at = self.upstream_activity = self.loop.time()
+        req.backend.requests += 1
+        head = build_request_head(
+            req.head,
+            self.client_ip,
+            trust_forwarded=self.runtime.pool.settings.trust_forwarded,
+            default_host=req.backend.host_header,
+        )
+        parts = [head]
+        chunked = req.head.chunked
+        while req.body:
+            piece = req.body.popleft()
+            parts.append(_chunk(piece) if chunked else piece)
+        self.buffered -= req.body_bytes
+        req.body_bytes = 0
+        if req.complete and chunked:
+            parts.append(b"0\r\n\r\n")
+        self._write_upstream(b"".join(parts))
+        if self.buffered <= self.buffer_size:
+            self.resume_reading("buffer")
+        if self.paused and "upstream" not in self.paused:
+            pass
+        if conn.transport is not None and conn.transport.get_write_buffer_size() == 0:
+            self.resume_reading("upstream")
+
+    def _write_upstream(self, data: bytes) -> None:
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+            up.backend.bytes_out += len(data)
+
+    def _send_body(self, req: _Request, body: bytes) -> None:
+        assert req.head is not None
+        self._write_upstream(_chunk(body) if req.head.chunked else body)
+
+    def _park(self, conn: HttpUpstream) -> None:
+        """Return a connection to its backend's idle pool (only if healthy and wanted)."""
+        conn.client = None
+        conn.set_read_paused(False)
+        b = conn.backend
+        rt = self.runtime
+        if conn.closed or b.state != "up" or rt.stopping or rt.pool.find(b.id) is not b:
+            conn.close()
+            return
+        idle = rt.idle_upstream.setdefault(b.id, [])
+        if len(idle) >= rt.config.max_idle_upstream:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        idle.append(conn)
+
+    def _release_cur(self) -> None:
+        req = self.cur
+        if req is not None and req.backend is not None:
+            self.runtime.release(req.backend)
+            req.backend = None
+        self.upstream = None
+
+    # ===================================================== response side
+    def response_head(
+        self, up: HttpUpstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        req = self.cur
+        if req is None or up is not self.upstream or req.head is None:
+            return
+        version = req.head.version
+        if 100 <= status < 200 and status != 101:
+            req.interim = True
+            if version == "1.1":
+                self.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, reason))
+            return
+        req.interim = False
+        req.response_started = True
+        if req.backend is not None:
+            req.backend.latencies_ms.append((self.loop.time() - req.sent_at) * 1000.0)
+        if status == 101:
+            if not req.head.upgrade:
+                self.upstream_broken(up, "backend switched protocols unasked")
+                return
+            framing = "upgrade"
+        elif req.head.method == "HEAD" or status in _NO_BODY_STATUS:
+            framing = "none"
+        elif any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers):
+            framing = "chunked" if version == "1.1" else "close"
+        elif any(n.lower() == b"content-length" for n, v in headers):
+            framing = "length"
+        else:
+            framing = "close"
+        req.framing = framing
+        if framing == "close" or self.runtime.stopping:
+            req.keep_alive = False
+        if req.has_body and not req.complete:
+            req.keep_alive = False  # answered before the body was read: cannot resync
+        self.write(
+            build_response_head(
+                status,
+                reason,
+                headers,
+                client_version=version,
+                framing=framing,
+                keep_alive=req.keep_alive,
+            )
+        )
+        if req.head.method == "HEAD" and framing != "upgrade":
+            # llhttp cannot be told the response has no body: finish here and retire
+            # the upstream connection instead of reusing it
+            self._finish(up, reusable=False)
+
+    def response_body(self, body: bytes) -> None:
+        req = self.cur
+        if req is None or not req.response_started:
+            return
+        if req.framing == "chunked":
+            self.write(_chunk(body))
+        elif req.framing != "none":
+            self.write(body)
+
+    def response_complete(self, up: HttpUpstream, upstream_keep_alive: bool) -> None:
+        req = self.cur
+        if req is None or up is not self.upstream:
+            return
+        if req.interim:
+            req.interim = False
+            return
+        if req.framing == "upgrade":
+            return  # start_tunnel follows
+        if req.framing == "chunked":
+            self.write(b"0\r\n\r\n")
+        self._finish(up, reusable=upstream_keep_alive and req.complete)
+
+    def _finish(self, up: HttpUpstream, *, reusable: bool) -> None:
+        req = self.cur
+        assert req is not None
+        if req.backend is not None:
+            self.runtime.pool.passive_success(req.backend.id, self.runtime.clock())
+        self._release_cur()
+        if reusable:
+            self._park(up)
+        else:
+            up.client = None
+            up.close()
+        self.queue.popleft()
+        self.cur = None
+        if not req.keep_alive:
+            self._close()
+            return
+        if len(self.queue) <= MAX_PIPELINED:
+            self.resume_reading("pipeline")
+        self._pump()
+
+    def start_tunnel(self, up: HttpUpstream, rest: bytes) -> None:
+        req = self.cur
+        if req is None or req.framing != "upgrade":
+            self.upstream_broken(up, "unexpected upgrade from backend")
+            return
+        self.tunnel = True
+        up.tunnel = True
+        self.upgrading = False
+        if rest:
+            self.write(rest)
+        if self.early:
+            data = b"".join(self.early)
+            self.early.clear()
+            self._write_upstream(data)
+        self.buffered = 0
+        self.resume_reading("buffer")
+
+    def upstream_broken(self, up: HttpUpstream, reason: str) -> None:
+        req = self.cur
+        if req is not None and req.backend is not None:
+            req.backend.response_errors += 1
+        up.client = None
+        up.abort()
+        log.warning("client %s: %s", self.client_ip, reason)
+        self._release_cur()
+        if req is not None and not req.response_started:
+            self._fail(502, "The backend server sent an invalid response.")
+        else:
+            self._close()
+
+    def upstream_lost(self, up: HttpUpstream, exc: Exception | None) -> None:
+        req = self.cur
+        if up is not self.upstream or req is None:
+            return
+        up.client = None
+        if self.tunnel:
+            self._release_cur()
+            self._close()
+            return
+        if req.response_started:
+            if req.framing == "close":
+                self._release_cur()
+                self._close()  # the close ends the body
+                return
+            if req.backend is not None:
+                req.backend.response_errors += 1
+            self._release_cur()
+            self._close()  # truncated response: the client must see the break
+            return
+        b = req.backend
+        assert req.head is not None and b is not None
+        s = self.runtime.pool.settings
+        decision = may_retry(
+            attempt=req.attempt,
+            retry_limit=s.retry_limit,
+            request_sent=True,
+            method=req.head.method,
+            reused_connection=up.reused,
+            response_started=False,
+        )
+        if decision.retry and not req.has_body:
+            # a stale pooled connection: try again on a fresh one (same backend)
+            b.retries += 1
+            self.upstream = None
+            req.sent = False
+            self.runtime.spawn(self._connect(req, b))
+            return
+        b.response_errors += 1
+        self.runtime.pool.passive_failure(b.id, self.runtime.clock(), "connection lost mid-request")
+        log.warning(
+            "client %s: backend %s closed before answering (%s)",
+            self.client_ip,
+            b.id,
+            decision.reason,
+        )
+        self._release_cur()
+        self._fail(502, "The backend server closed the connection before answering.")
+
+    # ============================================================= closing
+    def _fail(self, status: int, detail: str) -> None:
+        """Answer with an error page (unless a response already started) and close."""
+        req = self.cur
+        if self.upstream is not None:
+            self.upstream.client = None
+            self.upstream.abort()
+            self._release_cur()
+        self.runtime.errors += 1
+        if status == 503:
+            log.warning("client %s: 503 %s", self.client_ip, detail)
+        if not (req is not None and req.response_started):
+            self.write(error_response(status, detail))
+        self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.runtime.conns.discard(self)
+        if self.upstream is not None:
+            up = self.upstream
+            up.client = None
+            up.close()
+            self._release_cur()
+        elif self.cur is not None and self.cur.backend is not None:
+            self._release_cur()
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()

@@ -1,0 +1,507 @@
+"""The proxy's asyncio runtime: listeners, backend connections, health checks, timeouts,
+persistence — and the `ProxyControl` implementation the admin API talks to.
+
+The relays (`tcp_relay`, `http_relay`) are asyncio Protocols (no streams in the hot path);
+this module gives them backends (`acquire`/`release`/`open_upstream`) and keeps the
+statistics. All decisions (which backend, up or down, retry or not) are made by the
+sans-I/O modules `pool`, `balancing`, `health` and `admission`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from parlour.proxy.admission import WaitQueue, may_retry
+from parlour.proxy.config import (
+    ConfigError,
+    ProxyConfig,
+    apply_setting_changes,
+    load_config,
+    validate_settings,
+)
+from parlour.proxy.control import (
+    BackendSnapshot,
+    BackendSpec,
+    ControlError,
+    ProxySettings,
+    TotalsSnapshot,
+)
+from parlour.proxy.pool import FULL, Admin, Backend, BackendPool, StateChange
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["ProxyRuntime", "Reapable", "StoreLike", "UpstreamResult"]
+
+log = logging.getLogger("parlour.proxy")
+
+PERSIST_INTERVAL_S = 5.0
+
+
+class StoreLike(Protocol):
+    def load_backends(self) -> list[tuple[BackendSpec, str]]: ...
+    def save_backends(self, items: list[tuple[BackendSpec, str]]) -> None: ...
+    def load_settings(self) -> dict[str, object] | None: ...
+    def save_settings(self, settings: ProxySettings) -> None: ...
+    def save_snapshot(self, snaps: list[BackendSnapshot]) -> None: ...
+    def load_snapshots(self) -> dict[str, BackendSnapshot]: ...
+    def close(self) -> None: ...
+
+
+class Reapable(Protocol):
+    def check_timeouts(self, now: float) -> None: ...
+    def shutdown(self) -> None: ...
+    @property
+    def busy(self) -> bool: ...
+
+
+UpstreamResult = tuple[Backend, asyncio.Transport, Any]
+
+
+class ProxyRuntime:
+    """One worker's proxy. Create, `await start()`, later `await stop()`."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        store: StoreLike | None = None,
+        clock: Callable[[], float] = time.time,
+        admin: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store
+        self._admin_enabled = admin and config.admin_port is not None
+        self.pool = BackendPool(validate_settings(config.settings))
+        self.pool.listeners.append(self._on_state_change)
+        self.conns: set[Reapable] = set()
+        self.waiters: WaitQueue[asyncio.Future[None]] = WaitQueue(config.max_queue)
+        self.started_at = clock()
+        self.total_conns = 0
+        self.requests = 0
+        self.errors = 0
+        self.rejected = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._admin_runner: web.AppRunner | None = None
+        self.admin_port: int | None = None
+        self.admin_token: str | None = None
+        self.listen_port: int | None = None
+        self._persist_scheduled = False
+        self._all_down = False
+        self.stopping = False
+        self.idle_upstream: dict[str, list[Any]] = {}
+
+    # ============================================================ ProxyControl
+    def settings(self) -> ProxySettings:
+        return self.pool.settings
+
+    def update_settings(self, **changes: object) -> ProxySettings:
+        new = apply_setting_changes(self.pool.settings, changes)
+        self.pool.apply_settings(new)
+        log.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        if self.store is not None:
+            self.store.save_settings(new)
+        return new
+
+    def backends(self) -> list[BackendSnapshot]:
+        return self.pool.snapshots(self.clock())
+
+    def totals(self) -> TotalsSnapshot:
+        snaps = tuple(self.backends())
+        return TotalsSnapshot(
+            started_at=self.started_at,
+            active_conns=len(self.conns),
+            total_conns=self.total_conns,
+            requests=self.requests,
+            bytes_in=sum(s.bytes_in for s in snaps),
+            bytes_out=sum(s.bytes_out for s in snaps),
+            errors=self.errors,
+            backends=snaps,
+        )
+
+    def add_backend(self, spec: BackendSpec) -> BackendSnapshot:
+        b = self.pool.add(spec, self.clock())
+        self._persist_soon()
+        return b.snapshot(self.clock())
+
+    def remove_backend(self, backend_id: str) -> None:
+        self.pool.remove(backend_id)
+        for conn in self.idle_upstream.pop(backend_id, []):
+            conn.close()
+        self._persist_soon()
+
+    def _set_admin(self, backend_id: str, admin: Admin) -> BackendSnapshot:
+        b = self.pool.set_admin(backend_id, admin, self.clock())
+        if admin != "enabled":
+            for conn in self.idle_upstream.pop(backend_id, []):
+                conn.close()
+        self._persist_soon()
+        return b.snapshot(self.clock())
+
+    def enable_backend(self, backend_id: str) -> BackendSnapshot:
+        return self._set_admin(backend_id, "enabled")
+
+    def disable_backend(self, backend_id: str) -> BackendSnapshot:
+        return self._set_admin(backend_id, "disabled")
+
+    def drain_backend(self, backend_id: str) -> BackendSnapshot:
+        return self._set_admin(backend_id, "draining")
+
+    def set_weight(self, backend_id: str, weight: int) -> BackendSnapshot:
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise ControlError("invalid", "weight must be an integer")
+        b = self.pool.set_weight(backend_id, weight)
+        self._persist_soon()
+        return b.snapshot(self.clock())
+
+    async def reload(self) -> None:
+        """Re-read the configuration file: live settings and the backend list (the file is
+        the truth for backends: new ones are added, missing ones removed, weights updated).
+        Established connections are kept."""
+        if self.config.path is None:
+            raise ControlError("no_config", "the proxy was started without a config file")
+        try:
+            fresh = load_config(self.config.path)
+        except ConfigError as exc:
+            raise ControlError("invalid", f"reload failed: {exc}") from None
+        self.pool.apply_settings(fresh.settings)
+        wanted = {b.id: b for b in fresh.backends}
+        for b in self.pool.all():
+            if b.id not in wanted:
+                self.remove_backend(b.id)
+        for spec in fresh.backends:
+            existing = self.pool.find(spec.id)
+            if existing is None:
+                self.pool.add(spec, self.clock())
+            else:
+                existing.spec = spec
+                self.pool.set_weight(spec.id, spec.weight)
+        self.config = dataclasses.replace(
+            self.config, settings=fresh.settings, backends=fresh.backends
+        )
+        if self.store is not None:
+            self.store.save_settings(fresh.settings)
+        self._persist_soon()
+        log.info("configuration reloaded from %s", self.config.path)
+
+    # ============================================================== lifecycle
+    def _load_initial_state(self) -> None:
+        now = self.clock()
+        specs: list[tuple[BackendSpec, str]] = [(b, "up") for b in self.config.backends]
+        if self.store is not None:
+            if self.config.load_from == "previous":
+                stored = self.store.load_backends()
+                if stored:
+                    specs = stored
+                saved = self.store.load_settings()
+                if saved:
+                    known = {f.name for f in dataclasses.fields(ProxySettings)}
+                    try:
+                        self.pool.apply_settings(
+                            apply_setting_changes(
+                                self.pool.settings, {k: v for k, v in saved.items() if k in known}
+                            )
+                        )
+                    except ControlError as exc:
+                        log.warning("ignoring stored settings: %s", exc.message)
+            snaps = self.store.load_snapshots()
+        else:
+            snaps = {}
+        for spec, state in specs:
+            admin: Admin = state if state in ("disabled", "draining") else "enabled"  # type: ignore[assignment]
+            try:
+                b = self.pool.add(spec, now, admin)
+            except ControlError as exc:
+                log.warning("skipping backend %s: %s", spec.id, exc.message)
+                continue
+            if spec.id in snaps:
+                b.restore(snaps[spec.id])
+        if self.store is not None:
+            self.store.save_settings(self.pool.settings)
+            self._persist()
+
+    def _make_socket(self) -> socket.socket:
+        host, port = self.config.listen_host, self.config.listen_port
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.config.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+        sock.setblocking(False)
+        return sock
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        self._load_initial_state()
+        loop = asyncio.get_running_loop()
+        sock = sock or self._make_socket()
+        factory: Callable[[], asyncio.Protocol]
+        if self.config.mode == "tcp":
+            from parlour.proxy.tcp_relay import TcpClient
+
+            factory = lambda: TcpClient(self)  # noqa: E731
+        else:
+            from parlour.proxy.http_relay import HttpClient
+
+            factory = lambda: HttpClient(self)  # noqa: E731
+        server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+        self._servers.append(server)
+        self.listen_port = server.sockets[0].getsockname()[1]
+        from parlour.proxy.health_checks import health_loop
+
+        self._tasks.append(asyncio.create_task(health_loop(self)))
+        self._tasks.append(asyncio.create_task(self._reaper()))
+        if self.store is not None:
+            self._tasks.append(asyncio.create_task(self._persist_loop()))
+        if self._admin_enabled:
+            await self._start_admin()
+        log.info(
+            "parlour proxy (%s) listening on %s:%s with %d backend(s), algorithm %s",
+            self.config.mode,
+            self.config.listen_host,
+            self.listen_port,
+            len(self.pool),
+            self.pool.settings.algorithm,
+        )
+
+    async def _start_admin(self) -> None:
+        from aiohttp import web
+
+        from parlour.proxy.admin import create_admin_app
+
+        token = self.config.admin_token or os.environ.get("PARLOUR_PROXY_TOKEN") or ""
+        if not token:
+            token = secrets.token_urlsafe(24)
+            print(f"parlour proxy: admin token (generated, shown once): {token}", flush=True)
+        self.admin_token = token
+        app = create_admin_app(self, token)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.admin_host, self.config.admin_port or 0)
+        await site.start()
+        self._admin_runner = runner
+        addresses = runner.addresses
+        if addresses:
+            self.admin_port = int(addresses[0][1])
+        log.info(
+            "admin API and dashboard on http://%s:%s/", self.config.admin_host, self.admin_port
+        )
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop accepting, let busy connections finish (up to the timeout), close the rest."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.conns):
+            if not conn.busy:
+                conn.shutdown()
+        deadline = asyncio.get_running_loop().time() + drain_timeout_s
+        while any(c.busy for c in self.conns) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.conns):
+            conn.shutdown()
+        for conns in self.idle_upstream.values():
+            for up in conns:
+                up.close()
+        self.idle_upstream.clear()
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self.store is not None:
+            self._persist()
+        log.info("parlour proxy stopped")
+
+    # ============================================================ persistence
+    def _on_state_change(self, change: StateChange) -> None:
+        self._persist_soon()
+        if change.new == "down" or change.old == "up":
+            self._check_all_down()
+        elif change.new == "up" and self._all_down:
+            self._all_down = False
+            log.info("backend %s is up again: traffic resumes", change.backend_id)
+
+    def _check_all_down(self) -> None:
+        if len(self.pool) and not self.pool.any_up() and not self._all_down:
+            self._all_down = True
+            log.error("ALL BACKENDS ARE DOWN: clients get 503 (http) or a closed connection")
+
+    def _persist_soon(self) -> None:
+        if self.store is None or self._persist_scheduled:
+            return
+        self._persist_scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self._persist)
+        except RuntimeError:
+            self._persist()
+
+    def _persist(self) -> None:
+        self._persist_scheduled = False
+        if self.store is None:
+            return
+        try:
+            self.store.save_backends([(b.spec, b.state) for b in self.pool.all()])
+            self.store.save_snapshot(self.backends())
+        except Exception:
+            log.exception("could not persist proxy statistics")
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PERSIST_INTERVAL_S)
+            self._persist()
+
+    # ================================================================ timeouts
+    async def _reaper(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            s = self.pool.settings
+            shortest = min(
+                s.client_timeout_s, s.server_timeout_s, s.idle_timeout_s, s.queue_timeout_s
+            )
+            await asyncio.sleep(min(1.0, max(0.02, shortest / 4)))
+            now = loop.time()
+            for conn in list(self.conns):
+                conn.check_timeouts(now)
+            for backend_id, idle in list(self.idle_upstream.items()):
+                keep = [c for c in idle if not c.expired(now)]
+                if len(keep) != len(idle):
+                    self.idle_upstream[backend_id] = keep
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a background task, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ============================================================== backends
+    def try_acquire(
+        self, key: bytes | None, exclude: frozenset[str] = frozenset()
+    ) -> Backend | str | None:
+        """Synchronous fast path: a backend with a slot taken, "full", or None (none up)."""
+        choice = self.pool.choose(self.clock(), key, exclude)
+        if choice is FULL:
+            return "full"
+        if choice is None and exclude:
+            choice = self.pool.choose(self.clock(), key)
+            if choice is FULL:
+                return "full"
+        if isinstance(choice, Backend):
+            choice.active += 1
+            return choice
+        self._check_all_down()
+        return None
+
+    async def acquire(
+        self, key: bytes | None, exclude: frozenset[str] = frozenset()
+    ) -> Backend | str:
+        """A backend with a slot taken, or an error: "down" (no backend up), "queue_full",
+        "queue_timeout". Waits in the bounded queue while all backends are at max_conns."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pool.settings.queue_timeout_s
+        while True:
+            got = self.try_acquire(key, exclude)
+            if isinstance(got, Backend):
+                return got
+            if got is None:
+                return "down"
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return "queue_timeout"
+            fut: asyncio.Future[None] = loop.create_future()
+            if not self.waiters.push(fut, loop.time(), remaining):
+                return "queue_full"
+            for b in self.pool.all():
+                if b.full:
+                    b.queued += 1
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                self.waiters.remove(fut)
+                return "queue_timeout"
+            finally:
+                for b in self.pool.all():
+                    if b.queued:
+                        b.queued -= 1
+
+    def release(self, b: Backend) -> None:
+        b.active -= 1
+        while True:
+            fut = self.waiters.pop()
+            if fut is None:
+                return
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def open_upstream(
+        self,
+        key: bytes | None,
+        factory: Callable[[Backend], asyncio.Protocol],
+        first: Backend | None = None,
+    ) -> UpstreamResult | str:
+        """Acquire a backend and connect to it, retrying other backends on connect failure
+        (up to retry_limit). Returns (backend, transport, protocol) or an error word.
+        The slot stays taken on success; the caller releases it."""
+        loop = asyncio.get_running_loop()
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            if first is not None:
+                got: Backend | str = first
+                first = None
+            else:
+                got = await self.acquire(key, frozenset(tried))
+            if isinstance(got, str):
+                return got
+            b = got
+            s = self.pool.settings
+            try:
+                transport, protocol = await asyncio.wait_for(
+                    loop.create_connection(functools.partial(factory, b), b.spec.host, b.spec.port),
+                    s.connect_timeout_s,
+                )
+            except asyncio.CancelledError:
+                self.release(b)
+                raise
+            except (OSError, TimeoutError) as exc:
+                self.release(b)
+                b.connect_errors += 1
+                reason = "connect timeout" if isinstance(exc, TimeoutError) else str(exc)
+                self.pool.passive_failure(b.id, self.clock(), f"connect failed: {reason}")
+                attempt += 1
+                tried.add(b.id)
+                if not may_retry(
+                    attempt=attempt, retry_limit=s.retry_limit, request_sent=False, method=None
+                ).retry:
+                    log.warning("giving up after %d connect attempt(s): %s", attempt, reason)
+                    return "connect_failed"
+                b.retries += 1
+                continue
+            self.pool.passive_success(b.id, self.clock())
+            b.total_conns += 1
+            b.last_connected = self.clock()
+            return b, transport, protocol

@@ -1,0 +1,3 @@
+from proxy_helpers import backends, proxy
+
+__all__ = ["backends", "proxy"]

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from parlour.proxy.config import ProxyConfig
+from parlour.proxy.control import BackendSpec, ProxySettings
+from parlour.proxy.runtime import ProxyRuntime
+
+
+@dataclass
+class Backend:
+    name: str
+    port: int
+    runner: web.AppRunner
+    seen: list[web.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def spec(self) -> BackendSpec:
+        return BackendSpec("127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def backend_app(b: Backend) -> web.Application:
+    async def index(request: web.Request) -> web.Response:
+        b.seen.append(request)
+        b.headers.append(dict(request.headers))
+        return web.Response(text=b.name)
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        b.seen.append(request)
+        b.headers.append(dict(request.headers))
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        total = bytearray()
+        async for chunk in request.content.iter_any():
+            total += chunk
+            await resp.write(chunk)
+        b.bodies.append(bytes(total))
+        await resp.write_eof()
+        return resp
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        b.seen.append(request)
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type == WSMsgType.TEXT:
+                await sock.send_str(f"{b.name}:{msg.data}")
+        return sock
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        b.seen.append(request)
+        n = int(request.query.get("n", "1000000"))
+        resp = web.StreamResponse()
+        resp.content_length = n
+        await resp.prepare(request)
+        block = b"x" * 65536
+        sent = 0
+        while sent < n:
+            piece = block[: min(len(block), n - sent)]
+            await resp.write(piece)
+            sent += len(piece)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/", index)
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/ws", ws)
+    app.router.add_get("/big", big)
+    app.router.add_route("*", "/{tail:.*}", index)
+    return app
+
+
+async def start_backend(name: str, port: int = 0) -> Backend:
+    b = Backend(name, 0, None)  # type: ignore[arg-type]
+    runner = web.AppRunner(backend_app(b), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    await site.start()
+    b.runner = runner
+    b.port = int(runner.addresses[0][1])
+    return b
+
+
+BackendFactory = Callable[..., Awaitable[Backend]]
+ProxyFactory = Callable[..., Awaitable[ProxyRuntime]]
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[BackendFactory]:
+    started: list[Backend] = []
+
+    async def make(name: str, port: int = 0) -> Backend:
+        b = await start_backend(name, port)
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        with contextlib.suppress(Exception):
+            await b.stop()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[ProxyFactory]:
+    started: list[ProxyRuntime] = []
+
+    async def make(
+        backend_specs: list[BackendSpec], *, mode: str = "http", store: object = None, **kw: object
+    ) -> ProxyRuntime:
+        cfg_fields = {
+            k: kw.pop(k)
+            for k in list(kw)
+            if k in {"proxy_protocol", "max_header_bytes", "max_queue", "load_from", "path"}
+        }
+        settings = ProxySettings(**{"health_interval_s": 60.0, **kw})  # type: ignore[arg-type]
+        cfg = ProxyConfig(
+            mode=mode,  # type: ignore[arg-type]
+            listen_port=0,
+            admin_port=None,
+            settings=settings,
+            backends=tuple(backend_specs),
+            **cfg_fields,  # type: ignore[arg-type]
+        )
+        rt = ProxyRuntime(cfg, store=store)  # type: ignore[arg-type]
+        await rt.start()
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
+        await rt.stop(drain_timeout_s=0.5)
+
+
+async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the proxy closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def counts(names: list[str]) -> Counter[str]:
+    return Counter(names)
