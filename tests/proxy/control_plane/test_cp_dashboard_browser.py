@@ -159,6 +159,13 @@ async def test_server_management_add_drain_weight_remove() -> None:
         await row.get_by_role("button", name="Drain").click()
         await expect(row.locator(".badge")).to_have_text("draining")
         assert control.backends()[0].state == "draining"
+        # a live update does not clobber a weight being edited
+        await row.locator(".weight-input").fill("7")
+        await page.locator("#add-host").focus()
+        control.bump(A, active_conns=5)
+        await expect(row.locator("td:nth-child(3)")).to_have_text("9")
+        await expect(row.locator(".weight-input")).to_have_value("7")
+        assert control.backends()[0].weight == 2
         # change a weight
         await row.locator(".weight-input").fill("9")
         await row.get_by_role("button", name="Set").click()

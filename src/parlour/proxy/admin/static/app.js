@@ -239,47 +239,86 @@
     box.replaceChildren(...rows);
   }
 
-  function actionButton(label, cls, handler, disabled) {
+  function actionButton(label, cls, handler) {
     const b = el("button", { cls: "btn btn-small " + cls, text: label, attrs: { type: "button" } });
-    b.disabled = !!disabled;
     b.addEventListener("click", async () => {
       b.disabled = true;
       setText("#servers-error", "");
-      try { await handler(); await poll(); } catch (e) { setText("#servers-error", e.message); }
-      finally { b.disabled = false; }
+      try { await handler(); } catch (e) { setText("#servers-error", e.message); }
+      b.disabled = false;
+      const row = b.closest("tr");
+      if (row && row._parts) row._parts.state = null; // recompute button states
+      await poll();
     });
     return b;
   }
 
+  // Rows are updated in place (not rebuilt) so a weight being edited or a button being
+  // clicked is never replaced under the operator's hands by a live update.
+  function buildServerRow(b) {
+    const id = encodeURIComponent(b.id);
+    const weight = el("input", { cls: "weight-input", attrs: { type: "number", min: 1, max: 1000, "aria-label": "weight" } });
+    weight.value = String(b.weight);
+    weight.dataset.orig = String(b.weight);
+    const setWeight = actionButton("Set", "", async () => {
+      const w = Number(weight.value);
+      await api("PUT", "/api/backends/" + id + "/weight", { weight: Number.isInteger(w) ? w : weight.value });
+      weight.dataset.orig = weight.value;
+    });
+    const buttons = {
+      enable: actionButton("Enable", "", () => api("POST", "/api/backends/" + id + "/enable")),
+      drain: actionButton("Drain", "", () => api("POST", "/api/backends/" + id + "/drain")),
+      disable: actionButton("Disable", "", () => api("POST", "/api/backends/" + id + "/disable")),
+      remove: actionButton("Remove", "btn-danger", async () => {
+        if (!window.confirm("Remove backend " + b.id + "? Established connections finish normally.")) return;
+        await api("DELETE", "/api/backends/" + id);
+      }),
+    };
+    const cells = {
+      state: el("td"),
+      active: el("td", { cls: "num" }),
+      max: el("td", { cls: "num" }),
+    };
+    const row = el("tr", { data: { backend: b.id } },
+      el("td", { cls: "mono", text: b.id, title: b.id }),
+      cells.state, cells.active, cells.max,
+      el("td", null, el("div", { cls: "actions" }, weight, setWeight)),
+      el("td", null, el("div", { cls: "actions" }, buttons.enable, buttons.drain, buttons.disable, buttons.remove)));
+    row._parts = { weight, buttons, cells, state: null };
+    return row;
+  }
+
+  function updateServerRow(row, b) {
+    const p = row._parts;
+    if (p.state !== b.state) {
+      p.cells.state.replaceChildren(badge(b.state));
+      p.state = b.state;
+      p.buttons.enable.disabled = b.state === "up";
+      p.buttons.drain.disabled = b.state === "draining" || b.state === "disabled";
+      p.buttons.disable.disabled = b.state === "disabled";
+    }
+    const active = fmtInt(b.active_conns);
+    if (p.cells.active.textContent !== active) p.cells.active.textContent = active;
+    const max = b.max_conns ? fmtInt(b.max_conns) : "∞";
+    if (p.cells.max.textContent !== max) p.cells.max.textContent = max;
+    const w = String(b.weight);
+    const editing = document.activeElement === p.weight || p.weight.value !== p.weight.dataset.orig;
+    if (!editing && p.weight.value !== w) p.weight.value = w;
+    if (p.weight.dataset.orig !== w && !editing) p.weight.dataset.orig = w;
+  }
+
   function renderServers() {
     const tbody = $("#servers-table tbody");
-    const focused = document.activeElement;
-    if (focused && focused.classList.contains("weight-input") && tbody.contains(focused)) return; // do not clobber edits
-    const rows = stats.backends.map((b) => {
-      const id = encodeURIComponent(b.id);
-      const weight = el("input", { cls: "weight-input", attrs: { type: "number", min: 1, max: 1000, "aria-label": "weight" } });
-      weight.value = String(b.weight);
-      const setWeight = actionButton("Set", "", async () => {
-        const w = Number(weight.value);
-        await api("PUT", "/api/backends/" + id + "/weight", { weight: Number.isInteger(w) ? w : weight.value });
-      });
-      const actions = el("div", { cls: "actions" },
-        actionButton("Enable", "", () => api("POST", "/api/backends/" + id + "/enable"), b.state === "up"),
-        actionButton("Drain", "", () => api("POST", "/api/backends/" + id + "/drain"), b.state === "draining" || b.state === "disabled"),
-        actionButton("Disable", "", () => api("POST", "/api/backends/" + id + "/disable"), b.state === "disabled"),
-        actionButton("Remove", "btn-danger", async () => {
-          if (!window.confirm("Remove backend " + b.id + "? Established connections finish normally.")) return;
-          await api("DELETE", "/api/backends/" + id);
-        }));
-      return el("tr", { data: { backend: b.id } },
-        el("td", { cls: "mono", text: b.id, title: b.id }),
-        el("td", null, badge(b.state)),
-        el("td", { cls: "num", text: fmtInt(b.active_conns) }),
-        el("td", { cls: "num", text: b.max_conns ? fmtInt(b.max_conns) : "∞" }),
-        el("td", null, el("div", { cls: "actions" }, weight, setWeight)),
-        el("td", null, actions));
+    const existing = new Map();
+    for (const row of tbody.children) existing.set(row.dataset.backend, row);
+    const wanted = stats.backends.map((b) => {
+      let row = existing.get(b.id);
+      if (!row || !row._parts) row = buildServerRow(b);
+      updateServerRow(row, b);
+      return row;
     });
-    tbody.replaceChildren(...rows);
+    const same = wanted.length === tbody.children.length && wanted.every((r, i) => tbody.children[i] === r);
+    if (!same) tbody.replaceChildren(...wanted);
   }
 
   function sortValue(b, key) {
