@@ -165,3 +165,22 @@ def test_bootstrap_with_password_and_custom_rooms() -> None:
 def test_admin_role_in_reply(h: Harness) -> None:
     conn = h.connect()
     assert h.ok(conn, "login", username="admin", password=ADMIN_PW)["role"] == "admin"
+
+
+def test_internal_error_costs_one_request(h: Harness) -> None:
+    a = h.signup("alice")
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    from parlour.protocol.schemas import RoomsRequest
+
+    h.svc._handlers[RoomsRequest] = boom  # type: ignore[assignment]
+    assert h.err(a, "rooms").code == "internal_error"
+    assert h.ok(a, "ping")["ts"] == h.now
+
+
+def test_stored_password_hash_for_precomputing(h: Harness) -> None:
+    h.register("bob")
+    assert h.svc.stored_password_hash("BOB") == "plain$" + PW
+    assert h.svc.stored_password_hash("nobody") is None

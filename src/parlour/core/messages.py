@@ -39,7 +39,11 @@ class MessageLog:
     so messages written but not yet committed are always served from memory.
     """
 
-    __slots__ = ("_capacity", "_reader", "_window", "last_seq")
+    __slots__ = ("_capacity", "_patched", "_reader", "_window", "last_seq")
+
+    #: edits/deletions of messages older than the window, kept so reads see them before
+    #: they are committed (bounded; the oldest patch goes first)
+    PATCHES = 1024
 
     def __init__(
         self, last_seq: int, capacity: int, reader: Reader, recent: Iterable[StoredMessage] = ()
@@ -48,6 +52,7 @@ class MessageLog:
         self._capacity = capacity
         self._reader = reader
         self._window: dict[int, StoredMessage] = {}
+        self._patched: dict[int, StoredMessage] = {}
         for msg in recent:  # ascending; keep only the contiguous tail ending at last_seq
             if msg.seq <= last_seq:
                 self._window[msg.seq] = msg
@@ -81,16 +86,33 @@ class MessageLog:
         """The message `seq` (memory first, then the store)."""
         if seq < 1 or seq > self.last_seq:
             return None
-        msg = self._window.get(seq)
+        msg = self._window.get(seq) or self._patched.get(seq)
         if msg is not None:
             return msg
         found = self._reader(seq + 1, seq - 1, 1)
         return found[0] if found and found[0].seq == seq else None
 
     def update(self, msg: StoredMessage) -> None:
-        """Replace a message after an edit/delete (only the in-memory copy matters)."""
+        """Replace a message after an edit/delete (in memory; the write goes to the store)."""
         if msg.seq in self._window:
             self._window[msg.seq] = msg
+            return
+        patched = self._patched
+        patched.pop(msg.seq, None)
+        patched[msg.seq] = msg
+        if len(patched) > self.PATCHES:
+            del patched[next(iter(patched))]
+
+    def fresh(self, msg: StoredMessage) -> StoredMessage:
+        """`msg` as read from the store, with any newer in-memory edit applied."""
+        return self._window.get(msg.seq) or self._patched.get(msg.seq) or msg
+
+    def _read(self, before: int | None, after: int | None, limit: int) -> list[StoredMessage]:
+        found = self._reader(before, after, limit)
+        if self._patched:
+            patched = self._patched
+            found = [patched.get(m.seq, m) for m in found]
+        return found
 
     def before(self, before: int | None, limit: int) -> tuple[list[StoredMessage], bool]:
         """The newest `limit` messages with seq < `before` (ascending) and whether older ones
@@ -106,7 +128,7 @@ class MessageLog:
             seq -= 1
         out.reverse()
         if len(out) < limit and seq >= 1:
-            older = self._reader(min(top, low), None, limit - len(out))
+            older = self._read(min(top, low), None, limit - len(out))
             out[:0] = older
         return out, bool(out) and out[0].seq > 1
 
@@ -117,7 +139,7 @@ class MessageLog:
         low = self.low
         out: list[StoredMessage] = []
         if after + 1 < low:
-            out = [m for m in self._reader(None, after, limit) if m.seq < low]
+            out = [m for m in self._read(None, after, limit) if m.seq < low]
         seq = max(after + 1, low)
         while seq <= self.last_seq and len(out) < limit:
             out.append(self._window[seq])
