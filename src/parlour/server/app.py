@@ -83,6 +83,7 @@ class ChatServer:
         *,
         clock: Callable[[], float] = time.time,
         password_hasher: PasswordHasher | None = None,
+        tick_interval: float = 1.0,
     ) -> ChatServer:
         ssl_context = None
         if settings.tls_cert is not None and settings.tls_key is not None:
@@ -108,6 +109,7 @@ class ChatServer:
                 max_frame=settings.max_frame,
                 max_connections=settings.max_connections,
                 idle_timeout=settings.idle_timeout,
+                tick_interval=tick_interval,
             )
             endpoint = Endpoint(
                 service, writer, hub, limits=limits, prepare=hasher.prepare, clock=clock

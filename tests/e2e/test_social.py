@@ -1,0 +1,152 @@
+"""Sections 6-9 over real sockets: DMs (offline delivery), broadcast, presence, blocking,
+moderation (kick, ban, unban, audit)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from conftest import PASSWORD, ClientFactory, FakeClock
+from wire import Wire
+
+UserFactory = Callable[..., Awaitable[Wire]]
+
+
+def who_name(entry: dict[str, Any]) -> str:
+    # docs/protocol.md names the key "username"; accept "user" as well
+    name = entry.get("username", entry.get("user"))
+    assert isinstance(name, str)
+    return name
+
+
+async def test_dm_online_offline_delivery_and_errors(
+    user: UserFactory, connect: ClientFactory
+) -> None:
+    alice = await user("alice")
+    bob = await user("bob")
+    first = await alice.ok("dm", to="bob", text="hi bob", client_id="d1")
+    ev = await bob.event("dm", peer="alice")
+    assert (ev["seq"], ev["text"], ev["from"]) == (first["seq"], "hi bob", "alice")
+    await bob.ok("logout")
+
+    texts = [f"while away {i}" for i in range(5)]
+    for i, text in enumerate(texts):
+        await alice.ok("dm", to="bob", text=text, client_id=f"off{i}")
+    assert (await alice.error("dm", to="alice", text="me", client_id="x"))["code"] == (
+        "self_message"
+    )
+    assert (await alice.error("dm", to="nobody", text="?", client_id="y"))["code"] == (
+        "unknown_user"
+    )
+
+    bob2 = await connect()
+    await bob2.login("bob", PASSWORD)
+    got = [await bob2.event("dm", peer="alice") for _ in texts]
+    assert [e["text"] for e in got] == texts
+    assert [e["seq"] for e in got] == list(range(2, 7))
+    history = (await bob2.ok("history", peer="alice"))["messages"]
+    assert [m["text"] for m in history] == ["hi bob", *texts]
+    # delivered once: another login does not replay them
+    await bob2.ok("logout")
+    bob3 = await connect()
+    await bob3.login("bob", PASSWORD)
+    await bob3.roundtrip()
+    assert bob3.drain_events("dm") == []
+
+
+async def test_broadcast_reaches_every_online_user(user: UserFactory) -> None:
+    admin, alice, bob = await user("admin"), await user("alice"), await user("bob")
+    assert (await alice.error("broadcast", text="hey"))["code"] == "forbidden"
+    data = await admin.ok("broadcast", text="maintenance at noon")
+    assert data["delivered"] >= 2
+    for c in (alice, bob):
+        ev = await c.event("broadcast")
+        assert (ev["from"], ev["text"]) == ("admin", "maintenance at noon")
+
+
+async def test_presence_who(user: UserFactory, clock: FakeClock) -> None:
+    alice, bob = await user("alice"), await user("bob")
+    await alice.ok("join", room="general")
+    await bob.ok("join", room="general")
+    everyone = {who_name(u): u for u in (await alice.ok("who"))["users"]}
+    assert everyone["alice"]["online"] and everyone["bob"]["online"]
+    assert everyone["bob"]["login_ts"] > 0
+    in_room = {who_name(u) for u in (await alice.ok("who", room="general"))["users"]}
+    assert in_room == {"alice", "bob"}
+    await bob.ok("logout")
+    ev = await alice.event("presence", user="bob")
+    assert ev["online"] is False
+    recent = {who_name(u): u for u in (await alice.ok("who", since=3600))["users"]}
+    assert "bob" in recent and recent["bob"]["online"] is False
+    clock.advance(2 * 3600)
+    recent = {who_name(u) for u in (await alice.ok("who", since=3600))["users"]}
+    assert "bob" not in recent
+
+
+async def test_blocking_filters_dms_and_room_messages(user: UserFactory) -> None:
+    alice, mallory, bob = await user("alice"), await user("mallory"), await user("bob")
+    for c in (alice, mallory, bob):
+        await c.ok("join", room="general")
+    await alice.ok("block", user="mallory")
+    assert (await alice.ok("blocks"))["users"] == ["mallory"]
+    # the blocked sender gets a normal ack; the blocker never sees the DM
+    ack = await mallory.ok("dm", to="alice", text="hey", client_id="m1")
+    assert ack["duplicate"] is False
+    await mallory.ok("send", room="general", text="from mallory", client_id="m2")
+    await bob.ok("send", room="general", text="from bob", client_id="b1")
+    assert (await alice.event("message", room="general"))["text"] == "from bob"
+    await alice.roundtrip()
+    assert alice.drain_events("dm") == []
+    assert all(e["from"] != "mallory" for e in alice.drain_events("message"))
+    assert all(
+        m["from"] != "mallory" for m in (await alice.ok("history", room="general"))["messages"]
+    )
+    # bob is not affected
+    assert (await bob.event("message", room="general"))["text"] == "from mallory"
+    await alice.ok("unblock", user="mallory")
+    await mallory.ok("dm", to="alice", text="again", client_id="m3")
+    assert (await alice.event("dm", peer="mallory"))["text"] == "again"
+
+
+async def test_kick_ban_unban_and_audit(
+    user: UserFactory, connect: ClientFactory, clock: FakeClock
+) -> None:
+    admin, mallory = await user("admin"), await user("mallory")
+    assert (await mallory.error("kick", user="admin", reason="x"))["code"] == "forbidden"
+    await admin.ok("kick", user="mallory", reason="flooding")
+    kicked = await mallory.event("kicked")
+    assert kicked["reason"] == "flooding"
+    await mallory.wait_closed()
+    # a kicked user may come back
+    mallory = await connect()
+    await mallory.login("mallory", PASSWORD)
+
+    data = await admin.ok("ban", user="mallory", duration=600, reason="spam")
+    assert data["until"] is not None
+    banned = await mallory.event("banned")
+    assert banned["reason"] == "spam"
+    await mallory.wait_closed()
+    again = await connect()
+    await again.hello()
+    err = await again.error("login", username="mallory", password=PASSWORD)
+    assert err["code"] == "banned" and err["until"] == data["until"] and "spam" in err["message"]
+    bans = (await admin.ok("bans"))["bans"]
+    assert [b["user"] for b in bans] == ["mallory"]
+
+    await admin.ok("unban", user="mallory")
+    await again.ok("login", username="mallory", password=PASSWORD)
+    await again.ok("logout")
+
+    # a timed ban expires by itself
+    await admin.ok("ban", user="mallory", duration=60, reason="cool down")
+    later = await connect()
+    await later.hello()
+    assert (await later.error("login", username="mallory", password=PASSWORD))["code"] == ("banned")
+    clock.advance(61)
+    await later.ok("login", username="mallory", password=PASSWORD)
+
+    entries = (await admin.ok("audit", limit=10))["entries"]
+    actions = [(e["actor"], e["action"], e["target"]) for e in entries]
+    assert ("admin", "kick", "mallory") in actions
+    assert ("admin", "ban", "mallory") in actions and ("admin", "unban", "mallory") in actions
+    assert (await later.error("audit"))["code"] == "forbidden"

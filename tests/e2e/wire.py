@@ -1,0 +1,152 @@
+"""A small raw-socket client for end-to-end tests: exact bytes in, parsed frames out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections import deque
+from typing import Any
+
+__all__ = ["TIMEOUT", "Wire", "WireError"]
+
+TIMEOUT = 15.0
+
+
+class WireError(AssertionError):
+    pass
+
+
+class Wire:
+    """One connection. Replies are matched to requests by id; events queue up in order."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._next_id = 1
+        self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.events: deque[dict[str, Any]] = deque()
+        self.unmatched: deque[dict[str, Any]] = deque()  # replies with id null (frame errors)
+        self._changed = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls, port: int, *, ssl_context: ssl.SSLContext | None = None, limit: int = 1 << 22
+    ) -> Wire:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ssl_context, limit=limit
+        )
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    break
+                frame = json.loads(line)
+                if frame.get("type") == "event":
+                    self.events.append(frame)
+                else:
+                    fut = self._waiting.pop(frame.get("id"), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                    else:
+                        self.unmatched.append(frame)
+                self._changed.set()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            self.closed.set()
+            self._changed.set()
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(WireError("connection closed before the reply"))
+
+    # ------------------------------------------------------------------ requests
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def send(self, type: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        rid = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        self.writer.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
+        return fut
+
+    async def request(self, type: str, **fields: Any) -> dict[str, Any]:
+        return await asyncio.wait_for(self.send(type, **fields), TIMEOUT)
+
+    async def ok(self, type: str, **fields: Any) -> dict[str, Any]:
+        reply = await self.request(type, **fields)
+        if reply["type"] != "ok":
+            raise WireError(f"{type} failed: {reply}")
+        data: dict[str, Any] = reply["data"]
+        return data
+
+    async def error(self, type: str, **fields: Any) -> dict[str, Any]:
+        reply = await self.request(type, **fields)
+        if reply["type"] != "error":
+            raise WireError(f"{type} unexpectedly succeeded: {reply}")
+        return reply
+
+    async def hello(self) -> dict[str, Any]:
+        return await self.ok("hello", version=1)
+
+    async def login(self, user: str, password: str, **fields: Any) -> dict[str, Any]:
+        await self.hello()
+        return await self.ok("login", username=user, password=password, **fields)
+
+    async def signup(self, user: str, password: str) -> dict[str, Any]:
+        await self.hello()
+        return await self.ok("signup", username=user, password=password)
+
+    # ------------------------------------------------------------------ events
+
+    async def event(self, name: str, **match: Any) -> dict[str, Any]:
+        """The first queued event called ``name`` whose fields match (earlier others stay)."""
+
+        def find() -> dict[str, Any] | None:
+            for ev in self.events:
+                if ev["event"] == name and all(ev.get(k) == v for k, v in match.items()):
+                    self.events.remove(ev)
+                    return ev
+            return None
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                found = find()
+                if found is not None:
+                    return found
+                if self.closed.is_set():
+                    raise WireError(f"closed while waiting for {name} {match}: {list(self.events)}")
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), TIMEOUT)
+
+    def drain_events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = [e for e in self.events if name is None or e["event"] == name]
+        for e in out:
+            self.events.remove(e)
+        return out
+
+    async def wait_closed(self) -> None:
+        await asyncio.wait_for(self.closed.wait(), TIMEOUT)
+
+    async def roundtrip(self) -> None:
+        """Everything the server sent before the reply to this ping has arrived."""
+        await self.ok("ping")
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
