@@ -159,7 +159,7 @@
   }
   let inflight = false;
   async function poll() {
-    if (inflight || !getToken()) return;
+    if (inflight || !getToken() || (document.hidden && stats)) return; // idle in background tabs
     inflight = true;
     try {
       const data = await api("GET", "/api/stats");
@@ -367,6 +367,7 @@
     try { data = await api("GET", "/api/events?limit=50"); } catch (e) { return; }
     const tbody = $("#events-table tbody");
     $("#events-empty").hidden = data.events.length > 0;
+    $("#events-table").hidden = data.events.length === 0;
     tbody.replaceChildren(...data.events.map((ev) => el("tr", null,
       el("td", { text: fmtTime(ev.at) }),
       el("td", { cls: "mono", text: ev.backend_id }),
@@ -480,11 +481,16 @@
     $("#config-form").addEventListener("input", () => { configDirty = true; });
     $("#reload-btn").addEventListener("click", reloadConfig);
     for (const th of document.querySelectorAll("#log-table th[data-key]")) {
+      th.tabIndex = 0;
       th.addEventListener("click", () => {
         if (sort.key === th.dataset.key) sort.dir = -sort.dir; else { sort.key = th.dataset.key; sort.dir = 1; }
         renderLog();
       });
+      th.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); th.click(); }
+      });
     }
+    document.addEventListener("visibilitychange", () => { if (!document.hidden && pollTimer !== null) poll(); });
     window.addEventListener("hashchange", route);
     window.addEventListener("resize", () => render());
     route();
