@@ -116,7 +116,7 @@ async def test_queue_limit_bounds_memory_within_one_iteration() -> None:
     frame = b"x" * 100 + b"\n"
     for _ in range(1000):
         hub.deliver(frame, (1,))
-    assert hub.buffered(1) < 2048 + 200
+    assert hub.buffered(1) < 4 * 2048 + 200
     await settle()
     assert t.closed and hub.stats.slow_consumers == 1
 

@@ -93,11 +93,9 @@ class ChatServer:
             executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix="parlour-hash"
             )
-            lookup = store.password_hash if isinstance(store, SqliteStore) else None
-            hasher = PrecomputingHasher(
-                password_hasher or Argon2Hasher(), lookup, executor=executor
-            )
+            hasher = PrecomputingHasher(password_hasher or Argon2Hasher(), executor=executor)
             service = ChatService(store, core_config(settings), hasher)
+            hasher.lookup = service.stored_password_hash
             hasher.session_user = service.session_user
             generated = service.bootstrap(clock(), settings.admin_password)
             writer: StoreWriter = (

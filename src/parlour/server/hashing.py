@@ -37,7 +37,7 @@ class PrecomputingHasher:
         capacity: int = 1024,
     ) -> None:
         self._inner = inner
-        self._lookup = lookup
+        self.lookup = lookup
         self._executor = executor
         self._capacity = capacity
         self._hashes: OrderedDict[str, str] = OrderedDict()
@@ -90,7 +90,7 @@ class PrecomputingHasher:
     session_user: Callable[[int], str | None] | None = None
 
     def _stored(self, username: str) -> str | None:
-        return self._lookup(username) if self._lookup is not None else None
+        return self.lookup(username) if self.lookup is not None else None
 
     def _run(self, fn: Callable[..., None], *args: object) -> Awaitable[None]:
         loop = asyncio.get_running_loop()

@@ -246,14 +246,6 @@ class SqliteStore:
             for name, seq, t, sender, text, ed, de, cid in rows
         ]
 
-    def password_hash(self, user: str) -> str | None:
-        """The committed password hash of ``user`` (not part of the Store port: the server
-        uses it to run Argon2 verification in a thread pool before the core asks)."""
-        row = self._read.execute(
-            "SELECT password_hash FROM users WHERE key = ?", (user_key(user),)
-        ).fetchone()
-        return str(row[0]) if row else None
-
     def audit_log(self, limit: int) -> list[AuditEntry]:
         rows = self._rows(
             "SELECT ts, actor, action, target, reason FROM audit ORDER BY id DESC LIMIT ?",

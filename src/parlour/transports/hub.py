@@ -6,7 +6,9 @@ loop iteration are coalesced and handed to the transport in one ``writelines`` a
 iteration, so a burst of fan-out costs one system call per recipient rather than one per
 message.
 
-A recipient whose queue grows past ``send_queue_max`` bytes, or whose transport stays paused
+A recipient whose transport buffer (what the kernel would not take) stays over
+``send_queue_max`` bytes after a flush, whose pending frames within one iteration exceed four
+times that, or whose transport stays paused
 (peer not reading) longer than ``stall_timeout``, is a slow consumer: its queue is dropped, it
 gets a ``disconnect`` event with code ``slow_consumer`` and the connection is closed (aborted if
 it still does not drain within ``close_grace``). Memory per connection therefore stays bounded
@@ -85,6 +87,7 @@ class Hub:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.send_queue_max = send_queue_max
+        self._burst_max = 4 * send_queue_max
         self.stall_timeout = stall_timeout
         self.close_grace = close_grace
         self._peers: dict[ConnId, _Peer] = {}
@@ -163,7 +166,10 @@ class Hub:
         peer.pending_bytes += len(data)
         self.stats.frames_queued += 1
         self.stats.bytes_queued += len(data)
-        if peer.pending_bytes > self.send_queue_max:
+        # Frames queued in this loop iteration are flushed at its end; the limit proper is
+        # checked against the transport's buffer after the flush. This only guards memory
+        # against a single iteration queueing far more than the limit.
+        if peer.pending_bytes > self._burst_max:
             self._cut_off(peer, "send queue over the limit")
 
     def flush(self) -> None:
