@@ -186,7 +186,7 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
 ) -> None:
     a = await backends("a")
     rt = await proxy([a.spec], buffer_size=16384)
-    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
     # small receive buffer on our side, and we do not read
     writer.write(b"GET /big?n=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
