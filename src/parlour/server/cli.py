@@ -28,6 +28,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "max_connections": int,
     "idle_timeout": float,
     "rate": float,
+    "burst": int,
     "duplicate_login": click.Choice(["reject", "allow"]),
     "log_level": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     "log_format": click.Choice(["text", "json"]),
