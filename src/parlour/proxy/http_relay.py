@@ -143,6 +143,9 @@ class HttpUpstream(asyncio.Protocol):
         if self.tunnel:
             client.write(data)
             return
+        # cork: a response's head, body and end usually arrive together; send them to
+        # the client in one write (one syscall) instead of one per callback
+        client.corked = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -151,6 +154,8 @@ class HttpUpstream(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self.client is client:
                 client.upstream_broken(self, f"bad response from backend: {exc}")
+        finally:
+            client.uncork()
 
     def eof_received(self) -> bool:
         return False
@@ -215,6 +220,8 @@ class HttpClient(asyncio.Protocol):
         self.early: list[bytes] = []
         self.buffered = 0
         self.paused: set[str] = set()
+        self.corked = False
+        self.out: list[bytes] = []
         self.last_activity = self.loop.time()
         self.upstream_activity = self.last_activity
         self.max_header_bytes = runtime.config.max_header_bytes
@@ -287,8 +294,18 @@ class HttpClient(asyncio.Protocol):
             self.upstream.set_read_paused(False)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self.corked:
+            self.out.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def uncork(self) -> None:
+        self.corked = False
+        if self.out:
+            data = b"".join(self.out)
+            self.out.clear()
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
 
     # ========================================================== client side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -780,6 +797,8 @@ class HttpClient(asyncio.Protocol):
     def _close(self) -> None:
         if self.closed:
             return
+        if self.corked:
+            self.uncork()
         self.closed = True
         self.runtime.conns.discard(self)
         if self.upstream is not None:

@@ -53,6 +53,8 @@ class Backend:
 
     def __init__(self, spec: BackendSpec, now: float, *, rise: int, fall: int) -> None:
         self.spec = spec
+        self.id = spec.id  # host:port never changes for a backend (weight may)
+        self.host_header = spec.id.encode("idna")
         self.admin: Admin = "enabled"
         self.health = HealthState(rise, fall)
         self.active = 0
@@ -70,14 +72,6 @@ class Backend:
         self.last_crashed: float | None = None
         self.last_crash_reason: str | None = None
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def host_header(self) -> bytes:
-        return self.spec.id.encode("idna")
 
     @property
     def state(self) -> BackendState:

@@ -1,0 +1,246 @@
+"""Benchmark `parlour proxy` against HAProxy and nginx with wrk (same run, same backends).
+
+Two backends (nginx serving a small static response when nginx is installed, else a tiny
+asyncio backend), then wrk at fixed concurrency against: the backend directly, parlour
+proxy (1 worker and --workers 2), HAProxy (one thread) and nginx (one worker) when
+installed. Prints req/s, p50/p99 and each proxy's ratio to HAProxy.
+
+    .venv/bin/python bench/proxy.py [--duration 10] [--connections 50] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARLOUR = [sys.executable, "-m", "parlour"]
+
+TINY_BACKEND = r"""
+import asyncio, sys
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+BODY = b"hello from backend\n"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t = t; self.buf = b""
+    def data_received(self, d):
+        self.buf += d
+        while b"\r\n\r\n" in self.buf:
+            _, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            self.t.write(RESP)
+async def main(port):
+    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", port, backlog=1024)
+    await srv.serve_forever()
+(uvloop.run if uvloop else asyncio.run)(main(int(sys.argv[1])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], port: int, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
+    p = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        **kw,  # type: ignore[call-overload]
+    )
+    try:
+        try:
+            wait_port(port)
+        except RuntimeError:
+            log.seek(0)
+            sys.stderr.write(f"{' '.join(cmd)} did not start:\n{log.read().decode()[-2000:]}\n")
+            raise
+        yield p
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        log.close()
+
+
+def nginx_backends(tmp: Path, ports: list[int]) -> list[str]:
+    servers = "".join(
+        f"server {{ listen 127.0.0.1:{p}; access_log off; keepalive_requests 100000;\n"
+        f"  location / {{ default_type text/plain; return 200 'hello from backend\\n'; }} }}\n"
+        for p in ports
+    )
+    conf = tmp / "backends.conf"
+    conf.write_text(
+        f"worker_processes 1; pid {tmp}/backends.pid; error_log {tmp}/backends.err;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp};\n{servers}}}\n"
+    )
+    return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
+
+
+def nginx_proxy(tmp: Path, port: int, backends: list[int]) -> list[str]:
+    ups = "".join(f"server 127.0.0.1:{p};" for p in backends)
+    conf = tmp / "proxy-nginx.conf"
+    conf.write_text(
+        f"worker_processes 1; pid {tmp}/proxy-nginx.pid; error_log {tmp}/proxy-nginx.err;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp}; access_log off;\n"
+        f"upstream be {{ {ups} keepalive 64; }}\n"
+        f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://be;\n"
+        "proxy_http_version 1.1; proxy_set_header Connection ''; } } }\n"
+    )
+    return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
+
+
+def haproxy(tmp: Path, port: int, backends: list[int]) -> list[str]:
+    servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(
+        "global\n  nbthread 1\n  maxconn 4000\n"
+        "defaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n"
+        "  timeout server 30s\n  option http-keep-alive\n"
+        f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
+        f"backend be\n  balance roundrobin\n  http-reuse always\n{servers}"
+    )
+    return ["haproxy", "-f", str(conf), "-db"]
+
+
+def parlour(port: int, backends: list[int], workers: int) -> list[str]:
+    cmd = [*PARLOUR, "proxy", "--port", str(port), "--no-admin", "--workers", str(workers)]
+    for p in backends:
+        cmd += ["--backend", f"127.0.0.1:{p}"]
+    return cmd
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
+    url = f"http://127.0.0.1:{port}/"
+    # warm-up (pools, caches), then the measured run
+    subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True, check=False)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    err = re.search(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", out)
+    return Result(name, rps, p50, p99, err.group(1) if err else "")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)")
+        return 1
+    have_nginx = shutil.which("nginx") is not None
+    have_haproxy = shutil.which("haproxy") is not None
+    results: list[Result] = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        bports = [free_port(), free_port()]
+        if have_nginx:
+            stack.enter_context(process(nginx_backends(tmp, bports), bports[0]))
+            backend_kind = "nginx (1 worker, static 19-byte body)"
+        else:
+            script = tmp / "backend.py"
+            script.write_text(TINY_BACKEND)
+            for p in bports:
+                stack.enter_context(process([sys.executable, str(script), str(p)], p))
+            backend_kind = "tiny asyncio backend"
+        wait_port(bports[1])
+        results.append(run_wrk("direct (backend 1)", bports[0], args))
+        targets: list[tuple[str, list[str]]] = []
+        if have_haproxy:
+            targets.append(("haproxy (nbthread 1)", []))
+        if have_nginx:
+            targets.append(("nginx proxy (1 worker)", []))
+        targets += [("parlour proxy (1 worker)", []), ("parlour proxy (--workers 2)", [])]
+        for name, _ in targets:
+            port = free_port()
+            if name.startswith("haproxy"):
+                cmd = haproxy(tmp, port, bports)
+            elif name.startswith("nginx"):
+                cmd = nginx_proxy(tmp, port, bports)
+            else:
+                cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
+            with process(cmd, port, env=env):
+                results.append(run_wrk(name, port, args))
+    base = next((r for r in results if r.name.startswith("haproxy")), None)
+    print(
+        f"\nbackends: {backend_kind}; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration}s; {os.cpu_count()} cores\n"
+    )
+    print(f"{'target':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'rps/HAP':>8} {'p99/HAP':>8}")
+    for r in results:
+        ratio = f"{r.rps / base.rps:8.2f}" if base else "       -"
+        p99r = f"{r.p99_ms / base.p99_ms:8.2f}" if base else "       -"
+        print(
+            f"{r.name:32} {r.rps:10.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio} {p99r} {r.errors}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

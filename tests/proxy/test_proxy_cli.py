@@ -1,0 +1,177 @@
+"""`parlour proxy` as an operator runs it: a subprocess (uvloop), a TOML file, the
+admin API, SIGHUP reload, SIGTERM shutdown, and statistics surviving a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from proxy_helpers import BackendFactory
+
+from parlour.proxy.config import ConfigError, load_config, parse_backend
+from parlour.proxy.control import BackendSpec
+
+TOKEN = "cli-test-token-123456"
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(
+        '[proxy]\nmode = "tcp"\nlisten_port = 0\n[settings]\nalgorithm = "p2c"\n'
+        "connect_timeout_s = 1\n[[backends]]\nhost = 'h'\nport = 1\nweight = 3\n"
+    )
+    cfg = load_config(f, retry_limit=5, workers=2)
+    assert cfg.mode == "tcp" and cfg.workers == 2
+    assert cfg.settings.algorithm == "p2c" and cfg.settings.retry_limit == 5
+    assert cfg.settings.connect_timeout_s == 1.0
+    assert cfg.backends == (BackendSpec("h", 1, 3),)
+    cfg = load_config(f, backends=[parse_backend("x:2:4:10")])
+    assert cfg.backends == (BackendSpec("x", 2, 4, 10),)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[nope]\n",
+        "[proxy]\nfoo = 1\n",
+        "[settings]\nalgorithm = 'fastest'\n",
+        "[settings]\nretry_limit = 'two'\n",
+        "[settings]\nhealth_rise = 0\n",
+        "[[backends]]\nhost = 'h'\n",
+        "[[backends]]\nhost = 'h'\nport = 70000\n",
+        "[proxy]\nproxy_protocol = 'v1'\n",
+        "not toml [",
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError):
+        load_config(f)
+
+
+@pytest.mark.parametrize("text", ["nohost", "h:notaport", "h:1:0", ":1"])
+def test_bad_backend_flag(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_backend(text)
+
+
+@contextlib.asynccontextmanager
+async def run_cli(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, int]]:
+    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parlour",
+        "proxy",
+        "--config",
+        str(config),
+        "--health-interval",
+        "0.1",
+        "--rise",
+        "1",
+        "--fall",
+        "1",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stderr is not None
+    listen = admin = 0
+    lines: list[str] = []
+
+    async def read_ports() -> None:
+        nonlocal listen, admin
+        assert proc.stderr is not None
+        while not (listen and admin):
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError("proxy exited:\n" + "".join(lines))
+            lines.append(line)
+            if m := re.search(r"listening on [\d.]+:(\d+)", line):
+                listen = int(m.group(1))
+            if m := re.search(r"dashboard on http://[\d.]+:(\d+)/", line):
+                admin = int(m.group(1))
+
+    try:
+        await asyncio.wait_for(read_ports(), 20)
+        yield proc, listen, admin
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), 20)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory) -> None:
+    a, b = await backends("a"), await backends("b")
+    db = tmp_path / "stats.db"
+    cfg = tmp_path / "proxy.toml"
+    base = f'[proxy]\nlisten_port = 0\nstore = "{db}"\nload_from = "previous"\n[admin]\nport = 0\n'
+    cfg.write_text(
+        base + f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n"
+        f"[[backends]]\nhost = '127.0.0.1'\nport = {b.port}\n"
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async with run_cli(cfg) as (proc, port, admin):
+            seen = []
+            for _ in range(6):
+                async with s.get(f"http://127.0.0.1:{port}/") as r:
+                    seen.append(await r.text())
+            assert sorted(seen) == ["a", "a", "a", "b", "b", "b"]
+            async with s.post(
+                f"http://127.0.0.1:{admin}/api/backends/127.0.0.1:{a.port}/drain", headers=auth
+            ) as r:
+                assert r.status == 200
+            for _ in range(3):
+                async with s.get(f"http://127.0.0.1:{port}/") as r:
+                    assert await r.text() == "b"
+            # kill b: it is marked down (and a is draining): 503 page
+            await b.stop()
+
+            async def b_down() -> None:
+                while True:
+                    async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+                        stats = await r.json()
+                    states = {x["id"]: x["state"] for x in stats["backends"]}
+                    if states[f"127.0.0.1:{b.port}"] == "down":
+                        return
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(b_down(), 10)
+            async with s.get(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 503
+            # SIGHUP: the file now lists only a new backend c
+            c = await backends("c")
+            cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {c.port}\n")
+            proc.send_signal(signal.SIGHUP)
+
+            async def served_by_c() -> None:
+                while True:
+                    async with s.get(f"http://127.0.0.1:{port}/") as r:
+                        if await r.text() == "c":
+                            return
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(served_by_c(), 10)
+        assert proc.returncode == 0
+        # restart: "previous" brings back c with its statistics
+        async with run_cli(cfg) as (proc, port, admin):
+            async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+                stats = await r.json()
+            by_id = {x["id"]: x for x in stats["backends"]}
+            assert list(by_id) == [f"127.0.0.1:{c.port}"]
+            assert by_id[f"127.0.0.1:{c.port}"]["requests"] >= 1
