@@ -143,6 +143,8 @@ async def proxy() -> AsyncIterator[ProxyFactory]:
     yield make
     for rt in started:
         await rt.stop(drain_timeout_s=0.5)
+    for rt in started:  # no slot leaked or released twice
+        assert [b.active for b in rt.pool.all()] == [0] * len(rt.pool)
 
 
 async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:

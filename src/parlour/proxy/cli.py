@@ -32,8 +32,8 @@ def _open_store(cfg: ProxyConfig) -> Any:
 async def _serve(cfg: ProxyConfig, worker: int) -> None:
     from parlour.proxy.runtime import ProxyRuntime
 
-    store = _open_store(cfg) if worker == 0 else None
-    runtime = ProxyRuntime(cfg, store=store, admin=worker == 0)
+    store = _open_store(cfg)
+    runtime = ProxyRuntime(cfg, store=store, admin=worker == 0, persist=worker == 0)
     await runtime.start()
     if cfg.workers > 1:
         log.info("worker %d (pid %d) ready", worker, os.getpid())
@@ -57,8 +57,8 @@ async def _serve(cfg: ProxyConfig, worker: int) -> None:
         log.info("shutting down: draining connections")
         await runtime.stop()
     finally:
-        if store is not None:
-            store.close()
+        if runtime.store is not None:
+            runtime.store.close()
 
 
 def run_worker(cfg: ProxyConfig, worker: int = 0) -> None:

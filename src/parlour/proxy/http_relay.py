@@ -510,6 +510,8 @@ class HttpClient(asyncio.Protocol):
             conn.reused = True
             self._bind(req, conn)
             return
+        # the slot on b now belongs to the connect task (it releases it on failure)
+        req.backend = None
         self.runtime.spawn(self._connect(req, b))
 
     async def _wait_and_connect(self, req: _Request) -> None:
@@ -766,6 +768,7 @@ class HttpClient(asyncio.Protocol):
             b.retries += 1
             self.upstream = None
             req.sent = False
+            req.backend = None  # the slot passes to the connect task
             self.runtime.spawn(self._connect(req, b))
             return
         b.response_errors += 1

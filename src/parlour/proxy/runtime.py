@@ -78,10 +78,12 @@ class ProxyRuntime:
         store: StoreLike | None = None,
         clock: Callable[[], float] = time.time,
         admin: bool = True,
+        persist: bool = True,
     ) -> None:
         self.config = config
         self.clock = clock
         self.store = store
+        self._persist_enabled = persist
         self._admin_enabled = admin and config.admin_port is not None
         self.pool = BackendPool(validate_settings(config.settings))
         self.pool.listeners.append(self._on_state_change)
@@ -229,6 +231,10 @@ class ProxyRuntime:
                 continue
             if spec.id in snaps:
                 b.restore(snaps[spec.id])
+        if self.store is not None and not self._persist_enabled:
+            # extra worker processes read the store at start; worker 0 owns the writes
+            self.store.close()
+            self.store = None
         if self.store is not None:
             self.store.save_settings(self.pool.settings)
             self._persist()
@@ -371,7 +377,15 @@ class ProxyRuntime:
     async def _persist_loop(self) -> None:
         while True:
             await asyncio.sleep(PERSIST_INTERVAL_S)
-            self._persist()
+            store = self.store
+            if store is None:
+                return
+            items = [(b.spec, str(b.state)) for b in self.pool.all()]
+            snaps = self.backends()
+            try:  # SQLite off the event loop thread (the store is thread-safe)
+                await asyncio.to_thread(_write_store, store, items, snaps)
+            except Exception:
+                log.exception("could not persist proxy statistics")
 
     # ================================================================ timeouts
     async def _reaper(self) -> None:
@@ -505,3 +519,10 @@ class ProxyRuntime:
             b.total_conns += 1
             b.last_connected = self.clock()
             return b, transport, protocol
+
+
+def _write_store(
+    store: StoreLike, items: list[tuple[BackendSpec, str]], snaps: list[BackendSnapshot]
+) -> None:
+    store.save_backends(items)
+    store.save_snapshot(snaps)
