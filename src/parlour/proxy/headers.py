@@ -110,11 +110,27 @@ def validate_request(
     return RequestHead(method, url, version, tuple(headers), chunked, content_length, upgrade)
 
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
 def _strip_hop_by_hop(headers: Sequence[Header], keep_upgrade: bool) -> list[Header]:
-    drop = HOP_BY_HOP | connection_tokens(headers)
-    if keep_upgrade:
-        drop = drop - {b"upgrade"}
-    return [(n, v) for n, v in headers if n.lower() not in drop]
+    """One pass: drop hop-by-hop fields and any field named in Connection."""
+    out: list[Header] = []
+    extra: set[bytes] | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                named = {t.strip().lower() for t in value.split(b",")} - _PLAIN_CONNECTION
+                if named:
+                    extra = named if extra is None else extra | named
+            elif keep_upgrade and lname == b"upgrade":
+                out.append((name, value))
+            continue
+        out.append((name, value))
+    if extra:
+        out = [(n, v) for n, v in out if n.lower() not in extra]
+    return out
 
 
 def build_request_head(

@@ -99,6 +99,8 @@ class HttpUpstream(asyncio.Protocol):
         self.read_paused = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self.chunked = False
+        self.has_length = False
 
     # --- pool helpers
     def expired(self, now: float) -> bool:
@@ -180,12 +182,18 @@ class HttpUpstream(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self.chunked = False
+        self.has_length = False
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            self.chunked = b"chunked" in value.lower()
+        elif len(name) == 14 and name.lower() == b"content-length":
+            self.has_length = True
 
     def on_headers_complete(self) -> None:
         if self.client is not None:
@@ -635,9 +643,9 @@ class HttpClient(asyncio.Protocol):
             framing = "upgrade"
         elif req.head.method == "HEAD" or status in _NO_BODY_STATUS:
             framing = "none"
-        elif any(n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers):
+        elif up.chunked:
             framing = "chunked" if version == "1.1" else "close"
-        elif any(n.lower() == b"content-length" for n, v in headers):
+        elif up.has_length:
             framing = "length"
         else:
             framing = "close"
