@@ -23,7 +23,7 @@ from parlour.proxy.admin.validation import (
     parse_weight,
 )
 from parlour.proxy.control import BackendSnapshot, BackendSpec, ControlError, ProxyControl
-from parlour.proxy.metrics import CONTENT_TYPE, render_prometheus, stats_json
+from parlour.proxy.metrics import CONTENT_TYPE, render_snapshot, stats_json
 from parlour.proxy.stats_store import StatsStore
 
 __all__ = [
@@ -213,7 +213,10 @@ class _Api:
         return web.json_response({"events": [dataclasses.asdict(e) for e in rows]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = render_prometheus(self.control)
+        # snapshot on the loop (cheap), format in a thread (prometheus-client is slow-ish:
+        # ~0.35 ms per backend), so a scrape never stalls the proxy's event loop
+        totals, settings = self.control.totals(), self.control.settings()
+        body = await asyncio.to_thread(render_snapshot, totals, settings, self.clock())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
