@@ -154,6 +154,8 @@ def proxy(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # the dashboard polls every second: keep its access log out
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         backends = [parse_backend(b) for b in backend_list]
         cfg = load_config(config_path, backends=backends, **options)

@@ -52,6 +52,7 @@ class ProxyConfig:
     admin_host: str = "127.0.0.1"
     admin_port: int | None = 9090  # None = no admin listener
     admin_token: str | None = None
+    metrics_public: bool = False  # /metrics without the token
     settings: ProxySettings = field(default_factory=ProxySettings)
     backends: tuple[BackendSpec, ...] = ()
     path: str | None = None  # the file it came from (for reload)
@@ -162,7 +163,12 @@ _PROXY_KEYS = {
     "max_queue",
     "max_idle_upstream",
 }
-_ADMIN_KEYS = {"host": "admin_host", "port": "admin_port", "token": "admin_token"}
+_ADMIN_KEYS = {
+    "host": "admin_host",
+    "port": "admin_port",
+    "token": "admin_token",
+    "metrics_public": "metrics_public",
+}
 
 
 def _table(data: Mapping[str, object], name: str) -> Mapping[str, object]:

@@ -287,15 +287,20 @@ class ProxyRuntime:
     async def _start_admin(self) -> None:
         from aiohttp import web
 
-        from parlour.proxy.admin import create_admin_app
+        from parlour.proxy.admin import RedactingAccessLogger, create_admin_app
 
         token = self.config.admin_token or os.environ.get("PARLOUR_PROXY_TOKEN") or ""
         if not token:
             token = secrets.token_urlsafe(24)
             print(f"parlour proxy: admin token (generated, shown once): {token}", flush=True)
         self.admin_token = token
-        app = create_admin_app(self, token)
-        runner = web.AppRunner(app, access_log=None)
+        app = create_admin_app(
+            self,
+            token,
+            self.store,  # type: ignore[arg-type]
+            metrics_public=self.config.metrics_public,
+        )
+        runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
         await runner.setup()
         site = web.TCPSite(runner, self.config.admin_host, self.config.admin_port or 0)
         await site.start()
@@ -344,6 +349,12 @@ class ProxyRuntime:
     # ============================================================ persistence
     def _on_state_change(self, change: StateChange) -> None:
         self._persist_soon()
+        record = getattr(self.store, "record_event", None)
+        if record is not None and change.new in ("up", "down"):
+            try:
+                record(change.backend_id, change.new, change.reason, change.at)
+            except Exception:
+                log.exception("could not record the state change")
         if change.new == "down" or change.old == "up":
             self._check_all_down()
         elif change.new == "up" and self._all_down:
