@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 __all__ = [
@@ -52,7 +53,7 @@ class Lockouts:
         self._threshold = threshold
         self._seconds = seconds
         self._capacity = max(1, capacity)
-        self._states: dict[str, LockoutState] = {}
+        self._states: OrderedDict[str, LockoutState] = OrderedDict()
 
     def locked_for(self, key: str, now: float) -> float:
         """Seconds until `key` may try again (0.0 when not locked)."""
@@ -67,7 +68,7 @@ class Lockouts:
         st = self._states.get(key)
         if st is None:
             if len(self._states) >= self._capacity:
-                del self._states[next(iter(self._states))]
+                self._states.popitem(last=False)
             st = self._states[key] = LockoutState()
         elif st.locked_until and st.locked_until <= now:
             st.locked_until = 0.0

@@ -3,6 +3,7 @@ idempotent client ids, and the wire form of a message record."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -52,7 +53,7 @@ class MessageLog:
         self._capacity = capacity
         self._reader = reader
         self._window: dict[int, StoredMessage] = {}
-        self._patched: dict[int, StoredMessage] = {}
+        self._patched: OrderedDict[int, StoredMessage] = OrderedDict()
         for msg in recent:  # ascending; keep only the contiguous tail ending at last_seq
             if msg.seq <= last_seq:
                 self._window[msg.seq] = msg
@@ -98,10 +99,10 @@ class MessageLog:
             self._window[msg.seq] = msg
             return
         patched = self._patched
-        patched.pop(msg.seq, None)
         patched[msg.seq] = msg
+        patched.move_to_end(msg.seq)
         if len(patched) > self.PATCHES:
-            del patched[next(iter(patched))]
+            patched.popitem(last=False)
 
     def fresh(self, msg: StoredMessage) -> StoredMessage:
         """`msg` as read from the store, with any newer in-memory edit applied."""
@@ -158,13 +159,16 @@ class MessageLog:
 
 
 class ClientIds:
-    """Recent (scope, sender, client id) -> (seq, ts), bounded; the oldest entry goes first."""
+    """Recent (scope, sender, client id) -> (seq, ts), bounded; the oldest entry goes first.
+
+    An OrderedDict, not a dict: evicting a plain dict's first key over and over is O(n) per
+    eviction (CPython skips the deleted slots at the front until the next resize)."""
 
     __slots__ = ("_capacity", "_ids")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
-        self._ids: dict[tuple[int, str, str], tuple[int, float]] = {}
+        self._ids: OrderedDict[tuple[int, str, str], tuple[int, float]] = OrderedDict()
 
     def get(self, scope: int, sender: str, client_id: str) -> tuple[int, float] | None:
         return self._ids.get((scope, sender, client_id))
@@ -173,7 +177,7 @@ class ClientIds:
         ids = self._ids
         ids[(scope, sender, client_id)] = (seq, ts)
         if len(ids) > self._capacity:
-            del ids[next(iter(ids))]
+            ids.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._ids)
