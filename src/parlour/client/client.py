@@ -1,0 +1,724 @@
+"""The asyncio client: one object per logical connection to a Parlour chat server.
+
+* typed ``async`` methods, one per protocol request, returning typed data
+  (:mod:`parlour.client.types`) or raising :class:`ServerError`;
+* ``async for event in client.events()`` — server pushes, each message at most once;
+* automatic reconnect with exponential backoff and jitter, re-login with the stored
+  credentials and resume from the last seen sequence per room and DM peer;
+* idempotent ``send``/``dm``: the client id is chosen once and reused when the request is
+  retried after a reconnect, so a lost reply never duplicates a message;
+* heartbeat pings when idle; a connection that does not answer is dropped and re-made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl as _ssl
+import uuid
+from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
+from typing import Any
+
+from parlour import __version__
+from parlour.client.backoff import Backoff
+from parlour.client.cursors import Cursors
+from parlour.client.errors import ClientClosed, ConnectionLost, ServerError
+from parlour.client.types import (
+    Ack,
+    AuditRecord,
+    BanInfo,
+    HistoryPage,
+    JoinResult,
+    KickResult,
+    RoomInfo,
+    Session,
+    UserPresence,
+    Welcome,
+)
+from parlour.protocol import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    AuditRequest,
+    BanRequest,
+    BansRequest,
+    BlockRequest,
+    BlocksRequest,
+    BroadcastRequest,
+    DeleteRequest,
+    DmRequest,
+    EditRequest,
+    Error,
+    ErrorCode,
+    Event,
+    EventName,
+    FrameDecoder,
+    HelloRequest,
+    HistoryRequest,
+    JoinRequest,
+    KickRequest,
+    LeaveRequest,
+    LoginRequest,
+    LogoutRequest,
+    MessageRecord,
+    Ok,
+    PasswdRequest,
+    PingRequest,
+    ProtocolError,
+    Reply,
+    Request,
+    RequestId,
+    Resume,
+    RoomCreateRequest,
+    RoomDeleteRequest,
+    RoomRenameRequest,
+    RoomsRequest,
+    SendRequest,
+    SignupRequest,
+    SinceRequest,
+    SyncRequest,
+    UnbanRequest,
+    UnblockRequest,
+    WhoRequest,
+    encode,
+    parse_server_frame,
+)
+
+__all__ = ["DEFAULT_PORT", "Client", "ConnectionState", "StateCallback", "new_client_id"]
+
+log = logging.getLogger("parlour.client")
+
+DEFAULT_PORT = 7878
+_READ_CHUNK = 64 * 1024
+#: shortest wait for a ping reply before the connection is considered dead
+_MIN_PING_WAIT = 2.0
+#: disconnect codes after which reconnecting would be wrong (the server ended us on purpose)
+_FINAL_CODES = frozenset(
+    {ErrorCode.KICKED.value, ErrorCode.BANNED.value, ErrorCode.LOGGED_OUT.value}
+)
+#: login errors that will not go away by retrying
+_FATAL_LOGIN = frozenset({ErrorCode.BAD_CREDENTIALS.value, ErrorCode.BANNED.value})
+
+
+def new_client_id() -> str:
+    """A fresh client message id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+class ConnectionState(StrEnum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+#: ``on_state(state, detail)`` is called on every connection state change.
+StateCallback = Callable[[ConnectionState, str], None]
+
+
+class _Lost(Exception):
+    """Internal: the connection carrying a request went away."""
+
+
+class _Connection:
+    """One TCP/TLS connection: writes frames, routes replies to futures and events to a sink."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[Event], None],
+        on_close: Callable[[_Connection], None],
+        max_frame: int,
+    ) -> None:
+        self._reader = reader
+        self._on_close = on_close
+        self._writer = writer
+        self._on_event = on_event
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: dict[RequestId, asyncio.Future[Reply]] = {}
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[str] = loop.create_future()
+        self.last_sent = loop.time()
+        self.final = False  # the server ended this session on purpose (kick, ban, ...)
+        self.disconnect_reason: str | None = None
+        self._task = asyncio.create_task(self._read_loop(), name="parlour-client-reader")
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed.done()
+
+    async def request(self, request: Request, timeout: float | None) -> Reply:
+        if self.is_closed:
+            raise _Lost(self.closed.result())
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request.id] = fut
+        try:
+            self._writer.write(encode(request.to_wire()))
+            self.last_sent = asyncio.get_running_loop().time()
+            await self._writer.drain()
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            self.abort("no reply from the server")
+            raise _Lost("no reply from the server") from None
+        except (OSError, RuntimeError) as exc:
+            self.abort(f"write failed: {exc}")
+            raise _Lost(str(exc)) from None
+        finally:
+            self._pending.pop(request.id, None)
+
+    async def _read_loop(self) -> None:
+        reason = "connection closed by the server"
+        try:
+            while True:
+                data = await self._reader.read(_READ_CHUNK)
+                if not data:
+                    break
+                for frame in self._decoder.feed(data):
+                    self._dispatch(frame)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            reason = f"connection lost: {exc}"
+        except asyncio.CancelledError:
+            reason = "connection closed"
+        finally:
+            self._finish(self.disconnect_reason or reason)
+
+    def _dispatch(self, frame: dict[str, Any] | ProtocolError) -> None:
+        if isinstance(frame, ProtocolError):
+            log.warning("undecodable frame from server: %s", frame)
+            return
+        try:
+            msg = parse_server_frame(frame)
+        except ProtocolError as exc:
+            log.warning("malformed frame from server: %s", exc)
+            return
+        if isinstance(msg, Event):
+            if msg.name is EventName.DISCONNECT:
+                code = str(msg.fields.get("code"))
+                self.disconnect_reason = f"{msg.fields.get('reason') or code} ({code})"
+                self.final = code in _FINAL_CODES
+            self._on_event(msg)
+            return
+        fut = self._pending.get(msg.id) if msg.id is not None else None
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+        elif isinstance(msg, Error):
+            log.warning("server error without a request: %s %s", msg.code, msg.message)
+
+    def _finish(self, reason: str) -> None:
+        if not self.closed.done():
+            self.closed.set_result(reason)
+            self._on_close(self)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(_Lost(reason))
+        self._pending.clear()
+        self._writer.close()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (the reader ends and reports ``reason``)."""
+        if self.disconnect_reason is None:
+            self.disconnect_reason = reason
+        transport = self._writer.transport
+        transport.abort()
+        self._task.cancel()
+
+    async def wait_closed(self) -> str:
+        reason = await asyncio.shield(self.closed)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        with contextlib.suppress(OSError, _ssl.SSLError):
+            await self._writer.wait_closed()
+        return reason
+
+
+class Client:
+    """An asyncio Parlour client. Use as ``async with Client(host, port) as client: ...``.
+
+    ``connect()`` opens the connection and negotiates the protocol; ``login()`` or ``signup()``
+    stores the credentials so that a reconnect logs in again and resumes where it stopped.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        reconnect: bool = True,
+        backoff: Backoff | None = None,
+        request_timeout: float | None = 30.0,
+        connect_timeout: float = 10.0,
+        heartbeat_s: float | None = None,
+        max_events: int = 10_000,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        client_name: str = f"parlour-client/{__version__}",
+        on_state: StateCallback | None = None,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.host = host
+        self.port = port
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._reconnect = reconnect
+        self._backoff = backoff or Backoff()
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self._heartbeat_override = heartbeat_s
+        self._max_frame = max_frame
+        self._client_name = client_name
+        self._on_state = on_state
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
+        self._cursors = Cursors()
+        self._conn: _Connection | None = None
+        self._ready = asyncio.Event()
+        self._closed_reason: str | None = None
+        self._credentials: tuple[str, str] | None = None
+        self._next_id = 0
+        self._supervisor: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.welcome: Welcome | None = None
+        self.session: Session | None = None
+        #: events dropped because nobody consumed :meth:`events` fast enough
+        self.dropped_events = 0
+        #: number of successful reconnects so far
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._closed_reason is None
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the client stopped for good (``None`` while usable)."""
+        return self._closed_reason
+
+    @property
+    def cursors(self) -> Cursors:
+        """Last seen sequence per room / DM peer (what the next resume will ask for)."""
+        return self._cursors
+
+    async def connect(self) -> Welcome:
+        """Open the connection and say ``hello``; raises ``OSError`` if the server is not there."""
+        if self._closed_reason is not None:
+            raise ClientClosed(self._closed_reason)
+        if self._conn is not None and not self._conn.is_closed:
+            assert self.welcome is not None
+            return self.welcome
+        conn = await self._open()
+        self._install(conn)
+        self._supervisor = asyncio.create_task(self._supervise(), name="parlour-client")
+        assert self.welcome is not None
+        return self.welcome
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting; ``events()`` ends. Idempotent."""
+        if self._closed_reason is None:
+            self._shutdown("closed by the client")
+        for name in ("_supervisor", "_heartbeat_task"):  # supervisor first: it may start pings
+            task: asyncio.Task[None] | None = getattr(self, name)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._conn is not None:
+            self._conn.abort("closed by the client")
+            await self._conn.wait_closed()
+
+    async def wait_closed(self) -> str:
+        """Wait until the client stops for good (server ended the session, gave up
+        reconnecting, or :meth:`close`); return the reason."""
+        if self._supervisor is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._supervisor)
+        return self._closed_reason or "closed"
+
+    def _shutdown(self, reason: str) -> None:
+        self._closed_reason = reason
+        self._ready.set()  # wake waiters so they see the closed state
+        self._push(None)
+        self._notify(ConnectionState.CLOSED, reason)
+
+    async def _open(self) -> _Connection:
+        async def attempt() -> _Connection:
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                server_hostname=self._server_hostname if self._ssl else None,
+            )
+            conn = _Connection(
+                reader, writer, self._on_event, self._on_conn_closed, self._max_frame
+            )
+            try:
+                reply = await conn.request(
+                    HelloRequest(
+                        id=self._new_id(), version=PROTOCOL_VERSION, client=self._client_name
+                    ),
+                    self._connect_timeout,
+                )
+                self.welcome = Welcome.from_data(_data(reply))
+            except BaseException:
+                conn.abort("hello failed")
+                raise
+            return conn
+
+        try:
+            return await asyncio.wait_for(attempt(), self._connect_timeout)
+        except _Lost as exc:
+            raise ConnectionError(f"server closed the connection during hello: {exc}") from None
+
+    def _install(self, conn: _Connection) -> None:
+        if self._closed_reason is not None:  # closed while this connection was being made
+            conn.abort("closed by the client")
+            return
+        self._conn = conn
+        self._ready.set()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(conn), name="parlour-ping")
+        self._notify(ConnectionState.CONNECTED, f"{self.host}:{self.port}")
+
+    async def _supervise(self) -> None:
+        """Watch the live connection; on loss, reconnect with backoff, log in, resume."""
+        try:
+            while self._closed_reason is None:
+                conn = self._conn
+                assert conn is not None
+                reason = await conn.wait_closed()
+                if self._closed_reason is not None:
+                    return
+                self._ready.clear()
+                self._notify(ConnectionState.DISCONNECTED, reason)
+                if conn.final or not self._reconnect:
+                    self._shutdown(reason)
+                    return
+                await self._reconnect_loop()
+        except asyncio.CancelledError:
+            pass
+
+    async def _reconnect_loop(self) -> None:
+        attempt = 0
+        while self._closed_reason is None:
+            if self._backoff.gives_up(attempt):
+                self._shutdown(f"gave up reconnecting after {attempt} attempts")
+                return
+            delay = self._backoff.delay(attempt)
+            self._notify(ConnectionState.RECONNECTING, f"attempt {attempt + 1} in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                conn = await self._open()
+            except (OSError, TimeoutError, ServerError) as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            if self._credentials is not None:
+                try:
+                    await self._relogin(conn)
+                except ServerError as exc:
+                    conn.abort("login failed")
+                    if exc.code in _FATAL_LOGIN:
+                        self._shutdown(f"cannot log in again: {exc.message}")
+                        return
+                    continue  # locked out, still logged in elsewhere, ...: retry later
+                except _Lost:
+                    continue
+            self.reconnects += 1
+            self._install(conn)
+            return
+
+    async def _relogin(self, conn: _Connection) -> None:
+        assert self._credentials is not None
+        username, password = self._credentials
+        request = LoginRequest(
+            id=self._new_id(), username=username, password=password, resume=self._cursors.resume()
+        )
+        self.session = Session.from_data(_data(await conn.request(request, self._connect_timeout)))
+
+    async def _heartbeat(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(asyncio.CancelledError, _Lost):
+            while not conn.is_closed and self._closed_reason is None:
+                interval = self._heartbeat_override or (
+                    self.welcome.heartbeat_s if self.welcome else 30.0
+                )
+                idle = loop.time() - conn.last_sent
+                if idle < interval:
+                    await asyncio.sleep(interval - idle)
+                    continue
+                await conn.request(PingRequest(id=self._new_id()), max(interval, _MIN_PING_WAIT))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _notify(self, state: ConnectionState, detail: str) -> None:
+        if self._on_state is not None:
+            try:
+                self._on_state(state, detail)
+            except Exception:  # a callback bug must not kill the connection
+                log.exception("on_state callback failed")
+
+    def _on_conn_closed(self, conn: _Connection) -> None:
+        if conn is self._conn and self._closed_reason is None:
+            self._ready.clear()
+
+    def _on_event(self, event: Event) -> None:
+        if self._cursors.accept(event):
+            self._push(event)
+
+    def _push(self, item: Event | None) -> None:
+        while True:
+            try:
+                self._events.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                self._events.get_nowait()
+                self.dropped_events += 1
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Server pushes, in arrival order; ends when the client is closed for good."""
+        while True:
+            item = await self._events.get()
+            if item is None:
+                self._events.put_nowait(None)  # let other iterators end too
+                return
+            yield item
+
+    def next_event_nowait(self) -> Event | None:
+        """The next queued event, or ``None`` if none is waiting."""
+        try:
+            item = self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if item is None:
+            self._events.put_nowait(None)
+        return item
+
+    async def _wait_ready(self) -> _Connection:
+        while True:
+            if self._closed_reason is not None:
+                raise ClientClosed(self._closed_reason)
+            conn = self._conn
+            if self._ready.is_set() and conn is not None and not conn.is_closed:
+                return conn
+            if conn is None:
+                raise ClientClosed("not connected: call connect() first")
+            await self._ready.wait()
+
+    async def _call(
+        self, build: Callable[[int], Request], *, retry: bool = False
+    ) -> dict[str, Any]:
+        """Send a request and return its ``ok`` data. With ``retry`` the same request (same
+        client id) is sent again after a reconnect if the connection dropped before the reply."""
+        while True:
+            conn = await self._wait_ready()
+            try:
+                reply = await conn.request(build(self._new_id()), self._request_timeout)
+            except _Lost as exc:
+                if retry and self._reconnect and not conn.final and self._closed_reason is None:
+                    continue
+                raise ConnectionLost(str(exc)) from None
+            return _data(reply)
+
+    async def request(self, type: str, retry: bool = False, **fields: Any) -> dict[str, Any]:
+        """Escape hatch: send any request by its wire ``type`` and fields; returns ``data``."""
+        from parlour.protocol import REQUEST_TYPES
+
+        cls: Any = REQUEST_TYPES.get(type)
+        if cls is None:
+            raise ValueError(f"unknown request type {type!r}")
+        return await self._call(lambda rid: cls(id=rid, **fields), retry=retry)
+
+    # ------------------------------------------------------------------ accounts
+
+    async def signup(self, username: str, password: str) -> Session:
+        """Create an account and log in (credentials are kept for re-login)."""
+        data = await self._call(lambda i: SignupRequest(id=i, username=username, password=password))
+        return self._logged_in(username, password, data)
+
+    async def login(self, username: str, password: str) -> Session:
+        """Log in (credentials are kept for re-login); the server then pushes offline DMs."""
+        data = await self._call(
+            lambda i: LoginRequest(
+                id=i, username=username, password=password, resume=self._cursors.resume()
+            )
+        )
+        return self._logged_in(username, password, data)
+
+    def _logged_in(self, username: str, password: str, data: dict[str, Any]) -> Session:
+        self.session = Session.from_data(data)
+        self._credentials = (username, password)
+        return self.session
+
+    async def logout(self) -> None:
+        await self._call(lambda i: LogoutRequest(id=i))
+        self._credentials = None
+        self.session = None
+
+    async def passwd(self, old_password: str, new_password: str) -> None:
+        await self._call(
+            lambda i: PasswdRequest(id=i, old_password=old_password, new_password=new_password)
+        )
+        if self._credentials is not None:
+            self._credentials = (self._credentials[0], new_password)
+
+    # ------------------------------------------------------------------ rooms
+
+    async def rooms(self) -> list[RoomInfo]:
+        data = await self._call(lambda i: RoomsRequest(id=i), retry=True)
+        return [RoomInfo.from_data(r) for r in data["rooms"]]
+
+    async def room_create(self, room: str) -> str:
+        return str((await self._call(lambda i: RoomCreateRequest(id=i, room=room)))["room"])
+
+    async def room_rename(self, room: str, new_name: str) -> str:
+        data = await self._call(lambda i: RoomRenameRequest(id=i, room=room, new_name=new_name))
+        return str(data["new_name"])
+
+    async def room_delete(self, room: str) -> None:
+        await self._call(lambda i: RoomDeleteRequest(id=i, room=room))
+
+    async def join(self, room: str, limit: int | None = None) -> JoinResult:
+        data = await self._call(lambda i: JoinRequest(id=i, room=room, limit=limit), retry=True)
+        result = JoinResult.from_data(data)
+        self._cursors.seen_room(result.room, result.last_seq)
+        return result
+
+    async def leave(self, room: str) -> None:
+        await self._call(lambda i: LeaveRequest(id=i, room=room))
+        self._cursors.forget_room(room)
+
+    # ------------------------------------------------------------------ messages
+
+    async def send(self, room: str, text: str, client_id: str | None = None) -> Ack:
+        """Post to a room. Retried with the same client id across reconnects (never doubled)."""
+        cid = client_id or new_client_id()
+        data = await self._call(
+            lambda i: SendRequest(id=i, room=room, text=text, client_id=cid), retry=True
+        )
+        return Ack.from_data(data)
+
+    async def dm(self, to: str, text: str, client_id: str | None = None) -> Ack:
+        """Direct message. Retried with the same client id across reconnects."""
+        cid = client_id or new_client_id()
+        data = await self._call(
+            lambda i: DmRequest(id=i, to=to, text=text, client_id=cid), retry=True
+        )
+        return Ack.from_data(data)
+
+    async def history(
+        self,
+        room: str | None = None,
+        *,
+        peer: str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        data = await self._call(
+            lambda i: HistoryRequest(id=i, room=room, peer=peer, before=before, limit=limit),
+            retry=True,
+        )
+        return HistoryPage.from_data(data)
+
+    async def since(
+        self, ts: float, rooms: list[str] | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        names = tuple(rooms) if rooms is not None else None
+        data = await self._call(
+            lambda i: SinceRequest(id=i, ts=ts, rooms=names, limit=limit), retry=True
+        )
+        return HistoryPage.from_data(data)
+
+    async def edit(
+        self, seq: int, text: str, *, room: str | None = None, peer: str | None = None
+    ) -> MessageRecord:
+        data = await self._call(
+            lambda i: EditRequest(id=i, room=room, peer=peer, seq=seq, text=text)
+        )
+        return MessageRecord.from_wire(data["message"])
+
+    async def delete(
+        self, seq: int, *, room: str | None = None, peer: str | None = None
+    ) -> MessageRecord:
+        data = await self._call(lambda i: DeleteRequest(id=i, room=room, peer=peer, seq=seq))
+        return MessageRecord.from_wire(data["message"])
+
+    async def broadcast(self, text: str) -> int:
+        data = await self._call(lambda i: BroadcastRequest(id=i, text=text))
+        return int(data["delivered"])
+
+    # ------------------------------------------------------------------ presence, blocks
+
+    async def who(self, room: str | None = None, since: float | None = None) -> list[UserPresence]:
+        data = await self._call(lambda i: WhoRequest(id=i, room=room, since=since), retry=True)
+        return [UserPresence.from_data(u) for u in data["users"]]
+
+    async def block(self, user: str) -> None:
+        await self._call(lambda i: BlockRequest(id=i, user=user))
+
+    async def unblock(self, user: str) -> None:
+        await self._call(lambda i: UnblockRequest(id=i, user=user))
+
+    async def blocks(self) -> list[str]:
+        data = await self._call(lambda i: BlocksRequest(id=i), retry=True)
+        return [str(u) for u in data["users"]]
+
+    # ------------------------------------------------------------------ moderation
+
+    async def kick(
+        self, user: str, room: str | None = None, reason: str | None = None
+    ) -> KickResult:
+        data = await self._call(lambda i: KickRequest(id=i, user=user, room=room, reason=reason))
+        return KickResult.from_data(data)
+
+    async def ban(
+        self, user: str, duration: float | None = None, reason: str | None = None
+    ) -> BanInfo:
+        data = await self._call(
+            lambda i: BanRequest(id=i, user=user, duration=duration, reason=reason)
+        )
+        return BanInfo.from_data(data)
+
+    async def unban(self, user: str) -> None:
+        await self._call(lambda i: UnbanRequest(id=i, user=user))
+
+    async def bans(self) -> list[BanInfo]:
+        data = await self._call(lambda i: BansRequest(id=i), retry=True)
+        return [BanInfo.from_data(b) for b in data["bans"]]
+
+    async def audit(self, limit: int | None = None) -> list[AuditRecord]:
+        data = await self._call(lambda i: AuditRequest(id=i, limit=limit), retry=True)
+        return [AuditRecord.from_data(e) for e in data["entries"]]
+
+    # ------------------------------------------------------------------ misc
+
+    async def sync(self, resume: Resume | None = None) -> None:
+        """Ask for everything after ``resume`` (default: the client's own cursors)."""
+        cursors = resume or self._cursors.resume() or Resume()
+        await self._call(lambda i: SyncRequest(id=i, resume=cursors), retry=True)
+
+    async def ping(self) -> float:
+        """Round trip to the server; returns the server's clock."""
+        data = await self._call(lambda i: PingRequest(id=i), retry=True)
+        return float(data.get("ts", 0.0))
+
+
+def _data(reply: Reply) -> dict[str, Any]:
+    if isinstance(reply, Ok):
+        return dict(reply.data)
+    raise ServerError(reply.code, reply.message, reply.extra)

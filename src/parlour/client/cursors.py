@@ -1,0 +1,65 @@
+"""Last seen sequence numbers per room and DM peer, for resume and de-duplication (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from parlour.protocol import Event, EventName, Resume
+
+__all__ = ["Cursors"]
+
+_ROOM_EVENTS = frozenset({EventName.MESSAGE})
+_DM_EVENTS = frozenset({EventName.DM})
+
+
+class Cursors:
+    """Tracks the highest ``seq`` seen per room and per DM peer.
+
+    :meth:`accept` is called for every pushed event: it returns False for a ``message``/``dm``
+    event already seen (a resume overlap), so consumers see each message at most once.
+    """
+
+    __slots__ = ("dms", "rooms")
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, int] = {}
+        self.dms: dict[str, int] = {}
+
+    def accept(self, event: Event) -> bool:
+        if event.name in _ROOM_EVENTS:
+            return self._advance(self.rooms, event.fields.get("room"), event.fields.get("seq"))
+        if event.name in _DM_EVENTS:
+            return self._advance(self.dms, event.fields.get("peer"), event.fields.get("seq"))
+        if event.name is EventName.ROOM_RENAMED:
+            old, new = event.fields.get("room"), event.fields.get("new_name")
+            if isinstance(old, str) and isinstance(new, str) and old in self.rooms:
+                self.rooms[new] = self.rooms.pop(old)
+        elif event.name is EventName.ROOM_DELETED:
+            self.rooms.pop(str(event.fields.get("room")), None)
+        return True
+
+    def seen_room(self, room: str, seq: Any) -> None:
+        """Record that everything up to ``seq`` in ``room`` is known (e.g. from ``join``)."""
+        self._advance(self.rooms, room, seq)
+
+    def forget_room(self, room: str) -> None:
+        self.rooms.pop(room, None)
+
+    @staticmethod
+    def _advance(table: dict[str, int], key: object, seq: object) -> bool:
+        if not isinstance(key, str) or not isinstance(seq, int) or isinstance(seq, bool):
+            return True
+        last = table.get(key, 0)
+        if seq <= last:
+            return False
+        table[key] = seq
+        return True
+
+    def resume(self) -> Resume | None:
+        if not self.rooms and not self.dms:
+            return None
+        return Resume(rooms=dict(self.rooms), dms=dict(self.dms))
+
+    def snapshot(self) -> Mapping[str, Mapping[str, int]]:
+        return {"rooms": dict(self.rooms), "dms": dict(self.dms)}

@@ -1,0 +1,209 @@
+"""Typed results of :class:`parlour.client.Client` calls, built from ``ok`` reply data.
+
+Parsing is lenient about *extra* keys (newer servers may add fields) and strict about the
+documented ones (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from parlour.protocol import MessageRecord
+
+__all__ = [
+    "Ack",
+    "AuditRecord",
+    "BanInfo",
+    "HistoryPage",
+    "JoinResult",
+    "KickResult",
+    "RoomInfo",
+    "Session",
+    "UserPresence",
+    "Welcome",
+    "records",
+]
+
+
+def records(items: Any) -> tuple[MessageRecord, ...]:
+    """Message records from a reply's ``messages`` list."""
+    return tuple(MessageRecord.from_wire(item) for item in items or ())
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The ``hello`` reply."""
+
+    version: int
+    server: str
+    limits: Mapping[str, Any]
+    heartbeat_s: float
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Welcome:
+        return cls(
+            int(data["version"]),
+            str(data["server"]),
+            dict(data.get("limits") or {}),
+            float(data["heartbeat_s"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The ``login`` / ``signup`` reply."""
+
+    username: str
+    role: str
+    rooms: tuple[str, ...]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Session:
+        return cls(str(data["username"]), str(data["role"]), tuple(data.get("rooms") or ()))
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    name: str
+    members: int
+    online: int
+    joined: bool
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> RoomInfo:
+        return cls(
+            str(data["name"]),
+            int(data.get("members", 0)),
+            int(data.get("online", 0)),
+            bool(data.get("joined", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    room: str
+    members: tuple[str, ...]
+    online: tuple[str, ...]
+    messages: tuple[MessageRecord, ...]
+    last_seq: int
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> JoinResult:
+        return cls(
+            str(data["room"]),
+            tuple(data.get("members") or ()),
+            tuple(data.get("online") or ()),
+            records(data.get("messages")),
+            int(data.get("last_seq") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Acknowledgement of ``send`` (``room`` set) or ``dm`` (``peer`` set)."""
+
+    seq: int
+    ts: float
+    client_id: str
+    duplicate: bool
+    room: str | None = None
+    peer: str | None = None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Ack:
+        return cls(
+            int(data["seq"]),
+            float(data["ts"]),
+            str(data["client_id"]),
+            bool(data.get("duplicate", False)),
+            data.get("room"),
+            data.get("peer"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: tuple[MessageRecord, ...]
+    has_more: bool
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> HistoryPage:
+        return cls(records(data.get("messages")), bool(data.get("has_more", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    username: str
+    role: str
+    online: bool
+    login_ts: float | None
+    last_active: float | None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> UserPresence:
+        return cls(
+            str(data["username"]),
+            str(data.get("role", "member")),
+            bool(data.get("online", False)),
+            _opt_float(data.get("login_ts")),
+            _opt_float(data.get("last_active")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KickResult:
+    user: str
+    room: str | None
+    sessions: int
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> KickResult:
+        return cls(str(data["user"]), data.get("room"), int(data.get("sessions", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class BanInfo:
+    user: str
+    until: float | None
+    reason: str | None
+    by: str | None = None
+    ts: float | None = None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> BanInfo:
+        return cls(
+            str(data["user"]),
+            _opt_float(data.get("until")),
+            data.get("reason"),
+            data.get("by"),
+            _opt_float(data.get("ts")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    ts: float
+    actor: str
+    action: str
+    target: str
+    reason: str
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> AuditRecord:
+        return cls(
+            float(data["ts"]),
+            str(data["actor"]),
+            str(data["action"]),
+            str(data.get("target", "")),
+            str(data.get("reason") or ""),
+        )
