@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +323,26 @@ async def test_access_log_redacts_tokens(caplog: pytest.LogCaptureFixture) -> No
             await runner.cleanup()  # waits for the handler, so the log line is written
     assert TOKEN not in caplog.text
     assert "token=***&x=1" in caplog.text
+
+
+async def test_body_arriving_in_small_pieces_is_read_whole() -> None:
+    control = _control()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for piece in (b'{"host": "10.0.0', b'.7", "po', b'rt": 8', b"7}"):
+            yield piece
+
+    async with admin_client(control) as client:
+        resp = await client.post("/api/backends", headers=auth(), data=trickle())
+        assert resp.status == 201, await resp.text()
+    assert control.backends()[-1].id == "10.0.0.7:87"
+
+
+async def test_oversize_chunked_body_is_refused() -> None:
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 8192
+
+    async with admin_client(_control()) as client:
+        resp = await client.put("/api/settings", headers=auth(), data=big())
+        await _error(resp, 413, "too_large")

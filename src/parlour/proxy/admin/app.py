@@ -14,7 +14,6 @@ from importlib import resources
 from typing import Final
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_log import AccessLogger
 
 from parlour.proxy.admin.validation import (
@@ -82,9 +81,6 @@ class RedactingAccessLogger(AccessLogger):
         super().log(request, response, time)
 
 
-_: type[AbstractAccessLogger] = RedactingAccessLogger
-
-
 def _load_static() -> dict[str, bytes]:
     root = resources.files("parlour.proxy.admin") / "static"
     return {name: (root / name).read_bytes() for name in _STATIC_TYPES}
@@ -102,11 +98,10 @@ class _Api:
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     async def _json_body(request: web.Request) -> object:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise ControlError("too_large", f"request body over {MAX_BODY} bytes")
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise ControlError("too_large", f"request body over {MAX_BODY} bytes")
+        try:
+            raw = await request.read()  # bounded by client_max_size (413 beyond it)
+        except web.HTTPRequestEntityTooLarge:
+            raise ControlError("too_large", f"request body over {MAX_BODY} bytes") from None
         try:
             return json.loads(raw.decode("utf-8") or "null", parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
