@@ -300,3 +300,25 @@ async def test_graceful_stop_finishes_in_flight(
     assert out.startswith(b"HTTP/1.1 200") and b"done" in out and b"Connection: close" in out
     await asyncio.wait_for(stopping, 5)
     writer.close()
+
+
+async def test_silent_backend_gives_504(proxy: ProxyFactory) -> None:
+    got = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        got.set()
+        await reader.read()  # never answers
+        writer.close()
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        rt = await proxy(
+            [BackendSpec("127.0.0.1", srv.sockets[0].getsockname()[1])], server_timeout_s=0.3
+        )
+        out = await raw_exchange(rt.listen_port or 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert got.is_set()
+        assert out.startswith(b"HTTP/1.1 504 Gateway Timeout")
+        assert rt.backends()[0].response_errors == 1
+    finally:
+        srv.close()

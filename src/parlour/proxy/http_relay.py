@@ -269,7 +269,8 @@ class HttpClient(asyncio.Protocol):
         if not cur.complete and now - self.last_activity > s.client_timeout_s:
             self._fail(408, "request body not received in time")
             return
-        if cur.sent and now - self.upstream_activity > s.server_timeout_s:
+        quiet_since = max(self.upstream_activity, self.last_activity)
+        if cur.sent and cur.complete and now - quiet_since > s.server_timeout_s:
             if cur.backend is not None:
                 cur.backend.response_errors += 1
                 self.runtime.pool.passive_failure(
