@@ -93,7 +93,10 @@ class ChatServer:
             executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix="parlour-hash"
             )
-            hasher = PrecomputingHasher(password_hasher or Argon2Hasher(), executor=executor)
+            argon2 = Argon2Hasher(
+                time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
+            )
+            hasher = PrecomputingHasher(password_hasher or argon2, executor=executor)
             service = ChatService(store, core_config(settings), hasher)
             hasher.lookup = service.stored_password_hash
             hasher.session_user = service.session_user
@@ -157,6 +160,10 @@ class ChatServer:
         await self.listener.stop_accepting()
         await self.endpoint.shutdown(grace=grace)
         await self.writer.close()
+        stats = getattr(self.writer, "stats", None)
+        if stats is not None:
+            log.info("store writer", extra={"fields": dataclasses.asdict(stats)})
+        log.info("hub", extra={"fields": dataclasses.asdict(self.endpoint.hub.stats)})
         await self.listener.wait_closed()
         self.executor.shutdown(wait=True, cancel_futures=True)
         close = getattr(self.store, "close", None)

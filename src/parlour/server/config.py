@@ -58,6 +58,8 @@ class Settings:
     max_frame: int = 65536
     max_message: int = 4000
     min_password: int = 8
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
     rate: float = 20.0
     burst: int = 10
     max_connections: int = 10000
@@ -121,6 +123,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_frame", "int", "Largest accepted frame in bytes.", minimum=256),
     SettingSpec("max_message", "int", "Longest message text in characters.", minimum=1),
     SettingSpec("min_password", "int", "Minimum password length.", minimum=1),
+    SettingSpec(
+        "argon2_time_cost", "int", "Argon2id passes per hash (lower only for tests).", minimum=1
+    ),
+    SettingSpec(
+        "argon2_memory_kib",
+        "int",
+        "Argon2id memory per hash in KiB (lower only for tests).",
+        minimum=32,
+    ),
     SettingSpec(
         "rate",
         "float",
