@@ -129,7 +129,14 @@ async def test_dashboard_shows_totals_charts_and_load_bars(tmp_path: Path) -> No
         await expect(page.locator("#t-requests")).to_have_text("3,000")
         await expect(page.locator("#t-active")).to_have_text("18")
         await expect(page.locator("#t-rps")).to_have_text("400")
+        await expect(page.locator("#alert")).to_be_hidden()
+        # every backend out of rotation: a banner says clients are being refused
+        control.put(A, state="down", last_crashed=clock(), last_crash_reason="refused")
+        control.put(B, state="disabled")
+        await expect(page.locator("#alert")).to_contain_text("No backend is taking traffic")
         await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        control.put(B, state="up")
+        await expect(page.locator("#alert")).to_be_hidden()
 
 
 async def test_server_management_add_drain_weight_remove() -> None:

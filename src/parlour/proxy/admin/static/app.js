@@ -202,6 +202,13 @@
     const page = document.body.dataset.page;
     const s = stats.settings;
     setText("#algo-pill", s.algorithm.replace(/_/g, " ") + (s.selection_mode === "interval" ? " · every " + s.interval_s + " s" : ""));
+    const t = stats.totals;
+    const alert = $("#alert");
+    const allDown = t.backends > 0 && stats.backends.every((b) => b.state !== "up" && b.state !== "draining");
+    const msg = t.backends === 0 ? "No backends configured: clients get 503 (HTTP) or a closed connection (TCP)."
+      : allDown ? "No backend is taking traffic (" + t.backends + " down or disabled): clients get 503 (HTTP) or a closed connection (TCP)." : "";
+    alert.hidden = !msg;
+    if (alert.textContent !== msg) alert.textContent = msg;
     if (page === "dashboard") renderDashboard();
     if (page === "servers") renderServers();
     if (page === "log") renderLog();
