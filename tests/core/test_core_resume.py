@@ -69,3 +69,30 @@ def test_resume_after_restart_reads_the_store(h: Harness) -> None:
     c = h2.connect()
     h2.ok(c, "login", username="alice", password="password1", resume={"rooms": {"general": 2}})
     assert [e["text"] for e in h2.take(c, "message")] == ["m2", "m3", "m4"]
+
+
+def test_catch_up_budget_truncates_and_sync_continues() -> None:
+    from parlour.core.config import CoreConfig
+
+    h = Harness(CoreConfig(catch_up_messages=3, rate_burst=1000))
+    h.register("bob")
+    a = h.signup("alice")
+    for i in range(5):
+        h.ok(a, "dm", to="bob", text=f"d{i}", client_id=str(i))
+    b = h.connect()
+    data = h.ok(b, "login", username="bob", password="password1")
+    assert data["truncated"] is True
+    assert h.texts(b, "dm") == ["d0", "d1", "d2"]
+    assert h.ok(b, "sync", resume={}) == {}
+    assert h.texts(b, "dm") == ["d3", "d4"]
+    # room resume too
+    h.ok(a, "join", room="general")
+    h.ok(b, "join", room="general")
+    for i in range(5):
+        h.ok(a, "send", room="general", text=f"m{i}", client_id=f"m{i}")
+    h.take(b)
+    assert h.ok(b, "sync", resume={"rooms": {"general": 0}}) == {"truncated": True}
+    got = [e["seq"] for e in h.take(b, "message")]
+    assert got == [1, 2, 3]
+    assert h.ok(b, "sync", resume={"rooms": {"general": got[-1]}}) == {}
+    assert [e["seq"] for e in h.take(b, "message")] == [4, 5]

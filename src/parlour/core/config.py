@@ -45,8 +45,11 @@ class CoreConfig:
     max_reason_length: int = 200
     #: failed-login records kept for lockout accounting (oldest evicted first)
     max_tracked_failures: int = 10_000
-    #: messages pushed at login/sync (offline delivery, resume) per room or conversation
-    max_offline_batch: int = 10_000
+    #: most messages / approximate bytes one login or sync pushes (offline DMs + resume);
+    #: beyond it the reply says `truncated` and the client syncs again from what it got.
+    #: Keep catch_up_bytes well under the transport's per-connection send queue.
+    catch_up_messages: int = 2000
+    catch_up_bytes: int = 512 * 1024
     #: `presence` events go to co-members of the user's rooms with at most this many live
     #: connections (bigger rooms use `who` instead: keeps logins O(1) in huge rooms)
     presence_room_limit: int = 1000

@@ -133,6 +133,24 @@ class _Out:
         return Outcome(reply, tuple(self.deliveries), tuple(self.writes), tuple(self.close))
 
 
+class _Budget:
+    """How much one catch-up may still push (messages and approximate bytes)."""
+
+    __slots__ = ("bytes", "messages")
+
+    def __init__(self, messages: int, nbytes: int) -> None:
+        self.messages = messages
+        self.bytes = nbytes
+
+    def take(self, msg: StoredMessage) -> bool:
+        size = 160 + (len(msg.text) * 2 if msg.text else 0)
+        if self.messages <= 0 or size > self.bytes:
+            return False
+        self.messages -= 1
+        self.bytes -= size
+        return True
+
+
 class ChatService:
     """The chat domain as a state machine driven by connections, requests and time."""
 
@@ -481,13 +499,43 @@ class ChatService:
             out.close.append((conn, code.value, reason))
         return len(conns)
 
-    def _login_reply(self, request: LoginRequest | SignupRequest, u: UserState) -> Ok:
+    def _login_reply(
+        self, request: LoginRequest | SignupRequest, u: UserState, truncated: bool = False
+    ) -> Ok:
         rooms = sorted(self._rooms[rk].name for rk in u.rooms)
-        return Ok(request.id, {"username": u.name, "role": u.role, "rooms": rooms})
+        data: dict[str, Any] = {"username": u.name, "role": u.role, "rooms": rooms}
+        if truncated:
+            data["truncated"] = True  # more to catch up: `sync` from what was received
+        return Ok(request.id, data)
 
-    def _catch_up(self, c: Connection, u: UserState, resume: Resume | None, out: _Out) -> None:
-        """Push offline DMs (after the delivery cursor) and what `resume` asks for, in order."""
-        batch = self._cfg.max_offline_batch
+    def _push(
+        self,
+        u: UserState,
+        msgs: list[StoredMessage],
+        budget: _Budget,
+        out: _Out,
+        to: tuple[ConnId, ...],
+        name: EventName,
+        where: dict[str, str],
+    ) -> bool:
+        """Push `msgs` (fetched with limit budget+1) within `budget`, skipping blocked
+        senders; True when there may be more than was pushed."""
+        limit = budget.messages + 1
+        blocked = self._blocks.blocked_by_user(u.key)
+        for m in msgs:
+            if blocked and user_key(m.sender) in blocked:
+                continue
+            if not budget.take(m):
+                return True
+            out.deliveries.append(Delivery(Event(name, record(m, **where)), to))
+        return len(msgs) >= limit
+
+    def _catch_up(self, c: Connection, u: UserState, resume: Resume | None, out: _Out) -> bool:
+        """Push what `resume` asks for and the offline DMs (after the delivery cursor), in
+        order per room/conversation. Returns True when the catch-up budget
+        (`catch_up_messages` / `catch_up_bytes`) cut it short: the client asks again with
+        `sync` from what it has seen, and undelivered DMs stay pending."""
+        budget = _Budget(self._cfg.catch_up_messages, self._cfg.catch_up_bytes)
         to = (c.id,)
         resumed_convs: set[str] = set()
         if resume is not None:
@@ -495,30 +543,66 @@ class ChatService:
                 room = self._rooms.get(room_key(name))
                 if room is None or u.key not in room.members:
                     continue
-                for m in self._visible(u.key, room.log.after(seq, batch)):
-                    out.event(EventName.MESSAGE, record(m, room=room.name), to)
+                room_name = room.name
+                if self._push(
+                    u,
+                    room.log.after(seq, budget.messages + 1),
+                    budget,
+                    out,
+                    to,
+                    EventName.MESSAGE,
+                    {"room": room_name},
+                ):
+                    return True
             for name, seq in resume.dms.items():
                 peer = self._users.get(user_key(name))
                 if peer is None or peer.key == u.key:
                     continue
                 conv = self._conv(u.key, peer.key)
                 resumed_convs.add(conv.conv)
-                for m in self._visible(u.key, conv.log.after(seq, batch)):
-                    out.event(EventName.DM, record(m, peer=peer.name), to)
+                peer_name = peer.name
+                if self._push(
+                    u,
+                    conv.log.after(seq, budget.messages + 1),
+                    budget,
+                    out,
+                    to,
+                    EventName.DM,
+                    {"peer": peer_name},
+                ):
+                    return True
         for cid in sorted(u.convs):
             last = self._dm_last_seq(cid)
             cursor = self._cursors.get((u.key, cid), 0)
             if last <= cursor:
                 continue
+            truncated = False
             if cid not in resumed_convs:
                 conv = self._convs.get(cid) or self._conv(*conv_members(cid))
                 peer = self._users.get(conv.other(u.key))
                 peer_name = peer.name if peer is not None else conv.other(u.key)
-                pending = [m for m in conv.log.after(cursor, batch) if user_key(m.sender) != u.key]
-                for m in self._visible(u.key, pending):
-                    out.event(EventName.DM, record(m, peer=peer_name), to)
-            self._cursors[(u.key, cid)] = last
-            out.writes.append(SetDmCursor(u.name, cid, last))
+                blocked = self._blocks.blocked_by_user(u.key)
+                msgs = conv.log.after(cursor, budget.messages + 1)
+                for m in msgs:
+                    sender = user_key(m.sender)
+                    if sender != u.key and sender not in blocked:
+                        if not budget.take(m):
+                            truncated = True
+                            break
+                        out.event(EventName.DM, record(m, peer=peer_name), to)
+                    cursor = m.seq
+                if not truncated and msgs and msgs[-1].seq < last:
+                    truncated = True
+                if not truncated:
+                    cursor = last
+            else:
+                cursor = last
+            if cursor > self._cursors.get((u.key, cid), 0):
+                self._cursors[(u.key, cid)] = cursor
+                out.writes.append(SetDmCursor(u.name, cid, cursor))
+            if truncated:
+                return True
+        return False
 
     # ================================================================== accounts
 
@@ -606,9 +690,9 @@ class ChatService:
             u.password_hash = self._hasher.hash(rq.password)
             out.writes.append(SetPassword(u.name, u.password_hash))
         self._start_session(c, u, now, out)
-        self._catch_up(c, u, rq.resume, out)
+        truncated = self._catch_up(c, u, rq.resume, out)
         log.info("login %s from %s", u.name, c.peer)
-        return out.done(self._login_reply(rq, u))
+        return out.done(self._login_reply(rq, u, truncated))
 
     @staticmethod
     def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
@@ -1146,5 +1230,6 @@ class ChatService:
     def _sync(self, c: Connection, rq: SyncRequest, now: float) -> Outcome:
         u = self._user(c)
         out = _Out()
-        self._catch_up(c, u, rq.resume, out)
+        if self._catch_up(c, u, rq.resume, out):
+            return out.done(Ok(rq.id, {"truncated": True}))
         return out.done(Ok(rq.id, {}))
