@@ -322,3 +322,27 @@ async def test_silent_backend_gives_504(proxy: ProxyFactory) -> None:
         assert rt.backends()[0].response_errors == 1
     finally:
         srv.close()
+
+
+async def test_extra_worker_follows_worker_zero(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """--workers N: workers > 0 take backends, operator states and settings from the store."""
+    a, b, c = await backends("a"), await backends("b"), await backends("c")
+    store = FakeStore()
+    w0 = await proxy([a.spec, b.spec], store=store)
+    w1 = ProxyRuntime(w0.config, store=store, admin=False, persist=False)  # type: ignore[arg-type]
+    await w1.start()
+    try:
+        w0.add_backend(c.spec)
+        w0.drain_backend(f"127.0.0.1:{a.port}")
+        w0.remove_backend(f"127.0.0.1:{b.port}")
+        w0.update_settings(algorithm="least_conn")
+        w0._persist()
+        w1.follow(store.load_backends(), store.load_settings())
+        states = {x.id: x.state for x in w1.backends()}
+        assert states == {f"127.0.0.1:{a.port}": "draining", f"127.0.0.1:{c.port}": "up"}
+        assert w1.settings().algorithm == "least_conn"
+        assert await fetch(w1.listen_port or 0, 3) == ["c"] * 3
+    finally:
+        await w1.stop(drain_timeout_s=0.5)

@@ -16,8 +16,7 @@ import bisect
 import hashlib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from parlour.proxy.control import Algorithm
 
@@ -51,9 +50,11 @@ ALGORITHMS: tuple[Algorithm, ...] = (
 HASH_ALGORITHMS: frozenset[str] = frozenset({"ip_hash", "uri_hash", "header_hash"})
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One backend that may take the next client: its id, weight and current load."""
+class Candidate(NamedTuple):
+    """One backend that may take the next client: its id, weight and current load.
+
+    A NamedTuple rather than a frozen dataclass: one is built per backend per request.
+    """
 
     id: str
     weight: int = 1

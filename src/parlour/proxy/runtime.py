@@ -84,6 +84,7 @@ class ProxyRuntime:
         self.clock = clock
         self.store = store
         self._persist_enabled = persist
+        self._follow_store: StoreLike | None = None
         self._admin_enabled = admin and config.admin_port is not None
         self.pool = BackendPool(validate_settings(config.settings))
         self.pool.listeners.append(self._on_state_change)
@@ -232,8 +233,9 @@ class ProxyRuntime:
             if spec.id in snaps:
                 b.restore(snaps[spec.id])
         if self.store is not None and not self._persist_enabled:
-            # extra worker processes read the store at start; worker 0 owns the writes
-            self.store.close()
+            # extra worker processes only read the store: worker 0 owns the writes, and
+            # the others follow its backend set, operator states and settings
+            self._follow_store = self.store
             self.store = None
         if self.store is not None:
             self.store.save_settings(self.pool.settings)
@@ -273,6 +275,8 @@ class ProxyRuntime:
         self._tasks.append(asyncio.create_task(self._reaper()))
         if self.store is not None:
             self._tasks.append(asyncio.create_task(self._persist_loop()))
+        if self._follow_store is not None:
+            self._tasks.append(asyncio.create_task(self._follow_loop(self._follow_store)))
         if self._admin_enabled:
             await self._start_admin()
         log.info(
@@ -397,6 +401,50 @@ class ProxyRuntime:
                 await asyncio.to_thread(_write_store, store, items, snaps)
             except Exception:
                 log.exception("could not persist proxy statistics")
+
+    async def _follow_loop(self, store: StoreLike, period_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                items, saved = await asyncio.to_thread(
+                    lambda: (store.load_backends(), store.load_settings())
+                )
+                self.follow(items, saved)
+            except Exception:
+                log.exception("could not follow worker 0's state")
+
+    def follow(self, items: list[tuple[BackendSpec, str]], saved: dict[str, object] | None) -> None:
+        """Make this worker's backend set, operator states and settings match `items` /
+        `saved` (worker 0's, read from the store). Health stays this worker's own."""
+        if saved:
+            known = {f.name for f in dataclasses.fields(ProxySettings)}
+            try:
+                wanted_settings = apply_setting_changes(
+                    self.pool.settings, {k: v for k, v in saved.items() if k in known}
+                )
+            except ControlError as exc:
+                log.warning("ignoring stored settings: %s", exc.message)
+            else:
+                if wanted_settings != self.pool.settings:
+                    self.pool.apply_settings(wanted_settings)
+        wanted = {spec.id: (spec, state) for spec, state in items}
+        if not wanted:
+            return
+        for b in self.pool.all():
+            if b.id not in wanted:
+                self.remove_backend(b.id)
+        now = self.clock()
+        for spec, state in wanted.values():
+            admin: Admin = state if state in ("disabled", "draining") else "enabled"  # type: ignore[assignment]
+            existing = self.pool.find(spec.id)
+            if existing is None:
+                self.pool.add(spec, now, admin)
+                continue
+            if existing.spec != spec:
+                existing.spec = spec
+                self.pool.set_weight(spec.id, spec.weight)
+            if existing.admin != admin:
+                self._set_admin(spec.id, admin)
 
     # ================================================================ timeouts
     async def _reaper(self) -> None:
