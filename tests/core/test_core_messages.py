@@ -91,7 +91,7 @@ def test_history_paging_backwards(h: Harness) -> None:
     last = h.ok(a, "history", room="general", before=3, limit=10)
     assert [m["seq"] for m in last["messages"]] == [1, 2] and last["has_more"] is False
     empty = h.ok(a, "history", room="general", before=1)
-    assert empty == {"messages": [], "has_more": False}
+    assert empty == {"room": "general", "messages": [], "has_more": False}
 
 
 def test_history_needs_membership(h: Harness) -> None:
@@ -189,7 +189,7 @@ def test_text_too_long() -> None:
     h = Harness(CoreConfig(max_message_length=10, rate_burst=100))
     (a,) = _room(h, "alice")
     err = h.err(a, "send", room="general", text="x" * 11, client_id="1")
-    assert err.code == "text_too_long" and err.extra["max"] == 10
+    assert err.code == "text_too_long" and err.extra["max_text"] == 10
     h.ok(a, "send", room="general", text="x" * 10, client_id="1")
     assert h.err(a, "edit", room="general", seq=1, text="y" * 11).code == "text_too_long"
 

@@ -63,7 +63,7 @@ def test_kick_from_room(h: Harness) -> None:
     h.ok(b, "join", room="general")  # may come back
     assert h.err(adm, "kick", user="bob", room="help").code == "not_member"
     assert h.err(adm, "kick", user="ghost").code == "unknown_user"
-    assert h.err(adm, "kick", user="admin").code == "invalid_field"
+    assert h.err(adm, "kick", user="admin").code == "forbidden"  # admins cannot be kicked
     assert h.ok(adm, "audit")["entries"][0]["action"] == "kick:general"
 
 
@@ -78,7 +78,7 @@ def test_ban_with_duration_then_expiry(h: Harness) -> None:
     assert h.closed[b][0] == "banned"
     err = h.err(h.connect(), "login", username="bob", password=PW)
     assert err.code == "banned" and err.extra["until"] == until and "spam" in err.message
-    assert str(until) in err.message
+    assert "1970-01-12 14:46:40 UTC" in err.message  # until, readable
     bans = h.ok(adm, "bans")["bans"]
     assert [(x["user"], x["until"], x["reason"], x["by"]) for x in bans] == [
         ("bob", until, "spam", "admin")
@@ -125,7 +125,7 @@ def test_ban_ends_all_sessions() -> None:
     b2 = h.login("bob")
     h.ok(adm, "ban", user="bob", reason="x")
     assert set(h.closed) >= {b1, b2}
-    assert h.err(adm, "ban", user="admin").code == "invalid_field"
+    assert h.err(adm, "ban", user="admin").code == "forbidden"
 
 
 def test_audit_written_to_store_and_limited(h: Harness) -> None:

@@ -8,7 +8,7 @@ from parlour.core.config import CoreConfig
 
 
 def _names(rows: list[dict[str, object]]) -> list[object]:
-    return [r["user"] for r in rows]
+    return [r["username"] for r in rows]
 
 
 def test_who_online_server_wide_and_per_room(h: Harness) -> None:
@@ -58,7 +58,7 @@ def test_presence_events_to_co_members(h: Harness) -> None:
     assert (ev["user"], ev["online"]) == ("bob", True)
     assert h.take(b2, "presence") == []
     # online member counts follow
-    assert next(r for r in h.ok(a, "rooms")["rooms"] if r["room"] == "general")["online"] == 2
+    assert next(r for r in h.ok(a, "rooms")["rooms"] if r["name"] == "general")["online"] == 2
 
 
 def test_presence_events_skipped_in_huge_rooms() -> None:
@@ -77,7 +77,7 @@ def test_block_list_unblock(h: Harness) -> None:
     assert h.ok(a, "block", user="BOB") == {"user": "bob"}
     h.ok(a, "block", user="bob")  # idempotent
     assert h.ok(a, "blocks") == {"users": ["bob"]}
-    assert h.err(a, "block", user="alice").code == "invalid_field"
+    assert h.err(a, "block", user="alice").code == "self_message"
     assert h.err(a, "block", user="ghost").code == "unknown_user"
     assert h.ok(a, "unblock", user="bob") == {"user": "bob"}
     assert h.ok(a, "blocks") == {"users": []}

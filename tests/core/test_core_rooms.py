@@ -14,10 +14,10 @@ def test_rooms_list_with_online_counts(h: Harness) -> None:
     h.ok(b, "join", room="general")
     h.ok(b, "join", room="help")
     h.apply(h.svc.disconnect(b, h.now, "bye"))
-    rooms = {r["room"]: r for r in h.ok(a, "rooms")["rooms"]}
+    rooms = {r["name"]: r for r in h.ok(a, "rooms")["rooms"]}
     assert set(rooms) == {"general", "random", "help"}
-    assert rooms["general"] == {"room": "general", "members": 2, "online": 1, "joined": True}
-    assert rooms["help"] == {"room": "help", "members": 1, "online": 0, "joined": False}
+    assert rooms["general"] == {"name": "general", "members": 2, "online": 1, "joined": True}
+    assert rooms["help"] == {"name": "help", "members": 1, "online": 0, "joined": False}
 
 
 def test_member_cannot_manage_rooms(h: Harness) -> None:
@@ -36,7 +36,7 @@ def test_admin_creates_renames_deletes(h: Harness) -> None:
     h.ok(a, "join", room="dev")
     h.ok(a, "send", room="dev", text="one", client_id="c1")
     assert h.ok(adm, "room_rename", room="dev", new_name="devel") == {
-        "room": "dev",
+        "room": "devel",
         "new_name": "devel",
     }
     ev = h.take(a, "room_renamed")[0]
@@ -54,7 +54,7 @@ def test_admin_creates_renames_deletes(h: Harness) -> None:
     assert h.ok(adm, "room_delete", room="devel") == {"room": "devel"}
     assert h.take(a, "room_deleted")[0]["room"] == "devel"
     assert h.err(a, "join", room="devel").code == "unknown_room"
-    assert "devel" not in {r["room"] for r in h.ok(a, "rooms")["rooms"]}
+    assert "devel" not in {r["name"] for r in h.ok(a, "rooms")["rooms"]}
     assert h.err(adm, "room_delete", room="devel").code == "unknown_room"
     actions = [e["action"] for e in h.ok(adm, "audit")["entries"]]
     assert actions[:3] == ["room_delete", "room_rename", "room_create"]
@@ -110,7 +110,7 @@ def test_several_rooms_at_once(h: Harness) -> None:
     ]
     assert h.ok(b, "logout") == {}
     b2 = h.login("bob")
-    assert sorted(h.ok(b2, "rooms")["rooms"][i]["room"] for i in range(3)) == [
+    assert sorted(h.ok(b2, "rooms")["rooms"][i]["name"] for i in range(3)) == [
         "general",
         "help",
         "random",

@@ -150,7 +150,7 @@ class MessageLog:
     def edited(self, msg: StoredMessage, text: str | None) -> StoredMessage:
         """`msg` with new text (edit) or as a tombstone (`text=None`), kept in memory."""
         new = (
-            replace(msg, text=None, deleted=True, edited=False)
+            replace(msg, text=None, deleted=True)
             if text is None
             else replace(msg, text=text, edited=True)
         )

@@ -73,7 +73,7 @@ def who_entries(users: Iterable[UserState], rooms_of: dict[str, str]) -> list[di
     for u in sorted(users, key=lambda u: u.key):
         rows.append(
             {
-                "user": u.name,
+                "username": u.name,
                 "role": u.role,
                 "online": u.online,
                 "login_ts": u.last_login,

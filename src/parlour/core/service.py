@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -109,6 +110,10 @@ _R = TypeVar("_R")
 
 #: requests allowed before login (everything else needs an authenticated session)
 _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _fail(code: ErrorCode, message: str, **extra: Any) -> ProtocolError:
@@ -409,7 +414,7 @@ class ChatService:
             raise _fail(
                 ErrorCode.TEXT_TOO_LONG,
                 f"text longer than {self._cfg.max_message_length} characters",
-                max=self._cfg.max_message_length,
+                max_text=self._cfg.max_message_length,
             )
 
     def _rate(self, c: Connection, now: float) -> None:
@@ -678,7 +683,7 @@ class ChatService:
             raise _fail(
                 ErrorCode.BANNED,
                 "you are banned "
-                + ("permanently" if ban.until is None else f"until {ban.until}")
+                + ("permanently" if ban.until is None else f"until {_utc(ban.until)}")
                 + (f": {ban.reason}" if ban.reason else ""),
                 until=ban.until,
                 reason=ban.reason,
@@ -707,7 +712,6 @@ class ChatService:
     def _logout(self, c: Connection, rq: LogoutRequest, now: float) -> Outcome:
         out = _Out()
         self._end_session(c, now, out)
-        out.close.append((c.id, ErrorCode.LOGGED_OUT.value, "logged out"))
         return out.done(Ok(rq.id, {}))
 
     def _passwd(self, c: Connection, rq: PasswdRequest, now: float) -> Outcome:
@@ -727,7 +731,7 @@ class ChatService:
         u = self._user(c)
         rows = [
             {
-                "room": r.name,
+                "name": r.name,
                 "members": len(r.members),
                 "online": len(r.online_users()),
                 "joined": u.key in r.members,
@@ -778,7 +782,7 @@ class ChatService:
             {"room": old_name, "new_name": rq.new_name, "by": u.name, "ts": now},
             self._all_conns(),
         )
-        return out.done(Ok(rq.id, {"room": old_name, "new_name": rq.new_name}))
+        return out.done(Ok(rq.id, {"room": rq.new_name, "new_name": rq.new_name}))
 
     def _room_delete(self, c: Connection, rq: RoomDeleteRequest, now: float) -> Outcome:
         u = self._admin(c)
@@ -882,6 +886,7 @@ class ChatService:
             room = self._member_room(u, rq.room)
             msgs, more = room.log.before(rq.before, limit)
             recs = [record(m, room=room.name) for m in self._visible(u.key, msgs)]
+            where = {"room": room.name}
         else:
             assert rq.peer is not None
             peer = self._find_user(rq.peer)
@@ -890,7 +895,8 @@ class ChatService:
             conv = self._conv(u.key, peer.key)
             msgs, more = conv.log.before(rq.before, limit)
             recs = [record(m, peer=peer.name) for m in self._visible(u.key, msgs)]
-        return Outcome(Ok(rq.id, {"messages": recs, "has_more": more}))
+            where = {"peer": peer.name}
+        return Outcome(Ok(rq.id, {**where, "messages": recs, "has_more": more}))
 
     def _since(self, c: Connection, rq: SinceRequest, now: float) -> Outcome:
         u = self._user(c)
@@ -1053,12 +1059,12 @@ class ChatService:
     def _broadcast(self, c: Connection, rq: BroadcastRequest, now: float) -> Outcome:
         u = self._admin(c)
         self._check_text(rq.text)
+        self._rate(c, now)
         out = _Out()
-        out.event(
-            EventName.BROADCAST, {"from": u.name, "text": rq.text, "ts": now}, self._all_conns()
-        )
+        to = self._all_conns()
+        out.event(EventName.BROADCAST, {"from": u.name, "text": rq.text, "ts": now}, to)
         self._audit_write(out, u.name, "broadcast", "*", rq.text[:200], now)
-        return out.done(Ok(rq.id, {"delivered": len(self._online)}))
+        return out.done(Ok(rq.id, {"delivered": len(to)}))
 
     # ================================================================== presence, blocking
 
@@ -1088,7 +1094,7 @@ class ChatService:
         u = self._user(c)
         other = self._find_user(rq.user)
         if other.key == u.key:
-            raise _fail(ErrorCode.INVALID_FIELD, "you cannot block yourself", field="user")
+            raise _fail(ErrorCode.SELF_MESSAGE, "you cannot block yourself")
         writes: tuple[Write, ...] = ()
         if self._blocks.add(u.key, other.key):
             writes = (AddBlock(u.name, other.name),)
@@ -1112,8 +1118,8 @@ class ChatService:
     def _kick(self, c: Connection, rq: KickRequest, now: float) -> Outcome:
         admin = self._admin(c)
         target = self._find_user(rq.user)
-        if target.key == admin.key:
-            raise _fail(ErrorCode.INVALID_FIELD, "you cannot kick yourself", field="user")
+        if target.is_admin:
+            raise _fail(ErrorCode.FORBIDDEN, "admins cannot be kicked")
         reason = rq.reason or ""
         out = _Out()
         if rq.room is not None:
@@ -1160,8 +1166,8 @@ class ChatService:
     def _ban(self, c: Connection, rq: BanRequest, now: float) -> Outcome:
         admin = self._admin(c)
         target = self._find_user(rq.user)
-        if target.key == admin.key:
-            raise _fail(ErrorCode.INVALID_FIELD, "you cannot ban yourself", field="user")
+        if target.is_admin:
+            raise _fail(ErrorCode.FORBIDDEN, "admins cannot be banned")
         reason = rq.reason or ""
         until = None if rq.duration is None else now + rq.duration
         ban = BanRecord(target.name, until, reason, admin.name, now)
@@ -1177,7 +1183,7 @@ class ChatService:
             target,
             ErrorCode.BANNED,
             "banned"
-            + (f" until {until}" if until is not None else "")
+            + (f" until {_utc(until)}" if until is not None else "")
             + (f": {reason}" if reason else ""),
             now,
             out,
@@ -1187,7 +1193,7 @@ class ChatService:
             admin.name,
             "ban",
             target.name,
-            reason + ("" if until is None else f" (until {until})"),
+            reason,
             now,
         )
         log.info("%s banned %s until %s (%s)", admin.name, target.name, until, reason)
@@ -1221,7 +1227,7 @@ class ChatService:
                 "target": e.target,
                 "reason": e.reason,
             }
-            for e in self._audit.newest(rq.limit or 100)
+            for e in self._audit.newest(min(rq.limit or 50, self._cfg.max_page))
         ]
         return Outcome(Ok(rq.id, {"entries": rows}))
 
