@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from parlour.core.accounts import Lockouts, password_problem, username_problem
