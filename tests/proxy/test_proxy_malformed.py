@@ -176,3 +176,67 @@ def test_validate_request_framing_is_unambiguous(headers: list[tuple[bytes, byte
     assert names.count(b"host") == 1
     assert names.count(b"content-length") + names.count(b"transfer-encoding") <= 1
     assert not (head.chunked and head.content_length is not None)
+
+
+async def test_request_line_checked_when_it_arrives_in_pieces(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    for piece in (b"GE", b"T  /", b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
+        writer.write(piece)
+        await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 400")
+    assert a.seen == []
+    # a well-formed request in pieces is fine
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    for piece in (b"GE", b"T / HT", b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        writer.write(piece)
+        await writer.drain()
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 200")
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_fragmented_request_line_is_checked_deterministically() -> None:
+    from parlour.proxy.config import ProxyConfig
+    from parlour.proxy.http_relay import HttpClient
+    from parlour.proxy.runtime import ProxyRuntime
+
+    rt = ProxyRuntime(ProxyConfig(admin_port=None))
+    conn = HttpClient(rt)
+    tr = FakeTransport()
+    conn.connection_made(tr)  # type: ignore[arg-type]
+    for piece in (b"GE", b"T  /", b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
+        conn.data_received(piece)
+    assert bytes(tr.out).startswith(b"HTTP/1.1 400") and tr.closed

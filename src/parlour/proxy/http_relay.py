@@ -242,6 +242,7 @@ class HttpClient(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._rejected = False
+        self._line: bytes | None = None  # a request line still arriving
 
     # ============================================================ Reapable
     @property
@@ -346,7 +347,7 @@ class HttpClient(asyncio.Protocol):
             return
         if self._rejected or self.closed:
             return
-        if self._parsing is None:
+        if self._parsing is None or self._line is not None:
             self._check_first_line(data)
             if self._rejected:
                 self._pump()
@@ -367,15 +368,24 @@ class HttpClient(asyncio.Protocol):
         self._pump()
 
     def _check_first_line(self, data: bytes) -> None:
+        """Check the request line once it is complete, even when it arrives in pieces."""
+        buf = data if self._line is None else self._line + data
         start = 0
-        while data.startswith(b"\r\n", start):
+        while buf.startswith(b"\r\n", start):
             start += 2
-        end = data.find(b"\n", start, start + self.max_header_bytes)
-        if end >= 0:
-            try:
-                check_request_line(data[start:end])
-            except BadRequest as exc:
-                self._reject(str(exc))
+        end = buf.find(b"\n", start, start + self.max_header_bytes)
+        if end < 0:
+            if len(buf) - start > self.max_header_bytes:
+                self._line = None
+                self._reject("request line too long")
+            else:
+                self._line = buf  # wait for the rest (bounded by max_header_bytes)
+            return
+        self._line = None
+        try:
+            check_request_line(buf[start:end])
+        except BadRequest as exc:
+            self._reject(str(exc))
 
     def _buffer_early(self, data: bytes) -> None:
         self.early.append(data)
