@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from parlour.core.accounts import Lockouts, password_problem, username_problem
 from parlour.core.blocking import Blocks
@@ -106,7 +106,6 @@ __all__ = ["ChatService"]
 
 log = logging.getLogger("parlour.core")
 
-_R = TypeVar("_R")
 
 #: requests allowed before login (everything else needs an authenticated session)
 _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
@@ -804,14 +803,15 @@ class ChatService:
         room = self._find_room(rq.room)
         out = _Out()
         if u.key not in room.members:
+            # the other members' connections hear about it; the joiner has the reply
+            out.event(
+                EventName.JOINED, {"room": room.name, "user": u.name, "ts": now}, room.conns()
+            )
             room.members.add(u.key)
             u.rooms.add(room_key(room.name))
             for conn in u.conns:
                 room.add_conn(conn, u.key)
             out.writes.append(SetMembership(u.name, room.name, True))
-            out.event(
-                EventName.JOINED, {"room": room.name, "user": u.name, "ts": now}, room.conns()
-            )
         limit = min(rq.limit or self._cfg.join_history, self._cfg.max_page)
         msgs, _ = room.log.before(None, limit)
         data = {
@@ -827,12 +827,12 @@ class ChatService:
         u = self._user(c)
         room = self._member_room(u, rq.room)
         out = _Out()
-        out.event(EventName.LEFT, {"room": room.name, "user": u.name, "ts": now}, room.conns())
         room.members.discard(u.key)
         u.rooms.discard(room_key(room.name))
         for conn in u.conns:
             room.remove_conn(conn)
         out.writes.append(SetMembership(u.name, room.name, False))
+        out.event(EventName.LEFT, {"room": room.name, "user": u.name, "ts": now}, room.conns())
         return out.done(Ok(rq.id, {"room": room.name}))
 
     # ================================================================== room messages
