@@ -1,0 +1,504 @@
+"""``parlour chat``: the line-mode terminal client (interactive or piped).
+
+Interactive: prompts to log in or sign up, then reads lines while events print as they arrive.
+Piped (stdin is not a terminal): needs ``--user`` and ``PARLOUR_PASSWORD``; runs every line in
+order, waiting for each reply, prints what arrived, and exits at end of input::
+
+    printf '/join general\\nhello\\n' | PARLOUR_PASSWORD=... parlour chat --user alice
+
+Exit status: 0 normally, 1 when logging in fails, 2 when the server cannot be reached or the
+arguments are wrong, 3 when the server ended the session (kick, ban) or reconnecting gave up.
+Chat output goes to stdout; notices and errors (lines starting with ``!``) go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import click
+
+from parlour.cli import _commands as c
+from parlour.cli._render import (
+    render_audit,
+    render_bans,
+    render_event,
+    render_join,
+    render_record,
+    render_rooms,
+    render_session,
+    render_who,
+)
+from parlour.client import (
+    DEFAULT_PORT,
+    Backoff,
+    Client,
+    ClientClosed,
+    ConnectionLost,
+    ConnectionState,
+    ServerError,
+    Session,
+)
+
+__all__ = ["ChatApp", "chat"]
+
+EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED = 0, 1, 2, 3
+
+
+class _LineReader:
+    """Reads stdin lines in a daemon thread, one per request (so the thread never holds the
+    terminal while a hidden password prompt runs, and never blocks interpreter exit)."""
+
+    def __init__(self, stream: IO[str], loop: asyncio.AbstractEventLoop) -> None:
+        self._stream = stream
+        self._loop = loop
+        self._want = threading.Semaphore(0)
+        self._future: asyncio.Future[str | None] | None = None
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, name="parlour-stdin", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._want.acquire()
+            try:
+                line: str | None = self._stream.readline() or None
+            except (OSError, ValueError):
+                line = None
+            self._loop.call_soon_threadsafe(self._deliver, line)
+            if line is None:
+                return
+
+    def _deliver(self, line: str | None) -> None:
+        fut = self._future
+        if fut is not None and not fut.done():
+            fut.set_result(line)
+
+    async def readline(self) -> str | None:
+        """The next line, or ``None`` at end of input."""
+        if self._eof:
+            return None
+        self._future = self._loop.create_future()
+        self._want.release()
+        line = await self._future
+        self._eof = line is None
+        return line
+
+
+class ChatApp:
+    """The terminal client's logic over a :class:`Client` (I/O through ``out``/``err``)."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        interactive: bool,
+        out: Callable[[str], None],
+        err: Callable[[str], None],
+        ask: Callable[[str, bool], str] | None = None,
+    ) -> None:
+        self.client = client
+        self.interactive = interactive
+        self.out = out
+        self.err = err
+        self.ask = ask  # (prompt, hidden) -> answer; interactive only
+        self.me: str | None = None
+        self.room: str | None = None
+        self.failures = 0
+
+    # ------------------------------------------------------------------ login
+
+    async def authenticate(self, username: str | None, password: str | None, signup: bool) -> bool:
+        attempts = 3 if self.interactive else 1
+        for _ in range(attempts):
+            if username is None or password is None:
+                if self.ask is None:
+                    self.err(
+                        "! --user and PARLOUR_PASSWORD are needed when stdin is not a terminal"
+                    )
+                    return False
+                if username is None:
+                    choice = await asyncio.to_thread(self.ask, "Log in or sign up? [L/s] ", False)
+                    signup = choice.strip().lower().startswith("s")
+                    username = (await asyncio.to_thread(self.ask, "User name: ", False)).strip()
+                if password is None:
+                    password = await asyncio.to_thread(self.ask, "Password: ", True)
+                    if signup:
+                        again = await asyncio.to_thread(self.ask, "Password (again): ", True)
+                        if again != password:
+                            self.err("! the passwords differ")
+                            password = None
+                            continue
+            try:
+                if signup:
+                    session = await self.client.signup(username, password)
+                else:
+                    session = await self.client.login(username, password)
+            except ServerError as exc:
+                self.err(f"! {'sign-up' if signup else 'login'} failed: {exc.message}")
+                password = None
+                if exc.code == "username_taken" or exc.code == "bad_credentials":
+                    username = None if self.interactive else username
+                continue
+            except (ClientClosed, ConnectionLost) as exc:
+                self.err(f"! login failed: {exc}")
+                return False
+            self._logged_in(session)
+            return True
+        return False
+
+    def _logged_in(self, session: Session) -> None:
+        self.me = session.username
+        if self.room is None and session.rooms:
+            self.room = session.rooms[0]
+        self.out(render_session(session))
+        if self.interactive:
+            self.out("* type a message, @user to DM, /help for commands")
+
+    # ------------------------------------------------------------------ events
+
+    def show_event(self, event: Any) -> None:
+        line = render_event(event, self.me)
+        if line is not None:
+            self.out(line)
+
+    async def print_events(self) -> None:
+        async for event in self.client.events():
+            self.show_event(event)
+
+    def on_state(self, state: ConnectionState, detail: str) -> None:
+        if state is ConnectionState.DISCONNECTED:
+            self.err(f"! connection to the server lost ({detail}); reconnecting…")
+        elif state is ConnectionState.CONNECTED and self.client.reconnects > 0:
+            self.err("! reconnected")
+
+    # ------------------------------------------------------------------ commands
+
+    async def run_line(self, line: str) -> bool:
+        """Execute one input line; False when the user asked to quit."""
+        cmd = c.parse_line(line)
+        if isinstance(cmd, c.Quit):
+            return False
+        try:
+            await self.execute(cmd)
+        except ServerError as exc:
+            self.failures += 1
+            self.err(f"! {exc.message} [{exc.code}]")
+        except ConnectionLost as exc:
+            self.failures += 1
+            self.err(f"! not done, the connection dropped ({exc}); try again")
+        return True
+
+    async def execute(self, cmd: c.Command) -> None:
+        client, me = self.client, self.me
+        if isinstance(cmd, c.Empty):
+            return
+        if isinstance(cmd, c.Invalid):
+            self.failures += 1
+            self.err(f"! {cmd.message}")
+        elif isinstance(cmd, c.Help):
+            self.help(cmd.topic)
+        elif isinstance(cmd, c.Say):
+            if self.room is None:
+                self.failures += 1
+                self.err("! you are not in a room: /join <room> first (/rooms lists them)")
+                return
+            await client.send(self.room, cmd.text)
+        elif isinstance(cmd, c.Direct):
+            await client.dm(cmd.to, cmd.text)
+            if not self.interactive:
+                self.out(f"[dm] you → {cmd.to}: {cmd.text}")
+        elif isinstance(cmd, c.Join):
+            result = await client.join(cmd.room)
+            self.room = result.room
+            for out in render_join(result, me):
+                self.out(out)
+        elif isinstance(cmd, c.Leave):
+            room = cmd.room or self.room
+            if room is None:
+                self.err("! you are not in a room")
+                return
+            await client.leave(room)
+            self.out(f"* you left #{room}")
+            if room == self.room:
+                self.room = None
+                joined = [r.name for r in await client.rooms() if r.joined]
+                if joined:
+                    self.room = joined[0]
+                    self.out(f"* now talking in #{self.room}")
+        elif isinstance(cmd, c.Rooms):
+            for out in render_rooms(await client.rooms(), self.room):
+                self.out(out)
+        elif isinstance(cmd, c.Who):
+            for out in render_who(await client.who(cmd.room, cmd.since)):
+                self.out(out)
+        elif isinstance(cmd, c.History):
+            room = cmd.room or self.room
+            if room is None:
+                self.err("! which room? /history <room> [n]")
+                return
+            page = await client.history(room, limit=cmd.limit)
+            for rec in page.messages:
+                self.out(render_record(rec, me, with_time=True))
+            if not page.messages:
+                self.out(f"* no messages in #{room}")
+        elif isinstance(cmd, c.DmHistory):
+            page = await client.history(peer=cmd.peer, limit=cmd.limit)
+            for rec in page.messages:
+                self.out(render_record(rec, me, with_time=True))
+            if not page.messages:
+                self.out(f"* no direct messages with {cmd.peer}")
+        elif isinstance(cmd, c.Since):
+            ts = cmd.at if cmd.at is not None else time.time() - (cmd.ago or 0.0)
+            page = await client.since(max(ts, 0.0))
+            for rec in page.messages:
+                self.out(render_record(rec, me, with_time=True))
+            if not page.messages:
+                self.out("* nothing new")
+        elif isinstance(cmd, c.Edit | c.Delete):
+            room = None if cmd.peer else self.room
+            if cmd.peer is None and room is None:
+                self.err("! join a room first (or use @user for a DM)")
+                return
+            if isinstance(cmd, c.Edit):
+                rec = await client.edit(cmd.seq, cmd.text, room=room, peer=cmd.peer)
+            else:
+                rec = await client.delete(cmd.seq, room=room, peer=cmd.peer)
+            if cmd.peer:  # room changes come back as events; DM ones may not
+                self.out(render_record(rec, me))
+        elif isinstance(cmd, c.ToggleBlock):
+            if cmd.block:
+                await client.block(cmd.user)
+                self.out(f"* you block {cmd.user}: you will not see their messages")
+            else:
+                await client.unblock(cmd.user)
+                self.out(f"* you no longer block {cmd.user}")
+        elif isinstance(cmd, c.Blocks):
+            users = await client.blocks()
+            self.out("* you block: " + (", ".join(users) if users else "nobody"))
+        elif isinstance(cmd, c.Kick):
+            res = await client.kick(cmd.user, cmd.room, cmd.reason)
+            where = f" from #{res.room}" if res.room else ""
+            self.out(f"* kicked {res.user}{where} ({res.sessions} session(s))")
+        elif isinstance(cmd, c.Ban):
+            ban = await client.ban(cmd.user, cmd.duration, cmd.reason)
+            for out in render_bans([ban]):
+                self.out(f"* banned {out}")
+        elif isinstance(cmd, c.Unban):
+            await client.unban(cmd.user)
+            self.out(f"* unbanned {cmd.user}")
+        elif isinstance(cmd, c.Bans):
+            for out in render_bans(await client.bans()):
+                self.out(out)
+        elif isinstance(cmd, c.Audit):
+            for out in render_audit(await client.audit(cmd.limit)):
+                self.out(out)
+        elif isinstance(cmd, c.Broadcast):
+            n = await client.broadcast(cmd.text)
+            self.out(f"* broadcast sent to {n} session(s)")
+        elif isinstance(cmd, c.RoomCreate):
+            self.out(f"* created #{await client.room_create(cmd.room)}")
+        elif isinstance(cmd, c.RoomRename):
+            new = await client.room_rename(cmd.room, cmd.new_name)
+            if self.room == cmd.room:
+                self.room = new
+            self.out(f"* renamed #{cmd.room} to #{new}")
+        elif isinstance(cmd, c.RoomDelete):
+            await client.room_delete(cmd.room)
+            if self.room == cmd.room:
+                self.room = None
+            self.out(f"* deleted #{cmd.room}")
+        elif isinstance(cmd, c.Passwd):
+            await self.passwd(cmd)
+
+    async def passwd(self, cmd: c.Passwd) -> None:
+        old, new = cmd.old, cmd.new
+        if old is None or new is None:
+            if self.ask is None:
+                self.err("! usage: /passwd <old> <new>")
+                return
+            old = await asyncio.to_thread(self.ask, "Old password: ", True)
+            new = await asyncio.to_thread(self.ask, "New password: ", True)
+            if new != await asyncio.to_thread(self.ask, "New password (again): ", True):
+                self.err("! the passwords differ; nothing changed")
+                return
+        await self.client.passwd(old, new)
+        self.out("* password changed")
+
+    def help(self, topic: str | None) -> None:
+        if topic and topic in c.COMMAND_HELP:
+            usage, text = c.COMMAND_HELP[topic]
+            self.out(f"{usage}  — {text}")
+            return
+        self.out("text            send to the current room")
+        self.out("@user text      direct message")
+        for usage, text in c.COMMAND_HELP.values():
+            self.out(f"{usage:<32} {text}")
+
+    # ------------------------------------------------------------------ main loop
+
+    async def loop(self, reader: _LineReader) -> int:
+        printer = asyncio.create_task(self.print_events(), name="parlour-chat-printer")
+        ended = asyncio.create_task(self.client.wait_closed(), name="parlour-chat-ended")
+        code = EXIT_OK
+        try:
+            while True:
+                line_task = asyncio.ensure_future(reader.readline())
+                await asyncio.wait({line_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not line_task.done():
+                    line_task.cancel()
+                    return self._ended(ended.result())
+                line = line_task.result()
+                if line is None:
+                    break
+                try:
+                    if not await self.run_line(line):
+                        break
+                except ClientClosed:
+                    await asyncio.wait({ended}, timeout=5)
+                    reason = ended.result() if ended.done() else "connection closed"
+                    return self._ended(reason)
+            if not self.interactive:
+                # flush: events pushed before this round trip are printed before we exit
+                with contextlib.suppress(ServerError, ConnectionLost, ClientClosed):
+                    await asyncio.wait_for(self.client.ping(), 10)
+            return code
+        finally:
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+            while (event := self.client.next_event_nowait()) is not None:
+                self.show_event(event)
+            ended.cancel()
+
+    def _ended(self, reason: str) -> int:
+        self.err(f"! disconnected: {reason}")
+        return EXIT_ENDED
+
+
+def _ssl_context(tls: bool, ca: str | None, insecure: bool) -> ssl.SSLContext | None:
+    if not (tls or ca or insecure):
+        return None
+    context = ssl.create_default_context(cafile=ca)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _ask(prompt: str, hidden: bool) -> str:
+    if hidden:
+        return getpass.getpass(prompt)
+    return input(prompt)
+
+
+async def _main(
+    host: str,
+    port: int,
+    username: str | None,
+    password: str | None,
+    signup: bool,
+    context: ssl.SSLContext | None,
+    retries: int | None,
+    room: str | None,
+    interactive: bool,
+    stdin: IO[str],
+) -> int:
+    def out(line: str) -> None:
+        click.echo(line)
+
+    def err(line: str) -> None:
+        click.echo(line, err=True)
+
+    if retries is None:
+        retries = None if interactive else 8
+    app_holder: list[ChatApp] = []
+    client = Client(
+        host,
+        port,
+        ssl=context,
+        server_hostname=host if context else None,
+        backoff=Backoff(max_attempts=retries),
+        client_name="parlour-chat",
+        on_state=lambda state, detail: (
+            app_holder[0].on_state(state, detail) if app_holder else None
+        ),
+    )
+    app = ChatApp(
+        client, interactive=interactive, out=out, err=err, ask=_ask if interactive else None
+    )
+    app_holder.append(app)
+    try:
+        await client.connect()
+    except (OSError, TimeoutError) as exc:
+        err(f"! cannot reach the chat server at {host}:{port}: {exc or type(exc).__name__}")
+        return EXIT_CONNECT
+    try:
+        if not await app.authenticate(username, password, signup):
+            return EXIT_LOGIN
+        if room is not None:
+            await app.run_line(f"/join {room}")
+        reader = _LineReader(stdin, asyncio.get_running_loop())
+        return await app.loop(reader)
+    finally:
+        await client.close()
+
+
+@click.command(name="chat")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="PARLOUR_HOST")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, envvar="PARLOUR_PORT")
+@click.option("--user", "username", help="User name (else asked interactively).")
+@click.option("--signup", is_flag=True, help="Create the account, then log in.")
+@click.option("--room", help="Join this room after logging in.")
+@click.option("--tls", is_flag=True, help="Connect with TLS (system trust store).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for TLS.")
+@click.option("--tls-insecure", is_flag=True, help="TLS without certificate checks (testing).")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Give up after this many failed reconnects (default: never when interactive, 8 piped).",
+)
+def chat(
+    host: str,
+    port: int,
+    username: str | None,
+    signup: bool,
+    room: str | None,
+    tls: bool,
+    tls_ca: str | None,
+    tls_insecure: bool,
+    retries: int | None,
+) -> None:
+    """Terminal chat client. The password comes from PARLOUR_PASSWORD, else a hidden prompt.
+
+    Type text to talk in the current room, `@user text` for a direct message, /help for the
+    commands. Piped input runs line by line and exits at the end:
+
+        printf '/join general\\nhello\\n' | parlour chat --user alice
+    """
+    stdin: IO[str] = sys.stdin
+    interactive = stdin.isatty()
+    password = os.environ.get("PARLOUR_PASSWORD") or None
+    if password is None and username is not None and interactive:
+        password = getpass.getpass(f"Password for {username}: ")
+    if not interactive and (username is None or password is None):
+        raise click.UsageError("piped input needs --user NAME and the PARLOUR_PASSWORD variable")
+    context = _ssl_context(tls, tls_ca, tls_insecure)
+    try:
+        code = asyncio.run(
+            _main(
+                host, port, username, password, signup, context, retries, room, interactive, stdin
+            )
+        )
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    sys.exit(code)
