@@ -60,3 +60,46 @@ def scapy_options(raw: bytes) -> list[tuple[str, object]]:
             raise AssertionError(f"unexpected option kind {kind}")
         i += length
     return out
+
+
+def craft_capture(
+    path: Path, segments: list[tuple[str, int, int, str, int, int, int]], ws: int | None = 7
+) -> None:
+    """Write a raw-IPv4 pcap of hand-placed segments.
+
+    Each segment is ``(who, rel_seq, rel_ack, flags, length, window, dt_us)`` where *who* is
+    ``"c"`` or ``"s"``, flags a string of ``SAFRP`` letters, *dt_us* microseconds after the
+    previous segment. A leading handshake (with window scaling *ws*) is added.
+    """
+    from parlour.packets.addresses import ipv4_to_int
+    from parlour.packets.packet import ipv4_tcp_packet
+    from parlour.packets.pcap import PcapWriter
+    from parlour.packets.tcp import TcpOptions, encode_options
+
+    ends = {"c": (ipv4_to_int("10.0.0.2"), 40000), "s": (ipv4_to_int("10.0.0.1"), 7878)}
+    isn = {"c": 1000, "s": 5000}
+    bits = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
+    t = 1_700_000_000 * 10**9
+    frames: list[tuple[int, bytes]] = []
+    syn_opts = encode_options(TcpOptions(mss=1460, wscale=ws, sack_permitted=True), True)
+    hs = [
+        ("c", 0, 0, "S", 0, 64240, 0),
+        ("s", 0, 1, "SA", 0, 64240, 100),
+        ("c", 1, 1, "A", 0, 502, 100),
+    ]
+    for n, (who, rseq, rack, fl, length, win, dt) in enumerate(hs + segments):
+        other = "s" if who == "c" else "c"
+        flags = sum(bits[ch] for ch in fl)
+        src, sport = ends[who]
+        dst, dport = ends[other]
+        t += dt * 1000
+        payload = bytes((65 + (rseq + i) % 26) for i in range(length))
+        frames.append((
+            t,
+            ipv4_tcp_packet(
+                src, dst, sport, dport, isn[who] + rseq, (isn[other] + rack) if "A" in fl else 0,
+                flags, win, syn_opts if n < 2 else b"", payload, n + 1,
+            ),
+        ))  # fmt: skip
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many(frames)

@@ -1,0 +1,404 @@
+"""TCP stream analysis that reproduces Wireshark's ``tcp.analysis`` decisions (pure).
+
+The per-direction bookkeeping mirrors ``tcp_analyze_sequence_number`` in Wireshark's
+``packet-tcp.c`` (4.x): next expected sequence number, last ACK, duplicate-ACK counter,
+highest contiguous sequence to be ACKed, window and the previous segment's flags, with the
+same order of checks, so the flags agree with tshark packet for packet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from parlour.packets.appdecode import describe_payload
+from parlour.packets.decode import DecodedPacket
+from parlour.packets.tcp import decode_options, flags_text
+
+__all__ = [
+    "FLAG_ORDER",
+    "TSHARK_FIELDS",
+    "Analysis",
+    "Conversation",
+    "PacketAnalysis",
+    "TcpInfo",
+    "analyze",
+]
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+RETRANSMISSION = "retransmission"
+FAST_RETRANSMISSION = "fast retransmission"
+SPURIOUS_RETRANSMISSION = "spurious retransmission"
+OUT_OF_ORDER = "out-of-order"
+LOST_SEGMENT = "previous segment not captured"
+ACK_LOST_SEGMENT = "ACKed unseen segment"
+DUPLICATE_ACK = "duplicate ACK"
+ZERO_WINDOW = "zero window"
+ZERO_WINDOW_PROBE = "zero window probe"
+ZERO_WINDOW_PROBE_ACK = "zero window probe ACK"
+WINDOW_FULL = "window full"
+WINDOW_UPDATE = "window update"
+KEEP_ALIVE = "keep-alive"
+KEEP_ALIVE_ACK = "keep-alive ACK"
+RESET = "RST"
+BAD_CHECKSUM = "bad checksum"
+
+#: display order, and the tshark field each flag corresponds to
+FLAG_ORDER = (
+    RETRANSMISSION, FAST_RETRANSMISSION, SPURIOUS_RETRANSMISSION, OUT_OF_ORDER, LOST_SEGMENT,
+    ACK_LOST_SEGMENT, DUPLICATE_ACK, ZERO_WINDOW, ZERO_WINDOW_PROBE, ZERO_WINDOW_PROBE_ACK,
+    WINDOW_FULL, WINDOW_UPDATE, KEEP_ALIVE, KEEP_ALIVE_ACK, RESET,
+)  # fmt: skip
+TSHARK_FIELDS = {
+    RETRANSMISSION: "tcp.analysis.retransmission",
+    FAST_RETRANSMISSION: "tcp.analysis.fast_retransmission",
+    SPURIOUS_RETRANSMISSION: "tcp.analysis.spurious_retransmission",
+    OUT_OF_ORDER: "tcp.analysis.out_of_order",
+    LOST_SEGMENT: "tcp.analysis.lost_segment",
+    ACK_LOST_SEGMENT: "tcp.analysis.ack_lost_segment",
+    DUPLICATE_ACK: "tcp.analysis.duplicate_ack",
+    ZERO_WINDOW: "tcp.analysis.zero_window",
+    ZERO_WINDOW_PROBE: "tcp.analysis.zero_window_probe",
+    ZERO_WINDOW_PROBE_ACK: "tcp.analysis.zero_window_probe_ack",
+    WINDOW_FULL: "tcp.analysis.window_full",
+    WINDOW_UPDATE: "tcp.analysis.window_update",
+    KEEP_ALIVE: "tcp.analysis.keep_alive",
+    KEEP_ALIVE_ACK: "tcp.analysis.keep_alive_ack",
+    RESET: "tcp.connection.rst",
+}
+_INFO_PREFIX = {
+    RETRANSMISSION: "TCP Retransmission",
+    FAST_RETRANSMISSION: "TCP Fast Retransmission",
+    SPURIOUS_RETRANSMISSION: "TCP Spurious Retransmission",
+    OUT_OF_ORDER: "TCP Out-Of-Order",
+    LOST_SEGMENT: "TCP Previous segment not captured",
+    ACK_LOST_SEGMENT: "TCP ACKed unseen segment",
+    DUPLICATE_ACK: "TCP Dup ACK",
+    ZERO_WINDOW: "TCP ZeroWindow",
+    ZERO_WINDOW_PROBE: "TCP ZeroWindowProbe",
+    ZERO_WINDOW_PROBE_ACK: "TCP ZeroWindowProbeAck",
+    WINDOW_FULL: "TCP Window Full",
+    WINDOW_UPDATE: "TCP Window Update",
+    KEEP_ALIVE: "TCP Keep-Alive",
+    KEEP_ALIVE_ACK: "TCP Keep-Alive ACK",
+}
+
+_M32 = 0xFFFFFFFF
+
+
+def _gt(a: int, b: int) -> bool:
+    d = (a - b) & _M32
+    return 0 < d < 0x80000000
+
+
+def _lt(a: int, b: int) -> bool:
+    return _gt(b, a)
+
+
+def _le(a: int, b: int) -> bool:
+    return a == b or _gt(b, a)
+
+
+@dataclass(slots=True)
+class _Side:
+    base_seq: int | None = None
+    nextseq: int = 0
+    nextseqtime: int = 0
+    maxseqtobeacked: int = 0
+    lastack: int = 0
+    lastacktime: int = 0
+    lastnondupack: int = 0
+    dupacknum: int = 0
+    window: int = _M32
+    win_scale: int = -1
+    lastsegmentflags: frozenset[str] = frozenset()
+    saw_syn: bool = False
+
+
+@dataclass(slots=True)
+class _Stream:
+    index: int
+    client: tuple[str, int]
+    server: tuple[str, int]
+    sides: dict[tuple[str, int], _Side] = field(default_factory=dict)
+    mru_syn_ns: int = 0
+    first_rtt_ns: int = 0
+    closed: bool = False
+    first_ns: int = 0
+    last_ns: int = 0
+    packets: dict[tuple[str, int], int] = field(default_factory=dict)
+    bytes: dict[tuple[str, int], int] = field(default_factory=dict)
+    payload_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpInfo:
+    stream: int
+    sport: int
+    dport: int
+    flags: int
+    seq: int
+    ack: int
+    rel_seq: int
+    rel_ack: int
+    seglen: int
+    window: int
+    analysis: tuple[str, ...]
+    from_client: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PacketAnalysis:
+    packet: DecodedPacket
+    tcp: TcpInfo | None
+    app: tuple[str, str] | None
+    time_rel_ns: int
+
+    @property
+    def protocol(self) -> str:
+        return self.app[0] if self.app else self.packet.protocol
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        extra: tuple[str, ...] = ()
+        if self.packet.ip_checksum_ok is False or self.packet.tcp_checksum_ok is False:
+            extra = (BAD_CHECKSUM,)
+        return (self.tcp.analysis if self.tcp else ()) + extra
+
+    def tcp_summary(self) -> str:
+        t = self.tcp
+        p = self.packet
+        if t is None or p.tcp is None:
+            return ""
+        text = (
+            f"{t.sport} → {t.dport} [{flags_text(t.flags)}] Seq={t.rel_seq}"
+            + (f" Ack={t.rel_ack}" if t.flags & ACK else "")
+            + f" Win={t.window} Len={t.seglen}"
+        )
+        if p.tcp.options_raw:
+            try:
+                o = decode_options(p.tcp.options_raw)
+            except ValueError:
+                return text + " [bad options]"
+            if o.mss is not None:
+                text += f" MSS={o.mss}"
+            if o.sack_permitted:
+                text += " SACK_PERM"
+            if o.timestamps is not None:
+                text += f" TSval={o.timestamps[0]} TSecr={o.timestamps[1]}"
+            if o.wscale is not None:
+                text += f" WS={1 << min(o.wscale, 14)}"
+        return text
+
+    @property
+    def info(self) -> str:
+        p = self.packet
+        if self.tcp is None:
+            if p.udp_ports:
+                return f"{p.udp_ports[0]} → {p.udp_ports[1]} Len={len(p.payload)}"
+            return p.problem or ""
+        prefix = "".join(f"[{_INFO_PREFIX[f]}] " for f in self.tcp.analysis if f in _INFO_PREFIX)
+        if self.app:
+            return prefix + self.app[1]
+        return prefix + self.tcp_summary()
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    stream: int
+    client: tuple[str, int]
+    server: tuple[str, int]
+    packets_to_server: int
+    bytes_to_server: int
+    payload_to_server: int
+    packets_to_client: int
+    bytes_to_client: int
+    payload_to_client: int
+    start_rel_ns: int
+    duration_ns: int
+    handshake_rtt_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    packets: tuple[PacketAnalysis, ...]
+    conversations: tuple[Conversation, ...]
+
+
+def _analyze_segment(
+    st: _Stream, fwd: _Side, rev: _Side, p: DecodedPacket, num: int, seq: int, ack: int,
+    flags: int, window: int, seglen: int,
+) -> tuple[str, ...]:  # fmt: skip
+    ta: set[str] = set()
+    now = p.ts_ns
+    if fwd.base_seq is None:
+        fwd.base_seq = seq if flags & SYN else (seq - 1) & _M32
+    if rev.base_seq is None and flags & ACK:
+        rev.base_seq = (ack - 1) & _M32
+    finished_fwd = False
+    if seglen == 1 and seq == fwd.nextseq and rev.window == 0:
+        ta.add(ZERO_WINDOW_PROBE)
+        finished_fwd = True
+    if not finished_fwd:
+        if window == 0 and not flags & (RST | FIN | SYN):
+            ta.add(ZERO_WINDOW)
+        if fwd.nextseq and _gt(seq, fwd.nextseq) and not flags & RST:
+            ta.add(LOST_SEGMENT)
+        if seglen in (0, 1) and seq == (fwd.nextseq - 1) & _M32 and not flags & (SYN | FIN | RST):
+            ta.add(KEEP_ALIVE)
+        if (
+            seglen == 0 and window and window != fwd.window and seq == fwd.nextseq
+            and ack == fwd.lastack and not flags & (SYN | FIN | RST)
+        ):  # fmt: skip
+            ta.add(WINDOW_UPDATE)
+        if (
+            seglen > 0 and rev.win_scale != -1
+            and (seq + seglen) & _M32 == (rev.lastack + rev.window) & _M32
+            and not flags & (SYN | FIN | RST)
+        ):  # fmt: skip
+            ta.add(WINDOW_FULL)
+        same = (
+            seglen == 0 and window == fwd.window and seq == fwd.nextseq and ack == fwd.lastack
+            and not flags & (SYN | FIN | RST)
+        )  # fmt: skip
+        if same and window and KEEP_ALIVE in rev.lastsegmentflags:
+            ta.add(KEEP_ALIVE_ACK)
+        elif same and window == 0 and ZERO_WINDOW_PROBE in rev.lastsegmentflags:
+            ta.add(ZERO_WINDOW_PROBE_ACK)
+        elif same and window:
+            fwd.dupacknum = 1 if fwd.dupacknum == -1 else fwd.dupacknum + 1
+            ta.add(DUPLICATE_ACK)
+    if DUPLICATE_ACK not in ta:
+        fwd.lastnondupack = num
+        fwd.dupacknum = 0
+    if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
+        # tshark 4.0: report once per hole (a pure-ACK-stalled reverse side is not repeated)
+        if rev.maxseqtobeacked > rev.nextseq:
+            ta.add(ACK_LOST_SEGMENT)
+        else:
+            if rev.dupacknum == 0:
+                ta.add(ACK_LOST_SEGMENT)
+            rev.dupacknum = -1
+        rev.maxseqtobeacked = rev.nextseq
+    if (seglen > 0 or flags & (SYN | FIN)) and KEEP_ALIVE not in ta:
+        not_advanced = bool(fwd.nextseq) and _lt(seq, fwd.nextseq)
+        if seglen > 1 and (fwd.nextseq - 1) & _M32 == seq:
+            not_advanced = False
+        extra = 1 if flags & (SYN | FIN) else 0
+        if seglen > 0 and rev.lastack and _le((seq + seglen) & _M32, rev.lastack):
+            ta.add(SPURIOUS_RETRANSMISSION)
+        elif (
+            not_advanced and (rev.dupacknum >= 2 or rev.dupacknum == -1) and rev.lastack == seq
+            and now - rev.lastacktime < 20_000_000
+        ):  # fmt: skip
+            ta.add(FAST_RETRANSMISSION)  # tshark's counter is unsigned: -1 counts as many
+        elif (
+            not_advanced
+            and now - fwd.nextseqtime < (st.first_rtt_ns or 3_000_000)
+            and fwd.nextseq != (seq + seglen + extra) & _M32
+        ):
+            ta.add(OUT_OF_ORDER)
+        elif not_advanced:
+            ta.add(RETRANSMISSION)
+    nextseq = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & _M32
+    if (_gt(nextseq, fwd.nextseq) or not fwd.nextseq) and ZERO_WINDOW_PROBE not in ta:
+        fwd.nextseq = nextseq
+        fwd.nextseqtime = now
+    if (seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked) and ZERO_WINDOW_PROBE not in ta:
+        fwd.maxseqtobeacked = fwd.nextseq
+    fwd.window = window
+    fwd.lastack = ack
+    fwd.lastacktime = now
+    fwd.lastsegmentflags = frozenset(ta)
+    if flags & RST:
+        ta.add(RESET)
+    return tuple(f for f in FLAG_ORDER if f in ta)
+
+
+def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
+    """Streams, relative numbers, analysis flags and conversations for decoded packets."""
+    streams: dict[frozenset[tuple[str, int]], _Stream] = {}
+    ordered_streams: list[_Stream] = []
+    out: list[PacketAnalysis] = []
+    t0 = packets[0].ts_ns if packets else 0
+    for p in packets:
+        h = p.tcp
+        app = describe_payload(p.payload) if p.payload and p.tcp is not None else None
+        if h is None or p.ip is None:
+            out.append(PacketAnalysis(p, None, None, p.ts_ns - t0))
+            continue
+        me, peer = (p.src, h.sport), (p.dst, h.dport)
+        key = frozenset((me, peer))
+        st = streams.get(key)
+        flags = h.flags
+        if st is not None and flags & (SYN | ACK) == SYN and st.closed:
+            st = None
+        if st is None:
+            client, server = (me, peer) if not (flags & SYN and flags & ACK) else (peer, me)
+            st = _Stream(len(ordered_streams), client, server, first_ns=p.ts_ns)
+            st.sides = {client: _Side(), server: _Side()}
+            streams[key] = st
+            ordered_streams.append(st)
+        fwd, rev = st.sides[me], st.sides[peer]
+        if flags & SYN:
+            opts = _safe_wscale(p)
+            if not flags & ACK:
+                st.mru_syn_ns = p.ts_ns
+                fwd.win_scale = opts if opts is not None else -2
+            else:
+                if opts is None or rev.win_scale == -2:
+                    fwd.win_scale = -2
+                    rev.win_scale = -2
+                else:
+                    fwd.win_scale = opts
+            fwd.saw_syn = True
+        elif flags & ACK and st.mru_syn_ns and not st.first_rtt_ns:
+            st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
+        window = h.window
+        if not flags & SYN and fwd.win_scale >= 0:
+            window <<= fwd.win_scale
+        seglen = len(p.payload)
+        analysis = _analyze_segment(st, fwd, rev, p, p.number, h.seq, h.ack, flags, window, seglen)
+        if flags & (FIN | RST):
+            st.closed = True
+        st.last_ns = p.ts_ns
+        st.packets[me] = st.packets.get(me, 0) + 1
+        st.bytes[me] = st.bytes.get(me, 0) + p.wire_len
+        st.payload_bytes[me] = st.payload_bytes.get(me, 0) + seglen
+        base = fwd.base_seq if fwd.base_seq is not None else h.seq
+        rbase = rev.base_seq if rev.base_seq is not None else h.ack
+        info = TcpInfo(
+            st.index, h.sport, h.dport, flags, h.seq, h.ack, (h.seq - base) & _M32,
+            (h.ack - rbase) & _M32 if flags & ACK else 0, seglen, window, analysis,
+            me == st.client,
+        )  # fmt: skip
+        out.append(PacketAnalysis(p, info, app, p.ts_ns - t0))
+    convs = tuple(
+        Conversation(
+            s.index,
+            s.client,
+            s.server,
+            s.packets.get(s.client, 0),
+            s.bytes.get(s.client, 0),
+            s.payload_bytes.get(s.client, 0),
+            s.packets.get(s.server, 0),
+            s.bytes.get(s.server, 0),
+            s.payload_bytes.get(s.server, 0),
+            s.first_ns - t0,
+            s.last_ns - s.first_ns,
+            s.first_rtt_ns or None,
+        )
+        for s in ordered_streams
+    )
+    return Analysis(tuple(out), convs)
+
+
+def _safe_wscale(p: DecodedPacket) -> int | None:
+    if p.tcp is None or not p.tcp.options_raw:
+        return None
+    try:
+        ws = decode_options(p.tcp.options_raw).wscale
+    except ValueError:
+        return None
+    return None if ws is None else min(ws, 14)

@@ -1,0 +1,149 @@
+"""Analysis flags agree with tshark's tcp.analysis.* packet for packet on anomalous captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from packets_helpers import EXAMPLE_CSV, TsharkFields, craft_capture
+
+from parlour.packets.analysis import (
+    FAST_RETRANSMISSION,
+    RETRANSMISSION,
+    SPURIOUS_RETRANSMISSION,
+    TSHARK_FIELDS,
+    analyze,
+)
+from parlour.packets.capturefile import read_capture
+from parlour.packets.conversation import build_conversations
+from parlour.packets.decode import decode_records
+from parlour.packets.messages import load_messages
+from parlour.packets.pcap import PcapWriter
+
+FIELD_NAMES = sorted(set(TSHARK_FIELDS.values()))
+
+
+def ours(path: Path) -> list[set[str]]:
+    result = []
+    for p in analyze(decode_records(read_capture(path))).packets:
+        flags = set(p.tcp.analysis) if p.tcp else set()
+        fields = {TSHARK_FIELDS[f] for f in flags}
+        if flags & {FAST_RETRANSMISSION, SPURIOUS_RETRANSMISSION}:
+            fields.add(TSHARK_FIELDS[RETRANSMISSION])  # tshark adds both expert items
+        result.append(fields)
+    return result
+
+
+def theirs(path: Path, tshark_fields: TsharkFields) -> list[set[str]]:
+    rows = tshark_fields(path, *FIELD_NAMES)
+    return [{name for name, value in zip(FIELD_NAMES, row, strict=True) if value} for row in rows]
+
+
+def assert_agree(path: Path, tshark_fields: TsharkFields) -> list[set[str]]:
+    mine, reference = ours(path), theirs(path, tshark_fields)
+    diffs = [(i + 1, m, r) for i, (m, r) in enumerate(zip(mine, reference, strict=True)) if m != r]
+    assert not diffs, f"frame, ours, tshark: {diffs}"
+    return reference
+
+
+SCENARIOS: dict[str, tuple[list[tuple[str, int, int, str, int, int, int]], str, int | None]] = {
+    # name: (segments after the handshake, a flag tshark must report somewhere, window scale)
+    "retransmission": (
+        [("c", 1, 1, "PA", 100, 502, 1000), ("c", 1, 1, "PA", 100, 502, 300_000),
+         ("s", 1, 101, "A", 0, 502, 100)],
+        "tcp.analysis.retransmission", 7,
+    ),
+    "lost_and_acked_unseen": (
+        [("c", 101, 1, "PA", 100, 502, 1000), ("s", 1, 201, "A", 0, 502, 100)],
+        "tcp.analysis.ack_lost_segment", 7,
+    ),
+    "dup_acks_and_fast_retransmission": (
+        [("c", 101, 1, "PA", 100, 502, 1000), ("s", 1, 1, "A", 0, 502, 100),
+         ("c", 201, 1, "PA", 100, 502, 100), ("s", 1, 1, "A", 0, 502, 100),
+         ("c", 301, 1, "PA", 100, 502, 100), ("s", 1, 1, "A", 0, 502, 100),
+         ("c", 1, 1, "PA", 100, 502, 1000), ("s", 1, 401, "A", 0, 502, 100)],
+        "tcp.analysis.fast_retransmission", 7,
+    ),
+    "out_of_order": (
+        [("c", 101, 1, "PA", 100, 502, 1000), ("c", 1, 1, "PA", 100, 502, 50),
+         ("s", 1, 201, "A", 0, 502, 100)],
+        "tcp.analysis.out_of_order", 7,
+    ),
+    "spurious": (
+        [("c", 1, 1, "PA", 100, 502, 1000), ("s", 1, 101, "A", 0, 502, 100),
+         ("c", 1, 1, "PA", 100, 502, 200_000)],
+        "tcp.analysis.spurious_retransmission", 7,
+    ),
+    "zero_window": (
+        [("c", 1, 1, "PA", 100, 502, 1000), ("s", 1, 101, "A", 0, 0, 100),
+         ("c", 101, 1, "A", 1, 502, 200_000), ("s", 1, 101, "A", 0, 0, 100),
+         ("s", 1, 101, "A", 0, 502, 100_000), ("c", 101, 1, "PA", 50, 502, 100)],
+        "tcp.analysis.zero_window", 7,
+    ),
+    "keep_alive": (
+        [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "A", 0, 502, 100),
+         ("c", 10, 1, "A", 0, 502, 5_000_000), ("s", 1, 11, "A", 0, 502, 100)],
+        "tcp.analysis.keep_alive", 7,
+    ),
+    "reset": (
+        [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "RA", 0, 0, 100)],
+        "tcp.connection.rst", 7,
+    ),
+    "window_full_without_scaling": (
+        [("s", 1, 1, "A", 0, 1000, 100), ("c", 1, 1, "PA", 1000, 64240, 1000),
+         ("s", 1, 1001, "A", 0, 1000, 100)],
+        "tcp.analysis.window_full", None,
+    ),
+    "window_update": (
+        [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "A", 0, 100, 100),
+         ("s", 1, 11, "A", 0, 502, 100)],
+        "tcp.analysis.window_update", 7,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.tshark
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_crafted_anomalies_agree_with_tshark(
+    tmp_path: Path, tshark_fields: TsharkFields, name: str
+) -> None:
+    segments, expected, ws = SCENARIOS[name]
+    path = tmp_path / f"{name}.pcap"
+    craft_capture(path, segments, ws)
+    reference = assert_agree(path, tshark_fields)
+    assert any(expected in flags for flags in reference), reference
+
+
+@pytest.mark.tshark
+@settings(
+    deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_mutated_conversations_agree_with_tshark(
+    tmp_path: Path, tshark_fields: TsharkFields, data: st.DataObject
+) -> None:
+    """Drop, duplicate, delay and reorder packets of a clean conversation; flags still agree."""
+    built = build_conversations(load_messages(EXAMPLE_CSV, framing="auto"))
+    frames = [(p.ts_ns, p.datagram) for p in built]
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(0, len(frames) - 1))
+        op = data.draw(st.sampled_from(["drop", "dup", "swap", "late_dup"]))
+        if op == "drop" and len(frames) > 2:
+            del frames[i]
+        elif op == "dup":
+            frames.insert(i + 1, frames[i])
+        elif op == "late_dup":
+            frames.insert(
+                i + 1, (frames[i][0] + data.draw(st.integers(0, 50_000_000)), frames[i][1])
+            )
+        elif op == "swap" and i + 1 < len(frames):
+            frames[i], frames[i + 1] = frames[i + 1], frames[i]
+    ts = [t for t, _ in frames]
+    mono = [max(ts[: k + 1]) for k in range(len(ts))]
+    frames = [(mono[k], f) for k, (_, f) in enumerate(frames)]
+    path = tmp_path / "mutated.pcap"
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many(frames)
+    assert_agree(path, tshark_fields)
