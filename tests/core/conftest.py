@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import Harness
+from core_harness import Harness
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import ADMIN_PW, PW, Harness, PlainHasher
+from core_harness import ADMIN_PW, PW, Harness, PlainHasher
 
 from parlour.core.config import CoreConfig
 from parlour.core.service import ChatService

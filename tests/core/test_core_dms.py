@@ -3,7 +3,7 @@ broadcast."""
 
 from __future__ import annotations
 
-from harness import Harness
+from core_harness import Harness
 
 from parlour.core.writes import AppendDm, SetDmCursor
 

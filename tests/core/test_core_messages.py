@@ -3,7 +3,7 @@ length and rate limits."""
 
 from __future__ import annotations
 
-from harness import Harness
+from core_harness import Harness
 
 from parlour.core.config import CoreConfig
 from parlour.core.writes import AppendRoomMessage

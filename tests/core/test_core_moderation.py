@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import ADMIN_PW, PW, Harness
+from core_harness import ADMIN_PW, PW, Harness
 
 from parlour.core.writes import AddBan, Audit, RemoveBan
 

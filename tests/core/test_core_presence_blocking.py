@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import Harness
+from core_harness import Harness
 
 from parlour.core.config import CoreConfig
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import Harness
+from core_harness import Harness
 
 
 def test_login_resume_rooms_and_dms(h: Harness) -> None:

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from wire import Wire
+from e2e_helpers import ADMIN_PASSWORD, PASSWORD, ClientFactory, FakeClock, ServerFactory, Wire
 
 from parlour.core.passwords import Argon2Hasher
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
-
-ADMIN_PASSWORD = "admin-password-1"
-PASSWORD = "password-123"
-
-
-class FakeClock:
-    """Wall time plus an offset the test can advance (lockouts, bans, windows)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-ServerFactory = Callable[..., Awaitable[ChatServer]]
-ClientFactory = Callable[..., Awaitable[Wire]]
 
 
 @pytest.fixture

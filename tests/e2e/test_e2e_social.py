@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import PASSWORD, ClientFactory, FakeClock
-from wire import Wire
+from e2e_helpers import PASSWORD, ClientFactory, FakeClock, Wire
 
 UserFactory = Callable[..., Awaitable[Wire]]
 

@@ -1,4 +1,7 @@
-"""A small raw-socket client for end-to-end tests: exact bytes in, parsed frames out."""
+"""Shared helpers of the end-to-end tests (imported by name; conftest.py holds only fixtures).
+
+``Wire`` is a small raw-socket client: exact bytes in, parsed frames out.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,45 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TIMEOUT", "Wire", "WireError"]
+if TYPE_CHECKING:
+    from parlour.server.app import ChatServer
+
+__all__ = [
+    "ADMIN_PASSWORD",
+    "PASSWORD",
+    "TIMEOUT",
+    "ClientFactory",
+    "FakeClock",
+    "ServerFactory",
+    "Wire",
+    "WireError",
+]
 
 TIMEOUT = 15.0
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "password-123"
+
+
+class FakeClock:
+    """Wall time plus an offset the test can advance (lockouts, bans, windows)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+ServerFactory = Callable[..., Awaitable["ChatServer"]]
+ClientFactory = Callable[..., Awaitable["Wire"]]
 
 
 class WireError(AssertionError):

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wire import Wire
+from e2e_helpers import Wire
 
 UserFactory = Callable[..., Awaitable[Wire]]
 

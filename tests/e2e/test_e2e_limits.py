@@ -8,8 +8,7 @@ import json
 import socket
 from collections.abc import Awaitable, Callable
 
-from conftest import PASSWORD, ClientFactory, ServerFactory
-from wire import Wire
+from e2e_helpers import PASSWORD, ClientFactory, ServerFactory, Wire
 
 from parlour.server.app import ChatServer
 

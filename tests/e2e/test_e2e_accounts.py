@@ -6,8 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import ADMIN_PASSWORD, PASSWORD, ClientFactory, FakeClock, ServerFactory
-from wire import Wire
+from e2e_helpers import ADMIN_PASSWORD, PASSWORD, ClientFactory, FakeClock, ServerFactory, Wire
 
 UserFactory = Callable[..., Awaitable[Wire]]
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, ClientFactory, ServerFactory
+from e2e_helpers import PASSWORD, ClientFactory, ServerFactory
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from wire import TIMEOUT, Wire
+from e2e_helpers import TIMEOUT, Wire
 
 ADMIN_PASSWORD = "process-admin-pw"
 PASSWORD = "password-123"
