@@ -8,6 +8,7 @@ from typing import Literal
 import click
 
 from parlour.packets.addresses import parse_mac
+from parlour.packets.cli_capture import capture
 from parlour.packets.conversation import DEFAULT_START_NS, BuildOptions, build_conversations
 from parlour.packets.hexdump import hexdump
 from parlour.packets.messages import (
@@ -190,3 +191,6 @@ def build(
         except ReplayError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(report, err=True)
+
+
+packets.add_command(capture)
