@@ -187,6 +187,8 @@ class LiveCapture:
             self.close()
             raise CaptureError(f"cannot capture on {interface}: {exc.strerror or exc}") from exc
         self._snaplen = snaplen
+        self._view = memoryview(b"")
+        self._stop_reason = "stopped"
         self._writer: PcapWriter | PcapngWriter
         if fmt == "pcapng":
             self._writer = PcapngWriter(
@@ -206,8 +208,10 @@ class LiveCapture:
         for s in (self._sock, self._wake_r, self._wake_w):
             s.close()
 
-    def stop(self) -> None:
-        """Ask :meth:`run` to return after the frame it is handling (safe from anywhere)."""
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask :meth:`run` to write what is queued and return (safe from threads and signal
+        handlers); *reason* ends up in the report."""
+        self._stop_reason = reason
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
@@ -218,17 +222,44 @@ class LiveCapture:
             return 0
         return int(struct.unpack("II", raw)[1])
 
+    def _drain(self, budget: int | None) -> tuple[int, int]:
+        """Write the frames already queued on the socket (at most *budget*)."""
+        view = self._view
+        anc = socket.CMSG_SPACE(16)
+        count = total = 0
+        while budget is None or count < budget:
+            try:
+                n, ancdata, _flags, addr = self._sock.recvmsg_into([view], anc, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not keep_frame(addr[2], self.loopback):
+                continue
+            ts_ns = _timestamp(ancdata)
+            frame = bytes(view[:n])
+            self._writer.write(ts_ns, frame)
+            if self._on_packet is not None:
+                self._on_packet(ts_ns, frame)
+            count += 1
+            total += n
+        self._stream.flush()
+        return count, total
+
     def run(self) -> CaptureReport:
         limits = self.limits
-        buf = bytearray(self._snaplen)
-        view = memoryview(buf)
-        anc = socket.CMSG_SPACE(16)
+        self._view = memoryview(bytearray(self._snaplen))
         count = total = 0
         reason = "stopped"
         started = time.monotonic()
         sel = selectors.DefaultSelector()
         sel.register(self._sock, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
+
+        def drain() -> None:
+            nonlocal count, total
+            n, size = self._drain(None if limits.count is None else limits.count - count)
+            count += n
+            total += size
+
         try:
             while True:
                 now = time.monotonic()
@@ -236,32 +267,14 @@ class LiveCapture:
                     reason = "count reached" if limits.count and count >= limits.count else "time"
                     break
                 events = sel.select(limits.wait(now, started))
+                if events:
+                    drain()
                 if any(key.fileobj is self._wake_r for key, _ in events):
-                    reason = "stopped"
+                    reason = self._stop_reason  # what was already queued has been written
                     break
-                if not events:
-                    continue
-                while True:  # drain what is queued, then look at the limits again
-                    try:
-                        n, ancdata, _flags, addr = self._sock.recvmsg_into(
-                            [view], anc, socket.MSG_DONTWAIT
-                        )
-                    except BlockingIOError:
-                        break
-                    if not keep_frame(addr[2], self.loopback):
-                        continue
-                    ts_ns = _timestamp(ancdata)
-                    frame = bytes(view[:n])
-                    self._writer.write(ts_ns, frame)
-                    if self._on_packet is not None:
-                        self._on_packet(ts_ns, frame)
-                    count += 1
-                    total += n
-                    if limits.count is not None and count >= limits.count:
-                        break
-                self._stream.flush()
         except KeyboardInterrupt:
             reason = "interrupted"
+            drain()
         finally:
             sel.close()
             self._stream.flush()
@@ -293,11 +306,13 @@ def capture_to_file(
     fmt: Format | None = None,
     nanosecond: bool = False,
     ready: Callable[[LiveCapture], None] | None = None,
+    on_packet: Callable[[int, bytes], None] | None = None,
 ) -> CaptureReport:
     """Capture to *path* (pcapng if it ends in ``.pcapng`` unless *fmt* says otherwise).
 
     *ready* is called with the open capture once it is listening (tests use it to start
-    traffic and to keep a handle for :meth:`LiveCapture.stop`).
+    traffic and to keep a handle for :meth:`LiveCapture.stop`); *on_packet* is called with
+    ``(ts_ns, frame)`` for every recorded frame.
     """
     fmt = fmt or ("pcapng" if str(path).endswith(".pcapng") else "pcap")
     try:
@@ -306,7 +321,13 @@ def capture_to_file(
         raise CaptureError(f"cannot write {path}: {exc.strerror}") from exc
     try:
         with LiveCapture(
-            f, interface=interface, port=port, limits=limits, fmt=fmt, nanosecond=nanosecond
+            f,
+            interface=interface,
+            port=port,
+            limits=limits,
+            fmt=fmt,
+            nanosecond=nanosecond,
+            on_packet=on_packet,
         ) as cap:
             if ready is not None:
                 ready(cap)

@@ -123,6 +123,13 @@ def _macs(items: tuple[str, ...]) -> dict[str, bytes]:
     metavar="HOST:PORT",
     help="Replay the messages over a real TCP connection to a listener.",
 )
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Replay this many times faster than the CSV timestamps.",
+)
 def build(
     messages_csv: Path,
     output: Path | None,
@@ -141,6 +148,7 @@ def build(
     explain: bool,
     send: bool,
     replay: str | None,
+    speed: float,
 ) -> None:  # fmt: skip
     """Turn MESSAGES_CSV (msg_id,app_protocol,src_app,dst_app,src_port,dst_port,message,
     timestamp) into correct TCP conversations and write them as a capture."""
@@ -187,7 +195,7 @@ def build(
         from parlour.packets.replay import ReplayError, replay_messages
 
         try:
-            report = replay_messages(messages, replay)
+            report = replay_messages(messages, replay, speed=speed)
         except ReplayError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(report, err=True)

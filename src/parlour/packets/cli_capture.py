@@ -71,10 +71,13 @@ def capture(
     until = " or ".join(b for b in bounds if b) or "Ctrl-C"
 
     def on_ready(cap: LiveCapture) -> None:
-        def on_term(_sig: int, _frame: FrameType | None) -> None:
-            cap.stop()
+        def on_signal(sig: int, _frame: FrameType | None) -> None:
+            cap.stop(
+                "interrupted" if sig == signal.SIGINT else "terminated"
+            )  # run() writes what is queued, then returns: the file stays complete
 
-        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         if not quiet:
             click.echo(f"capturing {what} to {output} until {until} (Ctrl-C stops)", err=True)
 
@@ -92,4 +95,5 @@ def capture(
         raise click.ClickException(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     click.echo(f"{report} → {output}", err=True)
