@@ -72,6 +72,9 @@ class Backend:
         self.last_crashed: float | None = None
         self.last_crash_reason: str | None = None
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        # percentiles of the previous run, shown until this run has samples of its own
+        self.restored_p50: float | None = None
+        self.restored_p99: float | None = None
 
     @property
     def state(self) -> BackendState:
@@ -98,9 +101,11 @@ class Backend:
         self.last_connected = snap.last_connected
         self.last_crashed = snap.last_crashed
         self.last_crash_reason = snap.last_crash_reason
+        self.restored_p50 = snap.p50_ms
+        self.restored_p99 = snap.p99_ms
 
     def snapshot(self, now: float) -> BackendSnapshot:
-        p50 = p99 = None
+        p50, p99 = self.restored_p50, self.restored_p99
         if self.latencies_ms:
             ordered = sorted(self.latencies_ms)
             p50 = ordered[int(0.5 * (len(ordered) - 1))]

@@ -1,0 +1,372 @@
+"""Robustness over real sockets: passive health, killing backends under load (only
+in-flight requests may fail, counters stay right across kill/restart cycles), a backend
+that stops reading, a POST on a reused connection, and every statistic surviving a
+restart through the real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
+
+from parlour.proxy.control import BackendSpec
+from parlour.proxy.stats_store import StatsStore
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+class RawBackend(asyncio.Protocol):
+    """A minimal keep-alive HTTP backend that can be killed abruptly (every connection
+    reset, listener closed) and started again on the same port."""
+
+    def __init__(self, owner: KillableBackend) -> None:
+        self.owner = owner
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.owner.conns.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            _, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            self.owner.served += 1
+            body = self.owner.name.encode()
+            assert self.transport is not None
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.conns.discard(self)
+
+
+class KillableBackend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self.served = 0
+        self.conns: set[RawBackend] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: RawBackend(self), "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def kill(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+        await self.server.wait_closed()
+        self.server = None
+
+    @property
+    def id(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+async def killable() -> AsyncIterator[Callable[[str], KillableBackend]]:
+    made: list[KillableBackend] = []
+
+    def make(name: str) -> KillableBackend:
+        made.append(KillableBackend(name))
+        return made[-1]
+
+    yield make
+    for b in made:
+        if b.server is not None:
+            await b.kill()
+
+
+@dataclasses.dataclass
+class LoadStats:
+    ok: int = 0
+    failed: int = 0
+    by_name: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+async def _client(port: int, stop: asyncio.Event, stats: LoadStats) -> None:
+    """Keep-alive GETs in a loop; reconnects when the proxy closes the connection."""
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    while not stop.is_set():
+        if writer is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert reader is not None
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ", 1)[1].split(b"\r\n", 1)[0])
+            body = await reader.readexactly(length)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            stats.failed += 1
+            writer.close()
+            writer = None
+            continue
+        if head.startswith(b"HTTP/1.1 200"):
+            stats.ok += 1
+            name = body.decode()
+            stats.by_name[name] = stats.by_name.get(name, 0) + 1
+        else:
+            stats.failed += 1
+        if b"Connection: close" in head:
+            writer.close()
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def test_kill_backend_under_load_only_in_flight_fail_and_counters_stay_right(
+    proxy: ProxyFactory, killable: Callable[[str], KillableBackend]
+) -> None:
+    a, b = killable("a"), killable("b")
+    await a.start()
+    await b.start()
+    rt = await proxy(
+        [BackendSpec("127.0.0.1", a.port), BackendSpec("127.0.0.1", b.port)],
+        health_interval_s=0.05,
+        health_rise=2,
+        health_fall=2,
+        retry_limit=2,
+    )
+    port = rt.listen_port or 0
+    stop = asyncio.Event()
+    stats = LoadStats()
+    concurrency = 8
+    clients = [asyncio.create_task(_client(port, stop, stats)) for _ in range(concurrency)]
+    try:
+        await until(lambda: a.served > 50 and b.served > 50)
+        for _cycle in range(3):
+            failed_before = stats.failed
+            await a.kill()
+            # only requests in flight on `a` at the kill may fail: at most one per client
+            await until(lambda: rt.pool.get(a.id).state == "down")
+            assert stats.failed - failed_before <= concurrency
+            failed_after_down = stats.failed
+            served_b = b.served
+            await until(lambda n=served_b: b.served > n + 200)
+            assert stats.failed == failed_after_down  # traffic continues on b, no errors
+            snap = next(s for s in rt.backends() if s.id == a.id)
+            assert snap.last_crashed is not None and snap.last_crash_reason
+            served_a = a.served
+            await a.start()
+            await until(lambda: rt.pool.get(a.id).state == "up")
+            await until(lambda n=served_a: a.served > n + 50)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), 10)
+    await until(lambda: all(s.active_conns == 0 for s in rt.backends()))
+    snaps = {s.id: s for s in rt.backends()}
+    answered = stats.ok + stats.failed
+    # every client request is counted once by the proxy (the last one of a client may be
+    # counted without an answer when it stopped mid-request)
+    assert answered <= rt.totals().requests <= answered + concurrency
+    # each backend's request counter covers every request it answered
+    assert snaps[a.id].requests >= stats.by_name["a"]
+    assert snaps[b.id].requests >= stats.by_name["b"]
+    assert snaps[a.id].requests <= a.served + concurrency * 3  # sends that died in the kill
+    assert snaps[b.id].requests == b.served
+    assert snaps[a.id].state == "up" and snaps[a.id].total_up_s > 0
+
+
+async def test_passive_failures_mark_a_backend_down_without_active_checks(
+    proxy: ProxyFactory, killable: Callable[[str], KillableBackend]
+) -> None:
+    a, b = killable("a"), killable("b")
+    await a.start()
+    await b.start()
+    # health_interval_s is 60 s (fixture default): only the first active check runs
+    rt = await proxy(
+        [BackendSpec("127.0.0.1", a.port), BackendSpec("127.0.0.1", b.port)],
+        health_fall=2,
+        retry_limit=2,
+    )
+    port = rt.listen_port or 0
+    await a.kill()
+    for _ in range(6):
+        out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"b")
+    snap = next(s for s in rt.backends() if s.id == a.id)
+    assert snap.state == "down"
+    # down after at most `fall` passive failures, then no more traffic to it
+    assert 1 <= snap.connect_errors <= 2
+    assert snap.last_crash_reason and "connect failed" in snap.last_crash_reason
+
+
+async def test_post_on_reused_connection_is_not_replayed(proxy: ProxyFactory) -> None:
+    """The backend closes after reading a POST sent on a pooled keep-alive connection:
+    the POST may have been processed, so the proxy answers 502 and never sends it again."""
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                received.append(head.split(b"\r\n", 1)[0])
+                if head.startswith(b"POST"):
+                    await reader.readexactly(2)
+                    writer.transport.abort()
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        rt = await proxy([BackendSpec("127.0.0.1", srv.sockets[0].getsockname()[1])])
+        port = rt.listen_port or 0
+        out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200")
+        await until(lambda: len(rt.idle_upstream.get(rt.backends()[0].id, [])) == 1)
+        out = await raw_exchange(
+            port, b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+        )
+        assert out.startswith(b"HTTP/1.1 502")
+        assert received == [b"GET / HTTP/1.1", b"POST /pay HTTP/1.1"]
+    finally:
+        srv.close()
+        with contextlib.suppress(Exception):
+            await srv.wait_closed()
+
+
+async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
+    proxy: ProxyFactory,
+) -> None:
+    """A backend takes a request head and then never reads: the proxy stops reading the
+    client's upload instead of buffering it."""
+    stalled: list[asyncio.Transport] = []
+
+    class Stalling(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            t: asyncio.Transport = transport  # type: ignore[assignment]
+            t.get_extra_info("socket").setsockopt(1, 8, 4096)  # SOL_SOCKET, SO_RCVBUF
+            stalled.append(t)
+
+        def data_received(self, data: bytes) -> None:
+            stalled[-1].pause_reading()
+
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(Stalling, "127.0.0.1", 0)
+    buffer_size = 16384
+    try:
+        rt = await proxy(
+            [BackendSpec("127.0.0.1", srv.sockets[0].getsockname()[1])], buffer_size=buffer_size
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+        total = 256 * 1024 * 1024
+        writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"x" * 65536
+        sent = 0
+
+        async def upload() -> None:
+            nonlocal sent
+            while sent < total:
+                writer.write(block)
+                sent += len(block)
+                await writer.drain()
+
+        up_task = asyncio.create_task(upload())
+        await until(lambda: any("upstream" in getattr(c, "paused", ()) for c in rt.conns))
+        conn = next(iter(rt.conns))
+        upstream = conn.upstream  # type: ignore[attr-defined]
+        assert upstream is not None and upstream.transport is not None
+        # bounded: the proxy holds at most about one buffer's worth, the rest stays in
+        # the client's socket buffers (the upload is blocked, far from complete)
+        assert upstream.transport.get_write_buffer_size() <= buffer_size + 2 * len(block)
+        assert conn.buffered <= buffer_size  # type: ignore[attr-defined]
+        assert not up_task.done() and sent < total // 4
+        up_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await up_task
+        writer.transport.abort()
+        del reader
+    finally:
+        srv.close()
+        for t in stalled:
+            t.abort()
+
+
+async def test_every_statistic_survives_a_restart_with_the_sqlite_store(
+    tmp_path: Path, backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    db = tmp_path / "stats.db"
+    store = StatsStore(db)
+    rt = await proxy([a.spec, b.spec], store=store, load_from="previous")
+    port = rt.listen_port or 0
+    for _ in range(6):
+        out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200")
+    bid = f"127.0.0.1:{b.port}"
+    for _ in range(rt.settings().health_fall):
+        rt.pool.passive_failure(bid, rt.clock(), "connect failed: refused (test)")
+    assert rt.pool.get(bid).state == "down"
+    before = {s.id: s for s in rt.backends()}
+    await rt.stop(drain_timeout_s=0.5)
+    store.close()
+
+    store2 = StatsStore(db)
+    try:
+        rt2 = await proxy([], store=store2, load_from="previous")
+        after = {s.id: s for s in rt2.backends()}
+        assert set(after) == set(before)
+        for bid_, old in before.items():
+            new = after[bid_]
+            for field in (
+                "requests",
+                "total_conns",
+                "bytes_in",
+                "bytes_out",
+                "connect_errors",
+                "response_errors",
+                "retries",
+                "last_connected",
+                "last_crashed",
+                "last_crash_reason",
+                "p50_ms",
+                "p99_ms",
+            ):
+                assert getattr(new, field) == getattr(old, field), (bid_, field)
+            assert new.total_up_s >= old.total_up_s - 0.01
+        assert after[bid].last_crash_reason == "connect failed: refused (test)"
+        assert after[f"127.0.0.1:{a.port}"].p50_ms is not None
+        events = store2.events(backend_id=bid)
+        assert any(e.kind == "down" for e in events)
+    finally:
+        store2.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_listening_socket_uses_so_reuseport_with_several_workers(workers: int) -> None:
+    import socket
+
+    from parlour.proxy.config import ProxyConfig
+    from parlour.proxy.runtime import ProxyRuntime
+
+    rt = ProxyRuntime(ProxyConfig(listen_port=0, admin_port=None, workers=workers))
+    sock = rt._make_socket()
+    try:
+        assert bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)) == (workers > 1)
+    finally:
+        sock.close()
