@@ -83,6 +83,10 @@ class KillableBackend:
         return f"127.0.0.1:{self.port}"
 
 
+def served_more(backend: KillableBackend, n: int) -> Callable[[], bool]:
+    return lambda: backend.served > n
+
+
 @pytest.fixture
 async def killable() -> AsyncIterator[Callable[[str], KillableBackend]]:
     made: list[KillableBackend] = []
@@ -163,14 +167,14 @@ async def test_kill_backend_under_load_only_in_flight_fail_and_counters_stay_rig
             assert stats.failed - failed_before <= concurrency
             failed_after_down = stats.failed
             served_b = b.served
-            await until(lambda n=served_b: b.served > n + 200)
+            await until(served_more(b, served_b + 200))
             assert stats.failed == failed_after_down  # traffic continues on b, no errors
             snap = next(s for s in rt.backends() if s.id == a.id)
             assert snap.last_crashed is not None and snap.last_crash_reason
             served_a = a.served
             await a.start()
             await until(lambda: rt.pool.get(a.id).state == "up")
-            await until(lambda n=served_a: a.served > n + 50)
+            await until(served_more(a, served_a + 50))
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), 10)
