@@ -133,3 +133,40 @@ def test_plain_text_is_said_verbatim(text: str) -> None:
     if not text.strip():
         return
     assert c.parse_line(text) == c.Say(text)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/edit last better text", c.Edit(None, "better text")),
+        ("/edit @bob last  two  spaces", c.Edit(None, "two  spaces", "bob")),
+        ("/delete last", c.Delete(None)),
+        ("/delete @bob last", c.Delete(None, "bob")),
+        ("/history @bob", c.DmHistory("bob")),
+        ("/history @bob 7", c.DmHistory("bob", 7)),
+        ("/history #123", c.History("123")),
+        ("@bob   spaced out", c.Direct("bob", "spaced out")),
+        ("/Join General", c.Join("General")),
+    ],
+)
+def test_more_examples(line: str, expected: c.Command) -> None:
+    assert c.parse_line(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line", ["/edit ² x", "/history ²", "/audit ²", "/delete 1 2", "/edit @bob", "/delete @x!"]
+)
+def test_odd_digits_and_leftovers_are_usage_errors(line: str) -> None:
+    assert isinstance(c.parse_line(line), c.Invalid)
+
+
+@settings(deadline=None)
+@given(
+    st.sampled_from(sorted(c.COMMAND_HELP)),
+    st.lists(st.text(min_size=1, max_size=12).filter(lambda s: not s.isspace()), max_size=4),
+)
+def test_every_command_with_random_arguments_is_total(name: str, args: list[str]) -> None:
+    result = c.parse_line(f"/{name} " + " ".join(args))
+    assert isinstance(result, c.Command)  # type: ignore[misc,arg-type]
+    if isinstance(result, c.Invalid):
+        assert result.message.startswith(("usage:", "not a", "unknown", "nothing")), result

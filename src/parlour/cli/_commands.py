@@ -114,14 +114,16 @@ class Since:
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    seq: int
+    """Edit message ``seq`` (``None``: your last one) in the current room or DM with ``peer``."""
+
+    seq: int | None
     text: str
     peer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    seq: int
+    seq: int | None
     peer: str | None = None
 
 
@@ -240,11 +242,11 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
     "leave": ("/leave [room]", "leave the current (or given) room"),
     "rooms": ("/rooms", "list rooms with member and online counts"),
     "who": ("/who [--since 1h] [room]", "who is online (or was, within the window)"),
-    "history": ("/history [room] [n]", "the last n messages of the current room"),
+    "history": ("/history [room|@user] [n]", "the last n messages of a room (or DMs)"),
     "dm-history": ("/dm-history <user> [n]", "the last n direct messages with a user"),
     "since": ("/since <10m|2h|ISO time>", "room messages since a time"),
-    "edit": ("/edit [@user] <seq> <text>", "edit your message (room, or DM with @user)"),
-    "delete": ("/delete [@user] <seq>", "delete your message"),
+    "edit": ("/edit [@user] <seq|last> <text>", "edit your message (room, or DM with @user)"),
+    "delete": ("/delete [@user] <seq|last>", "delete your message"),
     "block": ("/block <user>", "stop receiving a user's messages"),
     "unblock": ("/unblock <user>", "undo /block"),
     "blocks": ("/blocks", "list whom you block"),
@@ -286,7 +288,9 @@ def _name(token: str) -> str | None:
 
 
 def _count(token: str) -> int | None:
-    return int(token) if token.isdigit() and 0 < int(token) <= 1000 else None
+    if not (token.isascii() and token.isdigit() and len(token) <= 4):
+        return None
+    return int(token) if 0 < int(token) <= 1000 else None
 
 
 def parse_line(line: str) -> Command:
@@ -302,7 +306,7 @@ def parse_line(line: str) -> Command:
             return Invalid(f"not a user name: @{target}")
         if not text.strip():
             return Invalid(f"nothing to send to @{target}")
-        return Direct(target, text)
+        return Direct(target, text.lstrip(" "))
     if not line.startswith("/"):
         return Say(line)
     head, _, rest = line[1:].partition(" ")
@@ -348,6 +352,14 @@ def parse_line(line: str) -> Command:
     if cmd == "history":
         hroom: str | None = None
         limit: int | None = None
+        if args and args[0].startswith("@"):
+            cmd = "history"
+            if _name(args[0]) is None or len(args) > 2:
+                return usage()
+            n = _count(args[1]) if len(args) == 2 else None
+            if len(args) == 2 and n is None:
+                return usage()
+            return DmHistory(_name(args[0]) or "", n)
         for token in args:
             if limit is None and _count(token) is not None:
                 limit = _count(token)
@@ -376,23 +388,29 @@ def parse_line(line: str) -> Command:
             return Invalid("usage: /since <10m|2h|1d or 2024-11-21T20:00>")
         return Since(at=when.timestamp())
     if cmd in ("edit", "delete"):
+        words = rest.split(None, 1)
         peer: str | None = None
-        if args and args[0].startswith("@"):
-            peer = _name(args[0])
+        if words and words[0].startswith("@"):
+            peer = _name(words[0])
             if peer is None:
                 return usage()
-            args = args[1:]
-            rest = rest.split(None, 1)[1] if len(rest.split(None, 1)) > 1 else ""
-        if not args or not args[0].isdigit() or int(args[0]) < 1:
+            words = rest.split(None, 2)[1:]
+        if not words:
             return usage()
-        seq = int(args[0])
+        seq: int | None
+        if words[0].lower() == "last":
+            seq = None
+        elif words[0].isascii() and words[0].isdigit() and 1 <= len(words[0]) <= 15:
+            if int(words[0]) < 1:
+                return usage()
+            seq = int(words[0])
+        else:
+            return usage()
         if cmd == "delete":
-            return Delete(seq, peer) if len(args) == 1 else usage()
-        parts = rest.split(None, 1)
-        text = parts[1] if len(parts) > 1 else ""
-        if not text.strip():
+            return Delete(seq, peer) if len(words) == 1 else usage()
+        if len(words) != 2 or not words[1].strip():
             return usage()
-        return Edit(seq, text, peer)
+        return Edit(seq, words[1], peer)
     if cmd in ("block", "unblock"):
         name = one_name()
         return ToggleBlock(name, cmd == "block") if name else usage()

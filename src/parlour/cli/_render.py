@@ -1,12 +1,18 @@
 """How ``parlour chat`` shows things — pure functions from protocol values to text lines.
 
-Room messages: ``[#general 12] bob: hello``; DMs: ``[dm] alice → you: hi`` (the number after a
-room name is the message's sequence number, used by ``/edit`` and ``/delete``). Notices start
-with ``*`` (room and presence changes) or ``!`` (things that happened to you).
+Room messages: ``#general <bob> hello [12]``; DMs: ``[DM] alice: hi [3]`` (and
+``[DM] you → alice: ...`` for your own). The number in brackets at the end is the message's
+sequence number, used by ``/edit`` and ``/delete``. Notices start with ``*`` (room and presence
+changes) or ``!`` (things that happened to you, errors).
+
+Everything that came from other users or the server goes through :func:`clean`, so no
+message, name or reason can move the cursor, change colours, retitle the window or reorder
+text on the screen: control characters are shown as visible escapes (``\\x1b``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -21,6 +27,8 @@ from parlour.client.types import (
 from parlour.protocol import Event, EventName, MessageRecord
 
 __all__ = [
+    "clean",
+    "clean_text",
     "format_time",
     "render_audit",
     "render_bans",
@@ -32,36 +40,67 @@ __all__ = [
     "render_who",
 ]
 
+#: C0 and C1 control characters, DEL, Unicode line/paragraph separators and the bidirectional
+#: formatting characters (text-direction spoofing, "Trojan Source")
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: continuation lines of a multi-line message are indented by this
+INDENT = "    "
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(value: object) -> str:
+    """``value`` as one line of safe text: every control character is shown as an escape."""
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def clean_text(text: str) -> str:
+    """Message text: newlines become indented continuation lines, tabs spaces, and every other
+    control character a visible escape."""
+    text = text.replace("\r\n", "\n").replace("\t", "    ")
+    return f"\n{INDENT}".join(clean(part) for part in text.split("\n"))
+
 
 def format_time(ts: float | None, *, with_date: bool = False) -> str:
     """Local time ``HH:MM`` (``YYYY-MM-DD HH:MM`` with ``with_date``); ``-`` for ``None``."""
     if ts is None:
         return "-"
-    moment = datetime.fromtimestamp(ts)
+    try:
+        moment = datetime.fromtimestamp(ts)
+    except (OverflowError, OSError, ValueError):
+        return "?"
     return moment.strftime("%Y-%m-%d %H:%M" if with_date else "%H:%M")
 
 
-def _who(name: str, me: str | None) -> str:
-    return "you" if me is not None and name.casefold() == me.casefold() else name
+def _is_me(name: str, me: str | None) -> bool:
+    return me is not None and name.casefold() == me.casefold()
 
 
 def render_record(record: MessageRecord, me: str | None, *, with_time: bool = False) -> str:
-    """One message line (live, history or ``since``)."""
-    when = f" {format_time(record.ts)}" if with_time else ""
+    """One message as found in history, ``since``, ``join`` or a ``message``/``dm`` event."""
+    when = f"{format_time(record.ts)} " if with_time else ""
+    seq = f"[{record.seq}]"
+    sender = clean(record.sender)
+    body = "(deleted)" if record.deleted or record.text is None else clean_text(record.text)
+    mark = " (edited)" if record.edited and not record.deleted else ""
     if record.room is not None:
-        head = f"[#{record.room} {record.seq}{when}]"
-        if record.deleted:
-            return f"{head} (message by {record.sender} deleted)"
-        mark = " (edited)" if record.edited else ""
-        return f"{head} {record.sender}: {record.text}{mark}"
-    peer = record.peer or "?"
-    sender_is_me = me is not None and record.sender.casefold() == me.casefold()
-    arrow = f"you → {peer}" if sender_is_me else f"{record.sender} → you"
-    head = f"[dm {record.seq}{when}]" if with_time else "[dm]"
-    if record.deleted:
-        return f"{head} {arrow}: (deleted)"
-    mark = " (edited)" if record.edited else ""
-    return f"{head} {arrow}: {record.text}{mark}"
+        return f"{when}#{clean(record.room)} <{sender}> {body}{mark} {seq}"
+    peer = clean(record.peer or "?")
+    who = f"you → {peer}" if _is_me(record.sender, me) else sender
+    return f"{when}[DM] {who}: {body}{mark} {seq}"
+
+
+def _change(record: MessageRecord, me: str | None, edited: bool) -> str:
+    """A ``*_edited`` / ``*_deleted`` event: say what changed, not just the new state."""
+    where = f"#{clean(record.room)}" if record.room is not None else "[DM]"
+    author = "you" if _is_me(record.sender, me) else clean(record.sender)
+    if edited:
+        text = clean_text(record.text or "")
+        return f"{where} * {author} edited [{record.seq}]: {text}"
+    return f"{where} * message [{record.seq}] by {author} was deleted"
 
 
 def _record(event: Event) -> MessageRecord | None:
@@ -75,63 +114,75 @@ def render_event(event: Event, me: str | None = None) -> str | None:
     """The line to print for a server event (``None``: nothing worth showing)."""
     f = event.fields
     name = event.name
+
+    def get(key: str) -> str:
+        return clean(f.get(key))
+
     if name in (EventName.MESSAGE, EventName.DM):
         rec = _record(event)
         return render_record(rec, me) if rec else None
     if name in (EventName.MESSAGE_EDITED, EventName.DM_EDITED):
         rec = _record(event)
-        return f"{render_record(rec, me)}" if rec else None
+        return _change(rec, me, edited=True) if rec else None
     if name in (EventName.MESSAGE_DELETED, EventName.DM_DELETED):
         rec = _record(event)
-        return render_record(rec, me) if rec else None
+        return _change(rec, me, edited=False) if rec else None
     if name is EventName.JOINED:
-        return f"* {f.get('user')} joined #{f.get('room')}"
+        return f"* {get('user')} joined #{get('room')}"
     if name is EventName.LEFT:
-        return f"* {f.get('user')} left #{f.get('room')}"
+        return f"* {get('user')} left #{get('room')}"
     if name is EventName.PRESENCE:
         state = "online" if f.get("online") else "offline"
-        return f"* {f.get('user')} is {state}"
+        return f"* {get('user')} is {state}"
     if name is EventName.BROADCAST:
-        return f"*** broadcast from {f.get('from')}: {f.get('text')}"
+        return f"*** broadcast from {get('from')}: {clean_text(str(f.get('text') or ''))}"
     if name is EventName.KICKED:
-        where = f"#{f['room']}" if f.get("room") else "the server"
-        reason = f": {f['reason']}" if f.get("reason") else ""
-        return f"! you were kicked from {where} by {f.get('by')}{reason}"
+        where = f"#{get('room')}" if f.get("room") else "the server"
+        reason = f": {get('reason')}" if f.get("reason") else ""
+        again = " (/join it again to come back)" if f.get("room") else ""
+        return f"! you were kicked from {where} by {get('by')}{reason}{again}"
     if name is EventName.BANNED:
         until = f.get("until")
-        span = f"until {format_time(until, with_date=True)}" if until else "permanently"
-        reason = f": {f['reason']}" if f.get("reason") else ""
-        return f"! you were banned {span} by {f.get('by')}{reason}"
+        span = (
+            f"until {format_time(until, with_date=True)}"
+            if isinstance(until, int | float)
+            else "permanently"
+        )
+        reason = f": {get('reason')}" if f.get("reason") else ""
+        return f"! you were banned {span} by {get('by')}{reason}"
     if name is EventName.ROOM_CREATED:
-        return f"* {f.get('by')} created #{f.get('room')}"
+        return f"* {get('by')} created #{get('room')}"
     if name is EventName.ROOM_RENAMED:
-        return f"* {f.get('by')} renamed #{f.get('room')} to #{f.get('new_name')}"
+        return f"* {get('by')} renamed #{get('room')} to #{get('new_name')}"
     if name is EventName.ROOM_DELETED:
-        return f"* {f.get('by')} deleted #{f.get('room')}"
+        return f"* {get('by')} deleted #{get('room')}"
     if name is EventName.DISCONNECT:
-        return f"! the server is closing the connection: {f.get('reason') or f.get('code')}"
+        return f"! the server is closing the connection: {clean(f.get('reason') or f.get('code'))}"
     return None
 
 
 def render_session(session: Session) -> str:
-    rooms = ", ".join(f"#{r}" for r in session.rooms) or "none yet (try /rooms, /join general)"
-    return f"* logged in as {session.username} ({session.role}); your rooms: {rooms}"
+    rooms = ", ".join(f"#{clean(r)}" for r in session.rooms) or "none yet (/rooms, /join NAME)"
+    return f"* logged in as {clean(session.username)} ({clean(session.role)}); your rooms: {rooms}"
 
 
 def render_join(result: JoinResult, me: str | None) -> list[str]:
     lines = [render_record(m, me) for m in result.messages]
-    online = set(result.online)
-    people = ", ".join(f"{m}{'' if m in online else ' (away)'}" for m in result.members)
-    lines.append(f"* you are in #{result.room} — members: {people}")
+    online = {n.casefold() for n in result.online}
+    people = ", ".join(
+        f"{clean(m)}{'' if m.casefold() in online else ' (away)'}" for m in result.members
+    )
+    lines.append(f"* you are in #{clean(result.room)} — members: {people or 'none'}")
     return lines
 
 
 def render_rooms(rooms: Iterable[RoomInfo], current: str | None) -> list[str]:
     out = []
     for r in rooms:
-        mark = "*" if r.name == current else (" +" if r.joined else "  ")
-        mark = mark if len(mark) == 2 else f"{mark} "
-        out.append(f"{mark}#{r.name:<20} {r.members:>4} members {r.online:>4} online")
+        mark = "* " if r.name == current else ("+ " if r.joined else "  ")
+        out.append(f"{mark}#{clean(r.name):<20} {r.members:>4} members {r.online:>4} online")
+    if out:
+        out.append("(* current room, + joined)")
     return out or ["(no rooms)"]
 
 
@@ -140,10 +191,9 @@ def render_who(users: Iterable[UserPresence]) -> list[str]:
     for u in users:
         state = "online " if u.online else "offline"
         role = " (admin)" if u.role == "admin" else ""
-        out.append(
-            f"{u.username + role:<30} {state}  login {format_time(u.login_ts, with_date=True)}"
-            f"  active {format_time(u.last_active, with_date=True)}"
-        )
+        login = format_time(u.login_ts, with_date=True)
+        active = format_time(u.last_active, with_date=True)
+        out.append(f"{clean(u.username) + role:<30} {state}  login {login}  active {active}")
     return out or ["(nobody)"]
 
 
@@ -151,15 +201,18 @@ def render_bans(bans: Iterable[BanInfo]) -> list[str]:
     out = []
     for b in bans:
         until = format_time(b.until, with_date=True) if b.until else "permanent"
-        by = f" by {b.by}" if b.by else ""
-        reason = f": {b.reason}" if b.reason else ""
-        out.append(f"{b.user:<20} until {until}{by}{reason}")
+        by = f" by {clean(b.by)}" if b.by else ""
+        reason = f": {clean(b.reason)}" if b.reason else ""
+        out.append(f"{clean(b.user):<20} until {until}{by}{reason}")
     return out or ["(no bans)"]
 
 
 def render_audit(entries: Iterable[AuditRecord]) -> list[str]:
     out = []
     for e in entries:
-        reason = f": {e.reason}" if e.reason else ""
-        out.append(f"{format_time(e.ts, with_date=True)}  {e.actor} {e.action} {e.target}{reason}")
+        reason = f": {clean(e.reason)}" if e.reason else ""
+        out.append(
+            f"{format_time(e.ts, with_date=True)}  {clean(e.actor)} {clean(e.action)}"
+            f" {clean(e.target)}{reason}"
+        )
     return out or ["(audit log is empty)"]

@@ -7,8 +7,11 @@ order, waiting for each reply, prints what arrived, and exits at end of input::
     printf '/join general\\nhello\\n' | PARLOUR_PASSWORD=... parlour chat --user alice
 
 Exit status: 0 normally, 1 when logging in fails, 2 when the server cannot be reached or the
-arguments are wrong, 3 when the server ended the session (kick, ban) or reconnecting gave up.
+arguments are wrong, 3 when the server ended the session (kick, ban) or reconnecting gave up,
+4 when input was piped and at least one line failed (an error reply or bad usage).
 Chat output goes to stdout; notices and errors (lines starting with ``!``) go to stderr.
+Everything printed passes through :func:`parlour.cli._render.clean` (no terminal control
+sequences from other users).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import IO
 
 import click
 
 from parlour.cli import _commands as c
 from parlour.cli._render import (
+    clean,
     render_audit,
     render_bans,
     render_event,
@@ -47,18 +51,22 @@ from parlour.client import (
     ServerError,
     Session,
 )
+from parlour.protocol import Event, EventName, MessageRecord
 
 __all__ = ["ChatApp", "chat"]
 
-EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED = 0, 1, 2, 3
+EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 class _LineReader:
     """Reads stdin lines in a daemon thread, one per request (so the thread never holds the
     terminal while a hidden password prompt runs, and never blocks interpreter exit)."""
 
-    def __init__(self, stream: IO[str], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, stream: IO[str], loop: asyncio.AbstractEventLoop, *, terminal: bool = False
+    ) -> None:
         self._stream = stream
+        self._terminal = terminal
         self._loop = loop
         self._want = threading.Semaphore(0)
         self._future: asyncio.Future[str | None] | None = None
@@ -69,9 +77,11 @@ class _LineReader:
     def _run(self) -> None:
         while True:
             self._want.acquire()
+            line: str | None
             try:
-                line: str | None = self._stream.readline() or None
-            except (OSError, ValueError):
+                # on a terminal, input() gives line editing and history (readline)
+                line = input() + "\n" if self._terminal else self._stream.readline() or None
+            except (EOFError, OSError, ValueError):
                 line = None
             self._loop.call_soon_threadsafe(self._deliver, line)
             if line is None:
@@ -107,12 +117,31 @@ class ChatApp:
     ) -> None:
         self.client = client
         self.interactive = interactive
-        self.out = out
-        self.err = err
+        self._out = out
+        self._err = err
         self.ask = ask  # (prompt, hidden) -> answer; interactive only
         self.me: str | None = None
         self.room: str | None = None
+        #: lines that failed (error reply, bad usage); piped runs exit 4 if any
         self.failures = 0
+        #: your last acknowledged message per room / DM peer (for ``/edit last``)
+        self.last_room_seq: dict[str, int] = {}
+        self.last_dm_seq: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ output
+
+    def out(self, text: str) -> None:
+        """Print to stdout, one call per line, every line made safe for a terminal."""
+        for line in text.split("\n"):
+            self._out(clean(line))
+
+    def err(self, text: str) -> None:
+        for line in text.split("\n"):
+            self._err(clean(line))
+
+    def fail(self, text: str) -> None:
+        self.failures += 1
+        self.err(text)
 
     # ------------------------------------------------------------------ login
 
@@ -144,8 +173,10 @@ class ChatApp:
                     session = await self.client.login(username, password)
             except ServerError as exc:
                 self.err(f"! {'sign-up' if signup else 'login'} failed: {exc.message}")
+                if exc.code in ("banned", "locked_out", "already_logged_in"):
+                    return False
                 password = None
-                if exc.code == "username_taken" or exc.code == "bad_credentials":
+                if exc.code in ("username_taken", "bad_credentials", "invalid_field"):
                     username = None if self.interactive else username
                 continue
             except (ClientClosed, ConnectionLost) as exc:
@@ -160,15 +191,28 @@ class ChatApp:
         if self.room is None and session.rooms:
             self.room = session.rooms[0]
         self.out(render_session(session))
+        if self.room is not None:
+            self.out(f"* talking in #{self.room} (/join another room to switch)")
         if self.interactive:
-            self.out("* type a message, @user to DM, /help for commands")
+            self.out("* type a message, @user text to DM, /help for commands")
 
     # ------------------------------------------------------------------ events
 
-    def show_event(self, event: Any) -> None:
+    def show_event(self, event: Event) -> None:
+        self._track(event)
         line = render_event(event, self.me)
         if line is not None:
             self.out(line)
+
+    def _track(self, event: Event) -> None:
+        """Keep the current room right when the server changes it under us."""
+        name, room = event.name, event.fields.get("room")
+        if room is None or room != self.room:
+            return
+        if name in (EventName.KICKED, EventName.ROOM_DELETED):
+            self.room = None
+        elif name is EventName.ROOM_RENAMED:
+            self.room = str(event.fields.get("new_name"))
 
     async def print_events(self) -> None:
         async for event in self.client.events():
@@ -176,9 +220,11 @@ class ChatApp:
 
     def on_state(self, state: ConnectionState, detail: str) -> None:
         if state is ConnectionState.DISCONNECTED:
-            self.err(f"! connection to the server lost ({detail}); reconnecting…")
+            self.err(f"! connection to the server lost ({detail})")
+        elif state is ConnectionState.RECONNECTING and detail.startswith("attempt 1 "):
+            self.err("! reconnecting… (what you type is sent once the server is back)")
         elif state is ConnectionState.CONNECTED and self.client.reconnects > 0:
-            self.err("! reconnected")
+            self.err("! reconnected; anything you missed follows")
 
     # ------------------------------------------------------------------ commands
 
@@ -190,11 +236,9 @@ class ChatApp:
         try:
             await self.execute(cmd)
         except ServerError as exc:
-            self.failures += 1
-            self.err(f"! {exc.message} [{exc.code}]")
+            self.fail(f"! {exc.message} [{exc.code}]")
         except ConnectionLost as exc:
-            self.failures += 1
-            self.err(f"! not done, the connection dropped ({exc}); try again")
+            self.fail(f"! not done, the connection dropped ({exc}); try again")
         return True
 
     async def execute(self, cmd: c.Command) -> None:
@@ -202,78 +246,57 @@ class ChatApp:
         if isinstance(cmd, c.Empty):
             return
         if isinstance(cmd, c.Invalid):
-            self.failures += 1
-            self.err(f"! {cmd.message}")
+            self.fail(f"! {cmd.message}")
         elif isinstance(cmd, c.Help):
             self.help(cmd.topic)
         elif isinstance(cmd, c.Say):
             if self.room is None:
-                self.failures += 1
-                self.err("! you are not in a room: /join <room> first (/rooms lists them)")
+                self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
                 return
-            await client.send(self.room, cmd.text)
+            self._offline_notice()
+            ack = await client.send(self.room, cmd.text)
+            self.last_room_seq[ack.room or self.room] = ack.seq
         elif isinstance(cmd, c.Direct):
-            await client.dm(cmd.to, cmd.text)
-            if not self.interactive:
-                self.out(f"[dm] you → {cmd.to}: {cmd.text}")
+            self._offline_notice()
+            ack = await client.dm(cmd.to, cmd.text)
+            peer = ack.peer or cmd.to
+            self.last_dm_seq[peer] = ack.seq
+            record = MessageRecord(
+                peer=peer, seq=ack.seq, ts=ack.ts, sender=me or "you", text=cmd.text
+            )
+            self.out(render_record(record, me))
         elif isinstance(cmd, c.Join):
             result = await client.join(cmd.room)
             self.room = result.room
             for out in render_join(result, me):
                 self.out(out)
         elif isinstance(cmd, c.Leave):
-            room = cmd.room or self.room
-            if room is None:
-                self.err("! you are not in a room")
-                return
-            await client.leave(room)
-            self.out(f"* you left #{room}")
-            if room == self.room:
-                self.room = None
-                joined = [r.name for r in await client.rooms() if r.joined]
-                if joined:
-                    self.room = joined[0]
-                    self.out(f"* now talking in #{self.room}")
+            await self.leave(cmd.room or self.room)
         elif isinstance(cmd, c.Rooms):
             for out in render_rooms(await client.rooms(), self.room):
                 self.out(out)
         elif isinstance(cmd, c.Who):
-            for out in render_who(await client.who(cmd.room, cmd.since)):
+            present = await client.who(cmd.room, cmd.since)
+            if cmd.since is None:
+                present = [u for u in present if u.online]
+            for out in render_who(present):
                 self.out(out)
         elif isinstance(cmd, c.History):
             room = cmd.room or self.room
             if room is None:
-                self.err("! which room? /history <room> [n]")
+                self.fail("! which room? /history <room> [n]")
                 return
             page = await client.history(room, limit=cmd.limit)
-            for rec in page.messages:
-                self.out(render_record(rec, me, with_time=True))
-            if not page.messages:
-                self.out(f"* no messages in #{room}")
+            self._page(page.messages, page.has_more, f"* no messages in #{room}")
         elif isinstance(cmd, c.DmHistory):
             page = await client.history(peer=cmd.peer, limit=cmd.limit)
-            for rec in page.messages:
-                self.out(render_record(rec, me, with_time=True))
-            if not page.messages:
-                self.out(f"* no direct messages with {cmd.peer}")
+            self._page(page.messages, page.has_more, f"* no direct messages with {cmd.peer}")
         elif isinstance(cmd, c.Since):
             ts = cmd.at if cmd.at is not None else time.time() - (cmd.ago or 0.0)
             page = await client.since(max(ts, 0.0))
-            for rec in page.messages:
-                self.out(render_record(rec, me, with_time=True))
-            if not page.messages:
-                self.out("* nothing new")
+            self._page(page.messages, page.has_more, "* nothing since then")
         elif isinstance(cmd, c.Edit | c.Delete):
-            room = None if cmd.peer else self.room
-            if cmd.peer is None and room is None:
-                self.err("! join a room first (or use @user for a DM)")
-                return
-            if isinstance(cmd, c.Edit):
-                rec = await client.edit(cmd.seq, cmd.text, room=room, peer=cmd.peer)
-            else:
-                rec = await client.delete(cmd.seq, room=room, peer=cmd.peer)
-            if cmd.peer:  # room changes come back as events; DM ones may not
-                self.out(render_record(rec, me))
+            await self.change(cmd)
         elif isinstance(cmd, c.ToggleBlock):
             if cmd.block:
                 await client.block(cmd.user)
@@ -287,7 +310,7 @@ class ChatApp:
         elif isinstance(cmd, c.Kick):
             res = await client.kick(cmd.user, cmd.room, cmd.reason)
             where = f" from #{res.room}" if res.room else ""
-            self.out(f"* kicked {res.user}{where} ({res.sessions} session(s))")
+            self.out(f"* kicked {res.user}{where} ({res.sessions} session(s) told)")
         elif isinstance(cmd, c.Ban):
             ban = await client.ban(cmd.user, cmd.duration, cmd.reason)
             for out in render_bans([ban]):
@@ -305,7 +328,7 @@ class ChatApp:
             n = await client.broadcast(cmd.text)
             self.out(f"* broadcast sent to {n} session(s)")
         elif isinstance(cmd, c.RoomCreate):
-            self.out(f"* created #{await client.room_create(cmd.room)}")
+            self.out(f"* created #{await client.room_create(cmd.room)} (/join it to talk there)")
         elif isinstance(cmd, c.RoomRename):
             new = await client.room_rename(cmd.room, cmd.new_name)
             if self.room == cmd.room:
@@ -319,36 +342,87 @@ class ChatApp:
         elif isinstance(cmd, c.Passwd):
             await self.passwd(cmd)
 
+    def _offline_notice(self) -> None:
+        if not self.client.connected and self.client.closed_reason is None:
+            self.err("! not connected right now: this is sent when the server is back")
+
+    def _page(self, messages: Sequence[MessageRecord], has_more: bool, empty: str) -> None:
+        for rec in messages:
+            self.out(render_record(rec, self.me, with_time=True))
+        if not messages:
+            self.out(empty)
+        elif has_more:
+            self.out("* (older messages exist: ask for more with a larger n)")
+
+    async def leave(self, room: str | None) -> None:
+        if room is None:
+            self.fail("! you are not in a room")
+            return
+        await self.client.leave(room)
+        self.out(f"* you left #{room}")
+        if room == self.room:
+            self.room = None
+            joined = [r.name for r in await self.client.rooms() if r.joined]
+            if joined:
+                self.room = joined[0]
+                self.out(f"* now talking in #{self.room}")
+            else:
+                self.out("* you are in no room now: /join <room> to talk")
+
+    async def change(self, cmd: c.Edit | c.Delete) -> None:
+        room = None if cmd.peer else self.room
+        if cmd.peer is None and room is None:
+            self.fail("! join a room first (or use @user for a DM)")
+            return
+        seq = cmd.seq
+        if seq is None:
+            seq = self.last_dm_seq.get(cmd.peer) if cmd.peer else self.last_room_seq.get(room or "")
+            if seq is None:
+                where = f"to {cmd.peer}" if cmd.peer else f"in #{room}"
+                self.fail(f"! you have sent nothing {where} in this session; give the number")
+                return
+        if isinstance(cmd, c.Edit):
+            rec = await self.client.edit(seq, cmd.text, room=room, peer=cmd.peer)
+        else:
+            rec = await self.client.delete(seq, room=room, peer=cmd.peer)
+        if cmd.peer:  # room changes come back as events to you too; DM ones do not
+            verb = "edited" if isinstance(cmd, c.Edit) else "deleted"
+            self.out(f"* {verb}: {render_record(rec, self.me)}")
+
     async def passwd(self, cmd: c.Passwd) -> None:
         old, new = cmd.old, cmd.new
         if old is None or new is None:
             if self.ask is None:
-                self.err("! usage: /passwd <old> <new>")
+                self.fail("! usage: /passwd <old> <new>")
                 return
             old = await asyncio.to_thread(self.ask, "Old password: ", True)
             new = await asyncio.to_thread(self.ask, "New password: ", True)
             if new != await asyncio.to_thread(self.ask, "New password (again): ", True):
-                self.err("! the passwords differ; nothing changed")
+                self.fail("! the passwords differ; nothing changed")
                 return
         await self.client.passwd(old, new)
         self.out("* password changed")
 
     def help(self, topic: str | None) -> None:
-        if topic and topic in c.COMMAND_HELP:
-            usage, text = c.COMMAND_HELP[topic]
-            self.out(f"{usage}  — {text}")
+        if topic:
+            spec = c.COMMAND_HELP.get(topic.lower())
+            if spec is None:
+                self.fail(f"! no command /{topic}; /help lists them")
+                return
+            self.out(f"{spec[0]}  — {spec[1]}")
             return
-        self.out("text            send to the current room")
-        self.out("@user text      direct message")
+        self.out("text                             send to the current room")
+        self.out("@user text                       direct message (delivered later if offline)")
+        self.out("//text                           send text that starts with /")
         for usage, text in c.COMMAND_HELP.values():
             self.out(f"{usage:<32} {text}")
+        self.out("Messages end with their number, e.g. [12]: /edit 12 new text, /delete 12.")
 
     # ------------------------------------------------------------------ main loop
 
     async def loop(self, reader: _LineReader) -> int:
         printer = asyncio.create_task(self.print_events(), name="parlour-chat-printer")
         ended = asyncio.create_task(self.client.wait_closed(), name="parlour-chat-ended")
-        code = EXIT_OK
         try:
             while True:
                 line_task = asyncio.ensure_future(reader.readline())
@@ -368,9 +442,14 @@ class ChatApp:
                     return self._ended(reason)
             if not self.interactive:
                 # flush: events pushed before this round trip are printed before we exit
-                with contextlib.suppress(ServerError, ConnectionLost, ClientClosed):
+                try:
                     await asyncio.wait_for(self.client.ping(), 10)
-            return code
+                except (ServerError, ConnectionLost, ClientClosed, TimeoutError):
+                    # the connection ended under us: was it the server ending the session?
+                    await asyncio.wait({ended}, timeout=2)
+            if ended.done():
+                return self._ended(ended.result())
+            return EXIT_FAILED if self.failures and not self.interactive else EXIT_OK
         finally:
             printer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -392,6 +471,24 @@ def _ssl_context(tls: bool, ca: str | None, insecure: bool) -> ssl.SSLContext | 
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _explain(exc: BaseException, context: ssl.SSLContext | None) -> str:
+    """A connection failure in words a user can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"{exc.verify_message or exc}; for a self-signed certificate pass --tls-ca FILE "
+            "(or --tls-insecure for a test)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc}); does the server use TLS?"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused; is `parlour serve` running there?"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if context is None and "during hello" in str(exc):
+        return f"{exc} (if the server uses TLS, add --tls)"
+    return str(exc) or type(exc).__name__
 
 
 def _ask(prompt: str, hidden: bool) -> str:
@@ -419,14 +516,14 @@ async def _main(
         click.echo(line, err=True)
 
     if retries is None:
-        retries = None if interactive else 8
+        retries = None if interactive else 10
     app_holder: list[ChatApp] = []
     client = Client(
         host,
         port,
         ssl=context,
         server_hostname=host if context else None,
-        backoff=Backoff(max_attempts=retries),
+        backoff=Backoff(maximum=5.0, max_attempts=retries),
         client_name="parlour-chat",
         on_state=lambda state, detail: (
             app_holder[0].on_state(state, detail) if app_holder else None
@@ -439,14 +536,14 @@ async def _main(
     try:
         await client.connect()
     except (OSError, TimeoutError) as exc:
-        err(f"! cannot reach the chat server at {host}:{port}: {exc or type(exc).__name__}")
+        app.err(f"! cannot reach the chat server at {host}:{port}: {_explain(exc, context)}")
         return EXIT_CONNECT
     try:
         if not await app.authenticate(username, password, signup):
             return EXIT_LOGIN
         if room is not None:
             await app.run_line(f"/join {room}")
-        reader = _LineReader(stdin, asyncio.get_running_loop())
+        reader = _LineReader(stdin, asyncio.get_running_loop(), terminal=interactive)
         return await app.loop(reader)
     finally:
         await client.close()
@@ -488,8 +585,9 @@ def chat(
     stdin: IO[str] = sys.stdin
     interactive = stdin.isatty()
     password = os.environ.get("PARLOUR_PASSWORD") or None
-    if password is None and username is not None and interactive:
-        password = getpass.getpass(f"Password for {username}: ")
+    if interactive:
+        with contextlib.suppress(ImportError):  # line editing and history for input()
+            import readline  # noqa: F401
     if not interactive and (username is None or password is None):
         raise click.UsageError("piped input needs --user NAME and the PARLOUR_PASSWORD variable")
     context = _ssl_context(tls, tls_ca, tls_insecure)

@@ -1,0 +1,111 @@
+"""Helpers for `parlour chat` end-to-end tests: a real in-process chat server on 127.0.0.1
+(port 0, restartable on the same port and data directory) and `parlour chat` subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from parlour.core.passwords import Argon2Hasher
+from parlour.server.app import ChatServer
+from parlour.server.config import Settings
+
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "password-123"
+#: generous upper bound for one expected line; tests wait on output, never sleep
+TIMEOUT = 30.0
+
+
+class LiveServer:
+    """A real `ChatServer` that can be stopped and started again on the same port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(port=0, data_dir=data_dir, admin_password=ADMIN_PASSWORD)
+        self.server: ChatServer | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        settings = dataclasses.replace(self.settings, port=self.port)
+        self.server = await ChatServer.start(
+            settings,
+            password_hasher=Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1),
+            tick_interval=0.2,
+        )
+        self.port = self.server.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=2)
+            self.server = None
+
+
+class ChatProcess:
+    """`python -m parlour chat ...` with pipes; read its output line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+
+    @classmethod
+    async def start(cls, port: int, *args: str, password: str = PASSWORD) -> ChatProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLOUR_")}
+        env.update(PARLOUR_PASSWORD=password, PYTHONUNBUFFERED="1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "parlour", "chat", "--port", str(port), *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def send(self, *lines: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
+        await self.proc.stdin.drain()
+
+    async def expect(self, needle: str, *, stream: str = "out") -> str:
+        """Read lines from stdout (or stderr) until one contains ``needle``; return it."""
+        reader = self.proc.stdout if stream == "out" else self.proc.stderr
+        seen = self.out if stream == "out" else self.err
+        assert reader is not None
+        while True:
+            raw = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            if not raw:
+                raise AssertionError(f"{stream} ended before {needle!r}; got {seen!r}")
+            line = raw.decode().rstrip("\n")
+            seen.append(line)
+            if needle in line:
+                return line
+
+    async def finish(self) -> tuple[int, str, str]:
+        """Close stdin (end of input) and collect the rest: (exit code, stdout, stderr)."""
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
+        assert self.proc.returncode is not None
+        all_out = "\n".join([*self.out, out.decode()])
+        all_err = "\n".join([*self.err, err.decode()])
+        return self.proc.returncode, all_out, all_err
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+async def run_script(
+    port: int, script: str, *args: str, password: str = PASSWORD
+) -> tuple[int, str, str]:
+    """``printf script | parlour chat args``: (exit code, stdout, stderr)."""
+    chat = await ChatProcess.start(port, *args, password=password)
+    try:
+        assert chat.proc.stdin is not None
+        chat.proc.stdin.write(script.encode())
+        return await chat.finish()
+    finally:
+        chat.kill()
