@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parlour.packets.appdecode import describe_payload
+from parlour.packets.appdecode import StreamDecoder
 from parlour.packets.decode import DecodedPacket
 from parlour.packets.tcp import decode_options, flags_text
 
@@ -20,9 +20,13 @@ __all__ = [
     "TSHARK_FIELDS",
     "Analysis",
     "Conversation",
+    "Direction",
     "PacketAnalysis",
+    "StreamChunk",
     "TcpInfo",
     "analyze",
+    "follow",
+    "retransmitted",
 ]
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -114,6 +118,12 @@ class _Side:
     win_scale: int = -1
     lastsegmentflags: frozenset[str] = frozenset()
     saw_syn: bool = False
+    decoder: StreamDecoder = field(default_factory=StreamDecoder)
+    packets: int = 0
+    bytes: int = 0
+    payload_bytes: int = 0
+    first_ns: int | None = None
+    last_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -127,9 +137,6 @@ class _Stream:
     closed: bool = False
     first_ns: int = 0
     last_ns: int = 0
-    packets: dict[tuple[str, int], int] = field(default_factory=dict)
-    bytes: dict[tuple[str, int], int] = field(default_factory=dict)
-    payload_bytes: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,19 +212,37 @@ class PacketAnalysis:
 
 
 @dataclass(frozen=True, slots=True)
+class Direction:
+    """One direction of a conversation: frames, frame bytes, payload bytes, time span."""
+
+    packets: int
+    bytes: int
+    payload: int
+    start_rel_ns: int | None
+    duration_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
+    """A TCP conversation (tshark's ``tcp.stream``); *client* is the side that sent the SYN
+    (or the first packet seen when the handshake was not captured)."""
+
     stream: int
     client: tuple[str, int]
     server: tuple[str, int]
-    packets_to_server: int
-    bytes_to_server: int
-    payload_to_server: int
-    packets_to_client: int
-    bytes_to_client: int
-    payload_to_client: int
+    to_server: Direction
+    to_client: Direction
     start_rel_ns: int
     duration_ns: int
     handshake_rtt_ns: int | None
+
+    @property
+    def packets(self) -> int:
+        return self.to_server.packets + self.to_client.packets
+
+    @property
+    def bytes(self) -> int:
+        return self.to_server.bytes + self.to_client.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +349,6 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
     t0 = packets[0].ts_ns if packets else 0
     for p in packets:
         h = p.tcp
-        app = describe_payload(p.payload) if p.payload and p.tcp is not None else None
         if h is None or p.ip is None:
             out.append(PacketAnalysis(p, None, None, p.ts_ns - t0))
             continue
@@ -363,9 +387,13 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         if flags & (FIN | RST):
             st.closed = True
         st.last_ns = p.ts_ns
-        st.packets[me] = st.packets.get(me, 0) + 1
-        st.bytes[me] = st.bytes.get(me, 0) + p.wire_len
-        st.payload_bytes[me] = st.payload_bytes.get(me, 0) + seglen
+        fwd.packets += 1
+        fwd.bytes += p.wire_len
+        fwd.payload_bytes += seglen
+        if fwd.first_ns is None:
+            fwd.first_ns = p.ts_ns
+        fwd.last_ns = p.ts_ns
+        app = fwd.decoder.feed(h.seq, p.payload) if seglen else None
         base = fwd.base_seq if fwd.base_seq is not None else h.seq
         rbase = rev.base_seq if rev.base_seq is not None else h.ack
         info = TcpInfo(
@@ -379,12 +407,8 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             s.index,
             s.client,
             s.server,
-            s.packets.get(s.client, 0),
-            s.bytes.get(s.client, 0),
-            s.payload_bytes.get(s.client, 0),
-            s.packets.get(s.server, 0),
-            s.bytes.get(s.server, 0),
-            s.payload_bytes.get(s.server, 0),
+            _direction(s.sides[s.client], t0),
+            _direction(s.sides[s.server], t0),
             s.first_ns - t0,
             s.last_ns - s.first_ns,
             s.first_rtt_ns or None,
@@ -392,6 +416,15 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         for s in ordered_streams
     )
     return Analysis(tuple(out), convs)
+
+
+def _direction(side: _Side, t0: int) -> Direction:
+    if side.first_ns is None:
+        return Direction(0, 0, 0, None, 0)
+    return Direction(
+        side.packets, side.bytes, side.payload_bytes, side.first_ns - t0,
+        side.last_ns - side.first_ns,
+    )  # fmt: skip
 
 
 def _safe_wscale(p: DecodedPacket) -> int | None:
@@ -402,3 +435,38 @@ def _safe_wscale(p: DecodedPacket) -> int | None:
     except ValueError:
         return None
     return None if ws is None else min(ws, 14)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """New bytes one side sent, in capture order (retransmitted bytes are left out)."""
+
+    number: int
+    time_rel_ns: int
+    from_client: bool
+    data: bytes
+    text: str | None
+
+
+def follow(analysis: Analysis, stream: int) -> list[StreamChunk]:
+    """The conversation's data like Wireshark's "Follow TCP Stream", with decoded chat lines."""
+    decoders = {True: StreamDecoder(), False: StreamDecoder()}
+    chunks: list[StreamChunk] = []
+    for pa in analysis.packets:
+        t = pa.tcp
+        if t is None or t.stream != stream or not t.seglen:
+            continue
+        data = decoders[t.from_client].new_bytes(t.seq, pa.packet.payload)
+        if data:
+            chunks.append(
+                StreamChunk(
+                    pa.packet.number, pa.time_rel_ns, t.from_client, data,
+                    pa.app[1] if pa.app and pa.app[0] == "Parlour" else None,
+                )
+            )  # fmt: skip
+    return chunks
+
+
+def retransmitted(flags: tuple[str, ...]) -> bool:
+    """True when a segment's flags say its data was sent before."""
+    return bool(set(flags) & {RETRANSMISSION, FAST_RETRANSMISSION, SPURIOUS_RETRANSMISSION})

@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["SECRET_KEYS", "describe_chat_object", "describe_payload", "http_first_line"]
+__all__ = [
+    "SECRET_KEYS",
+    "StreamDecoder",
+    "describe_chat_object",
+    "describe_payload",
+    "http_first_line",
+]
 
 SECRET_KEYS = frozenset(
     {"password", "new_password", "old_password", "passwd", "token", "secret", "session_token",
@@ -114,3 +120,80 @@ def describe_payload(payload: bytes) -> tuple[str, str] | None:
     if not lines or all(line.startswith("…") for line in lines):
         return None
     return "Parlour", " | ".join(lines)
+
+
+_M32 = 0xFFFFFFFF
+#: longest chat line kept while waiting for its newline (the server's own limit is far lower)
+MAX_LINE_BYTES = 1 << 20
+
+
+class StreamDecoder:
+    """Decode one direction of a TCP stream, reassembling NDJSON chat lines across segments.
+
+    Feed each segment's sequence number and payload in capture order. Bytes already seen
+    (retransmissions) are skipped, a gap (lost segment) drops the partial line, and a line is
+    decoded on the segment that completes it — like Wireshark's reassembled PDUs. The partial
+    line buffer is bounded by *max_line*.
+    """
+
+    __slots__ = ("_buf", "_kind", "_max", "_next", "_resync")
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._next: int | None = None
+        self._buf = bytearray()
+        self._kind = ""  # "", "chat", "http", "other"
+        self._max = max_line
+        self._resync = False
+
+    def new_bytes(self, seq: int, payload: bytes) -> bytes:
+        """The part of *payload* not seen before (updates the expected sequence number)."""
+        if self._next is None:
+            self._next = seq
+        delta = (seq - self._next) & _M32
+        if delta >= 0x80000000:  # starts before the expected byte: overlap
+            overlap = 0x100000000 - delta
+            if overlap >= len(payload):
+                return b""
+            payload = payload[overlap:]
+        elif delta:  # gap: bytes were lost, the partial line cannot be completed
+            self._buf.clear()
+            self._resync = self._kind == "chat"
+            self._next = seq
+        self._next = (self._next + len(payload)) & _M32
+        return payload
+
+    def feed(self, seq: int, payload: bytes) -> tuple[str, str] | None:
+        """``(protocol, text)`` for what this segment completes, or ``None``."""
+        data = self.new_bytes(seq, payload)
+        if self._resync and data.lstrip().startswith(b"{"):
+            self._resync = False  # the segment after the gap starts a new line
+        if self._resync:  # otherwise chat decoding restarts after the next newline
+            cut = data.find(b"\n")
+            if cut < 0:
+                return None
+            data = data[cut + 1 :]
+            self._resync = False
+        if not data:
+            return None
+        if not self._buf:
+            first = http_first_line(data)
+            if first is not None:
+                self._kind = "http"
+                return "HTTP", first
+            if data.lstrip().startswith(b"{"):
+                self._kind = "chat"
+            elif self._kind != "chat":
+                self._kind = "other"
+                return None
+        if self._kind != "chat":
+            return None
+        self._buf += data
+        end = self._buf.rfind(b"\n")
+        if end < 0:
+            if len(self._buf) > self._max:
+                self._buf.clear()
+                return "Parlour", f"…line longer than {self._max} bytes skipped"
+            return None
+        complete = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        return describe_payload(complete)

@@ -202,3 +202,7 @@ def build(
 
 
 packets.add_command(capture)
+
+from parlour.packets.cli_analyze import analyze_command  # noqa: E402
+
+packets.add_command(analyze_command)

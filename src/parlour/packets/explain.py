@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from parlour.packets.analysis import Analysis, retransmitted
 from parlour.packets.appdecode import describe_payload
 from parlour.packets.conversation import BuiltPacket
 from parlour.packets.ipv4 import parse_ipv4
 from parlour.packets.tcp import TcpFlags, TcpOptions, decode_options, parse_tcp
 
-__all__ = ["Story", "explain_built", "narrate"]
+__all__ = ["Story", "explain_analysis", "explain_built", "narrate"]
 
 SYN, ACK, FIN, RST, PSH = (int(f) for f in (TcpFlags.SYN, TcpFlags.ACK, TcpFlags.FIN,
                                             TcpFlags.RST, TcpFlags.PSH))  # fmt: skip
@@ -31,6 +33,9 @@ class Story:
     options: TcpOptions
     payload: bytes
     analysis: tuple[str, ...] = ()
+    #: decoded application text when the caller reassembled the stream itself
+    app: tuple[str, str] | None = None
+    app_known: bool = False
 
 
 def _offers(o: TcpOptions) -> str:
@@ -72,7 +77,7 @@ def narrate(stories: Sequence[Story]) -> list[str]:
                 " (it will send nothing more)" if len(closed) == 1 else ""
             )
         elif s.seglen:
-            decoded = describe_payload(s.payload)
+            decoded = s.app if s.app_known else describe_payload(s.payload)
             what = f"{decoded[0]} {decoded[1]!r}" if decoded else f"{s.seglen} bytes of data"
             flag = "PSH, ACK" if f & PSH else "ACK"
             text = (
@@ -128,3 +133,69 @@ def explain_built(packets: Sequence[BuiltPacket]) -> list[str]:
             )
         )
     return narrate(stories)
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:.3f} ms"
+
+
+def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]:
+    """A lab-report narration of analysed TCP conversations: for each one a heading, one
+    numbered sentence per packet (handshake, login, messages, teardown) and a summary."""
+    out: list[str] = []
+    for conv in analysis.conversations:
+        if stream is not None and conv.stream != stream:
+            continue
+        client = f"{conv.client[0]}:{conv.client[1]}"
+        server = f"{conv.server[0]}:{conv.server[1]}"
+        names = {True: f"the client {client}", False: f"the server {server}"}
+        out.append(f"Conversation {conv.stream}: client {client} ↔ server {server}")
+        stories: list[Story] = []
+        numbers: list[int] = []
+        lines_sent = {True: 0, False: 0}
+        anomalies: dict[str, int] = {}
+        for pa in analysis.packets:
+            t = pa.tcp
+            if t is None or t.stream != conv.stream:
+                continue
+            if pa.app and pa.app[0] == "Parlour" and not retransmitted(t.analysis):
+                lines_sent[t.from_client] += pa.app[1].count(" | ") + 1
+                if t.from_client and pa.app[1].startswith("login "):
+                    user = pa.app[1].split()[1]
+                    names[True] = f"{user} ({client})"
+            for flag in pa.flags:
+                anomalies[flag] = anomalies.get(flag, 0) + 1
+            options = TcpOptions()
+            if t.flags & SYN and pa.packet.tcp is not None:
+                with contextlib.suppress(ValueError):
+                    options = decode_options(pa.packet.tcp.options_raw)
+            stories.append(
+                Story(
+                    conv.stream, names[t.from_client], names[not t.from_client], t.flags,
+                    t.rel_seq, t.rel_ack, t.seglen, t.window, options, pa.packet.payload,
+                    pa.flags, pa.app, True,
+                )
+            )  # fmt: skip
+            numbers.append(pa.packet.number)
+        for number, text in zip(numbers, narrate(stories), strict=True):
+            out.append(f"{number:>6}  {text}")
+        summary = [
+            f"{conv.packets} packets in {_ms(conv.duration_ns)}",
+            f"{conv.to_server.payload} bytes of data to the server, {conv.to_client.payload} back",
+        ]
+        if conv.handshake_rtt_ns is not None:
+            summary.append(f"handshake round trip {_ms(conv.handshake_rtt_ns)}")
+        if lines_sent[True] or lines_sent[False]:
+            summary.append(
+                f"{lines_sent[True]} chat lines from the client, {lines_sent[False]} from the "
+                "server"
+            )
+        if anomalies:
+            summary.append(
+                "TCP analysis: " + ", ".join(f"{n}× {flag}" for flag, n in anomalies.items())
+            )
+        else:
+            summary.append("no retransmissions, losses or resets")
+        out.append("        Summary: " + "; ".join(summary) + ".")
+        out.append("")
+    return out
