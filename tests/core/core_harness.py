@@ -9,8 +9,18 @@ from typing import Any
 from parlour.core.config import CoreConfig
 from parlour.core.outcome import Outcome
 from parlour.core.service import ChatService
-from parlour.protocol.errors import ProtocolError
-from parlour.protocol.schemas import Error, Event, Ok, Reply, parse_request
+from parlour.protocol.codec import decode_line, encode
+from parlour.protocol.errors import ErrorCode, ProtocolError
+from parlour.protocol.schemas import (
+    REPLY_FIELDS,
+    Error,
+    Event,
+    Ok,
+    Reply,
+    parse_event,
+    parse_reply,
+    parse_request,
+)
 from parlour.storage.memory import MemoryStore
 
 ADMIN_PW = "admin-secret"
@@ -28,6 +38,20 @@ class PlainHasher:
 
     def needs_rehash(self, hash: str) -> bool:
         return False
+
+
+def check_reply(request_type: str, reply: Reply) -> None:
+    """The reply as a client sees it: JSON-safe, parseable, with the documented data keys
+    (``REPLY_FIELDS``) or a documented error code."""
+    wire = decode_line(encode(reply.to_wire())[:-1])
+    assert isinstance(wire, dict), wire
+    parsed = parse_reply(wire)
+    if isinstance(parsed, Ok):
+        missing = REPLY_FIELDS[request_type] - parsed.data.keys()
+        assert not missing, f"{request_type} reply lacks {missing}"
+    else:
+        assert parsed.code in set(ErrorCode), parsed.code
+        assert parsed.message
 
 
 class Harness:
@@ -64,6 +88,12 @@ class Harness:
 
     def apply(self, out: Outcome) -> Outcome:
         self.outcomes.append(out)
+        for d in out.deliveries:  # every event survives the wire and the client's parser
+            wire = decode_line(encode(d.event.to_wire())[:-1])
+            assert isinstance(wire, dict)
+            parse_event(wire)
+        for _, code, _ in out.close:
+            assert code in set(ErrorCode), code
         if out.writes:
             self.store.apply(out.writes)
         for d in out.deliveries:
@@ -92,6 +122,7 @@ class Harness:
         out = self.apply(self.svc.handle(conn, req, self.now))
         assert out.reply is not None
         assert out.reply.id == rid
+        check_reply(type, out.reply)
         return out.reply
 
     def ok(self, conn: int, type: str, **fields: Any) -> dict[str, Any]:

@@ -84,7 +84,9 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"to": NAMES, "text": TEXT, "client_id": st.text(min_size=1, max_size=64)}
     ),
     "broadcast": st.fixed_dictionaries({"text": TEXT}),
-    "who": st.fixed_dictionaries({}, optional={"room": NAMES, "since": POS}),
+    "who": st.fixed_dictionaries(
+        {}, optional={"room": NAMES, "since": POS, "recent": st.booleans()}
+    ),
     "block": st.fixed_dictionaries({"user": NAMES}),
     "unblock": st.fixed_dictionaries({"user": NAMES}),
     "blocks": st.just({}),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from parlour import __version__
+
 __all__ = ["CoreConfig", "DuplicateLoginPolicy"]
 
 DuplicateLoginPolicy = Literal["reject", "allow"]
@@ -38,8 +40,9 @@ class CoreConfig:
     #: token bucket per connection for message-producing requests (send, dm, edit, delete,
     #: broadcast): sustained rate per second and bucket capacity (burst)
     rate_per_second: float = 20.0
-    rate_burst: float = 30.0
-    #: default window of `who --since` (login within the last hour)
+    rate_burst: float = 10.0
+    #: window of `who {"recent": true}` in seconds (users logged in or active within the last
+    #: hour); `who {"since": seconds}` asks for another window
     presence_window: float = 3600.0
     #: longest kick/ban reason and broadcast text are bounded by max_message_length too
     max_reason_length: int = 200
@@ -55,9 +58,10 @@ class CoreConfig:
     presence_room_limit: int = 1000
     #: audit entries kept in memory (the newest; `audit` reads at most this many)
     audit_memory: int = 1000
-    #: announced in the `hello` reply
-    server_name: str = "parlour"
+    #: announced in the `hello` reply (the frame limit is enforced by the transport's codec)
+    server_name: str = f"parlour/{__version__}"
     heartbeat_s: float = 30.0
+    max_frame: int = 65536
 
     def __post_init__(self) -> None:
         if self.password_min_length < 1:

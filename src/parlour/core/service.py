@@ -107,6 +107,9 @@ __all__ = ["ChatService"]
 log = logging.getLogger("parlour.core")
 
 
+#: protocol versions this core speaks (a `hello` with another gets `unsupported_version`)
+SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
+
 #: requests allowed before login (everything else needs an authenticated session)
 _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
 
@@ -117,6 +120,13 @@ def _utc(ts: float) -> str:
 
 def _fail(code: ErrorCode, message: str, **extra: Any) -> ProtocolError:
     return ProtocolError(code, message, **extra)
+
+
+def _log(level: int, event: str, **fields: object) -> None:
+    """A structured log line (``fields`` as in ``parlour.server.logs``). Never pass passwords;
+    message bodies only at DEBUG."""
+    if log.isEnabledFor(level):
+        log.log(level, event, extra={"fields": fields})
 
 
 class _Out:
@@ -611,15 +621,17 @@ class ChatService:
     # ================================================================== accounts
 
     def _hello(self, c: Connection, rq: HelloRequest, now: float) -> Outcome:
-        if rq.version != PROTOCOL_VERSION:
+        if rq.version not in SUPPORTED_VERSIONS:
+            supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
             raise _fail(
                 ErrorCode.UNSUPPORTED_VERSION,
-                f"protocol version {rq.version} is not supported; use {PROTOCOL_VERSION}",
-                supported=[PROTOCOL_VERSION],
+                f"protocol version {rq.version} is not supported; this server speaks {supported}",
+                supported=list(SUPPORTED_VERSIONS),
             )
         c.hello = True
         cfg = self._cfg
         limits = {
+            "max_frame": cfg.max_frame,
             "max_text": cfg.max_message_length,
             "rate_per_second": cfg.rate_per_second,
             "rate_burst": cfg.rate_burst,
@@ -630,7 +642,7 @@ class ChatService:
             Ok(
                 rq.id,
                 {
-                    "version": PROTOCOL_VERSION,
+                    "version": rq.version,
                     "server": cfg.server_name,
                     "limits": limits,
                     "heartbeat_s": cfg.heartbeat_s,
@@ -658,7 +670,7 @@ class ChatService:
         out.writes.append(CreateUser(rec.name, rec.password_hash, rec.role, now))
         u = self._users[key] = UserState(rec, key)
         self._start_session(c, u, now, out)
-        log.info("signup %s from %s", u.name, c.peer)
+        _log(logging.INFO, "signup", user=u.name, peer=c.peer, conn=c.id)
         return out.done(self._login_reply(rq, u))
 
     def _login(self, c: Connection, rq: LoginRequest, now: float) -> Outcome:
@@ -671,14 +683,14 @@ class ChatService:
         u = self._users.get(key)
         if u is None or not self._hasher.verify(u.password_hash, rq.password):
             locked = self._lockouts.failure(key, now)
-            log.warning("login failed for %r from %s", rq.username, c.peer)
+            _log(logging.WARNING, "login failed", user=rq.username, peer=c.peer, conn=c.id)
             if locked:
                 raise self._locked(rq.username, locked, c)
             raise _fail(ErrorCode.BAD_CREDENTIALS, "wrong user name or password")
         self._lockouts.success(key)
         ban = self._bans.active(key, now)
         if ban is not None:
-            log.warning("banned user %s refused from %s", u.name, c.peer)
+            _log(logging.WARNING, "login refused: banned", user=u.name, peer=c.peer, conn=c.id)
             raise _fail(
                 ErrorCode.BANNED,
                 "you are banned "
@@ -688,6 +700,13 @@ class ChatService:
                 reason=ban.reason,
             )
         if u.conns and self._cfg.duplicate_login == "reject":
+            _log(
+                logging.INFO,
+                "login refused: already logged in",
+                user=u.name,
+                peer=c.peer,
+                conn=c.id,
+            )
             raise _fail(ErrorCode.ALREADY_LOGGED_IN, f"{u.name} is already logged in elsewhere")
         out = _Out()
         if self._hasher.needs_rehash(u.password_hash):
@@ -695,13 +714,15 @@ class ChatService:
             out.writes.append(SetPassword(u.name, u.password_hash))
         self._start_session(c, u, now, out)
         truncated = self._catch_up(c, u, rq.resume, out)
-        log.info("login %s from %s", u.name, c.peer)
+        _log(logging.INFO, "login", user=u.name, peer=c.peer, conn=c.id, truncated=truncated)
         return out.done(self._login_reply(rq, u, truncated))
 
     @staticmethod
     def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
         retry = math.ceil(wait * 1000) / 1000
-        log.warning("user name %r locked out for %.0f s (peer %s)", name, wait, c.peer)
+        _log(
+            logging.WARNING, "locked out", user=name, peer=c.peer, conn=c.id, seconds=round(wait, 3)
+        )
         return _fail(
             ErrorCode.LOCKED_OUT,
             f"too many failed logins; try again in {math.ceil(wait)} s",
@@ -709,6 +730,7 @@ class ChatService:
         )
 
     def _logout(self, c: Connection, rq: LogoutRequest, now: float) -> Outcome:
+        _log(logging.INFO, "logout", user=self._user(c).name, peer=c.peer, conn=c.id)
         out = _Out()
         self._end_session(c, now, out)
         return out.done(Ok(rq.id, {}))
@@ -721,8 +743,23 @@ class ChatService:
         if problem is not None:
             raise _fail(ErrorCode.WEAK_PASSWORD, problem, min_length=self._cfg.password_min_length)
         u.password_hash = self._hasher.hash(rq.new_password)
-        log.info("password changed for %s", u.name)
-        return Outcome(Ok(rq.id, {}), writes=(SetPassword(u.name, u.password_hash),))
+        out = _Out()
+        out.writes.append(SetPassword(u.name, u.password_hash))
+        # the user's other sessions were opened with the old password: they end
+        others = [conn for conn in u.conns if conn != c.id]
+        for conn in others:
+            other = self._conns.get(conn)
+            if other is not None:
+                self._end_session(other, now, out)
+            out.close.append(
+                (
+                    conn,
+                    ErrorCode.LOGGED_OUT.value,
+                    "your password was changed on another connection; log in again",
+                )
+            )
+        _log(logging.INFO, "password changed", user=u.name, peer=c.peer, ended_sessions=len(others))
+        return out.done(Ok(rq.id, {}))
 
     # ================================================================== rooms
 
@@ -750,6 +787,7 @@ class ChatService:
         out.writes.append(CreateRoom(rq.room, u.name, now))
         self._add_room(RoomRecord(rq.room, now, u.name), 0, warm=False)
         self._audit_write(out, u.name, "room_create", rq.room, "", now)
+        _log(logging.INFO, "room created", by=u.name, room=rq.room)
         out.event(
             EventName.ROOM_CREATED, {"room": rq.room, "by": u.name, "ts": now}, self._all_conns()
         )
@@ -776,6 +814,7 @@ class ChatService:
                 member.rooms.discard(old)
                 member.rooms.add(new)
         self._audit_write(out, u.name, "room_rename", old_name, f"renamed to {rq.new_name}", now)
+        _log(logging.INFO, "room renamed", by=u.name, room=old_name, new_name=rq.new_name)
         out.event(
             EventName.ROOM_RENAMED,
             {"room": old_name, "new_name": rq.new_name, "by": u.name, "ts": now},
@@ -793,6 +832,7 @@ class ChatService:
             self._users[mk].rooms.discard(rk)
         del self._rooms[rk]
         self._audit_write(out, u.name, "room_delete", room.name, "", now)
+        _log(logging.INFO, "room deleted", by=u.name, room=room.name)
         out.event(
             EventName.ROOM_DELETED, {"room": room.name, "by": u.name, "ts": now}, self._all_conns()
         )
@@ -812,6 +852,7 @@ class ChatService:
             for conn in u.conns:
                 room.add_conn(conn, u.key)
             out.writes.append(SetMembership(u.name, room.name, True))
+            _log(logging.INFO, "join", user=u.name, room=room.name, conn=c.id)
         limit = min(rq.limit or self._cfg.join_history, self._cfg.max_page)
         msgs, _ = room.log.before(None, limit)
         data = {
@@ -833,6 +874,7 @@ class ChatService:
             room.remove_conn(conn)
         out.writes.append(SetMembership(u.name, room.name, False))
         out.event(EventName.LEFT, {"room": room.name, "user": u.name, "ts": now}, room.conns())
+        _log(logging.INFO, "leave", user=u.name, room=room.name, conn=c.id)
         return out.done(Ok(rq.id, {"room": room.name}))
 
     # ================================================================== room messages
@@ -861,6 +903,7 @@ class ChatService:
         room.log.append(msg)
         self._client_ids.put(room.uid, u.key, rq.client_id, seq, now)
         event = Event(EventName.MESSAGE, record(msg, room=room.name))
+        _log(logging.DEBUG, "message", user=u.name, room=room.name, seq=seq, text=rq.text)
         return Outcome(
             Ok(
                 rq.id,
@@ -983,6 +1026,9 @@ class ChatService:
                 self._audit_write(
                     out, u.name, "delete_message", msg.sender, f"{room.name}#{msg.seq}", now
                 )
+                _log(
+                    logging.INFO, "message deleted by admin", by=u.name, room=room.name, seq=msg.seq
+                )
         else:
             assert peer is not None
             conv = self._conv(u.key, peer.key)
@@ -1038,6 +1084,7 @@ class ChatService:
         delivered = blocked or peer.online
         if delivered:
             self._cursors[(peer.key, conv.conv)] = seq
+        _log(logging.DEBUG, "dm", user=u.name, to=peer.name, seq=seq, text=rq.text)
         out = _Out()
         out.writes.append(
             AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)
@@ -1064,6 +1111,8 @@ class ChatService:
         to = self._all_conns()
         out.event(EventName.BROADCAST, {"from": u.name, "text": rq.text, "ts": now}, to)
         self._audit_write(out, u.name, "broadcast", "*", rq.text[:200], now)
+        _log(logging.INFO, "broadcast", by=u.name, sessions=len(to))
+        _log(logging.DEBUG, "broadcast text", by=u.name, text=rq.text)
         return out.done(Ok(rq.id, {"delivered": len(to)}))
 
     # ================================================================== presence, blocking
@@ -1071,21 +1120,24 @@ class ChatService:
     def _who(self, c: Connection, rq: WhoRequest, now: float) -> Outcome:
         self._user(c)
         rooms_of = {rk: r.name for rk, r in self._rooms.items()}
+        window = rq.since
+        if window is None and rq.recent:
+            window = self._cfg.presence_window
         if rq.room is not None:
             room = self._find_room(rq.room)
             pool: Iterable[UserState] = (self._users[k] for k in room.members)
         else:
-            pool = self._users.values() if rq.since is not None else self._online.values()
-        if rq.since is None:
+            pool = self._users.values() if window is not None else self._online.values()
+        if window is None:
             users = [x for x in pool if x.online]
         else:
-            horizon = now - rq.since
+            horizon = now - window
             users = [
                 x
                 for x in pool
                 if x.online or (x.last_active is not None and x.last_active >= horizon)
             ]
-        data: dict[str, Any] = {"users": who_entries(users, rooms_of)}
+        data: dict[str, Any] = {"users": who_entries(users, rooms_of), "since": window}
         if rq.room is not None:
             data["room"] = self._find_room(rq.room).name
         return Outcome(Ok(rq.id, data))
@@ -1160,7 +1212,15 @@ class ChatService:
         self._audit_write(
             out, admin.name, "kick" if where is None else f"kick:{where}", target.name, reason, now
         )
-        log.info("%s kicked %s from %s (%s)", admin.name, target.name, where or "server", reason)
+        _log(
+            logging.INFO,
+            "kick",
+            by=admin.name,
+            user=target.name,
+            room=where,
+            reason=reason,
+            sessions=sessions,
+        )
         return out.done(Ok(rq.id, {"user": target.name, "room": where, "sessions": sessions}))
 
     def _ban(self, c: Connection, rq: BanRequest, now: float) -> Outcome:
@@ -1196,7 +1256,7 @@ class ChatService:
             reason,
             now,
         )
-        log.info("%s banned %s until %s (%s)", admin.name, target.name, until, reason)
+        _log(logging.INFO, "ban", by=admin.name, user=target.name, until=until, reason=reason)
         return out.done(Ok(rq.id, {"user": target.name, "until": until, "reason": reason}))
 
     def _unban(self, c: Connection, rq: UnbanRequest, now: float) -> Outcome:
@@ -1207,6 +1267,7 @@ class ChatService:
         out = _Out()
         out.writes.append(RemoveBan(target.name))
         self._audit_write(out, admin.name, "unban", target.name, "", now)
+        _log(logging.INFO, "unban", by=admin.name, user=target.name)
         return out.done(Ok(rq.id, {"user": target.name}))
 
     def _bans_list(self, c: Connection, rq: BansRequest, now: float) -> Outcome:

@@ -149,6 +149,12 @@ def _v_reason(name: str, value: Any) -> str:
     return value
 
 
+def _v_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(name, "must be true or false")
+    return value
+
+
 def _v_positive_int(name: str, value: Any) -> int:
     if not _is_int(value) or not 1 <= value <= _MAX_INT:
         raise _invalid(name, "must be a positive integer")
@@ -534,16 +540,18 @@ class BroadcastRequest(_Request):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WhoRequest(_Request):
     """Who is online (server-wide or in ``room``); ``since`` (seconds) widens the window to
-    users seen in the last ``since`` seconds."""
+    users seen in the last ``since`` seconds; ``recent`` uses the server's presence window."""
 
     TYPE: ClassVar[str] = "who"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
         ("room", _v_name, False),
         ("since", _v_duration, False),
+        ("recent", _v_bool, False),
     )
     id: RequestId
     room: str | None = None
     since: float | None = None
+    recent: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -730,7 +738,7 @@ REPLY_FIELDS: Mapping[str, frozenset[str]] = {
     "delete": frozenset({"message"}),
     "dm": frozenset({"peer", "seq", "ts", "client_id", "duplicate"}),
     "broadcast": frozenset({"delivered"}),
-    "who": frozenset({"users"}),
+    "who": frozenset({"users", "since"}),
     "block": frozenset({"user"}),
     "unblock": frozenset({"user"}),
     "blocks": frozenset({"users"}),
