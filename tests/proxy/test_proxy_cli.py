@@ -175,3 +175,76 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
             by_id = {x["id"]: x for x in stats["backends"]}
             assert list(by_id) == [f"127.0.0.1:{c.port}"]
             assert by_id[f"127.0.0.1:{c.port}"]["requests"] >= 1
+
+
+async def test_workers_share_the_port_and_sighup_keeps_connections(
+    tmp_path: Path, backends: BackendFactory
+) -> None:
+    """--workers 2: both processes accept on one port (SO_REUSEPORT); SIGHUP reaches every
+    worker and an established keep-alive connection keeps working across it."""
+    a, b = await backends("a"), await backends("b")
+    cfg = tmp_path / "proxy.toml"
+    base = f'[proxy]\nlisten_port = 0\nworkers = 2\nstore = "{tmp_path / "s.db"}"\n'
+    base += "[admin]\nport = 0\n"
+    cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n")
+    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+
+    async def wait_for_lines(pattern: str, count: int) -> list[re.Match[str]]:
+        assert proc.stderr is not None
+        while len(found := [m for x in lines if (m := re.search(pattern, x))]) < count:
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError("proxy exited:\n" + "".join(lines))
+            lines.append(line)
+        return found
+
+    try:
+        try:
+            ports = await asyncio.wait_for(wait_for_lines(r"listening on [\d.]+:(\d+)", 2), 20)
+        except TimeoutError:
+            raise AssertionError("".join(lines)) from None
+        assert ports[0].group(1) == ports[1].group(1)  # port 0: one port for both workers
+        port = int(ports[0].group(1))
+        admin = await asyncio.wait_for(wait_for_lines(r"dashboard on http://[\d.]+:(\d+)/", 1), 5)
+        await asyncio.wait_for(wait_for_lines(r"worker \d \(pid \d+\) ready", 2), 10)
+        n = 40
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as s:
+            for _ in range(n):  # a fresh connection each: the kernel spreads them
+                async with s.get(f"http://127.0.0.1:{port}/") as r:
+                    assert r.status == 200 and await r.text() == "a"
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            url = f"http://127.0.0.1:{admin[0].group(1)}/api/stats"
+            async with s.get(url, headers=auth) as r:
+                worker0 = (await r.json())["totals"]["requests"]
+        assert 0 < worker0 < n  # worker 0 took some, worker 1 the others
+        # SIGHUP with an established keep-alive connection
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        writer.write(request)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\na"), 5)).startswith(
+            b"HTTP/1.1 200"
+        )
+        cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {b.port}\n")
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.wait_for(wait_for_lines("configuration reloaded", 2), 10)
+        writer.write(request)  # same connection, now balanced over the new list
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\nb"), 5)).startswith(
+            b"HTTP/1.1 200"
+        )
+        writer.close()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), 20)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0

@@ -374,3 +374,28 @@ def test_listening_socket_uses_so_reuseport_with_several_workers(workers: int) -
         assert bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)) == (workers > 1)
     finally:
         sock.close()
+
+
+def test_several_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
+    """--workers N open the same new database together: the schema migration runs once."""
+    import threading
+
+    db = tmp_path / "fresh.db"
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            StatsStore(db).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    with StatsStore(db) as store:
+        assert store.load_backends() == []

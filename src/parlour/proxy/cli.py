@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -70,8 +72,23 @@ def run_worker(cfg: ProxyConfig, worker: int = 0) -> None:
         uvloop.run(_serve(cfg, worker))
 
 
+def _reserve_port(cfg: ProxyConfig) -> tuple[ProxyConfig, socket.socket | None]:
+    """With `listen_port = 0`, pick the port once in the parent so every worker binds the
+    same one. The reserving socket (SO_REUSEPORT, bound, never listening) takes no
+    connections and keeps the port ours until the workers exit."""
+    if cfg.listen_port != 0:
+        return cfg, None
+    infos = socket.getaddrinfo(cfg.listen_host, 0, type=socket.SOCK_STREAM)
+    sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(infos[0][4])
+    return dataclasses.replace(cfg, listen_port=sock.getsockname()[1]), sock
+
+
 def _run_workers(cfg: ProxyConfig) -> None:
     """Fork `workers` processes sharing the port with SO_REUSEPORT; forward signals."""
+    cfg, _reserved = _reserve_port(cfg)
     children: list[int] = []
     for i in range(cfg.workers):
         pid = os.fork()
@@ -79,6 +96,9 @@ def _run_workers(cfg: ProxyConfig) -> None:
             code = 0
             try:
                 run_worker(cfg, i)
+            except OSError as exc:
+                log.error("worker %d cannot start the proxy: %s", i, exc)
+                code = 1
             except BaseException:
                 log.exception("worker %d crashed", i)
                 code = 1
@@ -93,14 +113,24 @@ def _run_workers(cfg: ProxyConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     status = 0
-    for pid in children:
-        while True:
-            try:
-                _, code = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        status = status or os.waitstatus_to_exitcode(code)
+    alive = set(children)
+    while alive:
+        try:
+            pid, code = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+        alive.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(code)
+        if exit_code != 0 and not status:
+            # one worker failed (it logged why): stop the others rather than run on
+            # with part of the capacity and, for worker 0, no admin listener
+            log.error("a worker exited with status %d: stopping the others", exit_code)
+            for other in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, signal.SIGTERM)
+        status = status or exit_code
     sys.exit(status)
 
 
@@ -162,12 +192,20 @@ def proxy(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if no_admin:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, admin_port=None)
     if not cfg.backends and not (cfg.store and cfg.load_from == "previous"):
         raise click.ClickException("no backends: give --backend or [[backends]] in the config")
+    if cfg.store is not None:  # open (and migrate) once, before any worker starts
+        from parlour.proxy.stats_store import StatsStore, StoreError
+
+        try:
+            StatsStore(cfg.store).close()
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
     if cfg.workers > 1:
         _run_workers(cfg)
-    else:
+        return
+    try:
         run_worker(cfg)
+    except OSError as exc:  # the listen or admin address is taken, not permitted, ...
+        raise click.ClickException(f"cannot start the proxy: {exc}") from None

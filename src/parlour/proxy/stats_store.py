@@ -149,6 +149,12 @@ class StatsStore:
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
+            # another process (a sibling worker) may have migrated while we waited for
+            # the write lock: read the version again inside the transaction
+            current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if current >= target:
+                self._db.execute("COMMIT")
+                continue
             try:
                 for statement in MIGRATIONS[target - 1]:
                     self._db.execute(statement)
