@@ -38,6 +38,7 @@ async def test_two_clients_chat_edit_and_block(live: LiveServer, chats: list[Cha
     assert await bob.expect("<alice> hello bob") == "#general <alice> hello bob [1]"
     await bob.send("@alice psst", "hi alice")
     assert await alice.expect("[DM] bob") == "[DM] bob: psst [1]"
+    assert await bob.expect("[DM] you") == "[DM] you → alice: psst [1]"
     await alice.expect("#general <bob> hi alice [2]")
     await bob.send("/edit last hi Alice")
     assert await alice.expect("edited") == "#general * bob edited [2]: hi Alice"

@@ -80,7 +80,7 @@ def test_every_event_renders() -> None:
         "reason": "spam",
         "until": None,
         "new_name": "ops2",
-        "code": "kicked",
+        "code": "shutting_down",
     }
     for name, fields in EVENT_FIELDS.items():
         wanted = {k: samples[k] for k in fields}
@@ -92,6 +92,8 @@ def test_every_event_renders() -> None:
     assert render_event(from_room) == (
         "! you were kicked from #general by admin (/join it again to come back)"
     )
+    bye = Event(EventName.DISCONNECT, {"code": "kicked", "reason": "kicked by admin"})
+    assert render_event(bye) is None  # the `kicked` event before it says everything
     banned = Event(EventName.BANNED, {"by": "admin", "reason": "", "until": None, "ts": 0})
     assert render_event(banned) == "! you were banned permanently by admin"
     joined = Event(EventName.JOINED, {"room": "general", "user": "carol", "ts": 0})

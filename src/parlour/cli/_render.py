@@ -64,15 +64,17 @@ def clean_text(text: str) -> str:
     return f"\n{INDENT}".join(clean(part) for part in text.split("\n"))
 
 
-def format_time(ts: float | None, *, with_date: bool = False) -> str:
-    """Local time ``HH:MM`` (``YYYY-MM-DD HH:MM`` with ``with_date``); ``-`` for ``None``."""
+def format_time(ts: float | None, *, with_date: bool = False, zone: bool = False) -> str:
+    """Local time ``HH:MM`` (``YYYY-MM-DD HH:MM`` with ``with_date``, plus the time zone's
+    name with ``zone``); ``-`` for ``None``."""
     if ts is None:
         return "-"
     try:
-        moment = datetime.fromtimestamp(ts)
+        moment = datetime.fromtimestamp(ts).astimezone()
     except (OverflowError, OSError, ValueError):
         return "?"
-    return moment.strftime("%Y-%m-%d %H:%M" if with_date else "%H:%M")
+    shape = "%Y-%m-%d %H:%M" if with_date else "%H:%M"
+    return moment.strftime(f"{shape} %Z" if zone else shape)
 
 
 def _is_me(name: str, me: str | None) -> bool:
@@ -144,7 +146,7 @@ def render_event(event: Event, me: str | None = None) -> str | None:
     if name is EventName.BANNED:
         until = f.get("until")
         span = (
-            f"until {format_time(until, with_date=True)}"
+            f"until {format_time(until, with_date=True, zone=True)}"
             if isinstance(until, int | float)
             else "permanently"
         )
@@ -157,6 +159,8 @@ def render_event(event: Event, me: str | None = None) -> str | None:
     if name is EventName.ROOM_DELETED:
         return f"* {get('by')} deleted #{get('room')}"
     if name is EventName.DISCONNECT:
+        if f.get("code") in ("kicked", "banned"):  # the kicked/banned event said it already
+            return None
         return f"! the server is closing the connection: {clean(f.get('reason') or f.get('code'))}"
     return None
 
@@ -200,7 +204,7 @@ def render_who(users: Iterable[UserPresence]) -> list[str]:
 def render_bans(bans: Iterable[BanInfo]) -> list[str]:
     out = []
     for b in bans:
-        until = format_time(b.until, with_date=True) if b.until else "permanent"
+        until = format_time(b.until, with_date=True, zone=True) if b.until else "permanent"
         by = f" by {clean(b.by)}" if b.by else ""
         reason = f": {clean(b.reason)}" if b.reason else ""
         out.append(f"{clean(b.user):<20} until {until}{by}{reason}")

@@ -56,6 +56,8 @@ from parlour.protocol import Event, EventName, MessageRecord
 __all__ = ["ChatApp", "chat"]
 
 EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
+#: how parlour.client words a disconnect the server meant for good: "<reason> (<code>)"
+_FINAL = ("(kicked)", "(banned)", "(logged_out)")
 
 
 class _LineReader:
@@ -220,7 +222,8 @@ class ChatApp:
 
     def on_state(self, state: ConnectionState, detail: str) -> None:
         if state is ConnectionState.DISCONNECTED:
-            self.err(f"! connection to the server lost ({detail})")
+            if not detail.endswith(_FINAL):  # kicked/banned: the event and exit line say it
+                self.err(f"! connection to the server lost ({detail})")
         elif state is ConnectionState.RECONNECTING and detail.startswith("attempt 1 "):
             self.err("! reconnecting… (what you type is sent once the server is back)")
         elif state is ConnectionState.CONNECTED and self.client.reconnects > 0:
@@ -258,13 +261,8 @@ class ChatApp:
             self.last_room_seq[ack.room or self.room] = ack.seq
         elif isinstance(cmd, c.Direct):
             self._offline_notice()
-            ack = await client.dm(cmd.to, cmd.text)
-            peer = ack.peer or cmd.to
-            self.last_dm_seq[peer] = ack.seq
-            record = MessageRecord(
-                peer=peer, seq=ack.seq, ts=ack.ts, sender=me or "you", text=cmd.text
-            )
-            self.out(render_record(record, me))
+            ack = await client.dm(cmd.to, cmd.text)  # shown by the `dm` event (all sessions)
+            self.last_dm_seq[ack.peer or cmd.to] = ack.seq
         elif isinstance(cmd, c.Join):
             result = await client.join(cmd.room)
             self.room = result.room
@@ -376,18 +374,33 @@ class ChatApp:
             return
         seq = cmd.seq
         if seq is None:
-            seq = self.last_dm_seq.get(cmd.peer) if cmd.peer else self.last_room_seq.get(room or "")
+            seq = await self._last_own(room, cmd.peer)
             if seq is None:
                 where = f"to {cmd.peer}" if cmd.peer else f"in #{room}"
-                self.fail(f"! you have sent nothing {where} in this session; give the number")
+                self.fail(f"! you have no recent message {where}; give its number")
                 return
+        # the change comes back as an event to all your sessions, this one included
         if isinstance(cmd, c.Edit):
-            rec = await self.client.edit(seq, cmd.text, room=room, peer=cmd.peer)
+            await self.client.edit(seq, cmd.text, room=room, peer=cmd.peer)
         else:
-            rec = await self.client.delete(seq, room=room, peer=cmd.peer)
-        if cmd.peer:  # room changes come back as events to you too; DM ones do not
-            verb = "edited" if isinstance(cmd, c.Edit) else "deleted"
-            self.out(f"* {verb}: {render_record(rec, self.me)}")
+            await self.client.delete(seq, room=room, peer=cmd.peer)
+            table, key = (self.last_dm_seq, cmd.peer) if cmd.peer else (self.last_room_seq, room)
+            if key is not None and table.get(key) == seq:
+                del table[key]  # "last" now means the one before: look it up again
+
+    async def _last_own(self, room: str | None, peer: str | None) -> int | None:
+        """Your latest message in the room / DM conversation: from this session's acks, else
+        the newest page of history."""
+        known = self.last_dm_seq.get(peer) if peer else self.last_room_seq.get(room or "")
+        if known is not None:
+            return known
+        page = await self.client.history(room, peer=peer, limit=100)
+        mine = [
+            m.seq
+            for m in page.messages
+            if not m.deleted and self.me and m.sender.casefold() == self.me.casefold()
+        ]
+        return mine[-1] if mine else None
 
     async def passwd(self, cmd: c.Passwd) -> None:
         old, new = cmd.old, cmd.new
@@ -459,7 +472,8 @@ class ChatApp:
             ended.cancel()
 
     def _ended(self, reason: str) -> int:
-        self.err(f"! disconnected: {reason}")
+        again = "; run parlour chat again to come back" if reason.endswith("(kicked)") else ""
+        self.err(f"! disconnected: {reason}{again}")
         return EXIT_ENDED
 
 
