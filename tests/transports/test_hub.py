@@ -6,11 +6,13 @@ import asyncio
 import json
 
 from fakes import RecordingWriter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parlour.core.outcome import Delivery, Outcome
 from parlour.core.writes import Audit
 from parlour.protocol import Event, EventName, Ok
-from parlour.transports.hub import Hub
+from parlour.transports.hub import Hub, disconnect_frame
 from parlour.transports.pipeline import Pipeline
 
 
@@ -182,3 +184,149 @@ async def test_pipeline_never_acknowledges_a_failed_write() -> None:
     assert [(f["id"], f["code"]) for f in a.frames()] == [(9, "internal_error")]
     assert b.frames() == []
     assert pipeline.storage_failures == 1
+
+
+async def test_segments_keep_each_members_order_with_replies_spliced_in() -> None:
+    hub = Hub()
+    ts = {i: FakeTransport() for i in (1, 2, 3, 4)}
+    for conn, t in ts.items():
+        hub.add(conn, t)
+    room = (1, 2, 3)
+    for n in range(6):
+        sender = 1 + n % 2  # members 1 and 2 take turns sending
+        hub.dispatch(
+            Outcome(reply=Ok(n, {}), deliveries=(Delivery(event(n), room),)),
+            sender,
+        )
+    hub.send(4, b'{"type":"ok","id":"other"}\n')  # not a member: unaffected
+    hub.close(3, "kicked", "bye")
+    hub.dispatch(Outcome(deliveries=(Delivery(event(99), room),)), None)
+    await settle()
+
+    def seen(conn: int) -> list[object]:
+        return [f.get("id", f.get("text", f.get("code"))) for f in ts[conn].frames()]
+
+    texts = [f"t{n}" for n in range(6)]
+    assert seen(1) == [0, "t0", "t1", 2, "t2", "t3", 4, "t4", "t5", "t99"]
+    assert seen(2) == ["t0", 1, "t1", "t2", 3, "t3", "t4", 5, "t5", "t99"]
+    assert seen(3) == [*texts, "kicked"]
+    assert seen(4) == ["other"]
+
+
+async def test_segment_bytes_are_bounded_and_the_queue_limit_still_cuts_off() -> None:
+    """Segments are bounded in bytes; a member whose buffer is over the limit is cut off on
+    bytes, the other member gets everything in order."""
+    hub = Hub(send_queue_max=16384)  # 43 kB in one iteration: under the 64 kB burst bound
+    slow, fast = FakeTransport(), FakeTransport()
+    hub.add(1, slow)
+    hub.add(2, fast)
+    room = (1, 2)
+    frames = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * 200) for n in range(200)]
+    for frame in frames:
+        hub.deliver(frame, room)
+        assert hub.buffered(2) <= 4 * 16384  # segments are handed on as they fill
+    slow.buffer = 20000  # the slow peer's kernel buffer is over the limit
+    await settle()
+    assert slow.closed and slow.frames()[-1]["code"] == "slow_consumer"
+    assert hub.stats.slow_consumers >= 1
+    assert b"".join(fast.chunks) == b"".join(frames)
+    assert not fast.closed
+
+
+async def test_segment_ends_at_a_close_and_a_removed_member_gets_nothing() -> None:
+    hub = Hub()
+    ts = {i: FakeTransport() for i in (1, 2, 3)}
+    for conn, t in ts.items():
+        hub.add(conn, t)
+    room = (1, 2, 3)
+    hub.deliver(b'{"n":1}\n', room)
+    hub.remove(3)  # connection lost mid-iteration: nothing queued for it is written
+    hub.deliver(b'{"n":2}\n', room)
+    hub.close(2, "kicked", "bye")  # what was dispatched before goes out first
+    hub.deliver(b'{"n":3}\n', room)  # after the close: not for 2
+    await settle()
+    assert [f.get("n", f.get("code")) for f in ts[1].frames()] == [1, 2, 3]
+    assert [f.get("n", f.get("code")) for f in ts[2].frames()] == [1, 2, "kicked"]
+    assert ts[2].closed
+    assert ts[3].chunks == []
+
+
+# ---------------------------------------------------------------------------- model check
+
+Op = tuple[str, int, int]  # (kind, a, b)
+
+_ROOMS: tuple[tuple[int, ...], ...] = ((1, 2, 3, 4), (2, 3), (1, 4), (3,))
+
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("deliver"), st.integers(0, len(_ROOMS) - 1), st.integers(0, 1)),
+        st.tuples(st.just("send"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("close"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("remove"), st.integers(1, 5), st.just(0)),
+        st.tuples(st.just("yield"), st.just(0), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+def _reference(ops: list[Op]) -> dict[int, bytes]:
+    """What each transport must receive: per-connection FIFO queues flushed at each yield
+    (the hub before segments), frames numbered in dispatch order."""
+    flushed: dict[int, list[bytes]] = {c: [] for c in range(1, 6)}
+    pending: dict[int, list[bytes]] = {c: [] for c in range(1, 6)}
+    state = dict.fromkeys(range(1, 6), "open")
+    for n, (kind, a, _) in enumerate(ops):
+        frame = b'{"n":%d}\n' % n
+        if kind == "deliver":
+            targets = _ROOMS[a]
+            for c in targets:
+                if state[c] == "open":
+                    pending[c].append(frame)
+        elif kind == "send":
+            if state[a] == "open":
+                pending[a].append(frame)
+        elif kind == "close":
+            if state[a] == "open":
+                pending[a].append(disconnect_frame("kicked", "bye"))
+                state[a] = "closing"
+        elif kind == "remove":
+            if state[a] != "removed":
+                pending[a].clear()
+                state[a] = "removed"
+        else:
+            for c in flushed:
+                flushed[c] += pending[c]
+                pending[c].clear()
+    for c in flushed:
+        if state[c] != "removed":
+            flushed[c] += pending[c]
+    return {c: b"".join(v) for c, v in flushed.items()}
+
+
+async def _run_hub(ops: list[Op]) -> dict[int, bytes]:
+    hub = Hub()
+    ts = {c: FakeTransport() for c in range(1, 6)}
+    for c, t in ts.items():
+        hub.add(c, t)
+    for n, (kind, a, b) in enumerate(ops):
+        frame = b'{"n":%d}\n' % n
+        if kind == "deliver":
+            # b == 1: an equal but not identical tuple (the hub must compare by value)
+            to = _ROOMS[a] if b == 0 else tuple(list(_ROOMS[a]))
+            hub.deliver(frame, to)
+        elif kind == "send":
+            hub.send(a, frame)
+        elif kind == "close":
+            hub.close(a, "kicked", "bye")
+        elif kind == "remove":
+            hub.remove(a)
+        else:
+            await settle()
+    await settle()
+    return {c: b"".join(t.chunks) for c, t in ts.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops_strategy)
+def test_segments_deliver_exactly_what_per_connection_queues_would(ops: list[Op]) -> None:
+    assert asyncio.run(_run_hub(ops)) == _reference(ops)

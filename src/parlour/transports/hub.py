@@ -4,7 +4,9 @@ Every connection has a bounded send queue, measured in bytes: frames waiting in 
 next flush plus what the transport still buffers for the socket. Frames queued during one event
 loop iteration are coalesced and handed to the transport in one ``writelines`` at the end of the
 iteration, so a burst of fan-out costs one system call per recipient rather than one per
-message.
+message. Consecutive events to the same recipients (a busy room) are first collected in a
+*segment* and joined once for all of them (see :class:`Hub`), so the per-recipient work is per
+segment, not per message.
 
 A recipient whose transport buffer (what the kernel would not take) stays over
 ``send_queue_max`` bytes after a flush, whose pending frames within one iteration exceed four
@@ -75,8 +77,35 @@ class _Peer:
         self.closing_since = 0.0
 
 
+class _Segment:
+    """Consecutive fan-out frames to the same recipients, plus the few frames addressed to
+    single members in between (replies to senders), with their position."""
+
+    __slots__ = ("extra", "frames", "members", "size", "to")
+
+    def __init__(self, to: tuple[ConnId, ...], data: bytes) -> None:
+        self.to = to
+        self.frames = [data]
+        self.size = len(data)
+        self.members: frozenset[ConnId] | None = None
+        self.extra: dict[ConnId, list[tuple[int, bytes]]] | None = None
+
+
+#: a segment is handed to the per-connection queues after this many frames or bytes at the
+#: latest (the byte bound also keeps one segment well under a member's queue limit)
+_SEGMENT_MAX_FRAMES = 1024
+_SEGMENT_MAX_BYTES = 256 * 1024
+
+
 class Hub:
-    """Per-connection bounded send queues and write coalescing for one event loop."""
+    """Per-connection bounded send queues and write coalescing for one event loop.
+
+    Room traffic is the common case: many consecutive events to the same members, each
+    followed by a reply to its sender. Such runs are collected in a *segment* and, at the end
+    of the loop iteration, joined once into one bytes object that is queued for every member;
+    the replies are spliced in for their senders only. So the per-recipient work is per
+    segment, not per message, and every member still sees exactly the order of dispatch.
+    """
 
     def __init__(
         self,
@@ -88,11 +117,13 @@ class Hub:
     ) -> None:
         self.send_queue_max = send_queue_max
         self._burst_max = 4 * send_queue_max
+        self._segment_max_bytes = min(_SEGMENT_MAX_BYTES, send_queue_max)
         self.stall_timeout = stall_timeout
         self.close_grace = close_grace
         self._peers: dict[ConnId, _Peer] = {}
         self._dirty: list[_Peer] = []
         self._flush_scheduled = False
+        self._segment: _Segment | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
         self.stats = HubStats()
@@ -123,6 +154,7 @@ class Hub:
 
     def buffered(self, conn: ConnId) -> int:
         """Bytes queued for ``conn`` (hub queue + transport buffer)."""
+        self._materialize()
         peer = self._peers.get(conn)
         if peer is None:
             return 0
@@ -143,25 +175,77 @@ class Hub:
             self.close(target, code, reason)
 
     def send(self, conn: ConnId, data: bytes) -> None:
+        seg = self._segment
+        if seg is not None:
+            members = seg.members
+            if members is None:
+                members = seg.members = frozenset(seg.to)
+            if conn in members:
+                if seg.extra is None:
+                    seg.extra = {}
+                seg.extra.setdefault(conn, []).append((len(seg.frames), data))
+                return
         peer = self._peers.get(conn)
         if peer is not None and not peer.closing:
             self._queue(peer, data)
 
     def deliver(self, data: bytes, to: Iterable[ConnId]) -> None:
         """Queue the same encoded frame for every connection in ``to``."""
+        targets = to if isinstance(to, tuple) else tuple(to)
+        seg = self._segment
+        if seg is not None:
+            if (
+                (seg.to is targets or seg.to == targets)
+                and len(seg.frames) < _SEGMENT_MAX_FRAMES
+                and seg.size < self._segment_max_bytes
+            ):
+                seg.frames.append(data)
+                seg.size += len(data)
+                return
+            self._materialize()
+        self._segment = _Segment(targets, data)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
+
+    def _materialize(self) -> None:
+        """Hand the open segment to the per-connection queues."""
+        seg = self._segment
+        if seg is None:
+            return
+        self._segment = None
+        frames = seg.frames
+        blob = frames[0] if len(frames) == 1 else b"".join(frames)
+        extra = seg.extra or {}
         peers = self._peers
-        for conn in to:
+        queue = self._queue
+        for conn in seg.to:
             peer = peers.get(conn)
-            if peer is not None and not peer.closing:
-                self._queue(peer, data)
+            if peer is None or peer.closing:
+                continue
+            own = extra.get(conn)
+            if own is None:
+                queue(peer, blob)
+                continue
+            pos = 0
+            for index, data in own:
+                if index > pos:
+                    queue(peer, b"".join(frames[pos:index]))
+                    pos = index
+                queue(peer, data)
+                if peer.closing:
+                    break
+            if pos < len(frames) and not peer.closing:
+                queue(peer, b"".join(frames[pos:]) if pos else blob)
 
     def _queue(self, peer: _Peer, data: bytes) -> None:
         if not peer.pending:
             self._dirty.append(peer)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                assert self._loop is not None
-                self._loop.call_soon(self.flush)
+            self._schedule_flush()
         peer.pending.append(data)
         peer.pending_bytes += len(data)
         self.stats.frames_queued += 1
@@ -174,6 +258,7 @@ class Hub:
 
     def flush(self) -> None:
         """Hand every connection's coalesced frames to its transport."""
+        self._materialize()  # before clearing the flag: this flush takes what it queues
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         self.stats.flushes += 1
@@ -201,6 +286,7 @@ class Hub:
         peer = self._peers.get(conn)
         if peer is None or peer.closing:
             return
+        self._materialize()  # what was dispatched before the close goes out first
         self._queue(peer, disconnect_frame(code, reason))
         self._begin_close(peer)
 
