@@ -234,3 +234,33 @@ async def test_close_commits_pending_then_refuses(tmp_path: Path) -> None:
     reopened = SqliteStore.open(tmp_path)
     assert [u.name for u in reopened.load().users] == ["bob"]
     reopened.close()
+
+
+@pytest.mark.parametrize("runs", [[1], [5, 1, 300], [256], [257, 64, 3], [341, 2, 700]])
+def test_runs_of_room_messages_are_stored_whole_and_in_order(
+    tmp_path: Path, runs: list[int]
+) -> None:
+    """Consecutive appends become multi-row INSERTs of a few fixed sizes; a write of another
+    kind in between (here an edit of the message just appended) ends the run, in order."""
+    store = SqliteStore.open(tmp_path)
+    try:
+        store.apply([w.CreateUser("bob", "h", "member", T0), w.CreateRoom("r", "bob", T0)])
+        batches: list[list[w.Write]] = []
+        seq = 0
+        for run in runs:
+            batch: list[w.Write] = []
+            for _ in range(run):
+                seq += 1
+                batch.append(w.AppendRoomMessage("r", seq, "bob", f"m{seq}", T0 + seq, f"c{seq}"))
+            batch.append(w.EditRoomMessage("r", seq, f"edited {seq}"))
+            batches.append(batch)
+        store.apply_batch(batches)
+        got = store.room_messages("r", before=None, after=None, limit=10_000)
+        assert [m.seq for m in got] == list(range(1, seq + 1))
+        edited = {m.seq for m in got if m.edited}
+        ends = {sum(runs[: i + 1]) for i in range(len(runs))}
+        assert edited == ends
+        assert all(m.text == (f"edited {m.seq}" if m.seq in ends else f"m{m.seq}") for m in got)
+        assert all(m.client_id == f"c{m.seq}" and m.ts == T0 + m.seq for m in got)
+    finally:
+        store.close()

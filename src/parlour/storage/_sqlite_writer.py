@@ -38,6 +38,7 @@ class WriterStats:
     outcomes: int = 0
     largest_batch: int = 0
     busy_seconds: float = 0.0
+    slowest_commit: float = 0.0
 
 
 class GroupCommitWriter:
@@ -109,7 +110,9 @@ class GroupCommitWriter:
                 started = time.perf_counter()
                 results = self._commit(batch)
                 st = self.stats
-                st.busy_seconds += time.perf_counter() - started
+                took = time.perf_counter() - started
+                st.busy_seconds += took
+                st.slowest_commit = max(st.slowest_commit, took)
                 st.batches += 1
                 st.outcomes += n
                 st.largest_batch = max(st.largest_batch, n)

@@ -348,24 +348,29 @@ def _append_room_message(c: Cursor, x: w.AppendRoomMessage) -> None:
     )
 
 
-_ROWS_PER_INSERT = 500  # 6 parameters per row, well under SQLite's 32766 limit
+#: multi-row INSERT sizes; a run of n messages is split greedily into these, so only a few
+#: distinct statements exist and all stay in the statement cache (6 parameters a row)
+_CHUNKS = (256, 64, 16, 4, 1)
+_INSERT_ROOM_MESSAGES = {
+    n: "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id) VALUES "
+    + ",".join(["(?, ?, ?, ?, ?, ?)"] * n)
+    for n in _CHUNKS
+}
 
 
 def _append_room_messages(c: Cursor, items: list[w.AppendRoomMessage]) -> None:
     """Consecutive room messages as multi-row INSERTs: one statement step (and one release of
-    the GIL) per 500 rows instead of one per message, which keeps the writer thread from
+    the GIL) per chunk instead of one per message, which keeps the writer thread from
     queueing behind the event loop for the GIL on every row."""
-    for start in range(0, len(items), _ROWS_PER_INSERT):
-        chunk = items[start : start + _ROWS_PER_INSERT]
+    start, total = 0, len(items)
+    while start < total:
+        left = total - start
+        n = next(size for size in _CHUNKS if size <= left)
         params: list[object] = []
-        for x in chunk:
+        for x in items[start : start + n]:
             params += (room_key(x.room), x.seq, x.ts, x.sender, x.text, x.client_id)
-        values = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-        c.execute(
-            "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id)"
-            f" VALUES {values}",
-            params,
-        )
+        c.execute(_INSERT_ROOM_MESSAGES[n], params)
+        start += n
 
 
 def _edit_room_message(c: Cursor, x: w.EditRoomMessage) -> None:
