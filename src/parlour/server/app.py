@@ -49,6 +49,9 @@ def core_config(settings: Settings) -> CoreConfig:
         "presence_window": settings.presence_window,
         "heartbeat_s": settings.heartbeat,
         "max_frame": settings.max_frame,
+        # one login/sync catch-up is written at once: it must fit the per-connection send
+        # queue with room to spare, or a reconnecting client is cut off as a slow consumer
+        "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
     }
     known = {f.name for f in dataclasses.fields(CoreConfig)}
     return CoreConfig(**{k: v for k, v in wanted.items() if k in known})
