@@ -17,7 +17,19 @@ def test_hello_required_first(h: Harness) -> None:
     assert "ts" in h.ok(conn, "ping")
     data = h.ok(conn, "hello", version=1)
     assert data["version"] == 1 and data["limits"]["max_text"] == 4000
-    assert h.err(conn, "hello", version=2).code == "unsupported_version"
+    assert data["limits"]["max_frame"] == 65536 and data["server"].startswith("parlour/")
+    assert data["limits"]["password_min_length"] == 8
+
+
+def test_hello_version_mismatch_is_a_clear_error_and_the_client_may_retry() -> None:
+    h = Harness()
+    conn = h.connect(hello=False)
+    bad = h.err(conn, "hello", version=2)
+    assert bad.code == "unsupported_version" and bad.extra["supported"] == [1]
+    assert "2" in bad.message and "1" in bad.message
+    assert h.err(conn, "login", username="admin", password=ADMIN_PW).code == "hello_required"
+    assert h.ok(conn, "hello", version=1)["version"] == 1
+    h.ok(conn, "login", username="admin", password=ADMIN_PW)
 
 
 def test_not_authenticated(h: Harness) -> None:
@@ -135,6 +147,23 @@ def test_passwd(h: Harness) -> None:
     h.ok(c, "logout")
     assert h.err(h.connect(), "login", username="bob", password=PW).code == "bad_credentials"
     h.login("bob", "new-password")
+
+
+def test_passwd_ends_the_other_sessions() -> None:
+    h = Harness(CoreConfig(duplicate_login="allow", rate_burst=100))
+    here = h.signup("bob")
+    there = h.login("bob")
+    observer = h.signup("carol")
+    for c in (here, there, observer):
+        h.ok(c, "join", room="general")
+    h.take(observer)
+    h.ok(here, "passwd", old_password=PW, new_password="new-password")
+    assert h.closed[there][0] == "logged_out" and "password" in h.closed[there][1]
+    assert here not in h.closed and h.svc.session_user(here) == "bob"
+    assert h.svc.session_user(there) is None
+    assert h.take(observer, "presence") == []  # bob is still online on `here`
+    h.ok(here, "send", room="general", text="still here", client_id="1")
+    assert h.texts(observer) == ["still here"]
 
 
 def test_login_recorded(h: Harness) -> None:

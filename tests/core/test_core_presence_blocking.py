@@ -42,6 +42,21 @@ def test_who_since_window_with_login_and_activity(h: Harness) -> None:
     assert bob["login_ts"] == h.now - 200 and bob["last_active"] == h.now - 100
     assert _names(h.ok(a, "who", since=50)["users"]) == ["alice"]
     assert _names(h.ok(a, "who", since=5000)["users"]) == ["alice", "bob", "old"]
+    assert h.ok(a, "who", since=50)["since"] == 50.0
+    assert h.ok(a, "who")["since"] is None
+
+
+def test_who_recent_uses_the_configured_presence_window() -> None:
+    h = Harness(CoreConfig(presence_window=600, rate_burst=100))
+    a = h.signup("alice")
+    h.register("gone")
+    h.advance(300)
+    h.register("recent")
+    h.advance(400)  # `gone` was last seen 700 s ago, `recent` 400 s ago
+    data = h.ok(a, "who", recent=True)
+    assert data["since"] == 600 and _names(data["users"]) == ["alice", "recent"]
+    assert _names(h.ok(a, "who", recent=True, since=1000)["users"]) == ["alice", "gone", "recent"]
+    assert _names(h.ok(a, "who")["users"]) == ["alice"]
 
 
 def test_presence_events_to_co_members(h: Harness) -> None:

@@ -115,6 +115,26 @@ class Wire:
         self.writer.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
         return fut
 
+    def send_many(
+        self, requests: list[tuple[str, dict[str, Any]]]
+    ) -> tuple[list[asyncio.Future[dict[str, Any]]], list[Any]]:
+        """Pipeline ``requests`` in one write; returns their futures and the ids in the order
+        their replies arrived (filled in as they come)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[dict[str, Any]]] = []
+        arrived: list[Any] = []
+        data = bytearray()
+        for type, fields in requests:
+            rid = self._next_id
+            self._next_id += 1
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            fut.add_done_callback(lambda _, rid=rid: arrived.append(rid))
+            self._waiting[rid] = fut
+            futures.append(fut)
+            data += json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n"
+        self.writer.write(bytes(data))
+        return futures, arrived
+
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:
         return await asyncio.wait_for(self.send(type, **fields), TIMEOUT)
 

@@ -10,6 +10,7 @@ it may just have written is served from memory (docs/design/chat-architecture.md
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -114,6 +115,9 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
 
 
+_json_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -157,7 +161,8 @@ class _Budget:
         self.bytes = nbytes
 
     def take(self, msg: StoredMessage) -> bool:
-        size = 160 + (len(msg.text) * 2 if msg.text else 0)
+        # the frame's size on the wire: the text as JSON (escapes, UTF-8) plus the record
+        size = 200 + len(msg.sender) + (len(_json_str(msg.text).encode()) if msg.text else 0)
         if self.messages <= 0 or size > self.bytes:
             return False
         self.messages -= 1
