@@ -9,8 +9,11 @@ advance by the bytes sent, so no segment is ever a retransmission.
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import NamedTuple
 
 from parlour.packets.addresses import ipv4_to_int
 from parlour.packets.packet import ipv4_tcp_packet
@@ -75,8 +78,9 @@ class BuildOptions:
     seed: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltPacket:
+class BuiltPacket(NamedTuple):
+    """One built packet: the IPv4 datagram and what it means (a named tuple: cheap to make)."""
+
     ts_ns: int
     datagram: bytes
     src: Endpoint
@@ -89,12 +93,29 @@ class BuiltPacket:
     msg_id: str | None = None
 
 
+# Non-SYN segments with the timestamps option (Linux's NOP, NOP, TS layout) are the bulk of
+# every conversation: one struct packs both headers and the option, and both checksums are
+# computed arithmetically from the field values (2**16 ≡ 1 mod 0xFFFF, so a 32-bit field adds
+# in whole) plus one big-integer remainder over the payload.
+_HDR_TS = struct.Struct("!BBHHHBBHIIHHIIBBHHHHBBII")
+_HDR_NOOPT = struct.Struct("!BBHHHBBHIIHHIIBBHHH")
+_M = 0xFFFF
+_DF = 0x4000
+
+
 @dataclass(slots=True)
 class _Dir:
+    """One direction of a flow: its addresses, next sequence number and checksum constants."""
+
+    ep: Endpoint
+    src: int
+    dst: int
     isn: int
     nxt: int
     ts_base: int
     last_tsval: int = 0
+    ip_const: int = 0
+    tcp_const: int = 0
 
 
 @dataclass(slots=True)
@@ -119,28 +140,43 @@ class _Builder:
         self.ip_ids[ip] = (value + 1) & 0xFFFF
         return value
 
+    def _dir(self, me: Endpoint, peer: Endpoint) -> _Dir:
+        o = self.o
+        isn = self.rng.randrange(1 << 32)
+        d = _Dir(
+            me, ipv4_to_int(me.ip), ipv4_to_int(peer.ip), isn, isn, self.rng.randrange(1 << 31)
+        )
+        d.ip_const = 0x4500 + _DF + (o.ttl << 8) + 6 + d.src + d.dst
+        # pseudo-header (addresses, protocol) + ports + NOP NOP + TS kind/length + 8-word offset
+        d.tcp_const = d.src + d.dst + 6 + me.port + peer.port + 0x0101 + 0x080A + 0x8000
+        return d
+
     def flow(self, flow: _Flow) -> None:
         o = self.o
         c, s = flow.client, flow.server
-        cd = _Dir(isn := self.rng.randrange(1 << 32), isn, self.rng.randrange(1 << 31))
-        sd = _Dir(isn := self.rng.randrange(1 << 32), isn, self.rng.randrange(1 << 31))
-        dirs = {(c.ip, c.port): cd, (s.ip, s.port): sd}
+        cd = self._dir(c, s)
+        sd = self._dir(s, c)
         t0 = flow.messages[0].ts_ns
+        ts_off = 10 * o.step_ns - t0
         last = t0 - 3 * o.step_ns
         out: list[BuiltPacket] = []
+        append = out.append
+        stream = flow.index
+        timestamps = o.timestamps
+        window = o.window
+        ttl = o.ttl
+        ip_ids = self.ip_ids
+        pack_ts = _HDR_TS.pack
+        pack_plain = _HDR_NOOPT.pack
+        from_bytes = int.from_bytes
+        new = tuple.__new__
 
-        def emit(
-            src: Endpoint, dst: Endpoint, t: int, flags: int, payload: bytes = b"", mid: str = ""
-        ) -> None:
-            nonlocal last
-            t = max(t, last)
-            last = t
-            me = dirs[(src.ip, src.port)]
-            peer = dirs[(dst.ip, dst.port)]
+        def slow(me: _Dir, peer: _Dir, t: int, flags: int, payload: bytes, mid: str) -> None:
+            """Any segment (SYNs, or options other than timestamps): the general builder."""
             syn = bool(flags & SYN)
             ts_opt = None
-            if o.timestamps:
-                me.last_tsval = (me.ts_base + (t - t0 + 10 * o.step_ns) // 1_000_000) & 0xFFFFFFFF
+            if timestamps:
+                me.last_tsval = (me.ts_base + (t + ts_off) // 1_000_000) & 0xFFFFFFFF
                 ts_opt = (me.last_tsval, peer.last_tsval if flags & ACK else 0)
             opts = TcpOptions(
                 mss=o.mss if syn else None,
@@ -148,48 +184,108 @@ class _Builder:
                 sack_permitted=o.sack_permitted and syn,
                 timestamps=ts_opt,
             )
-            options = encode_options(opts, syn)
             seq = me.nxt
             ack = peer.nxt if flags & ACK else 0
-            window = o.syn_window if syn else o.window
             datagram = ipv4_tcp_packet(
-                ipv4_to_int(src.ip), ipv4_to_int(dst.ip), src.port, dst.port, seq, ack, flags,
-                window, options, payload, self._ident(src.ip), o.ttl,
+                me.src, me.dst, me.ep.port, peer.ep.port, seq, ack, flags,
+                o.syn_window if syn else window, encode_options(opts, syn), payload,
+                self._ident(me.ep.ip), ttl,
             )  # fmt: skip
-            me.nxt = (me.nxt + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
-            out.append(
-                BuiltPacket(
-                    t, datagram, src, dst, seq, ack, flags, payload, flow.index, mid or None
-                )
-            )
+            me.nxt = (seq + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
+            append(BuiltPacket(t, datagram, me.ep, peer.ep, seq, ack, flags, payload, stream,
+                               mid or None))  # fmt: skip
 
-        emit(c, s, t0 - 3 * o.step_ns, SYN)
-        emit(s, c, t0 - 2 * o.step_ns, SYN | ACK)
-        emit(c, s, t0 - o.step_ns, ACK)
-        opt_len = 12 if o.timestamps else 0
+        def emit(
+            me: _Dir,
+            peer: _Dir,
+            src: Endpoint,
+            dst: Endpoint,
+            t: int,
+            flags: int,
+            payload: bytes = b"",
+            mid: str = "",
+        ) -> None:
+            nonlocal last
+            if t < last:
+                t = last
+            last = t
+            if flags & SYN:
+                slow(me, peer, t, flags, payload, mid)
+                return
+            ip = src.ip
+            ident = ip_ids.get(ip)
+            if ident is None:
+                ident = self._ident(ip)
+            else:
+                ip_ids[ip] = (ident + 1) & 0xFFFF
+            seq = me.nxt
+            ack = peer.nxt if flags & ACK else 0
+            n = len(payload)
+            if n:
+                psum = from_bytes(payload, "big")
+                if n & 1:
+                    psum <<= 8
+            else:
+                psum = 0
+            if timestamps:
+                tsval = me.last_tsval = (me.ts_base + (t + ts_off) // 1_000_000) & 0xFFFFFFFF
+                tsecr = peer.last_tsval if flags & ACK else 0
+                total = 52 + n
+                r = (me.ip_const + total + ident) % _M
+                r2 = (me.tcp_const + seq + ack + flags + window + tsval + tsecr + total - 20
+                      + psum) % _M  # fmt: skip
+                hdr = pack_ts(
+                    0x45, 0, total, ident, _DF, ttl, 6, _M - r if r else 0, me.src, me.dst,
+                    src.port, dst.port, seq, ack, 0x80, flags, window, _M - r2 if r2 else 0, 0,
+                    0x0101, 8, 10, tsval, tsecr,
+                )  # fmt: skip
+            else:
+                total = 40 + n
+                r = (me.ip_const + total + ident) % _M
+                r2 = (me.tcp_const - 0x0101 - 0x080A - 0x3000 + seq + ack + flags + window
+                      + total - 20 + psum) % _M  # fmt: skip
+                hdr = pack_plain(
+                    0x45, 0, total, ident, _DF, ttl, 6, _M - r if r else 0, me.src, me.dst,
+                    src.port, dst.port, seq, ack, 0x50, flags, window, _M - r2 if r2 else 0, 0,
+                )  # fmt: skip
+            me.nxt = (seq + n + (flags & FIN)) & 0xFFFFFFFF
+            append(new(BuiltPacket, (t, hdr + payload if n else hdr, src, dst, seq, ack, flags,
+                                     payload, stream, mid or None)))  # fmt: skip
+
+        emit(cd, sd, c, s, t0 - 3 * o.step_ns, SYN)
+        emit(sd, cd, s, c, t0 - 2 * o.step_ns, SYN | ACK)
+        emit(cd, sd, c, s, t0 - o.step_ns, ACK)
+        opt_len = 12 if timestamps else 0
         chunk = max(1, o.mss - opt_len)
         msgs = flow.messages
+        ack_delay = o.ack_delay_ns
         for i, m in enumerate(msgs):
             next_t = msgs[i + 1].ts_ns if i + 1 < len(msgs) else None
-            pieces = [m.payload[j : j + chunk] for j in range(0, len(m.payload), chunk)]
-            if not pieces:  # nothing to send: an empty segment would read as a duplicate ACK
+            data = m.payload
+            if not data:  # nothing to send: an empty segment would read as a duplicate ACK
                 continue
             t = m.ts_ns
-            for k, piece in enumerate(pieces):
-                final = k == len(pieces) - 1
-                emit(m.src, m.dst, t, ACK | (PSH if final else 0), piece, m.msg_id)
-                t = last + 1_000
-                if k % 2 == 1 and not final:
-                    emit(m.dst, m.src, t, ACK)
+            src, dst = m.src, m.dst
+            me, peer = (cd, sd) if src.port == c.port and src.ip == c.ip else (sd, cd)
+            if len(data) <= chunk:
+                emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id)
+            else:
+                pieces = [data[j : j + chunk] for j in range(0, len(data), chunk)]
+                for k, piece in enumerate(pieces):
+                    final = k == len(pieces) - 1
+                    emit(me, peer, src, dst, t, ACK | (PSH if final else 0), piece, m.msg_id)
                     t = last + 1_000
-            ack_t = last + o.ack_delay_ns
+                    if k % 2 == 1 and not final:
+                        emit(peer, me, dst, src, t, ACK)
+                        t = last + 1_000
+            ack_t = last + ack_delay
             if next_t is not None:
                 ack_t = min(ack_t, max(next_t - 1_000, last))
-            emit(m.dst, m.src, ack_t, ACK)
+            emit(peer, me, dst, src, ack_t, ACK)
         if o.teardown:
-            emit(c, s, last + o.step_ns, FIN | ACK)
-            emit(s, c, last + o.step_ns, FIN | ACK)
-            emit(c, s, last + o.step_ns, ACK)
+            emit(cd, sd, c, s, last + o.step_ns, FIN | ACK)
+            emit(sd, cd, s, c, last + o.step_ns, FIN | ACK)
+            emit(cd, sd, c, s, last + o.step_ns, ACK)
         self.out.extend(out)
 
 
@@ -220,5 +316,6 @@ def build_conversations(
     builder = _Builder(opts)
     for f in flows.values():
         builder.flow(f)
-    builder.out.sort(key=lambda p: p.ts_ns)
+    if len(flows) > 1:
+        builder.out.sort(key=itemgetter(0))
     return builder.out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO
 
 from parlour.packets.records import MAX_SNAPLEN, CaptureFormatError, Record
 
@@ -54,22 +54,27 @@ class PcapWriter:
             self._rec.pack(sec, frac // self._frac, n, n if wire_len is None else wire_len) + frame
         )
 
-    def write_many(self, frames: Iterable[tuple[int, bytes]]) -> int:
+    def write_many(self, frames: Iterable[Sequence[Any]]) -> int:
+        """Append ``(ts_ns, frame, ...)`` items — pairs, or anything indexable the same way
+        such as :class:`~parlour.packets.conversation.BuiltPacket` — in batched writes."""
         pack = self._rec.pack
         div = self._div
         fr = self._frac
         chunks: list[bytes] = []
-        append = chunks.append
+        extend = chunks.extend
+        write = self._stream.write
+        join = b"".join
         count = 0
-        for ts_ns, frame in frames:
+        for item in frames:
+            frame = item[1]
             n = len(frame)
-            append(pack(ts_ns // div, (ts_ns % div) // fr, n, n))
-            append(frame)
+            sec, ns = divmod(item[0], div)
+            extend((pack(sec, ns // fr, n, n), frame))
             count += 1
-            if len(chunks) >= 65536:
-                self._stream.write(b"".join(chunks))
+            if not count & 0x7FFF:
+                write(join(chunks))
                 chunks.clear()
-        self._stream.write(b"".join(chunks))
+        write(join(chunks))
         return count
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -77,7 +77,21 @@ def write_capture(
             ng.write(p.ts_ns, frame_for(p, link), comment=comment)
         return len(packets)
     writer = PcapWriter(stream, link.linktype, nanosecond=nanosecond)
-    return writer.write_many((p.ts_ns, frame_for(p, link)) for p in packets)
+    if link.link == "raw":
+        return writer.write_many(packets)  # (ts_ns, datagram, ...) is what it indexes
+    heads: dict[tuple[str, str, str, str], bytes] = {}
+
+    def frames() -> Iterator[tuple[int, bytes]]:
+        for p in packets:
+            key = (p.src.name, p.src.ip, p.dst.name, p.dst.ip)
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = ethernet_frame(
+                    link.mac(p.dst.name, p.dst.ip), link.mac(p.src.name, p.src.ip), b""
+                )
+            yield p.ts_ns, head + p.datagram
+
+    return writer.write_many(frames())
 
 
 def write_capture_file(
