@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +37,7 @@ log = logging.getLogger("parlour.proxy")
 
 Admin = Literal["enabled", "disabled", "draining"]
 LATENCY_SAMPLES = 1024
+_LOAD_AWARE = frozenset({"least_conn", "p2c"})  # they need each request's active counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,9 @@ class BackendPool:
         self.settings = settings
         self._balancer: Balancer = make_balancer(settings.algorithm, self._rng)
         self._interval: IntervalSelector | None = None
+        # the candidate list for load-blind algorithms when no backend has a max_conns:
+        # rebuilt only when membership, state or weights change, not per request
+        self._static: tuple[Candidate, ...] | None = None
         self._configure_selection()
 
     # ----------------------------------------------------------------- settings
@@ -178,6 +182,7 @@ class BackendPool:
         self._sync_ring()
 
     def _sync_ring(self) -> None:
+        self._static = None
         if isinstance(self._balancer, HashBalancer):
             self._balancer.set_members([(b.id, b.spec.weight) for b in self._backends.values()])
 
@@ -250,6 +255,7 @@ class BackendPool:
             log.warning("backend %s is DOWN: %s", b.id, reason)
         else:
             log.info("backend %s is %s (%s)", b.id, new.upper(), reason)
+        self._static = None
         change = StateChange(b.id, old, new, now, reason)
         for listener in list(self.listeners):
             listener(change)
@@ -288,6 +294,12 @@ class BackendPool:
     ) -> Choice:
         """The backend for the next client; FULL if all eligible ones are at max_conns;
         None if no backend is up."""
+        if not exclude:
+            static = self._static
+            if static is None and self.settings.algorithm not in _LOAD_AWARE:
+                static = self._static = self._static_candidates()
+            if static:
+                return self._pick(static, now, key)
         candidates: list[Candidate] = []
         saw_full = False
         for b in self._backends.values():
@@ -299,6 +311,20 @@ class BackendPool:
             candidates.append(Candidate(b.id, b.spec.weight, b.active))
         if not candidates:
             return FULL if saw_full else None
+        return self._pick(candidates, now, key)
+
+    def _static_candidates(self) -> tuple[Candidate, ...]:
+        """Up backends as candidates, or () when some backend has a max_conns (fullness
+        then changes per request and the slow path must look)."""
+        out = []
+        for b in self._backends.values():
+            if b.spec.max_conns > 0:
+                return ()
+            if b.state == "up":
+                out.append(Candidate(b.id, b.spec.weight, 0))
+        return tuple(out)
+
+    def _pick(self, candidates: Sequence[Candidate], now: float, key: bytes | None) -> Choice:
         if self.settings.algorithm not in HASH_ALGORITHMS:
             key = None
         if self._interval is not None:
