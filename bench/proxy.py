@@ -3,9 +3,13 @@
 Two backends (nginx serving a small static response when nginx is installed, else a tiny
 asyncio backend), then wrk at fixed concurrency against: the backend directly, parlour
 proxy (1 worker and --workers 2), HAProxy (one thread) and nginx (one worker) when
-installed. Prints req/s, p50/p99 and each proxy's ratio to HAProxy.
+installed. Prints req/s, p50/p99 and each proxy's ratio to HAProxy, and where the CPU
+went: each proxy's CPU time per request (its own processes, from /proc), and the share
+of the machine taken by wrk and by the backends. With --rounds N every target is run N
+times, interleaved, and the median round is reported (the machine may be shared).
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50] [--threads 2]
+                                    [--rounds 3]
 """
 
 from __future__ import annotations
@@ -150,6 +154,25 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: str
+    cpu_us_per_req: float = float("nan")  # the proxy's own CPU time per request
+    wrk_cpu: float = float("nan")  # cores used by wrk during the run
+    backend_cpu: float = float("nan")  # cores used by the backends during the run
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every live process in group `pgid`."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "pid (comm)": state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def _ms(text: str) -> float:
@@ -160,11 +183,16 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
+def run_wrk(
+    name: str, port: int, args: argparse.Namespace, proxy_pgid: int | None, backend_pgids: list[int]
+) -> Result:
     url = f"http://127.0.0.1:{port}/"
     # warm-up (pools, caches), then the measured run
     subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True, check=False)
-    out = subprocess.run(
+    cpu0 = group_cpu_s(proxy_pgid) if proxy_pgid else 0.0
+    b0 = sum(group_cpu_s(g) for g in backend_pgids)
+    started = time.monotonic()
+    wrk = subprocess.Popen(
         [
             "wrk",
             f"-t{args.threads}",
@@ -173,15 +201,37 @@ def run_wrk(name: str, port: int, args: argparse.Namespace) -> Result:
             "--latency",
             url,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+    assert wrk.stdout is not None
+    out = wrk.stdout.read()
+    wrk.stdout.close()
+    _, status, usage = os.wait4(wrk.pid, 0)  # rusage: wrk's own CPU time
+    wrk.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    cpu1 = group_cpu_s(proxy_pgid) if proxy_pgid else 0.0
+    b1 = sum(group_cpu_s(g) for g in backend_pgids)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     err = re.search(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", out)
-    return Result(name, rps, p50, p99, err.group(1) if err else "")
+    wrk_cpu = (usage.ru_utime + usage.ru_stime) / elapsed
+    return Result(
+        name,
+        rps,
+        p50,
+        p99,
+        err.group(1) if err else "",
+        cpu_us_per_req=(cpu1 - cpu0) / total * 1e6 if proxy_pgid and total else float("nan"),
+        wrk_cpu=wrk_cpu,
+        backend_cpu=(b1 - b0) / elapsed,
+    )
+
+
+def median_round(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
 def main() -> int:
@@ -189,56 +239,84 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="runs per target (median shown)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)")
         return 1
     have_nginx = shutil.which("nginx") is not None
     have_haproxy = shutil.which("haproxy") is not None
-    results: list[Result] = []
+    runs: dict[str, list[Result]] = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
         bports = [free_port(), free_port()]
+        backend_pgids: list[int] = []
         if have_nginx:
-            stack.enter_context(process(nginx_backends(tmp, bports), bports[0]))
+            p = stack.enter_context(process(nginx_backends(tmp, bports), bports[0]))
+            backend_pgids.append(p.pid)
             backend_kind = "nginx (1 worker, static 19-byte body)"
         else:
             script = tmp / "backend.py"
             script.write_text(TINY_BACKEND)
-            for p in bports:
-                stack.enter_context(process([sys.executable, str(script), str(p)], p))
+            for port in bports:
+                p = stack.enter_context(process([sys.executable, str(script), str(port)], port))
+                backend_pgids.append(p.pid)
             backend_kind = "tiny asyncio backend"
         wait_port(bports[1])
-        results.append(run_wrk("direct (backend 1)", bports[0], args))
-        targets: list[tuple[str, list[str]]] = []
+        targets: list[str] = ["direct (backend 1)"]
         if have_haproxy:
-            targets.append(("haproxy (nbthread 1)", []))
+            targets.append("haproxy (nbthread 1)")
         if have_nginx:
-            targets.append(("nginx proxy (1 worker)", []))
-        targets += [("parlour proxy (1 worker)", []), ("parlour proxy (--workers 2)", [])]
-        for name, _ in targets:
-            port = free_port()
-            if name.startswith("haproxy"):
-                cmd = haproxy(tmp, port, bports)
-            elif name.startswith("nginx"):
-                cmd = nginx_proxy(tmp, port, bports)
-            else:
-                cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
-            with process(cmd, port, env=env):
-                results.append(run_wrk(name, port, args))
+            targets.append("nginx proxy (1 worker)")
+        targets += ["parlour proxy (1 worker)", "parlour proxy (--workers 2)"]
+        for round_no in range(args.rounds):
+            for name in targets:
+                if name.startswith("direct"):
+                    result = run_wrk(name, bports[0], args, None, backend_pgids)
+                    runs.setdefault(name, []).append(result)
+                    continue
+                port = free_port()
+                if name.startswith("haproxy"):
+                    cmd = haproxy(tmp, port, bports)
+                elif name.startswith("nginx"):
+                    cmd = nginx_proxy(tmp, port, bports)
+                else:
+                    cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
+                with process(cmd, port, env=env) as proc:
+                    result = run_wrk(name, port, args, proc.pid, backend_pgids)
+                runs.setdefault(name, []).append(result)
+                print(
+                    f"round {round_no + 1}: {name}: {result.rps:.0f} req/s, "
+                    f"p99 {result.p99_ms:.2f} ms",
+                    file=sys.stderr,
+                )
+    results = [median_round(runs[name]) for name in targets]
     base = next((r for r in results if r.name.startswith("haproxy")), None)
     print(
         f"\nbackends: {backend_kind}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s; {os.cpu_count()} cores\n"
+        f"-d{args.duration}s; {os.cpu_count()} cores shared by wrk, backends and proxy; "
+        f"median of {args.rounds} round(s)\n"
     )
-    print(f"{'target':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'rps/HAP':>8} {'p99/HAP':>8}")
+    print(
+        f"{'target':30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'rps/HAP':>7} "
+        f"{'p99/HAP':>7} {'proxy CPU':>10} {'wrk':>5} {'backend':>7}"
+    )
+    print(
+        f"{'':30} {'':>8} {'':>7} {'':>7} {'':>7} {'':>7} {'us/req':>10} {'cores':>5} {'cores':>7}"
+    )
     for r in results:
-        ratio = f"{r.rps / base.rps:8.2f}" if base else "       -"
-        p99r = f"{r.p99_ms / base.p99_ms:8.2f}" if base else "       -"
+        ratio = f"{r.rps / base.rps:7.2f}" if base else "      -"
+        p99r = f"{r.p99_ms / base.p99_ms:7.2f}" if base else "      -"
+        cpu = f"{r.cpu_us_per_req:10.1f}" if r.cpu_us_per_req == r.cpu_us_per_req else " " * 10
         print(
-            f"{r.name:32} {r.rps:10.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio} {p99r} {r.errors}"
+            f"{r.name:30} {r.rps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {ratio} {p99r} "
+            f"{cpu} {r.wrk_cpu:5.2f} {r.backend_cpu:7.2f} {r.errors}"
         )
+    if args.rounds > 1:
+        print("\nreq/s per round:")
+        for name in targets:
+            print(f"  {name:30} " + " ".join(f"{r.rps:8.0f}" for r in runs[name]))
     return 0
 
 
