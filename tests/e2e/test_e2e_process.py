@@ -27,17 +27,29 @@ class ServerProcess:
         self.banner = banner
 
     @classmethod
-    async def start(cls, data_dir: Path, *args: str, admin_env: bool = True) -> ServerProcess:
+    async def start(
+        cls,
+        data_dir: Path,
+        *args: str,
+        admin_env: bool = True,
+        log_level: str = "WARNING",
+        stderr: Path | None = None,
+    ) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLOUR_")}
+        # cheap Argon2id: these tests are about the process, not the hash (tested elsewhere)
+        env["PARLOUR_ARGON2_TIME_COST"] = "1"
+        env["PARLOUR_ARGON2_MEMORY_KIB"] = "64"
         if admin_env:
             env["PARLOUR_ADMIN_PASSWORD"] = ADMIN_PASSWORD
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "parlour", "serve", "--port", "0",
-            "--data-dir", str(data_dir), "--log-level", "WARNING", *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=env,
-        )  # fmt: skip
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(stderr.open("ab")) if stderr is not None else None
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "parlour", "serve", "--port", "0",
+                "--data-dir", str(data_dir), "--log-level", log_level, *args,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err if err is not None else asyncio.subprocess.DEVNULL,
+                env=env,
+            )  # fmt: skip
         assert proc.stdout is not None
         banner: list[str] = []
         port = None
@@ -86,7 +98,10 @@ async def wires() -> AsyncIterator[list[Wire]]:
 async def test_first_start_prints_admin_password_once(
     tmp_path: Path, processes: list[ServerProcess], wires: list[Wire]
 ) -> None:
-    first = await ServerProcess.start(tmp_path / "data", admin_env=False)
+    log = tmp_path / "stderr.log"
+    first = await ServerProcess.start(
+        tmp_path / "data", admin_env=False, log_level="DEBUG", stderr=log
+    )
     processes.append(first)
     text = "".join(first.banner)
     found = re.search(r"password: (\S+)", text)
@@ -96,32 +111,70 @@ async def test_first_start_prints_admin_password_once(
     wires.append(c)
     assert (await c.login("admin", password))["role"] == "admin"
     rooms = (await c.ok("rooms"))["rooms"]
-    assert len(rooms) == 3
+    assert sorted(r["name"] for r in rooms) == ["general", "help", "random"]
+    await c.ok("passwd", old_password=password, new_password="changed-admin-pw")
     first.proc.send_signal(signal.SIGTERM)
     assert await first.wait() == 0
+    assert password not in await first.rest_of_output()  # printed once only
 
-    second = await ServerProcess.start(tmp_path / "data", admin_env=False)
+    second = await ServerProcess.start(tmp_path / "data", admin_env=False, stderr=log)
     processes.append(second)
     assert "password:" not in "".join(second.banner)
+    d = await Wire.connect(second.port)
+    wires.append(d)
+    await d.login("admin", "changed-admin-pw")
+    second.proc.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    logged = log.read_text()
+    assert "login" in logged  # the DEBUG log was written ...
+    assert password not in logged and "changed-admin-pw" not in logged  # ... without secrets
+
+
+async def test_admin_password_from_the_environment(
+    tmp_path: Path, processes: list[ServerProcess], wires: list[Wire]
+) -> None:
+    server = await ServerProcess.start(tmp_path / "data", stderr=tmp_path / "stderr.log")
+    processes.append(server)
+    assert "password:" not in "".join(server.banner)
+    c = await Wire.connect(server.port)
+    wires.append(c)
+    assert (await c.login("admin", ADMIN_PASSWORD))["role"] == "admin"
+    server.proc.send_signal(signal.SIGTERM)
+    assert await server.wait() == 0
+    assert ADMIN_PASSWORD not in (tmp_path / "stderr.log").read_text()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_graceful_shutdown_tells_clients_and_exits_0(
     tmp_path: Path, processes: list[ServerProcess], wires: list[Wire], sig: signal.Signals
 ) -> None:
-    server = await ServerProcess.start(tmp_path / "data")
+    server = await ServerProcess.start(tmp_path / "data", "--rate", "10000", "--burst", "1000")
     processes.append(server)
     c = await Wire.connect(server.port)
     wires.append(c)
     await c.signup("alice", PASSWORD)
     await c.ok("join", room="general")
     await c.ok("send", room="general", text="before shutdown", client_id="s1")
+    # requests in flight when the signal arrives: each is answered (and then durable) or
+    # never answered; none is lost after an ok
+    futures, _ = c.send_many(
+        [("send", {"room": "general", "text": f"f{i}", "client_id": f"f{i}"}) for i in range(50)]
+    )
     server.proc.send_signal(sig)
     bye = await c.event("disconnect")
-    assert bye["code"] == "shutting_down"
+    assert bye["code"] == "shutting_down" and bye["reason"]
     await c.wait_closed()
     assert await server.wait() == 0
     assert "stopped" in await server.rest_of_output()
+    acked = [f.result()["data"]["seq"] for f in futures if not f.exception()]
+
+    again = await ServerProcess.start(tmp_path / "data")
+    processes.append(again)
+    d = await Wire.connect(again.port)
+    wires.append(d)
+    await d.login("alice", PASSWORD)
+    stored = [m["seq"] for m in (await d.ok("history", room="general", limit=100))["messages"]]
+    assert stored[0] == 1 and set(acked) <= set(stored)
 
 
 async def test_kill_9_loses_nothing_acknowledged_and_resume_is_exact(

@@ -117,9 +117,15 @@ async def test_edit_and_delete_own_messages_admin_deletes_any(user: UserFactory)
     assert gone["text"] is None and gone["deleted"]
     history = (await bob.ok("history", room="general"))["messages"]
     assert [(m["text"], m["edited"], m["deleted"]) for m in history] == [
-        ("hello", True, False),
-        (None, False, True),
-    ] or [(m["text"], m["deleted"]) for m in history] == [("hello", False), (None, True)]
+        ("hello", True, False),  # current text with the edited mark
+        (None, False, True),  # tombstone: the sequence has no hole
+    ]
+    await alice.ok("delete", room="general", seq=s1["seq"])  # edited, then deleted
+    tomb = (await bob.ok("history", room="general", before=s2["seq"]))["messages"]
+    assert [(m["text"], m["edited"], m["deleted"]) for m in tomb] == [(None, True, True)]
+    assert (await alice.error("edit", room="general", seq=s1["seq"], text="x"))["code"] == (
+        "message_not_found"
+    )
     assert (await alice.error("edit", room="general", seq=99, text="x"))["code"] == (
         "message_not_found"
     )

@@ -53,6 +53,30 @@ async def test_dm_online_offline_delivery_and_errors(
     assert bob3.drain_events("dm") == []
 
 
+async def test_dm_edit_delete_and_history_paging(user: UserFactory) -> None:
+    alice, bob = await user("alice"), await user("bob")
+    acks = [await alice.ok("dm", to="bob", text=f"d{i}", client_id=f"d{i}") for i in range(4)]
+    assert [a["seq"] for a in acks] == [1, 2, 3, 4]  # the conversation's own sequence
+    again = await alice.ok("dm", to="bob", text="d0", client_id="d0")
+    assert again["duplicate"] is True and again["seq"] == 1
+    for _ in acks:
+        await bob.event("dm", peer="alice")
+    edited = await alice.ok("edit", peer="bob", seq=2, text="d1 (fixed)")
+    assert edited["message"]["edited"] and edited["message"]["peer"] == "bob"
+    ev = await bob.event("dm_edited", peer="alice", seq=2)
+    assert ev["text"] == "d1 (fixed)"
+    assert (await bob.error("delete", peer="alice", seq=3))["code"] == "forbidden"
+    await alice.ok("delete", peer="bob", seq=3)
+    assert (await bob.event("dm_deleted", peer="alice", seq=3))["text"] is None
+    page = await bob.ok("history", peer="alice", before=4, limit=2)
+    assert page["peer"] == "alice" and page["has_more"]
+    assert [(m["seq"], m["text"], m["edited"], m["deleted"]) for m in page["messages"]] == [
+        (2, "d1 (fixed)", True, False),
+        (3, None, False, True),
+    ]
+    assert (await bob.error("history", peer="bob"))["code"] == "self_message"
+
+
 async def test_broadcast_reaches_every_online_user(user: UserFactory) -> None:
     admin, alice, bob = await user("admin"), await user("alice"), await user("bob")
     assert (await alice.error("broadcast", text="hey"))["code"] == "forbidden"
@@ -77,9 +101,12 @@ async def test_presence_who(user: UserFactory, clock: FakeClock) -> None:
     assert ev["online"] is False
     recent = {who_name(u): u for u in (await alice.ok("who", since=3600))["users"]}
     assert "bob" in recent and recent["bob"]["online"] is False
+    assert recent["bob"]["last_active"] >= recent["bob"]["login_ts"] > 0
+    assert (await alice.ok("who", recent=True))["since"] == 3600
     clock.advance(2 * 3600)
     recent = {who_name(u) for u in (await alice.ok("who", since=3600))["users"]}
     assert "bob" not in recent
+    assert "bob" not in {who_name(u) for u in (await alice.ok("who", recent=True))["users"]}
 
 
 async def test_blocking_filters_dms_and_room_messages(user: UserFactory) -> None:
@@ -145,7 +172,48 @@ async def test_kick_ban_unban_and_audit(
     await later.ok("login", username="mallory", password=PASSWORD)
 
     entries = (await admin.ok("audit", limit=10))["entries"]
-    actions = [(e["actor"], e["action"], e["target"]) for e in entries]
-    assert ("admin", "kick", "mallory") in actions
-    assert ("admin", "ban", "mallory") in actions and ("admin", "unban", "mallory") in actions
-    assert (await later.error("audit"))["code"] == "forbidden"
+    actions = [(e["actor"], e["action"], e["target"], e["reason"]) for e in entries]
+    assert actions[:4] == [  # newest first: who, what, whom, why (and when)
+        ("admin", "ban", "mallory", "cool down"),
+        ("admin", "unban", "mallory", ""),
+        ("admin", "ban", "mallory", "spam"),
+        ("admin", "kick", "mallory", "flooding"),
+    ]
+    assert all(e["ts"] > 0 for e in entries)
+    for request in ("audit", "bans", "kick", "ban", "unban"):
+        fields = {} if request in ("audit", "bans") else {"user": "admin"}
+        assert (await later.error(request, **fields))["code"] == "forbidden"
+
+
+async def test_kick_from_a_room_and_permanent_ban(
+    user: UserFactory, connect: ClientFactory
+) -> None:
+    admin, mallory, bob = await user("admin"), await user("mallory"), await user("bob")
+    await mallory.ok("join", room="general")
+    await bob.ok("join", room="general")
+    data = await admin.ok("kick", user="mallory", room="general", reason="off topic")
+    assert data == {"user": "mallory", "room": "general", "sessions": 1}
+    kicked = await mallory.event("kicked", room="general")
+    assert (kicked["by"], kicked["reason"]) == ("admin", "off topic")
+    await bob.event("left", room="general", user="mallory")
+    assert (await mallory.error("send", room="general", text="x", client_id="k"))["code"] == (
+        "not_member"
+    )
+    await mallory.ok("join", room="general")  # they may come back
+    err = await admin.error("kick", user="mallory", room="help")
+    assert err["code"] == "not_member"
+    assert (await admin.error("kick", user="nobody"))["code"] == "unknown_user"
+
+    await admin.ok("ban", user="mallory")  # no duration: until unbanned
+    banned = await mallory.event("banned")
+    assert banned["until"] is None
+    assert (await mallory.event("disconnect"))["code"] == "banned"
+    again = await connect()
+    await again.hello()
+    err = await again.error("login", username="mallory", password=PASSWORD)
+    assert err["code"] == "banned" and err["until"] is None and "permanently" in err["message"]
+    # a wrong password does not reveal the ban
+    err = await again.error("login", username="mallory", password="not-the-password")
+    assert err["code"] == "bad_credentials"
+    assert (await admin.ok("bans"))["bans"][0]["until"] is None
+    assert (await admin.error("unban", user="bob"))["code"] == "invalid_field"
