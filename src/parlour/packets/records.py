@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["MAX_SNAPLEN", "CaptureFormatError", "Record"]
 
@@ -14,9 +14,11 @@ class CaptureFormatError(ValueError):
     """The bytes are not a readable pcap/pcapng capture (truncated, garbage, unsupported)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One frame: time in integer nanoseconds since the epoch, captured bytes, wire length."""
+class Record(NamedTuple):
+    """One frame: time in integer nanoseconds since the epoch, captured bytes, wire length.
+
+    A named tuple (immutable, cheap to create: readers make millions of them).
+    """
 
     ts_ns: int
     data: bytes
