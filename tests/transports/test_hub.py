@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from fakes import RecordingWriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.core.outcome import Delivery, Outcome
 from parlour.core.writes import Audit
-from parlour.protocol import Event, EventName, Ok
-from parlour.transports.hub import Hub, disconnect_frame
+from parlour.protocol import Event, EventName, Ok, ProtocolError
+from parlour.transports.hub import Hub, disconnect_frame, encode_frame
 from parlour.transports.pipeline import Pipeline
 
 
@@ -330,3 +331,15 @@ async def _run_hub(ops: list[Op]) -> dict[int, bytes]:
 @given(ops_strategy)
 def test_segments_deliver_exactly_what_per_connection_queues_would(ops: list[Op]) -> None:
     assert asyncio.run(_run_hub(ops)) == _reference(ops)
+
+
+def test_event_names_from_members_and_strings_encode_alike() -> None:
+    fields = {"from": "admin", "text": "hi", "ts": 1.0}
+    assert encode_frame(Event(EventName.BROADCAST, fields)) == encode_frame(
+        Event("broadcast", fields)  # type: ignore[arg-type]
+    )
+    assert Event("broadcast", fields).name is EventName.BROADCAST  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match="unknown event"):
+        Event("no-such-event", fields)  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match="must not contain"):
+        Event(EventName.BROADCAST, {"type": "x"})

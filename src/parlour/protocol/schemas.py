@@ -878,12 +878,13 @@ class Event:
     fields: Mapping[str, Any]
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "name", EventName(self.name))
-        except ValueError:
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD, f"unknown event {self.name!r}", field="event"
-            ) from None
+        if type(self.name) is not EventName:  # a string (the core passes members: hot path)
+            try:
+                object.__setattr__(self, "name", EventName(self.name))
+            except ValueError:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, f"unknown event {self.name!r}", field="event"
+                ) from None
         if "type" in self.fields or "event" in self.fields:
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD, "event fields must not contain 'type' or 'event'"
