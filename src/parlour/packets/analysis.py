@@ -153,6 +153,8 @@ class TcpInfo:
     window: int
     analysis: tuple[str, ...]
     from_client: bool
+    #: for a duplicate ACK: (number of the frame it duplicates, how many duplicates so far)
+    dup_ack: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,12 @@ class PacketAnalysis:
             if p.udp_ports:
                 return f"{p.udp_ports[0]} → {p.udp_ports[1]} Len={len(p.payload)}"
             return p.problem or ""
-        prefix = "".join(f"[{_INFO_PREFIX[f]}] " for f in self.tcp.analysis if f in _INFO_PREFIX)
+        prefix = ""
+        for f in self.tcp.analysis:
+            if f == DUPLICATE_ACK and self.tcp.dup_ack is not None:
+                prefix += f"[TCP Dup ACK {self.tcp.dup_ack[0]}#{self.tcp.dup_ack[1]}] "
+            elif f in _INFO_PREFIX:
+                prefix += f"[{_INFO_PREFIX[f]}] "
         if self.app:
             return prefix + self.app[1]
         return prefix + self.tcp_summary()
@@ -295,8 +302,9 @@ def _analyze_segment(
             fwd.dupacknum = 1 if fwd.dupacknum == -1 else fwd.dupacknum + 1
             ta.add(DUPLICATE_ACK)
     if DUPLICATE_ACK not in ta:
-        fwd.lastnondupack = num
         fwd.dupacknum = 0
+    if not ta:  # the frame tshark names in "Dup ACK N#k": the last unremarkable segment
+        fwd.lastnondupack = num
     if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
         # tshark 4.0: report once per hole (a pure-ACK-stalled reverse side is not repeated)
         if rev.maxseqtobeacked > rev.nextseq:
@@ -384,6 +392,7 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             window <<= fwd.win_scale
         seglen = len(p.payload)
         analysis = _analyze_segment(st, fwd, rev, p, p.number, h.seq, h.ack, flags, window, seglen)
+        dup = (fwd.lastnondupack, fwd.dupacknum) if DUPLICATE_ACK in analysis else None
         if flags & (FIN | RST):
             st.closed = True
         st.last_ns = p.ts_ns
@@ -399,7 +408,7 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         info = TcpInfo(
             st.index, h.sport, h.dport, flags, h.seq, h.ack, (h.seq - base) & _M32,
             (h.ack - rbase) & _M32 if flags & ACK else 0, seglen, window, analysis,
-            me == st.client,
+            me == st.client, dup,
         )  # fmt: skip
         out.append(PacketAnalysis(p, info, app, p.ts_ns - t0))
     convs = tuple(
