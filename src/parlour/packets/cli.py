@@ -9,7 +9,12 @@ import click
 
 from parlour.packets.addresses import parse_mac
 from parlour.packets.cli_capture import capture
-from parlour.packets.conversation import DEFAULT_START_NS, BuildOptions, build_conversations
+from parlour.packets.conversation import (
+    DEFAULT_START_NS,
+    BuildOptions,
+    BuiltPacket,
+    build_conversations,
+)
 from parlour.packets.hexdump import hexdump
 from parlour.packets.messages import (
     FRAMINGS,
@@ -18,6 +23,7 @@ from parlour.packets.messages import (
     parse_hosts,
     read_hosts_file,
 )
+from parlour.packets.tcp import flags_text
 from parlour.packets.writers import LinkOptions, frame_for, write_capture_file
 
 __all__ = ["packets"]
@@ -50,6 +56,18 @@ def _macs(items: tuple[str, ...]) -> dict[str, bytes]:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--mac") from None
     return macs
+
+
+def _summary(p: BuiltPacket, isns: dict[tuple[int, str, int], int], t0: int) -> str:
+    """Wireshark-style one-liner with relative sequence numbers (ISNs learnt from the SYNs)."""
+    mine = isns.setdefault((p.stream, p.src.ip, p.src.port), p.seq)
+    peer = isns.get((p.stream, p.dst.ip, p.dst.port))
+    ack = f" Ack={(p.ack - peer) & 0xFFFFFFFF}" if p.flags & 0x10 and peer is not None else ""
+    return (
+        f"{(p.ts_ns - t0) / 1e9:.6f}  {p.src.name or p.src.ip}:{p.src.port} → "
+        f"{p.dst.name or p.dst.ip}:{p.dst.port}  [{flags_text(p.flags)}] "
+        f"Seq={(p.seq - mine) & 0xFFFFFFFF}{ack} Len={len(p.payload)}"
+    )
 
 
 @packets.command()
@@ -172,15 +190,14 @@ def build(
         from parlour.packets.explain import explain_built
 
         notes = explain_built(built) if explain else None
+        isns: dict[tuple[int, str, int], int] = {}
+        t0 = built[0].ts_ns if built else 0
         for i, p in enumerate(built):
             if notes is not None:
                 click.echo(f"{i + 1:>4}  {notes[i]}")
             if show_hex:
                 if notes is None:
-                    click.echo(
-                        f"{i + 1:>4}  {p.src.name or p.src.ip}:{p.src.port} -> "
-                        f"{p.dst.name or p.dst.ip}:{p.dst.port}  {len(p.payload)} bytes of data"
-                    )
+                    click.echo(f"{i + 1:>4}  {_summary(p, isns, t0)}")
                 click.echo(hexdump(frame_for(p, link_opts)))
                 click.echo()
     if send:
