@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "HOP_BY_HOP",
@@ -47,8 +47,9 @@ class BadRequest(Exception):
     """The client's request cannot be relayed; answer 400 and close."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
+    """A validated request head (a NamedTuple: one is built per request)."""
+
     method: str
     url: bytes
     version: str  # "1.0" / "1.1"
@@ -197,12 +198,31 @@ def build_response_head(
     """The head sent to the client. `framing` is "chunked", "length", "none" or "close"
     (body ends when the connection closes); "upgrade" keeps Upgrade/Connection."""
     upgrade = framing == "upgrade"
-    out = [f"HTTP/{client_version} {status} ".encode("ascii"), reason, b"\r\n"]
-    for name, value in _strip_hop_by_hop(headers, keep_upgrade=upgrade):
+    out = [b"HTTP/%b %d " % (client_version.encode("ascii"), status), reason, b"\r\n"]
+    drop_length = framing not in ("length", "none")
+    named: set[bytes] | None = None
+    for name, value in headers:  # one pass: hop-by-hop fields dropped as they come
         lname = name.lower()
-        if lname == b"content-length" and framing not in ("length", "none"):
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")} - _PLAIN_CONNECTION
+                if tokens:
+                    named = tokens if named is None else named | tokens
+            elif upgrade and lname == b"upgrade":
+                out += (name, b": ", value, b"\r\n")
+            continue
+        if drop_length and lname == b"content-length":
             continue
         out += (name, b": ", value, b"\r\n")
+    if named:  # fields the Connection header named (rare): filter them out afterwards
+        return build_response_head(
+            status,
+            reason,
+            [(n, v) for n, v in headers if (ln := n.lower()) not in named and ln != b"connection"],
+            client_version=client_version,
+            framing=framing,
+            keep_alive=keep_alive,
+        )
     out.append(b"Via: 1.1 parlour\r\n")
     if upgrade:
         out.append(b"Connection: Upgrade\r\n")

@@ -282,7 +282,7 @@ class BackendPool:
 
     def passive_success(self, backend_id: str, now: float) -> None:
         b = self._backends.get(backend_id)
-        if b is not None:
+        if b is not None and b.health.failures:  # (nothing to reset otherwise)
             b.health.success(now, passive=True)
 
     # --------------------------------------------------------------- selection
