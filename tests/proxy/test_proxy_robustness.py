@@ -399,3 +399,29 @@ def test_several_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None
     assert errors == []
     with StatsStore(db) as store:
         assert store.load_backends() == []
+
+
+def test_response_head_drops_hop_by_hop_and_fields_named_by_connection() -> None:
+    from parlour.proxy.headers import build_response_head
+
+    headers = [
+        (b"Content-Type", b"text/plain"),
+        (b"Connection", b"keep-alive, X-Secret"),
+        (b"X-Secret", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Upgrade", b"h2c"),
+        (b"Content-Length", b"3"),
+    ]
+    head = build_response_head(
+        200, b"OK", headers, client_version="1.1", framing="length", keep_alive=True
+    )
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+        b"Via: 1.1 parlour\r\n\r\n"
+    )
+    head = build_response_head(
+        200, b"OK", headers, client_version="1.0", framing="chunked", keep_alive=False
+    )
+    assert b"Content-Length" not in head and b"X-Secret" not in head
+    assert head.endswith(b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
