@@ -264,3 +264,21 @@ def test_runs_of_room_messages_are_stored_whole_and_in_order(
         assert all(m.client_id == f"c{m.seq}" and m.ts == T0 + m.seq for m in got)
     finally:
         store.close()
+
+
+async def test_writer_wakes_for_every_submit_after_going_idle() -> None:
+    """Submits that arrive while the thread is busy take no lock; ones that arrive while it
+    waits must wake it. Alternate both many times: a lost wake-up would hang here."""
+    applied: list[int] = []
+    writer = GroupCommitWriter(
+        lambda batches: applied.extend(x for b in batches for x in b), name="t"
+    )
+    writer.start()
+    try:
+        for i in range(300):
+            futs = [writer.submit([i * 10 + k]) for k in range(i % 3 + 1)]
+            await asyncio.wait_for(asyncio.gather(*futs), 10)
+        assert applied == sorted(applied) and len(applied) == sum(i % 3 + 1 for i in range(300))
+        assert writer.pending == 0
+    finally:
+        await writer.close()

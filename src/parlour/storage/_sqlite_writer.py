@@ -55,6 +55,10 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done = threading.Event()
         self._pending = 0
+        #: the writer thread is about to wait (or waits) for work: submit must notify it.
+        #: Set before the thread checks the queue, so a submit never goes unnoticed; while
+        #: the thread is busy committing, submit takes no lock at all.
+        self._idle = False
         self.stats = WriterStats()
 
     @property
@@ -74,13 +78,13 @@ class GroupCommitWriter:
         loop = self._loop
         if loop is None:
             raise RuntimeError("writer not started")
+        if self._closing:  # set on the loop thread, like every submit
+            raise WriterClosed("the store writer is closed")
         fut: asyncio.Future[None] = loop.create_future()
-        with self._cond:
-            if self._closing:
-                raise WriterClosed("the store writer is closed")
-            self._queue.append((writes, fut))
-            self._pending += 1
-            if len(self._queue) == 1:
+        self._queue.append((writes, fut))  # deque.append is atomic
+        self._pending += 1
+        if self._idle:
+            with self._cond:
                 self._cond.notify()
         return fut
 
@@ -100,13 +104,17 @@ class GroupCommitWriter:
     def _run(self) -> None:
         try:
             while True:
-                with self._cond:
-                    while not self._queue and not self._closing:
-                        self._cond.wait()
+                if not self._queue:
+                    with self._cond:
+                        self._idle = True
+                        while not self._queue and not self._closing:
+                            self._cond.wait()
+                        self._idle = False
                     if not self._queue:
                         return
-                    n = min(len(self._queue), self._max_batch)
-                    batch = [self._queue.popleft() for _ in range(n)]
+                queue = self._queue
+                n = min(len(queue), self._max_batch)
+                batch = [queue.popleft() for _ in range(n)]
                 started = time.perf_counter()
                 results = self._commit(batch)
                 st = self.stats

@@ -362,13 +362,17 @@ def _append_room_messages(c: Cursor, items: list[w.AppendRoomMessage]) -> None:
     """Consecutive room messages as multi-row INSERTs: one statement step (and one release of
     the GIL) per chunk instead of one per message, which keeps the writer thread from
     queueing behind the event loop for the GIL on every row."""
+    keys: dict[str, str] = {}  # a run is nearly always one room: casefold it once
     start, total = 0, len(items)
     while start < total:
         left = total - start
         n = next(size for size in _CHUNKS if size <= left)
         params: list[object] = []
         for x in items[start : start + n]:
-            params += (room_key(x.room), x.seq, x.ts, x.sender, x.text, x.client_id)
+            key = keys.get(x.room)
+            if key is None:
+                key = keys[x.room] = room_key(x.room)
+            params += (key, x.seq, x.ts, x.sender, x.text, x.client_id)
         c.execute(_INSERT_ROOM_MESSAGES[n], params)
         start += n
 
