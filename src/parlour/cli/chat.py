@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import getpass
 import os
+import re
 import ssl
 import sys
+import termios
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import IO
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
 
 import click
 
@@ -58,17 +60,15 @@ __all__ = ["ChatApp", "chat"]
 EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 #: how parlour.client words a disconnect the server meant for good: "<reason> (<code>)"
 _FINAL = ("(kicked)", "(banned)", "(logged_out)")
+_CODE_SUFFIX = re.compile(r" \([a-z_]+\)$")
 
 
 class _LineReader:
     """Reads stdin lines in a daemon thread, one per request (so the thread never holds the
     terminal while a hidden password prompt runs, and never blocks interpreter exit)."""
 
-    def __init__(
-        self, stream: IO[str], loop: asyncio.AbstractEventLoop, *, terminal: bool = False
-    ) -> None:
+    def __init__(self, stream: IO[str], loop: asyncio.AbstractEventLoop) -> None:
         self._stream = stream
-        self._terminal = terminal
         self._loop = loop
         self._want = threading.Semaphore(0)
         self._future: asyncio.Future[str | None] | None = None
@@ -81,9 +81,8 @@ class _LineReader:
             self._want.acquire()
             line: str | None
             try:
-                # on a terminal, input() gives line editing and history (readline)
-                line = input() + "\n" if self._terminal else self._stream.readline() or None
-            except (EOFError, OSError, ValueError):
+                line = self._stream.readline() or None
+            except (OSError, ValueError):
                 line = None
             self._loop.call_soon_threadsafe(self._deliver, line)
             if line is None:
@@ -103,6 +102,32 @@ class _LineReader:
         line = await self._future
         self._eof = line is None
         return line
+
+
+async def _in_daemon_thread(func: Callable[[str, bool], str], prompt: str, hidden: bool) -> str:
+    """Run a blocking prompt in a daemon thread (``asyncio.to_thread`` would keep the process
+    alive after Ctrl+C until the user pressed Enter)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def settle(answer: str | None, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(answer or "")
+
+    def run() -> None:
+        try:
+            answer = func(prompt, hidden)
+        except BaseException as exc:  # EOFError at end of input, ...
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, answer, None)
+
+    threading.Thread(target=run, name="parlour-prompt", daemon=True).start()
+    return await fut
 
 
 class ChatApp:
@@ -148,6 +173,13 @@ class ChatApp:
     # ------------------------------------------------------------------ login
 
     async def authenticate(self, username: str | None, password: str | None, signup: bool) -> bool:
+        try:
+            return await self._authenticate(username, password, signup)
+        except EOFError:  # Ctrl+D at a prompt
+            self.err("")
+            return False
+
+    async def _authenticate(self, username: str | None, password: str | None, signup: bool) -> bool:
         attempts = 3 if self.interactive else 1
         for _ in range(attempts):
             if username is None or password is None:
@@ -157,13 +189,13 @@ class ChatApp:
                     )
                     return False
                 if username is None:
-                    choice = await asyncio.to_thread(self.ask, "Log in or sign up? [L/s] ", False)
+                    choice = await _in_daemon_thread(self.ask, "Log in or sign up? [L/s] ", False)
                     signup = choice.strip().lower().startswith("s")
-                    username = (await asyncio.to_thread(self.ask, "User name: ", False)).strip()
+                    username = (await _in_daemon_thread(self.ask, "User name: ", False)).strip()
                 if password is None:
-                    password = await asyncio.to_thread(self.ask, "Password: ", True)
+                    password = await _in_daemon_thread(self.ask, "Password: ", True)
                     if signup:
-                        again = await asyncio.to_thread(self.ask, "Password (again): ", True)
+                        again = await _in_daemon_thread(self.ask, "Password (again): ", True)
                         if again != password:
                             self.err("! the passwords differ")
                             password = None
@@ -223,7 +255,7 @@ class ChatApp:
     def on_state(self, state: ConnectionState, detail: str) -> None:
         if state is ConnectionState.DISCONNECTED:
             if not detail.endswith(_FINAL):  # kicked/banned: the event and exit line say it
-                self.err(f"! connection to the server lost ({detail})")
+                self.err(f"! connection to the server lost: {_CODE_SUFFIX.sub('', detail)}")
         elif state is ConnectionState.RECONNECTING and detail.startswith("attempt 1 "):
             self.err("! reconnecting… (what you type is sent once the server is back)")
         elif state is ConnectionState.CONNECTED and self.client.reconnects > 0:
@@ -408,9 +440,14 @@ class ChatApp:
             if self.ask is None:
                 self.fail("! usage: /passwd <old> <new>")
                 return
-            old = await asyncio.to_thread(self.ask, "Old password: ", True)
-            new = await asyncio.to_thread(self.ask, "New password: ", True)
-            if new != await asyncio.to_thread(self.ask, "New password (again): ", True):
+            try:
+                old = await _in_daemon_thread(self.ask, "Old password: ", True)
+                new = await _in_daemon_thread(self.ask, "New password: ", True)
+                again = await _in_daemon_thread(self.ask, "New password (again): ", True)
+            except EOFError:
+                self.fail("! nothing changed")
+                return
+            if new != again:
                 self.fail("! the passwords differ; nothing changed")
                 return
         await self.client.passwd(old, new)
@@ -557,7 +594,7 @@ async def _main(
             return EXIT_LOGIN
         if room is not None:
             await app.run_line(f"/join {room}")
-        reader = _LineReader(stdin, asyncio.get_running_loop(), terminal=interactive)
+        reader = _LineReader(stdin, asyncio.get_running_loop())
         return await app.loop(reader)
     finally:
         await client.close()
@@ -599,18 +636,38 @@ def chat(
     stdin: IO[str] = sys.stdin
     interactive = stdin.isatty()
     password = os.environ.get("PARLOUR_PASSWORD") or None
-    if interactive:
-        with contextlib.suppress(ImportError):  # line editing and history for input()
-            import readline  # noqa: F401
     if not interactive and (username is None or password is None):
         raise click.UsageError("piped input needs --user NAME and the PARLOUR_PASSWORD variable")
     context = _ssl_context(tls, tls_ca, tls_insecure)
-    try:
-        code = asyncio.run(
-            _main(
-                host, port, username, password, signup, context, retries, room, interactive, stdin
-            )
-        )
-    except KeyboardInterrupt:
-        code = EXIT_OK
+    with _terminal_restored(stdin if interactive else None):
+        try:
+            code = asyncio.run(
+                _main(
+                    host, port, username, password, signup, context, retries, room, interactive,
+                    stdin,
+                )
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            code = EXIT_OK
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _terminal_restored(stream: IO[str] | None) -> Iterator[None]:
+    """Put the terminal back as it was on the way out, even after Ctrl+C in a hidden-password
+    prompt (which would otherwise leave echo off)."""
+    saved: list[Any] | None = None
+    fd = -1
+    if stream is not None:
+        try:
+            fd = stream.fileno()
+            saved = termios.tcgetattr(fd)
+        except (OSError, ValueError, termios.error):
+            saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
