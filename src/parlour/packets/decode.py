@@ -207,6 +207,8 @@ def read_capture_bytes(source: str | Path | bytes) -> bytes:
 
 
 def _walk_pcap(data: bytes) -> list[Row]:
+    if len(data) < 24:
+        raise CaptureFormatError(f"pcap global header truncated ({len(data)} of 24 bytes)")
     magic_le = int.from_bytes(data[:4], "little")
     order = "<" if magic_le in (MAGIC_US, MAGIC_NS) else ">"
     magic = int.from_bytes(data[:4], "little" if order == "<" else "big")
