@@ -8,6 +8,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from parlour.core.passwords import Argon2Hasher
 from parlour.server.app import ChatServer
@@ -22,8 +23,10 @@ TIMEOUT = 30.0
 class LiveServer:
     """A real `ChatServer` that can be stopped and started again on the same port."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(port=0, data_dir=data_dir, admin_password=ADMIN_PASSWORD)
+    def __init__(self, data_dir: Path, **overrides: Any) -> None:
+        self.settings = dataclasses.replace(
+            Settings(port=0, data_dir=data_dir, admin_password=ADMIN_PASSWORD), **overrides
+        )
         self.server: ChatServer | None = None
         self.port = 0
 
