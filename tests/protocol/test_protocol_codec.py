@@ -18,9 +18,49 @@ JSON_VALUES = st.recursive(
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=4,
 )
-OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=6)
+OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=4)
+
+#: lines a hostile or broken client might send, each as (the error it must produce, line)
+HOSTILE_LINES: st.SearchStrategy[tuple[str, bytes]] = st.one_of(
+    st.binary(max_size=40)
+    .filter(lambda b: b"\n" not in b)
+    .map(lambda b: ("invalid_utf8", b"\xff" + b)),
+    st.sampled_from(
+        [
+            ("invalid_json", b"{"),
+            ("invalid_json", b"NaN"),
+            ("invalid_json", b'{"a": Infinity}'),
+            ("invalid_json", b'{"a": 1,}'),
+            ("invalid_json", b"{'single': 1}"),
+            ("invalid_json", b"[" * 120 + b"]" * 120 + b" x"),
+            ("invalid_json", b"\x00"),
+            ("bad_frame", b"[1, 2]"),
+            ("bad_frame", b'"text"'),
+            ("bad_frame", b"null"),
+            ("bad_frame", b"42"),
+            ("invalid_utf8", b"\xed\xa0\x80"),  # a UTF-8 encoded surrogate
+            ("invalid_utf8", b"\xc0\xaf"),  # overlong encoding
+        ]
+    ),
+    st.integers(257, 600).map(lambda n: ("frame_too_large", b'{"x":"' + b"y" * n + b'"}')),
+)
+#: valid frames that fit the 256-byte limit used with HOSTILE_LINES
+SMALL_FRAMES = (
+    st.dictionaries(
+        st.text(max_size=8),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=12),
+        max_size=3,
+    )
+    .map(encode)
+    .filter(lambda b: len(b) <= 257)
+    .map(lambda b: ("ok", b[:-1]))
+)
 
 
 def codes(frames: list[dict[str, object] | ProtocolError]) -> list[str]:
@@ -104,8 +144,8 @@ def test_decode_line_helper() -> None:
     assert isinstance(err, ProtocolError) and err.code is ErrorCode.BAD_FRAME
 
 
-@settings(deadline=None, max_examples=200)
-@given(st.lists(OBJECTS, max_size=8), st.data())
+@settings(deadline=None, max_examples=100)
+@given(st.lists(OBJECTS, max_size=3), st.data())
 def test_round_trip_split_anywhere(objs: list[dict[str, object]], data: st.DataObject) -> None:
     stream = b"".join(encode(o) for o in objs)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
@@ -150,3 +190,26 @@ def test_splitting_does_not_change_the_result(stream: bytes, data: st.DataObject
     # the early oversize report may be emitted while the line is still incomplete, but the
     # sequence of outcomes is identical
     assert key(parts) == key(whole)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.one_of(SMALL_FRAMES, HOSTILE_LINES), max_size=12), st.data())
+def test_hostile_lines_get_their_error_and_valid_frames_around_them_survive(
+    lines: list[tuple[str, bytes]], data: st.DataObject
+) -> None:
+    """A stream mixing valid frames with hostile lines, cut anywhere: exactly one outcome per
+    line, in order — the right error for each hostile line, the exact object for each valid
+    one; the buffer never holds more than one frame."""
+    stream = b"".join(line + b"\n" for _, line in lines)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    d = FrameDecoder(max_frame=256)
+    out: list[dict[str, object] | ProtocolError] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        out += d.feed(stream[prev:cut])
+        prev = cut
+        assert d.buffered <= 257
+    assert codes(out) == [kind for kind, _ in lines]
+    for (kind, line), item in zip(lines, out, strict=True):
+        if kind == "ok":
+            assert item == json.loads(line)
