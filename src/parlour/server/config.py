@@ -157,7 +157,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Second login of a live user: reject or allow.",
         choices=("reject", "allow"),
     ),
-    SettingSpec("presence_window", "float", "Default window of `who --since` (s).", minimum=1),
+    SettingSpec("presence_window", "float", "Window of `who` with recent=true (s).", minimum=1),
     SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
     SettingSpec(
         "log_level",
