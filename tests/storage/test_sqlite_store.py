@@ -282,3 +282,10 @@ async def test_writer_wakes_for_every_submit_after_going_idle() -> None:
         assert writer.pending == 0
     finally:
         await writer.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_schema_error(tmp_path: Path) -> None:
+    (tmp_path / DB_FILENAME).write_bytes(b"this is not a database, just some text\n" * 100)
+    with pytest.raises(SchemaError, match=r"cannot open the database .*not a database"):
+        SqliteStore.open(tmp_path)
+    assert issubclass(SchemaError, ValueError)  # `parlour serve` reports it without a traceback

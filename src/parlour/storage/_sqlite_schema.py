@@ -11,8 +11,9 @@ import sqlite3
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaError", "migrate"]
 
 
-class SchemaError(RuntimeError):
-    """The database cannot be used by this version of Parlour (e.g. it is newer)."""
+class SchemaError(ValueError):
+    """The database cannot be used by this version of Parlour (e.g. it is newer, or the file
+    is not a database). A ValueError, so `parlour serve` reports it as a start-up error."""
 
 
 _V1 = (

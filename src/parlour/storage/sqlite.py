@@ -60,16 +60,20 @@ def _connect(path: Path, synchronous: Synchronous, *, readonly: bool) -> sqlite3
         check_same_thread=False,  # the writer connection moves to the writer thread
         cached_statements=256,
     )
-    conn.execute("PRAGMA busy_timeout = 10000")
-    if not readonly:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise SchemaError(f"{path}: cannot switch to WAL journal mode (got {mode})")
-    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-    conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    if readonly:
-        conn.execute("PRAGMA query_only = 1")
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise SchemaError(f"{path}: cannot switch to WAL journal mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -79,9 +83,15 @@ class SqliteStore:
     def __init__(self, path: Path, *, synchronous: Synchronous = "full") -> None:
         self.path = path
         self.synchronous = synchronous
-        self._write = _connect(path, synchronous, readonly=False)
+        try:
+            self._write = _connect(path, synchronous, readonly=False)
+        except sqlite3.Error as exc:
+            raise SchemaError(f"cannot open the database {path}: {exc}") from exc
         try:
             self.migrated_from, _ = migrate(self._write)
+        except sqlite3.Error as exc:
+            self._write.close()
+            raise SchemaError(f"cannot migrate the database {path}: {exc}") from exc
         except BaseException:
             self._write.close()
             raise
