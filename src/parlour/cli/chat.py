@@ -601,8 +601,21 @@ async def _main(
 
 
 @click.command(name="chat")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="PARLOUR_HOST")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, envvar="PARLOUR_PORT")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="PARLOUR_HOST",
+    help="Chat server address. [env PARLOUR_HOST]",
+)
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="PARLOUR_PORT",
+    help="Chat server port. [env PARLOUR_PORT]",
+)
 @click.option("--user", "username", help="User name (else asked interactively).")
 @click.option("--signup", is_flag=True, help="Create the account, then log in.")
 @click.option("--room", help="Join this room after logging in.")
@@ -613,7 +626,7 @@ async def _main(
     "--retries",
     type=click.IntRange(min=0),
     default=None,
-    help="Give up after this many failed reconnects (default: never when interactive, 8 piped).",
+    help="Give up after this many failed reconnects (default: never when interactive, 10 piped).",
 )
 def chat(
     host: str,
@@ -626,12 +639,20 @@ def chat(
     tls_insecure: bool,
     retries: int | None,
 ) -> None:
-    """Terminal chat client. The password comes from PARLOUR_PASSWORD, else a hidden prompt.
+    """Terminal chat client (docs/client.md).
 
-    Type text to talk in the current room, `@user text` for a direct message, /help for the
-    commands. Piped input runs line by line and exits at the end:
+    Without --user it asks whether to log in or sign up. The password comes from
+    PARLOUR_PASSWORD, else a hidden prompt. Type text to talk in the current room,
+    `@user text` for a direct message, /help for the commands.
 
-        printf '/join general\\nhello\\n' | parlour chat --user alice
+    Piped input runs line by line, each line acknowledged before the next, and exits at the
+    end:
+
+    \b
+        printf '/join general\\nhello\\n' | PARLOUR_PASSWORD=... parlour chat --user alice
+
+    Exit status: 0 ok, 1 login failed, 2 server unreachable or bad usage, 3 the server ended
+    the session (kick, ban) or reconnecting gave up, 4 piped input had failing lines.
     """
     stdin: IO[str] = sys.stdin
     interactive = stdin.isatty()
