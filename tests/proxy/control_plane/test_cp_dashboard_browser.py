@@ -129,6 +129,12 @@ async def test_dashboard_shows_totals_charts_and_load_bars(tmp_path: Path) -> No
         await expect(page.locator("#t-requests")).to_have_text("3,000")
         await expect(page.locator("#t-active")).to_have_text("18")
         await expect(page.locator("#t-rps")).to_have_text("400")
+        # the load bars show how traffic is spread right now: all of it went to A
+        bar = page.locator(f"#load-bars [data-backend='{A}']")
+        await expect(bar.locator(".bar-label")).to_contain_text("400 req/s (100%)")
+        assert await bar.locator(".bar-fill").evaluate("e => e.style.width") == "100%"
+        other = page.locator(f"#load-bars [data-backend='{B}']")
+        await expect(other.locator(".bar-label")).to_contain_text("0.0 req/s (0%)")
         await expect(page.locator("#alert")).to_be_hidden()
         # every backend out of rotation: a banner says clients are being refused
         control.put(A, state="down", last_crashed=clock(), last_crash_reason="refused")

@@ -167,7 +167,20 @@
       const advanced = !prev || data.now > prev.now;
       data.rps = stats ? stats.rps : null;
       if (prev && advanced) data.rps = Math.max(0, (data.totals.requests - prev.requests) / (data.now - prev.now));
-      if (advanced) prev = { now: data.now, requests: data.totals.requests };
+      // per backend too, so the load bars show how the algorithm spreads traffic right now
+      data.backendRps = stats ? stats.backendRps : {};
+      if (prev && advanced) {
+        data.backendRps = {};
+        for (const b of data.backends) {
+          const before = prev.byBackend[b.id];
+          if (before !== undefined) data.backendRps[b.id] = Math.max(0, (b.requests - before) / (data.now - prev.now));
+        }
+      }
+      if (advanced) {
+        const byBackend = {};
+        for (const b of data.backends) byBackend[b.id] = b.requests;
+        prev = { now: data.now, requests: data.totals.requests, byBackend };
+      }
       stats = data;
       if (advanced) pushCharts(data);
       setLive(true);
@@ -214,6 +227,10 @@
     if (page === "log") renderLog();
   }
 
+  function fmtRate(r) {
+    return r.toFixed(r < 10 ? 1 : 0);
+  }
+
   function renderDashboard() {
     const t = stats.totals;
     setText("#t-active", fmtInt(t.active_conns));
@@ -230,18 +247,22 @@
     const box = $("#load-bars");
     const backends = stats.backends;
     $("#load-empty").hidden = backends.length > 0;
-    const maxActive = Math.max(1, ...backends.map((b) => b.max_conns || b.active_conns));
+    const rates = stats.backendRps || {};
+    const totalRate = backends.reduce((a, b) => a + (rates[b.id] || 0), 0);
     const totalReq = backends.reduce((a, b) => a + b.requests, 0);
     const rows = backends.map((b) => {
-      const cap = b.max_conns || maxActive;
-      const pct = Math.min(100, (100 * b.active_conns) / Math.max(1, cap));
+      // the bar: this backend's share of the requests/s right now (how the algorithm
+      // spreads traffic); the label adds active connections and the all-time share
+      const rate = rates[b.id];
+      const pct = totalRate ? (100 * (rate || 0)) / totalRate : 0;
       const fill = el("div", { cls: "bar-fill state-" + b.state });
       fill.style.width = pct.toFixed(1) + "%";
-      const share = totalReq ? ((100 * b.requests) / totalReq).toFixed(1) + "% of requests" : "no requests yet";
+      const now = rate === undefined ? "" : fmtRate(rate) + " req/s" + (totalRate ? " (" + pct.toFixed(0) + "%)" : "") + " · ";
+      const share = totalReq ? ((100 * b.requests) / totalReq).toFixed(1) + "% of all requests" : "no requests yet";
       return el("div", { cls: "bar-row", data: { backend: b.id } },
         el("div", { cls: "bar-name", title: b.id }, badge(b.state), " ", b.id),
-        el("div", { cls: "bar-track" }, fill),
-        el("div", { cls: "bar-label", text: b.active_conns + " active" + (b.max_conns ? " / " + b.max_conns : "") + " · " + share }));
+        el("div", { cls: "bar-track", title: "share of the current requests/s" }, fill),
+        el("div", { cls: "bar-label", text: now + b.active_conns + " active" + (b.max_conns ? " / " + b.max_conns : "") + " · " + share }));
     });
     box.replaceChildren(...rows);
   }
