@@ -77,6 +77,24 @@ async def test_dm_edit_delete_and_history_paging(user: UserFactory) -> None:
     assert (await bob.error("history", peer="bob"))["code"] == "self_message"
 
 
+async def test_dm_resume_is_exact_and_replaces_offline_delivery(
+    user: UserFactory, connect: ClientFactory
+) -> None:
+    alice, bob = await user("alice"), await user("bob")
+    for i in range(3):
+        await alice.ok("dm", to="bob", text=f"seen {i}", client_id=f"s{i}")
+    seen = [await bob.event("dm", peer="alice") for _ in range(3)]
+    await bob.close()  # gone without a logout; seen 1..3
+    await alice.roundtrip()
+    for i in range(4):
+        await alice.ok("dm", to="bob", text=f"missed {i}", client_id=f"m{i}")
+    back = await connect()
+    await back.login("bob", PASSWORD, resume={"rooms": {}, "dms": {"alice": seen[-1]["seq"]}})
+    await back.roundtrip()
+    got = back.drain_events("dm")
+    assert [(e["seq"], e["text"]) for e in got] == [(4 + i, f"missed {i}") for i in range(4)]
+
+
 async def test_broadcast_reaches_every_online_user(user: UserFactory) -> None:
     admin, alice, bob = await user("admin"), await user("alice"), await user("bob")
     assert (await alice.error("broadcast", text="hey"))["code"] == "forbidden"
