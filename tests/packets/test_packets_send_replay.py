@@ -193,3 +193,100 @@ def test_replay_traffic_can_be_captured(tmp_path: Path) -> None:
         uris = [r[1] for r in rows if r[0]]
         assert uris == ["/index.html", "/style.css", "/script.js", "/login", "/dashboard"]
         assert not [r for r in rows if r[2]]
+
+
+def test_replay_reports_a_listener_that_hangs_up_early() -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def answer_once_and_close() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    t = threading.Thread(target=answer_once_and_close, daemon=True)
+    t.start()
+    try:
+        res = CliRunner().invoke(
+            packets, ["build", str(EXAMPLE_CSV), "--replay", f"127.0.0.1:{port}", "--speed", "20"]
+        )
+    finally:
+        t.join(10)
+        srv.close()
+    assert res.exit_code == 1
+    assert f"127.0.0.1:{port} closed the connection after 1 of 5 messages" in res.output
+
+
+def _http_csv(tmp_path: Path, cport: int, sport: int) -> Path:
+    text = EXAMPLE_CSV.read_text().replace(",51874,", f",{cport},").replace(",80,", f",{sport},")
+    path = tmp_path / "http.csv"
+    path.write_text(text)
+    return path
+
+
+def test_loopback_replay_plays_both_sides_in_order(tmp_path: Path) -> None:
+    csv = _http_csv(tmp_path, _free_port(), _free_port())
+    res = CliRunner().invoke(packets, ["build", str(csv), "--replay", "loopback", "--speed", "50"])
+    assert res.exit_code == 0, res.output
+    msgs = load_messages(csv, framing="auto")
+    total = sum(len(m.payload) for m in msgs)
+    assert f"replayed 10 messages ({total} bytes) to loopback (both sides)" in res.output
+    assert f"received {total} bytes" in res.output
+
+
+def test_loopback_replay_errors_are_clear(tmp_path: Path) -> None:
+    res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--replay", "loopback",
+                                       "--hosts", "web_server=10.0.0.1"])  # fmt: skip
+    assert res.exit_code == 1
+    assert (
+        "loopback replay needs 127.x.x.x addresses, but web_server maps to 10.0.0.1" in res.output
+    )
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        csv = _http_csv(tmp_path, _free_port(), busy.getsockname()[1])
+        res = CliRunner().invoke(packets, ["build", str(csv), "--replay", "loopback"])
+    assert res.exit_code == 1
+    assert "cannot listen on 127.0.0.1:" in res.output
+
+
+@pytest.mark.root
+@root
+def test_loopback_replay_capture_is_the_whole_conversation(tmp_path: Path) -> None:
+    sport = _free_port()
+    csv = _http_csv(tmp_path, _free_port(), sport)
+    out = tmp_path / "loop.pcap"
+    ready = threading.Event()
+    holder: dict[str, LiveCapture] = {}
+    done = threading.Event()
+    fins: list[int] = []
+
+    def on_ready(cap: LiveCapture) -> None:
+        holder["cap"] = cap
+        ready.set()
+
+    def on_packet(_ts: int, frame: bytes) -> None:
+        if frame[14 + 20 + 13] & 0x01:  # FIN
+            fins.append(1)
+        if len(fins) == 2 and frame[14 + 20 + 13] == 0x10:
+            done.set()  # the ACK of the last FIN
+
+    t = threading.Thread(
+        target=capture_to_file,
+        args=(out,),
+        kwargs={"port": sport, "limits": CaptureLimits(seconds=30), "ready": on_ready,
+                "on_packet": on_packet},
+        daemon=True,
+    )  # fmt: skip
+    t.start()
+    assert ready.wait(10)
+    res = CliRunner().invoke(packets, ["build", str(csv), "--replay", "loopback", "--speed", "50"])
+    assert res.exit_code == 0, res.output
+    assert done.wait(10)
+    holder["cap"].stop()
+    t.join(10)
+    rows = run_tshark_fields(out, "tcp.flags.str", "tcp.payload", "tcp.analysis.flags",
+                             extra=("-d", f"tcp.port=={sport},http"))  # fmt: skip
+    payloads = [bytes.fromhex(r[1].replace(":", "")) for r in rows if r[1]]
+    assert payloads == [m.payload for m in load_messages(csv, framing="auto")]
+    assert not [r for r in rows if r[2]]
+    assert not [r for r in rows if "R" in r[0]]  # no resets

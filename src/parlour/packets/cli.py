@@ -138,8 +138,9 @@ def _summary(p: BuiltPacket, isns: dict[tuple[int, str, int], int], t0: int) -> 
 @click.option("--send", is_flag=True, help="Send the packets on a raw socket to loopback (root).")
 @click.option(
     "--replay",
-    metavar="HOST:PORT",
-    help="Replay the messages over a real TCP connection to a listener.",
+    metavar="HOST:PORT|loopback",
+    help="Replay the client's messages over a real TCP connection to a listener, or "
+    "'loopback': play both sides over real connections on 127.0.0.1 with the CSV's ports.",
 )
 @click.option(
     "--speed",
@@ -168,8 +169,13 @@ def build(
     replay: str | None,
     speed: float,
 ) -> None:  # fmt: skip
-    """Turn MESSAGES_CSV (msg_id,app_protocol,src_app,dst_app,src_port,dst_port,message,
-    timestamp) into correct TCP conversations and write them as a capture."""
+    """Turn MESSAGES_CSV into correct TCP conversations and write them as a capture.
+
+    \b
+    Columns: msg_id, app_protocol, src_app, dst_app, src_port, dst_port, message,
+    timestamp (seconds from --start, or epoch seconds).
+    Example: parlour packets build examples/http_messages.csv -o http.pcap --hexdump
+    """
     if not (output or show_hex or explain or send or replay):
         raise click.UsageError(
             "nothing to do: give -o FILE, --hexdump, --explain, --send or --replay"
@@ -209,10 +215,18 @@ def build(
             raise click.ClickException(str(exc)) from None
         click.echo(f"sent {sent} packets on a raw socket", err=True)
     if replay:
-        from parlour.packets.replay import ReplayError, replay_messages
+        from parlour.packets.replay import (
+            LOOPBACK,
+            ReplayError,
+            replay_loopback,
+            replay_messages,
+        )
 
         try:
-            report = replay_messages(messages, replay, speed=speed)
+            if replay == LOOPBACK:
+                report = replay_loopback(messages, speed=speed)
+            else:
+                report = replay_messages(messages, replay, speed=speed)
         except ReplayError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(report, err=True)

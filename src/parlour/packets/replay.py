@@ -1,8 +1,12 @@
-"""Thin adapter: replay a conversation's client messages over a real kernel TCP connection.
+"""Thin adapters: replay messages over real kernel TCP connections, so they can be captured.
 
-The first sender in the message list plays the client; its messages are written in order
-(spaced like the CSV timestamps, scaled by *speed*) and whatever the listener answers is read
-and counted, so the exchange can be captured with ``parlour packets capture``.
+:func:`replay_messages` plays the client against someone else's listener: the first sender's
+messages are written in order (spaced like the CSV timestamps, scaled by *speed*) and whatever
+the listener answers is read and counted. :func:`replay_loopback` plays *both* sides on
+loopback with the CSV's own addresses and ports: a listener on each server port, a client socket
+bound to each client port, every message written by its sender and read back in full by its
+receiver before the next one, so the capture holds the whole conversation as the kernel's TCP
+carried it (handshake, ACKs and teardown included).
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from dataclasses import dataclass
 
 from parlour.packets.conversation import AppMessage
 
-__all__ = ["ReplayError", "ReplayReport", "parse_hostport", "replay_messages"]
+__all__ = [
+    "LOOPBACK",
+    "ReplayError",
+    "ReplayReport",
+    "parse_hostport",
+    "replay_loopback",
+    "replay_messages",
+]
 
 _READ_LIMIT = 16 * 1024 * 1024
 
@@ -65,7 +76,7 @@ def replay_messages(
     except OSError as exc:
         raise ReplayError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
     received = 0
-    sent = 0
+    sent = sent_msgs = 0
     sel = selectors.DefaultSelector()
     with sock, sel:
         sock.setblocking(False)
@@ -73,9 +84,11 @@ def replay_messages(
         start = time.monotonic()
         base = mine[0].ts_ns
 
+        closed = False
+
         def drain(until: float) -> None:
-            nonlocal received
-            while True:
+            nonlocal received, closed
+            while not closed:
                 left = until - time.monotonic()
                 if left <= 0 or not sel.select(left):
                     return
@@ -84,6 +97,7 @@ def replay_messages(
                 except BlockingIOError:
                     continue
                 if not chunk:
+                    closed = True
                     return
                 received += len(chunk)
                 if received > _READ_LIMIT:
@@ -93,13 +107,137 @@ def replay_messages(
             for m in mine:
                 due = start + (m.ts_ns - base) / 1e9 / max(speed, 1e-9)
                 drain(due)
+                if closed:
+                    raise ReplayError(
+                        f"{host}:{port} closed the connection after {sent_msgs} of {len(mine)} "
+                        f"messages ({received} bytes received)"
+                    )
                 sock.setblocking(True)
                 sock.sendall(m.payload)
                 sock.setblocking(False)
                 sent += len(m.payload)
+                sent_msgs += 1
             drain(time.monotonic() + linger)
             sock.shutdown(socket.SHUT_WR)
             drain(time.monotonic() + linger)
+        except ReplayError:
+            raise
         except OSError as exc:
             raise ReplayError(f"connection to {host}:{port} failed: {exc.strerror or exc}") from exc
     return ReplayReport(f"{host}:{port}", len(mine), sent, received)
+
+
+#: ``--replay loopback``: play both sides on 127.0.0.0/8 with the CSV's ports
+LOOPBACK = "loopback"
+
+
+def _loopback_ip(ip: str, who: str) -> str:
+    if not ip.startswith("127."):
+        raise ReplayError(
+            f"loopback replay needs 127.x.x.x addresses, but {who} maps to {ip} "
+            "(drop --hosts, or map names to 127.0.0.x)"
+        )
+    return ip
+
+
+def replay_loopback(
+    messages: Sequence[AppMessage], *, speed: float = 1.0, timeout: float = 5.0
+) -> ReplayReport:
+    """Play every flow of *messages* over real TCP connections on loopback; see the module."""
+    if not messages:
+        raise ReplayError("no messages to replay")
+    ordered = sorted((m for m in messages if m.payload), key=lambda m: m.ts_ns)
+    listeners: dict[tuple[str, int], socket.socket] = {}
+    flows: dict[frozenset[tuple[str, int]], dict[tuple[str, int], socket.socket]] = {}
+    remaining: dict[frozenset[tuple[str, int]], int] = {}
+    for m in ordered:
+        key = frozenset(((m.src.ip, m.src.port), (m.dst.ip, m.dst.port)))
+        remaining[key] = remaining.get(key, 0) + 1
+    sent = received = count = 0
+    start = time.monotonic()
+    base = ordered[0].ts_ns if ordered else 0
+
+    def open_flow(m: AppMessage) -> dict[tuple[str, int], socket.socket]:
+        server = (_loopback_ip(m.dst.ip, m.dst.name or m.dst.ip), m.dst.port)
+        client = (_loopback_ip(m.src.ip, m.src.name or m.src.ip), m.src.port)
+        lsock = listeners.get(server)
+        if lsock is None:
+            try:
+                lsock = socket.create_server(server, reuse_port=False)
+            except OSError as exc:
+                raise ReplayError(
+                    f"cannot listen on {server[0]}:{server[1]}: {exc.strerror or exc}"
+                ) from exc
+            lsock.settimeout(timeout)
+            listeners[server] = lsock
+        csock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            csock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            csock.settimeout(timeout)
+            csock.bind(client)
+            csock.connect(server)
+            while True:
+                ssock, peer = lsock.accept()
+                if peer[:2] == client:
+                    break
+                ssock.close()  # somebody else's connection: not part of the replay
+        except OSError as exc:
+            csock.close()
+            raise ReplayError(
+                f"cannot connect {client[0]}:{client[1]} to {server[0]}:{server[1]}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        ssock.settimeout(timeout)
+        return {client: csock, server: ssock}
+
+    def close_flow(socks: dict[tuple[str, int], socket.socket], first: tuple[str, int]) -> None:
+        # the client (first sender) closes first, as in the built conversation
+        a = socks[first]
+        b = next(s for k, s in socks.items() if k != first)
+        a.shutdown(socket.SHUT_WR)
+        if b.recv(1) != b"":
+            raise ReplayError("unexpected data after the last message")
+        b.shutdown(socket.SHUT_WR)
+        if a.recv(1) != b"":
+            raise ReplayError("unexpected data after the last message")
+        a.close()
+        b.close()
+
+    firsts: dict[frozenset[tuple[str, int]], tuple[str, int]] = {}
+    try:
+        for m in ordered:
+            key = frozenset(((m.src.ip, m.src.port), (m.dst.ip, m.dst.port)))
+            socks = flows.get(key)
+            if socks is None:
+                socks = flows[key] = open_flow(m)
+                firsts[key] = (m.src.ip, m.src.port)
+            delay = start + (m.ts_ns - base) / 1e9 / max(speed, 1e-9) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the replay like the CSV, not synchronisation
+            socks[(m.src.ip, m.src.port)].sendall(m.payload)
+            got = bytearray()
+            rx = socks[(m.dst.ip, m.dst.port)]
+            while len(got) < len(m.payload):
+                chunk = rx.recv(len(m.payload) - len(got))
+                if not chunk:
+                    raise ReplayError(f"connection closed while delivering message {m.msg_id}")
+                got += chunk
+            if bytes(got) != m.payload:
+                raise ReplayError(f"message {m.msg_id} arrived changed")  # pragma: no cover
+            sent += len(m.payload)
+            received += len(got)
+            count += 1
+            remaining[key] -= 1
+            if not remaining[key]:
+                close_flow(flows.pop(key), firsts[key])
+    except ReplayError:
+        raise
+    except OSError as exc:
+        raise ReplayError(f"loopback replay failed: {exc.strerror or exc}") from exc
+    finally:
+        for socks in flows.values():
+            for sock in socks.values():
+                sock.close()
+        for lsock in listeners.values():
+            lsock.close()
+    return ReplayReport("loopback (both sides)", count, sent, received)
