@@ -160,7 +160,7 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
                 continue
             if pa.app and pa.app[0] == "Parlour" and not retransmitted(t.analysis):
                 lines_sent[t.from_client] += pa.app[1].count(" | ") + 1
-                if t.from_client and pa.app[1].startswith("login "):
+                if t.from_client and pa.app[1].startswith(("login ", "signup ")):
                     user = pa.app[1].split()[1]
                     names[True] = f"{user} ({client})"
             for flag in pa.flags:

@@ -1,0 +1,243 @@
+"""``parlour packets analyze``: packet list, conversations, filters, formats, plot, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from packets_helpers import EXAMPLE_CSV, craft_capture
+
+from parlour.packets.analysis import analyze
+from parlour.packets.appdecode import StreamDecoder
+from parlour.packets.cli import packets as packets_cli
+from parlour.packets.conversation import build_conversations
+from parlour.packets.decode import decode_capture
+from parlour.packets.filters import FilterError, parse_filters
+from parlour.packets.messages import load_messages
+from parlour.packets.pcap import PcapWriter
+from parlour.packets.writers import LinkOptions, write_capture_file
+
+RETRANSMISSION = [
+    ("c", 1, 1, "PA", 5, 502, 1000), ("c", 1, 1, "PA", 5, 502, 300_000),
+    ("s", 1, 6, "A", 0, 510, 100), ("s", 1, 6, "RA", 0, 0, 100),
+]  # fmt: skip
+
+
+def run(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(packets_cli, ["analyze", *args])
+    assert "Traceback" not in res.output
+    return res.exit_code, res.output
+
+
+@pytest.fixture
+def crafted(tmp_path: Path) -> Path:
+    path = tmp_path / "crafted.pcap"
+    craft_capture(path, RETRANSMISSION)
+    return path
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Path:
+    path = tmp_path / "http.pcapng"
+    built = build_conversations(load_messages(EXAMPLE_CSV, framing="auto"))
+    write_capture_file(path, built, LinkOptions("ethernet", {}), "pcapng")
+    return path
+
+
+def test_packet_list_reads_like_wireshark(crafted: Path) -> None:
+    code, out = run(str(crafted))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert "40000 → 7878 [PSH, ACK] Seq=1 Ack=1 Win=64256 Len=5" in lines[3]
+    assert "10.0.0.2 → 10.0.0.1" in lines[3]
+    assert "[TCP Retransmission] 40000 → 7878 [PSH, ACK] Seq=1 Ack=1 Win=64256 Len=5" in lines[4]
+    assert "7878 → 40000 [RST, ACK] Seq=1 Ack=6 Win=0 Len=0" in lines[6]
+    assert lines[0].split()[:2] == ["1", "0.000000"]
+    conv = out[out.index("Conversations") :]
+    assert "10.0.0.2:40000" in conv and "10.0.0.1:7878" in conv and "0.000200" in conv
+
+
+def test_json_output(crafted: Path) -> None:
+    code, out = run(str(crafted), "--format", "json")
+    assert code == 0, out
+    doc = json.loads(out)
+    p4 = doc["packets"][4]
+    assert p4["flags"] == ["retransmission"]
+    assert p4["tcp"] == {
+        "stream": 0, "sport": 40000, "dport": 7878, "flags": 0x18, "seq": 1, "ack": 1,
+        "raw_seq": 1001, "raw_ack": 5001, "len": 5, "window": 64256,
+    }  # fmt: skip
+    assert doc["packets"][6]["flags"] == ["RST"]
+    (conv,) = doc["conversations"]
+    assert conv["to_server"]["packets"] == 4 and conv["to_client"]["packets"] == 3
+    assert conv["to_server"]["payload_bytes"] == 10
+    assert conv["initial_rtt"] == pytest.approx(0.0002)
+
+
+def test_csv_output_and_conversations(crafted: Path) -> None:
+    code, out = run(str(crafted), "--format", "csv")
+    assert code == 0, out
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["No.", "Time", "Source", "Destination", "Protocol", "Length", "Info",
+                       "Stream", "Flags"]  # fmt: skip
+    assert len(rows) == 8 and rows[5][8] == "retransmission"
+    code, out = run(str(crafted), "--format", "csv", "--conversations")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[1][:7] == ["0", "10.0.0.2:40000", "10.0.0.1:7878", "4", "182", "3", "132"]
+
+
+def test_filters(crafted: Path) -> None:
+    def numbers(*filters: str) -> list[int]:
+        args = [a for f in filters for a in ("--filter", f)]
+        code, out = run(str(crafted), "--format", "json", *args)
+        assert code == 0, out
+        return [p["number"] for p in json.loads(out)["packets"]]
+
+    assert numbers("flag=retransmission") == [5]
+    assert numbers("flag=rst") == [7]
+    assert numbers("flag=retransmission,rst") == [5, 7]
+    assert numbers("flag=any") == [5, 7]
+    assert numbers("src=10.0.0.1") == [2, 6, 7]
+    assert numbers("host=10.0.0.9") == []
+    assert numbers("port=7878 flag!=any", "src=10.0.0.2") == [1, 3, 4]
+    assert numbers("dport = 7878 and sport=40000") == [1, 3, 4, 5]
+    assert numbers("stream=0", "proto=tcp") == [1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("flag=bogus", "unknown flag"),
+        ("port=99999", "expected a port"),
+        ("host=10.0.0", "not an IPv4 address"),
+        ("colour=red", "unknown filter key"),
+        ("port", "expected KEY=VALUE"),
+        ("port=", "needs a value"),
+    ],
+)
+def test_bad_filters_are_clear_errors(crafted: Path, expr: str, message: str) -> None:
+    code, out = run(str(crafted), "--filter", expr)
+    assert code == 2 and message in out
+    with pytest.raises(FilterError, match=message):
+        parse_filters([expr])
+
+
+def test_http_protocol_column_and_follow(http: Path) -> None:
+    code, out = run(str(http), "--filter", "proto=http")
+    assert code == 0, out
+    assert "HTTP" in out and "GET /index.html HTTP/1.1" in out
+    code, out = run(str(http), "--follow")
+    assert code == 0, out
+    assert "Follow TCP stream 0" in out and "    GET /index.html HTTP/1.1" in out
+
+
+def test_plot_draws_a_png(crafted: Path, tmp_path: Path) -> None:
+    png = tmp_path / "seq.png"
+    code, out = run(str(crafted), "--plot", str(png), "--format", "csv")
+    assert code == 0, out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out = run(str(crafted), "--plot", str(png), "--stream", "3")
+    assert code == 2 and "no TCP conversation 3" in out
+
+
+def test_plot_needs_tcp(tmp_path: Path) -> None:
+    path = tmp_path / "udp.pcap"
+    udp = bytes.fromhex("4500002000010000401100000a0000010a0000021f900050000c0000") + b"abcd"
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many([(1, udp)])
+    code, out = run(str(path), "--plot", str(tmp_path / "x.png"))
+    assert code == 1 and "no TCP conversation to plot" in out
+    code, out = run(str(path))
+    assert code == 0 and "UDP" in out and "8080 → 80 Len=4" in out
+
+
+def test_bad_checksums_are_flagged_and_offload_is_not(tmp_path: Path) -> None:
+    built = build_conversations(load_messages(EXAMPLE_CSV, framing="auto"))
+    frames = [bytearray(p.datagram) for p in built]
+    frames[3][-1] ^= 0xFF  # payload byte: TCP checksum now wrong
+    frames[4][8] = 1  # TTL: IP checksum now wrong
+    # packet 6 as a sender with checksum offload leaves it: the folded pseudo-header sum
+    f6 = frames[5]
+    pseudo = sum(int.from_bytes(f6[i : i + 2], "big") for i in (12, 14, 16, 18))
+    pseudo += 6 + len(f6) - 20
+    while pseudo >> 16:
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    f6[36:38] = pseudo.to_bytes(2, "big")
+    path = tmp_path / "bad.pcap"
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many(
+            (p.ts_ns, bytes(fr)) for p, fr in zip(built, frames, strict=True)
+        )
+    code, out = run(str(path), "--format", "json", "--filter", "flag=bad-checksum")
+    assert code == 0, out
+    bad = json.loads(out)["packets"]
+    assert [p["number"] for p in bad] == [4, 5]
+    assert "[bad TCP checksum]" in bad[0]["info"] and "[bad IP checksum]" in bad[1]["info"]
+    code, out = run(str(path), "--format", "json", "--no-checksums", "--filter", "flag=any")
+    assert json.loads(out)["packets"] == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello world", b"\xd4\xc3\xb2\xa1" + b"\0" * 30, b"\n\r\r\n" + b"\xff" * 40],
+)
+def test_garbage_files_are_clear_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.pcap"
+    path.write_bytes(content)
+    code, out = run(str(path))
+    assert code == 1 and out.startswith("Error: ") and str(path) in out
+
+
+def test_missing_file_and_bad_options(tmp_path: Path, crafted: Path) -> None:
+    code, out = run(str(tmp_path / "nope.pcap"))
+    assert code == 1 and "cannot read" in out
+    code, out = run(str(crafted), "--format", "csv", "--follow")
+    assert code == 2 and "--follow and --explain print text" in out
+
+
+def test_truncated_capture_is_a_clear_error(crafted: Path) -> None:
+    data = crafted.read_bytes()
+    crafted.write_bytes(data[:-7])
+    code, out = run(str(crafted))
+    assert code == 1 and "truncated" in out
+
+
+def test_explain_tells_the_story(crafted: Path) -> None:
+    code, out = run(str(crafted), "--explain")
+    assert code == 0, out
+    assert "completes the three-way handshake" in out
+    assert "[retransmission]" in out
+    assert "resets the connection" in out
+    assert "1× retransmission" in out and "handshake round trip 0.200 ms" in out
+
+
+def test_stream_decoder_reassembles_lines_across_segments() -> None:
+    d = StreamDecoder()
+    line1 = b'{"type":"login","username":"alice","password":"secret"}\n'
+    line2 = b'{"type":"event","event":"message","room":"general","from":"bob","text":"hi"}\n'
+    data = line1 + line2
+    assert d.feed(100, data[:20]) is None
+    assert d.feed(120, data[20:60]) == ("Parlour", "login alice")
+    assert d.feed(120, data[20:60]) is None  # retransmission: nothing new
+    assert d.feed(160, data[60:]) == ("Parlour", "#general ← bob: hi")
+    # a gap drops the partial line, decoding resumes at the next line
+    d2 = StreamDecoder()
+    assert d2.feed(1, data[:10]) is None
+    assert d2.feed(30, data[29:]) == ("Parlour", "#general ← bob: hi")
+    # bounded: an endless line is dropped with a note
+    d3 = StreamDecoder(max_line=100)
+    assert d3.feed(1, b'{"type":"x","a":"' + b"y" * 200) == (
+        "Parlour", "…line longer than 100 bytes skipped",
+    )  # fmt: skip
+
+
+def test_analysis_of_a_clean_build_has_no_flags(http: Path) -> None:
+    result = analyze(decode_capture(http))
+    assert all(not pa.flags for pa in result.packets)
+    (conv,) = result.conversations
+    assert conv.to_server.packets + conv.to_client.packets == len(result.packets)
+    assert conv.to_server.start_rel_ns == 0 and conv.to_client.start_rel_ns == 100_000
