@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -572,7 +573,8 @@ class HttpClient(asyncio.Protocol):
         conn.client = self
         req.sent = True
         req.attempt += 1
-        req.sent_at = self.upstream_activity = self.loop.time()
+        self.upstream_activity = self.loop.time()
+        req.sent_at = perf_counter()  # uvloop's loop.time() has millisecond resolution
         req.backend.requests += 1
         head = build_request_head(
             req.head,
@@ -646,7 +648,7 @@ class HttpClient(asyncio.Protocol):
         req.interim = False
         req.response_started = True
         if req.backend is not None:
-            req.backend.latencies_ms.append((self.loop.time() - req.sent_at) * 1000.0)
+            req.backend.latencies_ms.append((perf_counter() - req.sent_at) * 1000.0)
         if status == 101:
             if not req.head.upgrade:
                 self.upstream_broken(up, "backend switched protocols unasked")
