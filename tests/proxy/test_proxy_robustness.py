@@ -425,3 +425,107 @@ def test_response_head_drops_hop_by_hop_and_fields_named_by_connection() -> None
     )
     assert b"Content-Length" not in head and b"X-Secret" not in head
     assert head.endswith(b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+
+
+async def test_active_http_health_check_path_status_and_timeout(proxy: ProxyFactory) -> None:
+    """health_kind = "http": GET health_path must answer health_expect_status in time; a
+    backend that accepts connections but fails the check is taken out after `fall`."""
+    from aiohttp import web
+
+    from parlour.proxy.control import ProxySettings
+    from parlour.proxy.health_checks import check_backend
+
+    healthy = {"value": True}
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.Response(status=200 if healthy["value"] else 503, text="health")
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text="a")
+
+    app = web.Application()
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, never answer
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    try:
+        s = ProxySettings(health_kind="http", health_path="/healthz", health_timeout_s=0.3)
+        assert await check_backend("127.0.0.1", port, s) == (True, "")
+        ok, reason = await check_backend(
+            "127.0.0.1", port, dataclasses.replace(s, health_path="/missing")
+        )
+        assert not ok and "status 404 (want 200)" in reason
+        ok, reason = await check_backend("127.0.0.1", silent_port, s)
+        assert (ok, reason) == (False, "health check timed out")
+        ok, reason = await check_backend(
+            "127.0.0.1", silent_port, dataclasses.replace(s, health_kind="tcp")
+        )
+        assert ok  # a TCP check only needs the connect
+
+        rt = await proxy(
+            [BackendSpec("127.0.0.1", port)],
+            health_kind="http",
+            health_path="/healthz",
+            health_interval_s=0.05,
+            health_fall=2,
+            health_rise=2,
+        )
+        bid = f"127.0.0.1:{port}"
+        healthy["value"] = False
+        await until(lambda: rt.pool.get(bid).state == "down")
+        snap = rt.backends()[0]
+        assert snap.last_crash_reason == "health check: status 503 (want 200)"
+        out = await raw_exchange(rt.listen_port or 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 503")
+        healthy["value"] = True
+        await until(lambda: rt.pool.get(bid).state == "up")
+        out = await raw_exchange(
+            rt.listen_port or 0, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"a")
+    finally:
+        for w in held:
+            w.close()
+        silent.close()
+        await runner.cleanup()
+
+
+async def test_full_wait_queue_answers_503_at_once(proxy: ProxyFactory) -> None:
+    """max_conns reached and the bounded queue (max_queue) full: 503 without waiting."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.close()
+
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        rt = await proxy(
+            [BackendSpec("127.0.0.1", srv.sockets[0].getsockname()[1], max_conns=1)],
+            max_queue=0,
+            queue_timeout_s=60.0,
+        )
+        port = rt.listen_port or 0
+        first = asyncio.create_task(
+            raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        await until(lambda: rt.backends()[0].active_conns == 1)
+        out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
+        release.set()
+        assert (await asyncio.wait_for(first, 5)).startswith(b"HTTP/1.1 200")
+    finally:
+        release.set()
+        srv.close()
