@@ -8,9 +8,11 @@ advance by the bytes sent, so no segment is ever a retransmission.
 
 from __future__ import annotations
 
+import gc
 import random
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
@@ -314,8 +316,20 @@ def build_conversations(
             f = flows[key] = _Flow(len(flows), m.src, m.dst)
         f.messages.append(m)
     builder = _Builder(opts)
-    for f in flows.values():
-        builder.flow(f)
-    if len(flows) > 1:
-        builder.out.sort(key=itemgetter(0))
+    with _no_gc():  # millions of new tuples, no cycles: the cyclic GC would only rescan them
+        for f in flows.values():
+            builder.flow(f)
+        if len(flows) > 1:
+            builder.out.sort(key=itemgetter(0))
     return builder.out
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
