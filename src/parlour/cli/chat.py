@@ -34,6 +34,7 @@ import click
 from parlour.cli import _commands as c
 from parlour.cli._render import (
     clean,
+    format_time,
     render_audit,
     render_bans,
     render_event,
@@ -343,8 +344,11 @@ class ChatApp:
             self.out(f"* kicked {res.user}{where} ({res.sessions} session(s) told)")
         elif isinstance(cmd, c.Ban):
             ban = await client.ban(cmd.user, cmd.duration, cmd.reason)
-            for out in render_bans([ban]):
-                self.out(f"* banned {out}")
+            until = (
+                format_time(ban.until, with_date=True, zone=True) if ban.until else "further notice"
+            )
+            reason = f": {ban.reason}" if ban.reason else ""
+            self.out(f"* banned {ban.user} until {until}{reason}")
         elif isinstance(cmd, c.Unban):
             await client.unban(cmd.user)
             self.out(f"* unbanned {cmd.user}")
@@ -357,18 +361,17 @@ class ChatApp:
         elif isinstance(cmd, c.Broadcast):
             n = await client.broadcast(cmd.text)
             self.out(f"* broadcast sent to {n} session(s)")
+        # room changes: every online user (you too) gets the room_* event, which says it
         elif isinstance(cmd, c.RoomCreate):
-            self.out(f"* created #{await client.room_create(cmd.room)} (/join it to talk there)")
+            await client.room_create(cmd.room)
         elif isinstance(cmd, c.RoomRename):
             new = await client.room_rename(cmd.room, cmd.new_name)
             if self.room == cmd.room:
                 self.room = new
-            self.out(f"* renamed #{cmd.room} to #{new}")
         elif isinstance(cmd, c.RoomDelete):
             await client.room_delete(cmd.room)
             if self.room == cmd.room:
                 self.room = None
-            self.out(f"* deleted #{cmd.room}")
         elif isinstance(cmd, c.Passwd):
             await self.passwd(cmd)
 
