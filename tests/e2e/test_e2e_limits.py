@@ -132,7 +132,7 @@ async def test_rate_limit_triggers_with_retry_after(
     )
     limited = [r for r in replies if r["type"] == "error"]
     assert limited and all(r["code"] == "rate_limited" for r in limited)
-    assert all(r["retry_after"] > 0 for r in limited)
+    assert all(r["retry_after"] > 0 and "retry in" in r["message"] for r in limited)
     assert 5 <= sum(r["type"] == "ok" for r in replies) < 20
 
 

@@ -321,6 +321,8 @@ class ChatService:
         expired = self._bans.expired(now)
         if not expired:
             return EMPTY
+        for b in expired:
+            _log(logging.INFO, "ban expired", user=b.user, by=b.by, until=b.until)
         return Outcome(writes=tuple(RemoveBan(b.user) for b in expired))
 
     # ================================================================== introspection
