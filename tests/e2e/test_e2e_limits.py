@@ -4,12 +4,15 @@ reader, max connections, idle timeout; Argon2 stays off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import socket
 from collections.abc import Awaitable, Callable
 
-from e2e_helpers import PASSWORD, ClientFactory, ServerFactory, Wire
+from e2e_helpers import PASSWORD, ClientFactory, ServerFactory, Wire, WireError
 
+from parlour.protocol import ErrorCode
 from parlour.server.app import ChatServer
 
 UserFactory = Callable[..., Awaitable[Wire]]
@@ -278,3 +281,51 @@ async def test_long_absence_catches_up_in_parts_without_tripping_the_send_queue(
         reply = await bob.ok("sync", resume={"rooms": {"general": got[-1]}, "dms": {}})
     assert got == list(range(1, total + 1))
     assert rounds > 1 and srv.endpoint.hub.stats.slow_consumers == 0
+
+
+async def test_random_garbage_gets_documented_errors_and_others_keep_chatting(
+    make_server: ServerFactory, connect: ClientFactory
+) -> None:
+    srv = await make_server(max_frame=4096, burst=100)
+    alice, bob = await connect(srv.port), await connect(srv.port)
+    await alice.signup("alice", PASSWORD)
+    await bob.signup("bob", PASSWORD)
+    await alice.ok("join", room="general")
+    await bob.ok("join", room="general")
+    rng = random.Random(2)
+    pieces = [
+        b"\xff\xfe",
+        b"{",
+        b"}",
+        b"[",
+        b'"',
+        b"\\",
+        b"\r",
+        b"\n",
+        b"\x00",
+        b"NaN",
+        b'{"id":1,"type":"send"}',
+        b'{"id":"x","type":"join","room":5}',
+        b'{"type":"ping"}',
+        "é€😀".encode(),
+        b"9" * 50,
+    ]
+    for round_ in range(20):
+        mallory = await connect(srv.port)
+        await mallory.hello()
+        junk = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 300)))
+        if round_ % 5 == 4:
+            junk += b"z" * 5000  # one line over the frame limit
+        mallory.send_raw(junk + b"\n")
+        with contextlib.suppress(WireError):
+            await mallory.roundtrip()  # everything before it was answered (or it was closed)
+        frames = list(mallory.unmatched) + [
+            f for f in mallory.drain_events() if f["event"] == "disconnect"
+        ]
+        documented = {c.value for c in ErrorCode}
+        assert all(f["code"] in documented for f in frames), frames
+        if round_ % 5 == 4:
+            assert frames[-1]["code"] == "frame_too_large"
+        await mallory.close()
+        ack = await alice.ok("send", room="general", text=f"r{round_}", client_id=f"r{round_}")
+        assert (await bob.event("message", seq=ack["seq"]))["text"] == f"r{round_}"
