@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cli_helpers import ADMIN_PASSWORD, PASSWORD, ChatProcess, LiveServer, run_script
 
 from parlour.client import Client
@@ -142,3 +144,18 @@ async def test_admin_kicks_and_bans_from_the_terminal(
     code, _, err = await run_script(live.port, "", "--user", "mallory", password=PASSWORD)
     assert code == 0, err
     assert (await admin.finish())[0] == 0
+
+
+async def test_piped_burst_waits_out_the_rate_limit_and_loses_nothing(tmp_path: Path) -> None:
+    live = LiveServer(tmp_path / "data", rate=5.0, burst=1)
+    await live.start()
+    try:
+        lines = [f"line {i}" for i in range(8)]
+        script = "/join general\n" + "".join(f"{line}\n" for line in lines) + "x" * 4001 + "\n"
+        code, _, err = await run_script(live.port, script, "--user", "alice", "--signup")
+        assert code == 4, err  # the over-long line failed, the rest went through
+        assert "4000 characters [text_too_long]" in err
+        assert "rate_limited" not in err
+        assert await history(live.port, "general") == lines
+    finally:
+        await live.stop()

@@ -26,7 +26,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any
 
 import click
@@ -46,6 +46,7 @@ from parlour.cli._render import (
 )
 from parlour.client import (
     DEFAULT_PORT,
+    Ack,
     Backoff,
     Client,
     ClientClosed,
@@ -53,6 +54,7 @@ from parlour.client import (
     ConnectionState,
     ServerError,
     Session,
+    new_client_id,
 )
 from parlour.protocol import Event, EventName, MessageRecord
 
@@ -61,6 +63,8 @@ __all__ = ["ChatApp", "chat"]
 EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 #: how parlour.client words a disconnect the server meant for good: "<reason> (<code>)"
 _FINAL = ("(kicked)", "(banned)", "(logged_out)")
+#: rate-limited messages are retried this many times, waiting at most this long each time
+_RATE_RETRIES, _RATE_MAX_WAIT = 20, 5.0
 _CODE_SUFFIX = re.compile(r" \([a-z_]+\)$")
 
 
@@ -260,7 +264,7 @@ class ChatApp:
         elif state is ConnectionState.RECONNECTING and detail.startswith("attempt 1 "):
             self.err("! reconnecting… (what you type is sent once the server is back)")
         elif state is ConnectionState.CONNECTED and self.client.reconnects > 0:
-            self.err("! reconnected; anything you missed follows")
+            self.err("! reconnected (messages you missed are shown too)")
 
     # ------------------------------------------------------------------ commands
 
@@ -290,11 +294,13 @@ class ChatApp:
                 self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
                 return
             self._offline_notice()
-            ack = await client.send(self.room, cmd.text)
-            self.last_room_seq[ack.room or self.room] = ack.seq
+            here, cid = self.room, new_client_id()
+            ack = await self._paced(lambda: client.send(here, cmd.text, client_id=cid))
+            self.last_room_seq[ack.room or here] = ack.seq
         elif isinstance(cmd, c.Direct):
             self._offline_notice()
-            ack = await client.dm(cmd.to, cmd.text)  # shown by the `dm` event (all sessions)
+            cid = new_client_id()  # shown by the `dm` event (on all your sessions)
+            ack = await self._paced(lambda: client.dm(cmd.to, cmd.text, client_id=cid))
             self.last_dm_seq[ack.peer or cmd.to] = ack.seq
         elif isinstance(cmd, c.Join):
             result = await client.join(cmd.room)
@@ -374,6 +380,19 @@ class ChatApp:
                 self.room = None
         elif isinstance(cmd, c.Passwd):
             await self.passwd(cmd)
+
+    async def _paced(self, post: Callable[[], Awaitable[Ack]]) -> Ack:
+        """Post a message; when the server's rate limit says "retry in N s", wait that long and
+        send it again (same client id), so pasted or piped bursts arrive whole and in order."""
+        for _ in range(_RATE_RETRIES):
+            try:
+                return await post()
+            except ServerError as exc:
+                wait = exc.extra.get("retry_after")
+                if exc.code != "rate_limited" or not isinstance(wait, int | float):
+                    raise
+            await asyncio.sleep(min(max(float(wait), 0.01), _RATE_MAX_WAIT))
+        return await post()
 
     def _offline_notice(self) -> None:
         if not self.client.connected and self.client.closed_reason is None:
