@@ -83,10 +83,11 @@ class Server:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def cpu_seconds(self) -> float:
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process, all threads."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -345,6 +346,7 @@ class FanoutResult:
     latencies: list[float] = field(default_factory=list)
     rss_per_conn_kib: float = 0.0
     server_cpu: float = 0.0
+    server_sys: float = 0.0
     client_cpu: float = 0.0
 
     def pct(self, p: float) -> float:
@@ -364,6 +366,7 @@ class FanoutResult:
             ("latency max (ms)", self.pct(1.0), ".1f"),
             ("server CPU (cores)", self.server_cpu / self.elapsed, ".2f"),
             ("server CPU/message (us)", self.server_cpu / max(1, self.acked) * 1e6, ".1f"),
+            ("  of which kernel (%)", 100 * self.server_sys / max(1e-9, self.server_cpu), ".0f"),
             ("load generator CPU (cores)", self.client_cpu / self.elapsed, ".2f"),
             ("server RSS/connection (KiB)", self.rss_per_conn_kib, ".1f"),
         ]
@@ -387,7 +390,7 @@ async def fanout(
     result.rss_per_conn_kib = (rss1 - rss0) / members
     pad = b"x" * 40
     room = ROOM.encode()
-    cpu0 = server.cpu_seconds()
+    user0, sys0 = server.cpu_times()
     ccpu0 = time.process_time()
     start = time.perf_counter()
     sent = 0
@@ -427,7 +430,9 @@ async def fanout(
             break
         await asyncio.sleep(0.01)
     end = max([sent_end] + [c.last_data for c in conns])
-    result.server_cpu = server.cpu_seconds() - cpu0
+    user1, sys1 = server.cpu_times()
+    result.server_cpu = user1 - user0 + sys1 - sys0
+    result.server_sys = sys1 - sys0
     result.client_cpu = time.process_time() - ccpu0
     result.elapsed = end - start
     result.catch_up = end - sent_end
