@@ -31,6 +31,8 @@ from parlour.packets.records import CaptureFormatError
 
 __all__ = ["analyze_command", "packet_row", "render_plain_packets"]
 
+#: above this many rows the terminal gets plain aligned lines, printed as they are made
+RICH_MAX_ROWS = 5000
 PACKET_COLUMNS = ("No.", "Time", "Source", "Destination", "Protocol", "Length", "Info")
 CONVERSATION_COLUMNS = (
     "Stream", "Client", "Server", "Packets →", "Bytes →", "Packets ←", "Bytes ←", "Start",
@@ -205,11 +207,12 @@ def _print_rich(
             table.add_row(*row, style=style)
         console.print(table)
     if conv_rows:
-        ct = Table(title="Conversations", header_style="bold")
-        for col in CONVERSATION_COLUMNS:
-            ct.add_column(col)
-        for crow in conv_rows:
-            ct.add_row(*crow)
+        ct = Table(title="Conversations", header_style="bold", box=None)
+        for col in ("#", "Client ↔ Server", "→ pkts/bytes", "← pkts/bytes", "Start", "Duration",
+                    "Initial RTT"):  # fmt: skip
+            ct.add_column(col, overflow="fold")
+        for c in conv_rows:
+            ct.add_row(c[0], f"{c[1]} ↔ {c[2]}", f"{c[3]}/{c[4]}", f"{c[5]}/{c[6]}", *c[7:])
         console.print(ct)
 
 
@@ -327,7 +330,8 @@ def analyze_command(
         conv_rows = [conversation_row(c) for c in convs]
         if explain or do_follow:
             rows, conv_rows = [], []
-        if sys.stdout.isatty() and (rows or conv_rows):
+        # rich on a terminal; plain lines when piped or when the list is long (streams)
+        if sys.stdout.isatty() and (rows or conv_rows) and len(rows) <= RICH_MAX_ROWS:
             _print_rich(rows, conv_rows, not only_convs)
         else:
             for line in render_plain_packets(rows):

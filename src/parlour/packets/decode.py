@@ -2,11 +2,11 @@
 
 Two layers:
 
-* :func:`decode_capture` is the fast path. It walks a whole capture held in memory and, per
-  frame, unpacks the link-type field plus every fixed IPv4 and TCP header field with *one*
-  ``struct.unpack_from`` at the frame's offset in the file buffer (no slicing, no per-packet
-  objects). The result is a :class:`PacketTable`: one small row tuple per frame, columns read
-  on demand.
+* :func:`decode_capture` is the fast path. For pcap it walks the file held in memory once,
+  keeping only each record's offset in an ``array('q')`` (8 bytes per packet, no per-packet
+  objects). :meth:`PacketTable.tcp_headers` then unpacks the link-type field plus every fixed
+  IPv4 and TCP header field with *one* ``struct.unpack_from`` at the frame's offset in the file
+  buffer — no slicing, no intermediate objects, nothing retained.
 * :func:`decode_record` is the careful, general decoder (IP options, fragments, UDP, checksum
   verification, TCP options). :class:`PacketTable` builds a :class:`DecodedPacket` with it
   lazily, only for the frames somebody looks at.
@@ -15,6 +15,7 @@ Two layers:
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,8 @@ from parlour.packets.tcp import TcpHeader, TcpParseError, parse_tcp
 
 __all__ = [
     "DecodedPacket",
+    "Header",
     "PacketTable",
-    "Row",
     "decode_capture",
     "decode_record",
     "decode_records",
@@ -166,7 +167,7 @@ def iter_tcp_fields(
             yield f if f[0] == 0x45 and f[6] == 6 else None
 
 
-# --- fast columnar path -------------------------------------------------------------------
+# --- fast path ----------------------------------------------------------------------------
 
 #: fixed IPv4 (no options) + TCP header fields, after one link-layer field (index 0):
 #: 1 vihl, 2 tos, 3 total length, 4 ident, 5 flags/fragment, 6 ttl, 7 protocol, 8 IP checksum,
@@ -174,8 +175,6 @@ def iter_tcp_fields(
 #: 16 flags, 17 window, 18 TCP checksum, 19 urgent pointer
 _IPTCP_FIELDS = "BBHHHBBHIIHHIIBBHHH"
 Header: TypeAlias = tuple[int | bytes, ...]
-#: ``(ts_ns, buffer, frame offset, captured length, wire length, linktype, header or None)``
-Row: TypeAlias = tuple[int, bytes, int, int, int, int, "Header | None"]
 
 # link type -> (struct for link field + IPv4/TCP, accepted link-field values, minimum length)
 _FAST: dict[int, tuple[struct.Struct, frozenset[int | bytes], int]] = {
@@ -206,42 +205,45 @@ def read_capture_bytes(source: str | Path | bytes) -> bytes:
         raise CaptureFormatError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
 
-def _walk_pcap(data: bytes) -> list[Row]:
-    if len(data) < 24:
-        raise CaptureFormatError(f"pcap global header truncated ({len(data)} of 24 bytes)")
-    magic_le = int.from_bytes(data[:4], "little")
-    order = "<" if magic_le in (MAGIC_US, MAGIC_NS) else ">"
-    magic = int.from_bytes(data[:4], "little" if order == "<" else "big")
-    major, _mi, _tz, _sig, _snap, network = struct.unpack_from(order + "HHiIII", data, 4)
-    if major != 2:
-        raise CaptureFormatError(f"unsupported pcap version {major}")
-    linktype = network & 0x0FFFFFFF
-    mult = 1 if magic == MAGIC_NS else 1000
-    unpack_rec = struct.Struct(order + "IIII").unpack_from
-    fast, ok, minlen = _FAST.get(linktype, _NO_FAST)
-    unpack = fast.unpack_from
-    rows: list[Row] = []
-    append = rows.append
+class _PcapLayout:
+    """What the offsets of a pcap file need to be turned back into records."""
+
+    __slots__ = ("linktype", "mult", "rec")
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 24:
+            raise CaptureFormatError(f"pcap global header truncated ({len(data)} of 24 bytes)")
+        magic_le = int.from_bytes(data[:4], "little")
+        order = "<" if magic_le in (MAGIC_US, MAGIC_NS) else ">"
+        magic = int.from_bytes(data[:4], "little" if order == "<" else "big")
+        major, _mi, _tz, _sig, _snap, network = struct.unpack_from(order + "HHiIII", data, 4)
+        if major != 2:
+            raise CaptureFormatError(f"unsupported pcap version {major}")
+        self.linktype = network & 0x0FFFFFFF
+        self.mult = 1 if magic == MAGIC_NS else 1000
+        self.rec = struct.Struct(order + "IIII")
+
+
+def _walk_pcap(data: bytes, layout: _PcapLayout) -> array[int]:
+    """Offsets of every record (negative when the frame is too short for the fast header)."""
+    caplen = struct.Struct(layout.rec.format[0] + "8xI").unpack_from
+    minlen = _FAST.get(layout.linktype, _NO_FAST)[2]
+    offsets = array("q")
+    append = offsets.append
     off = 24
     end = len(data)
     try:
         while off < end:
-            sec, frac, cap, wire = unpack_rec(data, off)
-            off += 16
-            h: Header | None = None
-            if cap >= minlen:
-                h = unpack(data, off)
-                if h[1] != 0x45 or h[7] != 6 or h[0] not in ok:
-                    h = None
-            append((sec * 1_000_000_000 + frac * mult, data, off, cap, wire, linktype, h))
-            off += cap
+            cap = caplen(data, off)[0]
+            append(off if cap >= minlen else -off)
+            off += 16 + cap
     except struct.error:
         off = end + 1
     if off != end:
         for _ in iter_pcap(data):  # the careful reader names the exact problem
             pass
         raise CaptureFormatError("pcap file truncated")  # pragma: no cover (reader raises)
-    return rows
+    return offsets
 
 
 def _fast_header(rec: Record) -> Header | None:
@@ -253,79 +255,97 @@ def _fast_header(rec: Record) -> Header | None:
 
 
 def decode_capture(source: str | Path | bytes) -> PacketTable:
-    """Read and decode a whole pcap or pcapng capture (path or bytes) into a
-    :class:`PacketTable`; :class:`CaptureFormatError` when it is not a readable capture."""
+    """Read a whole pcap or pcapng capture (path or bytes) into a :class:`PacketTable`;
+    :class:`CaptureFormatError` when it is not a readable capture."""
     data = read_capture_bytes(source)
     if capture_format(data) == "pcap":
-        return PacketTable(_walk_pcap(data))
-    rows: list[Row] = []
-    comments: dict[int, str] = {}
-    for rec in iter_records(data):
-        if rec.comment is not None:
-            comments[len(rows)] = rec.comment
-        rows.append(
-            (rec.ts_ns, rec.data, 0, len(rec.data), rec.wire_len, rec.linktype, _fast_header(rec))
-        )
-    return PacketTable(rows, comments)
+        layout = _PcapLayout(data)
+        return PacketTable(data, _walk_pcap(data, layout), layout)
+    return PacketTable(data, None, None, list(iter_records(data)))
 
 
 class PacketTable(Sequence[DecodedPacket]):
-    """A decoded capture, stored as one row tuple per frame (see :data:`Row`).
+    """A decoded capture: the file's bytes plus where each frame is, decoded on demand.
 
-    Indexing returns a :class:`DecodedPacket` built on demand (numbered from 1, like
-    Wireshark). :meth:`tcp_headers` gives the raw header tuples for bulk work.
+    Indexing returns a :class:`DecodedPacket` (numbered from 1, like Wireshark) built by the
+    careful decoder; :meth:`tcp_headers` gives the raw header tuples for bulk work.
     """
 
-    __slots__ = ("comments", "rows", "verify_checksums")
+    __slots__ = ("_data", "_layout", "_offsets", "_records", "verify_checksums")
 
     def __init__(
-        self, rows: list[Row], comments: dict[int, str] | None = None, verify_checksums: bool = True
+        self,
+        data: bytes,
+        offsets: array[int] | None,
+        layout: _PcapLayout | None,
+        records: list[Record] | None = None,
+        verify_checksums: bool = True,
     ) -> None:
-        self.rows = rows
-        self.comments = comments or {}
+        self._data = data
+        self._offsets = offsets
+        self._layout = layout
+        self._records = records
         self.verify_checksums = verify_checksums
 
     def __len__(self) -> int:
-        return len(self.rows)
+        if self._records is not None:
+            return len(self._records)
+        assert self._offsets is not None
+        return len(self._offsets)
 
     @overload
     def __getitem__(self, index: int) -> DecodedPacket: ...
     @overload
     def __getitem__(self, index: slice) -> list[DecodedPacket]: ...
     def __getitem__(self, index: int | slice) -> DecodedPacket | list[DecodedPacket]:
+        n = len(self)
         if isinstance(index, slice):
-            return [self._packet(i) for i in range(*index.indices(len(self.rows)))]
+            return [self._packet(i) for i in range(*index.indices(n))]
         if index < 0:
-            index += len(self.rows)
-        if not 0 <= index < len(self.rows):
+            index += n
+        if not 0 <= index < n:
             raise IndexError("packet index out of range")
         return self._packet(index)
 
     def __iter__(self) -> Iterator[DecodedPacket]:
-        for i in range(len(self.rows)):
+        for i in range(len(self)):
             yield self._packet(i)
 
     def record(self, index: int) -> Record:
-        ts, buf, off, cap, wire, linktype, _h = self.rows[index]
-        return Record(ts, buf[off : off + cap], wire, linktype, self.comments.get(index))
+        """The capture record of frame *index* (0-based)."""
+        if self._records is not None:
+            return self._records[index]
+        assert self._offsets is not None and self._layout is not None
+        off = abs(self._offsets[index])
+        sec, frac, cap, wire = self._layout.rec.unpack_from(self._data, off)
+        data = self._data[off + 16 : off + 16 + cap]
+        return Record(sec * 1_000_000_000 + frac * self._layout.mult, data, wire,
+                      self._layout.linktype)  # fmt: skip
 
     def _packet(self, index: int) -> DecodedPacket:
         return decode_record(index + 1, self.record(index), self.verify_checksums)
 
     def tcp_headers(self) -> Iterator[Header | None]:
-        """Per frame: the link field + fixed IPv4/TCP header fields, or ``None`` when the frame
-        is not an option-less IPv4 datagram carrying TCP (then index the table instead)."""
-        for row in self.rows:
-            yield row[6]
+        """Per frame: the link field + fixed IPv4/TCP header fields (see ``_IPTCP_FIELDS``), or
+        ``None`` when the frame is not an option-less IPv4 datagram carrying TCP (index the
+        table for those: the careful decoder handles IP options, fragments, UDP ...)."""
+        if self._records is not None:
+            for rec in self._records:
+                yield _fast_header(rec)
+            return
+        assert self._offsets is not None and self._layout is not None
+        fast, ok, _minlen = _FAST.get(self._layout.linktype, _NO_FAST)
+        unpack = fast.unpack_from
+        data = self._data
+        for off in self._offsets:
+            if off < 0:
+                yield None
+                continue
+            h = unpack(data, off + 16)
+            yield h if h[1] == 0x45 and h[7] == 6 and h[0] in ok else None
 
-    def tcp_payload_len(self, index: int) -> int:
-        """TCP payload length of a fast-decoded frame (``-1`` when it has no fast header)."""
-        h = self.rows[index][6]
-        if h is None:
-            return -1
-        total, doff = h[3], h[15]
+    def tcp_payload_len(self, header: Header) -> int:
+        """TCP payload length from a fast header (as captured on the wire, by IP length)."""
+        total, doff = header[3], header[15]
         assert isinstance(total, int) and isinstance(doff, int)
         return max(0, total - 20 - (doff >> 4) * 4)
-
-    def l3_offset(self, index: int) -> int:
-        return _L3_OFFSET.get(self.rows[index][5], 0)
