@@ -51,9 +51,9 @@ def test_edits_and_deletions_say_what_happened() -> None:
     gone = record_event(EventName.MESSAGE_DELETED, room="general", text=None, deleted=True)
     assert render_event(gone, "x") == "#general * message [12] by bob was deleted"
     dm_gone = record_event(EventName.DM_DELETED, peer="bob", text=None, deleted=True)
-    assert render_event(dm_gone, "alice") == "[DM] * message [12] by bob was deleted"
+    assert render_event(dm_gone, "alice") == "[DM bob] * message [12] by bob was deleted"
     mine = record_event(EventName.DM_EDITED, peer="bob", text="fixed", edited=True)
-    assert render_event(mine, "BOB") == "[DM] * you edited [12]: fixed"
+    assert render_event(mine, "BOB") == "[DM bob] * you edited [12]: fixed"
 
 
 def test_history_shows_edited_marks_and_tombstones() -> None:

@@ -97,7 +97,7 @@ def render_record(record: MessageRecord, me: str | None, *, with_time: bool = Fa
 
 def _change(record: MessageRecord, me: str | None, edited: bool) -> str:
     """A ``*_edited`` / ``*_deleted`` event: say what changed, not just the new state."""
-    where = f"#{clean(record.room)}" if record.room is not None else "[DM]"
+    where = f"#{clean(record.room)}" if record.room is not None else f"[DM {clean(record.peer)}]"
     author = "you" if _is_me(record.sender, me) else clean(record.sender)
     if edited:
         text = clean_text(record.text or "")
