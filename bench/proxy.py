@@ -214,8 +214,9 @@ def run_wrk(
     b1 = sum(group_cpu_s(g) for g in backend_pgids)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # the latency distribution lines ("    50%    1.23ms"), not "+/- Stdev" columns
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     err = re.search(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)", out)
     wrk_cpu = (usage.ru_utime + usage.ru_stime) / elapsed
     return Result(
