@@ -564,6 +564,18 @@ def _explain(exc: BaseException, context: ssl.SSLContext | None) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _echo(line: str, *, err: bool) -> None:
+    """Print a line; if the reader went away (``parlour chat | head -1``) keep chatting and
+    drop the output, so a script's messages are still all sent."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        click.echo(line, err=err)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def _ask(prompt: str, hidden: bool) -> str:
     if hidden:
         return getpass.getpass(prompt)
@@ -583,10 +595,10 @@ async def _main(
     stdin: IO[str],
 ) -> int:
     def out(line: str) -> None:
-        click.echo(line)
+        _echo(line, err=False)
 
     def err(line: str) -> None:
-        click.echo(line, err=True)
+        _echo(line, err=True)
 
     if retries is None:
         retries = None if interactive else 10
