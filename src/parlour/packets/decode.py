@@ -88,7 +88,9 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
         return DecodedPacket(*base, "?", "", "", problem=f"undecodable link type {rec.linktype}",
                              comment=rec.comment)  # fmt: skip
     if et != 0x0800:
-        return DecodedPacket(*base, ethertype_name(et), "", "", comment=rec.comment)
+        name = ethertype_name(et)
+        return DecodedPacket(*base, name, "", "", problem=f"{name} (not decoded: IPv4 only)",
+                             comment=rec.comment)  # fmt: skip
     mv = memoryview(frame)[off:]
     try:
         ip = parse_ipv4(mv)

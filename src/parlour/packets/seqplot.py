@@ -79,6 +79,8 @@ def plot_sequence(analysis: Analysis, stream: int | None, path: str | Path) -> C
         if rx:
             ax.vlines(rx, rlo, rhi, color="tab:red", linewidth=2)
             ax.plot(rx, rhi, "x", color="tab:red", markersize=6, label="retransmission")
+        top = max([*hi, *rhi, *acks, 1])
+        ax.set_ylim(-0.03 * top, top * 1.08)  # the window line may run off the top: data first
         ax.set_title(f"{ends[from_client]} → {ends[not from_client]}", fontsize=10)
         ax.set_ylabel("relative sequence number")
         ax.grid(True, alpha=0.3)
