@@ -4,6 +4,7 @@ connection): the error paths, and the real paths verified by capturing what went
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -215,7 +216,8 @@ def test_replay_reports_a_listener_that_hangs_up_early() -> None:
         t.join(10)
         srv.close()
     assert res.exit_code == 1
-    assert f"127.0.0.1:{port} closed the connection after 1 of 5 messages" in res.output
+    # the first write after the listener's FIN may still be accepted by the kernel
+    assert re.search(rf"127\.0\.0\.1:{port} closed the connection after [1-4] of 5", res.output)
 
 
 def _http_csv(tmp_path: Path, cport: int, sport: int) -> Path:

@@ -113,7 +113,14 @@ def replay_messages(
                         f"messages ({received} bytes received)"
                     )
                 sock.setblocking(True)
-                sock.sendall(m.payload)
+                try:
+                    sock.sendall(m.payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    raise ReplayError(
+                        f"{host}:{port} closed the connection after {sent_msgs} of {len(mine)} "
+                        f"messages ({received} bytes received)"
+                    ) from None
                 sock.setblocking(False)
                 sent += len(m.payload)
                 sent_msgs += 1
