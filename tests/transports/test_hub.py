@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import RecordingWriter
@@ -11,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.core.outcome import Delivery, Outcome
-from parlour.core.writes import Audit
+from parlour.core.writes import AppendRoomMessage, Audit, CreateRoom, CreateUser
 from parlour.protocol import Event, EventName, Ok, ProtocolError
+from parlour.storage.sqlite import GroupCommitWriter, SqliteStore
 from parlour.transports.hub import Hub, disconnect_frame, encode_frame
 from parlour.transports.pipeline import Pipeline
 
@@ -343,3 +347,49 @@ def test_event_names_from_members_and_strings_encode_alike() -> None:
         Event("no-such-event", fields)  # type: ignore[arg-type]
     with pytest.raises(ProtocolError, match="must not contain"):
         Event(EventName.BROADCAST, {"type": "x"})
+
+
+async def test_pipeline_with_the_group_commit_writer_acks_after_commit_in_order(
+    tmp_path: Path,
+) -> None:
+    """The SQLite writer reports whole batches (no done-callback per outcome): replies still go
+    out only after their batch committed, in submission order, and outcomes without writes
+    wait behind earlier ones."""
+    store = SqliteStore.open(tmp_path)
+    committed: list[int] = []
+
+    def apply_batch(batches: Sequence[Sequence[Any]]) -> None:
+        store.apply_batch(batches)
+        committed.extend(x.seq for b in batches for x in b)
+
+    writer = GroupCommitWriter(apply_batch, name="test-writer")
+    writer.start()
+    hub = Hub()
+    t = FakeTransport()
+    hub.add(1, t)
+    pipeline = Pipeline(writer, hub)
+    store.apply([CreateUser("bob", "h", "member", 1.0), CreateRoom("r", "bob", 1.0)])
+    sent: list[int] = []
+
+    def dispatched(n: int) -> None:
+        assert n in committed, f"outcome {n} dispatched before its write was committed"
+        sent.append(n)
+
+    try:
+        for n in range(1, 301):
+            if n % 3:
+                writes = (AppendRoomMessage("r", n, "bob", "x", 1.0, f"c{n}"),)
+                outcome = Outcome(reply=Ok(n, {}), writes=writes)
+                pipeline.apply(outcome, 1, lambda n=n: dispatched(n))
+            else:
+                pipeline.apply(Outcome(reply=Ok(n, {})), 1)
+            if n % 50 == 0:
+                await asyncio.sleep(0)
+        await asyncio.wait_for(pipeline.drained(), 30)
+        await settle()
+        assert [f["id"] for f in t.frames()] == list(range(1, 301))
+        assert sent == [n for n in range(1, 301) if n % 3]
+        assert committed == sent  # every acknowledged write was committed, in order
+    finally:
+        await writer.close()
+        store.close()

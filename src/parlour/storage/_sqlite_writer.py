@@ -59,12 +59,18 @@ class GroupCommitWriter:
         #: Set before the thread checks the queue, so a submit never goes unnoticed; while
         #: the thread is busy committing, submit takes no lock at all.
         self._idle = False
+        self._listeners: list[Callable[[], None]] = []
         self.stats = WriterStats()
 
     @property
     def pending(self) -> int:
         """Outcomes submitted and not yet resolved (queued or being committed)."""
         return self._pending
+
+    def add_resolved_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the loop after each batch's futures are resolved: one call per
+        batch, so a consumer need not add a done-callback to every future."""
+        self._listeners.append(listener)
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if self._thread is not None:
@@ -165,3 +171,5 @@ class GroupCommitWriter:
                 fut.set_result(None)
             else:
                 fut.set_exception(exc)
+        for listener in self._listeners:
+            listener()

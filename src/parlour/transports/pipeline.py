@@ -78,6 +78,12 @@ class Pipeline:
         self._queue: deque[tuple[asyncio.Future[None] | None, Outcome, ConnId | None, Done | None]]
         self._queue = deque()
         self._idle: asyncio.Event | None = None
+        # A writer that reports each resolved batch (the SQLite group-commit writer) saves a
+        # done-callback per outcome; any other writer is followed future by future.
+        listen = getattr(writer, "add_resolved_listener", None)
+        self._per_future = not callable(listen)
+        if callable(listen):
+            listen(self._drain)
         self.storage_failures = 0
 
     @property
@@ -94,7 +100,7 @@ class Pipeline:
             self._dispatch(fut, outcome, conn, done)
             return
         self._queue.append((fut, outcome, conn, done))
-        if fut is not None:
+        if fut is not None and self._per_future:
             fut.add_done_callback(self._drain)
 
     def _drain(self, _fut: object = None) -> None:
