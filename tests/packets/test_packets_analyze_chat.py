@@ -164,3 +164,7 @@ async def test_cli_explain_and_follow_on_real_chat(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "Follow TCP stream 1" in res.output and "Follow TCP stream 0" not in res.output
     assert "signup bob" in res.output
+    assert "password-123" not in res.output  # chat directions show decoded lines only
+    res = runner.invoke(packets_cli, ["analyze", str(path), "--follow", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "password-123" not in res.output and '"text": "signup alice"' in res.output

@@ -458,21 +458,25 @@ class StreamChunk:
 
 
 def follow(analysis: Analysis, stream: int) -> list[StreamChunk]:
-    """The conversation's data like Wireshark's "Follow TCP Stream", with decoded chat lines."""
+    """The conversation's data like Wireshark's "Follow TCP Stream". Chat directions give
+    their decoded lines only (raw chat JSON could carry passwords); others the raw bytes."""
     decoders = {True: StreamDecoder(), False: StreamDecoder()}
     chunks: list[StreamChunk] = []
     for pa in analysis.packets:
         t = pa.tcp
         if t is None or t.stream != stream or not t.seglen:
             continue
-        data = decoders[t.from_client].new_bytes(t.seq, pa.packet.payload)
-        if data:
-            chunks.append(
-                StreamChunk(
-                    pa.packet.number, pa.time_rel_ns, t.from_client, data,
-                    pa.app[1] if pa.app and pa.app[0] == "Parlour" else None,
+        d = decoders[t.from_client]
+        app = d.feed(t.seq, pa.packet.payload)
+        if d.is_chat:
+            if app is not None:
+                chunks.append(
+                    StreamChunk(pa.packet.number, pa.time_rel_ns, t.from_client, b"", app[1])
                 )
-            )  # fmt: skip
+        elif d.last_new:
+            chunks.append(
+                StreamChunk(pa.packet.number, pa.time_rel_ns, t.from_client, d.last_new, None)
+            )
     return chunks
 
 

@@ -136,7 +136,7 @@ class StreamDecoder:
     line buffer is bounded by *max_line*.
     """
 
-    __slots__ = ("_buf", "_kind", "_max", "_next", "_resync")
+    __slots__ = ("_buf", "_kind", "_max", "_next", "_resync", "last_new")
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self._next: int | None = None
@@ -144,6 +144,13 @@ class StreamDecoder:
         self._kind = ""  # "", "chat", "http", "other"
         self._max = max_line
         self._resync = False
+        #: the bytes of the last fed segment that were new (not a retransmission)
+        self.last_new = b""
+
+    @property
+    def is_chat(self) -> bool:
+        """True once the direction is recognised as Parlour NDJSON."""
+        return self._kind == "chat"
 
     def new_bytes(self, seq: int, payload: bytes) -> bytes:
         """The part of *payload* not seen before (updates the expected sequence number)."""
@@ -164,7 +171,7 @@ class StreamDecoder:
 
     def feed(self, seq: int, payload: bytes) -> tuple[str, str] | None:
         """``(protocol, text)`` for what this segment completes, or ``None``."""
-        data = self.new_bytes(seq, payload)
+        data = self.last_new = self.new_bytes(seq, payload)
         if self._resync and data.lstrip().startswith(b"{"):
             self._resync = False  # the segment after the gap starts a new line
         if self._resync:  # otherwise chat decoding restarts after the next newline

@@ -163,11 +163,10 @@ def _follow_lines(analysis: Analysis, conv: Conversation) -> list[str]:
     lines = [f"=== Follow TCP stream {conv.stream}: {client} ↔ {server} ==="]
     for chunk in follow(analysis, conv.stream):
         arrow = f"{client} → {server}" if chunk.from_client else f"{server} → {client}"
-        head = f"[{_secs(chunk.time_rel_ns)}] {arrow} ({len(chunk.data)} bytes)"
         if chunk.text is not None:
-            lines.append(f"{head}: {chunk.text}")
+            lines.append(f"[{_secs(chunk.time_rel_ns)}] {arrow}: {chunk.text}")
         else:
-            lines.append(head)
+            lines.append(f"[{_secs(chunk.time_rel_ns)}] {arrow} ({len(chunk.data)} bytes)")
             body = _printable(chunk.data).rstrip("\n")
             lines.extend("    " + line for line in body.split("\n"))
     lines.append("")
@@ -182,7 +181,7 @@ def _follow_json(analysis: Analysis, conv: Conversation) -> dict[str, Any]:
                 "number": c.number,
                 "time": c.time_rel_ns / 1e9,
                 "from": "client" if c.from_client else "server",
-                "data": c.data.decode("utf-8", "replace"),
+                "data": None if c.text is not None else c.data.decode("utf-8", "replace"),
                 "text": c.text,
             }
             for c in follow(analysis, conv.stream)
