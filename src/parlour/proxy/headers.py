@@ -114,24 +114,33 @@ def validate_request(
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
-def _strip_hop_by_hop(headers: Sequence[Header], keep_upgrade: bool) -> list[Header]:
-    """One pass: drop hop-by-hop fields and any field named in Connection."""
-    out: list[Header] = []
-    extra: set[bytes] | None = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                named = {t.strip().lower() for t in value.split(b",")} - _PLAIN_CONNECTION
-                if named:
-                    extra = named if extra is None else extra | named
-            elif keep_upgrade and lname == b"upgrade":
-                out.append((name, value))
-            continue
-        out.append((name, value))
-    if extra:
-        out = [(n, v) for n, v in out if n.lower() not in extra]
-    return out
+# what the head builders do with a field, by lower-cased name (one dict lookup per field)
+_HOP, _XFF, _XFP, _XFH, _VIA_FIELD, _HOST, _LENGTH = range(7)
+_REQUEST_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
+    b"x-forwarded-for": _XFF,
+    b"x-forwarded-proto": _XFP,
+    b"x-forwarded-host": _XFH,
+    b"via": _VIA_FIELD,
+    b"host": _HOST,
+}
+_RESPONSE_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
+    b"content-length": _LENGTH
+}
+
+
+def _connection_named(value: bytes) -> set[bytes]:
+    """Field names a Connection header lists besides keep-alive/close/upgrade."""
+    lowered = value.lower()
+    if lowered in _PLAIN_CONNECTION:  # the usual case, no split needed
+        return set()
+    return {t.strip() for t in lowered.split(b",")} - _PLAIN_CONNECTION - {b""}
+
+
+def _without(headers: Sequence[Header], named: set[bytes]) -> tuple[Header, ...]:
+    """`headers` without the fields `named` and without Connection itself (rare path)."""
+    return tuple(
+        (n, v) for n, v in headers if (ln := n.lower()) not in named and ln != b"connection"
+    )
 
 
 def build_request_head(
@@ -143,47 +152,58 @@ def build_request_head(
     default_host: bytes = b"",
 ) -> bytes:
     """The head sent upstream: always HTTP/1.1, hop-by-hop removed, forwarding headers set."""
-    out = [req.method.encode("ascii"), b" ", req.url, b" HTTP/1.1\r\n"]
+    lines = [b"%b %b HTTP/1.1" % (req.method.encode("ascii"), req.url)]
     xff: bytes | None = None
     xfp: bytes | None = None
     xfh: bytes | None = None
     via: bytes | None = None
     host: bytes | None = None
-    for name, value in _strip_hop_by_hop(req.headers, keep_upgrade=req.upgrade):
+    fields = _REQUEST_FIELDS
+    for name, value in req.headers:
         lname = name.lower()
-        if lname == b"x-forwarded-for":
-            if trust_forwarded:
-                xff = value if xff is None else xff + b", " + value
-            continue
-        if lname == b"x-forwarded-proto":
-            if trust_forwarded:
-                xfp = value
-            continue
-        if lname == b"x-forwarded-host":
-            if trust_forwarded:
-                xfh = value
-            continue
-        if lname == b"via":
-            via = value if via is None else via + b", " + value
-            continue
-        if lname == b"host":
+        kind = fields.get(lname)
+        if kind is None:
+            lines.append(name + b": " + value)
+        elif kind == _HOP:
+            if lname == b"connection":
+                named = _connection_named(value)
+                if named:  # drop the fields it names, then build again
+                    return build_request_head(
+                        req._replace(headers=_without(req.headers, named)),
+                        client_ip,
+                        trust_forwarded=trust_forwarded,
+                        proto=proto,
+                        default_host=default_host,
+                    )
+            elif req.upgrade and lname == b"upgrade":
+                lines.append(name + b": " + value)
+        elif kind == _HOST:
             host = value
-        out += (name, b": ", value, b"\r\n")
+            lines.append(name + b": " + value)
+        elif kind == _VIA_FIELD:
+            via = value if via is None else via + b", " + value
+        elif trust_forwarded:
+            if kind == _XFF:
+                xff = value if xff is None else xff + b", " + value
+            elif kind == _XFP:
+                xfp = value
+            else:
+                xfh = value
     if host is None and default_host:  # HTTP/1.0 without Host: upstream speaks 1.1
-        out += (b"Host: ", default_host, b"\r\n")
+        lines.append(b"Host: " + default_host)
     ip = client_ip.encode("ascii")
-    out += (b"X-Forwarded-For: ", ip if xff is None else xff + b", " + ip, b"\r\n")
-    out += (b"X-Forwarded-Proto: ", xfp or proto.encode("ascii"), b"\r\n")
+    lines.append(b"X-Forwarded-For: " + (ip if xff is None else xff + b", " + ip))
+    lines.append(b"X-Forwarded-Proto: " + (xfp or proto.encode("ascii")))
     if xfh is not None or host is not None:
-        out += (b"X-Forwarded-Host: ", xfh if xfh is not None else host or b"", b"\r\n")
+        lines.append(b"X-Forwarded-Host: " + (xfh if xfh is not None else host or b""))
     req_via = b"1.0 parlour" if req.version == "1.0" else _VIA
-    out += (b"Via: ", req_via if via is None else via + b", " + req_via, b"\r\n")
+    lines.append(b"Via: " + (req_via if via is None else via + b", " + req_via))
     if req.upgrade:
-        out.append(b"Connection: Upgrade\r\n")
+        lines.append(b"Connection: Upgrade")
     if req.chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        lines.append(b"Transfer-Encoding: chunked")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def build_response_head(
@@ -198,43 +218,41 @@ def build_response_head(
     """The head sent to the client. `framing` is "chunked", "length", "none" or "close"
     (body ends when the connection closes); "upgrade" keeps Upgrade/Connection."""
     upgrade = framing == "upgrade"
-    out = [b"HTTP/%b %d " % (client_version.encode("ascii"), status), reason, b"\r\n"]
+    lines = [b"HTTP/%b %d %b" % (client_version.encode("ascii"), status, reason)]
     drop_length = framing not in ("length", "none")
-    named: set[bytes] | None = None
+    fields = _RESPONSE_FIELDS
     for name, value in headers:  # one pass: hop-by-hop fields dropped as they come
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"connection":
-                tokens = {t.strip().lower() for t in value.split(b",")} - _PLAIN_CONNECTION
-                if tokens:
-                    named = tokens if named is None else named | tokens
-            elif upgrade and lname == b"upgrade":
-                out += (name, b": ", value, b"\r\n")
-            continue
-        if drop_length and lname == b"content-length":
-            continue
-        out += (name, b": ", value, b"\r\n")
-    if named:  # fields the Connection header named (rare): filter them out afterwards
-        return build_response_head(
-            status,
-            reason,
-            [(n, v) for n, v in headers if (ln := n.lower()) not in named and ln != b"connection"],
-            client_version=client_version,
-            framing=framing,
-            keep_alive=keep_alive,
-        )
-    out.append(b"Via: 1.1 parlour\r\n")
+        kind = fields.get(name.lower())
+        if kind is None:
+            lines.append(name + b": " + value)
+        elif kind == _HOP:
+            if len(name) == 10 and name.lower() == b"connection":
+                named = _connection_named(value)
+                if named:  # drop the fields it names, then build again
+                    return build_response_head(
+                        status,
+                        reason,
+                        _without(headers, named),
+                        client_version=client_version,
+                        framing=framing,
+                        keep_alive=keep_alive,
+                    )
+            elif upgrade and name.lower() == b"upgrade":
+                lines.append(name + b": " + value)
+        elif not drop_length:  # Content-Length
+            lines.append(name + b": " + value)
+    lines.append(b"Via: 1.1 parlour")
     if upgrade:
-        out.append(b"Connection: Upgrade\r\n")
+        lines.append(b"Connection: Upgrade")
     elif framing == "chunked":
-        out.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"Transfer-Encoding: chunked")
     if not upgrade:
         if not keep_alive or framing == "close":
-            out.append(b"Connection: close\r\n")
+            lines.append(b"Connection: close")
         elif client_version == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+            lines.append(b"Connection: keep-alive")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 _REASONS = {
