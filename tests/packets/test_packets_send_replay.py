@@ -292,3 +292,13 @@ def test_loopback_replay_capture_is_the_whole_conversation(tmp_path: Path) -> No
     assert payloads == [m.payload for m in load_messages(csv, framing="auto")]
     assert not [r for r in rows if r[2]]
     assert not [r for r in rows if "R" in r[0]]  # no resets
+
+
+def test_send_refuses_addresses_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[object] = []
+    monkeypatch.setattr("parlour.packets.rawsock.socket.socket", lambda *a: opened.append(a))
+    res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--send",
+                                       "--hosts", "web_server=10.0.0.1"])  # fmt: skip
+    assert res.exit_code == 1
+    assert "refusing to send to 10.0.0.1: --send only puts packets on loopback" in res.output
+    assert opened == []  # nothing was sent, no socket was even opened

@@ -12,8 +12,21 @@ class RawSocketError(OSError):
     """Raw sockets are unavailable (not root, no CAP_NET_RAW) or sending failed."""
 
 
-def send_packets(datagrams: Iterable[bytes]) -> int:
-    """Send each complete IPv4 datagram (header included) to its destination address."""
+def send_packets(datagrams: Iterable[bytes], *, loopback_only: bool = True) -> int:
+    """Send each complete IPv4 datagram (header included) to its destination address.
+
+    With *loopback_only* (the default) nothing is sent unless every destination is in
+    127.0.0.0/8: hand-built packets are for the lab, not for the network.
+    """
+    datagrams = list(datagrams)
+    if loopback_only:
+        for d in datagrams:
+            if len(d) < 20 or d[16] != 127:
+                dst = socket.inet_ntoa(d[16:20]) if len(d) >= 20 else "?"
+                raise RawSocketError(
+                    f"refusing to send to {dst}: --send only puts packets on loopback "
+                    "(127.0.0.0/8); leave --hosts out or map the names to 127.0.0.x"
+                )
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     except PermissionError:
