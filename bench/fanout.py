@@ -487,6 +487,114 @@ async def idle(server: Server, connections: int) -> IdleResult:
     return IdleResult(server.label, connections, setup, rss0, rss1)
 
 
+# ---------------------------------------------------------------------------- hot-path mode
+
+
+class _NullTransport:
+    """Enough of an asyncio transport for the server: counts what it is given."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.bytes += sum(map(len, chunks))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def hotpath(members: int, senders: int, messages: int, synchronous: str) -> str:
+    """The server's own CPU per message, in process and without sockets: the composed server
+    (codec, core, pipeline, SQLite group commit, hub) fed send frames directly. CPU time is
+    that of all threads of this process, so a busy machine slows it down but barely changes it.
+    """
+    from parlour.server.app import ChatServer
+    from parlour.server.config import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="parlour-hot-") as data:
+        settings = load_settings(
+            env={
+                "PARLOUR_DATA_DIR": data,
+                "PARLOUR_PORT": "0",
+                "PARLOUR_SQLITE_SYNCHRONOUS": synchronous,
+                "PARLOUR_ARGON2_TIME_COST": "1",
+                "PARLOUR_ARGON2_MEMORY_KIB": "64",
+                "PARLOUR_RATE": "1000000",
+                "PARLOUR_BURST": "1000000",
+                "PARLOUR_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "PARLOUR_LOG_LEVEL": "WARNING",
+            }
+        )
+        server = await ChatServer.start(settings)
+        endpoint = server.endpoint
+        try:
+            conns = []
+            for i in range(members):
+                t = _NullTransport()
+                conn = endpoint.open(t, f"127.0.0.1:{10000 + i}")
+                assert conn is not None
+                conns.append((conn, t))
+                endpoint.received(
+                    conn,
+                    b'{"id":1,"type":"hello","version":1}\n'
+                    b'{"id":2,"type":"signup","username":"h%d","password":"%s"}\n'
+                    b'{"id":3,"type":"join","room":"%s","limit":1}\n'
+                    % (i, PASSWORD.encode(), ROOM.encode()),
+                )
+            while endpoint.pipeline.in_flight or any(c.busy for c in endpoint._conns.values()):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            sent = 0
+            chunk = 20  # frames per read, as a busy socket would deliver them
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            while sent < messages:
+                for conn, _ in conns[:senders]:
+                    frames = b"".join(
+                        b'{"id":%d,"type":"send","room":"%s","text":"%.6f %s","client_id":"h%d"}\n'
+                        % (n, ROOM.encode(), time.time(), b"x" * 40, n)
+                        for n in range(sent, sent + chunk)
+                    )
+                    endpoint.received(conn, frames)
+                    sent += chunk
+                await asyncio.sleep(0)
+                while endpoint.pipeline.in_flight > 2000:
+                    await asyncio.sleep(0.001)
+            await endpoint.pipeline.drained()
+            await asyncio.sleep(0)
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - wall0
+            delivered = sum(t.bytes for _, t in conns)
+        finally:
+            await server.stop()
+    return (
+        f"hot path: {members} members, {senders} senders, {messages:,} messages, in process:"
+        f" {cpu / messages * 1e6:.1f} us CPU per message ({messages / wall:,.0f} messages/s"
+        f" wall, {delivered / 1e6:.0f} MB delivered)"
+    )
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -548,7 +656,10 @@ def with_baseline(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "mode", nargs="?", choices=["all", "fanout", "idle", "ceiling-server"], default="all"
+        "mode",
+        nargs="?",
+        choices=["all", "fanout", "idle", "hotpath", "ceiling-server"],
+        default="all",
     )
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--senders", type=int, default=10)
@@ -556,12 +667,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--probes", type=int, default=3, help="members measuring latency")
     parser.add_argument("--connections", type=int, default=10000, help="idle mode")
+    parser.add_argument("--messages", type=int, default=100000, help="hotpath mode")
     parser.add_argument("--sync", choices=["full", "normal"], default="full")
     parser.add_argument("--baseline", default="ceiling", help="ceiling (default), git:REF, or none")
     args = parser.parse_args()
     nofile = raise_nofile_limit()
     if args.mode == "ceiling-server":
         run_loop(ceiling_server())
+        return
+    if args.mode == "hotpath":
+        print(run_loop(hotpath(args.members, args.senders, args.messages, args.sync)))
         return
     needed = max(args.members, args.connections if args.mode != "fanout" else 0) + 64
     if nofile < needed:
