@@ -592,12 +592,11 @@ class HttpClient(asyncio.Protocol):
         if req.complete and chunked:
             parts.append(b"0\r\n\r\n")
         self._write_upstream(b"".join(parts))
-        if self.buffered <= self.buffer_size:
-            self.resume_reading("buffer")
-        if self.paused and "upstream" not in self.paused:
-            pass
-        if conn.transport is not None and conn.transport.get_write_buffer_size() == 0:
-            self.resume_reading("upstream")
+        if self.paused:
+            if self.buffered <= self.buffer_size:
+                self.resume_reading("buffer")
+            if conn.transport is not None and conn.transport.get_write_buffer_size() == 0:
+                self.resume_reading("upstream")
 
     def _write_upstream(self, data: bytes) -> None:
         up = self.upstream
@@ -612,7 +611,8 @@ class HttpClient(asyncio.Protocol):
     def _park(self, conn: HttpUpstream) -> None:
         """Return a connection to its backend's idle pool (only if healthy and wanted)."""
         conn.client = None
-        conn.set_read_paused(False)
+        if conn.read_paused:
+            conn.set_read_paused(False)
         b = conn.backend
         rt = self.runtime
         if conn.closed or b.state != "up" or rt.stopping or rt.pool.find(b.id) is not b:
@@ -720,7 +720,7 @@ class HttpClient(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
             return
-        if len(self.queue) <= MAX_PIPELINED:
+        if self.paused and len(self.queue) <= MAX_PIPELINED:
             self.resume_reading("pipeline")
         self._pump()
 
