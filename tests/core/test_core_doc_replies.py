@@ -1,0 +1,112 @@
+"""The core's replies look exactly like the examples in docs/protocol.md: every data key (and
+every key of list rows and nested objects) the core sends is documented, and vice versa."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from core_harness import ADMIN_PW, PW, Harness
+
+from parlour.core.config import CoreConfig
+from parlour.protocol.codec import FrameDecoder
+from parlour.protocol.schemas import REPLY_FIELDS
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def documented_replies() -> dict[str, list[dict[str, Any]]]:
+    """request type -> the ``data`` of every ``ok`` example that answers it."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for block in re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S):
+        types: dict[object, str] = {}
+        for frame in FrameDecoder().feed(block.encode()):
+            assert isinstance(frame, dict)
+            if frame["type"] == "ok":
+                out.setdefault(types[frame["id"]], []).append(frame["data"])
+            elif frame["type"] not in ("error", "event"):
+                types[frame["id"]] = frame["type"]
+    return out
+
+
+def shape(value: Any) -> Any:
+    """Keys of an object, recursively; a list of objects becomes the shape of its rows."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        rows = [shape(v) for v in value]
+        return [set().union(*(r.keys() for r in rows))]
+    return None
+
+
+def keys_of(s: Any) -> set[str]:
+    return set(s) if isinstance(s, dict) else set()
+
+
+def every_reply() -> dict[str, dict[str, Any]]:
+    """One ``ok`` reply of every request type, with non-empty lists where there are any."""
+    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
+    got: dict[str, dict[str, Any]] = {}
+
+    def ok(conn: int, kind: str, **fields: Any) -> None:
+        got.setdefault(kind, h.ok(conn, kind, **fields))
+
+    c = h.connect(hello=False)
+    ok(c, "hello", version=1)
+    ok(c, "ping")
+    ok(c, "signup", username="alice", password=PW)
+    bob = h.signup("bob")
+    h.ok(bob, "join", room="general")
+    h.ok(bob, "send", room="general", text="hi", client_id="b1")
+    ok(c, "rooms")
+    ok(c, "join", room="general")
+    ok(c, "send", room="general", text="hello", client_id="a1")
+    ok(c, "history", room="general")
+    ok(c, "since", ts=0)
+    ok(c, "edit", room="general", seq=2, text="hello!")
+    ok(c, "delete", room="general", seq=2)
+    ok(c, "dm", to="bob", text="psst", client_id="d1")
+    ok(c, "who", room="general", since=3600)
+    ok(c, "block", user="bob")
+    ok(c, "blocks")
+    ok(c, "unblock", user="bob")
+    ok(c, "sync", resume={"rooms": {"general": 0}, "dms": {}})
+    ok(c, "passwd", old_password=PW, new_password="another-password")
+    ok(c, "leave", room="general")
+    ok(c, "logout")
+    ok(c, "login", username="alice", password="another-password")
+    admin = h.login("admin", ADMIN_PW)
+    for kind, fields in [
+        ("room_create", {"room": "ops"}),
+        ("room_rename", {"room": "ops", "new_name": "operations"}),
+        ("room_delete", {"room": "operations"}),
+        ("broadcast", {"text": "hi all"}),
+        ("kick", {"user": "bob", "reason": "x"}),
+        ("ban", {"user": "bob", "duration": 60, "reason": "spam"}),
+        ("bans", {}),
+        ("unban", {"user": "bob"}),
+        ("audit", {}),
+    ]:
+        ok(admin, kind, **fields)
+    return got
+
+
+def test_every_reply_matches_the_documented_shape() -> None:
+    docs = documented_replies()
+    replies = every_reply()
+    assert set(replies) == set(REPLY_FIELDS) == set(docs)
+    for kind, data in replies.items():
+        actual = shape(data)
+        documented = [shape(d) for d in docs[kind]]
+        allowed = set().union(*(keys_of(d) for d in documented))
+        assert keys_of(actual) <= allowed, f"{kind}: undocumented {keys_of(actual) - allowed}"
+        for key, sub in actual.items():
+            samples = [d[key] for d in documented if key in d]
+            if isinstance(sub, list) and sub:
+                rows = [s[0] for s in samples if isinstance(s, list) and s]
+                assert rows, f"{kind}.{key}: no documented example row"
+                assert sub[0] in rows, f"{kind}.{key} rows: {sub[0]} not in {rows}"
+            elif isinstance(sub, dict):
+                documented_keys = set().union(*(keys_of(s) for s in samples))
+                assert keys_of(sub) == documented_keys, f"{kind}.{key}"
