@@ -44,9 +44,19 @@ def keys_of(s: Any) -> set[str]:
     return set(s) if isinstance(s, dict) else set()
 
 
-def every_reply() -> dict[str, dict[str, Any]]:
+def documented_events() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for block in re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S):
+        for frame in FrameDecoder().feed(block.encode()):
+            assert isinstance(frame, dict)
+            if frame["type"] == "event":
+                out.setdefault(frame["event"], set()).update(frame)
+    return out
+
+
+def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     """One ``ok`` reply of every request type, with non-empty lists where there are any."""
-    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
+    h = h or Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
     got: dict[str, dict[str, Any]] = {}
 
     def ok(conn: int, kind: str, **fields: Any) -> None:
@@ -67,15 +77,18 @@ def every_reply() -> dict[str, dict[str, Any]]:
     ok(c, "edit", room="general", seq=2, text="hello!")
     ok(c, "delete", room="general", seq=2)
     ok(c, "dm", to="bob", text="psst", client_id="d1")
+    h.ok(c, "dm", to="bob", text="psst 2", client_id="d2")
+    h.ok(c, "edit", peer="bob", seq=2, text="psst 2!")
+    h.ok(c, "delete", peer="bob", seq=2)
     ok(c, "who", room="general", since=3600)
     ok(c, "block", user="bob")
     ok(c, "blocks")
     ok(c, "unblock", user="bob")
     ok(c, "sync", resume={"rooms": {"general": 0}, "dms": {}})
     ok(c, "passwd", old_password=PW, new_password="another-password")
-    ok(c, "leave", room="general")
-    ok(c, "logout")
+    ok(c, "logout")  # bob hears alice go offline (presence)
     ok(c, "login", username="alice", password="another-password")
+    ok(c, "leave", room="general")
     admin = h.login("admin", ADMIN_PW)
     for kind, fields in [
         ("room_create", {"room": "ops"}),
@@ -88,6 +101,8 @@ def every_reply() -> dict[str, dict[str, Any]]:
         ("unban", {"user": "bob"}),
         ("audit", {}),
     ]:
+        if kind == "ban":
+            h.login("bob")  # back after the kick, so the ban has a session to end
         ok(admin, kind, **fields)
     return got
 
@@ -110,3 +125,18 @@ def test_every_reply_matches_the_documented_shape() -> None:
             elif isinstance(sub, dict):
                 documented_keys = set().union(*(keys_of(s) for s in samples))
                 assert keys_of(sub) == documented_keys, f"{kind}.{key}"
+
+
+def test_every_event_matches_the_documented_fields() -> None:
+    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
+    every_reply(h)
+    documented = documented_events()
+    seen: dict[str, set[str]] = {}
+    for out in h.outcomes:
+        for d in out.deliveries:
+            wire = d.event.to_wire()
+            seen.setdefault(wire["event"], set()).update(wire)
+    # `disconnect` is written by the transport's hub from Outcome.close, not by the core
+    assert set(seen) == set(documented) - {"disconnect"}
+    for name, keys in seen.items():
+        assert keys == documented[name], f"{name}: {keys ^ documented[name]}"
