@@ -3,7 +3,9 @@ applies every outcome's writes to a MemoryStore before "sending" (like the real 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from parlour.core.config import CoreConfig
@@ -40,6 +42,19 @@ class PlainHasher:
         return False
 
 
+def _documented_error_extras() -> dict[str, set[str]]:
+    """error code -> the extra fields docs/protocol.md's table lists for it."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text("utf-8")
+    section = doc.split("## Error codes")[1].split("\n## ")[0]
+    out: dict[str, set[str]] = defaultdict(set)
+    for code, extras in re.findall(r"^\| `([a-z0-9_]+)`[^|]*\|[^|]*\|([^|]*)\|", section, re.M):
+        out[code].update(re.findall(r"`([a-z_]+)`", extras))
+    return out
+
+
+ERROR_EXTRAS = _documented_error_extras()
+
+
 def check_reply(request_type: str, reply: Reply) -> None:
     """The reply as a client sees it: JSON-safe, parseable, with the documented data keys
     (``REPLY_FIELDS``) or a documented error code."""
@@ -52,6 +67,8 @@ def check_reply(request_type: str, reply: Reply) -> None:
     else:
         assert parsed.code in set(ErrorCode), parsed.code
         assert parsed.message
+        undocumented = set(parsed.extra) - ERROR_EXTRAS[parsed.code]
+        assert not undocumented, f"{parsed.code}: undocumented extra fields {undocumented}"
 
 
 class Harness:
