@@ -130,15 +130,25 @@ async def test_first_start_prints_admin_password_once(
     assert password not in logged and "changed-admin-pw" not in logged  # ... without secrets
 
 
-async def test_admin_password_from_the_environment(
+async def test_admin_password_from_the_environment_and_a_config_file(
     tmp_path: Path, processes: list[ServerProcess], wires: list[Wire]
 ) -> None:
-    server = await ServerProcess.start(tmp_path / "data", stderr=tmp_path / "stderr.log")
+    config = tmp_path / "parlour.toml"
+    config.write_text('[server]\ndefault_rooms = ["lobby", "dev"]\nmax_message = 50\n')
+    server = await ServerProcess.start(
+        tmp_path / "data",
+        "--host", "127.0.0.1", "--config", str(config),
+        stderr=tmp_path / "stderr.log",
+    )  # fmt: skip
     processes.append(server)
     assert "password:" not in "".join(server.banner)
     c = await Wire.connect(server.port)
     wires.append(c)
     assert (await c.login("admin", ADMIN_PASSWORD))["role"] == "admin"
+    assert sorted(r["name"] for r in (await c.ok("rooms"))["rooms"]) == ["dev", "lobby"]
+    await c.ok("join", room="lobby")
+    err = await c.error("send", room="lobby", text="x" * 51, client_id="long")
+    assert err["code"] == "text_too_long" and err["max_text"] == 50
     server.proc.send_signal(signal.SIGTERM)
     assert await server.wait() == 0
     assert ADMIN_PASSWORD not in (tmp_path / "stderr.log").read_text()
