@@ -90,7 +90,7 @@ class ChatProcess:
         assert self.proc.stdin is not None
         if not self.proc.stdin.is_closing():
             self.proc.stdin.close()
-        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
+        out, err = await asyncio.wait_for(self.proc.communicate(), TIMEOUT)  # bounded
         assert self.proc.returncode is not None
         all_out = "\n".join([*self.out, out.decode()])
         all_err = "\n".join([*self.err, err.decode()])
@@ -102,13 +102,13 @@ class ChatProcess:
 
 
 async def run_script(
-    port: int, script: str, *args: str, password: str = PASSWORD
+    port: int, script: str | bytes, *args: str, password: str = PASSWORD
 ) -> tuple[int, str, str]:
     """``printf script | parlour chat args``: (exit code, stdout, stderr)."""
     chat = await ChatProcess.start(port, *args, password=password)
     try:
         assert chat.proc.stdin is not None
-        chat.proc.stdin.write(script.encode())
+        chat.proc.stdin.write(script.encode() if isinstance(script, str) else script)
         return await chat.finish()
     finally:
         chat.kill()

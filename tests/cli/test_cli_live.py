@@ -151,11 +151,16 @@ async def test_piped_burst_waits_out_the_rate_limit_and_loses_nothing(tmp_path: 
     await live.start()
     try:
         lines = [f"line {i}" for i in range(8)]
-        script = "/join general\n" + "".join(f"{line}\n" for line in lines) + "x" * 4001 + "\n"
-        code, _, err = await run_script(live.port, script, "--user", "alice", "--signup")
-        assert code == 4, err  # the over-long line failed, the rest went through
-        assert "4000 characters [text_too_long]" in err
+        script = "/join general\n" + "".join(f"{line}\n" for line in lines)
+        # then: too long for the server, too long for a frame, and a byte that is not UTF-8
+        odd = ("x" * 4001 + "\n" + "y" * 100_000 + "\n").encode() + b"bad \xff byte\nlast\n"
+        code, _, err = await run_script(
+            live.port, script.encode() + odd, "--user", "alice", "--signup"
+        )
+        assert code == 4, err  # the over-long lines failed, the rest went through
+        assert "message too long: 4001 characters, the server allows 4000" in err
+        assert "message too long: 65536 characters" in err
         assert "rate_limited" not in err
-        assert await history(live.port, "general") == lines
+        assert await history(live.port, "general") == [*lines, "bad \ufffd byte", "last"]
     finally:
         await live.stop()

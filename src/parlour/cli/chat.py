@@ -9,7 +9,7 @@ order, waiting for each reply, prints what arrived, and exits at end of input::
 Exit status: 0 normally, 1 when logging in fails, 2 when the server cannot be reached or the
 arguments are wrong, 3 when the server ended the session (kick, ban) or reconnecting gave up,
 4 when input was piped and at least one line failed (an error reply or bad usage).
-Chat output goes to stdout; notices and errors (lines starting with ``!``) go to stderr.
+Chat output and events go to stdout; errors and connection notices go to stderr.
 Everything printed passes through :func:`parlour.cli._render.clean` (no terminal control
 sequences from other users).
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import io
+import json
 import os
 import re
 import ssl
@@ -56,7 +58,13 @@ from parlour.client import (
     Session,
     new_client_id,
 )
-from parlour.protocol import Event, EventName, MessageRecord
+from parlour.protocol import (
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_TEXT,
+    Event,
+    EventName,
+    MessageRecord,
+)
 
 __all__ = ["ChatApp", "chat"]
 
@@ -65,6 +73,10 @@ EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 _FINAL = ("(kicked)", "(banned)", "(logged_out)")
 #: rate-limited messages are retried this many times, waiting at most this long each time
 _RATE_RETRIES, _RATE_MAX_WAIT = 20, 5.0
+#: room for the other fields of a send/dm frame next to the text
+_FRAME_OVERHEAD = 256
+#: longest input line kept (a message is at most the server's max_text, 4000 by default)
+MAX_LINE = 65536
 _CODE_SUFFIX = re.compile(r" \([a-z_]+\)$")
 
 
@@ -86,12 +98,21 @@ class _LineReader:
             self._want.acquire()
             line: str | None
             try:
-                line = self._stream.readline() or None
+                line = self._read_bounded() or None
             except (OSError, ValueError):
                 line = None
             self._loop.call_soon_threadsafe(self._deliver, line)
             if line is None:
                 return
+
+    def _read_bounded(self) -> str:
+        """One line of at most MAX_LINE characters: the rest of a longer one is dropped (the
+        server refuses such a message as too long anyway; memory stays bounded)."""
+        line = self._stream.readline(MAX_LINE)
+        if len(line) == MAX_LINE and not line.endswith("\n"):
+            while (rest := self._stream.readline(MAX_LINE)) and not rest.endswith("\n"):
+                pass
+        return line
 
     def _deliver(self, line: str | None) -> None:
         fut = self._future
@@ -293,11 +314,15 @@ class ChatApp:
             if self.room is None:
                 self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
                 return
+            if self._too_long(cmd.text):
+                return
             self._offline_notice()
             here, cid = self.room, new_client_id()
             ack = await self._paced(lambda: client.send(here, cmd.text, client_id=cid))
             self.last_room_seq[ack.room or here] = ack.seq
         elif isinstance(cmd, c.Direct):
+            if self._too_long(cmd.text):
+                return
             self._offline_notice()
             cid = new_client_id()  # shown by the `dm` event (on all your sessions)
             ack = await self._paced(lambda: client.dm(cmd.to, cmd.text, client_id=cid))
@@ -333,6 +358,8 @@ class ChatApp:
             page = await client.since(max(ts, 0.0))
             self._page(page.messages, page.has_more, "* nothing since then")
         elif isinstance(cmd, c.Edit | c.Delete):
+            if isinstance(cmd, c.Edit) and self._too_long(cmd.text):
+                return
             await self.change(cmd)
         elif isinstance(cmd, c.ToggleBlock):
             if cmd.block:
@@ -365,6 +392,8 @@ class ChatApp:
             for out in render_audit(await client.audit(cmd.limit)):
                 self.out(out)
         elif isinstance(cmd, c.Broadcast):
+            if self._too_long(cmd.text):
+                return
             n = await client.broadcast(cmd.text)
             self.out(f"* broadcast sent to {n} session(s)")
         # room changes: every online user (you too) gets the room_* event, which says it
@@ -380,6 +409,21 @@ class ChatApp:
                 self.room = None
         elif isinstance(cmd, c.Passwd):
             await self.passwd(cmd)
+
+    def _too_long(self, text: str) -> bool:
+        """Refuse here what the server would refuse: a frame over its limit would even cost
+        the connection (and be resent after every reconnect)."""
+        welcome = self.client.welcome
+        limits = welcome.limits if welcome is not None else {}
+        max_text = limits.get("max_text", DEFAULT_MAX_TEXT)
+        max_frame = limits.get("max_frame", DEFAULT_MAX_FRAME)
+        if len(text) > max_text:
+            self.fail(f"! message too long: {len(text)} characters, the server allows {max_text}")
+            return True
+        if len(json.dumps(text)) + _FRAME_OVERHEAD > max_frame:
+            self.fail(f"! message too long for one frame ({max_frame} bytes)")
+            return True
+        return False
 
     async def _paced(self, post: Callable[[], Awaitable[Ack]]) -> Ack:
         """Post a message; when the server's rate limit says "retry in N s", wait that long and
@@ -689,6 +733,8 @@ def chat(
     the session (kick, ban) or reconnecting gave up, 4 piped input had failing lines.
     """
     stdin: IO[str] = sys.stdin
+    if isinstance(stdin, io.TextIOWrapper):  # a stray invalid byte must not end a script
+        stdin.reconfigure(errors="replace")
     interactive = stdin.isatty()
     password = os.environ.get("PARLOUR_PASSWORD") or None
     if not interactive and (username is None or password is None):
