@@ -17,14 +17,13 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias, overload
+from socket import inet_ntoa
+from typing import NamedTuple, TypeAlias, overload
 
-from parlour.packets.addresses import format_ipv4
 from parlour.packets.capturefile import capture_format, iter_records
 from parlour.packets.checksum import internet_checksum
-from parlour.packets.ipv4 import IPv4Header, IPv4ParseError, parse_ipv4
+from parlour.packets.ipv4 import IPv4Header, parse_ipv4
 from parlour.packets.linktypes import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -38,12 +37,13 @@ from parlour.packets.linktypes import (
 )
 from parlour.packets.pcap import MAGIC_NS, MAGIC_US, iter_pcap
 from parlour.packets.records import CaptureFormatError, Record
-from parlour.packets.tcp import TcpHeader, TcpParseError, parse_tcp
+from parlour.packets.tcp import TCP_HEADER, TcpHeader, parse_tcp
 
 __all__ = [
     "DecodedPacket",
     "Header",
     "PacketTable",
+    "TcpFields",
     "decode_capture",
     "decode_record",
     "decode_records",
@@ -55,78 +55,156 @@ _IP_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 2: "IGMP", 47: "GRE", 50: "ESP", 58
 _UDP = struct.Struct("!HHHH")
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedPacket:
-    """One frame, decoded as far as it goes. ``problem`` says why decoding stopped early."""
+class TcpFields(NamedTuple):
+    """The fixed TCP header fields of a decoded packet (a tuple: cheap to make)."""
 
-    number: int
-    ts_ns: int
-    cap_len: int
-    wire_len: int
-    protocol: str
-    src: str
-    dst: str
-    ip: IPv4Header | None = None
-    tcp: TcpHeader | None = None
-    payload: bytes = b""
-    ip_checksum_ok: bool | None = None
-    tcp_checksum_ok: bool | None = None
-    udp_ports: tuple[int, int] | None = None
-    problem: str | None = None
-    comment: str | None = None
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    header_len: int
+    flags: int
+    window: int
+    checksum: int
+    urgent: int
+
+
+_new_tcp_fields = TcpFields.__new__
+
+
+class DecodedPacket:
+    """One frame, decoded as far as it goes. ``problem`` says why decoding stopped early.
+
+    The TCP fields the analysis needs are plain values (:attr:`tcp_fields`,
+    :attr:`tcp_options`); the full :class:`IPv4Header`/:class:`TcpHeader` objects are built
+    only when :attr:`ip`/:attr:`tcp` are read. Treat instances as read-only.
+    """
+
+    __slots__ = (
+        "_frame", "_ip", "_l3", "_l4", "_tcp", "cap_len", "comment", "dst", "ip_checksum_ok",
+        "number", "payload", "problem", "protocol", "src", "tcp_checksum_ok", "tcp_fields",
+        "tcp_options", "ts_ns", "udp_ports", "wire_len",
+    )  # fmt: skip
+
+    def __init__(
+        self, number: int, ts_ns: int, cap_len: int, wire_len: int, protocol: str, src: str,
+        dst: str, payload: bytes = b"", ip_checksum_ok: bool | None = None,
+        tcp_checksum_ok: bool | None = None, udp_ports: tuple[int, int] | None = None,
+        problem: str | None = None, comment: str | None = None, *, frame: bytes = b"",
+        l3: int = -1, l4: int = -1, tcp_fields: TcpFields | None = None,
+        tcp_options: bytes = b"",
+    ) -> None:  # fmt: skip
+        self.number = number
+        self.ts_ns = ts_ns
+        self.cap_len = cap_len
+        self.wire_len = wire_len
+        self.protocol = protocol
+        self.src = src
+        self.dst = dst
+        self.payload = payload
+        self.ip_checksum_ok = ip_checksum_ok
+        self.tcp_checksum_ok = tcp_checksum_ok
+        self.udp_ports = udp_ports
+        self.problem = problem
+        self.comment = comment
+        self._frame = frame
+        self._l3 = l3
+        self._l4 = l4
+        self.tcp_fields = tcp_fields
+        self.tcp_options = tcp_options
+        self._ip: IPv4Header | None = None
+        self._tcp: TcpHeader | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"DecodedPacket(number={self.number}, protocol={self.protocol!r}, src={self.src!r}, "
+            f"dst={self.dst!r}, len={self.wire_len}, problem={self.problem!r})"
+        )
+
+    @property
+    def ip(self) -> IPv4Header | None:
+        """The IPv4 header (``None`` when the frame has no parseable one)."""
+        if self._ip is None and self._l3 >= 0:
+            self._ip = parse_ipv4(memoryview(self._frame)[self._l3 :])
+        return self._ip
+
+    @property
+    def tcp(self) -> TcpHeader | None:
+        """The TCP header (``None`` unless the frame carries a parseable TCP segment)."""
+        if self._tcp is None and self.tcp_fields is not None:
+            self._tcp = parse_tcp(memoryview(self._frame)[self._l4 :])
+        return self._tcp
 
     @property
     def seglen(self) -> int:
-        return len(self.payload) if self.tcp is not None else 0
+        return len(self.payload) if self.tcp_fields is not None else 0
+
+
+_IPH = struct.Struct("!BBHHHBBH4s4s")
 
 
 def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> DecodedPacket:
+    """Decode one capture record (never raises: problems go to ``problem``)."""
     frame = rec.data
     off, et = network_payload(rec.linktype, frame)
     base = (number, rec.ts_ns, len(frame), rec.wire_len)
+    comment = rec.comment
     if et == -1:
         return DecodedPacket(*base, "?", "", "", problem=f"undecodable link type {rec.linktype}",
-                             comment=rec.comment)  # fmt: skip
+                             comment=comment)  # fmt: skip
     if et != 0x0800:
         name = ethertype_name(et)
         return DecodedPacket(*base, name, "", "", problem=f"{name} (not decoded: IPv4 only)",
-                             comment=rec.comment)  # fmt: skip
-    mv = memoryview(frame)[off:]
-    try:
-        ip = parse_ipv4(mv)
-    except IPv4ParseError as exc:
-        return DecodedPacket(*base, "IPv4", "", "", problem=str(exc), comment=rec.comment)
-    src, dst = format_ipv4(ip.src), format_ipv4(ip.dst)
-    ip_ok = internet_checksum(mv[: ip.header_len]) == 0 if verify_checksums else None
-    end = min(len(mv), ip.total_length) if ip.total_length >= ip.header_len else len(mv)
-    proto_name = _IP_NAMES.get(ip.protocol, f"IP proto {ip.protocol}")
-    if ip.fragment_offset or ip.more_fragments:
-        return DecodedPacket(*base, "IPv4", src, dst, ip, ip_checksum_ok=ip_ok,
-                             problem="IP fragment", comment=rec.comment)  # fmt: skip
-    l4 = mv[ip.header_len : end]
-    if ip.protocol == 6:
-        try:
-            tcp = parse_tcp(l4)
-        except TcpParseError as exc:
-            return DecodedPacket(*base, "TCP", src, dst, ip, ip_checksum_ok=ip_ok,
-                                 problem=str(exc), comment=rec.comment)  # fmt: skip
-        complete = ip.total_length <= len(mv)
+                             comment=comment)  # fmt: skip
+    n = len(frame) - off
+    if n < 20:
+        return DecodedPacket(*base, "IPv4", "", "", problem=f"IPv4 header truncated: {n} bytes",
+                             comment=comment)  # fmt: skip
+    vihl, _tos, total, _id, ff, _ttl, proto, _c, sip, dip = _IPH.unpack_from(frame, off)
+    hlen = (vihl & 0x0F) * 4
+    if vihl >> 4 != 4 or hlen < 20 or hlen > n:
+        problem = f"not IPv4 (version {vihl >> 4})" if vihl >> 4 != 4 else (
+            f"bad IPv4 header length {hlen}")  # fmt: skip
+        return DecodedPacket(*base, "IPv4", "", "", problem=problem, comment=comment)
+    src, dst = inet_ntoa(sip), inet_ntoa(dip)
+    ip_ok = internet_checksum(frame[off : off + hlen]) == 0 if verify_checksums else None
+    end = off + (min(n, total) if total >= hlen else n)
+    if ff & 0x3FFF:  # fragment offset or more-fragments
+        return DecodedPacket(*base, "IPv4", src, dst, ip_checksum_ok=ip_ok, problem="IP fragment",
+                             comment=comment, frame=frame, l3=off)  # fmt: skip
+    l4 = off + hlen
+    if proto == 6:
+        if end - l4 < 20:
+            return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
+                                 problem=f"TCP header truncated: {max(0, end - l4)} bytes",
+                                 frame=frame, l3=off)  # fmt: skip
+        sp, dp, seq, ack, doff, fl, win, csum, urg = TCP_HEADER.unpack_from(frame, l4)
+        thlen = (doff >> 4) * 4
+        if thlen < 20 or l4 + thlen > end:
+            return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
+                                 problem=f"bad TCP data offset {thlen} (segment has "
+                                 f"{end - l4} bytes)", frame=frame, l3=off)  # fmt: skip
+        f = _new_tcp_fields(TcpFields, sp, dp, seq, ack, thlen, fl, win, csum, urg)
         tcp_ok = None
-        if verify_checksums and complete:
-            pseudo = int.from_bytes(ip.src, "big") + int.from_bytes(ip.dst, "big") + 6 + len(l4)
-            tcp_ok = internet_checksum(l4, pseudo) == 0
-            if not tcp_ok and tcp.checksum == _fold(pseudo):
+        if verify_checksums and total <= n:
+            seg_len = end - l4
+            pseudo = int.from_bytes(sip, "big") + int.from_bytes(dip, "big") + 6 + seg_len
+            tcp_ok = internet_checksum(frame[l4:end], pseudo) == 0
+            if not tcp_ok and f.checksum == _fold(pseudo):
                 # checksum offload: the sender's kernel left only the pseudo-header sum for
                 # the NIC to complete (every packet captured on Linux loopback looks so)
                 tcp_ok = None
-        return DecodedPacket(*base, "TCP", src, dst, ip, tcp, bytes(l4[tcp.header_len :]),
-                             ip_ok, tcp_ok, comment=rec.comment)  # fmt: skip
-    if ip.protocol == 17 and len(l4) >= 8:
-        sport, dport, _ulen, _c = _UDP.unpack_from(l4)
-        return DecodedPacket(*base, "UDP", src, dst, ip, None, bytes(l4[8:]), ip_ok,
-                             udp_ports=(sport, dport), comment=rec.comment)  # fmt: skip
-    return DecodedPacket(*base, proto_name, src, dst, ip, None, bytes(l4), ip_ok,
-                         comment=rec.comment)  # fmt: skip
+        return DecodedPacket(*base, "TCP", src, dst, frame[l4 + thlen : end], ip_ok, tcp_ok,
+                             comment=comment, frame=frame, l3=off, l4=l4, tcp_fields=f,
+                             tcp_options=frame[l4 + 20 : l4 + thlen])  # fmt: skip
+    if proto == 17 and end - l4 >= 8:
+        sport, dport, _ulen, _uc = _UDP.unpack_from(frame, l4)
+        return DecodedPacket(*base, "UDP", src, dst, frame[l4 + 8 : end], ip_ok,
+                             udp_ports=(sport, dport), comment=comment, frame=frame,
+                             l3=off)  # fmt: skip
+    name = _IP_NAMES.get(proto, f"IP proto {proto}")
+    return DecodedPacket(*base, name, src, dst, frame[l4:end], ip_ok, comment=comment,
+                         frame=frame, l3=off)  # fmt: skip
 
 
 def _fold(n: int) -> int:

@@ -166,9 +166,9 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
             for flag in pa.flags:
                 anomalies[flag] = anomalies.get(flag, 0) + 1
             options = TcpOptions()
-            if t.flags & SYN and pa.packet.tcp is not None:
+            if t.flags & SYN:
                 with contextlib.suppress(ValueError):
-                    options = decode_options(pa.packet.tcp.options_raw)
+                    options = decode_options(pa.packet.tcp_options)
             stories.append(
                 Story(
                     conv.stream, names[t.from_client], names[not t.from_client], t.flags,
