@@ -225,3 +225,20 @@ def test_fast_and_careful_decoders_agree(tmp_path: Path) -> None:
 def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CaptureFormatError, match="cannot read"):
         decode_capture(tmp_path / "missing.pcap")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    linktype=st.sampled_from([0, 1, 101, 108, 113, 228, 276, 147]),
+    prefix=st.sampled_from([b"", b"\x02\x00\x00\x00", b"\x00" * 12 + b"\x08\x00", b"\x45"]),
+    body=st.binary(max_size=120),
+)
+def test_decode_record_never_raises(linktype: int, prefix: bytes, body: bytes) -> None:
+    from parlour.packets.decode import decode_record
+    from parlour.packets.records import Record
+
+    frame = prefix + body
+    p = decode_record(1, Record(0, frame, len(frame), linktype))
+    _ = p.ip, p.tcp, p.seglen, repr(p)
+    if p.tcp_fields is not None:
+        assert p.tcp is not None and p.tcp.seq == p.tcp_fields.seq
