@@ -121,7 +121,7 @@ def normalise(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@settings(deadline=None, max_examples=400)
+@settings(deadline=None, max_examples=300)
 @given(wire_requests())
 def test_every_request_round_trips_through_codec(obj: dict[str, Any]) -> None:
     [decoded] = FrameDecoder().feed(encode(obj))
@@ -133,7 +133,7 @@ def test_every_request_round_trips_through_codec(obj: dict[str, Any]) -> None:
     assert parse_request(wire) == req
 
 
-@settings(deadline=None, max_examples=400)
+@settings(deadline=None, max_examples=200)
 @given(
     st.dictionaries(
         st.sampled_from(
