@@ -142,6 +142,9 @@ class _Connection:
         self.closed: asyncio.Future[str] = loop.create_future()
         self.last_sent = loop.time()
         self.final = False  # the server ended this session on purpose (kick, ban, ...)
+        #: the server's frame limit (from ``hello``): a bigger request would cost the
+        #: connection, and a retried one would be resent after every reconnect, forever
+        self.server_max_frame: int | None = None
         self.disconnect_reason: str | None = None
         self._task = asyncio.create_task(self._read_loop(), name="parlour-client-reader")
 
@@ -152,10 +155,18 @@ class _Connection:
     async def request(self, request: Request, timeout: float | None) -> Reply:
         if self.is_closed:
             raise _Lost(self.closed.result())
+        frame = encode(request.to_wire())
+        if self.server_max_frame is not None and len(frame) - 1 > self.server_max_frame:
+            raise ServerError(
+                ErrorCode.FRAME_TOO_LARGE.value,
+                f"request of {len(frame) - 1} bytes exceeds the server's limit of "
+                f"{self.server_max_frame} bytes; not sent",
+                {"max_frame": self.server_max_frame},
+            )
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = fut
         try:
-            self._writer.write(encode(request.to_wire()))
+            self._writer.write(frame)
             self.last_sent = asyncio.get_running_loop().time()
             await self._writer.drain()
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
@@ -370,6 +381,9 @@ class Client:
                     self._connect_timeout,
                 )
                 self.welcome = Welcome.from_data(_data(reply))
+                max_frame = self.welcome.limits.get("max_frame")
+                if isinstance(max_frame, int) and max_frame > 0:
+                    conn.server_max_frame = max_frame
             except BaseException:
                 conn.abort("hello failed")
                 raise
