@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -318,6 +319,21 @@ def main() -> int:
         print("\nreq/s per round:")
         for name in targets:
             print(f"  {name:30} " + " ".join(f"{r.rps:8.0f}" for r in runs[name]))
+        if base is not None:
+            # the load of a shared machine drifts: ratios within a round (targets run back
+            # to back) are steadier than ratios of medians taken from different rounds
+            print("\nratio to HAProxy in the same round (median; per round):")
+            hap = runs[base.name]
+            for name in targets:
+                if name == base.name:
+                    continue
+                rps = [r.rps / h.rps for r, h in zip(runs[name], hap, strict=True)]
+                p99 = [r.p99_ms / h.p99_ms for r, h in zip(runs[name], hap, strict=True)]
+                print(
+                    f"  {name:30} req/s {statistics.median(rps):5.2f} "
+                    f"({' '.join(f'{x:.2f}' for x in rps)}); "
+                    f"p99 {statistics.median(p99):5.2f} ({' '.join(f'{x:.2f}' for x in p99)})"
+                )
     return 0
 
 
