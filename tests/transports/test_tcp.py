@@ -258,3 +258,31 @@ async def test_shutdown_tells_clients_and_refuses_new_ones(server: Server) -> No
     assert (bye["event"], bye["code"]) == ("disconnect", "shutting_down")
     assert await a.closed()
     assert server.service.disconnected and len(server.endpoint) == 0
+
+
+async def test_bursts_from_several_senders_keep_every_members_order(server: Server) -> None:
+    """Pipelined bursts from three senders over real sockets: the hub joins consecutive room
+    events into segments; every member must still see every event in sequence order, and each
+    sender its own `ok` before the event of the same message."""
+    clients = [await connect(server.port) for _ in range(4)]
+    for c in clients:
+        await c.send({"id": 0, "type": "ping"})
+        await c.recv()
+    per_sender = 200
+    for c in clients[:3]:  # written back to back: they arrive in overlapping reads
+        c.writer.write(
+            b"".join(
+                json.dumps(send_req(i, f"t{i}")).encode() + b"\n" for i in range(1, per_sender + 1)
+            )
+        )
+    await asyncio.gather(*(c.writer.drain() for c in clients[:3]))
+    total = 3 * per_sender
+    for k, c in enumerate(clients):
+        frames = [await c.recv() for _ in range(total + (per_sender if k < 3 else 0))]
+        events = [f for f in frames if f.get("type") == "event"]
+        assert [e["seq"] for e in events] == list(range(1, total + 1))
+        if k < 3:
+            replies = {f["id"]: n for n, f in enumerate(frames) if f.get("type") == "ok"}
+            own = {e["client_id"]: n for n, e in enumerate(frames) if e.get("from") == f"c{k + 1}"}
+            assert sorted(replies) == list(range(1, per_sender + 1))
+            assert all(replies[i] < own[f"c{i}"] for i in range(1, per_sender + 1))
