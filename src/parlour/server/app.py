@@ -29,9 +29,40 @@ from parlour.transports.hub import Hub
 from parlour.transports.pipeline import InlineWriter, StoreWriter
 from parlour.transports.tcp import TcpListener, make_server_ssl_context
 
-__all__ = ["ChatServer", "core_config", "open_store"]
+__all__ = ["ChatServer", "check_open_file_limit", "core_config", "open_store"]
 
 log = logging.getLogger("parlour.server")
+
+#: descriptors the server needs besides its connections (listening sockets, the database and
+#: its WAL files, the event loop's own, the thread pools')
+SPARE_FILES = 64
+
+
+def check_open_file_limit(max_connections: int) -> int | None:
+    """Warn when the process may not open ``max_connections`` sockets; returns the soft limit
+    when it is too low. Only reads the limit: raising it is the operator's (``ulimit -n``,
+    systemd ``LimitNOFILE``), not a library's, to decide."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = max_connections + SPARE_FILES
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    log.warning(
+        "open-file limit too low for max_connections",
+        extra={
+            "fields": {
+                "soft_limit": soft,
+                "hard_limit": hard,
+                "max_connections": max_connections,
+                "needed": need,
+                "hint": "raise `ulimit -n` (systemd: LimitNOFILE) or lower max_connections",
+            }
+        },
+    )
+    return int(soft)
 
 
 def core_config(settings: Settings) -> CoreConfig:
@@ -88,6 +119,7 @@ class ChatServer:
         password_hasher: PasswordHasher | None = None,
         tick_interval: float = 1.0,
     ) -> ChatServer:
+        check_open_file_limit(settings.max_connections)
         ssl_context = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             ssl_context = make_server_ssl_context(settings.tls_cert, settings.tls_key)
