@@ -252,3 +252,37 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ([], {}, "no backends"),
+        (["-b", "127.0.0.1:1"], {"PARLOUR_PROXY_TOKEN": "short"}, "at least 8 characters"),
+        (["-b", "127.0.0.1:1", "--store", "{not_a_db}"], {}, "file is not a database"),
+        (["-b", "127.0.0.1:1", "--port", "{taken}", "--no-admin"], {}, "Address already in use"),
+    ],
+)
+def test_operator_mistakes_get_a_one_line_error(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    import socket
+    import subprocess
+
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not sqlite\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = [a.format(not_a_db=not_a_db, taken=taken.getsockname()[1]) for a in args]
+        out = subprocess.run(
+            [sys.executable, "-m", "parlour", "proxy", "--port", "0", "--admin-port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PARLOUR_PROXY_TOKEN": "", **env},
+        )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("Error: ")
+    assert message in out.stderr

@@ -195,6 +195,12 @@ def proxy(
         cfg = dataclasses.replace(cfg, admin_port=None)
     if not cfg.backends and not (cfg.store and cfg.load_from == "previous"):
         raise click.ClickException("no backends: give --backend or [[backends]] in the config")
+    token = cfg.admin_token or os.environ.get("PARLOUR_PROXY_TOKEN") or None
+    if cfg.admin_port is not None and token is not None and len(token) < 8:
+        raise click.ClickException(
+            "the admin token ([admin] token or PARLOUR_PROXY_TOKEN) must be at least 8 "
+            "characters; leave it unset to have one generated"
+        )
     if cfg.store is not None:  # open (and migrate) once, before any worker starts
         from parlour.proxy.stats_store import StatsStore, StoreError
 
