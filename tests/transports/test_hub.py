@@ -393,3 +393,11 @@ async def test_pipeline_with_the_group_commit_writer_acks_after_commit_in_order(
     finally:
         await writer.close()
         store.close()
+
+
+async def test_a_delivery_to_nobody_known_is_dropped_quietly() -> None:
+    hub = Hub()
+    hub.deliver(b'{"n":1}\n', (7, 8))  # no connection was ever added
+    hub.send(7, b'{"n":2}\n')
+    await settle()
+    assert hub.stats.frames_queued == 0 and len(hub) == 0

@@ -209,7 +209,8 @@ class Hub:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            assert self._loop is not None
+            if self._loop is None:  # a delivery before any connection was added
+                self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self.flush)
 
     def _materialize(self) -> None:
