@@ -608,12 +608,25 @@ def _explain(exc: BaseException, context: ssl.SSLContext | None) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _styled(line: str) -> str:
+    """A little colour by line kind (lines are already clean: no escapes of their own)."""
+    if line.startswith("!"):
+        return click.style(line, fg="yellow")
+    if line.startswith("***"):
+        return click.style(line, bold=True)
+    if line.startswith("[DM"):
+        return click.style(line, fg="magenta")
+    if line.startswith("* "):
+        return click.style(line, dim=True)
+    return line
+
+
 def _echo(line: str, *, err: bool) -> None:
     """Print a line; if the reader went away (``parlour chat | head -1``) keep chatting and
     drop the output, so a script's messages are still all sent."""
     stream = sys.stderr if err else sys.stdout
     try:
-        click.echo(line, err=err)
+        click.echo(_styled(line), err=err)  # click drops the colours when not a terminal
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
