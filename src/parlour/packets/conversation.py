@@ -269,7 +269,65 @@ class _Builder:
             t = m.ts_ns
             src, dst = m.src, m.dst
             me, peer = (cd, sd) if src.port == c.port and src.ip == c.ip else (sd, cd)
-            if len(data) <= chunk:
+            n = len(data)
+            if n <= chunk and timestamps:
+                # the common case, inlined: one data segment, then the receiver's ACK (the
+                # same arithmetic as emit(); two calls per message are a tenth of the time)
+                if t < last:
+                    t = last
+                ip = src.ip
+                ident = ip_ids.get(ip)
+                if ident is None:
+                    ident = self._ident(ip)
+                else:
+                    ip_ids[ip] = (ident + 1) & 0xFFFF
+                seq = me.nxt
+                ack = peer.nxt
+                psum = from_bytes(data, "big")
+                if n & 1:
+                    psum <<= 8
+                tsval = me.last_tsval = (me.ts_base + (t + ts_off) // 1_000_000) & 0xFFFFFFFF
+                tsecr = peer.last_tsval
+                total = 52 + n
+                r = (me.ip_const + total + ident) % _M
+                r2 = (me.tcp_const + seq + ack + 0x18 + window + tsval + tsecr + total - 20
+                      + psum) % _M  # fmt: skip
+                hdr = pack_ts(
+                    0x45, 0, total, ident, _DF, ttl, 6, _M - r if r else 0, me.src, me.dst,
+                    src.port, dst.port, seq, ack, 0x80, 0x18, window, _M - r2 if r2 else 0, 0,
+                    0x0101, 8, 10, tsval, tsecr,
+                )  # fmt: skip
+                append(new(BuiltPacket, (t, hdr + data, src, dst, seq, ack, 0x18, data, stream,
+                                         m.msg_id or None)))  # fmt: skip
+                seq = me.nxt = (seq + n) & 0xFFFFFFFF  # what the ACK acknowledges
+                last = t
+                # the receiver's ACK
+                ack_t = t + ack_delay
+                if next_t is not None:
+                    ack_t = min(ack_t, max(next_t - 1_000, t))
+                ip = dst.ip
+                ident = ip_ids.get(ip)
+                if ident is None:
+                    ident = self._ident(ip)
+                else:
+                    ip_ids[ip] = (ident + 1) & 0xFFFF
+                pseq = peer.nxt
+                tsval = peer.last_tsval = (
+                    peer.ts_base + (ack_t + ts_off) // 1_000_000
+                ) & 0xFFFFFFFF
+                tsecr = me.last_tsval
+                r = (peer.ip_const + 52 + ident) % _M
+                r2 = (peer.tcp_const + pseq + seq + 0x10 + window + tsval + tsecr + 32) % _M
+                hdr = pack_ts(
+                    0x45, 0, 52, ident, _DF, ttl, 6, _M - r if r else 0, peer.src, peer.dst,
+                    dst.port, src.port, pseq, seq, 0x80, 0x10, window, _M - r2 if r2 else 0, 0,
+                    0x0101, 8, 10, tsval, tsecr,
+                )  # fmt: skip
+                append(new(BuiltPacket, (ack_t, hdr, dst, src, pseq, seq, 0x10, b"", stream,
+                                         None)))  # fmt: skip
+                last = ack_t
+                continue
+            if n <= chunk:
                 emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id)
             else:
                 pieces = [data[j : j + chunk] for j in range(0, len(data), chunk)]
