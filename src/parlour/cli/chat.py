@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import click
 
+from parlour import __version__
 from parlour.cli import _commands as c
 from parlour.cli._render import (
     clean,
@@ -666,7 +667,7 @@ async def _main(
         ssl=context,
         server_hostname=host if context else None,
         backoff=Backoff(maximum=5.0, max_attempts=retries),
-        client_name="parlour-chat",
+        client_name=f"parlour-chat/{__version__}",
         on_state=lambda state, detail: (
             app_holder[0].on_state(state, detail) if app_holder else None
         ),
