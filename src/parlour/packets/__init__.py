@@ -1,1 +1,35 @@
-"""Parlour packets package."""
+"""Packet lab: build TCP/IP conversations from messages, write and read captures, capture live.
+
+The most used names are importable from here::
+
+    from parlour.packets import AppMessage, Endpoint, build_conversations, write_capture_file
+
+(see docs/packets.md for the whole API).
+"""
+
+from parlour.packets.capturefile import read_capture
+from parlour.packets.conversation import (
+    AppMessage,
+    BuildOptions,
+    BuiltPacket,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.messages import load_messages
+from parlour.packets.records import CaptureFormatError, Record
+from parlour.packets.writers import LinkOptions, write_capture, write_capture_file
+
+__all__ = [
+    "AppMessage",
+    "BuildOptions",
+    "BuiltPacket",
+    "CaptureFormatError",
+    "Endpoint",
+    "LinkOptions",
+    "Record",
+    "build_conversations",
+    "load_messages",
+    "read_capture",
+    "write_capture",
+    "write_capture_file",
+]
