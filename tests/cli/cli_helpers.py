@@ -85,6 +85,13 @@ class ChatProcess:
             if needle in line:
                 return line
 
+    async def expect_all(self, *needles: str) -> None:
+        """Read stdout until every needle has appeared, in any order."""
+        missing = set(needles)
+        while missing:
+            line = await self.expect("")
+            missing = {n for n in missing if n not in line}
+
     async def finish(self) -> tuple[int, str, str]:
         """Close stdin (end of input) and collect the rest: (exit code, stdout, stderr)."""
         assert self.proc.stdin is not None
@@ -112,3 +119,59 @@ async def run_script(
         return await chat.finish()
     finally:
         chat.kill()
+
+
+class CuttableProxy:
+    """A TCP forwarder on 127.0.0.1:0 in front of the server whose connections the test can
+    cut (both sides see the close) and whose door it can keep shut for a while."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.open = True
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            dst.transport.abort()
+
+    def cut(self) -> None:
+        """Drop every connection now and refuse new ones until :meth:`reopen`."""
+        self.open = False
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    def reopen(self) -> None:
+        self.open = True
+
+    async def close(self) -> None:
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

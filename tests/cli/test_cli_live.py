@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import ADMIN_PASSWORD, PASSWORD, ChatProcess, LiveServer, run_script
+from cli_helpers import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    ChatProcess,
+    CuttableProxy,
+    LiveServer,
+    run_script,
+)
 
 from parlour.client import Client
 
@@ -164,3 +171,39 @@ async def test_piped_burst_waits_out_the_rate_limit_and_loses_nothing(tmp_path: 
         assert await history(live.port, "general") == [*lines, "bad \ufffd byte", "last"]
     finally:
         await live.stop()
+
+
+async def test_reconnect_resumes_and_shows_what_was_missed(
+    live: LiveServer, chats: list[ChatProcess]
+) -> None:
+    proxy = CuttableProxy(live.port)
+    await proxy.start()
+    try:
+        alice = await ChatProcess.start(
+            proxy.port, "--user", "alice", "--signup", "--room", "general"
+        )
+        chats.append(alice)
+        await alice.expect("you are in #general")
+        async with Client("127.0.0.1", live.port) as bob:
+            await bob.signup("bob", PASSWORD)
+            await bob.join("general")
+            await bob.send("general", "before the cut")
+            await alice.expect("<bob> before the cut [1]")
+            proxy.cut()  # alice's network goes away; the server stays up
+            await alice.expect("connection to the server lost", stream="err")
+            await bob.send("general", "while you were away")
+            await bob.dm("alice", "psst, missed this?")
+            proxy.reopen()
+            await alice.expect("reconnected", stream="err")
+            # offline DMs and missed room messages (their relative order is the server's)
+            await alice.expect_all(
+                "<bob> while you were away [2]", "[DM] bob: psst, missed this? [1]"
+            )
+            await alice.send("back")
+            await alice.expect("<alice> back [3]")
+        code, out, err = await alice.finish()
+        assert code == 0, err
+        for line in ("before the cut [1]", "while you were away [2]", "missed this? [1]"):
+            assert out.count(line) == 1, out  # shown once: no duplicates from the resume
+    finally:
+        await proxy.close()
