@@ -86,6 +86,8 @@ def test_examples(line: str, expected: c.Command) -> None:
         "/since",
         "/since yesterday-ish",
         "/ban",
+        "/ban bob 3 strikes",
+        "/ban bob 3600",
         "/rename onlyone",
         "/audit many",
         "/passwd onlyone",

@@ -430,6 +430,11 @@ def parse_line(line: str) -> Command:
     if cmd == "ban":
         if not args or _name(args[0]) is None:
             return usage()
+        if len(args) > 1 and re.fullmatch(r"\d+(?:\.\d+)?", args[1]):
+            # "/ban bob 3 strikes": seconds or part of the reason? Make the user say.
+            return Invalid(
+                "usage: /ban <user> [duration] [reason] (duration with a unit: 90s, 10m, 1h, 2d)"
+            )
         duration = parse_duration(args[1]) if len(args) > 1 else None
         reason_words = args[2:] if duration is not None else args[1:]
         return Ban(_name(args[0]) or "", duration, " ".join(reason_words) or None)
