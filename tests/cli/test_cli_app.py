@@ -101,3 +101,20 @@ async def test_room_follows_renames_kicks_and_output_is_clean(live: LiveServer) 
         ended = await app.loop(_LineReader(io.StringIO(""), asyncio.get_running_loop()))
         assert ended == EXIT_ENDED
         assert term.err[-1].startswith("! disconnected: ") and "come back" in term.err[-1]
+
+
+async def test_bad_names_and_oversize_passwords_are_explained_not_crashed(
+    live: LiveServer,
+) -> None:
+    term = Terminal("l", "still in general?", "s", "dora", "p" * 2000, "p" * 2000)
+    term.answers.extend(["dora-password", "dora-password"])
+    async with Client("127.0.0.1", live.port) as client:
+        app = app_for(client, term)
+        # a bad name, then a password too long for the protocol, then a good one
+        assert await app.authenticate(None, None, signup=False)
+        assert term.err[0] == "! user names are 1-32 letters, digits, '_', '-' or '.'"
+        assert "password" in term.err[1] and app.me == "dora"
+        await app.run_line(f"/passwd dora-password {'q' * 2000}")
+        assert app.failures == 1 and "[invalid_field]" in term.err[-1]
+    piped = ChatApp(client, interactive=False, out=term.out.append, err=term.err.append)
+    assert not await piped.authenticate("bad name!", "whatever-pw", signup=False)

@@ -65,6 +65,8 @@ from parlour.protocol import (
     Event,
     EventName,
     MessageRecord,
+    ProtocolError,
+    is_valid_name,
 )
 
 __all__ = ["ChatApp", "chat"]
@@ -74,6 +76,7 @@ EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 _FINAL = ("(kicked)", "(banned)", "(logged_out)")
 #: rate-limited messages are retried this many times, waiting at most this long each time
 _RATE_RETRIES, _RATE_MAX_WAIT = 20, 5.0
+_NAME_RULE = "user names are 1-32 letters, digits, '_', '-' or '.'"
 #: room for the other fields of a send/dm frame next to the text
 _FRAME_OVERHEAD = 256
 #: longest input line kept (a message is at most the server's max_text, 4000 by default)
@@ -207,6 +210,11 @@ class ChatApp:
             return False
 
     async def _authenticate(self, username: str | None, password: str | None, signup: bool) -> bool:
+        if username is not None and not is_valid_name(username):
+            self.err(f"! {_NAME_RULE}")
+            if not self.interactive:
+                return False
+            username = None
         attempts = 3 if self.interactive else 1
         for _ in range(attempts):
             if username is None or password is None:
@@ -219,6 +227,10 @@ class ChatApp:
                     choice = await _in_daemon_thread(self.ask, "Log in or sign up? [L/s] ", False)
                     signup = choice.strip().lower().startswith("s")
                     username = (await _in_daemon_thread(self.ask, "User name: ", False)).strip()
+                if not is_valid_name(username):
+                    self.err(f"! {_NAME_RULE}")
+                    username = None
+                    continue
                 if password is None:
                     password = await _in_daemon_thread(self.ask, "Password: ", True)
                     if signup:
@@ -239,6 +251,10 @@ class ChatApp:
                 password = None
                 if exc.code in ("username_taken", "bad_credentials", "invalid_field"):
                     username = None if self.interactive else username
+                continue
+            except ProtocolError as exc:  # refused before sending (e.g. a huge password)
+                self.err(f"! {exc.message}")
+                password = None
                 continue
             except (ClientClosed, ConnectionLost) as exc:
                 self.err(f"! login failed: {exc}")
@@ -297,7 +313,7 @@ class ChatApp:
             return False
         try:
             await self.execute(cmd)
-        except ServerError as exc:
+        except (ServerError, ProtocolError) as exc:  # ProtocolError: refused before sending
             self.fail(f"! {exc.message} [{exc.code}]")
         except ConnectionLost as exc:
             self.fail(f"! not done, the connection dropped ({exc}); try again")
