@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -318,3 +319,28 @@ def test_capture_command_end_to_end(tmp_path: Path) -> None:
     recs = read_capture(out)
     assert len(recs) >= 7  # handshake, data, echo, ACKs, teardown
     assert any(b"ping\n" in r.data for r in recs)
+
+
+@pytest.mark.root
+@root
+@pytest.mark.skipif(shutil.which("capsh") is None, reason="needs capsh to drop CAP_NET_RAW")
+def test_without_cap_net_raw_capture_and_send_fail_clearly(tmp_path: Path) -> None:
+    """Really without the capability (capsh drops it), not a simulated PermissionError."""
+    import sys
+
+    from packets_helpers import EXAMPLE_CSV
+
+    out = tmp_path / "x.pcap"
+    py = f"{sys.executable} -m parlour packets"
+    for args, needle in (
+        (f"capture -o {out} -c 1", "capturing needs root (or CAP_NET_RAW)"),
+        (f"build {EXAMPLE_CSV} --send", "sending raw packets needs root (or CAP_NET_RAW)"),
+    ):
+        proc = subprocess.run(
+            ["capsh", "--drop=cap_net_raw", "--", "-c", f"{py} {args}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        assert needle in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists()
