@@ -276,8 +276,11 @@ class ChatApp:
     # ------------------------------------------------------------------ events
 
     def show_event(self, event: Event) -> None:
-        self._track(event)
-        line = render_event(event, self.me)
+        try:
+            self._track(event)
+            line = render_event(event, self.me)
+        except Exception as exc:  # an odd event must not stop the printing of later ones
+            line = f"! could not show a {event.name} event: {type(exc).__name__}"
         if line is not None:
             self.out(line)
 
@@ -317,6 +320,10 @@ class ChatApp:
             self.fail(f"! {exc.message} [{exc.code}]")
         except ConnectionLost as exc:
             self.fail(f"! not done, the connection dropped ({exc}); try again")
+        except ClientClosed:
+            raise
+        except Exception as exc:  # a bug: say so, keep the session
+            self.fail(f"! unexpected error (please report it): {type(exc).__name__}: {exc}")
         return True
 
     async def execute(self, cmd: c.Command) -> None:
