@@ -119,6 +119,7 @@ class _Side:
     win_scale: int = -1
     lastsegmentflags: frozenset[str] = frozenset()
     saw_syn: bool = False
+    is_first_ack: bool = False
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     packets: int = 0
     bytes: int = 0
@@ -285,9 +286,10 @@ def _analyze_segment(
             and ack == fwd.lastack and not flags & (SYN | FIN | RST)
         ):  # fmt: skip
             ta.add(WINDOW_UPDATE)
+        shift = 0 if rev.is_first_ack or rev.win_scale < 0 else rev.win_scale
         if (
             seglen > 0 and rev.win_scale != -1
-            and (seq + seglen) & _M32 == (rev.lastack + rev.window) & _M32
+            and (seq + seglen) & _M32 == (rev.lastack + (rev.window << shift)) & _M32
             and not flags & (SYN | FIN | RST)
         ):  # fmt: skip
             ta.add(WINDOW_FULL)
@@ -302,19 +304,18 @@ def _analyze_segment(
         elif same and window:
             fwd.dupacknum = 1 if fwd.dupacknum == -1 else fwd.dupacknum + 1
             ta.add(DUPLICATE_ACK)
-    if DUPLICATE_ACK not in ta:
-        fwd.dupacknum = 0
-    if not ta:  # the frame tshark names in "Dup ACK N#k": the last unremarkable segment
+    # "finished_fwd": the duplicate-ACK counter restarts when the ACK number moves
+    if ack != fwd.lastack:
         fwd.lastnondupack = num
+        fwd.dupacknum = 0
     if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
-        # tshark 4.0: report once per hole (a pure-ACK-stalled reverse side is not repeated)
-        if rev.maxseqtobeacked > rev.nextseq:
+        if _lt(rev.maxseqtobeacked, rev.nextseq):
+            rev.maxseqtobeacked = rev.nextseq  # report once per hole
             ta.add(ACK_LOST_SEGMENT)
-        else:
+        else:  # the other side is stalled with pure ACKs: report the same hole only once
             if rev.dupacknum == 0:
                 ta.add(ACK_LOST_SEGMENT)
-            rev.dupacknum = -1
-        rev.maxseqtobeacked = rev.nextseq
+            rev.dupacknum = -1  # tshark's counter is unsigned: -1 also counts as ">= 2"
     if (seglen > 0 or flags & (SYN | FIN)) and KEEP_ALIVE not in ta:
         not_advanced = bool(fwd.nextseq) and _lt(seq, fwd.nextseq)
         if seglen > 1 and (fwd.nextseq - 1) & _M32 == seq:
@@ -324,12 +325,12 @@ def _analyze_segment(
             ta.add(SPURIOUS_RETRANSMISSION)
         elif (
             not_advanced and (rev.dupacknum >= 2 or rev.dupacknum == -1) and rev.lastack == seq
-            and now - rev.lastacktime < 20_000_000
+            and 0 <= now - rev.lastacktime < 20_000_000
         ):  # fmt: skip
-            ta.add(FAST_RETRANSMISSION)  # tshark's counter is unsigned: -1 counts as many
+            ta.add(FAST_RETRANSMISSION)
         elif (
             not_advanced
-            and now - fwd.nextseqtime < (st.first_rtt_ns or 3_000_000)
+            and 0 <= now - fwd.nextseqtime < (st.first_rtt_ns or 3_000_000)
             and fwd.nextseq != (seq + seglen + extra) & _M32
         ):
             ta.add(OUT_OF_ORDER)
@@ -368,8 +369,12 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         key = frozenset((me, peer))
         st = streams.get(key)
         flags = h.flags
-        if st is not None and flags & (SYN | ACK) == SYN and st.closed:
-            st = None
+        if st is not None and flags & (SYN | ACK) == SYN:
+            base = st.sides[me].base_seq
+            if base is not None and h.seq != base:
+                st = None  # the ports are reused: a new conversation (tshark's rule)
+            elif base is not None:  # a retransmitted SYN restores the expected sequence number
+                st.sides[me].nextseq = st.sides[me].maxseqtobeacked
         if st is None:
             client, server = (me, peer) if not (flags & SYN and flags & ACK) else (peer, me)
             st = _Stream(len(ordered_streams), client, server, first_ns=p.ts_ns)
@@ -382,20 +387,30 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             if not flags & ACK:
                 st.mru_syn_ns = p.ts_ns
                 fwd.win_scale = opts if opts is not None else -2
+                if opts is None:
+                    rev.win_scale = -2
             else:
+                if fwd.base_seq is not None and fwd.base_seq != h.seq:
+                    fwd.base_seq = h.seq  # a SYN-ACK for a new incarnation: renumber
                 if opts is None or rev.win_scale == -2:
                     fwd.win_scale = -2
                     rev.win_scale = -2
                 else:
                     fwd.win_scale = opts
             fwd.saw_syn = True
-        elif flags & ACK and st.mru_syn_ns and not st.first_rtt_ns:
-            st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
-        window = h.window
+        window = h.window  # the analysis compares raw windows, like Wireshark
         if not flags & SYN and fwd.win_scale >= 0:
             window <<= fwd.win_scale
         seglen = len(p.payload)
-        analysis = _analyze_segment(st, fwd, rev, p, p.number, h.seq, h.ack, flags, window, seglen)
+        analysis = _analyze_segment(
+            st, fwd, rev, p, p.number, h.seq, h.ack, flags, h.window, seglen
+        )
+        if flags & SYN:
+            fwd.is_first_ack = True
+        elif flags & ACK:
+            fwd.is_first_ack = False
+            if st.mru_syn_ns and not st.first_rtt_ns:
+                st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
         dup = (fwd.lastnondupack, fwd.dupacknum) if DUPLICATE_ACK in analysis else None
         if flags & (FIN | RST):
             st.closed = True
@@ -407,6 +422,8 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             fwd.first_ns = p.ts_ns
         fwd.last_ns = p.ts_ns
         app = fwd.decoder.feed(h.seq, p.payload) if seglen else None
+        if app is not None and (retransmitted(analysis) or OUT_OF_ORDER in analysis):
+            app = None  # like Wireshark: no application decoding of resent/reordered data
         base = fwd.base_seq if fwd.base_seq is not None else h.seq
         rbase = rev.base_seq if rev.base_seq is not None else h.ack
         info = TcpInfo(
