@@ -87,7 +87,8 @@ def test_csv_output_and_conversations(crafted: Path) -> None:
     assert len(rows) == 8 and rows[5][8] == "retransmission"
     code, out = run(str(crafted), "--format", "csv", "--conversations")
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[1][:7] == ["0", "10.0.0.2:40000", "10.0.0.1:7878", "4", "182", "3", "132"]
+    assert rows[1] == ["0", "10.0.0.2:40000", "10.0.0.1:7878", "4", "182", "0.301200", "3", "132",
+                       "0.301300", "0.000000", "0.301400", "0.000200"]  # fmt: skip
 
 
 def test_filters(crafted: Path) -> None:

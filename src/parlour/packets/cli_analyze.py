@@ -34,9 +34,10 @@ __all__ = ["analyze_command", "packet_row", "render_plain_packets"]
 #: above this many rows the terminal gets plain aligned lines, printed as they are made
 RICH_MAX_ROWS = 5000
 PACKET_COLUMNS = ("No.", "Time", "Source", "Destination", "Protocol", "Length", "Info")
+#: → is client to server, ← server to client; durations per direction and overall
 CONVERSATION_COLUMNS = (
-    "Stream", "Client", "Server", "Packets →", "Bytes →", "Packets ←", "Bytes ←", "Start",
-    "Duration", "Initial RTT",
+    "Stream", "Client", "Server", "Packets →", "Bytes →", "Duration →", "Packets ←", "Bytes ←",
+    "Duration ←", "Start", "Duration", "Initial RTT",
 )  # fmt: skip
 
 
@@ -75,8 +76,9 @@ def _endpoint(ep: tuple[str, int]) -> str:
 def conversation_row(c: Conversation) -> tuple[str, ...]:
     return (
         str(c.stream), _endpoint(c.client), _endpoint(c.server), str(c.to_server.packets),
-        str(c.to_server.bytes), str(c.to_client.packets), str(c.to_client.bytes),
-        _secs(c.start_rel_ns), _secs(c.duration_ns), _secs(c.handshake_rtt_ns),
+        str(c.to_server.bytes), _secs(c.to_server.duration_ns), str(c.to_client.packets),
+        str(c.to_client.bytes), _secs(c.to_client.duration_ns), _secs(c.start_rel_ns),
+        _secs(c.duration_ns), _secs(c.handshake_rtt_ns),
     )  # fmt: skip
 
 
@@ -207,11 +209,12 @@ def _print_rich(
         console.print(table)
     if conv_rows:
         ct = Table(title="Conversations", header_style="bold", box=None)
-        for col in ("#", "Client ↔ Server", "→ pkts/bytes", "← pkts/bytes", "Start", "Duration",
-                    "Initial RTT"):  # fmt: skip
+        for col in ("#", "Client ↔ Server", "→ pkts/bytes/s", "← pkts/bytes/s", "Start",
+                    "Duration", "Initial RTT"):  # fmt: skip
             ct.add_column(col, overflow="fold")
         for c in conv_rows:
-            ct.add_row(c[0], f"{c[1]} ↔ {c[2]}", f"{c[3]}/{c[4]}", f"{c[5]}/{c[6]}", *c[7:])
+            ct.add_row(c[0], f"{c[1]} ↔ {c[2]}", f"{c[3]}/{c[4]}/{c[5]}", f"{c[6]}/{c[7]}/{c[8]}",
+                       *c[9:])  # fmt: skip
         console.print(ct)
 
 
