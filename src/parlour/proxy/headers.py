@@ -91,6 +91,9 @@ def validate_request(
     content_length: int | None = None
     chunked = False
     for name, value in headers:
+        size = len(name)
+        if size != 4 and size != 14 and size != 17:
+            continue  # not Host, Content-Length or Transfer-Encoding
         lname = name.lower()
         if lname == b"host":
             hosts += 1
@@ -126,6 +129,8 @@ _REQUEST_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
 _RESPONSE_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
     b"content-length": _LENGTH
 }
+_REQUEST_LENGTHS = frozenset(len(n) for n in _REQUEST_FIELDS)
+_RESPONSE_LENGTHS = frozenset(len(n) for n in _RESPONSE_FIELDS)
 
 
 def _connection_named(value: bytes) -> set[bytes]:
@@ -159,10 +164,9 @@ def build_request_head(
     via: bytes | None = None
     host: bytes | None = None
     fields = _REQUEST_FIELDS
+    lengths = _REQUEST_LENGTHS
     for name, value in req.headers:
-        lname = name.lower()
-        kind = fields.get(lname)
-        if kind is None:
+        if len(name) not in lengths or (kind := fields.get(lname := name.lower())) is None:
             lines.append(name + b": " + value)
         elif kind == _HOP:
             if lname == b"connection":
@@ -221,9 +225,10 @@ def build_response_head(
     lines = [b"HTTP/%b %d %b" % (client_version.encode("ascii"), status, reason)]
     drop_length = framing not in ("length", "none")
     fields = _RESPONSE_FIELDS
+    lengths = _RESPONSE_LENGTHS
     for name, value in headers:  # one pass: hop-by-hop fields dropped as they come
-        kind = fields.get(name.lower())
-        if kind is None:
+        # most names cannot be special by their length alone: no lower() needed
+        if len(name) not in lengths or (kind := fields.get(name.lower())) is None:
             lines.append(name + b": " + value)
         elif kind == _HOP:
             if len(name) == 10 and name.lower() == b"connection":
