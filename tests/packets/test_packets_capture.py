@@ -29,10 +29,11 @@ from parlour.packets.capture import (
     capture_to_file,
     keep_frame,
     link_for_arphrd,
+    sll_header,
 )
 from parlour.packets.capturefile import read_capture
 from parlour.packets.cli import packets
-from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
 from parlour.packets.packet import ipv4_tcp_packet
 
 IS_ROOT = os.geteuid() == 0
@@ -344,3 +345,24 @@ def test_without_cap_net_raw_capture_and_send_fail_clearly(tmp_path: Path) -> No
         assert needle in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_cooked_header_layout() -> None:
+    hdr = sll_header(0, ARPHRD_LOOPBACK, b"\0" * 6, 0x0800)
+    assert hdr == bytes.fromhex("0000 0304 0006 000000000000 0000 0800".replace(" ", ""))
+    assert len(sll_header(4, 1, bytes(range(10)), 0x86DD)) == 16  # long addresses are cut
+
+
+@pytest.mark.root
+@root
+def test_capture_on_any_writes_cooked_frames_once(tmp_path: Path) -> None:
+    port = _free_port()
+    out = tmp_path / "any.pcap"
+    bg = _Background(out, interface="any", port=port, limits=CaptureLimits(seconds=30))
+    _exchange(port, [b"over any\n"])
+    bg.finish()
+    recs = read_capture(out)
+    assert recs and all(r.linktype == LINKTYPE_LINUX_SLL for r in recs)
+    rows = run_tshark_fields(out, "sll.pkttype", "tcp.payload", "tcp.analysis.flags")
+    assert not [r for r in rows if r[2]]  # no duplicate copies (they read as retransmissions)
+    assert sum(1 for r in rows if r[1]) == 2  # the line and its echo

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from parlour.packets.bpf import accept_all, pack_program, port_filter
-from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
 from parlour.packets.pcap import PcapWriter
 from parlour.packets.pcapng import PcapngWriter
 from parlour.packets.records import MAX_SNAPLEN
 
 __all__ = [
+    "ANY",
     "ARPHRD_LOOPBACK",
     "CaptureError",
     "CaptureLimits",
@@ -38,6 +39,7 @@ __all__ = [
     "LiveCapture",
     "keep_frame",
     "link_for_arphrd",
+    "sll_header",
 ]
 
 ETH_P_ALL = 0x0003
@@ -51,6 +53,8 @@ SO_TIMESTAMPNS = 35
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
+#: the pseudo-interface for capturing on every interface at once
+ANY = "any"
 
 Format = Literal["pcap", "pcapng"]
 
@@ -75,6 +79,14 @@ def keep_frame(pkttype: int, loopback: bool) -> bool:
     the arrival, as tcpdump does, so each packet is recorded once.
     """
     return not (loopback and pkttype == PACKET_OUTGOING)
+
+
+_SLL = struct.Struct("!HHH8sH")
+
+
+def sll_header(pkttype: int, hatype: int, hwaddr: bytes, protocol: int) -> bytes:
+    """The 16-byte Linux cooked-capture (LINKTYPE_LINUX_SLL) header for a frame from "any"."""
+    return _SLL.pack(pkttype, hatype, len(hwaddr), hwaddr[:8], protocol)
 
 
 @dataclass(slots=True)
@@ -162,14 +174,25 @@ class LiveCapture:
         self.port = port
         self.limits = limits or CaptureLimits()
         self._on_packet = on_packet
-        hatype = _interface_type(interface)
-        self.loopback = hatype == ARPHRD_LOOPBACK
-        self.linktype, link_len = link_for_arphrd(hatype)
+        #: "any": every interface, link headers replaced by Linux cooked (SLL) headers
+        self.cooked = interface == ANY
+        if self.cooked:
+            self.loopback = False
+            self.linktype, link_len = LINKTYPE_LINUX_SLL, 0
+        else:
+            hatype = _interface_type(interface)
+            self.loopback = hatype == ARPHRD_LOOPBACK
+            self.linktype, link_len = link_for_arphrd(hatype)
         program = port_filter(port, snaplen, link_len) if port else accept_all(snaplen)
         try:
-            # protocol 0: the socket receives nothing until bind(), so no frame slips past
-            # before the filter is attached
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            # one interface, protocol 0: the socket receives nothing until bind(), so no frame
+            # slips past before the filter is attached. "any" cannot be bound (ifindex 0):
+            # it receives from the start, and what it queued before the filter is discarded.
+            self._sock = (
+                socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+                if self.cooked
+                else socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            )
         except PermissionError:
             raise CaptureError(
                 "capturing needs root (or CAP_NET_RAW): run with sudo, or use tshark/tcpdump"
@@ -182,7 +205,14 @@ class LiveCapture:
                 # older kernels lack this option: keep_frame() drops the copies instead
                 with contextlib.suppress(OSError):
                     self._sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            self._sock.bind((interface, ETH_P_ALL))
+            if self.cooked:
+                while True:
+                    try:
+                        self._sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+                    except BlockingIOError:
+                        break
+            else:
+                self._sock.bind((interface, ETH_P_ALL))
         except OSError as exc:
             self.close()
             raise CaptureError(f"cannot capture on {interface}: {exc.strerror or exc}") from exc
@@ -232,10 +262,16 @@ class LiveCapture:
                 n, ancdata, _flags, addr = self._sock.recvmsg_into([view], anc, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
-            if not keep_frame(addr[2], self.loopback):
-                continue
+            if self.cooked:
+                ifname, proto, pkttype, hatype, hwaddr = addr
+                if not keep_frame(pkttype, ifname == "lo"):
+                    continue
+                frame = sll_header(pkttype, hatype, hwaddr, proto) + view[:n]
+            else:
+                if not keep_frame(addr[2], self.loopback):
+                    continue
+                frame = bytes(view[:n])
             ts_ns = _timestamp(ancdata)
-            frame = bytes(view[:n])
             self._writer.write(ts_ns, frame)
             if self._on_packet is not None:
                 self._on_packet(ts_ns, frame)

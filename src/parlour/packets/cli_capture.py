@@ -27,7 +27,7 @@ __all__ = ["capture"]
     "--interface",
     default="lo",
     show_default=True,
-    help="Interface to listen on.",
+    help="Interface to listen on; 'any' for all of them (Linux cooked headers).",
 )
 @click.option(
     "-p",
