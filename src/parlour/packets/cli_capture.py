@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Literal
@@ -81,6 +83,17 @@ def capture(
         if not quiet:
             click.echo(f"capturing {what} to {output} until {until} (Ctrl-C stops)", err=True)
 
+    live = not quiet and sys.stderr.isatty()
+    counted = [0, 0, 0.0]  # packets, bytes, when the line was last drawn
+
+    def on_packet(_ts_ns: int, frame: bytes) -> None:
+        counted[0] += 1
+        counted[1] += len(frame)
+        now = time.monotonic()
+        if now - counted[2] >= 0.25:  # a live count on a terminal, redrawn 4 times a second
+            counted[2] = now
+            click.echo(f"\r  {counted[0]} packets, {counted[1]} bytes", err=True, nl=False)
+
     try:
         report = capture_to_file(
             output,
@@ -90,10 +103,13 @@ def capture(
             fmt=fmt,
             nanosecond=nanosecond,
             ready=on_ready,
+            on_packet=on_packet if live else None,
         )
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if live and counted[0]:
+        click.echo("\r\033[K", err=True, nl=False)  # clear the live count
     click.echo(f"{report} → {output}", err=True)
