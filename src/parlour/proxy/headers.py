@@ -14,6 +14,7 @@ from typing import NamedTuple
 __all__ = [
     "HOP_BY_HOP",
     "MAX_HEADERS",
+    "REQUEST_LINE",
     "BadRequest",
     "RequestHead",
     "build_request_head",
@@ -39,7 +40,9 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 MAX_HEADERS = 100
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"\A" + _TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.[01]\r?\Z")
+# REQUEST_LINE.match(buf, start, end) checks buf[start:end] without a copy: match()
+# anchors at `start` (no `^`/`\A`, which would not match there) and `\Z` matches at `end`
+REQUEST_LINE = re.compile(_TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.[01]\r?\Z")
 _VIA = b"1.1 parlour"
 
 
@@ -62,7 +65,7 @@ class RequestHead(NamedTuple):
 def check_request_line(line: bytes) -> None:
     """Reject request lines llhttp tolerates but an origin might read differently
     (several spaces between parts, control bytes in the target)."""
-    if not _REQUEST_LINE.match(line):
+    if not REQUEST_LINE.match(line):
         raise BadRequest("malformed request line")
 
 

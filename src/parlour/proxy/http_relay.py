@@ -22,11 +22,11 @@ import httptools
 
 from parlour.proxy.admission import may_retry
 from parlour.proxy.headers import (
+    REQUEST_LINE,
     BadRequest,
     RequestHead,
     build_request_head,
     build_response_head,
-    check_request_line,
     error_response,
     validate_request,
 )
@@ -48,40 +48,24 @@ def _chunk(data: bytes) -> bytes:
 
 
 class _Request:
-    __slots__ = (
-        "attempt",
-        "backend",
-        "body",
-        "body_bytes",
-        "complete",
-        "error",
-        "framing",
-        "has_body",
-        "head",
-        "interim",
-        "keep_alive",
-        "key",
-        "response_started",
-        "sent",
-        "sent_at",
-    )
+    """One request's state. Class-level defaults, no __init__: one is created per request,
+    and most fields keep their default for a plain GET."""
 
-    def __init__(self) -> None:
-        self.head: RequestHead | None = None
-        self.error: str | None = None
-        self.body: deque[bytes] = deque()
-        self.body_bytes = 0
-        self.complete = False
-        self.keep_alive = True
-        self.has_body = False
-        self.key: bytes | None = None
-        self.backend: Backend | None = None
-        self.attempt = 0
-        self.sent = False
-        self.sent_at = 0.0
-        self.response_started = False
-        self.framing = "length"
-        self.interim = False
+    head: RequestHead | None = None
+    error: str | None = None
+    body: deque[bytes] | None = None  # body parts received before a backend is bound
+    body_bytes = 0
+    complete = False
+    keep_alive = True
+    has_body = False
+    key: bytes | None = None
+    backend: Backend | None = None
+    attempt = 0
+    sent = False
+    sent_at = 0.0
+    response_started = False
+    framing = "length"
+    interim = False
 
 
 class HttpUpstream(asyncio.Protocol):
@@ -383,10 +367,8 @@ class HttpClient(asyncio.Protocol):
                 self._line = buf  # wait for the rest (bounded by max_header_bytes)
             return
         self._line = None
-        try:
-            check_request_line(buf[start:end])
-        except BadRequest as exc:
-            self._reject(str(exc))
+        if not REQUEST_LINE.match(buf, start, end):  # (headers.check_request_line)
+            self._reject("malformed request line")
 
     def _buffer_early(self, data: bytes) -> None:
         self.early.append(data)
@@ -466,6 +448,8 @@ class HttpClient(asyncio.Protocol):
         if req is self.cur and req.sent and self.upstream is not None:
             self._send_body(req, body)
             return
+        if req.body is None:
+            req.body = deque()
         req.body.append(body)
         req.body_bytes += len(body)
         self.buffered += len(body)
@@ -584,8 +568,9 @@ class HttpClient(asyncio.Protocol):
         )
         parts = [head]
         chunked = req.head.chunked
-        while req.body:
-            piece = req.body.popleft()
+        pending = req.body
+        while pending:
+            piece = pending.popleft()
             parts.append(_chunk(piece) if chunked else piece)
         self.buffered -= req.body_bytes
         req.body_bytes = 0
