@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from packets_helpers import EXAMPLE_CSV, TsharkFields, craft_capture
+from packets_helpers import EXAMPLE_CSV, TSHARK, TsharkFields, craft_capture
 
 from parlour.packets.analysis import (
     FAST_RETRANSMISSION,
@@ -212,3 +214,48 @@ def test_info_column_and_initial_rtt_agree_with_tshark(
                 assert conv.handshake_rtt_ns is not None
                 assert abs(conv.handshake_rtt_ns / 1e9 - float(rtt)) < 1e-6
     assert not mismatches, mismatches
+
+
+def _tshark_conversations(path: Path) -> dict[frozenset[str], dict[str, tuple[int, int]]]:
+    """``tshark -z conv,tcp``: per conversation, frames and bytes sent by each endpoint."""
+    assert TSHARK is not None
+    out = subprocess.run(
+        [TSHARK, "-n", "-q", "-r", str(path), "-z", "conv,tcp"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    convs = {}
+    for line in out.splitlines():
+        m = re.match(
+            r"(\S+)\s+<->\s+(\S+)\s+(\d+)\s+(\d+) bytes\s+(\d+)\s+(\d+) bytes", line.strip()
+        )
+        if m:
+            a, b = m.group(1), m.group(2)
+            # columns: "<-" (B to A), then "->" (A to B)
+            convs[frozenset((a, b))] = {
+                b: (int(m.group(3)), int(m.group(4))),
+                a: (int(m.group(5)), int(m.group(6))),
+            }
+    return convs
+
+
+@pytest.mark.tshark
+def test_conversations_agree_with_tshark(tmp_path: Path, tshark_fields: TsharkFields) -> None:
+    paths = []
+    for name in ("dup_acks_and_fast_retransmission", "reset", "keep_alive"):
+        segments, _flag, ws = SCENARIOS[name]
+        paths.append(tmp_path / f"{name}.pcap")
+        craft_capture(paths[-1], segments, ws)
+    built = build_conversations(load_messages(EXAMPLE_CSV, framing="auto"))
+    paths.append(tmp_path / "http.pcap")
+    with open(paths[-1], "wb") as f:
+        PcapWriter(f, 101).write_many((p.ts_ns, p.datagram) for p in built)
+    for path in paths:
+        reference = _tshark_conversations(path)
+        result = analyze(decode_capture(path))
+        assert len(reference) == len(result.conversations) > 0
+        for conv in result.conversations:
+            client = f"{conv.client[0]}:{conv.client[1]}"
+            server = f"{conv.server[0]}:{conv.server[1]}"
+            theirs = reference[frozenset((client, server))]
+            assert theirs[client] == (conv.to_server.packets, conv.to_server.bytes)
+            assert theirs[server] == (conv.to_client.packets, conv.to_client.bytes)

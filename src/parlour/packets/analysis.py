@@ -1,9 +1,10 @@
 """TCP stream analysis that reproduces Wireshark's ``tcp.analysis`` decisions (pure).
 
-The per-direction bookkeeping mirrors ``tcp_analyze_sequence_number`` in Wireshark's
-``packet-tcp.c`` (4.x): next expected sequence number, last ACK, duplicate-ACK counter,
-highest contiguous sequence to be ACKed, window and the previous segment's flags, with the
-same order of checks, so the flags agree with tshark packet for packet.
+The per-direction bookkeeping is a port of ``tcp_analyze_sequence_number`` in Wireshark
+4.0's ``packet-tcp.c`` (the tshark CI installs): next expected sequence number, last ACK,
+duplicate-ACK counter, highest contiguous sequence to be ACKed, raw window and scale, the
+previous segment's flags, with the same checks in the same order, so the flags agree with
+tshark packet for packet (see docs/design/packets-analysis.md).
 """
 
 from __future__ import annotations
@@ -136,7 +137,6 @@ class _Stream:
     sides: dict[tuple[str, int], _Side] = field(default_factory=dict)
     mru_syn_ns: int = 0
     first_rtt_ns: int = 0
-    closed: bool = False
     first_ns: int = 0
     last_ns: int = 0
 
@@ -412,8 +412,6 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             if st.mru_syn_ns and not st.first_rtt_ns:
                 st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
         dup = (fwd.lastnondupack, fwd.dupacknum) if DUPLICATE_ACK in analysis else None
-        if flags & (FIN | RST):
-            st.closed = True
         st.last_ns = p.ts_ns
         fwd.packets += 1
         fwd.bytes += p.wire_len
