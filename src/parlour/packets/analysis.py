@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parlour.packets.appdecode import StreamDecoder
+from parlour.packets.appdecode import StreamDecoder, http_first_line
 from parlour.packets.decode import DecodedPacket
 from parlour.packets.tcp import decode_options, flags_text
 
@@ -48,6 +48,9 @@ KEEP_ALIVE = "keep-alive"
 KEEP_ALIVE_ACK = "keep-alive ACK"
 RESET = "RST"
 BAD_CHECKSUM = "bad checksum"
+
+#: segments whose payload Wireshark does not hand to application dissectors
+_NO_APP_DECODE = frozenset({RETRANSMISSION, SPURIOUS_RETRANSMISSION, OUT_OF_ORDER})
 
 #: display order, and the tshark field each flag corresponds to
 FLAG_ORDER = (
@@ -420,8 +423,11 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             fwd.first_ns = p.ts_ns
         fwd.last_ns = p.ts_ns
         app = fwd.decoder.feed(h.seq, p.payload) if seglen else None
-        if app is not None and (retransmitted(analysis) or OUT_OF_ORDER in analysis):
+        if analysis and _NO_APP_DECODE.intersection(analysis):
             app = None  # like Wireshark: no application decoding of resent/reordered data
+        elif app is None and FAST_RETRANSMISSION in analysis:
+            first = http_first_line(p.payload)  # tshark does decode fast retransmissions
+            app = ("HTTP", first) if first is not None else None
         base = fwd.base_seq if fwd.base_seq is not None else h.seq
         rbase = rev.base_seq if rev.base_seq is not None else h.ack
         info = TcpInfo(
