@@ -7,7 +7,10 @@
   credentials and resume from the last seen sequence per room and DM peer;
 * idempotent ``send``/``dm``: the client id is chosen once and reused when the request is
   retried after a reconnect, so a lost reply never duplicates a message;
-* heartbeat pings when idle; a connection that does not answer is dropped and re-made.
+* heartbeat pings when idle; a connection that does not answer is dropped and re-made;
+* bounded catch-up followed to the end: when a ``login``/``sync`` reply says ``truncated``
+  the client syncs again from what it has received until nothing is left, delivering the
+  missed messages in order and once (:mod:`parlour.client.catchup`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from parlour import __version__
 from parlour.client.backoff import Backoff
+from parlour.client.catchup import CatchUp
 from parlour.client.cursors import Cursors
 from parlour.client.errors import ClientClosed, ConnectionLost, ServerError
 from parlour.client.types import (
@@ -100,6 +104,9 @@ _FINAL_CODES = frozenset(
 #: login errors that will not go away by retrying
 _FATAL_LOGIN = frozenset({ErrorCode.BAD_CREDENTIALS.value, ErrorCode.BANNED.value})
 
+#: called with a reply as soon as it is read, before any frame that follows it
+ReplyHook = Callable[[Reply], None]
+
 
 def new_client_id() -> str:
     """A fresh client message id (32 hex characters)."""
@@ -138,6 +145,7 @@ class _Connection:
         self._on_event = on_event
         self._decoder = FrameDecoder(max_frame)
         self._pending: dict[RequestId, asyncio.Future[Reply]] = {}
+        self._hooks: dict[RequestId, ReplyHook] = {}
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[str] = loop.create_future()
         self.last_sent = loop.time()
@@ -152,7 +160,11 @@ class _Connection:
     def is_closed(self) -> bool:
         return self.closed.done()
 
-    async def request(self, request: Request, timeout: float | None) -> Reply:
+    async def request(
+        self, request: Request, timeout: float | None, on_reply: ReplyHook | None = None
+    ) -> Reply:
+        """Send ``request`` and wait for its reply. ``on_reply`` sees the reply in wire order:
+        before the events that follow it are handed on (the waiter resumes later)."""
         if self.is_closed:
             raise _Lost(self.closed.result())
         frame = encode(request.to_wire())
@@ -165,6 +177,8 @@ class _Connection:
             )
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = fut
+        if on_reply is not None:
+            self._hooks[request.id] = on_reply
         try:
             self._writer.write(frame)
             self.last_sent = asyncio.get_running_loop().time()
@@ -178,6 +192,7 @@ class _Connection:
             raise _Lost(str(exc)) from None
         finally:
             self._pending.pop(request.id, None)
+            self._hooks.pop(request.id, None)
 
     async def _read_loop(self) -> None:
         reason = "connection closed by the server"
@@ -213,6 +228,9 @@ class _Connection:
             return
         fut = self._pending.get(msg.id) if msg.id is not None else None
         if fut is not None and not fut.done():
+            hook = self._hooks.pop(msg.id) if msg.id in self._hooks else None
+            if hook is not None:
+                hook(msg)
             fut.set_result(msg)
         elif isinstance(msg, Error):
             log.warning("server error without a request: %s %s", msg.code, msg.message)
@@ -284,6 +302,11 @@ class Client:
         self._on_state = on_state
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
+        self._catchup = CatchUp(self._cursors)
+        self._catchup_task: asyncio.Task[None] | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         self._conn: _Connection | None = None
         self._ready = asyncio.Event()
         self._closed_reason: str | None = None
@@ -297,6 +320,8 @@ class Client:
         self.dropped_events = 0
         #: number of successful reconnects so far
         self.reconnects = 0
+        #: ``sync`` rounds sent to continue truncated catch-ups so far
+        self.catch_up_rounds = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -315,6 +340,26 @@ class Client:
     def closed_reason(self) -> str | None:
         """Why the client stopped for good (``None`` while usable)."""
         return self._closed_reason
+
+    @property
+    def catching_up(self) -> bool:
+        """True while a truncated ``login``/``sync`` catch-up is still being continued."""
+        return not self._caught_up.is_set()
+
+    @property
+    def held_back(self) -> int:
+        """Messages not delivered when they first came during a catch-up because something
+        before them was still missing; each was pushed again, in order, by a later ``sync``."""
+        return self._catchup.held_back
+
+    async def wait_caught_up(self) -> None:
+        """Wait until no catch-up is in progress (returns at once if none is).
+
+        A catch-up waits for room in the event queue before each further ``sync``: keep
+        consuming :meth:`events` meanwhile, or this may wait for ever."""
+        await self._caught_up.wait()
+        if self._closed_reason is not None:
+            raise ClientClosed(self._closed_reason)
 
     @property
     def cursors(self) -> Cursors:
@@ -338,7 +383,7 @@ class Client:
         """Close the connection and stop reconnecting; ``events()`` ends. Idempotent."""
         if self._closed_reason is None:
             self._shutdown("closed by the client")
-        for name in ("_supervisor", "_heartbeat_task"):  # supervisor first: it may start pings
+        for name in ("_supervisor", "_heartbeat_task", "_catchup_task"):  # supervisor first
             task: asyncio.Task[None] | None = getattr(self, name)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
@@ -359,6 +404,7 @@ class Client:
     def _shutdown(self, reason: str) -> None:
         self._closed_reason = reason
         self._ready.set()  # wake waiters so they see the closed state
+        self._caught_up.set()
         self._push(None)
         self._notify(ConnectionState.CLOSED, reason)
 
@@ -451,6 +497,7 @@ class Client:
                     continue
             self.reconnects += 1
             self._install(conn)
+            self._follow_catch_up()
             return
 
     async def _relogin(self, conn: _Connection) -> None:
@@ -459,7 +506,77 @@ class Client:
         request = LoginRequest(
             id=self._new_id(), username=username, password=password, resume=self._cursors.resume()
         )
-        self.session = Session.from_data(_data(await conn.request(request, self._connect_timeout)))
+        reply = await conn.request(request, self._connect_timeout, self._on_catch_up_reply)
+        self.session = Session.from_data(_data(reply))
+
+    # ------------------------------------------------------------------ catch-up
+
+    def _on_catch_up_reply(self, reply: Reply) -> None:
+        """A ``login``/``sync`` reply, seen before the events that follow it."""
+        if isinstance(reply, Ok):
+            truncated = bool(reply.data.get("truncated"))
+            self._catchup.replied(truncated)
+            if truncated:
+                self._caught_up.clear()
+            elif self._catchup_task is None or self._catchup_task.done():
+                self._caught_up.set()
+
+    def _follow_catch_up(self) -> None:
+        """After a reply: if it was truncated, continue the catch-up in the background."""
+        if not self._catchup.incomplete or self._closed_reason is not None:
+            return
+        if self._catchup_task is not None and not self._catchup_task.done():
+            return  # the running one syncs again from the newest cursors anyway
+        self._catchup_task = asyncio.create_task(self._continue_catch_up(), name="parlour-catch-up")
+
+    async def _continue_catch_up(self) -> None:
+        """``sync`` from what has been received until a reply is not truncated.
+
+        Before each round: wait for room in the event queue (a slow consumer pauses the
+        catch-up instead of losing the oldest events), then a ``ping`` — its reply comes after
+        the previous batch, so the cursors sent next include all of it. If the connection
+        drops, the re-login resumes from the cursors and says whether to go on."""
+        try:
+            while self._catchup.incomplete:
+                await self._events_room()
+                conn = await self._wait_ready()
+                try:
+                    await conn.request(PingRequest(id=self._new_id()), self._request_timeout)
+                    if not self._catchup.incomplete:
+                        break  # a complete reply (e.g. the application's own sync) came first
+                    if self._catchup.batch_empty:
+                        # truncated, yet nothing was pushed: syncing again would loop for ever
+                        log.warning("the server cut a catch-up short without pushing anything")
+                        self._catchup.abandon()
+                        break
+                    self.catch_up_rounds += 1
+                    resume = self._cursors.resume() or Resume()
+                    reply = await conn.request(
+                        SyncRequest(id=self._new_id(), resume=resume),
+                        self._request_timeout,
+                        self._on_catch_up_reply,
+                    )
+                    if isinstance(reply, Error):  # e.g. logged out meanwhile
+                        log.warning("catch-up stopped: %s %s", reply.code, reply.message)
+                        self._catchup.abandon()
+                        break
+                except _Lost:
+                    continue  # the re-login replies before the connection is ready again
+        except ClientClosed:
+            return
+        finally:
+            if not self._catchup.incomplete or self._closed_reason is not None:
+                self._caught_up.set()
+
+    async def _events_room(self) -> None:
+        """Wait until the event queue is at most half full."""
+        limit = self._events.maxsize // 2
+        while self._events.qsize() > limit and self._closed_reason is None:
+            self._room_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._room_waiter
+            finally:
+                self._room_waiter = None
 
     async def _heartbeat(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -492,7 +609,7 @@ class Client:
             self._ready.clear()
 
     def _on_event(self, event: Event) -> None:
-        if self._cursors.accept(event):
+        if self._catchup.accept(event):
             self._push(event)
 
     def _push(self, item: Event | None) -> None:
@@ -504,10 +621,20 @@ class Client:
                 self._events.get_nowait()
                 self.dropped_events += 1
 
+    def _took_event(self) -> None:
+        waiter = self._room_waiter
+        if (
+            waiter is not None
+            and not waiter.done()
+            and self._events.qsize() <= self._events.maxsize // 2
+        ):
+            waiter.set_result(None)
+
     async def events(self) -> AsyncIterator[Event]:
         """Server pushes, in arrival order; ends when the client is closed for good."""
         while True:
             item = await self._events.get()
+            self._took_event()
             if item is None:
                 self._events.put_nowait(None)  # let other iterators end too
                 return
@@ -519,6 +646,7 @@ class Client:
             item = self._events.get_nowait()
         except asyncio.QueueEmpty:
             return None
+        self._took_event()
         if item is None:
             self._events.put_nowait(None)
         return item
@@ -535,18 +663,24 @@ class Client:
             await self._ready.wait()
 
     async def _call(
-        self, build: Callable[[int], Request], *, retry: bool = False
+        self,
+        build: Callable[[int], Request],
+        *,
+        retry: bool = False,
+        on_reply: ReplyHook | None = None,
     ) -> dict[str, Any]:
         """Send a request and return its ``ok`` data. With ``retry`` the same request (same
         client id) is sent again after a reconnect if the connection dropped before the reply."""
         while True:
             conn = await self._wait_ready()
             try:
-                reply = await conn.request(build(self._new_id()), self._request_timeout)
+                reply = await conn.request(build(self._new_id()), self._request_timeout, on_reply)
             except _Lost as exc:
                 if retry and self._reconnect and not conn.final and self._closed_reason is None:
                     continue
                 raise ConnectionLost(str(exc)) from None
+            if on_reply is not None:
+                self._follow_catch_up()
             return _data(reply)
 
     async def request(self, type: str, retry: bool = False, **fields: Any) -> dict[str, Any]:
@@ -570,7 +704,8 @@ class Client:
         data = await self._call(
             lambda i: LoginRequest(
                 id=i, username=username, password=password, resume=self._cursors.resume()
-            )
+            ),
+            on_reply=self._on_catch_up_reply,
         )
         return self._logged_in(username, password, data)
 
@@ -583,6 +718,7 @@ class Client:
         await self._call(lambda i: LogoutRequest(id=i))
         self._credentials = None
         self.session = None
+        self._catchup.abandon()  # nothing more to catch up for this session
 
     async def passwd(self, old_password: str, new_password: str) -> None:
         await self._call(
@@ -722,9 +858,16 @@ class Client:
     # ------------------------------------------------------------------ misc
 
     async def sync(self, resume: Resume | None = None) -> None:
-        """Ask for everything after ``resume`` (default: the client's own cursors)."""
+        """Ask for everything after ``resume`` (default: the client's own cursors).
+
+        If the server cuts it short (``truncated``), the client goes on syncing from its own
+        cursors in the background; :meth:`wait_caught_up` waits for the end."""
         cursors = resume or self._cursors.resume() or Resume()
-        await self._call(lambda i: SyncRequest(id=i, resume=cursors), retry=True)
+        await self._call(
+            lambda i: SyncRequest(id=i, resume=cursors),
+            retry=True,
+            on_reply=self._on_catch_up_reply,
+        )
 
     async def ping(self) -> float:
         """Round trip to the server; returns the server's clock."""

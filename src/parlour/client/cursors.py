@@ -40,7 +40,11 @@ class Cursors:
         return True
 
     def seen_room(self, room: str, seq: Any) -> None:
-        """Record that everything up to ``seq`` in ``room`` is known (e.g. from ``join``)."""
+        """Record that everything up to ``seq`` in ``room`` is known (e.g. from ``join``).
+
+        The room gets a cursor even at ``0`` (an empty room), so that a resume asks for it."""
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+            self.rooms.setdefault(room, 0)
         self._advance(self.rooms, room, seq)
 
     def forget_room(self, room: str) -> None:

@@ -62,6 +62,8 @@ class Session:
     username: str
     role: str
     rooms: tuple[str, ...]
+    #: the server cut the login's catch-up short; the client goes on with ``sync`` by itself
+    truncated: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -69,7 +71,12 @@ class Session:
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Session:
-        return cls(str(data["username"]), str(data["role"]), tuple(data.get("rooms") or ()))
+        return cls(
+            str(data["username"]),
+            str(data["role"]),
+            tuple(data.get("rooms") or ()),
+            bool(data.get("truncated", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
