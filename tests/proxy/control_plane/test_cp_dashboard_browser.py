@@ -6,8 +6,10 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from cp_fakes import TOKEN, FakeClock, FakeControl
 
@@ -15,9 +17,11 @@ from parlour.proxy.admin import create_admin_app
 from parlour.proxy.control import BackendSnapshot, BackendSpec
 from parlour.proxy.stats_store import StatsStore
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
-Page = playwright_api.Page
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -30,6 +34,8 @@ ARGS = [
     "--disable-quic",
 ]
 pytestmark = [
+    # one Chromium for the whole module (each test gets a fresh browser context)
+    pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.chromium,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin"),
 ]
@@ -49,18 +55,25 @@ def _control() -> FakeControl:
     return c
 
 
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with playwright_api.async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
 @contextlib.asynccontextmanager
 async def dashboard(
-    control: FakeControl, store: StatsStore | None = None, login: bool = True
+    browser: Browser, control: FakeControl, store: StatsStore | None = None, login: bool = True
 ) -> AsyncIterator[Page]:
     app = create_admin_app(control, TOKEN, store, clock=control.clock)
-    async with (
-        TestServer(app, host="127.0.0.1", port=0) as server,
-        playwright_api.async_playwright() as pw,
-    ):
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        context = await browser.new_context(viewport={"width": 1440, "height": 900})
         try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            page = await context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("dialog", lambda dialog: dialog.accept())
@@ -73,11 +86,13 @@ async def dashboard(
             yield page
             assert errors == [], errors
         finally:
-            await browser.close()
+            await context.close()
 
 
-async def test_login_form_rejects_a_wrong_token_then_accepts_the_right_one() -> None:
-    async with dashboard(_control(), login=False) as page:
+async def test_login_form_rejects_a_wrong_token_then_accepts_the_right_one(
+    browser: Browser,
+) -> None:
+    async with dashboard(browser, _control(), login=False) as page:
         await expect(page.locator("#login")).to_be_visible()
         await page.fill("#token-input", "not-the-token")
         await page.click("#login-form button[type=submit]")
@@ -94,27 +109,26 @@ async def test_login_form_rejects_a_wrong_token_then_accepts_the_right_one() -> 
         assert await page.evaluate("sessionStorage.getItem('parlour.proxy.token')") is None
 
 
-async def test_token_in_url_is_taken_once_and_removed_from_the_address() -> None:
+async def test_token_in_url_is_taken_once_and_removed_from_the_address(browser: Browser) -> None:
     control = _control()
     app = create_admin_app(control, TOKEN)
-    async with (
-        TestServer(app, host="127.0.0.1", port=0) as server,
-        playwright_api.async_playwright() as pw,
-    ):
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        context = await browser.new_context()
         try:
-            page = await browser.new_page()
+            page = await context.new_page()
             await page.goto(str(server.make_url(f"/?token={TOKEN}#log")))
             await expect(page.locator("#login")).to_be_hidden()
             await expect(page.locator("#log-table tbody tr")).to_have_count(2)
             assert "token" not in page.url and page.url.endswith("#log")
         finally:
-            await browser.close()
+            await context.close()
 
 
-async def test_dashboard_shows_totals_charts_and_load_bars(tmp_path: Path) -> None:
+async def test_dashboard_shows_totals_charts_and_load_bars(
+    tmp_path: Path, browser: Browser
+) -> None:
     control = _control()
-    async with dashboard(control) as page:
+    async with dashboard(browser, control) as page:
         await expect(page.locator("#t-active")).to_have_text("15")
         await expect(page.locator("#t-up")).to_have_text("2 / 2")
         await expect(page.locator("#load-bars .bar-row")).to_have_count(2)
@@ -145,9 +159,9 @@ async def test_dashboard_shows_totals_charts_and_load_bars(tmp_path: Path) -> No
         await expect(page.locator("#alert")).to_be_hidden()
 
 
-async def test_server_management_add_drain_weight_remove() -> None:
+async def test_server_management_add_drain_weight_remove(browser: Browser) -> None:
     control = _control()
-    async with dashboard(control) as page:
+    async with dashboard(browser, control) as page:
         await page.click("nav a[data-page=servers]")
         rows = page.locator("#servers-table tbody tr")
         await expect(rows).to_have_count(2)
@@ -195,10 +209,12 @@ async def test_server_management_add_drain_weight_remove() -> None:
         assert [b.id for b in control.backends()] == [A, "10.0.0.9:9000"]
 
 
-async def test_configuration_saves_live_and_shows_validation_errors(tmp_path: Path) -> None:
+async def test_configuration_saves_live_and_shows_validation_errors(
+    tmp_path: Path, browser: Browser
+) -> None:
     control = _control()
     with StatsStore(tmp_path / "proxy.db") as store:
-        async with dashboard(control, store) as page:
+        async with dashboard(browser, control, store) as page:
             await page.click("nav a[data-page=config]")
             await expect(page.locator("#cfg-algorithm")).to_have_value("round_robin")
             await page.select_option("#cfg-algorithm", "least_conn")
@@ -229,13 +245,13 @@ async def _column(page: Page, index: int) -> list[str]:
     return [str(t) for t in await cells.all_text_contents()]
 
 
-async def test_properties_log_sorts_by_clicking_headers(tmp_path: Path) -> None:
+async def test_properties_log_sorts_by_clicking_headers(tmp_path: Path, browser: Browser) -> None:
     control = _control()
     control.add_backend(BackendSpec("10.0.0.3", 8082))
     control.bump("10.0.0.3:8082", requests=3000)
     with StatsStore(tmp_path / "p.db") as store:
         store.record_event(B, "down", "health check: connection refused", control.clock() - 600)
-        async with dashboard(control, store) as page:
+        async with dashboard(browser, control, store) as page:
             await page.click("nav a[data-page=log]")
             await expect(page.locator("#log-table tbody tr")).to_have_count(3)
             assert await _column(page, 1) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
@@ -264,7 +280,7 @@ async def test_properties_log_sorts_by_clicking_headers(tmp_path: Path) -> None:
             await page.screenshot(path=str(tmp_path / "log.png"), full_page=True)
 
 
-async def test_html_in_backend_fields_renders_as_text() -> None:
+async def test_html_in_backend_fields_renders_as_text(browser: Browser) -> None:
     control = _control()
     evil = '<img src=x onerror="window.__xss=1">'
     control.insert_raw(
@@ -279,7 +295,7 @@ async def test_html_in_backend_fields_renders_as_text() -> None:
             last_crash_reason="<b>bold</b><script>window.__xss=2</script>",
         )
     )
-    async with dashboard(control) as page:
+    async with dashboard(browser, control) as page:
         await expect(page.locator("#load-bars")).to_contain_text(evil)
         await page.click("nav a[data-page=log]")
         row = page.locator("#log-table tbody tr").filter(has_text="<img")
