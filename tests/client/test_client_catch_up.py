@@ -324,3 +324,30 @@ async def test_client_joined_empty_room_is_resumed(server: ChatServer, relay: Re
     await alice.close()
     await bob.close()
     await seen.stop()
+
+
+async def test_client_member_rooms_without_messages_are_resumed(
+    server: ChatServer, relay: Relay
+) -> None:
+    """Rooms the account is a member of (from an earlier session) get a cursor at login, so
+    what was said in them while this client was disconnected comes with the resume."""
+    first = await member(server.port, "alice", ("general",))
+    await first.close()
+    bob = await member(server.port, "bob", ("general",))
+    await bob.send("general", "before alice logged in")
+    alice = Client("127.0.0.1", relay.port, backoff=FAST)
+    wait_state = state_waiter(alice)
+    await alice.connect()
+    session = await alice.login("alice", PASSWORD)
+    assert session.rooms == ("general",) and alice.cursors.rooms == {"general": 1}
+    seen = Collector(alice)
+    disconnected = asyncio.ensure_future(wait_state(ConnectionState.DISCONNECTED))
+    relay.cut()
+    await disconnected
+    await burst(lambda i: bob.send("general", f"g{i}"), 5)
+    relay.restore()
+    await seen.until(lambda: len(seen.seqs["#general"]) == 5)
+    assert_in_order_once(seen, "#general", 2, 6)
+    await alice.close()
+    await bob.close()
+    await seen.stop()

@@ -305,6 +305,7 @@ class Client:
         self._catchup = CatchUp(self._cursors)
         self._catchup_task: asyncio.Task[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
+        self._baseline_task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
         self._caught_up.set()
         self._conn: _Connection | None = None
@@ -383,7 +384,7 @@ class Client:
         """Close the connection and stop reconnecting; ``events()`` ends. Idempotent."""
         if self._closed_reason is None:
             self._shutdown("closed by the client")
-        for name in ("_supervisor", "_heartbeat_task", "_catchup_task"):  # supervisor first
+        for name in ("_supervisor", "_heartbeat_task", "_catchup_task", "_baseline_task"):
             task: asyncio.Task[None] | None = getattr(self, name)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
@@ -498,6 +499,10 @@ class Client:
             self.reconnects += 1
             self._install(conn)
             self._follow_catch_up()
+            if self.session is not None and self._credentials is not None:
+                self._baseline_task = asyncio.create_task(
+                    self._baseline_rooms(self.session), name="parlour-baseline"
+                )
             return
 
     async def _relogin(self, conn: _Connection) -> None:
@@ -567,6 +572,26 @@ class Client:
         finally:
             if not self._catchup.incomplete or self._closed_reason is not None:
                 self._caught_up.set()
+
+    async def _baseline_rooms(self, session: Session) -> None:
+        """Give every room of the session without a cursor one: its newest sequence now.
+
+        Everything newer is pushed live (the session is logged in), so from here on a resume
+        asks for that room too; without a cursor, what was said there while the client was
+        disconnected would not be caught up."""
+        rooms = [r for r in session.rooms if r not in self._cursors.rooms]
+        if not rooms:
+            return
+        pages = await asyncio.gather(
+            *(self.history(room, limit=1) for room in rooms), return_exceptions=True
+        )
+        for room, page in zip(rooms, pages, strict=True):
+            if isinstance(page, HistoryPage):
+                self._cursors.seen_room(room, page.messages[-1].seq if page.messages else 0)
+            elif isinstance(page, BaseException) and not isinstance(page, Exception):
+                raise page  # cancelled
+            else:
+                log.info("no resume cursor for room %s: %s", room, page)
 
     async def _events_room(self) -> None:
         """Wait until the event queue is at most half full."""
@@ -707,7 +732,9 @@ class Client:
             ),
             on_reply=self._on_catch_up_reply,
         )
-        return self._logged_in(username, password, data)
+        session = self._logged_in(username, password, data)
+        await self._baseline_rooms(session)
+        return session
 
     def _logged_in(self, username: str, password: str, data: dict[str, Any]) -> Session:
         self.session = Session.from_data(data)
