@@ -154,7 +154,7 @@ async def test_admin_password_from_the_environment_and_a_config_file(
     assert ADMIN_PASSWORD not in (tmp_path / "stderr.log").read_text()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 async def test_graceful_shutdown_tells_clients_and_exits_0(
     tmp_path: Path, processes: list[ServerProcess], wires: list[Wire], sig: signal.Signals
 ) -> None:

@@ -1,4 +1,4 @@
-"""`parlour serve`: run the chat server until SIGINT/SIGTERM, then shut down gracefully."""
+"""`parlour serve`: run the chat server until SIGINT/SIGTERM/SIGHUP, then shut down gracefully."""
 
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ async def _serve(settings: Settings) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (the terminal went away, or a stray `kill -HUP`) stops gracefully too: settings are
+    # read at start only, so there is nothing to reload, and dying abruptly would be worse.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
