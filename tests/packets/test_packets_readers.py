@@ -242,3 +242,39 @@ def test_decode_record_never_raises(linktype: int, prefix: bytes, body: bytes) -
     _ = p.ip, p.tcp, p.seglen, repr(p)
     if p.tcp_fields is not None:
         assert p.tcp is not None and p.tcp.seq == p.tcp_fields.seq
+
+
+@pytest.mark.tshark
+def test_ipv6_tcp_reads_like_tshark(tmp_path: Path, tshark_fields: TsharkFields) -> None:
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
+    from scapy.layers.l2 import Ether
+    from scapy.utils import PcapWriter as ScapyPcapWriter
+
+    path = tmp_path / "v6.pcap"
+    w = ScapyPcapWriter(str(path), linktype=1, sync=True)
+    for i, p in enumerate(_scapy_packets()):
+        tcp = p[TCP]
+        client = p.src == "10.1.0.2"
+        v6 = IPv6(src="fd00::2" if client else "fd00::1", dst="fd00::1" if client else "fd00::2")
+        if i == 4:
+            v6 = v6 / IPv6ExtHdrHopByHop()
+        f = Ether() / v6 / tcp
+        f.time = p.time
+        w.write(f)
+    w.close()
+    fields = ("frame.len", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.len",
+              "tcp.seq", "tcp.ack", "tcp.stream", "tcp.checksum.status")  # fmt: skip
+    reference = tshark_fields(path, *fields)
+    result = analyze(decode_capture(path))
+    mine = []
+    for pa in result.packets:
+        p, t = pa.packet, pa.tcp
+        assert t is not None, p.problem
+        mine.append([
+            str(p.wire_len), p.src, p.dst, str(t.sport), str(t.dport), str(t.seglen),
+            str(t.rel_seq), str(t.rel_ack), str(t.stream), "1" if p.tcp_checksum_ok else "0",
+        ])  # fmt: skip
+    assert mine == reference
+    assert result.packets[3].app == ("Parlour", "login alice")
+    assert result.conversations[0].client == ("fd00::2", 43210)

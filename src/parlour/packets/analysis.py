@@ -26,6 +26,7 @@ __all__ = [
     "StreamChunk",
     "TcpInfo",
     "analyze",
+    "endpoint_text",
     "follow",
     "retransmitted",
 ]
@@ -503,6 +504,11 @@ def follow(analysis: Analysis, stream: int) -> list[StreamChunk]:
                 StreamChunk(pa.packet.number, pa.time_rel_ns, t.from_client, d.last_new, None)
             )
     return chunks
+
+
+def endpoint_text(ep: tuple[str, int]) -> str:
+    """``10.0.0.1:7878``, or ``[::1]:7878`` for IPv6."""
+    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
 
 
 def retransmitted(flags: tuple[str, ...]) -> bool:

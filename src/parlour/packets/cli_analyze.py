@@ -23,6 +23,7 @@ from parlour.packets.analysis import (
     Direction,
     PacketAnalysis,
     analyze,
+    endpoint_text,
     follow,
 )
 from parlour.packets.decode import decode_capture
@@ -70,7 +71,7 @@ def packet_row(pa: PacketAnalysis) -> tuple[str, ...]:
 
 
 def _endpoint(ep: tuple[str, int]) -> str:
-    return f"{ep[0]}:{ep[1]}"
+    return endpoint_text(ep)
 
 
 def conversation_row(c: Conversation) -> tuple[str, ...]:

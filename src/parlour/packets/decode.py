@@ -18,7 +18,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from socket import inet_ntoa
+from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import NamedTuple, TypeAlias, overload
 
 from parlour.packets.capturefile import capture_format, iter_records
@@ -141,6 +141,9 @@ class DecodedPacket:
 
 
 _IPH = struct.Struct("!BBHHHBBH4s4s")
+_IP6H = struct.Struct("!4xHBB16s16s")
+#: IPv6 extension headers walked to find TCP/UDP (hop-by-hop, routing, destination options)
+_IP6_EXT = frozenset({0, 43, 60})
 
 
 def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> DecodedPacket:
@@ -152,11 +155,13 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
     if et == -1:
         return DecodedPacket(*base, "?", "", "", problem=f"undecodable link type {rec.linktype}",
                              comment=comment)  # fmt: skip
+    n = len(frame) - off
+    if et == 0x86DD:
+        return _decode_ipv6(base, frame, off, n, verify_checksums, comment)
     if et != 0x0800:
         name = ethertype_name(et)
-        return DecodedPacket(*base, name, "", "", problem=f"{name} (not decoded: IPv4 only)",
+        return DecodedPacket(*base, name, "", "", problem=f"{name} (not decoded)",
                              comment=comment)  # fmt: skip
-    n = len(frame) - off
     if n < 20:
         return DecodedPacket(*base, "IPv4", "", "", problem=f"IPv4 header truncated: {n} bytes",
                              comment=comment)  # fmt: skip
@@ -172,39 +177,72 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
     if ff & 0x3FFF:  # fragment offset or more-fragments
         return DecodedPacket(*base, "IPv4", src, dst, ip_checksum_ok=ip_ok, problem="IP fragment",
                              comment=comment, frame=frame, l3=off)  # fmt: skip
-    l4 = off + hlen
+    addr_sum = int.from_bytes(sip, "big") + int.from_bytes(dip, "big")
+    complete = total <= n
+    return _decode_l4(base, frame, off, off + hlen, end, proto, src, dst, ip_ok, addr_sum,
+                      complete and verify_checksums, comment)  # fmt: skip
+
+
+def _decode_ipv6(
+    base: tuple[int, int, int, int], frame: bytes, off: int, n: int, verify: bool,
+    comment: str | None,
+) -> DecodedPacket:  # fmt: skip
+    if n < 40:
+        return DecodedPacket(*base, "IPv6", "", "", problem=f"IPv6 header truncated: {n} bytes",
+                             comment=comment)  # fmt: skip
+    plen, nxt, _hop, sip, dip = _IP6H.unpack_from(frame, off)
+    src, dst = inet_ntop(AF_INET6, sip), inet_ntop(AF_INET6, dip)
+    end = off + 40 + min(plen, n - 40)
+    l4 = off + 40
+    while nxt in _IP6_EXT and l4 + 8 <= end:
+        nxt, ext_len = frame[l4], (frame[l4 + 1] + 1) * 8
+        l4 += ext_len
+    if nxt == 44:
+        return DecodedPacket(*base, "IPv6", src, dst, problem="IP fragment", comment=comment)
+    if l4 > end:
+        return DecodedPacket(*base, "IPv6", src, dst, problem="IPv6 extension header truncated",
+                             comment=comment)  # fmt: skip
+    addr_sum = int.from_bytes(sip, "big") + int.from_bytes(dip, "big")
+    complete = 40 + plen <= n
+    return _decode_l4(base, frame, -1, l4, end, nxt, src, dst, None, addr_sum,
+                      complete and verify, comment)  # fmt: skip
+
+
+def _decode_l4(
+    base: tuple[int, int, int, int], frame: bytes, l3: int, l4: int, end: int, proto: int,
+    src: str, dst: str, ip_ok: bool | None, addr_sum: int, verify: bool, comment: str | None,
+) -> DecodedPacket:  # fmt: skip
     if proto == 6:
         if end - l4 < 20:
             return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
                                  problem=f"TCP header truncated: {max(0, end - l4)} bytes",
-                                 frame=frame, l3=off)  # fmt: skip
+                                 frame=frame, l3=l3)  # fmt: skip
         sp, dp, seq, ack, doff, fl, win, csum, urg = TCP_HEADER.unpack_from(frame, l4)
         thlen = (doff >> 4) * 4
         if thlen < 20 or l4 + thlen > end:
             return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
                                  problem=f"bad TCP data offset {thlen} (segment has "
-                                 f"{end - l4} bytes)", frame=frame, l3=off)  # fmt: skip
+                                 f"{end - l4} bytes)", frame=frame, l3=l3)  # fmt: skip
         f = _new_tcp_fields(TcpFields, sp, dp, seq, ack, thlen, fl, win, csum, urg)
         tcp_ok = None
-        if verify_checksums and total <= n:
-            seg_len = end - l4
-            pseudo = int.from_bytes(sip, "big") + int.from_bytes(dip, "big") + 6 + seg_len
+        if verify:
+            pseudo = addr_sum + 6 + (end - l4)
             tcp_ok = internet_checksum(frame[l4:end], pseudo) == 0
-            if not tcp_ok and f.checksum == _fold(pseudo):
+            if not tcp_ok and csum == _fold(pseudo):
                 # checksum offload: the sender's kernel left only the pseudo-header sum for
                 # the NIC to complete (every packet captured on Linux loopback looks so)
                 tcp_ok = None
         return DecodedPacket(*base, "TCP", src, dst, frame[l4 + thlen : end], ip_ok, tcp_ok,
-                             comment=comment, frame=frame, l3=off, l4=l4, tcp_fields=f,
+                             comment=comment, frame=frame, l3=l3, l4=l4, tcp_fields=f,
                              tcp_options=frame[l4 + 20 : l4 + thlen])  # fmt: skip
     if proto == 17 and end - l4 >= 8:
         sport, dport, _ulen, _uc = _UDP.unpack_from(frame, l4)
         return DecodedPacket(*base, "UDP", src, dst, frame[l4 + 8 : end], ip_ok,
                              udp_ports=(sport, dport), comment=comment, frame=frame,
-                             l3=off)  # fmt: skip
+                             l3=l3)  # fmt: skip
     name = _IP_NAMES.get(proto, f"IP proto {proto}")
     return DecodedPacket(*base, name, src, dst, frame[l4:end], ip_ok, comment=comment,
-                         frame=frame, l3=off)  # fmt: skip
+                         frame=frame, l3=l3)  # fmt: skip
 
 
 def _fold(n: int) -> int:

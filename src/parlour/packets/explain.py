@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from parlour.packets.analysis import Analysis, retransmitted
+from parlour.packets.analysis import Analysis, endpoint_text, retransmitted
 from parlour.packets.appdecode import describe_payload
 from parlour.packets.conversation import BuiltPacket
 from parlour.packets.ipv4 import parse_ipv4
@@ -146,8 +146,7 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
     for conv in analysis.conversations:
         if stream is not None and conv.stream != stream:
             continue
-        client = f"{conv.client[0]}:{conv.client[1]}"
-        server = f"{conv.server[0]}:{conv.server[1]}"
+        client, server = endpoint_text(conv.client), endpoint_text(conv.server)
         names = {True: f"the client {client}", False: f"the server {server}"}
         out.append(f"Conversation {conv.stream}: client {client} ↔ server {server}")
         stories: list[Story] = []

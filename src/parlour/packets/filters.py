@@ -4,7 +4,7 @@ An expression is one or more terms separated by spaces; every term must match (A
 is ``KEY=VALUE[,VALUE...]`` (any of the values matches: OR) or ``KEY!=VALUE[,VALUE...]``
 (none of them matches). Keys:
 
-* ``host``, ``src``, ``dst`` — IPv4 address (``host`` matches either end)
+* ``host``, ``src``, ``dst`` — IPv4 or IPv6 address (``host`` matches either end)
 * ``port``, ``sport``, ``dport`` — TCP/UDP port (``port`` matches either end)
 * ``stream`` — TCP conversation number (as tshark's ``tcp.stream``)
 * ``proto`` — protocol column: ``tcp``, ``udp``, ``parlour``, ``http``, ...
@@ -17,11 +17,11 @@ is ``KEY=VALUE[,VALUE...]`` (any of the values matches: OR) or ``KEY!=VALUE[,VAL
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from parlour.packets.addresses import ipv4_to_bytes
 from parlour.packets.analysis import (
     ACK_LOST_SEGMENT,
     BAD_CHECKSUM,
@@ -95,9 +95,9 @@ def _value_test(key: str, raw: str) -> Test:
         raise FilterError(f"filter {key}= needs a value")
     if key in ("host", "src", "dst"):
         try:
-            ipv4_to_bytes(value)
+            value = str(ipaddress.ip_address(value))
         except ValueError:
-            raise FilterError(f"{key}={value}: not an IPv4 address") from None
+            raise FilterError(f"{key}={value}: not an IP address") from None
         if key == "src":
             return lambda pa: pa.packet.src == value
         if key == "dst":

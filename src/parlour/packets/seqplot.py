@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parlour.packets.analysis import Analysis, Conversation, retransmitted
+from parlour.packets.analysis import Analysis, Conversation, endpoint_text, retransmitted
 
 __all__ = ["PlotError", "largest_conversation", "plot_sequence"]
 
@@ -45,7 +45,7 @@ def plot_sequence(analysis: Analysis, stream: int | None, path: str | Path) -> C
     fig = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 1, sharex=True)
-    ends = {True: f"{conv.client[0]}:{conv.client[1]}", False: f"{conv.server[0]}:{conv.server[1]}"}
+    ends = {True: endpoint_text(conv.client), False: endpoint_text(conv.server)}
     for ax, from_client in zip(axes, (True, False), strict=True):
         xs: list[float] = []
         lo: list[int] = []
