@@ -227,10 +227,20 @@ def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
         decode_capture(tmp_path / "missing.pcap")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     linktype=st.sampled_from([0, 1, 101, 108, 113, 228, 276, 147]),
-    prefix=st.sampled_from([b"", b"\x02\x00\x00\x00", b"\x00" * 12 + b"\x08\x00", b"\x45"]),
+    prefix=st.sampled_from(
+        [
+            b"",
+            b"\x02\x00\x00\x00",
+            b"\x00" * 12 + b"\x08\x00",
+            b"\x45",
+            b"\x60",
+            b"\x00" * 12 + b"\x86\xdd\x60\x00\x00\x00\x00\x20\x00\x40",
+            b"\x1e\x00\x00\x00\x60",
+        ]
+    ),
     body=st.binary(max_size=120),
 )
 def test_decode_record_never_raises(linktype: int, prefix: bytes, body: bytes) -> None:
