@@ -149,6 +149,7 @@ async def test_real_chat_traffic_decodes_into_chat_lines(tmp_path: Path) -> None
     assert "three-way handshake" in story
     assert "alice (127.0.0.1:" in story  # named after the login
     assert "chat lines from the client" in story
+    assert "(part of a chat line a later segment completes)" in story
 
 
 async def test_cli_explain_and_follow_on_real_chat(tmp_path: Path) -> None:

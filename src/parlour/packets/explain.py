@@ -36,6 +36,8 @@ class Story:
     #: decoded application text when the caller reassembled the stream itself
     app: tuple[str, str] | None = None
     app_known: bool = False
+    #: the data is the start or middle of a chat line another segment completes
+    partial_line: bool = False
 
 
 def _offers(o: TcpOptions) -> str:
@@ -79,6 +81,8 @@ def narrate(stories: Sequence[Story]) -> list[str]:
         elif s.seglen:
             decoded = s.app if s.app_known else describe_payload(s.payload)
             what = f"{decoded[0]} {decoded[1]!r}" if decoded else f"{s.seglen} bytes of data"
+            if not decoded and s.partial_line:
+                what += " (part of a chat line a later segment completes)"
             flag = "PSH, ACK" if f & PSH else "ACK"
             text = (
                 f"{s.src} sends {s.seglen} bytes to {s.dst} ({flag}), seq {s.rel_seq}, "
@@ -152,6 +156,11 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
         stories: list[Story] = []
         numbers: list[int] = []
         lines_sent = {True: 0, False: 0}
+        chat_sides = {
+            pa.tcp.from_client for pa in analysis.packets
+            if pa.tcp is not None and pa.tcp.stream == conv.stream and pa.app
+            and pa.app[0] == "Parlour"
+        }  # fmt: skip
         anomalies: dict[str, int] = {}
         for pa in analysis.packets:
             t = pa.tcp
@@ -173,6 +182,8 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
                     conv.stream, names[t.from_client], names[not t.from_client], t.flags,
                     t.rel_seq, t.rel_ack, t.seglen, t.window, options, pa.packet.payload,
                     pa.flags, pa.app, True,
+                    t.seglen > 0 and pa.app is None and t.from_client in chat_sides
+                    and not retransmitted(t.analysis),
                 )
             )  # fmt: skip
             numbers.append(pa.packet.number)
