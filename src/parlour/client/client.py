@@ -42,7 +42,6 @@ from parlour.client.types import (
     Welcome,
 )
 from parlour.protocol import (
-    DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
     AuditRequest,
     BanRequest,
@@ -89,11 +88,23 @@ from parlour.protocol import (
     parse_server_frame,
 )
 
-__all__ = ["DEFAULT_PORT", "Client", "ConnectionState", "StateCallback", "new_client_id"]
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_REPLY_FRAME",
+    "Client",
+    "ConnectionState",
+    "StateCallback",
+    "new_client_id",
+]
 
 log = logging.getLogger("parlour.client")
 
 DEFAULT_PORT = 7878
+#: the largest frame accepted *from* the server. Replies are not bound by the server's request
+#: limit (``max_frame`` in ``hello``, 64 KiB by default): a ``join`` carries the newest
+#: messages and every member, a ``history`` page up to ``max_page`` messages of up to
+#: ``max_text`` characters each, so they can be megabytes.
+MAX_REPLY_FRAME = 16 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 #: shortest wait for a ping reply before the connection is considered dead
 _MIN_PING_WAIT = 2.0
@@ -282,7 +293,7 @@ class Client:
         connect_timeout: float = 10.0,
         heartbeat_s: float | None = None,
         max_events: int = 10_000,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        max_frame: int = MAX_REPLY_FRAME,
         client_name: str = f"parlour-client/{__version__}",
         on_state: StateCallback | None = None,
     ) -> None:
