@@ -48,6 +48,7 @@ WINDOW_UPDATE = "window update"
 KEEP_ALIVE = "keep-alive"
 KEEP_ALIVE_ACK = "keep-alive ACK"
 RESET = "RST"
+PORTS_REUSED = "port numbers reused"
 BAD_CHECKSUM = "bad checksum"
 
 #: segments whose payload Wireshark does not hand to application dissectors
@@ -55,9 +56,9 @@ _NO_APP_DECODE = frozenset({RETRANSMISSION, SPURIOUS_RETRANSMISSION, OUT_OF_ORDE
 
 #: display order, and the tshark field each flag corresponds to
 FLAG_ORDER = (
-    RETRANSMISSION, FAST_RETRANSMISSION, SPURIOUS_RETRANSMISSION, OUT_OF_ORDER, LOST_SEGMENT,
-    ACK_LOST_SEGMENT, DUPLICATE_ACK, ZERO_WINDOW, ZERO_WINDOW_PROBE, ZERO_WINDOW_PROBE_ACK,
-    WINDOW_FULL, WINDOW_UPDATE, KEEP_ALIVE, KEEP_ALIVE_ACK, RESET,
+    PORTS_REUSED, RETRANSMISSION, FAST_RETRANSMISSION, SPURIOUS_RETRANSMISSION, OUT_OF_ORDER,
+    LOST_SEGMENT, ACK_LOST_SEGMENT, DUPLICATE_ACK, ZERO_WINDOW, ZERO_WINDOW_PROBE,
+    ZERO_WINDOW_PROBE_ACK, WINDOW_FULL, WINDOW_UPDATE, KEEP_ALIVE, KEEP_ALIVE_ACK, RESET,
 )  # fmt: skip
 TSHARK_FIELDS = {
     RETRANSMISSION: "tcp.analysis.retransmission",
@@ -75,6 +76,7 @@ TSHARK_FIELDS = {
     KEEP_ALIVE: "tcp.analysis.keep_alive",
     KEEP_ALIVE_ACK: "tcp.analysis.keep_alive_ack",
     RESET: "tcp.connection.rst",
+    PORTS_REUSED: "tcp.analysis.reused_ports",
 }
 _INFO_PREFIX = {
     RETRANSMISSION: "TCP Retransmission",
@@ -91,6 +93,7 @@ _INFO_PREFIX = {
     WINDOW_UPDATE: "TCP Window Update",
     KEEP_ALIVE: "TCP Keep-Alive",
     KEEP_ALIVE_ACK: "TCP Keep-Alive ACK",
+    PORTS_REUSED: "TCP Port numbers reused",
 }
 
 _M32 = 0xFFFFFFFF
@@ -161,6 +164,8 @@ class TcpInfo:
     from_client: bool
     #: for a duplicate ACK: (number of the frame it duplicates, how many duplicates so far)
     dup_ack: tuple[int, int] | None = None
+    #: the other direction's initial sequence number (SACK blocks are shown relative to it)
+    peer_base: int = 0
 
 
 @dataclass(slots=True)  # not frozen: ~2x cheaper to build; treat as read-only
@@ -192,18 +197,7 @@ class PacketAnalysis:
             + f" Win={t.window} Len={t.seglen}"
         )
         if p.tcp_options:
-            try:
-                o = decode_options(p.tcp_options)
-            except ValueError:
-                return text + " [bad options]"
-            if o.mss is not None:
-                text += f" MSS={o.mss}"
-            if o.sack_permitted:
-                text += " SACK_PERM"
-            if o.timestamps is not None:
-                text += f" TSval={o.timestamps[0]} TSecr={o.timestamps[1]}"
-            if o.wscale is not None:
-                text += f" WS={1 << min(o.wscale, 14)}"
+            text += _options_text(p.tcp_options, t.peer_base)
         return text
 
     @property
@@ -373,10 +367,12 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         key = frozenset((me, peer))
         st = streams.get(key)
         flags = h.flags
+        reused = False
         if st is not None and flags & (SYN | ACK) == SYN:
             base = st.sides[me].base_seq
             if base is not None and h.seq != base:
                 st = None  # the ports are reused: a new conversation (tshark's rule)
+                reused = True
             elif base is not None:  # a retransmitted SYN restores the expected sequence number
                 st.sides[me].nextseq = st.sides[me].maxseqtobeacked
         if st is None:
@@ -396,6 +392,7 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             else:
                 if fwd.base_seq is not None and fwd.base_seq != h.seq:
                     fwd.base_seq = h.seq  # a SYN-ACK for a new incarnation: renumber
+                    reused = True
                 if opts is None or rev.win_scale == -2:
                     fwd.win_scale = -2
                     rev.win_scale = -2
@@ -416,6 +413,8 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
             if st.mru_syn_ns and not st.first_rtt_ns:
                 st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
         dup = (fwd.lastnondupack, fwd.dupacknum) if DUPLICATE_ACK in analysis else None
+        if reused:
+            analysis = (PORTS_REUSED, *analysis)
         st.last_ns = p.ts_ns
         fwd.packets += 1
         fwd.bytes += p.wire_len
@@ -434,7 +433,7 @@ def analyze(packets: Sequence[DecodedPacket]) -> Analysis:
         info = TcpInfo(
             st.index, h.sport, h.dport, flags, h.seq, h.ack, (h.seq - base) & _M32,
             (h.ack - rbase) & _M32 if flags & ACK else 0, seglen, window, analysis,
-            me == st.client, dup,
+            me == st.client, dup, rbase,
         )  # fmt: skip
         out.append(PacketAnalysis(p, info, app, p.ts_ns - t0))
     convs = tuple(
@@ -460,6 +459,40 @@ def _direction(side: _Side, t0: int) -> Direction:
         side.packets, side.bytes, side.payload_bytes, side.first_ns - t0,
         side.last_ns - side.first_ns,
     )  # fmt: skip
+
+
+def _options_text(raw: bytes, peer_base: int) -> str:
+    """TCP options as tshark's Info column shows them, in the order they appear."""
+    out = []
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or raw[i + 1] < 2 or i + raw[i + 1] > n:
+            out.append("[bad options]")
+            break
+        length = raw[i + 1]
+        body = raw[i + 2 : i + length]
+        if kind == 2 and length == 4:
+            out.append(f"MSS={int.from_bytes(body, 'big')}")
+        elif kind == 4 and length == 2:
+            out.append("SACK_PERM")
+        elif kind == 8 and length == 10:
+            ts = int.from_bytes(body[:4], "big"), int.from_bytes(body[4:], "big")
+            out.append(f"TSval={ts[0]} TSecr={ts[1]}")
+        elif kind == 3 and length == 3:
+            out.append(f"WS={1 << min(body[0], 14)}")
+        elif kind == 5 and (length - 2) % 8 == 0:
+            for j in range(0, length - 2, 8):
+                left = (int.from_bytes(body[j : j + 4], "big") - peer_base) & _M32
+                right = (int.from_bytes(body[j + 4 : j + 8], "big") - peer_base) & _M32
+                out.append(f"SLE={left} SRE={right}")
+        i += length
+    return (" " + " ".join(out)) if out else ""
 
 
 def _safe_wscale(p: DecodedPacket) -> int | None:

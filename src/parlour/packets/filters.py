@@ -12,7 +12,7 @@ is ``KEY=VALUE[,VALUE...]`` (any of the values matches: OR) or ``KEY!=VALUE[,VAL
   ``spurious-retransmission``, ``out-of-order``, ``lost-segment``, ``ack-lost-segment``,
   ``dup-ack``, ``zero-window``, ``zero-window-probe``, ``zero-window-probe-ack``,
   ``window-full``, ``window-update``, ``keep-alive``, ``keep-alive-ack``, ``rst``,
-  ``bad-checksum``, or ``any`` for any of them
+  ``ports-reused``, ``bad-checksum``, or ``any`` for any of them
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from parlour.packets.analysis import (
     DUPLICATE_ACK,
     FLAG_ORDER,
     LOST_SEGMENT,
+    PORTS_REUSED,
     RESET,
     TSHARK_FIELDS,
     PacketAnalysis,
@@ -60,6 +61,7 @@ def _flag_aliases() -> dict[str, str]:
             "acklostsegment": ACK_LOST_SEGMENT,
             "ackedunseen": ACK_LOST_SEGMENT,
             "reset": RESET,
+            "portsreused": PORTS_REUSED,
             "checksum": BAD_CHECKSUM,
             "badchecksum": BAD_CHECKSUM,
         }
@@ -76,7 +78,7 @@ def flag_names() -> list[str]:
         "retransmission", "fast-retransmission", "spurious-retransmission", "out-of-order",
         "lost-segment", "ack-lost-segment", "dup-ack", "zero-window", "zero-window-probe",
         "zero-window-probe-ack", "window-full", "window-update", "keep-alive", "keep-alive-ack",
-        "rst", "bad-checksum", "any",
+        "rst", "ports-reused", "bad-checksum", "any",
     ]  # fmt: skip
 
 
