@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,22 @@ def test_analysis_of_a_clean_build_has_no_flags(http: Path) -> None:
     (conv,) = result.conversations
     assert conv.to_server.packets + conv.to_client.packets == len(result.packets)
     assert conv.to_server.start_rel_ns == 0 and conv.to_client.start_rel_ns == 100_000
+
+
+def test_sack_blocks_are_relative_like_tshark(tmp_path: Path) -> None:
+    from parlour.packets.addresses import ipv4_to_int
+    from parlour.packets.packet import ipv4_tcp_packet
+    from parlour.packets.tcp import TcpOptions, encode_options
+
+    path = tmp_path / "sack.pcap"
+    craft_capture(path, [("c", 101, 1, "PA", 100, 502, 1000)])
+    c, s = ipv4_to_int("10.0.0.2"), ipv4_to_int("10.0.0.1")
+    sack = encode_options(TcpOptions(sack_blocks=((1000 + 101, 1000 + 201),)), False)
+    frame = ipv4_tcp_packet(s, c, 7878, 40000, 5001, 1001, 0x10, 502, sack, b"", 9)
+    data = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(struct.pack("<IIII", 1_700_000_001, 0, len(frame), len(frame)) + frame)
+    assert len(data) < path.stat().st_size
+    result = analyze(decode_capture(path))
+    last = result.packets[-1]
+    assert last.info.endswith("Len=0 SLE=101 SRE=201")

@@ -124,7 +124,12 @@ SCENARIOS: dict[str, tuple[list[tuple[str, int, int, str, int, int, int]], str, 
          ("c", 10, 1, "A", 1, 502, 5_000_000), ("s", 1, 11, "A", 0, 502, 100)],
         "tcp.analysis.keep_alive_ack", 7,
     ),
-    "window_update": (
+    "port_reuse": (
+        [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "RA", 0, 0, 100),
+         ("c", 90000, 0, "S", 0, 64240, 1_000_000), ("s", 70000, 90001, "SA", 0, 64240, 100)],
+        "tcp.analysis.reused_ports", 7,
+    ),
+        "window_update": (
         [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "A", 0, 100, 100),
          ("s", 1, 11, "A", 0, 502, 100)],
         "tcp.analysis.window_update", 7,
