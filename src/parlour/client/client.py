@@ -253,6 +253,9 @@ class _Connection:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(_Lost(reason))
+                # its waiter may be gone already (timed out, or still writing on a dying
+                # connection): mark it retrieved so asyncio does not log it as lost
+                fut.exception()
         self._pending.clear()
         self._writer.close()
 
