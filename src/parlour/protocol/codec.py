@@ -12,18 +12,35 @@ Rules:
   as soon as the limit is passed, without buffering the rest: the decoder skips to the next
   newline. The server closes the connection after that error (it is *fatal*);
 * invalid UTF-8 -> ``invalid_utf8``; not JSON (including ``NaN``/``Infinity``, over-deep
-  nesting or integers beyond Python's digit limit) -> ``invalid_json``; JSON that is not an
-  object -> ``bad_frame``. These are per-line: the next line is decoded normally.
+  nesting or integers beyond Python's digit limit) -> ``invalid_json``; a string with a lone
+  surrogate escape (``"\\ud800"`` without its pair: not Unicode, so it could be neither stored
+  nor sent on as UTF-8) -> ``invalid_json``; JSON that is not an object -> ``bad_frame``.
+  These are per-line: the next line is decoded normally.
 
 :func:`encode` produces compact JSON + ``\\n``; call it once per fan-out message and write the
 same bytes to every recipient.
+
+Implementation (docs/design/protocol-json-library.md): ``orjson`` does the work on the fast
+path and the standard library's :mod:`json` is the reference for everything else. A line that
+``orjson`` rejects is decoded again by the reference decoder, so every error (and its message)
+and every value only the reference accepts (``1e400`` as infinity, integers beyond 64 bits) is
+exactly what it was; a result in which ``orjson`` may have turned an integer beyond 64 bits into
+a float is decoded again as well. On the encoding side an object ``orjson`` cannot encode (keys
+that are not strings, integers beyond 64 bits, lone surrogates, over 254 levels) or whose
+output contains ``null`` (which is also how ``orjson`` writes NaN and infinities) is encoded by
+the reference encoder, which raises ``ValueError`` for NaN/infinity as before. The bytes agree
+with the reference encoder's except that floats below 1e-4 are written without an exponent
+(``0.00001`` rather than ``1e-05``): the same numbers.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
 from parlour.protocol.schemas import DEFAULT_MAX_FRAME
@@ -33,6 +50,7 @@ __all__ = ["Frame", "FrameDecoder", "decode_line", "encode"]
 #: What :meth:`FrameDecoder.feed` yields per line.
 Frame = dict[str, Any] | ProtocolError
 
+# The reference codec (the standard library): the semantics every frame keeps.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_str = _ENCODER.encode
 
@@ -44,10 +62,30 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode_str = _DECODER.decode
 
+# The fast codec.
+_dumps = orjson.dumps
+_loads = orjson.loads
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_OrjsonEncodeError = orjson.JSONEncodeError
+_OrjsonDecodeError = orjson.JSONDecodeError
+#: orjson returns an integer literal beyond 64 bits as a float of at least this magnitude
+_BIG = 9.2e18
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE_ERROR = (
+    "frame is not valid JSON: a string has a lone surrogate escape"
+    " (\\ud800-\\udfff without its pair), which is not Unicode"
+)
+
 
 def encode(obj: Mapping[str, Any]) -> bytes:
     """One frame: compact UTF-8 JSON followed by ``\\n`` (``ValueError`` on NaN/inf)."""
-    return (_encode_str(obj) + "\n").encode()
+    try:
+        out = _dumps(obj, option=_NEWLINE)
+    except _OrjsonEncodeError:
+        return (_encode_str(obj) + "\n").encode()  # the reference result or its error
+    if b"null" in out:  # None, the text "null", or a NaN/infinity orjson wrote as null
+        return (_encode_str(obj) + "\n").encode()
+    return out
 
 
 def decode_line(line: bytes | bytearray | memoryview) -> Frame:
@@ -61,6 +99,25 @@ def decode_line(line: bytes | bytearray | memoryview) -> Frame:
 
 
 def _decode_content(line: bytes | bytearray) -> Frame:
+    try:
+        obj = _loads(line)
+    except _OrjsonDecodeError:
+        return _decode_reference(line)
+    if type(obj) is not dict:  # an error; the reference names the type (int, not float)
+        return _decode_reference(line)
+    for value in obj.values():  # cheap check that no integer beyond 64 bits became a float
+        kind = type(value)
+        if kind is float:
+            if not -_BIG < value < _BIG:
+                return _decode_reference(line)
+        elif (kind is dict or kind is list) and _may_hold_big_int(value):
+            return _decode_reference(line)
+    return obj
+
+
+def _decode_reference(line: bytes | bytearray) -> Frame:
+    """The standard library's verdict (slow path: errors and the rare values orjson reads
+    differently), plus the lone-surrogate check orjson makes on the fast path."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -76,7 +133,39 @@ def _decode_content(line: bytes | bytearray) -> Frame:
         return ProtocolError(
             ErrorCode.BAD_FRAME, f"frame must be a JSON object, not {type(obj).__name__}"
         )
+    if "\\u" in text and _has_lone_surrogate(obj):
+        return ProtocolError(ErrorCode.INVALID_JSON, _LONE_SURROGATE_ERROR)
     return obj
+
+
+def _may_hold_big_int(container: dict[str, Any] | list[Any]) -> bool:
+    stack: list[Any] = [container]
+    while stack:
+        item = stack.pop()
+        for value in item.values() if type(item) is dict else item:
+            kind = type(value)
+            if kind is float:
+                if not -_BIG < value < _BIG:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(value)
+    return False
+
+
+def _has_lone_surrogate(obj: dict[str, Any]) -> bool:
+    stack: list[Any] = [obj]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            for key, value in item.items():
+                if _LONE_SURROGATE.search(key):
+                    return True
+                stack.append(value)
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is str and _LONE_SURROGATE.search(item):
+            return True
+    return False
 
 
 class FrameDecoder:

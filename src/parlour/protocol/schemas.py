@@ -112,7 +112,7 @@ def _invalid(name: str, why: str) -> ProtocolError:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _v_name(name: str, value: Any) -> str:
@@ -227,6 +227,10 @@ def _v_resume(name: str, value: Any) -> Resume:
     return Resume.from_wire(value)
 
 
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
 def _v_request_id(value: Any) -> RequestId:
     if _is_int(value) and -_MAX_INT <= value <= _MAX_INT:
         return int(value)
@@ -282,13 +286,45 @@ class _Request:
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Self:
-        kwargs: dict[str, Any] = {"id": obj.get("id")}
+        """The request from a decoded frame; the same checks, in the same order of precedence
+        (a missing required field, then ``id``, then each field in order), as building it."""
+        try:
+            request_id = _v_request_id(obj.get("id"))
+        except ProtocolError:
+            cls._raise_first_missing(obj)
+            raise
+        return cls._from_checked_id(obj, request_id)
+
+    @classmethod
+    def _from_checked_id(cls, obj: Mapping[str, Any], request_id: RequestId) -> Self:
+        # Hot path (every request): fills the slots directly instead of going through the
+        # generated __init__ and __post_init__, which would read every field back and check
+        # the id a second time. Equivalent to cls(**fields) (tests/protocol checks it).
+        self = _new_object(cls)
+        _set_attr(self, "id", request_id)
+        get = obj.get
+        try:
+            for name, validator, required in cls._FIELDS:
+                value = get(name)
+                if value is None:
+                    if required:
+                        raise ProtocolError(
+                            ErrorCode.MISSING_FIELD, f"missing field {name!r}", field=name
+                        )
+                    _set_attr(self, name, None)
+                else:
+                    _set_attr(self, name, validator(name, value))
+        except ProtocolError:
+            cls._raise_first_missing(obj)  # a missing field takes precedence, as in __init__
+            raise
+        self._check()
+        return self
+
+    @classmethod
+    def _raise_first_missing(cls, obj: Mapping[str, Any]) -> None:
         for name, _, required in cls._FIELDS:
-            value = obj.get(name)
-            if value is None and required:
+            if required and obj.get(name) is None:
                 raise ProtocolError(ErrorCode.MISSING_FIELD, f"missing field {name!r}", field=name)
-            kwargs[name] = value
-        return cls(**kwargs)
 
 
 def _exactly_one_target(request: Any) -> None:
@@ -775,7 +811,7 @@ def parse_request(obj: Mapping[str, Any]) -> Request:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_TYPE, f"unknown request type {shown!r}", request_type=str(shown)
             )
-        return cls.from_wire(obj)  # type: ignore[return-value]
+        return cls._from_checked_id(obj, request_id)  # type: ignore[return-value]
     except ProtocolError as exc:
         exc.request_id = request_id
         raise
