@@ -262,3 +262,21 @@ def test_sack_blocks_are_relative_like_tshark(tmp_path: Path) -> None:
     result = analyze(decode_capture(path))
     last = result.packets[-1]
     assert last.info.endswith("Len=0 SLE=101 SRE=201")
+
+
+def test_long_segments_spell_out_a_few_lines_and_count_the_rest() -> None:
+    from parlour.packets.appdecode import chat_line_count, describe_payload
+
+    data = b"".join(
+        b'{"type":"event","event":"message","room":"g","from":"a","text":"t%d"}\n' % i
+        for i in range(10)
+    )
+    found = describe_payload(data)
+    assert found == (
+        "Parlour",
+        "#g ← a: t0 | #g ← a: t1 | #g ← a: t2 | #g ← a: t3 | … +6 more lines",
+    )
+    assert chat_line_count(found[1]) == 10
+    d = StreamDecoder(max_lines=100)
+    got = d.feed_lines(1, data)
+    assert got is not None and len(got[1]) == 10 and got[1][9] == "#g ← a: t9"

@@ -9,6 +9,7 @@ tshark packet for packet (see docs/design/packets-analysis.md).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -519,18 +520,19 @@ class StreamChunk:
 def follow(analysis: Analysis, stream: int) -> list[StreamChunk]:
     """The conversation's data like Wireshark's "Follow TCP Stream". Chat directions give
     their decoded lines only (raw chat JSON could carry passwords); others the raw bytes."""
-    decoders = {True: StreamDecoder(), False: StreamDecoder()}
+    every = sys.maxsize
+    decoders = {True: StreamDecoder(max_lines=every), False: StreamDecoder(max_lines=every)}
     chunks: list[StreamChunk] = []
     for pa in analysis.packets:
         t = pa.tcp
         if t is None or t.stream != stream or not t.seglen:
             continue
         d = decoders[t.from_client]
-        app = d.feed(t.seq, pa.packet.payload)
+        found = d.feed_lines(t.seq, pa.packet.payload)
         if d.is_chat:
-            if app is not None:
+            for line in found[1] if found is not None else ():
                 chunks.append(
-                    StreamChunk(pa.packet.number, pa.time_rel_ns, t.from_client, b"", app[1])
+                    StreamChunk(pa.packet.number, pa.time_rel_ns, t.from_client, b"", line)
                 )
         elif d.last_new:
             chunks.append(

@@ -7,12 +7,15 @@ still render. Secrets (passwords, tokens) are never shown.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
     "SECRET_KEYS",
     "StreamDecoder",
+    "chat_line_count",
     "describe_chat_object",
+    "describe_lines",
     "describe_payload",
     "http_first_line",
 ]
@@ -29,7 +32,14 @@ _MAX_TEXT = 80
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        text = value
+    elif value is True or value is False:
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False)
     text = text.replace("\n", " ")
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
@@ -95,19 +105,44 @@ def http_first_line(payload: bytes) -> str | None:
     return None
 
 
-def describe_payload(payload: bytes) -> tuple[str, str] | None:
+#: chat lines spelled out per segment; the rest are counted ("… +N more lines")
+MAX_LINES_SHOWN = 4
+_MORE = re.compile(r" \| … \+(\d+) more lines?$")
+
+
+def chat_line_count(text: str) -> int:
+    """How many chat lines a ``describe_payload`` text stands for."""
+    m = _MORE.search(text)
+    shown = text[: m.start()] if m else text
+    return shown.count(" | ") + 1 + (int(m.group(1)) if m else 0)
+
+
+def describe_payload(payload: bytes, max_lines: int = MAX_LINES_SHOWN) -> tuple[str, str] | None:
     """``(protocol, text)`` for a recognised payload: ``("HTTP", "GET / HTTP/1.1")`` or
-    ``("Parlour", "login alice")``; ``None`` when it is neither."""
+    ``("Parlour", "login alice")``; ``None`` when it is neither. Past *max_lines* chat lines
+    the rest are only counted (a history reply can carry hundreds in one segment)."""
+    found = describe_lines(payload, max_lines)
+    if found is None:
+        return None
+    return found[0], " | ".join(found[1])
+
+
+def describe_lines(payload: bytes, max_lines: int) -> tuple[str, list[str]] | None:
+    """Like :func:`describe_payload`, one text per chat line."""
     first = http_first_line(payload)
     if first is not None:
-        return "HTTP", first
+        return "HTTP", [first]
     stripped = payload.lstrip()
     if not stripped.startswith(b"{"):
         return None
     lines: list[str] = []
+    more = 0
     for raw in stripped.split(b"\n"):
         raw = raw.strip()
         if not raw:
+            continue
+        if len(lines) >= max_lines:
+            more += 1
             continue
         try:
             obj = json.loads(raw)
@@ -115,11 +150,13 @@ def describe_payload(payload: bytes) -> tuple[str, str] | None:
             lines.append("…partial line" if raw.startswith(b"{") or lines else "…")
             continue
         if not isinstance(obj, dict) or ("type" not in obj and "event" not in obj):
-            return None if not lines else ("Parlour", " | ".join(lines))
+            return None if not lines else ("Parlour", lines)
         lines.append(describe_chat_object(obj))
     if not lines or all(line.startswith("…") for line in lines):
         return None
-    return "Parlour", " | ".join(lines)
+    if more:
+        lines.append(f"… +{more} more line{'s' if more > 1 else ''}")
+    return "Parlour", lines
 
 
 _M32 = 0xFFFFFFFF
@@ -136,9 +173,10 @@ class StreamDecoder:
     line buffer is bounded by *max_line*.
     """
 
-    __slots__ = ("_buf", "_kind", "_max", "_next", "_resync", "last_new")
+    __slots__ = ("_buf", "_kind", "_max", "_max_lines", "_next", "_resync", "last_new")
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_lines: int = MAX_LINES_SHOWN) -> None:
+        self._max_lines = max_lines
         self._next: int | None = None
         self._buf = bytearray()
         self._kind = ""  # "", "chat", "http", "other"
@@ -171,6 +209,11 @@ class StreamDecoder:
 
     def feed(self, seq: int, payload: bytes) -> tuple[str, str] | None:
         """``(protocol, text)`` for what this segment completes, or ``None``."""
+        found = self.feed_lines(seq, payload)
+        return None if found is None else (found[0], " | ".join(found[1]))
+
+    def feed_lines(self, seq: int, payload: bytes) -> tuple[str, list[str]] | None:
+        """Like :meth:`feed`, one text per line."""
         data = self.last_new = self.new_bytes(seq, payload)
         if self._resync and data.lstrip().startswith(b"{"):
             self._resync = False  # the segment after the gap starts a new line
@@ -186,7 +229,7 @@ class StreamDecoder:
             first = http_first_line(data)
             if first is not None:
                 self._kind = "http"
-                return "HTTP", first
+                return "HTTP", [first]
             if data.lstrip().startswith(b"{"):
                 self._kind = "chat"
             elif self._kind != "chat":
@@ -199,8 +242,8 @@ class StreamDecoder:
         if end < 0:
             if len(self._buf) > self._max:
                 self._buf.clear()
-                return "Parlour", f"…line longer than {self._max} bytes skipped"
+                return "Parlour", [f"…line longer than {self._max} bytes skipped"]
             return None
         complete = bytes(self._buf[: end + 1])
         del self._buf[: end + 1]
-        return describe_payload(complete)
+        return describe_lines(complete, self._max_lines)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parlour.packets.analysis import Analysis, endpoint_text, retransmitted
-from parlour.packets.appdecode import describe_payload
+from parlour.packets.appdecode import chat_line_count, describe_payload
 from parlour.packets.conversation import BuiltPacket
 from parlour.packets.ipv4 import parse_ipv4
 from parlour.packets.tcp import TcpFlags, TcpOptions, decode_options, parse_tcp
@@ -167,7 +167,7 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
             if t is None or t.stream != conv.stream:
                 continue
             if pa.app and pa.app[0] == "Parlour" and not retransmitted(t.analysis):
-                lines_sent[t.from_client] += pa.app[1].count(" | ") + 1
+                lines_sent[t.from_client] += chat_line_count(pa.app[1])
                 if t.from_client and pa.app[1].startswith(("login ", "signup ")):
                     user = pa.app[1].split()[1]
                     names[True] = f"{user} ({client})"
