@@ -240,3 +240,47 @@ async def test_moderation_and_misc_requests(server: FakeServer) -> None:
         await admin.leave("general")
         await admin.logout()
         assert admin.session is None
+
+
+async def test_truncated_catch_up_is_followed_to_the_end() -> None:
+    async with FakeServer(catch_up_messages=7) as srv:
+        srv.add_user("alice", "alice-password")
+        srv.add_user("bob", "bob-password")
+        async with Client("127.0.0.1", srv.port) as bob:
+            await bob.login("bob", "bob-password")
+            for i in range(20):
+                await bob.dm("alice", f"d{i}")  # alice is offline
+        got: dict[str, list[str]] = {"dm": [], "message": []}
+        changed = asyncio.Event()
+        async with Client("127.0.0.1", srv.port, backoff=FAST) as alice:
+
+            async def collect() -> None:
+                async for event in alice.events():
+                    if event.name in (EventName.DM, EventName.MESSAGE):
+                        got[event.name.value].append(event["text"])
+                        changed.set()
+
+            async def until(n_dm: int, n_msg: int) -> None:
+                while (len(got["dm"]), len(got["message"])) != (n_dm, n_msg):
+                    changed.clear()
+                    await asyncio.wait_for(changed.wait(), 10)
+
+            collector = asyncio.create_task(collect())
+            session = await alice.login("alice", "alice-password")
+            assert session.truncated  # 20 offline DMs, 7 per push: synced in parts
+            await alice.join("general")  # empty: resumed from 0
+            await until(20, 0)
+            await asyncio.wait_for(alice.wait_caught_up(), 10)
+            await srv.stop()  # alice is away ...
+            for i in range(50):
+                srv.post("general", "bob", f"g{i}")  # ... while #general goes on
+            await srv.start()
+            await until(20, 50)
+            await asyncio.wait_for(alice.wait_caught_up(), 10)
+            assert got["dm"] == [f"d{i}" for i in range(20)]
+            assert got["message"] == [f"g{i}" for i in range(50)]
+            assert alice.catch_up_rounds >= 2 + 7 and alice.reconnects == 1
+            assert alice.cursors.snapshot() == {"rooms": {"general": 50}, "dms": {"bob": 20}}
+            cursors = [s["resume"]["rooms"].get("general", 0) for s in srv.requests_of("sync")]
+            assert cursors == sorted(cursors)  # each sync from further on
+            collector.cancel()

@@ -126,8 +126,12 @@ class FakeServer:
         rooms: tuple[str, ...] = ("general", "random"),
         heartbeat_s: float = 30.0,
         admin_password: str = "admin-password",
+        catch_up_messages: int | None = None,
     ) -> None:
         self.heartbeat_s = heartbeat_s
+        #: like the real server's bound: at most this many messages pushed per login/sync,
+        #: then the reply says ``truncated`` (None: no bound)
+        self.catch_up_messages = catch_up_messages
         self.port = 0
         self.users: dict[str, _User] = {"admin": _User(admin_password, role="admin")}
         self.rooms: dict[str, list[_Msg]] = {name: [] for name in rooms}
@@ -178,6 +182,17 @@ class FakeServer:
         """Handle the next ``times`` requests of ``request_type`` but close the connection
         instead of replying."""
         self._drop[request_type] = self._drop.get(request_type, 0) + times
+
+    def post(self, room: str, sender: str, text: str) -> int:
+        """Store a message in ``room`` from ``sender`` as if sent, pushing it to the members
+        online; returns its seq. Works while stopped (traffic while a client is away)."""
+        msgs = self._room(room)
+        msg = _Msg(len(msgs) + 1, self.clock(), sender, text, None)
+        msgs.append(msg)
+        event = Event(EventName.MESSAGE, msg.record(room=room).to_wire())
+        readers = {n for n in self._members(room) if sender not in self.users[n].blocks}
+        self._push(readers, event)
+        return msg.seq
 
     def add_user(self, name: str, password: str, role: str = "member") -> None:
         self.users[name] = _User(password, role=role)
@@ -427,8 +442,9 @@ class FakeServer:
         if isinstance(req, KickRequest | BanRequest | UnbanRequest | BansRequest):
             return self._moderate(me, user, req, now, after)
         if isinstance(req, SyncRequest):
-            after.append(lambda: self._replay(conn, me, req.resume))
-            return {}
+            frames, truncated = self._catch_up(me, req.resume)
+            after.append(lambda: self._write_all(conn, frames))
+            return {"truncated": True} if truncated else {}
         raise _Fail(ErrorCode.FORBIDDEN, f"the fake server does not implement {req.TYPE}")
 
     def _login(
@@ -455,37 +471,62 @@ class FakeServer:
         conn.user = req.username
         user.login_ts = now
         resume = req.resume if isinstance(req, LoginRequest) else None
-        after.append(lambda: self._offline(conn, req.username))
-        if resume is not None:
-            after.append(lambda: self._replay(conn, req.username, resume))
-        return {"username": req.username, "role": user.role, "rooms": list(user.rooms)}
+        frames, truncated = self._catch_up(req.username, resume)
+        after.append(lambda: self._write_all(conn, frames))
+        data: dict[str, Any] = {
+            "username": req.username,
+            "role": user.role,
+            "rooms": list(user.rooms),
+        }
+        if truncated:
+            data["truncated"] = True
+        return data
 
-    def _offline(self, conn: _Conn, me: str) -> None:
+    def _write_all(self, conn: _Conn, frames: list[dict[str, Any]]) -> None:
+        for frame in frames:
+            self._write(conn, frame)
+
+    def _catch_up(self, me: str, resume: Resume | None) -> tuple[list[dict[str, Any]], bool]:
+        """What a login/sync pushes, in the real server's order: the resumed rooms, the
+        resumed conversations, then offline DMs of the others; at most ``catch_up_messages``
+        (then True: truncated; undelivered offline DMs stay pending)."""
         user = self.users[me]
-        for pair, conv in self.dms.items():
+        budget = self.catch_up_messages
+        out: list[dict[str, Any]] = []
+
+        def take(name: EventName, rec: MessageRecord) -> bool:
+            if budget is not None and len(out) >= budget:
+                return False
+            out.append(Event(name, rec.to_wire()).to_wire())
+            return True
+
+        resumed: set[str] = set()
+        if resume is not None:
+            for room, last in resume.rooms.items():
+                if room in self.rooms and room in user.rooms:
+                    for m in self.rooms[room][last:]:
+                        if m.sender not in user.blocks and not take(
+                            EventName.MESSAGE, m.record(room=room)
+                        ):
+                            return out, True
+            for peer, last in resume.dms.items():
+                resumed.add(peer)
+                conv = self.dms.get(frozenset({me, peer}), [])
+                for m in conv[last:]:
+                    if m.sender not in user.blocks and not take(EventName.DM, m.record(peer=peer)):
+                        return out, True
+                user.delivered[peer] = len(conv)
+        for pair, conv in sorted(self.dms.items(), key=lambda item: sorted(item[0])):
             if me not in pair or len(pair) != 2:
                 continue
             (peer,) = pair - {me}
-            if peer in user.blocks:
+            if peer in user.blocks or peer in resumed:
                 continue
-            start = user.delivered.get(peer, 0)
-            for m in conv[start:]:
-                if m.sender != me:
-                    self._write(conn, Event(EventName.DM, m.record(peer=peer).to_wire()).to_wire())
-            user.delivered[peer] = len(conv)
-
-    def _replay(self, conn: _Conn, me: str, resume: Resume) -> None:
-        user = self.users[me]
-        for room, last in resume.rooms.items():
-            if room in self.rooms and room in user.rooms:
-                for m in self.rooms[room][last:]:
-                    if m.sender not in user.blocks:
-                        rec = m.record(room=room).to_wire()
-                        self._write(conn, Event(EventName.MESSAGE, rec).to_wire())
-        for peer, last in resume.dms.items():
-            for m in self.dms.get(frozenset({me, peer}), [])[last:]:
-                if m.sender not in user.blocks:
-                    self._write(conn, Event(EventName.DM, m.record(peer=peer).to_wire()).to_wire())
+            for m in conv[user.delivered.get(peer, 0) :]:
+                if m.sender != me and not take(EventName.DM, m.record(peer=peer)):
+                    return out, True
+                user.delivered[peer] = m.seq
+        return out, False
 
     def _deliver_dm(self, to: str, sender: str, msg: _Msg) -> None:
         targets = [c for c in self._conns if c.user == to]
