@@ -294,6 +294,8 @@ async def test_client_catch_up_pauses_for_a_slow_event_consumer(
 
     await asyncio.wait_for(paused(), 30)
     assert alice.catching_up and alice.dropped_events == 0
+    # joining the room again (the terminal client's "switch to it") skips nothing
+    assert (await alice.join("general")).last_seq == 1201
     seen.pause.set()
     await asyncio.wait_for(alice.wait_caught_up(), 60)
     await seen.until(lambda: len(seen.seqs["#general"]) == 1201)

@@ -787,7 +787,9 @@ class Client:
     async def join(self, room: str, limit: int | None = None) -> JoinResult:
         data = await self._call(lambda i: JoinRequest(id=i, room=room, limit=limit), retry=True)
         result = JoinResult.from_data(data)
-        self._cursors.seen_room(result.room, result.last_seq)
+        if not (self._catchup.incomplete and result.room in self._cursors.rooms):
+            # (joining a room again while it is still being caught up must not skip the rest)
+            self._cursors.seen_room(result.room, result.last_seq)
         return result
 
     async def leave(self, room: str) -> None:
