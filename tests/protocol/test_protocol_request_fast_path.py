@@ -9,6 +9,7 @@ with the same precedence: id, type, a missing required field, then each field in
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parlour.protocol import REQUEST_TYPES, ErrorCode, ProtocolError, parse_request
+from parlour.protocol import (
+    REQUEST_TYPES,
+    ErrorCode,
+    Event,
+    EventName,
+    ProtocolError,
+    is_valid_name,
+    parse_request,
+)
 from parlour.protocol.schemas import _v_request_id
 
 
@@ -113,3 +122,23 @@ def test_a_missing_field_wins_over_an_earlier_invalid_one() -> None:
         parse_request({"id": 1, "type": "send", "room": "bad name", "text": "hi"})
     assert info.value.code is ErrorCode.MISSING_FIELD and info.value.extra["field"] == "client_id"
     assert info.value.request_id == 1
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(max_size=34)
+    | st.text(alphabet="aZ09_.-é١ ", max_size=34)
+    | st.text(alphabet="abcXYZ019", min_size=30, max_size=34)
+    | st.integers()
+    | st.none()
+)
+def test_is_valid_name_is_the_documented_pattern(value: object) -> None:
+    expected = isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value) is not None
+    assert is_valid_name(value) is expected
+
+
+@pytest.mark.parametrize("name", list(EventName))
+def test_event_wire_name_is_a_plain_string(name: EventName) -> None:
+    wire = Event(name, {}).to_wire()
+    assert wire == {"type": "event", "event": name.value}
+    assert type(wire["event"]) is str
