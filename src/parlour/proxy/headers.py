@@ -7,6 +7,7 @@ whatever framing trick a client sends, the backend only ever sees the proxy's fr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -20,8 +21,12 @@ __all__ = [
     "build_request_head",
     "build_response_head",
     "check_request_line",
+    "connection_named",
     "connection_tokens",
+    "drop_fields",
     "error_response",
+    "response_tail",
+    "status_line",
     "validate_request",
 ]
 
@@ -134,6 +139,10 @@ _RESPONSE_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
 }
 _REQUEST_LENGTHS = frozenset(len(n) for n in _REQUEST_FIELDS)
 _RESPONSE_LENGTHS = frozenset(len(n) for n in _RESPONSE_FIELDS)
+# for the relay, which classifies response fields as llhttp reports them: names of these
+# lengths may be hop-by-hop or Content-Length, no other name needs lower()
+RESPONSE_SPECIAL_LENGTHS = _RESPONSE_LENGTHS
+RESPONSE_HOP_BY_HOP = HOP_BY_HOP
 
 
 def _connection_named(value: bytes) -> set[bytes]:
@@ -142,6 +151,18 @@ def _connection_named(value: bytes) -> set[bytes]:
     if lowered in _PLAIN_CONNECTION:  # the usual case, no split needed
         return set()
     return {t.strip() for t in lowered.split(b",")} - _PLAIN_CONNECTION - {b""}
+
+
+connection_named = _connection_named
+
+
+def _all_named(headers: Sequence[Header]) -> set[bytes]:
+    """Field names listed by every Connection header (there may be several)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            named |= _connection_named(value)
+    return named
 
 
 def _without(headers: Sequence[Header], named: set[bytes]) -> tuple[Header, ...]:
@@ -173,10 +194,9 @@ def build_request_head(
             lines.append(name + b": " + value)
         elif kind == _HOP:
             if lname == b"connection":
-                named = _connection_named(value)
-                if named:  # drop the fields it names, then build again
+                if _connection_named(value):  # drop the fields named, then build again
                     return build_request_head(
-                        req._replace(headers=_without(req.headers, named)),
+                        req._replace(headers=_without(req.headers, _all_named(req.headers))),
                         client_ip,
                         trust_forwarded=trust_forwarded,
                         proto=proto,
@@ -235,12 +255,11 @@ def build_response_head(
             lines.append(name + b": " + value)
         elif kind == _HOP:
             if len(name) == 10 and name.lower() == b"connection":
-                named = _connection_named(value)
-                if named:  # drop the fields it names, then build again
+                if _connection_named(value):  # drop the fields named, then build again
                     return build_response_head(
                         status,
                         reason,
-                        _without(headers, named),
+                        _without(headers, _all_named(headers)),
                         client_version=client_version,
                         framing=framing,
                         keep_alive=keep_alive,
@@ -261,6 +280,45 @@ def build_response_head(
             lines.append(b"Connection: keep-alive")
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def drop_fields(lines: list[bytes], names: set[bytes]) -> list[bytes]:
+    """`lines` ("Name: value" byte strings after a first line) without the fields `names`
+    (lower-case)."""
+    return [lines[0]] + [ln for ln in lines[1:] if ln.split(b":", 1)[0].lower() not in names]
+
+
+@functools.lru_cache(maxsize=64)
+def response_tail(framing: str, keep_alive: bool, client_version: str) -> bytes:
+    """What `build_response_head` puts after the relayed fields (Via, framing, Connection,
+    the empty line) — a constant per combination, so the relay takes it from a cache."""
+    upgrade = framing == "upgrade"
+    lines = [b"Via: 1.1 parlour"]
+    if upgrade:
+        lines.append(b"Connection: Upgrade")
+    elif framing == "chunked":
+        lines.append(b"Transfer-Encoding: chunked")
+    if not upgrade:
+        if not keep_alive or framing == "close":
+            lines.append(b"Connection: close")
+        elif client_version == "1.0":
+            lines.append(b"Connection: keep-alive")
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+_STATUS_LINES: dict[tuple[str, int, bytes], bytes] = {}
+
+
+def status_line(client_version: str, status: int, reason: bytes) -> bytes:
+    """b"HTTP/1.1 200 OK", from a bounded cache (a backend uses a handful)."""
+    key = (client_version, status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/%b %d %b" % (client_version.encode("ascii"), status, reason)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[key] = line
+    return line
 
 
 _REASONS = {

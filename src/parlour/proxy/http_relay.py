@@ -23,11 +23,16 @@ import httptools
 from parlour.proxy.admission import may_retry
 from parlour.proxy.headers import (
     REQUEST_LINE,
+    RESPONSE_HOP_BY_HOP,
+    RESPONSE_SPECIAL_LENGTHS,
     BadRequest,
     RequestHead,
     build_request_head,
-    build_response_head,
+    connection_named,
+    drop_fields,
     error_response,
+    response_tail,
+    status_line,
     validate_request,
 )
 
@@ -41,6 +46,9 @@ log = logging.getLogger("parlour.proxy")
 
 MAX_PIPELINED = 16
 _NO_BODY_STATUS = frozenset({204, 304})
+_SPECIAL_LENGTHS = RESPONSE_SPECIAL_LENGTHS
+_HOP_BY_HOP = RESPONSE_HOP_BY_HOP
+_connection_named = connection_named
 
 
 def _chunk(data: bytes) -> bytes:
@@ -83,7 +91,8 @@ class HttpUpstream(asyncio.Protocol):
         self.tunnel = False
         self.read_paused = False
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = [b""]
+        self._drop: set[bytes] | None = None  # fields to leave out (rare)
         self.chunked = False
         self.has_length = False
 
@@ -165,26 +174,46 @@ class HttpUpstream(asyncio.Protocol):
 
     # --- httptools callbacks
     def on_message_begin(self) -> None:
-        self._headers = []
+        self._lines = [b""]  # [0]: the status line, set by the client
         self._reason = b""
         self.chunked = False
         self.has_length = False
+        self._drop = None
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
+        # the response head is built as the fields arrive: "Name: value" lines for the
+        # client, hop-by-hop fields left out (Content-Length/Upgrade kept, dropped later
+        # when the framing says so)
+        if len(name) in _SPECIAL_LENGTHS:
+            lname = name.lower()
+            if lname in _HOP_BY_HOP:
+                self._hop_field(lname, name, value)
+                return
+            if lname == b"content-length":
+                self.has_length = True
+        self._lines.append(name + b": " + value)
+
+    def _hop_field(self, lname: bytes, name: bytes, value: bytes) -> None:
+        if lname == b"transfer-encoding":
             self.chunked = b"chunked" in value.lower()
-        elif len(name) == 14 and name.lower() == b"content-length":
-            self.has_length = True
+        elif lname == b"upgrade":
+            self._lines.append(name + b": " + value)  # kept for a 101 only
+            self._drop_field(b"upgrade", upgrade_only=True)
+        elif lname == b"connection":
+            for named in _connection_named(value):
+                self._drop_field(named)
+
+    def _drop_field(self, lname: bytes, *, upgrade_only: bool = False) -> None:
+        if self._drop is None:
+            self._drop = set()
+        self._drop.add(b"upgrade?" if upgrade_only else lname)
 
     def on_headers_complete(self) -> None:
         if self.client is not None:
-            self.client.response_head(
-                self, self.parser.get_status_code(), self._reason, self._headers
-            )
+            self.client.response_head(self, self.parser.get_status_code(), self._reason)
 
     def on_body(self, body: bytes) -> None:
         if self.client is not None:
@@ -618,13 +647,12 @@ class HttpClient(asyncio.Protocol):
         self.upstream = None
 
     # ===================================================== response side
-    def response_head(
-        self, up: HttpUpstream, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
+    def response_head(self, up: HttpUpstream, status: int, reason: bytes) -> None:
         req = self.cur
         if req is None or up is not self.upstream or req.head is None:
             return
-        version = req.head.version
+        head = req.head
+        version = head.version
         if 100 <= status < 200 and status != 101:
             req.interim = True
             if version == "1.1":
@@ -635,11 +663,11 @@ class HttpClient(asyncio.Protocol):
         if req.backend is not None:
             req.backend.latencies_ms.append((perf_counter() - req.sent_at) * 1000.0)
         if status == 101:
-            if not req.head.upgrade:
+            if not head.upgrade:
                 self.upstream_broken(up, "backend switched protocols unasked")
                 return
             framing = "upgrade"
-        elif req.head.method == "HEAD" or status in _NO_BODY_STATUS:
+        elif head.method == "HEAD" or status in _NO_BODY_STATUS:
             framing = "none"
         elif up.chunked:
             framing = "chunked" if version == "1.1" else "close"
@@ -652,16 +680,22 @@ class HttpClient(asyncio.Protocol):
             req.keep_alive = False
         if req.has_body and not req.complete:
             req.keep_alive = False  # answered before the body was read: cannot resync
-        self.write(
-            build_response_head(
-                status,
-                reason,
-                headers,
-                client_version=version,
-                framing=framing,
-                keep_alive=req.keep_alive,
-            )
-        )
+        lines = up._lines
+        lines[0] = status_line(version, status, reason)
+        drop = up._drop
+        if drop is not None or (up.has_length and framing != "length" and framing != "none"):
+            # (same result as headers.build_response_head, which tests compare against)
+            names = set() if drop is None else set(drop)
+            if b"upgrade?" in names:
+                names.discard(b"upgrade?")
+                if framing != "upgrade":
+                    names.add(b"upgrade")
+            if up.has_length and framing != "length" and framing != "none":
+                names.add(b"content-length")
+            if names:
+                lines = drop_fields(lines, names)
+        lines.append(response_tail(framing, req.keep_alive, version))
+        self.write(b"\r\n".join(lines))
         if req.head.method == "HEAD" and framing != "upgrade":
             # llhttp cannot be told the response has no body: finish here and retire
             # the upstream connection instead of reusing it
