@@ -85,6 +85,7 @@ class Pipeline:
         if callable(listen):
             listen(self._drain)
         self.storage_failures = 0
+        self.dispatch_failures = 0
 
     @property
     def in_flight(self) -> int:
@@ -95,13 +96,25 @@ class Pipeline:
 
         ``done`` is called right after the outcome has been dispatched.
         """
-        fut = self._writer.submit(outcome.writes) if outcome.writes else None
+        fut = self._submit(outcome.writes) if outcome.writes else None
         if not self._queue and (fut is None or fut.done()):
             self._dispatch(fut, outcome, conn, done)
             return
         self._queue.append((fut, outcome, conn, done))
-        if fut is not None and self._per_future:
+        if fut is not None and (self._per_future or fut.done()):
+            # (a future already done was refused by the writer: its listener never fires)
             fut.add_done_callback(self._drain)
+
+    def _submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+        """Submit to the writer; a writer that refuses (closed during shutdown, or any other
+        error) yields a failed future, so the outcome takes the storage-failure path: its
+        requester gets ``internal_error`` in order and the caller carries on."""
+        try:
+            return self._writer.submit(writes)
+        except Exception as exc:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+            return fut
 
     def _drain(self, _fut: object = None) -> None:
         q = self._queue
@@ -136,9 +149,18 @@ class Pipeline:
                 failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "storage failure; try again")
                 self._hub.dispatch(Outcome(reply=failure), conn)
         else:
-            self._hub.dispatch(outcome, conn)
+            try:
+                self._hub.dispatch(outcome, conn)
+            except Exception:
+                # One outcome that cannot be sent (a bug: an unencodable value, say) must not
+                # hold up the ones queued behind it: log it and go on in order.
+                self.dispatch_failures += 1
+                log.exception("dispatching an outcome failed", extra={"fields": {"conn": conn}})
         if done is not None:
-            done()
+            try:
+                done()
+            except Exception:
+                log.exception("outcome callback failed", extra={"fields": {"conn": conn}})
 
     async def drained(self) -> None:
         """Wait until every outcome applied so far has been dispatched."""

@@ -1,0 +1,172 @@
+"""A failure while handling or dispatching one request must not stall anything else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from fakes import EchoService, RecordingWriter
+
+from parlour.core.outcome import ConnId, Outcome
+from parlour.core.writes import Audit
+from parlour.protocol import Ok, Request
+from parlour.storage.memory import MemoryStore
+from parlour.transports.endpoint import Endpoint
+from parlour.transports.hub import Hub
+from parlour.transports.pipeline import InlineWriter, Pipeline
+from parlour.transports.tcp import TcpListener
+
+TIMEOUT = 10
+
+
+class ClosingWriter(InlineWriter):
+    """Refuses (like the SQLite writer after ``close``) any batch whose text is ``boom``."""
+
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+        if any(isinstance(w, Audit) and w.reason == "boom" for w in writes):
+            raise RuntimeError("the store writer is closed")
+        return super().submit(writes)
+
+
+async def _prepare_later() -> None:
+    await asyncio.sleep(0)
+
+
+def prepare(conn: ConnId, request: Request) -> Any:
+    # Every `send` takes the asynchronous prepare path (like signup/login hashing).
+    return _prepare_later() if request.TYPE == "send" else None
+
+
+class Line:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        self.writer.write(json.dumps(obj).encode() + b"\n")
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT)
+
+    async def recv(self) -> dict[str, Any]:
+        line = await asyncio.wait_for(self.reader.readline(), TIMEOUT)
+        assert line, "connection closed"
+        frame: dict[str, Any] = json.loads(line)
+        return frame
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Endpoint, int]]:
+    writer = ClosingWriter(MemoryStore().apply)
+    writer.start()
+    endpoint = Endpoint(EchoService(), writer, Hub(), prepare=prepare)
+    endpoint.start()
+    listener = TcpListener(endpoint, "127.0.0.1", 0)
+    [(_, port)] = await listener.start()
+    yield endpoint, port
+    await listener.stop_accepting()
+    await endpoint.shutdown(grace=2)
+    await listener.wait_closed()
+
+
+async def _connect(port: int) -> Line:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return Line(reader, writer)
+
+
+def _send(i: int, text: str) -> dict[str, Any]:
+    return {"id": i, "type": "send", "room": "general", "text": text, "client_id": f"c{i}"}
+
+
+async def _until_reply(line: Line, rid: int) -> dict[str, Any]:
+    while True:
+        frame = await line.recv()
+        if frame.get("id") == rid and frame["type"] in ("ok", "error"):
+            return frame
+
+
+async def test_refused_write_after_prepare_replies_internal_error_and_goes_on(
+    served: tuple[Endpoint, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, port = served
+    a, b = await _connect(port), await _connect(port)
+    caplog.set_level(logging.ERROR)
+    await a.send(_send(1, "boom"))
+    await a.send(_send(2, "fine"))  # waits in the backlog behind the failing request
+    first = await _until_reply(a, 1)
+    assert (first["type"], first["code"]) == ("error", "internal_error")
+    assert (await _until_reply(a, 2))["type"] == "ok"
+    await b.send(_send(3, "other"))
+    assert (await _until_reply(b, 3))["type"] == "ok"
+    await a.send({"id": 4, "type": "ping"})
+    assert (await _until_reply(a, 4))["type"] == "ok"
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    await a.close()
+    await b.close()
+
+
+async def test_unexpected_failure_applying_a_prepared_request_is_answered(
+    served: tuple[Endpoint, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint, port = served
+    real_apply = endpoint.pipeline.apply
+    failed: list[int] = []
+
+    def apply(outcome: Outcome, conn: ConnId | None, done: Any = None) -> None:
+        if outcome.writes and not failed:
+            failed.append(1)
+            raise RuntimeError("unexpected")
+        real_apply(outcome, conn, done)
+
+    monkeypatch.setattr(endpoint.pipeline, "apply", apply)
+    a = await _connect(port)
+    await a.send(_send(1, "x"))
+    await a.send(_send(2, "y"))
+    first = await _until_reply(a, 1)
+    assert (first["type"], first["code"]) == ("error", "internal_error")
+    assert (await _until_reply(a, 2))["type"] == "ok"
+    await a.close()
+
+
+class FlakyHub(Hub):
+    """Fails to dispatch any outcome whose reply data says ``bad``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[object] = []
+
+    def dispatch(self, outcome: Outcome, conn: ConnId | None) -> None:
+        assert isinstance(outcome.reply, Ok)
+        if outcome.reply.data.get("bad"):
+            raise ValueError("cannot encode")
+        self.sent.append(outcome.reply.id)
+
+
+async def test_one_failing_dispatch_does_not_hold_up_the_queue(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = RecordingWriter()
+    writer.start()
+    hub = FlakyHub()
+    pipeline = Pipeline(writer, hub)
+    write = (Audit("u", "send", "general", "t", 0.0),)
+    done: list[int] = []
+    pipeline.apply(Outcome(reply=Ok(1, {}), writes=write), 1, lambda: done.append(1))
+    pipeline.apply(Outcome(reply=Ok(2, {"bad": True})), 1, lambda: done.append(2))
+    pipeline.apply(Outcome(reply=Ok(3, {})), 1, lambda: done.append(3))
+    pipeline.apply(Outcome(reply=Ok(4, {})), 2, lambda: done.append(4))
+    assert hub.sent == []  # all wait for the first commit
+    caplog.set_level(logging.ERROR)
+    writer.submitted[0][1].set_result(None)
+    await asyncio.wait_for(pipeline.drained(), TIMEOUT)
+    assert hub.sent == [1, 3, 4]
+    assert done == [1, 2, 3, 4]
+    assert pipeline.dispatch_failures == 1
+    assert len(caplog.records) == 1
