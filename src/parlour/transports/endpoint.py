@@ -251,20 +251,41 @@ class Endpoint:
             rid = getattr(request, "id", None)
             outcome = Outcome(reply=Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error"))
         conn.in_flight += 1
-        self.pipeline.apply(outcome, conn.id, lambda: self._dispatched(conn))
+        try:
+            self.pipeline.apply(outcome, conn.id, lambda: self._dispatched(conn))
+        except Exception:
+            # The pipeline turns writer and hub failures into replies itself; this is the
+            # last resort so that the request still gets its one reply.
+            log.exception("applying an outcome failed", extra={"fields": {"conn": conn.id}})
+            conn.in_flight -= 1
+            self._internal_error(conn, request)
         self._throttle(conn)
+
+    def _internal_error(self, conn: _Conn, request: Request) -> None:
+        rid = getattr(request, "id", None)
+        reply = Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error; try again")
+        with contextlib.suppress(Exception):
+            self.hub.send(conn.id, encode(reply.to_wire()))
 
     async def _after_prepare(self, conn: _Conn, request: Request, waiting: Awaitable[None]) -> None:
         try:
-            await waiting
+            try:
+                await waiting
+            except Exception:
+                log.exception("request preparation failed", extra={"fields": {"conn": conn.id}})
+            if conn.closing:
+                return
+            self._handle(conn, request)
         except Exception:
-            log.exception("request preparation failed", extra={"fields": {"conn": conn.id}})
+            # Never leave the connection busy: it would get no reply again.
+            log.exception("handling a prepared request failed", extra={"fields": {"conn": conn.id}})
+            self._internal_error(conn, request)
+        finally:
+            backlog = list(conn.backlog or ())
+            conn.busy = False
+            conn.backlog = None
         if conn.closing:
             return
-        self._handle(conn, request)
-        backlog = list(conn.backlog or ())
-        conn.busy = False
-        conn.backlog = None
         if backlog:
             self._process(conn, backlog)
         self._throttle(conn)
