@@ -9,6 +9,7 @@ import click
 
 from parlour.packets.addresses import parse_mac
 from parlour.packets.cli_capture import capture
+from parlour.packets.cli_options import capture_format_options
 from parlour.packets.conversation import (
     DEFAULT_START_NS,
     BuildOptions,
@@ -103,13 +104,7 @@ def _summary(p: BuiltPacket, isns: dict[tuple[int, str, int], int], t0: int) -> 
     metavar="NAME=MAC",
     help="MAC for a host name or address (Ethernet link); repeatable.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["pcap", "pcapng"]),
-    help="Capture format (default: from the output suffix).",
-)
-@click.option("--nanosecond", is_flag=True, help="Nanosecond timestamps.")
+@capture_format_options
 @click.option(
     "--framing",
     type=click.Choice(FRAMINGS),

@@ -12,6 +12,7 @@ from typing import Literal
 import click
 
 from parlour.packets.capture import CaptureError, CaptureLimits, LiveCapture, capture_to_file
+from parlour.packets.cli_options import capture_format_options
 
 __all__ = ["capture"]
 
@@ -44,13 +45,7 @@ __all__ = ["capture"]
     type=click.FloatRange(min=0, min_open=True),
     help="Stop after this many seconds.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["pcap", "pcapng"]),
-    help="Capture format (default: from the output suffix).",
-)
-@click.option("--nanosecond", is_flag=True, help="Nanosecond timestamps.")
+@capture_format_options
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the start line.")
 def capture(
     output: Path,
