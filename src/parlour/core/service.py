@@ -114,6 +114,10 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 #: requests allowed before login (everything else needs an authenticated session)
 _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
 
+#: how many messages a live DM looks back over for older undelivered ones before assuming
+#: there are some (then it waits for offline delivery instead of being pushed live)
+_PENDING_SCAN = 1000
+
 
 _json_str = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -1046,15 +1050,34 @@ class ChatService:
     # ================================================================== direct messages
 
     def _dm_events(
-        self, name: EventName, msg: StoredMessage, sender: UserState, peer: UserState, out: _Out
+        self,
+        name: EventName,
+        msg: StoredMessage,
+        sender: UserState,
+        peer: UserState,
+        out: _Out,
+        *,
+        to_peer: bool = True,
     ) -> dict[str, Any]:
-        """Deliver a DM event to both sides (not to a recipient who blocks the sender);
-        returns the record as the sender sees it."""
+        """Deliver a DM event to both sides (not to a recipient who blocks the sender, nor
+        when `to_peer` is false); returns the record as the sender sees it."""
         mine = record(msg, peer=peer.name)
         out.event(name, mine, tuple(sender.conns))
-        if peer.conns and not self._blocks.blocks(peer.key, sender.key):
+        if to_peer and peer.conns and not self._blocks.blocks(peer.key, sender.key):
             out.event(name, record(msg, peer=sender.name), tuple(peer.conns))
         return mine
+
+    def _dm_pending(self, user: str, conv: Conversation, seq: int) -> bool:
+        """True if user key `user` has DMs from the peer before `seq` in `conv` that offline
+        delivery has not pushed yet (the delivery cursor is behind them)."""
+        cursor = self._cursors.get((user, conv.conv), 0)
+        gap = seq - 1 - cursor
+        if gap <= 0:
+            return False
+        if gap > _PENDING_SCAN:
+            return True  # rare (own messages only, after a restart): catch-up will tell
+        other = conv.other(user)
+        return any(user_key(m.sender) == other for m in conv.log.after(cursor, gap))
 
     def _dm(self, c: Connection, rq: DmRequest, now: float) -> Outcome:
         u = self._user(c)
@@ -1087,16 +1110,24 @@ class ChatService:
         u.convs.add(conv.conv)
         peer.convs.add(conv.conv)
         blocked = self._blocks.blocks(peer.key, u.key)
-        # delivered now, or deliberately never (blocked): either way the cursor moves on
-        delivered = blocked or peer.online
+        # Delivered now, or deliberately never (blocked): either way the cursor moves on.
+        # An online recipient with older offline DMs from this sender still pending (its
+        # catch-up was cut short) gets this one after them, by offline delivery, in order:
+        # the cursor only ever moves over DMs pushed in order.
+        delivered = blocked or (peer.online and not self._dm_pending(peer.key, conv, seq))
         if delivered:
             self._cursors[(peer.key, conv.conv)] = seq
+        own = (u.key, conv.conv)
+        if self._cursors.get(own, 0) == seq - 1:
+            # nothing to deliver to the sender before or at `seq` (memory only: after a
+            # restart `_dm_pending` and the catch-up skip own messages)
+            self._cursors[own] = seq
         _log(logging.DEBUG, "dm", user=u.name, to=peer.name, seq=seq, text=rq.text)
         out = _Out()
         out.writes.append(
             AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)
         )
-        self._dm_events(EventName.DM, msg, u, peer, out)
+        self._dm_events(EventName.DM, msg, u, peer, out, to_peer=delivered)
         return out.done(
             Ok(
                 rq.id,
