@@ -30,6 +30,7 @@ class WaitQueue(Generic[T]):
             raise ValueError("limit must be >= 0")
         self.limit = limit
         self._items: deque[_Waiter[T]] = deque()
+        self.waiting = self._items  # read-only view for hot paths: empty = nobody waits
 
     def __len__(self) -> int:
         return len(self._items)

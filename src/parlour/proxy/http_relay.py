@@ -49,6 +49,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _SPECIAL_LENGTHS = RESPONSE_SPECIAL_LENGTHS
 _HOP_BY_HOP = RESPONSE_HOP_BY_HOP
 _connection_named = connection_named
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_HASHED = frozenset({"ip_hash", "uri_hash", "header_hash"})
 
 
 def _chunk(data: bytes) -> bytes:
@@ -427,7 +429,7 @@ class HttpClient(asyncio.Protocol):
         req = _Request()
         self._parsing = req
         self._in_head = True
-        self._head_started = self.loop.time()
+        self._head_started = self.last_activity  # (set by data_received, which calls us)
         self._url = b""
         self._headers = []
 
@@ -453,8 +455,9 @@ class HttpClient(asyncio.Protocol):
                 > self.max_header_bytes
             ):
                 raise BadRequest("request head too large")
+            method = p.get_method()
             head = validate_request(
-                p.get_method().decode("ascii", "replace"),
+                _METHODS.get(method) or method.decode("ascii", "replace"),
                 self._url,
                 p.get_http_version(),
                 self._headers,
@@ -522,14 +525,16 @@ class HttpClient(asyncio.Protocol):
 
     def _dispatch(self, req: _Request) -> None:
         assert req.head is not None
-        self.runtime.requests += 1
-        req.key = self._hash_key(req.head)
-        got = self.runtime.try_acquire(req.key)
+        rt = self.runtime
+        rt.requests += 1
+        if rt.pool.settings.algorithm in _HASHED:
+            req.key = self._hash_key(req.head)
+        got = rt.try_acquire(req.key)
         if got is None:
             self._fail(503, "No backend server is available right now. Please retry shortly.")
             return
         if isinstance(got, str):  # all at max_conns: wait in the queue
-            self.runtime.spawn(self._wait_and_connect(req))
+            rt.spawn(self._wait_and_connect(req))
             return
         self._use_backend(req, got)
 
@@ -629,7 +634,13 @@ class HttpClient(asyncio.Protocol):
             conn.set_read_paused(False)
         b = conn.backend
         rt = self.runtime
-        if conn.closed or b.state != "up" or rt.stopping or rt.pool.find(b.id) is not b:
+        if (
+            conn.closed
+            or b.health.state != "up"  # (b.state without the property call)
+            or b.admin != "enabled"
+            or rt.stopping
+            or rt.pool.find(b.id) is not b
+        ):
             conn.close()
             return
         idle = rt.idle_upstream.setdefault(b.id, [])
@@ -705,9 +716,14 @@ class HttpClient(asyncio.Protocol):
         req = self.cur
         if req is None or not req.response_started:
             return
-        if req.framing == "chunked":
-            self.write(_chunk(body))
-        elif req.framing != "none":
+        framing = req.framing
+        if framing == "none":
+            return
+        if framing == "chunked":
+            body = _chunk(body)
+        if self.corked:
+            self.out.append(body)
+        else:
             self.write(body)
 
     def response_complete(self, up: HttpUpstream, upstream_keep_alive: bool) -> None:
@@ -726,9 +742,13 @@ class HttpClient(asyncio.Protocol):
     def _finish(self, up: HttpUpstream, *, reusable: bool) -> None:
         req = self.cur
         assert req is not None
-        if req.backend is not None:
-            self.runtime.pool.passive_success(req.backend.id, self.runtime.clock())
-        self._release_cur()
+        b = req.backend
+        if b is not None:
+            if b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
+                self.runtime.pool.passive_success(b.id, self.runtime.clock())
+            self.runtime.release(b)
+            req.backend = None
+        self.upstream = None
         if reusable:
             self._park(up)
         else:

@@ -522,6 +522,8 @@ class ProxyRuntime:
 
     def release(self, b: Backend) -> None:
         b.active -= 1
+        if not self.waiters.waiting:  # (the usual case: nobody waits for a slot)
+            return
         while True:
             fut = self.waiters.pop()
             if fut is None:
