@@ -118,6 +118,9 @@ _PUBLIC = (HelloRequest, SignupRequest, LoginRequest, PingRequest)
 #: there are some (then it waits for offline delivery instead of being pushed live)
 _PENDING_SCAN = 1000
 
+#: smallest page a catch-up reads while skipping messages from blocked senders
+_SCAN_PAGE = 256
+
 
 _json_str = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -158,19 +161,25 @@ class _Out:
 class _Budget:
     """How much one catch-up may still push (messages and approximate bytes)."""
 
-    __slots__ = ("bytes", "messages")
+    __slots__ = ("bytes", "messages", "taken")
 
     def __init__(self, messages: int, nbytes: int) -> None:
         self.messages = messages
         self.bytes = nbytes
+        self.taken = 0
 
     def take(self, msg: StoredMessage) -> bool:
         # the frame's size on the wire: the text as JSON (escapes, UTF-8) plus the record
         size = 200 + len(msg.sender) + (len(_json_str(msg.text).encode()) if msg.text else 0)
-        if self.messages <= 0 or size > self.bytes:
+        if self.messages <= 0:
             return False
+        if size > self.bytes and self.taken:
+            return False
+        # The first message of a round is always taken, even one bigger than the whole byte
+        # budget (it is at most a frame, as it was live): every truncated round makes progress.
         self.messages -= 1
-        self.bytes -= size
+        self.bytes = max(0, self.bytes - size)
+        self.taken += 1
         return True
 
 
@@ -536,30 +545,75 @@ class ChatService:
     def _push(
         self,
         u: UserState,
-        msgs: list[StoredMessage],
+        fetch: Callable[[int, int], list[StoredMessage]],
+        after: int,
         budget: _Budget,
         out: _Out,
         to: tuple[ConnId, ...],
         name: EventName,
         where: dict[str, str],
     ) -> bool:
-        """Push `msgs` (fetched with limit budget+1) within `budget`, skipping blocked
-        senders; True when there may be more than was pushed."""
-        limit = budget.messages + 1
+        """Push the messages after `after` (read page by page with `fetch(after, limit)`)
+        within `budget`, skipping blocked senders; True when there may be more than was
+        pushed. A run of messages from blocked senders does not use the budget: the scan goes
+        on to the next message that can be pushed (a client cursor cannot move over what it
+        never receives, so a round that pushed nothing would be repeated for ever)."""
         blocked = self._blocks.blocked_by_user(u.key)
-        for m in msgs:
-            if blocked and user_key(m.sender) in blocked:
-                continue
-            if not budget.take(m):
+        while True:
+            if budget.messages <= 0:
                 return True
-            out.deliveries.append(Delivery(Event(name, record(m, **where)), to))
-        return len(msgs) >= limit
+            limit = max(budget.messages + 1, _SCAN_PAGE)
+            msgs = fetch(after, limit)
+            for m in msgs:
+                after = m.seq
+                if blocked and user_key(m.sender) in blocked:
+                    continue
+                if not budget.take(m):
+                    return True
+                out.deliveries.append(Delivery(Event(name, record(m, **where)), to))
+            if len(msgs) < limit:
+                return False
+
+    def _push_offline(
+        self,
+        u: UserState,
+        cid: str,
+        cursor: int,
+        last: int,
+        budget: _Budget,
+        out: _Out,
+        to: tuple[ConnId, ...],
+    ) -> tuple[int, bool]:
+        """Offline delivery of one conversation from the delivery cursor: the peer's DMs
+        (not blocked ones) within `budget`. Returns the new cursor — past what was pushed,
+        in order, and past own and blocked DMs, never past one not pushed — and whether
+        the budget cut it short."""
+        conv = self._convs.get(cid) or self._conv(*conv_members(cid))
+        peer = self._users.get(conv.other(u.key))
+        peer_name = peer.name if peer is not None else conv.other(u.key)
+        blocked = self._blocks.blocked_by_user(u.key)
+        while cursor < last:
+            if budget.messages <= 0:
+                return cursor, True
+            limit = max(budget.messages + 1, _SCAN_PAGE)
+            msgs = conv.log.after(cursor, limit)
+            for m in msgs:
+                sender = user_key(m.sender)
+                if sender != u.key and sender not in blocked:
+                    if not budget.take(m):
+                        return cursor, True
+                    out.event(EventName.DM, record(m, peer=peer_name), to)
+                cursor = m.seq
+            if len(msgs) < limit:
+                break
+        return max(cursor, last), False
 
     def _catch_up(self, c: Connection, u: UserState, resume: Resume | None, out: _Out) -> bool:
         """Push what `resume` asks for and the offline DMs (after the delivery cursor), in
         order per room/conversation. Returns True when the catch-up budget
         (`catch_up_messages` / `catch_up_bytes`) cut it short: the client asks again with
-        `sync` from what it has seen, and undelivered DMs stay pending."""
+        `sync` from what it has seen, and undelivered DMs stay pending. A round that is cut
+        short has always pushed at least one message, so repeated `sync` terminates."""
         budget = _Budget(self._cfg.catch_up_messages, self._cfg.catch_up_bytes)
         to = (c.id,)
         resumed_convs: set[str] = set()
@@ -568,15 +622,8 @@ class ChatService:
                 room = self._rooms.get(room_key(name))
                 if room is None or u.key not in room.members:
                     continue
-                room_name = room.name
                 if self._push(
-                    u,
-                    room.log.after(seq, budget.messages + 1),
-                    budget,
-                    out,
-                    to,
-                    EventName.MESSAGE,
-                    {"room": room_name},
+                    u, room.log.after, seq, budget, out, to, EventName.MESSAGE, {"room": room.name}
                 ):
                     return True
             for name, seq in resume.dms.items():
@@ -585,15 +632,8 @@ class ChatService:
                     continue
                 conv = self._conv(u.key, peer.key)
                 resumed_convs.add(conv.conv)
-                peer_name = peer.name
                 if self._push(
-                    u,
-                    conv.log.after(seq, budget.messages + 1),
-                    budget,
-                    out,
-                    to,
-                    EventName.DM,
-                    {"peer": peer_name},
+                    u, conv.log.after, seq, budget, out, to, EventName.DM, {"peer": peer.name}
                 ):
                     return True
         for cid in sorted(u.convs):
@@ -603,23 +643,7 @@ class ChatService:
                 continue
             truncated = False
             if cid not in resumed_convs:
-                conv = self._convs.get(cid) or self._conv(*conv_members(cid))
-                peer = self._users.get(conv.other(u.key))
-                peer_name = peer.name if peer is not None else conv.other(u.key)
-                blocked = self._blocks.blocked_by_user(u.key)
-                msgs = conv.log.after(cursor, budget.messages + 1)
-                for m in msgs:
-                    sender = user_key(m.sender)
-                    if sender != u.key and sender not in blocked:
-                        if not budget.take(m):
-                            truncated = True
-                            break
-                        out.event(EventName.DM, record(m, peer=peer_name), to)
-                    cursor = m.seq
-                if not truncated and msgs and msgs[-1].seq < last:
-                    truncated = True
-                if not truncated:
-                    cursor = last
+                cursor, truncated = self._push_offline(u, cid, cursor, last, budget, out, to)
             else:
                 cursor = last
             if cursor > self._cursors.get((u.key, cid), 0):
