@@ -119,7 +119,13 @@ def validate_request(
         raise BadRequest("HTTP/1.1 request needs exactly one Host header")
     if hosts > 1:
         raise BadRequest("several Host headers")
-    return RequestHead(method, url, version, tuple(headers), chunked, content_length, upgrade)
+    # tuple.__new__ directly: the NamedTuple's generated __new__ is a Python call
+    return _new_tuple(
+        RequestHead, (method, url, version, tuple(headers), chunked, content_length, upgrade)
+    )
+
+
+_new_tuple = tuple.__new__
 
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
@@ -181,7 +187,8 @@ def build_request_head(
     default_host: bytes = b"",
 ) -> bytes:
     """The head sent upstream: always HTTP/1.1, hop-by-hop removed, forwarding headers set."""
-    lines = [b"%b %b HTTP/1.1" % (req.method.encode("ascii"), req.url)]
+    method = req.method
+    lines = [(_METHOD_BYTES.get(method) or method.encode("ascii") + b" ") + req.url + b" HTTP/1.1"]
     xff: bytes | None = None
     xfp: bytes | None = None
     xfh: bytes | None = None
@@ -216,6 +223,17 @@ def build_request_head(
                 xfp = value
             else:
                 xfh = value
+    if (
+        host is not None
+        and xff is None
+        and xfp is None
+        and xfh is None
+        and via is None
+        and not req.upgrade
+        and not req.chunked
+    ):  # the usual request: the tail is a constant per client, Host and version
+        lines.append(_plain_request_tail(client_ip, host, req.version, proto))
+        return b"\r\n".join(lines)
     if host is None and default_host:  # HTTP/1.0 without Host: upstream speaks 1.1
         lines.append(b"Host: " + default_host)
     ip = client_ip.encode("ascii")
@@ -231,6 +249,25 @@ def build_request_head(
         lines.append(b"Transfer-Encoding: chunked")
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_request_tail(client_ip: str, host: bytes, version: str, proto: str) -> bytes:
+    """build_request_head's forwarding fields when the request brought none of its own."""
+    return (
+        b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nX-Forwarded-Host: %b\r\nVia: %b\r\n\r\n"
+        % (
+            client_ip.encode("ascii"),
+            proto.encode("ascii"),
+            host,
+            b"1.0 parlour" if version == "1.0" else _VIA,
+        )
+    )
+
+
+_METHOD_BYTES = {
+    m: m.encode() + b" " for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+}
 
 
 def build_response_head(
