@@ -350,6 +350,35 @@ class ChatService:
         u = self._users.get(user_key(username))
         return None if u is None else u.password_hash
 
+    def password_work(self, conn: ConnId, request: Request, now: float) -> bool:
+        """Whether handling `request` on `conn` now could run the password hasher: False
+        when the core will refuse it before any Argon2 work (signup for a taken or invalid
+        name, a too-short password, from a logged-in connection or before `hello`; login to
+        an unknown or locked-out name; `passwd` without a session or with a too-short new
+        password). The server hashes ahead of time only when this is True, so a refused
+        request costs the server no more than it costs the client. Reads hot state only."""
+        c = self._conns.get(conn)
+        if c is None or not c.hello:
+            return False
+        if isinstance(request, SignupRequest):
+            return (
+                c.user is None
+                and username_problem(request.username) is None
+                and user_key(request.username) not in self._users
+                and password_problem(request.password, self._cfg.password_min_length) is None
+            )
+        if isinstance(request, LoginRequest):
+            key = user_key(request.username)
+            return (
+                c.user is None and key in self._users and self._lockouts.locked_for(key, now) <= 0
+            )
+        if isinstance(request, PasswdRequest):
+            return (
+                c.user is not None
+                and password_problem(request.new_password, self._cfg.password_min_length) is None
+            )
+        return False
+
     def session_user(self, conn: ConnId) -> str | None:
         """The user name logged in on `conn`, if any."""
         c = self._conns.get(conn)
@@ -772,11 +801,12 @@ class ChatService:
 
     def _passwd(self, c: Connection, rq: PasswdRequest, now: float) -> Outcome:
         u = self._user(c)
-        if not self._hasher.verify(u.password_hash, rq.old_password):
-            raise _fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
+        # the cheap check first: a refused change costs no Argon2 work
         problem = password_problem(rq.new_password, self._cfg.password_min_length)
         if problem is not None:
             raise _fail(ErrorCode.WEAK_PASSWORD, problem, min_length=self._cfg.password_min_length)
+        if not self._hasher.verify(u.password_hash, rq.old_password):
+            raise _fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
         u.password_hash = self._hasher.hash(rq.new_password)
         out = _Out()
         out.writes.append(SetPassword(u.name, u.password_hash))

@@ -135,6 +135,7 @@ class ChatServer:
             service = ChatService(store, core_config(settings), hasher)
             hasher.lookup = service.stored_password_hash
             hasher.session_user = service.session_user
+            hasher.admit = lambda conn, rq: service.password_work(conn, rq, clock())
             generated = service.bootstrap(clock(), settings.admin_password)
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)

@@ -8,7 +8,8 @@ remembers the results; the core's calls then find them ready. A call that was no
 (e.g. the stored hash changed in between) is simply computed on the spot: correct either way.
 
 Remembered results are keyed by the exact inputs, kept at most ``capacity`` entries and dropped
-when used. Passwords live only in memory, as long as the request does.
+when used. Passwords live only in memory, as long as the request does. Requests the core is
+going to refuse before hashing (``ChatService.password_work``) are not prepared at all.
 """
 
 from __future__ import annotations
@@ -70,7 +71,11 @@ class PrecomputingHasher:
         """Start the hashing ``request`` will need; None when it needs none.
 
         Stored hashes are looked up here, on the loop thread; only Argon2 runs in the pool.
+        When ``admit`` says the core will refuse the request before hashing (a taken name,
+        a bad password length, no session ...), nothing is computed: the refusal is cheap.
         """
+        if self.admit is not None and not self.admit(conn, request):
+            return None
         if isinstance(request, SignupRequest):
             return self._run(self._prepare_hash, request.password)
         if isinstance(request, LoginRequest):
@@ -88,6 +93,9 @@ class PrecomputingHasher:
 
     #: set by the server: which user a connection is logged in as (for ``passwd``)
     session_user: Callable[[int], str | None] | None = None
+    #: set by the server: whether the core could hash for this request at all
+    #: (``ChatService.password_work`` with the current time)
+    admit: Callable[[int, Request], bool] | None = None
 
     def _stored(self, username: str) -> str | None:
         return self.lookup(username) if self.lookup is not None else None

@@ -1,0 +1,90 @@
+"""A signup, login or passwd the core is going to refuse costs the server no Argon2 work."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import ADMIN_PASSWORD, PASSWORD, FakeClock, Wire
+
+from parlour.core.passwords import Argon2Hasher
+from parlour.server.app import ChatServer
+from parlour.server.config import Settings
+
+
+class CountingHasher:
+    """Cheap Argon2 that counts the work it is asked to do (from any thread)."""
+
+    def __init__(self) -> None:
+        self._inner = Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1)
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def _count(self) -> None:
+        with self._lock:
+            self.calls += 1
+
+    def hash(self, password: str) -> str:
+        self._count()
+        return self._inner.hash(password)
+
+    def verify(self, hash: str, password: str) -> bool:
+        self._count()
+        return self._inner.verify(hash, password)
+
+    def needs_rehash(self, hash: str) -> bool:
+        return self._inner.needs_rehash(hash)
+
+
+@pytest.fixture
+async def counted(tmp_path: Path) -> AsyncIterator[tuple[ChatServer, CountingHasher]]:
+    hasher = CountingHasher()
+    settings = dataclasses.replace(
+        Settings(port=0, data_dir=tmp_path / "data", admin_password=ADMIN_PASSWORD)
+    )
+    server = await ChatServer.start(settings, clock=FakeClock(), password_hasher=hasher)
+    yield server, hasher
+    await server.stop(grace=2)
+
+
+async def test_refused_signups_and_passwd_cost_no_hashing(
+    counted: tuple[ChatServer, CountingHasher],
+) -> None:
+    server, hasher = counted
+    alice = await Wire.connect(server.port)
+    other = await Wire.connect(server.port)
+    fresh = await Wire.connect(server.port)
+    try:
+        await alice.signup("alice", PASSWORD)
+        await other.hello()
+        before, inline = hasher.calls, server.hasher.computed_inline
+        for name, password, code in [
+            ("ALICE", PASSWORD, "username_taken"),
+            ("admin", PASSWORD, "username_taken"),
+            ("not a name!", PASSWORD, "invalid_field"),
+            ("bob", "short", "weak_password"),
+        ]:
+            reply = await other.error("signup", username=name, password=password)
+            assert reply["code"] == code
+        reply = await alice.error("signup", username="carol", password=PASSWORD)
+        assert reply["code"] == "already_authenticated"
+        reply = await fresh.error("signup", username="dave", password=PASSWORD)
+        assert reply["code"] == "hello_required"
+        reply = await alice.error("passwd", old_password=PASSWORD, new_password="short")
+        assert reply["code"] == "weak_password"
+        reply = await other.error("passwd", old_password=PASSWORD, new_password=PASSWORD + "2")
+        assert reply["code"] == "not_authenticated"
+        reply = await other.error("login", username="nobody", password=PASSWORD)
+        assert reply["code"] == "bad_credentials"
+        assert hasher.calls == before
+        assert server.hasher.computed_inline == inline
+        # a signup that can succeed is hashed once, off the loop
+        await other.ok("signup", username="bob", password=PASSWORD)
+        assert hasher.calls == before + 1
+        assert server.hasher.computed_inline == inline
+    finally:
+        for wire in (alice, other, fresh):
+            await wire.close()
