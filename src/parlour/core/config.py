@@ -53,6 +53,9 @@ class CoreConfig:
     #: Keep catch_up_bytes well under the transport's per-connection send queue.
     catch_up_messages: int = 2000
     catch_up_bytes: int = 512 * 1024
+    #: most member names a `join` reply lists (online members first); `members_total` and
+    #: `online_total` give the full counts, `who {"room"}` lists the online ones
+    join_members: int = 100
     #: `presence` events go to co-members of the user's rooms with at most this many live
     #: connections (bigger rooms use `who` instead: keeps logins O(1) in huge rooms)
     presence_room_limit: int = 1000
@@ -78,3 +81,5 @@ class CoreConfig:
             raise ValueError("join_history >= 0, max_page >= 1 and recent_window >= 1 required")
         if self.max_message_length < 1:
             raise ValueError("max_message_length must be at least 1")
+        if self.join_members < 1:
+            raise ValueError("join_members must be at least 1")

@@ -9,6 +9,7 @@ it may just have written is served from memory (docs/design/chat-architecture.md
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import logging
@@ -920,10 +921,26 @@ class ChatService:
             _log(logging.INFO, "join", user=u.name, room=room.name, conn=c.id)
         limit = min(rq.limit or self._cfg.join_history, self._cfg.max_page)
         msgs, _ = room.log.before(None, limit)
+        # Bounded (a big room has thousands of members): at most `join_members` names,
+        # online members first, each part in name order; `online` lists those of them online.
+        cap = self._cfg.join_members
+        online_keys = room.online_users()
+        users = self._users
+        online = heapq.nsmallest(cap, (users[k].name for k in online_keys), key=str.casefold)
+        away: list[str] = []
+        if len(online) < cap:
+            away = heapq.nsmallest(
+                cap - len(online),
+                (users[k].name for k in room.members if k not in online_keys),
+                key=str.casefold,
+            )
         data = {
             "room": room.name,
-            "members": sorted(self._users[k].name for k in room.members),
-            "online": sorted(self._users[k].name for k in room.online_users()),
+            "members": online + away,
+            "online": online,
+            "members_total": len(room.members),
+            "online_total": len(online_keys),
+            "members_truncated": len(online) + len(away) < len(room.members),
             "messages": [record(m, room=room.name) for m in self._visible(u.key, msgs)],
             "last_seq": room.log.last_seq,
         }
