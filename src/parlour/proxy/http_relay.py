@@ -363,12 +363,23 @@ class HttpClient(asyncio.Protocol):
             return
         if self._rejected or self.closed:
             return
-        if self._parsing is None or self._line is not None:
+        if self._parsing is None and self._line is None:
+            # the usual case inline: a whole request line at the start of the read
+            end = data.find(b"\n", 0, self.max_header_bytes)
+            if end < 0 or data[0] == 13 or not REQUEST_LINE.match(data, 0, end):
+                self._check_first_line(data)  # (pieces, leading CRLF, or bad)
+                if self._rejected:
+                    self._pump()
+                    return
+            self._head_size += len(data)
+        elif self._parsing is None or self._line is not None:
             self._check_first_line(data)
             if self._rejected:
                 self._pump()
                 return
-        if self._in_head or self._parsing is None:
+            if self._in_head or self._parsing is None:
+                self._head_size += len(data)
+        elif self._in_head:
             self._head_size += len(data)
         try:
             self.parser.feed_data(data)
@@ -381,7 +392,8 @@ class HttpClient(asyncio.Protocol):
             self._reject(f"malformed request: {exc}")
         if self._in_head and self._head_size > self.max_header_bytes:
             self._reject("request head too large")
-        self._pump()
+        if self.cur is None and self.queue:
+            self._pump()
 
     def _check_first_line(self, data: bytes) -> None:
         """Check the request line once it is complete, even when it arrives in pieces."""
@@ -600,9 +612,17 @@ class HttpClient(asyncio.Protocol):
             trust_forwarded=self.runtime.pool.settings.trust_forwarded,
             default_host=req.backend.host_header,
         )
-        parts = [head]
         chunked = req.head.chunked
         pending = req.body
+        if pending is None and not chunked:  # the usual request: just the head
+            transport = conn.transport
+            if transport is not None:
+                transport.write(head)
+                conn.backend.bytes_out += len(head)
+            if self.paused:
+                self._resume_after_bind(conn)
+            return
+        parts = [head]
         while pending:
             piece = pending.popleft()
             parts.append(_chunk(piece) if chunked else piece)
@@ -611,6 +631,10 @@ class HttpClient(asyncio.Protocol):
         if req.complete and chunked:
             parts.append(b"0\r\n\r\n")
         self._write_upstream(b"".join(parts))
+        if self.paused:
+            self._resume_after_bind(conn)
+
+    def _resume_after_bind(self, conn: HttpUpstream) -> None:
         if self.paused:
             if self.buffered <= self.buffer_size:
                 self.resume_reading("buffer")
@@ -761,7 +785,8 @@ class HttpClient(asyncio.Protocol):
             return
         if self.paused and len(self.queue) <= MAX_PIPELINED:
             self.resume_reading("pipeline")
-        self._pump()
+        if self.queue:
+            self._pump()
 
     def start_tunnel(self, up: HttpUpstream, rest: bytes) -> None:
         req = self.cur
