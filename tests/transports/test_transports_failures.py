@@ -170,3 +170,38 @@ async def test_one_failing_dispatch_does_not_hold_up_the_queue(
     assert done == [1, 2, 3, 4]
     assert pipeline.dispatch_failures == 1
     assert len(caplog.records) == 1
+
+
+class _Sink:
+    """The transport side of a hub peer: collects what is written."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.data += b"".join(chunks)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_unencodable_reply_becomes_internal_error_and_later_replies_follow() -> None:
+    writer = InlineWriter(MemoryStore().apply)
+    writer.start()
+    hub = Hub()
+    sink = _Sink()
+    hub.add(1, sink)  # type: ignore[arg-type]
+    pipeline = Pipeline(writer, hub)
+    pipeline.apply(Outcome(reply=Ok(1, {"x": object()})), 1)
+    pipeline.apply(Outcome(reply=Ok(2, {})), 1)
+    hub.flush()
+    frames = [json.loads(line) for line in sink.data.splitlines()]
+    assert [(f["id"], f["type"]) for f in frames] == [(1, "error"), (2, "ok")]
+    assert frames[0]["code"] == "internal_error"
+    assert pipeline.dispatch_failures == 1

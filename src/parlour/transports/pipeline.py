@@ -10,6 +10,7 @@ the wire equals sequence order and a reply never overtakes the effects it report
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 from parlour.core.outcome import ConnId, Outcome
 from parlour.protocol import Error, ErrorCode
-from parlour.transports.hub import Hub
+from parlour.transports.hub import Hub, encode_frame
 
 __all__ = ["InlineWriter", "Pipeline", "StoreWriter"]
 
@@ -147,20 +148,36 @@ class Pipeline:
             if conn is not None and reply is not None:
                 rid = getattr(reply, "id", None)
                 failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "storage failure; try again")
-                self._hub.dispatch(Outcome(reply=failure), conn)
-        else:
-            try:
-                self._hub.dispatch(outcome, conn)
-            except Exception:
-                # One outcome that cannot be sent (a bug: an unencodable value, say) must not
-                # hold up the ones queued behind it: log it and go on in order.
-                self.dispatch_failures += 1
-                log.exception("dispatching an outcome failed", extra={"fields": {"conn": conn}})
+                outcome = Outcome(reply=failure)
+            else:
+                outcome = Outcome()
+        try:
+            self._hub.dispatch(outcome, conn)
+        except Exception:
+            # One outcome that cannot be sent (a bug: an unencodable value, say) must not
+            # hold up the ones queued behind it: log it and go on in order.
+            self.dispatch_failures += 1
+            log.exception("dispatching an outcome failed", extra={"fields": {"conn": conn}})
+            self._reply_instead(outcome, conn)
         if done is not None:
             try:
                 done()
             except Exception:
                 log.exception("outcome callback failed", extra={"fields": {"conn": conn}})
+
+    def _reply_instead(self, outcome: Outcome, conn: ConnId | None) -> None:
+        """After a failed dispatch: if its reply could not even be encoded (so it was never
+        sent), the requester still gets its one reply, ``internal_error``."""
+        reply = outcome.reply
+        if conn is None or reply is None:
+            return
+        try:
+            encode_frame(reply)
+        except Exception:
+            rid = getattr(reply, "id", None)
+            failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error")
+            with contextlib.suppress(Exception):
+                self._hub.dispatch(Outcome(reply=failure), conn)
 
     async def drained(self) -> None:
         """Wait until every outcome applied so far has been dispatched."""
