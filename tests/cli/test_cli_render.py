@@ -116,6 +116,18 @@ def test_history_lines_have_time_and_tables() -> None:
     assert join[-1] == "* you are in #general — members: alice, bob (away)"
 
 
+def test_join_names_how_many_members_the_bounded_list_left_out() -> None:
+    result = JoinResult.from_data(
+        {"room": "big", "members": ["ann", "bo"], "online": ["ann"], "members_total": 250}
+    )
+    assert result.members_total == 250
+    assert (
+        render_join(result, "ann")[-1] == "* you are in #big — members: ann, bo (away) and 248 more"
+    )
+    small = JoinResult.from_data({"room": "s", "members": ["ann"], "online": []})
+    assert render_join(small, "ann")[-1] == "* you are in #s — members: ann (away)"
+
+
 def test_control_sequences_are_shown_not_obeyed() -> None:
     evil = "hi \x1b[2J\x1b]0;owned\x07 \u202eevil\x9b31m"
     line = render_event(record_event(EventName.MESSAGE, room="general", text=evil), "me")

@@ -176,6 +176,9 @@ def render_join(result: JoinResult, me: str | None) -> list[str]:
     people = ", ".join(
         f"{clean(m)}{'' if m.casefold() in online else ' (away)'}" for m in result.members
     )
+    more = result.members_total - len(result.members)
+    if more > 0:
+        people += f" and {more} more"
     lines.append(f"* you are in #{clean(result.room)} — members: {people or 'none'}")
     return lines
 

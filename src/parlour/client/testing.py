@@ -337,10 +337,15 @@ class FakeServer:
                 event = Event(EventName.JOINED, {"room": req.room, "user": me, "ts": now})
                 after.append(lambda: self._push(self._members(req.room) - {me}, event))
             limit = req.limit or 50
+            members = self._members(req.room)
+            online = members & self.online()
             return {
                 "room": req.room,
-                "members": sorted(self._members(req.room)),
-                "online": sorted(self._members(req.room) & self.online()),
+                "members": sorted(members),
+                "online": sorted(online),
+                "members_total": len(members),
+                "online_total": len(online),
+                "members_truncated": False,
                 "messages": [m.record(room=req.room).to_wire() for m in msgs[-limit:]],
                 "last_seq": len(msgs),
             }

@@ -103,15 +103,19 @@ class JoinResult:
     online: tuple[str, ...]
     messages: tuple[MessageRecord, ...]
     last_seq: int
+    #: how many members the room has in all (``members`` lists at most the server's bound)
+    members_total: int = 0
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> JoinResult:
+        members = tuple(data.get("members") or ())
         return cls(
             str(data["room"]),
-            tuple(data.get("members") or ()),
+            members,
             tuple(data.get("online") or ()),
             records(data.get("messages")),
             int(data.get("last_seq") or 0),
+            int(data.get("members_total") or len(members)),
         )
 
 
