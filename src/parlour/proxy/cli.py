@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -34,11 +35,13 @@ def _open_store(cfg: ProxyConfig) -> Any:
     return StatsStore(cfg.store)
 
 
-async def _serve(cfg: ProxyConfig, worker: int) -> None:
+async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
     from parlour.proxy.runtime import ProxyRuntime
 
     store = _open_store(cfg)
-    runtime = ProxyRuntime(cfg, store=store, admin=worker == 0, persist=worker == 0)
+    runtime = ProxyRuntime(
+        cfg, store=store, admin=worker == 0, persist=worker == 0, worker=worker, run_id=run_id
+    )
     await runtime.start()
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's scans, and collect the young generation less often (the relay
@@ -72,13 +75,13 @@ async def _serve(cfg: ProxyConfig, worker: int) -> None:
             runtime.store.close()
 
 
-def run_worker(cfg: ProxyConfig, worker: int = 0) -> None:
+def run_worker(cfg: ProxyConfig, worker: int = 0, run_id: str | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(_serve(cfg, worker))
+        asyncio.run(_serve(cfg, worker, run_id))
     else:
-        uvloop.run(_serve(cfg, worker))
+        uvloop.run(_serve(cfg, worker, run_id))
 
 
 def _reserve_port(cfg: ProxyConfig) -> tuple[ProxyConfig, socket.socket | None]:
@@ -98,13 +101,14 @@ def _reserve_port(cfg: ProxyConfig) -> tuple[ProxyConfig, socket.socket | None]:
 def _run_workers(cfg: ProxyConfig) -> None:
     """Fork `workers` processes sharing the port with SO_REUSEPORT; forward signals."""
     cfg, _reserved = _reserve_port(cfg)
+    run_id = secrets.token_hex(8)  # the workers' statistics rows of this run
     children: list[int] = []
     for i in range(cfg.workers):
         pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:
-                run_worker(cfg, i)
+                run_worker(cfg, i, run_id)
             except OSError as exc:
                 log.error("worker %d cannot start the proxy: %s", i, exc)
                 code = 1

@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from parlour.proxy.admission import WaitQueue, may_retry
 from parlour.proxy.config import (
@@ -37,6 +37,7 @@ from parlour.proxy.control import (
     TotalsSnapshot,
 )
 from parlour.proxy.pool import FULL, Admin, Backend, BackendPool, StateChange
+from parlour.proxy.stats_merge import add_backend_counters, merge_backends, merge_totals
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -46,6 +47,7 @@ __all__ = ["ProxyRuntime", "Reapable", "StoreLike", "UpstreamResult"]
 log = logging.getLogger("parlour.proxy")
 
 PERSIST_INTERVAL_S = 5.0
+WORKER_STATS_INTERVAL_S = 1.0
 
 
 class StoreLike(Protocol):
@@ -56,6 +58,14 @@ class StoreLike(Protocol):
     def save_snapshot(self, snaps: list[BackendSnapshot]) -> None: ...
     def load_snapshots(self) -> dict[str, BackendSnapshot]: ...
     def close(self) -> None: ...
+
+
+class WorkerStatsStore(Protocol):
+    """What multi-worker statistics need on top of `StoreLike` (`StatsStore` has it)."""
+
+    def save_worker_totals(self, run: str, worker: int, totals: TotalsSnapshot) -> None: ...
+    def load_worker_totals(self, run: str) -> list[TotalsSnapshot]: ...
+    def take_previous_runs(self, run: str) -> dict[str, BackendSnapshot]: ...
 
 
 class Reapable(Protocol):
@@ -79,8 +89,14 @@ class ProxyRuntime:
         clock: Callable[[], float] = time.time,
         admin: bool = True,
         persist: bool = True,
+        worker: int = 0,
+        run_id: str | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
+        # shared by all workers of one `parlour proxy` run (the parent picks it)
+        self.run_id = run_id or secrets.token_hex(8)
+        self._peer_totals: list[TotalsSnapshot] = []
         self.clock = clock
         self.store = store
         self._persist_enabled = persist
@@ -120,10 +136,26 @@ class ProxyRuntime:
         return new
 
     def backends(self) -> list[BackendSnapshot]:
+        """Every backend, with the other workers' counters added (see `totals`)."""
+        own = self.own_backends()
+        if not self._peer_totals:
+            return own
+        return merge_backends(own, [t.backends for t in self._peer_totals])
+
+    def own_backends(self) -> list[BackendSnapshot]:
+        """This worker's own figures (what it persists)."""
         return self.pool.snapshots(self.clock())
 
     def totals(self) -> TotalsSnapshot:
-        snaps = tuple(self.backends())
+        """Totals over all workers: this worker's live figures plus the other workers'
+        latest saved ones (worker 0 reads them from the store every second)."""
+        own = self.own_totals()
+        if not self._peer_totals:
+            return own
+        return merge_totals(own, self._peer_totals)
+
+    def own_totals(self) -> TotalsSnapshot:
+        snaps = tuple(self.own_backends())
         return TotalsSnapshot(
             started_at=self.started_at,
             active_conns=len(self.conns),
@@ -221,6 +253,11 @@ class ProxyRuntime:
                     except ControlError as exc:
                         log.warning("ignoring stored settings: %s", exc.message)
             snaps = self.store.load_snapshots()
+            take = getattr(self.store, "take_previous_runs", None)
+            if self._persist_enabled and take is not None:
+                # the other workers' share of earlier runs joins worker 0's carried totals
+                for bid, extra in take(self.run_id).items():
+                    snaps[bid] = add_backend_counters(snaps[bid], extra) if bid in snaps else extra
         else:
             snaps = {}
         for spec, state in specs:
@@ -230,7 +267,8 @@ class ProxyRuntime:
             except ControlError as exc:
                 log.warning("skipping backend %s: %s", spec.id, exc.message)
                 continue
-            if spec.id in snaps:
+            if spec.id in snaps and self._persist_enabled:
+                # only worker 0 carries the previous totals; the others count from zero
                 b.restore(snaps[spec.id])
         if self.store is not None and not self._persist_enabled:
             # extra worker processes only read the store: worker 0 owns the writes, and
@@ -275,8 +313,14 @@ class ProxyRuntime:
         self._tasks.append(asyncio.create_task(self._reaper()))
         if self.store is not None:
             self._tasks.append(asyncio.create_task(self._persist_loop()))
+            if self.config.workers > 1 and hasattr(self.store, "load_worker_totals"):
+                peers = cast("WorkerStatsStore", self.store)
+                self._tasks.append(asyncio.create_task(self._peer_stats_loop(peers)))
         if self._follow_store is not None:
             self._tasks.append(asyncio.create_task(self._follow_loop(self._follow_store)))
+            if hasattr(self._follow_store, "save_worker_totals"):
+                mine = cast("WorkerStatsStore", self._follow_store)
+                self._tasks.append(asyncio.create_task(self._worker_stats_loop(mine)))
         if self._admin_enabled:
             await self._start_admin()
         log.info(
@@ -348,6 +392,8 @@ class ProxyRuntime:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         if self.store is not None:
             self._persist()
+        if self._follow_store is not None and hasattr(self._follow_store, "save_worker_totals"):
+            self._save_worker_totals(cast("WorkerStatsStore", self._follow_store))
         log.info("parlour proxy stopped")
 
     # ============================================================ persistence
@@ -385,7 +431,7 @@ class ProxyRuntime:
             return
         try:
             self.store.save_backends([(b.spec, b.state) for b in self.pool.all()])
-            self.store.save_snapshot(self.backends())
+            self.store.save_snapshot(self.own_backends())
         except Exception:
             log.exception("could not persist proxy statistics")
 
@@ -396,11 +442,36 @@ class ProxyRuntime:
             if store is None:
                 return
             items = [(b.spec, str(b.state)) for b in self.pool.all()]
-            snaps = self.backends()
+            snaps = self.own_backends()
             try:  # SQLite off the event loop thread (the store is thread-safe)
                 await asyncio.to_thread(_write_store, store, items, snaps)
             except Exception:
                 log.exception("could not persist proxy statistics")
+
+    def _save_worker_totals(self, store: WorkerStatsStore) -> None:
+        try:
+            store.save_worker_totals(self.run_id, self.worker, self.own_totals())
+        except Exception:
+            log.exception("could not save this worker's statistics")
+
+    async def _worker_stats_loop(self, store: WorkerStatsStore) -> None:
+        """Workers 1..N-1: publish this worker's counters for worker 0 to add up."""
+        while True:
+            await asyncio.sleep(WORKER_STATS_INTERVAL_S)
+            totals = self.own_totals()
+            try:
+                await asyncio.to_thread(store.save_worker_totals, self.run_id, self.worker, totals)
+            except Exception:
+                log.exception("could not save this worker's statistics")
+
+    async def _peer_stats_loop(self, store: WorkerStatsStore) -> None:
+        """Worker 0: fetch the other workers' latest counters for `totals()`."""
+        while True:
+            await asyncio.sleep(WORKER_STATS_INTERVAL_S)
+            try:
+                self._peer_totals = await asyncio.to_thread(store.load_worker_totals, self.run_id)
+            except Exception:
+                log.exception("could not read the other workers' statistics")
 
     async def _follow_loop(self, store: StoreLike, period_s: float = 1.0) -> None:
         while True:

@@ -22,7 +22,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
-from parlour.proxy.control import BackendSnapshot, BackendSpec, BackendState, ProxySettings
+from parlour.proxy.control import (
+    BackendSnapshot,
+    BackendSpec,
+    BackendState,
+    ProxySettings,
+    TotalsSnapshot,
+)
+from parlour.proxy.stats_merge import add_backend_counters
 
 __all__ = [
     "MIGRATIONS",
@@ -87,6 +94,38 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX events_backend ON events (backend_id, seq)",
         "ALTER TABLE backend_stats ADD COLUMN p50_ms REAL",
         "ALTER TABLE backend_stats ADD COLUMN p99_ms REAL",
+    ),
+    # 2 -> 3: the latest counters of workers 1..N-1 (per run), summed by worker 0.
+    (
+        """CREATE TABLE worker_totals (
+            run TEXT NOT NULL,
+            worker INTEGER NOT NULL,
+            active_conns INTEGER NOT NULL,
+            total_conns INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            saved_at REAL NOT NULL,
+            PRIMARY KEY (run, worker)
+        )""",
+        """CREATE TABLE worker_stats (
+            run TEXT NOT NULL,
+            worker INTEGER NOT NULL,
+            backend_id TEXT NOT NULL,
+            active_conns INTEGER NOT NULL,
+            total_conns INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            bytes_in INTEGER NOT NULL,
+            bytes_out INTEGER NOT NULL,
+            connect_errors INTEGER NOT NULL,
+            response_errors INTEGER NOT NULL,
+            retries INTEGER NOT NULL,
+            queued INTEGER NOT NULL,
+            last_connected REAL,
+            p50_ms REAL,
+            p99_ms REAL,
+            PRIMARY KEY (run, worker, backend_id)
+        )""",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -315,6 +354,139 @@ class StatsStore:
     def forget_snapshot(self, backend_id: str) -> None:
         """Drop the saved counters of one backend (e.g. removed for good)."""
         self._write([("DELETE FROM backend_stats WHERE id = ?", (backend_id,))])
+
+    # -- other workers' counters ----------------------------------------------------------
+    _WORKER_COLS: Final = (
+        "backend_id, active_conns, total_conns, requests, bytes_in, bytes_out, "
+        "connect_errors, response_errors, retries, queued, last_connected, p50_ms, p99_ms"
+    )
+
+    def save_worker_totals(self, run: str, worker: int, totals: TotalsSnapshot) -> None:
+        """Replace worker `worker`'s latest counters for this run (workers 1..N-1 call it
+        every second; they count from zero, worker 0 carries the previous runs)."""
+        statements: list[tuple[str, Sequence[object]]] = [
+            ("DELETE FROM worker_stats WHERE run = ? AND worker = ?", (run, worker)),
+            (
+                "INSERT OR REPLACE INTO worker_totals (run, worker, active_conns, total_conns, "
+                "requests, errors, started_at, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run,
+                    worker,
+                    totals.active_conns,
+                    totals.total_conns,
+                    totals.requests,
+                    totals.errors,
+                    totals.started_at,
+                    time.time(),
+                ),
+            ),
+        ]
+        for b in totals.backends:
+            statements.append(
+                (
+                    f"INSERT OR REPLACE INTO worker_stats (run, worker, {self._WORKER_COLS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run,
+                        worker,
+                        b.id,
+                        b.active_conns,
+                        b.total_conns,
+                        b.requests,
+                        b.bytes_in,
+                        b.bytes_out,
+                        b.connect_errors,
+                        b.response_errors,
+                        b.retries,
+                        b.queued,
+                        b.last_connected,
+                        b.p50_ms,
+                        b.p99_ms,
+                    ),
+                )
+            )
+        self._write(statements)
+
+    @staticmethod
+    def _worker_backend(r: Sequence[object]) -> BackendSnapshot:
+        bid = str(r[0])
+        host, _, port = bid.rpartition(":")
+        return BackendSnapshot(
+            id=bid,
+            host=host,
+            port=int(port) if port.isdigit() else 0,
+            weight=1,
+            max_conns=0,
+            state="up",
+            active_conns=int(cast(int, r[1])),
+            total_conns=int(cast(int, r[2])),
+            requests=int(cast(int, r[3])),
+            bytes_in=int(cast(int, r[4])),
+            bytes_out=int(cast(int, r[5])),
+            connect_errors=int(cast(int, r[6])),
+            response_errors=int(cast(int, r[7])),
+            retries=int(cast(int, r[8])),
+            queued=int(cast(int, r[9])),
+            last_connected=None if r[10] is None else float(cast(float, r[10])),
+            p50_ms=None if r[11] is None else float(cast(float, r[11])),
+            p99_ms=None if r[12] is None else float(cast(float, r[12])),
+        )
+
+    def load_worker_totals(self, run: str) -> list[TotalsSnapshot]:
+        """The latest counters each other worker of `run` saved (worker order)."""
+        with self._lock:
+            heads = self._db.execute(
+                "SELECT worker, active_conns, total_conns, requests, errors, started_at "
+                "FROM worker_totals WHERE run = ? ORDER BY worker",
+                (run,),
+            ).fetchall()
+            rows = self._db.execute(
+                f"SELECT worker, {self._WORKER_COLS} FROM worker_stats WHERE run = ? "
+                "ORDER BY worker, backend_id",
+                (run,),
+            ).fetchall()
+        by_worker: dict[int, list[BackendSnapshot]] = {}
+        for r in rows:
+            by_worker.setdefault(int(r[0]), []).append(self._worker_backend(r[1:]))
+        result = []
+        for w, active, conns, requests, errors, started in heads:
+            backends = tuple(by_worker.get(int(w), ()))
+            result.append(
+                TotalsSnapshot(
+                    started_at=float(started),
+                    active_conns=int(active),
+                    total_conns=int(conns),
+                    requests=int(requests),
+                    bytes_in=sum(b.bytes_in for b in backends),
+                    bytes_out=sum(b.bytes_out for b in backends),
+                    errors=int(errors),
+                    backends=backends,
+                )
+            )
+        return result
+
+    def take_previous_runs(self, run: str) -> dict[str, BackendSnapshot]:
+        """Remove the worker rows of every run but `run` and return their per-backend
+        counters summed (worker 0 adds them to its restored totals, so the other
+        workers' share of a previous run is carried over exactly once)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT {self._WORKER_COLS} FROM worker_stats WHERE run != ?", (run,)
+                ).fetchall()
+                self._db.execute("DELETE FROM worker_stats WHERE run != ?", (run,))
+                self._db.execute("DELETE FROM worker_totals WHERE run != ?", (run,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        summed: dict[str, BackendSnapshot] = {}
+        for r in rows:
+            b = dataclasses.replace(self._worker_backend(r), active_conns=0, queued=0)
+            prev = summed.get(b.id)
+            summed[b.id] = b if prev is None else add_backend_counters(prev, b)
+        return summed
 
     # -- event log ------------------------------------------------------------------------
     def record_event(self, backend_id: str, kind: str, reason: str, at: float) -> None:

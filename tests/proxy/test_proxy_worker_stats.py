@@ -1,0 +1,189 @@
+"""`--workers 2`: the admin API reports totals over every worker, and a restart carries
+the previous run's totals (every worker's share) exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from proxy_helpers import BackendFactory
+
+from parlour.proxy.control import BackendSnapshot, TotalsSnapshot
+from parlour.proxy.stats_merge import merge_totals
+from parlour.proxy.stats_store import StatsStore
+
+TOKEN = "worker-stats-token-123456"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def two_workers(cfg: Path) -> AsyncIterator[tuple[int, int]]:
+    """Run `parlour proxy` with the config (workers = 2); yield (listen port, admin port)
+    once both workers are ready; SIGTERM it afterwards and check it exits cleanly."""
+    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    lines: list[str] = []
+
+    async def wait_for(pattern: str, count: int) -> list[re.Match[str]]:
+        assert proc.stderr is not None
+        while len(found := [m for x in lines if (m := re.search(pattern, x))]) < count:
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError("proxy exited:\n" + "".join(lines))
+            lines.append(line)
+        return found
+
+    try:
+        port = int((await asyncio.wait_for(wait_for(r"listening on [\d.]+:(\d+)", 2), 20))[0][1])
+        found = await asyncio.wait_for(wait_for(r"dashboard on http://[\d.]+:(\d+)/", 1), 5)
+        admin = int(found[0][1])
+        await asyncio.wait_for(wait_for(r"worker \d \(pid \d+\) ready", 2), 10)
+        yield port, admin
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), 20)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+
+
+async def stats_when(
+    s: aiohttp.ClientSession, admin: int, done: Any, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Poll the stats endpoint until `done(stats)` (the other worker publishes every second)."""
+
+    async def poll() -> dict[str, Any]:
+        while True:
+            async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=AUTH) as r:
+                stats: dict[str, Any] = await r.json()
+            if done(stats):
+                return stats
+            await asyncio.sleep(0.1)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def published(db: Path) -> None:
+    """Wait until worker 1 of the current run has saved its counters."""
+    while True:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (rows,) = conn.execute("SELECT COUNT(*) FROM worker_stats").fetchone()
+        if rows:
+            return
+        await asyncio.sleep(0.1)
+
+
+def worker1_requests(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (value,) = conn.execute("SELECT COALESCE(SUM(requests), 0) FROM worker_totals").fetchone()
+    return int(value)
+
+
+async def test_two_workers_report_totals_and_restart_counts_once(
+    tmp_path: Path, backends: BackendFactory
+) -> None:
+    a = await backends("a")
+    db = tmp_path / "s.db"
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text(
+        f'[proxy]\nlisten_port = 0\nworkers = 2\nstore = "{db}"\n[admin]\nport = 0\n'
+        f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n"
+    )
+    n = 40
+    bid = f"127.0.0.1:{a.port}"
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async with two_workers(cfg) as (port, admin):
+            for _ in range(n):  # a fresh connection each: the kernel spreads them
+                async with s.get(f"http://127.0.0.1:{port}/") as r:
+                    assert r.status == 200 and await r.text() == "a"
+
+            def all_counted(stats: dict[str, Any]) -> bool:
+                return bool(stats["totals"]["requests"] == n)
+
+            stats = await stats_when(s, admin, all_counted)
+            assert 0 < worker1_requests(db) < n  # both workers took a share
+            assert len(a.seen) == n
+            (backend,) = stats["backends"]
+            assert backend["requests"] == n and stats["totals"]["total_conns"] == n
+            assert backend["bytes_in"] == stats["totals"]["bytes_in"] > 0
+            async with s.get(f"http://127.0.0.1:{admin}/metrics", headers=AUTH) as r:
+                text = await r.text()
+            assert f"parlour_proxy_requests_total {float(n)}" in text
+            assert re.search(rf"parlour_proxy_backend_requests_total\{{[^}}]*\}} {float(n)}", text)
+        for _ in range(2):  # each restart carries the same totals: nothing counted twice
+            async with two_workers(cfg) as (port, admin):
+
+                def restored(stats: dict[str, Any]) -> bool:
+                    return bool(stats["backends"][0]["requests"] >= n)
+
+                stats = await stats_when(s, admin, restored)
+                assert stats["backends"][0]["id"] == bid
+                assert stats["backends"][0]["requests"] == n
+                # once the new worker 1 has published (its own count, zero), still n
+                await asyncio.wait_for(published(db), 10)
+                stats = await stats_when(s, admin, restored)
+                assert stats["backends"][0]["requests"] == n
+                assert stats["totals"]["requests"] == 0  # this run's own traffic
+
+
+def _backend(bid: str, **counts: Any) -> BackendSnapshot:
+    return BackendSnapshot(id=bid, host="h", port=1, weight=1, max_conns=0, state="up", **counts)
+
+
+def test_merge_sums_counters_and_takes_max_quantiles() -> None:
+    own = TotalsSnapshot(
+        started_at=1.0, active_conns=2, total_conns=5, requests=7, bytes_in=10, bytes_out=3,
+        errors=1, backends=(_backend("x", requests=7, bytes_in=10, bytes_out=3, p50_ms=2.0),),
+    )  # fmt: skip
+    other = TotalsSnapshot(
+        started_at=2.0, active_conns=1, total_conns=4, requests=6, bytes_in=20, bytes_out=4,
+        errors=2, backends=(
+            _backend("x", requests=6, bytes_in=20, bytes_out=4, p50_ms=5.0, p99_ms=9.0),
+            _backend("gone", requests=100),
+        ),
+    )  # fmt: skip
+    merged = merge_totals(own, [other])
+    assert (merged.active_conns, merged.total_conns, merged.requests, merged.errors) == (
+        3,
+        9,
+        13,
+        3,
+    )
+    (x,) = merged.backends
+    assert (x.requests, x.bytes_in, x.bytes_out, x.p50_ms, x.p99_ms) == (13, 30, 7, 5.0, 9.0)
+    assert (merged.bytes_in, merged.bytes_out, merged.started_at) == (30, 7, 1.0)
+
+
+def test_store_worker_rows_round_trip_and_previous_runs_are_taken_once(tmp_path: Path) -> None:
+    with StatsStore(tmp_path / "s.db") as store:
+        t = TotalsSnapshot(
+            started_at=1.0, active_conns=1, total_conns=3, requests=4, bytes_in=5, bytes_out=6,
+            errors=0, backends=(_backend("h:1", requests=4, bytes_in=5, bytes_out=6,
+                                         active_conns=1),),
+        )  # fmt: skip
+        store.save_worker_totals("old", 1, t)
+        store.save_worker_totals("new", 1, t)
+        store.save_worker_totals("new", 1, t)  # replaces, not adds
+        (loaded,) = store.load_worker_totals("new")
+        assert (loaded.requests, loaded.backends[0].requests, loaded.bytes_in) == (4, 4, 5)
+        taken = store.take_previous_runs("new")
+        assert taken["h:1"].requests == 4 and taken["h:1"].active_conns == 0
+        assert store.take_previous_runs("new") == {}
+        assert store.load_worker_totals("old") == []
+        assert len(store.load_worker_totals("new")) == 1
