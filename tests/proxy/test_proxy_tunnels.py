@@ -128,3 +128,52 @@ def test_proxy_header_v6_and_mixed() -> None:
     v2 = proxy_header("v2", ("::1", 5), ("::1", 6))
     assert v2[12:16] == b"\x21\x21\x00\x24" and len(v2) == 16 + 36
     assert proxy_header("v1", ("::1", 5), ("127.0.0.1", 6)) == b"PROXY UNKNOWN\r\n"
+
+
+async def test_tcp_mode_measures_connect_to_first_byte(proxy: ProxyFactory) -> None:
+    """One response-time sample per backend connection, taken at the backend's first byte
+    (a greeting here); a backend that never speaks gives none."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            while await reader.read(65536):
+                writer.write(b"more\n")  # later bytes are not samples
+        writer.close()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    greeter = await asyncio.start_server(greet, "127.0.0.1", 0)
+    quiet = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        g = BackendSpec("127.0.0.1", greeter.sockets[0].getsockname()[1])
+        q = BackendSpec("127.0.0.1", quiet.sockets[0].getsockname()[1])
+        rt = await proxy([g], mode="tcp")
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+            assert await asyncio.wait_for(reader.readline(), 5) == b"hello\n"
+            writer.write(b"x")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"more\n"
+            writer.close()
+        backend = rt.pool.find(g.id)
+        assert backend is not None and len(backend.latencies_ms) == 3
+        (snap,) = rt.backends()
+        assert snap.p50_ms is not None and snap.p99_ms is not None
+        assert 0 < snap.p50_ms <= snap.p99_ms
+        assert abs(snap.p50_ms - round(snap.p50_ms)) > 1e-9  # perf_counter, not loop ms
+
+        rt2 = await proxy([q], mode="tcp")
+        reader, writer = await asyncio.open_connection("127.0.0.1", rt2.listen_port)
+        writer.write(b"x")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        (snap,) = rt2.backends()
+        assert snap.total_conns == 1 and snap.p50_ms is None and snap.p99_ms is None
+    finally:
+        for srv in (greeter, quiet):
+            srv.close()

@@ -4,12 +4,19 @@ Flow control both ways: when one side's write buffer passes its high-water mark 
 side stops reading, so a peer that stops reading never makes the proxy buffer without
 limit. Bytes a client sends before the backend connection is up are buffered up to
 `buffer_size`, then reading pauses.
+
+Response time in this mode (the backend's p50/p99) is the time from the backend connection
+being established to the backend's first byte, one sample per connection: for protocols
+where the server speaks first (a greeting) that is the server's reaction time; where the
+client speaks first it includes the client's think time. Connections on which the backend
+never sends anything give no sample.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from parlour.proxy.proxy_protocol import proxy_header
@@ -28,12 +35,17 @@ class TcpUpstream(asyncio.Protocol):
         self.client = client
         self.backend = backend
         self.transport: asyncio.Transport | None = None
+        self.connected_at: float | None = None  # perf_counter; None once measured
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.client.buffer_size)
+        self.connected_at = perf_counter()  # finer than uvloop's millisecond loop clock
 
     def data_received(self, data: bytes) -> None:
+        if self.connected_at is not None:  # first byte: connect -> first byte time
+            self.backend.latencies_ms.append((perf_counter() - self.connected_at) * 1000.0)
+            self.connected_at = None
         self.backend.bytes_in += len(data)
         self.client.last_activity = self.client.loop.time()
         if self.client.transport is not None and not self.client.transport.is_closing():
