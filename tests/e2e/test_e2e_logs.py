@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ async def test_logs_are_structured_never_hold_passwords_and_bodies_only_at_debug
     )
     ban = json_logs.events("ban")[0]
     assert (ban["by"], ban["user"], ban["reason"]) == ("admin", "bob", "testing bans")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", ban["until"])  # readable
     assert json_logs.events("password changed")[0]["user"] == "alice"
 
     # nothing in clear in the database either (Argon2id hashes only)

@@ -336,7 +336,7 @@ class ChatService:
         if not expired:
             return EMPTY
         for b in expired:
-            _log(logging.INFO, "ban expired", user=b.user, by=b.by, until=b.until)
+            _log(logging.INFO, "ban expired", user=b.user, by=b.by, until=_utc(b.until or now))
         return Outcome(writes=tuple(RemoveBan(b.user) for b in expired))
 
     # ================================================================== introspection
@@ -1365,7 +1365,14 @@ class ChatService:
             reason,
             now,
         )
-        _log(logging.INFO, "ban", by=admin.name, user=target.name, until=until, reason=reason)
+        _log(
+            logging.INFO,
+            "ban",
+            by=admin.name,
+            user=target.name,
+            until="permanent" if until is None else _utc(until),
+            reason=reason,
+        )
         return out.done(Ok(rq.id, {"user": target.name, "until": until, "reason": reason}))
 
     def _unban(self, c: Connection, rq: UnbanRequest, now: float) -> Outcome:
