@@ -205,3 +205,67 @@ async def test_post_is_never_replayed(proxy: ProxyFactory) -> None:
             srv.close()
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
+
+
+async def test_head_then_get_reuse_one_upstream_connection(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """A response to HEAD has no body even with Content-Length: the upstream connection
+    goes back to the pool and serves the GET that follows on the same client connection."""
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    try:
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1\r\n" in head
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")  # not the HEAD's "body"
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"a"
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    assert [r.method for r in a.seen] == ["HEAD", "GET"]
+    (snap,) = rt.backends()
+    assert snap.total_conns == 1 and snap.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "reused"),
+    [
+        (b"Content-Length: 0\r\n\r\n", True),
+        (b"Content-Length: 5\r\n\r\n", True),
+        (b"\r\n", False),  # no length: llhttp would read to EOF, so not kept
+        (b"Content-Length: 5\r\n\r\nhello", False),  # a body after all: not reused
+    ],
+)
+async def test_head_response_framings(proxy: ProxyFactory, extra: bytes, reused: bool) -> None:
+    """A raw backend answering HEAD with various framings, then GET with a body."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                if request.startswith(b"HEAD"):
+                    writer.write(b"HTTP/1.1 200 OK\r\n" + extra)
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        rt = await proxy([BackendSpec("127.0.0.1", srv.sockets[0].getsockname()[1])])
+        out = await raw_exchange(
+            rt.listen_port or 0,
+            b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        first, second = out.split(b"HTTP/1.1 200 OK\r\n")[1:]
+        assert first.endswith(b"\r\n\r\n") and second.endswith(b"\r\n\r\nok")
+        (snap,) = rt.backends()  # (the server also sees the health checks' connections)
+        assert snap.requests == 2 and snap.total_conns == (1 if reused else 2)
+    finally:
+        srv.close()

@@ -97,6 +97,11 @@ class HttpUpstream(asyncio.Protocol):
         self._drop: set[bytes] | None = None  # fields to leave out (rare)
         self.chunked = False
         self.has_length = False
+        # the response to a HEAD ends at its head, whatever Content-Length says; llhttp
+        # (through httptools) cannot be told, so the relay ends it after `feed_data`
+        self.skip_body = False
+        self.skipped_bytes = False
+        self.skip_keep_alive = False  # read at the head (llhttp resets it at a message end)
 
     # --- pool helpers
     def expired(self, now: float) -> bool:
@@ -146,6 +151,8 @@ class HttpUpstream(asyncio.Protocol):
         client.corked = True
         try:
             self.parser.feed_data(data)
+            if self.skip_body:
+                self._end_bodiless(client)
         except httptools.HttpParserUpgrade as exc:
             if self.client is client:
                 client.start_tunnel(self, data[exc.args[0] :])
@@ -154,6 +161,16 @@ class HttpUpstream(asyncio.Protocol):
                 client.upstream_broken(self, f"bad response from backend: {exc}")
         finally:
             client.uncork()
+
+    def _end_bodiless(self, client: HttpClient) -> None:
+        """The head of a response to HEAD is in: end the message here. The parser
+        (which would wait for Content-Length body bytes) is replaced for the next
+        response; bytes the backend sent after the head make the connection unusable."""
+        keep = self.skip_keep_alive and not self.skipped_bytes
+        self.skip_body = self.skipped_bytes = False
+        self.parser = httptools.HttpResponseParser(self)
+        if self.client is client:
+            client.response_complete(self, keep)
 
     def eof_received(self) -> bool:
         return False
@@ -216,12 +233,19 @@ class HttpUpstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.client is not None:
             self.client.response_head(self, self.parser.get_status_code(), self._reason)
+            if self.skip_body:
+                self.skip_keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
+        if self.skip_body:
+            self.skipped_bytes = True
+            return
         if self.client is not None:
             self.client.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.skip_body:  # (Content-Length: 0) `_end_bodiless` ends it
+            return
         if self.client is not None:
             self.client.response_complete(self, self.parser.should_keep_alive())
 
@@ -731,10 +755,8 @@ class HttpClient(asyncio.Protocol):
                 lines = drop_fields(lines, names)
         lines.append(response_tail(framing, req.keep_alive, version))
         self.write(b"\r\n".join(lines))
-        if req.head.method == "HEAD" and framing != "upgrade":
-            # llhttp cannot be told the response has no body: finish here and retire
-            # the upstream connection instead of reusing it
-            self._finish(up, reusable=False)
+        if head.method == "HEAD" and framing != "upgrade":
+            up.skip_body = True  # no body follows: `HttpUpstream._end_bodiless` ends it
 
     def response_body(self, body: bytes) -> None:
         req = self.cur
