@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from proxy_helpers import BackendFactory
+from proxy_helpers import BackendFactory, ProxyFactory
 
-from parlour.proxy.control import BackendSnapshot, TotalsSnapshot
+from parlour.proxy.control import BackendSnapshot, BackendSpec, TotalsSnapshot
 from parlour.proxy.stats_merge import merge_totals
 from parlour.proxy.stats_store import StatsStore
 
@@ -187,3 +187,27 @@ def test_store_worker_rows_round_trip_and_previous_runs_are_taken_once(tmp_path:
         assert store.take_previous_runs("new") == {}
         assert store.load_worker_totals("old") == []
         assert len(store.load_worker_totals("new")) == 1
+
+
+async def test_worker0_folds_previous_runs_once(tmp_path: Path, proxy: ProxyFactory) -> None:
+    """At start worker 0 adds the previous run's other-worker rows to its restored
+    counters (also for a backend not in this run's set) and drops them: once only."""
+    x, y = BackendSpec("127.0.0.1", 1), BackendSpec("127.0.0.1", 2)
+    with StatsStore(tmp_path / "s.db") as store:
+        store.save_snapshot([_backend(x.id, requests=10, bytes_in=100)])
+        prev = TotalsSnapshot(
+            started_at=1.0, active_conns=0, total_conns=0, requests=8, bytes_in=0,
+            bytes_out=0, errors=0, backends=(
+                _backend(x.id, requests=5, bytes_in=50), _backend(y.id, requests=3),
+            ),
+        )  # fmt: skip
+        store.save_worker_totals("previous-run", 1, prev)
+        rt = await proxy([x], store=store, health_interval_s=60.0)
+        (snap,) = rt.backends()
+        assert (snap.requests, snap.bytes_in) == (15, 150)
+        assert store.load_snapshots()[y.id].requests == 3  # kept for a later run
+        assert store.load_worker_totals("previous-run") == []
+        await rt.stop(drain_timeout_s=0.1)
+        rt2 = await proxy([x, y], store=store, health_interval_s=60.0)
+        assert {b.id: b.requests for b in rt2.backends()} == {x.id: 15, y.id: 3}
+        await rt2.stop(drain_timeout_s=0.1)

@@ -236,6 +236,7 @@ class ProxyRuntime:
     def _load_initial_state(self) -> None:
         now = self.clock()
         specs: list[tuple[BackendSpec, str]] = [(b, "up") for b in self.config.backends]
+        folded: list[str] = []
         if self.store is not None:
             if self.config.load_from == "previous":
                 stored = self.store.load_backends()
@@ -258,6 +259,7 @@ class ProxyRuntime:
                 # the other workers' share of earlier runs joins worker 0's carried totals
                 for bid, extra in take(self.run_id).items():
                     snaps[bid] = add_backend_counters(snaps[bid], extra) if bid in snaps else extra
+                    folded.append(bid)
         else:
             snaps = {}
         for spec, state in specs:
@@ -278,6 +280,10 @@ class ProxyRuntime:
         if self.store is not None:
             self.store.save_settings(self.pool.settings)
             self._persist()
+            # folded counters of backends not in this run's set are kept for a later one
+            absent = [snaps[bid] for bid in folded if self.pool.find(bid) is None]
+            if absent:
+                self.store.save_snapshot(absent)
 
     def _make_socket(self) -> socket.socket:
         host, port = self.config.listen_host, self.config.listen_port
