@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -162,3 +167,47 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def counts(names: list[str]) -> Counter[str]:
     return Counter(names)
+
+
+class ProxyProcess:
+    """A `parlour proxy` subprocess whose stderr log lines can be waited on."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def wait_for(self, pattern: str, count: int = 1) -> list[re.Match[str]]:
+        """Read log lines until ``pattern`` has matched ``count`` of them; return the matches."""
+        assert self.proc.stderr is not None
+        while len(found := [m for x in self.lines if (m := re.search(pattern, x))]) < count:
+            line = (await self.proc.stderr.readline()).decode()
+            if not line:
+                raise AssertionError("proxy exited:\n" + "".join(self.lines))
+            self.lines.append(line)
+        return found
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.asynccontextmanager
+async def proxy_process(cfg: Path, token: str) -> AsyncIterator[ProxyProcess]:
+    """Run `parlour proxy --config cfg` with the admin token; SIGTERM it afterwards (kill if it
+    hangs) and check that it exited with status 0."""
+    env = {**os.environ, "PARLOUR_PROXY_TOKEN": token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    p = ProxyProcess(proc)
+    try:
+        yield p
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), 20)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, p.log()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory
+from proxy_helpers import BackendFactory, proxy_process
 
 from parlour.proxy.config import ConfigError, load_config, parse_backend
 from parlour.proxy.control import BackendSpec
@@ -191,32 +191,15 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
     base = f'[proxy]\nlisten_port = 0\nworkers = 2\nstore = "{tmp_path / "s.db"}"\n'
     base += "[admin]\nport = 0\n"
     cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n")
-    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    lines: list[str] = []
-
-    async def wait_for_lines(pattern: str, count: int) -> list[re.Match[str]]:
-        assert proc.stderr is not None
-        while len(found := [m for x in lines if (m := re.search(pattern, x))]) < count:
-            line = (await proc.stderr.readline()).decode()
-            if not line:
-                raise AssertionError("proxy exited:\n" + "".join(lines))
-            lines.append(line)
-        return found
-
-    try:
+    async with proxy_process(cfg, TOKEN) as p:
         try:
-            ports = await asyncio.wait_for(wait_for_lines(r"listening on [\d.]+:(\d+)", 2), 20)
+            ports = await asyncio.wait_for(p.wait_for(r"listening on [\d.]+:(\d+)", 2), 20)
         except TimeoutError:
-            raise AssertionError("".join(lines)) from None
+            raise AssertionError(p.log()) from None
         assert ports[0].group(1) == ports[1].group(1)  # port 0: one port for both workers
         port = int(ports[0].group(1))
-        admin = await asyncio.wait_for(wait_for_lines(r"dashboard on http://[\d.]+:(\d+)/", 1), 5)
-        await asyncio.wait_for(wait_for_lines(r"worker \d \(pid \d+\) ready", 2), 10)
+        admin = await asyncio.wait_for(p.wait_for(r"dashboard on http://[\d.]+:(\d+)/", 1), 5)
+        await asyncio.wait_for(p.wait_for(r"worker \d \(pid \d+\) ready", 2), 10)
         n = 40
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=connector) as s:
@@ -242,22 +225,13 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
             b"HTTP/1.1 200"
         )
         cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {b.port}\n")
-        proc.send_signal(signal.SIGHUP)
-        await asyncio.wait_for(wait_for_lines("configuration reloaded", 2), 10)
+        p.proc.send_signal(signal.SIGHUP)
+        await asyncio.wait_for(p.wait_for("configuration reloaded", 2), 10)
         writer.write(request)  # same connection, now balanced over the new list
         assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\nb"), 5)).startswith(
             b"HTTP/1.1 200"
         )
         writer.close()
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.communicate(), 20)
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from proxy_helpers import BackendFactory, ProxyFactory
+from proxy_helpers import BackendFactory, ProxyFactory, proxy_process
 
 from parlour.proxy.control import BackendSnapshot, BackendSpec, TotalsSnapshot
 from parlour.proxy.stats_merge import merge_totals
@@ -29,37 +26,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 async def two_workers(cfg: Path) -> AsyncIterator[tuple[int, int]]:
     """Run `parlour proxy` with the config (workers = 2); yield (listen port, admin port)
     once both workers are ready; SIGTERM it afterwards and check it exits cleanly."""
-    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
-    lines: list[str] = []
-
-    async def wait_for(pattern: str, count: int) -> list[re.Match[str]]:
-        assert proc.stderr is not None
-        while len(found := [m for x in lines if (m := re.search(pattern, x))]) < count:
-            line = (await proc.stderr.readline()).decode()
-            if not line:
-                raise AssertionError("proxy exited:\n" + "".join(lines))
-            lines.append(line)
-        return found
-
-    try:
-        port = int((await asyncio.wait_for(wait_for(r"listening on [\d.]+:(\d+)", 2), 20))[0][1])
-        found = await asyncio.wait_for(wait_for(r"dashboard on http://[\d.]+:(\d+)/", 1), 5)
+    async with proxy_process(cfg, TOKEN) as p:
+        port = int((await asyncio.wait_for(p.wait_for(r"listening on [\d.]+:(\d+)", 2), 20))[0][1])
+        found = await asyncio.wait_for(p.wait_for(r"dashboard on http://[\d.]+:(\d+)/"), 5)
         admin = int(found[0][1])
-        await asyncio.wait_for(wait_for(r"worker \d \(pid \d+\) ready", 2), 10)
+        await asyncio.wait_for(p.wait_for(r"worker \d \(pid \d+\) ready", 2), 10)
         yield port, admin
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.communicate(), 20)
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, "".join(lines)
 
 
 async def stats_when(
