@@ -22,6 +22,7 @@ class EchoService:
         self.seq = 0
         self.disconnected: list[tuple[ConnId, str]] = []
         self.ticks = 0
+        self._disconnect_seen = asyncio.Event()
 
     def connect(self, conn: ConnId, peer: str, now: float) -> Outcome:
         self.conns.append(conn)
@@ -53,7 +54,14 @@ class EchoService:
     def disconnect(self, conn: ConnId, now: float, reason: str) -> Outcome:
         self.conns.remove(conn)
         self.disconnected.append((conn, reason))
+        self._disconnect_seen.set()
         return Outcome()
+
+    async def disconnects(self, count: int) -> None:
+        """Return once the endpoint has reported ``count`` disconnections in all."""
+        while len(self.disconnected) < count:
+            self._disconnect_seen.clear()
+            await self._disconnect_seen.wait()
 
     def tick(self, now: float) -> Outcome:
         self.ticks += 1

@@ -168,11 +168,12 @@ async def test_max_connections_rejects_with_server_full() -> None:
         err = await c.recv()
         assert (err["type"], err["code"]) == ("error", "server_full")
         assert await c.closed()
+        seen = len(srv.service.disconnected)
         a.close()
         await a.writer.wait_closed()
         # a slot is free again once the server has seen the close
-        while len(srv.endpoint) > 1:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(srv.service.disconnects(seen + 1), 5)
+        assert len(srv.endpoint) == 1
         d = await connect(srv.port)
         await d.send({"id": 2, "type": "ping"})
         assert (await d.recv())["id"] == 2
