@@ -288,11 +288,8 @@ async def test_client_catch_up_pauses_for_a_slow_event_consumer(
     relay.restore()
     await connected
 
-    async def paused() -> None:  # the catch-up waits for room instead of dropping events
-        while alice._room_waiter is None:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(paused(), 30)
+    # the catch-up waits for room instead of dropping events
+    await asyncio.wait_for(alice.catch_up_paused.wait(), 30)
     assert alice.catching_up and alice.dropped_events == 0
     # joining the room again (the terminal client's "switch to it") skips nothing
     assert (await alice.join("general")).last_seq == 1201

@@ -319,6 +319,9 @@ class Client:
         self._catchup = CatchUp(self._cursors)
         self._catchup_task: asyncio.Task[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
+        #: set while a catch-up waits for the application to read events (the queue is over
+        #: half full); cleared when it goes on
+        self.catch_up_paused = asyncio.Event()
         self._baseline_task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
         self._caught_up.set()
@@ -612,10 +615,12 @@ class Client:
         limit = self._events.maxsize // 2
         while self._events.qsize() > limit and self._closed_reason is None:
             self._room_waiter = asyncio.get_running_loop().create_future()
+            self.catch_up_paused.set()
             try:
                 await self._room_waiter
             finally:
                 self._room_waiter = None
+                self.catch_up_paused.clear()
 
     async def _heartbeat(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
