@@ -305,17 +305,7 @@ def build_response_head(
                 lines.append(name + b": " + value)
         elif not drop_length:  # Content-Length
             lines.append(name + b": " + value)
-    lines.append(b"Via: 1.1 parlour")
-    if upgrade:
-        lines.append(b"Connection: Upgrade")
-    elif framing == "chunked":
-        lines.append(b"Transfer-Encoding: chunked")
-    if not upgrade:
-        if not keep_alive or framing == "close":
-            lines.append(b"Connection: close")
-        elif client_version == "1.0":
-            lines.append(b"Connection: keep-alive")
-    lines.append(b"\r\n")
+    lines.append(response_tail(framing, keep_alive, client_version))
     return b"\r\n".join(lines)
 
 
