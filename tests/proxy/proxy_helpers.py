@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import BackendSpec, ProxySettings
+from parlour.proxy.pool import StateChange
 from parlour.proxy.runtime import ProxyRuntime
 
 
@@ -165,6 +166,23 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
             await writer.wait_closed()
 
 
+async def wait_state(rt: ProxyRuntime, backend_id: str, state: str, timeout: float = 10) -> None:
+    """Wait (event-driven, through ``rt.pool.listeners``) until a backend is in ``state``."""
+    if rt.pool.get(backend_id).state == state:
+        return
+    reached = asyncio.Event()
+
+    def on_change(change: StateChange) -> None:
+        if change.backend_id == backend_id and change.new == state:
+            reached.set()
+
+    rt.pool.listeners.append(on_change)
+    try:
+        await asyncio.wait_for(reached.wait(), timeout)
+    finally:
+        rt.pool.listeners.remove(on_change)
+
+
 def counts(names: list[str]) -> Counter[str]:
     return Counter(names)
 
@@ -191,12 +209,12 @@ class ProxyProcess:
 
 
 @contextlib.asynccontextmanager
-async def proxy_process(cfg: Path, token: str) -> AsyncIterator[ProxyProcess]:
-    """Run `parlour proxy --config cfg` with the admin token; SIGTERM it afterwards (kill if it
-    hangs) and check that it exited with status 0."""
+async def proxy_process(cfg: Path, token: str, *args: str) -> AsyncIterator[ProxyProcess]:
+    """Run `parlour proxy --config cfg [args...]` with the admin token; SIGTERM it afterwards
+    (kill if it hangs) and check that it exited with status 0."""
     env = {**os.environ, "PARLOUR_PROXY_TOKEN": token}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg),
+        sys.executable, "-m", "parlour", "proxy", "--config", str(cfg), *args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
     p = ProxyProcess(proc)

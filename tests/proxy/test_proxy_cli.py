@@ -4,17 +4,15 @@ admin API, SIGHUP reload, SIGTERM shutdown, and statistics surviving a restart."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory, proxy_process
+from proxy_helpers import BackendFactory, ProxyProcess, proxy_process
 
 from parlour.proxy.config import ConfigError, load_config, parse_backend
 from parlour.proxy.control import BackendSpec
@@ -64,54 +62,19 @@ def test_bad_backend_flag(text: str) -> None:
         parse_backend(text)
 
 
-@contextlib.asynccontextmanager
-async def run_cli(config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, int]]:
-    env = {**os.environ, "PARLOUR_PROXY_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "parlour",
-        "proxy",
-        "--config",
-        str(config),
-        "--health-interval",
-        "0.1",
-        "--rise",
-        "1",
-        "--fall",
-        "1",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stderr is not None
-    listen = admin = 0
-    lines: list[str] = []
+# fast active checks, one result to change state
+CHECK_ARGS = ("--health-interval", "0.1", "--rise", "1", "--fall", "1")
 
-    async def read_ports() -> None:
-        nonlocal listen, admin
-        assert proc.stderr is not None
-        while not (listen and admin):
-            line = (await proc.stderr.readline()).decode()
-            if not line:
-                raise AssertionError("proxy exited:\n" + "".join(lines))
-            lines.append(line)
-            if m := re.search(r"listening on [\d.]+:(\d+)", line):
-                listen = int(m.group(1))
-            if m := re.search(r"dashboard on http://[\d.]+:(\d+)/", line):
-                admin = int(m.group(1))
 
+async def proxy_ports(p: ProxyProcess) -> tuple[int, int]:
+    """The listening and admin ports, read from the proxy's startup log."""
     try:
-        await asyncio.wait_for(read_ports(), 20)
-        yield proc, listen, admin
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.communicate(), 20)
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        async with asyncio.timeout(20):
+            (listen,) = await p.wait_for(r"listening on [\d.]+:(\d+)")
+            (admin,) = await p.wait_for(r"dashboard on http://[\d.]+:(\d+)/")
+    except TimeoutError:
+        raise AssertionError(p.log()) from None
+    return int(listen.group(1)), int(admin.group(1))
 
 
 async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory) -> None:
@@ -126,7 +89,8 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
     auth = {"Authorization": f"Bearer {TOKEN}"}
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as s:
-        async with run_cli(cfg) as (proc, port, admin):
+        async with proxy_process(cfg, TOKEN, *CHECK_ARGS) as p:
+            port, admin = await proxy_ports(p)
             seen = []
             for _ in range(6):
                 async with s.get(f"http://127.0.0.1:{port}/") as r:
@@ -145,35 +109,24 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
                     assert await r.text() == "b"
             # kill b: it is marked down (and a is draining): 503 page
             await b.stop()
-
-            async def b_down() -> None:
-                while True:
-                    async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
-                        stats = await r.json()
-                    states = {x["id"]: x["state"] for x in stats["backends"]}
-                    if states[f"127.0.0.1:{b.port}"] == "down":
-                        return
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(b_down(), 10)
+            b_id = re.escape(f"127.0.0.1:{b.port}")
+            await asyncio.wait_for(p.wait_for(rf"backend {b_id} is DOWN"), 10)
+            async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+                states = {x["id"]: x["state"] for x in (await r.json())["backends"]}
+            assert states[f"127.0.0.1:{b.port}"] == "down"
             async with s.get(f"http://127.0.0.1:{port}/") as r:
                 assert r.status == 503
             # SIGHUP: the file now lists only a new backend c
             c = await backends("c")
             cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {c.port}\n")
-            proc.send_signal(signal.SIGHUP)
-
-            async def served_by_c() -> None:
-                while True:
-                    async with s.get(f"http://127.0.0.1:{port}/") as r:
-                        if await r.text() == "c":
-                            return
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(served_by_c(), 10)
-        assert proc.returncode == 0
+            p.proc.send_signal(signal.SIGHUP)
+            await asyncio.wait_for(p.wait_for(r"configuration reloaded from "), 10)
+            async with s.get(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200 and await r.text() == "c"
+        # (proxy_process checked that it exited with status 0)
         # restart: "previous" brings back c with its statistics
-        async with run_cli(cfg) as (proc, port, admin):
+        async with proxy_process(cfg, TOKEN, *CHECK_ARGS) as p:
+            port, admin = await proxy_ports(p)
             async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
                 stats = await r.json()
             by_id = {x["id"]: x for x in stats["backends"]}

@@ -12,18 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
+from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange, wait_state
 
 from parlour.proxy.control import BackendSpec
 from parlour.proxy.stats_store import StatsStore
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not cond():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 class RawBackend(asyncio.Protocol):
@@ -43,7 +35,7 @@ class RawBackend(asyncio.Protocol):
         self.buf += data
         while b"\r\n\r\n" in self.buf:
             _, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            self.owner.served += 1
+            self.owner.count_served()
             body = self.owner.name.encode()
             assert self.transport is not None
             self.transport.write(
@@ -59,8 +51,27 @@ class KillableBackend:
         self.name = name
         self.port = 0
         self.served = 0
+        # (threshold, future) pairs resolved by count_served when `served` reaches them
+        self._served_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.conns: set[RawBackend] = set()
         self.server: asyncio.Server | None = None
+
+    def count_served(self) -> None:
+        self.served += 1
+        for n, fut in list(self._served_waiters):
+            if self.served >= n and not fut.done():
+                fut.set_result(None)
+
+    async def served_at_least(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until this backend has answered ``n`` requests in all."""
+        if self.served >= n:
+            return
+        waiter = (n, asyncio.get_running_loop().create_future())
+        self._served_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1], timeout)
+        finally:
+            self._served_waiters.remove(waiter)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -81,10 +92,6 @@ class KillableBackend:
     @property
     def id(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-
-def served_more(backend: KillableBackend, n: int) -> Callable[[], bool]:
-    return lambda: backend.served > n
 
 
 @pytest.fixture
@@ -158,27 +165,30 @@ async def test_kill_backend_under_load_only_in_flight_fail_and_counters_stay_rig
     concurrency = 8
     clients = [asyncio.create_task(_client(port, stop, stats)) for _ in range(concurrency)]
     try:
-        await until(lambda: a.served > 50 and b.served > 50)
+        await a.served_at_least(51)
+        await b.served_at_least(51)
         for _cycle in range(3):
             failed_before = stats.failed
             await a.kill()
             # only requests in flight on `a` at the kill may fail: at most one per client
-            await until(lambda: rt.pool.get(a.id).state == "down")
+            await wait_state(rt, a.id, "down")
             assert stats.failed - failed_before <= concurrency
             failed_after_down = stats.failed
             served_b = b.served
-            await until(served_more(b, served_b + 200))
+            await b.served_at_least(served_b + 201)
             assert stats.failed == failed_after_down  # traffic continues on b, no errors
             snap = next(s for s in rt.backends() if s.id == a.id)
             assert snap.last_crashed is not None and snap.last_crash_reason
             served_a = a.served
             await a.start()
-            await until(lambda: rt.pool.get(a.id).state == "up")
-            await until(served_more(a, served_a + 50))
+            await wait_state(rt, a.id, "up")
+            await a.served_at_least(served_a + 51)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), 10)
-    await until(lambda: all(s.active_conns == 0 for s in rt.backends()))
+    # every client's last request was answered (or its connection closed by the proxy), and
+    # the proxy releases a backend slot before it writes the end of the response
+    assert [s.active_conns for s in rt.backends()] == [0, 0]
     snaps = {s.id: s for s in rt.backends()}
     answered = stats.ok + stats.failed
     # every client request is counted once by the proxy (the last one of a client may be
@@ -193,26 +203,48 @@ async def test_kill_backend_under_load_only_in_flight_fail_and_counters_stay_rig
 
 
 async def test_passive_failures_mark_a_backend_down_without_active_checks(
-    proxy: ProxyFactory, killable: Callable[[str], KillableBackend]
+    proxy: ProxyFactory,
+    killable: Callable[[str], KillableBackend],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from parlour.proxy import health_checks
+
     a, b = killable("a"), killable("b")
     await a.start()
     await b.start()
-    # health_interval_s is 60 s (fixture default): only the first active check runs
+    # health_interval_s is 60 s (fixture default): only the first active check runs. Wait
+    # for it to finish (on both backends, before the kill) so it cannot count a failure.
+    real_check = health_checks.check_backend
+    checked: list[tuple[bool, str]] = []
+    first_round_done = asyncio.Event()
+
+    async def check(host: str, port: int, s: object) -> tuple[bool, str]:
+        result = await real_check(host, port, s)  # type: ignore[arg-type]
+        checked.append(result)
+        if len(checked) == 2:
+            # _check_one applies the result synchronously after this returns, before the
+            # waiting test task can run again
+            first_round_done.set()
+        return result
+
+    monkeypatch.setattr(health_checks, "check_backend", check)
     rt = await proxy(
         [BackendSpec("127.0.0.1", a.port), BackendSpec("127.0.0.1", b.port)],
         health_fall=2,
         retry_limit=2,
     )
     port = rt.listen_port or 0
+    await asyncio.wait_for(first_round_done.wait(), 10)
+    assert checked == [(True, ""), (True, "")]
     await a.kill()
     for _ in range(6):
         out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"b")
     snap = next(s for s in rt.backends() if s.id == a.id)
     assert snap.state == "down"
-    # down after at most `fall` passive failures, then no more traffic to it
-    assert 1 <= snap.connect_errors <= 2
+    # down after exactly `fall` passive failures, then no more traffic to it
+    assert snap.connect_errors == rt.settings().health_fall == 2
+    assert len(checked) == 2  # no active check ran after the first round
     assert snap.last_crash_reason and "connect failed" in snap.last_crash_reason
 
 
@@ -242,7 +274,9 @@ async def test_post_on_reused_connection_is_not_replayed(proxy: ProxyFactory) ->
         port = rt.listen_port or 0
         out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200")
-        await until(lambda: len(rt.idle_upstream.get(rt.backends()[0].id, [])) == 1)
+        # the proxy parks the upstream connection before it closes the client's connection,
+        # so raw_exchange having read to EOF means it is pooled
+        assert len(rt.idle_upstream.get(rt.backends()[0].id, [])) == 1
         out = await raw_exchange(
             port, b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
         )
@@ -260,12 +294,30 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
     """A backend takes a request head and then never reads: the proxy stops reading the
     client's upload instead of buffering it."""
     stalled: list[asyncio.Transport] = []
+    paused_for_upstream = asyncio.Event()
+
+    def watch_client_pauses() -> None:
+        """Set paused_for_upstream when the proxy's client connection pauses reading because
+        the upstream's write buffer is full (now, or later through pause_reading)."""
+        (conn,) = rt.conns
+        if "upstream" in conn.paused:  # type: ignore[attr-defined]
+            paused_for_upstream.set()
+            return
+        pause_reading = conn.pause_reading  # type: ignore[attr-defined]
+
+        def watched(reason: str) -> None:
+            pause_reading(reason)
+            if reason == "upstream":
+                paused_for_upstream.set()
+
+        conn.pause_reading = watched  # type: ignore[attr-defined]
 
     class Stalling(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             t: asyncio.Transport = transport  # type: ignore[assignment]
             t.get_extra_info("socket").setsockopt(1, 8, 4096)  # SOL_SOCKET, SO_RCVBUF
             stalled.append(t)
+            watch_client_pauses()
 
         def data_received(self, data: bytes) -> None:
             stalled[-1].pause_reading()
@@ -291,7 +343,7 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
                 await writer.drain()
 
         up_task = asyncio.create_task(upload())
-        await until(lambda: any("upstream" in getattr(c, "paused", ()) for c in rt.conns))
+        await asyncio.wait_for(paused_for_upstream.wait(), 10)
         conn = next(iter(rt.conns))
         upstream = conn.upstream  # type: ignore[attr-defined]
         assert upstream is not None and upstream.transport is not None
@@ -482,13 +534,13 @@ async def test_active_http_health_check_path_status_and_timeout(proxy: ProxyFact
         )
         bid = f"127.0.0.1:{port}"
         healthy["value"] = False
-        await until(lambda: rt.pool.get(bid).state == "down")
+        await wait_state(rt, bid, "down")
         snap = rt.backends()[0]
         assert snap.last_crash_reason == "health check: status 503 (want 200)"
         out = await raw_exchange(rt.listen_port or 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 503")
         healthy["value"] = True
-        await until(lambda: rt.pool.get(bid).state == "up")
+        await wait_state(rt, bid, "up")
         out = await raw_exchange(
             rt.listen_port or 0, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
@@ -503,9 +555,11 @@ async def test_active_http_health_check_path_status_and_timeout(proxy: ProxyFact
 async def test_full_wait_queue_answers_503_at_once(proxy: ProxyFactory) -> None:
     """max_conns reached and the bounded queue (max_queue) full: 503 without waiting."""
     release = asyncio.Event()
+    got_request = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
         await release.wait()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
         writer.close()
@@ -521,7 +575,10 @@ async def test_full_wait_queue_answers_503_at_once(proxy: ProxyFactory) -> None:
         first = asyncio.create_task(
             raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         )
-        await until(lambda: rt.backends()[0].active_conns == 1)
+        # the proxy takes the backend slot before it connects: the backend seeing the
+        # request means the slot is held
+        await asyncio.wait_for(got_request.wait(), 10)
+        assert rt.backends()[0].active_conns == 1
         out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
         release.set()
