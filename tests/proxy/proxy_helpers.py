@@ -10,7 +10,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
@@ -28,6 +30,26 @@ class Backend:
     seen: list[web.Request] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    # (threshold, future) pairs resolved by `saw` when `seen` reaches them
+    _seen_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def saw(self, request: web.Request) -> None:
+        """Record a request the backend received and wake `seen_at_least` waiters."""
+        self.seen.append(request)
+        for n, fut in list(self._seen_waiters):
+            if len(self.seen) >= n and not fut.done():
+                fut.set_result(None)
+
+    async def seen_at_least(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until this backend has received ``n`` requests in all."""
+        if len(self.seen) >= n:
+            return
+        waiter = (n, asyncio.get_running_loop().create_future())
+        self._seen_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[1], timeout)
+        finally:
+            self._seen_waiters.remove(waiter)
 
     @property
     def spec(self) -> BackendSpec:
@@ -39,12 +61,12 @@ class Backend:
 
 def backend_app(b: Backend) -> web.Application:
     async def index(request: web.Request) -> web.Response:
-        b.seen.append(request)
+        b.saw(request)
         b.headers.append(dict(request.headers))
         return web.Response(text=b.name)
 
     async def echo(request: web.Request) -> web.StreamResponse:
-        b.seen.append(request)
+        b.saw(request)
         b.headers.append(dict(request.headers))
         resp = web.StreamResponse()
         resp.enable_chunked_encoding()
@@ -58,7 +80,7 @@ def backend_app(b: Backend) -> web.Application:
         return resp
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
-        b.seen.append(request)
+        b.saw(request)
         sock = web.WebSocketResponse()
         await sock.prepare(request)
         async for msg in sock:
@@ -67,7 +89,7 @@ def backend_app(b: Backend) -> web.Application:
         return sock
 
     async def big(request: web.Request) -> web.StreamResponse:
-        b.seen.append(request)
+        b.saw(request)
         n = int(request.query.get("n", "1000000"))
         resp = web.StreamResponse()
         resp.content_length = n
@@ -229,3 +251,47 @@ async def proxy_process(cfg: Path, token: str, *args: str) -> AsyncIterator[Prox
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0, p.log()
+
+
+T = TypeVar("T")
+
+# How often `poll_worker_tick` re-reads; well below the workers' 1 s publishing tick.
+WORKER_POLL_INTERVAL_S = 0.1
+
+
+async def poll_worker_tick(
+    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 15.0
+) -> T:
+    """The one deliberate poll in the proxy tests: wait until ``done(await probe())``.
+
+    With ``parlour proxy --workers N`` the workers are separate processes. Workers 1..N-1
+    publish their counters to the stats database on a periodic tick
+    (``WORKER_STATS_INTERVAL_S``, 1 s) and worker 0 reads them back on its own tick; neither
+    step writes a log line or signals anything the test could wait on. The only observables
+    are worker 0's admin API (``/api/stats``) and the stats database, so the test re-reads
+    one of them (``probe``) until the merged value is there, bounded by ``timeout``."""
+
+    async def poll() -> T:
+        while not done(value := await probe()):
+            await asyncio.sleep(WORKER_POLL_INTERVAL_S)
+        return value
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def poll_admin_until(
+    session: aiohttp.ClientSession,
+    admin_port: int,
+    token: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """Re-read worker 0's ``/api/stats`` until ``done(stats)``; see `poll_worker_tick`."""
+    url = f"http://127.0.0.1:{admin_port}/api/stats"
+
+    async def probe() -> dict[str, Any]:
+        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+            stats: dict[str, Any] = await r.json()
+        return stats
+
+    return await poll_worker_tick(probe, done, timeout)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory, ProxyProcess, proxy_process
+from proxy_helpers import BackendFactory, ProxyProcess, poll_admin_until, proxy_process
 
 from parlour.proxy.config import ConfigError, load_config, parse_backend
 from parlour.proxy.control import BackendSpec
@@ -159,17 +159,9 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
             for _ in range(n):  # a fresh connection each: the kernel spreads them
                 async with s.get(f"http://127.0.0.1:{port}/") as r:
                     assert r.status == 200 and await r.text() == "a"
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            url = f"http://127.0.0.1:{admin[0].group(1)}/api/stats"
-
-            async def all_counted() -> None:  # worker 0 adds worker 1's share (1 s tick)
-                while True:
-                    async with s.get(url, headers=auth) as r:
-                        if (await r.json())["totals"]["requests"] == n:
-                            return
-                    await asyncio.sleep(0.1)
-
-            await asyncio.wait_for(all_counted(), 15)
+            # worker 0 adds worker 1's share (published on a 1 s tick)
+            admin_port = int(admin[0].group(1))
+            await poll_admin_until(s, admin_port, TOKEN, lambda st: st["totals"]["requests"] == n)
         # SIGHUP with an established keep-alive connection
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
+from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange, wait_state
 
 from parlour.proxy.control import (
     BackendSnapshot,
@@ -21,14 +20,6 @@ from parlour.proxy.control import (
     ProxySettings,
 )
 from parlour.proxy.runtime import ProxyRuntime
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not cond():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def fetch(
@@ -66,7 +57,13 @@ async def test_add_remove_drain_disable_live(backends: BackendFactory, proxy: Pr
         b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
     )
     await writer.drain()
-    await until(lambda: len(a.seen) + len(b.seen) + len(c.seen) == 11)
+    # one of the three backends receives it (its 11th request in all)
+    got = [asyncio.ensure_future(x.seen_at_least(len(x.seen) + 1, 5)) for x in (a, b, c)]
+    done, pending = await asyncio.wait(got, return_when=asyncio.FIRST_COMPLETED)
+    for fut in pending:
+        fut.cancel()
+    assert done and all(f.exception() is None for f in done)
+    assert len(a.seen) + len(b.seen) + len(c.seen) == 11
     holder = max((a, b, c), key=lambda x: x.seen[-1].path == "/echo" if x.seen else False)
     assert rt.drain_backend(f"127.0.0.1:{holder.port}").state == "draining"
     others = {"a", "b", "c"} - {holder.name}
@@ -140,19 +137,19 @@ async def test_kill_backend_marked_down_traffic_continues_restart_returns(
     await a.stop()
     # traffic continues: connect failures are retried on b
     assert await fetch(port, 6) == ["b"] * 6
-    await until(lambda: rt.pool.get(aid).state == "down")
+    await wait_state(rt, aid, "down")
     snap = next(x for x in rt.backends() if x.id == aid)
     assert snap.last_crashed is not None and snap.last_crash_reason
     assert await fetch(port, 4) == ["b"] * 4
     current = await backends("a-again", a.port)
-    await until(lambda: rt.pool.get(aid).state == "up")
+    await wait_state(rt, aid, "up")
     assert "a-again" in set(await fetch(port, 6))
     # kill and restart again: traffic and counters stay right
     for name in ("a3", "a4"):
         await current.stop()
-        await until(lambda: rt.pool.get(aid).state == "down")
+        await wait_state(rt, aid, "down")
         current = await backends(name, a.port)
-        await until(lambda: rt.pool.get(aid).state == "up")
+        await wait_state(rt, aid, "up")
     assert rt.pool.get(aid).snapshot(0).last_crashed is not None
     totals = rt.totals()
     assert totals.requests == 16
@@ -166,15 +163,26 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n")
     await writer.drain()
-    await until(lambda: len(a.seen) == 1)
+    await a.seen_at_least(1, 5)
     # the only slot is taken: the next client waits, then gets 503
     out = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
-    # a waiter is served as soon as the slot frees
+    # a waiter is served as soon as the slot frees: wrap the queue's push to see it queued
+    queued = asyncio.Event()
+    real_push = rt.waiters.push
+
+    def push(item: asyncio.Future[None], now: float, timeout_s: float) -> bool:
+        accepted = real_push(item, now, timeout_s)
+        if accepted:
+            queued.set()
+        return accepted
+
+    rt.waiters.push = push  # type: ignore[method-assign]
     waiter = asyncio.create_task(
         raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     )
-    await until(lambda: len(rt.waiters) == 1)
+    await asyncio.wait_for(queued.wait(), 5)
+    assert len(rt.waiters) == 1
     writer.write(b"0\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
     writer.close()
@@ -190,10 +198,24 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
     # small receive buffer on our side, and we do not read
     writer.write(b"GET /big?n=200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    await until(lambda: any(getattr(c, "upstream", None) is not None for c in rt.conns))
+    # the proxy binds the client connection to an upstream before it forwards the head, so
+    # once the backend has the request the connection has its upstream
+    await a.seen_at_least(1, 5)
     conn = next(iter(rt.conns))
     up = conn.upstream  # type: ignore[attr-defined]
-    await until(lambda: up.read_paused)
+    assert up is not None
+    paused = asyncio.Event()
+    real_set_read_paused = up.set_read_paused
+
+    def set_read_paused(value: bool) -> None:
+        real_set_read_paused(value)
+        if up.read_paused:
+            paused.set()
+
+    up.set_read_paused = set_read_paused
+    if up.read_paused:  # it may have paused already, before the wrapper was in place
+        paused.set()
+    await asyncio.wait_for(paused.wait(), 10)
     client_buffer = conn.transport.get_write_buffer_size()  # type: ignore[attr-defined]
     assert client_buffer < 16384 + 256 * 1024
     writer.close()
@@ -261,7 +283,7 @@ async def test_reload_applies_file_without_dropping(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     await writer.drain()
-    await until(lambda: len(a.seen) == 1)
+    await a.seen_at_least(1, 5)
     cfg.write_text(
         f'[settings]\nalgorithm = "random"\nretry_limit = 5\n'
         f'[[backends]]\nhost = "127.0.0.1"\nport = {b.port}\n'
@@ -287,9 +309,21 @@ async def test_graceful_stop_finishes_in_flight(
     reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     await writer.drain()
-    await until(lambda: len(a.seen) == 1)
+    await a.seen_at_least(1, 5)
+    # rt.stop sets `stopping` and closes the listening servers before its first await: wrap
+    # the server's close to know the stop has begun
+    closed = asyncio.Event()
+    server = rt._servers[0]
+    real_close = server.close
+
+    def close() -> None:
+        real_close()
+        closed.set()
+
+    server.close = close  # type: ignore[method-assign]
     stopping = asyncio.create_task(rt.stop(drain_timeout_s=5))
-    await until(lambda: rt.stopping)
+    await asyncio.wait_for(closed.wait(), 5)
+    assert rt.stopping
     with contextlib.suppress(OSError):
         r2, w2 = await asyncio.open_connection("127.0.0.1", rt.listen_port)
         w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

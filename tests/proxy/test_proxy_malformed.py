@@ -109,11 +109,7 @@ async def test_bad_chunk_later_in_stream_aborts_upstream(
     await writer.drain()
 
     # wait until the backend has the request head, then send a bad chunk
-    async def backend_saw_it() -> None:
-        while not a.seen:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(backend_saw_it(), 5)
+    await a.seen_at_least(1, 5)
     writer.write(b"zz\r\nbad\r\n0\r\n\r\n")
     out = await asyncio.wait_for(reader.read(), 5)
     writer.close()

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from proxy_helpers import BackendFactory, ProxyFactory, proxy_process
+from proxy_helpers import (
+    BackendFactory,
+    ProxyFactory,
+    poll_admin_until,
+    poll_worker_tick,
+    proxy_process,
+)
 
 from parlour.proxy.control import BackendSnapshot, BackendSpec, TotalsSnapshot
 from parlour.proxy.stats_merge import merge_totals
@@ -34,30 +40,10 @@ async def two_workers(cfg: Path) -> AsyncIterator[tuple[int, int]]:
         yield port, admin
 
 
-async def stats_when(
-    s: aiohttp.ClientSession, admin: int, done: Any, timeout: float = 15.0
-) -> dict[str, Any]:
-    """Poll the stats endpoint until `done(stats)` (the other worker publishes every second)."""
-
-    async def poll() -> dict[str, Any]:
-        while True:
-            async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=AUTH) as r:
-                stats: dict[str, Any] = await r.json()
-            if done(stats):
-                return stats
-            await asyncio.sleep(0.1)
-
-    return await asyncio.wait_for(poll(), timeout)
-
-
-async def published(db: Path) -> None:
-    """Wait until worker 1 of the current run has saved its counters."""
-    while True:
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            (rows,) = conn.execute("SELECT COUNT(*) FROM worker_stats").fetchone()
-        if rows:
-            return
-        await asyncio.sleep(0.1)
+def worker1_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (rows,) = conn.execute("SELECT COUNT(*) FROM worker_stats").fetchone()
+    return int(rows)
 
 
 def worker1_requests(db: Path) -> int:
@@ -88,7 +74,7 @@ async def test_two_workers_report_totals_and_restart_counts_once(
             def all_counted(stats: dict[str, Any]) -> bool:
                 return bool(stats["totals"]["requests"] == n)
 
-            stats = await stats_when(s, admin, all_counted)
+            stats = await poll_admin_until(s, admin, TOKEN, all_counted)
             assert 0 < worker1_requests(db) < n  # both workers took a share
             assert len(a.seen) == n
             (backend,) = stats["backends"]
@@ -104,12 +90,13 @@ async def test_two_workers_report_totals_and_restart_counts_once(
                 def restored(stats: dict[str, Any]) -> bool:
                     return bool(stats["backends"][0]["requests"] >= n)
 
-                stats = await stats_when(s, admin, restored)
+                stats = await poll_admin_until(s, admin, TOKEN, restored)
                 assert stats["backends"][0]["id"] == bid
                 assert stats["backends"][0]["requests"] == n
                 # once the new worker 1 has published (its own count, zero), still n
-                await asyncio.wait_for(published(db), 10)
-                stats = await stats_when(s, admin, restored)
+                probe = lambda: asyncio.to_thread(worker1_rows, db)  # noqa: E731
+                await poll_worker_tick(probe, lambda rows: rows > 0, 10)
+                stats = await poll_admin_until(s, admin, TOKEN, restored)
                 assert stats["backends"][0]["requests"] == n
                 assert stats["totals"]["requests"] == 0  # this run's own traffic
 
