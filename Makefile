@@ -4,6 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 ARGS   ?=
+# The optional native fast lane of the proxy (built in place by `pip install -e`).
+FASTLANE_SO   := src/parlour/proxy/_fastlane.*.so
+FASTLANE_DEPS := setup.py $(wildcard src/parlour/proxy/_fastlane/*.c src/parlour/proxy/_fastlane/*.h)
+FASTLANE_NOTE := $(PY) -c 'from parlour.proxy._fastlane import Engine' 2>/dev/null || \
+	echo 'note: parlour.proxy._fastlane was not built (no C compiler or a build error):' \
+	'the proxy runs its Python relay only; see `$(PY) -m pip install -v -e .`'
 
 .PHONY: serve test test-only lint fmt bench clean venv venv-test
 
@@ -11,12 +17,16 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed: pyproject.toml $(FASTLANE_DEPS) | $(BIN)/activate
+	rm -f $(FASTLANE_SO)
 	$(PY) -m pip install -q -e .
+	@$(FASTLANE_NOTE)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed-test: pyproject.toml $(FASTLANE_DEPS) | $(BIN)/activate
+	rm -f $(FASTLANE_SO)
 	$(PY) -m pip install -q -e '.[test]'
+	@$(FASTLANE_NOTE)
 	touch $@ $(VENV)/.installed
 
 venv: $(VENV)/.installed
@@ -46,4 +56,4 @@ bench: venv-test
 	$(PY) bench/packets.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build $(FASTLANE_SO)
