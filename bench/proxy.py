@@ -242,6 +242,11 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="runs per target (median shown)")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/proxy_floor.py (null uvloop relay, 1 and 2 processes)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)")
@@ -272,6 +277,8 @@ def main() -> int:
         if have_nginx:
             targets.append("nginx proxy (1 worker)")
         targets += ["parlour proxy (1 worker)", "parlour proxy (--workers 2)"]
+        if args.floor:
+            targets += ["null relay (1 process)", "null relay (2 processes)"]
         for round_no in range(args.rounds):
             for name in targets:
                 if name.startswith("direct"):
@@ -283,6 +290,10 @@ def main() -> int:
                     cmd = haproxy(tmp, port, bports)
                 elif name.startswith("nginx"):
                     cmd = nginx_proxy(tmp, port, bports)
+                elif name.startswith("null relay"):
+                    workers = ["--workers", "2"] if "2 processes" in name else []
+                    cmd = [sys.executable, str(ROOT / "bench" / "proxy_floor.py"), *workers]
+                    cmd += [str(port), *map(str, bports)]
                 else:
                     cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
                 with process(cmd, port, env=env) as proc:

@@ -7,7 +7,10 @@ connection) it does exactly the syscalls and event-loop work a proxied request n
 one read and one write per side. Its CPU time per request is what Python + uvloop + the
 kernel cost before any proxy logic; `parlour proxy` cannot go below it.
 
-    .venv/bin/python bench/proxy_floor.py PORT BACKEND_PORT [BACKEND_PORT ...]
+    .venv/bin/python bench/proxy_floor.py [--workers N] PORT BACKEND_PORT [BACKEND_PORT ...]
+
+With `--workers N` it forks N processes sharing the port with SO_REUSEPORT, as
+`parlour proxy --workers N` does.
 
 Run it in place of the proxy and measure with wrk and /proc (see docs/benchmarks/proxy.md).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import os
 import sys
 
 import uvloop
@@ -67,12 +71,21 @@ class Client(asyncio.Protocol):
             self.up.close()
 
 
-async def main(port: int, backends: list[int]) -> None:
+async def main(port: int, backends: list[int], reuse_port: bool) -> None:
     Client.ports = itertools.cycle(backends)
-    server = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port, backlog=1024)
+    server = await asyncio.get_running_loop().create_server(
+        Client, "127.0.0.1", port, backlog=1024, reuse_port=reuse_port
+    )
     gc.freeze()  # as the proxy worker does
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    uvloop.run(main(int(sys.argv[1]), [int(p) for p in sys.argv[2:]]))
+    argv = sys.argv[1:]
+    workers = 1
+    if argv[:1] == ["--workers"]:
+        workers, argv = int(argv[1]), argv[2:]
+    for _ in range(workers - 1):
+        if os.fork() == 0:
+            break
+    uvloop.run(main(int(argv[0]), [int(p) for p in argv[1:]], reuse_port=workers > 1))

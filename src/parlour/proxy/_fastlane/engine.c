@@ -1,0 +1,1468 @@
+/* The proxy's native fast lane: an epoll engine for plain HTTP/1.1 keep-alive relaying.
+ *
+ * See docs/design/proxy-fast-lane.md. The engine runs on the worker's event loop thread
+ * (uvloop watches the epoll fd and calls Engine.poll), so it holds the GIL throughout and
+ * calls back into Python for every policy decision: admission, backend choice, connecting,
+ * slot release, passive health, error pages, logging, and handing a connection over to the
+ * Python relay ("escape") whenever a request is not one the fast lane relays itself.
+ *
+ * Memory: a client costs one struct; buffers are allocated only for bytes that must wait
+ * (a pipelined request, output the peer has not taken yet) and are bounded by the
+ * configured limits. Structs closed during a poll are freed at its end (epoll may still
+ * report events for them in the same batch).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "heads_py.h"
+#include "http_heads.h"
+
+#define READ_SIZE 65536
+#define MAX_EVENTS 256
+#define RESPONSE_MAX_HEAD 65536
+#define MAX_TRAILER 8192
+#define LATENCY_RING 1024
+
+enum { K_LISTEN = 1, K_CLIENT = 2, K_UP = 3 };
+/* client states */
+enum { C_IDLE = 0, C_WAIT_PY = 1, C_SENT = 2 };
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} fl_buf;
+
+typedef struct upstream upstream;
+typedef struct client client;
+
+struct upstream {
+    int kind; /* K_UP; first field, as in every struct epoll points at */
+    int fd;
+    int backend;
+    int dead;
+    int in_pool;
+    uint32_t events;
+    client *client;     /* NULL while idle in the pool */
+    upstream *next_idle; /* pool list */
+    double idle_since;
+    fl_buf in;  /* a response head still arriving */
+    fl_buf out; /* request bytes the socket has not taken yet */
+    upstream *next_dead;
+};
+
+struct client {
+    int kind; /* K_CLIENT */
+    int fd;
+    int dead;
+    uint32_t events;
+    uint32_t slot, gen;
+    int state;
+    int closing; /* close once `out` is flushed */
+    int read_paused;
+    char ip[INET6_ADDRSTRLEN];
+    size_t ip_len;
+    fl_buf in;  /* bytes of requests not started yet */
+    fl_buf out; /* output the client has not taken yet */
+    fl_buf req; /* the current request's upstream head (kept for a retry) */
+    upstream *up;
+    int backend; /* slot the engine holds, -1 when none (or Python holds it) */
+    int method;
+    int keep_alive;
+    int attempt;
+    int reused;
+    double sent_at, last_activity, up_activity;
+    /* response state */
+    int resp_started;
+    int framing;
+    int up_reuse;  /* the upstream connection may serve another request */
+    uint64_t body_left;
+    fl_chunks chunks;
+    client *next_dead;
+};
+
+typedef struct {
+    upstream *idle;
+    int nidle;
+    uint64_t requests, bytes_in, bytes_out, response_errors, retries;
+    double lat[LATENCY_RING];
+    size_t nlat, lat_head;
+} fl_backend;
+
+typedef struct {
+    PyObject_HEAD int epfd;
+    int listen_fd;
+    int listen_kind; /* K_LISTEN: what epoll points at for the listener */
+    PyObject *handler;
+    PyObject *cb_admit, *cb_select, *cb_connect, *cb_release, *cb_failure, *cb_escape, *cb_page,
+        *cb_log;
+    client **slots;
+    uint32_t nslots, slots_cap;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint32_t next_gen;
+    long nclients;
+    fl_backend *backends;
+    int nbackends;
+    /* settings */
+    size_t max_head, buffer_size;
+    int max_idle;
+    double idle_timeout, server_timeout;
+    int hash_mode; /* 0 none, 1 client ip, 2 uri, 3 header */
+    char hash_header[128];
+    size_t hash_header_len;
+    int stopping;
+    int retry_limit;
+    /* totals since the last harvest */
+    uint64_t requests, errors;
+    char *scratch;
+    fl_buf obuf;
+    client *dead_clients;
+    upstream *dead_ups;
+} Engine;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ buffers */
+
+static int buf_reserve(fl_buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_append(fl_buf *b, const char *data, size_t n) {
+    if (n == 0) return 0;
+    if (buf_reserve(b, n) < 0) return -1;
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static void buf_consume(fl_buf *b, size_t n) {
+    if (n >= b->len) {
+        b->len = 0;
+    } else {
+        memmove(b->p, b->p + n, b->len - n);
+        b->len -= n;
+    }
+}
+
+/* drop a large buffer once empty, so idle connections stay small */
+static void buf_trim(fl_buf *b) {
+    if (b->len == 0 && b->cap > 16384) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+}
+
+static void buf_free(fl_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ------------------------------------------------------------------ python calls */
+
+static void report_error(Engine *e, const char *where) {
+    /* an exception in a handler callback: print it, the connection gets an error */
+    (void)e;
+    PyObject *ctx = PyUnicode_FromString(where);
+    PyErr_WriteUnraisable(ctx);
+    Py_XDECREF(ctx);
+}
+
+static void py_log(Engine *e, int level, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    PyObject *r = PyObject_CallFunction(e->cb_log, "is", level, msg);
+    if (r == NULL)
+        report_error(e, "fast lane log");
+    else
+        Py_DECREF(r);
+}
+
+/* an error page from Python; NULL on failure (the caller just closes) */
+static PyObject *py_page(Engine *e, int status, const char *detail) {
+    PyObject *r = PyObject_CallFunction(e->cb_page, "is", status, detail);
+    if (r == NULL) {
+        report_error(e, "fast lane page");
+        return NULL;
+    }
+    if (!PyBytes_Check(r)) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* release the slot on `backend`; returns whether the upstream connection may be parked */
+static int py_release(Engine *e, int backend, int ok) {
+    PyObject *args[2];
+    args[0] = PyLong_FromLong(backend);
+    if (args[0] == NULL) {
+        report_error(e, "fast lane release");
+        return 0;
+    }
+    args[1] = ok ? Py_True : Py_False;
+    PyObject *r = PyObject_Vectorcall(e->cb_release, args, 2, NULL);
+    Py_DECREF(args[0]);
+    if (r == NULL) {
+        report_error(e, "fast lane release");
+        return 0;
+    }
+    int park = PyObject_IsTrue(r) == 1;
+    Py_DECREF(r);
+    return park;
+}
+
+static void py_failure(Engine *e, int backend, const char *reason) {
+    PyObject *r = PyObject_CallFunction(e->cb_failure, "is", backend, reason);
+    if (r == NULL)
+        report_error(e, "fast lane failure");
+    else
+        Py_DECREF(r);
+}
+
+static fl_backend *backend_at(Engine *e, int i) {
+    if (i < 0) return NULL;
+    if (i >= e->nbackends) {
+        int n = e->nbackends ? e->nbackends : 8;
+        while (n <= i) n *= 2;
+        fl_backend *b = realloc(e->backends, (size_t)n * sizeof *b);
+        if (b == NULL) return NULL;
+        memset(b + e->nbackends, 0, (size_t)(n - e->nbackends) * sizeof *b);
+        e->backends = b;
+        e->nbackends = n;
+    }
+    return &e->backends[i];
+}
+
+/* ------------------------------------------------------------------ epoll helpers */
+
+static void set_events(Engine *e, int fd, void *obj, uint32_t *cur, uint32_t want) {
+    if (*cur == want) return;
+    struct epoll_event ev = {.events = want, .data.ptr = obj};
+    epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &ev);
+    *cur = want;
+}
+
+static uint32_t client_wanted(Engine *e, client *c) {
+    (void)e;
+    uint32_t ev = c->read_paused ? 0 : EPOLLIN;
+    if (c->out.len) ev |= EPOLLOUT;
+    return ev;
+}
+
+static uint32_t up_wanted(Engine *e, upstream *u) {
+    uint32_t ev = EPOLLIN;
+    client *c = u->client;
+    if (c != NULL && c->out.len > e->buffer_size) ev = 0; /* the client is not reading */
+    if (u->out.len) ev |= EPOLLOUT;
+    return ev;
+}
+
+static void client_update(Engine *e, client *c) {
+    if (!c->dead) set_events(e, c->fd, c, &c->events, client_wanted(e, c));
+}
+
+static void up_update(Engine *e, upstream *u) {
+    if (!u->dead) set_events(e, u->fd, u, &u->events, up_wanted(e, u));
+}
+
+/* ------------------------------------------------------------------ upstreams */
+
+static void pool_remove(Engine *e, upstream *u) {
+    fl_backend *b = backend_at(e, u->backend);
+    if (b == NULL || !u->in_pool) return;
+    for (upstream **pp = &b->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == u) {
+            *pp = u->next_idle;
+            u->next_idle = NULL;
+            u->in_pool = 0;
+            b->nidle--;
+            return;
+        }
+    }
+}
+
+static void up_close(Engine *e, upstream *u) {
+    if (u->dead) return;
+    pool_remove(e, u);
+    u->dead = 1;
+    close(u->fd); /* also leaves the epoll set */
+    u->fd = -1;
+    u->client = NULL;
+    u->next_dead = e->dead_ups;
+    e->dead_ups = u;
+}
+
+static upstream *up_new(Engine *e, int fd, int backend) {
+    upstream *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->kind = K_UP;
+    u->fd = fd;
+    u->backend = backend;
+    u->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = u};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+static void park(Engine *e, upstream *u) {
+    fl_backend *b = backend_at(e, u->backend);
+    u->client = NULL;
+    if (b == NULL || b->nidle >= e->max_idle || u->out.len || u->in.len) {
+        up_close(e, u);
+        return;
+    }
+    buf_trim(&u->in);
+    buf_trim(&u->out);
+    u->idle_since = now_s();
+    u->next_idle = b->idle;
+    u->in_pool = 1;
+    b->idle = u;
+    b->nidle++;
+    up_update(e, u);
+}
+
+static upstream *pool_take(Engine *e, int backend) {
+    fl_backend *b = backend_at(e, backend);
+    if (b == NULL) return NULL;
+    while (b->idle) {
+        upstream *u = b->idle;
+        b->idle = u->next_idle;
+        u->next_idle = NULL;
+        u->in_pool = 0;
+        b->nidle--;
+        if (!u->dead) return u;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ clients */
+
+static PyObject *token_of(client *c) {
+    return PyLong_FromUnsignedLongLong(((unsigned long long)c->gen << 32) | c->slot);
+}
+
+static client *client_by_token(Engine *e, unsigned long long token) {
+    uint32_t slot = (uint32_t)(token & 0xffffffffu);
+    uint32_t gen = (uint32_t)(token >> 32);
+    if (slot >= e->nslots) return NULL;
+    client *c = e->slots[slot];
+    if (c == NULL || c->gen != gen || c->dead) return NULL;
+    return c;
+}
+
+static void client_forget(Engine *e, client *c) {
+    /* the slot is free again; the struct is freed at the end of the poll */
+    e->slots[c->slot] = NULL;
+    e->free_slots[e->nfree++] = c->slot;
+    e->nclients--;
+    c->dead = 1;
+    c->next_dead = e->dead_clients;
+    e->dead_clients = c;
+}
+
+/* the engine's slot on the current backend, if it holds one */
+static void drop_slot(Engine *e, client *c, int ok) {
+    if (c->backend >= 0) {
+        int b = c->backend;
+        c->backend = -1;
+        py_release(e, b, ok);
+    }
+}
+
+static void client_close(Engine *e, client *c) {
+    if (c->dead) return;
+    if (c->up != NULL) {
+        upstream *u = c->up;
+        c->up = NULL;
+        up_close(e, u);
+    }
+    drop_slot(e, c, 0);
+    close(c->fd);
+    c->fd = -1;
+    client_forget(e, c);
+}
+
+/* send what is pending; returns -1 if the client is gone (closed here) */
+static int client_flush(Engine *e, client *c) {
+    while (c->out.len) {
+        ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        client_close(e, c);
+        return -1;
+    }
+    buf_trim(&c->out);
+    if (c->out.len == 0 && c->closing) {
+        client_close(e, c);
+        return -1;
+    }
+    client_update(e, c);
+    if (c->up) up_update(e, c->up);
+    return 0;
+}
+
+/* queue bytes for the client and try to send them now */
+static int client_write(Engine *e, client *c, const char *data, size_t n) {
+    if (c->dead) return -1;
+    if (c->out.len == 0) {
+        while (n) {
+            ssize_t w = send(c->fd, data, n, MSG_NOSIGNAL);
+            if (w > 0) {
+                data += w;
+                n -= (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            client_close(e, c);
+            return -1;
+        }
+        if (n == 0) return 0;
+    }
+    if (buf_append(&c->out, data, n) < 0) {
+        client_close(e, c);
+        return -1;
+    }
+    client_update(e, c);
+    if (c->up) up_update(e, c->up);
+    return 0;
+}
+
+/* write an error page (if the response has not started) and close */
+static void client_fail(Engine *e, client *c, int status, const char *detail) {
+    if (c->dead) return;
+    if (c->up != NULL) {
+        upstream *u = c->up;
+        c->up = NULL;
+        up_close(e, u);
+    }
+    drop_slot(e, c, 0);
+    e->errors++;
+    if (status == 503) py_log(e, 30, "client %s: 503 %s", c->ip, detail);
+    if (!c->resp_started) {
+        PyObject *page = py_page(e, status, detail);
+        if (page != NULL) {
+            client_write(e, c, PyBytes_AS_STRING(page), (size_t)PyBytes_GET_SIZE(page));
+            Py_DECREF(page);
+        }
+    }
+    if (c->dead) return;
+    c->closing = 1;
+    c->read_paused = 1;
+    client_flush(e, c);
+}
+
+/* answer with a page Python made (select / fail) and close */
+static void client_page(Engine *e, client *c, PyObject *page) {
+    drop_slot(e, c, 0);
+    e->errors++;
+    client_write(e, c, PyBytes_AS_STRING(page), (size_t)PyBytes_GET_SIZE(page));
+    if (c->dead) return;
+    c->closing = 1;
+    c->read_paused = 1;
+    client_flush(e, c);
+}
+
+/* hand the connection to the Python relay, with the bytes read so far */
+static void client_escape(Engine *e, client *c, const char *data, size_t n) {
+    PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+    int fd = c->fd;
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+    c->fd = -1;
+    client_forget(e, c);
+    if (bytes == NULL) {
+        report_error(e, "fast lane escape");
+        close(fd);
+        return;
+    }
+    PyObject *r = PyObject_CallFunction(e->cb_escape, "iO", fd, bytes);
+    Py_DECREF(bytes);
+    if (r == NULL) {
+        report_error(e, "fast lane escape");
+        close(fd);
+        return;
+    }
+    Py_DECREF(r);
+}
+
+static void response_reset(client *c) {
+    c->resp_started = 0;
+    c->framing = FL_FRAME_LENGTH;
+    c->up_reuse = 1;
+    c->body_left = 0;
+}
+
+static void client_process(Engine *e, client *c);
+
+/* write the current request's head upstream */
+static void send_request(Engine *e, client *c, upstream *u, int reused) {
+    fl_backend *b = backend_at(e, u->backend);
+    c->up = u;
+    u->client = c;
+    c->backend = u->backend;
+    c->state = C_SENT;
+    c->attempt++;
+    c->reused = reused;
+    response_reset(c);
+    double now = now_s();
+    c->sent_at = now;
+    c->up_activity = now;
+    if (b != NULL) {
+        b->requests++;
+        b->bytes_out += c->req.len;
+    }
+    const char *p = c->req.p;
+    size_t n = c->req.len;
+    while (n) {
+        ssize_t w = send(u->fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        /* the connection failed before the request went out: the read side will
+           report it (EOF / error) and the retry rules apply */
+        n = 0;
+        break;
+    }
+    if (n) {
+        if (buf_append(&u->out, p, n) < 0) {
+            client_fail(e, c, 502, "The proxy ran out of memory.");
+            return;
+        }
+    }
+    up_update(e, u);
+}
+
+/* the engine holds a slot on `backend`: use an idle connection or ask Python to connect */
+static void use_backend(Engine *e, client *c, int backend) {
+    c->backend = backend;
+    upstream *u = pool_take(e, backend);
+    if (u != NULL) {
+        send_request(e, c, u, 1);
+        return;
+    }
+    /* the slot passes to Python's connect task */
+    c->backend = -1;
+    c->state = C_WAIT_PY;
+    PyObject *tok = token_of(c);
+    PyObject *r = tok ? PyObject_CallFunction(e->cb_connect, "Oi", tok, backend) : NULL;
+    Py_XDECREF(tok);
+    if (r == NULL) {
+        report_error(e, "fast lane connect");
+        py_release(e, backend, 0);
+        client_fail(e, c, 502, "Could not connect to a backend server.");
+        return;
+    }
+    Py_DECREF(r);
+}
+
+/* start the request whose head fl_parse_request recognised at buf */
+static void start_request(Engine *e, client *c, const char *buf, const fl_request *rq) {
+    size_t cap = rq->head_len + rq->host_len + c->ip_len + FL_MAX_FIELDS + 256;
+    c->req.len = 0;
+    if (buf_reserve(&c->req, cap) < 0) {
+        client_fail(e, c, 502, "The proxy ran out of memory.");
+        return;
+    }
+    ssize_t n = fl_build_request(c->req.p, c->req.cap, buf, rq, c->ip, c->ip_len);
+    if (n < 0) {
+        client_fail(e, c, 502, "The proxy could not build the request.");
+        return;
+    }
+    c->req.len = (size_t)n;
+    c->method = rq->method;
+    c->keep_alive = rq->keep_alive;
+    c->attempt = 0;
+    response_reset(c);
+    e->requests++;
+    PyObject *key;
+    switch (e->hash_mode) {
+    case 1:
+        key = PyBytes_FromStringAndSize(c->ip, (Py_ssize_t)c->ip_len);
+        break;
+    case 2:
+        key = PyBytes_FromStringAndSize(buf + rq->url_off, rq->url_len);
+        break;
+    case 3:
+        if (rq->key_off >= 0) {
+            key = PyBytes_FromStringAndSize(buf + rq->key_off, rq->key_len);
+        } else {
+            key = Py_None;
+            Py_INCREF(key);
+        }
+        break;
+    default:
+        key = Py_None;
+        Py_INCREF(key);
+    }
+    PyObject *args[2] = {token_of(c), key};
+    if (args[0] == NULL || key == NULL) {
+        Py_XDECREF(args[0]);
+        Py_XDECREF(key);
+        report_error(e, "fast lane select");
+        client_fail(e, c, 503, "No backend server is available right now.");
+        return;
+    }
+    c->state = C_WAIT_PY;
+    PyObject *r = PyObject_Vectorcall(e->cb_select, args, 2, NULL);
+    Py_DECREF(args[0]);
+    Py_DECREF(key);
+    if (r == NULL) {
+        report_error(e, "fast lane select");
+        client_fail(e, c, 503, "No backend server is available right now.");
+        return;
+    }
+    if (PyLong_Check(r)) {
+        long idx = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (idx < 0 || idx > 1000000 || backend_at(e, (int)idx) == NULL) {
+            PyErr_Clear();
+            client_fail(e, c, 503, "No backend server is available right now.");
+            return;
+        }
+        use_backend(e, c, (int)idx);
+    } else if (PyBytes_Check(r)) {
+        client_page(e, c, r);
+        Py_DECREF(r);
+    } else {
+        Py_DECREF(r); /* None: Python took the request over (attach / fail follow) */
+    }
+}
+
+/* start requests from buf while the client is idle; keep what is left in c->in */
+static void client_consume(Engine *e, client *c, const char *buf, size_t len, int from_in) {
+    size_t used = 0;
+    while (!c->dead && c->state == C_IDLE && !c->closing && c->out.len == 0 && used < len) {
+        fl_request rq;
+        int r = fl_parse_request(buf + used, len - used, e->max_head, e->hash_header_len ? e->hash_header : NULL,
+                                 e->hash_header_len, &rq);
+        if (r != FL_OK) {
+            /* incomplete, or not for the fast lane: the Python relay takes it from here
+               (any earlier response has been flushed: c->out is empty) */
+            if (from_in) {
+                /* copy first: escape frees nothing but the buffer belongs to c */
+                fl_buf rest = {0};
+                if (buf_append(&rest, buf + used, len - used) < 0) {
+                    client_close(e, c);
+                    return;
+                }
+                c->in.len = 0;
+                client_escape(e, c, rest.p, rest.len);
+                buf_free(&rest);
+            } else {
+                client_escape(e, c, buf + used, len - used);
+            }
+            return;
+        }
+        /* start_request may need the head bytes (hash key) only during the call */
+        size_t head = rq.head_len;
+        start_request(e, c, buf + used, &rq);
+        used += head;
+    }
+    if (c->dead) return;
+    if (from_in) {
+        buf_consume(&c->in, used);
+        buf_trim(&c->in);
+    } else if (used < len) {
+        if (buf_append(&c->in, buf + used, len - used) < 0) {
+            client_close(e, c);
+            return;
+        }
+    }
+    /* bound what waits: one head's worth plus one read */
+    int pause = c->in.len > e->max_head + READ_SIZE;
+    if (pause != c->read_paused) {
+        c->read_paused = pause;
+        client_update(e, c);
+    }
+}
+
+/* a request finished: release, park or close the upstream, go on with the client */
+static void finish(Engine *e, client *c, upstream *u, int reusable) {
+    int backend = c->backend;
+    c->backend = -1;
+    c->up = NULL;
+    u->client = NULL;
+    int park_ok = backend >= 0 ? py_release(e, backend, 1) : 0;
+    if (reusable && park_ok && !u->dead)
+        park(e, u);
+    else
+        up_close(e, u);
+    c->state = C_IDLE;
+    response_reset(c);
+    if (c->dead) return;
+    if (!c->keep_alive) {
+        c->closing = 1;
+        c->read_paused = 1;
+        client_flush(e, c);
+        return;
+    }
+    if (c->out.len == 0 && c->in.len) client_process(e, c);
+}
+
+/* the upstream failed before a response byte: retry on a fresh connection or 502 */
+static void upstream_lost_early(Engine *e, client *c, upstream *u, const char *why) {
+    int backend = c->backend;
+    fl_backend *b = backend_at(e, backend);
+    c->up = NULL;
+    up_close(e, u);
+    if (c->reused && c->attempt <= e->retry_limit && backend >= 0) {
+        /* a stale pooled connection, idempotent bodiless request: once more, fresh */
+        if (b) b->retries++;
+        c->state = C_WAIT_PY;
+        c->backend = -1; /* the slot passes to Python's connect task */
+        PyObject *tok = token_of(c);
+        PyObject *r = tok ? PyObject_CallFunction(e->cb_connect, "Oi", tok, backend) : NULL;
+        Py_XDECREF(tok);
+        if (r == NULL) {
+            report_error(e, "fast lane connect");
+            py_release(e, backend, 0);
+            client_fail(e, c, 502, "Could not connect to a backend server.");
+            return;
+        }
+        Py_DECREF(r);
+        return;
+    }
+    if (b) b->response_errors++;
+    if (backend >= 0) {
+        py_failure(e, backend, "connection lost mid-request");
+        py_log(e, 30, "client %s: backend %d closed before answering (%s)", c->ip, backend, why);
+    }
+    client_fail(e, c, 502, "The backend server closed the connection before answering.");
+}
+
+/* the backend sent something that is not a valid response */
+static void upstream_broken(Engine *e, client *c, upstream *u, const char *reason) {
+    fl_backend *b = backend_at(e, c->backend);
+    if (b) b->response_errors++;
+    c->up = NULL;
+    up_close(e, u);
+    py_log(e, 30, "client %s: %s", c->ip, reason);
+    if (!c->resp_started) {
+        client_fail(e, c, 502, "The backend server sent an invalid response.");
+    } else {
+        drop_slot(e, c, 0);
+        client_close(e, c);
+    }
+}
+
+static int obuf_add(Engine *e, const char *p, size_t n) { return buf_append(&e->obuf, p, n); }
+
+/* relay response bytes from the upstream; data is this read (plus a buffered head) */
+static void response_data(Engine *e, client *c, upstream *u, const char *data, size_t len) {
+    e->obuf.len = 0;
+    size_t pos = 0;
+    int complete = 0;
+    while (pos < len && !complete) {
+        if (!c->resp_started) {
+            fl_response rs;
+            int r = fl_parse_response(data + pos, len - pos, RESPONSE_MAX_HEAD, &rs);
+            if (r == FL_INCOMPLETE) {
+                /* keep the partial head (bounded by RESPONSE_MAX_HEAD in the parser) */
+                if (data == u->in.p) {
+                    buf_consume(&u->in, pos);
+                } else if (buf_append(&u->in, data + pos, len - pos) < 0) {
+                    upstream_broken(e, c, u, "out of memory");
+                    return;
+                }
+                if (e->obuf.len) client_write(e, c, e->obuf.p, e->obuf.len); /* 1xx */
+                return;
+            }
+            if (r != FL_OK) {
+                upstream_broken(e, c, u, "bad response from backend");
+                return;
+            }
+            const char *head = data + pos;
+            pos += rs.head_len;
+            if (rs.status >= 100 && rs.status < 200) {
+                if (rs.status == 101) {
+                    upstream_broken(e, c, u, "backend switched protocols unasked");
+                    return;
+                }
+                char line[64 + 1024];
+                size_t rl = rs.reason_len < 1024 ? rs.reason_len : 1024;
+                int n = snprintf(line, 64, "HTTP/1.1 %d ", rs.status);
+                memcpy(line + n, head + rs.reason_off, rl);
+                memcpy(line + n + rl, "\r\n\r\n", 4);
+                if (obuf_add(e, line, (size_t)n + rl + 4) < 0) goto oom;
+                continue;
+            }
+            fl_backend *b = backend_at(e, c->backend);
+            if (b) {
+                b->lat[b->lat_head] = (now_s() - c->sent_at) * 1000.0;
+                b->lat_head = (b->lat_head + 1) % LATENCY_RING;
+                if (b->nlat < LATENCY_RING) b->nlat++;
+            }
+            int framing;
+            if (c->method == FL_HEAD || rs.status == 204 || rs.status == 304)
+                framing = FL_FRAME_NONE;
+            else if (rs.chunked)
+                framing = FL_FRAME_CHUNKED;
+            else if (rs.has_length)
+                framing = FL_FRAME_LENGTH;
+            else
+                framing = FL_FRAME_CLOSE;
+            c->framing = framing;
+            if (framing == FL_FRAME_CLOSE || e->stopping) c->keep_alive = 0;
+            c->up_reuse = rs.keep_alive && framing != FL_FRAME_CLOSE;
+            c->body_left = rs.content_length;
+            if (framing == FL_FRAME_CHUNKED) fl_chunks_init(&c->chunks);
+            size_t need = rs.head_len + FL_MAX_FIELDS + 512;
+            if (buf_reserve(&e->obuf, need) < 0) goto oom;
+            ssize_t n = fl_build_response(e->obuf.p + e->obuf.len, e->obuf.cap - e->obuf.len, head, &rs,
+                                          framing, c->keep_alive);
+            if (n < 0) {
+                upstream_broken(e, c, u, "response head too large");
+                return;
+            }
+            e->obuf.len += (size_t)n;
+            c->resp_started = 1;
+            if (framing == FL_FRAME_NONE || (framing == FL_FRAME_LENGTH && c->body_left == 0))
+                complete = 1;
+            continue;
+        }
+        /* body */
+        size_t avail = len - pos;
+        if (c->framing == FL_FRAME_LENGTH) {
+            size_t take = avail < c->body_left ? avail : (size_t)c->body_left;
+            if (obuf_add(e, data + pos, take) < 0) goto oom;
+            pos += take;
+            c->body_left -= take;
+            if (c->body_left == 0) complete = 1;
+        } else if (c->framing == FL_FRAME_CLOSE) {
+            if (obuf_add(e, data + pos, avail) < 0) goto oom;
+            pos = len;
+        } else if (c->framing == FL_FRAME_CHUNKED) {
+            size_t used;
+            const char *piece;
+            size_t piece_len;
+            int r = fl_chunks_feed(&c->chunks, data + pos, avail, MAX_TRAILER, &used, &piece, &piece_len);
+            pos += used;
+            if (r == FL_CHUNK_BAD) {
+                if (e->obuf.len) client_write(e, c, e->obuf.p, e->obuf.len);
+                if (!c->dead) upstream_broken(e, c, u, "bad chunked body from backend");
+                return;
+            }
+            if (r == FL_CHUNK_DATA && piece_len) {
+                char size[24];
+                int n = snprintf(size, sizeof size, "%zx\r\n", piece_len);
+                if (obuf_add(e, size, (size_t)n) < 0 || obuf_add(e, piece, piece_len) < 0 ||
+                    obuf_add(e, "\r\n", 2) < 0)
+                    goto oom;
+            } else if (r == FL_CHUNK_DONE) {
+                if (obuf_add(e, "0\r\n\r\n", 5) < 0) goto oom;
+                complete = 1;
+            }
+        } else {
+            break; /* FL_FRAME_NONE: complete already */
+        }
+    }
+    if (data == u->in.p) u->in.len = 0; /* the buffered head (and what followed) is used */
+    if (complete && pos < len) c->up_reuse = 0; /* bytes after the response: unusable */
+    if (e->obuf.len) {
+        if (client_write(e, c, e->obuf.p, e->obuf.len) < 0) return; /* closed u too */
+    }
+    if (complete) finish(e, c, u, c->up_reuse);
+    return;
+oom:
+    upstream_broken(e, c, u, "out of memory");
+}
+
+/* ------------------------------------------------------------------ events */
+
+static void on_accept(Engine *e) {
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(e->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) continue;
+            return; /* EAGAIN, or an error on one connection (ECONNABORTED, EMFILE...) */
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        char ip[INET6_ADDRSTRLEN] = "0.0.0.0";
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+        PyObject *r = PyObject_CallFunction(e->cb_admit, "s", ip);
+        if (r == NULL) {
+            report_error(e, "fast lane admit");
+            close(fd);
+            continue;
+        }
+        if (PyBytes_Check(r)) { /* refused: the page, then close */
+            send(fd, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+            Py_DECREF(r);
+            close(fd);
+            continue;
+        }
+        Py_DECREF(r);
+        client *c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        if (e->nfree == 0) {
+            if (e->nslots == e->slots_cap) {
+                uint32_t cap = e->slots_cap ? e->slots_cap * 2 : 1024;
+                client **s = realloc(e->slots, cap * sizeof *s);
+                uint32_t *f = s ? realloc(e->free_slots, cap * sizeof *f) : NULL;
+                if (s) e->slots = s;
+                if (f == NULL) {
+                    free(c);
+                    close(fd);
+                    continue;
+                }
+                e->free_slots = f;
+                e->slots_cap = cap;
+            }
+            e->free_slots[e->nfree++] = e->nslots++;
+        }
+        c->kind = K_CLIENT;
+        c->fd = fd;
+        c->slot = e->free_slots[--e->nfree];
+        c->gen = ++e->next_gen;
+        c->backend = -1;
+        c->events = EPOLLIN;
+        c->last_activity = now_s();
+        memcpy(c->ip, ip, sizeof ip);
+        c->ip_len = strlen(ip);
+        response_reset(c);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        e->slots[c->slot] = c;
+        e->nclients++;
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            client_close(e, c);
+            continue;
+        }
+    }
+}
+
+/* start what c->in holds, if the client is ready for another request */
+static void client_process(Engine *e, client *c) {
+    if (c->dead || c->state != C_IDLE || c->closing || c->out.len || !c->in.len) return;
+    client_consume(e, c, c->in.p, c->in.len, 1);
+}
+
+static void on_client(Engine *e, client *c, uint32_t events) {
+    if (events & EPOLLOUT) {
+        if (client_flush(e, c) < 0) return;
+        client_process(e, c);
+        if (c->dead) return;
+    }
+    if (c->read_paused) {
+        /* not reading (closing, or too much waiting): a hang-up still ends it, else
+           epoll would report it again and again */
+        if (events & (EPOLLHUP | EPOLLERR)) client_close(e, c);
+        return;
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    ssize_t n = recv(c->fd, e->scratch, READ_SIZE, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        client_close(e, c);
+        return;
+    }
+    if (n == 0) {
+        client_close(e, c); /* the client went away (a request in flight is dropped) */
+        return;
+    }
+    c->last_activity = now_s();
+    if (c->closing) return; /* reading only to notice a close */
+    if (c->state == C_IDLE && c->out.len == 0 && c->in.len == 0) {
+        client_consume(e, c, e->scratch, (size_t)n, 0);
+        return;
+    }
+    if (buf_append(&c->in, e->scratch, (size_t)n) < 0) {
+        client_close(e, c);
+        return;
+    }
+    if (c->state == C_IDLE && c->out.len == 0) {
+        client_consume(e, c, c->in.p, c->in.len, 1);
+        return;
+    }
+    if (c->in.len > e->max_head + READ_SIZE && !c->read_paused) {
+        c->read_paused = 1;
+        client_update(e, c);
+    }
+}
+
+static void on_upstream(Engine *e, upstream *u, uint32_t events) {
+    client *c = u->client;
+    if ((events & EPOLLOUT) && u->out.len) {
+        while (u->out.len) {
+            ssize_t w = send(u->fd, u->out.p, u->out.len, MSG_NOSIGNAL);
+            if (w > 0) {
+                buf_consume(&u->out, (size_t)w);
+                continue;
+            }
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            u->out.len = 0; /* failed: the read side reports it */
+            break;
+        }
+        up_update(e, u);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    /* paused while the client lags (a hang-up is read anyway: epoll repeats it) */
+    if (c != NULL && c->out.len > e->buffer_size && !(events & (EPOLLHUP | EPOLLERR))) return;
+    ssize_t n = recv(u->fd, e->scratch, READ_SIZE, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (c == NULL) { /* an idle pooled connection must not talk; EOF: it closed */
+        up_close(e, u);
+        return;
+    }
+    if (n <= 0) {
+        if (!c->resp_started) {
+            upstream_lost_early(e, c, u, n == 0 ? "end of stream" : strerror(errno));
+        } else if (c->framing == FL_FRAME_CLOSE) {
+            finish(e, c, u, 0); /* the close ends the body (keep_alive is 0) */
+        } else {
+            fl_backend *b = backend_at(e, c->backend);
+            if (b) b->response_errors++;
+            c->up = NULL;
+            up_close(e, u);
+            drop_slot(e, c, 0);
+            client_close(e, c); /* truncated response: the client must see the break */
+        }
+        return;
+    }
+    fl_backend *b = backend_at(e, u->backend);
+    if (b) b->bytes_in += (uint64_t)n;
+    c->up_activity = now_s();
+    if (u->in.len) {
+        if (buf_append(&u->in, e->scratch, (size_t)n) < 0) {
+            upstream_broken(e, c, u, "out of memory");
+            return;
+        }
+        response_data(e, c, u, u->in.p, u->in.len);
+    } else {
+        response_data(e, c, u, e->scratch, (size_t)n);
+    }
+}
+
+static void reap(Engine *e) {
+    while (e->dead_clients) {
+        client *c = e->dead_clients;
+        e->dead_clients = c->next_dead;
+        buf_free(&c->in);
+        buf_free(&c->out);
+        buf_free(&c->req);
+        free(c);
+    }
+    while (e->dead_ups) {
+        upstream *u = e->dead_ups;
+        e->dead_ups = u->next_dead;
+        buf_free(&u->in);
+        buf_free(&u->out);
+        free(u);
+    }
+}
+
+/* ------------------------------------------------------------------ Engine methods */
+
+static PyObject *Engine_poll(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    struct epoll_event evs[MAX_EVENTS];
+    if (e->epfd < 0) Py_RETURN_NONE;
+    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, 0);
+    for (int i = 0; i < n; i++) {
+        int *kind = evs[i].data.ptr;
+        if (*kind == K_LISTEN) {
+            if (e->listen_fd >= 0) on_accept(e);
+        } else if (*kind == K_CLIENT) {
+            client *c = evs[i].data.ptr;
+            if (!c->dead) on_client(e, c, evs[i].events);
+        } else {
+            upstream *u = evs[i].data.ptr;
+            if (!u->dead) on_upstream(e, u, evs[i].events);
+        }
+    }
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    double now = now_s();
+    for (uint32_t i = 0; i < e->nslots; i++) {
+        client *c = e->slots[i];
+        if (c == NULL || c->dead) continue;
+        if (c->state == C_IDLE) {
+            if (!c->in.len && !c->out.len && now - c->last_activity > e->idle_timeout) client_close(e, c);
+            continue;
+        }
+        if (c->state == C_SENT) {
+            double quiet = c->up_activity > c->last_activity ? c->up_activity : c->last_activity;
+            if (now - quiet > e->server_timeout) {
+                fl_backend *b = backend_at(e, c->backend);
+                if (b) b->response_errors++;
+                if (c->backend >= 0) py_failure(e, c->backend, "response timeout");
+                client_fail(e, c, 504, "the backend did not answer in time");
+            }
+        }
+    }
+    for (int i = 0; i < e->nbackends; i++) {
+        fl_backend *b = &e->backends[i];
+        upstream **pp = &b->idle;
+        while (*pp) {
+            upstream *u = *pp;
+            if (now - u->idle_since > e->idle_timeout) {
+                *pp = u->next_idle;
+                u->next_idle = NULL;
+                u->in_pool = 0;
+                b->nidle--;
+                up_close(e, u);
+                continue;
+            }
+            pp = &u->next_idle;
+        }
+    }
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_attach(Engine *e, PyObject *args) {
+    unsigned long long token;
+    int fd, backend;
+    if (!PyArg_ParseTuple(args, "Kii", &token, &fd, &backend)) return NULL;
+    if (backend < 0 || backend > 1000000 || backend_at(e, backend) == NULL) {
+        close(fd);
+        PyErr_SetString(PyExc_ValueError, "bad backend index");
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    upstream *u = up_new(e, fd, backend);
+    if (u == NULL) {
+        close(fd);
+        py_release(e, backend, 0);
+        client *c = client_by_token(e, token);
+        if (c) client_fail(e, c, 502, "Could not connect to a backend server.");
+        reap(e);
+        Py_RETURN_NONE;
+    }
+    client *c = client_by_token(e, token);
+    if (c == NULL || c->state != C_WAIT_PY) {
+        /* the client has gone: keep the connection for someone else */
+        if (py_release(e, backend, 1))
+            park(e, u);
+        else
+            up_close(e, u);
+    } else {
+        send_request(e, c, u, 0);
+    }
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_fail(Engine *e, PyObject *args) {
+    unsigned long long token;
+    PyObject *page;
+    if (!PyArg_ParseTuple(args, "KS", &token, &page)) return NULL;
+    client *c = client_by_token(e, token);
+    if (c != NULL && c->state == C_WAIT_PY) client_page(e, c, page);
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"max_header_bytes", "buffer_size", "max_idle_upstream", "idle_timeout_s",
+                            "server_timeout_s", "hash_mode", "hash_header", "stopping", "retry_limit",
+                            NULL};
+    Py_ssize_t max_head = (Py_ssize_t)e->max_head, buffer_size = (Py_ssize_t)e->buffer_size;
+    int max_idle = e->max_idle, hash_mode = e->hash_mode, stopping = e->stopping, retry = e->retry_limit;
+    double idle = e->idle_timeout, server = e->server_timeout;
+    const char *hh = NULL;
+    Py_ssize_t hhl = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|nniddiy#pi", names, &max_head, &buffer_size, &max_idle,
+                                     &idle, &server, &hash_mode, &hh, &hhl, &stopping, &retry))
+        return NULL;
+    if (max_head < 256 || max_head > 1 << 20 || buffer_size < 1024 || max_idle < 0 || hash_mode < 0 ||
+        hash_mode > 3 || hhl >= (Py_ssize_t)sizeof e->hash_header || retry < 0) {
+        PyErr_SetString(PyExc_ValueError, "fast lane setting out of range");
+        return NULL;
+    }
+    e->max_head = (size_t)max_head;
+    e->buffer_size = (size_t)buffer_size;
+    e->max_idle = max_idle;
+    e->idle_timeout = idle;
+    e->server_timeout = server;
+    e->hash_mode = hash_mode;
+    e->stopping = stopping;
+    e->retry_limit = retry;
+    if (hh != NULL) {
+        for (Py_ssize_t i = 0; i < hhl; i++) {
+            char ch = hh[i];
+            e->hash_header[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+        }
+        e->hash_header[hhl] = 0;
+        e->hash_header_len = (size_t)hhl;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_drop_backend(Engine *e, PyObject *arg) {
+    long i = PyLong_AsLong(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (i >= 0 && i < e->nbackends) {
+        upstream *u;
+        while ((u = pool_take(e, (int)i)) != NULL) up_close(e, u);
+    }
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_harvest(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < e->nbackends; i++) {
+        fl_backend *b = &e->backends[i];
+        if (!b->requests && !b->bytes_in && !b->bytes_out && !b->response_errors && !b->retries && !b->nlat)
+            continue;
+        PyObject *lat = PyList_New((Py_ssize_t)b->nlat);
+        if (lat == NULL) goto fail;
+        size_t start = (b->lat_head + LATENCY_RING - b->nlat) % LATENCY_RING;
+        for (size_t k = 0; k < b->nlat; k++) {
+            PyObject *f = PyFloat_FromDouble(b->lat[(start + k) % LATENCY_RING]);
+            if (f == NULL) {
+                Py_DECREF(lat);
+                goto fail;
+            }
+            PyList_SET_ITEM(lat, (Py_ssize_t)k, f);
+        }
+        PyObject *t = Py_BuildValue("(iKKKKKN)", i, (unsigned long long)b->requests,
+                                    (unsigned long long)b->bytes_in, (unsigned long long)b->bytes_out,
+                                    (unsigned long long)b->response_errors, (unsigned long long)b->retries, lat);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+        b->requests = b->bytes_in = b->bytes_out = b->response_errors = b->retries = 0;
+        b->nlat = b->lat_head = 0;
+    }
+    PyObject *r = Py_BuildValue("(KKN)", (unsigned long long)e->requests, (unsigned long long)e->errors, list);
+    e->requests = e->errors = 0;
+    return r;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *Engine_stop_accepting(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    if (e->listen_fd >= 0) {
+        close(e->listen_fd);
+        e->listen_fd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_shutdown_idle(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    for (uint32_t i = 0; i < e->nslots; i++) {
+        client *c = e->slots[i];
+        if (c && !c->dead && c->state == C_IDLE && !c->out.len) client_close(e, c);
+    }
+    reap(e);
+    Py_RETURN_NONE;
+}
+
+static void close_all(Engine *e) {
+    for (uint32_t i = 0; i < e->nslots; i++) {
+        client *c = e->slots[i];
+        if (c && !c->dead) client_close(e, c);
+    }
+    for (int i = 0; i < e->nbackends; i++) {
+        upstream *u;
+        while ((u = pool_take(e, i)) != NULL) up_close(e, u);
+    }
+    reap(e);
+    if (e->listen_fd >= 0) {
+        close(e->listen_fd);
+        e->listen_fd = -1;
+    }
+}
+
+static PyObject *Engine_close(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    close_all(e);
+    if (e->epfd >= 0) {
+        close(e->epfd);
+        e->epfd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_fileno(Engine *e, PyObject *Py_UNUSED(ignored)) { return PyLong_FromLong(e->epfd); }
+
+static PyObject *Engine_get_clients(Engine *e, void *Py_UNUSED(closure)) { return PyLong_FromLong(e->nclients); }
+
+static PyObject *Engine_get_busy(Engine *e, void *Py_UNUSED(closure)) {
+    for (uint32_t i = 0; i < e->nslots; i++) {
+        client *c = e->slots[i];
+        if (c && !c->dead && (c->state != C_IDLE || c->out.len)) Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
+    static char *names[] = {"listen_fd", "handler", NULL};
+    int fd;
+    PyObject *handler;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iO", names, &fd, &handler)) return -1;
+    if (e->epfd >= 0 || e->handler != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
+        return -1;
+    }
+    const char *cbs[] = {"admit", "select", "connect", "release", "failure", "escape", "page", "log"};
+    PyObject **slots[] = {&e->cb_admit,   &e->cb_select, &e->cb_connect, &e->cb_release,
+                          &e->cb_failure, &e->cb_escape, &e->cb_page,    &e->cb_log};
+    for (int i = 0; i < 8; i++) {
+        *slots[i] = PyObject_GetAttrString(handler, cbs[i]);
+        if (*slots[i] == NULL) return -1;
+    }
+    e->scratch = malloc(READ_SIZE);
+    if (e->scratch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (e->epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    e->listen_kind = K_LISTEN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->listen_kind};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    e->listen_fd = fd;
+    Py_INCREF(handler);
+    e->handler = handler;
+    return 0;
+}
+
+static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    (void)args;
+    (void)kw;
+    Engine *e = (Engine *)type->tp_alloc(type, 0);
+    if (e == NULL) return NULL;
+    e->epfd = -1;
+    e->listen_fd = -1;
+    e->max_head = 8192;
+    e->buffer_size = 65536;
+    e->max_idle = 32;
+    e->idle_timeout = 60.0;
+    e->server_timeout = 30.0;
+    e->retry_limit = 2;
+    return (PyObject *)e;
+}
+
+static void Engine_dealloc(Engine *e) {
+    close_all(e);
+    if (e->epfd >= 0) close(e->epfd);
+    Py_XDECREF(e->handler);
+    Py_XDECREF(e->cb_admit);
+    Py_XDECREF(e->cb_select);
+    Py_XDECREF(e->cb_connect);
+    Py_XDECREF(e->cb_release);
+    Py_XDECREF(e->cb_failure);
+    Py_XDECREF(e->cb_escape);
+    Py_XDECREF(e->cb_page);
+    Py_XDECREF(e->cb_log);
+    free(e->slots);
+    free(e->free_slots);
+    free(e->backends);
+    free(e->scratch);
+    buf_free(&e->obuf);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"poll", (PyCFunction)Engine_poll, METH_NOARGS, "Handle the ready events (uvloop calls this)."},
+    {"sweep", (PyCFunction)Engine_sweep, METH_NOARGS, "Apply the idle and server timeouts."},
+    {"attach", (PyCFunction)Engine_attach, METH_VARARGS, "attach(token, fd, backend): a connection for a waiting request."},
+    {"fail", (PyCFunction)Engine_fail, METH_VARARGS, "fail(token, page): answer a waiting request with page and close."},
+    {"configure", (PyCFunction)(void (*)(void))Engine_configure, METH_VARARGS | METH_KEYWORDS, "Set limits and timeouts."},
+    {"drop_backend", (PyCFunction)Engine_drop_backend, METH_O, "Close the idle connections to a backend."},
+    {"harvest", (PyCFunction)Engine_harvest, METH_NOARGS, "Counters since the last harvest."},
+    {"stop_accepting", (PyCFunction)Engine_stop_accepting, METH_NOARGS, "Close the listening socket."},
+    {"shutdown_idle", (PyCFunction)Engine_shutdown_idle, METH_NOARGS, "Close clients between requests."},
+    {"close", (PyCFunction)Engine_close, METH_NOARGS, "Close every connection and the epoll set."},
+    {"fileno", (PyCFunction)Engine_fileno, METH_NOARGS, "The epoll fd to watch for readability."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"clients", (getter)Engine_get_clients, NULL, "Client connections in the fast lane.", NULL},
+    {"busy", (getter)Engine_get_busy, NULL, "Whether a request is in flight.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "parlour.proxy._fastlane.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The fast lane's epoll engine (see docs/design/proxy-fast-lane.md).",
+    .tp_new = Engine_new,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
+};
+
+static struct PyModuleDef fastlane_module = {
+    PyModuleDef_HEAD_INIT, "_fastlane", "Native fast lane of parlour proxy.", -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastlane(void) {
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&fastlane_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0 || fl_add_head_functions(m) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
