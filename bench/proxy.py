@@ -243,6 +243,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="runs per target (median shown)")
     ap.add_argument(
+        "--python-relay",
+        action="store_true",
+        help="also run parlour proxy --no-fast-lane (the Python relay alone)",
+    )
+    ap.add_argument(
         "--floor",
         action="store_true",
         help="also run bench/proxy_floor.py (null uvloop relay, 1 and 2 processes)",
@@ -277,6 +282,8 @@ def main() -> int:
         if have_nginx:
             targets.append("nginx proxy (1 worker)")
         targets += ["parlour proxy (1 worker)", "parlour proxy (--workers 2)"]
+        if args.python_relay:
+            targets += ["parlour python relay (1 worker)", "parlour python relay (--workers 2)"]
         if args.floor:
             targets += ["null relay (1 process)", "null relay (2 processes)"]
         for round_no in range(args.rounds):
@@ -296,6 +303,8 @@ def main() -> int:
                     cmd += [str(port), *map(str, bports)]
                 else:
                     cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
+                    if "python relay" in name:
+                        cmd.append("--no-fast-lane")
                 with process(cmd, port, env=env) as proc:
                     result = run_wrk(name, port, args, proc.pid, backend_pgids)
                 runs.setdefault(name, []).append(result)

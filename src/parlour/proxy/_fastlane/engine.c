@@ -1128,7 +1128,9 @@ static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
         client *c = e->slots[i];
         if (c == NULL || c->dead) continue;
         if (c->state == C_IDLE) {
-            if (!c->in.len && !c->out.len && now - c->last_activity > e->idle_timeout) client_close(e, c);
+            /* between requests (a pipelined one waits only while output is pending): idle
+               too long, or not taking its output for that long (closing or not) */
+            if (now - c->last_activity > e->idle_timeout) client_close(e, c);
             continue;
         }
         if (c->state == C_SENT) {
