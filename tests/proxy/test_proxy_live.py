@@ -189,6 +189,7 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
     assert (await asyncio.wait_for(waiter, 5)).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.python_relay  # (it inspects the Python relay's connection objects)
 async def test_slow_client_does_not_make_proxy_buffer_everything(
     backends: BackendFactory, proxy: ProxyFactory
 ) -> None:
@@ -310,17 +311,18 @@ async def test_graceful_stop_finishes_in_flight(
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     await writer.drain()
     await a.seen_at_least(1, 5)
-    # rt.stop sets `stopping` and closes the listening servers before its first await: wrap
-    # the server's close to know the stop has begun
+    # rt.stop sets `stopping` and closes the listener (the server, or the fast lane's)
+    # before its first await: wrap that close to know the stop has begun
     closed = asyncio.Event()
-    server = rt._servers[0]
-    real_close = server.close
+    listener: object = rt.fast_lane if rt.fast_lane is not None else rt._servers[0]
+    name = "stop_accepting" if rt.fast_lane is not None else "close"
+    real_close = getattr(listener, name)
 
     def close() -> None:
         real_close()
         closed.set()
 
-    server.close = close  # type: ignore[method-assign]
+    setattr(listener, name, close)
     stopping = asyncio.create_task(rt.stop(drain_timeout_s=5))
     await asyncio.wait_for(closed.wait(), 5)
     assert rt.stopping

@@ -248,6 +248,7 @@ async def test_passive_failures_mark_a_backend_down_without_active_checks(
     assert snap.last_crash_reason and "connect failed" in snap.last_crash_reason
 
 
+@pytest.mark.python_relay  # (the fast lane's pooled connections are not the relay's)
 async def test_post_on_reused_connection_is_not_replayed(proxy: ProxyFactory) -> None:
     """The backend closes after reading a POST sent on a pooled keep-alive connection:
     the POST may have been processed, so the proxy answers 502 and never sends it again."""

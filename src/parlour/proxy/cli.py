@@ -177,6 +177,11 @@ def _run_workers(cfg: ProxyConfig) -> None:
 @click.option("--fall", "health_fall", type=int)
 @click.option("--max-connections", type=int)
 @click.option("--trust-forwarded/--no-trust-forwarded", default=None)
+@click.option(
+    "--fast-lane/--no-fast-lane",
+    default=None,
+    help="Relay plain requests natively (http mode; default on when built).",
+)
 @click.option("--proxy-protocol", type=click.Choice(["v1", "v2"]), help="TCP mode only.")
 @click.option("--store", help="SQLite file for backends, settings and statistics.")
 @click.option("--load-from", type=click.Choice(["previous", "config"]))

@@ -49,6 +49,7 @@ class ProxyConfig:
     max_header_bytes: int = 16384
     max_queue: int = 1024
     max_idle_upstream: int = 64  # pooled idle connections per backend
+    fast_lane: bool = True  # the native data plane for plain requests (http mode, if built)
     admin_host: str = "127.0.0.1"
     admin_port: int | None = 9090  # None = no admin listener
     admin_token: str | None = None
@@ -162,6 +163,7 @@ _PROXY_KEYS = {
     "max_header_bytes",
     "max_queue",
     "max_idle_upstream",
+    "fast_lane",
 }
 _ADMIN_KEYS = {
     "host": "admin_host",
@@ -260,6 +262,8 @@ def _check(cfg: ProxyConfig) -> ProxyConfig:
     for name in ("listen_port", "backlog", "workers", "max_header_bytes", "max_queue"):
         if not isinstance(getattr(cfg, name), int):
             raise ConfigError(f"{name} must be an integer")
+    if not isinstance(cfg.fast_lane, bool):
+        raise ConfigError("fast_lane must be true or false")
     if not 0 <= cfg.listen_port < 65536:
         raise ConfigError("listen_port must be 0..65535")
     if cfg.admin_port is not None and not 0 <= cfg.admin_port < 65536:

@@ -253,8 +253,10 @@ class HttpUpstream(asyncio.Protocol):
 class HttpClient(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, runtime: ProxyRuntime) -> None:
+    def __init__(self, runtime: ProxyRuntime, adopted: bytes | None = None) -> None:
         self.runtime = runtime
+        # a connection the fast lane hands over (already admitted), with the bytes it read
+        self.adopted = adopted
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -365,6 +367,13 @@ class HttpClient(asyncio.Protocol):
         if peer:
             self.client_ip = str(peer[0])
         rt = self.runtime
+        adopted = self.adopted
+        if adopted is not None:  # from the fast lane: admitted and counted there
+            self.adopted = None
+            rt.conns.add(self)
+            if adopted:
+                self.data_received(adopted)
+            return
         if len(rt.conns) >= rt.pool.settings.max_connections or rt.stopping:
             rt.rejected += 1
             transport.write(error_response(503, "The proxy is at its connection limit."))

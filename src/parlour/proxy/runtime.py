@@ -18,8 +18,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from parlour.proxy.admission import WaitQueue, may_retry
 from parlour.proxy.config import (
@@ -41,6 +41,8 @@ from parlour.proxy.stats_merge import add_backend_counters, merge_backends, merg
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from parlour.proxy.fastlane import FastLane
 
 __all__ = ["ProxyRuntime", "Reapable", "StoreLike", "UpstreamResult"]
 
@@ -76,6 +78,7 @@ class Reapable(Protocol):
 
 
 UpstreamResult = tuple[Backend, asyncio.Transport, Any]
+_C = TypeVar("_C")
 
 
 class ProxyRuntime:
@@ -122,6 +125,7 @@ class ProxyRuntime:
         self._all_down = False
         self.stopping = False
         self.idle_upstream: dict[str, list[Any]] = {}
+        self.fast_lane: FastLane | None = None  # the native data plane, when it runs
 
     # ============================================================ ProxyControl
     def settings(self) -> ProxySettings:
@@ -130,6 +134,7 @@ class ProxyRuntime:
     def update_settings(self, **changes: object) -> ProxySettings:
         new = apply_setting_changes(self.pool.settings, changes)
         self.pool.apply_settings(new)
+        self._settings_applied()
         log.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in changes.items()))
         if self.store is not None:
             self.store.save_settings(new)
@@ -144,6 +149,8 @@ class ProxyRuntime:
 
     def own_backends(self) -> list[BackendSnapshot]:
         """This worker's own figures (what it persists)."""
+        if self.fast_lane is not None:
+            self.fast_lane.harvest()
         return self.pool.snapshots(self.clock())
 
     def totals(self) -> TotalsSnapshot:
@@ -158,7 +165,7 @@ class ProxyRuntime:
         snaps = tuple(self.own_backends())
         return TotalsSnapshot(
             started_at=self.started_at,
-            active_conns=len(self.conns),
+            active_conns=len(self.conns) + (self.fast_lane.clients if self.fast_lane else 0),
             total_conns=self.total_conns,
             requests=self.requests,
             bytes_in=sum(s.bytes_in for s in snaps),
@@ -173,9 +180,11 @@ class ProxyRuntime:
         return b.snapshot(self.clock())
 
     def remove_backend(self, backend_id: str) -> None:
-        self.pool.remove(backend_id)
+        b = self.pool.remove(backend_id)
         for conn in self.idle_upstream.pop(backend_id, []):
             conn.close()
+        if self.fast_lane is not None:
+            self.fast_lane.drop_backend(b)
         self._persist_soon()
 
     def _set_admin(self, backend_id: str, admin: Admin) -> BackendSnapshot:
@@ -183,6 +192,8 @@ class ProxyRuntime:
         if admin != "enabled":
             for conn in self.idle_upstream.pop(backend_id, []):
                 conn.close()
+            if self.fast_lane is not None:
+                self.fast_lane.drop_backend(b)
         self._persist_soon()
         return b.snapshot(self.clock())
 
@@ -213,6 +224,7 @@ class ProxyRuntime:
         except ConfigError as exc:
             raise ControlError("invalid", f"reload failed: {exc}") from None
         self.pool.apply_settings(fresh.settings)
+        self._settings_applied()
         wanted = {b.id: b for b in fresh.backends}
         for b in self.pool.all():
             if b.id not in wanted:
@@ -301,18 +313,30 @@ class ProxyRuntime:
         self._load_initial_state()
         loop = asyncio.get_running_loop()
         sock = sock or self._make_socket()
-        factory: Callable[[], asyncio.Protocol]
-        if self.config.mode == "tcp":
-            from parlour.proxy.tcp_relay import TcpClient
+        from parlour.proxy.fastlane import FastLane, engine_class
 
-            factory = lambda: TcpClient(self)  # noqa: E731
+        engine, why = engine_class(self.config.mode, self.config.fast_lane)
+        if engine is not None:
+            sock.setblocking(False)
+            sock.listen(self.config.backlog)
+            self.listen_port = sock.getsockname()[1]
+            self.fast_lane = FastLane(self)
+            self.fast_lane.start(engine, sock)
+            log.info("data plane: fast lane (native)")
         else:
-            from parlour.proxy.http_relay import HttpClient
+            factory: Callable[[], asyncio.Protocol]
+            if self.config.mode == "tcp":
+                from parlour.proxy.tcp_relay import TcpClient
 
-            factory = lambda: HttpClient(self)  # noqa: E731
-        server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
-        self._servers.append(server)
-        self.listen_port = server.sockets[0].getsockname()[1]
+                factory = lambda: TcpClient(self)  # noqa: E731
+            else:
+                from parlour.proxy.http_relay import HttpClient
+
+                factory = lambda: HttpClient(self)  # noqa: E731
+            server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+            self._servers.append(server)
+            self.listen_port = server.sockets[0].getsockname()[1]
+            log.info("data plane: python relay (%s)", why)
         from parlour.proxy.health_checks import health_loop
 
         self._tasks.append(asyncio.create_task(health_loop(self)))
@@ -373,14 +397,21 @@ class ProxyRuntime:
         self.stopping = True
         for server in self._servers:
             server.close()
+        fast = self.fast_lane
+        if fast is not None:
+            fast.stop_accepting()
         for conn in list(self.conns):
             if not conn.busy:
                 conn.shutdown()
         deadline = asyncio.get_running_loop().time() + drain_timeout_s
-        while any(c.busy for c in self.conns) and asyncio.get_running_loop().time() < deadline:
+        while (
+            any(c.busy for c in self.conns) or (fast is not None and fast.busy)
+        ) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.conns):
             conn.shutdown()
+        if fast is not None:
+            fast.close()
         for conns in self.idle_upstream.values():
             for up in conns:
                 up.close()
@@ -401,6 +432,10 @@ class ProxyRuntime:
         if self._follow_store is not None and hasattr(self._follow_store, "save_worker_totals"):
             self._save_worker_totals(cast("WorkerStatsStore", self._follow_store))
         log.info("parlour proxy stopped")
+
+    def _settings_applied(self) -> None:
+        if self.fast_lane is not None:
+            self.fast_lane.configure()
 
     # ============================================================ persistence
     def _on_state_change(self, change: StateChange) -> None:
@@ -504,6 +539,7 @@ class ProxyRuntime:
             else:
                 if wanted_settings != self.pool.settings:
                     self.pool.apply_settings(wanted_settings)
+                    self._settings_applied()
         wanted = {spec.id: (spec, state) for spec, state in items}
         if not wanted:
             return
@@ -535,6 +571,8 @@ class ProxyRuntime:
             now = loop.time()
             for conn in list(self.conns):
                 conn.check_timeouts(now)
+            if self.fast_lane is not None:
+                self.fast_lane.sweep()
             for backend_id, idle in list(self.idle_upstream.items()):
                 keep = [c for c in idle if not c.expired(now)]
                 if len(keep) != len(idle):
@@ -619,6 +657,26 @@ class ProxyRuntime:
         (up to retry_limit). Returns (backend, transport, protocol) or an error word.
         The slot stays taken on success; the caller releases it."""
         loop = asyncio.get_running_loop()
+
+        def connect(b: Backend) -> Awaitable[tuple[asyncio.Transport, Any]]:
+            return loop.create_connection(functools.partial(factory, b), b.spec.host, b.spec.port)
+
+        got = await self.connect_upstream(key, connect, first)
+        if isinstance(got, str):
+            return got
+        b, (transport, protocol) = got
+        return b, transport, protocol
+
+    async def connect_upstream(
+        self,
+        key: bytes | None,
+        connect: Callable[[Backend], Awaitable[_C]],
+        first: Backend | None = None,
+    ) -> tuple[Backend, _C] | str:
+        """`open_upstream` with a pluggable connector (`connect(backend)`, e.g. a raw
+        socket for the fast lane): acquire, connect within connect_timeout_s, retry other
+        backends on failure. Returns (backend, connection) or an error word; the slot
+        stays taken on success."""
         tried: set[str] = set()
         attempt = 0
         while True:
@@ -632,10 +690,7 @@ class ProxyRuntime:
             b = got
             s = self.pool.settings
             try:
-                transport, protocol = await asyncio.wait_for(
-                    loop.create_connection(functools.partial(factory, b), b.spec.host, b.spec.port),
-                    s.connect_timeout_s,
-                )
+                conn = await asyncio.wait_for(connect(b), s.connect_timeout_s)
             except asyncio.CancelledError:
                 self.release(b)
                 raise
@@ -656,7 +711,7 @@ class ProxyRuntime:
             self.pool.passive_success(b.id, self.clock())
             b.total_conns += 1
             b.last_connected = self.clock()
-            return b, transport, protocol
+            return b, conn
 
 
 def _write_store(

@@ -1,0 +1,338 @@
+"""The Python side of the proxy's native fast lane (docs/design/proxy-fast-lane.md).
+
+`parlour.proxy._fastlane.Engine` relays plain HTTP/1.1 keep-alive requests in C on the
+worker's event loop thread; every policy decision stays here, in Python. `FastLane` is the
+engine's handler (the callbacks of the design's contract table) on top of `ProxyRuntime`:
+admission, backend choice (`try_acquire`/`acquire`, so every algorithm, health state,
+max_conns and the wait queue apply unchanged), connecting (`connect_upstream`, with the
+Python relay's retries, timeouts and statistics), slot release, passive health, error
+pages and logging. A connection the engine does not relay itself is handed over
+(`escape`) to the Python relay's `HttpClient`.
+
+Backends are known to the engine by small integer indices: `_backends` only grows, so an
+index is never reused for another `Backend` object (a removed backend keeps its index
+for the requests still in flight on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Protocol
+
+from parlour.proxy.headers import error_response
+from parlour.proxy.pool import Backend
+
+if TYPE_CHECKING:
+    from parlour.proxy.runtime import ProxyRuntime
+
+__all__ = ["ENV_VAR", "EngineLike", "FastLane", "engine_class"]
+
+log = logging.getLogger("parlour.proxy")
+
+ENV_VAR = "PARLOUR_PROXY_FAST_LANE"
+HASH_MODES = {"ip_hash": 1, "uri_hash": 2, "header_hash": 3}
+MAX_HASH_HEADER = 127  # the engine's limit on the header name of header_hash
+_SLOT_MASK = 0xFFFFFFFF  # token = generation << 32 | slot
+
+_NO_BACKEND = "No backend server is available right now. Please retry shortly."
+_BUSY = "All backend servers are busy. Please retry shortly."
+
+# (requests, errors, [(backend, requests, bytes_in, bytes_out, response_errors, retries,
+# [latency_ms, ...]), ...]): the engine's counters since the previous harvest
+Harvest = tuple[int, int, list[tuple[int, int, int, int, int, int, list[float]]]]
+
+
+class EngineLike(Protocol):
+    """What `FastLane` uses of `parlour.proxy._fastlane.Engine`."""
+
+    def fileno(self) -> int: ...
+    def poll(self) -> None: ...
+    def sweep(self) -> None: ...
+    def configure(self, **settings: object) -> None: ...
+    def attach(self, token: int, fd: int, backend: int) -> None: ...
+    def fail(self, token: int, page: bytes) -> None: ...
+    def drop_backend(self, backend: int) -> None: ...
+    def harvest(self) -> Harvest: ...
+    def stop_accepting(self) -> None: ...
+    def shutdown_idle(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def clients(self) -> int: ...
+    @property
+    def busy(self) -> bool: ...
+
+
+class EngineFactory(Protocol):
+    def __call__(self, listen_fd: int, handler: FastLane) -> EngineLike: ...
+
+
+def engine_class(mode: str, enabled: bool) -> tuple[EngineFactory | None, str]:
+    """The engine to run, or None and why the Python relay runs instead."""
+    if mode != "http":
+        return None, f"{mode} mode"
+    if not enabled:
+        return None, "fast_lane = false"
+    if os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off"):
+        return None, f"{ENV_VAR}={os.environ[ENV_VAR]}"
+    try:
+        module = importlib.import_module("parlour.proxy._fastlane")
+    except ImportError as exc:
+        return None, f"parlour.proxy._fastlane cannot be imported: {exc}"
+    engine: EngineFactory | None = getattr(module, "Engine", None)
+    if engine is None:  # (the source directory imports as an empty namespace package)
+        return None, "parlour.proxy._fastlane is not built"
+    return engine, "parlour.proxy._fastlane"
+
+
+class FastLane:
+    """The engine's handler, and the runtime's handle on the engine."""
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+        self.loop = asyncio.get_running_loop()
+        self.engine: EngineLike | None = None
+        self._backends: list[Backend] = []  # index -> Backend; only grows
+        self._index: dict[int, int] = {}  # id(Backend) -> index (the list keeps it alive)
+        # hashed algorithms: slot -> (token, key) of the last selected request, for the
+        # key of a later `connect` (retries on other backends choose by it too)
+        self._keys: dict[int, tuple[int, bytes]] = {}
+
+    # ================================================================ runtime side
+    def start(self, factory: EngineFactory, sock: socket.socket) -> None:
+        """Take over `sock` (bound, listening, non-blocking)."""
+        self.engine = factory(sock.detach(), self)
+        self.configure()
+        self.loop.add_reader(self.engine.fileno(), self.engine.poll)
+
+    def configure(self) -> None:
+        """Pass the current settings on (at start and after every settings change)."""
+        engine = self.engine
+        if engine is None:
+            return
+        rt = self.runtime
+        s = rt.pool.settings
+        hash_mode = HASH_MODES.get(s.algorithm, 0)
+        header = s.hash_header.encode("ascii", "replace")
+        if len(header) > MAX_HASH_HEADER:
+            # no request carries such a field name in practice; the engine cannot match
+            # it, so it sees none (key None) — log it rather than fail the change
+            log.warning("fast lane: hash_header longer than %d bytes is ignored", MAX_HASH_HEADER)
+            header = b""
+        engine.configure(
+            max_header_bytes=rt.config.max_header_bytes,
+            buffer_size=s.buffer_size,
+            max_idle_upstream=rt.config.max_idle_upstream,
+            idle_timeout_s=s.idle_timeout_s,
+            server_timeout_s=s.server_timeout_s,
+            hash_mode=hash_mode,
+            hash_header=header,
+            stopping=rt.stopping,
+            retry_limit=s.retry_limit,
+        )
+
+    @property
+    def clients(self) -> int:
+        return 0 if self.engine is None else self.engine.clients
+
+    @property
+    def busy(self) -> bool:
+        return self.engine is not None and self.engine.busy
+
+    def sweep(self) -> None:
+        if self.engine is not None:
+            self.engine.sweep()
+
+    def drop_backend(self, b: Backend) -> None:
+        """Close the engine's idle connections to `b` (removed, disabled or draining)."""
+        i = self._index.get(id(b))
+        if i is not None and self.engine is not None:
+            self.engine.drop_backend(i)
+
+    def harvest(self) -> None:
+        """Add the engine's counters since the last harvest to the Backend objects and
+        the runtime's totals."""
+        if self.engine is None:
+            return
+        requests, errors, per_backend = self.engine.harvest()
+        rt = self.runtime
+        rt.requests += requests
+        rt.errors += errors
+        backends = self._backends
+        for i, n, bytes_in, bytes_out, response_errors, retries, latencies in per_backend:
+            if not 0 <= i < len(backends):
+                continue
+            b = backends[i]
+            b.requests += n
+            b.bytes_in += bytes_in
+            b.bytes_out += bytes_out
+            b.response_errors += response_errors
+            b.retries += retries
+            b.latencies_ms.extend(latencies)
+
+    def stop_accepting(self) -> None:
+        """Stopping: no new clients, close the idle ones, no keep-alive from now on."""
+        if self.engine is None:
+            return
+        self.configure()  # (stopping=True: responses end with Connection: close)
+        self.engine.stop_accepting()
+        self.engine.shutdown_idle()
+
+    def close(self) -> None:
+        engine = self.engine
+        if engine is None:
+            return
+        with contextlib.suppress(Exception):  # (the loop may be closing too)
+            self.loop.remove_reader(engine.fileno())
+        engine.close()
+        self.harvest()
+        self.engine = None
+
+    def index(self, b: Backend) -> int:
+        i = self._index.get(id(b))
+        if i is None:
+            i = len(self._backends)
+            self._backends.append(b)
+            self._index[id(b)] = i
+        return i
+
+    # ================================================================ engine side
+    def admit(self, ip: str) -> bytes | None:
+        rt = self.runtime
+        clients = self.engine.clients if self.engine is not None else 0
+        if len(rt.conns) + clients >= rt.pool.settings.max_connections or rt.stopping:
+            rt.rejected += 1
+            return error_response(503, "The proxy is at its connection limit.")
+        rt.total_conns += 1
+        return None
+
+    def select(self, token: int, key: bytes | None) -> int | bytes | None:
+        got = self.runtime.try_acquire(key)
+        if isinstance(got, Backend):
+            i = self._index.get(id(got))
+            if i is None:
+                i = self.index(got)
+            if key is not None:
+                self._keys[token & _SLOT_MASK] = (token, key)
+            return i
+        if got is None:
+            log.warning("fast lane client: 503 %s", _NO_BACKEND)
+            return error_response(503, _NO_BACKEND)
+        # every backend is at max_conns: wait in the queue (the engine counts the error
+        # if the wait fails: `fail` writes the page)
+        self.runtime.spawn(self._wait_and_connect(token, key))
+        return None
+
+    def connect(self, token: int, backend: int) -> None:
+        key = None
+        if self._keys:
+            entry = self._keys.get(token & _SLOT_MASK)
+            if entry is not None and entry[0] == token:
+                key = entry[1]
+        self.runtime.spawn(self._connect(token, self._backends[backend], key))
+
+    def release(self, backend: int, ok: bool) -> bool:
+        b = self._backends[backend]
+        rt = self.runtime
+        rt.release(b)
+        if ok and b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
+            rt.pool.passive_success(b.id, rt.clock())
+        return (
+            b.health.state == "up"  # (b.state without the property call)
+            and b.admin == "enabled"
+            and not rt.stopping
+            and rt.pool.find(b.id) is b
+        )
+
+    def failure(self, backend: int, reason: str) -> None:
+        b = self._backends[backend]
+        rt = self.runtime
+        if rt.pool.find(b.id) is b:  # (not a new backend of the same address)
+            rt.pool.passive_failure(b.id, rt.clock(), reason)
+        log.info("backend %s: %s", b.id, reason)
+
+    def escape(self, fd: int, data: bytes) -> None:
+        sock = socket.socket(fileno=fd)
+        self.runtime.spawn(self._adopt(sock, data))
+
+    def page(self, status: int, detail: str) -> bytes:
+        return error_response(status, detail)
+
+    def log(self, level: int, message: str) -> None:
+        log.log(level, "%s", message)
+
+    # ================================================================ tasks
+    async def _adopt(self, sock: socket.socket, data: bytes) -> None:
+        """The Python relay takes the connection over; `data` is parsed first."""
+        from parlour.proxy.http_relay import HttpClient
+
+        rt = self.runtime
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpClient(rt, adopted=data), sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _wait_and_connect(self, token: int, key: bytes | None) -> None:
+        got = await self.runtime.acquire(key)
+        if isinstance(got, str):
+            self._fail(token, 503, _NO_BACKEND if got == "down" else _BUSY)
+            return
+        await self._connect(token, got, key)
+
+    async def _connect(self, token: int, b: Backend, key: bytes | None) -> None:
+        """Connect for the request `token` (the slot on `b` is ours), then attach."""
+        rt = self.runtime
+        result = await rt.connect_upstream(key, self._open_socket, first=b)
+        if isinstance(result, str):
+            if result == "down":
+                self._fail(token, 503, "No backend server is available right now.")
+            else:
+                self._fail(token, 502, "Could not connect to a backend server.")
+            return
+        backend, sock = result
+        engine = self.engine
+        if engine is None:  # stopped meanwhile
+            sock.close()
+            rt.release(backend)
+            return
+        # the engine sends the request, or (its client gone) parks the connection or
+        # closes it; either way it releases the slot
+        engine.attach(token, sock.detach(), self.index(backend))
+
+    def _fail(self, token: int, status: int, detail: str) -> None:
+        if status == 503:
+            log.warning("fast lane client: 503 %s", detail)
+        if self.engine is not None:
+            self.engine.fail(token, error_response(status, detail))
+
+    async def _open_socket(self, b: Backend) -> socket.socket:
+        """A connected non-blocking TCP socket to `b` (each address in turn, like
+        loop.create_connection)."""
+        loop = self.loop
+        infos = await loop.getaddrinfo(b.spec.host, b.spec.port, type=socket.SOCK_STREAM)
+        errors: list[OSError] = []
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise OSError("Multiple exceptions: " + ", ".join(str(e) for e in errors))
+        raise OSError(f"no address for {b.spec.host}")
