@@ -228,6 +228,8 @@ static PyObject *py_dechunk(PyObject *self, PyObject *args)
             }
         } while (status == FL_CHUNK_DATA && pos < stop);
     }
+    if (status == FL_CHUNK_DATA) /* the input ended with a data piece */
+        status = FL_CHUNK_MORE;
     res = Py_BuildValue("(iy#n)", status, PyByteArray_AS_STRING(out), PyByteArray_GET_SIZE(out),
                         (Py_ssize_t)pos);
 done:

@@ -284,7 +284,8 @@ int fl_parse_request(const char *buf, size_t len, size_t max_head, const char *h
             if (++lengths > 1 || !all_zeros(value, f.value_len))
                 return FL_PUNT; /* a body: Python's */
             break;
-        case K_CONNECTION: {
+        case K_CONNECTION:
+        case K_PROXY_CONNECTION: { /* llhttp reads both for keep-alive and upgrades */
             const int t = conn_tokens(value, f.value_len);
             if (t & (T_UPGRADE | T_OTHER))
                 return FL_PUNT; /* upgrades, and fields named hop-by-hop: Python's */
@@ -293,7 +294,6 @@ int fl_parse_request(const char *buf, size_t len, size_t max_head, const char *h
             continue; /* hop-by-hop: not forwarded */
         }
         case K_KEEP_ALIVE:
-        case K_PROXY_CONNECTION:
             continue;
         default: /* framing, upgrades, Expect, and forwarding fields: Python's */
             return FL_PUNT;
@@ -369,7 +369,7 @@ int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response 
     const uint8_t *p = (const uint8_t *)buf;
     const size_t end = min_end(len, max_head);
     uint8_t kinds[FL_MAX_FIELDS];
-    int n = 0, te = 0, tokens = 0;
+    int n = 0, te = 0, tokens = 0, named = 0;
     size_t i;
 
     out->chunked = out->has_length = 0;
@@ -456,6 +456,10 @@ int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response 
                 return FL_BAD;
             out->chunked = 1;
         } else if (k == K_CONNECTION) {
+            const int t = conn_tokens(value, f->value_len);
+            tokens |= t;
+            named |= t & T_OTHER;
+        } else if (k == K_PROXY_CONNECTION) { /* llhttp's keep-alive reads it too */
             tokens |= conn_tokens(value, f->value_len);
         }
     }
@@ -465,24 +469,24 @@ int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response 
     out->keep_alive = !(tokens & T_CLOSE) && (out->version_minor == 1 || (tokens & T_KEEP));
     out->head_len = i;
 
-    /* relay every field but the hop-by-hop ones and those a Connection field names */
+    /* relay every field but the hop-by-hop ones and those a Connection field names: decide
+     * for all fields first (the Connection values must stay in place), then compact */
+    uint8_t drop[FL_MAX_FIELDS];
+    for (int j = 0; j < n; j++) {
+        drop[j] = (uint8_t)hop_by_hop((enum kind)kinds[j]);
+        const fl_field *f = &out->fields[j];
+        for (int c = 0; named && !drop[j] && c < n; c++) /* rare: a Connection names fields */
+            drop[j] = kinds[c] == K_CONNECTION &&
+                      conn_names(p + out->fields[c].value_off, out->fields[c].value_len,
+                                 p + f->name_off, f->name_len);
+    }
     int w = 0;
     for (int j = 0; j < n; j++) {
-        const fl_field f = out->fields[j];
-        if (hop_by_hop((enum kind)kinds[j]))
+        if (drop[j])
             continue;
-        if (tokens & T_OTHER) { /* rare: look the name up in every Connection field */
-            int named = 0;
-            for (int c = 0; c < n && !named; c++)
-                named = kinds[c] == K_CONNECTION &&
-                        conn_names(p + out->fields[c].value_off, out->fields[c].value_len,
-                                   p + f.name_off, f.name_len);
-            if (named)
-                continue;
-        }
         if (kinds[j] == K_CONTENT_LENGTH && out->length_field < 0)
             out->length_field = w;
-        out->fields[w++] = f; /* w <= j: entries not yet read are never overwritten */
+        out->fields[w++] = out->fields[j];
     }
     out->nfields = w;
     return FL_OK;
