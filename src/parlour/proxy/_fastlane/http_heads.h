@@ -48,19 +48,22 @@ typedef struct {
 /* Recognise one request head at the start of buf[0:len].
  *
  * FL_OK only when ALL of these hold (else FL_PUNT, or FL_INCOMPLETE while no CRLF CRLF
- * has been seen in the first max_head bytes; FL_PUNT once len > max_head without one):
+ * has been seen in the first max_head bytes; FL_PUNT once len > max_head without one, and
+ * at once for a prefix that already breaks a rule, e.g. a bare LF):
  *  - request line exactly `METHOD SP target SP HTTP/1.1 CRLF`, METHOD one of GET, HEAD,
  *    OPTIONS; target starts with '/', bytes 0x21-0x7e only; no leading empty lines
  *  - every line ends with CRLF (no bare LF, no bare CR anywhere), no obs-fold
  *    (a line starting with SP/HTAB), at most FL_MAX_FIELDS fields
  *  - field name: 1+ tchar (RFC 9110 token), then ':' immediately; value: after optional
  *    SP/HTAB, bytes 0x21-0x7e plus inner SP/HTAB only (no obs-text >= 0x80, no CTL);
- *    a value may be empty; trailing SP/HTAB is trimmed
+ *    a value may be empty; trailing SP/HTAB -> FL_PUNT (llhttp keeps it in the value,
+ *    so Python would forward it as it is, and reject "Content-Length: 0 ")
  *  - exactly one Host field
  *  - no Transfer-Encoding, Upgrade, Expect, TE, Trailer, Forwarded, Via,
  *    X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host field (any case)
  *  - Content-Length absent, or exactly one whose value is all '0' digits (1-18 digits)
- *  - Connection fields (any number) contain only the tokens keep-alive / close
+ *  - Connection and Proxy-Connection fields (llhttp reads both; any number) contain only
+ *    the tokens keep-alive / close
  *    (case-insensitive, comma separated with optional SP/HTAB, empty elements allowed);
  *    close anywhere -> keep_alive = 0
  *  - head (request line through blank line) no longer than max_head bytes
@@ -90,9 +93,10 @@ typedef struct {
     int status;                    /* 100-999 */
     uint32_t reason_off, reason_len;
     int chunked;                   /* Transfer-Encoding: chunked (the only coding allowed) */
-    int has_length;                /* Content-Length present (one value, or equal repeats) */
+    int has_length;                /* Content-Length present (once: llhttp rejects repeats) */
     uint64_t content_length;
-    int keep_alive;                /* HTTP/1.1 without Connection: close, or 1.0 with keep-alive */
+    int keep_alive;                /* HTTP/1.1 without Connection: close, or 1.0 with keep-alive
+                                      (Connection or Proxy-Connection, as llhttp; close wins) */
     int nfields;                   /* fields to relay, in order: every field but the
                                       hop-by-hop ones (Connection, Keep-Alive,
                                       Proxy-Connection, TE, Trailer, Transfer-Encoding,
@@ -102,13 +106,15 @@ typedef struct {
 } fl_response;
 
 /* Parse one response head at the start of buf[0:len]: FL_OK, FL_INCOMPLETE or FL_BAD.
- * Strict: status line `HTTP/1.x SP 3DIGIT SP reason CRLF` (reason may be empty, the SP
- * before it may be missing when it is), bytes of reason 0x09, 0x20-0x7e, 0x80-0xff;
- * fields as for requests but obs-text (>= 0x80) allowed in values; CRLF or bare LF line
- * ends; obs-fold, NUL, bare CR -> FL_BAD; Transfer-Encoding other than a single
- * "chunked" -> FL_BAD; Content-Length non-digit, > 18 digits, or repeats that differ ->
- * FL_BAD; both Transfer-Encoding and Content-Length -> FL_BAD; more than FL_MAX_FIELDS
- * fields or head longer than max_head -> FL_BAD. */
+ * Strict: status line `HTTP/1.x SP 3DIGIT SP reason CRLF` (x 0 or 1, as llhttp; reason
+ * may be empty, the SP before it may be missing when it is), bytes of reason 0x09,
+ * 0x20-0x7e, 0x80-0xff; fields as for requests but obs-text (>= 0x80) allowed in values
+ * and trailing SP/HTAB trimmed; CRLF line ends only (llhttp rejects bare LF); obs-fold,
+ * NUL, bare CR, bare LF -> FL_BAD; Transfer-Encoding other than a single "chunked" ->
+ * FL_BAD; Content-Length non-digit, > 18 digits, or repeated (llhttp rejects even equal
+ * repeats) -> FL_BAD; both Transfer-Encoding and Content-Length -> FL_BAD; more than
+ * FL_MAX_FIELDS fields or head longer than max_head -> FL_BAD. A 101 is no error here
+ * (the engine, which never asks for an upgrade, treats it as a bad response). */
 int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response *out);
 
 /* Framing of the response toward the client, decided by the engine */
@@ -127,9 +133,10 @@ ssize_t fl_build_response(char *out, size_t cap, const char *buf, const fl_respo
                           int framing, int keep_alive);
 
 /* Incremental chunked-body decoder (RFC 9112 §7.1): chunk-size (hex, at most 15 digits),
- * optional chunk extensions (skipped; bytes 0x09, 0x20-0x7e, 0x80-0xff), CRLF (or LF),
- * data, CRLF (or LF); the last chunk "0", then trailer fields (skipped, same byte rules as
- * field lines, at most max_trailer bytes in all), then the empty line. */
+ * optional chunk extensions (skipped; `;name[=token|quoted-string]` repeated, no BWS, as
+ * llhttp accepts them), CRLF, data, CRLF (llhttp rejects bare LF here too); the last chunk
+ * "0", then trailer fields (skipped, same byte rules as field lines, at most max_trailer
+ * bytes of field lines in all), then the empty line. */
 typedef struct {
     int state;
     uint64_t remaining;   /* data bytes left in the current chunk */
