@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from proxy_helpers import BackendFactory, ProxyFactory
 
 from parlour.proxy.config import ProxyConfig, load_config
 from parlour.proxy.control import BackendSpec, ProxySettings
@@ -308,3 +310,38 @@ async def test_full_backends_wait_in_the_queue() -> None:
     assert engine.failed == [
         (2, error_response(503, "All backend servers are busy. Please retry shortly."))
     ]
+
+
+def _engine_built() -> bool:
+    try:
+        return hasattr(importlib.import_module("parlour.proxy._fastlane"), "Engine")
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _engine_built(), reason="parlour.proxy._fastlane is not built")
+async def test_plain_requests_stay_in_the_engine_others_escape(
+    monkeypatch: pytest.MonkeyPatch, backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    monkeypatch.setenv("PARLOUR_PROXY_FAST_LANE", "1")
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    assert rt.fast_lane is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1\r\n" in head
+        assert await reader.readexactly(1) == b"a"
+        assert not rt.conns and rt.totals().active_conns == 1  # the engine's client
+        # a request with a body is not the fast lane's: the connection moves to the
+        # Python relay with what the engine read of it
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+        assert out.startswith(b"HTTP/1.1 200") and b"hello" in out
+        assert len(rt.conns) == 1 and rt.totals().active_conns == 1
+        assert a.bodies == [b"hello"]
+        snap = rt.backends()[0]
+        assert (snap.requests, rt.total_conns) == (2, 1)
+    finally:
+        writer.close()
