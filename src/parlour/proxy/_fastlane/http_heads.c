@@ -79,9 +79,13 @@ static enum kind name_kind(const uint8_t *n, size_t len)
     case 14: return IS("content-length") ? K_CONTENT_LENGTH : K_OTHER;
     case 15: return IS("x-forwarded-for") ? K_XFF : K_OTHER;
     case 16:
-        return IS("proxy-connection") ? K_PROXY_CONNECTION : IS("x-forwarded-host") ? K_XFH : K_OTHER;
+        return IS("proxy-connection") ? K_PROXY_CONNECTION
+               : IS("x-forwarded-host") ? K_XFH
+                                        : K_OTHER;
     case 17:
-        return IS("transfer-encoding") ? K_TRANSFER_ENCODING : IS("x-forwarded-proto") ? K_XFP : K_OTHER;
+        return IS("transfer-encoding") ? K_TRANSFER_ENCODING
+               : IS("x-forwarded-proto") ? K_XFP
+                                         : K_OTHER;
     default: return K_OTHER;
     }
 #undef IS
