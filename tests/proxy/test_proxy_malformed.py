@@ -236,3 +236,46 @@ async def test_fragmented_request_line_is_checked_deterministically() -> None:
     for piece in (b"GE", b"T  /", b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
         conn.data_received(piece)
     assert bytes(tr.out).startswith(b"HTTP/1.1 400") and tr.closed
+
+
+async def test_connection_option_naming_content_length_cannot_smuggle(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """`Connection: content-length` must not strip the framing of a relayed body: the
+    backend would read the body as a second request (the body here is one)."""
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    smuggled = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+    payload = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(smuggled), smuggled)
+    )
+    out = await raw_exchange(
+        rt.listen_port or 0, payload + b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    assert [r.path for r in a.seen] == ["/echo", "/ok"]
+    assert a.bodies == [smuggled]
+
+
+def test_connection_option_never_removes_framing_or_host() -> None:
+    from parlour.proxy.headers import build_request_head, build_response_head
+
+    head = validate_request(
+        "POST",
+        b"/",
+        "1.1",
+        [(b"Host", b"x"), (b"Content-Length", b"5"), (b"Connection", b"content-length, host")],
+        upgrade=False,
+    )
+    out = build_request_head(head, "192.0.2.1", trust_forwarded=False)
+    assert b"\r\nContent-Length: 5\r\n" in out and b"\r\nHost: x\r\n" in out
+    resp = build_response_head(
+        200,
+        b"OK",
+        [(b"Content-Length", b"3"), (b"Connection", b"content-length")],
+        client_version="1.1",
+        framing="length",
+        keep_alive=True,
+    )
+    assert b"\r\nContent-Length: 3\r\n" in resp

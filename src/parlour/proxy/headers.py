@@ -129,6 +129,11 @@ _new_tuple = tuple.__new__
 
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+# fields a Connection option never removes: dropping Content-Length from a message whose
+# body is still relayed would let the body be read as the next message (request
+# smuggling); dropping Host would change where it is routed. RFC 9110 §7.6.1 forbids
+# senders to name end-to-end fields, so such an option is ignored rather than obeyed.
+_NEVER_NAMED = frozenset({b"content-length", b"host", b"transfer-encoding"})
 
 
 # what the head builders do with a field, by lower-cased name (one dict lookup per field)
@@ -156,7 +161,7 @@ def _connection_named(value: bytes) -> set[bytes]:
     lowered = value.lower()
     if lowered in _PLAIN_CONNECTION:  # the usual case, no split needed
         return set()
-    return {t.strip() for t in lowered.split(b",")} - _PLAIN_CONNECTION - {b""}
+    return {t.strip() for t in lowered.split(b",")} - _PLAIN_CONNECTION - _NEVER_NAMED - {b""}
 
 
 connection_named = _connection_named

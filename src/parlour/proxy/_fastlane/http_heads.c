@@ -479,7 +479,10 @@ int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response 
     for (int j = 0; j < n; j++) {
         drop[j] = (uint8_t)hop_by_hop((enum kind)kinds[j]);
         const fl_field *f = &out->fields[j];
-        for (int c = 0; named && !drop[j] && c < n; c++) /* rare: a Connection names fields */
+        /* a Connection option never removes framing (Content-Length) or Host: dropping
+         * them would change how the message is delimited or routed (see headers.py) */
+        const int protected_field = kinds[j] == K_CONTENT_LENGTH || kinds[j] == K_HOST;
+        for (int c = 0; named && !drop[j] && !protected_field && c < n; c++) /* rare */
             drop[j] = kinds[c] == K_CONNECTION &&
                       conn_names(p + out->fields[c].value_off, out->fields[c].value_len,
                                  p + f->name_off, f->name_len);
