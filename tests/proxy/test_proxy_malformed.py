@@ -61,6 +61,13 @@ CASES: dict[str, bytes] = {
     "chunk size bare LF": b"POST / HTTP/1.1\r\n"
     + H
     + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n",
+    "upgrade with chunked body": b"GET /ws HTTP/1.1\r\n"
+    + H
+    + b"Connection: Upgrade\r\nUpgrade: websocket\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"0\r\n\r\n",
+    "upgrade with length body": b"POST /ws HTTP/1.1\r\n"
+    + H
+    + b"Connection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\nabc",
     "oversize headers": b"GET / HTTP/1.1\r\n" + H + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n",
     "too many headers": b"GET / HTTP/1.1\r\n"
     + H

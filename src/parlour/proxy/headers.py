@@ -115,6 +115,10 @@ def validate_request(
             chunked = True
     if chunked and content_length is not None:
         raise BadRequest("both Content-Length and Transfer-Encoding")
+    if upgrade and (chunked or content_length):
+        # after the head the connection becomes a tunnel: a body would be ambiguous (the
+        # backend could read it as tunnel data or as the next request)
+        raise BadRequest("upgrade request with a body")
     if version == "1.1" and hosts != 1:
         raise BadRequest("HTTP/1.1 request needs exactly one Host header")
     if hosts > 1:

@@ -765,7 +765,7 @@ static void upstream_lost_early(Engine *e, client *c, upstream *u, const char *w
     if (b) b->response_errors++;
     if (backend >= 0) {
         py_failure(e, backend, "connection lost mid-request");
-        py_log(e, 30, "client %s: backend %d closed before answering (%s)", c->ip, backend, why);
+        py_log(e, 30, "client %s: backend closed before answering (%s)", c->ip, why);
     }
     client_fail(e, c, 502, "The backend server closed the connection before answering.");
 }
@@ -844,6 +844,10 @@ static void response_data(Engine *e, client *c, upstream *u, const char *data, s
             c->framing = framing;
             if (framing == FL_FRAME_CLOSE || e->stopping) c->keep_alive = 0;
             c->up_reuse = rs.keep_alive && framing != FL_FRAME_CLOSE;
+            /* a HEAD response without Content-Length or chunked framing: the backend may
+               think its (absent) body runs to the close; as in the Python relay, do not
+               reuse the connection */
+            if (c->method == FL_HEAD && !rs.has_length && !rs.chunked) c->up_reuse = 0;
             c->body_left = rs.content_length;
             if (framing == FL_FRAME_CHUNKED) fl_chunks_init(&c->chunks);
             size_t need = rs.head_len + FL_MAX_FIELDS + 512;
