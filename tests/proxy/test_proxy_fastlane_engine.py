@@ -1051,22 +1051,25 @@ def simple_request(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool]:
-    one = st.one_of(
-        simple_request(),
-        simple_request(),
-        simple_request(),
+def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool, int | None]:
+    """(pieces to send, half-close after them, how many 200 answers are due if known)."""
+    simple = simple_request().map(lambda b: (True, b))
+    other = st.one_of(
         chaos_request(),
         mutated(st.one_of(simple_request(), chaos_request())),
         st.binary(max_size=40),
-    )
-    data = b"".join(draw(st.lists(one, min_size=1, max_size=5)))
+    ).map(lambda b: (False, b))
+    parts = draw(st.lists(st.one_of(simple, simple, simple, other), min_size=1, max_size=5))
+    data = b"".join(b for _, b in parts)
     half_close = draw(st.booleans())
+    expected = None
     if not half_close:  # end on a request that ends the connection (or a timeout does)
         data += get("/end", b"Connection: close\r\n")
+        if all(is_simple for is_simple, _ in parts):
+            expected = len(parts) + 1
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=2)))
     pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    return [p for p in pieces if p], half_close
+    return [p for p in pieces if p], half_close, expected
 
 
 def chaos_answer(req: Req) -> bytes:
@@ -1145,26 +1148,27 @@ def exchange(port: int, pieces: list[bytes], half_close: bool) -> bytes:
 
 
 class ResponseStream:
-    """httptools callbacks: count well-formed responses."""
+    """httptools callbacks: the statuses of the complete responses."""
 
     def __init__(self) -> None:
-        self.complete = 0
+        self.statuses: list[int] = []
+        self.parser = httptools.HttpResponseParser(self)
 
     def on_message_complete(self) -> None:
-        self.complete += 1
+        self.statuses.append(self.parser.get_status_code())
 
 
-def check_responses(out: bytes) -> None:
-    """`out` must be a sequence of well-formed HTTP/1.1 responses, the last possibly cut
-    by a close."""
+def check_responses(out: bytes) -> list[int]:
+    """`out` must be a sequence of well-formed HTTP/1.x responses, the last possibly cut
+    by a close; returns the statuses of the complete ones."""
     stream = ResponseStream()
-    parser = httptools.HttpResponseParser(stream)
     try:
-        parser.feed_data(out)
+        stream.parser.feed_data(out)
     except httptools.HttpParserError as exc:
         raise AssertionError(f"malformed response stream ({exc}): {out!r}") from None
     if out:
         assert out.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), out
+    return stream.statuses
 
 
 def check_backend(backend: RawBackend) -> None:
@@ -1188,10 +1192,12 @@ def test_chaos_streams_get_well_formed_answers_and_backend_sees_valid_heads() ->
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
         )
         @given(chaos_stream())
-        def check(stream: tuple[list[bytes], bool]) -> None:
-            pieces, half_close = stream
+        def check(stream: tuple[list[bytes], bool, int | None]) -> None:
+            pieces, half_close, expected = stream
             out = exchange(live.port, pieces, half_close)
-            check_responses(out)
+            statuses = check_responses(out)
+            if expected is not None:  # only valid simple requests: every one answered
+                assert statuses == [200] * expected, out
             # the proxy is alive and well: a plain request still gets its answer
             sanity = exchange(live.port, [get("/ok0", b"Connection: close\r\n")], False)
             assert sanity.startswith(b"HTTP/1.1 200 OK\r\n") and sanity.endswith(b"4:0"), sanity
