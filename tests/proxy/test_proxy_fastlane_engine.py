@@ -558,6 +558,22 @@ async def test_pipelined_requests_answered_in_order_with_mixed_framings(
     assert len(a.used_conns()) == 1
 
 
+async def test_pipelined_request_behind_simple_ones_escapes_after_their_answers(
+    raw_backends: RawBackendFactory, proxy: ProxyFactory, escapes: EscapeLog
+) -> None:
+    a = await raw_backends("a", lambda req: ok(req.url + b":" + req.body))
+    rt = await proxy([a.spec])
+    post = b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+    async with client(rt.listen_port or 0) as (reader, writer):
+        writer.write(get("/one") + post + get("/three"))
+        for body in (b"/one:", b"/two:body", b"/three:"):
+            resp = await read_response(reader)
+            assert (resp.status, resp.body) == (200, body)
+    # the engine answered the first, then handed over exactly the rest
+    assert escapes.data == [post + get("/three")]
+    assert [r.url for r in a.requests] == [b"/one", b"/two", b"/three"]
+
+
 # ====================================================================== backpressure
 def _ioctl_int(fd: int, request: int) -> int:
     return int(struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0])
@@ -1103,7 +1119,7 @@ class LiveProxy:
 
     async def _start(self) -> None:
         self.backend = await RawBackend("chaos", chaos_answer).start()
-        settings = ProxySettings(health_interval_s=60.0, client_timeout_s=0.3, idle_timeout_s=0.3)
+        settings = ProxySettings(health_interval_s=60.0, client_timeout_s=1.0, idle_timeout_s=1.0)
         cfg = ProxyConfig(
             listen_port=0, admin_port=None, settings=settings, backends=(self.backend.spec,)
         )
