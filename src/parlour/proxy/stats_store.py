@@ -42,6 +42,10 @@ __all__ = [
 _STATES: Final[frozenset[str]] = frozenset({"up", "down", "disabled", "draining"})
 _MAX_REASON: Final = 500
 _MAX_KIND: Final = 40
+# how long an open waits for other connections' locks (SQLite's busy timeout, and the
+# bound on retrying the switch to WAL, which SQLite does not wait for: see _enable_wal)
+_BUSY_TIMEOUT_S: Final = 5.0
+_WAL_RETRY_MAX_DELAY_S: Final = 0.05
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 0 -> 1: backends, settings, per-backend counters.
@@ -158,12 +162,15 @@ class StatsStore:
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(
-                os.fspath(path), check_same_thread=False, isolation_level=None, timeout=5.0
+                os.fspath(path),
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_S,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {os.fspath(path)!r}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -178,6 +185,30 @@ class StatsStore:
     def schema_version(self) -> int:
         with self._lock:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _enable_wal(self) -> None:
+        """Switch the database to WAL, waiting (bounded) for sibling processes.
+
+        On a database still in rollback mode (a fresh file) the switch reads the header
+        and then upgrades that read transaction to a write one. When another connection
+        holds the write lock meanwhile (a sibling worker switching or migrating the same
+        fresh file), SQLite answers SQLITE_BUSY at once without calling the busy
+        handler, since a reader waiting for the writer could deadlock it. So retry here,
+        without holding any lock, until the busy timeout; once one connection has
+        switched, the others find the file already in WAL mode and need no write.
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        delay = 0.001
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _WAL_RETRY_MAX_DELAY_S)
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
