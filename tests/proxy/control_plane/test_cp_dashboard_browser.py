@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from parlour.proxy.control import BackendSnapshot, BackendSpec
 from parlour.proxy.stats_store import StatsStore
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, Page, Route
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
@@ -216,6 +217,9 @@ async def test_configuration_saves_live_and_shows_validation_errors(
     with StatsStore(tmp_path / "proxy.db") as store:
         async with dashboard(browser, control, store) as page:
             await page.click("nav a[data-page=config]")
+            # enabled once the settings have filled the form (before, an answer arriving
+            # after the edits below reset them, and the save sent nothing)
+            await expect(page.locator("#cfg-algorithm")).to_be_enabled()
             await expect(page.locator("#cfg-algorithm")).to_have_value("round_robin")
             await page.select_option("#cfg-algorithm", "least_conn")
             await page.select_option("#cfg-selection_mode", "interval")
@@ -238,6 +242,56 @@ async def test_configuration_saves_live_and_shows_validation_errors(
             await page.screenshot(path=str(tmp_path / "config.png"), full_page=True)
         saved = store.load_settings()
         assert saved is not None and saved["algorithm"] == "least_conn"
+
+
+async def test_configuration_form_is_filled_before_editing_and_keeps_edits_made_meanwhile(
+    browser: Browser,
+) -> None:
+    """The config page fetches the settings each time it is shown: the form is disabled
+    until the first answer fills it, and a later answer that arrives after the operator
+    started editing leaves the edits alone."""
+    control = _control()
+    control.update_settings(algorithm="least_conn", retry_limit=3)
+    async with dashboard(browser, control) as page:
+        held: list[Route] = []
+        arrived = asyncio.Event()
+
+        async def hold_settings_get(route: Route) -> None:
+            if route.request.method != "GET":
+                await route.continue_()
+                return
+            held.append(route)
+            arrived.set()
+
+        await page.route("**/api/settings", hold_settings_get)
+        form = page.locator("#config-form")
+        await page.click("nav a[data-page=config]")
+        await asyncio.wait_for(arrived.wait(), 10)
+        await expect(form).to_have_attribute("aria-busy", "true")
+        await expect(page.locator("#cfg-algorithm")).to_be_disabled()
+        await expect(page.locator("input[name=retry_limit]")).to_be_disabled()
+        await expect(page.locator("#config-save")).to_be_disabled()
+        arrived.clear()
+        await held.pop().continue_()
+        await expect(page.locator("#cfg-algorithm")).to_be_enabled()
+        await expect(page.locator("#cfg-algorithm")).to_have_value("least_conn")
+        await expect(page.locator("input[name=retry_limit]")).to_have_value("3")
+        await expect(form).not_to_have_attribute("aria-busy", "true")
+        # shown again: the settings are fetched again; an edit made meanwhile is kept
+        await page.click("nav a[data-page=dashboard]")
+        await page.click("nav a[data-page=config]")
+        await asyncio.wait_for(arrived.wait(), 10)
+        await expect(form).to_have_attribute("aria-busy", "true")
+        await page.fill("input[name=retry_limit]", "4")
+        await held.pop().continue_()
+        await expect(form).not_to_have_attribute("aria-busy", "true")
+        await expect(page.locator("input[name=retry_limit]")).to_have_value("4")
+        await page.unroute("**/api/settings")
+        await page.click("#config-save")
+        await expect(page.locator("#config-status")).to_contain_text("Saved")
+        await expect(page.locator("#config-status")).to_contain_text("retry_limit")
+        assert control.settings().retry_limit == 4
+        assert control.settings().algorithm == "least_conn"
 
 
 async def _column(page: Page, index: int) -> list[str]:

@@ -125,6 +125,7 @@
     }
     $("#login").hidden = true;
     startPolling();
+    if (document.body.dataset.page === "config") loadConfig(false); // shown before sign-in
     return true;
   }
 
@@ -404,20 +405,36 @@
   }
 
   // ---- configuration ----
+  // The form stays disabled until the settings first fill it (an edit or a save before
+  // that would compare against nothing), and is aria-busy while settings are on their way.
   let configDirty = false;
+  let configLoads = 0;
+  function enableConfigForm(on) {
+    for (const n of $("#config-form").elements) n.disabled = !on;
+  }
   async function loadConfig(force) {
     if (configDirty && !force) return;
-    let data;
-    try { data = await api("GET", "/api/settings"); } catch (e) { return; }
     const form = $("#config-form");
-    for (const [k, v] of Object.entries(data.settings)) {
-      const input = form.elements.namedItem(k);
-      if (!input) continue;
-      if (input.type === "checkbox") input.checked = !!v; else input.value = String(v);
-      input.dataset.orig = String(v);
-      input.classList.remove("invalid");
+    configLoads++;
+    form.setAttribute("aria-busy", "true");
+    try {
+      let data;
+      try { data = await api("GET", "/api/settings"); } catch (e) { return; }
+      // edits made while the answer was on its way win over it (a save or a reload of the
+      // file forces the form to show what is now applied)
+      if (configDirty && !force) return;
+      for (const [k, v] of Object.entries(data.settings)) {
+        const input = form.elements.namedItem(k);
+        if (!input) continue;
+        if (input.type === "checkbox") input.checked = !!v; else input.value = String(v);
+        input.dataset.orig = String(v);
+        input.classList.remove("invalid");
+      }
+      configDirty = false;
+      enableConfigForm(true);
+    } finally {
+      if (--configLoads === 0) form.removeAttribute("aria-busy");
     }
-    configDirty = false;
   }
   function readConfigChanges() {
     const form = $("#config-form");
@@ -496,6 +513,7 @@
 
   function init() {
     takeTokenFromUrl();
+    enableConfigForm(false);
     $("#login-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const token = $("#token-input").value.trim();
