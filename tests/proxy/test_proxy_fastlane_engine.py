@@ -16,18 +16,19 @@ import contextlib
 import fcntl
 import importlib
 import os
+import re
 import select
 import socket
 import struct
 import termios
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from proxy_helpers import ProxyFactory
 
@@ -321,6 +322,49 @@ def escapes(monkeypatch: pytest.MonkeyPatch) -> EscapeLog:
 
     monkeypatch.setattr(FastLane, "escape", escape)
     return got
+
+
+class Calls:
+    """The calls the engine made to one FastLane callback, to wait on."""
+
+    def __init__(self) -> None:
+        self.args: list[tuple[Any, ...]] = []
+        self._events: list[asyncio.Event] = []
+
+    def _event(self, n: int) -> asyncio.Event:
+        while len(self._events) < n:
+            self._events.append(asyncio.Event())
+        return self._events[n - 1]
+
+    def record(self, args: tuple[Any, ...]) -> None:
+        self.args.append(args)
+        self._event(len(self.args)).set()
+
+    async def wait(self, n: int) -> None:
+        """Wait until the callback has been called `n` times in all."""
+        await asyncio.wait_for(self._event(n).wait(), TIMEOUT)
+
+
+Spy = Callable[[str], Calls]
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    """spy("admit") records FastLane.admit's calls (patch before the proxy starts: the
+    engine looks its handler's methods up once)."""
+
+    def make(name: str) -> Calls:
+        calls = Calls()
+        original = getattr(FastLane, name)
+
+        def wrapper(self: FastLane, *args: Any) -> Any:
+            calls.record(args)
+            return original(self, *args)
+
+        monkeypatch.setattr(FastLane, name, wrapper)
+        return calls
+
+    return make
 
 
 # ====================================================================== clients
@@ -932,6 +976,65 @@ async def test_stop_finishes_in_flight_request_with_close_and_closes_idle_client
         await asyncio.open_connection("127.0.0.1", port)
 
 
+async def test_request_waiting_in_the_queue_for_a_client_that_left_frees_its_slot(
+    raw_backends: RawBackendFactory, proxy: ProxyFactory, spy: Spy
+) -> None:
+    """max_conns=1: a second request waits in the queue (select -> None, then Python
+    connects and attaches); its client leaves before the slot frees up. The engine gets
+    a connection for a token whose client has gone: it parks it (or closes it) and the
+    slot is released; the next client is served."""
+    admits, selects = spy("admit"), spy("select")
+    held: list[Req] = []
+
+    def answer(req: Req) -> bytes | None:
+        if req.url == b"/hold":
+            held.append(req)
+            return None
+        return ok(req.url)
+
+    a = await raw_backends("a", answer)
+    rt = await proxy([BackendSpec("127.0.0.1", a.port, max_conns=1)], queue_timeout_s=TIMEOUT)
+    port = rt.listen_port or 0
+    async with client(port) as (hold_r, hold_w):
+        hold_w.write(get("/hold"))
+        await a.until(lambda: bool(held))
+        async with client(port) as (_, gone_w):
+            gone_w.write(get("/gone"))
+            await selects.wait(2)  # the engine read it: it waits for a slot now
+        # epoll reports the close before the next connection (it happened first): once
+        # the engine admits the next client, it has closed the one that left
+        async with client(port) as (next_r, next_w):
+            await admits.wait(3)
+            assert engine_clients(rt) == 2
+            held[0].conn.write(ok(b"held"))
+            assert (await read_response(hold_r)).body == b"held"
+            next_w.write(get("/next"))
+            assert (await read_response(next_r)).body == b"/next"
+    assert [r.url for r in a.requests] == [b"/hold", b"/next"]
+    assert rt.pool.get(a.id).active == 0
+    snap = snapshot(rt, a)
+    assert (snap.requests, snap.connect_errors, snap.response_errors) == (2, 0, 0)
+
+
+async def test_removed_backend_loses_its_pooled_connections(
+    raw_backends: RawBackendFactory, proxy: ProxyFactory
+) -> None:
+    a, b = await raw_backends("a"), await raw_backends("b")
+    rt = await proxy([a.spec, b.spec])
+    port = rt.listen_port or 0
+    async with client(port) as (reader, writer):
+        for _ in range(2):
+            writer.write(get())
+            assert (await read_response(reader)).status == 200
+        assert len(a.used_conns()) == len(b.used_conns()) == 1  # both pooled now
+        rt.remove_backend(b.id)
+        await b.until(lambda: b.used_conns()[0].lost.done())  # closed by the engine
+        for _ in range(3):
+            writer.write(get())
+            assert (await read_response(reader)).body == b"a"
+    assert len(a.used_conns()) == 1 and len(b.requests) == 1
+
+
 # ====================================================================== fd hygiene
 def count_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
@@ -1066,6 +1169,9 @@ def simple_request(draw: st.DrawFn) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+VERSIONLESS_LINE = re.compile(rb"\n[A-Z]+ [^ \r\n]*\r?\n")
+
+
 @st.composite
 def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool, int | None]:
     """(pieces to send, half-close after them, how many 200 answers are due if known)."""
@@ -1083,6 +1189,9 @@ def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool, int | None]:
         data += get("/end", b"Connection: close\r\n")
         if all(is_simple for is_simple, _ in parts):
             expected = len(parts) + 1
+    # known Python relay bug (see the xfail test below): a version-less request line
+    # pipelined behind another request reaches the backend; left out until it is fixed
+    assume(not VERSIONLESS_LINE.search(data))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=2)))
     pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return [p for p in pieces if p], half_close, expected
@@ -1098,6 +1207,30 @@ def chaos_answer(req: Req) -> bytes:
     return ok(body)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Python relay bug: only the first request line of each read is checked, so a "
+    "pipelined HTTP/0.9-style line (no version) is forwarded as HTTP/1.1 and answered "
+    "'HTTP/0.9 200'; found by the chaos test below",
+)
+async def test_pipelined_versionless_request_line_is_rejected(
+    raw_backends: RawBackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await raw_backends("a")
+    rt = await proxy([a.spec])
+    first = get("/", b"X-Forwarded-For: 192.0.2.1\r\n")  # escapes: the relay reads both
+    out = await raw_exchange_all(rt.listen_port or 0, first + b"GET /0HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 400 Bad Request" in out
+    assert [r.url for r in a.requests] == [b"/"]
+
+
+async def raw_exchange_all(port: int, data: bytes) -> bytes:
+    """Send `data`, read until the proxy closes (bounded by TIMEOUT)."""
+    async with client(port) as (reader, writer):
+        writer.write(data)
+        return await until_eof(reader)
+
+
 class LiveProxy:
     """A fast-lane proxy and a recording backend on their own event loop thread, for
     the synchronous hypothesis test to talk to over blocking sockets."""
@@ -1109,8 +1242,8 @@ class LiveProxy:
         self.rt: ProxyRuntime | None = None
         self.port = 0
 
-    def run(self, coro: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT)  # type: ignore[arg-type]
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT)
 
     def __enter__(self) -> LiveProxy:
         self.thread.start()
