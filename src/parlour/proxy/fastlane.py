@@ -55,6 +55,7 @@ class EngineLike(Protocol):
     def sweep(self) -> None: ...
     def configure(self, **settings: object) -> None: ...
     def attach(self, token: int, fd: int, backend: int) -> None: ...
+    def proceed(self, token: int, backend: int) -> None: ...
     def fail(self, token: int, page: bytes) -> None: ...
     def drop_backend(self, backend: int) -> None: ...
     def harvest(self) -> Harvest: ...
@@ -101,6 +102,9 @@ class FastLane:
         # hashed algorithms: slot -> (token, key) of the last selected request, for the
         # key of a later `connect` (retries on other backends choose by it too)
         self._keys: dict[int, tuple[int, bytes]] = {}
+        # sockets handed over by `escape` whose HttpClient does not exist yet (closed by
+        # `close` if the runtime stops first)
+        self._adopting: set[socket.socket] = set()
 
     # ================================================================ runtime side
     def start(self, factory: EngineFactory, sock: socket.socket) -> None:
@@ -129,6 +133,7 @@ class FastLane:
             max_idle_upstream=rt.config.max_idle_upstream,
             idle_timeout_s=s.idle_timeout_s,
             server_timeout_s=s.server_timeout_s,
+            client_timeout_s=s.client_timeout_s,
             hash_mode=hash_mode,
             hash_header=header,
             stopping=rt.stopping,
@@ -189,6 +194,9 @@ class FastLane:
         with contextlib.suppress(Exception):  # (the loop may be closing too)
             self.loop.remove_reader(engine.fileno())
         engine.close()
+        for sock in self._adopting:
+            sock.close()
+        self._adopting.clear()
         self.harvest()
         self.engine = None
 
@@ -257,6 +265,7 @@ class FastLane:
 
     def escape(self, fd: int, data: bytes) -> None:
         sock = socket.socket(fileno=fd)
+        self._adopting.add(sock)
         self.runtime.spawn(self._adopt(sock, data))
 
     def page(self, status: int, detail: str) -> bytes:
@@ -276,13 +285,20 @@ class FastLane:
         except BaseException:
             sock.close()
             raise
+        finally:
+            self._adopting.discard(sock)
 
     async def _wait_and_connect(self, token: int, key: bytes | None) -> None:
         got = await self.runtime.acquire(key)
         if isinstance(got, str):
             self._fail(token, 503, _NO_BACKEND if got == "down" else _BUSY)
             return
-        await self._connect(token, got, key)
+        if self.engine is None:  # stopped meanwhile
+            self.runtime.release(got)
+            return
+        # back to the engine with the slot: it uses an idle pooled connection if it has
+        # one, else asks `connect`; if the client has gone it just releases the slot
+        self.engine.proceed(token, self.index(got))
 
     async def _connect(self, token: int, b: Backend, key: bytes | None) -> None:
         """Connect for the request `token` (the slot on `b` is ours), then attach."""

@@ -70,6 +70,7 @@ struct client {
     uint32_t slot, gen;
     int state;
     int closing; /* close once `out` is flushed */
+    int eof;     /* the client shut down its sending side: answer what came, then close */
     int read_paused;
     char ip[INET6_ADDRSTRLEN];
     size_t ip_len;
@@ -83,6 +84,7 @@ struct client {
     int attempt;
     int reused;
     double sent_at, last_activity, up_activity;
+    double out_progress; /* when the client last took output (or output started waiting) */
     /* response state */
     int resp_started;
     int framing;
@@ -118,7 +120,7 @@ typedef struct {
     /* settings */
     size_t max_head, buffer_size;
     int max_idle;
-    double idle_timeout, server_timeout;
+    double idle_timeout, server_timeout, client_timeout;
     int hash_mode; /* 0 none, 1 client ip, 2 uri, 3 header */
     char hash_header[128];
     size_t hash_header_len;
@@ -420,6 +422,7 @@ static int client_flush(Engine *e, client *c) {
         ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->out_progress = now_s();
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -428,7 +431,7 @@ static int client_flush(Engine *e, client *c) {
         return -1;
     }
     buf_trim(&c->out);
-    if (c->out.len == 0 && c->closing) {
+    if (c->out.len == 0 && (c->closing || (c->eof && c->state == C_IDLE && !c->in.len))) {
         client_close(e, c);
         return -1;
     }
@@ -455,6 +458,7 @@ static int client_write(Engine *e, client *c, const char *data, size_t n) {
         }
         if (n == 0) return 0;
     }
+    if (c->out.len == 0) c->out_progress = now_s();
     if (buf_append(&c->out, data, n) < 0) {
         client_close(e, c);
         return -1;
@@ -675,6 +679,10 @@ static void client_consume(Engine *e, client *c, const char *buf, size_t len, in
         fl_request rq;
         int r = fl_parse_request(buf + used, len - used, e->max_head, e->hash_header_len ? e->hash_header : NULL,
                                  e->hash_header_len, &rq);
+        if (r == FL_INCOMPLETE && c->eof) { /* a partial head and no more to come */
+            client_close(e, c);
+            return;
+        }
         if (r != FL_OK) {
             /* incomplete, or not for the fast lane: the Python relay takes it from here
                (any earlier response has been flushed: c->out is empty) */
@@ -709,7 +717,7 @@ static void client_consume(Engine *e, client *c, const char *buf, size_t len, in
         }
     }
     /* bound what waits: one head's worth plus one read */
-    int pause = c->in.len > e->max_head + READ_SIZE;
+    int pause = c->eof || c->closing || c->in.len > e->max_head + READ_SIZE;
     if (pause != c->read_paused) {
         c->read_paused = pause;
         client_update(e, c);
@@ -737,6 +745,10 @@ static void finish(Engine *e, client *c, upstream *u, int reusable) {
         return;
     }
     if (c->out.len == 0 && c->in.len) client_process(e, c);
+    if (!c->dead && c->eof && c->state == C_IDLE && !c->in.len) {
+        c->closing = 1; /* every request that came has its answer */
+        client_flush(e, c);
+    }
 }
 
 /* the upstream failed before a response byte: retry on a fresh connection or 502 */
@@ -1009,7 +1021,21 @@ static void on_client(Engine *e, client *c, uint32_t events) {
         return;
     }
     if (n == 0) {
-        client_close(e, c); /* the client went away (a request in flight is dropped) */
+        /* end of the client's stream: with nothing to answer, close; else answer what
+           came (a half-close after a request, as `nc -N` does), then close */
+        if (c->state == C_IDLE && !c->in.len && !c->out.len) {
+            client_close(e, c);
+            return;
+        }
+        c->eof = 1;
+        c->read_paused = 1;
+        client_update(e, c);
+        if (c->state == C_IDLE && !c->in.len) { /* only output left */
+            c->closing = 1;
+            client_flush(e, c);
+        } else {
+            client_process(e, c);
+        }
         return;
     }
     c->last_activity = now_s();
@@ -1131,13 +1157,20 @@ static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
     for (uint32_t i = 0; i < e->nslots; i++) {
         client *c = e->slots[i];
         if (c == NULL || c->dead) continue;
-        if (c->state == C_IDLE) {
-            /* between requests (a pipelined one waits only while output is pending): idle
-               too long, or not taking its output for that long (closing or not) */
-            if (now - c->last_activity > e->idle_timeout) client_close(e, c);
+        if (c->out.len && now - c->out_progress > e->client_timeout) {
+            /* the client has not taken any output for client_timeout_s: the wait is on
+               the client, not the backend (no 504, no failure charged to the backend) */
+            py_log(e, 20, "client %s: not reading its response for %.0fs: closing", c->ip,
+                   e->client_timeout);
+            client_close(e, c);
             continue;
         }
-        if (c->state == C_SENT) {
+        if (c->state == C_IDLE) {
+            /* between requests (a pipelined one waits only while output is pending) */
+            if (!c->out.len && now - c->last_activity > e->idle_timeout) client_close(e, c);
+            continue;
+        }
+        if (c->state == C_SENT && c->out.len <= e->buffer_size) { /* (else paused: the client) */
             double quiet = c->up_activity > c->last_activity ? c->up_activity : c->last_activity;
             if (now - quiet > e->server_timeout) {
                 fl_backend *b = backend_at(e, c->backend);
@@ -1201,6 +1234,25 @@ static PyObject *Engine_attach(Engine *e, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Python's wait queue gave the request `token` a slot on `backend`: the engine takes the
+   slot and goes on as after `select` (an idle pooled connection, else `connect`) */
+static PyObject *Engine_proceed(Engine *e, PyObject *args) {
+    unsigned long long token;
+    int backend;
+    if (!PyArg_ParseTuple(args, "Ki", &token, &backend)) return NULL;
+    if (backend < 0 || backend > 1000000 || backend_at(e, backend) == NULL) {
+        PyErr_SetString(PyExc_ValueError, "bad backend index");
+        return NULL;
+    }
+    client *c = client_by_token(e, token);
+    if (c == NULL || c->state != C_WAIT_PY)
+        py_release(e, backend, 0); /* the client has gone: nothing to connect for */
+    else
+        use_backend(e, c, backend);
+    reap(e);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Engine_fail(Engine *e, PyObject *args) {
     unsigned long long token;
     PyObject *page;
@@ -1214,14 +1266,14 @@ static PyObject *Engine_fail(Engine *e, PyObject *args) {
 static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"max_header_bytes", "buffer_size", "max_idle_upstream", "idle_timeout_s",
                             "server_timeout_s", "hash_mode", "hash_header", "stopping", "retry_limit",
-                            NULL};
+                            "client_timeout_s", NULL};
     Py_ssize_t max_head = (Py_ssize_t)e->max_head, buffer_size = (Py_ssize_t)e->buffer_size;
     int max_idle = e->max_idle, hash_mode = e->hash_mode, stopping = e->stopping, retry = e->retry_limit;
-    double idle = e->idle_timeout, server = e->server_timeout;
+    double idle = e->idle_timeout, server = e->server_timeout, client_t = e->client_timeout;
     const char *hh = NULL;
     Py_ssize_t hhl = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|nniddiy#pi", names, &max_head, &buffer_size, &max_idle,
-                                     &idle, &server, &hash_mode, &hh, &hhl, &stopping, &retry))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|nniddiy#pid", names, &max_head, &buffer_size, &max_idle,
+                                     &idle, &server, &hash_mode, &hh, &hhl, &stopping, &retry, &client_t))
         return NULL;
     if (max_head < 256 || max_head > 1 << 20 || buffer_size < 1024 || max_idle < 0 || hash_mode < 0 ||
         hash_mode > 3 || hhl >= (Py_ssize_t)sizeof e->hash_header || retry < 0) {
@@ -1233,6 +1285,7 @@ static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
     e->max_idle = max_idle;
     e->idle_timeout = idle;
     e->server_timeout = server;
+    e->client_timeout = client_t;
     e->hash_mode = hash_mode;
     e->stopping = stopping;
     e->retry_limit = retry;
@@ -1399,6 +1452,7 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     e->max_idle = 32;
     e->idle_timeout = 60.0;
     e->server_timeout = 30.0;
+    e->client_timeout = 30.0;
     e->retry_limit = 2;
     return (PyObject *)e;
 }
@@ -1427,6 +1481,7 @@ static PyMethodDef Engine_methods[] = {
     {"poll", (PyCFunction)Engine_poll, METH_NOARGS, "Handle the ready events (uvloop calls this)."},
     {"sweep", (PyCFunction)Engine_sweep, METH_NOARGS, "Apply the idle and server timeouts."},
     {"attach", (PyCFunction)Engine_attach, METH_VARARGS, "attach(token, fd, backend): a connection for a waiting request."},
+    {"proceed", (PyCFunction)Engine_proceed, METH_VARARGS, "proceed(token, backend): a queued request got a slot."},
     {"fail", (PyCFunction)Engine_fail, METH_VARARGS, "fail(token, page): answer a waiting request with page and close."},
     {"configure", (PyCFunction)(void (*)(void))Engine_configure, METH_VARARGS | METH_KEYWORDS, "Set limits and timeouts."},
     {"drop_backend", (PyCFunction)Engine_drop_backend, METH_O, "Close the idle connections to a backend."},
