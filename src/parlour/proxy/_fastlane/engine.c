@@ -576,15 +576,8 @@ static void send_request(Engine *e, client *c, upstream *u, int reused) {
     up_update(e, u);
 }
 
-/* the engine holds a slot on `backend`: use an idle connection or ask Python to connect */
-static void use_backend(Engine *e, client *c, int backend) {
-    c->backend = backend;
-    upstream *u = pool_take(e, backend);
-    if (u != NULL) {
-        send_request(e, c, u, 1);
-        return;
-    }
-    /* the slot passes to Python's connect task */
+/* ask Python to connect to `backend` for c's request; the slot passes to its task */
+static void ask_connect(Engine *e, client *c, int backend) {
     c->backend = -1;
     c->state = C_WAIT_PY;
     PyObject *tok = token_of(c);
@@ -597,6 +590,17 @@ static void use_backend(Engine *e, client *c, int backend) {
         return;
     }
     Py_DECREF(r);
+}
+
+/* the engine holds a slot on `backend`: use an idle connection or ask Python to connect */
+static void use_backend(Engine *e, client *c, int backend) {
+    c->backend = backend;
+    upstream *u = pool_take(e, backend);
+    if (u != NULL) {
+        send_request(e, c, u, 1);
+        return;
+    }
+    ask_connect(e, c, backend);
 }
 
 /* start the request whose head fl_parse_request recognised at buf */
@@ -760,18 +764,7 @@ static void upstream_lost_early(Engine *e, client *c, upstream *u, const char *w
     if (c->reused && c->attempt <= e->retry_limit && backend >= 0) {
         /* a stale pooled connection, idempotent bodiless request: once more, fresh */
         if (b) b->retries++;
-        c->state = C_WAIT_PY;
-        c->backend = -1; /* the slot passes to Python's connect task */
-        PyObject *tok = token_of(c);
-        PyObject *r = tok ? PyObject_CallFunction(e->cb_connect, "Oi", tok, backend) : NULL;
-        Py_XDECREF(tok);
-        if (r == NULL) {
-            report_error(e, "fast lane connect");
-            py_release(e, backend, 0);
-            client_fail(e, c, 502, "Could not connect to a backend server.");
-            return;
-        }
-        Py_DECREF(r);
+        ask_connect(e, c, backend);
         return;
     }
     if (b) b->response_errors++;
