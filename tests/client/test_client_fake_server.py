@@ -225,6 +225,9 @@ async def test_moderation_and_misc_requests(server: FakeServer) -> None:
         assert [b.user for b in await admin.bans()] == ["bob"]
         await admin.unban("bob")
         assert await admin.bans() == []
+        with pytest.raises(ServerError) as not_banned:
+            await admin.unban("bob")
+        assert not_banned.value.code is ErrorCode.NOT_BANNED
         assert await admin.broadcast("hi all") == 1
         await admin.join("general")
         ack = await admin.send("general", "typo")

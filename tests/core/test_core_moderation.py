@@ -101,7 +101,7 @@ def test_permanent_ban_survives_restart_and_unban(h: Harness) -> None:
     assert err.code == "banned" and err.extra["until"] is None and "permanently" in err.message
     adm2 = h2.login("admin", ADMIN_PW)
     assert h2.ok(adm2, "unban", user="bob") == {"user": "bob"}
-    assert h2.err(adm2, "unban", user="bob").code == "invalid_field"
+    assert h2.err(adm2, "unban", user="bob").code == "not_banned"
     h2.login("bob")
     actions = [e["action"] for e in h2.ok(adm2, "audit")["entries"]]
     assert actions[:2] == ["unban", "ban"]
@@ -137,3 +137,19 @@ def test_audit_written_to_store_and_limited(h: Harness) -> None:
     assert [a.target for a in audits] == ["u1", "u2", "u3"]
     assert [e.target for e in h.store.audit_log(10)] == ["u3", "u2", "u1"]
     assert [e["target"] for e in h.ok(adm, "audit", limit=2)["entries"]] == ["u3", "u2"]
+
+
+def test_unban_of_a_user_not_banned_is_not_banned(h: Harness) -> None:
+    adm = h.admin()
+    h.register("bob")
+    before = len(h.outcomes)
+    err = h.err(adm, "unban", user="BOB")
+    assert err.code == "not_banned"
+    assert err.message == "bob is not banned" and err.extra == {"user": "bob"}
+    assert all(not o.writes for o in h.outcomes[before:])  # nothing stored, nothing audited
+    assert h.ok(adm, "audit")["entries"] == []
+    # an expired ban that tick() removed is not banned either
+    h.ok(adm, "ban", user="bob", duration=60)
+    h.advance(61)
+    h.apply(h.svc.tick(h.now))
+    assert h.err(adm, "unban", user="bob").code == "not_banned"

@@ -178,6 +178,14 @@ async def test_kick_ban_unban_and_audit(
     assert [b["user"] for b in bans] == ["mallory"]
 
     await admin.ok("unban", user="mallory")
+    err = await admin.error("unban", user="MALLORY")
+    assert err == {
+        "id": err["id"],
+        "type": "error",
+        "code": "not_banned",
+        "message": "mallory is not banned",
+        "user": "mallory",
+    }
     await again.ok("login", username="mallory", password=PASSWORD)
     await again.ok("logout")
 
@@ -234,4 +242,4 @@ async def test_kick_from_a_room_and_permanent_ban(
     err = await again.error("login", username="mallory", password="not-the-password")
     assert err["code"] == "bad_credentials"
     assert (await admin.ok("bans"))["bans"][0]["until"] is None
-    assert (await admin.error("unban", user="bob"))["code"] == "invalid_field"
+    assert (await admin.error("unban", user="bob"))["code"] == "not_banned"

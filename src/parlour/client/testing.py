@@ -598,7 +598,8 @@ class FakeServer:
             }
         self._user(req.user)
         if isinstance(req, UnbanRequest):
-            self.bans.pop(req.user, None)
+            if self.bans.pop(req.user, None) is None:
+                raise _Fail(ErrorCode.NOT_BANNED, f"{req.user} is not banned", user=req.user)
             self.audit.append({"ts": now, "actor": me, "action": "unban", "target": req.user})
             return {"user": req.user}
         victims = [c for c in self._conns if c.user == req.user]

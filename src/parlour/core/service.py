@@ -1379,7 +1379,7 @@ class ChatService:
         admin = self._admin(c)
         target = self._find_user(rq.user)
         if self._bans.remove(target.key) is None:
-            raise _fail(ErrorCode.INVALID_FIELD, f"{target.name} is not banned", field="user")
+            raise _fail(ErrorCode.NOT_BANNED, f"{target.name} is not banned", user=target.name)
         out = _Out()
         out.writes.append(RemoveBan(target.name))
         self._audit_write(out, admin.name, "unban", target.name, "", now)

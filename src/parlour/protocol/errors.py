@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     NOT_MEMBER = "not_member"
     MESSAGE_NOT_FOUND = "message_not_found"
     SELF_MESSAGE = "self_message"
+    NOT_BANNED = "not_banned"
     # limits
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
