@@ -152,3 +152,72 @@ def test_blocks_survive_restart(h: Harness) -> None:
     h.ok(a, "block", user="bob")
     h2 = h.restart()
     assert h2.ok(h2.login("alice"), "blocks") == {"users": ["bob"]}
+
+
+def test_who_leaves_out_users_the_requester_blocks(h: Harness) -> None:
+    a, b, c = (h.signup(n) for n in ("alice", "bob", "carol"))
+    for conn in (a, b, c):
+        h.ok(conn, "join", room="general")
+    h.register("dave")  # offline, recently active
+    h.ok(a, "block", user="BOB")
+    h.ok(a, "block", user="dave")
+    assert _names(h.ok(a, "who")["users"]) == ["alice", "carol"]
+    assert _names(h.ok(a, "who", room="general")["users"]) == ["alice", "carol"]
+    assert _names(h.ok(a, "who", since=3600)["users"]) == ["alice", "carol"]
+    assert _names(h.ok(a, "who", recent=True)["users"]) == ["alice", "carol"]
+    # the block is invisible to the blocked user, and others are not affected
+    assert _names(h.ok(b, "who")["users"]) == ["alice", "bob", "carol"]
+    assert _names(h.ok(b, "who", room="general")["users"]) == ["alice", "bob", "carol"]
+    assert _names(h.ok(c, "who", since=3600)["users"]) == ["alice", "bob", "carol", "dave"]
+    h.ok(a, "unblock", user="bob")
+    assert _names(h.ok(a, "who")["users"]) == ["alice", "bob", "carol"]
+
+
+def test_join_member_lists_leave_out_users_the_joiner_blocks() -> None:
+    h = Harness(CoreConfig(join_members=2, rate_burst=100))
+    a, b = h.signup("alice"), h.signup("bob")
+    h.register("carol")
+    c = h.login("carol")
+    h.ok(c, "join", room="general")
+    h.apply(h.svc.disconnect(c, h.now, "bye"))  # carol: member, offline
+    h.ok(b, "join", room="general")  # bob: member, online
+    h.ok(a, "block", user="bob")
+    data = h.ok(a, "join", room="general")
+    assert data["members"] == ["alice", "carol"] and data["online"] == ["alice"]
+    # the totals count the whole room; the cap of 2 names did not cut anyone visible
+    assert (data["members_total"], data["online_total"]) == (3, 2)
+    assert data["members_truncated"] is False
+    seen_by_bob = h.ok(b, "join", room="general")
+    assert seen_by_bob["members"] == ["alice", "bob"] and seen_by_bob["members_truncated"] is True
+    h.ok(a, "unblock", user="bob")
+    data = h.ok(a, "join", room="general")
+    assert data["members"] == ["alice", "bob"] and data["members_truncated"] is True
+
+
+def test_presence_events_skip_users_who_block_the_user() -> None:
+    h = Harness(CoreConfig(duplicate_login="allow", rate_burst=100))
+    a, b, c = (h.signup(n) for n in ("alice", "bob", "carol"))
+    a2 = h.login("alice")  # every session of the blocker
+    for conn in (a, b, c):
+        h.ok(conn, "join", room="general")
+    h.ok(a, "block", user="bob")
+    for conn in (a, a2, b, c):
+        h.take(conn)
+    h.apply(h.svc.disconnect(b, h.now, "gone"))
+    b = h.login("bob")
+    assert h.take(a, "presence") == [] and h.take(a2, "presence") == []
+    assert [(e["user"], e["online"]) for e in h.take(c, "presence")] == [
+        ("bob", False),
+        ("bob", True),
+    ]
+    # the blocked user still sees the blocker come and go
+    h.apply(h.svc.disconnect(a, h.now, "gone"))
+    h.apply(h.svc.disconnect(a2, h.now, "gone"))
+    a = h.login("alice")
+    assert [(e["user"], e["online"]) for e in h.take(b, "presence")] == [
+        ("alice", False),
+        ("alice", True),
+    ]
+    h.ok(a, "unblock", user="bob")
+    h.apply(h.svc.disconnect(b, h.now, "gone"))
+    assert [(e["user"], e["online"]) for e in h.take(a, "presence")] == [("bob", False)]

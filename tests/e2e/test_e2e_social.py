@@ -243,3 +243,27 @@ async def test_kick_from_a_room_and_permanent_ban(
     assert err["code"] == "bad_credentials"
     assert (await admin.ok("bans"))["bans"][0]["until"] is None
     assert (await admin.error("unban", user="bob"))["code"] == "not_banned"
+
+
+async def test_blocked_users_are_left_out_of_the_blockers_presence(user: UserFactory) -> None:
+    alice, mallory, bob = await user("alice"), await user("mallory"), await user("bob")
+    for c in (alice, mallory, bob):
+        await c.ok("join", room="general")
+    await alice.ok("block", user="mallory")
+    names = {who_name(u) for u in (await alice.ok("who"))["users"]}
+    assert names == {"alice", "bob"}
+    room = await alice.ok("who", room="general", since=3600)
+    assert {who_name(u) for u in room["users"]} == {"alice", "bob"}
+    joined = await alice.ok("join", room="general")
+    assert "mallory" not in joined["members"] and "mallory" not in joined["online"]
+    assert joined["members_total"] == 3 and joined["members_truncated"] is False
+    # the blocked user is not told: alice is still listed for mallory, and bob sees everyone
+    assert "alice" in {who_name(u) for u in (await mallory.ok("who"))["users"]}
+    assert {who_name(u) for u in (await bob.ok("who"))["users"]} == {"alice", "bob", "mallory"}
+    # mallory coming and going: bob hears of it, alice does not
+    alice.drain_events()
+    await mallory.ok("logout")
+    gone = await bob.event("presence", user="mallory")
+    assert gone["online"] is False
+    await alice.roundtrip()
+    assert [e for e in alice.drain_events("presence") if e["user"] == "mallory"] == []

@@ -247,7 +247,7 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
     "since": ("/since <10m|2h|ISO time>", "room messages since a time"),
     "edit": ("/edit [@user] <seq|last> <text>", "edit your message (room, or DM with @user)"),
     "delete": ("/delete [@user] <seq|last>", "delete your message"),
-    "block": ("/block <user>", "stop receiving a user's messages"),
+    "block": ("/block <user>", "stop seeing a user's messages and presence"),
     "unblock": ("/unblock <user>", "undo /block"),
     "blocks": ("/blocks", "list whom you block"),
     "kick": ("/kick <user> [#room] [reason]", "admin: end a user's session or remove from room"),

@@ -337,14 +337,15 @@ class FakeServer:
                 event = Event(EventName.JOINED, {"room": req.room, "user": me, "ts": now})
                 after.append(lambda: self._push(self._members(req.room) - {me}, event))
             limit = req.limit or 50
-            members = self._members(req.room)
+            everyone = self._members(req.room)
+            members = everyone - user.blocks  # like the server: names without blocked users
             online = members & self.online()
             return {
                 "room": req.room,
                 "members": sorted(members),
                 "online": sorted(online),
-                "members_total": len(members),
-                "online_total": len(online),
+                "members_total": len(everyone),
+                "online_total": len(everyone & self.online()),
                 "members_truncated": False,
                 "messages": [m.record(room=req.room).to_wire() for m in msgs[-limit:]],
                 "last_seq": len(msgs),
@@ -418,7 +419,7 @@ class FakeServer:
             return {"delivered": sum(c.user is not None for c in self._conns)}
         if isinstance(req, WhoRequest):
             online = self.online()
-            people = self._members(req.room) if req.room else set(self.users)
+            people = (self._members(req.room) if req.room else set(self.users)) - user.blocks
             return {
                 "users": [
                     {

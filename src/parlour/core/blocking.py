@@ -3,7 +3,8 @@
 Semantics (docs/design/core-blocking.md): DMs from a blocked user are stored and acknowledged
 normally but never delivered to the blocker (now or at a later login); room messages from a
 blocked user are filtered out of the blocker's live stream and of its history/join/since/resume
-results. The blocked user is never told.
+results; a blocked user is left out of the blocker's `who`, `join` member names and `presence`
+events. The blocked user is never told.
 """
 
 from __future__ import annotations

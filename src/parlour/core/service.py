@@ -550,6 +550,10 @@ class ChatService:
                 targets.update(dict.fromkeys(room.online))
         for conn in u.conns:
             targets.pop(conn, None)
+        # Users who block `u` do not see them come and go (docs/design/core-blocking.md).
+        for blocker in self._blocks.blockers_of(u.key):
+            for conn in self._users[blocker].conns:
+                targets.pop(conn, None)
         out.event(EventName.PRESENCE, {"user": u.name, "online": online, "ts": now}, tuple(targets))
 
     def _end_all_sessions(
@@ -923,24 +927,29 @@ class ChatService:
         msgs, _ = room.log.before(None, limit)
         # Bounded (a big room has thousands of members): at most `join_members` names,
         # online members first, each part in name order; `online` lists those of them online.
+        # Users the joiner blocks are left out of the names (not of the room's totals).
         cap = self._cfg.join_members
         online_keys = room.online_users()
         users = self._users
-        online = heapq.nsmallest(cap, (users[k].name for k in online_keys), key=str.casefold)
+        blocked = self._blocks.blocked_by_user(u.key)
+        online = heapq.nsmallest(
+            cap, (users[k].name for k in online_keys if k not in blocked), key=str.casefold
+        )
         away: list[str] = []
         if len(online) < cap:
             away = heapq.nsmallest(
                 cap - len(online),
-                (users[k].name for k in room.members if k not in online_keys),
+                (users[k].name for k in room.members if k not in online_keys and k not in blocked),
                 key=str.casefold,
             )
+        listable = len(room.members) - sum(1 for k in blocked if k in room.members)
         data = {
             "room": room.name,
             "members": online + away,
             "online": online,
             "members_total": len(room.members),
             "online_total": len(online_keys),
-            "members_truncated": len(online) + len(away) < len(room.members),
+            "members_truncated": len(online) + len(away) < listable,
             "messages": [record(m, room=room.name) for m in self._visible(u.key, msgs)],
             "last_seq": room.log.last_seq,
         }
@@ -1227,7 +1236,10 @@ class ChatService:
     # ================================================================== presence, blocking
 
     def _who(self, c: Connection, rq: WhoRequest, now: float) -> Outcome:
-        self._user(c)
+        u = self._user(c)
+        # Users `u` blocks are left out (the blocked user still sees `u`: blocks are invisible
+        # to the blocked user; docs/design/core-blocking.md).
+        blocked = self._blocks.blocked_by_user(u.key)
         rooms_of = {rk: r.name for rk, r in self._rooms.items()}
         window = rq.since
         if window is None and rq.recent:
@@ -1238,13 +1250,14 @@ class ChatService:
         else:
             pool = self._users.values() if window is not None else self._online.values()
         if window is None:
-            users = [x for x in pool if x.online]
+            users = [x for x in pool if x.online and x.key not in blocked]
         else:
             horizon = now - window
             users = [
                 x
                 for x in pool
-                if x.online or (x.last_active is not None and x.last_active >= horizon)
+                if (x.online or (x.last_active is not None and x.last_active >= horizon))
+                and x.key not in blocked
             ]
         data: dict[str, Any] = {"users": who_entries(users, rooms_of), "since": window}
         if rq.room is not None:
