@@ -216,3 +216,38 @@ def test_stored_password_hash_for_precomputing(h: Harness) -> None:
     h.register("bob")
     assert h.svc.stored_password_hash("BOB") == "plain$" + PW
     assert h.svc.stored_password_hash("nobody") is None
+
+
+class _CountingHasher(PlainHasher):
+    def __init__(self) -> None:
+        self.hashed: list[str] = []
+
+    def hash(self, password: str) -> str:
+        self.hashed.append(password)
+        return super().hash(password)
+
+
+def test_a_name_being_signed_up_elsewhere_is_taken_without_hashing(h: Harness) -> None:
+    from parlour.protocol.schemas import SignupRequest
+
+    counting = _CountingHasher()
+    h.svc._hasher = counting
+    first, second = h.connect(), h.connect()
+    assert h.svc.begin_signup(first, "bob")  # first's password is being hashed elsewhere
+    assert not h.svc.begin_signup(second, "BOB")
+    rq = SignupRequest(id=1, username="Bob", password=PW + "x")
+    assert h.svc.password_work(second, rq, h.now) is False
+    assert h.svc.password_work(first, rq, h.now) is True
+    err = h.err(second, "signup", username="Bob", password=PW + "x")
+    assert (err.code, err.message) == ("username_taken", "the name 'Bob' is taken")
+    assert counting.hashed == []
+    h.svc.end_signup(second, "bob")  # not second's to release: first still holds it
+    assert h.err(second, "signup", username="bob", password=PW).code == "username_taken"
+    assert h.ok(first, "signup", username="bob", password=PW)["username"] == "bob"
+    assert counting.hashed == [PW]
+    h.svc.end_signup(first, "bob")
+    assert h.err(second, "signup", username="bob", password=PW).code == "username_taken"
+    # a hold that ends without a sign-up (hashing failed, client left) frees the name
+    assert h.svc.begin_signup(first, "carol")
+    h.svc.end_signup(first, "carol")
+    assert h.ok(second, "signup", username="carol", password=PW)["username"] == "carol"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import AsyncIterator
@@ -88,3 +89,55 @@ async def test_refused_signups_and_passwd_cost_no_hashing(
     finally:
         for wire in (alice, other, fresh):
             await wire.close()
+
+
+class HeldHasher(CountingHasher):
+    """Like CountingHasher, but once ``armed`` the first ``hash`` waits for ``gate`` after
+    saying it began (not armed while the server starts: it hashes the admin password)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def hash(self, password: str) -> str:
+        if self.armed and not self.entered.is_set():
+            self.entered.set()
+            if not self.gate.wait(10):
+                raise AssertionError("the test never let the first hash finish")
+        return super().hash(password)
+
+
+async def test_second_signup_for_a_name_being_created_fails_fast_without_hashing(
+    tmp_path: Path,
+) -> None:
+    hasher = HeldHasher()
+    settings = Settings(port=0, data_dir=tmp_path / "data", admin_password=ADMIN_PASSWORD)
+    server = await ChatServer.start(settings, clock=FakeClock(), password_hasher=hasher)
+    first = await Wire.connect(server.port)
+    second = await Wire.connect(server.port)
+    try:
+        await first.hello()
+        await second.hello()
+        before, inline = hasher.calls, server.hasher.computed_inline
+        hasher.armed = True
+        pending = first.send("signup", username="bob", password=PASSWORD)
+        assert await asyncio.to_thread(hasher.entered.wait, 10)  # bob's hash is under way
+        # answered while the first hash is still held: no hashing, the taken-name answer
+        err = await second.error("signup", username="BOB", password=PASSWORD + "2")
+        assert (err["code"], err["message"]) == ("username_taken", "the name 'BOB' is taken")
+        assert not pending.done()
+        hasher.gate.set()
+        assert (await asyncio.wait_for(pending, 10))["type"] == "ok"
+        assert hasher.calls == before + 1 and server.hasher.computed_inline == inline
+        # the name is taken for good now; a free name is hashed as usual
+        err = await second.error("signup", username="bob", password=PASSWORD)
+        assert err["code"] == "username_taken"
+        await second.ok("signup", username="carol", password=PASSWORD)
+        assert hasher.calls == before + 2 and server.hasher.computed_inline == inline
+    finally:
+        hasher.gate.set()
+        for wire in (first, second):
+            await wire.close()
+        await server.stop(grace=2)

@@ -204,6 +204,9 @@ class ChatService:
             config.lockout_threshold, config.lockout_seconds, config.max_tracked_failures
         )
         self._blocks = Blocks()
+        #: user key -> connection whose sign-up for that name is being hashed off the core
+        #: (`begin_signup` / `end_signup`); a second sign-up for it is refused as taken
+        self._signups: dict[str, ConnId] = {}
         snap = store.load()
         for u in snap.users:
             self._users[user_key(u.name)] = UserState(u, user_key(u.name))
@@ -354,18 +357,21 @@ class ChatService:
     def password_work(self, conn: ConnId, request: Request, now: float) -> bool:
         """Whether handling `request` on `conn` now could run the password hasher: False
         when the core will refuse it before any Argon2 work (signup for a taken or invalid
-        name, a too-short password, from a logged-in connection or before `hello`; login to
-        an unknown or locked-out name; `passwd` without a session or with a too-short new
-        password). The server hashes ahead of time only when this is True, so a refused
-        request costs the server no more than it costs the client. Reads hot state only."""
+        name or one another connection is signing up (`begin_signup`), a too-short password,
+        from a logged-in connection or before `hello`; login to an unknown or locked-out
+        name; `passwd` without a session or with a too-short new password). The server
+        hashes ahead of time only when this is True, so a refused request costs the server
+        no more than it costs the client. Reads hot state only."""
         c = self._conns.get(conn)
         if c is None or not c.hello:
             return False
         if isinstance(request, SignupRequest):
+            key = user_key(request.username)
             return (
                 c.user is None
                 and username_problem(request.username) is None
-                and user_key(request.username) not in self._users
+                and key not in self._users
+                and self._signups.get(key, conn) == conn
                 and password_problem(request.password, self._cfg.password_min_length) is None
             )
         if isinstance(request, LoginRequest):
@@ -379,6 +385,21 @@ class ChatService:
                 and password_problem(request.new_password, self._cfg.password_min_length) is None
             )
         return False
+
+    def begin_signup(self, conn: ConnId, username: str) -> bool:
+        """`conn`'s sign-up for `username` is about to be hashed off the core: until
+        `end_signup`, a sign-up for the same name (case-insensitively) from any other
+        connection is refused as `username_taken` without hashing. False when another
+        connection holds the name already (nothing is recorded then). The caller must call
+        `end_signup` however the hashing ends (a `finally`); at most one entry per connection
+        that is preparing a sign-up."""
+        return self._signups.setdefault(user_key(username), conn) == conn
+
+    def end_signup(self, conn: ConnId, username: str) -> None:
+        """Undo `begin_signup` (only `conn`'s own hold on the name)."""
+        key = user_key(username)
+        if self._signups.get(key) == conn:
+            del self._signups[key]
 
     def session_user(self, conn: ConnId) -> str | None:
         """The user name logged in on `conn`, if any."""
@@ -729,7 +750,9 @@ class ChatService:
         if problem is not None:
             raise _fail(ErrorCode.INVALID_FIELD, problem, field="username")
         key = user_key(rq.username)
-        if key in self._users:
+        # Taken, or being signed up right now by another connection (its password is being
+        # hashed): the same answer, and no hashing for this one.
+        if key in self._users or self._signups.get(key, c.id) != c.id:
             raise _fail(ErrorCode.USERNAME_TAKEN, f"the name {rq.username!r} is taken")
         problem = password_problem(rq.password, self._cfg.password_min_length)
         if problem is not None:

@@ -136,6 +136,8 @@ class ChatServer:
             hasher.lookup = service.stored_password_hash
             hasher.session_user = service.session_user
             hasher.admit = lambda conn, rq: service.password_work(conn, rq, clock())
+            hasher.reserve = service.begin_signup
+            hasher.release = service.end_signup
             generated = service.bootstrap(clock(), settings.admin_password)
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)

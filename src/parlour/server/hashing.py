@@ -10,6 +10,10 @@ remembers the results; the core's calls then find them ready. A call that was no
 Remembered results are keyed by the exact inputs, kept at most ``capacity`` entries and dropped
 when used. Passwords live only in memory, as long as the request does. Requests the core is
 going to refuse before hashing (``ChatService.password_work``) are not prepared at all.
+
+While a sign-up is being hashed its name is held (``reserve`` / ``release``, wired to
+``ChatService.begin_signup`` / ``end_signup``), so a second sign-up for the same name from
+another connection is refused as taken at once instead of being hashed too.
 """
 
 from __future__ import annotations
@@ -77,7 +81,12 @@ class PrecomputingHasher:
         if self.admit is not None and not self.admit(conn, request):
             return None
         if isinstance(request, SignupRequest):
-            return self._run(self._prepare_hash, request.password)
+            reserve, release = self.reserve, self.release
+            if reserve is None or release is None:
+                return self._run(self._prepare_hash, request.password)
+            if not reserve(conn, request.username):
+                return None  # another connection is signing this name up: refused unhashed
+            return self._signup_hash(request.password, lambda: release(conn, request.username))
         if isinstance(request, LoginRequest):
             stored = self._stored(request.username)
             if stored is None:
@@ -96,6 +105,21 @@ class PrecomputingHasher:
     #: set by the server: whether the core could hash for this request at all
     #: (``ChatService.password_work`` with the current time)
     admit: Callable[[int, Request], bool] | None = None
+
+    #: set by the server: hold a name while its sign-up is hashed (``ChatService.begin_signup``);
+    #: False when another connection holds it
+    reserve: Callable[[int, str], bool] | None = None
+    #: set by the server: let go of that name (``ChatService.end_signup``)
+    release: Callable[[int, str], None] | None = None
+
+    async def _signup_hash(self, password: str, release: Callable[[], None]) -> None:
+        # The name is let go when the hash is ready (or the hashing failed or was cancelled).
+        # The endpoint hands the request to the core right after this returns, in the same
+        # step of the event loop, so no other sign-up for the name can slip in between.
+        try:
+            await self._run(self._prepare_hash, password)
+        finally:
+            release()
 
     def _stored(self, username: str) -> str | None:
         return self.lookup(username) if self.lookup is not None else None
