@@ -85,7 +85,10 @@ def connection_tokens(headers: Sequence[Header]) -> set[bytes]:
 def validate_request(
     method: str, url: bytes, version: str, headers: Sequence[Header], *, upgrade: bool
 ) -> RequestHead:
-    """Checks llhttp leaves to us: target form, Host, header count and framing headers."""
+    """Checks llhttp leaves to us: version, target form, Host, header count and framing
+    headers."""
+    if version != "1.1" and version != "1.0":  # (llhttp takes 0.9 — no version — and 2.0)
+        raise BadRequest("unsupported HTTP version")
     if method == "CONNECT":
         raise BadRequest("CONNECT is not supported by a reverse proxy")
     if not url:

@@ -1,0 +1,175 @@
+"""Python relay fixes: every pipelined request line is checked, a slow-reading client is
+not blamed on the backend, a half-closed client still gets its answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
+
+from parlour.proxy.config import ProxyConfig
+from parlour.proxy.headers import BadRequest, validate_request
+from parlour.proxy.http_relay import HttpClient
+from parlour.proxy.runtime import ProxyRuntime
+
+H = b"Host: x\r\n"
+
+
+def get(path: bytes, extra: bytes = b"") -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\n" + H + extra + b"\r\n"
+
+
+def post_length(path: bytes, body: bytes) -> bytes:
+    return b"POST %b HTTP/1.1\r\n%bContent-Length: %d\r\n\r\n%b" % (path, H, len(body), body)
+
+
+def post_chunked(
+    path: bytes, chunks: list[bytes], *, ext: bool = False, trailer: bool = False
+) -> bytes:
+    framed = b"".join(b"%x%b\r\n%b\r\n" % (len(c), b";e=1" if ext else b"", c) for c in chunks if c)
+    end = b"0\r\nX-Trailer: t\r\n\r\n" if trailer else b"0\r\n\r\n"
+    return b"POST %b HTTP/1.1\r\n%bTransfer-Encoding: chunked\r\n\r\n%b%b" % (path, H, framed, end)
+
+
+# request lines llhttp takes but the proxy refuses (as the first line of a read)
+BAD_LINES: dict[str, bytes] = {
+    "no version (HTTP/0.9 to llhttp)": b"GET /0HTTP/1.1\r\n" + H + b"\r\n",
+    "two spaces": b"GET  /x HTTP/1.1\r\n" + H + b"\r\n",
+    "control byte in target": b"GET /\x01x HTTP/1.1\r\n" + H + b"\r\n",
+    "HTTP/2.0": b"GET /x HTTP/2.0\r\n" + H + b"\r\n",
+    "HTTP/0.9 line": b"GET /x\r\n\r\n",
+}
+
+# ---------------------------------------------------------------- 1. pipelined lines
+
+
+@pytest.mark.parametrize("name", sorted(BAD_LINES))
+@pytest.mark.parametrize(
+    "first",
+    [
+        get(b"/"),
+        post_length(b"/echo", b"abc"),
+        post_chunked(b"/echo", [b"ab", b"c"], ext=True, trailer=True),
+    ],
+    ids=["get", "length body", "chunked body"],
+)
+async def test_pipelined_bad_request_line_gets_400_and_never_reaches_backend(
+    backends: BackendFactory, proxy: ProxyFactory, name: str, first: bytes
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    out = await raw_exchange(rt.listen_port or 0, first + BAD_LINES[name])
+    assert out.count(b"HTTP/1.1 200 OK") == 1, out
+    assert b"HTTP/1.1 400 Bad Request" in out and b"HTTP/0.9" not in out
+    assert out.index(b"HTTP/1.1 200") < out.index(b"HTTP/1.1 400")
+    assert [r.path for r in a.seen] == [first.split(b" ")[1].decode()]
+
+
+async def test_pipelined_requests_after_bodies_all_reach_backend(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    data = (
+        post_length(b"/echo", b"hello")
+        + b"\r\n"  # (an empty line between messages is allowed)
+        + post_chunked(b"/echo", [b"ab", b"GET / HTTP/1.1\r\n\r\n"], ext=True, trailer=True)
+        + get(b"/one")
+        + post_chunked(b"/echo", [])
+        + get(b"/two", b"Connection: close\r\n")
+    )
+    out = await raw_exchange(rt.listen_port or 0, data)
+    assert out.count(b"HTTP/1.1 200 OK") == 5 and b"400" not in out, out
+    assert [r.path for r in a.seen] == ["/echo", "/echo", "/one", "/echo", "/two"]
+    assert a.bodies == [b"hello", b"abGET / HTTP/1.1\r\n\r\n", b""]
+
+
+def validate(version: str) -> None:
+    validate_request("GET", b"/", version, [(b"Host", b"x")], upgrade=False)
+
+
+@pytest.mark.python_relay  # (a unit test: no data plane)
+def test_validate_request_refuses_versions_other_than_1_0_and_1_1() -> None:
+    validate("1.1")
+    validate("1.0")
+    for version in ("0.9", "2.0", "1.2", "9.9", ""):
+        with pytest.raises(BadRequest):
+            validate(version)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+_body = st.binary(max_size=40)
+_message = st.one_of(
+    st.builds(lambda p: get(b"/g%d" % p), st.integers(0, 99)),
+    st.builds(lambda p, b: post_length(b"/l%d" % p, b), st.integers(0, 99), _body),
+    st.builds(
+        lambda p, c, e, t: post_chunked(b"/c%d" % p, c, ext=e, trailer=t),
+        st.integers(0, 99),
+        st.lists(_body, max_size=3),
+        st.booleans(),
+        st.booleans(),
+    ),
+)
+
+
+@pytest.mark.python_relay  # (the relay's parsing side, in process)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.lists(_message, min_size=1, max_size=4),
+    bad=st.one_of(st.none(), st.sampled_from(sorted(BAD_LINES))),
+    cuts=st.lists(st.integers(0, 2000), max_size=4),
+)
+def test_every_request_line_is_checked_wherever_reads_split_the_stream(
+    messages: list[bytes], bad: str | None, cuts: list[int]
+) -> None:
+    """The relay's parsing side alone (nothing dispatched): whatever the read boundaries,
+    every good message is queued in order and a bad request line after them is refused."""
+    data = b"".join(messages) + (BAD_LINES[bad] + get(b"/after") if bad else b"")
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces = [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
+
+    async def run() -> list[tuple[bytes | None, str | None]]:
+        conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)))
+        conn._pump = lambda: None  # type: ignore[method-assign]  # parse only
+        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+        for piece in pieces:
+            if piece:
+                conn.data_received(piece)
+        return [(r.head.url if r.head else None, r.error) for r in conn.queue]
+
+    got = asyncio.run(run())
+    want: list[tuple[bytes | None, str | None]] = [(m.split(b" ")[1], None) for m in messages]
+    if bad is None:
+        assert got == want
+    else:
+        assert got[: len(want)] == want and len(got) == len(want) + 1
+        assert got[-1][0] is None and got[-1][1] is not None
