@@ -4,6 +4,8 @@ not blamed on the backend, a half-closed client still gets its answers."""
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
 
 from parlour.proxy.config import ProxyConfig
+from parlour.proxy.control import BackendSpec
 from parlour.proxy.headers import BadRequest, validate_request
 from parlour.proxy.http_relay import HttpClient
 from parlour.proxy.runtime import ProxyRuntime
@@ -173,3 +176,139 @@ def test_every_request_line_is_checked_wherever_reads_split_the_stream(
     else:
         assert got[: len(want)] == want and len(got) == len(want) + 1
         assert got[-1][0] is None and got[-1][1] is not None
+
+
+# ------------------------------------------------------------ 2. slow-reading clients
+
+
+class StreamBackend:
+    """A raw backend: `/big?n=N` streams N bytes (Content-Length), `/hang` never answers.
+    `cut` is set when the proxy drops a connection in the middle of a response."""
+
+    def __init__(self) -> None:
+        self.cut = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> StreamBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ")[1].decode()
+                if path.startswith("/hang"):
+                    await reader.read()  # until the proxy gives up
+                    return
+                n = int(path.partition("n=")[2] or "0")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+                block = b"x" * 65536
+                sent = 0
+                try:
+                    while sent < n:
+                        piece = block[: min(len(block), n - sent)]
+                        writer.write(piece)
+                        sent += len(piece)
+                        await writer.drain()
+                except ConnectionError:
+                    self.cut.set()
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # (between requests: health checks, pooled connections closing)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def stream_backend() -> AsyncIterator[StreamBackend]:
+    b = await StreamBackend().start()
+    yield b
+    await b.stop()
+
+
+@pytest.fixture
+def proxy_paused(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set when the relay's output to a client goes over high water (the relay then stops
+    reading that client's backend)."""
+    event = asyncio.Event()
+    original = HttpClient.pause_writing
+
+    def pause_writing(self: HttpClient) -> None:
+        original(self)
+        event.set()
+
+    monkeypatch.setattr(HttpClient, "pause_writing", pause_writing)
+    return event
+
+
+async def slow_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a small receive buffer, so a client that does not read backs the
+    proxy up soon."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """Head and body (by Content-Length, or up to EOF if it is cut short)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    body = bytearray()
+    while len(body) < length:
+        piece = await asyncio.wait_for(reader.read(1 << 20), 10)
+        if not piece:
+            break
+        body += piece
+    return head, bytes(body)
+
+
+BIG = 64 << 20  # more than loopback socket buffers hold, so the chain backs up
+
+
+@pytest.mark.python_relay  # (the signal is the relay's; see the report for the fast lane)
+async def test_client_slower_than_server_timeout_gets_whole_body_and_backend_is_not_blamed(
+    stream_backend: StreamBackend, proxy: ProxyFactory, proxy_paused: asyncio.Event
+) -> None:
+    spec = BackendSpec("127.0.0.1", stream_backend.port)
+    rt = await proxy([spec], server_timeout_s=0.3, client_timeout_s=60.0, buffer_size=16384)
+    port = rt.listen_port or 0
+    reader, writer = await slow_client(port)
+    writer.write(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % BIG)
+    await asyncio.wait_for(proxy_paused.wait(), 20)  # the proxy stopped reading the backend
+    # a request to a backend that never answers, sent after that, gets its 504 only once
+    # the proxy's timeout pass has run past server_timeout_s for the stalled response too
+    control = await raw_exchange(port, b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n", timeout=20)
+    assert control.startswith(b"HTTP/1.1 504"), control
+    head, body = await read_response(reader)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == BIG
+    b = rt.pool.get(spec.id)
+    assert b.response_errors == 1  # the /hang request only
+
+
+@pytest.mark.python_relay
+async def test_client_that_never_reads_is_closed_after_client_timeout(
+    stream_backend: StreamBackend, proxy: ProxyFactory, proxy_paused: asyncio.Event
+) -> None:
+    spec = BackendSpec("127.0.0.1", stream_backend.port)
+    rt = await proxy([spec], server_timeout_s=60.0, client_timeout_s=0.5, buffer_size=16384)
+    reader, writer = await slow_client(rt.listen_port or 0)
+    writer.write(b"GET /big?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % BIG)
+    await asyncio.wait_for(proxy_paused.wait(), 20)
+    await asyncio.wait_for(stream_backend.cut.wait(), 20)  # the proxy gave up on the client
+    head, body = await read_response(reader)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and len(body) < BIG  # cut, no error page
+    assert b"HTTP/1.1 5" not in body
+    b = rt.pool.get(spec.id)
+    assert b.response_errors == 0 and b.health.failures == 0

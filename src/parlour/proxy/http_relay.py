@@ -164,10 +164,14 @@ class _State:
         "line",
         "msg_pos",
         "multi",
+        "out_paused_at",
         "tail",
     )
 
     def __init__(self) -> None:
+        # when output to the client stalled (its write buffer went over high water);
+        # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
+        self.out_paused_at = 0.0
         self.line: bytes | None = None  # a request line still arriving
         self.data = b""  # the read being parsed
         self.multi = False  # it may hold more than the end of one message
@@ -400,6 +404,19 @@ class HttpClient(asyncio.Protocol):
                 log.info("websocket tunnel idle for %.0fs: closing", s.tunnel_timeout_s)
                 self._close()
             return
+        paused_at = self._st.out_paused_at
+        if paused_at:
+            # the client is not taking its output, so the proxy is not reading the backend
+            # either: the client's timeout counts, from when it last took bytes; a response
+            # is under way (no error page) and the backend is not to blame
+            if now - paused_at > s.client_timeout_s:
+                log.info(
+                    "client %s: took no response bytes for %.0fs (client timeout): closing",
+                    self.client_ip,
+                    s.client_timeout_s,
+                )
+                self._close()
+            return
         if self._in_head and now - self._head_started > s.client_timeout_s:
             log.info("client %s: request head not complete in time: 408", self.client_ip)
             self._fail(408, "request head not received in time")
@@ -438,10 +455,14 @@ class HttpClient(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def pause_writing(self) -> None:
+        self._st.out_paused_at = self.loop.time()
         if self.upstream is not None:
             self.upstream.set_read_paused(True)
 
     def resume_writing(self) -> None:
+        self._st.out_paused_at = 0.0
+        # the proxy reads the backend again: from now on the wait is on it
+        self.upstream_activity = self.loop.time()
         if self.upstream is not None:
             self.upstream.set_read_paused(False)
 
