@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import importlib
 import os
-import re
 import select
 import socket
 import struct
@@ -28,7 +27,7 @@ from typing import Any
 
 import httptools
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proxy_helpers import ProxyFactory
 
@@ -1168,9 +1167,6 @@ def simple_request(draw: st.DrawFn) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-VERSIONLESS_LINE = re.compile(rb"\n[A-Z]+ [^ \r\n]*\r?\n")
-
-
 @st.composite
 def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool, int | None]:
     """(pieces to send, half-close after them, how many 200 answers are due if known)."""
@@ -1188,9 +1184,6 @@ def chaos_stream(draw: st.DrawFn) -> tuple[list[bytes], bool, int | None]:
         data += get("/end", b"Connection: close\r\n")
         if all(is_simple for is_simple, _ in parts):
             expected = len(parts) + 1
-    # known Python relay bug (see the xfail test below): a version-less request line
-    # pipelined behind another request reaches the backend; left out until it is fixed
-    assume(not VERSIONLESS_LINE.search(data))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=2)))
     pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return [p for p in pieces if p], half_close, expected
@@ -1212,12 +1205,6 @@ def chaos_answer(req: Req) -> bytes:
     return ok(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Python relay bug: only the first request line of each read is checked, so a "
-    "pipelined HTTP/0.9-style line (no version) is forwarded as HTTP/1.1 and answered "
-    "'HTTP/0.9 200'; found by the chaos test below",
-)
 async def test_pipelined_versionless_request_line_is_rejected(
     raw_backends: RawBackendFactory, proxy: ProxyFactory
 ) -> None:
