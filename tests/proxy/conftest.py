@@ -30,12 +30,17 @@ NO_DATA_PLANE = {
     "test_cp_stats_store.py",
 }
 
+# Modules that test the native engine itself: their tests run in the fast lane only.
+FAST_LANE_ONLY = {"test_proxy_fastlane_engine.py"}
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "data_plane" not in metafunc.fixturenames:
         return
     planes = ["python_relay"]
-    if (
+    if metafunc.definition.path.name in FAST_LANE_ONLY:
+        planes = ["fast_lane"]  # (the module skips itself when the engine is not built)
+    elif (
         FAST_LANE_BUILT
         and metafunc.definition.path.name not in NO_DATA_PLANE
         and metafunc.definition.get_closest_marker("python_relay") is None

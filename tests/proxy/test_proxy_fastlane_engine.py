@@ -53,11 +53,9 @@ TIMEOUT = 10.0  # bound on every wait (a hang fails the test instead of blocking
 @pytest.fixture(autouse=True)
 def data_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Overrides the suite's data_plane fixture: this module tests the engine itself, so
-    it runs in the fast lane only (the Python-relay parametrisation is skipped)."""
+    it runs in the fast lane only (conftest.FAST_LANE_ONLY)."""
     if not FAST_LANE_BUILT:
         pytest.skip("parlour.proxy._fastlane is not built")
-    if getattr(request, "param", "fast_lane") != "fast_lane":
-        pytest.skip("engine tests run in the fast lane only")
     monkeypatch.setenv(ENV_VAR, "1")
     return "fast_lane"
 
