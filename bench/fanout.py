@@ -503,41 +503,6 @@ async def idle(server: Server, connections: int) -> IdleResult:
 # ---------------------------------------------------------------------------- hot-path mode
 
 
-class _NullTransport:
-    """Enough of an asyncio transport for the server: counts what it is given."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.bytes += len(data)
-
-    def writelines(self, chunks: list[bytes]) -> None:
-        self.bytes += sum(map(len, chunks))
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
 async def hotpath(members: int, senders: int, messages: int, synchronous: str) -> str:
     """The server's own CPU per message, in process and without sockets: the composed server
     (codec, core, pipeline, SQLite group commit, hub) fed send frames directly. CPU time is
@@ -545,6 +510,7 @@ async def hotpath(members: int, senders: int, messages: int, synchronous: str) -
     """
     from parlour.server.app import ChatServer
     from parlour.server.config import load_settings
+    from parlour.transports.testing import CountingTransport
 
     with tempfile.TemporaryDirectory(prefix="parlour-hot-") as data:
         settings = load_settings(
@@ -565,7 +531,7 @@ async def hotpath(members: int, senders: int, messages: int, synchronous: str) -
         try:
             conns = []
             for i in range(members):
-                t = _NullTransport()
+                t = CountingTransport()  # counts the bytes written, keeps none
                 conn = endpoint.open(t, f"127.0.0.1:{10000 + i}")
                 assert conn is not None
                 conns.append((conn, t))
@@ -598,7 +564,7 @@ async def hotpath(members: int, senders: int, messages: int, synchronous: str) -
             await asyncio.sleep(0)
             cpu = time.process_time() - cpu0
             wall = time.perf_counter() - wall0
-            delivered = sum(t.bytes for _, t in conns)
+            delivered = sum(t.written for _, t in conns)
         finally:
             await server.stop()
     return (

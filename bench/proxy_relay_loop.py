@@ -16,12 +16,12 @@ import cProfile
 import gc
 import pstats
 import time
-from typing import Any
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import BackendSpec
 from parlour.proxy.http_relay import HttpClient, HttpUpstream
 from parlour.proxy.runtime import ProxyRuntime
+from parlour.transports.testing import CallCountingTransport
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"  # what wrk sends
 BODY = b"hello from backend\n"
@@ -33,57 +33,24 @@ RESPONSE = (  # what nginx answers for a small static file
 )
 
 
-class FakeTransport:
-    """Enough of asyncio.Transport for the relay; counts what is written."""
-
-    def __init__(self, peer: tuple[str, int] | None = None) -> None:
-        self.peer = peer
-        self.written = 0
-        self.writes = 0
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-        self.writes += 1
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-def setup(backends: int = 2) -> tuple[HttpClient, FakeTransport, list[HttpUpstream]]:
+def setup(
+    backends: int = 2,
+) -> tuple[HttpClient, CallCountingTransport, list[CallCountingTransport]]:
+    """A client connection and `backends` pooled upstream connections, on transports that
+    only count what is written (a write costs two additions, as little as can be)."""
     rt = ProxyRuntime(ProxyConfig(admin_port=None), admin=False, persist=False)
-    ups: list[HttpUpstream] = []
+    uptrs: list[CallCountingTransport] = []
     for i in range(backends):
         b = rt.pool.add(BackendSpec("127.0.0.1", 9000 + i), rt.clock())
         up = HttpUpstream(rt, b)
-        up.connection_made(FakeTransport())  # type: ignore[arg-type]
+        uptr = CallCountingTransport()
+        up.connection_made(uptr)
         rt.idle_upstream[b.id] = [up]
-        ups.append(up)
+        uptrs.append(uptr)
     client = HttpClient(rt)
-    ctr = FakeTransport(("127.0.0.1", 40000))
-    client.connection_made(ctr)  # type: ignore[arg-type]
-    return client, ctr, ups
+    ctr = CallCountingTransport(("127.0.0.1", 40000))
+    client.connection_made(ctr)
+    return client, ctr, uptrs
 
 
 def run(client: HttpClient, n: int) -> float:
@@ -105,7 +72,7 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    client, ctr, ups = setup()
+    client, ctr, uptrs = setup()
     run(client, 1000)  # warm up
     assert not client.closed and ctr.writes == 1000, (client.closed, ctr.writes)
     gc.freeze()  # as the proxy worker does after start-up
@@ -120,7 +87,7 @@ async def main() -> None:
     per = best / args.requests * 1e6
     print(f"relay Python work: {per:.2f} µs/request (best of {args.repeat} x {args.requests})")
     print(f"client writes/request: {ctr.writes / (1000 + args.repeat * args.requests):.2f}")
-    print(f"upstream writes/request: {sum(u.transport.writes for u in ups) / ctr.writes:.2f}")  # type: ignore[union-attr]
+    print(f"upstream writes/request: {sum(t.writes for t in uptrs) / ctr.writes:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from parlour.proxy.control import BackendSpec, ProxySettings
 from parlour.proxy.headers import build_response_head
 from parlour.proxy.http_relay import HttpClient, HttpUpstream
 from parlour.proxy.runtime import ProxyRuntime
+from parlour.transports.testing import FakeTransport
 
 fl: Any = pytest.importorskip("parlour.proxy._fastlane")
 
@@ -28,40 +29,6 @@ MAX_HEAD = 16384  # ProxyConfig.max_header_bytes
 CLIENT_IP = "10.1.2.3"
 HASH_HEADER = "X-Key"
 _SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class _Transport:
-    def __init__(self, peer: tuple[str, int] | None = None) -> None:
-        self.peer = peer
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _python_relay(head: bytes, *, trust: bool) -> tuple[bytes, bool, bytes | None] | None:
@@ -77,11 +44,11 @@ async def _python_relay(head: bytes, *, trust: bool) -> tuple[bytes, bool, bytes
     rt = ProxyRuntime(cfg, admin=False, persist=False)
     b = rt.pool.add(BackendSpec("127.0.0.1", 9000), rt.clock())
     up = HttpUpstream(rt, b)
-    upstream = _Transport()
-    up.connection_made(upstream)  # type: ignore[arg-type]
+    upstream = FakeTransport()
+    up.connection_made(upstream)
     rt.idle_upstream[b.id] = [up]
     client = HttpClient(rt)
-    client.connection_made(_Transport((CLIENT_IP, 40000)))  # type: ignore[arg-type]
+    client.connection_made(FakeTransport((CLIENT_IP, 40000)))
     client.data_received(head)
     if client.upstream is not up or client.cur is None:
         return None

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange
 
 from parlour.proxy.headers import BadRequest, check_request_line, validate_request
+from parlour.transports.testing import FakeTransport
 
 H = b"Host: x\r\n"
 CASES: dict[str, bytes] = {
@@ -204,33 +205,6 @@ async def test_request_line_checked_when_it_arrives_in_pieces(
     assert out.startswith(b"HTTP/1.1 200")
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 5555) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def test_fragmented_request_line_is_checked_deterministically() -> None:
     from parlour.proxy.config import ProxyConfig
     from parlour.proxy.http_relay import HttpClient
@@ -238,11 +212,11 @@ async def test_fragmented_request_line_is_checked_deterministically() -> None:
 
     rt = ProxyRuntime(ProxyConfig(admin_port=None))
     conn = HttpClient(rt)
-    tr = FakeTransport()
-    conn.connection_made(tr)  # type: ignore[arg-type]
+    tr = FakeTransport(("127.0.0.1", 5555))
+    conn.connection_made(tr)
     for piece in (b"GE", b"T  /", b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
         conn.data_received(piece)
-    assert bytes(tr.out).startswith(b"HTTP/1.1 400") and tr.closed
+    assert bytes(tr.out).startswith(b"HTTP/1.1 400") and tr.closing and not tr.aborted
 
 
 async def test_connection_option_naming_content_length_cannot_smuggle(

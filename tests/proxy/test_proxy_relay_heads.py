@@ -4,8 +4,6 @@ one `headers.build_response_head` (the reference, tested on its own) builds."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,39 +12,9 @@ from parlour.proxy.control import BackendSpec
 from parlour.proxy.headers import build_response_head
 from parlour.proxy.http_relay import HttpClient, HttpUpstream
 from parlour.proxy.runtime import ProxyRuntime
+from parlour.transports.testing import FakeTransport
 
-
-class _Transport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 4000) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+PEER = ("127.0.0.1", 4000)
 
 
 _NAMES = [
@@ -76,11 +44,11 @@ async def _relay(
     rt = ProxyRuntime(ProxyConfig(admin_port=None), admin=False, persist=False)
     b = rt.pool.add(BackendSpec("127.0.0.1", 9000), rt.clock())
     up = HttpUpstream(rt, b)
-    up.connection_made(_Transport())  # type: ignore[arg-type]
+    up.connection_made(FakeTransport(PEER))
     rt.idle_upstream[b.id] = [up]
     client = HttpClient(rt)
-    tr = _Transport()
-    client.connection_made(tr)  # type: ignore[arg-type]
+    tr = FakeTransport(PEER)
+    client.connection_made(tr)
     client.data_received(request)
     assert client.upstream is up
     up.data_received(response)
