@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 from cli_helpers import LiveServer, run_script
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
-
-def make_cert(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
-async def test_tls_options(tmp_path: Path) -> None:
-    cert, key = make_cert(tmp_path)
+async def test_tls_options(tmp_path: Path, self_signed_cert: tuple[Path, Path]) -> None:
+    cert, key = self_signed_cert
     live = LiveServer(tmp_path / "data", tls_cert=cert, tls_key=key)
     await live.start()
     try:

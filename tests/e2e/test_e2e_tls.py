@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
 from e2e_helpers import PASSWORD, ClientFactory, ServerFactory
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-
-
-def make_cert(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
-
 
 async def test_tls_chat_and_plain_tcp_gets_nothing(
-    tmp_path: Path, make_server: ServerFactory, connect: ClientFactory
+    self_signed_cert: tuple[Path, Path], make_server: ServerFactory, connect: ClientFactory
 ) -> None:
-    cert, key = make_cert(tmp_path)
+    cert, key = self_signed_cert
     srv = await make_server(tls_cert=cert, tls_key=key)
     ctx = ssl.create_default_context(cafile=str(cert))
     a = await connect(srv.port, ssl_context=ctx)
