@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
 
@@ -62,22 +62,25 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-def _hasher(
-    inner: GatedHasher, holds: Holds, executor: concurrent.futures.Executor
-) -> PrecomputingHasher:
+def _sign_up_bob(
+    inner: GatedHasher, executor: concurrent.futures.Executor
+) -> tuple[PrecomputingHasher, Holds, Awaitable[None]]:
+    """A PrecomputingHasher over `inner`, the names it holds, and what connection 1's sign-up
+    of bob (password "first-pw") waits on: its hashing has been handed to `executor`."""
+    holds = Holds()
     hasher = PrecomputingHasher(inner, executor=executor)
     hasher.reserve = holds.reserve
     hasher.release = holds.release
-    return hasher
+    waiting = hasher.prepare(1, SignupRequest(id=1, username="bob", password="first-pw"))
+    assert waiting is not None
+    return hasher, holds, waiting
 
 
 async def test_second_signup_for_a_name_being_hashed_is_not_prepared(
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
-    inner, holds = GatedHasher(), Holds()
-    hasher = _hasher(inner, holds, executor)
-    waiting = hasher.prepare(1, SignupRequest(id=1, username="bob", password="first-pw"))
-    assert waiting is not None
+    inner = GatedHasher()
+    hasher, holds, waiting = _sign_up_bob(inner, executor)
     first = asyncio.ensure_future(waiting)
     try:
         assert await asyncio.to_thread(inner.entered.wait, TIMEOUT)
@@ -94,11 +97,9 @@ async def test_second_signup_for_a_name_being_hashed_is_not_prepared(
 async def test_the_name_is_let_go_when_hashing_fails(
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
-    inner, holds = GatedHasher(fail=True), Holds()
-    hasher = _hasher(inner, holds, executor)
+    inner = GatedHasher(fail=True)
     inner.gate.set()
-    waiting = hasher.prepare(1, SignupRequest(id=1, username="bob", password="first-pw"))
-    assert waiting is not None
+    _, holds, waiting = _sign_up_bob(inner, executor)
     with pytest.raises(RuntimeError, match="hashing failed"):
         await asyncio.wait_for(waiting, TIMEOUT)
     assert holds.held == {}
@@ -107,10 +108,8 @@ async def test_the_name_is_let_go_when_hashing_fails(
 async def test_the_name_is_let_go_when_the_wait_is_cancelled(
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> None:
-    inner, holds = GatedHasher(), Holds()
-    hasher = _hasher(inner, holds, executor)
-    waiting = hasher.prepare(1, SignupRequest(id=1, username="bob", password="first-pw"))
-    assert waiting is not None
+    inner = GatedHasher()
+    _, holds, waiting = _sign_up_bob(inner, executor)
     task = asyncio.ensure_future(waiting)
     try:
         assert await asyncio.to_thread(inner.entered.wait, TIMEOUT)
