@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +17,32 @@ from parlour.core.outcome import Delivery, Outcome
 from parlour.core.writes import AppendRoomMessage, Audit, CreateRoom, CreateUser
 from parlour.protocol import Event, EventName, Ok, ProtocolError
 from parlour.storage.sqlite import GroupCommitWriter, SqliteStore
+from parlour.transports import testing
 from parlour.transports.hub import Hub, disconnect_frame, encode_frame
 from parlour.transports.pipeline import Pipeline
 
 
-class FakeTransport:
+class FakeTransport(testing.FakeTransport):
+    """Keeps each chunk as the hub hands it over (shared buffers are checked by identity) and
+    counts write calls; `buffer` is the write buffer size it reports (set it to play a peer
+    that stopped reading)."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.chunks: list[bytes] = []
         self.buffer = 0
-        self.closed = False
-        self.aborted = False
         self.write_calls = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.write_calls += 1
         self.chunks.append(bytes(data))
 
-    def writelines(self, chunks: list[bytes]) -> None:
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         self.write_calls += 1
-        self.chunks.extend(bytes(c) for c in chunks)
+        self.chunks.extend(bytes(c) for c in list_of_data)
 
     def get_write_buffer_size(self) -> int:
         return self.buffer
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = self.closed = True
 
     def frames(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in b"".join(self.chunks).splitlines()]
@@ -95,8 +90,8 @@ async def test_reply_then_deliveries_then_close() -> None:
     await settle()
     assert [f["type"] for f in a.frames()] == ["ok", "event"]
     assert [f.get("event") for f in b.frames()] == ["broadcast", "disconnect"]
-    assert b.frames()[-1]["code"] == "kicked" and b.closed
-    assert not a.closed
+    assert b.frames()[-1]["code"] == "kicked" and b.closing
+    assert not a.closing
 
 
 async def test_slow_consumer_is_cut_off_and_others_unaffected() -> None:
@@ -108,12 +103,12 @@ async def test_slow_consumer_is_cut_off_and_others_unaffected() -> None:
     hub.deliver(b'{"type":"event","event":"x"}\n', (1, 2))
     await settle()
     assert hub.stats.slow_consumers == 1
-    assert slow.closed
+    assert slow.closing
     assert slow.frames()[-1]["code"] == "slow_consumer"
     hub.deliver(b'{"n":2}\n', (1, 2))  # nothing more is queued for the closing peer
     await settle()
     assert slow.frames()[-1]["code"] == "slow_consumer"
-    assert not fast.closed and len(fast.frames()) == 2
+    assert not fast.closing and len(fast.frames()) == 2
 
 
 async def test_queue_limit_bounds_memory_within_one_iteration() -> None:
@@ -125,7 +120,7 @@ async def test_queue_limit_bounds_memory_within_one_iteration() -> None:
         hub.deliver(frame, (1,))
     assert hub.buffered(1) < 4 * 2048 + 200
     await settle()
-    assert t.closed and hub.stats.slow_consumers == 1
+    assert t.closing and hub.stats.slow_consumers == 1
 
 
 async def test_stalled_writer_is_cut_off_and_closing_peer_aborted() -> None:
@@ -136,11 +131,11 @@ async def test_stalled_writer_is_cut_off_and_closing_peer_aborted() -> None:
     hub.pause_writing(1)
     now[0] = 5
     hub.sweep()
-    assert not t.closed
+    assert not t.closing
     now[0] = 11
     hub.sweep()
     await settle()
-    assert t.closed and not t.aborted
+    assert t.closing and not t.aborted
     now[0] = 17
     hub.sweep()
     assert t.aborted
@@ -232,10 +227,10 @@ async def test_segment_bytes_are_bounded_and_the_queue_limit_still_cuts_off() ->
         assert hub.buffered(2) <= 4 * 16384  # segments are handed on as they fill
     slow.buffer = 20000  # the slow peer's kernel buffer is over the limit
     await settle()
-    assert slow.closed and slow.frames()[-1]["code"] == "slow_consumer"
+    assert slow.closing and slow.frames()[-1]["code"] == "slow_consumer"
     assert hub.stats.slow_consumers >= 1
     assert b"".join(fast.chunks) == b"".join(frames)
-    assert not fast.closed
+    assert not fast.closing
 
 
 async def test_segment_ends_at_a_close_and_a_removed_member_gets_nothing() -> None:
@@ -252,7 +247,7 @@ async def test_segment_ends_at_a_close_and_a_removed_member_gets_nothing() -> No
     await settle()
     assert [f.get("n", f.get("code")) for f in ts[1].frames()] == [1, 2, 3]
     assert [f.get("n", f.get("code")) for f in ts[2].frames()] == [1, 2, "kicked"]
-    assert ts[2].closed
+    assert ts[2].closing
     assert ts[3].chunks == []
 
 
