@@ -4,6 +4,7 @@ not blamed on the backend, a half-closed client still gets its answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from parlour.proxy.control import BackendSpec
 from parlour.proxy.headers import BadRequest, validate_request
 from parlour.proxy.http_relay import HttpClient
 from parlour.proxy.runtime import ProxyRuntime
+from parlour.transports.testing import FakeTransport
 
 H = b"Host: x\r\n"
 
@@ -103,33 +105,6 @@ def test_validate_request_refuses_versions_other_than_1_0_and_1_1() -> None:
             validate(version)
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 5555) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 _body = st.binary(max_size=40)
 _message = st.one_of(
     st.builds(lambda p: get(b"/g%d" % p), st.integers(0, 99)),
@@ -163,7 +138,7 @@ def test_every_request_line_is_checked_wherever_reads_split_the_stream(
     async def run() -> list[tuple[bytes | None, str | None]]:
         conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)))
         conn._pump = lambda: None  # type: ignore[method-assign]  # parse only
-        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+        conn.connection_made(FakeTransport(("127.0.0.1", 5555)))
         for piece in pieces:
             if piece:
                 conn.data_received(piece)
@@ -312,3 +287,57 @@ async def test_client_that_never_reads_is_closed_after_client_timeout(
     assert b"HTTP/1.1 5" not in body
     b = rt.pool.get(spec.id)
     assert b.response_errors == 0 and b.health.failures == 0
+
+
+# ---------------------------------------------------------------- 3. half-close
+
+
+async def half_closed_exchange(port: int, data: bytes) -> bytes:
+    """Send `data`, shut the sending side (like `nc -N`), read until the proxy closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        writer.write_eof()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def test_half_closed_client_gets_its_answer(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    out = await half_closed_exchange(rt.listen_port or 0, get(b"/"))
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"\r\n\r\na"), out
+    assert [r.path for r in a.seen] == ["/"]
+
+
+async def test_half_closed_client_gets_every_pipelined_answer_in_order(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    data = get(b"/1") + post_length(b"/echo", b"second") + get(b"/3")
+    out = await half_closed_exchange(rt.listen_port or 0, data)
+    assert out.count(b"HTTP/1.1 200 OK") == 3, out
+    assert b"second" in out.split(b"HTTP/1.1 200 OK")[2]  # the echo is the second answer
+    assert out.endswith(b"\r\n\r\na")  # the third answer is whole
+    assert [r.path for r in a.seen] == ["/1", "/echo", "/3"]
+
+
+async def test_half_close_after_partial_request_answers_only_complete_ones(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec])
+    port = rt.listen_port or 0
+    assert await half_closed_exchange(port, b"GET / HTTP/1.1\r\nHo") == b""
+    assert await half_closed_exchange(port, b"POST /echo HTTP/1.1\r\n" + H) == b""
+    out = await half_closed_exchange(port, get(b"/1") + b"POST /echo HTTP/1.1\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 1 and out.endswith(b"\r\n\r\na"), out
+    out = await half_closed_exchange(port, get(b"/2") + post_length(b"/echo", b"abc")[:-1])
+    assert out.count(b"HTTP/1.1 200 OK") == 1 and out.endswith(b"\r\n\r\na"), out
+    assert [r.path for r in a.seen] == ["/1", "/2"]

@@ -1140,5 +1140,28 @@ class HttpClient(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def eof_received(self) -> bool:
+        """The client shut its sending side (`shutdown(SHUT_WR)`, `nc -N`) after sending
+        its requests: answer every complete one, in order, then close. With nothing to
+        answer (or a tunnel, an upgrade under way), close now, as before."""
+        if self.closed or self.tunnel or self.upgrading:
+            return False
+        req = self._parsing
+        if req is not None:  # a message the EOF cut short: nothing to answer for it
+            self._parsing = None
+            self._in_head = False
+            if req.head is not None:  # queued at its head; its body will never end
+                if req is self.cur:
+                    return False
+                self.queue.remove(req)
+                self.buffered -= req.body_bytes
+        if not self.queue:
+            return False
+        self.queue[-1].keep_alive = False  # ("Connection: close" on the last answer)
+        self.pause_reading("eof")  # never resumed: no more input
+        if self.cur is None:
+            self._pump()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()
