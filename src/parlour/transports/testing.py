@@ -1,8 +1,9 @@
 """In-memory stand-ins for an asyncio transport, to drive Parlour's protocols without sockets.
 
 Hand one to a protocol's ``connection_made`` (the proxy relay's ``HttpClient`` and
-``HttpUpstream``, the chat server's endpoint...) and feed it with ``data_received``; what the
-protocol writes back stays in the transport:
+``HttpUpstream``) or to the chat server's ``Endpoint.open``, then feed the protocol its input
+yourself (``data_received``, ``Endpoint.received``); what it writes back stays in the
+transport:
 
 * :class:`FakeTransport` keeps every byte written, in :attr:`FakeTransport.out` (for tests
   that look at what was sent);
