@@ -84,6 +84,20 @@ async def test_add_remove_drain_disable_live(backends: BackendFactory, proxy: Pr
         rt.set_weight(f"127.0.0.1:{a.port}", 0)
 
 
+async def test_operator_actions_answer_with_current_counters(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """The snapshot an add/drain/enable/weight call returns counts every request served so
+    far (the fast lane's counters are taken in first, not only at the next stats read)."""
+    a, b = await backends("a"), await backends("b")
+    rt = await proxy([a.spec, b.spec])
+    await fetch(rt.listen_port or 0, 6)
+    a_id = f"127.0.0.1:{a.port}"
+    assert rt.set_weight(a_id, 2).requests == len(a.seen) == 3
+    assert rt.drain_backend(a_id).requests == 3
+    assert rt.enable_backend(a_id).requests == 3
+
+
 @pytest.mark.parametrize(
     "algorithm", ["round_robin", "weighted_round_robin", "least_conn", "random", "p2c"]
 )

@@ -177,7 +177,7 @@ class ProxyRuntime:
     def add_backend(self, spec: BackendSpec) -> BackendSnapshot:
         b = self.pool.add(spec, self.clock())
         self._persist_soon()
-        return b.snapshot(self.clock())
+        return self._snapshot(b)
 
     def remove_backend(self, backend_id: str) -> None:
         b = self.pool.remove(backend_id)
@@ -195,7 +195,7 @@ class ProxyRuntime:
             if self.fast_lane is not None:
                 self.fast_lane.drop_backend(b)
         self._persist_soon()
-        return b.snapshot(self.clock())
+        return self._snapshot(b)
 
     def enable_backend(self, backend_id: str) -> BackendSnapshot:
         return self._set_admin(backend_id, "enabled")
@@ -211,6 +211,12 @@ class ProxyRuntime:
             raise ControlError("invalid", "weight must be an integer")
         b = self.pool.set_weight(backend_id, weight)
         self._persist_soon()
+        return self._snapshot(b)
+
+    def _snapshot(self, b: Backend) -> BackendSnapshot:
+        """One backend's figures, with the fast lane's latest counters added first."""
+        if self.fast_lane is not None:
+            self.fast_lane.harvest()
         return b.snapshot(self.clock())
 
     async def reload(self) -> None:
