@@ -185,6 +185,23 @@ static void buf_free(fl_buf *b) {
     b->len = b->cap = 0;
 }
 
+/* send as much of p[0:n] as the socket takes now: the count sent (maybe 0: it would
+   block), or -1 when the connection failed */
+static ssize_t send_some(int fd, const char *p, size_t n) {
+    size_t sent = 0;
+    while (sent < n) {
+        ssize_t w = send(fd, p + sent, n - sent, MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        return -1;
+    }
+    return (ssize_t)sent;
+}
+
 /* ------------------------------------------------------------------ python calls */
 
 static void report_error(Engine *e, const char *where) {
@@ -418,17 +435,16 @@ static void client_close(Engine *e, client *c) {
 
 /* send what is pending; returns -1 if the client is gone (closed here) */
 static int client_flush(Engine *e, client *c) {
-    while (c->out.len) {
-        ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+    if (c->out.len) {
+        ssize_t n = send_some(c->fd, c->out.p, c->out.len);
+        if (n < 0) {
+            client_close(e, c);
+            return -1;
+        }
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
             c->out_progress = now_s();
-            continue;
         }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        client_close(e, c);
-        return -1;
     }
     buf_trim(&c->out);
     if (c->out.len == 0 && (c->closing || (c->eof && c->state == C_IDLE && !c->in.len))) {
@@ -444,18 +460,13 @@ static int client_flush(Engine *e, client *c) {
 static int client_write(Engine *e, client *c, const char *data, size_t n) {
     if (c->dead) return -1;
     if (c->out.len == 0) {
-        while (n) {
-            ssize_t w = send(c->fd, data, n, MSG_NOSIGNAL);
-            if (w > 0) {
-                data += w;
-                n -= (size_t)w;
-                continue;
-            }
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        ssize_t w = send_some(c->fd, data, n);
+        if (w < 0) {
             client_close(e, c);
             return -1;
         }
+        data += w;
+        n -= (size_t)w;
         if (n == 0) return 0;
     }
     if (c->out.len == 0) c->out_progress = now_s();
@@ -551,22 +562,11 @@ static void send_request(Engine *e, client *c, upstream *u, int reused) {
         b->requests++;
         b->bytes_out += c->req.len;
     }
-    const char *p = c->req.p;
-    size_t n = c->req.len;
-    while (n) {
-        ssize_t w = send(u->fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        /* the connection failed before the request went out: the read side will
-           report it (EOF / error) and the retry rules apply */
-        n = 0;
-        break;
-    }
+    /* a failed send leaves nothing pending: the read side reports the failure (EOF or an
+       error) and the retry rules apply */
+    ssize_t w = send_some(u->fd, c->req.p, c->req.len);
+    const char *p = c->req.p + (w > 0 ? w : 0);
+    size_t n = w < 0 ? 0 : c->req.len - (size_t)w;
     if (n) {
         if (buf_append(&u->out, p, n) < 0) {
             client_fail(e, c, 502, "The proxy ran out of memory.");
@@ -1054,17 +1054,11 @@ static void on_client(Engine *e, client *c, uint32_t events) {
 static void on_upstream(Engine *e, upstream *u, uint32_t events) {
     client *c = u->client;
     if ((events & EPOLLOUT) && u->out.len) {
-        while (u->out.len) {
-            ssize_t w = send(u->fd, u->out.p, u->out.len, MSG_NOSIGNAL);
-            if (w > 0) {
-                buf_consume(&u->out, (size_t)w);
-                continue;
-            }
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        ssize_t w = send_some(u->fd, u->out.p, u->out.len);
+        if (w < 0)
             u->out.len = 0; /* failed: the read side reports it */
-            break;
-        }
+        else
+            buf_consume(&u->out, (size_t)w);
         up_update(e, u);
     }
     if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;

@@ -98,23 +98,35 @@ static int hop_by_hop(enum kind k)
            k == K_TRAILER || k == K_TRANSFER_ENCODING || k == K_UPGRADE;
 }
 
-/* Connection tokens (RFC 9110 §7.6.1: #connection-option, elements trimmed, empty ones
- * allowed), as a mask */
+/* The next element of a comma-separated list value v[0:n] (RFC 9110 §5.6.1: elements
+ * trimmed of OWS, empty ones allowed), from *i on: sets [*s, *e) and moves *i past the
+ * comma. Returns 0 when the list is done. */
+static int next_element(const uint8_t *v, size_t n, size_t *i, size_t *s, size_t *e)
+{
+    if (*i > n)
+        return 0;
+    size_t a = *i;
+    size_t b = a;
+    while (b < n && v[b] != ',')
+        b++;
+    *i = b + 1;
+    while (a < b && (cls[v[a]] & C_WS))
+        a++;
+    while (b > a && (cls[v[b - 1]] & C_WS))
+        b--;
+    *s = a;
+    *e = b;
+    return 1;
+}
+
+/* Connection tokens (RFC 9110 §7.6.1: #connection-option), as a mask */
 enum { T_CLOSE = 1, T_KEEP = 2, T_UPGRADE = 4, T_OTHER = 8 };
 
 static int conn_tokens(const uint8_t *v, size_t n)
 {
     int mask = 0;
-    size_t i = 0;
-    while (i <= n) {
-        size_t s = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t e = i++;
-        while (s < e && (cls[v[s]] & C_WS))
-            s++;
-        while (e > s && (cls[v[e - 1]] & C_WS))
-            e--;
+    size_t i = 0, s, e;
+    while (next_element(v, n, &i, &s, &e)) {
         if (e == s)
             continue;
         if (e - s == 5 && ieq(v + s, "close", 5))
@@ -132,19 +144,10 @@ static int conn_tokens(const uint8_t *v, size_t n)
 /* does a Connection value list the field name name[0:len]? */
 static int conn_names(const uint8_t *v, size_t n, const uint8_t *name, size_t len)
 {
-    size_t i = 0;
-    while (i <= n) {
-        size_t s = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t e = i++;
-        while (s < e && (cls[v[s]] & C_WS))
-            s++;
-        while (e > s && (cls[v[e - 1]] & C_WS))
-            e--;
+    size_t i = 0, s, e;
+    while (next_element(v, n, &i, &s, &e))
         if (e - s == len && ieq2(v + s, name, len))
             return 1;
-    }
     return 0;
 }
 
