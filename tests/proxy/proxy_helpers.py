@@ -152,7 +152,15 @@ async def proxy() -> AsyncIterator[ProxyFactory]:
         cfg_fields = {
             k: kw.pop(k)
             for k in list(kw)
-            if k in {"proxy_protocol", "max_header_bytes", "max_queue", "load_from", "path"}
+            if k
+            in {
+                "proxy_protocol",
+                "max_header_bytes",
+                "max_queue",
+                "load_from",
+                "path",
+                "max_idle_upstream",
+            }
         }
         settings = ProxySettings(**{"health_interval_s": 60.0, **kw})  # type: ignore[arg-type]
         cfg = ProxyConfig(

@@ -480,6 +480,36 @@ async def test_keep_alive_requests_reuse_pooled_upstream_connections(
     assert escapes.data == []  # all of them in the engine
 
 
+async def test_pool_keeps_as_many_connections_as_were_busy_at_once(
+    raw_backends: RawBackendFactory, proxy: ProxyFactory
+) -> None:
+    """max_idle_upstream is a floor, not a ceiling: after n requests were in flight on a
+    backend at once, all n connections are kept (a second wave of n connects nothing),
+    where a pool of max_idle_upstream=1 would close n-1 and connect them again."""
+    held: list[Req] = []
+
+    def answer(req: Req) -> bytes | None:
+        held.append(req)
+        return None  # answered by the test, all together
+
+    a = await raw_backends("a", answer)
+    rt = await proxy([a.spec], max_idle_upstream=1)
+    n = 4
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(client(rt.listen_port or 0)) for _ in range(n)]
+        for wave in range(2):
+            held.clear()
+            for i, (_, writer) in enumerate(clients):
+                writer.write(get(f"/{wave}/{i}"))
+            await a.until(lambda: len(held) == n)
+            for req in held:
+                req.conn.write(ok(b"x"))
+            for reader, _ in clients:
+                assert (await read_response(reader)).status == 200
+            assert len(a.used_conns()) == n  # the second wave reused the first's
+    assert snapshot(rt, a).total_conns == n
+
+
 # ====================================================================== escapes
 ESCAPES = {
     "post_with_body": (b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b"hello"),

@@ -911,7 +911,10 @@ class HttpClient(asyncio.Protocol):
             conn.close()
             return
         idle = rt.idle_upstream.setdefault(b.id, [])
-        if len(idle) >= rt.config.max_idle_upstream:
+        # up to max_idle_upstream, or as many as the backend has requests in flight if
+        # that is more (a high concurrency would otherwise pay a connect per request;
+        # the extra ones age out after idle_timeout_s)
+        if len(idle) >= rt.config.max_idle_upstream and len(idle) >= b.active:
             conn.close()
             return
         conn.idle_since = self.loop.time()

@@ -97,6 +97,8 @@ struct client {
 typedef struct {
     upstream *idle;
     int nidle;
+    int busy;           /* connections serving a request now */
+    int peak, peak_prev; /* the most busy at once, this sweep period and the one before */
     uint64_t requests, bytes_in, bytes_out, response_errors, retries;
     double lat[LATENCY_RING];
     size_t nlat, lat_head;
@@ -329,13 +331,21 @@ static void pool_remove(Engine *e, upstream *u) {
     }
 }
 
+/* the connection no longer serves a request */
+static void unbind(Engine *e, upstream *u) {
+    if (u->client == NULL) return;
+    u->client = NULL;
+    fl_backend *b = backend_at(e, u->backend);
+    if (b) b->busy--;
+}
+
 static void up_close(Engine *e, upstream *u) {
     if (u->dead) return;
     pool_remove(e, u);
+    unbind(e, u);
     u->dead = 1;
     close(u->fd); /* also leaves the epoll set */
     u->fd = -1;
-    u->client = NULL;
     u->next_dead = e->dead_ups;
     e->dead_ups = u;
 }
@@ -355,10 +365,18 @@ static upstream *up_new(Engine *e, int fd, int backend) {
     return u;
 }
 
+/* keep a finished connection for the next request to its backend. The pool holds
+   max_idle_upstream connections, or as many as were busy at once in the last second or
+   two if that is more: requests come and go in bursts, and under a high concurrency a
+   smaller pool would close connections that the next burst has to connect again (the
+   extra ones age out after idle_timeout_s once the load drops) */
 static void park(Engine *e, upstream *u) {
     fl_backend *b = backend_at(e, u->backend);
-    u->client = NULL;
-    if (b == NULL || b->nidle >= e->max_idle || u->out.len || u->in.len) {
+    unbind(e, u);
+    int cap = e->max_idle;
+    if (b != NULL && b->peak > cap) cap = b->peak;
+    if (b != NULL && b->peak_prev > cap) cap = b->peak_prev;
+    if (b == NULL || b->nidle >= cap || u->out.len || u->in.len) {
         up_close(e, u);
         return;
     }
@@ -550,6 +568,7 @@ static void send_request(Engine *e, client *c, upstream *u, int reused) {
     fl_backend *b = backend_at(e, u->backend);
     c->up = u;
     u->client = c;
+    if (b != NULL && ++b->busy > b->peak) b->peak = b->busy;
     c->backend = u->backend;
     c->state = C_SENT;
     c->attempt++;
@@ -733,7 +752,7 @@ static void finish(Engine *e, client *c, upstream *u, int reusable) {
     int backend = c->backend;
     c->backend = -1;
     c->up = NULL;
-    u->client = NULL;
+    unbind(e, u);
     int park_ok = backend >= 0 ? py_release(e, backend, 1) : 0;
     if (reusable && park_ok && !u->dead)
         park(e, u);
@@ -1169,6 +1188,8 @@ static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
     }
     for (int i = 0; i < e->nbackends; i++) {
         fl_backend *b = &e->backends[i];
+        b->peak_prev = b->peak; /* (the sweep runs about once a second) */
+        b->peak = b->busy;
         upstream **pp = &b->idle;
         while (*pp) {
             upstream *u = *pp;
