@@ -99,7 +99,13 @@ def process(cmd: list[str], port: int, **kw: object) -> Iterator[subprocess.Pope
         log.close()
 
 
-def nginx_backends(tmp: Path, ports: list[int]) -> list[str]:
+def limits(connections: int) -> int:
+    """Connection limits for the baselines: room for every client and a pooled upstream
+    connection each, on both sides (the defaults would throttle them at -c2000)."""
+    return max(4096, 4 * connections)
+
+
+def nginx_backends(tmp: Path, ports: list[int], conns: int) -> list[str]:
     servers = "".join(
         f"server {{ listen 127.0.0.1:{p}; access_log off; keepalive_requests 100000;\n"
         f"  location / {{ default_type text/plain; return 200 'hello from backend\\n'; }} }}\n"
@@ -107,32 +113,32 @@ def nginx_backends(tmp: Path, ports: list[int]) -> list[str]:
     )
     conf = tmp / "backends.conf"
     conf.write_text(
-        f"worker_processes 1; pid {tmp}/backends.pid; error_log {tmp}/backends.err;\n"
-        "events { worker_connections 4096; }\n"
+        f"worker_processes 1; worker_rlimit_nofile {conns + 64}; pid {tmp}/backends.pid;\n"
+        f"error_log {tmp}/backends.err; events {{ worker_connections {conns}; }}\n"
         f"http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp};\n{servers}}}\n"
     )
     return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
 
 
-def nginx_proxy(tmp: Path, port: int, backends: list[int]) -> list[str]:
+def nginx_proxy(tmp: Path, port: int, backends: list[int], conns: int) -> list[str]:
     ups = "".join(f"server 127.0.0.1:{p};" for p in backends)
     conf = tmp / "proxy-nginx.conf"
     conf.write_text(
-        f"worker_processes 1; pid {tmp}/proxy-nginx.pid; error_log {tmp}/proxy-nginx.err;\n"
-        "events { worker_connections 4096; }\n"
+        f"worker_processes 1; worker_rlimit_nofile {conns + 64}; pid {tmp}/proxy-nginx.pid;\n"
+        f"error_log {tmp}/proxy-nginx.err; events {{ worker_connections {conns}; }}\n"
         f"http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp}; access_log off;\n"
-        f"upstream be {{ {ups} keepalive 64; }}\n"
+        f"upstream be {{ {ups} keepalive {max(64, conns // 4)}; }}\n"
         f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://be;\n"
         "proxy_http_version 1.1; proxy_set_header Connection ''; } } }\n"
     )
     return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
 
 
-def haproxy(tmp: Path, port: int, backends: list[int]) -> list[str]:
+def haproxy(tmp: Path, port: int, backends: list[int], conns: int) -> list[str]:
     servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
     conf = tmp / "haproxy.cfg"
     conf.write_text(
-        "global\n  nbthread 1\n  maxconn 4000\n"
+        f"global\n  nbthread 1\n  maxconn {conns}\n"
         "defaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n"
         "  timeout server 30s\n  option http-keep-alive\n"
         f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
@@ -265,7 +271,8 @@ def main() -> int:
         bports = [free_port(), free_port()]
         backend_pgids: list[int] = []
         if have_nginx:
-            p = stack.enter_context(process(nginx_backends(tmp, bports), bports[0]))
+            conf = nginx_backends(tmp, bports, limits(args.connections))
+            p = stack.enter_context(process(conf, bports[0]))
             backend_pgids.append(p.pid)
             backend_kind = "nginx (1 worker, static 19-byte body)"
         else:
@@ -294,9 +301,9 @@ def main() -> int:
                     continue
                 port = free_port()
                 if name.startswith("haproxy"):
-                    cmd = haproxy(tmp, port, bports)
+                    cmd = haproxy(tmp, port, bports, limits(args.connections))
                 elif name.startswith("nginx"):
-                    cmd = nginx_proxy(tmp, port, bports)
+                    cmd = nginx_proxy(tmp, port, bports, limits(args.connections))
                 elif name.startswith("null relay"):
                     workers = ["--workers", "2"] if "2 processes" in name else []
                     cmd = [sys.executable, str(ROOT / "bench" / "proxy_floor.py"), *workers]
