@@ -438,14 +438,19 @@ static void drop_slot(Engine *e, client *c, int ok) {
     }
 }
 
-static void client_close(Engine *e, client *c) {
-    if (c->dead) return;
+/* give up the request in progress, if any: its upstream connection and its slot */
+static void abandon_request(Engine *e, client *c) {
     if (c->up != NULL) {
         upstream *u = c->up;
         c->up = NULL;
         up_close(e, u);
     }
     drop_slot(e, c, 0);
+}
+
+static void client_close(Engine *e, client *c) {
+    if (c->dead) return;
+    abandon_request(e, c);
     close(c->fd);
     c->fd = -1;
     client_forget(e, c);
@@ -500,12 +505,7 @@ static int client_write(Engine *e, client *c, const char *data, size_t n) {
 /* write an error page (if the response has not started) and close */
 static void client_fail(Engine *e, client *c, int status, const char *detail) {
     if (c->dead) return;
-    if (c->up != NULL) {
-        upstream *u = c->up;
-        c->up = NULL;
-        up_close(e, u);
-    }
-    drop_slot(e, c, 0);
+    abandon_request(e, c);
     e->errors++;
     if (status == 503) py_log(e, 30, "client %s: 503 %s", c->ip, detail);
     if (!c->resp_started) {
@@ -804,7 +804,6 @@ static void upstream_broken(Engine *e, client *c, upstream *u, const char *reaso
     if (!c->resp_started) {
         client_fail(e, c, 502, "The backend server sent an invalid response.");
     } else {
-        drop_slot(e, c, 0);
         client_close(e, c);
     }
 }
@@ -1097,9 +1096,6 @@ static void on_upstream(Engine *e, upstream *u, uint32_t events) {
         } else {
             fl_backend *b = backend_at(e, c->backend);
             if (b) b->response_errors++;
-            c->up = NULL;
-            up_close(e, u);
-            drop_slot(e, c, 0);
             client_close(e, c); /* truncated response: the client must see the break */
         }
         return;
