@@ -911,10 +911,10 @@ class HttpClient(asyncio.Protocol):
             conn.close()
             return
         idle = rt.idle_upstream.setdefault(b.id, [])
-        # up to max_idle_upstream, or as many as the backend has requests in flight if
-        # that is more (a high concurrency would otherwise pay a connect per request;
-        # the extra ones age out after idle_timeout_s)
-        if len(idle) >= rt.config.max_idle_upstream and len(idle) >= b.active:
+        # up to max_idle_upstream, or as many requests as were in flight on the backend at
+        # once in the last second or two if that is more (a burst would otherwise pay a
+        # connect per request; the extra ones age out after idle_timeout_s)
+        if len(idle) >= max(rt.config.max_idle_upstream, b.active_peak, b.active_peak_prev):
             conn.close()
             return
         conn.idle_since = self.loop.time()

@@ -59,6 +59,10 @@ class Backend:
         self.admin: Admin = "enabled"
         self.health = HealthState(rise, fall)
         self.active = 0
+        # the most requests in flight at once, this reaper period and the one before: the
+        # Python relay's idle pool keeps that many connections (see HttpClient._park)
+        self.active_peak = 0
+        self.active_peak_prev = 0
         self.total_conns = 0
         self.requests = 0
         self.bytes_in = 0

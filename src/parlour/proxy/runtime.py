@@ -579,6 +579,8 @@ class ProxyRuntime:
                 conn.check_timeouts(now)
             if self.fast_lane is not None:
                 self.fast_lane.sweep()
+            for b in self.pool.all():
+                b.active_peak_prev, b.active_peak = b.active_peak, b.active
             for backend_id, idle in list(self.idle_upstream.items()):
                 keep = [c for c in idle if not c.expired(now)]
                 if len(keep) != len(idle):
@@ -605,6 +607,8 @@ class ProxyRuntime:
                 return "full"
         if isinstance(choice, Backend):
             choice.active += 1
+            if choice.active > choice.active_peak:
+                choice.active_peak = choice.active
             return choice
         self._check_all_down()
         return None
