@@ -31,7 +31,7 @@ NO_DATA_PLANE = {
 }
 
 # Modules that test the native engine itself: their tests run in the fast lane only.
-FAST_LANE_ONLY = {"test_proxy_fastlane_engine.py"}
+FAST_LANE_ONLY = {"test_proxy_fastlane_engine.py", "test_proxy_fastlane_review.py"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -108,6 +108,7 @@ typedef struct {
     PyObject_HEAD int epfd;
     int listen_fd;
     int listen_kind; /* K_LISTEN: what epoll points at for the listener */
+    int accept_paused; /* out of fds: the listener left the epoll set until the next sweep */
     PyObject *handler;
     PyObject *cb_admit, *cb_select, *cb_connect, *cb_release, *cb_failure, *cb_escape, *cb_page,
         *cb_log;
@@ -134,6 +135,7 @@ typedef struct {
     fl_buf obuf;
     client *dead_clients;
     upstream *dead_ups;
+    int depth; /* engine methods running (a handler callback may call another one) */
 } Engine;
 
 static double now_s(void) {
@@ -943,7 +945,17 @@ static void on_accept(Engine *e) {
         int fd = accept4(e->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR) continue;
-            return; /* EAGAIN, or an error on one connection (ECONNABORTED, EMFILE...) */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the connection stays in the backlog and the listener stays ready: stop
+                   watching it until the next sweep, else epoll reports it at once again
+                   and poll() spins for as long as the process is out of fds */
+                int err = errno;
+                if (!e->accept_paused && epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->listen_fd, NULL) == 0) {
+                    e->accept_paused = 1;
+                    py_log(e, 30, "fast lane: cannot accept (%s): pausing until the next sweep", strerror(err));
+                }
+            }
+            return; /* EAGAIN, or an error on one connection (ECONNABORTED...) */
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1114,7 +1126,13 @@ static void on_upstream(Engine *e, upstream *u, uint32_t events) {
     }
 }
 
+/* an engine method starts: structs closed from now on stay allocated until it ends */
+static void enter(Engine *e) { e->depth++; }
+
+/* free the structs closed meanwhile, unless an outer engine method (a handler callback
+   called this one from inside poll, sweep...) may still be using them */
 static void reap(Engine *e) {
+    if (--e->depth > 0) return;
     while (e->dead_clients) {
         client *c = e->dead_clients;
         e->dead_clients = c->next_dead;
@@ -1137,6 +1155,7 @@ static void reap(Engine *e) {
 static PyObject *Engine_poll(Engine *e, PyObject *Py_UNUSED(ignored)) {
     struct epoll_event evs[MAX_EVENTS];
     if (e->epfd < 0) Py_RETURN_NONE;
+    enter(e);
     int n = epoll_wait(e->epfd, evs, MAX_EVENTS, 0);
     for (int i = 0; i < n; i++) {
         int *kind = evs[i].data.ptr;
@@ -1156,6 +1175,11 @@ static PyObject *Engine_poll(Engine *e, PyObject *Py_UNUSED(ignored)) {
 
 static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
     double now = now_s();
+    enter(e);
+    if (e->accept_paused && e->listen_fd >= 0 && e->epfd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->listen_kind};
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->listen_fd, &ev) == 0) e->accept_paused = 0;
+    }
     for (uint32_t i = 0; i < e->nslots; i++) {
         client *c = e->slots[i];
         if (c == NULL || c->dead) continue;
@@ -1215,6 +1239,7 @@ static PyObject *Engine_attach(Engine *e, PyObject *args) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    enter(e);
     upstream *u = up_new(e, fd, backend);
     if (u == NULL) {
         close(fd);
@@ -1248,6 +1273,7 @@ static PyObject *Engine_proceed(Engine *e, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "bad backend index");
         return NULL;
     }
+    enter(e);
     client *c = client_by_token(e, token);
     if (c == NULL || c->state != C_WAIT_PY)
         py_release(e, backend, 0); /* the client has gone: nothing to connect for */
@@ -1261,6 +1287,7 @@ static PyObject *Engine_fail(Engine *e, PyObject *args) {
     unsigned long long token;
     PyObject *page;
     if (!PyArg_ParseTuple(args, "KS", &token, &page)) return NULL;
+    enter(e);
     client *c = client_by_token(e, token);
     if (c != NULL && c->state == C_WAIT_PY) client_page(e, c, page);
     reap(e);
@@ -1307,6 +1334,7 @@ static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
 static PyObject *Engine_drop_backend(Engine *e, PyObject *arg) {
     long i = PyLong_AsLong(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
+    enter(e);
     if (i >= 0 && i < e->nbackends) {
         upstream *u;
         while ((u = pool_take(e, (int)i)) != NULL) up_close(e, u);
@@ -1361,6 +1389,7 @@ static PyObject *Engine_stop_accepting(Engine *e, PyObject *Py_UNUSED(ignored)) 
 }
 
 static PyObject *Engine_shutdown_idle(Engine *e, PyObject *Py_UNUSED(ignored)) {
+    enter(e);
     for (uint32_t i = 0; i < e->nslots; i++) {
         client *c = e->slots[i];
         if (c && !c->dead && c->state == C_IDLE && !c->out.len) client_close(e, c);
@@ -1370,6 +1399,7 @@ static PyObject *Engine_shutdown_idle(Engine *e, PyObject *Py_UNUSED(ignored)) {
 }
 
 static void close_all(Engine *e) {
+    enter(e);
     for (uint32_t i = 0; i < e->nslots; i++) {
         client *c = e->slots[i];
         if (c && !c->dead) client_close(e, c);

@@ -1,0 +1,157 @@
+"""Reproducers from a code review of the fast lane's engine (src/parlour/proxy/_fastlane/
+engine.c). Each test drives a bare `Engine` with a minimal handler (no runtime, no event
+loop): the engine's `poll` and `sweep` are called by hand, so every step is deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import resource
+import select
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from parlour.proxy.headers import error_response
+
+
+def _engine_class() -> Any:
+    try:
+        return getattr(importlib.import_module("parlour.proxy._fastlane"), "Engine", None)
+    except ImportError:
+        return None
+
+
+ENGINE = _engine_class()
+pytestmark = pytest.mark.skipif(ENGINE is None, reason="parlour.proxy._fastlane is not built")
+
+
+@pytest.fixture(autouse=True)
+def data_plane() -> str:
+    """Overrides the suite's data_plane fixture: these tests start no proxy."""
+    return "fast_lane"
+
+
+class Handler:
+    """The engine's callbacks, recorded; `on_select` decides what `select` does."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.calls: list[tuple[Any, ...]] = []
+        self.on_select: Callable[[int, bytes | None], int | bytes | None] = lambda t, k: None
+
+    def admit(self, ip: str) -> bytes | None:
+        self.calls.append(("admit", ip))
+        return None
+
+    def select(self, token: int, key: bytes | None) -> int | bytes | None:
+        self.calls.append(("select", token))
+        return self.on_select(token, key)
+
+    def connect(self, token: int, backend: int) -> None:
+        self.calls.append(("connect", token, backend))
+
+    def release(self, backend: int, ok: bool) -> bool:
+        self.calls.append(("release", backend, ok))
+        return False
+
+    def failure(self, backend: int, reason: str) -> None:
+        self.calls.append(("failure", backend, reason))
+
+    def escape(self, fd: int, data: bytes) -> None:
+        self.calls.append(("escape", data))
+        os.close(fd)
+
+    def page(self, status: int, detail: str) -> bytes:
+        return error_response(status, detail)
+
+    def log(self, level: int, message: str) -> None:
+        self.calls.append(("log", level, message))
+
+
+@contextlib.contextmanager
+def engine_on_port() -> Iterator[tuple[Any, Handler, int]]:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    lsock.setblocking(False)
+    port = lsock.getsockname()[1]
+    handler = Handler()
+    engine = ENGINE(lsock.detach(), handler)
+    handler.engine = engine
+    try:
+        yield engine, handler, port
+    finally:
+        engine.close()
+        handler.engine = None
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def poll_until(engine: Any, done: Callable[[], bool]) -> None:
+    """Call engine.poll() while its epoll fd reports events, until `done()` (bounded: the
+    events here are already pending when this is called)."""
+    for _ in range(100):
+        if done():
+            return
+        if select.select([engine.fileno()], [], [], 5.0)[0]:
+            engine.poll()
+    assert done()
+
+
+# ====================================================================== fd exhaustion
+def test_accept_at_the_fd_limit_does_not_keep_the_epoll_fd_ready() -> None:
+    """accept4 failing with EMFILE leaves the connection in the backlog: the listener
+    stays ready, so a level-triggered epoll set stays readable and uvloop calls poll()
+    again and again (a busy loop at 100% CPU for as long as the process is at its fd
+    limit). asyncio and libuv back off instead. The engine must stop watching the
+    listener until its next sweep, then accept again."""
+    with engine_on_port() as (engine, handler, port):
+        conn = socket.create_connection(("127.0.0.1", port))  # (the kernel completes it)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        try:
+            # every fd number below the limit is in use: accept4 fails with EMFILE
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+            engine.poll()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with conn:
+            assert ("admit", "127.0.0.1") not in handler.calls
+            assert not readable(engine.fileno()), "the listener keeps the epoll fd ready"
+            engine.sweep()  # (the runtime's reaper, about once a second)
+            poll_until(engine, lambda: ("admit", "127.0.0.1") in handler.calls)
+            assert engine.clients == 1
+
+
+# ====================================================================== re-entrancy
+def test_handler_answering_from_inside_select_does_not_free_the_client_in_use() -> None:
+    """A handler may call back into the engine from inside a callback (here `select`
+    answers at once with `fail`, as `_wait_and_connect` would with an eager task
+    factory). The engine frees closed structs in `reap`, which `fail` (like attach,
+    proceed, sweep...) runs: inside poll() that freed the client that client_consume and
+    start_request were still using (use after free, found by ASan)."""
+    with engine_on_port() as (engine, handler, port):
+
+        def answer_now(token: int, key: bytes | None) -> None:
+            handler.engine.fail(token, error_response(503, "busy"))
+            return None
+
+        handler.on_select = answer_now
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.settimeout(5.0)
+            poll_until(engine, lambda: any(c[0] == "select" for c in handler.calls))
+            out = b""
+            while chunk := conn.recv(65536):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 503 ")
+        assert [c[0] for c in handler.calls].count("select") == 1
+        poll_until(engine, lambda: engine.clients == 0)
