@@ -11,6 +11,7 @@ import os
 import resource
 import select
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -155,3 +156,73 @@ def test_handler_answering_from_inside_select_does_not_free_the_client_in_use() 
         assert out.startswith(b"HTTP/1.1 503 ")
         assert [c[0] for c in handler.calls].count("select") == 1
         poll_until(engine, lambda: engine.clients == 0)
+
+
+# ====================================================================== timeouts
+def _epoll_events(epfd: int, fd: int) -> int:
+    """The event mask `fd` is registered with in the epoll set `epfd` (/proc fdinfo)."""
+    with open(f"/proc/self/fdinfo/{epfd}") as f:
+        for line in f:
+            parts = line.split()
+            if parts[:1] == ["tfd:"] and int(parts[1]) == fd:
+                return int(parts[3], 16)
+    raise AssertionError(f"fd {fd} is not in the epoll set")
+
+
+EPOLLIN = 0x001
+
+
+def _drain(sock: socket.socket) -> int:
+    n = 0
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(1 << 20):
+            n += len(chunk)
+    return n
+
+
+def test_slow_reader_catching_up_is_not_a_backend_timeout() -> None:
+    """The client stops reading, so the engine stops reading the backend (the wait is on
+    the client: client_timeout_s). When the client takes its output again the engine
+    reads the backend again: only from then on is the backend's silence timed. The engine
+    went on timing it from the last backend read, so a client that paused for longer than
+    server_timeout_s got its response cut and the backend was charged a "response
+    timeout" (the Python relay resets the backend's timer in resume_writing)."""
+    server_timeout = 0.3
+    with engine_on_port() as (engine, handler, port):
+        engine.configure(server_timeout_s=server_timeout, client_timeout_s=3600.0, buffer_size=1024)
+        handler.on_select = lambda token, key: 0
+        back_engine, back = socket.socketpair()
+        back.setblocking(False)
+        with socket.socket() as conn, back:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.connect(("127.0.0.1", port))
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            poll_until(engine, lambda: any(c[0] == "connect" for c in handler.calls))
+            (token,) = [c[1] for c in handler.calls if c[0] == "connect"]
+            up_fd = back_engine.detach()
+            engine.attach(token, up_fd, 0)
+            back.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+            # the backend sends until the engine stops reading it (the client reads nothing)
+            for _ in range(10000):
+                if not _epoll_events(engine.fileno(), up_fd) & EPOLLIN:
+                    break
+                with contextlib.suppress(BlockingIOError):
+                    back.send(b"x" * 65536)
+                engine.poll()
+            assert not _epoll_events(engine.fileno(), up_fd) & EPOLLIN
+            # the client keeps the engine waiting for longer than server_timeout_s
+            deadline = time.monotonic() + 2 * server_timeout
+            while time.monotonic() < deadline:
+                time.sleep(deadline - time.monotonic())
+            # then catches up: the engine reads the backend again
+            conn.setblocking(False)
+            for _ in range(10000):
+                if _epoll_events(engine.fileno(), up_fd) & EPOLLIN:
+                    break
+                _drain(conn)
+                select.select([engine.fileno()], [], [], 1.0)
+                engine.poll()
+            assert _epoll_events(engine.fileno(), up_fd) & EPOLLIN
+            engine.sweep()
+            assert not [c for c in handler.calls if c[0] == "failure"]
+            assert engine.clients == 1

@@ -467,8 +467,12 @@ static int client_flush(Engine *e, client *c) {
             return -1;
         }
         if (n > 0) {
+            int was_paused = c->out.len > e->buffer_size;
             buf_consume(&c->out, (size_t)n);
             c->out_progress = now_s();
+            /* the engine reads the backend again: from now on the wait is on it (the
+               pause was the client's; as the relay's resume_writing) */
+            if (was_paused && c->out.len <= e->buffer_size) c->up_activity = c->out_progress;
         }
     }
     buf_trim(&c->out);
