@@ -228,3 +228,36 @@ def test_slow_reader_catching_up_is_not_a_backend_timeout() -> None:
             engine.sweep()
             assert not [c for c in handler.calls if c[0] == "failure"]
             assert engine.clients == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the idle timer runs from the client's last byte, not from the end of the "
+    "answer (the Python relay's check_timeouts does the same): fix in both planes",
+)
+def test_idle_timeout_counts_from_the_end_of_the_response() -> None:
+    """idle_timeout_s is the wait *between* requests (nginx's keepalive_timeout, HAProxy's
+    timeout http-keep-alive start when the response has gone). The engine counts it from
+    the client's last byte: after a response that took longer than idle_timeout_s, the
+    next sweep closes the keep-alive connection at once, racing the client's next
+    request."""
+    idle_timeout = 0.3
+    with engine_on_port() as (engine, handler, port):
+        engine.configure(idle_timeout_s=idle_timeout, server_timeout_s=3600.0)
+        handler.on_select = lambda token, key: 0
+        back_engine, back = socket.socketpair()
+        with socket.create_connection(("127.0.0.1", port)) as conn, back:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            poll_until(engine, lambda: any(c[0] == "connect" for c in handler.calls))
+            (token,) = [c[1] for c in handler.calls if c[0] == "connect"]
+            engine.attach(token, back_engine.detach(), 0)
+            # the backend takes longer than idle_timeout_s to answer
+            deadline = time.monotonic() + 2 * idle_timeout
+            while time.monotonic() < deadline:
+                time.sleep(deadline - time.monotonic())
+            back.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            poll_until(engine, lambda: any(c[0] == "release" for c in handler.calls))
+            conn.settimeout(5.0)
+            assert conn.recv(65536).endswith(b"\r\n\r\nok")
+            engine.sweep()  # right after the answer: the client has not been idle
+            assert engine.clients == 1
