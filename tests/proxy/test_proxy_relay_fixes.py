@@ -341,3 +341,58 @@ async def test_half_close_after_partial_request_answers_only_complete_ones(
     out = await half_closed_exchange(port, get(b"/2") + post_length(b"/echo", b"abc")[:-1])
     assert out.count(b"HTTP/1.1 200 OK") == 1 and out.endswith(b"\r\n\r\na"), out
     assert [r.path for r in a.seen] == ["/1", "/2"]
+
+
+class _ShiftedLoop:
+    """The running loop with time() moved forward by `shift` (the relay reads its clock
+    through `HttpClient.loop.time()`): a timeout runs out without sleeping."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.shift = 0.0
+
+    def time(self) -> float:
+        return self.loop.time() + self.shift
+
+
+@pytest.mark.python_relay  # (reaches into the relay's HttpClient; the fast lane's own
+# test is tests/proxy/test_proxy_fastlane_review.py)
+async def test_idle_timeout_counts_from_the_end_of_the_answer(proxy: ProxyFactory) -> None:
+    """idle_timeout_s is the wait between requests: after an answer that took longer than
+    idle_timeout_s, the keep-alive connection is not closed at the next timeout check."""
+    got_request = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await r.readuntil(b"\r\n\r\n")
+                got_request.set()
+                await answer.wait()
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    idle = 5.0
+    rt = await proxy(
+        [BackendSpec("127.0.0.1", port)],
+        idle_timeout_s=idle,
+        server_timeout_s=3600.0,
+        health_kind="tcp",
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.listen_port)
+    try:
+        writer.write(get(b"/first"))
+        await asyncio.wait_for(got_request.wait(), 5)
+        (client,) = [c for c in rt.conns if isinstance(c, HttpClient)]
+        clock = _ShiftedLoop(client.loop)
+        client.loop = clock  # type: ignore[assignment]
+        clock.shift = 2 * idle  # the answer comes "later" than idle_timeout_s
+        answer.set()
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 5)
+        client.check_timeouts(clock.time())
+        assert not client.closed
+    finally:
+        writer.close()
+        server.close()

@@ -1024,6 +1024,7 @@ class HttpClient(asyncio.Protocol):
             up.close()
         self.queue.popleft()
         self.cur = None
+        self.last_activity = self.loop.time()  # idle_timeout_s runs from the end of the answer
         if not req.keep_alive:
             self._close()
             return
