@@ -113,7 +113,12 @@ class FastLane:
     # ================================================================ runtime side
     def start(self, factory: EngineFactory, sock: socket.socket) -> None:
         """Take over `sock` (bound, listening, non-blocking)."""
-        self.engine = factory(sock.detach(), self)
+        fd = sock.detach()
+        try:
+            self.engine = factory(fd, self)
+        except BaseException:
+            os.close(fd)  # (the engine owns the fd only once it exists)
+            raise
         self.configure()
         self.loop.add_reader(self.engine.fileno(), self.engine.poll)
 
