@@ -46,6 +46,8 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
         "[[backends]]\nhost = 'h'\n",
         "[[backends]]\nhost = 'h'\nport = 70000\n",
         "[proxy]\nproxy_protocol = 'v1'\n",
+        "[settings]\nhash_header = 'X-\u00dcser'\n",  # not ASCII
+        "[settings]\nhash_header = '%s'\n" % ("X" * 128),  # longer than 127
         "not toml [",
     ],
 )

@@ -123,8 +123,13 @@ def validate_settings(s: ProxySettings) -> ProxySettings:
         raise bad("health_path must start with /")
     if not 1 <= s.max_connections <= 1_000_000:
         raise bad("max_connections must be between 1 and 1000000")
-    if not s.hash_header or not s.hash_header.replace("-", "").isalnum():
-        raise bad("hash_header must be a header name")
+    if (
+        not s.hash_header
+        or len(s.hash_header) > 127
+        or not s.hash_header.isascii()
+        or not s.hash_header.replace("-", "").isalnum()
+    ):
+        raise bad("hash_header must be a header name (letters, digits, -; at most 127)")
     return s
 
 

@@ -37,7 +37,6 @@ log = logging.getLogger("parlour.proxy")
 
 ENV_VAR = "PARLOUR_PROXY_FAST_LANE"
 HASH_MODES = {"ip_hash": 1, "uri_hash": 2, "header_hash": 3}
-MAX_HASH_HEADER = 127  # the engine's limit on the header name of header_hash
 _SLOT_MASK = 0xFFFFFFFF  # token = generation << 32 | slot
 
 _NO_BACKEND = "No backend server is available right now. Please retry shortly."
@@ -130,12 +129,7 @@ class FastLane:
         rt = self.runtime
         s = rt.pool.settings
         hash_mode = HASH_MODES.get(s.algorithm, 0)
-        header = s.hash_header.encode("ascii", "replace")
-        if len(header) > MAX_HASH_HEADER:
-            # no request carries such a field name in practice; the engine cannot match
-            # it, so it sees none (key None) — log it rather than fail the change
-            log.warning("fast lane: hash_header longer than %d bytes is ignored", MAX_HASH_HEADER)
-            header = b""
+        header = s.hash_header.encode("ascii")  # (validate_settings: ASCII, <= 127 bytes)
         engine.configure(
             max_header_bytes=rt.config.max_header_bytes,
             buffer_size=s.buffer_size,
