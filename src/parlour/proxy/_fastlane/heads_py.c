@@ -79,6 +79,18 @@ done:
 }
 
 
+/* What a builder wrote into res (a bytes object of its capacity): res cut to the n bytes
+ * written, or None when the builder found it too small (n < 0). Takes res over. */
+static PyObject *built(PyObject *res, ssize_t n)
+{
+    if (n < 0) {
+        Py_DECREF(res);
+        return Py_NewRef(Py_None);
+    }
+    _PyBytes_Resize(&res, (Py_ssize_t)n); /* (NULL with an exception if it fails) */
+    return res;
+}
+
 /* build_request(buf, client_ip, max_head, cap=-1) -> bytes | None */
 static PyObject *py_build_request(PyObject *self, PyObject *args)
 {
@@ -100,14 +112,9 @@ static PyObject *py_build_request(PyObject *self, PyObject *args)
     if (cap < 0) /* every field line may gain one byte (": "), plus the added fields */
         cap = (Py_ssize_t)req.head_len + req.nfields + ip_len + req.host_len + 128;
     res = PyBytes_FromStringAndSize(NULL, cap);
-    if (res == NULL)
-        goto done;
-    ssize_t n = fl_build_request(PyBytes_AS_STRING(res), (size_t)cap, b, &req, ip, (size_t)ip_len);
-    if (n < 0) {
-        Py_SETREF(res, Py_NewRef(Py_None));
-        goto done;
-    }
-    _PyBytes_Resize(&res, (Py_ssize_t)n);
+    if (res != NULL)
+        res = built(res, fl_build_request(PyBytes_AS_STRING(res), (size_t)cap, b, &req, ip,
+                                          (size_t)ip_len));
 done:
     PyBuffer_Release(&buf);
     return res;
@@ -166,15 +173,9 @@ static PyObject *py_build_response(PyObject *self, PyObject *args)
     if (cap < 0)
         cap = (Py_ssize_t)resp.head_len + resp.nfields + 128;
     res = PyBytes_FromStringAndSize(NULL, cap);
-    if (res == NULL)
-        goto done;
-    ssize_t n = fl_build_response(PyBytes_AS_STRING(res), (size_t)cap, b, &resp, framing,
-                                  keep_alive);
-    if (n < 0) {
-        Py_SETREF(res, Py_NewRef(Py_None));
-        goto done;
-    }
-    _PyBytes_Resize(&res, (Py_ssize_t)n);
+    if (res != NULL)
+        res = built(res, fl_build_response(PyBytes_AS_STRING(res), (size_t)cap, b, &resp,
+                                           framing, keep_alive));
 done:
     PyBuffer_Release(&buf);
     return res;
