@@ -19,38 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BACKEND = """
-import asyncio, sys
-class P(asyncio.Protocol):
-    def connection_made(self, t): self.t = t; self.buf = b""
-    def data_received(self, d):
-        self.buf += d
-        while b"\\r\\n\\r\\n" in self.buf:
-            _, self.buf = self.buf.split(b"\\r\\n\\r\\n", 1)
-            self.t.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n")
-async def main():
-    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
-asyncio.run(main())
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+# the tiny backend and port helpers of the throughput benchmark (bench/ is on sys.path)
+from proxy import ROOT, TINY_BACKEND, free_port, wait_port
 
 
 def rss_kib(pid: int) -> int:
@@ -68,7 +38,7 @@ def open_clients(port: int, n: int, keep: list[socket.socket]) -> None:
         fresh.append(s)
     for s in fresh:
         buf = b""
-        while not buf.endswith(b"ok\n"):
+        while not buf.endswith(b"backend\n"):
             chunk = s.recv(4096)
             if not chunk:
                 raise RuntimeError("the proxy closed a client")
@@ -104,7 +74,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=5000)
     args = ap.parse_args()
     bport = free_port()
-    backend = subprocess.Popen([sys.executable, "-c", BACKEND, str(bport)], start_new_session=True)
+    backend = subprocess.Popen(
+        [sys.executable, "-c", TINY_BACKEND, str(bport)], start_new_session=True
+    )
     try:
         wait_port(bport)
         fast = measure(bport, args.clients, [])

@@ -160,6 +160,13 @@ async def burst(make: Callable[[int], Awaitable[object]], n: int, width: int = 1
         await asyncio.gather(*(make(i) for i in range(start, min(n, start + width))))
 
 
+async def cut_off(relay: Relay, wait_state: Callable[[ConnectionState], Awaitable[None]]) -> None:
+    """Cut the client's connection at the relay and wait until the client has noticed."""
+    disconnected = asyncio.ensure_future(wait_state(ConnectionState.DISCONNECTED))
+    relay.cut()
+    await disconnected
+
+
 def state_waiter(client: Client) -> Callable[[ConnectionState], Awaitable[None]]:
     """``await wait_for(state)``: the next time the client reports ``state``."""
     waiting: dict[ConnectionState, asyncio.Future[None]] = {}
@@ -196,9 +203,7 @@ async def absent_alice(
     await carol.send("random", "r-warm")
     await bob.dm("alice", "d-warm")
     await seen.until(lambda: seen.count() == 3)
-    disconnected = asyncio.ensure_future(wait_state(ConnectionState.DISCONNECTED))
-    relay.cut()
-    await disconnected
+    await cut_off(relay, wait_state)
     return alice, bob, carol, seen, wait_state
 
 
@@ -313,9 +318,7 @@ async def test_client_joined_empty_room_is_resumed(server: ChatServer, relay: Re
     assert (await alice.join("help")).last_seq == 0
     bob = await member(server.port, "bob", ("help",))
     seen = Collector(alice)
-    disconnected = asyncio.ensure_future(wait_state(ConnectionState.DISCONNECTED))
-    relay.cut()
-    await disconnected
+    await cut_off(relay, wait_state)
     await burst(lambda i: bob.send("help", f"h{i}"), 5)
     relay.restore()
     await seen.until(lambda: len(seen.seqs["#help"]) == 5)
@@ -340,9 +343,7 @@ async def test_client_member_rooms_without_messages_are_resumed(
     session = await alice.login("alice", PASSWORD)
     assert session.rooms == ("general",) and alice.cursors.rooms == {"general": 1}
     seen = Collector(alice)
-    disconnected = asyncio.ensure_future(wait_state(ConnectionState.DISCONNECTED))
-    relay.cut()
-    await disconnected
+    await cut_off(relay, wait_state)
     await burst(lambda i: bob.send("general", f"g{i}"), 5)
     relay.restore()
     await seen.until(lambda: len(seen.seqs["#general"]) == 5)

@@ -3,22 +3,13 @@ catch-up with live traffic interleaved."""
 
 from __future__ import annotations
 
+from client_helpers import dm, msg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.client import Cursors
 from parlour.client.catchup import CatchUp
-from parlour.protocol import Event, EventName, MessageRecord
-
-
-def msg(room: str, seq: int) -> Event:
-    rec = MessageRecord(room=room, seq=seq, ts=1.0, sender="a", text="x")
-    return Event(EventName.MESSAGE, rec.to_wire())
-
-
-def dm(peer: str, seq: int) -> Event:
-    rec = MessageRecord(peer=peer, seq=seq, ts=1.0, sender=peer, text="x")
-    return Event(EventName.DM, rec.to_wire())
+from parlour.protocol import Event, EventName
 
 
 def test_catch_up_holds_back_a_gap_until_the_next_sync() -> None:

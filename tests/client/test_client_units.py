@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from client_helpers import dm, msg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.client import Backoff, Cursors
-from parlour.protocol import Event, EventName, MessageRecord
+from parlour.protocol import Event, EventName
 
 
 def test_backoff_grows_exponentially_with_jitter_and_cap() -> None:
@@ -25,16 +26,6 @@ def test_backoff_grows_exponentially_with_jitter_and_cap() -> None:
 def test_backoff_delay_is_bounded(attempt: int, r: float) -> None:
     b = Backoff()
     assert 0 <= b.delay(attempt, rand=lambda: r) <= b.maximum
-
-
-def msg(room: str, seq: int) -> Event:
-    rec = MessageRecord(room=room, seq=seq, ts=1.0, sender="a", text="x")
-    return Event(EventName.MESSAGE, rec.to_wire())
-
-
-def dm(peer: str, seq: int) -> Event:
-    rec = MessageRecord(peer=peer, seq=seq, ts=1.0, sender=peer, text="x")
-    return Event(EventName.DM, rec.to_wire())
 
 
 def test_cursors_track_and_deduplicate() -> None:

@@ -1,19 +1,12 @@
-import importlib
-
 import pytest
 from proxy_helpers import backends, proxy
+
+from parlour.proxy.fastlane import native_module
 
 __all__ = ["backends", "data_plane", "proxy"]
 
 
-def _fast_lane_built() -> bool:
-    try:
-        return hasattr(importlib.import_module("parlour.proxy._fastlane"), "Engine")
-    except ImportError:
-        return False
-
-
-FAST_LANE_BUILT = _fast_lane_built()
+FAST_LANE_BUILT = native_module()[0] is not None
 
 # Modules that never start a proxy (sans-I/O units, the fake control plane, the C head
 # parsers): their tests run once. Every other test here runs with each data plane.

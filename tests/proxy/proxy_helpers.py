@@ -303,3 +303,13 @@ async def poll_admin_until(
         return stats
 
     return await poll_worker_tick(probe, done, timeout)
+
+
+def epoll_events(epfd: int, fd: int) -> int:
+    """The event mask `fd` is registered with in the epoll set `epfd` (/proc fdinfo)."""
+    with open(f"/proc/self/fdinfo/{epfd}") as f:
+        for line in f:
+            parts = line.split()
+            if parts[:1] == ["tfd:"] and int(parts[1]) == fd:
+                return int(parts[3], 16)
+    raise AssertionError(f"fd {fd} is not in the epoll set")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib
 import os
 import select
 import socket
@@ -29,23 +28,15 @@ import httptools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proxy_helpers import ProxyFactory
+from proxy_helpers import ProxyFactory, epoll_events
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import BackendSpec, ProxySettings
-from parlour.proxy.fastlane import ENV_VAR, FastLane
+from parlour.proxy.fastlane import ENV_VAR, FastLane, native_module
 from parlour.proxy.headers import BadRequest, validate_request
 from parlour.proxy.runtime import ProxyRuntime
 
-
-def _built() -> bool:
-    try:
-        return hasattr(importlib.import_module("parlour.proxy._fastlane"), "Engine")
-    except ImportError:
-        return False
-
-
-FAST_LANE_BUILT = _built()
+FAST_LANE_BUILT = native_module()[0] is not None
 READ_SIZE = 65536  # engine.c: one read from a socket
 TIMEOUT = 10.0  # bound on every wait (a hang fails the test instead of blocking it)
 
@@ -669,16 +660,6 @@ def _own_socket_fd(local: tuple[str, int], peer: tuple[str, int]) -> int:
     raise AssertionError(f"no socket {local} <-> {peer} in this process")
 
 
-def _epoll_events(epfd: int, fd: int) -> int:
-    """The event mask `fd` is registered with in the epoll set `epfd` (/proc fdinfo)."""
-    with open(f"/proc/self/fdinfo/{epfd}") as f:
-        for line in f:
-            parts = line.split()
-            if parts[:1] == ["tfd:"] and int(parts[1]) == fd:
-                return int(parts[3], 16)
-    raise AssertionError(f"fd {fd} is not in the epoll set")
-
-
 def _sysctl_max(name: str) -> int:
     with open(f"/proc/sys/net/ipv4/{name}") as f:
         return int(f.read().split()[2])
@@ -735,7 +716,7 @@ async def test_large_response_to_a_slow_reader_is_bounded_then_delivered_intact(
                         t.get_extra_info("peername")[:2], t.get_extra_info("sockname")[:2]
                     )
                 )
-            if conns[0].paused and not _epoll_events(epfd, up_fd[0]) & select.EPOLLIN:
+            if conns[0].paused and not epoll_events(epfd, up_fd[0]) & select.EPOLLIN:
                 quiet.set()
 
         def poll() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from proxy_helpers import BackendFactory, ProxyFactory
 
 from parlour.proxy.config import ProxyConfig, load_config
 from parlour.proxy.control import BackendSpec, ProxySettings
-from parlour.proxy.fastlane import FastLane, Harvest, engine_class
+from parlour.proxy.fastlane import FastLane, Harvest, engine_class, native_module
 from parlour.proxy.headers import error_response
 from parlour.proxy.pool import Backend
 from parlour.proxy.runtime import ProxyRuntime
@@ -319,14 +318,7 @@ async def test_full_backends_wait_in_the_queue() -> None:
     ]
 
 
-def _engine_built() -> bool:
-    try:
-        return hasattr(importlib.import_module("parlour.proxy._fastlane"), "Engine")
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(not _engine_built(), reason="parlour.proxy._fastlane is not built")
+@pytest.mark.skipif(native_module()[0] is None, reason="parlour.proxy._fastlane is not built")
 async def test_plain_requests_stay_in_the_engine_others_escape(
     monkeypatch: pytest.MonkeyPatch, backends: BackendFactory, proxy: ProxyFactory
 ) -> None:

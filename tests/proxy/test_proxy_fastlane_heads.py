@@ -18,12 +18,15 @@ from hypothesis import strategies as st
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import BackendSpec, ProxySettings
+from parlour.proxy.fastlane import native_module
 from parlour.proxy.headers import build_response_head
 from parlour.proxy.http_relay import HttpClient, HttpUpstream
 from parlour.proxy.runtime import ProxyRuntime
 from parlour.transports.testing import FakeTransport
 
-fl: Any = pytest.importorskip("parlour.proxy._fastlane")
+fl, _why = native_module()
+if fl is None:
+    pytest.skip(_why, allow_module_level=True)
 
 MAX_HEAD = 16384  # ProxyConfig.max_header_bytes
 CLIENT_IP = "10.1.2.3"

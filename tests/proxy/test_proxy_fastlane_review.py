@@ -6,7 +6,6 @@ loop): the engine's `poll` and `sweep` are called by hand, so every step is dete
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import resource
 import select
@@ -15,19 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from proxy_helpers import epoll_events
 
+from parlour.proxy.fastlane import native_module
 from parlour.proxy.headers import error_response
 
-
-def _module() -> Any:
-    try:
-        module = importlib.import_module("parlour.proxy._fastlane")
-    except ImportError:
-        return None
-    return module if hasattr(module, "Engine") else None
-
-
-MODULE = _module()
+MODULE, _ = native_module()
 ENGINE = None if MODULE is None else MODULE.Engine
 
 
@@ -171,14 +163,6 @@ def test_handler_answering_from_inside_select_does_not_free_the_client_in_use() 
 
 
 # ====================================================================== timeouts
-def _epoll_events(epfd: int, fd: int) -> int:
-    """The event mask `fd` is registered with in the epoll set `epfd` (/proc fdinfo)."""
-    with open(f"/proc/self/fdinfo/{epfd}") as f:
-        for line in f:
-            parts = line.split()
-            if parts[:1] == ["tfd:"] and int(parts[1]) == fd:
-                return int(parts[3], 16)
-    raise AssertionError(f"fd {fd} is not in the epoll set")
 
 
 EPOLLIN = 0x001
@@ -216,23 +200,23 @@ def test_slow_reader_catching_up_is_not_a_backend_timeout() -> None:
             back.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
             # the backend sends until the engine stops reading it (the client reads nothing)
             for _ in range(10000):
-                if not _epoll_events(engine.fileno(), up_fd) & EPOLLIN:
+                if not epoll_events(engine.fileno(), up_fd) & EPOLLIN:
                     break
                 with contextlib.suppress(BlockingIOError):
                     back.send(b"x" * 65536)
                 engine.poll()
-            assert not _epoll_events(engine.fileno(), up_fd) & EPOLLIN
+            assert not epoll_events(engine.fileno(), up_fd) & EPOLLIN
             # the client keeps the engine waiting for longer than server_timeout_s
             skew_clock(2 * server_timeout)
             # then catches up: the engine reads the backend again
             conn.setblocking(False)
             for _ in range(10000):
-                if _epoll_events(engine.fileno(), up_fd) & EPOLLIN:
+                if epoll_events(engine.fileno(), up_fd) & EPOLLIN:
                     break
                 _drain(conn)
                 select.select([engine.fileno()], [], [], 1.0)
                 engine.poll()
-            assert _epoll_events(engine.fileno(), up_fd) & EPOLLIN
+            assert epoll_events(engine.fileno(), up_fd) & EPOLLIN
             engine.sweep()
             assert not [c for c in handler.calls if c[0] == "failure"]
             assert engine.clients == 1

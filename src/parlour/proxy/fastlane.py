@@ -31,7 +31,7 @@ from parlour.proxy.pool import Backend
 if TYPE_CHECKING:
     from parlour.proxy.runtime import ProxyRuntime
 
-__all__ = ["ENV_VAR", "EngineLike", "FastLane", "engine_class"]
+__all__ = ["ENV_VAR", "EngineLike", "FastLane", "engine_class", "native_module"]
 
 log = logging.getLogger("parlour.proxy")
 
@@ -75,6 +75,17 @@ class EngineFactory(Protocol):
     def __call__(self, listen_fd: int, handler: FastLane) -> EngineLike: ...
 
 
+def native_module() -> tuple[Any, str]:
+    """`parlour.proxy._fastlane` if it is built (else None), and what was found."""
+    try:
+        module = importlib.import_module("parlour.proxy._fastlane")
+    except ImportError as exc:
+        return None, f"parlour.proxy._fastlane cannot be imported: {exc}"
+    if not hasattr(module, "Engine"):  # (the source directory imports as an empty package)
+        return None, "parlour.proxy._fastlane is not built"
+    return module, "parlour.proxy._fastlane"
+
+
 def engine_class(mode: str, enabled: bool) -> tuple[EngineFactory | None, str]:
     """The engine to run, or None and why the Python relay runs instead."""
     if mode != "http":
@@ -83,14 +94,11 @@ def engine_class(mode: str, enabled: bool) -> tuple[EngineFactory | None, str]:
         return None, "fast_lane = false"
     if os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off"):
         return None, f"{ENV_VAR}={os.environ[ENV_VAR]}"
-    try:
-        module = importlib.import_module("parlour.proxy._fastlane")
-    except ImportError as exc:
-        return None, f"parlour.proxy._fastlane cannot be imported: {exc}"
-    engine: EngineFactory | None = getattr(module, "Engine", None)
-    if engine is None:  # (the source directory imports as an empty namespace package)
-        return None, "parlour.proxy._fastlane is not built"
-    return engine, "parlour.proxy._fastlane"
+    module, why = native_module()
+    if module is None:
+        return None, why
+    engine: EngineFactory = module.Engine
+    return engine, why
 
 
 class FastLane:
