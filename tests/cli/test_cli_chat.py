@@ -12,14 +12,14 @@ from click.testing import CliRunner
 
 from parlour.cli.chat import chat
 from parlour.client import Client
-from parlour.client.testing import FakeServer
+from parlour.server.testing import ChatTestServer
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        srv.add_user("alice", "alice-password")
-        srv.add_user("bob", "bob-password")
+async def server() -> AsyncIterator[ChatTestServer]:
+    async with ChatTestServer() as srv:
+        await srv.add_user("alice", "alice-password")
+        await srv.add_user("bob", "bob-password")
         yield srv
 
 
@@ -61,7 +61,7 @@ async def read_until(stream: asyncio.StreamReader, needle: str) -> str:
     return seen
 
 
-async def test_piped_script_joins_talks_and_exits_cleanly(server: FakeServer) -> None:
+async def test_piped_script_joins_talks_and_exits_cleanly(server: ChatTestServer) -> None:
     code, out, err = await run_chat(
         server.port, "/join general\nhello\n@bob hi bob\n/history 5\n", "--user", "alice"
     )
@@ -69,11 +69,11 @@ async def test_piped_script_joins_talks_and_exits_cleanly(server: FakeServer) ->
     assert "#general <alice> hello [1]" in out
     # (the real server echoes DMs to the sender's sessions as `dm` events; the fake does not,
     # see test_cli_live.py for the echo)
-    assert [m.text for m in server.rooms["general"]] == ["hello"]
-    assert len(server.dms[frozenset({"alice", "bob"})]) == 1
+    assert [m.text for m in server.room_messages("general")] == ["hello"]
+    assert len(server.dm_messages("alice", "bob")) == 1
 
 
-async def test_signup_then_errors_are_reported_and_script_continues(server: FakeServer) -> None:
+async def test_signup_then_errors_are_reported_and_script_continues(server: ChatTestServer) -> None:
     script = "hello before joining\n/join nowhere\n/kick bob\n/frob\n/join random\nok now\n"
     code, out, err = await run_chat(
         server.port, script, "--user", "carol", "--signup", password="carol-password"
@@ -85,21 +85,21 @@ async def test_signup_then_errors_are_reported_and_script_continues(server: Fake
     assert "#random <carol> ok now [1]" in out
 
 
-async def test_wrong_password_exits_1(server: FakeServer) -> None:
+async def test_wrong_password_exits_1(server: ChatTestServer) -> None:
     code, _, err = await run_chat(server.port, "hi\n", "--user", "alice", password="nope-nope")
     assert code == 1
     assert "login failed" in err
 
 
 async def test_unreachable_server_exits_2() -> None:
-    async with FakeServer() as srv:
+    async with ChatTestServer() as srv:
         port = srv.port
     code, _, err = await run_chat(port, "hi\n", "--user", "alice")
     assert code == 2
     assert "cannot reach the chat server" in err
 
 
-async def test_sees_other_users_and_survives_a_server_restart(server: FakeServer) -> None:
+async def test_sees_other_users_and_survives_a_server_restart(server: ChatTestServer) -> None:
     proc = await start_chat(
         server.port, "--user", "alice", "--room", "general", password="alice-password"
     )
@@ -123,7 +123,7 @@ async def test_sees_other_users_and_survives_a_server_restart(server: FakeServer
     assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
-async def test_kicked_user_sees_why_and_exits_3(server: FakeServer) -> None:
+async def test_kicked_user_sees_why_and_exits_3(server: ChatTestServer) -> None:
     proc = await start_chat(server.port, "--user", "alice", password="alice-password")
     assert proc.stdin and proc.stdout and proc.stderr
     await read_until(proc.stdout, "logged in as alice")

@@ -16,7 +16,7 @@ from parlour.cli._render import (
     render_who,
 )
 from parlour.client import JoinResult, RoomInfo, UserPresence
-from parlour.protocol import EVENT_FIELDS, Event, EventName, MessageRecord
+from parlour.protocol import EVENT_FIELDS, Event, EventName, MessageRecord, event_from_fields
 
 
 def record_event(name: EventName, **kw: object) -> Event:
@@ -30,7 +30,7 @@ def record_event(name: EventName, **kw: object) -> Event:
         "client_id": "c",
     }
     base.update(kw)
-    return Event(name, base)
+    return event_from_fields(name, base)
 
 
 def test_room_message_line() -> None:
@@ -84,21 +84,29 @@ def test_every_event_renders() -> None:
     }
     for name, fields in EVENT_FIELDS.items():
         wanted = {k: samples[k] for k in fields}
-        line = render_event(Event(name, wanted), "alice")
+        line = render_event(event_from_fields(name, wanted), "alice")
         assert line, name
-    kicked = Event(EventName.KICKED, {"room": None, "by": "admin", "reason": "flood", "ts": 0})
+    kicked = event_from_fields(
+        EventName.KICKED, {"room": None, "by": "admin", "reason": "flood", "ts": 0}
+    )
     assert render_event(kicked) == "! you were kicked from the server by admin: flood"
-    from_room = Event(EventName.KICKED, {"room": "general", "by": "admin", "reason": "", "ts": 0})
+    from_room = event_from_fields(
+        EventName.KICKED, {"room": "general", "by": "admin", "reason": "", "ts": 0}
+    )
     assert render_event(from_room) == (
         "! you were kicked from #general by admin (/join it again to come back)"
     )
-    bye = Event(EventName.DISCONNECT, {"code": "kicked", "reason": "kicked by admin"})
+    bye = event_from_fields(EventName.DISCONNECT, {"code": "kicked", "reason": "kicked by admin"})
     assert render_event(bye) is None  # the `kicked` event before it says everything
-    banned = Event(EventName.BANNED, {"by": "admin", "reason": "", "until": None, "ts": 0})
+    banned = event_from_fields(
+        EventName.BANNED, {"by": "admin", "reason": "", "until": None, "ts": 0}
+    )
     assert render_event(banned) == "! you were banned permanently by admin"
-    joined = Event(EventName.JOINED, {"room": "general", "user": "carol", "ts": 0})
+    joined = event_from_fields(EventName.JOINED, {"room": "general", "user": "carol", "ts": 0})
     assert render_event(joined) == "* carol joined #general"
-    cast = Event(EventName.BROADCAST, {"from": "admin", "text": "restart at 10", "ts": 0})
+    cast = event_from_fields(
+        EventName.BROADCAST, {"from": "admin", "text": "restart at 10", "ts": 0}
+    )
     assert render_event(cast) == "*** broadcast from admin: restart at 10"
 
 
@@ -151,9 +159,9 @@ def test_no_control_character_survives_rendering(text: str, name: str) -> None:
     for event in (
         record_event(EventName.MESSAGE, room=name, text=text, **{"from": name}),
         record_event(EventName.DM_EDITED, peer=name, text=text, edited=True),
-        Event(EventName.KICKED, {**fields, "ts": 0}),
-        Event(EventName.BROADCAST, {"from": name, "text": text, "ts": 0}),
-        Event(EventName.DISCONNECT, {"code": "x", "reason": text}),
+        event_from_fields(EventName.KICKED, {**fields, "ts": 0}),
+        event_from_fields(EventName.BROADCAST, {"from": name, "text": text, "ts": 0}),
+        event_from_fields(EventName.DISCONNECT, {"code": "x", "reason": text}),
     ):
         line = render_event(event, "me")
         assert line is not None

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from parlour.client import Cursors
 from parlour.client.catchup import CatchUp
-from parlour.protocol import Event, EventName
+from parlour.protocol import Event, EventName, event_from_fields
 
 
 def test_catch_up_holds_back_a_gap_until_the_next_sync() -> None:
@@ -26,7 +26,9 @@ def test_catch_up_holds_back_a_gap_until_the_next_sync() -> None:
     assert cu.held_back == 1 and cursors.rooms["general"] == 14
     assert cu.accept(dm("bob", 7))  # no cursor for bob: offline delivery, nothing to resume
     assert not cu.accept(dm("bob", 9))
-    assert cu.accept(Event(EventName.PRESENCE, {"user": "bob", "online": True, "ts": 1.0}))
+    assert cu.accept(
+        event_from_fields(EventName.PRESENCE, {"user": "bob", "online": True, "ts": 1.0})
+    )
     cu.replied(truncated=False)  # complete: from now on everything new is taken
     assert cu.accept(msg("general", 90)) and cu.accept(dm("bob", 9))
 

@@ -15,17 +15,17 @@ from parlour.client import (
     ConnectionState,
     ServerError,
 )
-from parlour.client.testing import FakeServer
 from parlour.protocol import ErrorCode, Event, EventName, Resume
+from parlour.server.testing import ChatTestServer
 
 FAST = Backoff(base=0.01, maximum=0.05)
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        srv.add_user("alice", "alice-password")
-        srv.add_user("bob", "bob-password")
+async def server() -> AsyncIterator[ChatTestServer]:
+    async with ChatTestServer() as srv:
+        await srv.add_user("alice", "alice-password")
+        await srv.add_user("bob", "bob-password")
         yield srv
 
 
@@ -39,7 +39,7 @@ async def next_event(client: Client, name: EventName, timeout: float = 5.0) -> E
     return await asyncio.wait_for(find(), timeout)
 
 
-async def test_hello_login_join_send_and_events(server: FakeServer) -> None:
+async def test_hello_login_join_send_and_events(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port) as alice:
         assert alice.welcome is not None and alice.welcome.version == 1
         session = await alice.login("alice", "alice-password")
@@ -56,7 +56,7 @@ async def test_hello_login_join_send_and_events(server: FakeServer) -> None:
         assert await alice.ping() > 0
 
 
-async def test_server_errors_are_typed(server: FakeServer) -> None:
+async def test_server_errors_are_typed(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port) as c:
         with pytest.raises(ServerError) as info:
             await c.login("alice", "wrong-password")
@@ -76,7 +76,7 @@ async def test_server_errors_are_typed(server: FakeServer) -> None:
         assert info.value.code is ErrorCode.FORBIDDEN
 
 
-async def test_dm_between_two_clients_and_offline_delivery(server: FakeServer) -> None:
+async def test_dm_between_two_clients_and_offline_delivery(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port) as alice:
         await alice.login("alice", "alice-password")
         await alice.dm("bob", "while you were out")
@@ -89,7 +89,7 @@ async def test_dm_between_two_clients_and_offline_delivery(server: FakeServer) -
             assert live["text"] == "live now" and live["seq"] == 2
 
 
-async def test_resend_after_lost_reply_uses_same_client_id(server: FakeServer) -> None:
+async def test_resend_after_lost_reply_uses_same_client_id(server: ChatTestServer) -> None:
     states: list[ConnectionState] = []
     async with Client(
         "127.0.0.1", server.port, backoff=FAST, on_state=lambda s, _: states.append(s)
@@ -102,23 +102,23 @@ async def test_resend_after_lost_reply_uses_same_client_id(server: FakeServer) -
         sends = server.requests_of("send")
         assert len(sends) == 2 and sends[0]["client_id"] == sends[1]["client_id"]
         assert sends[0]["id"] != sends[1]["id"]
-        assert [m.text for m in server.rooms["general"]] == ["exactly once"]
+        assert [m.text for m in server.room_messages("general")] == ["exactly once"]
         assert alice.reconnects == 1
         assert ConnectionState.DISCONNECTED in states and states[-1] is ConnectionState.CONNECTED
         # the re-login happened with the stored credentials before the resend
         assert [r["type"] for r in server.received[-3:]] == ["hello", "login", "send"]
 
 
-async def test_dm_resend_is_idempotent(server: FakeServer) -> None:
+async def test_dm_resend_is_idempotent(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port, backoff=FAST) as alice:
         await alice.login("alice", "alice-password")
         server.drop_reply("dm")
         ack = await alice.dm("bob", "once")
         assert ack.duplicate and ack.peer == "bob"
-        assert len(server.dms[frozenset({"alice", "bob"})]) == 1
+        assert len(server.dm_messages("alice", "bob")) == 1
 
 
-async def test_reconnect_resumes_missed_room_messages_in_order(server: FakeServer) -> None:
+async def test_reconnect_resumes_missed_room_messages_in_order(server: ChatTestServer) -> None:
     async with (
         Client("127.0.0.1", server.port, backoff=FAST) as alice,
         Client("127.0.0.1", server.port, backoff=FAST) as bob,
@@ -141,7 +141,7 @@ async def test_reconnect_resumes_missed_room_messages_in_order(server: FakeServe
         assert alice.cursors.rooms["general"] == 3
 
 
-async def test_resume_overlap_is_deduplicated(server: FakeServer) -> None:
+async def test_resume_overlap_is_deduplicated(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port, backoff=FAST) as alice:
         await alice.login("alice", "alice-password")
         await alice.join("general")
@@ -155,7 +155,7 @@ async def test_resume_overlap_is_deduplicated(server: FakeServer) -> None:
         assert event["seq"] == 3  # 1 and 2 were replayed by sync and dropped as duplicates
 
 
-async def test_non_idempotent_request_is_not_retried(server: FakeServer) -> None:
+async def test_non_idempotent_request_is_not_retried(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port, backoff=FAST) as alice:
         await alice.login("alice", "alice-password")
         server.drop_reply("block")
@@ -165,13 +165,13 @@ async def test_non_idempotent_request_is_not_retried(server: FakeServer) -> None
         assert await alice.blocks() == ["bob"]
 
 
-async def test_heartbeat_pings_when_idle(server: FakeServer) -> None:
+async def test_heartbeat_pings_when_idle(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port, heartbeat_s=0.02) as c:
         await server.wait_for(lambda: len(server.requests_of("ping")) >= 2)
         assert c.connected
 
 
-async def test_kick_ends_the_client_without_reconnect(server: FakeServer) -> None:
+async def test_kick_ends_the_client_without_reconnect(server: ChatTestServer) -> None:
     async with (
         Client("127.0.0.1", server.port, backoff=FAST) as admin,
         Client("127.0.0.1", server.port, backoff=FAST) as bob,
@@ -188,7 +188,7 @@ async def test_kick_ends_the_client_without_reconnect(server: FakeServer) -> Non
             await bob.rooms()
 
 
-async def test_gives_up_after_max_attempts(server: FakeServer) -> None:
+async def test_gives_up_after_max_attempts(server: ChatTestServer) -> None:
     c = Client("127.0.0.1", server.port, backoff=Backoff(base=0.001, max_attempts=2))
     await c.connect()
     await server.stop()
@@ -201,23 +201,23 @@ async def test_gives_up_after_max_attempts(server: FakeServer) -> None:
     await c.close()
 
 
-async def test_bad_credentials_on_relogin_stop_the_client(server: FakeServer) -> None:
+async def test_bad_credentials_on_relogin_stop_the_client(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port, backoff=FAST) as alice:
         await alice.login("alice", "alice-password")
-        server.users["alice"].password = "changed-elsewhere"
+        server.set_password("alice", "changed-elsewhere")
         server.disconnect_all()
         reason = await asyncio.wait_for(alice.wait_closed(), 5)
         assert "cannot log in again" in reason
 
 
 async def test_connect_refused_raises_oserror() -> None:
-    async with FakeServer() as srv:
+    async with ChatTestServer() as srv:
         port = srv.port
     with pytest.raises(OSError):
         await Client("127.0.0.1", port).connect()
 
 
-async def test_moderation_and_misc_requests(server: FakeServer) -> None:
+async def test_moderation_and_misc_requests(server: ChatTestServer) -> None:
     async with Client("127.0.0.1", server.port) as admin:
         await admin.login("admin", "admin-password")
         ban = await admin.ban("bob", duration=60, reason="spam")
@@ -246,9 +246,9 @@ async def test_moderation_and_misc_requests(server: FakeServer) -> None:
 
 
 async def test_truncated_catch_up_is_followed_to_the_end() -> None:
-    async with FakeServer(catch_up_messages=7) as srv:
-        srv.add_user("alice", "alice-password")
-        srv.add_user("bob", "bob-password")
+    async with ChatTestServer(catch_up_messages=7) as srv:
+        await srv.add_user("alice", "alice-password")
+        await srv.add_user("bob", "bob-password")
         async with Client("127.0.0.1", srv.port) as bob:
             await bob.login("bob", "bob-password")
             for i in range(20):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.client import Backoff, Cursors
-from parlour.protocol import Event, EventName
+from parlour.protocol import EventName, event_from_fields
 
 
 def test_backoff_grows_exponentially_with_jitter_and_cap() -> None:
@@ -42,7 +42,7 @@ def test_cursors_track_and_deduplicate() -> None:
     assert dict(resume.rooms) == {"general": 2, "random": 10}
     assert dict(resume.dms) == {"bob": 5}
     assert c.accept(
-        Event(
+        event_from_fields(
             EventName.ROOM_RENAMED, {"room": "random", "new_name": "misc", "by": "admin", "ts": 1.0}
         )
     )
@@ -50,4 +50,4 @@ def test_cursors_track_and_deduplicate() -> None:
     c.forget_room("general")
     assert c.rooms == {"misc": 10}
     # other events always pass
-    assert c.accept(Event(EventName.PRESENCE, {"user": "a", "online": True, "ts": 1.0}))
+    assert c.accept(event_from_fields(EventName.PRESENCE, {"user": "a", "online": True, "ts": 1.0}))

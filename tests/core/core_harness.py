@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from parlour.core.config import CoreConfig
+from parlour.core.needs import (
+    Answers,
+    HashPassword,
+    Need,
+    ReadDm,
+    ReadRoom,
+    ReadSince,
+    Verified,
+    VerifyPassword,
+)
 from parlour.core.outcome import Outcome
 from parlour.core.service import ChatService
-from parlour.protocol.codec import decode_line, encode
-from parlour.protocol.errors import ErrorCode, ProtocolError
-from parlour.protocol.schemas import (
+from parlour.protocol import (
     REPLY_FIELDS,
     Error,
     Event,
@@ -23,6 +31,8 @@ from parlour.protocol.schemas import (
     parse_reply,
     parse_request,
 )
+from parlour.protocol.codec import decode_line, encode
+from parlour.protocol.errors import ErrorCode, ProtocolError
 from parlour.storage.memory import MemoryStore
 
 ADMIN_PW = "admin-secret"
@@ -40,6 +50,23 @@ class PlainHasher:
 
     def needs_rehash(self, hash: str) -> bool:
         return False
+
+
+def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
+    """What the adapter would answer to `need` (synchronously: memory store, plain hasher)."""
+    if isinstance(need, HashPassword):
+        return hasher.hash(need.password)
+    if isinstance(need, VerifyPassword):
+        return Verified(hasher.verify(need.hash, need.password))
+    if isinstance(need, ReadRoom):
+        return store.room_messages(
+            need.room, before=need.before, after=need.after, limit=need.limit
+        )
+    if isinstance(need, ReadDm):
+        return store.dm_messages(need.conv, before=need.before, after=need.after, limit=need.limit)
+    if isinstance(need, ReadSince):
+        return store.messages_since(need.rooms, need.ts, need.limit)
+    raise AssertionError(f"unknown need {need!r}")
 
 
 def _documented_error_extras() -> dict[str, set[str]]:
@@ -82,10 +109,15 @@ class Harness:
         # tests send in bursts at one instant: a generous rate limit unless a test sets one
         self.config = config or CoreConfig(rate_per_second=1000.0, rate_burst=1000.0)
         self.store = store if store is not None else MemoryStore()
-        self.svc = ChatService(self.store, self.config, PlainHasher())
+        self.hasher = PlainHasher()
+        snapshot = self.store.load(**ChatService.load_args(self.config))
+        self.svc = ChatService(snapshot, self.config)
         self.now = 1_000_000.0
+        #: rounds of needs each request took (request id -> rounds)
+        self.rounds: dict[object, int] = {}
         if bootstrap:
-            self.svc.bootstrap(self.now, ADMIN_PW)
+            first = self.resolve(lambda a: self.svc.bootstrap(self.now, ADMIN_PW, a))
+            self.store.apply(first.writes)
         self._next_conn = 1
         self._next_id = 1
         self.events: dict[int, list[Event]] = defaultdict(list)
@@ -121,6 +153,24 @@ class Harness:
             self.apply(self.svc.disconnect(conn, self.now, reason))
         return out
 
+    def resolve(self, call: Any) -> Outcome:
+        """Call the core until it needs nothing more, answering its needs like the adapter
+        (a round that ends in needs must have changed nothing: checked by its outcome)."""
+        answers: dict[Need, Any] = {}
+        for _ in range(64):
+            out: Outcome = call(answers)
+            if not out.needs:
+                return out
+            assert out.reply is None and not out.deliveries and not out.writes and not out.close
+            for need in out.needs:
+                assert need not in answers, f"asked twice for {need!r}"
+                answers[need] = answer(self.store, self.hasher, need)
+        raise AssertionError("the core kept asking for needs")
+
+    def handle(self, conn: int, request: Any, answers: Answers | None = None) -> Outcome:
+        """`svc.handle` with its needs answered."""
+        return self.resolve(lambda a: self.svc.handle(conn, request, self.now, a))
+
     def connect(self, hello: bool = True) -> int:
         conn = self._next_conn
         self._next_conn += 1
@@ -136,7 +186,7 @@ class Harness:
             req = parse_request({"id": rid, "type": type, **fields})
         except ProtocolError as exc:  # the transport answers these without the core
             return Error.from_exception(exc)
-        out = self.apply(self.svc.handle(conn, req, self.now))
+        out = self.apply(self.handle(conn, req))
         assert out.reply is not None
         assert out.reply.id == rid
         check_reply(type, out.reply)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from core_harness import ADMIN_PW, PW, Harness, PlainHasher
+from core_harness import ADMIN_PW, PW, Harness
 
 from parlour.core.config import CoreConfig
-from parlour.core.service import ChatService
+from parlour.core.needs import HashPassword
+from parlour.core.outcome import Outcome
+from parlour.core.service import HANDLERS, ChatService
 from parlour.core.writes import CreateUser, RecordLogin, SetPassword
+from parlour.protocol import Ok
 from parlour.storage.memory import MemoryStore
 
 
@@ -172,26 +175,39 @@ def test_login_recorded(h: Harness) -> None:
     assert any(isinstance(w, CreateUser) for w in h.outcomes[-1].writes)
 
 
-def test_bootstrap_generates_admin_password_once() -> None:
+def _bootstrapped(store: MemoryStore, config: CoreConfig, password: str) -> ChatService:
+    """A service over `store`, bootstrapped with `password` like the server does it: the
+    hash is a need, the writes go through the store's write path."""
+    svc = ChatService(store.load(**ChatService.load_args(config)), config)
+    out = svc.bootstrap(1.0, password)
+    assert out.needs == (HashPassword(password),) and not out.writes
+    assert svc.needs_bootstrap()  # a round that ends in needs changes nothing
+    done = svc.bootstrap(1.0, password, {HashPassword(password): "plain$" + password})
+    assert not done.needs and not svc.needs_bootstrap()
+    store.apply(done.writes)
+    return svc
+
+
+def test_bootstrap_creates_the_admin_once_through_the_write_path() -> None:
     store = MemoryStore()
-    svc = ChatService(store, CoreConfig(), PlainHasher())
-    pw = svc.bootstrap(1.0, None)
-    assert pw is not None and len(pw) >= 16
+    _bootstrapped(store, CoreConfig(), "given-password")
     snap = store.load()
-    assert [(u.name, u.role) for u in snap.users] == [("admin", "admin")]
+    assert [(u.name, u.role, u.password_hash) for u in snap.users] == [
+        ("admin", "admin", "plain$given-password")
+    ]
     assert [r.name for r in snap.rooms] == ["general", "random", "help"]
-    svc2 = ChatService(store, CoreConfig(), PlainHasher())
-    assert svc2.bootstrap(2.0, None) is None  # not on later starts
+    svc2 = ChatService(store.load(), CoreConfig())
+    assert not svc2.needs_bootstrap()
+    assert svc2.bootstrap(2.0, "other-password") == Outcome()  # not on later starts
     assert len(list(store.load().users)) == 1
 
 
-def test_bootstrap_with_password_and_custom_rooms() -> None:
+def test_bootstrap_with_custom_rooms_and_a_bad_password() -> None:
     store = MemoryStore()
-    svc = ChatService(store, CoreConfig(default_rooms=("lobby", "dev")), PlainHasher())
-    assert svc.bootstrap(1.0, "given-password") is None
+    _bootstrapped(store, CoreConfig(default_rooms=("lobby", "dev")), "given-password")
     assert [r.name for r in store.load().rooms] == ["lobby", "dev"]
     with pytest.raises(ValueError):
-        ChatService(MemoryStore(), CoreConfig(), PlainHasher()).bootstrap(1.0, "short")
+        ChatService(MemoryStore().load(), CoreConfig()).bootstrap(1.0, "short")
 
 
 def test_admin_role_in_reply(h: Harness) -> None:
@@ -205,49 +221,41 @@ def test_internal_error_costs_one_request(h: Harness) -> None:
     def boom(*args: object) -> None:
         raise RuntimeError("bug")
 
-    from parlour.protocol.schemas import RoomsRequest
+    from parlour.protocol import RoomsRequest
 
-    h.svc._handlers[RoomsRequest] = boom  # type: ignore[assignment]
-    assert h.err(a, "rooms").code == "internal_error"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(HANDLERS, RoomsRequest, boom)
+        assert h.err(a, "rooms").code == "internal_error"
     assert h.ok(a, "ping")["ts"] == h.now
 
 
-def test_stored_password_hash_for_precomputing(h: Harness) -> None:
-    h.register("bob")
-    assert h.svc.stored_password_hash("BOB") == "plain$" + PW
-    assert h.svc.stored_password_hash("nobody") is None
-
-
-class _CountingHasher(PlainHasher):
-    def __init__(self) -> None:
-        self.hashed: list[str] = []
-
-    def hash(self, password: str) -> str:
-        self.hashed.append(password)
-        return super().hash(password)
-
-
 def test_a_name_being_signed_up_elsewhere_is_taken_without_hashing(h: Harness) -> None:
-    from parlour.protocol.schemas import SignupRequest
+    from parlour.protocol import SignupRequest
 
-    counting = _CountingHasher()
-    h.svc._hasher = counting
     first, second = h.connect(), h.connect()
-    assert h.svc.begin_signup(first, "bob")  # first's password is being hashed elsewhere
-    assert not h.svc.begin_signup(second, "BOB")
-    rq = SignupRequest(id=1, username="Bob", password=PW + "x")
-    assert h.svc.password_work(second, rq, h.now) is False
-    assert h.svc.password_work(first, rq, h.now) is True
+    rq = SignupRequest(id=1, username="bob", password=PW)
+    waiting = h.svc.handle(first, rq, h.now)  # first's password is being hashed elsewhere
+    assert waiting.needs == (HashPassword(PW),)
     err = h.err(second, "signup", username="Bob", password=PW + "x")
     assert (err.code, err.message) == ("username_taken", "the name 'Bob' is taken")
-    assert counting.hashed == []
-    h.svc.end_signup(second, "bob")  # not second's to release: first still holds it
+    assert [o.needs for o in h.outcomes[-1:]] == [()]  # refused without asking for a hash
+    done = h.apply(h.svc.handle(first, rq, h.now, {HashPassword(PW): "plain$" + PW}))
+    assert isinstance(done.reply, Ok) and done.reply.data["username"] == "bob"
     assert h.err(second, "signup", username="bob", password=PW).code == "username_taken"
-    assert h.ok(first, "signup", username="bob", password=PW)["username"] == "bob"
-    assert counting.hashed == [PW]
-    h.svc.end_signup(first, "bob")
-    assert h.err(second, "signup", username="bob", password=PW).code == "username_taken"
-    # a hold that ends without a sign-up (hashing failed, client left) frees the name
-    assert h.svc.begin_signup(first, "carol")
-    h.svc.end_signup(first, "carol")
+    # a hold that ends without a sign-up (the adapter gave up on the hash) frees the name
+    third = h.connect()
+    carol = SignupRequest(id=2, username="carol", password=PW)
+    assert h.svc.handle(third, carol, h.now).needs == (HashPassword(PW),)
+    assert h.err(second, "signup", username="carol", password=PW).code == "username_taken"
+    h.svc.abandon(third)
     assert h.ok(second, "signup", username="carol", password=PW)["username"] == "carol"
+
+
+def test_a_departed_connection_frees_the_name_it_was_signing_up(h: Harness) -> None:
+    from parlour.protocol import SignupRequest
+
+    first, second = h.connect(), h.connect()
+    rq = SignupRequest(id=1, username="dave", password=PW)
+    assert h.svc.handle(first, rq, h.now).needs == (HashPassword(PW),)
+    h.apply(h.svc.disconnect(first, h.now, "gone"))
+    assert h.ok(second, "signup", username="dave", password=PW)["username"] == "dave"

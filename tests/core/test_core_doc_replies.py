@@ -10,8 +10,8 @@ from typing import Any
 from core_harness import ADMIN_PW, PW, Harness
 
 from parlour.core.config import CoreConfig
+from parlour.protocol import REPLY_FIELDS
 from parlour.protocol.codec import FrameDecoder
-from parlour.protocol.schemas import REPLY_FIELDS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 

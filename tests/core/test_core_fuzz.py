@@ -9,8 +9,8 @@ from core_harness import Harness, check_reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parlour.protocol import REQUEST_TYPES, Error, parse_request
 from parlour.protocol.errors import ProtocolError
-from parlour.protocol.schemas import REQUEST_TYPES, Error, parse_request
 
 NAMES = st.sampled_from(["general", "help", "admin", "alice", "bob", "ghost", "GENERAL"])
 CURSORS = st.dictionaries(NAMES, st.integers(0, 50), max_size=2)
@@ -84,7 +84,7 @@ def test_random_requests_always_get_exactly_one_reply(
         except ProtocolError as exc:  # the transport answers these itself
             check_reply(kind, Error.from_exception(exc))
             continue
-        out = h.apply(h.svc.handle(conn, request, h.now))
+        out = h.apply(h.handle(conn, request))
         assert out.reply is not None and out.reply.id == rid
         check_reply(kind, out.reply)
         assert out.reply.to_wire().get("code") != "internal_error", out.reply

@@ -41,14 +41,14 @@ def test_sequence_and_order_to_every_member(h: Harness) -> None:
 
 def test_fanout_is_one_delivery(h: Harness) -> None:
     a, b, c = _room(h, "alice", "bob", "carol")
-    out = h.svc.handle(a, _send_req("general", "x", "1"), h.now)
+    out = h.handle(a, _send_req("general", "x", "1"))
     assert len(out.deliveries) == 1
     assert set(out.deliveries[0].to) == {a, b, c}
     assert out.deliveries[0].event.name == "message"
 
 
 def _send_req(room: str, text: str, cid: str) -> object:
-    from parlour.protocol.schemas import SendRequest
+    from parlour.protocol import SendRequest
 
     return SendRequest(id=99, room=room, text=text, client_id=cid)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -105,21 +106,36 @@ def test_argon2_hasher() -> None:
     assert generate_password() != generate_password()
 
 
-def test_service_with_argon2_rehashes_on_login() -> None:
+async def test_service_with_argon2_rehashes_on_login() -> None:
+    """The needs are answered by the server's NeedRunner: a password that matches a hash made
+    with older Argon2 parameters comes back with a fresh hash, which the core stores."""
     from parlour.core.service import ChatService
     from parlour.core.writes import SetPassword
-    from parlour.protocol.schemas import HelloRequest, LoginRequest, Ok
+    from parlour.protocol import HelloRequest, LoginRequest, Ok
     from parlour.storage.memory import MemoryStore
+    from parlour.storage.reads import InlineReads
+    from parlour.transports.needs import NeedRunner
+
+    async def resolve(runner: NeedRunner, call: Any) -> Any:
+        answers: dict[Any, Any] = {}
+        while (out := call(answers)).needs:
+            answers.update(await runner.satisfy(1, out.needs))
+        return out
 
     store = MemoryStore()
-    old = Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1)
-    ChatService(store, CoreConfig(), old).bootstrap(0.0, "admin-password")
-    new = Argon2Hasher(time_cost=2, memory_cost=8, parallelism=1)
-    svc = ChatService(store, CoreConfig(), new)
+    old = NeedRunner(Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1), InlineReads(store))
+    first = ChatService(store.load(), CoreConfig())
+    store.apply((await resolve(old, lambda a: first.bootstrap(0.0, "admin-password", a))).writes)
+    old.close()
+    new_hasher = Argon2Hasher(time_cost=2, memory_cost=8, parallelism=1)
+    new = NeedRunner(new_hasher, InlineReads(store))
+    svc = ChatService(store.load(), CoreConfig())
     svc.connect(1, "127.0.0.1:1", 1.0)
     svc.handle(1, HelloRequest(id=1, version=1), 1.0)
-    out = svc.handle(1, LoginRequest(id=2, username="admin", password="admin-password"), 1.0)
+    login = LoginRequest(id=2, username="admin", password="admin-password")
+    out = await resolve(new, lambda a: svc.handle(1, login, 1.0, a))
+    new.close()
     assert isinstance(out.reply, Ok)
     (rehash,) = [w for w in out.writes if isinstance(w, SetPassword)]
-    assert not new.needs_rehash(rehash.password_hash)
-    assert new.verify(rehash.password_hash, "admin-password")
+    assert not new_hasher.needs_rehash(rehash.password_hash)
+    assert new_hasher.verify(rehash.password_hash, "admin-password")

@@ -27,7 +27,7 @@ DOC = ROOT / "docs" / "protocol.md"
 SERVER_SOURCES = [
     path
     for pkg in ("protocol", "core", "transports", "server")
-    for path in sorted((ROOT / "src" / "parlour" / pkg).glob("*.py"))
+    for path in sorted((ROOT / "src" / "parlour" / pkg).rglob("*.py"))
     if path.name != "errors.py"
 ]
 BLOCKS = re.findall(r"```json\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)

@@ -18,15 +18,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parlour.protocol import (
+    EVENT_FIELDS,
+    EVENT_TYPES,
     REQUEST_TYPES,
     ErrorCode,
-    Event,
     EventName,
     ProtocolError,
+    event_from_fields,
     is_valid_name,
     parse_request,
 )
-from parlour.protocol.schemas import _v_request_id
+from parlour.protocol.requests import _v_request_id
 
 
 def reference_from_wire(cls: Any, obj: Mapping[str, Any]) -> Any:
@@ -139,6 +141,11 @@ def test_is_valid_name_is_the_documented_pattern(value: object) -> None:
 
 @pytest.mark.parametrize("name", list(EventName))
 def test_event_wire_name_is_a_plain_string(name: EventName) -> None:
-    wire = Event(name, {}).to_wire()
-    assert wire == {"type": "event", "event": name.value}
+    cls = EVENT_TYPES[name]
+    assert cls.NAME is name and cls.wire_fields() == EVENT_FIELDS[name]
+    sample = {"room": "r", "peer": "p", "from": "f", "text": "t", "client_id": "c"}
+    fields: dict[str, object] = {key: sample.get(key, 1) for key in EVENT_FIELDS[name]}
+    fields.update({k: False for k in ("edited", "deleted", "online") if k in fields})
+    wire = event_from_fields(name, fields).to_wire()
+    assert wire == {"type": "event", "event": name.value, **fields}
     assert type(wire["event"]) is str

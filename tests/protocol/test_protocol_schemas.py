@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from parlour.protocol import (
     EVENT_FIELDS,
+    EVENT_TYPES,
+    NDJSON,
     REPLY_FIELDS,
     REQUEST_TYPES,
     Error,
@@ -18,17 +20,20 @@ from parlour.protocol import (
     EventName,
     FrameDecoder,
     LoginRequest,
+    MessageEvent,
     MessageRecord,
     Ok,
     ProtocolError,
     Resume,
     SendRequest,
     encode,
+    event_from_fields,
     parse_event,
     parse_reply,
     parse_request,
     parse_server_frame,
 )
+from parlour.protocol.testing import LENGTH_PREFIXED, unframe
 
 NAMES = st.from_regex(r"[A-Za-z0-9_.\-]{1,32}", fullmatch=True)
 TEXT = st.text(min_size=1, max_size=50).filter(lambda s: not s.isspace())
@@ -261,15 +266,64 @@ def test_replies_round_trip() -> None:
 
 def test_events_and_records() -> None:
     rec = MessageRecord(room="general", seq=12, ts=1.5, sender="bob", text="hi", client_id="c")
-    ev = Event(EventName.MESSAGE, rec.to_wire())
+    ev = MessageEvent.of(rec)
     wire = ev.to_wire()
     assert wire["type"] == "event" and wire["event"] == "message" and wire["from"] == "bob"
     assert parse_event(wire) == ev
     assert MessageRecord.from_wire(parse_event(wire).fields) == rec
-    assert set(EVENT_FIELDS) == set(EventName)
+    assert isinstance(ev, MessageEvent) and ev.record == rec
+    assert set(EVENT_FIELDS) == set(EventName) == set(EVENT_TYPES)
     with pytest.raises(ProtocolError):
         parse_event({"type": "event", "event": "message", "room": "g"})
     with pytest.raises(ProtocolError):
-        Event("nonsense", {})  # type: ignore[arg-type]
+        event_from_fields("nonsense", {})
     with pytest.raises(ProtocolError):
         MessageRecord(room="a", peer="b", seq=1, ts=0, sender="x", text=None)
+
+
+#: a value of the right type for every wire field of every event
+_FIELD_VALUES: dict[str, Any] = {
+    "room": st.one_of(NAMES),
+    "peer": NAMES,
+    "seq": SEQ,
+    "ts": NUM,
+    "from": NAMES,
+    "text": st.none() | TEXT,
+    "edited": st.booleans(),
+    "deleted": st.booleans(),
+    "client_id": st.none() | st.text(min_size=1, max_size=64),
+    "user": NAMES,
+    "online": st.booleans(),
+    "by": NAMES,
+    "reason": st.text(max_size=50),
+    "until": st.none() | NUM,
+    "new_name": NAMES,
+    "code": st.sampled_from([c.value for c in ErrorCode]),
+}
+
+
+@st.composite
+def events(draw: st.DrawFn) -> Event:
+    name = draw(st.sampled_from(list(EventName)))
+    fields = {key: draw(_FIELD_VALUES[key]) for key in sorted(EVENT_FIELDS[name])}
+    if name is EventName.BROADCAST:
+        fields["text"] = draw(TEXT)
+    if name is EventName.KICKED:
+        fields["room"] = draw(st.none() | NAMES)
+    return event_from_fields(name, fields)
+
+
+@settings(max_examples=300)
+@given(events())
+def test_every_typed_event_survives_the_wire(event: Event) -> None:
+    """typed event -> NDJSON bytes -> parse_event -> the same typed event (both wires)."""
+    line = NDJSON.encode_event(event)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    (frame,) = FrameDecoder().feed(line)
+    assert isinstance(frame, dict)
+    back = parse_event(frame)
+    assert back == event and type(back) is type(event)
+    assert set(frame) - {"type", "event"} == EVENT_FIELDS[event.name]
+    assert frame["event"] == event.name.value and type(frame["event"]) is str
+    payloads, rest = unframe(LENGTH_PREFIXED.encode_event(event))
+    assert rest == b"" and payloads == [line[:-1]]

@@ -8,7 +8,7 @@ from typing import Any
 
 from parlour.core.outcome import ConnId, Delivery, Outcome
 from parlour.core.writes import Audit
-from parlour.protocol import Event, EventName, Ok
+from parlour.protocol import MessageEvent, Ok
 
 __all__ = ["EchoService", "RecordingWriter", "free_connect"]
 
@@ -28,21 +28,16 @@ class EchoService:
         self.conns.append(conn)
         return Outcome()
 
-    def handle(self, conn: ConnId, request: Any, now: float) -> Outcome:
+    def handle(self, conn: ConnId, request: Any, now: float, answers: Any = None) -> Outcome:
         if request.TYPE == "send":
             self.seq += 1
-            event = Event(
-                EventName.MESSAGE,
-                {
-                    "room": request.room,
-                    "seq": self.seq,
-                    "ts": now,
-                    "from": f"c{conn}",
-                    "text": request.text,
-                    "edited": False,
-                    "deleted": False,
-                    "client_id": request.client_id,
-                },
+            event = MessageEvent(
+                room=request.room,
+                seq=self.seq,
+                ts=now,
+                sender=f"c{conn}",
+                text=request.text,
+                client_id=request.client_id,
             )
             return Outcome(
                 reply=Ok(request.id, {"seq": self.seq}),
@@ -50,6 +45,9 @@ class EchoService:
                 writes=(Audit(f"c{conn}", "send", request.room, request.text, now),),
             )
         return Outcome(reply=Ok(request.id, {"type": request.TYPE}))
+
+    def abandon(self, conn: ConnId) -> None:
+        return None
 
     def disconnect(self, conn: ConnId, now: float, reason: str) -> Outcome:
         self.conns.remove(conn)

@@ -15,10 +15,20 @@ from hypothesis import strategies as st
 
 from parlour.core.outcome import Delivery, Outcome
 from parlour.core.writes import AppendRoomMessage, Audit, CreateRoom, CreateUser
-from parlour.protocol import Event, EventName, Ok, ProtocolError
+from parlour.protocol import (
+    NDJSON,
+    BroadcastEvent,
+    DisconnectEvent,
+    Event,
+    EventName,
+    Ok,
+    ProtocolError,
+    event_from_fields,
+)
+from parlour.protocol.testing import LENGTH_PREFIXED, LengthPrefixedWire, unframe
 from parlour.storage.sqlite import GroupCommitWriter, SqliteStore
 from parlour.transports import testing
-from parlour.transports.hub import Hub, disconnect_frame, encode_frame
+from parlour.transports.hub import Hub
 from parlour.transports.pipeline import Pipeline
 
 
@@ -48,8 +58,17 @@ class FakeTransport(testing.FakeTransport):
         return [json.loads(line) for line in b"".join(self.chunks).splitlines()]
 
 
-def event(n: int) -> Event:
-    return Event(EventName.BROADCAST, {"from": "admin", "text": f"t{n}", "ts": 1.0})
+def event(n: int | str, pad: int = 0) -> Event:
+    return BroadcastEvent(sender="admin", text=f"t{n}" + "x" * pad, ts=1.0)
+
+
+def frame(n: int | str, pad: int = 0) -> bytes:
+    """What the NDJSON wire makes of ``event(n, pad)``."""
+    return NDJSON.encode_event(event(n, pad))
+
+
+def disconnect_frame(code: str, reason: str) -> bytes:
+    return NDJSON.encode_event(DisconnectEvent(code=code, reason=reason))
 
 
 async def settle() -> None:
@@ -100,12 +119,12 @@ async def test_slow_consumer_is_cut_off_and_others_unaffected() -> None:
     hub.add(1, slow)
     hub.add(2, fast)
     slow.buffer = 5000  # the peer stopped reading: the transport buffer is over the limit
-    hub.deliver(b'{"type":"event","event":"x"}\n', (1, 2))
+    hub.deliver(event(1), (1, 2))
     await settle()
     assert hub.stats.slow_consumers == 1
     assert slow.closing
     assert slow.frames()[-1]["code"] == "slow_consumer"
-    hub.deliver(b'{"n":2}\n', (1, 2))  # nothing more is queued for the closing peer
+    hub.deliver(event(2), (1, 2))  # nothing more is queued for the closing peer
     await settle()
     assert slow.frames()[-1]["code"] == "slow_consumer"
     assert not fast.closing and len(fast.frames()) == 2
@@ -115,9 +134,8 @@ async def test_queue_limit_bounds_memory_within_one_iteration() -> None:
     hub = Hub(send_queue_max=2048)
     t = FakeTransport()
     hub.add(1, t)
-    frame = b"x" * 100 + b"\n"
-    for _ in range(1000):
-        hub.deliver(frame, (1,))
+    for n in range(1000):
+        hub.deliver(event(n, pad=100), (1,))
     assert hub.buffered(1) < 4 * 2048 + 200
     await settle()
     assert t.closing and hub.stats.slow_consumers == 1
@@ -198,7 +216,7 @@ async def test_segments_keep_each_members_order_with_replies_spliced_in() -> Non
             Outcome(reply=Ok(n, {}), deliveries=(Delivery(event(n), room),)),
             sender,
         )
-    hub.send(4, b'{"type":"ok","id":"other"}\n')  # not a member: unaffected
+    hub.send(4, b'{"type":"ok","id":"other","data":{}}\n')  # not a member: unaffected
     hub.close(3, "kicked", "bye")
     hub.dispatch(Outcome(deliveries=(Delivery(event(99), room),)), None)
     await settle()
@@ -221,9 +239,9 @@ async def test_segment_bytes_are_bounded_and_the_queue_limit_still_cuts_off() ->
     hub.add(1, slow)
     hub.add(2, fast)
     room = (1, 2)
-    frames = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * 200) for n in range(200)]
-    for frame in frames:
-        hub.deliver(frame, room)
+    frames = [frame(n, pad=200) for n in range(200)]
+    for n in range(200):
+        hub.deliver(event(n, pad=200), room)
         assert hub.buffered(2) <= 4 * 16384  # segments are handed on as they fill
     slow.buffer = 20000  # the slow peer's kernel buffer is over the limit
     await settle()
@@ -239,14 +257,14 @@ async def test_segment_ends_at_a_close_and_a_removed_member_gets_nothing() -> No
     for conn, t in ts.items():
         hub.add(conn, t)
     room = (1, 2, 3)
-    hub.deliver(b'{"n":1}\n', room)
+    hub.deliver(event(1), room)
     hub.remove(3)  # connection lost mid-iteration: nothing queued for it is written
-    hub.deliver(b'{"n":2}\n', room)
+    hub.deliver(event(2), room)
     hub.close(2, "kicked", "bye")  # what was dispatched before goes out first
-    hub.deliver(b'{"n":3}\n', room)  # after the close: not for 2
+    hub.deliver(event(3), room)  # after the close: not for 2
     await settle()
-    assert [f.get("n", f.get("code")) for f in ts[1].frames()] == [1, 2, 3]
-    assert [f.get("n", f.get("code")) for f in ts[2].frames()] == [1, 2, "kicked"]
+    assert [f.get("text", f.get("code")) for f in ts[1].frames()] == ["t1", "t2", "t3"]
+    assert [f.get("text", f.get("code")) for f in ts[2].frames()] == ["t1", "t2", "kicked"]
     assert ts[2].closing
     assert ts[3].chunks == []
 
@@ -276,15 +294,15 @@ def _reference(ops: list[Op]) -> dict[int, bytes]:
     pending: dict[int, list[bytes]] = {c: [] for c in range(1, 6)}
     state = dict.fromkeys(range(1, 6), "open")
     for n, (kind, a, _) in enumerate(ops):
-        frame = b'{"n":%d}\n' % n
+        data = frame(n)
         if kind == "deliver":
             targets = _ROOMS[a]
             for c in targets:
                 if state[c] == "open":
-                    pending[c].append(frame)
+                    pending[c].append(data)
         elif kind == "send":
             if state[a] == "open":
-                pending[a].append(frame)
+                pending[a].append(data)
         elif kind == "close":
             if state[a] == "open":
                 pending[a].append(disconnect_frame("kicked", "bye"))
@@ -309,13 +327,12 @@ async def _run_hub(ops: list[Op]) -> dict[int, bytes]:
     for c, t in ts.items():
         hub.add(c, t)
     for n, (kind, a, b) in enumerate(ops):
-        frame = b'{"n":%d}\n' % n
         if kind == "deliver":
             # b == 1: an equal but not identical tuple (the hub must compare by value)
             to = _ROOMS[a] if b == 0 else tuple(list(_ROOMS[a]))
-            hub.deliver(frame, to)
+            hub.deliver(event(n), to)
         elif kind == "send":
-            hub.send(a, frame)
+            hub.send(a, frame(n))
         elif kind == "close":
             hub.close(a, "kicked", "bye")
         elif kind == "remove":
@@ -332,16 +349,49 @@ def test_segments_deliver_exactly_what_per_connection_queues_would(ops: list[Op]
     assert asyncio.run(_run_hub(ops)) == _reference(ops)
 
 
-def test_event_names_from_members_and_strings_encode_alike() -> None:
+def test_events_built_from_wire_fields_are_the_typed_events() -> None:
     fields = {"from": "admin", "text": "hi", "ts": 1.0}
-    assert encode_frame(Event(EventName.BROADCAST, fields)) == encode_frame(
-        Event("broadcast", fields)  # type: ignore[arg-type]
+    built = event_from_fields("broadcast", fields)
+    assert built == BroadcastEvent(sender="admin", text="hi", ts=1.0)
+    assert built.name is EventName.BROADCAST and built["from"] == "admin"
+    assert (
+        NDJSON.encode_event(built)
+        == b'{"type":"event","event":"broadcast","from":"admin","text":"hi","ts":1.0}\n'
     )
-    assert Event("broadcast", fields).name is EventName.BROADCAST  # type: ignore[arg-type]
     with pytest.raises(ProtocolError, match="unknown event"):
-        Event("no-such-event", fields)  # type: ignore[arg-type]
-    with pytest.raises(ProtocolError, match="must not contain"):
-        Event(EventName.BROADCAST, {"type": "x"})
+        event_from_fields("no-such-event", fields)
+    with pytest.raises(ProtocolError, match="missing field 'ts'"):
+        event_from_fields("broadcast", {"from": "admin", "text": "hi"})
+
+
+async def test_an_event_is_encoded_once_per_wire_kind_present() -> None:
+    """Recipients of two wire kinds: one encoding per kind (not per recipient), each
+    recipient gets its own kind's bytes, the same object for every recipient of a kind."""
+    hub = Hub()
+    nd = {i: FakeTransport() for i in (1, 2, 3)}
+    lp = {i: FakeTransport() for i in (4, 5)}
+    for conn, t in nd.items():
+        hub.add(conn, t)
+    for conn, t in lp.items():
+        hub.add(conn, t, LengthPrefixedWire())
+    everyone = (1, 2, 3, 4, 5)
+    for n in range(4):
+        hub.deliver(event(n), everyone)
+    hub.deliver(event("nd-only"), (1, 2))  # one kind present: one encoding
+    assert hub.stats.frames_encoded == 4 * 2 + 1
+    await settle()
+    for t in nd.values():
+        assert [f["text"] for f in t.frames()] == ["t0", "t1", "t2", "t3"] + (
+            ["tnd-only"] if t is not nd[3] else []
+        )
+    for t in lp.values():
+        payloads, rest = unframe(b"".join(t.chunks))
+        assert rest == b""
+        assert payloads == [NDJSON.encode_event(event(n))[:-1] for n in range(4)]
+        assert b"".join(t.chunks) == b"".join(
+            LENGTH_PREFIXED.encode_event(event(n)) for n in range(4)
+        )
+    assert lp[4].chunks[0] is lp[5].chunks[0] and nd[1].chunks[0] is nd[3].chunks[0]
 
 
 async def test_pipeline_with_the_group_commit_writer_acks_after_commit_in_order(
@@ -392,7 +442,7 @@ async def test_pipeline_with_the_group_commit_writer_acks_after_commit_in_order(
 
 async def test_a_delivery_to_nobody_known_is_dropped_quietly() -> None:
     hub = Hub()
-    hub.deliver(b'{"n":1}\n', (7, 8))  # no connection was ever added
-    hub.send(7, b'{"n":2}\n')
+    hub.deliver(event(1), (7, 8))  # no connection was ever added
+    hub.send(7, frame(2))
     await settle()
     assert hub.stats.frames_queued == 0 and len(hub) == 0

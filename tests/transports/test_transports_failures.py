@@ -12,12 +12,16 @@ from typing import Any
 import pytest
 from fakes import EchoService, RecordingWriter
 
+from parlour.core.needs import ReadRoom
 from parlour.core.outcome import ConnId, Outcome
 from parlour.core.writes import Audit
-from parlour.protocol import Ok, Request
+from parlour.protocol import Ok, Reply
+from parlour.server.testing import PlainHasher
 from parlour.storage.memory import MemoryStore
+from parlour.storage.reads import InlineReads
 from parlour.transports.endpoint import Endpoint
 from parlour.transports.hub import Hub
+from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline
 from parlour.transports.tcp import TcpListener
 
@@ -33,13 +37,14 @@ class ClosingWriter(InlineWriter):
         return super().submit(writes)
 
 
-async def _prepare_later() -> None:
-    await asyncio.sleep(0)
+class NeedyEchoService(EchoService):
+    """Every `send` first needs a store read (like signup/login needing Argon2): it takes the
+    endpoint's asynchronous needs path before it is answered."""
 
-
-def prepare(conn: ConnId, request: Request) -> Any:
-    # Every `send` takes the asynchronous prepare path (like signup/login hashing).
-    return _prepare_later() if request.TYPE == "send" else None
+    def handle(self, conn: ConnId, request: Any, now: float, answers: Any = None) -> Outcome:
+        if request.TYPE == "send" and not answers:
+            return Outcome(needs=(ReadRoom("general", None, None, 1),))
+        return super().handle(conn, request, now, answers)
 
 
 class Line:
@@ -64,9 +69,11 @@ class Line:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Endpoint, int]]:
-    writer = ClosingWriter(MemoryStore().apply)
+    store = MemoryStore()
+    writer = ClosingWriter(store.apply)
     writer.start()
-    endpoint = Endpoint(EchoService(), writer, Hub(), prepare=prepare)
+    needs = NeedRunner(PlainHasher(), InlineReads(store))
+    endpoint = Endpoint(NeedyEchoService(), writer, Hub(), needs=needs)
     endpoint.start()
     listener = TcpListener(endpoint, "127.0.0.1", 0)
     [(_, port)] = await listener.start()
@@ -74,6 +81,7 @@ async def served() -> AsyncIterator[tuple[Endpoint, int]]:
     await listener.stop_accepting()
     await endpoint.shutdown(grace=2)
     await listener.wait_closed()
+    needs.close()
 
 
 async def _connect(port: int) -> Line:
@@ -136,17 +144,17 @@ async def test_unexpected_failure_applying_a_prepared_request_is_answered(
 
 
 class FlakyHub(Hub):
-    """Fails to dispatch any outcome whose reply data says ``bad``."""
+    """Fails to send any reply whose data says ``bad``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[object] = []
 
-    def dispatch(self, outcome: Outcome, conn: ConnId | None) -> None:
-        assert isinstance(outcome.reply, Ok)
-        if outcome.reply.data.get("bad"):
+    def reply(self, conn: ConnId, reply: Reply) -> None:
+        assert isinstance(reply, Ok)
+        if reply.data.get("bad"):
             raise ValueError("cannot encode")
-        self.sent.append(outcome.reply.id)
+        self.sent.append(reply.id)
 
 
 async def test_one_failing_dispatch_does_not_hold_up_the_queue(

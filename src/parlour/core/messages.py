@@ -1,35 +1,37 @@
 """Message logs: the hot window of a room or conversation, paging merged with the store,
-idempotent client ids, and the wire form of a message record."""
+idempotent client ids, and the protocol record of a stored message."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
 
-from parlour.core.ports import StoredMessage
+from parlour.core.records import StoredMessage
+from parlour.protocol import MessageRecord
 
-__all__ = ["ClientIds", "MessageLog", "Reader", "record"]
+__all__ = ["ClientIds", "MessageLog", "Reader", "to_record"]
 
 #: reads committed messages of one scope: (before, after, limit) -> ascending messages
 Reader = Callable[[int | None, int | None, int], list[StoredMessage]]
 
 
-def record(
+def to_record(
     msg: StoredMessage, *, room: str | None = None, peer: str | None = None
-) -> dict[str, Any]:
-    """The wire form of a message (docs/protocol.md "message record"): `room` for room
+) -> MessageRecord:
+    """The protocol record of a message (docs/protocol.md "message record"): `room` for room
     messages (current name), `peer` for DMs (the other participant, seen by the receiver)."""
-    out: dict[str, Any] = {"room": room} if room is not None else {"peer": peer}
-    out["seq"] = msg.seq
-    out["ts"] = msg.ts
-    out["from"] = msg.sender
-    out["text"] = msg.text
-    out["edited"] = msg.edited
-    out["deleted"] = msg.deleted
-    out["client_id"] = msg.client_id
-    return out
+    return MessageRecord(
+        room=room,
+        peer=peer,
+        seq=msg.seq,
+        ts=msg.ts,
+        sender=msg.sender,
+        text=msg.text,
+        edited=msg.edited,
+        deleted=msg.deleted,
+        client_id=msg.client_id,
+    )
 
 
 class MessageLog:

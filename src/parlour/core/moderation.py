@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from parlour.core.ports import AuditEntry, BanRecord, user_key
+from parlour.core.records import AuditEntry, BanRecord, user_key
 
 __all__ = ["AuditTrail", "Bans"]
 

@@ -1,36 +1,52 @@
-"""Ports of the chat core: the Store and PasswordHasher protocols and the records they carry.
+"""Ports of the chat core: what the outside world must provide, as Protocols.
 
-The core is pure and synchronous. Everything it keeps hot is loaded once with `Store.load()`;
-deeper history is read on demand; every change is expressed as `parlour.core.writes.Write`
-values that a writer hands to `Store.apply` in one transaction (see
-docs/design/chat-architecture.md).
+The core itself never calls any of these while it handles a request: it is built from a
+`StoreSnapshot` (`Store.load`, once, before serving), asks for password work and deeper
+history as *needs* in its `Outcome` (`parlour.core.needs`), and expresses every change as
+`parlour.core.writes.Write` values. The adapter (`parlour.transports`) satisfies the needs with
+a `PasswordHasher` and `Reads`, applies the writes through a writer calling `Store.apply`, and
+publishes what was committed on the `Bus` (docs/design/chat-architecture.md).
 
-Naming conventions shared by every store:
-
-* user names are stored as typed at sign-up (display form); they are unique by
-  `user_key(name)` (case-insensitive). Every other record refers to users by their display
-  name exactly as in `UserRecord.name`.
-* a DM conversation is identified by `conv_id(a, b)`: the two user keys, sorted, joined by
-  `:` (user names cannot contain `:`).
-* room names are unique by `room_key(name)` (case-insensitive); records carry the display name.
+The records these ports carry are in `parlour.core.records` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from parlour.core.records import (
+    AuditEntry,
+    BanRecord,
+    BlockRecord,
+    DmCursorRecord,
+    MembershipRecord,
+    Role,
+    RoomRecord,
+    StoredMessage,
+    StoreSnapshot,
+    UserRecord,
+    conv_id,
+    conv_members,
+    room_key,
+    user_key,
+)
 
 if TYPE_CHECKING:
+    from parlour.core.outcome import Delivery
     from parlour.core.writes import Write
 
 __all__ = [
     "AuditEntry",
     "BanRecord",
     "BlockRecord",
+    "Bus",
+    "BusMessage",
     "DmCursorRecord",
     "MembershipRecord",
     "PasswordHasher",
+    "Reads",
     "Role",
     "RoomRecord",
     "Store",
@@ -43,123 +59,6 @@ __all__ = [
     "user_key",
 ]
 
-Role = Literal["admin", "member"]
-
-
-def user_key(name: str) -> str:
-    """The case-insensitive identity of a user name."""
-    return name.casefold()
-
-
-def room_key(name: str) -> str:
-    """The case-insensitive identity of a room name."""
-    return name.casefold()
-
-
-def conv_id(a: str, b: str) -> str:
-    """The conversation id of the DM conversation between users `a` and `b` (order-free)."""
-    ka, kb = user_key(a), user_key(b)
-    return f"{ka}:{kb}" if ka <= kb else f"{kb}:{ka}"
-
-
-def conv_members(conv: str) -> tuple[str, str]:
-    """The two user keys of a conversation id."""
-    a, _, b = conv.partition(":")
-    return a, b
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    name: str
-    password_hash: str
-    role: Role
-    created: float
-    last_login: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoomRecord:
-    name: str
-    created: float
-    created_by: str
-
-
-@dataclass(frozen=True, slots=True)
-class MembershipRecord:
-    user: str
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class BanRecord:
-    user: str
-    until: float | None  # None: permanent
-    reason: str
-    by: str
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class BlockRecord:
-    blocker: str
-    blocked: str
-
-
-@dataclass(frozen=True, slots=True)
-class DmCursorRecord:
-    """Highest DM sequence of `conv` delivered (or deliberately dropped) to `user`."""
-
-    user: str
-    conv: str
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A room message or a DM as stored.
-
-    `scope` is the room name (room messages) or the conversation id (DMs); `recipient` is set
-    for DMs only. A deleted message keeps its row as a tombstone: `text is None, deleted`.
-    """
-
-    scope: str
-    seq: int
-    ts: float
-    sender: str
-    text: str | None
-    edited: bool = False
-    deleted: bool = False
-    client_id: str | None = None
-    recipient: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    ts: float
-    actor: str
-    action: str
-    target: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSnapshot:
-    """Everything the core keeps hot, read once at start.
-
-    `room_last_seq` / `dm_last_seq` hold the highest sequence number per room / conversation
-    (rooms or conversations without messages may be absent). Message bodies are not part of the
-    snapshot: the core reads its recent-message windows with `room_messages` / `dm_messages`.
-    """
-
-    users: Sequence[UserRecord] = ()
-    rooms: Sequence[RoomRecord] = ()
-    memberships: Sequence[MembershipRecord] = ()
-    bans: Sequence[BanRecord] = ()
-    blocks: Sequence[BlockRecord] = ()
-    dm_cursors: Sequence[DmCursorRecord] = ()
-    room_last_seq: Mapping[str, int] = field(default_factory=dict)
-    dm_last_seq: Mapping[str, int] = field(default_factory=dict)
-
 
 class Store(Protocol):
     """Durable storage of the chat domain (memory for tests, SQLite by default).
@@ -170,7 +69,11 @@ class Store(Protocol):
     only `after` is given, the *oldest* `limit` messages above it are returned.
     """
 
-    def load(self) -> StoreSnapshot: ...
+    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+        """Everything the core keeps hot: all users, rooms, memberships, bans, blocks, DM
+        cursors and last sequences, the newest `recent` messages of every room and the newest
+        `audit` audit entries."""
+        ...
 
     def room_messages(
         self, room: str, *, before: int | None, after: int | None, limit: int
@@ -193,6 +96,24 @@ class Store(Protocol):
         ...
 
 
+class Reads(Protocol):
+    """The store's message reads, awaited by the adapter to satisfy the core's read needs
+    (off the event loop's thread for a blocking store; natively for an asynchronous one).
+    Same semantics as the `Store` methods of the same names."""
+
+    async def room_messages(
+        self, room: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]: ...
+
+    async def dm_messages(
+        self, conv: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]: ...
+
+    async def messages_since(
+        self, rooms: Sequence[str], ts: float, limit: int
+    ) -> list[StoredMessage]: ...
+
+
 class PasswordHasher(Protocol):
     def hash(self, password: str) -> str: ...
 
@@ -201,3 +122,32 @@ class PasswordHasher(Protocol):
         ...
 
     def needs_rehash(self, hash: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    """What one node announces after a commit: the deliveries of one outcome, each with its
+    logical address (`Delivery.address`), for every node to resolve against its own
+    connections. `origin` names the node that produced it; `deliveries[i].to` are the origin
+    node's own connections and mean nothing elsewhere."""
+
+    origin: str
+    deliveries: tuple[Delivery, ...]
+
+
+class Bus(Protocol):
+    """Fan-out between the nodes of one deployment (in-process now; Redis for scale-out).
+
+    The bus never carries the truth: a node that misses a message recovers what it missed
+    from the store by sequence number. Messages from one publisher arrive in the order they
+    were published."""
+
+    def subscribe(self, node: str, handler: Callable[[BusMessage], None]) -> None:
+        """Deliver every message published from now on to `handler` (on `node`)."""
+        ...
+
+    def unsubscribe(self, node: str) -> None: ...
+
+    def publish(self, message: BusMessage) -> None:
+        """Hand `message` to every subscribed node (the publisher's own included)."""
+        ...

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parlour.core.ports import Role
+from parlour.core.records import Role
 
 __all__ = [
     "AddBan",

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
-from parlour.protocol.schemas import DEFAULT_MAX_FRAME
+from parlour.protocol.limits import DEFAULT_MAX_FRAME
 
 __all__ = ["Frame", "FrameDecoder", "decode_line", "encode"]
 

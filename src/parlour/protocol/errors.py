@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
+    SERVER_BUSY = "server_busy"
     # server / connection end reasons
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"

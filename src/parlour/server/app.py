@@ -1,4 +1,4 @@
-"""Composition root: settings -> store -> core -> writer -> hub -> endpoint -> TCP listener.
+"""Composition root: settings -> store -> core -> writer, needs, bus -> hub -> endpoint -> doors.
 
 ``ChatServer.start(settings)`` builds and starts everything on the running loop;
 ``await server.stop()`` shuts down gracefully (stop accepting, finish in-flight writes, tell
@@ -8,26 +8,29 @@ clients, flush and close the store). Used by ``parlour serve`` and by the end-to
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from parlour.bus.memory import InProcessBus
 from parlour.core.config import CoreConfig
-from parlour.core.passwords import Argon2Hasher
-from parlour.core.ports import PasswordHasher, Store
+from parlour.core.needs import Answers, Need
+from parlour.core.outcome import Delivery, Outcome
+from parlour.core.passwords import Argon2Hasher, generate_password
+from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
 from parlour.server.config import Settings, describe
-from parlour.server.hashing import PrecomputingHasher
 from parlour.storage.memory import MemoryStore
+from parlour.storage.reads import InlineReads
 from parlour.storage.sqlite import SqliteStore
 from parlour.transports.endpoint import Endpoint, EndpointLimits
 from parlour.transports.hub import Hub
-from parlour.transports.pipeline import InlineWriter, StoreWriter
-from parlour.transports.tcp import TcpListener, make_server_ssl_context
+from parlour.transports.needs import NeedRunner
+from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
+from parlour.transports.tcp import TcpListener, WireFactory, make_server_ssl_context
 
 __all__ = ["ChatServer", "check_open_file_limit", "core_config", "open_store"]
 
@@ -94,6 +97,27 @@ def open_store(settings: Settings) -> Store:
     return SqliteStore.open(settings.data_dir, synchronous=settings.sqlite_synchronous)
 
 
+def open_reads(store: Store) -> Reads:
+    """The reads the adapter awaits for the core's read needs."""
+    if isinstance(store, SqliteStore):
+        return store.reads()
+    return InlineReads(store)
+
+
+async def run_needs(
+    needs: NeedRunner, call: Callable[[Answers], Outcome], *, rounds: int = 64
+) -> Outcome:
+    """Call the core (``call(answers)``) until it needs nothing more (outside a connection:
+    the bootstrap)."""
+    answers: dict[Need, Any] = {}
+    for _ in range(rounds):
+        outcome = call(answers)
+        if not outcome.needs:
+            return outcome
+        answers.update(await needs.satisfy(None, outcome.needs))
+    raise RuntimeError("the core kept asking for needs")
+
+
 @dataclass
 class ChatServer:
     settings: Settings
@@ -102,8 +126,11 @@ class ChatServer:
     writer: StoreWriter
     endpoint: Endpoint
     listener: TcpListener
-    hasher: PrecomputingHasher
-    executor: concurrent.futures.ThreadPoolExecutor
+    needs: NeedRunner
+    reads: Reads
+    bus: Bus
+    node: str
+    own_store: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
     #: the admin password generated on first start (None if it came from the environment or
     #: the admin already existed); shown once on the console, never logged
@@ -118,32 +145,61 @@ class ChatServer:
         clock: Callable[[], float] = time.time,
         password_hasher: PasswordHasher | None = None,
         tick_interval: float = 1.0,
+        bus: Bus | None = None,
+        bus_node: str | None = None,
+        store: Store | None = None,
+        core_overrides: Mapping[str, Any] | None = None,
+        wire_factory: WireFactory | None = None,
     ) -> ChatServer:
+        """Build and start a server for `settings` on the running loop. The keyword arguments
+        are for tests and embedding: another password hasher, a shared bus and this node's
+        name on it, an already open store (kept open: the caller closes it), core settings
+        that have no server setting, and the wire of each TCP connection."""
         check_open_file_limit(settings.max_connections)
         ssl_context = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             ssl_context = make_server_ssl_context(settings.tls_cert, settings.tls_key)
-        store = open_store(settings)
+        own_store = store is None
+        if store is None:
+            store = open_store(settings)
+        reads: Reads | None = None
+        needs: NeedRunner | None = None
         try:
-            executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=2, thread_name_prefix="parlour-hash"
-            )
+            config = core_config(settings)
+            if core_overrides:
+                config = dataclasses.replace(config, **core_overrides)
+            service = ChatService(store.load(**ChatService.load_args(config)), config)
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
-            hasher = PrecomputingHasher(password_hasher or argon2, executor=executor)
-            service = ChatService(store, core_config(settings), hasher)
-            hasher.lookup = service.stored_password_hash
-            hasher.session_user = service.session_user
-            hasher.admit = lambda conn, rq: service.password_work(conn, rq, clock())
-            hasher.reserve = service.begin_signup
-            hasher.release = service.end_signup
-            generated = service.bootstrap(clock(), settings.admin_password)
+            reads = open_reads(store)
+            needs = NeedRunner(password_hasher or argon2, reads)
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
             )
             writer.start()
+            generated: str | None = None
+            if service.needs_bootstrap():
+                password = settings.admin_password or generate_password()
+                first = await run_needs(needs, lambda a: service.bootstrap(clock(), password, a))
+                await writer.submit(first.writes)
+                generated = password if settings.admin_password is None else None
             hub = Hub(send_queue_max=settings.send_queue_max, stall_timeout=settings.idle_timeout)
+            node = bus_node or "local"
+            the_bus: Bus = bus if bus is not None else InProcessBus()
+            router = service.router
+
+            def on_bus(message: BusMessage) -> None:
+                local = message.origin == node
+                for d in message.deliveries:
+                    to = d.to if local else router.resolve(d.address) if d.address else ()
+                    if to:
+                        hub.deliver(d.event, to)
+
+            def publish(deliveries: tuple[Delivery, ...]) -> None:
+                the_bus.publish(BusMessage(node, deliveries))
+
+            the_bus.subscribe(node, on_bus)
             limits = EndpointLimits(
                 max_frame=settings.max_frame,
                 max_connections=settings.max_connections,
@@ -151,15 +207,30 @@ class ChatServer:
                 tick_interval=tick_interval,
             )
             endpoint = Endpoint(
-                service, writer, hub, limits=limits, prepare=hasher.prepare, clock=clock
+                service,
+                writer,
+                hub,
+                limits=limits,
+                needs=needs,
+                pipeline=Pipeline(writer, hub, publish),
+                clock=clock,
             )
             endpoint.start()
-            listener = TcpListener(endpoint, settings.host, settings.port, ssl_context=ssl_context)
+            listener = TcpListener(
+                endpoint,
+                settings.host,
+                settings.port,
+                ssl_context=ssl_context,
+                wire_factory=wire_factory,
+            )
             addresses = await listener.start()
         except BaseException:
-            close = getattr(store, "close", None)
-            if callable(close):
-                close()
+            if needs is not None:
+                needs.close()
+            if reads is not None:
+                _close(reads)
+            if own_store:
+                _close(store)
             raise
         server = cls(
             settings=settings,
@@ -168,8 +239,11 @@ class ChatServer:
             writer=writer,
             endpoint=endpoint,
             listener=listener,
-            hasher=hasher,
-            executor=executor,
+            needs=needs,
+            reads=reads,
+            bus=the_bus,
+            node=node,
+            own_store=own_store,
             addresses=addresses,
             generated_admin_password=generated,
         )
@@ -203,8 +277,15 @@ class ChatServer:
             log.info("store writer", extra={"fields": dataclasses.asdict(stats)})
         log.info("hub", extra={"fields": dataclasses.asdict(self.endpoint.hub.stats)})
         await self.listener.wait_closed()
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        close = getattr(self.store, "close", None)
-        if callable(close):
-            close()
+        self.bus.unsubscribe(self.node)
+        self.needs.close()
+        _close(self.reads)
+        if self.own_store:
+            _close(self.store)
         log.info("server stopped")
+
+
+def _close(resource: object) -> None:
+    close = getattr(resource, "close", None)
+    if callable(close):
+        close()

@@ -11,7 +11,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import replace
 
-from parlour.core.ports import (
+from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
@@ -102,7 +102,7 @@ class MemoryStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def load(self) -> StoreSnapshot:
+    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
         return StoreSnapshot(
             users=tuple(self._users.values()),
             rooms=tuple(self._rooms.values()),
@@ -116,6 +116,12 @@ class MemoryStore:
                 self._rooms[k].name: log.seqs[-1] for k, log in self._room_logs.items() if log.seqs
             },
             dm_last_seq={c: log.seqs[-1] for c, log in self._dm_logs.items() if log.seqs},
+            recent={
+                self._rooms[k].name: log.page(None, None, recent)
+                for k, log in self._room_logs.items()
+                if log.seqs and recent > 0
+            },
+            audit=self.audit_log(audit),
         )
 
     def room_messages(

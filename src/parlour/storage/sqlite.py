@@ -1,10 +1,11 @@
 """SQLite (WAL) implementation of the core's Store port.
 
-One database file in the data directory. Reads run on the caller's thread (the event loop)
-through a read-only connection; WAL readers see the last committed state and never block the
-writer. Writes go through :meth:`SqliteStore.apply_batch`, which applies many outcomes' writes in
-one transaction (group commit); :class:`parlour.storage._sqlite_writer.GroupCommitWriter` calls
-it from a dedicated thread.
+One database file in the data directory. Reads see the last committed state (WAL readers
+never block the writer): `load` and the synchronous reads use one read-only connection on the
+caller's thread; the server's reads go through `SqliteReads`, a small thread pool whose
+threads have a read-only connection each. Writes go through :meth:`SqliteStore.apply_batch`,
+which applies many outcomes' writes in one transaction (group commit);
+:class:`parlour.storage._sqlite_writer.GroupCommitWriter` calls it from a dedicated thread.
 
 Durability: ``synchronous=FULL`` (the default) fsyncs the WAL on every commit, so an
 acknowledged message survives power loss, not only a process crash; see
@@ -13,6 +14,8 @@ docs/design/server-durability.md for the measurements behind the choice.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 import threading
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from parlour.core import writes as w
-from parlour.core.ports import (
+from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
@@ -42,6 +45,7 @@ __all__ = [
     "DB_FILENAME",
     "GroupCommitWriter",
     "SchemaError",
+    "SqliteReads",
     "SqliteStore",
     "WriterClosed",
 ]
@@ -96,6 +100,7 @@ class SqliteStore:
             self._write.close()
             raise
         self._read = _connect(path, synchronous, readonly=True)
+        self._reader = _Reader(self._read)
         self._write_lock = threading.Lock()
         self._closed = False
 
@@ -122,13 +127,75 @@ class SqliteStore:
         """A group-commit writer thread applying batches to this store."""
         return GroupCommitWriter(self.apply_batch, max_batch=max_batch, name="parlour-sqlite")
 
-    # ---------------------------------------------------------------- reads (loop thread)
+    # ---------------------------------------------------------------- reads
+
+    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+        return self._reader.load(recent=recent, audit=audit)
+
+    def room_messages(
+        self, room: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        return self._reader.room_messages(room, before=before, after=after, limit=limit)
+
+    def dm_messages(
+        self, conv: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        return self._reader.dm_messages(conv, before=before, after=after, limit=limit)
+
+    def messages_since(self, rooms: Sequence[str], ts: float, limit: int) -> list[StoredMessage]:
+        return self._reader.messages_since(rooms, ts, limit)
+
+    def audit_log(self, limit: int) -> list[AuditEntry]:
+        return self._reader.audit_log(limit)
+
+    def reads(self, *, threads: int = 2) -> SqliteReads:
+        """The message reads for the adapter: run in `threads` threads, each with its own
+        read-only connection (WAL readers never block the writer nor each other)."""
+        return SqliteReads(self.path, self.synchronous, threads)
+
+    # ---------------------------------------------------------------- writes (writer thread)
+
+    def apply(self, writes: Sequence[w.Write]) -> None:
+        """Apply ``writes`` in one transaction (all or nothing)."""
+        self.apply_batch([writes])
+
+    def apply_batch(self, batches: Sequence[Sequence[w.Write]]) -> None:
+        """Apply several outcomes' writes in one transaction: group commit."""
+        with self._write_lock:
+            c = self._write
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                run: list[w.AppendRoomMessage] = []
+                for writes in batches:
+                    for item in writes:
+                        if type(item) is w.AppendRoomMessage:
+                            run.append(item)
+                            continue
+                        if run:
+                            _append_room_messages(c, run)
+                            run = []
+                        _APPLY[type(item)](c, item)
+                if run:
+                    _append_room_messages(c, run)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+
+class _Reader:
+    """The store's reads on one read-only connection (used from one thread at a time)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._read.execute(sql, params).fetchall()
+        return self._conn.execute(sql, params).fetchall()
 
-    def load(self) -> StoreSnapshot:
-        r = self._read
+    def load(self, *, recent: int, audit: int) -> StoreSnapshot:
+        r = self._conn
         r.execute("BEGIN")  # one consistent snapshot across all tables
         try:
             users = [
@@ -174,6 +241,12 @@ class SqliteStore:
                 conv: int(seq)
                 for conv, seq in r.execute("SELECT conv, MAX(seq) FROM dm_messages GROUP BY conv")
             }
+            windows = {
+                room.name: self.room_messages(room.name, before=None, after=None, limit=recent)
+                for room in rooms
+                if room.name in room_last and recent > 0
+            }
+            entries = self.audit_log(audit)
         finally:
             r.execute("COMMIT")
         return StoreSnapshot(
@@ -185,6 +258,8 @@ class SqliteStore:
             dm_cursors=cursors,
             room_last_seq=room_last,
             dm_last_seq=dm_last,
+            recent=windows,
+            audit=entries,
         )
 
     @staticmethod
@@ -206,7 +281,7 @@ class SqliteStore:
         self, room: str, *, before: int | None, after: int | None, limit: int
     ) -> list[StoredMessage]:
         key = room_key(room)
-        name_row = self._read.execute("SELECT name FROM rooms WHERE key = ?", (key,)).fetchone()
+        name_row = self._conn.execute("SELECT name FROM rooms WHERE key = ?", (key,)).fetchone()
         scope = name_row[0] if name_row else room
         where, params, newest, limit = self._bounds(before, after, limit)
         order = "DESC" if newest else "ASC"
@@ -263,34 +338,59 @@ class SqliteStore:
         )
         return [AuditEntry(*row) for row in rows]
 
-    # ---------------------------------------------------------------- writes (writer thread)
 
-    def apply(self, writes: Sequence[w.Write]) -> None:
-        """Apply ``writes`` in one transaction (all or nothing)."""
-        self.apply_batch([writes])
+class SqliteReads:
+    """`parlour.core.ports.Reads` for SQLite: each read runs in a small thread pool, each
+    thread with its own read-only connection, so a slow read never blocks the event loop."""
 
-    def apply_batch(self, batches: Sequence[Sequence[w.Write]]) -> None:
-        """Apply several outcomes' writes in one transaction: group commit."""
-        with self._write_lock:
-            c = self._write
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                run: list[w.AppendRoomMessage] = []
-                for writes in batches:
-                    for item in writes:
-                        if type(item) is w.AppendRoomMessage:
-                            run.append(item)
-                            continue
-                        if run:
-                            _append_room_messages(c, run)
-                            run = []
-                        _APPLY[type(item)](c, item)
-                if run:
-                    _append_room_messages(c, run)
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")
+    def __init__(self, path: Path, synchronous: Synchronous, threads: int = 2) -> None:
+        self._path = path
+        self._synchronous: Synchronous = synchronous
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, threads), thread_name_prefix="parlour-read"
+        )
+
+    def _reader(self) -> _Reader:
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            conn = _connect(self._path, self._synchronous, readonly=True)
+            with self._lock:
+                self._conns.append(conn)
+            reader = self._local.reader = _Reader(conn)
+        return reader
+
+    async def _run(self, fn: Callable[[_Reader], list[StoredMessage]]) -> list[StoredMessage]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._reader()))
+
+    async def room_messages(
+        self, room: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        return await self._run(
+            lambda r: r.room_messages(room, before=before, after=after, limit=limit)
+        )
+
+    async def dm_messages(
+        self, conv: str, *, before: int | None, after: int | None, limit: int
+    ) -> list[StoredMessage]:
+        return await self._run(
+            lambda r: r.dm_messages(conv, before=before, after=after, limit=limit)
+        )
+
+    async def messages_since(
+        self, rooms: Sequence[str], ts: float, limit: int
+    ) -> list[StoredMessage]:
+        return await self._run(lambda r: r.messages_since(rooms, ts, limit))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
 
 
 # -------------------------------------------------------------------- one function per write

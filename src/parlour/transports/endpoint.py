@@ -1,10 +1,14 @@
-"""The transport-independent server side of a chat connection.
+"""The door-independent server side of a chat connection.
 
-:class:`Endpoint` owns the connections of one server process. A byte-stream transport (TCP
-today, WebSocket later) calls :meth:`Endpoint.open` when a connection starts,
-:meth:`Endpoint.received` with its bytes and :meth:`Endpoint.lost` when it ends. The endpoint
-decodes frames with the protocol codec, hands each request to the core, and applies the outcome
-through the :class:`~parlour.transports.pipeline.Pipeline` (durable, then dispatched in order).
+:class:`Endpoint` owns the connections of one server process. A door (a transport adapter:
+TCP, WebSocket) calls :meth:`Endpoint.open` with the connection's
+:class:`~parlour.protocol.wire.Wire` when a connection starts, :meth:`Endpoint.received` with
+what arrives and :meth:`Endpoint.lost` when it ends. The wire decodes requests; the endpoint
+hands each to the core and applies the outcome through the
+:class:`~parlour.transports.pipeline.Pipeline` (durable, then dispatched in order). When the
+core answers with *needs* (password work, store reads), the endpoint has them computed by its
+:class:`~parlour.transports.needs.NeedRunner` and hands the request to the core again with the
+answers; later requests of that connection wait their turn meanwhile.
 
 Liveness and limits handled here: maximum connections (``server_full``), idle timeout,
 per-connection read throttling (at most ``max_in_flight`` undispatched outcomes before the
@@ -16,27 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from parlour.core.needs import Answers, Need
 from parlour.core.outcome import ConnId, Outcome
 from parlour.protocol import (
     Error,
     ErrorCode,
-    FrameDecoder,
+    NdjsonWire,
     ProtocolError,
     Request,
-    encode,
-    parse_request,
+    Wire,
+    WireInput,
 )
 from parlour.transports.hub import Hub
+from parlour.transports.needs import NeedRunner, ServerBusy
 from parlour.transports.pipeline import Pipeline, StoreWriter
 
-__all__ = ["Endpoint", "EndpointLimits", "Prepare", "Service"]
+__all__ = ["Endpoint", "EndpointLimits", "Service"]
+
+#: rounds of needs one request may take before it is answered `internal_error` (a catch-up
+#: reads page after page; a handful is normal)
+MAX_NEED_ROUNDS = 64
 
 log = logging.getLogger("parlour.transports")
 
@@ -46,16 +57,13 @@ class Service(Protocol):
 
     def connect(self, conn: ConnId, peer: str, now: float) -> Outcome: ...
 
-    def handle(self, conn: ConnId, request: Any, now: float) -> Outcome: ...
+    def handle(self, conn: ConnId, request: Any, now: float, answers: Answers = ...) -> Outcome: ...
+
+    def abandon(self, conn: ConnId) -> None: ...
 
     def disconnect(self, conn: ConnId, now: float, reason: str) -> Outcome: ...
 
     def tick(self, now: float) -> Outcome: ...
-
-
-#: Optional async work before the core sees a request (e.g. Argon2 hashing in a thread pool).
-#: Returns None when nothing needs doing (the common case: no task is created).
-Prepare = Callable[[ConnId, Request], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +92,24 @@ class _Conn:
         "backlog",
         "busy",
         "closing",
-        "decoder",
         "id",
         "in_flight",
         "last_seen",
         "peer",
         "read_paused",
         "transport",
+        "wire",
     )
 
-    def __init__(self, conn: ConnId, peer: str, transport: Any, max_frame: int, now: float):
+    def __init__(self, conn: ConnId, peer: str, transport: Any, wire: Wire, now: float):
         self.id = conn
         self.peer = peer
         self.transport: _Transport = transport
-        self.decoder = FrameDecoder(max_frame)
+        self.wire = wire
         self.last_seen = now
         self.in_flight = 0
-        self.busy = False  # a prepare step is running; later frames wait in backlog
-        self.backlog: deque[dict[str, Any] | ProtocolError] | None = None
+        self.busy = False  # the core's needs are being computed; later input waits in backlog
+        self.backlog: deque[WireInput] | None = None
         self.read_paused = False
         self.closing = False
 
@@ -114,15 +122,16 @@ class Endpoint:
         hub: Hub,
         *,
         limits: EndpointLimits | None = None,
-        prepare: Prepare | None = None,
+        needs: NeedRunner | None = None,
+        pipeline: Pipeline | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
         self.writer = writer
         self.hub = hub
-        self.pipeline = Pipeline(writer, hub)
+        self.pipeline = pipeline if pipeline is not None else Pipeline(writer, hub)
         self.limits = limits or EndpointLimits()
-        self._prepare = prepare
+        self.needs = needs
         self._clock = clock
         self._conns: dict[ConnId, _Conn] = {}
         self._next_id = 1
@@ -160,8 +169,15 @@ class Endpoint:
 
     # ------------------------------------------------------------------ transport callbacks
 
-    def open(self, transport: Any, peer: str) -> ConnId | None:
-        """A new connection. Returns its id, or None when refused (server full / stopping)."""
+    def new_wire(self) -> Wire:
+        """The default wire (NDJSON with the configured frame limit)."""
+        return NdjsonWire(self.limits.max_frame)
+
+    def open(self, transport: Any, peer: str, wire: Wire | None = None) -> ConnId | None:
+        """A new connection speaking `wire` (NDJSON when None). Returns its id, or None when
+        refused (server full / stopping)."""
+        if wire is None:
+            wire = self.new_wire()
         if not self.accepting or len(self._conns) >= self.limits.max_connections:
             self.rejected_full += 1
             code = ErrorCode.SERVER_FULL if self.accepting else ErrorCode.SHUTTING_DOWN
@@ -170,15 +186,15 @@ class Endpoint:
                 if self.accepting
                 else "server shutting down"
             )
-            transport.write(encode(Error(None, code.value, text).to_wire()))
+            transport.write(wire.encode_reply(Error(None, code.value, text)))
             transport.close()
             log.warning("connection refused", extra={"fields": {"peer": peer, "code": code}})
             return None
         conn_id = self._next_id
         self._next_id += 1
-        conn = _Conn(conn_id, peer, transport, self.limits.max_frame, self._loop_time())
+        conn = _Conn(conn_id, peer, transport, wire, self._loop_time())
         self._conns[conn_id] = conn
-        self.hub.add(conn_id, transport)
+        self.hub.add(conn_id, transport, wire)
         log.info("connection opened", extra={"fields": {"conn": conn_id, "peer": peer}})
         self.pipeline.apply(self.service.connect(conn_id, peer, self._clock()), conn_id)
         return conn_id
@@ -188,15 +204,15 @@ class Endpoint:
         if conn is None or conn.closing:
             return
         conn.last_seen = self._loop_time()
-        frames = conn.decoder.feed(data)
-        if not frames:
+        items = conn.wire.feed(data)
+        if not items:
             return
         if conn.busy:
             assert conn.backlog is not None
-            conn.backlog.extend(frames)
+            conn.backlog.extend(items)
             self._throttle(conn)
             return
-        self._process(conn, frames)
+        self._process(conn, items)
 
     def lost(self, conn_id: ConnId, reason: str) -> None:
         conn = self._conns.pop(conn_id, None)
@@ -204,6 +220,8 @@ class Endpoint:
             return
         conn.closing = True
         self.hub.remove(conn_id)
+        if self.needs is not None:
+            self.needs.cancel(conn_id)
         log.info(
             "connection closed",
             extra={"fields": {"conn": conn_id, "peer": conn.peer, "reason": reason}},
@@ -220,36 +238,40 @@ class Endpoint:
 
     # ------------------------------------------------------------------ requests
 
-    def _process(self, conn: _Conn, frames: list[dict[str, Any] | ProtocolError]) -> None:
-        for index, frame in enumerate(frames):
+    def _process(self, conn: _Conn, items: list[WireInput] | deque[WireInput]) -> None:
+        for index, item in enumerate(items):
             if conn.closing:
                 return
-            if isinstance(frame, ProtocolError):
-                self._frame_error(conn, frame)
+            if isinstance(item, ProtocolError):
+                self._frame_error(conn, item)
                 continue
-            try:
-                request = parse_request(frame)
-            except ProtocolError as exc:
-                self._reply_error(conn, exc)
-                continue
-            waiting = self._prepare(conn.id, request) if self._prepare is not None else None
-            if waiting is not None:
-                conn.busy = True
-                conn.backlog = deque(frames[index + 1 :])
-                task = asyncio.ensure_future(self._after_prepare(conn, request, waiting))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if not self._handle(conn, item):
+                # the core needs work done first: the rest waits for the request's turn
+                assert conn.backlog is not None
+                conn.backlog.extend(itertools.islice(items, index + 1, None))
                 self._throttle(conn)
                 return
-            self._handle(conn, request)
 
-    def _handle(self, conn: _Conn, request: Request) -> None:
+    def _handle(self, conn: _Conn, request: Request) -> bool:
+        """Hand `request` to the core. False when the core asked for needs: they are being
+        computed and the connection is busy until the request is answered."""
         try:
             outcome = self.service.handle(conn.id, request, self._clock())
         except Exception:
             log.exception("core failed on a request", extra={"fields": {"conn": conn.id}})
             rid = getattr(request, "id", None)
             outcome = Outcome(reply=Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error"))
+        if outcome.needs:
+            conn.busy = True
+            conn.backlog = deque()
+            task = asyncio.ensure_future(self._after_needs(conn, request, outcome.needs))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return False
+        self._apply(conn, request, outcome)
+        return True
+
+    def _apply(self, conn: _Conn, request: Request, outcome: Outcome) -> None:
         conn.in_flight += 1
         try:
             self.pipeline.apply(outcome, conn.id, lambda: self._dispatched(conn))
@@ -261,27 +283,55 @@ class Endpoint:
             self._internal_error(conn, request)
         self._throttle(conn)
 
-    def _internal_error(self, conn: _Conn, request: Request) -> None:
+    def _internal_error(self, conn: _Conn, request: Request, why: str = "internal error") -> None:
         rid = getattr(request, "id", None)
-        reply = Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error; try again")
+        reply = Error(rid, ErrorCode.INTERNAL_ERROR.value, f"{why}; try again")
         with contextlib.suppress(Exception):
-            self.hub.send(conn.id, encode(reply.to_wire()))
+            self.hub.reply(conn.id, reply)
 
-    async def _after_prepare(self, conn: _Conn, request: Request, waiting: Awaitable[None]) -> None:
+    async def _after_needs(self, conn: _Conn, request: Request, needs: tuple[Need, ...]) -> None:
+        """Compute the needs, hand the request to the core again with the answers, until it is
+        answered; then go on with what the connection sent meanwhile."""
+        answered = False
         try:
-            try:
-                await waiting
-            except Exception:
-                log.exception("request preparation failed", extra={"fields": {"conn": conn.id}})
-            if conn.closing:
-                return
-            self._handle(conn, request)
+            answers: dict[Need, Any] = {}
+            for _ in range(MAX_NEED_ROUNDS):
+                if self.needs is None:
+                    raise RuntimeError("the core needs work done but no NeedRunner is set")
+                answers.update(await self.needs.satisfy(conn.id, needs))
+                if conn.closing:
+                    return
+                outcome = self.service.handle(conn.id, request, self._clock(), answers)
+                if not outcome.needs:
+                    answered = True
+                    self._apply(conn, request, outcome)
+                    break
+                needs = outcome.needs
+            else:
+                log.error("too many rounds of needs", extra={"fields": {"conn": conn.id}})
+        except ServerBusy as busy:
+            if not conn.closing:
+                answered = True
+                rid = getattr(request, "id", None)
+                reply = Error(
+                    rid,
+                    ErrorCode.SERVER_BUSY.value,
+                    f"the server is busy; retry in {busy.retry_after:g} s",
+                    {"retry_after": busy.retry_after},
+                )
+                self._apply(conn, request, Outcome(reply=reply))
+        except asyncio.CancelledError:
+            if not conn.closing:
+                raise
+            return
         except Exception:
-            # Never leave the connection busy: it would get no reply again.
-            log.exception("handling a prepared request failed", extra={"fields": {"conn": conn.id}})
-            self._internal_error(conn, request)
+            log.exception("computing a request's needs failed", extra={"fields": {"conn": conn.id}})
         finally:
-            backlog = list(conn.backlog or ())
+            if not answered:
+                self.service.abandon(conn.id)
+                if not conn.closing:
+                    self._internal_error(conn, request)
+            backlog = conn.backlog or deque()
             conn.busy = False
             conn.backlog = None
         if conn.closing:

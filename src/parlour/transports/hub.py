@@ -1,4 +1,9 @@
-"""Fan-out hub: encode each reply/event once, write the same bytes to every recipient.
+"""Fan-out hub: encode each event once per wire kind, write the same bytes to every recipient.
+
+Every connection is added with its :class:`~parlour.protocol.wire.Wire`: replies are encoded
+by that wire, and an event delivered to many connections is encoded once for each wire *kind*
+present among them (NDJSON, WebSocket frames, ...), the same bytes written to every recipient
+of that kind.
 
 Every connection has a bounded send queue, measured in bytes: frames waiting in the hub for the
 next flush plus what the transport still buffers for the socket. Frames queued during one event
@@ -23,28 +28,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from parlour.core.outcome import ConnId, Outcome
-from parlour.protocol import Event, EventName, encode
+from parlour.core.outcome import ConnId, Delivery, Outcome
+from parlour.protocol import DisconnectEvent, ErrorCode, Event, NdjsonWire, Reply, Wire, WireKind
 
-__all__ = ["Hub", "HubStats", "encode_frame"]
+__all__ = ["Hub", "HubStats"]
 
 log = logging.getLogger("parlour.transports.hub")
-
-
-class _Wire(Protocol):
-    def to_wire(self) -> dict[str, Any]: ...
-
-
-def encode_frame(item: object) -> bytes:
-    """Encode a protocol reply or event (anything with ``to_wire``) into one frame."""
-    to_wire: Callable[[], dict[str, Any]] = item.to_wire  # type: ignore[attr-defined]
-    return encode(to_wire())
-
-
-def disconnect_frame(code: str, reason: str) -> bytes:
-    return encode(Event(EventName.DISCONNECT, {"code": code, "reason": reason}).to_wire())
 
 
 @dataclass(slots=True)
@@ -61,15 +52,19 @@ class _Peer:
         "closing",
         "closing_since",
         "conn",
+        "kind",
         "paused_since",
         "pending",
         "pending_bytes",
         "transport",
+        "wire",
     )
 
-    def __init__(self, conn: ConnId, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, conn: ConnId, transport: asyncio.BaseTransport, wire: Wire) -> None:
         self.conn = conn
         self.transport: Any = transport
+        self.wire = wire
+        self.kind = wire.kind
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.paused_since: float | None = None
@@ -78,17 +73,31 @@ class _Peer:
 
 
 class _Segment:
-    """Consecutive fan-out frames to the same recipients, plus the few frames addressed to
-    single members in between (replies to senders), with their position."""
+    """Consecutive fan-out events to the same recipients, encoded once per wire kind present
+    among them (``frames[i]`` for ``kinds[i]``), plus the few frames addressed to single
+    members in between (replies to senders), with their position."""
 
-    __slots__ = ("extra", "frames", "members", "size", "to")
+    __slots__ = ("count", "extra", "frames", "kinds", "members", "size", "to")
 
-    def __init__(self, to: tuple[ConnId, ...], data: bytes) -> None:
+    def __init__(self, to: tuple[ConnId, ...], kinds: tuple[WireKind, ...]) -> None:
         self.to = to
-        self.frames = [data]
-        self.size = len(data)
+        self.kinds = kinds
+        self.frames: list[list[bytes]] = [[] for _ in kinds]
+        self.count = 0
+        self.size = 0
         self.members: frozenset[ConnId] | None = None
         self.extra: dict[ConnId, list[tuple[int, bytes]]] | None = None
+
+    def add(self, event: Event) -> int:
+        """Encode `event` for every kind; returns the encodings made."""
+        kinds = self.kinds
+        for i in range(len(kinds)):
+            data = kinds[i].encode_event(event)
+            self.frames[i].append(data)
+            if not i:
+                self.size += len(data)
+        self.count += 1
+        return len(kinds)
 
 
 #: a segment is handed to the per-connection queues after this many frames or bytes at the
@@ -126,6 +135,12 @@ class Hub:
         self._segment: _Segment | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
+        #: connected peers per wire kind (kinds present among recipients are looked up only
+        #: when more than one kind is connected)
+        self._kinds: dict[WireKind, int] = {}
+        self._single: tuple[WireKind, ...] | None = None
+        self._last_targets: tuple[ConnId, ...] | None = None
+        self._last_kinds: tuple[WireKind, ...] = ()
         self.stats = HubStats()
 
     # ------------------------------------------------------------------ membership
@@ -139,10 +154,15 @@ class Hub:
     def connections(self) -> list[ConnId]:
         return list(self._peers)
 
-    def add(self, conn: ConnId, transport: asyncio.BaseTransport) -> None:
+    def add(self, conn: ConnId, transport: asyncio.BaseTransport, wire: Wire | None = None) -> None:
+        """A connection and its wire (NDJSON when none is given)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self._peers[conn] = _Peer(conn, transport)
+        peer = self._peers[conn] = _Peer(
+            conn, transport, wire if wire is not None else NdjsonWire()
+        )
+        self._kinds[peer.kind] = self._kinds.get(peer.kind, 0) + 1
+        self._kinds_changed()
 
     def remove(self, conn: ConnId) -> None:
         """The connection is gone: drop whatever was queued for it."""
@@ -151,6 +171,28 @@ class Hub:
             peer.pending.clear()
             peer.pending_bytes = 0
             peer.closing = True
+            left = self._kinds[peer.kind] - 1
+            if left:
+                self._kinds[peer.kind] = left
+            else:
+                del self._kinds[peer.kind]
+            self._kinds_changed()
+
+    def _kinds_changed(self) -> None:
+        self._single = tuple(self._kinds) if len(self._kinds) == 1 else None
+        self._last_targets = None
+
+    def _kinds_of(self, targets: tuple[ConnId, ...]) -> tuple[WireKind, ...]:
+        """The wire kinds present among `targets`."""
+        single = self._single
+        if single is not None:
+            return single
+        if targets is self._last_targets:
+            return self._last_kinds
+        peers = self._peers
+        found = tuple({peers[c].kind: None for c in targets if c in peers})
+        self._last_targets, self._last_kinds = targets, found
+        return found
 
     def buffered(self, conn: ConnId) -> int:
         """Bytes queued for ``conn`` (hub queue + transport buffer)."""
@@ -165,16 +207,40 @@ class Hub:
     def dispatch(self, outcome: Outcome, conn: ConnId | None) -> None:
         """Send an outcome: the reply to ``conn``, then each delivery, then the closes."""
         if outcome.reply is not None and conn is not None:
-            self.send(conn, encode_frame(outcome.reply))
-            self.stats.frames_encoded += 1
-        for delivery in outcome.deliveries:
-            if delivery.to:
-                self.deliver(encode_frame(delivery.event), delivery.to)
-                self.stats.frames_encoded += 1
+            self.reply(conn, outcome.reply)
+        self.deliver_all(outcome.deliveries)
         for target, code, reason in outcome.close:
             self.close(target, code, reason)
 
+    def deliver_all(self, deliveries: tuple[Delivery, ...]) -> None:
+        """Each delivery to the connections it resolved to on this node."""
+        for delivery in deliveries:
+            if delivery.to:
+                self.deliver(delivery.event, delivery.to)
+
+    def reply(self, conn: ConnId, reply: Reply) -> None:
+        """Encode ``reply`` with ``conn``'s wire and queue it (after what is queued)."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return
+        data = peer.wire.encode_reply(reply)
+        self.stats.frames_encoded += 1
+        self.send(conn, data)
+
+    def encodes(self, conn: ConnId, reply: Reply) -> bool:
+        """Whether ``conn``'s wire can encode ``reply`` (after a failed dispatch: was the
+        reply sent at all?)."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return True
+        try:
+            peer.wire.encode_reply(reply)
+        except Exception:
+            return False
+        return True
+
     def send(self, conn: ConnId, data: bytes) -> None:
+        """Queue bytes already encoded for ``conn``'s wire."""
         seg = self._segment
         if seg is not None:
             members = seg.members
@@ -183,27 +249,29 @@ class Hub:
             if conn in members:
                 if seg.extra is None:
                     seg.extra = {}
-                seg.extra.setdefault(conn, []).append((len(seg.frames), data))
+                seg.extra.setdefault(conn, []).append((seg.count, data))
                 return
         peer = self._peers.get(conn)
         if peer is not None and not peer.closing:
             self._queue(peer, data)
 
-    def deliver(self, data: bytes, to: Iterable[ConnId]) -> None:
-        """Queue the same encoded frame for every connection in ``to``."""
+    def deliver(self, event: Event, to: Iterable[ConnId]) -> None:
+        """Queue ``event`` for every connection in ``to``, encoded once per wire kind."""
         targets = to if isinstance(to, tuple) else tuple(to)
+        kinds = self._kinds_of(targets)
         seg = self._segment
         if seg is not None:
             if (
                 (seg.to is targets or seg.to == targets)
-                and len(seg.frames) < _SEGMENT_MAX_FRAMES
+                and seg.kinds == kinds
+                and seg.count < _SEGMENT_MAX_FRAMES
                 and seg.size < self._segment_max_bytes
             ):
-                seg.frames.append(data)
-                seg.size += len(data)
+                self.stats.frames_encoded += seg.add(event)
                 return
             self._materialize()
-        self._segment = _Segment(targets, data)
+        seg = self._segment = _Segment(targets, kinds)
+        self.stats.frames_encoded += seg.add(event)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -219,8 +287,12 @@ class Hub:
         if seg is None:
             return
         self._segment = None
-        frames = seg.frames
-        blob = frames[0] if len(frames) == 1 else b"".join(frames)
+        kinds = seg.kinds
+        blobs = {
+            kind: frames[0] if len(frames) == 1 else b"".join(frames)
+            for kind, frames in zip(kinds, seg.frames, strict=True)
+        }
+        by_kind = dict(zip(kinds, seg.frames, strict=True))
         extra = seg.extra or {}
         peers = self._peers
         queue = self._queue
@@ -228,10 +300,15 @@ class Hub:
             peer = peers.get(conn)
             if peer is None or peer.closing:
                 continue
+            blob = blobs.get(peer.kind)
+            if blob is None:  # joined after the segment was started: not a recipient
+                continue
             own = extra.get(conn)
             if own is None:
-                queue(peer, blob)
+                if blob:
+                    queue(peer, blob)
                 continue
+            frames = by_kind[peer.kind]
             pos = 0
             for index, data in own:
                 if index > pos:
@@ -244,6 +321,8 @@ class Hub:
                 queue(peer, b"".join(frames[pos:]) if pos else blob)
 
     def _queue(self, peer: _Peer, data: bytes) -> None:
+        if not data:  # an event this peer's wire has no frame for
+            return
         if not peer.pending:
             self._dirty.append(peer)
             self._schedule_flush()
@@ -288,8 +367,12 @@ class Hub:
         if peer is None or peer.closing:
             return
         self._materialize()  # what was dispatched before the close goes out first
-        self._queue(peer, disconnect_frame(code, reason))
+        self._queue(peer, self._disconnect_frame(peer, code, reason))
         self._begin_close(peer)
+
+    @staticmethod
+    def _disconnect_frame(peer: _Peer, code: str, reason: str) -> bytes:
+        return peer.kind.encode_event(DisconnectEvent(code=code, reason=reason))
 
     def _begin_close(self, peer: _Peer) -> None:
         peer.closing = True
@@ -313,7 +396,9 @@ class Hub:
             extra={"fields": {"conn": peer.conn, "why": why, "buffered": buffered}},
         )
         was_dirty = bool(peer.pending)  # then it is already in self._dirty
-        frame = disconnect_frame("slow_consumer", f"you are not reading fast enough ({why})")
+        frame = self._disconnect_frame(
+            peer, ErrorCode.SLOW_CONSUMER.value, f"you are not reading fast enough ({why})"
+        )
         peer.pending = [frame]
         peer.pending_bytes = len(frame)
         if not was_dirty:

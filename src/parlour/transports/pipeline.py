@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from parlour.core.outcome import ConnId, Outcome
+from parlour.core.outcome import ConnId, Delivery, Outcome
 from parlour.protocol import Error, ErrorCode
-from parlour.transports.hub import Hub, encode_frame
+from parlour.transports.hub import Hub
 
 __all__ = ["InlineWriter", "Pipeline", "StoreWriter"]
 
@@ -69,13 +69,18 @@ class InlineWriter:
 
 Done = Callable[[], None]
 
+#: hands an outcome's deliveries on (the server publishes them on the bus, whose subscriber
+#: for this node gives them to the hub; without one they go straight to the hub)
+Deliver = Callable[[tuple[Delivery, ...]], None]
+
 
 class Pipeline:
     """Orders outcomes through the store writer and hands them to the hub."""
 
-    def __init__(self, writer: StoreWriter, hub: Hub) -> None:
+    def __init__(self, writer: StoreWriter, hub: Hub, deliver: Deliver | None = None) -> None:
         self._writer = writer
         self._hub = hub
+        self.deliver: Deliver = deliver if deliver is not None else hub.deliver_all
         self._queue: deque[tuple[asyncio.Future[None] | None, Outcome, ConnId | None, Done | None]]
         self._queue = deque()
         self._idle: asyncio.Event | None = None
@@ -152,7 +157,13 @@ class Pipeline:
             else:
                 outcome = Outcome()
         try:
-            self._hub.dispatch(outcome, conn)
+            hub = self._hub
+            if outcome.reply is not None and conn is not None:
+                hub.reply(conn, outcome.reply)
+            if outcome.deliveries:
+                self.deliver(outcome.deliveries)
+            for target, code, reason in outcome.close:
+                hub.close(target, code, reason)
         except Exception:
             # One outcome that cannot be sent (a bug: an unencodable value, say) must not
             # hold up the ones queued behind it: log it and go on in order.
@@ -171,9 +182,7 @@ class Pipeline:
         reply = outcome.reply
         if conn is None or reply is None:
             return
-        try:
-            encode_frame(reply)
-        except Exception:
+        if not self._hub.encodes(conn, reply):
             rid = getattr(reply, "id", None)
             failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "internal error")
             with contextlib.suppress(Exception):

@@ -1,4 +1,7 @@
-"""TCP (optionally TLS) adapter: an ``asyncio.Protocol`` per connection feeding the Endpoint.
+"""TCP (optionally TLS) door: an ``asyncio.Protocol`` per connection feeding the Endpoint.
+
+Each connection gets a fresh wire from the listener's ``wire_factory`` (the NDJSON wire by
+default): the door only moves bytes, the wire decides what they mean.
 
 Protocol callbacks rather than streams: no per-connection task, no reader buffer copies, and the
 transport's own write buffer serves as the second half of the hub's bounded send queue.
@@ -11,12 +14,14 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from parlour.core.outcome import ConnId
+from parlour.protocol import Wire
 from parlour.transports.endpoint import Endpoint
 
-__all__ = ["TcpListener", "make_server_ssl_context"]
+__all__ = ["TcpListener", "WireFactory", "make_server_ssl_context"]
 
 log = logging.getLogger("parlour.transports.tcp")
 
@@ -40,12 +45,18 @@ def _peer_name(transport: asyncio.BaseTransport) -> str:
     return str(peer)
 
 
-class _ChatProtocol(asyncio.Protocol):
-    __slots__ = ("_conn", "_endpoint", "_high_water")
+#: makes the wire of a new connection (it may look at the transport, e.g. to log or to
+#: inject faults in tests)
+WireFactory = Callable[[asyncio.BaseTransport], Wire]
 
-    def __init__(self, endpoint: Endpoint, high_water: int) -> None:
+
+class _ChatProtocol(asyncio.Protocol):
+    __slots__ = ("_conn", "_endpoint", "_high_water", "_wire_factory")
+
+    def __init__(self, endpoint: Endpoint, high_water: int, wire_factory: WireFactory) -> None:
         self._endpoint = endpoint
         self._high_water = high_water
+        self._wire_factory = wire_factory
         self._conn: ConnId | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,7 +66,8 @@ class _ChatProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(transport, asyncio.WriteTransport):
             transport.set_write_buffer_limits(high=self._high_water)
-        self._conn = self._endpoint.open(transport, _peer_name(transport))
+        wire = self._wire_factory(transport)
+        self._conn = self._endpoint.open(transport, _peer_name(transport), wire)
 
     def data_received(self, data: bytes) -> None:
         if self._conn is not None:
@@ -91,8 +103,12 @@ class TcpListener:
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 1024,
         write_high_water: int = 256 * 1024,
+        wire_factory: WireFactory | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.wire_factory: WireFactory = (
+            wire_factory if wire_factory is not None else lambda _: endpoint.new_wire()
+        )
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -101,7 +117,7 @@ class TcpListener:
         self._server: asyncio.Server | None = None
 
     def _factory(self) -> asyncio.Protocol:
-        return _ChatProtocol(self.endpoint, self.write_high_water)
+        return _ChatProtocol(self.endpoint, self.write_high_water, self.wire_factory)
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
-"""Typed messages of the chat protocol: requests, replies, events and the message record.
+"""Requests of the chat protocol: one frozen dataclass per request type, and their parser.
 
 Everything here is sans-I/O and cheap: a wire frame is a ``dict`` (from :mod:`.codec`);
 :func:`parse_request` turns a client frame into one frozen dataclass per request type, and
-``to_wire()`` turns any message back into a ``dict`` for :func:`parlour.protocol.codec.encode`.
+``to_wire()`` turns a request back into a ``dict`` for :func:`parlour.protocol.codec.encode`.
 
 Validation here is about shape and type (names, non-empty text, ranges); policy limits that
 depend on configuration (max text length, password minimum length) belong to the core.
@@ -13,25 +13,24 @@ is docs/protocol.md.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
+from parlour.protocol.limits import (
+    MAX_CLIENT_ID,
+    MAX_LIMIT,
+    MAX_PASSWORD,
+    MAX_REASON,
+    MAX_REQUEST_ID,
+    MAX_RESUME_ENTRIES,
+    MAX_ROOM_LIST,
+    MAX_SAFE_INT,
+    is_valid_name,
+)
 
 __all__ = [
-    "DEFAULT_MAX_FRAME",
-    "DEFAULT_MAX_TEXT",
-    "EVENT_FIELDS",
-    "MAX_CLIENT_ID",
-    "MAX_LIMIT",
-    "MAX_NAME",
-    "MAX_PASSWORD",
-    "MAX_REASON",
-    "PROTOCOL_VERSION",
-    "REPLY_FIELDS",
     "REQUEST_TYPES",
     "AuditRequest",
     "BanRequest",
@@ -42,9 +41,6 @@ __all__ = [
     "DeleteRequest",
     "DmRequest",
     "EditRequest",
-    "Error",
-    "Event",
-    "EventName",
     "HelloRequest",
     "HistoryRequest",
     "JoinRequest",
@@ -52,11 +48,8 @@ __all__ = [
     "LeaveRequest",
     "LoginRequest",
     "LogoutRequest",
-    "MessageRecord",
-    "Ok",
     "PasswdRequest",
     "PingRequest",
-    "Reply",
     "Request",
     "Resume",
     "RoomCreateRequest",
@@ -64,44 +57,16 @@ __all__ = [
     "RoomRenameRequest",
     "RoomsRequest",
     "SendRequest",
-    "ServerFrame",
     "SignupRequest",
     "SinceRequest",
     "SyncRequest",
     "UnbanRequest",
     "UnblockRequest",
     "WhoRequest",
-    "is_valid_name",
-    "parse_event",
-    "parse_reply",
     "parse_request",
-    "parse_server_frame",
 ]
 
-PROTOCOL_VERSION = 1
-DEFAULT_MAX_FRAME = 64 * 1024
-DEFAULT_MAX_TEXT = 4000
-MAX_NAME = 32
-MAX_CLIENT_ID = 64
-MAX_PASSWORD = 1024
-MAX_REASON = 500
-MAX_LIMIT = 1000
-MAX_REQUEST_ID = 64
-MAX_RESUME_ENTRIES = 10_000
-MAX_ROOM_LIST = 1000
-_MAX_INT = 2**53  # JSON-safe integers (JavaScript clients)
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
-
-
-def is_valid_name(value: object) -> bool:
-    """True for a valid user or room name: 1-32 ASCII letters, digits, ``_``, ``-`` or ``.``."""
-    if not isinstance(value, str):
-        return False
-    if len(value) <= MAX_NAME and value.isascii() and value.isalnum():
-        return True  # the common case, without the regular expression (hot path)
-    return _NAME_RE.fullmatch(value) is not None
-
+_MAX_INT = MAX_SAFE_INT  # JSON-safe integers (JavaScript clients)
 
 # --------------------------------------------------------------------------- validators
 # Each validator takes (field name, value) and returns the (possibly converted) value or
@@ -757,40 +722,6 @@ _REQUEST_CLASSES: tuple[type[_Request], ...] = (
 #: request ``type`` -> dataclass
 REQUEST_TYPES: Mapping[str, type[_Request]] = {cls.TYPE: cls for cls in _REQUEST_CLASSES}
 
-#: request ``type`` -> keys always present in the ``data`` of its ``ok`` reply (the contract
-#: between the core and the clients; docs/protocol.md shows every one with an example).
-REPLY_FIELDS: Mapping[str, frozenset[str]] = {
-    "hello": frozenset({"version", "server", "limits", "heartbeat_s"}),
-    "signup": frozenset({"username", "role", "rooms"}),
-    "login": frozenset({"username", "role", "rooms"}),
-    "logout": frozenset(),
-    "passwd": frozenset(),
-    "rooms": frozenset({"rooms"}),
-    "room_create": frozenset({"room"}),
-    "room_rename": frozenset({"room", "new_name"}),
-    "room_delete": frozenset({"room"}),
-    "join": frozenset({"room", "members", "online", "messages", "last_seq"}),
-    "leave": frozenset({"room"}),
-    "send": frozenset({"room", "seq", "ts", "client_id", "duplicate"}),
-    "history": frozenset({"messages", "has_more"}),
-    "since": frozenset({"messages", "has_more"}),
-    "edit": frozenset({"message"}),
-    "delete": frozenset({"message"}),
-    "dm": frozenset({"peer", "seq", "ts", "client_id", "duplicate"}),
-    "broadcast": frozenset({"delivered"}),
-    "who": frozenset({"users", "since"}),
-    "block": frozenset({"user"}),
-    "unblock": frozenset({"user"}),
-    "blocks": frozenset({"users"}),
-    "kick": frozenset({"user", "room", "sessions"}),
-    "ban": frozenset({"user", "until", "reason"}),
-    "unban": frozenset({"user"}),
-    "bans": frozenset({"bans"}),
-    "audit": frozenset({"entries"}),
-    "sync": frozenset(),
-    "ping": frozenset({"ts"}),
-}
-
 
 def parse_request(obj: Mapping[str, Any]) -> Request:
     """Turn a decoded client frame into its request dataclass.
@@ -819,233 +750,3 @@ def parse_request(obj: Mapping[str, Any]) -> Request:
     except ProtocolError as exc:
         exc.request_id = request_id
         raise
-
-
-# --------------------------------------------------------------------------- replies
-
-
-@dataclass(frozen=True, slots=True)
-class Ok:
-    """Successful reply: ``{"id": .., "type": "ok", "data": {...}}``."""
-
-    id: RequestId | None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "ok", "data": self.data}
-
-
-@dataclass(frozen=True, slots=True)
-class Error:
-    """Error reply: ``{"id": .., "type": "error", "code": .., "message": .., ...extra}``."""
-
-    id: RequestId | None
-    code: str
-    message: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "type": "error",
-            "code": str(self.code),
-            "message": self.message,
-        }
-        for key, value in self.extra.items():
-            out.setdefault(key, value)
-        return out
-
-    @classmethod
-    def from_exception(cls, exc: ProtocolError, id: RequestId | None = None) -> Error:
-        """The reply for a ProtocolError (``id`` defaults to the error's request id)."""
-        rid = id if id is not None else exc.request_id
-        return cls(rid, exc.code.value, exc.message, dict(exc.extra))
-
-
-Reply = Ok | Error
-
-# --------------------------------------------------------------------------- events
-
-
-class EventName(StrEnum):
-    MESSAGE = "message"
-    MESSAGE_EDITED = "message_edited"
-    MESSAGE_DELETED = "message_deleted"
-    DM = "dm"
-    DM_EDITED = "dm_edited"
-    DM_DELETED = "dm_deleted"
-    JOINED = "joined"
-    LEFT = "left"
-    PRESENCE = "presence"
-    BROADCAST = "broadcast"
-    KICKED = "kicked"
-    BANNED = "banned"
-    ROOM_CREATED = "room_created"
-    ROOM_RENAMED = "room_renamed"
-    ROOM_DELETED = "room_deleted"
-    DISCONNECT = "disconnect"
-
-
-_RECORD_ROOM = frozenset({"room", "seq", "ts", "from", "text", "edited", "deleted", "client_id"})
-_RECORD_DM = frozenset({"peer", "seq", "ts", "from", "text", "edited", "deleted", "client_id"})
-
-#: event name -> fields always present on the wire (besides ``type`` and ``event``)
-EVENT_FIELDS: Mapping[EventName, frozenset[str]] = {
-    EventName.MESSAGE: _RECORD_ROOM,
-    EventName.MESSAGE_EDITED: _RECORD_ROOM,
-    EventName.MESSAGE_DELETED: _RECORD_ROOM,
-    EventName.DM: _RECORD_DM,
-    EventName.DM_EDITED: _RECORD_DM,
-    EventName.DM_DELETED: _RECORD_DM,
-    EventName.JOINED: frozenset({"room", "user", "ts"}),
-    EventName.LEFT: frozenset({"room", "user", "ts"}),
-    EventName.PRESENCE: frozenset({"user", "online", "ts"}),
-    EventName.BROADCAST: frozenset({"from", "text", "ts"}),
-    EventName.KICKED: frozenset({"room", "by", "reason", "ts"}),
-    EventName.BANNED: frozenset({"by", "reason", "until", "ts"}),
-    EventName.ROOM_CREATED: frozenset({"room", "by", "ts"}),
-    EventName.ROOM_RENAMED: frozenset({"room", "new_name", "by", "ts"}),
-    EventName.ROOM_DELETED: frozenset({"room", "by", "ts"}),
-    EventName.DISCONNECT: frozenset({"code", "reason"}),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A server push: ``{"type": "event", "event": name, ...fields}``."""
-
-    name: EventName
-    fields: Mapping[str, Any]
-
-    def __post_init__(self) -> None:
-        if type(self.name) is not EventName:  # a string (the core passes members: hot path)
-            try:
-                object.__setattr__(self, "name", EventName(self.name))
-            except ValueError:
-                raise ProtocolError(
-                    ErrorCode.INVALID_FIELD, f"unknown event {self.name!r}", field="event"
-                ) from None
-        if "type" in self.fields or "event" in self.fields:
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD, "event fields must not contain 'type' or 'event'"
-            )
-
-    def to_wire(self) -> dict[str, Any]:
-        # _value_, not .value: the enum's property costs ~4x a plain attribute (hot path)
-        out: dict[str, Any] = {"type": "event", "event": self.name._value_}
-        out.update(self.fields)
-        return out
-
-    def __getitem__(self, key: str) -> Any:
-        return self.fields[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.fields.get(key, default)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageRecord:
-    """A room message (``room`` set) or a DM (``peer`` set: the other participant, seen from
-    the connection that receives the record). Deleted messages are tombstones
-    (``text=None, deleted=True``). ``sender`` is ``"from"`` on the wire."""
-
-    room: str | None = None
-    peer: str | None = None
-    seq: int
-    ts: float
-    sender: str
-    text: str | None
-    edited: bool = False
-    deleted: bool = False
-    client_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.room is None) == (self.peer is None):
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD, "a message has exactly one of 'room' or 'peer'"
-            )
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"room": self.room} if self.room is not None else {"peer": self.peer}
-        out["seq"] = self.seq
-        out["ts"] = self.ts
-        out["from"] = self.sender
-        out["text"] = self.text
-        out["edited"] = self.edited
-        out["deleted"] = self.deleted
-        out["client_id"] = self.client_id
-        return out
-
-    @classmethod
-    def from_wire(cls, obj: Mapping[str, Any]) -> MessageRecord:
-        try:
-            room, peer = obj.get("room"), obj.get("peer")
-            seq, ts, sender, text = obj["seq"], obj["ts"], obj["from"], obj["text"]
-        except KeyError as exc:
-            raise ProtocolError(
-                ErrorCode.MISSING_FIELD, f"message missing {exc.args[0]!r}", field=exc.args[0]
-            ) from None
-        if not _is_int(seq) or not isinstance(ts, int | float) or not isinstance(sender, str):
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message record")
-        if text is not None and not isinstance(text, str):
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message text", field="text")
-        client_id = obj.get("client_id")
-        return cls(
-            room=room if isinstance(room, str) else None,
-            peer=peer if isinstance(peer, str) else None,
-            seq=seq,
-            ts=float(ts),
-            sender=sender,
-            text=text,
-            edited=bool(obj.get("edited", False)),
-            deleted=bool(obj.get("deleted", False)),
-            client_id=client_id if isinstance(client_id, str) else None,
-        )
-
-
-ServerFrame = Ok | Error | Event
-
-
-def parse_event(obj: Mapping[str, Any]) -> Event:
-    """Parse an event frame (client side); checks the event's required fields."""
-    if obj.get("type") != "event":
-        raise ProtocolError(ErrorCode.BAD_FRAME, "not an event frame")
-    name = obj.get("event")
-    if not isinstance(name, str):
-        raise ProtocolError(ErrorCode.MISSING_FIELD, "missing field 'event'", field="event")
-    fields = {k: v for k, v in obj.items() if k not in ("type", "event")}
-    event = Event(name, fields)  # type: ignore[arg-type]
-    missing = EVENT_FIELDS[event.name] - fields.keys()
-    if missing:
-        first = sorted(missing)[0]
-        raise ProtocolError(
-            ErrorCode.MISSING_FIELD, f"event {name!r} missing field {first!r}", field=first
-        )
-    return event
-
-
-def parse_reply(obj: Mapping[str, Any]) -> Reply:
-    """Parse an ``ok`` / ``error`` frame (client side)."""
-    kind = obj.get("type")
-    rid = obj.get("id")
-    if rid is not None and not isinstance(rid, int | str):
-        raise ProtocolError(ErrorCode.INVALID_FIELD, "reply id must be int, str or null")
-    if kind == "ok":
-        data = obj.get("data", {})
-        if not isinstance(data, dict):
-            raise ProtocolError(ErrorCode.INVALID_FIELD, "'data' must be an object", field="data")
-        return Ok(rid, data)
-    if kind == "error":
-        code, message = obj.get("code"), obj.get("message")
-        if not isinstance(code, str) or not isinstance(message, str):
-            raise ProtocolError(ErrorCode.MISSING_FIELD, "error needs 'code' and 'message'")
-        extra = {k: v for k, v in obj.items() if k not in ("id", "type", "code", "message")}
-        return Error(rid, code, message, extra)
-    raise ProtocolError(ErrorCode.BAD_FRAME, f"not a reply frame: type {kind!r}")
-
-
-def parse_server_frame(obj: Mapping[str, Any]) -> ServerFrame:
-    """Parse anything a server sends: a reply or an event."""
-    if obj.get("type") == "event":
-        return parse_event(obj)
-    return parse_reply(obj)

@@ -1,0 +1,1 @@
+"""Implementations of the core's `Bus` port (fan-out between the nodes of a deployment)."""

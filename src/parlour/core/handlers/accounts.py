@@ -1,0 +1,207 @@
+"""Accounts: hello, ping, signup, login, logout and password changes.
+
+Password work is asked for as needs (`HashPassword`, `VerifyPassword`): the adapter runs Argon2
+off the event loop and the handler runs again with the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+
+from parlour.core.accounts import password_problem, username_problem
+from parlour.core.context import Ctx, fail, log_event
+from parlour.core.handlers.catch_up import plan_catch_up
+from parlour.core.handlers.sessions import end_session, session_reply, start_session
+from parlour.core.needs import HashPassword, Verified, VerifyPassword
+from parlour.core.outcome import Outcome
+from parlour.core.records import UserRecord, user_key
+from parlour.core.sessions import Connection
+from parlour.core.state import UserState
+from parlour.core.writes import CreateUser, SetPassword
+from parlour.protocol import (
+    PROTOCOL_VERSION,
+    EmptyReply,
+    ErrorCode,
+    HelloReply,
+    HelloRequest,
+    LoginRequest,
+    LogoutRequest,
+    Ok,
+    PasswdRequest,
+    PingReply,
+    PingRequest,
+    ProtocolError,
+    SignupRequest,
+)
+
+__all__ = ["SUPPORTED_VERSIONS", "hello", "login", "logout", "passwd", "ping", "signup", "utc"]
+
+#: protocol versions this core speaks (a `hello` with another gets `unsupported_version`)
+SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def hello(cx: Ctx, c: Connection, rq: HelloRequest) -> Outcome:
+    if rq.version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+        raise fail(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {rq.version} is not supported; this server speaks {supported}",
+            supported=list(SUPPORTED_VERSIONS),
+        )
+    c.hello = True
+    cfg = cx.cfg
+    return Outcome(
+        Ok(
+            rq.id,
+            HelloReply(
+                version=rq.version,
+                server=cfg.server_name,
+                limits={
+                    "max_frame": cfg.max_frame,
+                    "max_text": cfg.max_message_length,
+                    "rate_per_second": cfg.rate_per_second,
+                    "rate_burst": cfg.rate_burst,
+                    "password_min_length": cfg.password_min_length,
+                    "max_page": cfg.max_page,
+                },
+                heartbeat_s=cfg.heartbeat_s,
+            ),
+        )
+    )
+
+
+def ping(cx: Ctx, c: Connection, rq: PingRequest) -> Outcome:
+    return Outcome(Ok(rq.id, PingReply(ts=cx.now)))
+
+
+def signup(cx: Ctx, c: Connection, rq: SignupRequest) -> Outcome:
+    if c.user is not None:
+        raise fail(ErrorCode.ALREADY_AUTHENTICATED, "already logged in on this connection")
+    problem = username_problem(rq.username)
+    if problem is not None:
+        raise fail(ErrorCode.INVALID_FIELD, problem, field="username")
+    key = user_key(rq.username)
+    holds = cx.sessions.signups
+    # Taken, or being signed up right now by another connection (its password is being
+    # hashed): the same answer, and no hashing for this one.
+    if key in cx.state.users or holds.get(key, c.id) != c.id:
+        raise fail(ErrorCode.USERNAME_TAKEN, f"the name {rq.username!r} is taken")
+    problem = password_problem(rq.password, cx.cfg.password_min_length)
+    if problem is not None:
+        raise fail(ErrorCode.WEAK_PASSWORD, problem, min_length=cx.cfg.password_min_length)
+    # The name is held while the hash is computed (released when this round completes, or
+    # when the connection goes away: Sessions.close / ChatService.abandon).
+    holds[key] = c.id
+    password_hash: str = cx.need(HashPassword(rq.password))
+    del holds[key]
+    now = cx.now
+    out = cx.out()
+    rec = UserRecord(rq.username, password_hash, "member", now)
+    out.writes.append(CreateUser(rec.name, rec.password_hash, rec.role, now))
+    u = cx.state.users[key] = UserState(rec, key)
+    start_session(cx, c, u, out)
+    log_event(logging.INFO, "signup", user=u.name, peer=c.peer, conn=c.id)
+    return out.done(Ok(rq.id, session_reply(cx, u)))
+
+
+def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
+    retry = math.ceil(wait * 1000) / 1000
+    log_event(
+        logging.WARNING, "locked out", user=name, peer=c.peer, conn=c.id, seconds=round(wait, 3)
+    )
+    return fail(
+        ErrorCode.LOCKED_OUT,
+        f"too many failed logins; try again in {math.ceil(wait)} s",
+        retry_after=retry,
+    )
+
+
+def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
+    if c.user is not None:
+        raise fail(ErrorCode.ALREADY_AUTHENTICATED, "already logged in on this connection")
+    state, now = cx.state, cx.now
+    key = user_key(rq.username)
+    wait = state.lockouts.locked_for(key, now)
+    if wait > 0:
+        raise _locked(rq.username, wait, c)
+    u = state.users.get(key)
+    verified: Verified | None = None
+    if u is not None:
+        verified = cx.need(VerifyPassword(u.password_hash, rq.password))
+    if u is None or verified is None or not verified.ok:
+        locked = state.lockouts.failure(key, now)
+        log_event(logging.WARNING, "login failed", user=rq.username, peer=c.peer, conn=c.id)
+        if locked:
+            raise _locked(rq.username, locked, c)
+        raise fail(ErrorCode.BAD_CREDENTIALS, "wrong user name or password")
+    ban = state.bans.active(key, now)
+    if ban is not None:
+        log_event(logging.WARNING, "login refused: banned", user=u.name, peer=c.peer, conn=c.id)
+        raise fail(
+            ErrorCode.BANNED,
+            "you are banned "
+            + ("permanently" if ban.until is None else f"until {utc(ban.until)}")
+            + (f": {ban.reason}" if ban.reason else ""),
+            until=ban.until,
+            reason=ban.reason,
+        )
+    if cx.sessions.online(u.key) and cx.cfg.duplicate_login == "reject":
+        log_event(
+            logging.INFO, "login refused: already logged in", user=u.name, peer=c.peer, conn=c.id
+        )
+        raise fail(ErrorCode.ALREADY_LOGGED_IN, f"{u.name} is already logged in elsewhere")
+    plan = plan_catch_up(cx, u, rq.resume)  # may need store reads: before any change
+    state.lockouts.success(key)
+    out = cx.out()
+    if verified.new_hash is not None:
+        u.password_hash = verified.new_hash
+        out.writes.append(SetPassword(u.name, u.password_hash))
+    start_session(cx, c, u, out)
+    plan.apply(cx, c, u, out)
+    log_event(logging.INFO, "login", user=u.name, peer=c.peer, conn=c.id, truncated=plan.truncated)
+    return out.done(Ok(rq.id, session_reply(cx, u, plan.truncated)))
+
+
+def logout(cx: Ctx, c: Connection, rq: LogoutRequest) -> Outcome:
+    log_event(logging.INFO, "logout", user=cx.user(c).name, peer=c.peer, conn=c.id)
+    out = cx.out()
+    end_session(cx, c, out)
+    return out.done(Ok(rq.id, EmptyReply()))
+
+
+def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
+    u = cx.user(c)
+    # the cheap check first: a refused change costs no Argon2 work
+    problem = password_problem(rq.new_password, cx.cfg.password_min_length)
+    if problem is not None:
+        raise fail(ErrorCode.WEAK_PASSWORD, problem, min_length=cx.cfg.password_min_length)
+    verified: Verified = cx.need(VerifyPassword(u.password_hash, rq.old_password))
+    if not verified.ok:
+        raise fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
+    new_hash: str = cx.need(HashPassword(rq.new_password))
+    u.password_hash = new_hash
+    out = cx.out()
+    out.writes.append(SetPassword(u.name, u.password_hash))
+    # the user's other sessions were opened with the old password: they end
+    others = [conn for conn in cx.sessions.of(u.key) if conn != c.id]
+    for conn in others:
+        other = cx.sessions.conns.get(conn)
+        if other is not None:
+            end_session(cx, other, out)
+        out.close.append(
+            (
+                conn,
+                ErrorCode.LOGGED_OUT.value,
+                "your password was changed on another connection; log in again",
+            )
+        )
+    log_event(
+        logging.INFO, "password changed", user=u.name, peer=c.peer, ended_sessions=len(others)
+    )
+    return out.done(Ok(rq.id, EmptyReply()))

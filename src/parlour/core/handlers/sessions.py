@@ -1,0 +1,67 @@
+"""Sessions: starting and ending them, presence events, and the reply that opens one."""
+
+from __future__ import annotations
+
+from parlour.core.context import Ctx, Out
+from parlour.core.outcome import ToUsers
+from parlour.core.sessions import Connection
+from parlour.core.state import UserState
+from parlour.core.writes import RecordLogin
+from parlour.protocol import ErrorCode, PresenceEvent, SessionReply
+
+__all__ = ["end_all_sessions", "end_session", "presence", "session_reply", "start_session"]
+
+
+def start_session(cx: Ctx, c: Connection, u: UserState, out: Out) -> None:
+    now = cx.now
+    first = cx.sessions.start(c, u.key, u.rooms, now)
+    u.last_login = now
+    u.last_active = now
+    out.writes.append(RecordLogin(u.name, now))
+    if first:
+        presence(cx, u, True, out)
+
+
+def end_session(cx: Ctx, c: Connection, out: Out) -> None:
+    if c.user is None:
+        return
+    u = cx.state.users[c.user]
+    last = cx.sessions.end(c, u.rooms)
+    u.last_active = cx.now
+    if last:
+        presence(cx, u, False, out)
+
+
+def presence(cx: Ctx, u: UserState, online: bool, out: Out) -> None:
+    """Tell the online co-members of `u`'s rooms (rooms with at most `presence_room_limit`
+    live sessions) that `u` came or went; never `u` itself, nor users who block `u`
+    (docs/design/core-blocking.md)."""
+    limit = cx.cfg.presence_room_limit
+    users: dict[str, None] = {}
+    for rk in u.rooms:
+        online_view = cx.sessions.peek_room(rk)
+        if len(online_view) <= limit:
+            users.update(dict.fromkeys(online_view.online.values()))
+    users.pop(u.key, None)
+    for blocker in cx.state.blocks.blockers_of(u.key):
+        users.pop(blocker, None)
+    out.event(PresenceEvent(user=u.name, online=online, ts=cx.now), ToUsers(tuple(users)))
+
+
+def end_all_sessions(cx: Ctx, u: UserState, code: ErrorCode, reason: str, out: Out) -> int:
+    """End every live session of `u` on this node and close its connections."""
+    conns = list(cx.sessions.of(u.key))
+    for conn in conns:
+        c = cx.sessions.conns.get(conn)
+        if c is not None:
+            end_session(cx, c, out)
+        out.close.append((conn, code.value, reason))
+    return len(conns)
+
+
+def session_reply(cx: Ctx, u: UserState, truncated: bool = False) -> SessionReply:
+    rooms = sorted(cx.state.rooms[rk].name for rk in u.rooms)
+    # more to catch up: the client asks again with `sync` from what it received
+    return SessionReply(
+        username=u.name, role=u.role, rooms=rooms, truncated=True if truncated else None
+    )

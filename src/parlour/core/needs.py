@@ -1,0 +1,105 @@
+"""What the core asks the outside world for while it handles a request (h11's NEED_DATA).
+
+The core never hashes a password or reads the store itself. When a handler needs one of
+these, the core returns an `Outcome` whose `needs` lists them and which has no other effect
+(nothing was changed). The adapter computes the answers (Argon2 in a bounded pool, store reads
+off the loop) and calls `ChatService.handle` again with the same request and the answers so
+far; the handler runs again from the start and finds them. A handler may need several rounds
+(a catch-up reads page after page); answers are keyed by the need itself, so each is computed
+once per request.
+
+Handlers must ask for everything they need *before* changing any state, so that a round that
+ends in needs changes nothing (docs/design/chat-architecture.md, "Needs").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from parlour.core.records import StoredMessage
+
+__all__ = [
+    "NO_ANSWERS",
+    "Answers",
+    "HashPassword",
+    "Need",
+    "NeedMore",
+    "ReadDm",
+    "ReadRoom",
+    "ReadSince",
+    "Verified",
+    "VerifyPassword",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HashPassword:
+    """Argon2id hash of `password` (answer: the encoded hash, str)."""
+
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPassword:
+    """Does `password` match `hash` (answer: `Verified`)?"""
+
+    hash: str = field(repr=False)
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The answer to `VerifyPassword`: `ok` (False also for an invalid hash) and, when the
+    password matched a hash made with older parameters, a fresh hash of it to store."""
+
+    ok: bool
+    new_hash: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRoom:
+    """Committed messages of room `room` (answer: list[StoredMessage]; `Store.room_messages`)."""
+
+    room: str
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDm:
+    """Committed messages of conversation `conv` (answer: list[StoredMessage])."""
+
+    conv: str
+    before: int | None
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSince:
+    """Committed messages of `rooms` with a timestamp >= `ts` (answer: list[StoredMessage];
+    `Store.messages_since`)."""
+
+    rooms: tuple[str, ...]
+    ts: float
+    limit: int
+
+
+Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince
+
+#: answers computed so far for one request: need -> its answer
+Answers = Mapping[Need, "str | Verified | list[StoredMessage]"]
+
+NO_ANSWERS: Answers = {}
+
+
+class NeedMore(Exception):
+    """Raised inside the core when a handler finds a need without an answer."""
+
+    __slots__ = ("needs",)
+
+    def __init__(self, needs: tuple[Need, ...]) -> None:
+        super().__init__(f"{len(needs)} need(s)")
+        self.needs = needs

@@ -1,0 +1,155 @@
+"""Records of the chat domain as stores keep them, and the naming rules they share.
+
+Naming conventions shared by every store:
+
+* user names are stored as typed at sign-up (display form); they are unique by
+  `user_key(name)` (case-insensitive). Every other record refers to users by their display
+  name exactly as in `UserRecord.name`.
+* a DM conversation is identified by `conv_id(a, b)`: the two user keys, sorted, joined by
+  `:` (user names cannot contain `:`).
+* room names are unique by `room_key(name)` (case-insensitive); records carry the display name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "AuditEntry",
+    "BanRecord",
+    "BlockRecord",
+    "DmCursorRecord",
+    "MembershipRecord",
+    "Role",
+    "RoomRecord",
+    "StoreSnapshot",
+    "StoredMessage",
+    "UserRecord",
+    "conv_id",
+    "conv_members",
+    "room_key",
+    "user_key",
+]
+
+Role = Literal["admin", "member"]
+
+
+def user_key(name: str) -> str:
+    """The case-insensitive identity of a user name."""
+    return name.casefold()
+
+
+def room_key(name: str) -> str:
+    """The case-insensitive identity of a room name."""
+    return name.casefold()
+
+
+def conv_id(a: str, b: str) -> str:
+    """The conversation id of the DM conversation between users `a` and `b` (order-free)."""
+    ka, kb = user_key(a), user_key(b)
+    return f"{ka}:{kb}" if ka <= kb else f"{kb}:{ka}"
+
+
+def conv_members(conv: str) -> tuple[str, str]:
+    """The two user keys of a conversation id."""
+    a, _, b = conv.partition(":")
+    return a, b
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    name: str
+    password_hash: str
+    role: Role
+    created: float
+    last_login: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    name: str
+    created: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRecord:
+    user: str
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    user: str
+    until: float | None  # None: permanent
+    reason: str
+    by: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    blocker: str
+    blocked: str
+
+
+@dataclass(frozen=True, slots=True)
+class DmCursorRecord:
+    """Highest DM sequence of `conv` delivered (or deliberately dropped) to `user`."""
+
+    user: str
+    conv: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A room message or a DM as stored.
+
+    `scope` is the room name (room messages) or the conversation id (DMs); `recipient` is set
+    for DMs only. A deleted message keeps its row as a tombstone: `text is None, deleted`.
+    """
+
+    scope: str
+    seq: int
+    ts: float
+    sender: str
+    text: str | None
+    edited: bool = False
+    deleted: bool = False
+    client_id: str | None = None
+    recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    ts: float
+    actor: str
+    action: str
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Everything the core keeps hot, read once at start.
+
+    `room_last_seq` / `dm_last_seq` hold the highest sequence number per room / conversation
+    (rooms or conversations without messages may be absent). `recent` and `audit` are
+    bounded by what `Store.load` was asked for; anything older is read on demand.
+    """
+
+    users: Sequence[UserRecord] = ()
+    rooms: Sequence[RoomRecord] = ()
+    memberships: Sequence[MembershipRecord] = ()
+    bans: Sequence[BanRecord] = ()
+    blocks: Sequence[BlockRecord] = ()
+    dm_cursors: Sequence[DmCursorRecord] = ()
+    room_last_seq: Mapping[str, int] = field(default_factory=dict)
+    dm_last_seq: Mapping[str, int] = field(default_factory=dict)
+    #: room name -> its newest messages (at most the `recent` asked for), ascending
+    recent: Mapping[str, Sequence[StoredMessage]] = field(default_factory=dict)
+    #: the newest audit entries (at most the `audit` asked for), newest first
+    audit: Sequence[AuditEntry] = ()

@@ -1,0 +1,174 @@
+"""Node-local state: this node's connections, who is logged in on them, rate buckets, the
+online sessions of each room, and sign-ups in progress.
+
+None of this is shared truth (that is `parlour.core.state`): with several nodes every node has
+its own `Sessions`, and a delivery's logical address is resolved against them by the node's
+`parlour.core.router.Router`.
+"""
+
+from __future__ import annotations
+
+from parlour.core.limits import TokenBucket
+
+__all__ = ["Connection", "RoomOnline", "Sessions"]
+
+
+class Connection:
+    """One transport connection. `user` is the logged-in user's key (None before login)."""
+
+    __slots__ = ("bucket", "connected_at", "hello", "id", "login_at", "peer", "user")
+
+    def __init__(self, conn: int, peer: str, now: float, bucket: TokenBucket) -> None:
+        self.id = conn
+        self.peer = peer
+        self.connected_at = now
+        self.hello = False
+        self.user: str | None = None
+        self.login_at: float | None = None
+        self.bucket = bucket
+
+
+class RoomOnline:
+    """The live sessions of one room's members on this node: connection -> user key, and the
+    fan-out tuple, rebuilt lazily after a change so that a burst of logins costs nothing until
+    the next message."""
+
+    __slots__ = ("_conns", "online")
+
+    def __init__(self) -> None:
+        self.online: dict[int, str] = {}
+        self._conns: tuple[int, ...] | None = ()
+
+    def add(self, conn: int, user: str) -> None:
+        self.online[conn] = user
+        self._conns = None
+
+    def remove(self, conn: int) -> None:
+        if self.online.pop(conn, None) is not None:
+            self._conns = None
+
+    def conns(self) -> tuple[int, ...]:
+        """Every live connection of every member (the fan-out target)."""
+        c = self._conns
+        if c is None:
+            c = self._conns = tuple(self.online)
+        return c
+
+    def conns_except(self, users: set[str] | frozenset[str]) -> tuple[int, ...]:
+        """Live connections of members not in `users` (blocking filter)."""
+        return tuple(c for c, u in self.online.items() if u not in users)
+
+    def users(self) -> set[str]:
+        return set(self.online.values())
+
+    def __len__(self) -> int:
+        return len(self.online)
+
+
+_NOBODY = RoomOnline()
+
+
+class Sessions:
+    """This node's connections and logged-in sessions."""
+
+    __slots__ = ("by_user", "conns", "rooms", "signups")
+
+    def __init__(self) -> None:
+        self.conns: dict[int, Connection] = {}
+        #: user key -> this node's live sessions of the user (several only with the `allow`
+        #: duplicate-login policy), in login order
+        self.by_user: dict[str, list[int]] = {}
+        #: room key -> the online sessions of its members
+        self.rooms: dict[str, RoomOnline] = {}
+        #: user key -> connection whose sign-up for that name is waiting for its hash: a
+        #: second sign-up for the name is refused as taken meanwhile (no Argon2 work)
+        self.signups: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ connections
+
+    def open(self, conn: int, peer: str, now: float, bucket: TokenBucket) -> Connection:
+        c = self.conns[conn] = Connection(conn, peer, now, bucket)
+        return c
+
+    def close(self, conn: int) -> Connection | None:
+        """Forget `conn` (its session must have ended) and any sign-up it was holding."""
+        c = self.conns.pop(conn, None)
+        if self.signups:
+            for key in [k for k, held in self.signups.items() if held == conn]:
+                del self.signups[key]
+        return c
+
+    # ------------------------------------------------------------------ sessions
+
+    def start(self, c: Connection, user: str, rooms: set[str], now: float) -> bool:
+        """Log `c` in as user key `user`, a member of `rooms` (room keys). True when this is
+        the user's first live session on this node."""
+        c.user = user
+        c.login_at = now
+        conns = self.by_user.setdefault(user, [])
+        first = not conns
+        conns.append(c.id)
+        for rk in rooms:
+            self.room(rk).add(c.id, user)
+        return first
+
+    def end(self, c: Connection, rooms: set[str]) -> bool:
+        """End `c`'s session. True when it was the user's last live session on this node."""
+        user = c.user
+        if user is None:
+            return False
+        c.user = None
+        conns = self.by_user.get(user)
+        if conns is not None and c.id in conns:
+            conns.remove(c.id)
+        for rk in rooms:
+            online = self.rooms.get(rk)
+            if online is not None:
+                online.remove(c.id)
+        if not conns:
+            self.by_user.pop(user, None)
+            return True
+        return False
+
+    def of(self, user: str) -> list[int]:
+        """The live sessions of user key `user` on this node (do not modify)."""
+        return self.by_user.get(user) or []
+
+    def online(self, user: str) -> bool:
+        return user in self.by_user
+
+    def all_conns(self) -> tuple[int, ...]:
+        return tuple(c for conns in self.by_user.values() for c in conns)
+
+    # ------------------------------------------------------------------ rooms
+
+    def room(self, rk: str) -> RoomOnline:
+        online = self.rooms.get(rk)
+        if online is None:
+            online = self.rooms[rk] = RoomOnline()
+        return online
+
+    def peek_room(self, rk: str) -> RoomOnline:
+        """The online sessions of room key `rk` (an empty view when none)."""
+        return self.rooms.get(rk, _NOBODY)
+
+    def joined(self, rk: str, user: str) -> None:
+        """User key `user` became a member of `rk`: its sessions now receive the room."""
+        conns = self.by_user.get(user)
+        if conns:
+            online = self.room(rk)
+            for conn in conns:
+                online.add(conn, user)
+
+    def left(self, rk: str, user: str) -> None:
+        online = self.rooms.get(rk)
+        if online is not None:
+            for conn in self.by_user.get(user, ()):
+                online.remove(conn)
+
+    def renamed(self, old: str, new: str) -> None:
+        if old != new and old in self.rooms:
+            self.rooms[new] = self.rooms.pop(old)
+
+    def dropped(self, rk: str) -> None:
+        self.rooms.pop(rk, None)

@@ -1,0 +1,150 @@
+"""Records carried inside replies and events: the message record and the rows of listings.
+
+``MessageRecord`` is a frozen dataclass (it is the heart of history, join, resume and the
+message events); the rows of ``rooms``, ``who``, ``bans`` and ``audit`` and the ``hello``
+limits are ``TypedDict``s: plain JSON objects whose keys mypy checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from parlour.protocol.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "AuditRow",
+    "BanRow",
+    "Limits",
+    "MessageRecord",
+    "RoomRow",
+    "WhoRow",
+    "records_from_wire",
+]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRecord:
+    """A room message (``room`` set) or a DM (``peer`` set: the other participant, seen from
+    the connection that receives the record). Deleted messages are tombstones
+    (``text=None, deleted=True``). ``sender`` is ``"from"`` on the wire."""
+
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+    ts: float
+    sender: str
+    text: str | None
+    edited: bool = False
+    deleted: bool = False
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.room is None) == (self.peer is None):
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "a message has exactly one of 'room' or 'peer'"
+            )
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"room": self.room} if self.room is not None else {"peer": self.peer}
+        out["seq"] = self.seq
+        out["ts"] = self.ts
+        out["from"] = self.sender
+        out["text"] = self.text
+        out["edited"] = self.edited
+        out["deleted"] = self.deleted
+        out["client_id"] = self.client_id
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> MessageRecord:
+        if isinstance(obj, MessageRecord):
+            return obj
+        if not isinstance(obj, Mapping):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "a message record must be an object")
+        try:
+            room, peer = obj.get("room"), obj.get("peer")
+            seq, ts, sender, text = obj["seq"], obj["ts"], obj["from"], obj["text"]
+        except KeyError as exc:
+            raise ProtocolError(
+                ErrorCode.MISSING_FIELD, f"message missing {exc.args[0]!r}", field=exc.args[0]
+            ) from None
+        if not _is_int(seq) or not isinstance(ts, int | float) or not isinstance(sender, str):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message record")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "malformed message text", field="text")
+        client_id = obj.get("client_id")
+        return cls(
+            room=room if isinstance(room, str) else None,
+            peer=peer if isinstance(peer, str) else None,
+            seq=seq,
+            ts=float(ts),
+            sender=sender,
+            text=text,
+            edited=bool(obj.get("edited", False)),
+            deleted=bool(obj.get("deleted", False)),
+            client_id=client_id if isinstance(client_id, str) else None,
+        )
+
+
+def records_from_wire(value: Any) -> list[MessageRecord]:
+    """A JSON array of message records."""
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "messages must be an array")
+    return [MessageRecord.from_wire(item) for item in value]
+
+
+class Limits(TypedDict):
+    """The server's limits, announced in the ``hello`` reply."""
+
+    max_frame: int
+    max_text: int
+    rate_per_second: float
+    rate_burst: float
+    password_min_length: int
+    max_page: int
+
+
+class RoomRow(TypedDict):
+    """One room of the ``rooms`` reply."""
+
+    name: str
+    members: int
+    online: int
+    joined: bool
+
+
+class WhoRow(TypedDict):
+    """One user of the ``who`` reply."""
+
+    username: str
+    role: str
+    online: bool
+    login_ts: float | None
+    last_active: float | None
+    rooms: list[str]
+
+
+class BanRow(TypedDict):
+    """One active ban of the ``bans`` reply."""
+
+    user: str
+    until: float | None
+    reason: str
+    by: str
+    ts: float
+
+
+class AuditRow(TypedDict):
+    """One entry of the ``audit`` reply."""
+
+    ts: float
+    actor: str
+    action: str
+    target: str
+    reason: str
