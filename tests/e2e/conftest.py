@@ -1,4 +1,9 @@
-"""End-to-end fixtures: an in-process server on 127.0.0.1:0 and raw-socket clients."""
+"""End-to-end fixtures: an in-process server on 127.0.0.1:0 and raw-socket clients.
+
+Every test that connects through the ``connect`` / ``user`` fixtures runs twice: once over the
+NDJSON door and once over a second door with the test-only length-prefixed wire, on the same
+server (``framing``). The tests are the same; only the bytes on the socket differ.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import ADMIN_PASSWORD, PASSWORD, ClientFactory, FakeClock, ServerFactory, Wire
+from e2e_helpers import (
+    ADMIN_PASSWORD,
+    FRAMINGS,
+    PASSWORD,
+    ClientFactory,
+    FakeClock,
+    ServerFactory,
+    Wire,
+)
 
 from parlour.core.passwords import Argon2Hasher
+from parlour.protocol.testing import LengthPrefixedWire
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
+from parlour.transports.tcp import TcpListener
 
 
 @pytest.fixture
@@ -20,9 +35,24 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=FRAMINGS)
+def framing(request: pytest.FixtureRequest) -> str:
+    """The wire the test's clients speak (see the module docstring)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def make_server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ServerFactory]:
+def doors() -> dict[int, int]:
+    """Server port (NDJSON door) -> the port of the same server's length-prefixed door."""
+    return {}
+
+
+@pytest.fixture
+async def make_server(
+    tmp_path: Path, clock: FakeClock, framing: str, doors: dict[int, int]
+) -> AsyncIterator[ServerFactory]:
     servers: list[ChatServer] = []
+    listeners: list[TcpListener] = []
 
     async def make(**overrides: Any) -> ChatServer:
         tick = overrides.pop("tick_interval", 0.2)
@@ -41,11 +71,27 @@ async def make_server(tmp_path: Path, clock: FakeClock) -> AsyncIterator[ServerF
             tick_interval=tick,
         )
         servers.append(server)
+        if framing == "length-prefixed":
+            max_frame = settings.max_frame
+            door = TcpListener(
+                server.endpoint,
+                "127.0.0.1",
+                0,
+                ssl_context=server.listener.ssl_context,
+                wire_factory=lambda _: LengthPrefixedWire(max_frame),
+            )
+            [(_, port)] = await door.start()
+            doors[server.port] = port
+            listeners.append(door)
         return server
 
     yield make
+    for door in listeners:
+        await door.stop_accepting()
     for server in servers:
         await server.stop(grace=2)
+    for door in listeners:
+        await door.wait_closed()
 
 
 @pytest.fixture
@@ -54,11 +100,16 @@ async def server(make_server: ServerFactory) -> ChatServer:
 
 
 @pytest.fixture
-async def connect(server: ChatServer) -> AsyncIterator[ClientFactory]:
+async def connect(
+    server: ChatServer, framing: str, doors: dict[int, int]
+) -> AsyncIterator[ClientFactory]:
     clients: list[Wire] = []
 
     async def make(port: int | None = None, **kwargs: Any) -> Wire:
-        wire = await Wire.connect(port if port is not None else server.port, **kwargs)
+        port = port if port is not None else server.port
+        if framing != "ndjson":
+            port = doors[port]
+        wire = await Wire.connect(port, framing=framing, **kwargs)
         clients.append(wire)
         return wire
 

@@ -1,6 +1,9 @@
 """Shared helpers of the end-to-end tests (imported by name; conftest.py holds only fixtures).
 
-``Wire`` is a small raw-socket client: exact bytes in, parsed frames out.
+``Wire`` is a small raw-socket client: exact bytes in, parsed frames out. It speaks either of
+the server's wires: NDJSON (``framing="ndjson"``, the TCP door's) or the test-only
+length-prefixed wire (``framing="length-prefixed"``, ``parlour.protocol.testing``), so that the
+same end-to-end tests run over both doors unchanged.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from parlour.protocol.testing import frame as lp_frame
+
 if TYPE_CHECKING:
     from parlour.server.app import ChatServer
 
 __all__ = [
     "ADMIN_PASSWORD",
+    "FRAMINGS",
     "PASSWORD",
     "TIMEOUT",
     "ClientFactory",
@@ -29,6 +35,8 @@ __all__ = [
 ]
 
 TIMEOUT = 15.0
+#: the wires a test client can speak (the server has a door for each in the e2e fixtures)
+FRAMINGS = ("ndjson", "length-prefixed")
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "password-123"
 
@@ -57,9 +65,17 @@ class WireError(AssertionError):
 class Wire:
     """One connection. Replies are matched to requests by id; events queue up in order."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        framing: str = "ndjson",
+    ) -> None:
+        if framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {framing!r}")
         self.reader = reader
         self.writer = writer
+        self.framing = framing
         self._next_id = 1
         self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self.events: deque[dict[str, Any]] = deque()
@@ -70,18 +86,37 @@ class Wire:
 
     @classmethod
     async def connect(
-        cls, port: int, *, ssl_context: ssl.SSLContext | None = None, limit: int = 1 << 22
+        cls,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        limit: int = 1 << 22,
+        framing: str = "ndjson",
     ) -> Wire:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=ssl_context, limit=limit
         )
-        return cls(reader, writer)
+        return cls(reader, writer, framing)
+
+    async def _next_frame(self) -> bytes | None:
+        if self.framing == "ndjson":
+            line = await self.reader.readline()
+            return line or None
+        try:
+            header = await self.reader.readexactly(4)
+            return await self.reader.readexactly(int.from_bytes(header, "big"))
+        except asyncio.IncompleteReadError:
+            return None
+
+    def _frame(self, obj: dict[str, Any]) -> bytes:
+        data = json.dumps(obj).encode()
+        return data + b"\n" if self.framing == "ndjson" else lp_frame(data)
 
     async def _read(self) -> None:
         try:
             while True:
-                line = await self.reader.readline()
-                if not line:
+                line = await self._next_frame()
+                if line is None:
                     break
                 frame = json.loads(line)
                 if frame.get("type") == "event":
@@ -105,14 +140,23 @@ class Wire:
     # ------------------------------------------------------------------ requests
 
     def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
+        """Exact NDJSON bytes; with the length-prefixed framing every line the NDJSON wire
+        would decode becomes one frame (blank lines, which NDJSON skips, are left out), so a
+        test of bad input means the same on both wires."""
+        if self.framing == "ndjson":
+            self.writer.write(data)
+            return
+        lines = data.split(b"\n")
+        for line in lines[:-1]:  # the part after the last newline is not a line yet
+            if line[:-1] if line.endswith(b"\r") else line:
+                self.writer.write(lp_frame(line))
 
     def send(self, type: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
         rid = self._next_id
         self._next_id += 1
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
-        self.writer.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
+        self.writer.write(self._frame({"id": rid, "type": type, **fields}))
         return fut
 
     def send_many(
@@ -131,7 +175,7 @@ class Wire:
             fut.add_done_callback(lambda _, rid=rid: arrived.append(rid))
             self._waiting[rid] = fut
             futures.append(fut)
-            data += json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n"
+            data += self._frame({"id": rid, "type": type, **fields})
         self.writer.write(bytes(data))
         return futures, arrived
 

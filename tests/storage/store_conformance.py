@@ -284,6 +284,22 @@ class StoreConformance:
         ]
         assert len(store.audit_log(100)) == 5
 
+    def test_load_brings_the_room_windows_and_the_audit_tail(self, store: Store) -> None:
+        store.apply(_room_msgs("general", 10))
+        store.apply([EditRoomMessage("general", 9, "m9 edited"), DeleteRoomMessage("general", 10)])
+        store.apply([Audit("admin", "kick", f"u{i}", "", float(i)) for i in range(5)])
+        snap = store.load(recent=3, audit=2)
+        assert [(m.seq, m.text, m.deleted) for m in snap.recent["general"]] == [
+            (8, "m8", False),
+            (9, "m9 edited", False),
+            (10, None, True),
+        ]
+        assert "random" not in snap.recent  # no messages: no window
+        assert [e.target for e in snap.audit] == ["u4", "u3"]
+        assert snap.room_last_seq == {"general": 10}
+        empty = store.load(recent=0, audit=0)
+        assert not any(empty.recent.values()) and list(empty.audit) == []
+
     # -- transactions ----------------------------------------------------------------------------
 
     def test_apply_empty_batch(self, store: Store) -> None:

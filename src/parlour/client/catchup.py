@@ -28,14 +28,11 @@ unless the server pushed nothing at all (then the caller stops and says so).
 
 from __future__ import annotations
 
-from typing import Any
-
 from parlour.client.cursors import Cursors
-from parlour.protocol import Event, EventName
+from parlour.protocol import DmEvent, Event, MessageEvent
 
 __all__ = ["CatchUp"]
 
-_MESSAGE_EVENTS = {EventName.MESSAGE: ("rooms", "room"), EventName.DM: ("dms", "peer")}
 
 
 class CatchUp:
@@ -72,21 +69,14 @@ class CatchUp:
         """True if ``event`` is to be delivered (and the cursors were advanced for it)."""
         if not self.incomplete:
             return self.cursors.accept(event)
-        where = _MESSAGE_EVENTS.get(event.name)
-        if where is None:
+        if isinstance(event, MessageEvent):
+            last = self.cursors.rooms.get(event.room)
+        elif isinstance(event, DmEvent):
+            last = self.cursors.dms.get(event.peer)
+        else:
             return self.cursors.accept(event)
         head, self._head = self._head, False
-        table: dict[str, int] = getattr(self.cursors, where[0])
-        key: Any = event.fields.get(where[1])
-        seq: Any = event.fields.get("seq")
-        last = table.get(key) if isinstance(key, str) else None
-        if (
-            last is not None
-            and isinstance(seq, int)
-            and seq > last + 1
-            and not head
-            and not isinstance(seq, bool)
-        ):
+        if last is not None and event.seq > last + 1 and not head:
             self.held_back += 1
             return False
         return self.cursors.accept(event)

@@ -50,12 +50,12 @@ from parlour.protocol import (
     BlocksRequest,
     BroadcastRequest,
     DeleteRequest,
+    DisconnectEvent,
     DmRequest,
     EditRequest,
     Error,
     ErrorCode,
     Event,
-    EventName,
     FrameDecoder,
     HelloRequest,
     HistoryRequest,
@@ -231,9 +231,9 @@ class _Connection:
             log.warning("malformed frame from server: %s", exc)
             return
         if isinstance(msg, Event):
-            if msg.name is EventName.DISCONNECT:
-                code = str(msg.fields.get("code"))
-                self.disconnect_reason = f"{msg.fields.get('reason') or code} ({code})"
+            if isinstance(msg, DisconnectEvent):
+                code = msg.code
+                self.disconnect_reason = f"{msg.reason or code} ({code})"
                 self.final = code in _FINAL_CODES
             self._on_event(msg)
             return

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from parlour.protocol import Event, EventName, Resume
+from parlour.protocol import (
+    DmEvent,
+    Event,
+    MessageEvent,
+    Resume,
+    RoomDeletedEvent,
+    RoomRenamedEvent,
+)
 
 __all__ = ["Cursors"]
-
-_ROOM_EVENTS = frozenset({EventName.MESSAGE})
-_DM_EVENTS = frozenset({EventName.DM})
 
 
 class Cursors:
@@ -27,16 +31,15 @@ class Cursors:
         self.dms: dict[str, int] = {}
 
     def accept(self, event: Event) -> bool:
-        if event.name in _ROOM_EVENTS:
-            return self._advance(self.rooms, event.fields.get("room"), event.fields.get("seq"))
-        if event.name in _DM_EVENTS:
-            return self._advance(self.dms, event.fields.get("peer"), event.fields.get("seq"))
-        if event.name is EventName.ROOM_RENAMED:
-            old, new = event.fields.get("room"), event.fields.get("new_name")
-            if isinstance(old, str) and isinstance(new, str) and old in self.rooms:
-                self.rooms[new] = self.rooms.pop(old)
-        elif event.name is EventName.ROOM_DELETED:
-            self.rooms.pop(str(event.fields.get("room")), None)
+        if isinstance(event, MessageEvent):
+            return self._advance(self.rooms, event.room, event.seq)
+        if isinstance(event, DmEvent):
+            return self._advance(self.dms, event.peer, event.seq)
+        if isinstance(event, RoomRenamedEvent):
+            if event.room in self.rooms:
+                self.rooms[event.new_name] = self.rooms.pop(event.room)
+        elif isinstance(event, RoomDeletedEvent):
+            self.rooms.pop(event.room, None)
         return True
 
     def seen_room(self, room: str, seq: Any) -> None:

@@ -148,12 +148,14 @@ class ChatServer:
         bus: Bus | None = None,
         bus_node: str | None = None,
         store: Store | None = None,
+        reads: Reads | None = None,
         core_overrides: Mapping[str, Any] | None = None,
         wire_factory: WireFactory | None = None,
     ) -> ChatServer:
         """Build and start a server for `settings` on the running loop. The keyword arguments
         are for tests and embedding: another password hasher, a shared bus and this node's
-        name on it, an already open store (kept open: the caller closes it), core settings
+        name on it, an already open store (kept open: the caller closes it) and the reads to
+        satisfy the core's read needs with (the store's own by default), core settings
         that have no server setting, and the wire of each TCP connection."""
         check_open_file_limit(settings.max_connections)
         ssl_context = None
@@ -162,7 +164,7 @@ class ChatServer:
         own_store = store is None
         if store is None:
             store = open_store(settings)
-        reads: Reads | None = None
+        own_reads = reads is None
         needs: NeedRunner | None = None
         try:
             config = core_config(settings)
@@ -172,7 +174,8 @@ class ChatServer:
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
-            reads = open_reads(store)
+            if reads is None:
+                reads = open_reads(store)
             needs = NeedRunner(password_hasher or argon2, reads)
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
@@ -227,7 +230,7 @@ class ChatServer:
         except BaseException:
             if needs is not None:
                 needs.close()
-            if reads is not None:
+            if reads is not None and own_reads:
                 _close(reads)
             if own_store:
                 _close(store)
