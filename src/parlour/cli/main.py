@@ -34,6 +34,7 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
             missing.append(name)
     return missing
 
+
 #: subcommand name -> (module, attribute, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("parlour.server.cli", "serve", "Run the chat server."),

@@ -34,7 +34,6 @@ from parlour.protocol import DmEvent, Event, MessageEvent
 __all__ = ["CatchUp"]
 
 
-
 class CatchUp:
     """Wraps :class:`Cursors` with the catch-up rule above; feed it every pushed event and
     every ``login``/``sync`` reply, in the order they arrived."""
