@@ -4,6 +4,7 @@
     python bench/fanout.py fanout --members 100 --senders 10 --rate 10000 --duration 10
     python bench/fanout.py idle --connections 10000
     python bench/fanout.py fanout --baseline git:HEAD~1   # against a committed version
+    python bench/fanout.py capacity --rates 2000,4000,6000,8000,10000 --baseline git:HEAD~1
 
 Every figure is printed side by side with a *baseline* measured in the same run with the same
 load generator, and their ratio. The default baseline, ``ceiling``, is a minimal asyncio (uvloop)
@@ -30,6 +31,10 @@ connection.
 
 idle: M logged-in connections that do nothing; prints server RSS growth per connection (it
 includes the core's session state and the user records created by the sign-ups).
+
+capacity: the fan-out run at each offered rate of ``--rates`` (a fresh server each time, for
+both parlour and the baseline), and the highest rate each sustains with p99 latency at most
+``--p99-limit`` ms, nothing lost, no error and no member cut off: the capacity.
 
 The server runs with the rate limit lifted and cheap Argon2 parameters (so that sign-ups do not
 dominate setup). Results: docs/benchmarks/chat.md.
@@ -632,12 +637,57 @@ def with_baseline(
             base.stop()
 
 
+def sustained(r: FanoutResult, p99_limit: float) -> bool:
+    """Whether a fan-out run kept up: p99 within the limit, nothing lost, no error, no member
+    cut off, and no backlog left when the offered load stopped (under a second)."""
+    return (
+        r.pct(0.99) <= p99_limit
+        and r.lost == 0
+        and r.errors == 0
+        and r.cut_off == 0
+        and r.acked >= r.sent
+        and r.catch_up < 1.0
+    )
+
+
+def capacity(args: argparse.Namespace) -> None:
+    rates = [float(x) for x in args.rates.split(",")]
+    best: dict[str, float] = {}
+    print(
+        f"capacity: {args.members} members, {args.senders} senders, {args.duration:g}s per rate,"
+        f" sustained = p99 <= {args.p99_limit:g} ms, nothing lost, no error, no cut-off"
+    )
+    print(f"  {'offered/s':>10}  {'server':<22} {'acked/s':>9} {'p50 ms':>8} {'p99 ms':>8} ok")
+    for rate in rates:
+        ours, base = with_baseline(
+            args.baseline,
+            args.members + 64,
+            args.sync,
+            lambda s, rate=rate: fanout(
+                s, args.members, args.senders, rate, args.duration, args.probes
+            ),
+        )
+        for r in (ours, base):
+            if r is None:
+                continue
+            ok = sustained(r, args.p99_limit)
+            if ok:
+                best[r.label] = max(best.get(r.label, 0.0), rate)
+            print(
+                f"  {rate:>10,.0f}  {r.label:<22} {r.acked / r.elapsed:>9,.0f}"
+                f" {r.pct(0.5):>8.1f} {r.pct(0.99):>8.1f} {'yes' if ok else 'no'}",
+                flush=True,
+            )
+    for label, value in best.items():
+        print(f"  capacity of {label}: {value:,.0f} messages/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "mode",
         nargs="?",
-        choices=["all", "fanout", "idle", "hotpath", "ceiling-server"],
+        choices=["all", "fanout", "idle", "hotpath", "capacity", "ceiling-server"],
         default="all",
     )
     parser.add_argument("--members", type=int, default=100)
@@ -649,6 +699,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100000, help="hotpath mode")
     parser.add_argument("--sync", choices=["full", "normal"], default="full")
     parser.add_argument("--baseline", default="ceiling", help="ceiling (default), git:REF, or none")
+    parser.add_argument("--rates", default="2000,4000,6000,8000,10000,12000", help="capacity mode")
+    parser.add_argument("--p99-limit", type=float, default=50.0, help="capacity mode (ms)")
     args = parser.parse_args()
     nofile = raise_nofile_limit()
     if args.mode == "ceiling-server":
@@ -666,6 +718,9 @@ def main() -> None:
         f" open-file limit {nofile}, baseline {args.baseline},"
         f" load average {os.getloadavg()[0]:.2f})"
     )
+    if args.mode == "capacity":
+        capacity(args)
+        return
     if args.mode in ("all", "fanout"):
         ours, base = with_baseline(
             args.baseline,
