@@ -96,6 +96,15 @@ class Server:
         ticks = os.sysconf("SC_CLK_TCK")
         return int(fields[11]) / ticks, int(fields[12]) / ticks
 
+    def syscalls(self) -> tuple[int, int]:
+        """(read-like, write-like) system calls of the server process so far (/proc/PID/io)."""
+        io = dict(
+            line.split(": ")
+            for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines()
+            if ": " in line
+        )
+        return int(io["syscr"]), int(io["syscw"])
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -359,6 +368,8 @@ class FanoutResult:
     rss_per_conn_kib: float = 0.0
     server_cpu: float = 0.0
     server_sys: float = 0.0
+    server_reads: int = 0
+    server_writes: int = 0
     client_cpu: float = 0.0
 
     def pct(self, p: float) -> float:
@@ -380,6 +391,8 @@ class FanoutResult:
             ("server CPU (cores)", self.server_cpu / self.elapsed, ".2f"),
             ("server CPU/message (us)", self.server_cpu / max(1, self.acked) * 1e6, ".1f"),
             ("  of which kernel (%)", 100 * self.server_sys / max(1e-9, self.server_cpu), ".0f"),
+            ("server read calls/message", self.server_reads / max(1, self.acked), ".2f"),
+            ("server write calls/message", self.server_writes / max(1, self.acked), ".2f"),
             ("load generator CPU (cores)", self.client_cpu / self.elapsed, ".2f"),
             ("server RSS/connection (KiB)", self.rss_per_conn_kib, ".1f"),
         ]
@@ -404,6 +417,7 @@ async def fanout(
     pad = b"x" * 40
     room = ROOM.encode()
     user0, sys0 = server.cpu_times()
+    reads0, writes0 = server.syscalls()
     ccpu0 = time.process_time()
     start = time.perf_counter()
     sent = 0
@@ -447,6 +461,8 @@ async def fanout(
     user1, sys1 = server.cpu_times()
     result.server_cpu = user1 - user0 + sys1 - sys0
     result.server_sys = sys1 - sys0
+    reads1, writes1 = server.syscalls()
+    result.server_reads, result.server_writes = reads1 - reads0, writes1 - writes0
     result.client_cpu = time.process_time() - ccpu0
     result.elapsed = end - start
     result.catch_up = end - sent_end
