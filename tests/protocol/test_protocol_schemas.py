@@ -327,3 +327,47 @@ def test_every_typed_event_survives_the_wire(event: Event) -> None:
     assert frame["event"] == event.name.value and type(frame["event"]) is str
     payloads, rest = unframe(LENGTH_PREFIXED.encode_event(event))
     assert rest == b"" and payloads == [line[:-1]]
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**400), 10**400)
+    | st.integers(10**300, 10**400)  # beyond any float
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def request_frames(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A request type and fields: the type's own field names (and id), any JSON values."""
+    kind = draw(st.sampled_from(sorted(REQUEST_TYPES)))
+    names = [f for f, _, _ in REQUEST_TYPES[kind]._FIELDS] or ["unknown"]
+    values = st.integers(10**300, 10**400) | _JSON  # huge integers often
+    fields = draw(st.dictionaries(st.sampled_from(names), values, max_size=len(names)))
+    if draw(st.integers(0, 9)):  # usually a valid id, so that the fields are looked at
+        fields["id"] = draw(IDS)
+    return kind, fields
+
+
+@settings(max_examples=2000)
+@given(request_frames())
+def test_any_request_frame_is_parsed_or_refused_with_a_protocol_error(
+    frame_parts: tuple[str, dict[str, Any]],
+) -> None:
+    """Whatever JSON a client sends as a request — huge integers, wrong types, nesting — the
+    parser answers with a request or a ProtocolError, never another exception."""
+    kind, fields = frame_parts
+    frame = {"type": kind, **fields}
+    try:
+        request = parse_request(frame)
+    except ProtocolError as exc:
+        assert exc.code in ErrorCode
+        return
+    assert request.TYPE == kind
+    assert encode(request.to_wire())  # what was accepted can be encoded again

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
 from parlour.protocol.limits import (
     MAX_CLIENT_ID,
+    MAX_DURATION,
     MAX_LIMIT,
     MAX_PASSWORD,
     MAX_REASON,
@@ -136,9 +137,16 @@ def _v_limit(name: str, value: Any) -> int:
     return int(value)
 
 
-def _v_number(name: str, value: Any, *, positive: bool) -> float:
-    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+def _v_number(name: str, value: Any, *, positive: bool, most: float = _MAX_INT) -> float:
+    # an integer is compared before any conversion: one beyond a float's range would raise
+    # OverflowError in math.isfinite (a 400-digit "ts" must be a clear error, not a crash)
+    if _is_int(value):
+        if not -_MAX_INT <= value <= _MAX_INT:
+            raise _invalid(name, "must be a finite number")
+    elif not isinstance(value, float) or not math.isfinite(value):
         raise _invalid(name, "must be a finite number")
+    if value > most:
+        raise _invalid(name, f"must be at most {most:g}")
     if value < 0 or (positive and value == 0):
         raise _invalid(name, "must be positive" if positive else "must not be negative")
     return float(value)
@@ -149,7 +157,7 @@ def _v_timestamp(name: str, value: Any) -> float:
 
 
 def _v_duration(name: str, value: Any) -> float:
-    return _v_number(name, value, positive=True)
+    return _v_number(name, value, positive=True, most=MAX_DURATION)
 
 
 def _v_name_tuple(name: str, value: Any) -> tuple[str, ...]:
