@@ -369,5 +369,5 @@ def test_any_request_frame_is_parsed_or_refused_with_a_protocol_error(
     except ProtocolError as exc:
         assert exc.code in ErrorCode
         return
-    assert request.TYPE == kind
+    assert kind == request.TYPE
     assert encode(request.to_wire())  # what was accepted can be encoded again
