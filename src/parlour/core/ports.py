@@ -69,10 +69,18 @@ class Store(Protocol):
     only `after` is given, the *oldest* `limit` messages above it are returned.
     """
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
         """Everything the core keeps hot: all users, rooms, memberships, bans, blocks, DM
-        cursors and last sequences, the newest `recent` messages of every room and the newest
-        `audit` audit entries."""
+        cursors and last sequences, the newest `recent` messages of every room, the newest
+        `audit` audit entries, and the newest `client_ids` messages (rooms and DMs) sent with
+        a client id at or after `client_ids_since`."""
         ...
 
     def room_messages(

@@ -137,8 +137,8 @@ class StoreSnapshot:
     """Everything the core keeps hot, read once at start.
 
     `room_last_seq` / `dm_last_seq` hold the highest sequence number per room / conversation
-    (rooms or conversations without messages may be absent). `recent` and `audit` are
-    bounded by what `Store.load` was asked for; anything older is read on demand.
+    (rooms or conversations without messages may be absent). `recent`, `audit` and
+    `client_ids` are bounded by what `Store.load` was asked for; anything older is read on demand.
     """
 
     users: Sequence[UserRecord] = ()
@@ -153,3 +153,6 @@ class StoreSnapshot:
     recent: Mapping[str, Sequence[StoredMessage]] = field(default_factory=dict)
     #: the newest audit entries (at most the `audit` asked for), newest first
     audit: Sequence[AuditEntry] = ()
+    #: room messages and DMs sent with a client id at or after `client_ids_since`, at most
+    #: `client_ids` of them, newest first: what a resend after a restart is recognised by
+    client_ids: Sequence[StoredMessage] = ()

@@ -38,6 +38,7 @@ from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
 from parlour.core.state import ChatState, UserState
+from parlour.core.throttles import LoginThrottle
 from parlour.core.writes import CreateRoom, CreateUser, RemoveBan, Write
 from parlour.protocol import (
     AuditRequest,
@@ -137,7 +138,17 @@ class ChatService:
     def __init__(self, snapshot: StoreSnapshot, config: CoreConfig) -> None:
         """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`)."""
         self._cfg = config
-        self.sessions = Sessions()
+        self.sessions = Sessions(
+            LoginThrottle(
+                config.lockout_threshold,
+                config.lockout_seconds,
+                address_threshold=config.address_lockout_threshold,
+                address_window=config.address_lockout_window,
+                account_threshold=config.account_lockout_threshold,
+                account_window=config.account_lockout_window,
+                capacity=config.max_tracked_failures,
+            )
+        )
         holder: list[Ctx] = []
         self.state = ChatState(
             snapshot,
@@ -150,9 +161,14 @@ class ChatService:
         holder.append(self._cx)
 
     @staticmethod
-    def load_args(config: CoreConfig) -> dict[str, int]:
-        """What to ask `Store.load` for, for this configuration."""
-        return {"recent": config.recent_window, "audit": config.audit_memory}
+    def load_args(config: CoreConfig, now: float = 0.0) -> dict[str, Any]:
+        """What to ask `Store.load` for, for this configuration, at `now`."""
+        return {
+            "recent": config.recent_window,
+            "audit": config.audit_memory,
+            "client_ids": config.client_id_memory,
+            "client_ids_since": now - config.client_id_ttl,
+        }
 
     # ================================================================== lifecycle
 
@@ -192,8 +208,10 @@ class ChatService:
 
     def connect(self, conn: ConnId, peer: str, now: float) -> Outcome:
         """A new connection `conn` from `peer` ("host:port"); it must send `hello` first."""
-        bucket = TokenBucket(self._cfg.rate_per_second, self._cfg.rate_burst, now)
-        self.sessions.open(conn, peer, now, bucket)
+        cfg = self._cfg
+        bucket = TokenBucket(cfg.rate_per_second, cfg.rate_burst, now)
+        reads = TokenBucket(cfg.read_rate_per_second, cfg.read_burst, now)
+        self.sessions.open(conn, peer, now, bucket, reads)
         return EMPTY
 
     def handle(
@@ -207,6 +225,7 @@ class ChatService:
         cx = self._cx
         cx.now = now
         cx.answers = answers
+        c.last_request = now
         try:
             handler = HANDLERS.get(type(request))
             if handler is None:
@@ -249,8 +268,8 @@ class ChatService:
         return out.done(None)
 
     def tick(self, now: float) -> Outcome:
-        """Expire timed state (bans, lockouts); call about once a second."""
-        self.state.lockouts.expire(now)
+        """Expire timed state (bans, login throttles); call about once a second."""
+        self.sessions.throttle.expire(now)
         expired = self.state.bans.expired(now)
         if not expired:
             return EMPTY

@@ -102,7 +102,22 @@ class MemoryStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
+        sent = [
+            m
+            for logs in (self._room_logs.values(), self._dm_logs.values())
+            for log in logs
+            for m in log.msgs
+            if m.client_id is not None and m.ts >= client_ids_since
+        ]
+        sent.sort(key=lambda m: m.ts, reverse=True)
         return StoreSnapshot(
             users=tuple(self._users.values()),
             rooms=tuple(self._rooms.values()),
@@ -122,6 +137,7 @@ class MemoryStore:
                 if log.seqs and recent > 0
             },
             audit=self.audit_log(audit),
+            client_ids=sent[: max(0, client_ids)],
         )
 
     def room_messages(

@@ -129,8 +129,17 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- reads
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
-        return self._reader.load(recent=recent, audit=audit)
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
+        return self._reader.load(
+            recent=recent, audit=audit, client_ids=client_ids, client_ids_since=client_ids_since
+        )
 
     def room_messages(
         self, room: str, *, before: int | None, after: int | None, limit: int
@@ -194,7 +203,9 @@ class _Reader:
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(sql, params).fetchall()
 
-    def load(self, *, recent: int, audit: int) -> StoreSnapshot:
+    def load(
+        self, *, recent: int, audit: int, client_ids: int, client_ids_since: float
+    ) -> StoreSnapshot:
         r = self._conn
         r.execute("BEGIN")  # one consistent snapshot across all tables
         try:
@@ -247,6 +258,7 @@ class _Reader:
                 if room.name in room_last and recent > 0
             }
             entries = self.audit_log(audit)
+            sent = self._client_ids(client_ids, client_ids_since)
         finally:
             r.execute("COMMIT")
         return StoreSnapshot(
@@ -260,7 +272,34 @@ class _Reader:
             dm_last_seq=dm_last,
             recent=windows,
             audit=entries,
+            client_ids=sent,
         )
+
+    def _client_ids(self, limit: int, since: float) -> list[StoredMessage]:
+        """The newest `limit` messages with a client id since `since` (rooms and DMs, newest
+        first). A scan of the messages of that period, once at start."""
+        if limit <= 0:
+            return []
+        rooms = [
+            StoredMessage(name, seq, ts, sender, text, bool(ed), bool(de), cid)
+            for name, seq, ts, sender, text, ed, de, cid in self._rows(
+                "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id"
+                " FROM room_messages m JOIN rooms r ON r.key = m.room_key"
+                " WHERE m.ts >= ? AND m.client_id IS NOT NULL ORDER BY m.ts DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
+        dms = [
+            StoredMessage(conv, seq, ts, sender, text, bool(ed), bool(de), cid, recipient)
+            for conv, seq, ts, sender, recipient, text, ed, de, cid in self._rows(
+                "SELECT conv, seq, ts, sender, recipient, text, edited, deleted, client_id"
+                " FROM dm_messages WHERE ts >= ? AND client_id IS NOT NULL"
+                " ORDER BY ts DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
+        merged = sorted(rooms + dms, key=lambda m: m.ts, reverse=True)
+        return merged[:limit]
 
     @staticmethod
     def _bounds(

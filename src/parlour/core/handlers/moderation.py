@@ -137,15 +137,18 @@ def unban(cx: Ctx, c: Connection, rq: UnbanRequest) -> Outcome:
 
 def bans_list(cx: Ctx, c: Connection, rq: BansRequest) -> Outcome:
     cx.admin(c)
+    cx.may_read(c)
     rows: list[BanRow] = [
         {"user": b.user, "until": b.until, "reason": b.reason, "by": b.by, "ts": b.ts}
         for b in cx.state.bans.listing(cx.now)
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, BansReply(bans=rows)))
 
 
 def audit_list(cx: Ctx, c: Connection, rq: AuditRequest) -> Outcome:
     cx.admin(c)
+    cx.may_read(c)
     rows: list[AuditRow] = [
         {
             "ts": e.ts,
@@ -156,6 +159,7 @@ def audit_list(cx: Ctx, c: Connection, rq: AuditRequest) -> Outcome:
         }
         for e in cx.state.audit.newest(min(rq.limit or 50, cx.cfg.max_page))
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, AuditReply(entries=rows)))
 
 

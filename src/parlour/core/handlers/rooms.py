@@ -38,6 +38,7 @@ __all__ = ["join", "leave", "room_create", "room_delete", "room_rename", "rooms_
 
 def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     rows: list[RoomRow] = [
         {
             "name": r.name,
@@ -47,6 +48,7 @@ def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
         }
         for rk, r in sorted(cx.state.rooms.items())
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, RoomsReply(rooms=rows)))
 
 
@@ -113,6 +115,7 @@ def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
 
 def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     room = cx.find_room(rq.room)
     rk = room_key(room.name)
     limit = min(rq.limit or cx.cfg.join_history, cx.cfg.max_page)
@@ -154,6 +157,7 @@ def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
         messages=[to_record(m, room=room.name) for m in cx.visible(u.key, msgs)],
         last_seq=room.log.last_seq,
     )
+    cx.read_done(c, len(data.messages) + len(data.members))
     return out.done(Ok(rq.id, data))
 
 
