@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-from e2e_helpers import PASSWORD, ClientFactory, Wire
+from e2e_helpers import PASSWORD, ClientFactory, ServerFactory, Wire
 
 from parlour.server.logs import configure_logging
 
@@ -93,3 +93,26 @@ async def test_a_newline_in_a_reason_cannot_forge_a_log_line(
     assert not any(line.startswith("2030-01-01") for line in lines), lines
     kicks = [line for line in lines if " kick " in line]
     assert len(kicks) == 1 and "\\n2030-01-01" in kicks[0]
+
+
+async def test_a_resend_after_a_restart_is_recognised_beyond_the_recent_window(
+    make_server: ServerFactory, connect: ClientFactory
+) -> None:
+    """Issue 10: send X-1, lose its ack, 300 more messages, restart, resend X-1: it was
+    stored a second time (only the newest 256 per room were remembered)."""
+    srv = await make_server(rate=1000.0, burst=1000)
+    alice = await connect(srv.port)
+    await alice.signup("alice", PASSWORD)
+    await alice.ok("join", room="general")
+    first = await alice.ok("send", room="general", text="once", client_id="X-1")
+    for i in range(300):
+        await alice.ok("send", room="general", text=f"m{i}", client_id=f"Y-{i}")
+    await alice.close()
+    await srv.stop(grace=2)
+    again = await make_server(data_dir=srv.settings.data_dir, rate=1000.0, burst=1000)
+    back = await connect(again.port)
+    await back.login("alice", PASSWORD)
+    resent = await back.ok("send", room="general", text="once", client_id="X-1")
+    assert resent["duplicate"] is True and resent["seq"] == first["seq"]
+    page = await back.ok("history", room="general", limit=5)
+    assert page["messages"][-1]["seq"] == 301  # nothing new was stored
