@@ -324,6 +324,7 @@ class Client:
         max_frame: int = MAX_REPLY_FRAME,
         client_name: str = f"parlour-client/{__version__}",
         on_state: StateCallback | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
@@ -339,6 +340,7 @@ class Client:
         self._max_frame = max_frame
         self._client_name = client_name
         self._on_state = on_state
+        self._local_addr = local_addr
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
         self._catchup = CatchUp(self._cursors)
@@ -458,6 +460,7 @@ class Client:
                 self.port,
                 ssl=self._ssl,
                 server_hostname=self._server_hostname if self._ssl else None,
+                local_addr=self._local_addr,
             )
             conn = _Connection(
                 reader, writer, self._on_event, self._on_conn_closed, self._max_frame
