@@ -13,6 +13,7 @@ from parlour.core.needs import (
     Answers,
     HashPassword,
     Need,
+    ReadBroadcasts,
     ReadDm,
     ReadRoom,
     ReadSince,
@@ -66,6 +67,8 @@ def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
         return store.dm_messages(need.conv, before=need.before, after=need.after, limit=need.limit)
     if isinstance(need, ReadSince):
         return store.messages_since(need.rooms, need.ts, need.limit)
+    if isinstance(need, ReadBroadcasts):
+        return store.broadcasts(after=need.after, limit=need.limit)
     raise AssertionError(f"unknown need {need!r}")
 
 

@@ -44,9 +44,10 @@ NUM = st.floats(0, 1e12, allow_nan=False)
 POS = st.floats(0.001, 1e9, allow_nan=False)
 PASSWORD = st.text(min_size=1, max_size=40)
 RESUME = st.builds(
-    lambda r, d: {"rooms": r, "dms": d},
+    lambda r, d, b: {"rooms": r, "dms": d} | ({} if b is None else {"broadcasts": b}),
     st.dictionaries(NAMES, st.integers(0, 2**40), max_size=3),
     st.dictionaries(NAMES, st.integers(0, 2**40), max_size=3),
+    st.none() | st.integers(0, 2**40),
 )
 
 
@@ -101,13 +102,15 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "bans": st.just({}),
     "audit": st.fixed_dictionaries({}, optional={"limit": LIMIT}),
     "sync": st.fixed_dictionaries({"resume": RESUME}),
+    "mark_read": st.builds(lambda t, s: {**t, "seq": s}, target(), SEQ),
+    "unread": st.just({}),
     "ping": st.just({}),
 }
 
 
 def test_every_request_type_has_a_strategy_and_reply_fields() -> None:
     assert set(FIELDS) == set(REQUEST_TYPES) == set(REPLY_FIELDS)
-    assert len(REQUEST_TYPES) == 29
+    assert len(REQUEST_TYPES) == 31
 
 
 @st.composite
@@ -122,7 +125,10 @@ def normalise(obj: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = float(out[key])
     if "resume" in out:
-        out["resume"] = {"rooms": out["resume"]["rooms"], "dms": out["resume"]["dms"]}
+        resume = {"rooms": out["resume"]["rooms"], "dms": out["resume"]["dms"]}
+        if out["resume"].get("broadcasts") is not None:
+            resume["broadcasts"] = out["resume"]["broadcasts"]
+        out["resume"] = resume
     return out
 
 

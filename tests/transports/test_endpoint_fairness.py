@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
 from fakes import EchoService
 
 from parlour.core.outcome import ConnId, Outcome
@@ -70,3 +72,24 @@ async def test_too_much_invalid_input_closes_the_connection() -> None:
     assert 100 <= len(errors) <= 101
     assert frames[-1]["event"] == "disconnect" and frames[-1]["code"] == "too_many_errors"
     assert t.closing
+
+
+async def test_a_closed_connection_is_logged_with_its_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Named(OrderService):
+        def session_user(self, conn: ConnId) -> str | None:
+            return "carol"
+
+    service = Named()
+    writer = InlineWriter(MemoryStore().apply)
+    writer.start()
+    endpoint = Endpoint(service, writer, Hub())
+    endpoint.start()
+    conn = endpoint.open(FakeTransport(("127.0.0.9", 4)), "127.0.0.9:4")
+    assert conn is not None
+    caplog.set_level(logging.INFO, logger="parlour.transports")
+    endpoint.lost(conn, "closed")
+    (record,) = [r for r in caplog.records if r.getMessage() == "connection closed"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert (fields["user"], fields["peer"], fields["reason"]) == ("carol", "127.0.0.9:4", "closed")

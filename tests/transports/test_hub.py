@@ -59,7 +59,7 @@ class FakeTransport(testing.FakeTransport):
 
 
 def event(n: int | str, pad: int = 0) -> Event:
-    return BroadcastEvent(sender="admin", text=f"t{n}" + "x" * pad, ts=1.0)
+    return BroadcastEvent(sender="admin", text=f"t{n}" + "x" * pad, ts=1.0, seq=1)
 
 
 def frame(n: int | str, pad: int = 0) -> bytes:
@@ -386,13 +386,13 @@ def test_segments_deliver_exactly_what_per_connection_queues_would(ops: list[Op]
 
 
 def test_events_built_from_wire_fields_are_the_typed_events() -> None:
-    fields = {"from": "admin", "text": "hi", "ts": 1.0}
+    fields = {"from": "admin", "text": "hi", "ts": 1.0, "seq": 3}
     built = event_from_fields("broadcast", fields)
-    assert built == BroadcastEvent(sender="admin", text="hi", ts=1.0)
+    assert built == BroadcastEvent(sender="admin", text="hi", ts=1.0, seq=3)
     assert built.name is EventName.BROADCAST and built["from"] == "admin"
     assert (
         NDJSON.encode_event(built)
-        == b'{"type":"event","event":"broadcast","from":"admin","text":"hi","ts":1.0}\n'
+        == b'{"type":"event","event":"broadcast","from":"admin","text":"hi","ts":1.0,"seq":3}\n'
     )
     with pytest.raises(ProtocolError, match="unknown event"):
         event_from_fields("no-such-event", fields)

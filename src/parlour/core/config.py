@@ -7,9 +7,10 @@ from typing import Literal
 
 from parlour import __version__
 
-__all__ = ["CoreConfig", "DuplicateLoginPolicy"]
+__all__ = ["BroadcastPolicy", "CoreConfig", "DuplicateLoginPolicy"]
 
 DuplicateLoginPolicy = Literal["replace", "reject", "allow"]
+BroadcastPolicy = Literal["admins", "everyone"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,10 @@ class CoreConfig:
     #: (`already_logged_in`) while the old session is alive (it sent something within two
     #: heartbeats), else replaces it; `allow` keeps both
     duplicate_login: DuplicateLoginPolicy = "replace"
+    #: who may `broadcast` to every user: `admins`, or `everyone`
+    broadcast_policy: BroadcastPolicy = "admins"
+    #: log each message's text (sender, target and size are logged at INFO anyway)
+    log_message_text: bool = False
     #: name of the administrator account created on first start
     admin_name: str = "admin"
     #: rooms created on first start
@@ -100,6 +105,8 @@ class CoreConfig:
             raise ValueError("rate_per_second must be > 0 and rate_burst >= 1")
         if self.read_rate_per_second <= 0 or self.read_burst < 1:
             raise ValueError("read_rate_per_second must be > 0 and read_burst >= 1")
+        if self.broadcast_policy not in ("admins", "everyone"):
+            raise ValueError("broadcast_policy must be 'admins' or 'everyone'")
         if self.conversation_cache < 1:
             raise ValueError("conversation_cache must be at least 1")
         if self.join_history < 0 or self.max_page < 1 or self.recent_window < 1:

@@ -20,6 +20,7 @@ from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
+    BroadcastRecord,
     DmCursorRecord,
     MembershipRecord,
     Role,
@@ -41,6 +42,7 @@ __all__ = [
     "AuditEntry",
     "BanRecord",
     "BlockRecord",
+    "BroadcastRecord",
     "Bus",
     "BusMessage",
     "DmCursorRecord",
@@ -99,6 +101,10 @@ class Store(Protocol):
         """The newest `limit` audit entries, newest first."""
         ...
 
+    def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        """The oldest `limit` broadcasts with a sequence above `after`, ascending."""
+        ...
+
     def apply(self, writes: Sequence[Write]) -> None:
         """Apply `writes` in order, in one transaction (all or nothing)."""
         ...
@@ -120,6 +126,8 @@ class Reads(Protocol):
     async def messages_since(
         self, rooms: Sequence[str], ts: float, limit: int
     ) -> list[StoredMessage]: ...
+
+    async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]: ...
 
 
 class PasswordHasher(Protocol):

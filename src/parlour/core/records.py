@@ -20,8 +20,10 @@ __all__ = [
     "AuditEntry",
     "BanRecord",
     "BlockRecord",
+    "BroadcastRecord",
     "DmCursorRecord",
     "MembershipRecord",
+    "ReadMarkerRecord",
     "Role",
     "RoomRecord",
     "StoreSnapshot",
@@ -124,6 +126,26 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadMarkerRecord:
+    """`user`'s read position: in room `room` (its display name) or conversation `conv`."""
+
+    user: str
+    seq: int
+    room: str | None = None
+    conv: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastRecord:
+    """An announcement to every user (`seq` numbers them, from 1)."""
+
+    seq: int
+    ts: float
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     ts: float
     actor: str
@@ -156,3 +178,8 @@ class StoreSnapshot:
     #: room messages and DMs sent with a client id at or after `client_ids_since`, at most
     #: `client_ids` of them, newest first: what a resend after a restart is recognised by
     client_ids: Sequence[StoredMessage] = ()
+    #: every user's read position per room and conversation
+    read_markers: Sequence[ReadMarkerRecord] = ()
+    #: the highest broadcast sequence, and per user name the highest delivered to them
+    broadcast_last_seq: int = 0
+    broadcast_cursors: Mapping[str, int] = field(default_factory=dict)

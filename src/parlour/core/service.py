@@ -23,10 +23,12 @@ from parlour.core.config import CoreConfig
 from parlour.core.context import Ctx, fail, log_event
 from parlour.core.handlers import (
     accounts,
+    broadcasts,
     catch_up,
     dms,
     messages,
     moderation,
+    reading,
     rooms,
     social,
 )
@@ -59,6 +61,7 @@ from parlour.protocol import (
     LeaveRequest,
     LoginRequest,
     LogoutRequest,
+    MarkReadRequest,
     Ok,
     PasswdRequest,
     PingRequest,
@@ -75,6 +78,7 @@ from parlour.protocol import (
     SyncRequest,
     UnbanRequest,
     UnblockRequest,
+    UnreadRequest,
     WhoRequest,
 )
 
@@ -118,7 +122,9 @@ HANDLERS: dict[type[Any], Handler] = {
     EditRequest: messages.edit,
     DeleteRequest: messages.delete,
     DmRequest: dms.dm,
-    BroadcastRequest: moderation.broadcast,
+    BroadcastRequest: broadcasts.broadcast,
+    MarkReadRequest: reading.mark_read,
+    UnreadRequest: reading.unread,
     WhoRequest: social.who,
     BlockRequest: social.block,
     UnblockRequest: social.unblock,

@@ -29,7 +29,13 @@ from parlour.core.records import (
     user_key,
 )
 
-__all__ = ["ChatState", "Conversation", "Room", "UserState"]
+__all__ = ["ChatState", "Conversation", "Room", "UserState", "room_scope"]
+
+
+def room_scope(rk: str) -> str:
+    """The read-marker scope of room key `rk` (conversation ids contain ':', room keys do not
+    start with '#')."""
+    return "#" + rk
 
 
 class UserState:
@@ -146,6 +152,21 @@ class ChatState:
                 if k in self.users:
                     self.users[k].convs.add(conv)
         self.audit = AuditTrail(config.audit_memory, snap.audit)
+        #: (user key, scope) -> read position; scope: `room_scope(room key)` or a conversation
+        self.read_markers: dict[tuple[str, str], int] = {}
+        for marker in snap.read_markers:
+            if marker.room is not None:
+                where = room_scope(room_key(marker.room))
+            elif marker.conv is not None:
+                where = marker.conv
+            else:
+                continue
+            self.read_markers[(user_key(marker.user), where)] = marker.seq
+        self.broadcast_last = snap.broadcast_last_seq
+        #: user key -> the highest broadcast delivered to them
+        self.broadcast_cursors: dict[str, int] = {
+            user_key(name): seq for name, seq in snap.broadcast_cursors.items()
+        }
         # oldest first, so that the newest stay when there are more than the memory holds
         for sent in reversed(snap.client_ids):
             if sent.client_id is None:

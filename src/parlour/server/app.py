@@ -79,6 +79,8 @@ def core_config(settings: Settings) -> CoreConfig:
         "read_rate_per_second": settings.read_rate,
         "read_burst": float(settings.read_burst),
         "duplicate_login": settings.duplicate_login,
+        "broadcast_policy": settings.broadcast,
+        "log_message_text": settings.log_message_text,
         "default_rooms": settings.default_rooms,
         "join_history": settings.history_on_join,
         "max_message_length": settings.max_message,

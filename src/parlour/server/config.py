@@ -77,6 +77,8 @@ class Settings:
     account_lockout_attempts: int = 50
     password_queue: int = 256
     duplicate_login: DuplicateLogin = "replace"
+    broadcast: Literal["admins", "everyone"] = "admins"
+    log_message_text: bool = False
     presence_window: float = 3600.0
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
@@ -95,7 +97,7 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class SettingSpec:
     name: str
-    kind: str  # "str" "int" "float" "path" "optional_path" "rooms" or "choice"
+    kind: str  # "str" "int" "float" "bool" "path" "optional_path" "rooms" or "choice"
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -195,6 +197,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Second login of a live user: replace the old session, reject, or allow both.",
         choices=("replace", "reject", "allow"),
     ),
+    SettingSpec(
+        "broadcast",
+        "choice",
+        "Who may broadcast to every user: admins or everyone.",
+        choices=("admins", "everyone"),
+    ),
     SettingSpec("presence_window", "float", "Window of `who` with recent=true (s).", minimum=1),
     SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
     SettingSpec(
@@ -204,6 +212,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
     SettingSpec("log_format", "choice", "Log line format.", choices=("text", "json")),
+    SettingSpec(
+        "log_message_text",
+        "bool",
+        "Log the text of every message (sender, target and size are logged anyway).",
+    ),
 )
 
 _SPECS = {s.name: s for s in SETTINGS}
@@ -257,6 +270,16 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
                 return None
             raise ConfigError(f"{where}: must not be empty")
         return Path(text).expanduser()
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind == "rooms":
         items: list[object]
         if isinstance(value, str):

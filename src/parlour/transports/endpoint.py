@@ -322,9 +322,11 @@ class Endpoint:
         self.hub.remove(conn_id)
         if self.needs is not None:
             self.needs.cancel(conn_id)
+        session_user = getattr(self.service, "session_user", None)
+        user = session_user(conn_id) if session_user is not None else None
         log.info(
             "connection closed",
-            extra={"fields": {"conn": conn_id, "peer": conn.peer, "reason": reason}},
+            extra={"fields": {"conn": conn_id, "peer": conn.peer, "user": user, "reason": reason}},
         )
         self.pipeline.apply(self.service.disconnect(conn_id, self._clock(), reason), None)
         if not self._conns and self._all_closed is not None:

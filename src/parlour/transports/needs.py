@@ -37,6 +37,7 @@ from typing import Any
 from parlour.core.needs import (
     HashPassword,
     Need,
+    ReadBroadcasts,
     ReadDm,
     ReadRoom,
     ReadSince,
@@ -133,6 +134,8 @@ class NeedRunner:
             )
         if isinstance(need, ReadSince):
             return await reads.messages_since(need.rooms, need.ts, need.limit)
+        if isinstance(need, ReadBroadcasts):
+            return await reads.broadcasts(after=need.after, limit=need.limit)
         if isinstance(need, HashPassword):
             password = need.password
             return await self._hash(conn, address, lambda: self._hasher.hash(password))

@@ -19,7 +19,7 @@ from parlour.core.outcome import Outcome
 from parlour.core.records import UserRecord, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import CreateUser, SetPassword
+from parlour.core.writes import CreateUser, SetBroadcastCursor, SetPassword
 from parlour.protocol import (
     PROTOCOL_VERSION,
     EmptyReply,
@@ -107,6 +107,10 @@ def signup(cx: Ctx, c: Connection, rq: SignupRequest) -> Outcome:
     rec = UserRecord(rq.username, password_hash, "member", now)
     out.writes.append(CreateUser(rec.name, rec.password_hash, rec.role, now))
     u = cx.state.users[key] = UserState(rec, key)
+    # a new account starts after every broadcast made so far
+    if cx.state.broadcast_last:
+        cx.state.broadcast_cursors[key] = cx.state.broadcast_last
+        out.writes.append(SetBroadcastCursor(u.name, cx.state.broadcast_last))
     start_session(cx, c, u, out)
     log_event(logging.INFO, "signup", user=u.name, peer=c.peer, conn=c.id)
     return out.done(Ok(rq.id, session_reply(cx, u)))

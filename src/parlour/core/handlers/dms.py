@@ -118,7 +118,9 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
         # nothing to deliver to the sender before or at `seq` (memory only: after a restart
         # `_pending` and the catch-up skip own messages)
         state.cursors[own] = seq
-    log_event(logging.DEBUG, "dm", user=u.name, to=peer.name, seq=seq, text=rq.text)
+    log_event(logging.INFO, "dm", user=u.name, to=peer.name, seq=seq, size=len(rq.text))
+    if cx.cfg.log_message_text:
+        log_event(logging.INFO, "dm text", user=u.name, to=peer.name, seq=seq, text=rq.text)
     out = cx.out()
     out.writes.append(
         AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)

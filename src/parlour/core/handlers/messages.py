@@ -69,7 +69,9 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
     event = MessageEvent(
         room=name, seq=seq, ts=now, sender=u.name, text=rq.text, client_id=rq.client_id
     )
-    log_event(logging.DEBUG, "message", user=u.name, room=name, seq=seq, text=rq.text)
+    log_event(logging.INFO, "message", user=u.name, room=name, seq=seq, size=len(rq.text))
+    if cx.cfg.log_message_text:
+        log_event(logging.INFO, "message text", user=u.name, room=name, seq=seq, text=rq.text)
     address = ToRoom(room_key(name), u.key)
     return Outcome(
         Ok(

@@ -11,6 +11,7 @@ from parlour.core.messages import to_record
 from parlour.core.outcome import TO_ALL, Outcome, ToRoom
 from parlour.core.records import RoomRecord, room_key
 from parlour.core.sessions import Connection
+from parlour.core.state import room_scope
 from parlour.core.writes import CreateRoom, DeleteRoom, RenameRoom, SetMembership
 from parlour.protocol import (
     ErrorCode,
@@ -87,6 +88,10 @@ def room_rename(cx: Ctx, c: Connection, rq: RoomRenameRequest) -> Outcome:
     rooms[new] = room
     cx.sessions.renamed(old, new)
     if new != old:
+        markers = cx.state.read_markers
+        for key in [k for k in markers if k[1] == room_scope(old)]:
+            markers[(key[0], room_scope(new))] = markers.pop(key)
+    if new != old:
         for mk in room.members:
             member = cx.state.users[mk]
             member.rooms.discard(old)
@@ -107,6 +112,9 @@ def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
         cx.state.users[mk].rooms.discard(rk)
     del cx.state.rooms[rk]
     cx.sessions.dropped(rk)
+    markers = cx.state.read_markers
+    for key in [k for k in markers if k[1] == room_scope(rk)]:
+        del markers[key]
     cx.audit(out, u.name, "room_delete", room.name, "")
     log_event(logging.INFO, "room deleted", by=u.name, room=room.name)
     out.event(RoomDeletedEvent(room=room.name, by=u.name, ts=cx.now), TO_ALL)

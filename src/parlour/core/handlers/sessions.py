@@ -6,7 +6,7 @@ from parlour.core.context import Ctx, Out
 from parlour.core.outcome import ToUsers
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import RecordLogin
+from parlour.core.writes import RecordLogin, SetBroadcastCursor
 from parlour.protocol import ErrorCode, PresenceEvent, SessionReply
 
 __all__ = ["end_all_sessions", "end_session", "presence", "session_reply", "start_session"]
@@ -32,6 +32,12 @@ def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> Non
     u = cx.state.users[c.user]
     last = cx.sessions.end(c, u.rooms)
     u.last_active = cx.now
+    if last:
+        # online until now: every broadcast so far reached them live
+        state = cx.state
+        if state.broadcast_last > state.broadcast_cursors.get(u.key, 0):
+            state.broadcast_cursors[u.key] = state.broadcast_last
+            out.writes.append(SetBroadcastCursor(u.name, state.broadcast_last))
     if last and not quiet:
         presence(cx, u, False, out)
 
