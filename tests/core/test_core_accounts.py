@@ -125,10 +125,11 @@ def test_lockout_configurable() -> None:
     h.ok(conn, "login", username="bob", password=PW)
 
 
-def test_a_second_login_replaces_the_first_session_by_default(h: Harness) -> None:
+def test_a_second_login_replaces_the_first_session_under_replace() -> None:
     """Issue 10: a silently dead connection must not lock its owner out. Whoever has the
     password gets in at once; the old session is told why and closed; co-members see no
     offline/online flicker."""
+    h = Harness(CoreConfig(duplicate_login="replace"))
     first = h.signup("bob")
     observer = h.signup("carol")
     h.ok(first, "join", room="general")

@@ -13,16 +13,30 @@ from parlour.core.accounts import password_problem, username_problem
 from parlour.core.config import CoreConfig
 from parlour.core.limits import TokenBucket
 from parlour.core.passwords import Argon2Hasher, generate_password
+from parlour.protocol import InvalidName, normalize_name
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 
 
 @settings(deadline=None, max_examples=200)
-@given(st.text(max_size=40))
-def test_username_rule_matches_spec(name: str) -> None:
-    ok = 1 <= len(name) <= 32 and all(ch.isascii() and (ch.isalnum() or ch in "_-.") for ch in name)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_username_rule_matches_spec(name: str) -> None:
+    ok = 1 <= len(name) <= 32 and all(ch.isalnum() or ch in "_-." for ch in name)
     assert (username_problem(name) is None) == ok
     assert ok == bool(_NAME.fullmatch(name))
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.text(max_size=40))
+def test_the_core_accepts_exactly_the_normal_forms_of_names(name: str) -> None:
+    """Names reach the core normalised by the protocol layer; anything else is refused."""
+    try:
+        normal: str | None = normalize_name(name)
+    except InvalidName:
+        normal = None
+    assert (username_problem(name) is None) == (normal == name)
+    if normal is not None and normal != name:
+        assert repr(normal) in (username_problem(name) or "")
 
 
 @settings(deadline=None)

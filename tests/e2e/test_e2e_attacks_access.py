@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from e2e_helpers import PASSWORD, ClientFactory, ServerFactory, Wire, WireError
+from e2e_helpers import PASSWORD, ClientFactory, FakeClock, ServerFactory, Wire, WireError
 
 from parlour.server.app import ChatServer
 
@@ -67,19 +67,27 @@ async def test_a_wrong_old_password_in_passwd_is_throttled_too(user: UserFactory
     assert codes == ["bad_credentials", "bad_credentials", "locked_out", "locked_out"]
 
 
+@pytest.mark.parametrize("policy", ["allow", "replace", "reject"])
 async def test_a_silently_dead_connection_does_not_lock_its_owner_out(
-    user: UserFactory, connect: ClientFactory
+    make_server: ServerFactory, connect: ClientFactory, clock: FakeClock, policy: str
 ) -> None:
     """Before: under the default policy the owner waited for the idle timeout (91 s)."""
-    alice, dead = await user("alice"), await user("bob")
+    server = await make_server(duplicate_login=policy)
+    alice, dead = await connect(server.port), await connect(server.port)
+    await alice.signup("alice", PASSWORD)
+    await dead.signup("bob", PASSWORD)
     await alice.ok("join", room="general")
     await dead.ok("join", room="general")
     alice.drain_events()
-    # `dead`'s network went away without a FIN: the server still holds its session
-    again = await connect()
+    # `dead`'s network went away without a FIN: the server still holds its session, which
+    # sends nothing more (under `reject` it is refused while alive: two heartbeats)
+    if policy == "reject":
+        clock.advance(2 * server.settings.heartbeat + 1)
+    again = await connect(server.port)
     await again.login("bob", PASSWORD)
-    bye = await dead.event("disconnect")
-    assert bye["code"] == "logged_out" and "logged in again" in bye["reason"]
+    if policy != "allow":
+        bye = await dead.event("disconnect")
+        assert bye["code"] == "logged_out" and "logged in again" in bye["reason"]
     await again.ok("send", room="general", text="back", client_id="b1")
     assert (await alice.event("message"))["text"] == "back"
     assert [e for e in alice.drain_events() if e["event"] == "presence"] == []

@@ -128,13 +128,14 @@ def test_a_missing_field_wins_over_an_earlier_invalid_one() -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(
-    st.text(max_size=34)
-    | st.text(alphabet="aZ09_.-é١ ", max_size=34)
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=34)
+    | st.text(alphabet="aZ09_.- @", max_size=34)
     | st.text(alphabet="abcXYZ019", min_size=30, max_size=34)
     | st.integers()
     | st.none()
 )
-def test_is_valid_name_is_the_documented_pattern(value: object) -> None:
+def test_an_ascii_name_is_the_documented_pattern(value: object) -> None:
+    """The fast path for ASCII names (Unicode names: test_protocol_names)."""
     expected = isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,32}", value) is not None
     assert is_valid_name(value) is expected
 

@@ -210,7 +210,7 @@ def test_missing_and_invalid_fields_name_the_field_and_keep_the_id() -> None:
     [
         ({"room": "x" * 33, "text": "hi", "client_id": "c"}, "room"),
         ({"room": "", "text": "hi", "client_id": "c"}, "room"),
-        ({"room": "caf\u00e9", "text": "hi", "client_id": "c"}, "room"),
+        ({"room": "caf\u00e9\u200b", "text": "hi", "client_id": "c"}, "room"),
         ({"room": "a", "text": "   ", "client_id": "c"}, "text"),
         ({"room": "a", "text": 5, "client_id": "c"}, "text"),
         ({"room": "a", "text": "hi", "client_id": "c" * 65}, "client_id"),

@@ -24,7 +24,7 @@ from parlour.client.types import (
     Session,
     UserPresence,
 )
-from parlour.protocol import Event, EventName, MessageRecord
+from parlour.protocol import Event, EventName, MessageRecord, name_key
 
 __all__ = [
     "clean",
@@ -78,7 +78,7 @@ def format_time(ts: float | None, *, with_date: bool = False, zone: bool = False
 
 
 def _is_me(name: str, me: str | None) -> bool:
-    return me is not None and name.casefold() == me.casefold()
+    return me is not None and name_key(name) == name_key(me)
 
 
 def render_record(record: MessageRecord, me: str | None, *, with_time: bool = False) -> str:
@@ -176,9 +176,9 @@ def render_session(session: Session) -> str:
 
 def render_join(result: JoinResult, me: str | None) -> list[str]:
     lines = [render_record(m, me) for m in result.messages]
-    online = {n.casefold() for n in result.online}
+    online = {name_key(n) for n in result.online}
     people = ", ".join(
-        f"{clean(m)}{'' if m.casefold() in online else ' (away)'}" for m in result.members
+        f"{clean(m)}{'' if name_key(m) in online else ' (away)'}" for m in result.members
     )
     more = result.members_total - len(result.members)
     if more > 0:

@@ -62,11 +62,14 @@ from parlour.client import (
 from parlour.protocol import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_TEXT,
+    NAME_RULE,
     Event,
     EventName,
+    InvalidName,
     MessageRecord,
     ProtocolError,
-    is_valid_name,
+    name_key,
+    normalize_name,
 )
 
 __all__ = ["ChatApp", "chat"]
@@ -76,7 +79,16 @@ EXIT_OK, EXIT_LOGIN, EXIT_CONNECT, EXIT_ENDED, EXIT_FAILED = 0, 1, 2, 3, 4
 _FINAL = ("(kicked)", "(banned)", "(logged_out)")
 #: rate-limited messages are retried this many times, waiting at most this long each time
 _RATE_RETRIES, _RATE_MAX_WAIT = 20, 5.0
-_NAME_RULE = "user names are 1-32 letters, digits, '_', '-' or '.'"
+
+
+def _checked_name(name: str) -> tuple[str | None, str]:
+    """The normalised user name, or None and what is wrong with it."""
+    try:
+        return normalize_name(name), ""
+    except InvalidName as exc:
+        return None, f"! that user name {exc} (a user name is {NAME_RULE})"
+
+
 #: room for the other fields of a send/dm frame next to the text
 _FRAME_OVERHEAD = 256
 #: longest input line kept (a message is at most the server's max_text, 4000 by default)
@@ -210,11 +222,12 @@ class ChatApp:
             return False
 
     async def _authenticate(self, username: str | None, password: str | None, signup: bool) -> bool:
-        if username is not None and not is_valid_name(username):
-            self.err(f"! {_NAME_RULE}")
-            if not self.interactive:
-                return False
-            username = None
+        if username is not None:
+            username, problem = _checked_name(username)
+            if username is None:
+                self.err(problem)
+                if not self.interactive:
+                    return False
         attempts = 3 if self.interactive else 1
         for _ in range(attempts):
             if username is None or password is None:
@@ -227,9 +240,9 @@ class ChatApp:
                     choice = await _in_daemon_thread(self.ask, "Log in or sign up? [L/s] ", False)
                     signup = choice.strip().lower().startswith("s")
                     username = (await _in_daemon_thread(self.ask, "User name: ", False)).strip()
-                if not is_valid_name(username):
-                    self.err(f"! {_NAME_RULE}")
-                    username = None
+                username, problem = _checked_name(username)
+                if username is None:
+                    self.err(problem)
                     continue
                 if password is None:
                     password = await _in_daemon_thread(self.ask, "Password: ", True)
@@ -520,7 +533,7 @@ class ChatApp:
         mine = [
             m.seq
             for m in page.messages
-            if not m.deleted and self.me and m.sender.casefold() == self.me.casefold()
+            if not m.deleted and self.me and name_key(m.sender) == name_key(self.me)
         ]
         return mine[-1] if mine else None
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import re
+from parlour.protocol.names import InvalidName, is_valid_name, normalize_name
 
-__all__ = ["NAME_RULE", "password_problem", "username_problem"]
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
-NAME_RULE = "1-32 letters, digits, '_', '-' or '.'"
+__all__ = ["password_problem", "username_problem"]
 
 
 def username_problem(name: str) -> str | None:
-    """Why `name` is not a valid user (or room) name, or None when it is."""
-    if _NAME_RE.fullmatch(name) is None:
-        return f"a name must be {NAME_RULE}"
-    return None
+    """Why `name` is not a valid user (or room) name in its normal form, or None when it
+    is (the protocol layer normalises names it receives; this guards every other way in)."""
+    if is_valid_name(name):
+        return None
+    try:
+        normal = normalize_name(name)
+    except InvalidName as exc:
+        return f"the name {exc}"
+    return f"the name is not in its normal form (use {normal!r})"
 
 
 def password_problem(password: str, min_length: int) -> str | None:

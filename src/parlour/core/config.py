@@ -35,7 +35,7 @@ class CoreConfig:
     #: (`disconnect` code `logged_out`) and lets the new one in; `reject` refuses it
     #: (`already_logged_in`) while the old session is alive (it sent something within two
     #: heartbeats), else replaces it; `allow` keeps both
-    duplicate_login: DuplicateLoginPolicy = "replace"
+    duplicate_login: DuplicateLoginPolicy = "allow"
     #: who may `broadcast` to every user: `admins`, or `everyone`
     broadcast_policy: BroadcastPolicy = "admins"
     #: log each message's text (sender, target and size are logged at INFO anyway)

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from parlour.protocol.names import name_key
+
 __all__ = [
     "AuditEntry",
     "BanRecord",
@@ -39,13 +41,13 @@ Role = Literal["admin", "member"]
 
 
 def user_key(name: str) -> str:
-    """The case-insensitive identity of a user name."""
-    return name.casefold()
+    """The identity of a user name (case-insensitive the PRECIS way)."""
+    return name_key(name)
 
 
 def room_key(name: str) -> str:
-    """The case-insensitive identity of a room name."""
-    return name.casefold()
+    """The identity of a room name (case-insensitive the PRECIS way)."""
+    return name_key(name)
 
 
 def conv_id(a: str, b: str) -> str:

@@ -57,6 +57,7 @@ from parlour.protocol.limits import (
     PROTOCOL_VERSION,
     is_valid_name,
 )
+from parlour.protocol.names import NAME_RULE, InvalidName, name_key, normalize_name
 from parlour.protocol.records import (
     AuditRow,
     BanRow,
@@ -158,6 +159,7 @@ __all__ = [
     "MAX_NAME",
     "MAX_PASSWORD",
     "MAX_REASON",
+    "NAME_RULE",
     "NDJSON",
     "PROTOCOL_VERSION",
     "REPLY_FIELDS",
@@ -196,6 +198,7 @@ __all__ = [
     "HelloRequest",
     "HistoryReply",
     "HistoryRequest",
+    "InvalidName",
     "JoinReply",
     "JoinRequest",
     "JoinedEvent",
@@ -266,6 +269,8 @@ __all__ = [
     "encode",
     "event_from_fields",
     "is_valid_name",
+    "name_key",
+    "normalize_name",
     "parse_event",
     "parse_reply",
     "parse_reply_data",

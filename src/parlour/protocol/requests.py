@@ -28,8 +28,8 @@ from parlour.protocol.limits import (
     MAX_RESUME_ENTRIES,
     MAX_ROOM_LIST,
     MAX_SAFE_INT,
-    is_valid_name,
 )
+from parlour.protocol.names import MAX_NAME, InvalidName, normalize_name
 
 __all__ = [
     "REQUEST_TYPES",
@@ -88,9 +88,12 @@ def _is_int(value: object) -> bool:
 
 
 def _v_name(name: str, value: Any) -> str:
-    if not is_valid_name(value):
-        raise _invalid(name, "must be 1-32 letters, digits, '_', '-' or '.'")
-    return str(value)
+    if type(value) is str and len(value) <= MAX_NAME and value.isascii() and value.isalnum():
+        return value  # the common case (hot path)
+    try:
+        return normalize_name(value)
+    except InvalidName as exc:
+        raise _invalid(name, str(exc)) from None
 
 
 def _v_password(name: str, value: Any) -> str:
@@ -179,7 +182,11 @@ def _v_cursors(name: str, value: Any) -> dict[str, int]:
         raise _invalid(name, "must be an object of name -> last seen sequence")
     out: dict[str, int] = {}
     for key, seq in value.items():
-        if not is_valid_name(key) or not _is_int(seq) or not 0 <= seq <= _MAX_INT:
+        try:
+            key = normalize_name(key)
+        except InvalidName:
+            raise _invalid(name, "must map names to non-negative integers") from None
+        if not _is_int(seq) or not 0 <= seq <= _MAX_INT:
             raise _invalid(name, "must map names to non-negative integers")
         out[key] = seq
     return out

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from parlour.protocol.names import InvalidName, name_key, normalize_name
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -76,7 +77,7 @@ class Settings:
     address_lockout_attempts: int = 20
     account_lockout_attempts: int = 50
     password_queue: int = 256
-    duplicate_login: DuplicateLogin = "replace"
+    duplicate_login: DuplicateLogin = "allow"
     broadcast: Literal["admins", "everyone"] = "admins"
     log_message_text: bool = False
     presence_window: float = 3600.0
@@ -220,7 +221,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 _SPECS = {s.name: s for s in SETTINGS}
-_ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 
 def _convert(spec: SettingSpec, value: object, source: str) -> object:
@@ -290,11 +290,13 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
             raise ConfigError(f"{where}: expected a list of room names, got {value!r}")
         rooms: list[str] = []
         for item in items:
-            if not isinstance(item, str) or not _ROOM_RE.match(item):
-                raise ConfigError(
-                    f"{where}: bad room name {item!r} (1-32 letters, digits, '_', '-', '.')"
-                )
-            if item.lower() in (r.lower() for r in rooms):
+            if not isinstance(item, str):
+                raise ConfigError(f"{where}: bad room name {item!r}")
+            try:
+                item = normalize_name(item)
+            except InvalidName as exc:
+                raise ConfigError(f"{where}: bad room name {item!r}: it {exc}") from None
+            if name_key(item) in (name_key(r) for r in rooms):
                 raise ConfigError(f"{where}: room {item!r} listed twice")
             rooms.append(item)
         return tuple(rooms)
