@@ -29,6 +29,7 @@ from parlour.client.types import (
     KickResult,
     RoomInfo,
     Session,
+    Unread,
     UserPresence,
     Welcome,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "ServerError",
     "Session",
     "StateCallback",
+    "Unread",
     "UserPresence",
     "Welcome",
     "new_client_id",

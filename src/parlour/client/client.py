@@ -39,6 +39,7 @@ from parlour.client.types import (
     KickResult,
     RoomInfo,
     Session,
+    Unread,
     UserPresence,
     Welcome,
 )
@@ -65,6 +66,7 @@ from parlour.protocol import (
     LeaveRequest,
     LoginRequest,
     LogoutRequest,
+    MarkReadRequest,
     MessageRecord,
     Ok,
     PasswdRequest,
@@ -84,6 +86,7 @@ from parlour.protocol import (
     SyncRequest,
     UnbanRequest,
     UnblockRequest,
+    UnreadRequest,
     WhoRequest,
     encode,
     parse_server_frame,
@@ -902,6 +905,21 @@ class Client:
     async def broadcast(self, text: str) -> int:
         data = await self._call(lambda i: BroadcastRequest(id=i, text=text))
         return int(data["delivered"])
+
+    # ------------------------------------------------------------------ read positions
+
+    async def mark_read(self, seq: int, room: str | None = None, *, peer: str | None = None) -> int:
+        """Move your read marker in ``room`` (or the DM with ``peer``) up to ``seq``; returns
+        where it is now (it never moves back). Your other sessions get a ``read_marker``."""
+        data = await self._call(
+            lambda i: MarkReadRequest(id=i, room=room, peer=peer, seq=seq), retry=True
+        )
+        return int(data["seq"])
+
+    async def unread(self) -> list[Unread]:
+        """Read position, unread and mention counts per room you are in and per DM."""
+        data = await self._call(lambda i: UnreadRequest(id=i), retry=True)
+        return [Unread.from_data(row) for row in (*data["rooms"], *data["dms"])]
 
     # ------------------------------------------------------------------ presence, blocks
 

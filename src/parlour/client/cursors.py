@@ -1,4 +1,5 @@
-"""Last seen sequence numbers per room and DM peer, for resume and de-duplication (pure)."""
+"""Last seen sequence numbers per room and DM peer, and of broadcasts, for resume and
+de-duplication (pure)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from parlour.protocol import (
+    BroadcastEvent,
     DmEvent,
     Event,
     MessageEvent,
@@ -24,17 +26,23 @@ class Cursors:
     event already seen (a resume overlap), so consumers see each message at most once.
     """
 
-    __slots__ = ("dms", "rooms")
+    __slots__ = ("broadcasts", "dms", "rooms")
 
     def __init__(self) -> None:
         self.rooms: dict[str, int] = {}
         self.dms: dict[str, int] = {}
+        self.broadcasts: int | None = None  # None: none seen (the server's cursor decides)
 
     def accept(self, event: Event) -> bool:
         if isinstance(event, MessageEvent):
             return self._advance(self.rooms, event.room, event.seq)
         if isinstance(event, DmEvent):
             return self._advance(self.dms, event.peer, event.seq)
+        if isinstance(event, BroadcastEvent):
+            if self.broadcasts is not None and event.seq <= self.broadcasts:
+                return False
+            self.broadcasts = event.seq
+            return True
         if isinstance(event, RoomRenamedEvent):
             if event.room in self.rooms:
                 self.rooms[event.new_name] = self.rooms.pop(event.room)
@@ -64,9 +72,9 @@ class Cursors:
         return True
 
     def resume(self) -> Resume | None:
-        if not self.rooms and not self.dms:
+        if not self.rooms and not self.dms and self.broadcasts is None:
             return None
-        return Resume(rooms=dict(self.rooms), dms=dict(self.dms))
+        return Resume(rooms=dict(self.rooms), dms=dict(self.dms), broadcasts=self.broadcasts)
 
-    def snapshot(self) -> Mapping[str, Mapping[str, int]]:
-        return {"rooms": dict(self.rooms), "dms": dict(self.dms)}
+    def snapshot(self) -> Mapping[str, Any]:
+        return {"rooms": dict(self.rooms), "dms": dict(self.dms), "broadcasts": self.broadcasts}

@@ -172,6 +172,33 @@ class UserPresence:
 
 
 @dataclass(frozen=True, slots=True)
+class Unread:
+    """Your read position in a room (``room``) or DM conversation (``peer``) and what is after
+    it: messages not yours nor from users you block, how many mention you, ``capped`` when the
+    server stopped counting."""
+
+    room: str | None
+    peer: str | None
+    last_seq: int
+    read_seq: int
+    unread: int
+    mentions: int
+    capped: bool
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Unread:
+        return cls(
+            data.get("room"),
+            data.get("peer"),
+            int(data["last_seq"]),
+            int(data["read_seq"]),
+            int(data["unread"]),
+            int(data["mentions"]),
+            bool(data.get("capped", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class KickResult:
     user: str
     room: str | None
