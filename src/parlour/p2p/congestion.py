@@ -1,0 +1,160 @@
+"""RTT estimation, the congestion window and the pacer (no clock inside: time is passed in).
+
+* :class:`RttEstimator`: smoothed RTT and variance as in RFC 6298 (alpha 1/8, beta 1/4),
+  with the ack-delay correction and the timeouts of RFC 9002 (PTO, loss delay).
+* :class:`NewReno`: the congestion controller of RFC 9002 section 7 in bytes (slow start,
+  congestion avoidance, one window reduction per round trip of losses, persistent
+  congestion), growing only while the window is actually the limit.
+* :class:`Pacer`: a token bucket that spreads a window over the round trip (rate =
+  gain x cwnd / srtt) so that a window is never sent as one burst into a slow path.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GRANULARITY", "NewReno", "Pacer", "RttEstimator"]
+
+GRANULARITY = 0.001  # seconds; the smallest timer the loss detector relies on
+
+
+class RttEstimator:
+    __slots__ = ("latest", "min_rtt", "rttvar", "sampled", "smoothed")
+
+    def __init__(self, initial_rtt: float) -> None:
+        self.latest = 0.0
+        self.min_rtt = 0.0
+        self.smoothed = initial_rtt
+        self.rttvar = initial_rtt / 2
+        self.sampled = False
+
+    def update(self, sample: float, ack_delay: float) -> None:
+        sample = max(sample, 1e-6)
+        self.latest = sample
+        if not self.sampled:
+            self.sampled = True
+            self.min_rtt = sample
+            self.smoothed = sample
+            self.rttvar = sample / 2
+            return
+        self.min_rtt = min(self.min_rtt, sample)
+        adjusted = sample - ack_delay if sample - ack_delay >= self.min_rtt else sample
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed - adjusted)
+        self.smoothed = 0.875 * self.smoothed + 0.125 * adjusted
+
+    def pto(self, max_ack_delay: float) -> float:
+        """The probe timeout before any backoff."""
+        return self.smoothed + max(4 * self.rttvar, GRANULARITY) + max_ack_delay
+
+    def loss_delay(self) -> float:
+        """How long after a later packet was acknowledged an unacknowledged one is lost."""
+        return max(1.125 * max(self.smoothed, self.latest), GRANULARITY)
+
+
+class NewReno:
+    __slots__ = (
+        "_ca_acked",
+        "beta",
+        "bytes_in_flight",
+        "cwnd",
+        "max_datagram",
+        "min_window",
+        "recovery_start",
+        "ssthresh",
+    )
+
+    def __init__(self, max_datagram: int, *, beta: float = 0.5, initial_packets: int = 10) -> None:
+        self.max_datagram = max_datagram
+        self.beta = beta
+        self.cwnd = initial_packets * max_datagram
+        self.min_window = 2 * max_datagram
+        self.ssthresh = float("inf")
+        self.bytes_in_flight = 0
+        self.recovery_start = -1.0
+        self._ca_acked = 0
+
+    @property
+    def in_slow_start(self) -> bool:
+        return self.cwnd < self.ssthresh
+
+    def available(self) -> int:
+        return self.cwnd - self.bytes_in_flight
+
+    def on_sent(self, size: int) -> None:
+        self.bytes_in_flight += size
+
+    def on_acked(self, size: int, sent_time: float, limited: bool) -> None:
+        """A packet of ``size`` sent at ``sent_time`` was acknowledged; ``limited`` says
+        whether the window was the limit when it was sent (the window does not grow on an
+        application- or flow-control-limited sender)."""
+        self.bytes_in_flight -= size
+        if sent_time <= self.recovery_start or not limited:
+            return
+        if self.cwnd < self.ssthresh:
+            self.cwnd += size
+            return
+        self._ca_acked += size
+        if self._ca_acked >= self.cwnd:
+            self._ca_acked -= self.cwnd
+            self.cwnd += self.max_datagram
+
+    def on_lost(self, size: int) -> None:
+        self.bytes_in_flight -= size
+
+    def on_congestion(self, sent_time: float, now: float) -> bool:
+        """A loss of a packet sent at ``sent_time``; True when it cut the window (at most
+        once per round trip: losses of packets sent before the last cut do not count)."""
+        if sent_time <= self.recovery_start:
+            return False
+        self.recovery_start = now
+        self.ssthresh = max(int(self.cwnd * self.beta), self.min_window)
+        self.cwnd = int(self.ssthresh)
+        self._ca_acked = 0
+        return True
+
+    def on_persistent_congestion(self, now: float) -> None:
+        self.recovery_start = now
+        self.cwnd = self.min_window
+        self._ca_acked = 0
+
+
+class Pacer:
+    """Token bucket in bytes. ``rate`` is refreshed from the window and the RTT."""
+
+    __slots__ = ("_capacity", "_last", "_rate", "_tokens", "max_datagram")
+
+    def __init__(self, max_datagram: int) -> None:
+        self.max_datagram = max_datagram
+        self._rate = 0.0  # bytes per second; 0 = not pacing yet (no RTT sample)
+        self._capacity = 10.0 * max_datagram
+        self._tokens = self._capacity
+        self._last: float | None = None
+
+    def configure(self, cwnd: int, srtt: float, slow_start: bool, sampled: bool) -> None:
+        if not sampled:
+            self._rate = 0.0
+            return
+        gain = 2.0 if slow_start else 1.25
+        self._rate = gain * cwnd / max(srtt, 1e-6)
+        # Bursts of up to 2 ms of sending (at least 10 datagrams), never more than a window.
+        self._capacity = float(min(cwnd, max(10 * self.max_datagram, self._rate * 0.002)))
+
+    def _refill(self, now: float) -> None:
+        if self._last is not None and self._rate:
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+        elif not self._rate:
+            self._tokens = self._capacity
+        self._last = now
+
+    def can_send(self, now: float) -> bool:
+        self._refill(now)
+        return self._tokens + 1.0 >= self.max_datagram or not self._rate
+
+    def on_sent(self, size: int) -> None:
+        self._tokens -= size
+
+    def next_send_time(self, now: float) -> float:
+        """When a full-size datagram may go (``now`` when it may go already)."""
+        self._refill(now)
+        missing = self.max_datagram - self._tokens
+        if missing <= 1.0 or not self._rate:
+            return now
+        return now + max(missing / self._rate, 1e-6)
