@@ -211,7 +211,7 @@ class Connection:
         self._hello_interval = 0.25
         self._hello_replies: list[tuple[bytes, Address]] = []
         self._reply_bucket = _Bucket(10, 10.0)
-        self._fallback = False
+        self._fallback = not self._candidates  # no direct candidate: the relay at once
         self._relay_bound = False
         self._next_bind = now
         self._bind_interval = 0.25
