@@ -304,16 +304,30 @@ class _Driver:
         )
         if source is not None:
             source.close()
-        if sink is not None and self.writer is not None and not ok:
-            assert isinstance(conn, ReceiverConnection)
-            if isinstance(ev, Failed) and ev.reason not in _RESUMABLE_FAILURES:
-                self.writer.submit(sink.save_state, conn.held)
-                self.writer.submit(sink.close)
-            else:
-                self.writer.submit(sink.discard)
         fut = self.handle._future
-        if fut is not None and not fut.done():
-            fut.set_result(result)
+        assert fut is not None
+
+        def publish(_: object = None) -> None:
+            if not fut.done():
+                fut.set_result(result)
+
+        if sink is not None and self.writer is not None and not ok:
+            # The partial file is fsynced and its state recorded (or it is removed) before
+            # the result is out, so a resume right after it finds what this attempt left.
+            assert isinstance(conn, ReceiverConnection)
+            held = conn.held
+            keep = isinstance(ev, Failed) and ev.reason not in _RESUMABLE_FAILURES
+
+            def cleanup() -> None:
+                if keep:
+                    sink.save_state(held)
+                    sink.close()
+                else:
+                    sink.discard()
+
+            self.loop.run_in_executor(self.writer, cleanup).add_done_callback(publish)
+        else:
+            publish()
 
     def _finish(self) -> None:
         if self._finished:
@@ -322,7 +336,7 @@ class _Driver:
         if self.writer is not None:
             self.writer.shutdown(wait=False)
         fut = self.handle._future
-        if fut is not None and not fut.done():  # closed without a result (cannot happen)
+        if fut is not None and not fut.done() and self.conn.result is None:
             fut.set_exception(RuntimeError("transfer ended without a result"))
 
 
@@ -448,8 +462,15 @@ class TransferManager:
     def _admit(self, transfer_id: bytes) -> None:
         if self._endpoint is None:
             raise RuntimeError("start() the manager first")
-        if transfer_id in self._drivers:
-            raise ValueError("a transfer with this id is already running")
+        old = self._drivers.get(transfer_id)
+        if old is not None:
+            if not old.handle.done:
+                raise ValueError("a transfer with this id is already running")
+            # An earlier attempt that ended and only lingers to answer its peer: a new
+            # attempt (a resume) replaces it.
+            old._cancel_timer()
+            old._finish()
+            del self._drivers[transfer_id]
         if len(self._drivers) >= self.max_transfers:
             raise RuntimeError(f"at most {self.max_transfers} transfers at once")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 from .relay import Address, Relay, RelayConfig
 
@@ -38,8 +39,8 @@ class RelayServer(asyncio.DatagramProtocol):
         return (name[0], name[1])
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # (asyncio's selector datagram transport does not subclass DatagramTransport in 3.11)
+        self.transport = cast(asyncio.DatagramTransport, transport)
         self._sweep()
 
     def _sweep(self) -> None:
