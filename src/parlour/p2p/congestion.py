@@ -52,6 +52,10 @@ class RttEstimator:
 class NewReno:
     __slots__ = (
         "_ca_acked",
+        "_cur_min",
+        "_last_min",
+        "_round_end",
+        "_samples",
         "beta",
         "bytes_in_flight",
         "cwnd",
@@ -70,6 +74,11 @@ class NewReno:
         self.bytes_in_flight = 0
         self.recovery_start = -1.0
         self._ca_acked = 0
+        # HyStart++ (RFC 9406) round tracking: leave slow start when the round trip grows
+        self._round_end = -1
+        self._last_min = float("inf")
+        self._cur_min = float("inf")
+        self._samples = 0
 
     @property
     def in_slow_start(self) -> bool:
@@ -95,6 +104,25 @@ class NewReno:
         if self._ca_acked >= self.cwnd:
             self._ca_acked -= self.cwnd
             self.cwnd += self.max_datagram
+
+    def on_rtt_sample(self, rtt: float, largest_acked: int, next_pn: int) -> None:
+        """HyStart++ without its conservative phase: in slow start, when the smallest RTT of
+        this round exceeds last round's by max(4 ms, min(16 ms, last/8)), the queue at the
+        bottleneck is growing: stop doubling before it overflows."""
+        if self.cwnd >= self.ssthresh:
+            return
+        self._cur_min = min(self._cur_min, rtt)
+        self._samples += 1
+        if self._samples >= 3 and self._last_min != float("inf"):
+            threshold = min(max(self._last_min / 8, 0.004), 0.016)
+            if self._cur_min >= self._last_min + threshold:
+                self.ssthresh = self.cwnd
+                return
+        if largest_acked >= self._round_end:
+            self._last_min = self._cur_min
+            self._cur_min = float("inf")
+            self._samples = 0
+            self._round_end = next_pn
 
     def on_lost(self, size: int) -> None:
         self.bytes_in_flight -= size

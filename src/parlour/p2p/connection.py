@@ -670,6 +670,7 @@ class Connection:
             if top is not None:
                 delay = min(ack.ack_delay_us / 1e6, self.config.max_ack_delay)
                 self.rtt.update(now - top.time, delay)
+                self.cc.on_rtt_sample(self.rtt.latest, largest, self._next_pn)
         cc = self.cc
         for start, end in newly:
             for pn in range(start, end):
