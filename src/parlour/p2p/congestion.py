@@ -179,10 +179,15 @@ class Pacer:
     def on_sent(self, size: int) -> None:
         self._tokens -= size
 
-    def next_send_time(self, now: float) -> float:
-        """When a full-size datagram may go (``now`` when it may go already)."""
+    def budget(self, now: float) -> float:
+        """Bytes that may go now (infinite while not pacing)."""
         self._refill(now)
-        missing = self.max_datagram - self._tokens
+        return self._tokens if self._rate else float("inf")
+
+    def next_send_time(self, now: float, pending: int = 0) -> float:
+        """When a full-size datagram may go after ``pending`` more bytes are spent."""
+        self._refill(now)
+        missing = self.max_datagram - (self._tokens - pending)
         if missing <= 1.0 or not self._rate:
             return now
         return now + max(missing / self._rate, 1e-6)

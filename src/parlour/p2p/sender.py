@@ -176,31 +176,58 @@ class SenderConnection(Connection):
         return off, end - off, data[off - first : end - first]
 
     def _send_data(self, now: float, out: list[tuple[bytes, Address]]) -> None:
+        """The hot loop: one DATA packet per pass, while the window, the pacer, the peer's
+        flow-control limit and the loaded blocks allow (probes ignore window and pacer)."""
         if self.state is not State.ESTABLISHED or not self._have:
             return
         cc = self.cc
-        pacer = self.pacer
         path = self.path
-        assert path is not None and self._tx is not None
-        seal = self._tx.seal
+        tx = self._tx
+        assert path is not None and tx is not None
+        seal = tx.seal
         hdr = self._hdr
         sent = self._sent
         order = self._sent_order
-        stats = self.stats
+        chunk_size = self.config.chunk
+        block_size = self.config.read_block
+        retx = self._retx
+        window = cc.cwnd - cc.bytes_in_flight
+        pacing = self.pacer.budget(now)
+        spent = 0
+        data_bytes = 0
         limited_by_cwnd = False
+        # The run that new data can be cut from without looking anything up.
+        fast_end = 0
+        fast_first = 0
+        fast_block: memoryview | None = None
         while True:
             probe = self._probes > 0
             if not probe:
-                if cc.bytes_in_flight + MAX_DATAGRAM > cc.cwnd:
+                if window < MAX_DATAGRAM:
                     limited_by_cwnd = True
                     break
-                if not pacer.can_send(now):
-                    self._pacer_wake = pacer.next_send_time(now)
+                if pacing - spent < MAX_DATAGRAM - 1:
+                    self._pacer_wake = self.pacer.next_send_time(now, spent)
                     break
-            chunk = self._next_chunk()
-            if chunk is None:
-                break
-            off, length, data = chunk
+            off = self._next
+            if not retx and off < fast_end and fast_block is not None:
+                end = min(off + chunk_size, fast_end)
+                self._next = end
+                length = end - off
+                data = fast_block[off - fast_first : end - fast_first]
+            else:
+                chunk = self._next_chunk()
+                if chunk is None:
+                    break
+                off, length, data = chunk
+                if not retx and off + length == self._next:  # new data: set up the fast run
+                    index = off // block_size
+                    fast_block = self._blocks.get(index)
+                    fast_first = index * block_size
+                    if fast_block is not None:
+                        fast_end = min(
+                            fast_first + len(fast_block), self._gap_end, self._peer_limit
+                        )
             pn = self._next_pn
             self._next_pn = pn + 1
             datagram = seal(hdr + pn.to_bytes(6, "big"), pn, _DATA + off.to_bytes(6, "big") + data)
@@ -208,12 +235,15 @@ class SenderConnection(Connection):
             size = len(datagram)
             sent[pn] = _Sent(now, size, off, length, ())
             order.append(pn)
-            cc.bytes_in_flight += size
-            pacer.on_sent(size)
-            stats.data_bytes_sent += length
+            window -= size
+            spent += size
+            data_bytes += length
             if probe:
                 self._probes -= 1
-        if out:
+        if spent:
+            cc.bytes_in_flight += spent
+            self.pacer.on_sent(spent)
+            self.stats.data_bytes_sent += data_bytes
             self._last_eliciting_sent = now
         # A window that is not full is not a signal to grow it (RFC 9002 7.8).
         if not limited_by_cwnd and cc.bytes_in_flight < cc.cwnd // 2:
