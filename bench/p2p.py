@@ -97,8 +97,15 @@ def _relay_process(pipe: Connection, loss: float) -> None:
     from parlour.p2p.testing import ImpairedRelayServer
 
     async def main() -> None:
-        cfg = RelayConfig(rate_per_transfer=1e10, burst_per_transfer=64 << 20, total_rate=1e10, total_burst=64 << 20)
-        relay = await ImpairedRelayServer.start_impaired(SECRET, loss=loss, reorder=0.01, seed=5, config=cfg)
+        cfg = RelayConfig(
+            rate_per_transfer=1e10,
+            burst_per_transfer=64 << 20,
+            total_rate=1e10,
+            total_burst=64 << 20,
+        )
+        relay = await ImpairedRelayServer.start_impaired(
+            SECRET, loss=loss, reorder=0.01, seed=5, config=cfg
+        )
         pipe.send(relay.address)
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         pipe.send((relay.dropped, relay.relay.stats.forwarded))
@@ -147,7 +154,7 @@ def run_parlour(path: Path, offer: FileOffer, dest: Path, loss: float | None) ->
         }
 
     out = asyncio.run(main())
-    ok, message = pipe.recv()
+    _ok, message = pipe.recv()
     proc.join()
     out["receiver"] = message
     if relay_pipe is not None and relay_proc is not None:
@@ -214,7 +221,7 @@ def _cert(directory: Path) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -320,7 +327,9 @@ def run_quic(path: Path, size: int, dest: Path, tmp: Path) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", default="1G", help="bytes for the no-loss runs (default 1G)")
     ap.add_argument("--quic-size", default=None, help="bytes for aioquic (default: --size)")
     ap.add_argument("--lossy-size", default="256M", help="bytes for the lossy runs")
@@ -332,7 +341,8 @@ def main() -> None:
     size = _parse_size(args.size)
     quic_size = _parse_size(args.quic_size) if args.quic_size else size
     lossy = _parse_size(args.lossy_size)
-    print(f"python {sys.version.split()[0]}, {loop_name}, load {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
+    load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]}, {loop_name}, load {load:.2f}, {os.cpu_count()} cpus")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmpdir:
         tmp = Path(tmpdir)
         dest = tmp / "dest"
@@ -341,9 +351,11 @@ def main() -> None:
         mb = size / 1e6
         r = run_parlour(path, offer, dest, None)
         ours = mb / r["seconds"]
-        print(f"parlour p2p  {mb:8.0f} MB  {r['seconds']:7.2f} s  {ours:7.1f} MB/s  "
-              f"({r['message']}; {r['datagrams']} datagrams in {r['send_calls']} sends, gso={r['gso']}, "
-              f"resent {r['resent']} B)")  # fmt: skip
+        print(
+            f"parlour p2p  {mb:8.0f} MB  {r['seconds']:7.2f} s  {ours:7.1f} MB/s  ({r['message']}; "
+            f"{r['datagrams']} datagrams in {r['send_calls']} sends, gso={r['gso']}, "
+            f"resent {r['resent']} B)"
+        )
         tcp_s = run_tcp(path, size, dest)
         tcp = mb / tcp_s
         print(f"tcp copy     {mb:8.0f} MB  {tcp_s:7.2f} s  {tcp:7.1f} MB/s")
@@ -359,9 +371,12 @@ def main() -> None:
         for loss in (float(x) for x in args.loss.split(",")):
             r = run_parlour(lpath, loffer, dest, loss)
             good = lossy / 1e6 / r["seconds"]
-            print(f"relay loss {loss:4.0%}  {lossy / 1e6:6.0f} MB  {r['seconds']:7.2f} s  goodput {good:7.1f} MB/s  "
-                  f"resent {r['resent'] / lossy:6.2%}  wire/file {r['wire'] / lossy:5.3f}  "
-                  f"relay dropped {r['relay_dropped']}  ({r['message']})")  # fmt: skip
+            print(
+                f"relay loss {loss:4.0%}  {lossy / 1e6:6.0f} MB  {r['seconds']:7.2f} s  "
+                f"goodput {good:7.1f} MB/s  resent {r['resent'] / lossy:6.2%}  "
+                f"wire/file {r['wire'] / lossy:5.3f}  relay dropped {r['relay_dropped']}  "
+                f"({r['message']})"
+            )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ def test_sink_refuses_a_symlinked_part_file(tmp_path: Path) -> None:
     part = tmp_path / f".f.bin.{hashlib.sha256(data).hexdigest()[:16]}.part"
     part.symlink_to(target)
     state = part.with_name(part.name + ".json")
-    state.write_text('{"size": 3, "sha256": "%s", "held": [[0, 3]]}' % hashlib.sha256(data).hexdigest())
+    state.write_text(
+        f'{{"size": 3, "sha256": "{hashlib.sha256(data).hexdigest()}", "held": [[0, 3]]}}'
+    )
     with pytest.raises(OSError):
         _sink(tmp_path, data)
     assert target.read_bytes() == b"keep"
@@ -135,7 +137,9 @@ def test_source_detects_changes(tmp_path: Path) -> None:
 
 
 def _bind(relay: Relay, side: int, addr: tuple[str, int], now: float = 0.0) -> list:
-    return relay.datagram_received(wire.relay_bind(TID, side, ticket_for(SECRET, TID, side)), addr, now)
+    return relay.datagram_received(
+        wire.relay_bind(TID, side, ticket_for(SECRET, TID, side)), addr, now
+    )
 
 
 def _sealed(n: int = 100) -> bytes:
@@ -165,7 +169,9 @@ def test_relay_refuses_bad_tickets_and_garbage() -> None:
 
 
 def test_relay_rate_limit_and_table_bounds() -> None:
-    cfg = RelayConfig(rate_per_transfer=10_000, burst_per_transfer=5_000, max_transfers=2, idle_timeout=10)
+    cfg = RelayConfig(
+        rate_per_transfer=10_000, burst_per_transfer=5_000, max_transfers=2, idle_timeout=10
+    )
     relay = Relay(SECRET, 0.0, cfg)
     _bind(relay, 0, A)
     _bind(relay, 1, B)

@@ -95,7 +95,9 @@ async def _results(*handles: TransferHandle) -> list[TransferResult]:
 
 
 async def test_two_transfers_each_way_through_a_lossy_reordering_relay(
-    tmp_path: Path, managers: tuple[TransferManager, TransferManager], lossy_relay: ImpairedRelayServer
+    tmp_path: Path,
+    managers: tuple[TransferManager, TransferManager],
+    lossy_relay: ImpairedRelayServer,
 ) -> None:
     a, b = managers
     (tmp_path / "in_a").mkdir()
@@ -105,7 +107,9 @@ async def test_two_transfers_each_way_through_a_lossy_reordering_relay(
         [(a, b, "in_b"), (a, b, "in_b"), (b, a, "in_a"), (b, a, "in_a")]
     ):
         path, offer = _file(tmp_path, f"f{i}.bin", 1_500_000 + 7 * i)
-        handles.append((path, _pair(s, r, path, offer, tmp_path / dest, relay=lossy_relay, direct=False)))
+        handles.append(
+            (path, _pair(s, r, path, offer, tmp_path / dest, relay=lossy_relay, direct=False))
+        )
     results = await _results(*(h for _, pair in handles for h in pair))
     for path, (hs, hr) in handles:
         rs, rr = await hs.wait(), await hr.wait()
@@ -124,7 +128,9 @@ async def test_direct_transfer_reports_progress(
     reports: list[Progress] = []
     tid, key = os.urandom(8), os.urandom(32)
     a.progress_interval = 0.0
-    hs = a.send_file(path, offer, transfer_id=tid, key=key, peers=[b.address], on_progress=reports.append)
+    hs = a.send_file(
+        path, offer, transfer_id=tid, key=key, peers=[b.address], on_progress=reports.append
+    )
     out = tmp_path / "out"
     out.mkdir()
     hr = b.accept_file(offer, out, transfer_id=tid, key=key, peers=[a.address])
@@ -154,7 +160,9 @@ async def test_interrupted_transfer_resumes_from_what_the_receiver_holds(
             half.set_result(None)
 
     receiver.progress_interval = 0.0
-    hs, hr = _pair(sender, receiver, path, offer, out, relay=lossy_relay, direct=False, tid=tid, key=key)
+    _hs, hr = _pair(
+        sender, receiver, path, offer, out, relay=lossy_relay, direct=False, tid=tid, key=key
+    )
     hr_progress = receiver._drivers[tid]
     hr_progress.on_progress = watch
     await asyncio.wait_for(half, WAIT)
@@ -165,7 +173,9 @@ async def test_interrupted_transfer_resumes_from_what_the_receiver_holds(
     assert not (out / "big.bin").exists()
     sender = TransferManager(config=FAST)
     await sender.start()
-    hs2, hr2 = _pair(sender, receiver, path, offer, out, relay=lossy_relay, direct=False, tid=tid, key=key)
+    hs2, hr2 = _pair(
+        sender, receiver, path, offer, out, relay=lossy_relay, direct=False, tid=tid, key=key
+    )
     rs, rr = await _results(hs2, hr2)
     assert rs.ok and rr.ok
     assert rr.resumed_bytes >= first.bytes - 300_000  # what was fsynced before the cut
@@ -187,10 +197,20 @@ async def test_relay_fallback_when_the_direct_path_is_silent(
         path, offer = _file(tmp_path, "r.bin", 500_000)
         tid, key = os.urandom(8), os.urandom(32)
         hs = a.send_file(
-            path, offer, transfer_id=tid, key=key, peers=[hole.getsockname()], relay=_relay(relay, tid, 0)
+            path,
+            offer,
+            transfer_id=tid,
+            key=key,
+            peers=[hole.getsockname()],
+            relay=_relay(relay, tid, 0),
         )
         hr = b.accept_file(
-            offer, tmp_path, transfer_id=tid, key=key, peers=[hole.getsockname()], relay=_relay(relay, tid, 1)
+            offer,
+            tmp_path,
+            transfer_id=tid,
+            key=key,
+            peers=[hole.getsockname()],
+            relay=_relay(relay, tid, 1),
         )
         rs, rr = await _results(hs, hr)
         assert rs.ok and rr.ok and rs.via_relay and rr.via_relay
@@ -206,7 +226,9 @@ async def test_file_changing_mid_send_fails_that_transfer_only(
     tmp_path: Path, managers: tuple[TransferManager, TransferManager]
 ) -> None:
     a, b = managers
-    cfg = TransferConfig(idle_timeout=3.0, window=256 * 1024, read_block=64 * 1024, read_ahead=64 * 1024)
+    cfg = TransferConfig(
+        idle_timeout=3.0, window=256 * 1024, read_block=64 * 1024, read_ahead=64 * 1024
+    )
     a.config = cfg
     b.config = cfg
     victim, offer = _file(tmp_path, "v.bin", 20_000_000)
@@ -264,9 +286,11 @@ async def test_hostile_names_stay_in_the_destination(
     evil = FileOffer("../../escape.bin", offer.size, offer.sha256)
     dest = tmp_path / "deep" / "dest"
     dest.mkdir(parents=True)
-    rs, rr = await _results(*_pair(a, b, path, evil, dest))
+    _rs, rr = await _results(*_pair(a, b, path, evil, dest))
     assert rr.ok and rr.path == dest / "escape.bin"
-    assert not (tmp_path / "escape.bin").exists() and not (tmp_path / "deep" / "escape.bin").exists()
+    assert (
+        not (tmp_path / "escape.bin").exists() and not (tmp_path / "deep" / "escape.bin").exists()
+    )
 
 
 async def test_junk_and_a_forged_flood_on_the_socket(
@@ -286,7 +310,7 @@ async def test_junk_and_a_forged_flood_on_the_socket(
                 junk.sendto(os.urandom(100), b.address)  # unknown transfer ids
             else:
                 junk.sendto(b"\x12" + tid + i.to_bytes(6, "big") + os.urandom(1000), b.address)
-        rs, rr, rvs, rvr = await _results(hs, hr, hvs, hvr)
+        rs, rr, _rvs, rvr = await _results(hs, hr, hvs, hvr)
     finally:
         junk.close()
     assert rs.ok and rr.ok

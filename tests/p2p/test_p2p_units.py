@@ -53,9 +53,11 @@ def test_rangeset_matches_a_set_model(rs: list[tuple[int, int]], a: int, b: int)
     assert pe >= a and set(range(a, pe)) <= model and (pe == a or pe not in model)
 
 
-ack_ranges = st.lists(st.integers(0, 2**40), min_size=2, max_size=2 * wire.ACK_MAX_RANGES, unique=True).map(
-    lambda xs: sorted(xs, reverse=True)
-).filter(lambda xs: len(xs) % 2 == 0)
+ack_ranges = (
+    st.lists(st.integers(0, 2**40), min_size=2, max_size=2 * wire.ACK_MAX_RANGES, unique=True)
+    .map(lambda xs: sorted(xs, reverse=True))
+    .filter(lambda xs: len(xs) % 2 == 0)
+)
 
 
 @given(ack_ranges, st.integers(0, 2**32 - 1), st.integers(0, wire.MAX_OFFSET))
@@ -66,7 +68,10 @@ def test_ack_round_trip(points: list[int], delay: int, max_offset: int) -> None:
     assert ack == wire.Ack(delay, max_offset, tuple(ranges))
 
 
-@given(st.lists(st.integers(0, 10**6), max_size=2 * wire.HAVE_MAX_RANGES, unique=True), st.binary(min_size=32, max_size=32))
+@given(
+    st.lists(st.integers(0, 10**6), max_size=2 * wire.HAVE_MAX_RANGES, unique=True),
+    st.binary(min_size=32, max_size=32),
+)
 def test_have_round_trip(points: list[int], digest: bytes) -> None:
     points = sorted(points)[: len(points) // 2 * 2]
     ranges = [(points[i], points[i + 1]) for i in range(0, len(points), 2)]

@@ -323,8 +323,10 @@ class Connection:
                 self._fail(Reason.NO_PATH, f"no answer from the peer {where}", by_peer=False)
                 self.state = State.CLOSED
                 return
-            if self._relay is not None and not self._fallback and now >= (
-                self._start + cfg.direct_timeout
+            if (
+                self._relay is not None
+                and not self._fallback
+                and now >= (self._start + cfg.direct_timeout)
             ):
                 self._fallback = True
                 self._next_hello = now
@@ -739,7 +741,9 @@ class Connection:
         assert self._tx is not None
         return self._tx.seal(self._hdr + pn.to_bytes(6, "big"), pn, plaintext)
 
-    def _record(self, now: float, size: int, offset: int, length: int, control: tuple[bytes, ...]) -> None:
+    def _record(
+        self, now: float, size: int, offset: int, length: int, control: tuple[bytes, ...]
+    ) -> None:
         pn = self._next_pn - 1
         rec = _Sent(now, size, offset, length, control)
         self._sent[pn] = rec

@@ -39,7 +39,7 @@ def safe_name(name: str) -> str:
     name = name.strip().lstrip(".")
     raw = name.encode("utf-8")
     if len(raw) > _MAX_NAME_BYTES:
-        stem, dot, ext = name.rpartition(".")
+        _stem, dot, ext = name.rpartition(".")
         ext = f"{dot}{ext}" if dot and len(ext.encode()) <= 16 else ""
         keep = _MAX_NAME_BYTES - len(ext.encode())
         name = name.encode()[:keep].decode("utf-8", "ignore") + ext
@@ -104,7 +104,9 @@ class FileSink:
     """The receiving file. Not thread-safe: one worker thread at a time (the manager uses a
     single-thread executor per sink, so writes and hashing keep their order)."""
 
-    def __init__(self, dest_dir: Path, name: str, size: int, sha256: bytes, *, resume: bool = True) -> None:
+    def __init__(
+        self, dest_dir: Path, name: str, size: int, sha256: bytes, *, resume: bool = True
+    ) -> None:
         self.dest_dir = dest_dir
         self.name = safe_name(name)
         self.size = size
@@ -133,7 +135,11 @@ class FileSink:
             ranges = RangeSet()
             part_size = self.part.stat().st_size
             for start, end in raw.get("held", []):
-                if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= min(self.size, part_size):
+                if (
+                    isinstance(start, int)
+                    and isinstance(end, int)
+                    and 0 <= start < end <= min(self.size, part_size)
+                ):
                     ranges.add(start, end)
             return ranges
         except (OSError, ValueError, TypeError, AttributeError):

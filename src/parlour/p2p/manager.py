@@ -534,4 +534,3 @@ class TransferManager:
         if self._endpoint is not None:
             self._endpoint.close()
         self.readers.shutdown(wait=False)
-

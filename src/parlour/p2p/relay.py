@@ -137,7 +137,9 @@ class Relay:
         self.stats.forwarded_bytes += size
         return [(data, dest)]
 
-    def _bind(self, data: bytes | memoryview, addr: Address, now: float) -> list[tuple[bytes | memoryview, Address]]:
+    def _bind(
+        self, data: bytes | memoryview, addr: Address, now: float
+    ) -> list[tuple[bytes | memoryview, Address]]:
         try:
             bind = parse_relay_bind(data)
         except WireError:

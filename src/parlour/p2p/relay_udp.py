@@ -24,7 +24,11 @@ class RelayServer(asyncio.DatagramProtocol):
 
     @classmethod
     async def start(
-        cls, secret: bytes, host: str = "127.0.0.1", port: int = 0, config: RelayConfig | None = None
+        cls,
+        secret: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: RelayConfig | None = None,
     ) -> RelayServer:
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_datagram_endpoint(

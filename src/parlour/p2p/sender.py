@@ -275,4 +275,3 @@ class SenderConnection(Connection):
         else:
             self._blocked_interval = min(self._blocked_interval * 2, 1.0)
         self._blocked_probe_at = now + self._blocked_interval
-

@@ -343,6 +343,10 @@ def parse_relay_bound(data: bytes | memoryview) -> RelayBound:
         raise WireError("bad RELAY_BOUND length")
     kind, tid, side, family, port = struct.unpack_from("!B8sBBH", data)
     raw = bytes(data[13:])
-    if kind != Kind.RELAY_BOUND or side not in (0, 1) or (family, len(raw)) not in ((4, 4), (6, 16)):
+    if (
+        kind != Kind.RELAY_BOUND
+        or side not in (0, 1)
+        or (family, len(raw)) not in ((4, 4), (6, 16))
+    ):
         raise WireError("bad RELAY_BOUND")
     return RelayBound(tid, side, (str(ipaddress.ip_address(raw)), port))
