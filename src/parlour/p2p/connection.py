@@ -278,6 +278,14 @@ class Connection:
         self._close_sends_left = 5
         self._deadline = now + 3 * self.rtt.pto(self.config.max_ack_delay)
 
+    def add_candidate(self, addr: Address, now: float) -> None:
+        """Another endpoint the peer may be reached at (the server learned it later, e.g.
+        what the relay observed); it is probed at once."""
+        if self.state is State.PROBING and addr not in self._candidates:
+            self._candidates.append(addr)
+            self._next_hello = now
+            self._hello_interval = 0.25
+
     def timer(self) -> float | None:
         """The next time ``handle_timer`` must run, or None."""
         st = self.state

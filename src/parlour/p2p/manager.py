@@ -73,8 +73,10 @@ class TransferHandle:
     path: Address | None = None
     via_relay: bool = False
     progress: Progress | None = None
+    relay_bound: asyncio.Event = field(default_factory=asyncio.Event)  # observed is known
     _future: asyncio.Future[TransferResult] | None = None
     _cancel: Callable[[], None] | None = None
+    _add_peer: Callable[[Address], None] | None = None
 
     async def wait(self) -> TransferResult:
         assert self._future is not None
@@ -87,6 +89,11 @@ class TransferHandle:
     def cancel(self) -> None:
         if self._cancel is not None:
             self._cancel()
+
+    def add_peer(self, address: Address) -> None:
+        """Probe one more endpoint of the peer (one the server reports later)."""
+        if self._add_peer is not None:
+            self._add_peer(address)
 
 
 class _Driver:
@@ -118,9 +125,14 @@ class _Driver:
         self._held_at_start = sink.held.total() if sink is not None else 0
         handle._future = self.loop.create_future()
         handle._cancel = self.cancel
+        handle._add_peer = self.add_peer
 
     def cancel(self) -> None:
         self.conn.abort(Reason.CANCELLED, "", self.loop.time())
+        self.flush()
+
+    def add_peer(self, address: Address) -> None:
+        self.conn.add_candidate(address, self.loop.time())
         self.flush()
 
     # ------------------------------------------------------------------ the loop side
@@ -181,6 +193,7 @@ class _Driver:
             handle.notices.append("no direct path yet: trying the relay")
         elif isinstance(ev, RelayBound):
             handle.observed = ev.observed
+            handle.relay_bound.set()
         elif isinstance(ev, Completed | Failed):
             self._result(ev, now)
 
