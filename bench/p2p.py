@@ -151,6 +151,7 @@ def run_parlour(path: Path, offer: FileOffer, dest: Path, loss: float | None) ->
             "datagrams": r.stats.datagrams_sent,
             "send_calls": ep.send_calls,
             "gso": m.endpoint.gso,
+            "stats": r.stats,
         }
 
     out = asyncio.run(main())
@@ -375,7 +376,7 @@ def main() -> None:
                 f"relay loss {loss:4.0%}  {lossy / 1e6:6.0f} MB  {r['seconds']:7.2f} s  "
                 f"goodput {good:7.1f} MB/s  resent {r['resent'] / lossy:6.2%}  "
                 f"wire/file {r['wire'] / lossy:5.3f}  relay dropped {r['relay_dropped']}  "
-                f"({r['message']})"
+                f"({r['message']}; receiver: {r['receiver']})"
             )
 
 

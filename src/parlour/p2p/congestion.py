@@ -44,9 +44,9 @@ class RttEstimator:
         """The probe timeout before any backoff."""
         return self.smoothed + max(4 * self.rttvar, GRANULARITY) + max_ack_delay
 
-    def loss_delay(self) -> float:
+    def loss_delay(self, factor: float = 1.125) -> float:
         """How long after a later packet was acknowledged an unacknowledged one is lost."""
-        return max(1.125 * max(self.smoothed, self.latest), GRANULARITY)
+        return max(factor * max(self.smoothed, self.latest), GRANULARITY)
 
 
 class NewReno:
@@ -56,6 +56,7 @@ class NewReno:
         "_last_min",
         "_round_end",
         "_samples",
+        "_undo",
         "beta",
         "bytes_in_flight",
         "cwnd",
@@ -79,6 +80,7 @@ class NewReno:
         self._last_min = float("inf")
         self._cur_min = float("inf")
         self._samples = 0
+        self._undo: tuple[int, float] | None = None  # (cwnd, ssthresh) before the last cut
 
     @property
     def in_slow_start(self) -> bool:
@@ -133,12 +135,23 @@ class NewReno:
         if sent_time <= self.recovery_start:
             return False
         self.recovery_start = now
+        self._undo = (self.cwnd, self.ssthresh)
         self.ssthresh = max(int(self.cwnd * self.beta), self.min_window)
         self.cwnd = int(self.ssthresh)
         self._ca_acked = 0
         return True
 
+    def undo(self) -> None:
+        """Every loss behind the last cut was spurious (the packets were only reordered or
+        late): give the window back, as Linux does when its losses prove false."""
+        if self._undo is not None:
+            cwnd, ssthresh = self._undo
+            self.cwnd = max(self.cwnd, cwnd)
+            self.ssthresh = ssthresh
+            self._undo = None
+
     def on_persistent_congestion(self, now: float) -> None:
+        self._undo = None
         self.recovery_start = now
         self.cwnd = self.min_window
         self._ca_acked = 0

@@ -244,6 +244,11 @@ class Connection:
         self.cc = NewReno(MAX_DATAGRAM, beta=cfg.beta)
         self.pacer = Pacer(MAX_DATAGRAM)
         self._pacer_wake: float | None = None
+        # Reordering tolerance, widened when a loss proves spurious (RFC 9002 6.1 allows it)
+        self._packet_threshold = 3
+        self._time_factor = 1.125
+        self._declared_lost: dict[int, None] = {}  # recent packets declared lost (bounded)
+        self._episode: set[int] = set()  # the lost packets behind the last window cut
         # limits and closing
         self._invalid_bucket = _Bucket(cfg.invalid_burst, cfg.invalid_rate)
         self._replay_bucket = _Bucket(cfg.replay_burst, cfg.replay_rate)
@@ -666,6 +671,8 @@ class Connection:
         while order and order[0] not in sent:
             order.popleft()
         floor = order[0] if order else self._next_pn
+        if self._declared_lost:  # still watching these for a late (spurious-loss) ACK
+            floor = min(floor, next(iter(self._declared_lost)))
         self._acked_pns.discard_below(floor)
         newly: list[tuple[int, int]] = []
         for start, end in ack.ranges:
@@ -686,6 +693,8 @@ class Connection:
             for pn in range(start, end):
                 p = sent.pop(pn, None)
                 if p is None:
+                    if pn in self._declared_lost:
+                        self._spurious(pn)
                     continue
                 cc.on_acked(p.size, p.time, p.limited)
                 if p.offset >= 0:
@@ -697,24 +706,42 @@ class Connection:
         self._after_ack(now)
         self.pacer.configure(cc.cwnd, self.rtt.smoothed, cc.in_slow_start, self.rtt.sampled)
 
+    def _spurious(self, pn: int) -> None:
+        """A packet declared lost was acknowledged after all: it was reordered or late.
+        Tolerate more reordering from now on, and undo the window cut if every loss
+        behind it was like this one."""
+        del self._declared_lost[pn]
+        extra = self.stats.extra
+        extra["spurious_losses"] = extra.get("spurious_losses", 0) + 1
+        distance = self._largest_acked - pn + 1  # how far behind it arrived (at most)
+        self._packet_threshold = min(max(self._packet_threshold + 1, distance), 256)
+        self._time_factor = min(self._time_factor + 0.125, 2.0)
+        if pn in self._episode:
+            self._episode.discard(pn)
+            if not self._episode:
+                self.cc.undo()
+
     def _detect_lost(self, now: float) -> None:
         self._loss_time = None
         largest = self._largest_acked
         if largest < 0:
             return
-        loss_delay = self.rtt.loss_delay()
+        loss_delay = self.rtt.loss_delay(self._time_factor)
+        threshold = self._packet_threshold
         sent = self._sent
         first_lost: float | None = None
         last_lost = 0.0
         cut_from: float | None = None
+        lost_now: list[int] = []
         for pn in list(self._sent_order):
             if pn > largest:
                 break
             p = sent.get(pn)
             if p is None:
                 continue
-            if pn <= largest - 3 or p.time + loss_delay <= now:
+            if pn <= largest - threshold or p.time + loss_delay <= now:
                 del sent[pn]
+                lost_now.append(pn)
                 self.stats.packets_lost += 1
                 self.cc.on_lost(p.size)
                 if first_lost is None:
@@ -727,12 +754,22 @@ class Connection:
             else:
                 self._loss_time = p.time + loss_delay
                 break
-        if cut_from is not None:
-            self.cc.on_congestion(cut_from, now)
-            if first_lost is not None and self.rtt.sampled:
-                span = 3 * self.rtt.pto(self.config.max_ack_delay)
-                if last_lost - first_lost > span:
-                    self.cc.on_persistent_congestion(now)
+        if cut_from is None:
+            return
+        declared = self._declared_lost
+        for pn in lost_now:
+            declared[pn] = None
+        while len(declared) > 4096:
+            del declared[next(iter(declared))]
+        if self.cc.on_congestion(cut_from, now):
+            self._episode = set(lost_now)
+        else:
+            self._episode.update(lost_now)
+        if first_lost is not None and self.rtt.sampled:
+            span = 3 * self.rtt.pto(self.config.max_ack_delay)
+            if last_lost - first_lost > span:
+                self.cc.on_persistent_congestion(now)
+                self._episode.clear()
 
     def _pto_deadline(self) -> float:
         assert self._last_eliciting_sent is not None
