@@ -177,6 +177,9 @@ class Net:
         self.injected: list[tuple[Address, Address, bytes]] = []  # every datagram, for replays
         self.record = False
 
+    schedule: list[tuple[int, float]] | None = None  # explicit fates, cycled (see send)
+    _fate = 0
+
     def link(self, src: Address, dst: Address) -> Link:
         return self.links.get((src, dst), self.default)
 
@@ -184,6 +187,17 @@ class Net:
         self.sent += 1
         if self.record:
             self.injected.append((src, dst, data))
+        if self.schedule:
+            # An explicit schedule (hypothesis draws it): (0 deliver | 1 drop | 2 duplicate,
+            # extra delay) for each datagram in turn, over and over.
+            action, extra = self.schedule[self._fate % len(self.schedule)]
+            self._fate += 1
+            if action == 1:
+                return
+            for i in range(2 if action == 2 else 1):
+                at = now + self.default.delay + extra * (i + 1)
+                heapq.heappush(self._queue, (at, next(self._seq), src, dst, data))
+            return
         link = self.link(src, dst)
         rng = self.rng
         if not link.up or rng.random() < link.loss:

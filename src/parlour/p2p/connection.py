@@ -73,6 +73,7 @@ class TransferConfig:
     """Tunables of one transfer (the defaults suit both a LAN and the Internet)."""
 
     idle_timeout: float = 15.0  # no authenticated datagram from the peer for this long
+    stall_timeout: float = 60.0  # the peer answers but no file byte moves for this long
     connect_timeout: float = 20.0  # no path at all by then: NO_PATH
     direct_timeout: float = 3.0  # no direct path by then: try the relay
     window: int = 8 << 20  # receiver flow-control window, bytes
@@ -204,6 +205,7 @@ class Connection:
         self._relay = relay
         self._events: list[Event] = []
         self._start = now
+        self._progress_at = now  # the last time a file byte moved (or the transfer began)
         # handshake
         self._pending: dict[bytes, tuple[PacketKey, PacketKey]] = {}  # peer random -> keys
         self._peer_random: bytes | None = None
@@ -308,6 +310,8 @@ class Connection:
         if st in (State.CLOSING, State.DRAINING):
             return self._deadline
         times = [self._last_rx + self.config.idle_timeout]
+        if st is State.ESTABLISHED:
+            times.append(self._progress_at + self.config.stall_timeout)
         if self._deadline is not None:
             times.append(self._deadline)
         if self._loss_time is not None:
@@ -351,8 +355,11 @@ class Connection:
         if st in (State.CLOSING, State.DRAINING):
             return
         if now >= self._last_rx + cfg.idle_timeout:
-            self._fail(Reason.IDLE_TIMEOUT, f"nothing for {cfg.idle_timeout:g} s", by_peer=False)
+            self._fail(Reason.IDLE_TIMEOUT, self._idle_detail(), by_peer=False)
             self.state = State.CLOSED
+            return
+        if st is State.ESTABLISHED and now >= self._progress_at + cfg.stall_timeout:
+            self.abort(Reason.STALLED, f"no file byte moved for {cfg.stall_timeout:g} s", now)
             return
         if self._loss_time is not None and now >= self._loss_time:
             self._detect_lost(now)
@@ -456,6 +463,9 @@ class Connection:
     def _role_timer(self) -> float | None:
         return None
 
+    def _idle_detail(self) -> str:
+        return f"nothing for {self.config.idle_timeout:g} s"
+
     def _role_handle_timer(self, now: float) -> None:
         pass
 
@@ -535,6 +545,7 @@ class Connection:
         self._pending.clear()
         self.state = State.ESTABLISHED
         self._last_rx = now
+        self._progress_at = now
         self._set_path(addr)
         self._events.append(Connected(addr, self.via_relay))
         self._on_established(now)
@@ -830,8 +841,13 @@ class Connection:
         if batch:
             self._emit(now, batch, eliciting, path, out)
         self._send_data(now, out)
-        while self._probes > 0:  # (each recorded packet pays one probe)
-            self._emit(now, [PING_FRAME], [PING_FRAME], path, out)
+        if self._probes > 0:
+            # Probes carry the control frames still in flight (HAVE, DONE), not a bare PING,
+            # so a lost one does not wait for loss detection, which needs later ACKs.
+            pending = [f for p in self._sent.values() for f in p.control][:4]
+            frames = [PING_FRAME, *pending]
+            while self._probes > 0:  # (each recorded packet pays one probe)
+                self._emit(now, frames, frames, path, out)
 
     def _emit(
         self,

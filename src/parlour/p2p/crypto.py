@@ -40,11 +40,11 @@ def _hkdf(key: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
 class PacketKey:
     """Seals or opens the packets of one direction of one attempt."""
 
-    __slots__ = ("_aead", "_iv")
+    __slots__ = ("_aead", "_iv", "aead", "iv")
 
     def __init__(self, key: bytes, iv: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
-        self._iv = int.from_bytes(iv, "big")
+        self._aead = self.aead = ChaCha20Poly1305(key)  # (public for the hot loops)
+        self._iv = self.iv = int.from_bytes(iv, "big")
 
     def seal(self, header: bytes, pn: int, plaintext: bytes) -> bytes:
         """``header + ciphertext + tag`` with ``header`` as associated data."""

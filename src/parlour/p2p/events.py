@@ -37,6 +37,7 @@ class Reason(Enum):
     FLOOD = (10, "too many forged or replayed datagrams")
     PROTOCOL = (11, "the peer broke the transfer protocol")
     SHUTDOWN = (12, "the client is shutting down")
+    STALLED = (13, "the transfer made no progress")
 
     @property
     def code(self) -> int:

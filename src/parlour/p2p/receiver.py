@@ -67,6 +67,7 @@ class ReceiverConnection(Connection):
             raise ValueError("written bytes that were never received")
         before = self._advertised_limit()
         self._written.add(offset, offset + length)
+        self._progress_at = now
         after = self._advertised_limit()
         if after - self._limit_sent >= self._window // 4 or (after == self.size > before):
             self._ack_now = True  # a window update, so a waiting sender goes on
@@ -103,7 +104,11 @@ class ReceiverConnection(Connection):
             super().receive_datagram(data, addr, now)
             return
         try:
-            plaintext = rx.open(bytes(data[:SEALED_HEADER_LEN]), pn, data[SEALED_HEADER_LEN:])
+            plaintext = rx.aead.decrypt(
+                (rx.iv ^ pn).to_bytes(12, "big"),
+                data[SEALED_HEADER_LEN:],
+                bytes(data[:SEALED_HEADER_LEN]),
+            )
         except InvalidTag:
             self.stats.datagrams_received += 1
             self._invalid(now)
@@ -120,6 +125,7 @@ class ReceiverConnection(Connection):
         self._largest_rx = pn
         self._largest_rx_time = now
         self._last_rx = now
+        self._progress_at = now
         if pn - self._rx_floor > 2 * self.config.replay_window:
             self._rx_floor = pn - self.config.replay_window
             self._rx_pns.discard_below(self._rx_floor)
@@ -176,9 +182,11 @@ class ReceiverConnection(Connection):
         if received.last_end == offset or (received.last_end or 0) < offset:
             received.add(offset, end)
             self._append(offset, data)
+            self._progress_at = now
         else:
             for start, stop in received.add_new(offset, end):
                 self._append(start, data[start - offset : stop - offset])
+                self._progress_at = now
         if end == self.size or received.last_end == self.size:
             self._check_ready()
 

@@ -38,6 +38,7 @@ class SenderConnection(Connection):
         self._blocked_interval = 0.0
         self._limit_at_probe = -1
         self._read_upto = 0  # blocks below this index were requested (or are held)
+        self._acked_before = 0
 
     @property
     def held_by_peer_at_start(self) -> int:
@@ -68,6 +69,7 @@ class SenderConnection(Connection):
         if self._have:
             return
         self._have = True
+        self._progress_at = now
         for start, end in frame.ranges:
             self.bytes_acked += self._acked.add(start, end)
         self.stats.extra["resumed_bytes"] = self.bytes_acked
@@ -83,6 +85,9 @@ class SenderConnection(Connection):
         self.bytes_acked += self._acked.add(offset, offset + length)
 
     def _after_ack(self, now: float) -> None:
+        if self.bytes_acked != self._acked_before:
+            self._acked_before = self.bytes_acked
+            self._progress_at = now
         blocks = self._blocks
         size, block = self.size, self.config.read_block
         acked = self._acked
@@ -104,6 +109,11 @@ class SenderConnection(Connection):
             self._deadline = now + 3 * self.rtt.pto(self.config.max_ack_delay)
             self._blocks.clear()
             self._retx.clear()
+
+    def _idle_detail(self) -> str:
+        if self.bytes_acked == self.size:
+            return "every byte was acknowledged, but the receiver's confirmation never came"
+        return super()._idle_detail()
 
     def _role_timer(self) -> float | None:
         return self._blocked_probe_at
@@ -184,7 +194,8 @@ class SenderConnection(Connection):
         path = self.path
         tx = self._tx
         assert path is not None and tx is not None
-        seal = tx.seal
+        encrypt = tx.aead.encrypt
+        iv = tx.iv
         hdr = self._hdr
         sent = self._sent
         order = self._sent_order
@@ -230,7 +241,12 @@ class SenderConnection(Connection):
                         )
             pn = self._next_pn
             self._next_pn = pn + 1
-            datagram = seal(hdr + pn.to_bytes(6, "big"), pn, _DATA + off.to_bytes(6, "big") + data)
+            header = hdr + pn.to_bytes(6, "big")
+            datagram = header + encrypt(
+                (iv ^ pn).to_bytes(12, "big"),
+                b"".join((_DATA, off.to_bytes(6, "big"), data)),
+                header,
+            )
             out.append((datagram, path))
             size = len(datagram)
             sent[pn] = _Sent(now, size, off, length, ())
