@@ -316,3 +316,23 @@ async def test_junk_and_a_forged_flood_on_the_socket(
     assert rs.ok and rr.ok
     assert not rvr.ok and rvr.reason is Reason.FLOOD
     assert b.unknown_datagrams > 0
+
+
+async def test_manager_misuse_is_refused(
+    tmp_path: Path, managers: tuple[TransferManager, TransferManager]
+) -> None:
+    a, b = managers
+    path, offer = _file(tmp_path, "m.bin", 1000)
+    idle = TransferManager()
+    with pytest.raises(RuntimeError, match="start"):
+        idle.send_file(path, offer, transfer_id=b"12345678", key=bytes(32), peers=[b.address])
+    await idle.close()  # never started: nothing to do
+    tid, key = os.urandom(8), os.urandom(32)
+    a.send_file(path, offer, transfer_id=tid, key=key, peers=[b.address])
+    with pytest.raises(ValueError, match="already running"):
+        a.send_file(path, offer, transfer_id=tid, key=key, peers=[b.address])
+    with pytest.raises(ValueError, match="32 bytes"):
+        a.send_file(path, offer, transfer_id=os.urandom(8), key=b"short", peers=[b.address])
+    bad = FileOffer("m.bin", 999, offer.sha256)
+    with pytest.raises(Exception, match="999"):
+        a.send_file(path, bad, transfer_id=os.urandom(8), key=key, peers=[b.address])

@@ -379,11 +379,18 @@ class TransferManager:
         self._endpoint: UdpEndpoint | None = None
         self._gso, self._gro = gso, gro
         self.readers = ThreadPoolExecutor(2, thread_name_prefix="p2p-read")
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the manager was started on."""
+        if self._loop is None:
+            raise RuntimeError("start() the manager first")
+        return self._loop
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
         """Bind the UDP socket; returns its address (to report to the server)."""
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self._endpoint = await UdpEndpoint.open(
             host, port, self._on_batch, gso=self._gso, gro=self._gro
         )
@@ -531,6 +538,9 @@ class TransferManager:
 
     async def close(self, timeout: float = 2.0) -> None:
         """Abort what still runs (SHUTDOWN, the peers are told), then close the socket."""
+        if self._loop is None:  # never started
+            self.readers.shutdown(wait=False)
+            return
         now = self.loop.time()
         for driver in list(self._drivers.values()):
             driver.conn.abort(Reason.SHUTDOWN, "", now)
