@@ -37,6 +37,7 @@ from .events import (
 from .ranges import RangeSet
 from .wire import (
     ACK_MAX_RANGES,
+    MAX_CHUNK,
     MAX_DATAGRAM,
     MAX_PACKET_NUMBER,
     MAX_PLAINTEXT,
@@ -90,8 +91,6 @@ class TransferConfig:
     chunk: int = 1194  # file bytes per datagram (at most wire.MAX_CHUNK)
 
     def __post_init__(self) -> None:
-        from .wire import MAX_CHUNK
-
         if not 1 <= self.chunk <= MAX_CHUNK:
             raise ValueError(f"chunk must be 1..{MAX_CHUNK}")
         if self.window < 64 * 1024 or self.read_block < 4096 or self.read_ahead < 0:

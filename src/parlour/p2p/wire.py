@@ -219,10 +219,6 @@ def encode_close(code: int, reason: str) -> bytes:
     return bytes([FrameType.CLOSE, code, len(text)]) + text
 
 
-def encode_data_header(offset: int) -> bytes:
-    return bytes([FrameType.DATA]) + offset.to_bytes(6, "big")
-
-
 def _ranges(
     buf: bytes, pos: int, count: int, *, descending: bool, limit: int
 ) -> tuple[tuple[tuple[int, int], ...], int]:
