@@ -153,8 +153,8 @@ def test_newreno_slow_start_avoidance_and_one_cut_per_round() -> None:
     cc = NewReno(1000)
     assert cc.cwnd == 10_000 and cc.in_slow_start
     cc.on_sent(1000)
-    cc.on_acked(1000, 0.0, True)
-    assert cc.cwnd == 11_000
+    cc.on_acked(1000, 1000)
+    assert cc.cwnd == 11_000 and cc.bytes_in_flight == 0
     cc.on_sent(1000)
     assert cc.on_congestion(sent_time=1.0, now=2.0)
     assert cc.cwnd == 5500 and not cc.in_slow_start
@@ -162,11 +162,13 @@ def test_newreno_slow_start_avoidance_and_one_cut_per_round() -> None:
     assert cc.cwnd == 5500
     for _ in range(6):
         cc.on_sent(1000)
-        cc.on_acked(1000, 3.0, True)
+        cc.on_acked(1000, 1000)
     assert cc.cwnd == 6500  # one datagram per window of acknowledgements
     cc.on_sent(1000)
-    cc.on_acked(1000, 3.0, False)
-    assert cc.cwnd == 6500  # not window-limited: no growth
+    cc.on_acked(1000, 0)
+    assert cc.cwnd == 6500 and cc.bytes_in_flight == 1000  # (the earlier unacked 1000)
+    cc.undo()
+    assert cc.cwnd == 11_000  # the cut is given back
     cc.on_persistent_congestion(4.0)
     assert cc.cwnd == cc.min_window
 

@@ -92,18 +92,18 @@ class NewReno:
     def on_sent(self, size: int) -> None:
         self.bytes_in_flight += size
 
-    def on_acked(self, size: int, sent_time: float, limited: bool) -> None:
-        """A packet of ``size`` sent at ``sent_time`` was acknowledged; ``limited`` says
-        whether the window was the limit when it was sent (the window does not grow on an
-        application- or flow-control-limited sender)."""
-        self.bytes_in_flight -= size
-        if sent_time <= self.recovery_start or not limited:
+    def on_acked(self, flight: int, growth: int) -> None:
+        """Packets of ``flight`` bytes were acknowledged; ``growth`` of them count towards
+        the window: sent after the last cut, while the window was the limit (the window
+        does not grow on an application- or flow-control-limited sender)."""
+        self.bytes_in_flight -= flight
+        if not growth:
             return
         if self.cwnd < self.ssthresh:
-            self.cwnd += size
+            self.cwnd += growth
             return
-        self._ca_acked += size
-        if self._ca_acked >= self.cwnd:
+        self._ca_acked += growth
+        while self._ca_acked >= self.cwnd:
             self._ca_acked -= self.cwnd
             self.cwnd += self.max_datagram
 

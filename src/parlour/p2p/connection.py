@@ -334,7 +334,7 @@ class Connection:
             self._hello_replies = []
         if out:
             self.stats.datagrams_sent += len(out)
-            self.stats.wire_bytes_sent += sum(len(d) for d, _ in out)
+            self.stats.wire_bytes_sent += sum([len(d) for d, _ in out])
         return out
 
     # ------------------------------------------------------------------ role hooks
@@ -615,18 +615,32 @@ class Connection:
                 self.rtt.update(now - top.time, delay)
                 self.cc.on_rtt_sample(self.rtt.latest, largest, self._next_pn)
         cc = self.cc
+        recovery_start = cc.recovery_start
+        flight = growth = 0
+        run_start = run_end = -1  # consecutive acknowledged data, reported as one range
+        declared = self._declared_lost
         for start, end in newly:
             for pn in range(start, end):
                 p = sent.pop(pn, None)
                 if p is None:
-                    if pn in self._declared_lost:
+                    if pn in declared:
                         self._spurious(pn)
                     continue
-                cc.on_acked(p.size, p.time, p.limited)
+                flight += p.size
+                if p.time > recovery_start and p.limited:
+                    growth += p.size
                 if p.offset >= 0:
-                    self._on_data_acked(p.offset, p.length)
+                    if p.offset == run_end:
+                        run_end += p.length
+                    else:
+                        if run_end > run_start:
+                            self._on_data_acked(run_start, run_end - run_start)
+                        run_start, run_end = p.offset, p.offset + p.length
                 for frame in p.control:
                     self._on_control_acked(frame, now)
+        if run_end > run_start:
+            self._on_data_acked(run_start, run_end - run_start)
+        cc.on_acked(flight, growth)
         self._pto_count = 0
         self._detect_lost(now)
         self._after_ack(now)

@@ -28,6 +28,7 @@ __all__ = ["ReceiverConnection"]
 
 RUN_MAX = 256 * 1024  # largest WriteData
 _MIN_DATA_PACKET = SEALED_HEADER_LEN + 8 + TAG_LEN
+_SEALED, _DATA, _ESTABLISHED = int(Kind.SEALED), int(FrameType.DATA), State.ESTABLISHED
 
 
 class ReceiverConnection(Connection):
@@ -41,6 +42,7 @@ class ReceiverConnection(Connection):
         self._limit_sent = 0  # the largest limit ever advertised
         self._verify_asked = False
         self._window = self.config.window
+        self._replay_span = 2 * self.config.replay_window
 
     def hold(self, ranges: RangeSet) -> None:
         """Bytes already on disk from an earlier attempt (call before the handshake ends)."""
@@ -93,8 +95,8 @@ class ReceiverConnection(Connection):
         if (
             rx is None
             or len(data) < _MIN_DATA_PACKET
-            or data[0] != Kind.SEALED
-            or self.state is not State.ESTABLISHED
+            or data[0] != _SEALED
+            or self.state is not _ESTABLISHED
             or addr != self.path
         ):
             super().receive_datagram(data, addr, now)
@@ -114,7 +116,7 @@ class ReceiverConnection(Connection):
             self._invalid(now)
             return
         self.stats.datagrams_received += 1
-        if plaintext[0] != FrameType.DATA or len(plaintext) <= 7:
+        if plaintext[0] != _DATA or len(plaintext) <= 7:
             self._accept(pn, plaintext, addr, now)
             return
         ends = self._rx_pns._ends
@@ -126,7 +128,7 @@ class ReceiverConnection(Connection):
         self._largest_rx_time = now
         self._last_rx = now
         self._progress_at = now
-        if pn - self._rx_floor > 2 * self.config.replay_window:
+        if pn - self._rx_floor > self._replay_span:
             self._rx_floor = pn - self.config.replay_window
             self._rx_pns.discard_below(self._rx_floor)
         offset = int.from_bytes(plaintext[1:7], "big")

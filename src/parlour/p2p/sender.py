@@ -211,27 +211,35 @@ class SenderConnection(Connection):
         fast_end = 0
         fast_first = 0
         fast_block: memoryview | None = None
+        probes = self._probes
+        pn = self._next_pn
+        nxt = self._next  # (mirrors self._next; synced around _next_chunk)
+        room = MAX_DATAGRAM - 1
         while True:
-            probe = self._probes > 0
-            if not probe:
+            if not probes:
                 if window < MAX_DATAGRAM:
                     limited_by_cwnd = True
                     break
-                if pacing - spent < MAX_DATAGRAM - 1:
+                if pacing - spent < room:
                     self._pacer_wake = self.pacer.next_send_time(now, spent)
                     break
-            off = self._next
-            if not retx and off < fast_end and fast_block is not None:
-                end = min(off + chunk_size, fast_end)
-                self._next = end
+            off = nxt
+            if off < fast_end and not retx:
+                end = off + chunk_size
+                if end > fast_end:
+                    end = fast_end
+                nxt = end
                 length = end - off
-                data = fast_block[off - fast_first : end - fast_first]
+                data = fast_block[off - fast_first : end - fast_first]  # type: ignore[index]
             else:
+                self._next = nxt
                 chunk = self._next_chunk()
+                nxt = self._next
                 if chunk is None:
                     break
                 off, length, data = chunk
-                if not retx and off + length == self._next:  # new data: set up the fast run
+                fast_end = 0
+                if not retx and off + length == nxt:  # new data: set up the fast run
                     index = off // block_size
                     fast_block = self._blocks.get(index)
                     fast_first = index * block_size
@@ -239,8 +247,6 @@ class SenderConnection(Connection):
                         fast_end = min(
                             fast_first + len(fast_block), self._gap_end, self._peer_limit
                         )
-            pn = self._next_pn
-            self._next_pn = pn + 1
             header = hdr + pn.to_bytes(6, "big")
             datagram = header + encrypt(
                 (iv ^ pn).to_bytes(12, "big"),
@@ -251,11 +257,15 @@ class SenderConnection(Connection):
             size = len(datagram)
             sent[pn] = _Sent(now, size, off, length, ())
             order.append(pn)
+            pn += 1
             window -= size
             spent += size
             data_bytes += length
-            if probe:
-                self._probes -= 1
+            if probes:
+                probes -= 1
+        self._next = nxt
+        self._next_pn = pn
+        self._probes = probes
         if spent:
             cc.bytes_in_flight += spent
             self.pacer.on_sent(spent)
