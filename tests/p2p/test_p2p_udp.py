@@ -336,3 +336,57 @@ async def test_manager_misuse_is_refused(
     bad = FileOffer("m.bin", 999, offer.sha256)
     with pytest.raises(Exception, match="999"):
         a.send_file(path, bad, transfer_id=os.urandom(8), key=key, peers=[b.address])
+
+
+class _Gate(RelayServer):
+    """A relay that can hold back everything going to one address for a while."""
+
+    blocked: tuple[str, int] | None = None
+    held_back = 0
+
+    def forward(self, data: bytes, dest: tuple[str, int]) -> None:
+        if dest == self.blocked:
+            self.held_back += 1
+            return
+        super().forward(data, dest)
+
+
+async def test_closing_right_after_the_result_still_delivers_done(tmp_path: Path) -> None:
+    """The receiver's app closes its manager as soon as the file is verified, while its DONE
+    is being lost: close() must let the DONE get through (graceful shutdown), or the sender
+    would end with an idle timeout although the file arrived."""
+    sender, receiver = TransferManager(config=FAST), TransferManager(config=FAST)
+    await sender.start()
+    await receiver.start()
+    loop = asyncio.get_running_loop()
+    _, gate = await loop.create_datagram_endpoint(
+        lambda: _Gate(SECRET), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        path, offer = _file(tmp_path, "d.bin", 400_000)
+        (tmp_path / "out").mkdir()
+        tid, key = os.urandom(8), os.urandom(32)
+
+        def outage(p: Progress) -> None:  # the network drops the receiver's last words
+            if p.done == p.total and gate.blocked is None:
+                gate.blocked = sender.address
+                loop.call_later(0.3, setattr, gate, "blocked", ("0.0.0.0", 0))
+
+        receiver.progress_interval = 0.0
+        hs = sender.send_file(
+            path, offer, transfer_id=tid, key=key, peers=[], relay=_relay(gate, tid, 0)
+        )
+        hr = receiver.accept_file(
+            offer, tmp_path / "out", transfer_id=tid, key=key, peers=[],
+            relay=_relay(gate, tid, 1), on_progress=outage,
+        )  # fmt: skip
+        rr = await asyncio.wait_for(hr.wait(), WAIT)
+        assert rr.ok
+        await receiver.close(timeout=10.0)
+        rs = await asyncio.wait_for(hs.wait(), WAIT)
+        assert rs.ok, rs.message
+        assert gate.held_back > 0
+    finally:
+        gate.close()
+        await sender.close()
+        await receiver.close()

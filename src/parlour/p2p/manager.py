@@ -380,6 +380,7 @@ class TransferManager:
         self._gso, self._gro = gso, gro
         self.readers = ThreadPoolExecutor(2, thread_name_prefix="p2p-read")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_closed: asyncio.Future[None] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -520,6 +521,8 @@ class TransferManager:
     def _forget(self, transfer_id: bytes, driver: _Driver) -> None:
         if self._drivers.get(transfer_id) is driver:
             del self._drivers[transfer_id]
+        if not self._drivers and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
 
     def _on_batch(self, batch: Batch) -> None:
         now = self.loop.time()
@@ -537,19 +540,21 @@ class TransferManager:
             driver.flush(now)
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Abort what still runs (SHUTDOWN, the peers are told), then close the socket."""
+        """Shut down gracefully: abort what still runs (SHUTDOWN, the peers are told), let
+        every connection end its own way — a receiver's DONE acknowledged, a CLOSE sent —
+        for at most ``timeout`` seconds, then close the socket."""
         if self._loop is None:  # never started
             self.readers.shutdown(wait=False)
             return
         now = self.loop.time()
         for driver in list(self._drivers.values()):
-            driver.conn.abort(Reason.SHUTDOWN, "", now)
-            driver.flush(now)
-        handles = [d.handle for d in list(self._drivers.values())]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(h.wait() for h in handles), return_exceptions=True), timeout
-            )
+            if not driver.handle.done:
+                driver.conn.abort(Reason.SHUTDOWN, "", now)
+                driver.flush(now)
+        if self._drivers:
+            self._all_closed = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._all_closed), timeout)
         for driver in list(self._drivers.values()):
             driver._cancel_timer()
             driver._finish()
