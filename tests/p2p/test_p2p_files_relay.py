@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -83,6 +84,31 @@ def test_sink_resume_state_round_trip(tmp_path: Path) -> None:
     # resume=False starts over
     third = _sink(tmp_path, data, resume=False)
     assert not third.held
+
+
+def test_sink_starting_over_forgets_the_old_state(tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    first = _sink(tmp_path, data)
+    first.write(0, data[:60_000])
+    first.save_state(RangeSet([(0, 60_000)]))
+    first.close()
+    fresh = _sink(tmp_path, data, resume=False)
+    assert not fresh.held and not fresh.state_path.exists()
+    fresh.write(0, b"x" * 10_000)  # then it dies without recording anything
+    fresh.close()
+    assert not _sink(tmp_path, data).held  # the old record cannot vouch for new bytes
+
+
+def test_sink_state_longer_than_the_part_file_is_refused(tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    s = _sink(tmp_path, data)
+    s.write(0, data[:10_000])
+    s.save_state(RangeSet([(0, 10_000)]))
+    s.close()
+    s.state_path.write_text(
+        json.dumps({"size": 100_000, "sha256": s.sha256.hex(), "held": [[0, 90_000]]})
+    )
+    assert not _sink(tmp_path, data).held
 
 
 def test_sink_state_of_another_file_is_ignored(tmp_path: Path) -> None:

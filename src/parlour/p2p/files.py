@@ -118,14 +118,26 @@ class FileSink:
         if resume:
             self.held = self._load_state()
         if not self.held:
-            with contextlib.suppress(FileNotFoundError):
-                self.part.unlink()
+            self._forget_partial()
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         self._fd = os.open(self.part, flags, 0o600)
         self._digest = hashlib.sha256()
         self._hashed = 0
         self._pending: dict[int, bytes | bytearray] = {}
-        self._advance_hash()
+        try:
+            self._advance_hash()  # hashes the held prefix now
+        except OSError:  # the partial file is not what its state says: start over
+            self.held = RangeSet()
+            self._digest = hashlib.sha256()
+            self._hashed = 0
+            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(FileNotFoundError):
+                self.state_path.unlink()
+
+    def _forget_partial(self) -> None:
+        for path in (self.part, self.state_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _load_state(self) -> RangeSet:
         try:
