@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import multiprocessing as mp
 import os
+import resource
 import socket
 import ssl
 import sys
@@ -52,6 +53,12 @@ def _loop_policy() -> str:
 def _parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes waited for so far (user + system)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def make_file(directory: Path, size: int) -> tuple[Path, FileOffer]:
@@ -123,6 +130,7 @@ def run_parlour(path: Path, offer: FileOffer, dest: Path, loss: float | None) ->
         relay_proc.start()
         relay_addr = relay_pipe.recv()
     pipe, child = CTX.Pipe()
+    c0 = _children_cpu()
     proc = CTX.Process(target=_p2p_receiver, args=(child, offer, str(dest)))
     proc.start()
     peer = pipe.recv()
@@ -134,11 +142,13 @@ def run_parlour(path: Path, offer: FileOffer, dest: Path, loss: float | None) ->
         pipe.send((tid, key, m.address, relay_addr))
         info = RelayInfo(relay_addr, ticket_for(SECRET, tid, 0)) if relay_addr else None
         t0 = time.perf_counter()
+        p0 = time.process_time()
         h = m.send_file(
             path, offer, transfer_id=tid, key=key, peers=[] if relay_addr else [peer], relay=info
         )
         r = await h.wait()
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - p0
         ep = m.endpoint.stats
         await m.close()
         return {
@@ -152,11 +162,16 @@ def run_parlour(path: Path, offer: FileOffer, dest: Path, loss: float | None) ->
             "send_calls": ep.send_calls,
             "gso": m.endpoint.gso,
             "stats": r.stats,
+            "cpu": cpu,
         }
 
     out = asyncio.run(main())
-    _ok, message = pipe.recv()
+    ok, message = pipe.recv()
     proc.join()
+    if relay_proc is None:
+        out["cpu"] += _children_cpu() - c0  # the receiver's CPU (the relay is not counted)
+    if not (out["ok"] and ok):
+        print(f"  failed run: sender {out['message']!r}, receiver {message!r}, {out['stats']}")
     out["receiver"] = message
     if relay_pipe is not None and relay_proc is not None:
         relay_pipe.send("stop")
@@ -191,12 +206,14 @@ def _tcp_receiver(pipe: Connection, size: int, dest: str) -> None:
     target.unlink()
 
 
-def run_tcp(path: Path, size: int, dest: Path) -> float:
+def run_tcp(path: Path, size: int, dest: Path) -> tuple[float, float]:
     pipe, child = CTX.Pipe()
+    c0 = _children_cpu()
     proc = CTX.Process(target=_tcp_receiver, args=(child, size, str(dest)))
     proc.start()
     addr = pipe.recv()
     t0 = time.perf_counter()
+    p0 = time.process_time()
     with socket.create_connection(addr) as s, path.open("rb") as f:
         left = size
         while left:
@@ -205,8 +222,9 @@ def run_tcp(path: Path, size: int, dest: Path) -> float:
             left -= len(chunk)
         s.recv(1)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - p0
     proc.join()
-    return elapsed
+    return elapsed, cpu + _children_cpu() - c0
 
 
 # ----------------------------------------------------------------------------- aioquic
@@ -285,17 +303,18 @@ def _quic_receiver(pipe: Connection, size: int, dest: str, cert: str, key: str) 
     asyncio.run(main())
 
 
-def run_quic(path: Path, size: int, dest: Path, tmp: Path) -> float:
+def run_quic(path: Path, size: int, dest: Path, tmp: Path) -> tuple[float, float]:
     from aioquic.asyncio import connect
     from aioquic.quic.configuration import QuicConfiguration
 
     cert, key = _cert(tmp)
     pipe, child = CTX.Pipe()
+    c0 = _children_cpu()
     proc = CTX.Process(target=_quic_receiver, args=(child, size, str(dest), cert, key))
     proc.start()
     host, port = pipe.recv()
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         cfg = QuicConfiguration(is_client=True, alpn_protocols=["bench"])
         cfg.verify_mode = ssl.CERT_NONE
         async with connect(host, port, configuration=cfg) as client:
@@ -303,6 +322,7 @@ def run_quic(path: Path, size: int, dest: Path, tmp: Path) -> float:
             quic = client._quic
             sid = writer.get_extra_info("stream_id")
             t0 = time.perf_counter()
+            p0 = time.process_time()
             with path.open("rb") as f:
                 left = size
                 while left:
@@ -316,12 +336,12 @@ def run_quic(path: Path, size: int, dest: Path, tmp: Path) -> float:
                     writer.write(chunk)
                     left -= len(chunk)
             await reader.readexactly(1)
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - p0
 
     _loop_policy()
-    elapsed = asyncio.run(main())
+    elapsed, cpu = asyncio.run(main())
     proc.join()
-    return elapsed
+    return elapsed, cpu + _children_cpu() - c0
 
 
 # ----------------------------------------------------------------------------- main
@@ -352,20 +372,32 @@ def main() -> None:
         mb = size / 1e6
         r = run_parlour(path, offer, dest, None)
         ours = mb / r["seconds"]
+        ours_cpu = mb / r["cpu"]
         print(
-            f"parlour p2p  {mb:8.0f} MB  {r['seconds']:7.2f} s  {ours:7.1f} MB/s  ({r['message']}; "
+            f"parlour p2p  {mb:8.0f} MB  {r['seconds']:7.2f} s  {ours:7.1f} MB/s  "
+            f"{r['cpu']:6.2f} CPU s  {ours_cpu:6.1f} MB/CPU-s  ({r['message']}; "
             f"{r['datagrams']} datagrams in {r['send_calls']} sends, gso={r['gso']}, "
             f"resent {r['resent']} B)"
         )
-        tcp_s = run_tcp(path, size, dest)
+        tcp_s, tcp_cpu = run_tcp(path, size, dest)
         tcp = mb / tcp_s
-        print(f"tcp copy     {mb:8.0f} MB  {tcp_s:7.2f} s  {tcp:7.1f} MB/s")
+        print(
+            f"tcp copy     {mb:8.0f} MB  {tcp_s:7.2f} s  {tcp:7.1f} MB/s  "
+            f"{tcp_cpu:6.2f} CPU s  {mb / tcp_cpu:6.1f} MB/CPU-s"
+        )
         if not args.skip_quic:
             qpath, _ = (path, offer) if quic_size == size else make_file(tmp, quic_size)
-            q_s = run_quic(qpath, quic_size, dest, tmp)
-            quic = quic_size / 1e6 / q_s
-            print(f"aioquic      {quic_size / 1e6:8.0f} MB  {q_s:7.2f} s  {quic:7.1f} MB/s")
-            print(f"ratio parlour/aioquic {ours / quic:.1f}x")
+            q_s, q_cpu = run_quic(qpath, quic_size, dest, tmp)
+            qmb = quic_size / 1e6
+            quic = qmb / q_s
+            print(
+                f"aioquic      {qmb:8.0f} MB  {q_s:7.2f} s  {quic:7.1f} MB/s  "
+                f"{q_cpu:6.2f} CPU s  {qmb / q_cpu:6.1f} MB/CPU-s"
+            )
+            print(
+                f"ratio parlour/aioquic {ours / quic:.1f}x wall clock, "
+                f"{ours_cpu / (qmb / q_cpu):.1f}x per CPU second"
+            )
         print(f"ratio parlour/tcp     {ours / tcp:.2f}x")
         path.unlink()
         lpath, loffer = make_file(tmp, lossy)
