@@ -390,3 +390,26 @@ async def test_closing_right_after_the_result_still_delivers_done(tmp_path: Path
         gate.close()
         await sender.close()
         await receiver.close()
+
+
+async def test_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    a, b = TransferManager(config=FAST), TransferManager(config=FAST)
+    try:
+        await a.start("::1", 0)
+        await b.start("::1", 0)
+    except OSError as exc:
+        await a.close()
+        await b.close()
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    try:
+        path, offer = _file(tmp_path, "six.bin", 500_000)
+        (tmp_path / "out").mkdir()
+        rs, rr = await _results(*_pair(a, b, path, offer, tmp_path / "out"))
+        assert rs.ok and rr.ok and rr.path is not None
+        assert rr.path.read_bytes() == path.read_bytes()
+        assert a.address[0] == "::1"
+    finally:
+        await a.close()
+        await b.close()
