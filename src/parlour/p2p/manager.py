@@ -138,6 +138,8 @@ class _Driver:
     # ------------------------------------------------------------------ the loop side
 
     def flush(self, now: float | None = None) -> None:
+        if self._finished:  # (a file I/O callback that outlived the transfer)
+            return
         now = self.loop.time() if now is None else now
         conn = self.conn
         for _ in range(4):
