@@ -295,14 +295,18 @@ class Conn(asyncio.Protocol):
         self.transport.write(data)
 
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:
-        rid = self.next_id
-        self.next_id += 1
-        self.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
-        reply = await asyncio.wait_for(self.replies.get(), 120)
-        if reply.get("type") != "ok":
-            raise RuntimeError(f"{type} failed: {reply}")
-        data: dict[str, Any] = reply["data"]
-        return data
+        while True:
+            rid = self.next_id
+            self.next_id += 1
+            self.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
+            reply = await asyncio.wait_for(self.replies.get(), 120)
+            if reply.get("code") == "server_busy":  # the fair password pool: wait as told
+                await asyncio.sleep(float(reply.get("retry_after", 1.0)))
+                continue
+            if reply.get("type") != "ok":
+                raise RuntimeError(f"{type} failed: {reply}")
+            data: dict[str, Any] = reply["data"]
+            return data
 
     def start_run(self) -> None:
         self.setup = False
