@@ -19,9 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ws_raw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, handshake, read_frame
-
 from parlour.protocol.testing import frame as lp_frame
+from ws_raw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, handshake, read_frame
 
 if TYPE_CHECKING:
     from parlour.server.app import ChatServer

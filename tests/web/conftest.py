@@ -34,9 +34,7 @@ async def make_server() -> AsyncIterator[ServerFactory]:
             ),
             **overrides,
         )
-        server = await ChatServer.start(
-            settings, password_hasher=PlainHasher(), tick_interval=tick
-        )
+        server = await ChatServer.start(settings, password_hasher=PlainHasher(), tick_interval=tick)
         servers.append(server)
         return server
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import ServerFactory
 from web_helpers import TIMEOUT, WsClient
-from ws_raw import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, HandshakeError
 
+from conftest import ServerFactory
 from parlour.server.app import ChatServer
 from parlour.transports.web import CSP, origin_allowed, origin_of
 from parlour.web.assets import Assets
+from ws_raw import OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, HandshakeError
 
 
 def web_port(server: ChatServer) -> int:
@@ -62,7 +62,8 @@ async def test_page_and_files_are_served_versioned_gzipped_with_security_headers
         app_js = f"{base}static/{version}/app.js"
         async with http.get(app_js, headers={"Accept-Encoding": "gzip, br"}) as r:
             assert r.headers["Content-Type"].startswith("text/javascript")
-            assert r.headers["Content-Encoding"] == "gzip" and r.headers["Vary"] == "Accept-Encoding"
+            assert r.headers["Content-Encoding"] == "gzip"
+            assert r.headers["Vary"] == "Accept-Encoding"
         # another version, a path outside the files, an unknown route: 404, headers still on
         for path in (
             "static/0000000000000000/app.js",
@@ -236,7 +237,9 @@ async def test_slow_consumer_is_cut_off_with_a_reason(
         )
         assert all(a["type"] == "ok" for a in acks)
         sent += 10
-        await fast.wait_for(lambda: sum(e["event"] == "message" for e in fast.events) >= sent)
+        await fast.wait_for(
+            lambda n=sent: sum(e["event"] == "message" for e in fast.events) >= n  # type: ignore[misc]
+        )
         sender.events.clear()
     slow.start_reading()
     await slow.wait_closed()

@@ -87,8 +87,7 @@ def test_reply_and_close_frames() -> None:
 
 def _summary(items: list[object]) -> list[object]:
     return [
-        (i.code, i.fatal) if isinstance(i, ProtocolError) else (type(i).__name__, i)
-        for i in items
+        (i.code, i.fatal) if isinstance(i, ProtocolError) else (type(i).__name__, i) for i in items
     ]
 
 

@@ -15,11 +15,11 @@ import math
 import os
 import re
 import tomllib
-from urllib.parse import urlsplit
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",

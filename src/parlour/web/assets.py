@@ -23,7 +23,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import PurePosixPath
 
-__all__ = ["Asset", "Assets", "CONTENT_TYPES"]
+__all__ = ["CONTENT_TYPES", "Asset", "Assets"]
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
