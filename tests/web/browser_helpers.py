@@ -38,11 +38,14 @@ ARGS = [
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "password-123"
 #: where screenshots go (kept as test artefacts, never committed: /build is ignored)
-ARTIFACTS = Path(
-    os.environ.get(
-        "PARLOUR_ARTIFACTS", Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+ARTIFACTS = (
+    Path(
+        os.environ.get(
+            "PARLOUR_ARTIFACTS", Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
+        )
     )
-) / "web"
+    / "web"
+)
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
 
@@ -145,6 +148,11 @@ async def sign_in(page: Page, name: str, password: str = PASSWORD) -> None:
 
 
 async def join(page: Page, room: str) -> None:
+    """Join ``room`` (from the lobby or the room browser), or open it if already joined."""
+    await expect(page.locator("#conv-title")).to_be_visible()
+    if await page.locator(f"[data-conv='room:{room}']").count():
+        await open_conv(page, f"room:{room}")
+        return
     lobby = page.locator(f".lobby [data-join='{room}']")
     if await lobby.count():
         await lobby.click()

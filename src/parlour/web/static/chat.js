@@ -336,7 +336,12 @@ export class Chat {
     for (const m of data.messages) c.put(record(m));
     c.hasMore = data.messages.length > 0 && data.messages[0].seq > 1;
     c.atEnd = true;
-    if (!c.readKnown) c.readSeq = data.last_seq; // never seen before here: nothing unread
+    if (!c.readKnown) {
+      // never seen here before: nothing is unread, and from now on it counts
+      c.readSeq = data.last_seq;
+      c.readKnown = true;
+      store.set(this._readKey("room", c.key), c.readSeq);
+    }
     this._recount(c);
   }
 

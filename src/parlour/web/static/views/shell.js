@@ -54,14 +54,14 @@ export function Shell({ chat }) {
           onClick=${() => setDrawer(drawer === "nav" ? null : "nav")}>☰</button>
         <h1 class="title" id="conv-title">${title}</h1>
         <${Link} chat=${chat} />
-        ${conv?.kind === "room" && html`<button type="button" class="icon members-toggle" aria-label="Members"
-          aria-expanded=${drawer === "members"} onClick=${() => setDrawer(drawer === "members" ? null : "members")}>👥</button>`}
+        ${conv?.kind === "room" && html`<button type="button" class="small members-toggle" aria-label="Members"
+          aria-expanded=${drawer === "members"} onClick=${() => setDrawer(drawer === "members" ? null : "members")}>People</button>`}
         ${conv?.kind === "room" && html`<button type="button" class="small" onClick=${() => {
           if (confirm(`Leave #${conv.key}?`)) chat.leave(conv.key).catch((err) => chat.notice(err.message));
         }}>Leave</button>`}
         <details class="user-menu">
           <summary aria-label="Account menu"><span class="me">${chat.me}</span></summary>
-          <div class="menu">
+          <div class="menu" onClick=${(e) => { e.currentTarget.parentElement.open = false; }}>
             <button type="button" onClick=${() => openDialog("settings")}>Settings</button>
             ${chat.role === "admin" && html`<button type="button" id="open-admin" onClick=${() => openDialog("admin")}>Administration</button>`}
             <button type="button" id="sign-out" onClick=${() => chat.signOut()}>Sign out</button>
