@@ -380,8 +380,6 @@ async def test_screenshots_light_dark_and_phone(browser: Browser) -> None:
         await expect(phone.locator(".sidebar")).not_to_be_in_viewport()
         await shot(phone, "room-phone")
         await phone.click(".topbar .menu")
-        await phone.wait_for_function(
-            "document.querySelector('.sidebar').getBoundingClientRect().left === 0"
-        )
+        await expect(phone.locator(".sidebar")).to_have_css("transform", "none")  # slid in
         await shot(phone, "drawer-phone")
         await bot.close()
