@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fanout import (  # noqa: E402  (bench/ is not a package)
+from fanout import (  # bench/ is not a package
     ADMIN_PASSWORD,
     PASSWORD,
     ROOM,
@@ -424,7 +424,7 @@ def main() -> None:
                         args.rate,
                         args.duration,
                         args.probes,
-                    )  # fmt: skip
+                    )
                 )
             )
         finally:

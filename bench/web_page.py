@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -51,7 +50,8 @@ SCROLL_UP = """async () => {
   list.scrollTop = 0;
   list.dispatchEvent(new Event('scroll'));
   const deadline = performance.now() + 30000;
-  while (first() === before && list.querySelector('.loading-older') && performance.now() < deadline) {
+  const more = () => list.querySelector('.loading-older');
+  while (first() === before && more() && performance.now() < deadline) {
     await new Promise((r) => requestAnimationFrame(r));
   }
   return [first(), list.querySelectorAll('article[data-seq]').length];
@@ -194,7 +194,8 @@ async def run(args: argparse.Namespace) -> None:
                     wire, raw = await page.evaluate(
                         """() => performance.getEntriesByType('navigation')
                           .concat(performance.getEntriesByType('resource'))
-                          .reduce((a, e) => [a[0] + e.transferSize, a[1] + e.decodedBodySize], [0, 0])"""
+                          .reduce((a, e) => [a[0] + e.transferSize, a[1] + e.decodedBodySize],
+                                  [0, 0])"""
                     )
                     loads.append((form_at, room_at, int(wire), int(raw)))
                     await context.close()
