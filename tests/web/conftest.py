@@ -4,17 +4,15 @@ web listener on 127.0.0.1:0, and raw WebSocket connections to it."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from web_helpers import WsClient
+from web_helpers import ServerFactory, WsClient
 
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
-
-ServerFactory = Callable[..., Awaitable[ChatServer]]
 
 
 @pytest.fixture

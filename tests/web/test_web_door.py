@@ -14,9 +14,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from web_helpers import TIMEOUT, WsClient
+from web_helpers import TIMEOUT, ServerFactory, WsClient
 
-from conftest import ServerFactory
 from parlour.server.app import ChatServer
 from parlour.transports.web import CSP, origin_allowed, origin_of
 from parlour.web.assets import Assets

@@ -8,13 +8,18 @@ import json
 import socket
 import ssl
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ws_raw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame, handshake, read_frame
 
-__all__ = ["TIMEOUT", "WsClient"]
+if TYPE_CHECKING:
+    from parlour.server.app import ChatServer
+
+__all__ = ["TIMEOUT", "ServerFactory", "WsClient"]
 
 TIMEOUT = 15.0
+ServerFactory = Callable[..., Awaitable["ChatServer"]]
 
 
 class WsClient:

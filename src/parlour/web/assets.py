@@ -39,6 +39,9 @@ CONTENT_TYPES = {
 _COMPRESSIBLE = {".html", ".js", ".css", ".svg", ".txt", ".md", ".webmanifest"}
 #: the page names its files with this prefix; it becomes ``/static/<version>/``
 _PLACEHOLDER = "/static/VERSION/"
+#: replaced by a ``modulepreload`` link for every module, so that the browser fetches the
+#: whole module graph at once instead of level by level as it discovers the imports
+_MODULES = "<!-- MODULES -->"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,13 @@ class Assets:
         digest.update(index_template)
         self.version = digest.hexdigest()[:16]
         self.files = {path: _make(path, body) for path, body in files.items()}
-        page = index_template.replace(_PLACEHOLDER.encode(), self.prefix.encode())
+        preload = "\n".join(
+            f'<link rel="modulepreload" href="{_PLACEHOLDER}{path}">'
+            for path in sorted(files)
+            if path.endswith(".js")
+        )
+        page = index_template.replace(_MODULES.encode(), preload.encode())
+        page = page.replace(_PLACEHOLDER.encode(), self.prefix.encode())
         self.index = _make("index.html", page)
 
     @classmethod
