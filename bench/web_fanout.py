@@ -17,7 +17,8 @@ three times against a fresh `parlour serve` each time:
 The load generator is as cheap as it can be on both doors, and the same on both: members only
 count occurrences of ``"event":"message"`` (carrying the last bytes of a chunk over, so a marker
 split between two reads is counted once), senders count ``"type":"ok"``, probes pull the send
-times out with one regular-expression call per chunk. WebSocket requests are masked with the
+times out with one regular-expression pass per chunk (a send time counts as soon as it has
+arrived whole, on both doors alike). WebSocket requests are masked with the
 all-zero key (legal, and free: the payload is unchanged). Figures are printed side by side
 with their ratio to the TCP door's; record results in docs/benchmarks/web.md.
 """
@@ -201,14 +202,15 @@ class Member(asyncio.Protocol):
                 self.errors += joined.count(b'"type":"error"')
             self.tail = joined[-16:]
             if self.probe:
+                # a send time is complete once its trailing space has arrived: take every one
+                # in this chunk, and carry only what could be the start of the next one
                 buf = self.buf + data
-                cut = buf.rfind(MARK)
-                if cut > 0:
-                    now = time.time()
-                    self.latencies += [now - float(t) for t in _TS.findall(buf, 0, cut)]
-                    self.buf = buf[cut:]
-                else:
-                    self.buf = buf
+                now = time.time()
+                end = 0
+                for found in _TS.finditer(buf):
+                    self.latencies.append(now - float(found.group(1)))
+                    end = found.end()
+                self.buf = buf[max(end, len(buf) - 64) :]
             return
         self.buf += data
         if not self.upgraded.done():

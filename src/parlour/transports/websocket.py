@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -214,6 +215,10 @@ class WebSocketDoor:
         raw = request.transport
         if raw is None or raw.is_closing():
             return ws
+        sock = raw.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # small frames go out at once, as on TCP
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.set_write_buffer_limits(high=self.write_high_water)
         transport = _WsTransport(ws, raw)
         tap = _FlowTap(cast(asyncio.Protocol, raw.get_protocol()), self.endpoint)

@@ -249,6 +249,7 @@ export class Chat {
       if (!again) {
         this.me = reply.username;
         this.role = reply.role;
+        await this._continueCatchUp(reply.truncated); // offline DMs beyond one login's share
         await this._firstLoad(reply.rooms);
       } else {
         await this._continueCatchUp(reply.truncated);
