@@ -29,6 +29,7 @@ from browser_helpers import (
     send,
     seqs,
     shot,
+    sign_in,
     sign_up,
 )
 
@@ -62,15 +63,18 @@ class Serve:
         self.banner = banner
 
     @classmethod
-    async def start(cls, data: Path, port: int = 0, web_port: int = 0) -> Serve:
+    async def start(
+        cls, data: Path, port: int = 0, web_port: int = 0, admin_env: bool = True
+    ) -> Serve:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLOUR_")}
         env.update(
             PARLOUR_ARGON2_TIME_COST="1",
             PARLOUR_ARGON2_MEMORY_KIB="64",
-            PARLOUR_ADMIN_PASSWORD=ADMIN_PASSWORD,
             PARLOUR_RATE="1000",
             PARLOUR_BURST="1000",
         )
+        if admin_env:
+            env["PARLOUR_ADMIN_PASSWORD"] = ADMIN_PASSWORD
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "parlour", "serve", "--data-dir", str(data),
             "--port", str(port), "--web-port", str(web_port), "--log-level", "WARNING",
@@ -114,13 +118,34 @@ async def serving() -> AsyncIterator[list[Serve]]:
             await s.proc.wait()
 
 
-async def test_serve_prints_the_web_clients_url(tmp_path: Path) -> None:
-    async with serving() as started:
-        server = await Serve.start(tmp_path / "data")
+async def test_serve_prints_the_web_clients_url_and_the_printed_admin_password_works(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with serving() as started, pages(browser) as p:
+        server = await Serve.start(tmp_path / "data", admin_env=False)
         started.append(server)
         assert server.web_port != server.port
         async with aiohttp.ClientSession() as http, http.get(server.url) as r:
             assert r.status == 200 and "Parlour" in await r.text()
+        found = re.search(r"password: (\S+)", server.banner)
+        assert found, server.banner
+        page = await p.new(server.url)
+        await sign_in(page, "admin", found.group(1))
+        # change the password in Settings; the new one is the one that works from now on
+        await page.click(".user-menu summary")
+        await page.get_by_role("button", name="Settings").click()
+        await page.fill("#old-password", found.group(1))
+        await page.fill("#new-password", "a-new-admin-password")
+        await page.fill("#new-password-2", "a-new-admin-password")
+        await page.get_by_role("button", name="Change password").click()
+        await expect(page.locator("dialog")).to_contain_text("Password changed.")
+        await page.click("dialog .close")
+        await page.click(".user-menu summary")
+        await page.click("#sign-out")
+        await page.fill("input[name=password]", found.group(1))
+        await page.click("form.card button[type=submit]")
+        await expect(page.locator("#auth-error")).to_contain_text("wrong user name or password")
+        await sign_in(page, "admin", "a-new-admin-password")
         assert await server.terminate() == 0
 
 

@@ -212,6 +212,7 @@ export class Chat {
     }
     this.conn?.stop();
     this.conn = null;
+    this.lastUser = this.me; // the sign-in form offers the name again
     this.reset();
     this.emit();
   }
