@@ -13,6 +13,7 @@ from parlour.core.needs import (
     Answers,
     HashPassword,
     Need,
+    ReadBroadcasts,
     ReadDm,
     ReadRoom,
     ReadSince,
@@ -66,6 +67,8 @@ def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
         return store.dm_messages(need.conv, before=need.before, after=need.after, limit=need.limit)
     if isinstance(need, ReadSince):
         return store.messages_since(need.rooms, need.ts, need.limit)
+    if isinstance(need, ReadBroadcasts):
+        return store.broadcasts(after=need.after, limit=need.limit)
     raise AssertionError(f"unknown need {need!r}")
 
 
@@ -110,9 +113,9 @@ class Harness:
         self.config = config or CoreConfig(rate_per_second=1000.0, rate_burst=1000.0)
         self.store = store if store is not None else MemoryStore()
         self.hasher = PlainHasher()
-        snapshot = self.store.load(**ChatService.load_args(self.config))
-        self.svc = ChatService(snapshot, self.config)
         self.now = 1_000_000.0
+        snapshot = self.store.load(**ChatService.load_args(self.config, self.now))
+        self.svc = ChatService(snapshot, self.config)
         #: rounds of needs each request took (request id -> rounds)
         self.rounds: dict[object, int] = {}
         if bootstrap:
@@ -171,10 +174,10 @@ class Harness:
         """`svc.handle` with its needs answered."""
         return self.resolve(lambda a: self.svc.handle(conn, request, self.now, a))
 
-    def connect(self, hello: bool = True) -> int:
+    def connect(self, hello: bool = True, peer: str | None = None) -> int:
         conn = self._next_conn
         self._next_conn += 1
-        self.apply(self.svc.connect(conn, f"127.0.0.1:{40000 + conn}", self.now))
+        self.apply(self.svc.connect(conn, peer or f"127.0.0.1:{40000 + conn}", self.now))
         if hello:
             self.ok(conn, "hello", version=1)
         return conn

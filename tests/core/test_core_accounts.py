@@ -117,16 +117,45 @@ def test_lockout_configurable() -> None:
     conn = h.connect()
     codes = [h.err(conn, "login", username="bob", password="bad-pass").code for _ in range(5)]
     assert codes == ["bad_credentials"] * 4 + ["locked_out"]
+    # from another address the owner is not locked out (issue 10: lockout abuse)
+    elsewhere = h.connect(peer="10.9.8.7:5555")
+    h.ok(elsewhere, "login", username="bob", password=PW)
+    h.ok(elsewhere, "logout")
     h.advance(10)
     h.ok(conn, "login", username="bob", password=PW)
 
 
-def test_duplicate_login_rejected_by_default(h: Harness) -> None:
+def test_a_second_login_replaces_the_first_session_by_default(h: Harness) -> None:
+    """Issue 10: a silently dead connection must not lock its owner out. Whoever has the
+    password gets in at once; the old session is told why and closed; co-members see no
+    offline/online flicker."""
+    first = h.signup("bob")
+    observer = h.signup("carol")
+    h.ok(first, "join", room="general")
+    h.ok(observer, "join", room="general")
+    h.take(observer)
+    c2 = h.connect()
+    h.ok(c2, "login", username="bob", password=PW)
+    code, reason = h.closed[first]
+    assert code == "logged_out" and "logged in again" in reason
+    assert h.svc.session_user(first) is None and h.svc.session_user(c2) == "bob"
+    assert h.take(observer, "presence") == []
+    h.ok(c2, "send", room="general", text="back", client_id="b1")
+    assert h.texts(observer) == ["back"]
+
+
+def test_duplicate_login_reject_refuses_only_while_the_old_session_is_alive() -> None:
+    h = Harness(CoreConfig(duplicate_login="reject", heartbeat_s=30.0))
     first = h.signup("bob")
     c2 = h.connect()
     assert h.err(c2, "login", username="bob", password=PW).code == "already_logged_in"
-    h.apply(h.svc.disconnect(first, h.now, "gone"))
+    h.advance(45)
+    h.ok(first, "ping")  # alive: heartbeats
+    h.advance(45)
+    assert h.err(c2, "login", username="bob", password=PW).code == "already_logged_in"
+    h.advance(61)  # silent for more than two heartbeats: taken for dead, replaced
     h.ok(c2, "login", username="bob", password=PW)
+    assert h.closed[first][0] == "logged_out"
 
 
 def test_duplicate_login_allowed() -> None:

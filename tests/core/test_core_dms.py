@@ -129,7 +129,47 @@ def test_broadcast(h: Harness) -> None:
     b = h.signup("bob")
     h.register("offline")
     assert h.err(a, "broadcast", text="hi all").code == "forbidden"
-    assert h.ok(adm, "broadcast", text="maintenance at 5") == {"delivered": 3}
+    assert h.ok(adm, "broadcast", text="maintenance at 5") == {"delivered": 3, "seq": 1}
     for conn in (adm, a, b):
         (ev,) = h.take(conn, "broadcast")
-        assert (ev["from"], ev["text"]) == ("admin", "maintenance at 5")
+        assert (ev["from"], ev["text"], ev["seq"]) == ("admin", "maintenance at 5", 1)
+
+
+def test_a_broadcast_reaches_every_registered_user_offline_ones_at_their_next_login(
+    h: Harness,
+) -> None:
+    """Seed 002: a broadcast goes to every registered user, not only online sessions."""
+    adm = h.admin()
+    a = h.signup("alice")
+    h.register("offline")
+    h.advance(1)
+    h.ok(adm, "broadcast", text="first")
+    h.advance(1)
+    h.ok(adm, "broadcast", text="second")
+    h.take(a)
+    h.apply(h.svc.disconnect(a, h.now, "bye"))  # alice saw both live
+    h.advance(1)
+    h.ok(adm, "broadcast", text="third")  # alice is away now
+    off = h.login("offline")
+    assert [(e["text"], e["seq"]) for e in h.take(off, "broadcast")] == [
+        ("first", 1),
+        ("second", 2),
+        ("third", 3),
+    ]
+    back = h.login("alice")
+    assert [e["text"] for e in h.take(back, "broadcast")] == ["third"]  # not again
+    h.apply(h.svc.disconnect(off, h.now, "bye"))
+    again = h.login("offline")
+    assert h.take(again, "broadcast") == []  # delivered once
+    late = h.signup("newcomer")  # an account made after them does not get old ones
+    assert h.take(late, "broadcast") == []
+
+
+def test_who_may_broadcast_is_a_setting() -> None:
+    from parlour.core.config import CoreConfig
+
+    h = Harness(CoreConfig(broadcast_policy="everyone", rate_burst=100))
+    a = h.signup("alice")
+    b = h.signup("bob")
+    assert h.ok(a, "broadcast", text="from a member")["delivered"] == 2
+    assert h.take(b, "broadcast")[0]["from"] == "alice"

@@ -80,6 +80,10 @@ def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     h.ok(c, "dm", to="bob", text="psst 2", client_id="d2")
     h.ok(c, "edit", peer="bob", seq=2, text="psst 2!")
     h.ok(c, "delete", peer="bob", seq=2)
+    h.login("alice")  # a second session: it hears the read marker move
+    ok(c, "mark_read", room="general", seq=1)
+    h.ok(bob, "send", room="general", text="@alice look", client_id="b2")
+    ok(c, "unread")
     ok(c, "who", room="general", since=3600)
     ok(c, "block", user="bob")
     ok(c, "blocks")

@@ -26,37 +26,38 @@ def test_who_online_server_wide_and_per_room(h: Harness) -> None:
     assert room["room"] == "general" and _names(room["users"]) == ["alice"]
 
 
-def test_who_since_window_with_login_and_activity(h: Harness) -> None:
+def test_who_since_lists_online_users_who_logged_in_within_the_window(h: Harness) -> None:
+    """Seed 002: "users online who logged in within the last hour" is exactly that filter;
+    offline accounts are never listed (issue 10: `who` cannot enumerate the accounts)."""
     a = h.signup("alice")
-    h.register("old")  # logged in long ago
+    h.register("old")  # logged in long ago, offline
     h.advance(4000)
     b = h.signup("bob")
     h.advance(100)
-    h.ok(b, "join", room="general")  # activity
-    h.apply(h.svc.disconnect(b, h.now, "bye"))
-    h.advance(100)
+    h.ok(b, "join", room="general")
     rows = h.ok(a, "who", since=3600)["users"]
-    assert _names(rows) == ["alice", "bob"]
-    bob = rows[1]
-    assert bob["online"] is False
-    assert bob["login_ts"] == h.now - 200 and bob["last_active"] == h.now - 100
-    assert _names(h.ok(a, "who", since=50)["users"]) == ["alice"]
-    assert _names(h.ok(a, "who", since=5000)["users"]) == ["alice", "bob", "old"]
+    assert _names(rows) == ["bob"]
+    assert rows[0]["online"] is True and rows[0]["login_ts"] == h.now - 100
+    assert _names(h.ok(a, "who", since=50)["users"]) == []
+    assert _names(h.ok(a, "who", since=5000)["users"]) == ["alice", "bob"]
+    assert _names(h.ok(a, "who")["users"]) == ["alice", "bob"]
     assert h.ok(a, "who", since=50)["since"] == 50.0
     assert h.ok(a, "who")["since"] is None
+    h.apply(h.svc.disconnect(b, h.now, "bye"))  # offline now: not listed, whatever the window
+    assert _names(h.ok(a, "who", since=5000)["users"]) == ["alice"]
+    assert _names(h.ok(a, "who", since=1e9)["users"]) == ["alice"]
 
 
 def test_who_recent_uses_the_configured_presence_window() -> None:
     h = Harness(CoreConfig(presence_window=600, rate_burst=100))
     a = h.signup("alice")
     h.register("gone")
-    h.advance(300)
-    h.register("recent")
-    h.advance(400)  # `gone` was last seen 700 s ago, `recent` 400 s ago
+    h.advance(700)
+    h.signup("recent")  # alice logged in 700 s ago, `recent` now; `gone` is offline
     data = h.ok(a, "who", recent=True)
-    assert data["since"] == 600 and _names(data["users"]) == ["alice", "recent"]
-    assert _names(h.ok(a, "who", recent=True, since=1000)["users"]) == ["alice", "gone", "recent"]
-    assert _names(h.ok(a, "who")["users"]) == ["alice"]
+    assert data["since"] == 600 and _names(data["users"]) == ["recent"]
+    assert _names(h.ok(a, "who", recent=True, since=1000)["users"]) == ["alice", "recent"]
+    assert _names(h.ok(a, "who")["users"]) == ["alice", "recent"]
 
 
 def test_presence_events_to_co_members(h: Harness) -> None:
@@ -158,7 +159,7 @@ def test_who_leaves_out_users_the_requester_blocks(h: Harness) -> None:
     a, b, c = (h.signup(n) for n in ("alice", "bob", "carol"))
     for conn in (a, b, c):
         h.ok(conn, "join", room="general")
-    h.register("dave")  # offline, recently active
+    h.signup("dave")  # online
     h.ok(a, "block", user="BOB")
     h.ok(a, "block", user="dave")
     assert _names(h.ok(a, "who")["users"]) == ["alice", "carol"]
@@ -166,11 +167,12 @@ def test_who_leaves_out_users_the_requester_blocks(h: Harness) -> None:
     assert _names(h.ok(a, "who", since=3600)["users"]) == ["alice", "carol"]
     assert _names(h.ok(a, "who", recent=True)["users"]) == ["alice", "carol"]
     # the block is invisible to the blocked user, and others are not affected
-    assert _names(h.ok(b, "who")["users"]) == ["alice", "bob", "carol"]
+    assert _names(h.ok(b, "who")["users"]) == ["alice", "bob", "carol", "dave"]
     assert _names(h.ok(b, "who", room="general")["users"]) == ["alice", "bob", "carol"]
     assert _names(h.ok(c, "who", since=3600)["users"]) == ["alice", "bob", "carol", "dave"]
+    assert "dave" not in _names(h.ok(a, "who", since=3600)["users"])
     h.ok(a, "unblock", user="bob")
-    assert _names(h.ok(a, "who")["users"]) == ["alice", "bob", "carol"]
+    assert _names(h.ok(a, "who")["users"]) == ["alice", "bob", "carol"]  # dave still blocked
 
 
 def test_join_member_lists_leave_out_users_the_joiner_blocks() -> None:

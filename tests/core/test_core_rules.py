@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parlour.core.accounts import Lockouts, password_problem, username_problem
+from parlour.core.accounts import password_problem, username_problem
 from parlour.core.config import CoreConfig
 from parlour.core.limits import TokenBucket
 from parlour.core.passwords import Argon2Hasher, generate_password
@@ -70,18 +70,6 @@ def test_token_bucket_burst_then_steady() -> None:
     assert b.take(-5.0) > 0  # time going backwards refills nothing
     with pytest.raises(ValueError):
         TokenBucket(0, 1, 0.0)
-
-
-def test_lockouts_bounded_and_expire() -> None:
-    lk = Lockouts(threshold=2, seconds=10, capacity=3)
-    for i in range(10):
-        lk.failure(f"u{i}", 0.0)
-    assert len(lk) == 3
-    assert lk.failure("x", 0.0) == 0.0
-    assert lk.failure("x", 1.0) == 10.0
-    assert lk.locked_for("x", 5.0) == 6.0
-    assert lk.expire(11.0) == ["x"]
-    assert lk.locked_for("x", 11.0) == 0.0
 
 
 def test_config_validation() -> None:

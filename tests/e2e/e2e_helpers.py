@@ -105,10 +105,17 @@ class Wire:
         ssl_context: ssl.SSLContext | None = None,
         limit: int = 1 << 22,
         framing: str = "ndjson",
+        source: str | None = None,
         answer_pings: bool = True,
     ) -> Wire:
+        """A connection to 127.0.0.1:`port`, from the loopback address `source` when given
+        (127.0.0.2, ...: another client address, for per-address limits)."""
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ssl_context, limit=limit
+            "127.0.0.1",
+            port,
+            ssl=ssl_context,
+            limit=limit,
+            local_addr=(source, 0) if source is not None else None,
         )
         failed: Exception | None = None
         if framing == "websocket":

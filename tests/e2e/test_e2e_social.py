@@ -114,17 +114,22 @@ async def test_presence_who(user: UserFactory, clock: FakeClock) -> None:
     assert everyone["bob"]["login_ts"] > 0
     in_room = {who_name(u) for u in (await alice.ok("who", room="general"))["users"]}
     assert in_room == {"alice", "bob"}
-    await bob.ok("logout")
-    ev = await alice.event("presence", user="bob")
-    assert ev["online"] is False
+    # "online users who logged in within the last hour": both, for now
     recent = {who_name(u): u for u in (await alice.ok("who", since=3600))["users"]}
-    assert "bob" in recent and recent["bob"]["online"] is False
+    assert set(recent) == {"alice", "bob"} and recent["bob"]["online"] is True
     assert recent["bob"]["last_active"] >= recent["bob"]["login_ts"] > 0
     assert (await alice.ok("who", recent=True))["since"] == 3600
     clock.advance(2 * 3600)
+    await bob.ok("logout")
+    bob = await user("bob")  # bob logs in again; alice logged in two hours ago
     recent = {who_name(u) for u in (await alice.ok("who", since=3600))["users"]}
-    assert "bob" not in recent
-    assert "bob" not in {who_name(u) for u in (await alice.ok("who", recent=True))["users"]}
+    assert recent == {"bob"}
+    assert {who_name(u) for u in (await alice.ok("who", recent=True))["users"]} == {"bob"}
+    await bob.ok("logout")
+    ev = await alice.event("presence", user="bob", online=False)
+    assert ev["online"] is False
+    # offline users are never listed, whatever the window (no account enumeration)
+    assert "bob" not in {who_name(u) for u in (await alice.ok("who", since=10**8))["users"]}
 
 
 async def test_blocking_filters_dms_and_room_messages(user: UserFactory) -> None:

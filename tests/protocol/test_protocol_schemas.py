@@ -44,9 +44,10 @@ NUM = st.floats(0, 1e12, allow_nan=False)
 POS = st.floats(0.001, 1e9, allow_nan=False)
 PASSWORD = st.text(min_size=1, max_size=40)
 RESUME = st.builds(
-    lambda r, d: {"rooms": r, "dms": d},
+    lambda r, d, b: {"rooms": r, "dms": d} | ({} if b is None else {"broadcasts": b}),
     st.dictionaries(NAMES, st.integers(0, 2**40), max_size=3),
     st.dictionaries(NAMES, st.integers(0, 2**40), max_size=3),
+    st.none() | st.integers(0, 2**40),
 )
 
 
@@ -101,13 +102,15 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "bans": st.just({}),
     "audit": st.fixed_dictionaries({}, optional={"limit": LIMIT}),
     "sync": st.fixed_dictionaries({"resume": RESUME}),
+    "mark_read": st.builds(lambda t, s: {**t, "seq": s}, target(), SEQ),
+    "unread": st.just({}),
     "ping": st.just({}),
 }
 
 
 def test_every_request_type_has_a_strategy_and_reply_fields() -> None:
     assert set(FIELDS) == set(REQUEST_TYPES) == set(REPLY_FIELDS)
-    assert len(REQUEST_TYPES) == 29
+    assert len(REQUEST_TYPES) == 31
 
 
 @st.composite
@@ -122,7 +125,10 @@ def normalise(obj: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = float(out[key])
     if "resume" in out:
-        out["resume"] = {"rooms": out["resume"]["rooms"], "dms": out["resume"]["dms"]}
+        resume = {"rooms": out["resume"]["rooms"], "dms": out["resume"]["dms"]}
+        if out["resume"].get("broadcasts") is not None:
+            resume["broadcasts"] = out["resume"]["broadcasts"]
+        out["resume"] = resume
     return out
 
 
@@ -327,3 +333,47 @@ def test_every_typed_event_survives_the_wire(event: Event) -> None:
     assert frame["event"] == event.name.value and type(frame["event"]) is str
     payloads, rest = unframe(LENGTH_PREFIXED.encode_event(event))
     assert rest == b"" and payloads == [line[:-1]]
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**400), 10**400)
+    | st.integers(10**300, 10**400)  # beyond any float
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def request_frames(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A request type and fields: the type's own field names (and id), any JSON values."""
+    kind = draw(st.sampled_from(sorted(REQUEST_TYPES)))
+    names = [f for f, _, _ in REQUEST_TYPES[kind]._FIELDS] or ["unknown"]
+    values = st.integers(10**300, 10**400) | _JSON  # huge integers often
+    fields = draw(st.dictionaries(st.sampled_from(names), values, max_size=len(names)))
+    if draw(st.integers(0, 9)):  # usually a valid id, so that the fields are looked at
+        fields["id"] = draw(IDS)
+    return kind, fields
+
+
+@settings(max_examples=2000)
+@given(request_frames())
+def test_any_request_frame_is_parsed_or_refused_with_a_protocol_error(
+    frame_parts: tuple[str, dict[str, Any]],
+) -> None:
+    """Whatever JSON a client sends as a request — huge integers, wrong types, nesting — the
+    parser answers with a request or a ProtocolError, never another exception."""
+    kind, fields = frame_parts
+    frame = {"type": kind, **fields}
+    try:
+        request = parse_request(frame)
+    except ProtocolError as exc:
+        assert exc.code in ErrorCode
+        return
+    assert kind == request.TYPE
+    assert encode(request.to_wire())  # what was accepted can be encoded again

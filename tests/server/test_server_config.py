@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults() -> None:
     s = load_settings(env={})
     assert s == Settings()
-    assert (s.host, s.port, s.store, s.duplicate_login) == ("127.0.0.1", 7878, "sqlite", "reject")
+    assert (s.host, s.port, s.store, s.duplicate_login) == ("127.0.0.1", 7878, "sqlite", "replace")
     assert s.admin_password is None
 
 

@@ -34,6 +34,7 @@ from parlour.core.ports import (
 from parlour.core.writes import (
     AddBan,
     AddBlock,
+    AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
     Audit,
@@ -48,9 +49,11 @@ from parlour.core.writes import (
     RemoveBan,
     RemoveBlock,
     RenameRoom,
+    SetBroadcastCursor,
     SetDmCursor,
     SetMembership,
     SetPassword,
+    SetReadMarker,
     Write,
 )
 
@@ -299,6 +302,42 @@ class StoreConformance:
         assert snap.room_last_seq == {"general": 10}
         empty = store.load(recent=0, audit=0)
         assert not any(empty.recent.values()) and list(empty.audit) == []
+
+    def test_read_markers_never_go_back_and_follow_renames(self, store: Store) -> None:
+        store.apply(_room_msgs("general", 5))
+        store.apply(
+            [
+                SetReadMarker("alice", 3, room="general"),
+                SetReadMarker("alice", 2, room="general"),  # never lower
+                SetReadMarker("Bob", 4, conv=AB),
+                SetReadMarker("alice", 1, room="random"),
+            ]
+        )
+        markers = {(m.user, m.room, m.conv): m.seq for m in store.load().read_markers}
+        assert markers == {
+            ("alice", "general", None): 3,
+            ("Bob", None, AB): 4,
+            ("alice", "random", None): 1,
+        }
+        store.apply([RenameRoom("general", "lobby"), DeleteRoom("random")])
+        markers = {(m.user, m.room, m.conv): m.seq for m in store.load().read_markers}
+        assert markers == {("alice", "lobby", None): 3, ("Bob", None, AB): 4}
+
+    def test_broadcasts_and_their_cursors(self, store: Store) -> None:
+        assert store.load().broadcast_last_seq == 0 and store.broadcasts(after=0, limit=10) == []
+        store.apply(
+            [AppendBroadcast(n, "admin", f"b{n}", 10.0 + n) for n in range(1, 6)]
+            + [SetBroadcastCursor("alice", 3), SetBroadcastCursor("alice", 2)]
+        )
+        snap = store.load()
+        assert snap.broadcast_last_seq == 5 and dict(snap.broadcast_cursors) == {"alice": 3}
+        assert [(b.seq, b.text, b.sender, b.ts) for b in store.broadcasts(after=3, limit=10)] == [
+            (4, "b4", "admin", 14.0),
+            (5, "b5", "admin", 15.0),
+        ]
+        assert [b.seq for b in store.broadcasts(after=0, limit=2)] == [1, 2]
+        with pytest.raises(Exception):  # noqa: B017 - any store-specific integrity error
+            store.apply([AppendBroadcast(5, "admin", "again", 99.0)])
 
     # -- transactions ----------------------------------------------------------------------------
 

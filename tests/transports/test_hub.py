@@ -59,7 +59,7 @@ class FakeTransport(testing.FakeTransport):
 
 
 def event(n: int | str, pad: int = 0) -> Event:
-    return BroadcastEvent(sender="admin", text=f"t{n}" + "x" * pad, ts=1.0)
+    return BroadcastEvent(sender="admin", text=f"t{n}" + "x" * pad, ts=1.0, seq=1)
 
 
 def frame(n: int | str, pad: int = 0) -> bytes:
@@ -157,6 +157,42 @@ async def test_stalled_writer_is_cut_off_and_closing_peer_aborted() -> None:
     now[0] = 17
     hub.sweep()
     assert t.aborted
+
+
+async def test_a_closing_peer_that_keeps_reading_is_kept_until_it_has_read_the_reason() -> None:
+    """Issue 10: slow consumers were never told why (aborted 5 s after the cut-off while
+    they were still reading their backlog). A closing connection is aborted only when its
+    peer stops reading (no progress for close_grace), or after stall_timeout in all."""
+    now = [0.0]
+    hub = Hub(stall_timeout=60, close_grace=5, clock=lambda: now[0])
+    t = FakeTransport()
+    hub.add(1, t)
+    t.buffer = 900_000
+    hub.close(1, "slow_consumer", "you are not reading fast enough")
+    await settle()
+    for step in range(1, 11):  # the peer reads a little every 2 s: 20 s, not aborted
+        now[0] = 2.0 * step
+        t.buffer -= 50_000
+        hub.sweep()
+        assert not t.aborted, step
+    now[0] = 24.0  # then it stops reading: aborted once close_grace passes without progress
+    hub.sweep()
+    assert not t.aborted
+    now[0] = 25.5
+    hub.sweep()
+    assert t.aborted
+    # and nobody is kept for ever, reading or not
+    hub2 = Hub(stall_timeout=30, close_grace=5, clock=lambda: now[0])
+    t2 = FakeTransport()
+    hub2.add(1, t2)
+    t2.buffer = 10**9
+    start = now[0]
+    hub2.close(1, "kicked", "bye")
+    for step in range(1, 20):
+        now[0] = start + 2.0 * step
+        t2.buffer -= 1000
+        hub2.sweep()
+    assert t2.aborted
 
 
 async def test_pipeline_dispatches_in_submission_order() -> None:
@@ -350,13 +386,13 @@ def test_segments_deliver_exactly_what_per_connection_queues_would(ops: list[Op]
 
 
 def test_events_built_from_wire_fields_are_the_typed_events() -> None:
-    fields = {"from": "admin", "text": "hi", "ts": 1.0}
+    fields = {"from": "admin", "text": "hi", "ts": 1.0, "seq": 3}
     built = event_from_fields("broadcast", fields)
-    assert built == BroadcastEvent(sender="admin", text="hi", ts=1.0)
+    assert built == BroadcastEvent(sender="admin", text="hi", ts=1.0, seq=3)
     assert built.name is EventName.BROADCAST and built["from"] == "admin"
     assert (
         NDJSON.encode_event(built)
-        == b'{"type":"event","event":"broadcast","from":"admin","text":"hi","ts":1.0}\n'
+        == b'{"type":"event","event":"broadcast","from":"admin","text":"hi","ts":1.0,"seq":3}\n'
     )
     with pytest.raises(ProtocolError, match="unknown event"):
         event_from_fields("no-such-event", fields)

@@ -178,3 +178,79 @@ async def test_a_slow_store_read_does_not_block_other_connections(
     assert (await alice.reply(after))["type"] == "ok"
     await alice.close()
     await bob.close()
+
+
+class OrderHasher(PlainHasher):
+    """Blocks the first hash until `gate` opens, then records the order hashes ran in."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.order: list[str] = []
+
+    def hash(self, password: str) -> str:
+        if not self.order and not self.gate.is_set():
+            self.started.release()
+            self.gate.wait(TIMEOUT)
+        self.order.append(password)
+        return super().hash(password)
+
+
+async def test_password_work_is_served_round_robin_across_addresses() -> None:
+    """A flood of sign-ups from one address delays that address, not another's login."""
+    hasher = OrderHasher()
+    runner = NeedRunner(hasher, InlineReads(MemoryStore()), threads=1)
+    try:
+        flood = [
+            asyncio.ensure_future(runner.satisfy(1, (HashPassword(f"a{i}"),), "10.0.0.1"))
+            for i in range(10)
+        ]
+        assert await asyncio.to_thread(hasher.started.acquire, True, TIMEOUT)
+        other = asyncio.ensure_future(runner.satisfy(2, (HashPassword("b0"),), "10.0.0.2"))
+        await asyncio.sleep(0)
+        hasher.gate.set()
+        await asyncio.wait_for(asyncio.gather(other, *flood), TIMEOUT)
+        assert hasher.order.index("b0") <= 2  # behind at most the job running and one more
+        assert sorted(hasher.order) == sorted([f"a{i}" for i in range(10)] + ["b0"])
+    finally:
+        hasher.gate.set()
+        runner.close()
+
+
+async def test_one_address_cannot_fill_the_queue_for_everyone() -> None:
+    hasher = GateHasher()
+    runner = NeedRunner(hasher, InlineReads(MemoryStore()), threads=1, per_address=4)
+    try:
+        mine = [
+            asyncio.ensure_future(runner.satisfy(1, (HashPassword(f"m{i}"),), "10.0.0.1"))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(ServerBusy):
+            await runner.satisfy(1, (HashPassword("one-more"),), "10.0.0.1")
+        others = asyncio.ensure_future(runner.satisfy(2, (HashPassword("o"),), "10.0.0.2"))
+        hasher.gate.set()
+        assert await asyncio.wait_for(others, TIMEOUT) == {HashPassword("o"): "plain$o"}
+        await asyncio.wait_for(asyncio.gather(*mine), TIMEOUT)
+    finally:
+        hasher.gate.set()
+        runner.close()
+
+
+async def test_an_unknown_user_costs_a_real_verification() -> None:
+    """Issue 10: an unknown name was answered at once, a wrong password after Argon2."""
+
+    class Counting(PlainHasher):
+        verifies = 0
+
+        def verify(self, hash: str, password: str) -> bool:
+            Counting.verifies += 1
+            return super().verify(hash, password)
+
+    runner = NeedRunner(Counting(), InlineReads(MemoryStore()))
+    try:
+        need = VerifyPassword("", "guess")
+        assert await runner.satisfy(1, (need,), "10.0.0.1") == {need: Verified(False)}
+        assert Counting.verifies == 1 and runner.hashed == 1
+    finally:
+        runner.close()

@@ -112,6 +112,10 @@ def _record(event: Event) -> MessageRecord | None:
         return None
 
 
+#: Events that keep a client's state in step and have no line of their own.
+SILENT_EVENTS = frozenset({EventName.READ_MARKER})
+
+
 def render_event(event: Event, me: str | None = None) -> str | None:
     """The line to print for a server event (``None``: nothing worth showing)."""
     f = event.fields

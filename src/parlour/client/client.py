@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl as _ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -114,9 +115,33 @@ _FINAL_CODES = frozenset(
 )
 #: login errors that will not go away by retrying
 _FATAL_LOGIN = frozenset({ErrorCode.BAD_CREDENTIALS.value, ErrorCode.BANNED.value})
+#: requests the library sends again by itself after `rate_limited` (reads: the server did
+#: nothing, and nobody wants to see "slow down" for a history page); `server_busy` means
+#: nothing was done for any request, so every request waits and tries again
+_PATIENT_TYPES = frozenset(
+    {"rooms", "join", "history", "since", "who", "blocks", "bans", "audit", "ping", "sync"}
+)
+#: how often one request waits and tries again after `rate_limited` / `server_busy`, and the
+#: longest wait it accepts
+_PATIENT_TRIES = 8
+_PATIENT_WAIT_MAX = 30.0
 
 #: called with a reply as soon as it is read, before any frame that follows it
 ReplyHook = Callable[[Reply], None]
+
+
+def _patience(request: Request, reply: Reply) -> float | None:
+    """How long to wait before sending `request` again after `reply`, or None: answer now.
+    `server_busy` (nothing was done) for any request, `rate_limited` for reads."""
+    if not isinstance(reply, Error):
+        return None
+    if reply.code == ErrorCode.SERVER_BUSY.value or (
+        reply.code == ErrorCode.RATE_LIMITED.value and request.TYPE in _PATIENT_TYPES
+    ):
+        wait = reply.extra.get("retry_after")
+        if isinstance(wait, int | float) and 0 < wait <= _PATIENT_WAIT_MAX:
+            return float(wait) * (1 + random.random() / 4)  # spread a crowd's retries
+    return None
 
 
 def new_client_id() -> str:
@@ -299,6 +324,7 @@ class Client:
         max_frame: int = MAX_REPLY_FRAME,
         client_name: str = f"parlour-client/{__version__}",
         on_state: StateCallback | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
@@ -314,6 +340,7 @@ class Client:
         self._max_frame = max_frame
         self._client_name = client_name
         self._on_state = on_state
+        self._local_addr = local_addr
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
         self._catchup = CatchUp(self._cursors)
@@ -433,6 +460,7 @@ class Client:
                 self.port,
                 ssl=self._ssl,
                 server_hostname=self._server_hostname if self._ssl else None,
+                local_addr=self._local_addr,
             )
             conn = _Connection(
                 reader, writer, self._on_event, self._on_conn_closed, self._max_frame
@@ -510,7 +538,15 @@ class Client:
                     if exc.code in _FATAL_LOGIN:
                         self._shutdown(f"cannot log in again: {exc.message}")
                         return
-                    continue  # locked out, still logged in elsewhere, ...: retry later
+                    # busy, locked out, ...: retry later, not before the server says
+                    retry_after = exc.extra.get("retry_after")
+                    if isinstance(retry_after, int | float) and retry_after > 0:
+                        wait = min(float(retry_after), _PATIENT_WAIT_MAX)
+                        self._notify(
+                            ConnectionState.RECONNECTING, f"{exc.code}: retry in {wait:g}s"
+                        )
+                        await asyncio.sleep(wait * (1 + random.random() / 4))
+                    continue
                 except _Lost:
                     continue
             self.reconnects += 1
@@ -715,14 +751,21 @@ class Client:
     ) -> dict[str, Any]:
         """Send a request and return its ``ok`` data. With ``retry`` the same request (same
         client id) is sent again after a reconnect if the connection dropped before the reply."""
+        tries = 0
         while True:
             conn = await self._wait_ready()
+            request = build(self._new_id())
             try:
-                reply = await conn.request(build(self._new_id()), self._request_timeout, on_reply)
+                reply = await conn.request(request, self._request_timeout, on_reply)
             except _Lost as exc:
                 if retry and self._reconnect and not conn.final and self._closed_reason is None:
                     continue
                 raise ConnectionLost(str(exc)) from None
+            wait = _patience(request, reply)
+            if wait is not None and tries < _PATIENT_TRIES:
+                tries += 1
+                await asyncio.sleep(wait)
+                continue
             if on_reply is not None:
                 self._follow_catch_up()
             return _data(reply)

@@ -7,9 +7,10 @@ from typing import Literal
 
 from parlour import __version__
 
-__all__ = ["CoreConfig", "DuplicateLoginPolicy"]
+__all__ = ["BroadcastPolicy", "CoreConfig", "DuplicateLoginPolicy"]
 
-DuplicateLoginPolicy = Literal["reject", "allow"]
+DuplicateLoginPolicy = Literal["replace", "reject", "allow"]
+BroadcastPolicy = Literal["admins", "everyone"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +19,27 @@ class CoreConfig:
 
     #: minimum password length at sign-up and password change
     password_min_length: int = 8
-    #: consecutive failed logins that lock a user name, and for how long
+    #: consecutive failed logins of one user name from one address that lock that pair out,
+    #: and for how long (parlour.core.throttles)
     lockout_threshold: int = 3
     lockout_seconds: float = 60.0
-    #: `reject`: a second login is refused while a session is live; `allow`: several sessions
-    duplicate_login: DuplicateLoginPolicy = "reject"
+    #: failed logins from one address, for any names, within the window that lock the address
+    #: out of every login (doubling with each lock, at most an hour)
+    address_lockout_threshold: int = 20
+    address_lockout_window: float = 600.0
+    #: failed logins of one account, from any addresses, within the window that put it under
+    #: attack: addresses that failed on it are then locked out of it
+    account_lockout_threshold: int = 50
+    account_lockout_window: float = 3600.0
+    #: a second login of a user with a live session: `replace` ends the old session
+    #: (`disconnect` code `logged_out`) and lets the new one in; `reject` refuses it
+    #: (`already_logged_in`) while the old session is alive (it sent something within two
+    #: heartbeats), else replaces it; `allow` keeps both
+    duplicate_login: DuplicateLoginPolicy = "replace"
+    #: who may `broadcast` to every user: `admins`, or `everyone`
+    broadcast_policy: BroadcastPolicy = "admins"
+    #: log each message's text (sender, target and size are logged at INFO anyway)
+    log_message_text: bool = False
     #: name of the administrator account created on first start
     admin_name: str = "admin"
     #: rooms created on first start
@@ -33,20 +50,29 @@ class CoreConfig:
     max_page: int = 500
     #: newest messages per room (and per active conversation) kept in memory
     recent_window: int = 256
-    #: (sender, client id) pairs remembered for idempotent resends, beyond the recent window
+    #: (sender, client id) pairs remembered for idempotent resends (the newest; loaded from the
+    #: store at start), and for how long after the original a resend is recognised
     client_id_memory: int = 100_000
+    client_id_ttl: float = 86_400.0
+    #: DM conversations kept in memory (the least recently used are dropped and read again
+    #: when needed)
+    conversation_cache: int = 10_000
     #: longest accepted message text, in characters
     max_message_length: int = 4000
     #: token bucket per connection for message-producing requests (send, dm, edit, delete,
     #: broadcast): sustained rate per second and bucket capacity (burst)
     rate_per_second: float = 20.0
     rate_burst: float = 10.0
+    #: token bucket per connection for reads (history, since, join, who, rooms, blocks, bans,
+    #: audit): a request costs 1, plus 1 per 100 messages or users it returns
+    read_rate_per_second: float = 20.0
+    read_burst: float = 40.0
     #: window of `who {"recent": true}` in seconds (users logged in or active within the last
     #: hour); `who {"since": seconds}` asks for another window
     presence_window: float = 3600.0
     #: longest kick/ban reason and broadcast text are bounded by max_message_length too
     max_reason_length: int = 200
-    #: failed-login records kept for lockout accounting (oldest evicted first)
+    #: entries of each login-throttle table (the least recently touched are dropped first)
     max_tracked_failures: int = 10_000
     #: most messages / approximate bytes one login or sync pushes (offline DMs + resume);
     #: beyond it the reply says `truncated` and the client syncs again from what it got.
@@ -73,10 +99,16 @@ class CoreConfig:
             raise ValueError("lockout_threshold must be at least 1")
         if self.lockout_seconds < 0:
             raise ValueError("lockout_seconds must not be negative")
-        if self.duplicate_login not in ("reject", "allow"):
-            raise ValueError("duplicate_login must be 'reject' or 'allow'")
+        if self.duplicate_login not in ("replace", "reject", "allow"):
+            raise ValueError("duplicate_login must be 'replace', 'reject' or 'allow'")
         if self.rate_per_second <= 0 or self.rate_burst < 1:
             raise ValueError("rate_per_second must be > 0 and rate_burst >= 1")
+        if self.read_rate_per_second <= 0 or self.read_burst < 1:
+            raise ValueError("read_rate_per_second must be > 0 and read_burst >= 1")
+        if self.broadcast_policy not in ("admins", "everyone"):
+            raise ValueError("broadcast_policy must be 'admins' or 'everyone'")
+        if self.conversation_cache < 1:
+            raise ValueError("conversation_cache must be at least 1")
         if self.join_history < 0 or self.max_page < 1 or self.recent_window < 1:
             raise ValueError("join_history >= 0, max_page >= 1 and recent_window >= 1 required")
         if self.max_message_length < 1:

@@ -152,6 +152,17 @@ class Ctx:
         if wait > 0:
             self.rate_limited(wait)
 
+    def may_read(self, c: Connection) -> None:
+        """Refuse a read request (`rate_limited`) while `c`'s read bucket is empty. Spends
+        nothing: call `read_done` once the answer is ready (after every need)."""
+        wait = c.reads.wait(self.now)
+        if wait > 0:
+            self.rate_limited(wait)
+
+    def read_done(self, c: Connection, items: int = 0) -> None:
+        """Charge a read: 1, plus 1 per 100 messages or rows it returns."""
+        c.reads.charge(self.now, 1 + items // 100)
+
     @staticmethod
     def rate_limited(wait: float) -> NoReturn:
         retry = math.ceil(wait * 1000) / 1000

@@ -170,12 +170,12 @@ class ClientIds:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
-        self._ids: OrderedDict[tuple[int, str, str], tuple[int, float]] = OrderedDict()
+        self._ids: OrderedDict[tuple[int | str, str, str], tuple[int, float]] = OrderedDict()
 
-    def get(self, scope: int, sender: str, client_id: str) -> tuple[int, float] | None:
+    def get(self, scope: int | str, sender: str, client_id: str) -> tuple[int, float] | None:
         return self._ids.get((scope, sender, client_id))
 
-    def put(self, scope: int, sender: str, client_id: str, seq: int, ts: float) -> None:
+    def put(self, scope: int | str, sender: str, client_id: str, seq: int, ts: float) -> None:
         ids = self._ids
         ids[(scope, sender, client_id)] = (seq, ts)
         if len(ids) > self._capacity:

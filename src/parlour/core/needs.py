@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from parlour.core.records import StoredMessage
+from parlour.core.records import BroadcastRecord, StoredMessage
 
 __all__ = [
     "NO_ANSWERS",
@@ -25,6 +25,7 @@ __all__ = [
     "HashPassword",
     "Need",
     "NeedMore",
+    "ReadBroadcasts",
     "ReadDm",
     "ReadRoom",
     "ReadSince",
@@ -87,10 +88,19 @@ class ReadSince:
     limit: int
 
 
-Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince
+@dataclass(frozen=True, slots=True)
+class ReadBroadcasts:
+    """Committed broadcasts with a sequence above `after`, at most `limit` (answer:
+    list[BroadcastRecord]; `Store.broadcasts`)."""
+
+    after: int
+    limit: int
+
+
+Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts
 
 #: answers computed so far for one request: need -> its answer
-Answers = Mapping[Need, "str | Verified | list[StoredMessage]"]
+Answers = Mapping[Need, "str | Verified | list[StoredMessage] | list[BroadcastRecord]"]
 
 NO_ANSWERS: Answers = {}
 

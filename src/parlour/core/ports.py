@@ -20,6 +20,7 @@ from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
+    BroadcastRecord,
     DmCursorRecord,
     MembershipRecord,
     Role,
@@ -41,6 +42,7 @@ __all__ = [
     "AuditEntry",
     "BanRecord",
     "BlockRecord",
+    "BroadcastRecord",
     "Bus",
     "BusMessage",
     "DmCursorRecord",
@@ -69,10 +71,18 @@ class Store(Protocol):
     only `after` is given, the *oldest* `limit` messages above it are returned.
     """
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
         """Everything the core keeps hot: all users, rooms, memberships, bans, blocks, DM
-        cursors and last sequences, the newest `recent` messages of every room and the newest
-        `audit` audit entries."""
+        cursors and last sequences, the newest `recent` messages of every room, the newest
+        `audit` audit entries, and the newest `client_ids` messages (rooms and DMs) sent with
+        a client id at or after `client_ids_since`."""
         ...
 
     def room_messages(
@@ -89,6 +99,10 @@ class Store(Protocol):
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         """The newest `limit` audit entries, newest first."""
+        ...
+
+    def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        """The oldest `limit` broadcasts with a sequence above `after`, ascending."""
         ...
 
     def apply(self, writes: Sequence[Write]) -> None:
@@ -112,6 +126,8 @@ class Reads(Protocol):
     async def messages_since(
         self, rooms: Sequence[str], ts: float, limit: int
     ) -> list[StoredMessage]: ...
+
+    async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]: ...
 
 
 class PasswordHasher(Protocol):

@@ -20,8 +20,10 @@ __all__ = [
     "AuditEntry",
     "BanRecord",
     "BlockRecord",
+    "BroadcastRecord",
     "DmCursorRecord",
     "MembershipRecord",
+    "ReadMarkerRecord",
     "Role",
     "RoomRecord",
     "StoreSnapshot",
@@ -124,6 +126,26 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadMarkerRecord:
+    """`user`'s read position: in room `room` (its display name) or conversation `conv`."""
+
+    user: str
+    seq: int
+    room: str | None = None
+    conv: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastRecord:
+    """An announcement to every user (`seq` numbers them, from 1)."""
+
+    seq: int
+    ts: float
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     ts: float
     actor: str
@@ -137,8 +159,8 @@ class StoreSnapshot:
     """Everything the core keeps hot, read once at start.
 
     `room_last_seq` / `dm_last_seq` hold the highest sequence number per room / conversation
-    (rooms or conversations without messages may be absent). `recent` and `audit` are
-    bounded by what `Store.load` was asked for; anything older is read on demand.
+    (rooms or conversations without messages may be absent). `recent`, `audit` and
+    `client_ids` are bounded by what `Store.load` was asked for; anything older is read on demand.
     """
 
     users: Sequence[UserRecord] = ()
@@ -153,3 +175,11 @@ class StoreSnapshot:
     recent: Mapping[str, Sequence[StoredMessage]] = field(default_factory=dict)
     #: the newest audit entries (at most the `audit` asked for), newest first
     audit: Sequence[AuditEntry] = ()
+    #: room messages and DMs sent with a client id at or after `client_ids_since`, at most
+    #: `client_ids` of them, newest first: what a resend after a restart is recognised by
+    client_ids: Sequence[StoredMessage] = ()
+    #: every user's read position per room and conversation
+    read_markers: Sequence[ReadMarkerRecord] = ()
+    #: the highest broadcast sequence, and per user name the highest delivered to them
+    broadcast_last_seq: int = 0
+    broadcast_cursors: Mapping[str, int] = field(default_factory=dict)

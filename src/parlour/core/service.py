@@ -23,10 +23,12 @@ from parlour.core.config import CoreConfig
 from parlour.core.context import Ctx, fail, log_event
 from parlour.core.handlers import (
     accounts,
+    broadcasts,
     catch_up,
     dms,
     messages,
     moderation,
+    reading,
     rooms,
     social,
 )
@@ -38,6 +40,7 @@ from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
 from parlour.core.state import ChatState, UserState
+from parlour.core.throttles import LoginThrottle
 from parlour.core.writes import CreateRoom, CreateUser, RemoveBan, Write
 from parlour.protocol import (
     AuditRequest,
@@ -58,6 +61,7 @@ from parlour.protocol import (
     LeaveRequest,
     LoginRequest,
     LogoutRequest,
+    MarkReadRequest,
     Ok,
     PasswdRequest,
     PingRequest,
@@ -74,6 +78,7 @@ from parlour.protocol import (
     SyncRequest,
     UnbanRequest,
     UnblockRequest,
+    UnreadRequest,
     WhoRequest,
 )
 
@@ -117,7 +122,9 @@ HANDLERS: dict[type[Any], Handler] = {
     EditRequest: messages.edit,
     DeleteRequest: messages.delete,
     DmRequest: dms.dm,
-    BroadcastRequest: moderation.broadcast,
+    BroadcastRequest: broadcasts.broadcast,
+    MarkReadRequest: reading.mark_read,
+    UnreadRequest: reading.unread,
     WhoRequest: social.who,
     BlockRequest: social.block,
     UnblockRequest: social.unblock,
@@ -137,7 +144,17 @@ class ChatService:
     def __init__(self, snapshot: StoreSnapshot, config: CoreConfig) -> None:
         """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`)."""
         self._cfg = config
-        self.sessions = Sessions()
+        self.sessions = Sessions(
+            LoginThrottle(
+                config.lockout_threshold,
+                config.lockout_seconds,
+                address_threshold=config.address_lockout_threshold,
+                address_window=config.address_lockout_window,
+                account_threshold=config.account_lockout_threshold,
+                account_window=config.account_lockout_window,
+                capacity=config.max_tracked_failures,
+            )
+        )
         holder: list[Ctx] = []
         self.state = ChatState(
             snapshot,
@@ -150,9 +167,14 @@ class ChatService:
         holder.append(self._cx)
 
     @staticmethod
-    def load_args(config: CoreConfig) -> dict[str, int]:
-        """What to ask `Store.load` for, for this configuration."""
-        return {"recent": config.recent_window, "audit": config.audit_memory}
+    def load_args(config: CoreConfig, now: float = 0.0) -> dict[str, Any]:
+        """What to ask `Store.load` for, for this configuration, at `now`."""
+        return {
+            "recent": config.recent_window,
+            "audit": config.audit_memory,
+            "client_ids": config.client_id_memory,
+            "client_ids_since": now - config.client_id_ttl,
+        }
 
     # ================================================================== lifecycle
 
@@ -192,8 +214,10 @@ class ChatService:
 
     def connect(self, conn: ConnId, peer: str, now: float) -> Outcome:
         """A new connection `conn` from `peer` ("host:port"); it must send `hello` first."""
-        bucket = TokenBucket(self._cfg.rate_per_second, self._cfg.rate_burst, now)
-        self.sessions.open(conn, peer, now, bucket)
+        cfg = self._cfg
+        bucket = TokenBucket(cfg.rate_per_second, cfg.rate_burst, now)
+        reads = TokenBucket(cfg.read_rate_per_second, cfg.read_burst, now)
+        self.sessions.open(conn, peer, now, bucket, reads)
         return EMPTY
 
     def handle(
@@ -207,6 +231,7 @@ class ChatService:
         cx = self._cx
         cx.now = now
         cx.answers = answers
+        c.last_request = now
         try:
             handler = HANDLERS.get(type(request))
             if handler is None:
@@ -249,8 +274,8 @@ class ChatService:
         return out.done(None)
 
     def tick(self, now: float) -> Outcome:
-        """Expire timed state (bans, lockouts); call about once a second."""
-        self.state.lockouts.expire(now)
+        """Expire timed state (bans, login throttles); call about once a second."""
+        self.sessions.throttle.expire(now)
         expired = self.state.bans.expired(now)
         if not expired:
             return EMPTY

@@ -9,23 +9,52 @@ its own `Sessions`, and a delivery's logical address is resolved against them by
 from __future__ import annotations
 
 from parlour.core.limits import TokenBucket
+from parlour.core.throttles import LoginThrottle
 
-__all__ = ["Connection", "RoomOnline", "Sessions"]
+__all__ = ["Connection", "RoomOnline", "Sessions", "address_of"]
+
+
+def address_of(peer: str) -> str:
+    """The host part of a peer name (``1.2.3.4:5``, ``[::1]:5``): the unit of per-address
+    limits and throttles."""
+    host, sep, _ = peer.rpartition(":")
+    if not sep:
+        return peer
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 class Connection:
-    """One transport connection. `user` is the logged-in user's key (None before login)."""
+    """One transport connection. `user` is the logged-in user's key (None before login).
+    `bucket` limits message-producing requests, `reads` read requests; `last_request` is when
+    it last sent a request (a session that has been silent for two heartbeats is taken for
+    dead by the `reject` duplicate-login policy)."""
 
-    __slots__ = ("bucket", "connected_at", "hello", "id", "login_at", "peer", "user")
+    __slots__ = (
+        "address",
+        "bucket",
+        "connected_at",
+        "hello",
+        "id",
+        "last_request",
+        "login_at",
+        "peer",
+        "reads",
+        "user",
+    )
 
-    def __init__(self, conn: int, peer: str, now: float, bucket: TokenBucket) -> None:
+    def __init__(
+        self, conn: int, peer: str, now: float, bucket: TokenBucket, reads: TokenBucket
+    ) -> None:
         self.id = conn
         self.peer = peer
+        self.address = address_of(peer)
         self.connected_at = now
+        self.last_request = now
         self.hello = False
         self.user: str | None = None
         self.login_at: float | None = None
         self.bucket = bucket
+        self.reads = reads
 
 
 class RoomOnline:
@@ -71,9 +100,12 @@ _NOBODY = RoomOnline()
 class Sessions:
     """This node's connections and logged-in sessions."""
 
-    __slots__ = ("by_user", "conns", "rooms", "signups")
+    __slots__ = ("by_user", "conns", "rooms", "signups", "throttle")
 
-    def __init__(self) -> None:
+    def __init__(self, throttle: LoginThrottle) -> None:
+        #: failed password checks by account, address and both (shared through Redis when
+        #: there are several nodes)
+        self.throttle = throttle
         self.conns: dict[int, Connection] = {}
         #: user key -> this node's live sessions of the user (several only with the `allow`
         #: duplicate-login policy), in login order
@@ -86,8 +118,10 @@ class Sessions:
 
     # ------------------------------------------------------------------ connections
 
-    def open(self, conn: int, peer: str, now: float, bucket: TokenBucket) -> Connection:
-        c = self.conns[conn] = Connection(conn, peer, now, bucket)
+    def open(
+        self, conn: int, peer: str, now: float, bucket: TokenBucket, reads: TokenBucket
+    ) -> Connection:
+        c = self.conns[conn] = Connection(conn, peer, now, bucket, reads)
         return c
 
     def close(self, conn: int) -> Connection | None:

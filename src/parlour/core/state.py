@@ -10,9 +10,9 @@ Node-local state (connections, sessions, rate buckets) is in `parlour.core.sessi
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from parlour.core.accounts import Lockouts
 from parlour.core.blocking import Blocks
 from parlour.core.config import CoreConfig
 from parlour.core.messages import ClientIds, MessageLog, Reader
@@ -29,7 +29,13 @@ from parlour.core.records import (
     user_key,
 )
 
-__all__ = ["ChatState", "Conversation", "Room", "UserState"]
+__all__ = ["ChatState", "Conversation", "Room", "UserState", "room_scope"]
+
+
+def room_scope(rk: str) -> str:
+    """The read-marker scope of room key `rk` (conversation ids contain ':', room keys do not
+    start with '#')."""
+    return "#" + rk
 
 
 class UserState:
@@ -82,7 +88,8 @@ class Room:
 
 
 class Conversation:
-    """The DM conversation `conv` between user keys `a` and `b` (a < b)."""
+    """The DM conversation `conv` between user keys `a` and `b` (a < b). Its client ids are
+    scoped by `conv` (it may be dropped from memory and loaded again)."""
 
     __slots__ = ("a", "b", "conv", "log", "uid")
 
@@ -119,13 +126,11 @@ class ChatState:
         self._uids = itertools.count(1)
         self.users: dict[str, UserState] = {}
         self.rooms: dict[str, Room] = {}
-        self.convs: dict[str, Conversation] = {}
+        #: conversations in memory, least recently used first (bounded: conversation_cache)
+        self.convs: OrderedDict[str, Conversation] = OrderedDict()
         #: (user key, conversation) -> highest DM seq delivered (or skipped) to that user
         self.cursors: dict[tuple[str, str], int] = {}
         self.client_ids = ClientIds(config.client_id_memory)
-        self.lockouts = Lockouts(
-            config.lockout_threshold, config.lockout_seconds, config.max_tracked_failures
-        )
         self.blocks = Blocks()
         for u in snap.users:
             self.users[user_key(u.name)] = UserState(u, user_key(u.name))
@@ -147,6 +152,34 @@ class ChatState:
                 if k in self.users:
                     self.users[k].convs.add(conv)
         self.audit = AuditTrail(config.audit_memory, snap.audit)
+        #: (user key, scope) -> read position; scope: `room_scope(room key)` or a conversation
+        self.read_markers: dict[tuple[str, str], int] = {}
+        for marker in snap.read_markers:
+            if marker.room is not None:
+                where = room_scope(room_key(marker.room))
+            elif marker.conv is not None:
+                where = marker.conv
+            else:
+                continue
+            self.read_markers[(user_key(marker.user), where)] = marker.seq
+        self.broadcast_last = snap.broadcast_last_seq
+        #: user key -> the highest broadcast delivered to them
+        self.broadcast_cursors: dict[str, int] = {
+            user_key(name): seq for name, seq in snap.broadcast_cursors.items()
+        }
+        # oldest first, so that the newest stay when there are more than the memory holds
+        for sent in reversed(snap.client_ids):
+            if sent.client_id is None:
+                continue
+            scope: int | str
+            if sent.recipient is not None:
+                scope = sent.scope  # a DM: its conversation id
+            else:
+                known = self.rooms.get(room_key(sent.scope))
+                if known is None:
+                    continue
+                scope = known.uid
+            self.client_ids.put(scope, user_key(sent.sender), sent.client_id, sent.seq, sent.ts)
 
     # ------------------------------------------------------------------ rooms
 
@@ -170,7 +203,7 @@ class ChatState:
         self.rooms[room_key(rec.name)] = room
         return room
 
-    def _remember_client_ids(self, scope: int, log: MessageLog) -> None:
+    def _remember_client_ids(self, scope: int | str, log: MessageLog) -> None:
         """Client ids of the messages in `log`'s window (resends recognised after a restart)."""
         for m in log.recent():
             if m.client_id is not None:
@@ -181,19 +214,31 @@ class ChatState:
     def conv(self, a: str, b: str) -> Conversation:
         """The conversation of user keys `a` and `b`. On first use its newest messages are
         read (a need: call it before changing anything) into its window, and their client ids
-        remembered."""
+        remembered. At most `conversation_cache` stay in memory: the least recently used one
+        goes (its last sequence is kept; its messages are read again when needed)."""
         cid = conv_id(a, b)
-        c = self.convs.get(cid)
+        convs = self.convs
+        c = convs.get(cid)
         if c is not None:
+            convs.move_to_end(cid)
             return c
         last, window = self.dm_last.get(cid, 0), self._cfg.recent_window
         read = self._dm_reader(cid)
         recent = read(None, None, window) if last else []
         lo, hi = conv_members(cid)
         c = Conversation(next(self._uids), cid, lo, hi, MessageLog(last, window, read, recent))
-        self._remember_client_ids(c.uid, c.log)
-        self.convs[cid] = c
+        self._remember_client_ids(cid, c.log)
+        convs[cid] = c
+        while len(convs) > self._cfg.conversation_cache:
+            _, gone = convs.popitem(last=False)
+            if gone.log.last_seq:
+                self.dm_last[gone.conv] = gone.log.last_seq
         return c
+
+    def conv_exists(self, a: str, b: str) -> bool:
+        """Whether user keys `a` and `b` have exchanged any DM (without loading anything)."""
+        cid = conv_id(a, b)
+        return cid in self.convs or self.dm_last.get(cid, 0) > 0
 
     def dm_last_seq(self, cid: str) -> int:
         c = self.convs.get(cid)

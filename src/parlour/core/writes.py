@@ -18,6 +18,10 @@ Semantics every store must implement (checked by tests/storage/store_conformance
 * `AddBan` replaces any ban of that user; `RemoveBan` / `RemoveBlock` remove if present;
   `AddBlock` is idempotent.
 * `Audit` appends an audit-log entry.
+* `SetReadMarker` sets a user's read position in a room (`room`) or conversation (`conv`),
+  never lowering it; `RenameRoom` carries the room's markers over, `DeleteRoom` drops them.
+* `AppendBroadcast` stores an announcement to every user with its sequence number;
+  `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from parlour.core.records import Role
 __all__ = [
     "AddBan",
     "AddBlock",
+    "AppendBroadcast",
     "AppendDm",
     "AppendRoomMessage",
     "Audit",
@@ -43,9 +48,11 @@ __all__ = [
     "RemoveBan",
     "RemoveBlock",
     "RenameRoom",
+    "SetBroadcastCursor",
     "SetDmCursor",
     "SetMembership",
     "SetPassword",
+    "SetReadMarker",
     "Write",
 ]
 
@@ -185,6 +192,28 @@ class Audit:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class SetReadMarker:
+    user: str
+    seq: int
+    room: str | None = None
+    conv: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBroadcast:
+    seq: int
+    sender: str
+    text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetBroadcastCursor:
+    user: str
+    seq: int
+
+
 Write = (
     CreateUser
     | SetPassword
@@ -205,4 +234,7 @@ Write = (
     | AddBlock
     | RemoveBlock
     | Audit
+    | SetReadMarker
+    | AppendBroadcast
+    | SetBroadcastCursor
 )

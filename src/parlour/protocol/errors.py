@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
     SERVER_BUSY = "server_busy"
+    TOO_MANY_ERRORS = "too_many_errors"
     # server / connection end reasons
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"
@@ -70,6 +71,7 @@ FATAL_CODES: frozenset[ErrorCode] = frozenset(
         ErrorCode.SHUTTING_DOWN,
         ErrorCode.IDLE_TIMEOUT,
         ErrorCode.SLOW_CONSUMER,
+        ErrorCode.TOO_MANY_ERRORS,
     }
 )
 

@@ -38,6 +38,7 @@ __all__ = [
     "MessageEditedEvent",
     "MessageEvent",
     "PresenceEvent",
+    "ReadMarkerEvent",
     "RoomCreatedEvent",
     "RoomDeletedEvent",
     "RoomRenamedEvent",
@@ -64,6 +65,7 @@ class EventName(StrEnum):
     ROOM_CREATED = "room_created"
     ROOM_RENAMED = "room_renamed"
     ROOM_DELETED = "room_deleted"
+    READ_MARKER = "read_marker"
     DISCONNECT = "disconnect"
 
 
@@ -310,12 +312,14 @@ class PresenceEvent(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastEvent(Event):
-    """An announcement to everyone."""
+    """An announcement to every user; `seq` numbers broadcasts (offline users get the ones
+    they missed at their next login; a client resumes them with `resume.broadcasts`)."""
 
     NAME: ClassVar[EventName] = EventName.BROADCAST
     sender: str
     text: str
     ts: float
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -366,6 +370,17 @@ class RoomDeletedEvent(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadMarkerEvent(Event):
+    """Your read position moved (on another of your sessions): ``room`` or ``peer``, one of
+    them null."""
+
+    NAME: ClassVar[EventName] = EventName.READ_MARKER
+    room: str | None
+    peer: str | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DisconnectEvent(Event):
     """The server is closing this connection, and why (an error code and a text)."""
 
@@ -390,6 +405,7 @@ _EVENT_CLASSES: tuple[type[Event], ...] = (
     RoomCreatedEvent,
     RoomRenamedEvent,
     RoomDeletedEvent,
+    ReadMarkerEvent,
     DisconnectEvent,
 )
 

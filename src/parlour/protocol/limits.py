@@ -8,6 +8,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "DEFAULT_MAX_TEXT",
     "MAX_CLIENT_ID",
+    "MAX_DURATION",
     "MAX_LIMIT",
     "MAX_NAME",
     "MAX_PASSWORD",
@@ -28,6 +29,8 @@ MAX_CLIENT_ID = 64
 MAX_PASSWORD = 1024
 MAX_REASON = 500
 MAX_LIMIT = 1000
+#: longest duration a request may carry (a ban, a `who` window): 100 years, in seconds
+MAX_DURATION = 100 * 365 * 86400
 MAX_REQUEST_ID = 64
 MAX_RESUME_ENTRIES = 10_000
 MAX_ROOM_LIST = 1000

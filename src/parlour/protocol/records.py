@@ -19,6 +19,7 @@ __all__ = [
     "Limits",
     "MessageRecord",
     "RoomRow",
+    "UnreadRow",
     "WhoRow",
     "records_from_wire",
 ]
@@ -138,6 +139,20 @@ class BanRow(TypedDict):
     reason: str
     by: str
     ts: float
+
+
+class UnreadRow(TypedDict, total=False):
+    """One room (``room``) or DM conversation (``peer``) of the ``unread`` reply: its last
+    sequence, your read position, how many messages after it are not yours (``unread``, at most
+    1000: ``capped`` when there are more) and how many of those mention you."""
+
+    room: str
+    peer: str
+    last_seq: int
+    read_seq: int
+    unread: int
+    mentions: int
+    capped: bool
 
 
 class AuditRow(TypedDict):

@@ -25,6 +25,7 @@ from parlour.protocol.records import (
     Limits,
     MessageRecord,
     RoomRow,
+    UnreadRow,
     WhoRow,
     records_from_wire,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "HistoryReply",
     "JoinReply",
     "KickReply",
+    "MarkReadReply",
     "MessageReply",
     "Ok",
     "PingReply",
@@ -56,6 +58,7 @@ __all__ = [
     "SessionReply",
     "SinceReply",
     "SyncReply",
+    "UnreadReply",
     "UserReply",
     "UsersReply",
     "WhoReply",
@@ -283,7 +286,11 @@ class MessageReply(ReplyData):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastReply(ReplyData):
+    """``broadcast``: the live sessions that got it now (every other user gets it at their
+    next login) and its sequence number."""
+
     delivered: int
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -337,6 +344,24 @@ class PingReply(ReplyData):
     ts: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkReadReply(ReplyData):
+    """``mark_read``: your read position there now (never lower than before)."""
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"room", "peer"})
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreadReply(ReplyData):
+    """``unread``: a row per room you are in and per DM conversation you have."""
+
+    rooms: Sequence[UnreadRow]
+    dms: Sequence[UnreadRow]
+
+
 #: request ``type`` -> the class of the ``data`` of its ``ok`` reply
 REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "hello": HelloReply,
@@ -367,6 +392,8 @@ REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "bans": BansReply,
     "audit": AuditReply,
     "sync": SyncReply,
+    "mark_read": MarkReadReply,
+    "unread": UnreadReply,
     "ping": PingReply,
 }
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
 from parlour.protocol.limits import (
     MAX_CLIENT_ID,
+    MAX_DURATION,
     MAX_LIMIT,
     MAX_PASSWORD,
     MAX_REASON,
@@ -48,6 +49,7 @@ __all__ = [
     "LeaveRequest",
     "LoginRequest",
     "LogoutRequest",
+    "MarkReadRequest",
     "PasswdRequest",
     "PingRequest",
     "Request",
@@ -62,6 +64,7 @@ __all__ = [
     "SyncRequest",
     "UnbanRequest",
     "UnblockRequest",
+    "UnreadRequest",
     "WhoRequest",
     "parse_request",
 ]
@@ -130,15 +133,28 @@ def _v_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _v_seq(name: str, value: Any) -> int:
+    if not _is_int(value) or not 0 <= value <= _MAX_INT:
+        raise _invalid(name, "must be a non-negative integer")
+    return int(value)
+
+
 def _v_limit(name: str, value: Any) -> int:
     if not _is_int(value) or not 1 <= value <= MAX_LIMIT:
         raise _invalid(name, f"must be an integer from 1 to {MAX_LIMIT}")
     return int(value)
 
 
-def _v_number(name: str, value: Any, *, positive: bool) -> float:
-    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+def _v_number(name: str, value: Any, *, positive: bool, most: float = _MAX_INT) -> float:
+    # an integer is compared before any conversion: one beyond a float's range would raise
+    # OverflowError in math.isfinite (a 400-digit "ts" must be a clear error, not a crash)
+    if _is_int(value):
+        if not -_MAX_INT <= value <= _MAX_INT:
+            raise _invalid(name, "must be a finite number")
+    elif not isinstance(value, float) or not math.isfinite(value):
         raise _invalid(name, "must be a finite number")
+    if value > most:
+        raise _invalid(name, f"must be at most {most:g}")
     if value < 0 or (positive and value == 0):
         raise _invalid(name, "must be positive" if positive else "must not be negative")
     return float(value)
@@ -149,7 +165,7 @@ def _v_timestamp(name: str, value: Any) -> float:
 
 
 def _v_duration(name: str, value: Any) -> float:
-    return _v_number(name, value, positive=True)
+    return _v_number(name, value, positive=True, most=MAX_DURATION)
 
 
 def _v_name_tuple(name: str, value: Any) -> tuple[str, ...]:
@@ -171,17 +187,24 @@ def _v_cursors(name: str, value: Any) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resume:
-    """Last seen sequence per room and per DM peer, sent in ``login``/``sync``."""
+    """Last seen sequence per room and per DM peer, and of broadcasts, sent in
+    ``login``/``sync``."""
 
     rooms: Mapping[str, int] = field(default_factory=dict)
     dms: Mapping[str, int] = field(default_factory=dict)
+    broadcasts: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rooms", _v_cursors("resume.rooms", self.rooms))
         object.__setattr__(self, "dms", _v_cursors("resume.dms", self.dms))
+        if self.broadcasts is not None:
+            object.__setattr__(self, "broadcasts", _v_seq("resume.broadcasts", self.broadcasts))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"rooms": dict(self.rooms), "dms": dict(self.dms)}
+        out: dict[str, Any] = {"rooms": dict(self.rooms), "dms": dict(self.dms)}
+        if self.broadcasts is not None:
+            out["broadcasts"] = self.broadcasts
+        return out
 
     @classmethod
     def from_wire(cls, value: Any) -> Resume:
@@ -189,7 +212,11 @@ class Resume:
             return value
         if not isinstance(value, Mapping):
             raise _invalid("resume", 'must be an object {"rooms": {...}, "dms": {...}}')
-        return cls(rooms=value.get("rooms") or {}, dms=value.get("dms") or {})
+        return cls(
+            rooms=value.get("rooms") or {},
+            dms=value.get("dms") or {},
+            broadcasts=value.get("broadcasts"),
+        )
 
 
 def _v_resume(name: str, value: Any) -> Resume:
@@ -648,6 +675,35 @@ class SyncRequest(_Request):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MarkReadRequest(_Request):
+    """Your read position in a room (``room``) or a DM conversation (``peer``): you have read
+    everything up to ``seq``. Stored on the server (a marker never moves back), so every
+    client of yours agrees on what is unread."""
+
+    TYPE: ClassVar[str] = "mark_read"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("room", _v_name, False),
+        ("peer", _v_name, False),
+        ("seq", _v_seq, True),
+    )
+    id: RequestId
+    room: str | None = None
+    peer: str | None = None
+    seq: int
+
+    def _check(self) -> None:
+        _exactly_one_target(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreadRequest(_Request):
+    """Your unread and mention counts and read positions, per room and DM conversation."""
+
+    TYPE: ClassVar[str] = "unread"
+    id: RequestId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PingRequest(_Request):
     """Heartbeat; also resets the server's idle timer."""
 
@@ -684,6 +740,8 @@ Request = (
     | BansRequest
     | AuditRequest
     | SyncRequest
+    | MarkReadRequest
+    | UnreadRequest
     | PingRequest
 )
 
@@ -716,6 +774,8 @@ _REQUEST_CLASSES: tuple[type[_Request], ...] = (
     BansRequest,
     AuditRequest,
     SyncRequest,
+    MarkReadRequest,
+    UnreadRequest,
     PingRequest,
 )
 

@@ -76,7 +76,13 @@ def core_config(settings: Settings) -> CoreConfig:
         "password_min_length": settings.min_password,
         "lockout_threshold": settings.lockout_attempts,
         "lockout_seconds": settings.lockout_seconds,
+        "address_lockout_threshold": settings.address_lockout_attempts,
+        "account_lockout_threshold": settings.account_lockout_attempts,
+        "read_rate_per_second": settings.read_rate,
+        "read_burst": float(settings.read_burst),
         "duplicate_login": settings.duplicate_login,
+        "broadcast_policy": settings.broadcast,
+        "log_message_text": settings.log_message_text,
         "default_rooms": settings.default_rooms,
         "join_history": settings.history_on_join,
         "max_message_length": settings.max_message,
@@ -178,13 +184,13 @@ class ChatServer:
             config = core_config(settings)
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
-            service = ChatService(store.load(**ChatService.load_args(config)), config)
+            service = ChatService(store.load(**ChatService.load_args(config, clock())), config)
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
             if reads is None:
                 reads = open_reads(store)
-            needs = NeedRunner(password_hasher or argon2, reads)
+            needs = NeedRunner(password_hasher or argon2, reads, max_queued=settings.password_queue)
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
             )
@@ -214,7 +220,9 @@ class ChatServer:
             limits = EndpointLimits(
                 max_frame=settings.max_frame,
                 max_connections=settings.max_connections,
+                max_connections_per_address=settings.max_connections_per_address,
                 idle_timeout=settings.idle_timeout,
+                login_timeout=settings.login_timeout,
                 tick_interval=tick_interval,
             )
             endpoint = Endpoint(

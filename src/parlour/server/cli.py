@@ -33,7 +33,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "idle_timeout": float,
     "rate": float,
     "burst": int,
-    "duplicate_login": click.Choice(["reject", "allow"]),
+    "duplicate_login": click.Choice(["replace", "reject", "allow"]),
     "log_level": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     "log_format": click.Choice(["text", "json"]),
 }

@@ -38,7 +38,7 @@ ENV_PREFIX = "PARLOUR_"
 
 StoreKind = Literal["sqlite", "memory"]
 LogFormat = Literal["text", "json"]
-DuplicateLogin = Literal["reject", "allow"]
+DuplicateLogin = Literal["replace", "reject", "allow"]
 
 
 class ConfigError(ValueError):
@@ -67,14 +67,23 @@ class Settings:
     argon2_memory_kib: int = 65536
     rate: float = 20.0
     burst: int = 10
+    read_rate: float = 20.0
+    read_burst: int = 40
     max_connections: int = 10000
+    max_connections_per_address: int = 256
     idle_timeout: float = 90.0
+    login_timeout: float = 30.0
     heartbeat: float = 30.0
     send_queue_max: int = 1 << 20
     history_on_join: int = 50
     lockout_attempts: int = 3
     lockout_seconds: float = 60.0
-    duplicate_login: DuplicateLogin = "reject"
+    address_lockout_attempts: int = 20
+    account_lockout_attempts: int = 50
+    password_queue: int = 256
+    duplicate_login: DuplicateLogin = "replace"
+    broadcast: Literal["admins", "everyone"] = "admins"
+    log_message_text: bool = False
     presence_window: float = 3600.0
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
@@ -171,8 +180,24 @@ SETTINGS: tuple[SettingSpec, ...] = (
         minimum=0.001,
     ),
     SettingSpec("burst", "int", "Token-bucket burst above the sustained rate.", minimum=1),
+    SettingSpec(
+        "read_rate",
+        "float",
+        "Read requests per second per connection (history, since, join, who...).",
+        minimum=0.001,
+    ),
+    SettingSpec("read_burst", "int", "Token-bucket burst of read requests.", minimum=1),
     SettingSpec("max_connections", "int", "Connections beyond this get server_full.", minimum=1),
+    SettingSpec(
+        "max_connections_per_address",
+        "int",
+        "Connections from one address beyond this get server_full (0: no limit).",
+        minimum=0,
+    ),
     SettingSpec("idle_timeout", "float", "Close connections silent this long (s).", minimum=1),
+    SettingSpec(
+        "login_timeout", "float", "Close connections not logged in this long (s).", minimum=1
+    ),
     SettingSpec(
         "heartbeat",
         "float",
@@ -184,10 +209,31 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("lockout_attempts", "int", "Failed logins before a lockout.", minimum=1),
     SettingSpec("lockout_seconds", "float", "How long a lockout lasts (s).", minimum=0),
     SettingSpec(
+        "address_lockout_attempts",
+        "int",
+        "Failed logins from one address (any names) before it is locked out.",
+        minimum=1,
+    ),
+    SettingSpec(
+        "account_lockout_attempts",
+        "int",
+        "Failed logins of one account (any addresses) before it counts as under attack.",
+        minimum=1,
+    ),
+    SettingSpec(
+        "password_queue", "int", "Password hashes that may wait for the Argon2 pool.", minimum=1
+    ),
+    SettingSpec(
         "duplicate_login",
         "choice",
-        "Second login of a live user: reject or allow.",
-        choices=("reject", "allow"),
+        "Second login of a live user: replace the old session, reject, or allow both.",
+        choices=("replace", "reject", "allow"),
+    ),
+    SettingSpec(
+        "broadcast",
+        "choice",
+        "Who may broadcast to every user: admins or everyone.",
+        choices=("admins", "everyone"),
     ),
     SettingSpec("presence_window", "float", "Window of `who` with recent=true (s).", minimum=1),
     SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
@@ -198,12 +244,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
     SettingSpec("log_format", "choice", "Log line format.", choices=("text", "json")),
+    SettingSpec(
+        "log_message_text",
+        "bool",
+        "Log the text of every message (sender, target and size are logged anyway).",
+    ),
 )
 
 _SPECS = {s.name: s for s in SETTINGS}
 _ROOM_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True}
-_BOOLS.update({"false": False, "no": False, "off": False, "0": False})
 
 
 def _convert(spec: SettingSpec, value: object, source: str) -> object:
@@ -222,12 +271,6 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
         if not text:
             raise ConfigError(f"{where}: must not be empty")
         return text
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOLS:
-            return _BOOLS[value.strip().lower()]
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind == "optional_str":
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -265,6 +308,16 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
                 return None
             raise ConfigError(f"{where}: must not be empty")
         return Path(text).expanduser()
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind == "rooms":
         items: list[object]
         if isinstance(value, str):

@@ -95,7 +95,30 @@ _V1 = (
 # v2: `since` reads scan by timestamp within rooms; index them.
 _V2 = ("CREATE INDEX room_messages_by_ts ON room_messages (room_key, ts)",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: read positions kept on the server; broadcasts to every user, delivered at next login.
+_V3 = (
+    """CREATE TABLE read_markers (
+        user_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('room', 'dm')),
+        scope TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_key, kind, scope)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE broadcasts (
+        seq INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL
+    )""",
+    """CREATE TABLE broadcast_cursors (
+        user_key TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

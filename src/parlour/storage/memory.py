@@ -15,8 +15,10 @@ from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
+    BroadcastRecord,
     DmCursorRecord,
     MembershipRecord,
+    ReadMarkerRecord,
     RoomRecord,
     StoredMessage,
     StoreSnapshot,
@@ -27,6 +29,7 @@ from parlour.core.records import (
 from parlour.core.writes import (
     AddBan,
     AddBlock,
+    AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
     Audit,
@@ -41,9 +44,11 @@ from parlour.core.writes import (
     RemoveBan,
     RemoveBlock,
     RenameRoom,
+    SetBroadcastCursor,
     SetDmCursor,
     SetMembership,
     SetPassword,
+    SetReadMarker,
     Write,
 )
 
@@ -99,10 +104,29 @@ class MemoryStore:
         self._bans: dict[str, BanRecord] = {}
         self._blocks: dict[tuple[str, str], BlockRecord] = {}
         self._audit: list[AuditEntry] = []
+        #: (user key, "room" | "dm", room key | conversation) -> (record, seq)
+        self._markers: dict[tuple[str, str, str], ReadMarkerRecord] = {}
+        self._broadcasts: list[BroadcastRecord] = []
+        self._broadcast_cursors: dict[str, tuple[str, int]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
+        sent = [
+            m
+            for logs in (self._room_logs.values(), self._dm_logs.values())
+            for log in logs
+            for m in log.msgs
+            if m.client_id is not None and m.ts >= client_ids_since
+        ]
+        sent.sort(key=lambda m: m.ts, reverse=True)
         return StoreSnapshot(
             users=tuple(self._users.values()),
             rooms=tuple(self._rooms.values()),
@@ -122,7 +146,18 @@ class MemoryStore:
                 if log.seqs and recent > 0
             },
             audit=self.audit_log(audit),
+            client_ids=sent[: max(0, client_ids)],
+            read_markers=[
+                replace(m, room=self._rooms[k].name) if kind == "room" else m
+                for (_, kind, k), m in self._markers.items()
+                if kind == "dm" or k in self._rooms
+            ],
+            broadcast_last_seq=self._broadcasts[-1].seq if self._broadcasts else 0,
+            broadcast_cursors=dict(self._broadcast_cursors.values()),
         )
+
+    def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        return [b for b in self._broadcasts if b.seq > after][: max(0, limit)]
 
     def room_messages(
         self, room: str, *, before: int | None, after: int | None, limit: int
@@ -222,6 +257,8 @@ class MemoryStore:
             if room is not None:
                 for key in [key for key in self._members if room_key(key[1]) == k]:
                     del self._members[key]
+                for mkey in [mk for mk in self._markers if mk[1] == "room" and mk[2] == k]:
+                    del self._markers[mkey]
         elif isinstance(w, SetMembership):
             key = (user_key(w.user), room_key(w.room))
             if w.member:
@@ -268,6 +305,21 @@ class MemoryStore:
             self._blocks.pop((user_key(w.blocker), user_key(w.blocked)), None)
         elif isinstance(w, Audit):
             self._audit.append(AuditEntry(w.ts, w.actor, w.action, w.target, w.reason))
+        elif isinstance(w, SetReadMarker):
+            kind, scope = ("room", room_key(w.room)) if w.room is not None else ("dm", w.conv)
+            assert scope is not None
+            mkey = (user_key(w.user), kind, scope)
+            old = self._markers.get(mkey)
+            if old is None or w.seq > old.seq:
+                self._markers[mkey] = ReadMarkerRecord(w.user, w.seq, w.room, w.conv)
+        elif isinstance(w, AppendBroadcast):
+            if self._broadcasts and w.seq <= self._broadcasts[-1].seq:
+                raise ValueError(f"duplicate broadcast sequence number {w.seq}")
+            self._broadcasts.append(BroadcastRecord(w.seq, w.ts, w.sender, w.text))
+        elif isinstance(w, SetBroadcastCursor):
+            ukey = user_key(w.user)
+            if w.seq > self._broadcast_cursors.get(ukey, ("", 0))[1]:
+                self._broadcast_cursors[ukey] = (w.user, w.seq)
         else:  # pragma: no cover - exhaustive over Write
             raise TypeError(f"unknown write {w!r}")
 
@@ -300,3 +352,6 @@ class MemoryStore:
         for key in [key for key in self._members if key[1] == ok]:
             rec = self._members.pop(key)
             self._members[(key[0], nk)] = replace(rec, room=new)
+        for mkey in [mk for mk in self._markers if mk[1] == "room" and mk[2] == ok]:
+            marker = self._markers.pop(mkey)
+            self._markers[(mkey[0], "room", nk)] = replace(marker, room=new)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parlour.core.ports import Store
-from parlour.core.records import StoredMessage
+from parlour.core.records import BroadcastRecord, StoredMessage
 
 __all__ = ["InlineReads"]
 
@@ -32,6 +32,9 @@ class InlineReads:
         self, rooms: Sequence[str], ts: float, limit: int
     ) -> list[StoredMessage]:
         return self._store.messages_since(rooms, ts, limit)
+
+    async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        return self._store.broadcasts(after=after, limit=limit)
 
     def close(self) -> None:
         return None

@@ -28,8 +28,10 @@ from parlour.core.records import (
     AuditEntry,
     BanRecord,
     BlockRecord,
+    BroadcastRecord,
     DmCursorRecord,
     MembershipRecord,
+    ReadMarkerRecord,
     Role,
     RoomRecord,
     StoredMessage,
@@ -129,8 +131,17 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- reads
 
-    def load(self, *, recent: int = 256, audit: int = 1000) -> StoreSnapshot:
-        return self._reader.load(recent=recent, audit=audit)
+    def load(
+        self,
+        *,
+        recent: int = 256,
+        audit: int = 1000,
+        client_ids: int = 0,
+        client_ids_since: float = 0.0,
+    ) -> StoreSnapshot:
+        return self._reader.load(
+            recent=recent, audit=audit, client_ids=client_ids, client_ids_since=client_ids_since
+        )
 
     def room_messages(
         self, room: str, *, before: int | None, after: int | None, limit: int
@@ -147,6 +158,9 @@ class SqliteStore:
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         return self._reader.audit_log(limit)
+
+    def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        return self._reader.broadcasts(after=after, limit=limit)
 
     def reads(self, *, threads: int = 2) -> SqliteReads:
         """The message reads for the adapter: run in `threads` threads, each with its own
@@ -194,7 +208,9 @@ class _Reader:
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(sql, params).fetchall()
 
-    def load(self, *, recent: int, audit: int) -> StoreSnapshot:
+    def load(
+        self, *, recent: int, audit: int, client_ids: int, client_ids_since: float
+    ) -> StoreSnapshot:
         r = self._conn
         r.execute("BEGIN")  # one consistent snapshot across all tables
         try:
@@ -247,6 +263,23 @@ class _Reader:
                 if room.name in room_last and recent > 0
             }
             entries = self.audit_log(audit)
+            sent = self._client_ids(client_ids, client_ids_since)
+            markers = [
+                ReadMarkerRecord(user, seq, room=name)
+                for user, name, seq in r.execute(
+                    "SELECT m.user, r.name, m.seq FROM read_markers m"
+                    " JOIN rooms r ON m.kind = 'room' AND r.key = m.scope"
+                )
+            ] + [
+                ReadMarkerRecord(user, seq, conv=scope)
+                for user, scope, seq in r.execute(
+                    "SELECT user, scope, seq FROM read_markers WHERE kind = 'dm'"
+                )
+            ]
+            (last_broadcast,) = r.execute("SELECT COALESCE(MAX(seq), 0) FROM broadcasts").fetchone()
+            broadcast_cursors = {
+                user: int(seq) for user, seq in r.execute("SELECT user, seq FROM broadcast_cursors")
+            }
         finally:
             r.execute("COMMIT")
         return StoreSnapshot(
@@ -260,7 +293,46 @@ class _Reader:
             dm_last_seq=dm_last,
             recent=windows,
             audit=entries,
+            client_ids=sent,
+            read_markers=markers,
+            broadcast_last_seq=int(last_broadcast),
+            broadcast_cursors=broadcast_cursors,
         )
+
+    def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        return [
+            BroadcastRecord(seq, ts, sender, text)
+            for seq, ts, sender, text in self._rows(
+                "SELECT seq, ts, sender, text FROM broadcasts WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, max(0, limit)),
+            )
+        ]
+
+    def _client_ids(self, limit: int, since: float) -> list[StoredMessage]:
+        """The newest `limit` messages with a client id since `since` (rooms and DMs, newest
+        first). A scan of the messages of that period, once at start."""
+        if limit <= 0:
+            return []
+        rooms = [
+            StoredMessage(name, seq, ts, sender, text, bool(ed), bool(de), cid)
+            for name, seq, ts, sender, text, ed, de, cid in self._rows(
+                "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id"
+                " FROM room_messages m JOIN rooms r ON r.key = m.room_key"
+                " WHERE m.ts >= ? AND m.client_id IS NOT NULL ORDER BY m.ts DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
+        dms = [
+            StoredMessage(conv, seq, ts, sender, text, bool(ed), bool(de), cid, recipient)
+            for conv, seq, ts, sender, recipient, text, ed, de, cid in self._rows(
+                "SELECT conv, seq, ts, sender, recipient, text, edited, deleted, client_id"
+                " FROM dm_messages WHERE ts >= ? AND client_id IS NOT NULL"
+                " ORDER BY ts DESC LIMIT ?",
+                (since, limit),
+            )
+        ]
+        merged = sorted(rooms + dms, key=lambda m: m.ts, reverse=True)
+        return merged[:limit]
 
     @staticmethod
     def _bounds(
@@ -385,6 +457,12 @@ class SqliteReads:
     ) -> list[StoredMessage]:
         return await self._run(lambda r: r.messages_since(rooms, ts, limit))
 
+    async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, lambda: self._reader().broadcasts(after=after, limit=limit)
+        )
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
@@ -428,6 +506,7 @@ def _rename_room(c: Cursor, x: w.RenameRoom) -> None:
     if old != new:
         c.execute("UPDATE memberships SET room_key = ? WHERE room_key = ?", (new, old))
         c.execute("UPDATE room_messages SET room_key = ? WHERE room_key = ?", (new, old))
+        c.execute("UPDATE read_markers SET scope = ? WHERE kind = 'room' AND scope = ?", (new, old))
 
 
 def _delete_room(c: Cursor, x: w.DeleteRoom) -> None:
@@ -435,6 +514,31 @@ def _delete_room(c: Cursor, x: w.DeleteRoom) -> None:
     c.execute("DELETE FROM rooms WHERE key = ?", (key,))
     c.execute("DELETE FROM memberships WHERE room_key = ?", (key,))
     c.execute("DELETE FROM room_messages WHERE room_key = ?", (key,))
+    c.execute("DELETE FROM read_markers WHERE kind = 'room' AND scope = ?", (key,))
+
+
+def _set_read_marker(c: Cursor, x: w.SetReadMarker) -> None:
+    kind, scope = ("room", room_key(x.room)) if x.room is not None else ("dm", x.conv)
+    c.execute(
+        "INSERT INTO read_markers (user_key, user, kind, scope, seq) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (user_key, kind, scope) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        (user_key(x.user), x.user, kind, scope, x.seq),
+    )
+
+
+def _append_broadcast(c: Cursor, x: w.AppendBroadcast) -> None:
+    c.execute(
+        "INSERT INTO broadcasts (seq, ts, sender, text) VALUES (?, ?, ?, ?)",
+        (x.seq, x.ts, x.sender, x.text),
+    )
+
+
+def _set_broadcast_cursor(c: Cursor, x: w.SetBroadcastCursor) -> None:
+    c.execute(
+        "INSERT INTO broadcast_cursors (user_key, user, seq) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_key) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        (user_key(x.user), x.user, x.seq),
+    )
 
 
 def _set_membership(c: Cursor, x: w.SetMembership) -> None:
@@ -572,6 +676,9 @@ def _audit(c: Cursor, x: w.Audit) -> None:
 
 
 _APPLY: dict[type, Callable[[Cursor, Any], None]] = {
+    w.SetReadMarker: _set_read_marker,
+    w.AppendBroadcast: _append_broadcast,
+    w.SetBroadcastCursor: _set_broadcast_cursor,
     w.CreateUser: _create_user,
     w.SetPassword: _set_password,
     w.RecordLogin: _record_login,

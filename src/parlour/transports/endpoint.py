@@ -10,10 +10,25 @@ core answers with *needs* (password work, store reads), the endpoint has them co
 :class:`~parlour.transports.needs.NeedRunner` and hands the request to the core again with the
 answers; later requests of that connection wait their turn meanwhile.
 
-Liveness and limits handled here: maximum connections (``server_full``), idle timeout,
-per-connection read throttling (at most ``max_in_flight`` undispatched outcomes before the
-transport stops reading), oversize frames (error, then close) and malformed frames (error, the
-connection goes on). A periodic timer calls ``service.tick(now)`` and sweeps stalled writers.
+Liveness and limits handled here, for every door alike:
+
+* admission: at most ``max_connections`` connections, and at most
+  ``max_connections_per_address`` from one address (``server_full``); a door that has work to
+  do before a connection can speak (a TLS handshake) *reserves* its slot first, so connections
+  still in their handshake count too;
+* deadlines: a connection must be logged in within ``login_timeout`` seconds of connecting
+  (sending bytes does not extend it), and a logged-in one closes after ``idle_timeout``
+  seconds without a byte (``idle_timeout``);
+* fairness: one connection's input is handled at most ``batch`` requests at a time; the rest
+  waits for the next turn of the event loop, behind everyone else's (a 256 KB read of tiny
+  frames cannot stall the others), and read throttling stops reading while more than
+  ``max_in_flight`` of its outcomes or backlog are outstanding;
+* bad input: oversize frames (error, then close), malformed frames (error, the connection goes
+  on) and at most ``max_errors`` refused inputs within ``error_window`` seconds
+  (``too_many_errors``, then close); anything the wire itself fails on is answered and closes
+  the connection, never the server.
+
+A periodic timer calls ``service.tick(now)`` and sweeps idle connections and stalled writers.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from typing import Any, Protocol
 
 from parlour.core.needs import Answers, Need
 from parlour.core.outcome import ConnId, Outcome
+from parlour.core.sessions import address_of
 from parlour.protocol import (
     Error,
     ErrorCode,
@@ -70,9 +86,28 @@ class Service(Protocol):
 class EndpointLimits:
     max_frame: int = 65536
     max_connections: int = 10000
+    #: connections from one address (0: no limit); behind a proxy every client has its address
+    max_connections_per_address: int = 256
     idle_timeout: float = 90.0
+    #: seconds from connecting to a completed login
+    login_timeout: float = 30.0
     max_in_flight: int = 64
+    #: requests of one connection handled per turn of the event loop
+    batch: int = 64
+    #: refused inputs (malformed frames, invalid requests) tolerated within error_window seconds
+    max_errors: int = 100
+    error_window: float = 10.0
     tick_interval: float = 1.0
+
+
+class Ticket:
+    """A reserved connection slot (see :meth:`Endpoint.reserve`)."""
+
+    __slots__ = ("address", "used")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.used = False
 
 
 class _Transport(Protocol):
@@ -92,26 +127,38 @@ class _Conn:
         "backlog",
         "busy",
         "closing",
+        "connected",
+        "deferred",
+        "errors",
+        "errors_since",
         "id",
         "in_flight",
         "last_seen",
         "peer",
         "read_paused",
+        "ticket",
         "transport",
         "wire",
     )
 
-    def __init__(self, conn: ConnId, peer: str, transport: Any, wire: Wire, now: float):
+    def __init__(
+        self, conn: ConnId, peer: str, transport: Any, wire: Wire, now: float, ticket: Ticket
+    ):
         self.id = conn
         self.peer = peer
         self.transport: _Transport = transport
         self.wire = wire
+        self.ticket = ticket
+        self.connected = now
         self.last_seen = now
         self.in_flight = 0
         self.busy = False  # the core's needs are being computed; later input waits in backlog
+        self.deferred = False  # its turn ended with input left; the rest comes next turn
         self.backlog: deque[WireInput] | None = None
         self.read_paused = False
         self.closing = False
+        self.errors = 0
+        self.errors_since = now
 
 
 class Endpoint:
@@ -139,8 +186,12 @@ class Endpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_closed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: slots taken (open connections and reservations), in all and per address
+        self._slots = 0
+        self._per_address: dict[str, int] = {}
         self.accepting = True
         self.rejected_full = 0
+        self.wire_failures = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -173,26 +224,62 @@ class Endpoint:
         """The default wire (NDJSON with the configured frame limit)."""
         return NdjsonWire(self.limits.max_frame)
 
-    def open(self, transport: Any, peer: str, wire: Wire | None = None) -> ConnId | None:
-        """A new connection speaking `wire` (NDJSON when None). Returns its id, or None when
-        refused (server full / stopping)."""
+    def reserve(self, peer: str) -> Ticket | Error:
+        """Take a connection slot for `peer` before it can speak (a TLS handshake): a ticket
+        to hand to :meth:`open`, or to :meth:`release` if the connection never gets there;
+        or the error that refuses it (server full, too many from the address, stopping)."""
+        limits = self.limits
+        address = address_of(peer)
+        if not self.accepting:
+            return Error(None, ErrorCode.SHUTTING_DOWN.value, "server shutting down")
+        if self._slots >= limits.max_connections:
+            text = f"server is full ({limits.max_connections} connections); try again later"
+            return Error(None, ErrorCode.SERVER_FULL.value, text)
+        per = limits.max_connections_per_address
+        if per and self._per_address.get(address, 0) >= per:
+            text = f"too many connections from your address ({per}); try again later"
+            return Error(None, ErrorCode.SERVER_FULL.value, text)
+        self._slots += 1
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return Ticket(address)
+
+    def release(self, ticket: Ticket) -> None:
+        """Give a reserved or used slot back (once)."""
+        if ticket.used:
+            return
+        ticket.used = True
+        self._slots -= 1
+        left = self._per_address.get(ticket.address, 1) - 1
+        if left > 0:
+            self._per_address[ticket.address] = left
+        else:
+            self._per_address.pop(ticket.address, None)
+
+    def open(
+        self, transport: Any, peer: str, wire: Wire | None = None, ticket: Ticket | None = None
+    ) -> ConnId | None:
+        """A new connection speaking `wire` (NDJSON when None), with the slot `ticket`
+        reserved for it (one is taken now when None). Returns its id, or None when refused
+        (server full, too many from the address, stopping)."""
         if wire is None:
             wire = self.new_wire()
-        if not self.accepting or len(self._conns) >= self.limits.max_connections:
-            self.rejected_full += 1
-            code = ErrorCode.SERVER_FULL if self.accepting else ErrorCode.SHUTTING_DOWN
-            text = (
-                f"server is full ({self.limits.max_connections} connections); try again later"
-                if self.accepting
-                else "server shutting down"
-            )
-            transport.write(wire.encode_reply(Error(None, code.value, text)))
-            transport.close()
-            log.warning("connection refused", extra={"fields": {"peer": peer, "code": code}})
-            return None
+        if ticket is None or ticket.used or not self.accepting:
+            if ticket is not None:
+                self.release(ticket)
+            taken = self.reserve(peer)
+            if isinstance(taken, Error):
+                self.rejected_full += 1
+                transport.write(wire.encode_reply(taken))
+                transport.close()
+                log.warning(
+                    "connection refused",
+                    extra={"fields": {"peer": peer, "code": taken.code, "why": taken.message}},
+                )
+                return None
+            ticket = taken
         conn_id = self._next_id
         self._next_id += 1
-        conn = _Conn(conn_id, peer, transport, wire, self._loop_time())
+        conn = _Conn(conn_id, peer, transport, wire, self._loop_time(), ticket)
         self._conns[conn_id] = conn
         self.hub.add(conn_id, transport, wire)
         log.info("connection opened", extra={"fields": {"conn": conn_id, "peer": peer}})
@@ -204,10 +291,22 @@ class Endpoint:
         if conn is None or conn.closing:
             return
         conn.last_seen = self._loop_time()
-        items = conn.wire.feed(data)
+        try:
+            items = conn.wire.feed(data)
+        except Exception:
+            # A bug in a wire must cost this connection, never the server or the replies
+            # already queued for it: say so, close, and log the first few with a traceback.
+            self.wire_failures += 1
+            if self.wire_failures <= 10:
+                log.exception("wire failed", extra={"fields": {"conn": conn.id}})
+            self.hub.reply(
+                conn.id, Error(None, ErrorCode.INTERNAL_ERROR.value, "cannot read that input")
+            )
+            self.close(conn.id, ErrorCode.INTERNAL_ERROR.value, "cannot read that input")
+            return
         if not items:
             return
-        if conn.busy:
+        if conn.busy or conn.deferred:
             assert conn.backlog is not None
             conn.backlog.extend(items)
             self._throttle(conn)
@@ -219,12 +318,15 @@ class Endpoint:
         if conn is None:
             return
         conn.closing = True
+        self.release(conn.ticket)
         self.hub.remove(conn_id)
         if self.needs is not None:
             self.needs.cancel(conn_id)
+        session_user = getattr(self.service, "session_user", None)
+        user = session_user(conn_id) if session_user is not None else None
         log.info(
             "connection closed",
-            extra={"fields": {"conn": conn_id, "peer": conn.peer, "reason": reason}},
+            extra={"fields": {"conn": conn_id, "peer": conn.peer, "user": user, "reason": reason}},
         )
         self.pipeline.apply(self.service.disconnect(conn_id, self._clock(), reason), None)
         if not self._conns and self._all_closed is not None:
@@ -239,8 +341,17 @@ class Endpoint:
     # ------------------------------------------------------------------ requests
 
     def _process(self, conn: _Conn, items: list[WireInput] | deque[WireInput]) -> None:
+        batch = self.limits.batch
         for index, item in enumerate(items):
             if conn.closing:
+                return
+            if index >= batch:
+                # this connection's turn is over: the rest comes after everyone else's
+                conn.deferred = True
+                conn.backlog = deque(itertools.islice(items, index, None))
+                self._throttle(conn)
+                assert self._loop is not None
+                self._loop.call_soon(self._next_turn, conn)
                 return
             if isinstance(item, ProtocolError):
                 self._frame_error(conn, item)
@@ -251,6 +362,17 @@ class Endpoint:
                 conn.backlog.extend(itertools.islice(items, index + 1, None))
                 self._throttle(conn)
                 return
+
+    def _next_turn(self, conn: _Conn) -> None:
+        if not conn.deferred:
+            return
+        conn.deferred = False
+        backlog, conn.backlog = conn.backlog or deque(), None
+        if conn.closing:
+            return
+        if backlog:
+            self._process(conn, backlog)
+        self._throttle(conn)
 
     def _handle(self, conn: _Conn, request: Request) -> bool:
         """Hand `request` to the core. False when the core asked for needs: they are being
@@ -298,7 +420,7 @@ class Endpoint:
             for _ in range(MAX_NEED_ROUNDS):
                 if self.needs is None:
                     raise RuntimeError("the core needs work done but no NeedRunner is set")
-                answers.update(await self.needs.satisfy(conn.id, needs))
+                answers.update(await self.needs.satisfy(conn.id, needs, conn.ticket.address))
                 if conn.closing:
                     return
                 outcome = self.service.handle(conn.id, request, self._clock(), answers)
@@ -348,6 +470,22 @@ class Endpoint:
                 extra={"fields": {"conn": conn.id, "peer": conn.peer, "code": exc.code.value}},
             )
             self.close(conn.id, exc.code.value, exc.message)
+            return
+        now = self._loop_time()
+        limits = self.limits
+        if now - conn.errors_since > limits.error_window:
+            conn.errors, conn.errors_since = 0, now
+        conn.errors += 1
+        if conn.errors > limits.max_errors:
+            log.warning(
+                "closing connection after too many invalid inputs",
+                extra={"fields": {"conn": conn.id, "peer": conn.peer, "errors": conn.errors}},
+            )
+            self.close(
+                conn.id,
+                ErrorCode.TOO_MANY_ERRORS.value,
+                f"more than {limits.max_errors} invalid requests in {limits.error_window:g} s",
+            )
 
     def _reply_error(self, conn: _Conn, exc: ProtocolError) -> None:
         conn.in_flight += 1
@@ -385,16 +523,32 @@ class Endpoint:
         self.pipeline.apply(Outcome(close=((conn_id, code, reason),)), None)
 
     def sweep_idle(self) -> None:
-        """Close connections that sent nothing for ``idle_timeout`` seconds."""
-        deadline = self._loop_time() - self.limits.idle_timeout
-        stale = [c for c in self._conns.values() if c.last_seen < deadline and not c.closing]
-        for conn in stale:
-            log.info("idle timeout", extra={"fields": {"conn": conn.id, "peer": conn.peer}})
-            self.close(
-                conn.id,
-                ErrorCode.IDLE_TIMEOUT.value,
-                f"no data received for {self.limits.idle_timeout:g}s",
-            )
+        """Close connections that sent nothing for ``idle_timeout`` seconds, and those not
+        logged in ``login_timeout`` seconds after connecting (bytes do not extend that)."""
+        now = self._loop_time()
+        deadline = now - self.limits.idle_timeout
+        login_deadline = now - self.limits.login_timeout
+        for conn in list(self._conns.values()):
+            if conn.closing:
+                continue
+            if conn.last_seen < deadline:
+                log.info("idle timeout", extra={"fields": {"conn": conn.id, "peer": conn.peer}})
+                self.close(
+                    conn.id,
+                    ErrorCode.IDLE_TIMEOUT.value,
+                    f"no data received for {self.limits.idle_timeout:g}s",
+                )
+            elif conn.connected < login_deadline and not conn.busy and not self._logged_in(conn):
+                log.info("login timeout", extra={"fields": {"conn": conn.id, "peer": conn.peer}})
+                self.close(
+                    conn.id,
+                    ErrorCode.IDLE_TIMEOUT.value,
+                    f"not logged in within {self.limits.login_timeout:g}s of connecting",
+                )
+
+    def _logged_in(self, conn: _Conn) -> bool:
+        session_user = getattr(self.service, "session_user", None)
+        return session_user is None or session_user(conn.id) is not None
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop taking requests, finish in-flight work, tell every client, close, flush."""

@@ -17,15 +17,20 @@ A recipient whose transport buffer (what the kernel would not take) stays over
 ``send_queue_max`` bytes after a flush, whose pending frames within one iteration exceed four
 times that, or whose transport stays paused
 (peer not reading) longer than ``stall_timeout``, is a slow consumer: its queue is dropped, it
-gets a ``disconnect`` event with code ``slow_consumer`` and the connection is closed (aborted if
-it still does not drain within ``close_grace``). Memory per connection therefore stays bounded
-whatever the peer does.
+gets a ``disconnect`` event with code ``slow_consumer`` and the connection is closed. Nothing is
+queued after that reason, and the connection is kept while the peer keeps reading what was
+already buffered before it — a slow but live client reads its backlog and then the reason —
+and aborted once it makes no progress for ``close_grace`` seconds (or after ``stall_timeout``
+in all). Memory per connection therefore stays bounded whatever the peer does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import sys
+import termios
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +39,24 @@ from parlour.core.outcome import ConnId, Delivery, Outcome
 from parlour.protocol import DisconnectEvent, ErrorCode, Event, NdjsonWire, Reply, Wire, WireKind
 
 __all__ = ["Hub", "HubStats"]
+
+
+def _unsent(transport: Any) -> int:
+    """Bytes written to `transport` that its peer has not taken yet: the transport's buffer
+    plus, where the system tells (Linux: SIOCOUTQ), the kernel's send queue — so that a peer
+    reading slowly is seen to make progress even while the transport's buffer stands still."""
+    buffered = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is not None and _OUTQ is not None:
+        try:
+            out = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+            buffered += int.from_bytes(out, sys.byteorder)
+        except (OSError, ValueError):
+            pass
+    return buffered
+
+
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 log = logging.getLogger("parlour.transports.hub")
 
@@ -50,6 +73,8 @@ class HubStats:
 class _Peer:
     __slots__ = (
         "closing",
+        "closing_buffered",
+        "closing_progress",
         "closing_since",
         "conn",
         "kind",
@@ -70,6 +95,8 @@ class _Peer:
         self.paused_since: float | None = None
         self.closing = False
         self.closing_since = 0.0
+        self.closing_progress = 0.0
+        self.closing_buffered = 0
 
 
 class _Segment:
@@ -376,7 +403,8 @@ class Hub:
 
     def _begin_close(self, peer: _Peer) -> None:
         peer.closing = True
-        peer.closing_since = self._now()
+        peer.closing_since = peer.closing_progress = self._now()
+        peer.closing_buffered = _unsent(peer.transport)
         loop = self._loop
         assert loop is not None
         # Close after the pending frames have been flushed (flush runs before this callback).
@@ -418,11 +446,19 @@ class Hub:
             peer.paused_since = None
 
     def sweep(self, now: float | None = None) -> None:
-        """Cut off stalled writers and abort connections that did not drain after closing."""
+        """Cut off stalled writers, and abort closing connections whose peer stopped reading
+        what is left (no progress for ``close_grace``, or closing for ``stall_timeout``)."""
         now = self._now() if now is None else now
         for peer in list(self._peers.values()):
             if peer.closing:
-                if now - peer.closing_since > self.close_grace:
+                buffered = _unsent(peer.transport)
+                if buffered < peer.closing_buffered:
+                    peer.closing_progress = now
+                peer.closing_buffered = buffered
+                if (
+                    now - peer.closing_progress > self.close_grace
+                    or now - peer.closing_since > self.stall_timeout
+                ):
                     peer.transport.abort()
             elif peer.paused_since is not None and now - peer.paused_since > self.stall_timeout:
                 self._cut_off(peer, f"not reading for {self.stall_timeout:g}s")

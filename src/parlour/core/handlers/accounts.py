@@ -19,7 +19,7 @@ from parlour.core.outcome import Outcome
 from parlour.core.records import UserRecord, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import CreateUser, SetPassword
+from parlour.core.writes import CreateUser, SetBroadcastCursor, SetPassword
 from parlour.protocol import (
     PROTOCOL_VERSION,
     EmptyReply,
@@ -77,6 +77,8 @@ def hello(cx: Ctx, c: Connection, rq: HelloRequest) -> Outcome:
 
 
 def ping(cx: Ctx, c: Connection, rq: PingRequest) -> Outcome:
+    # never rate-limited: heartbeats keep connections alive (the endpoint's per-turn batch
+    # keeps a flood of them from delaying anyone else)
     return Outcome(Ok(rq.id, PingReply(ts=cx.now)))
 
 
@@ -105,6 +107,10 @@ def signup(cx: Ctx, c: Connection, rq: SignupRequest) -> Outcome:
     rec = UserRecord(rq.username, password_hash, "member", now)
     out.writes.append(CreateUser(rec.name, rec.password_hash, rec.role, now))
     u = cx.state.users[key] = UserState(rec, key)
+    # a new account starts after every broadcast made so far
+    if cx.state.broadcast_last:
+        cx.state.broadcast_cursors[key] = cx.state.broadcast_last
+        out.writes.append(SetBroadcastCursor(u.name, cx.state.broadcast_last))
     start_session(cx, c, u, out)
     log_event(logging.INFO, "signup", user=u.name, peer=c.peer, conn=c.id)
     return out.done(Ok(rq.id, session_reply(cx, u)))
@@ -122,24 +128,39 @@ def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
     )
 
 
+def _wrong_password(cx: Ctx, c: Connection, name: str, what: str) -> ProtocolError:
+    """Count a failed password check of user `name` from `c`'s address; the error to answer
+    (the same shape whether the user exists or not)."""
+    locked = cx.sessions.throttle.failure(user_key(name), c.address, cx.now)
+    log_event(logging.WARNING, f"{what} failed", user=name, peer=c.peer, conn=c.id)
+    if locked > 0:
+        return _locked(name, locked, c)
+    if what == "login":
+        return fail(ErrorCode.BAD_CREDENTIALS, "wrong user name or password")
+    return fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
+
+
+def _session_alive(cx: Ctx, conn: int) -> bool:
+    """Whether an existing session showed life within two heartbeats."""
+    other = cx.sessions.conns.get(conn)
+    return other is not None and cx.now - other.last_request <= 2 * cx.cfg.heartbeat_s
+
+
 def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
     if c.user is not None:
         raise fail(ErrorCode.ALREADY_AUTHENTICATED, "already logged in on this connection")
     state, now = cx.state, cx.now
     key = user_key(rq.username)
-    wait = state.lockouts.locked_for(key, now)
+    wait = cx.sessions.throttle.locked_for(key, c.address, now)
     if wait > 0:
         raise _locked(rq.username, wait, c)
     u = state.users.get(key)
-    verified: Verified | None = None
-    if u is not None:
-        verified = cx.need(VerifyPassword(u.password_hash, rq.password))
-    if u is None or verified is None or not verified.ok:
-        locked = state.lockouts.failure(key, now)
-        log_event(logging.WARNING, "login failed", user=rq.username, peer=c.peer, conn=c.id)
-        if locked:
-            raise _locked(rq.username, locked, c)
-        raise fail(ErrorCode.BAD_CREDENTIALS, "wrong user name or password")
+    # An unknown name costs the same Argon2 work as a wrong password (an empty hash: the
+    # adapter verifies against a dummy one), so neither the answer nor its time tells them
+    # apart.
+    verified: Verified = cx.need(VerifyPassword(u.password_hash if u else "", rq.password))
+    if u is None or not verified.ok:
+        raise _wrong_password(cx, c, rq.username, "login")
     ban = state.bans.active(key, now)
     if ban is not None:
         log_event(logging.WARNING, "login refused: banned", user=u.name, peer=c.peer, conn=c.id)
@@ -151,18 +172,28 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
             until=ban.until,
             reason=ban.reason,
         )
-    if cx.sessions.online(u.key) and cx.cfg.duplicate_login == "reject":
+    policy = cx.cfg.duplicate_login
+    existing = list(cx.sessions.of(u.key)) if policy != "allow" else []
+    if policy == "reject" and any(_session_alive(cx, conn) for conn in existing):
         log_event(
             logging.INFO, "login refused: already logged in", user=u.name, peer=c.peer, conn=c.id
         )
         raise fail(ErrorCode.ALREADY_LOGGED_IN, f"{u.name} is already logged in elsewhere")
     plan = plan_catch_up(cx, u, rq.resume)  # may need store reads: before any change
-    state.lockouts.success(key)
+    cx.sessions.throttle.success(key, c.address)
     out = cx.out()
     if verified.new_hash is not None:
         u.password_hash = verified.new_hash
         out.writes.append(SetPassword(u.name, u.password_hash))
-    start_session(cx, c, u, out)
+    # The session of whoever holds the password takes over: the old one is told why and
+    # closed (with `reject`, only when it had gone silent). No presence flicker for others.
+    for conn in existing:
+        old = cx.sessions.conns.get(conn)
+        if old is not None:
+            end_session(cx, old, out, quiet=True)
+        out.close.append((conn, ErrorCode.LOGGED_OUT.value, f"you logged in again from {c.peer}"))
+        log_event(logging.INFO, "session replaced", user=u.name, conn=conn, by_conn=c.id)
+    start_session(cx, c, u, out, quiet=bool(existing))
     plan.apply(cx, c, u, out)
     log_event(logging.INFO, "login", user=u.name, peer=c.peer, conn=c.id, truncated=plan.truncated)
     return out.done(Ok(rq.id, session_reply(cx, u, plan.truncated)))
@@ -181,9 +212,13 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
     problem = password_problem(rq.new_password, cx.cfg.password_min_length)
     if problem is not None:
         raise fail(ErrorCode.WEAK_PASSWORD, problem, min_length=cx.cfg.password_min_length)
+    wait = cx.sessions.throttle.locked_for(u.key, c.address, cx.now)
+    if wait > 0:
+        raise _locked(u.name, wait, c)
     verified: Verified = cx.need(VerifyPassword(u.password_hash, rq.old_password))
     if not verified.ok:
-        raise fail(ErrorCode.BAD_CREDENTIALS, "the old password is wrong")
+        raise _wrong_password(cx, c, u.name, "password change")
+    cx.sessions.throttle.success(u.key, c.address)
     new_hash: str = cx.need(HashPassword(rq.new_password))
     u.password_hash = new_hash
     out = cx.out()

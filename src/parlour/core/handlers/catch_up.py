@@ -1,26 +1,31 @@
 """Catch-up: what a client missed, pushed after `login` (or `sync`) within a budget.
 
 Resume pushes the room messages and DMs after the sequences the client says it has seen;
-offline delivery pushes the DMs after each conversation's delivery cursor. Reading history
-may need the store (needs), so a catch-up is *planned* first — every read done, nothing
-changed — and applied afterwards (`Plan.apply`): the cursors move only once it is certain
-that the outcome carrying the messages will be produced.
+offline delivery then pushes what was sent to the user while they were away — DMs after each
+conversation's delivery cursor, and broadcasts after the user's broadcast cursor — **in the
+order it was sent** (by time across conversations and broadcasts, not grouped by sender; in
+sequence order within each). Reading history may need the store (needs), so a catch-up is
+*planned* first — every read done, nothing changed — and applied afterwards (`Plan.apply`):
+the cursors move only once it is certain that the outcome carrying the messages will be
+produced.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parlour.core.context import Ctx, Out
+from parlour.core.needs import ReadBroadcasts
 from parlour.core.outcome import ToConns
-from parlour.core.records import StoredMessage, conv_members, room_key, user_key
+from parlour.core.records import BroadcastRecord, StoredMessage, conv_members, room_key, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import SetDmCursor
-from parlour.protocol import DmEvent, Event, MessageEvent, Resume
+from parlour.core.writes import SetBroadcastCursor, SetDmCursor
+from parlour.protocol import BroadcastEvent, DmEvent, Event, MessageEvent, Resume
 
 __all__ = ["Plan", "plan_catch_up"]
 
@@ -40,7 +45,7 @@ class _Budget:
         self.bytes = nbytes
         self.taken = 0
 
-    def take(self, msg: StoredMessage) -> bool:
+    def take(self, msg: StoredMessage | BroadcastRecord) -> bool:
         # the frame's size on the wire: the text as JSON (escapes, UTF-8) plus the record
         size = 200 + len(msg.sender) + (len(_json_str(msg.text).encode()) if msg.text else 0)
         if self.messages <= 0:
@@ -88,6 +93,7 @@ class Plan:
 
     events: list[Event] = field(default_factory=list)
     cursors: list[tuple[str, int]] = field(default_factory=list)
+    broadcast_cursor: int | None = None
     truncated: bool = False
 
     def apply(self, cx: Ctx, c: Connection, u: UserState, out: Out) -> None:
@@ -98,6 +104,10 @@ class Plan:
             if seq > cx.state.cursors.get((u.key, cid), 0):
                 cx.state.cursors[(u.key, cid)] = seq
                 out.writes.append(SetDmCursor(u.name, cid, seq))
+        seen = self.broadcast_cursor
+        if seen is not None and seen > cx.state.broadcast_cursors.get(u.key, 0):
+            cx.state.broadcast_cursors[u.key] = seen
+            out.writes.append(SetBroadcastCursor(u.name, seen))
 
 
 def _push(
@@ -131,39 +141,97 @@ def _push(
             return False
 
 
-def _push_offline(
-    cx: Ctx, u: UserState, cid: str, cursor: int, last: int, budget: _Budget, plan: Plan
-) -> tuple[int, bool]:
-    """Offline delivery of one conversation from the delivery cursor: the peer's DMs (not
-    blocked ones) within `budget`. Returns the new cursor — past what was planned, in order,
-    and past own and blocked DMs, never past one not planned — and whether the budget cut it
-    short."""
+@dataclass(slots=True)
+class _Source:
+    """What one conversation (or the broadcasts) has for an offline user: the messages to push
+    in order, each with its time, how far the scan went, and whether there may be more."""
+
+    key: str
+    items: list[tuple[float, int, StoredMessage | BroadcastRecord, Event]]
+    scanned: int
+    more: bool
+    taken: int = 0
+
+    def cursor(self) -> int:
+        """Past everything pushed and everything skipped before the first not pushed."""
+        if self.taken < len(self.items):
+            return self.items[self.taken][1] - 1
+        return self.scanned
+
+
+def _offline_dms(cx: Ctx, u: UserState, cid: str, cursor: int, last: int, cap: int) -> _Source:
+    """The peer's DMs of one conversation after the delivery cursor (not blocked ones), at most
+    `cap` (own and blocked ones are skipped: the cursor may pass them)."""
     conv = cx.state.conv(*conv_members(cid))
     peer = cx.state.users.get(conv.other(u.key))
     peer_name = peer.name if peer is not None else conv.other(u.key)
     blocked = cx.state.blocks.blocked_by_user(u.key)
-    while cursor < last:
-        if budget.messages <= 0:
-            return cursor, True
-        limit = max(budget.messages + 1, SCAN_PAGE)
-        msgs = conv.log.after(cursor, limit)
+    source = _Source(cid, [], cursor, False)
+    while source.scanned < last:
+        limit = max(cap + 1, SCAN_PAGE)
+        msgs = conv.log.after(source.scanned, limit)
         for m in msgs:
             sender = user_key(m.sender)
             if sender != u.key and sender not in blocked:
-                if not budget.take(m):
-                    return cursor, True
-                plan.events.append(_dm_event(m, peer_name))
-            cursor = m.seq
+                if len(source.items) >= cap:
+                    source.more = True
+                    return source
+                source.items.append((m.ts, m.seq, m, _dm_event(m, peer_name)))
+            source.scanned = m.seq
         if len(msgs) < limit:
             break
-    return max(cursor, last), False
+    source.scanned = max(source.scanned, last)
+    return source
+
+
+def _offline_broadcasts(cx: Ctx, u: UserState, after: int, cap: int) -> _Source:
+    """Broadcasts after `after` made since the account exists, at most `cap`."""
+    last = cx.state.broadcast_last
+    source = _Source("", [], after, False)
+    if last <= after:
+        return source
+    found: list[BroadcastRecord] = cx.need(ReadBroadcasts(after, cap + 1))
+    for b in found:
+        if len(source.items) >= cap:
+            source.more = True
+            return source
+        if b.ts >= u.created:
+            event = BroadcastEvent(sender=b.sender, text=b.text, ts=b.ts, seq=b.seq)
+            source.items.append((b.ts, b.seq, b, event))
+        source.scanned = b.seq
+    if len(found) <= cap:
+        source.scanned = max(source.scanned, last)
+    return source
+
+
+def _merge_offline(sources: list[_Source], budget: _Budget, plan: Plan) -> bool:
+    """Push the sources' items by time (then source, then sequence) within `budget`; True when
+    the budget cut it short or a source has more."""
+    merged = heapq.merge(*(_keyed(s) for s in sources))
+    for _, _, _, i, source, item, event in merged:
+        if not budget.take(item):
+            return True
+        plan.events.append(event)
+        source.taken = i + 1
+    return any(s.more for s in sources)
+
+
+def _keyed(
+    source: _Source,
+) -> list[tuple[float, str, int, int, _Source, StoredMessage | BroadcastRecord, Event]]:
+    """The source's items with their merge key (time, source, sequence), in order."""
+    return [
+        (ts, source.key, seq, i, source, item, event)
+        for i, (ts, seq, item, event) in enumerate(source.items)
+    ]
 
 
 def plan_catch_up(cx: Ctx, u: UserState, resume: Resume | None) -> Plan:
-    """Plan what `resume` asks for and the offline DMs (after the delivery cursor), in order
-    per room/conversation, within the catch-up budget (`catch_up_messages` /
-    `catch_up_bytes`). A round that is cut short has always planned at least one message, so
-    repeated `sync` terminates. May raise `NeedMore` (nothing changed then)."""
+    """Plan what `resume` asks for, then the offline DMs (after each delivery cursor) and
+    broadcasts (after the broadcast cursor, or `resume.broadcasts`) in the order they were
+    sent, within the catch-up budget (`catch_up_messages` / `catch_up_bytes`). A round that
+    is cut short has always planned at least one message, so repeated `sync` terminates. May
+    raise `NeedMore` (nothing changed then)."""
     budget = _Budget(cx.cfg.catch_up_messages, cx.cfg.catch_up_bytes)
     plan = Plan()
     state = cx.state
@@ -187,18 +255,25 @@ def plan_catch_up(cx: Ctx, u: UserState, resume: Resume | None) -> Plan:
             if _push(cx, u, conv.log.after, seq, budget, plan, make):
                 plan.truncated = True
                 return plan
+    cap = budget.messages
+    sources: list[_Source] = []
     for cid in sorted(u.convs):
         last = state.dm_last_seq(cid)
         cursor = state.cursors.get((u.key, cid), 0)
         if last <= cursor:
             continue
-        truncated = False
-        if cid not in resumed_convs:
-            cursor, truncated = _push_offline(cx, u, cid, cursor, last, budget, plan)
-        else:
-            cursor = last
-        plan.cursors.append((cid, cursor))
-        if truncated:
-            plan.truncated = True
-            return plan
+        if cid in resumed_convs:
+            plan.cursors.append((cid, last))
+            continue
+        sources.append(_offline_dms(cx, u, cid, cursor, last, cap))
+    seen = state.broadcast_cursors.get(u.key, 0)
+    if resume is not None and resume.broadcasts is not None:
+        seen = resume.broadcasts
+    broadcasts = _offline_broadcasts(cx, u, seen, cap)
+    sources.append(broadcasts)
+    if _merge_offline(sources, budget, plan):
+        plan.truncated = True
+    for source in sources[:-1]:
+        plan.cursors.append((source.key, source.cursor()))
+    plan.broadcast_cursor = broadcasts.cursor()
     return plan

@@ -93,7 +93,7 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
     # ever moves over DMs pushed in order. (`_pending` may need the store: before any change.)
     delivered = blocked or (cx.online(peer) and not _pending(cx, peer.key, conv, seq))
     cx.rate(c)
-    dup = state.client_ids.get(conv.uid, u.key, rq.client_id)
+    dup = state.client_ids.get(conv.conv, u.key, rq.client_id)
     if dup is not None:
         return Outcome(
             Ok(
@@ -108,7 +108,7 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
         conv.conv, seq, now, u.name, rq.text, client_id=rq.client_id, recipient=peer.name
     )
     conv.log.append(msg)
-    state.client_ids.put(conv.uid, u.key, rq.client_id, seq, now)
+    state.client_ids.put(conv.conv, u.key, rq.client_id, seq, now)
     u.convs.add(conv.conv)
     peer.convs.add(conv.conv)
     if delivered:
@@ -118,7 +118,9 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
         # nothing to deliver to the sender before or at `seq` (memory only: after a restart
         # `_pending` and the catch-up skip own messages)
         state.cursors[own] = seq
-    log_event(logging.DEBUG, "dm", user=u.name, to=peer.name, seq=seq, text=rq.text)
+    log_event(logging.INFO, "dm", user=u.name, to=peer.name, seq=seq, size=len(rq.text))
+    if cx.cfg.log_message_text:
+        log_event(logging.INFO, "dm text", user=u.name, to=peer.name, seq=seq, text=rq.text)
     out = cx.out()
     out.writes.append(
         AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)

@@ -69,7 +69,9 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
     event = MessageEvent(
         room=name, seq=seq, ts=now, sender=u.name, text=rq.text, client_id=rq.client_id
     )
-    log_event(logging.DEBUG, "message", user=u.name, room=name, seq=seq, text=rq.text)
+    log_event(logging.INFO, "message", user=u.name, room=name, seq=seq, size=len(rq.text))
+    if cx.cfg.log_message_text:
+        log_event(logging.INFO, "message text", user=u.name, room=name, seq=seq, text=rq.text)
     address = ToRoom(room_key(name), u.key)
     return Outcome(
         Ok(
@@ -87,24 +89,32 @@ def _page_limit(cx: Ctx, limit: int | None) -> int:
 
 def history(cx: Ctx, c: Connection, rq: HistoryRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     limit = _page_limit(cx, rq.limit)
     if rq.room is not None:
         room = cx.member_room(u, rq.room)
         msgs, more = room.log.before(rq.before, limit)
         recs = [to_record(m, room=room.name) for m in cx.visible(u.key, msgs)]
+        cx.read_done(c, len(recs))
         return Outcome(Ok(rq.id, HistoryReply(room=room.name, messages=recs, has_more=more)))
     assert rq.peer is not None
     peer = cx.find_user(rq.peer)
     if peer.key == u.key:
         raise fail(ErrorCode.SELF_MESSAGE, "there is no conversation with yourself")
+    if not cx.state.conv_exists(u.key, peer.key):
+        # nothing was ever said: answered without keeping a conversation in memory
+        cx.read_done(c)
+        return Outcome(Ok(rq.id, HistoryReply(peer=peer.name, messages=[], has_more=False)))
     conv = cx.state.conv(u.key, peer.key)
     msgs, more = conv.log.before(rq.before, limit)
     recs = [to_record(m, peer=peer.name) for m in cx.visible(u.key, msgs)]
+    cx.read_done(c, len(recs))
     return Outcome(Ok(rq.id, HistoryReply(peer=peer.name, messages=recs, has_more=more)))
 
 
 def since(cx: Ctx, c: Connection, rq: SinceRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     limit = min(rq.limit or cx.cfg.max_page, cx.cfg.max_page)
     rooms_by_key = cx.state.rooms
     if rq.rooms is None:
@@ -131,6 +141,7 @@ def since(cx: Ctx, c: Connection, rq: SinceRequest) -> Outcome:
     recs = [
         to_record(m, room=r.name) for r, m in ordered[:limit] if user_key(m.sender) not in blocked
     ]
+    cx.read_done(c, len(recs))
     return Outcome(Ok(rq.id, SinceReply(messages=recs, has_more=more)))
 
 

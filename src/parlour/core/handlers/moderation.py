@@ -1,4 +1,4 @@
-"""Moderation (admins): kick, ban, unban, the bans list, the audit log, and broadcast."""
+"""Moderation (admins): kick, ban, unban, the bans list and the audit log."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from parlour.core.context import Ctx, fail, log_event
 from parlour.core.handlers.accounts import utc
 from parlour.core.handlers.sessions import end_all_sessions
-from parlour.core.outcome import TO_ALL, Outcome, ToRoom, ToUsers
+from parlour.core.outcome import Outcome, ToRoom, ToUsers
 from parlour.core.records import BanRecord, room_key
 from parlour.core.sessions import Connection
 from parlour.core.writes import AddBan, RemoveBan, SetMembership
@@ -21,9 +21,6 @@ from parlour.protocol import (
     BanRow,
     BansReply,
     BansRequest,
-    BroadcastEvent,
-    BroadcastReply,
-    BroadcastRequest,
     ErrorCode,
     KickedEvent,
     KickReply,
@@ -34,7 +31,7 @@ from parlour.protocol import (
     UserReply,
 )
 
-__all__ = ["audit_list", "ban", "bans_list", "broadcast", "kick", "unban"]
+__all__ = ["audit_list", "ban", "bans_list", "kick", "unban"]
 
 
 def kick(cx: Ctx, c: Connection, rq: KickRequest) -> Outcome:
@@ -137,15 +134,18 @@ def unban(cx: Ctx, c: Connection, rq: UnbanRequest) -> Outcome:
 
 def bans_list(cx: Ctx, c: Connection, rq: BansRequest) -> Outcome:
     cx.admin(c)
+    cx.may_read(c)
     rows: list[BanRow] = [
         {"user": b.user, "until": b.until, "reason": b.reason, "by": b.by, "ts": b.ts}
         for b in cx.state.bans.listing(cx.now)
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, BansReply(bans=rows)))
 
 
 def audit_list(cx: Ctx, c: Connection, rq: AuditRequest) -> Outcome:
     cx.admin(c)
+    cx.may_read(c)
     rows: list[AuditRow] = [
         {
             "ts": e.ts,
@@ -156,17 +156,5 @@ def audit_list(cx: Ctx, c: Connection, rq: AuditRequest) -> Outcome:
         }
         for e in cx.state.audit.newest(min(rq.limit or 50, cx.cfg.max_page))
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, AuditReply(entries=rows)))
-
-
-def broadcast(cx: Ctx, c: Connection, rq: BroadcastRequest) -> Outcome:
-    u = cx.admin(c)
-    cx.check_text(rq.text)
-    cx.rate(c)
-    out = cx.out()
-    out.event(BroadcastEvent(sender=u.name, text=rq.text, ts=cx.now), TO_ALL)
-    sessions = len(out.deliveries[0].to) if out.deliveries else 0
-    cx.audit(out, u.name, "broadcast", "*", rq.text[:200])
-    log_event(logging.INFO, "broadcast", by=u.name, sessions=sessions)
-    log_event(logging.DEBUG, "broadcast text", by=u.name, text=rq.text)
-    return out.done(Ok(rq.id, BroadcastReply(delivered=sessions)))

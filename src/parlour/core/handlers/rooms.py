@@ -11,6 +11,7 @@ from parlour.core.messages import to_record
 from parlour.core.outcome import TO_ALL, Outcome, ToRoom
 from parlour.core.records import RoomRecord, room_key
 from parlour.core.sessions import Connection
+from parlour.core.state import room_scope
 from parlour.core.writes import CreateRoom, DeleteRoom, RenameRoom, SetMembership
 from parlour.protocol import (
     ErrorCode,
@@ -38,6 +39,7 @@ __all__ = ["join", "leave", "room_create", "room_delete", "room_rename", "rooms_
 
 def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     rows: list[RoomRow] = [
         {
             "name": r.name,
@@ -47,6 +49,7 @@ def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
         }
         for rk, r in sorted(cx.state.rooms.items())
     ]
+    cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, RoomsReply(rooms=rows)))
 
 
@@ -85,6 +88,10 @@ def room_rename(cx: Ctx, c: Connection, rq: RoomRenameRequest) -> Outcome:
     rooms[new] = room
     cx.sessions.renamed(old, new)
     if new != old:
+        markers = cx.state.read_markers
+        for key in [k for k in markers if k[1] == room_scope(old)]:
+            markers[(key[0], room_scope(new))] = markers.pop(key)
+    if new != old:
         for mk in room.members:
             member = cx.state.users[mk]
             member.rooms.discard(old)
@@ -105,6 +112,9 @@ def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
         cx.state.users[mk].rooms.discard(rk)
     del cx.state.rooms[rk]
     cx.sessions.dropped(rk)
+    markers = cx.state.read_markers
+    for key in [k for k in markers if k[1] == room_scope(rk)]:
+        del markers[key]
     cx.audit(out, u.name, "room_delete", room.name, "")
     log_event(logging.INFO, "room deleted", by=u.name, room=room.name)
     out.event(RoomDeletedEvent(room=room.name, by=u.name, ts=cx.now), TO_ALL)
@@ -113,6 +123,7 @@ def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
 
 def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     room = cx.find_room(rq.room)
     rk = room_key(room.name)
     limit = min(rq.limit or cx.cfg.join_history, cx.cfg.max_page)
@@ -154,6 +165,7 @@ def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
         messages=[to_record(m, room=room.name) for m in cx.visible(u.key, msgs)],
         last_seq=room.log.last_seq,
     )
+    cx.read_done(c, len(data.messages) + len(data.members))
     return out.done(Ok(rq.id, data))
 
 

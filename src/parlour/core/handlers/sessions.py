@@ -6,29 +6,39 @@ from parlour.core.context import Ctx, Out
 from parlour.core.outcome import ToUsers
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import RecordLogin
+from parlour.core.writes import RecordLogin, SetBroadcastCursor
 from parlour.protocol import ErrorCode, PresenceEvent, SessionReply
 
 __all__ = ["end_all_sessions", "end_session", "presence", "session_reply", "start_session"]
 
 
-def start_session(cx: Ctx, c: Connection, u: UserState, out: Out) -> None:
+def start_session(cx: Ctx, c: Connection, u: UserState, out: Out, *, quiet: bool = False) -> None:
+    """Log `c` in as `u`; co-members hear `u` came online (unless `quiet`: a session that
+    replaces another)."""
     now = cx.now
     first = cx.sessions.start(c, u.key, u.rooms, now)
     u.last_login = now
     u.last_active = now
     out.writes.append(RecordLogin(u.name, now))
-    if first:
+    if first and not quiet:
         presence(cx, u, True, out)
 
 
-def end_session(cx: Ctx, c: Connection, out: Out) -> None:
+def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> None:
+    """End `c`'s session; co-members hear `u` went offline when it was the last one (unless
+    `quiet`: it is being replaced)."""
     if c.user is None:
         return
     u = cx.state.users[c.user]
     last = cx.sessions.end(c, u.rooms)
     u.last_active = cx.now
     if last:
+        # online until now: every broadcast so far reached them live
+        state = cx.state
+        if state.broadcast_last > state.broadcast_cursors.get(u.key, 0):
+            state.broadcast_cursors[u.key] = state.broadcast_last
+            out.writes.append(SetBroadcastCursor(u.name, state.broadcast_last))
+    if last and not quiet:
         presence(cx, u, False, out)
 
 

@@ -45,6 +45,7 @@ def _who_rows(cx: Ctx, users: Iterable[UserState]) -> list[WhoRow]:
 
 def who(cx: Ctx, c: Connection, rq: WhoRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     # Users `u` blocks are left out (the blocked user still sees `u`: blocks are invisible to
     # the blocked user; docs/design/core-blocking.md).
     blocked = cx.state.blocks.blocked_by_user(u.key)
@@ -52,27 +53,24 @@ def who(cx: Ctx, c: Connection, rq: WhoRequest) -> Outcome:
     window = rq.since
     if window is None and rq.recent:
         window = cx.cfg.presence_window
+    # Only users online now are listed; a window keeps those of them who logged in within
+    # it ("online users who logged in within the last hour"). Offline accounts are never
+    # listed, so `who` cannot enumerate the accounts of the server.
     room_name: str | None = None
-    pool: Iterable[UserState]
+    online_keys: Iterable[str] = cx.sessions.by_user
     if rq.room is not None:
         room = cx.find_room(rq.room)
         room_name = room.name
-        pool = (users[k] for k in room.members)
-    elif window is not None:
-        pool = users.values()
-    else:
-        pool = (users[k] for k in cx.sessions.by_user)
-    if window is None:
-        found = [x for x in pool if cx.online(x) and x.key not in blocked]
-    else:
-        horizon = cx.now - window
-        found = [
-            x
-            for x in pool
-            if (cx.online(x) or (x.last_active is not None and x.last_active >= horizon))
-            and x.key not in blocked
-        ]
-    return Outcome(Ok(rq.id, WhoReply(users=_who_rows(cx, found), since=window, room=room_name)))
+        online_keys = [k for k in room.members if cx.sessions.online(k)]
+    horizon = None if window is None else cx.now - window
+    found = [
+        u
+        for u in (users[k] for k in online_keys if k not in blocked)
+        if horizon is None or (u.last_login or 0.0) >= horizon
+    ]
+    rows = _who_rows(cx, found)
+    cx.read_done(c, len(rows))
+    return Outcome(Ok(rq.id, WhoReply(users=rows, since=window, room=room_name)))
 
 
 def block(cx: Ctx, c: Connection, rq: BlockRequest) -> Outcome:
@@ -97,5 +95,7 @@ def unblock(cx: Ctx, c: Connection, rq: UnblockRequest) -> Outcome:
 
 def blocks_list(cx: Ctx, c: Connection, rq: BlocksRequest) -> Outcome:
     u = cx.user(c)
+    cx.may_read(c)
     names = sorted(cx.state.users[k].name for k in cx.state.blocks.blocked_by_user(u.key))
+    cx.read_done(c, len(names))
     return Outcome(Ok(rq.id, UsersReply(users=names)))
