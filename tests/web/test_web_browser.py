@@ -308,9 +308,11 @@ async def test_history_loads_backwards_keeps_a_bounded_window_and_jumps_to_first
         await reader.click(".user-menu summary")
         await reader.click("#sign-out")
         await bot.flood("random", [f"message {i}" for i in range(21, 621)])
+        # another browser (nothing kept locally): the read position is the server's
+        reader = await p.new(srv.web.url)
         await sign_in(reader, "reader")  # lands in #general
         await expect(reader.locator("#conv-title")).to_have_text("# general")
-        await expect(badge(reader, "room:random")).to_have_text("50+")
+        await expect(badge(reader, "room:random")).to_have_text("600")
         await open_conv(reader, "room:random")  # the window holds the newest 50
         await expect(reader.locator("#jump-unread")).to_be_visible()
         assert 21 not in await seqs(reader)
@@ -382,4 +384,41 @@ async def test_screenshots_light_dark_and_phone(browser: Browser) -> None:
         await phone.click(".topbar .menu")
         await expect(phone.locator(".sidebar")).to_have_css("transform", "none")  # slid in
         await shot(phone, "drawer-phone")
+        await bot.close()
+
+
+async def test_read_positions_are_the_servers_and_follow_the_user(browser: Browser) -> None:
+    async with chat_server(duplicate_login="allow") as srv, pages(browser) as p:
+        assert srv.web is not None
+        bot = await Bot.connect(srv.port)
+        await bot.user("bob")
+        await bot.request("join", room="general")
+        here = await p.new(srv.web.url)
+        await sign_up(here, "alice")
+        await join(here, "general")
+        await join(here, "random")  # alice looks at #random
+        there = await p.new(srv.web.url)  # a second session of alice, another browser
+        await sign_in(there, "alice")
+        await open_conv(there, "room:random")
+        await bot.flood("general", ["one for alice", "and @alice, two"])
+        await bot.request("dm", to="alice", text="psst", client_id="dm-1")
+        for page in (here, there):
+            await expect(badge(page, "room:general")).to_have_text("2")
+            await expect(page.locator("[data-conv='room:general'] .badge.mention")).to_have_text(
+                "@1"
+            )
+            await expect(badge(page, "dm:bob")).to_have_text("1")
+        # reading #general in one browser clears it in the other (read_marker)
+        await open_conv(there, "room:general")
+        await expect(badge(there, "room:general")).to_have_count(0)
+        await expect(badge(here, "room:general")).to_have_count(0)
+        await expect(badge(here, "dm:bob")).to_have_text("1")
+        # a third browser, nothing kept locally: the DM conversation and its count are there
+        third = await p.new(srv.web.url)
+        await sign_in(third, "alice")
+        await expect(badge(third, "dm:bob")).to_have_text("1")
+        await expect(badge(third, "room:general")).to_have_count(0)
+        await open_conv(third, "dm:bob")
+        await expect(message(third, 1)).to_contain_text("psst")
+        await expect(badge(here, "dm:bob")).to_have_count(0)
         await bot.close()

@@ -6,31 +6,15 @@
 // pushed message only if its sequence is above the cursor; while a truncated catch-up is
 // being followed with `sync`, a message that would skip ahead is held back for the next
 // round (the rule of parlour.client.catchup, docs/design/client-catch-up.md). Message lists
-// are windows of at most WINDOW_MAX messages, ordered and de-duplicated by sequence.
-import { Connection } from "./connection.js";
+// are windows of at most WINDOW_MAX messages, ordered and de-duplicated by sequence. Read
+// positions and unread counts are the server's (`unread`, `mark_read`, `read_marker`), so
+// every client of the user agrees; live messages update the counts in between.
+import { Connection, RequestError } from "./connection.js";
 import { mentions } from "./markdown.js";
 import { notify } from "./notify.js";
 
 export const WINDOW_MAX = 250;
 export const PAGE = 50;
-
-const store = {
-  get(key, fallback) {
-    try {
-      const raw = localStorage.getItem(key);
-      return raw === null ? fallback : JSON.parse(raw);
-    } catch {
-      return fallback;
-    }
-  },
-  set(key, value) {
-    try {
-      localStorage.setItem(key, JSON.stringify(value));
-    } catch {
-      /* private mode or full: read markers are a convenience */
-    }
-  },
-};
 
 function newId() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -50,8 +34,10 @@ export class Conv {
     this.lastSeq = 0;
     this.readSeq = 0;
     this.unread = 0;
-    this.unreadMore = false; // more unread than the window shows (fresh page)
+    this.capped = false; // the server stopped counting (more than its cap)
     this.mentions = 0;
+    this.marking = false; // a mark_read is on its way
+    this.markAgain = false; // ... and the position moved on meanwhile
     this.pending = []; // messages being sent: {client_id, text, state, error}
     this.members = new Set();
     this.online = new Set();
@@ -146,11 +132,7 @@ export class Chat {
     let c = map.get(key);
     if (!c && create) {
       c = new Conv(kind, key);
-      const stored = store.get(this._readKey(kind, key), null);
-      c.readSeq = stored ?? 0;
-      c.readKnown = stored !== null;
       map.set(key, c);
-      if (kind === "dm") this._saveDmPeers();
     }
     return c;
   }
@@ -158,14 +140,6 @@ export class Chat {
   get currentConv() {
     if (!this.current) return null;
     return this.conv(this.current.kind, this.current.key, false);
-  }
-
-  _readKey(kind, key) {
-    return `parlour:${this.me}:read:${kind}:${key.toLowerCase()}`;
-  }
-
-  _saveDmPeers() {
-    if (this.me) store.set(`parlour:${this.me}:dms`, [...this.dms.keys()]);
   }
 
   notice(text, kind = "info") {
@@ -180,8 +154,18 @@ export class Chat {
     this.emit();
   }
 
-  request(type, fields) {
-    return this.conn.request(type, fields);
+  // A request; one refused for the rate limit (reads are limited too) is tried again after
+  // the time the server asks for, a few times.
+  async request(type, fields) {
+    for (let attempt = 0; ; attempt += 1) {
+      if (!this.conn) throw new RequestError({ code: "disconnected", message: "not connected" });
+      try {
+        return await this.conn.request(type, fields);
+      } catch (err) {
+        if (err.code !== "rate_limited" || attempt >= 8) throw err;
+        await new Promise((r) => setTimeout(r, (err.reply.retry_after || 0.5) * 1000));
+      }
+    }
   }
 
   // ------------------------------------------------------------------ session
@@ -243,13 +227,14 @@ export class Chat {
         reply = await conn.request("signup", { username, password });
       } else {
         const fields = { username, password };
-        if (again) fields.resume = { rooms: { ...this.cursors.rooms }, dms: { ...this.cursors.dms } };
+        if (again) fields.resume = this._resume();
         reply = await conn.request("login", fields);
       }
       this._replied(reply.truncated);
       if (!again) {
         this.me = reply.username;
         this.role = reply.role;
+        for (const room of reply.rooms) this.conv("room", room); // events count from now on
         await this._continueCatchUp(reply.truncated); // offline DMs beyond one login's share
         await this._firstLoad(reply.rooms);
       } else {
@@ -290,6 +275,12 @@ export class Chat {
     this._end(code, err.message, err.reply || {});
   }
 
+  _resume() {
+    const resume = { rooms: { ...this.cursors.rooms }, dms: { ...this.cursors.dms } };
+    if (this.cursors.broadcasts !== undefined) resume.broadcasts = this.cursors.broadcasts;
+    return resume;
+  }
+
   _replied(truncated) {
     this.catchup.incomplete = !!truncated;
     this.catchup.head = !!truncated;
@@ -300,9 +291,7 @@ export class Chat {
     while (truncated && rounds < 1000) {
       rounds += 1;
       await this.request("ping", {}); // everything pushed before it has arrived
-      const reply = await this.request("sync", {
-        resume: { rooms: { ...this.cursors.rooms }, dms: { ...this.cursors.dms } },
-      });
+      const reply = await this.request("sync", { resume: this._resume() });
       this._replied(reply.truncated);
       truncated = reply.truncated;
     }
@@ -310,11 +299,13 @@ export class Chat {
   }
 
   async _firstLoad(rooms) {
-    const peers = store.get(`parlour:${this.me}:dms`, []);
-    const jobs = rooms.map((room) => this._loadJoined(room));
-    for (const peer of peers) if (typeof peer === "string") jobs.push(this._loadDm(peer));
-    jobs.push(this.refreshDirectory(), this.refreshPeople(), this.refreshBlocks());
-    await Promise.all(jobs);
+    await this.refreshUnread(); // read positions, counts, and every DM conversation
+    await Promise.all([
+      ...rooms.map((room) => this._loadJoined(room)),
+      this.refreshDirectory(),
+      this.refreshPeople(),
+      this.refreshBlocks(),
+    ]);
     if (!this.current) {
       const first = [...this.rooms.keys()].sort()[0];
       if (first) this.open("room", first);
@@ -338,44 +329,41 @@ export class Chat {
     for (const m of data.messages) c.put(record(m));
     c.hasMore = data.messages.length > 0 && data.messages[0].seq > 1;
     c.atEnd = true;
-    if (!c.readKnown) {
-      // never seen here before: nothing is unread, and from now on it counts
-      c.readSeq = data.last_seq;
-      c.readKnown = true;
-      store.set(this._readKey("room", c.key), c.readSeq);
-    }
-    this._recount(c);
   }
 
-  async _loadDm(peer) {
-    const data = await this.request("history", { peer, limit: PAGE });
-    const c = this.conv("dm", peer);
-    for (const m of data.messages) c.put(record(m));
-    const last = data.messages.length ? data.messages[data.messages.length - 1].seq : 0;
-    c.lastSeq = Math.max(c.lastSeq, last);
-    this.cursors.dms[peer] = Math.max(this.cursors.dms[peer] ?? 0, last);
-    c.hasMore = data.has_more;
-    this._recount(c);
+  // The server's read positions and counts; they replace the counts kept since (the reply
+  // comes after every event it counted, in order).
+  async refreshUnread() {
+    const data = await this.request("unread", {});
+    const apply = (kind, key, row) => {
+      const c = this.conv(kind, key);
+      const cursors = kind === "room" ? this.cursors.rooms : this.cursors.dms;
+      cursors[key] = Math.max(cursors[key] ?? 0, row.last_seq);
+      c.lastSeq = Math.max(c.lastSeq, row.last_seq);
+      c.unread = row.unread;
+      c.mentions = row.mentions;
+      c.capped = row.capped;
+      if (row.read_seq >= c.readSeq) c.readSeq = row.read_seq;
+      else this._sendMark(c); // read here while the server did not hear of it
+    };
+    for (const r of data.rooms) apply("room", r.room, r);
+    for (const d of data.dms) apply("dm", d.peer, d);
+    this.emit();
   }
 
-  // Unread counts from what the window shows (a fresh page: the server keeps no read markers).
-  _recount(c) {
-    let unread = 0;
-    let ment = 0;
-    for (const m of c.msgs) {
-      if (m.seq > c.readSeq && m.from !== this.me && !m.deleted) {
-        unread += 1;
-        if (mentions(m.text, this.me)) ment += 1;
-      }
-    }
-    c.unread = unread;
-    c.mentions = ment;
-    c.unreadMore = c.msgs.length > 0 && c.readSeq < c.msgs[0].seq - 1 && c.hasMore;
+  _scheduleUnread() {
+    clearTimeout(this.unreadTimer);
+    this.unreadTimer = setTimeout(() => this.refreshUnread().catch(() => {}), 500);
   }
 
   async _afterResume() {
     this.resumed += 1;
-    const jobs = [this.refreshDirectory(), this.refreshPeople(), this.refreshBlocks()];
+    const jobs = [
+      this.refreshUnread(),
+      this.refreshDirectory(),
+      this.refreshPeople(),
+      this.refreshBlocks(),
+    ];
     const c = this.currentConv;
     if (c && c.kind === "room") jobs.push(this.refreshMembers(c));
     if (c && c.msgs.length) jobs.push(this._refreshWindow(c)); // edits made while away
@@ -436,7 +424,7 @@ export class Chat {
       }
     }
     if (rec.from === this.me) {
-      this._markRead(c, rec.seq);
+      if (rec.seq > c.readSeq) c.readSeq = rec.seq; // nothing of yours is ever unread
       return;
     }
     if (rec.seq <= c.readSeq) return;
@@ -445,7 +433,7 @@ export class Chat {
       return;
     }
     c.unread += 1;
-    const mine = mentions(rec.text, this.me);
+    const mine = kind === "dm" || mentions(rec.text, this.me); // as the server counts
     if (mine) c.mentions += 1;
     if (kind === "dm" || mine) {
       const where = kind === "room" ? `#${key}` : "direct message";
@@ -505,6 +493,10 @@ export class Chat {
   }
 
   _on_broadcast(ev) {
+    if (ev.seq != null) {
+      if (this.cursors.broadcasts !== undefined && ev.seq <= this.cursors.broadcasts) return;
+      this.cursors.broadcasts = ev.seq;
+    }
     this.notice(`Announcement from ${ev.from}: ${ev.text}`, "broadcast");
     notify(`Announcement from ${ev.from}`, ev.text, "broadcast");
   }
@@ -547,7 +539,6 @@ export class Chat {
     this.rooms.set(name, c);
     this.cursors.rooms[name] = this.cursors.rooms[room];
     delete this.cursors.rooms[room];
-    store.set(this._readKey("room", name), c.readSeq);
     if (this.current?.kind === "room" && this.current.key === room) this.current = { kind: "room", key: name };
     this.notice(`#${room} is now #${name}`);
   }
@@ -579,7 +570,7 @@ export class Chat {
     const c = this.conv(kind, key);
     if (this.current && this.current.kind === kind && this.current.key === key) return;
     this.current = { kind, key };
-    c.marker = c.unread || c.unreadMore ? c.readSeq : null;
+    c.marker = c.unread ? c.readSeq : null;
     this.following = true;
     if (kind === "room") this.refreshMembers(c).catch(() => {});
     if (kind === "dm" && !c.msgs.length && c.hasMore) this.loadOlder(c);
@@ -589,12 +580,43 @@ export class Chat {
   _markRead(c, seq) {
     if (seq <= c.readSeq) return;
     c.readSeq = seq;
-    store.set(this._readKey(c.kind, c.key), seq);
     if (seq >= c.lastSeq) {
       c.unread = 0;
       c.mentions = 0;
-      c.unreadMore = false;
-    } else this._recount(c);
+      c.capped = false;
+    } else this._scheduleUnread();
+    this._sendMark(c);
+  }
+
+  // Tell the server (one request at a time per conversation, the latest position last).
+  _sendMark(c) {
+    if (c.marking) {
+      c.markAgain = true;
+      return;
+    }
+    c.marking = true;
+    const seq = c.readSeq;
+    this.request("mark_read", { ...this._scope(c), seq })
+      .catch(() => {}) // not connected: refreshUnread after the reconnect sends it again
+      .finally(() => {
+        c.marking = false;
+        if (c.markAgain && c.readSeq > seq) {
+          c.markAgain = false;
+          this._sendMark(c);
+        }
+      });
+  }
+
+  _on_read_marker(ev) {
+    const c = ev.room ? this.conv("room", ev.room, false) : this.conv("dm", ev.peer, false);
+    if (!c || ev.seq <= c.readSeq) return;
+    c.readSeq = ev.seq; // read on another of your sessions
+    if (ev.seq >= c.lastSeq) {
+      c.unread = 0;
+      c.mentions = 0;
+      c.capped = false;
+      if (this.currentConv === c) c.marker = null;
+    } else this._scheduleUnread();
   }
 
   // The view calls this when the newest message is on screen and the page is visible.
@@ -753,9 +775,15 @@ export class Chat {
   }
 
   async refreshPeople() {
-    const data = await this.request("who", { recent: true });
+    const data = await this.request("who", {}); // everyone online now
     this.people = new Map(data.users.map((u) => [u.username, u]));
     this.emit();
+  }
+
+  // Online users who logged in within the server's window (an hour by default).
+  async recentPeople() {
+    const data = await this.request("who", { recent: true });
+    return data.users;
   }
 
   async refreshBlocks() {

@@ -73,7 +73,7 @@ function UserActions({ chat, user, close }) {
   const p = chat.people.get(user);
   const self = user === chat.me;
   return html`<${Dialog} title=${user} onClose=${close}>
-    <p class="meta">${p ? (p.online ? "online" : `last active ${ago(p.last_active ?? p.login_ts)}`) : ""}</p>
+    <p class="meta">${p?.online ? `online, logged in ${ago(p.login_ts)}` : "not online"}</p>
     ${!self && html`<div class="buttons">
       <button type="button" class="primary" onClick=${() => { chat.startDm(user); close(); }}>Message</button>
       <button type="button" id="block-toggle" onClick=${() => run(() => (blocked ? chat.unblock(user) : chat.block(user)),
@@ -98,13 +98,17 @@ function UserActions({ chat, user, close }) {
 }
 
 function People({ chat, close, openDialog }) {
-  useEffect(() => { chat.refreshPeople().catch(() => {}); }, []);
-  const users = [...chat.people.values()].sort((a, b) => (b.online - a.online) || a.username.localeCompare(b.username));
-  return html`<${Dialog} title="Active in the last hour" onClose=${close}>
+  const [users, setUsers] = useState([]);
+  useEffect(() => {
+    chat.recentPeople()
+      .then((found) => setUsers(found.sort((a, b) => a.username.localeCompare(b.username))))
+      .catch((err) => chat.notice(err.message, "warning"));
+  }, []);
+  return html`<${Dialog} title="Online, logged in within the last hour" onClose=${close}>
     <ul class="people" id="people-list">${users.map((u) => html`<li key=${u.username}>
       <button type="button" class="person" onClick=${() => openDialog("user", u.username)}>
         <span class=${u.online ? "dot on" : "dot"} aria-hidden="true"></span>${u.username}</button>
-      <span class="meta">${u.role === "admin" ? "admin · " : ""}${u.online ? "online" : `active ${ago(u.last_active ?? u.login_ts)}`}</span></li>`)}
+      <span class="meta">${u.role === "admin" ? "admin · " : ""}logged in ${ago(u.login_ts)}</span></li>`)}
     </ul></${Dialog}>`;
 }
 

@@ -26,7 +26,7 @@ export function Members({ chat, conv, openDialog }) {
       </ul>`}
       ${recent && html`<ul class="people" id="recent-list">
         ${(conv.recent || []).map((u) => html`<li key=${u.username}>${person(u.username)}
-          <span class="meta">${u.online ? "online" : `active ${ago(u.last_active ?? u.login_ts)}`}</span></li>`)}
+          <span class="meta">logged in ${ago(u.login_ts)}</span></li>`)}
       </ul>`}
     </aside>`;
 }

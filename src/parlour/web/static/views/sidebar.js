@@ -3,8 +3,8 @@
 import { html, useState } from "../html.js";
 
 function Badge({ conv }) {
-  if (!conv.unread && !conv.unreadMore) return null;
-  const count = `${conv.unread}${conv.unreadMore ? "+" : ""}`;
+  if (!conv.unread) return null;
+  const count = `${conv.unread}${conv.capped ? "+" : ""}`;
   const label = `${count} unread${conv.mentions ? `, ${conv.mentions} mentioning you` : ""}`;
   return html`<span class="badges" aria-label=${label}>
     ${conv.mentions > 0 && html`<span class="badge mention" aria-hidden="true">@${conv.mentions}</span>`}
@@ -56,6 +56,6 @@ export function Sidebar({ chat, onPick, openDialog }) {
           <button type="button" class="person" onClick=${() => openDialog("user", u.username)}>
             <span class="dot on" aria-hidden="true"></span>${u.username}</button></li>`)}
       </ul>
-      <button type="button" class="link" onClick=${() => openDialog("people")}>Active in the last hour…</button>
+      <button type="button" class="link" onClick=${() => openDialog("people")}>Logged in within the last hour…</button>
     </nav>`;
 }
