@@ -262,14 +262,19 @@ class Member(asyncio.Protocol):
     async def request(self, type: str, **fields: Any) -> None:
         import json
 
-        rid = self.next_id
-        self.next_id += 1
-        assert self.transport is not None
-        body = json.dumps({"id": rid, "type": type, **fields}, separators=(",", ":"))
-        self.transport.write(self.frame(body.encode()))
-        reply = await asyncio.wait_for(self.replies.get(), 120)
-        if b'"type":"ok"' not in reply:
-            raise RuntimeError(f"{type} failed: {reply!r}")
+        while True:  # set-up only: a busy server (the Argon2 pool is bounded) is waited for
+            rid = self.next_id
+            self.next_id += 1
+            assert self.transport is not None
+            body = json.dumps({"id": rid, "type": type, **fields}, separators=(",", ":"))
+            self.transport.write(self.frame(body.encode()))
+            reply = await asyncio.wait_for(self.replies.get(), 120)
+            if b'"type":"ok"' in reply:
+                return
+            found = json.loads(reply)
+            if found.get("code") not in ("server_busy", "rate_limited"):
+                raise RuntimeError(f"{type} failed: {reply!r}")
+            await asyncio.sleep(float(found.get("retry_after") or 0.5))
 
     def start_run(self) -> None:
         self.setup = False
