@@ -143,6 +143,7 @@ class ChatTestServer:
             store="memory",
             admin_password=admin_password,
             default_rooms=rooms,
+            web=False,  # a TCP server for client tests; restarts reuse the port, not port + 1
             heartbeat=heartbeat_s,
             rate=rate,
             burst=burst,
