@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ def core_config(settings: Settings) -> CoreConfig:
         "rate_per_second": settings.rate,
         "rate_burst": float(settings.burst),
         "presence_window": settings.presence_window,
+        "session_token_ttl": settings.session_token_ttl,
         "heartbeat_s": settings.heartbeat,
         "max_frame": settings.max_frame,
         # one login/sync catch-up is written at once: it must fit the per-connection send
@@ -184,7 +186,9 @@ class ChatServer:
             config = core_config(settings)
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
-            service = ChatService(store.load(**ChatService.load_args(config, clock())), config)
+            service = ChatService(
+                store.load(**ChatService.load_args(config, clock())), config, entropy=os.urandom
+            )
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )

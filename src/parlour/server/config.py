@@ -86,6 +86,7 @@ class Settings:
     broadcast: Literal["admins", "everyone"] = "admins"
     log_message_text: bool = False
     presence_window: float = 3600.0
+    session_token_ttl: float = 30 * 86400.0
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
     log_format: LogFormat = "text"
@@ -237,6 +238,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         choices=("admins", "everyone"),
     ),
     SettingSpec("presence_window", "float", "Window of `who` with recent=true (s).", minimum=1),
+    SettingSpec(
+        "session_token_ttl",
+        "float",
+        "Lifetime of the session tokens logins hand out (s; 0: none).",
+        minimum=0,
+    ),
     SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
     SettingSpec(
         "log_level",
