@@ -13,7 +13,7 @@ conversation logic) and write them to a pcap with their own writers; a sample of
 is compared with ours, so the libraries are known to be doing the same job.
 
 Parse: the capture written above is read back and decoded to TCP level with the public read
-API (``parlour.packets.decode.decode_capture``), summing the TCP payload lengths; dpkt
+API (``parlour.packets.analyze.decode.decode_capture``), summing the TCP payload lengths; dpkt
 (``pcap.Reader`` + ``ip.IP``) and scapy (``PcapReader``) do the same, and dpkt must arrive at
 the same totals.
 
@@ -46,10 +46,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from parlour.packets.capturefile import read_capture
-from parlour.packets.conversation import DEFAULT_START_NS, AppMessage, Endpoint, build_conversations
-from parlour.packets.records import Record
-from parlour.packets.writers import write_capture_file
+from parlour.packets.build.conversation import (
+    DEFAULT_START_NS,
+    AppMessage,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.build.writers import write_capture_file
+from parlour.packets.files.reader import read_capture
+from parlour.packets.files.records import Record
 
 console = Console(stderr=True)
 out = Console(width=110)
@@ -250,7 +255,7 @@ def build_scapy(items: list[Spec], path: Path) -> list[bytes]:
 
 def parse_ours(path: Path) -> tuple[int, int]:
     """(packets, TCP payload bytes) through the public read + decode API."""
-    from parlour.packets.decode import decode_capture
+    from parlour.packets.analyze.decode import decode_capture
 
     with progress("parlour: read + decode", None):
         table = decode_capture(path)

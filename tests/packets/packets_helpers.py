@@ -71,10 +71,10 @@ def craft_capture(
     ``"c"`` or ``"s"``, flags a string of ``SAFRP`` letters, *dt_us* microseconds after the
     previous segment. A leading handshake (with window scaling *ws*) is added.
     """
-    from parlour.packets.addresses import ipv4_to_int
-    from parlour.packets.packet import ipv4_tcp_packet
-    from parlour.packets.pcap import PcapWriter
-    from parlour.packets.tcp import TcpOptions, encode_options
+    from parlour.packets.files.pcap import PcapWriter
+    from parlour.packets.wire.addresses import ipv4_to_int
+    from parlour.packets.wire.packet import ipv4_tcp_packet
+    from parlour.packets.wire.tcp import TcpOptions, encode_options
 
     ends = {"c": (ipv4_to_int("10.0.0.2"), 40000), "s": (ipv4_to_int("10.0.0.1"), 7878)}
     isn = {"c": 1000, "s": 5000}

@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from packets_helpers import EXAMPLE_CSV
 
-from parlour.packets.capturefile import read_capture
 from parlour.packets.cli import packets
-from parlour.packets.linktypes import LINKTYPE_ETHERNET
+from parlour.packets.files.reader import read_capture
+from parlour.packets.wire.linktypes import LINKTYPE_ETHERNET
 
 
 def run(*args: str) -> tuple[int, str]:

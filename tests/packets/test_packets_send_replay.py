@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from packets_helpers import EXAMPLE_CSV, TSHARK, run_tshark_fields
 
-from parlour.packets.capture import CaptureLimits, LiveCapture, capture_to_file
-from parlour.packets.capturefile import read_capture
+from parlour.packets.build.conversation import build_conversations
+from parlour.packets.build.messages import load_messages
+from parlour.packets.capture.live import CaptureLimits, LiveCapture, capture_to_file
+from parlour.packets.capture.replay import ReplayError, replay_messages
 from parlour.packets.cli import packets
-from parlour.packets.conversation import build_conversations
-from parlour.packets.messages import load_messages
-from parlour.packets.replay import ReplayError, replay_messages
+from parlour.packets.files.reader import read_capture
 
 IS_ROOT = os.geteuid() == 0
 root = pytest.mark.skipif(not IS_ROOT, reason="needs root (raw and AF_PACKET sockets)")
@@ -73,7 +73,7 @@ def test_send_without_permission_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     def denied(*_args: object) -> socket.socket:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("parlour.packets.rawsock.socket.socket", denied)
+    monkeypatch.setattr("parlour.packets.capture.rawsend.socket.socket", denied)
     res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--send"])
     assert res.exit_code == 1
     assert "needs root (or CAP_NET_RAW)" in res.output
@@ -296,7 +296,9 @@ def test_loopback_replay_capture_is_the_whole_conversation(tmp_path: Path) -> No
 
 def test_send_refuses_addresses_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[object] = []
-    monkeypatch.setattr("parlour.packets.rawsock.socket.socket", lambda *a: opened.append(a))
+    monkeypatch.setattr(
+        "parlour.packets.capture.rawsend.socket.socket", lambda *a: opened.append(a)
+    )
     res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--send",
                                        "--hosts", "web_server=10.0.0.1"])  # fmt: skip
     assert res.exit_code == 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parlour.packets.analysis import Analysis, Conversation, endpoint_text, retransmitted
+from parlour.packets.analyze.dissect import Analysis
+from parlour.packets.analyze.tcp_analysis import Conversation, endpoint_text, retransmitted
 
 __all__ = ["PlotError", "largest_conversation", "plot_sequence"]
 
@@ -24,7 +25,9 @@ def largest_conversation(analysis: Analysis) -> Conversation:
     return max(analysis.conversations, key=lambda c: (c.bytes, -c.stream))
 
 
-def plot_sequence(analysis: Analysis, stream: int | None, path: str | Path) -> Conversation:
+def plot_sequence(
+    analysis: Analysis, stream: int | None, path: str | Path, direction: str = "both"
+) -> Conversation:
     """Draw conversation *stream* (default: the largest) to *path* (PNG, SVG or PDF)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -22,7 +22,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from parlour.packets.analysis import (
+from parlour.packets.analyze.dissect import PacketAnalysis
+from parlour.packets.analyze.tcp_analysis import (
     ACK_LOST_SEGMENT,
     BAD_CHECKSUM,
     DUPLICATE_ACK,
@@ -31,7 +32,6 @@ from parlour.packets.analysis import (
     PORTS_REUSED,
     RESET,
     TSHARK_FIELDS,
-    PacketAnalysis,
 )
 
 __all__ = ["FILTER_KEYS", "FilterError", "PacketFilter", "flag_names", "parse_filters"]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from parlour.packets.conversation import AppMessage
+from parlour.packets.build.conversation import AppMessage
 
 __all__ = [
     "LOOPBACK",

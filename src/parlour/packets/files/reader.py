@@ -6,9 +6,9 @@ import gc
 from collections.abc import Iterator
 from pathlib import Path
 
-from parlour.packets.pcap import MAGIC_NS, MAGIC_US, iter_pcap
-from parlour.packets.pcapng import SHB, iter_pcapng
-from parlour.packets.records import CaptureFormatError, Record
+from parlour.packets.files.pcap import MAGIC_NS, MAGIC_US, iter_pcap
+from parlour.packets.files.pcapng import SHB, iter_pcapng
+from parlour.packets.files.records import CaptureFormatError, Record
 
 __all__ = ["capture_format", "iter_records", "read_capture"]
 

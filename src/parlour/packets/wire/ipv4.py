@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from parlour.packets.checksum import BytesLike, internet_checksum
+from parlour.packets.wire.checksum import BytesLike, internet_checksum
 
 __all__ = ["IPV4_HEADER", "IPv4Header", "IPv4ParseError", "build_ipv4", "parse_ipv4"]
 

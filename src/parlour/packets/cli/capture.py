@@ -11,8 +11,8 @@ from typing import Literal
 
 import click
 
-from parlour.packets.capture import CaptureError, CaptureLimits, LiveCapture, capture_to_file
-from parlour.packets.cli_options import capture_format_options
+from parlour.packets.capture.live import CaptureError, CaptureLimits, LiveCapture, capture_to_file
+from parlour.packets.cli.options import capture_format_options
 
 __all__ = ["capture"]
 

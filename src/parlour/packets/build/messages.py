@@ -9,8 +9,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from parlour.packets.addresses import ipv4_to_bytes
-from parlour.packets.conversation import DEFAULT_START_NS, AppMessage, Endpoint
+from parlour.packets.build.conversation import DEFAULT_START_NS, AppMessage, Endpoint
+from parlour.packets.wire.addresses import ipv4_to_bytes
 
 __all__ = [
     "CSV_COLUMNS",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parlour.packets.checksum import BytesLike
+from parlour.packets.wire.checksum import BytesLike
 
 __all__ = ["hexdump"]
 

@@ -7,25 +7,25 @@ from typing import Literal
 
 import click
 
-from parlour.packets.addresses import parse_mac
-from parlour.packets.cli_capture import capture
-from parlour.packets.cli_options import capture_format_options
-from parlour.packets.conversation import (
+from parlour.packets.build.conversation import (
     DEFAULT_START_NS,
     BuildOptions,
     BuiltPacket,
     build_conversations,
 )
-from parlour.packets.hexdump import hexdump
-from parlour.packets.messages import (
+from parlour.packets.build.messages import (
     FRAMINGS,
     MessageFileError,
     load_messages,
     parse_hosts,
     read_hosts_file,
 )
-from parlour.packets.tcp import flags_text
-from parlour.packets.writers import LinkOptions, frame_for, write_capture_file
+from parlour.packets.build.writers import LinkOptions, frame_for, write_capture_file
+from parlour.packets.cli.capture import capture
+from parlour.packets.cli.options import capture_format_options
+from parlour.packets.wire.addresses import parse_mac
+from parlour.packets.wire.hexdump import hexdump
+from parlour.packets.wire.tcp import flags_text
 
 __all__ = ["packets"]
 
@@ -188,7 +188,7 @@ def build(
         n = write_capture_file(output, built, link_opts, fmt, nanosecond=nanosecond)
         click.echo(f"wrote {n} packets ({len(messages)} messages) to {output}", err=True)
     if show_hex or explain:
-        from parlour.packets.explain import explain_built
+        from parlour.packets.analyze.explain import explain_built
 
         notes = explain_built(built) if explain else None
         isns: dict[tuple[int, str, int], int] = {}
@@ -202,7 +202,7 @@ def build(
                 click.echo(hexdump(frame_for(p, link_opts)))
                 click.echo()
     if send:
-        from parlour.packets.rawsock import RawSocketError, send_packets
+        from parlour.packets.capture.rawsend import RawSocketError, send_packets
 
         try:
             sent = send_packets([p.datagram for p in built])
@@ -210,7 +210,7 @@ def build(
             raise click.ClickException(str(exc)) from None
         click.echo(f"sent {sent} packets on a raw socket", err=True)
     if replay:
-        from parlour.packets.replay import (
+        from parlour.packets.capture.replay import (
             LOOPBACK,
             ReplayError,
             replay_loopback,
@@ -229,6 +229,6 @@ def build(
 
 packets.add_command(capture)
 
-from parlour.packets.cli_analyze import analyze_command  # noqa: E402
+from parlour.packets.cli.analyze import analyze_command  # noqa: E402
 
 packets.add_command(analyze_command)

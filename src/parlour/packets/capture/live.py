@@ -3,7 +3,7 @@
 The pure part — which link type an interface has, which frames to keep, when to stop — takes
 its inputs (hardware type, packet type, the clock) as arguments. :class:`LiveCapture` is the
 adapter: an ``AF_PACKET`` socket bound to one interface with a classic BPF port filter attached
-in the kernel (see :mod:`parlour.packets.bpf`), kernel timestamps (``SO_TIMESTAMPNS``), one
+in the kernel (see :mod:`parlour.packets.capture.bpf`), kernel timestamps (``SO_TIMESTAMPNS``), one
 fixed receive buffer, and records written straight to the capture file, so the file is valid
 whenever the capture stops — at the count, at the time limit, on :meth:`LiveCapture.stop` or on
 Ctrl-C. Loopback frames are seen twice by a packet socket (leaving and arriving); like tcpdump,
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from parlour.packets.bpf import accept_all, pack_program, port_filter
-from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
-from parlour.packets.pcap import PcapWriter
-from parlour.packets.pcapng import PcapngWriter
-from parlour.packets.records import MAX_SNAPLEN
+from parlour.packets.capture.bpf import accept_all, pack_program, port_filter
+from parlour.packets.files.pcap import PcapWriter
+from parlour.packets.files.pcapng import PcapngWriter
+from parlour.packets.files.records import MAX_SNAPLEN
+from parlour.packets.wire.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
 
 __all__ = [
     "ANY",
@@ -53,6 +53,10 @@ SO_TIMESTAMPNS = 35
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
+SO_RCVBUFFORCE = 33
+PACKET_AUXDATA = 8
+#: the socket's receive buffer (tcpdump's -B): bursts wait here while frames are written
+BUFFER_BYTES = 32 * 1024 * 1024
 #: the pseudo-interface for capturing on every interface at once
 ANY = "any"
 
@@ -144,6 +148,17 @@ def _interface_type(interface: str) -> int:
         raise CaptureError(f"no such interface {interface!r} (available: {names})") from None
 
 
+def _set_buffer(sock: socket.socket, size: int) -> None:
+    """The kernel queue in front of us: loopback delivers a 3 MB transfer in a few
+    milliseconds, far faster than Python writes frames, and the default (about 200 kB) would
+    drop most of it. Root may exceed ``net.core.rmem_max`` (SO_RCVBUFFORCE), as tcpdump's -B."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def _attach(sock: socket.socket, program: bytes) -> None:
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
@@ -169,6 +184,7 @@ class LiveCapture:
         nanosecond: bool = False,
         snaplen: int = MAX_SNAPLEN,
         on_packet: Callable[[int, bytes], None] | None = None,
+        buffer_bytes: int = BUFFER_BYTES,
     ) -> None:
         self.interface = interface
         self.port = port
@@ -201,6 +217,9 @@ class LiveCapture:
         try:
             _attach(self._sock, pack_program(program))
             self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            _set_buffer(self._sock, buffer_bytes)
+            # the original length of frames the snap length cuts short (as libpcap does)
+            self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             if self.loopback:
                 # older kernels lack this option: keep_frame() drops the copies instead
                 with contextlib.suppress(OSError):
@@ -255,7 +274,7 @@ class LiveCapture:
     def _drain(self, budget: int | None) -> tuple[int, int]:
         """Write the frames already queued on the socket (at most *budget*)."""
         view = self._view
-        anc = socket.CMSG_SPACE(16)
+        anc = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(_AUXDATA.size)
         count = total = 0
         while budget is None or count < budget:
             try:
@@ -267,12 +286,15 @@ class LiveCapture:
                 if not keep_frame(pkttype, ifname == "lo"):
                     continue
                 frame = sll_header(pkttype, hatype, hwaddr, proto) + view[:n]
+                link = len(frame) - n
             else:
                 if not keep_frame(addr[2], self.loopback):
                     continue
                 frame = bytes(view[:n])
-            ts_ns = _timestamp(ancdata)
-            self._writer.write(ts_ns, frame)
+                link = 0
+            ts_ns, original = _ancillary(ancdata)
+            # the frame's length on the wire, not what the snap length let through
+            self._writer.write(ts_ns, frame, max(n, original) + link)
             if self._on_packet is not None:
                 self._on_packet(ts_ns, frame)
             count += 1
@@ -325,12 +347,21 @@ class LiveCapture:
         )
 
 
-def _timestamp(ancdata: list[tuple[int, int, bytes]]) -> int:
+#: struct tpacket_auxdata: status, original length, snap length, mac and network offsets, VLAN
+_AUXDATA = struct.Struct("IIIHHHH")
+
+
+def _ancillary(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int]:
+    """The kernel's receive time (ns) and the frame's original length (0 when not given)."""
+    ts_ns = 0
+    original = 0
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             sec, nsec = struct.unpack("qq", data[:16])
-            return int(sec * 1_000_000_000 + nsec)
-    return time.time_ns()
+            ts_ns = int(sec * 1_000_000_000 + nsec)
+        elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 8:
+            original = _AUXDATA.unpack_from(data.ljust(_AUXDATA.size, b"\0"))[1]
+    return ts_ns or time.time_ns(), original
 
 
 def capture_to_file(

@@ -6,9 +6,9 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from parlour.packets.records import MAX_SNAPLEN, CaptureFormatError, Record
+from parlour.packets.files.records import MAX_SNAPLEN, CaptureFormatError, Record
 
-__all__ = ["PcapngWriter", "iter_pcapng"]
+__all__ = ["PcapngSection", "PcapngWriter", "iter_pcapng"]
 
 SHB = 0x0A0D0D0A
 IDB = 0x00000001
@@ -137,37 +137,47 @@ def _tsresol(value: bytes) -> int:
     return result
 
 
-def iter_pcapng(data: bytes) -> Iterator[Record]:
-    """Records of a pcapng file held in memory; :class:`CaptureFormatError` on bad input."""
-    off = 0
-    end = len(data)
-    order = "<"
-    interfaces: list[tuple[int, int]] = []  # (linktype, ticks per second)
-    if end < 28:
-        raise CaptureFormatError(f"pcapng file truncated ({end} bytes)")
-    while off < end:
-        if off + 12 > end:
-            raise CaptureFormatError(f"pcapng block header truncated at offset {off}")
-        btype = int.from_bytes(data[off : off + 4], "little")
+class PcapngSection:
+    """What reading a pcapng file needs to remember between blocks (byte order, interfaces).
+
+    :meth:`block` takes one whole block and returns the record it carries, if any; both the
+    in-memory reader (:func:`iter_pcapng`) and the streaming one feed it block by block.
+    """
+
+    __slots__ = ("interfaces", "order")
+
+    def __init__(self) -> None:
+        self.order = "<"
+        self.interfaces: list[tuple[int, int]] = []  # (linktype, ticks per second)
+
+    def header(self, head: bytes, off: int) -> tuple[int, int]:
+        """``(type, total length)`` of the block whose first 12 bytes are *head*."""
+        btype = int.from_bytes(head[:4], "little")
         if btype == SHB:
-            bom = data[off + 8 : off + 12]
+            bom = head[8:12]
             if bom == b"\x4d\x3c\x2b\x1a":
-                order = "<"
+                self.order = "<"
             elif bom == b"\x1a\x2b\x3c\x4d":
-                order = ">"
+                self.order = ">"
             else:
                 raise CaptureFormatError(
                     f"pcapng section at offset {off} has a bad byte-order mark"
                 )
-            interfaces = []
+            self.interfaces = []
         elif off == 0:
             raise CaptureFormatError(f"not a pcapng file (first block type 0x{btype:08x})")
-        btype, total = struct.unpack_from(order + "II", data, off)
-        if total < 12 or total % 4 or off + total > end:
+        btype, total = struct.unpack_from(self.order + "II", head, 0)
+        if total < 12 or total % 4:
             raise CaptureFormatError(f"pcapng block at offset {off} has bad length {total}")
-        if struct.unpack_from(order + "I", data, off + total - 4)[0] != total:
+        return btype, total
+
+    def block(self, btype: int, block: bytes, off: int) -> Record | None:
+        """The record in *block* (the whole block, header and trailer included)."""
+        order = self.order
+        total = len(block)
+        if struct.unpack_from(order + "I", block, total - 4)[0] != total:
             raise CaptureFormatError(f"pcapng block at offset {off}: trailing length mismatch")
-        body = data[off + 8 : off + total - 4]
+        body = block[8 : total - 4]
         if btype == SHB:
             if len(body) < 16:
                 raise CaptureFormatError(f"pcapng section header at offset {off} too short")
@@ -182,7 +192,7 @@ def iter_pcapng(data: bytes) -> Iterator[Record]:
             for code, value in _parse_options(body[8:], order):
                 if code == IF_TSRESOL and value:
                     ticks = _tsresol(value)
-            interfaces.append((linktype, ticks))
+            self.interfaces.append((linktype, ticks))
         elif btype in (EPB, PB):
             if len(body) < 20:
                 raise CaptureFormatError(f"pcapng packet block at offset {off} too short")
@@ -192,11 +202,11 @@ def iter_pcapng(data: bytes) -> Iterator[Record]:
                 iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(
                     order + "HHIIII", body, 0
                 )
-            if iface >= len(interfaces):
+            if iface >= len(self.interfaces):
                 raise CaptureFormatError(f"packet block at offset {off} names unknown interface")
             if caplen > MAX_SNAPLEN or 20 + caplen > len(body):
                 raise CaptureFormatError(f"packet block at offset {off} has bad length {caplen}")
-            linktype, ticks = interfaces[iface]
+            linktype, ticks = self.interfaces[iface]
             ts = (hi << 32) | lo
             ts_ns = (
                 ts * (1_000_000_000 // ticks)
@@ -207,13 +217,32 @@ def iter_pcapng(data: bytes) -> Iterator[Record]:
             for code, value in _parse_options(body[20 + caplen + _pad4(caplen) :], order):
                 if code == OPT_COMMENT:
                     comment = value.decode("utf-8", "replace")
-            yield Record(ts_ns, body[20 : 20 + caplen], wirelen, linktype, comment, iface)
+            return Record(ts_ns, body[20 : 20 + caplen], wirelen, linktype, comment, iface)
         elif btype == SPB:
-            if not interfaces:
+            if not self.interfaces:
                 raise CaptureFormatError(
                     f"simple packet block at offset {off} before any interface"
                 )
             wirelen = struct.unpack_from(order + "I", body, 0)[0]
             caplen = min(wirelen, len(body) - 4)
-            yield Record(0, body[4 : 4 + caplen], wirelen, interfaces[0][0])
+            return Record(0, body[4 : 4 + caplen], wirelen, self.interfaces[0][0])
+        return None
+
+
+def iter_pcapng(data: bytes) -> Iterator[Record]:
+    """Records of a pcapng file held in memory; :class:`CaptureFormatError` on bad input."""
+    off = 0
+    end = len(data)
+    if end < 28:
+        raise CaptureFormatError(f"pcapng file truncated ({end} bytes)")
+    section = PcapngSection()
+    while off < end:
+        if off + 12 > end:
+            raise CaptureFormatError(f"pcapng block header truncated at offset {off}")
+        btype, total = section.header(data[off : off + 12], off)
+        if off + total > end:
+            raise CaptureFormatError(f"pcapng block at offset {off} has bad length {total}")
+        rec = section.block(btype, data[off : off + total], off)
+        if rec is not None:
+            yield rec
         off += total

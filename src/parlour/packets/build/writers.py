@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from parlour.packets.addresses import ipv4_to_bytes
-from parlour.packets.conversation import BuiltPacket
-from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from parlour.packets.packet import ethernet_frame
-from parlour.packets.pcap import PcapWriter
-from parlour.packets.pcapng import PcapngWriter
+from parlour.packets.build.conversation import BuiltPacket
+from parlour.packets.files.pcap import PcapWriter
+from parlour.packets.files.pcapng import PcapngWriter
+from parlour.packets.wire.addresses import ipv4_to_bytes
+from parlour.packets.wire.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from parlour.packets.wire.packet import ethernet_frame
 
 __all__ = ["LinkOptions", "default_mac", "frame_for", "write_capture", "write_capture_file"]
 

@@ -34,7 +34,7 @@ def ipv4_tcp_packet(
 ) -> bytes:
     """A complete IPv4 datagram carrying one TCP segment, both checksums filled in.
 
-    Addresses are 32-bit integers (see :func:`parlour.packets.addresses.ipv4_to_int`).
+    Addresses are 32-bit integers (see :func:`parlour.packets.wire.addresses.ipv4_to_int`).
     """
     olen = len(options)
     if olen & 3 or olen > 40:

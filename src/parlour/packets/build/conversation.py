@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import NamedTuple
 
-from parlour.packets.addresses import ipv4_to_int
-from parlour.packets.packet import ipv4_tcp_packet
-from parlour.packets.tcp import TcpFlags, TcpOptions, encode_options
+from parlour.packets.wire.addresses import ipv4_to_int
+from parlour.packets.wire.packet import ipv4_tcp_packet
+from parlour.packets.wire.tcp import TcpFlags, TcpOptions, encode_options
 
 __all__ = [
     "DEFAULT_START_NS",

@@ -6,7 +6,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from parlour.packets.records import MAX_SNAPLEN, CaptureFormatError, Record
+from parlour.packets.files.records import MAX_SNAPLEN, CaptureFormatError, Record
 
 __all__ = ["PcapWriter", "iter_pcap", "pcap_header"]
 
@@ -56,7 +56,7 @@ class PcapWriter:
 
     def write_many(self, frames: Iterable[Sequence[Any]]) -> int:
         """Append ``(ts_ns, frame, ...)`` items — pairs, or anything indexable the same way
-        such as :class:`~parlour.packets.conversation.BuiltPacket` — in batched writes."""
+        such as :class:`~parlour.packets.build.conversation.BuiltPacket` — in batched writes."""
         pack = self._rec.pack
         div = self._div
         fr = self._frac

@@ -1,15 +1,17 @@
-"""Decode captured frames into IPv4/TCP fields (pure; tolerant of garbage frames).
+"""Decode captured frames into IPv4/IPv6, TCP, UDP and ICMP fields (pure; never raises).
 
 Two layers:
 
-* :func:`decode_capture` is the fast path. For pcap it walks the file held in memory once,
-  keeping only each record's offset in an ``array('q')`` (8 bytes per packet, no per-packet
-  objects). :meth:`PacketTable.tcp_headers` then unpacks the link-type field plus every fixed
-  IPv4 and TCP header field with *one* ``struct.unpack_from`` at the frame's offset in the file
-  buffer — no slicing, no intermediate objects, nothing retained.
-* :func:`decode_record` is the careful, general decoder (IP options, fragments, UDP, checksum
-  verification, TCP options). :class:`PacketTable` builds a :class:`DecodedPacket` with it
-  lazily, only for the frames somebody looks at.
+* :func:`decode_record` is the careful, general decoder used by the analysis: link layers,
+  IPv4 (options, fragments, TSO zero lengths), IPv6 (extension headers), TCP (the one
+  :class:`~parlour.packets.wire.tcp.TcpHeader` type), UDP, ICMP and ICMPv6, checksums.
+  Lengths follow tshark: a segment's length comes from the IP header (what was on the wire),
+  not from the bytes a snap length let through; :attr:`DecodedPacket.complete` says whether
+  all of it was captured.
+* :func:`decode_capture` is the bulk path for whole files in memory: it keeps only each
+  record's offset and unpacks the fixed IPv4+TCP header fields of a frame with one
+  ``struct.unpack_from`` (:meth:`PacketTable.tcp_headers`), building careful
+  :class:`DecodedPacket` objects only for the frames somebody indexes.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from socket import AF_INET6, inet_ntoa, inet_ntop
-from typing import NamedTuple, TypeAlias, overload
+from typing import TypeAlias, overload
 
-from parlour.packets.capturefile import capture_format, iter_records
-from parlour.packets.checksum import internet_checksum
-from parlour.packets.ipv4 import IPv4Header, parse_ipv4
-from parlour.packets.linktypes import (
+from parlour.packets.files.pcap import MAGIC_NS, MAGIC_US, iter_pcap
+from parlour.packets.files.reader import capture_format, iter_records
+from parlour.packets.files.records import CaptureFormatError, Record
+from parlour.packets.wire.checksum import internet_checksum
+from parlour.packets.wire.ipv4 import IPv4Header, parse_ipv4
+from parlour.packets.wire.linktypes import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_LINUX_SLL,
@@ -35,55 +39,56 @@ from parlour.packets.linktypes import (
     ethertype_name,
     network_payload,
 )
-from parlour.packets.pcap import MAGIC_NS, MAGIC_US, iter_pcap
-from parlour.packets.records import CaptureFormatError, Record
-from parlour.packets.tcp import TCP_HEADER, TcpHeader, parse_tcp
+from parlour.packets.wire.tcp import TCP_HEADER, TcpHeader
 
 __all__ = [
     "DecodedPacket",
     "Header",
     "PacketTable",
-    "TcpFields",
     "decode_capture",
     "decode_record",
     "decode_records",
-    "iter_tcp_fields",
     "read_capture_bytes",
 ]
 
 _IP_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 2: "IGMP", 47: "GRE", 50: "ESP", 58: "ICMPv6"}
 _UDP = struct.Struct("!HHHH")
-
-
-class TcpFields(NamedTuple):
-    """The fixed TCP header fields of a decoded packet (a tuple: cheap to make)."""
-
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    header_len: int
-    flags: int
-    window: int
-    checksum: int
-    urgent: int
-
-
-_new_tcp_fields = TcpFields.__new__
+_new_tcp = tuple.__new__
 
 
 class DecodedPacket:
     """One frame, decoded as far as it goes. ``problem`` says why decoding stopped early.
 
-    The TCP fields the analysis needs are plain values (:attr:`tcp_fields`,
-    :attr:`tcp_options`); the full :class:`IPv4Header`/:class:`TcpHeader` objects are built
-    only when :attr:`ip`/:attr:`tcp` are read. Treat instances as read-only.
+    ``payload`` holds the captured bytes after the TCP/UDP header (the whole ICMP message for
+    ICMP); ``seglen`` is the TCP payload length the IP header announces (tshark's
+    ``tcp.len``), which is larger than ``len(payload)`` when a snap length cut the frame
+    (``complete`` is false then), and for UDP the length its header announces minus 8;
+    ``l4_len`` is the transport segment's length on the wire. The :class:`IPv4Header` is
+    built only when :attr:`ip` is read. Treat instances as read-only.
     """
 
     __slots__ = (
-        "_frame", "_ip", "_l3", "_l4", "_tcp", "cap_len", "comment", "dst", "ip_checksum_ok",
-        "number", "payload", "problem", "protocol", "src", "tcp_checksum_ok", "tcp_fields",
-        "tcp_options", "ts_ns", "udp_ports", "wire_len",
+        "_frame",
+        "_ip",
+        "_l3",
+        "cap_len",
+        "comment",
+        "complete",
+        "dst",
+        "ip_checksum_ok",
+        "l4_len",
+        "number",
+        "payload",
+        "problem",
+        "protocol",
+        "seglen",
+        "src",
+        "tcp",
+        "tcp_checksum_ok",
+        "ts_ns",
+        "ttl",
+        "udp_ports",
+        "wire_len",
     )  # fmt: skip
 
     def __init__(
@@ -91,8 +96,8 @@ class DecodedPacket:
         dst: str, payload: bytes = b"", ip_checksum_ok: bool | None = None,
         tcp_checksum_ok: bool | None = None, udp_ports: tuple[int, int] | None = None,
         problem: str | None = None, comment: str | None = None, *, frame: bytes = b"",
-        l3: int = -1, l4: int = -1, tcp_fields: TcpFields | None = None,
-        tcp_options: bytes = b"",
+        l3: int = -1, tcp: TcpHeader | None = None, seglen: int = 0, l4_len: int = 0,
+        complete: bool = True, ttl: int = 0,
     ) -> None:  # fmt: skip
         self.number = number
         self.ts_ns = ts_ns
@@ -109,11 +114,12 @@ class DecodedPacket:
         self.comment = comment
         self._frame = frame
         self._l3 = l3
-        self._l4 = l4
-        self.tcp_fields = tcp_fields
-        self.tcp_options = tcp_options
+        self.tcp = tcp
+        self.seglen = seglen
+        self.l4_len = l4_len
+        self.complete = complete
+        self.ttl = ttl
         self._ip: IPv4Header | None = None
-        self._tcp: TcpHeader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -129,15 +135,9 @@ class DecodedPacket:
         return self._ip
 
     @property
-    def tcp(self) -> TcpHeader | None:
-        """The TCP header (``None`` unless the frame carries a parseable TCP segment)."""
-        if self._tcp is None and self.tcp_fields is not None:
-            self._tcp = parse_tcp(memoryview(self._frame)[self._l4 :])
-        return self._tcp
-
-    @property
-    def seglen(self) -> int:
-        return len(self.payload) if self.tcp_fields is not None else 0
+    def tcp_options(self) -> bytes:
+        """The raw TCP options (``b""`` when there are none or this is not TCP)."""
+        return b"" if self.tcp is None else self.tcp.options_raw
 
 
 _IPH = struct.Struct("!BBHHHBBH4s4s")
@@ -156,8 +156,10 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
         return DecodedPacket(*base, "?", "", "", problem=f"undecodable link type {rec.linktype}",
                              comment=comment)  # fmt: skip
     n = len(frame) - off
+    # what the wire carried after the link header (tshark's "reported length")
+    reported = max(rec.wire_len, len(frame)) - off
     if et == 0x86DD:
-        return _decode_ipv6(base, frame, off, n, verify_checksums, comment)
+        return _decode_ipv6(base, frame, off, n, reported, verify_checksums, comment)
     if et != 0x0800:
         name = ethertype_name(et)
         return DecodedPacket(*base, name, "", "", problem=f"{name} (not decoded)",
@@ -165,7 +167,7 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
     if n < 20:
         return DecodedPacket(*base, "IPv4", "", "", problem=f"IPv4 header truncated: {n} bytes",
                              comment=comment)  # fmt: skip
-    vihl, _tos, total, _id, ff, _ttl, proto, _c, sip, dip = _IPH.unpack_from(frame, off)
+    vihl, _tos, total, _id, ff, ttl, proto, _c, sip, dip = _IPH.unpack_from(frame, off)
     hlen = (vihl & 0x0F) * 4
     if vihl >> 4 != 4 or hlen < 20 or hlen > n:
         problem = f"not IPv4 (version {vihl >> 4})" if vihl >> 4 != 4 else (
@@ -173,76 +175,105 @@ def decode_record(number: int, rec: Record, verify_checksums: bool = True) -> De
         return DecodedPacket(*base, "IPv4", "", "", problem=problem, comment=comment)
     src, dst = inet_ntoa(sip), inet_ntoa(dip)
     ip_ok = internet_checksum(frame[off : off + hlen]) == 0 if verify_checksums else None
-    end = off + (min(n, total) if total >= hlen else n)
+    if total < hlen:
+        if total:
+            return DecodedPacket(*base, "IPv4", src, dst, ip_checksum_ok=ip_ok, comment=comment,
+                                 problem=f"Bogus IP length ({total}, less than header length "
+                                 f"{hlen})", frame=frame, l3=off)  # fmt: skip
+        total = reported  # zero: TCP segmentation offload, the capture has the real size
+    if total <= reported:
+        reported = total
     if ff & 0x3FFF:  # fragment offset or more-fragments
         return DecodedPacket(*base, "IPv4", src, dst, ip_checksum_ok=ip_ok, problem="IP fragment",
-                             comment=comment, frame=frame, l3=off)  # fmt: skip
+                             comment=comment, frame=frame, l3=off, ttl=ttl)  # fmt: skip
     addr_sum = int.from_bytes(sip, "big") + int.from_bytes(dip, "big")
-    complete = total <= n
-    return _decode_l4(base, frame, off, off + hlen, end, proto, src, dst, ip_ok, addr_sum,
-                      complete and verify_checksums, comment)  # fmt: skip
+    return _decode_l4(base, frame, off, off + hlen, min(n, reported), reported - hlen, proto,
+                      src, dst, ip_ok, addr_sum, verify_checksums, comment, ttl)  # fmt: skip
 
 
 def _decode_ipv6(
-    base: tuple[int, int, int, int], frame: bytes, off: int, n: int, verify: bool,
+    base: tuple[int, int, int, int], frame: bytes, off: int, n: int, reported: int, verify: bool,
     comment: str | None,
 ) -> DecodedPacket:  # fmt: skip
     if n < 40:
         return DecodedPacket(*base, "IPv6", "", "", problem=f"IPv6 header truncated: {n} bytes",
                              comment=comment)  # fmt: skip
-    plen, nxt, _hop, sip, dip = _IP6H.unpack_from(frame, off)
+    plen, nxt, hop, sip, dip = _IP6H.unpack_from(frame, off)
     src, dst = inet_ntop(AF_INET6, sip), inet_ntop(AF_INET6, dip)
-    end = off + 40 + min(plen, n - 40)
+    if 40 + plen <= reported:
+        reported = 40 + plen
+    end = off + min(n, reported)
     l4 = off + 40
     while nxt in _IP6_EXT and l4 + 8 <= end:
         nxt, ext_len = frame[l4], (frame[l4 + 1] + 1) * 8
         l4 += ext_len
     if nxt == 44:
-        return DecodedPacket(*base, "IPv6", src, dst, problem="IP fragment", comment=comment)
+        return DecodedPacket(*base, "IPv6", src, dst, problem="IP fragment", comment=comment,
+                             ttl=hop)  # fmt: skip
     if l4 > end:
         return DecodedPacket(*base, "IPv6", src, dst, problem="IPv6 extension header truncated",
                              comment=comment)  # fmt: skip
     addr_sum = int.from_bytes(sip, "big") + int.from_bytes(dip, "big")
-    complete = 40 + plen <= n
-    return _decode_l4(base, frame, -1, l4, end, nxt, src, dst, None, addr_sum,
-                      complete and verify, comment)  # fmt: skip
+    return _decode_l4(base, frame, -1, l4, end - off, reported - (l4 - off), nxt, src, dst,
+                      None, addr_sum, verify, comment, hop, off)  # fmt: skip
 
 
 def _decode_l4(
-    base: tuple[int, int, int, int], frame: bytes, l3: int, l4: int, end: int, proto: int,
-    src: str, dst: str, ip_ok: bool | None, addr_sum: int, verify: bool, comment: str | None,
+    base: tuple[int, int, int, int], frame: bytes, l3: int, l4: int, captured: int,
+    l4_reported: int, proto: int, src: str, dst: str, ip_ok: bool | None, addr_sum: int,
+    verify: bool, comment: str | None, ttl: int, ip_start: int = -1,
 ) -> DecodedPacket:  # fmt: skip
+    """*captured*: bytes of the IP datagram in the frame; *l4_reported*: the transport
+    segment's length on the wire."""
+    start = l3 if l3 >= 0 else ip_start
+    end = start + captured  # captured end of the datagram
+    have = end - l4  # captured bytes of the transport segment
+    complete = have >= l4_reported
     if proto == 6:
-        if end - l4 < 20:
-            return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
-                                 problem=f"TCP header truncated: {max(0, end - l4)} bytes",
-                                 frame=frame, l3=l3)  # fmt: skip
+        if have < 20:  # payload: the header bytes there are (the ports, perhaps)
+            return DecodedPacket(*base, "TCP", src, dst, frame[l4:end], ip_checksum_ok=ip_ok,
+                                 comment=comment,
+                                 problem=f"TCP header truncated: {max(0, have)} bytes",
+                                 frame=frame, l3=l3, ttl=ttl, complete=False,
+                                 l4_len=l4_reported)  # fmt: skip
         sp, dp, seq, ack, doff, fl, win, csum, urg = TCP_HEADER.unpack_from(frame, l4)
         thlen = (doff >> 4) * 4
-        if thlen < 20 or l4 + thlen > end:
+        if thlen < 20 or thlen > l4_reported:
             return DecodedPacket(*base, "TCP", src, dst, ip_checksum_ok=ip_ok, comment=comment,
                                  problem=f"bad TCP data offset {thlen} (segment has "
-                                 f"{end - l4} bytes)", frame=frame, l3=l3)  # fmt: skip
-        f = _new_tcp_fields(TcpFields, sp, dp, seq, ack, thlen, fl, win, csum, urg)
+                                 f"{l4_reported} bytes)", frame=frame, l3=l3,
+                                 ttl=ttl)  # fmt: skip
+        # options cut short by the snap length keep what was captured (the header's length
+        # says how much is missing)
+        h = _new_tcp(TcpHeader, (sp, dp, seq, ack, thlen, fl, win, csum, urg,
+                                 frame[l4 + 20 : min(l4 + thlen, end)]))  # fmt: skip
         tcp_ok = None
-        if verify:
-            pseudo = addr_sum + 6 + (end - l4)
-            tcp_ok = internet_checksum(frame[l4:end], pseudo) == 0
+        if verify and complete:
+            pseudo = addr_sum + 6 + l4_reported
+            tcp_ok = internet_checksum(frame[l4 : l4 + l4_reported], pseudo) == 0
             if not tcp_ok and csum == _fold(pseudo):
                 # checksum offload: the sender's kernel left only the pseudo-header sum for
                 # the NIC to complete (every packet captured on Linux loopback looks so)
                 tcp_ok = None
-        return DecodedPacket(*base, "TCP", src, dst, frame[l4 + thlen : end], ip_ok, tcp_ok,
-                             comment=comment, frame=frame, l3=l3, l4=l4, tcp_fields=f,
-                             tcp_options=frame[l4 + 20 : l4 + thlen])  # fmt: skip
-    if proto == 17 and end - l4 >= 8:
-        sport, dport, _ulen, _uc = _UDP.unpack_from(frame, l4)
+        return DecodedPacket(*base, "TCP", src, dst, frame[l4 + thlen : end] if l4 + thlen < end
+                             else b"", ip_ok, tcp_ok,
+                             comment=comment, frame=frame, l3=l3, tcp=h, ttl=ttl,
+                             seglen=max(0, l4_reported - thlen), l4_len=l4_reported,
+                             complete=complete)  # fmt: skip
+    if proto == 17 and have >= 8:
+        sport, dport, ulen, _uc = _UDP.unpack_from(frame, l4)
         return DecodedPacket(*base, "UDP", src, dst, frame[l4 + 8 : end], ip_ok,
-                             udp_ports=(sport, dport), comment=comment, frame=frame,
-                             l3=l3)  # fmt: skip
+                             udp_ports=(sport, dport), comment=comment, frame=frame, l3=l3,
+                             ttl=ttl, l4_len=l4_reported, seglen=ulen - 8,
+                             complete=complete)  # fmt: skip
     name = _IP_NAMES.get(proto, f"IP proto {proto}")
+    if name == "ICMPv6" and l3 >= 0:
+        name = "IP proto 58"
+    elif name == "ICMP" and l3 < 0:
+        name = "IP proto 1"
     return DecodedPacket(*base, name, src, dst, frame[l4:end], ip_ok, comment=comment,
-                         frame=frame, l3=l3)  # fmt: skip
+                         frame=frame, l3=l3, ttl=ttl, l4_len=l4_reported,
+                         complete=complete)  # fmt: skip
 
 
 def _fold(n: int) -> int:
@@ -253,36 +284,6 @@ def _fold(n: int) -> int:
 
 def decode_records(records: Iterable[Record], verify_checksums: bool = True) -> list[DecodedPacket]:
     return [decode_record(i, r, verify_checksums) for i, r in enumerate(records, 1)]
-
-
-_ETH_IP_TCP = struct.Struct("!12xHBBHHHBBH4s4sHHIIBBHHH")
-_IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")
-
-
-def iter_tcp_fields(
-    frames: Iterable[tuple[int, bytes]], ethernet: bool
-) -> Iterator[tuple[int, ...] | None]:
-    """Fast path: ``(ts_ns, frame)`` → tuple of IPv4+TCP header fields per frame.
-
-    Yields ``None`` for frames that are not option-less IPv4 carrying TCP. Used by the
-    benchmark and bulk tools; :func:`decode_record` is the careful, general decoder.
-    """
-    if ethernet:
-        unpack = _ETH_IP_TCP.unpack_from
-        for _ts, frame in frames:
-            if len(frame) < 54:
-                yield None
-                continue
-            f = unpack(frame)
-            yield f if f[0] == 0x0800 and f[1] == 0x45 and f[7] == 6 else None
-    else:
-        unpack = _IP_TCP.unpack_from
-        for _ts, frame in frames:
-            if len(frame) < 40:
-                yield None
-                continue
-            f = unpack(frame)
-            yield f if f[0] == 0x45 and f[6] == 6 else None
 
 
 # --- fast path ----------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntFlag
+from typing import NamedTuple
 
-from parlour.packets.checksum import BytesLike, tcp_checksum
+from parlour.packets.wire.checksum import BytesLike, tcp_checksum
 
 __all__ = [
     "TCP_HEADER",
@@ -147,8 +148,12 @@ def decode_options(raw: BytesLike) -> TcpOptions:
     return TcpOptions(mss, wscale, sack_perm, ts, tuple(blocks), tuple(other))
 
 
-@dataclass(frozen=True, slots=True)
-class TcpHeader:
+class TcpHeader(NamedTuple):
+    """A TCP header: the fixed fields and the raw options (decoded on demand by
+    :attr:`options`). A named tuple, because readers make one per segment: this is the one
+    TCP header type of the packet lab (the careful parser and the capture decoder both
+    return it)."""
+
     sport: int
     dport: int
     seq: int
@@ -158,7 +163,7 @@ class TcpHeader:
     window: int
     checksum: int
     urgent: int
-    options_raw: bytes
+    options_raw: bytes = b""
 
     @property
     def options(self) -> TcpOptions:
