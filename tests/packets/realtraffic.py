@@ -63,7 +63,10 @@ def in_own_namespace() -> bool:
 
 
 def setup_lo(mtu: int | None = None) -> None:
-    """Bring the namespace's lo up (it starts down) and optionally set its MTU."""
+    """Bring the namespace's lo up (it starts down), optionally set its MTU, and make the
+    kernel pick ports where tshark has no dissector registered (so tshark does not decode
+    the test traffic as some other protocol by its port)."""
+    Path("/proc/sys/net/ipv4/ip_local_port_range").write_text("32768 34899\n")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifr = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, ifr))[1]

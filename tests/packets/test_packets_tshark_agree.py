@@ -121,6 +121,20 @@ SCENARIOS: dict[str, tuple[list[tuple[str, int, int, str, int, int, int]], str, 
          ("c", 90000, 0, "S", 0, 64240, 1_000_000), ("s", 70000, 90001, "SA", 0, 64240, 100)],
         "tcp.analysis.reused_ports", 7,
     ),
+    # two flags on one packet: the Info prefixes come in tshark's order
+    "lost_and_acked_unseen_together": (
+        [("s", 1, 1, "PA", 100, 502, 1000), ("c", 101, 301, "PA", 50, 502, 1000)],
+        "tcp.analysis.ack_lost_segment", 7,
+    ),
+    "zero_window_acking_unseen_data": (
+        [("c", 1, 1, "PA", 100, 502, 1000), ("s", 1, 201, "A", 0, 0, 100)],
+        "tcp.analysis.zero_window", 7,
+    ),
+    "retransmission_filling_the_window": (
+        [("s", 1, 1, "A", 0, 1, 100), ("c", 1, 1, "PA", 128, 502, 1000),
+         ("c", 1, 1, "PA", 128, 502, 300_000), ("s", 1, 129, "A", 0, 502, 100)],
+        "tcp.analysis.window_full", 7,
+    ),
         "window_update": (
         [("c", 1, 1, "PA", 10, 502, 1000), ("s", 1, 11, "A", 0, 100, 100),
          ("s", 1, 11, "A", 0, 502, 100)],
