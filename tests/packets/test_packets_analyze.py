@@ -16,6 +16,7 @@ from packets_helpers import EXAMPLE_CSV, craft_capture
 from parlour.packets.analyze.decode import decode_capture
 from parlour.packets.analyze.dissect import analyze
 from parlour.packets.analyze.filters import FilterError, parse_filters
+from parlour.packets.analyze.follow import Follower, StreamChunk
 from parlour.packets.build.conversation import (
     AppMessage,
     BuildOptions,
@@ -26,6 +27,7 @@ from parlour.packets.build.messages import load_messages
 from parlour.packets.build.writers import LinkOptions, write_capture_file
 from parlour.packets.cli import packets as packets_cli
 from parlour.packets.files.pcap import PcapWriter
+from parlour.packets.files.reader import read_capture
 
 RETRANSMISSION = [
     ("c", 1, 1, "PA", 5, 502, 1000), ("c", 1, 1, "PA", 5, 502, 300_000),
@@ -295,3 +297,46 @@ def test_sack_blocks_are_relative_like_tshark(tmp_path: Path) -> None:
     result = analyze(decode_capture(path))
     last = result.packets[-1]
     assert last.info.endswith("Len=0 SLE=101 SRE=201")
+
+
+def _follow(path: Path, stream: int = 0, chat: bool = True) -> list[StreamChunk]:
+    result = analyze(decode_capture(path))
+    follower = Follower(stream, chat=chat)
+    return [c for pa in result.packets for c in follower.feed(pa)] + follower.finish()
+
+
+def test_follow_keeps_long_chat_lines_whole(tmp_path: Path) -> None:
+    text = "word " * 400  # 2000 characters: cut to 80 in the packet list, never in --follow
+    line = b'{"id":3,"type":"send","room":"general","text":"%s"}\n' % text.encode()
+    login = b'{"id":1,"type":"login","username":"alice","password":"pw-secret-1"}\n'
+    path = tmp_path / "long.pcap"
+    _chat_capture(path, [login, line], mss=536)
+    texts = [c.text for c in _follow(path) if c.text]
+    assert texts == ["login alice", f"send #general: {text}"]
+    res = CliRunner().invoke(packets_cli, ["analyze", str(path), "--follow"])
+    assert res.exit_code == 0 and f"send #general: {text}" in res.output
+    assert "pw-secret-1" not in res.output
+
+
+def test_follow_marks_bytes_the_capture_missed(tmp_path: Path) -> None:
+    lines = [b'{"type":"send","room":"r","text":"line %d"}\n' % i for i in range(6)]
+    path = tmp_path / "chat.pcap"
+    _chat_capture(path, lines)
+    recs = read_capture(path)
+    # drop the data segment of line 2 (the receiver's ACK for it stays: it was delivered)
+    dropped = [r for r in recs if b"line 2" in r.data]
+    assert len(dropped) == 1
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many((r.ts_ns, r.data) for r in recs if r not in dropped)
+    chunks = _follow(path)
+    assert [c.text for c in chunks if c.text] == [
+        "send #r: line 0", "send #r: line 1", "send #r: line 3", "send #r: line 4",
+        "send #r: line 5",
+    ]  # fmt: skip
+    (gap,) = [c for c in chunks if c.missing]
+    assert gap.missing == len(lines[2]) and not gap.snapped
+    res = CliRunner().invoke(packets_cli, ["analyze", str(path), "--follow"])
+    assert f"[{len(lines[2])} bytes missing in capture file]" in res.output
+    # raw view of the same conversation: every other byte is there, in order
+    raw = b"".join(c.data for c in _follow(path, chat=False))
+    assert raw == b"".join(lines[:2] + lines[3:])

@@ -74,6 +74,8 @@ class PacketAnalysis:
     app: tuple[str, str] | None = None
     #: the chat lines this packet completed (secrets replaced)
     chat: tuple[ChatLine, ...] = ()
+    #: what the packet's TCP conversation carries, once known: "http" or "chat"
+    app_kind: str | None = None
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -99,6 +101,8 @@ class _App:
 
     #: the dissector a heuristic settled on for the rest of the conversation
     settled: str | None = None
+    #: the dissector that last took the conversation's data (by port or heuristic)
+    kind: str | None = None
     #: the chat heuristic looks at the first data of a conversation only
     tried_chat: bool = False
     http: HttpConversation = field(default_factory=HttpConversation)
@@ -182,7 +186,8 @@ class Dissector:
         if len(h.options_raw) < h.header_len - 20:
             return PacketAnalysis(p, t, "TCP", info, rel)  # dissection stopped in the options
         if not payload and not (flags & FIN and fwd.reassembly is not None):
-            return PacketAnalysis(p, t, "TCP", info, rel)
+            kind = st.app.kind if st.app is not None else None
+            return PacketAnalysis(p, t, "TCP", info, rel, app_kind=kind)
         app = st.app
         if app is None:
             app = st.app = _App()
@@ -229,7 +234,7 @@ class Dissector:
             lines = tuple(chat_lines)
             chat_lines.clear()
             app_text = ("Parlour", " | ".join(line.text for line in lines))
-        return PacketAnalysis(p, t, cols.protocol, cols.text(), rel, app_text, lines)
+        return PacketAnalysis(p, t, cols.protocol, cols.text(), rel, app_text, lines, app.kind)
 
     def _payload(
         self, app: _App, st: _Stream, cols: Columns, tvb: Tvb, p: DecodedPacket, bits: int,
@@ -255,6 +260,7 @@ class Dissector:
                 # any data: a capture may start in the middle of a conversation)
                 app.tried_chat = True
                 return 0, 0
+        app.kind = kind
         if kind == "http":
             return dissect_http(app.http, cols, tvb, p.number, can_desegment, end_of_stream)
         return dissect_chat(app.chat, cols, tvb, from_client, can_desegment)

@@ -23,7 +23,7 @@ import click
 
 from parlour.packets.analyze.dissect import Analysis, PacketAnalysis, analyze, iter_analysis
 from parlour.packets.analyze.filters import FilterError, PacketFilter, parse_filters
-from parlour.packets.analyze.follow import Follower, StreamChunk
+from parlour.packets.analyze.follow import Follower, StreamChunk, missing_text
 from parlour.packets.analyze.tcp_analysis import Conversation, Direction, endpoint_text
 from parlour.packets.files.records import CaptureFormatError
 
@@ -148,7 +148,11 @@ def _chunk_lines(conv: Conversation, chunk: StreamChunk) -> list[str]:
     arrow = f"{client} → {server}" if chunk.from_client else f"{server} → {client}"
     when = _secs(chunk.time_rel_ns)
     if chunk.missing:
-        return [f"[{when}] {arrow}: [{chunk.missing} bytes missing in capture file]"]
+        what = (
+            f"[{chunk.missing} bytes cut by the snap length]" if chunk.snapped
+            else missing_text(chunk.missing)
+        )  # fmt: skip
+        return [f"[{when}] {arrow}: {what}"]
     if chunk.text is not None:
         return [f"[{when}] {arrow}: {chunk.text}"]
     lines = [f"[{when}] {arrow} ({len(chunk.data)} bytes)"]
@@ -165,6 +169,8 @@ def _chunk_json(chunk: StreamChunk) -> dict[str, Any]:
     }
     if chunk.missing:
         out["missing"] = chunk.missing
+        if chunk.snapped:
+            out["snapped"] = True
     elif chunk.text is not None:
         out["text"] = chunk.text
     else:
@@ -190,7 +196,7 @@ class _Follow:
         if f is None:
             if not t.seglen:
                 return
-            f = self.followers[t.stream] = Follower(t.stream, pa.protocol == "Parlour")
+            f = self.followers[t.stream] = Follower(t.stream, pa.app_kind == "chat")
             self.chunks[t.stream] = []
         self._keep(t.stream, f.feed(pa))
 
