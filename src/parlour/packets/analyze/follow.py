@@ -179,8 +179,11 @@ class Follower:
         end = d.line.rfind(b"\n")
         if end < 0:
             if len(d.line) > MAX_LINE_BYTES:
-                out.append(StreamChunk(number, when, from_client,
-                                       text=f"…line longer than {MAX_LINE_BYTES} bytes"))
+                out.append(
+                    StreamChunk(
+                        number, when, from_client, text=f"…line longer than {MAX_LINE_BYTES} bytes"
+                    )
+                )
                 d.line.clear()  # fmt: skip
             return
         complete = bytes(d.line[: end + 1])
