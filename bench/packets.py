@@ -3,6 +3,7 @@
     python bench/packets.py            # 1,000,000 packets (scapy: 20,000, scaled)
     python bench/packets.py --quick    # 100,000 packets (scapy: 2,000)
     python bench/packets.py --packets 300000 --scapy 5000
+    sudo python bench/packets.py analyze   # analyze vs tshark on 1M packets of real traffic
 
 Build: chat-like messages over several TCP flows become packets with
 ``build_conversations`` (handshake, data segments, ACKs, teardown; sequence numbers, options
@@ -333,6 +334,12 @@ def _same(name: str, sample: list[bytes], ref: list[bytes]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["analyze"]:  # analyze vs tshark: bench/packets_analyze.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from packets_analyze import main as analyze_main
+
+        analyze_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=1_000_000, help="packets to build and parse")
     ap.add_argument("--dpkt", type=int, default=None, help="packets for dpkt (default: all)")

@@ -20,6 +20,9 @@ AF_PACKET, as tcpdump would. Scenarios (one capture file each, ``OUTDIR/NAME.pca
     the 3 MB download with MTU 1500 through a token-bucket qdisc with a short queue on lo,
     which drops what does not fit: retransmissions, duplicate ACKs with SACK blocks, fast
     retransmissions, lost segments.
+``browse`` (not in the test corpus; ``bench/packets.py analyze`` uses it)
+    60 browsing sessions (pages, JSON, small and 300 kB files, 404s, some over IPv6), refused
+    connections, pings, UDP to closed ports, then 10 downloads over the lossy link.
 
 The namespace dies with the process, so nothing (qdisc, MTU) outlives the run, and the host's
 interfaces are never touched: the script refuses to run in the initial network namespace.
@@ -99,6 +102,11 @@ def _content(tmp: Path) -> None:
     doc = {"type": "report", "items": [{"id": i, "name": f"item {i}"} for i in range(150)]}
     (tmp / "data.json").write_text(json.dumps(doc))
     (tmp / "index.html").write_text("<!doctype html><title>lab</title><p>hello</p>\n")
+    (tmp / "small.txt").write_text("a small text file\n" * 16)
+    (tmp / "page.html").write_text(
+        "<!doctype html><title>page</title>\n" + "<p>paragraph</p>\n" * 1200
+    )
+    (tmp / "medium.bin").write_bytes(rng.randbytes(300 * 1024))
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -273,11 +281,36 @@ def scenario_loss(out: Path, content: Path) -> None:
         rec.stop()
 
 
-def _tbf(rate: str, burst: str, limit: str) -> None:
+def scenario_browse(out: Path, content: Path) -> None:
+    """Many browsing sessions (the benchmark's traffic): pages, JSON, small and larger files,
+    404s, refused connections, pings and UDP to closed ports on an Ethernet-sized MTU; then a
+    few downloads over a lossy link."""
+    setup_lo(1500)
+    _tbf("10gbit", "10kb", "100mb")
+    rec = Recorder(out / "browse.pcap")
+    paths = ["/", "/small.txt", "/data.json", "/page.html", "/medium.bin", "/missing"]
+    try:
+        with http_server(content) as port, http_server(content, "::1") as port6:
+            for i in range(60):
+                host, hport = ("::1", port6) if i % 5 == 4 else ("127.0.0.1", port)
+                http_session(host, hport, paths)
+                if i % 3 == 0:
+                    refused()
+                if i % 6 == 0:
+                    closed_udp("127.0.0.1")
+                    ping("127.0.0.1")
+            _tbf("100mbit", "16kb", "24kb", "replace")
+            for _ in range(10):
+                http_session("127.0.0.1", port, ["/medium.bin", "/data.json"])
+    finally:
+        rec.stop()
+
+
+def _tbf(rate: str, burst: str, limit: str, how: str = "add") -> None:
     tc = shutil.which("tc")
     if tc is None:
         raise SystemExit("this scenario needs tc (iproute2)")
-    cmd = [tc, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", burst, "limit",
+    cmd = [tc, "qdisc", how, "dev", "lo", "root", "tbf", "rate", rate, "burst", burst, "limit",
            limit]  # fmt: skip
     subprocess.run(cmd, check=True)
 
@@ -286,6 +319,7 @@ RUNNERS: dict[str, Callable[[Path, Path], None]] = {
     "web": scenario_web,
     "web1500": scenario_web1500,
     "loss": scenario_loss,
+    "browse": scenario_browse,
 }
 
 

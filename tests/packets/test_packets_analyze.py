@@ -182,7 +182,7 @@ def test_bad_checksums_are_flagged_and_offload_is_not(tmp_path: Path) -> None:
         PcapWriter(f, 101).write_many(
             (p.ts_ns, bytes(fr)) for p, fr in zip(built, frames, strict=True)
         )
-    code, out = run(str(path), "--format", "json", "--filter", "flag=bad-checksum")
+    code, out = run(str(path), "--format", "json", "--checksums", "--filter", "flag=bad-checksum")
     assert code == 0, out
     bad = json.loads(out)["packets"]
     assert [p["number"] for p in bad] == [3, 4, 5]
@@ -191,7 +191,7 @@ def test_bad_checksums_are_flagged_and_offload_is_not(tmp_path: Path) -> None:
     # not reassembled; the HTTP line replaces the TCP summary (tshark with checks on)
     assert bad[1]["info"] == "GET /index.html HTTP/1.1 Continuation"
     assert bad[2]["checksums"] == {"ip_ok": False, "tcp_ok": True}
-    code, out = run(str(path), "--format", "json", "--no-checksums", "--filter", "flag=any")
+    code, out = run(str(path), "--format", "json", "--filter", "flag=any")  # not by default
     assert json.loads(out)["packets"] == []
 
 

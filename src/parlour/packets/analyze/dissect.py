@@ -32,10 +32,12 @@ from parlour.packets.analyze.columns import (
 from parlour.packets.analyze.decode import DecodedPacket, decode_record
 from parlour.packets.analyze.http import HTTP_PORTS, HttpConversation, dissect_http, looks_like_http
 from parlour.packets.analyze.icmp import IcmpMatcher, icmp_info, icmpv6_info, quote_cut
-from parlour.packets.analyze.reassembly import Flow, desegment, fin_reassembly
+from parlour.packets.analyze.reassembly import SEGMENT_OF_PDU, Flow, desegment, fin_reassembly
 from parlour.packets.analyze.tcp_analysis import (
+    A_FAST_RETRANSMISSION,
     A_KEEP_ALIVE,
     A_NOT_DISSECTED,
+    A_SPURIOUS_RETRANSMISSION,
     BAD_CHECKSUM,
     FIN,
     RST,
@@ -48,6 +50,10 @@ from parlour.packets.analyze.tcp_analysis import (
 )
 from parlour.packets.files.records import Record
 from parlour.packets.files.stream import CaptureStream
+
+_SEGMENT_TAIL = " " + SEGMENT_OF_PDU
+#: analysis results that send a segment down desegment()'s general path
+_NOT_PLAIN = A_NOT_DISSECTED | A_KEEP_ALIVE | A_SPURIOUS_RETRANSMISSION | A_FAST_RETRANSMISSION
 
 __all__ = [
     "Analysis",
@@ -110,9 +116,10 @@ class _App:
 
 
 class Dissector:
-    """Analyse frames one at a time, in capture order (see the module)."""
+    """Analyse frames one at a time, in capture order (see the module). Checksums are
+    verified only with *verify_checksums* (tshark's default is not to)."""
 
-    def __init__(self, verify_checksums: bool = True) -> None:
+    def __init__(self, verify_checksums: bool = False) -> None:
         self.verify_checksums = verify_checksums
         self.tracker: TcpTracker | None = None
         self._icmp = IcmpMatcher()
@@ -191,6 +198,18 @@ class Dissector:
         app = st.app
         if app is None:
             app = st.app = _App()
+        flow = fwd.reassembly
+        if (
+            flow is not None and can_desegment and not flags & (RST | FIN | SYN)
+            and not t.bits & _NOT_PLAIN
+        ):  # fmt: skip
+            # the bulk of a long message: a segment inside the PDU being reassembled, neither
+            # its start nor its end (what desegment() would do, without its generality)
+            msp = flow.inside(t.rel_seq, t.rel_seq + t.seglen)
+            if msp is not None:
+                msp.last_frame = p.number
+                msp.add(p.number, (t.rel_seq - msp.seq) & 0xFFFFFFFF, payload, True)
+                return PacketAnalysis(p, t, "TCP", info + _SEGMENT_TAIL, rel, app_kind=app.kind)
         http_seen = app.http.seen
         chat_lines = app.chat.lines
         cols = Columns("TCP", info, len(t.prefix))
@@ -205,7 +224,6 @@ class Dissector:
             )
 
         try:
-            flow = fwd.reassembly
             if (
                 flags & FIN and can_desegment and flow is not None
                 and fin_reassembly(flow, p.number, payload, seq, process)
@@ -267,7 +285,7 @@ class Dissector:
 
 
 def iter_analysis(
-    source: str | Path | bytes | Iterable[Record], verify_checksums: bool = True
+    source: str | Path | bytes | Iterable[Record], verify_checksums: bool = False
 ) -> Generator[PacketAnalysis, None, Analysis]:
     """Analyse a capture (path, bytes, or records) packet by packet, in constant memory.
 
@@ -283,7 +301,7 @@ def iter_analysis(
 
 
 def analyze(
-    packets: Iterable[DecodedPacket] | str | Path | bytes, verify_checksums: bool = True
+    packets: Iterable[DecodedPacket] | str | Path | bytes, verify_checksums: bool = False
 ) -> Analysis:
     """Every packet's analysis and the conversations: for decoded packets in capture order
     (e.g. a :class:`~parlour.packets.analyze.decode.PacketTable`), or a capture's path or

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from parlour.packets.analyze.columns import Columns, ReassemblyError, Tvb
+from parlour.packets.analyze.tcp_analysis import A_RETRANSMISSION, A_SPURIOUS_RETRANSMISSION
 
 __all__ = [
     "DESEGMENT_ONE_MORE_SEGMENT",
@@ -64,8 +65,8 @@ class _Msp:
     """A multi-segment PDU and its fragments (tshark's MSP plus its fragment head)."""
 
     __slots__ = (
-        "complete_data", "contig", "datalen", "defragmented", "first_frame", "flags", "frags",
-        "kept", "last_frame", "max_frame", "nxtpdu", "partial", "seq",
+        "ahead", "complete_data", "contig", "datalen", "defragmented", "first_frame", "flags",
+        "frags", "kept", "last_frame", "max_frame", "nxtpdu", "partial", "seq",
     )  # fmt: skip
 
     def __init__(self, seq: int, nxtpdu: int, frame: int) -> None:
@@ -75,8 +76,12 @@ class _Msp:
         self.last_frame = frame
         self.max_frame = 0
         self.flags = 0
-        self.frags: list[tuple[int, int, int, bytes]] = []  # (offset, length, frame, data)
+        #: (offset, length, frame, data), sorted by offset
+        self.frags: list[tuple[int, int, int, bytes]] = []
+        #: bytes covered from the start without a hole
         self.contig = 0
+        #: fragments that start beyond ``contig`` (arrived ahead of a hole)
+        self.ahead = 0
         self.datalen: int | None = None
         self.defragmented = False
         self.partial = False
@@ -110,28 +115,43 @@ class _Msp:
             frags.append(item)
         else:
             insort(frags, item, key=lambda it: it[0])
-        if frag_offset <= self.contig < frag_offset + length:
+        contig = self.contig
+        if frag_offset <= contig < frag_offset + length:
             contig = frag_offset + length
-            for o, n, _f, _d in frags:  # absorb fragments that now join up
-                if o <= contig < o + n:
-                    contig = o + n
+            if self.ahead:  # absorb fragments that now join up
+                ahead = 0
+                for o, n, _f, _d in frags:
+                    if o <= contig < o + n:
+                        contig = o + n
+                    elif o > contig:
+                        ahead += 1
+                self.ahead = ahead
             self.contig = contig
+        elif frag_offset > contig:
+            self.ahead += 1
         if self.datalen is None or self.contig < self.datalen:
             return None
         return self._assemble()
 
     def _assemble(self) -> bytes:
         assert self.datalen is not None
-        buf = bytearray()
+        parts = []
         pos = 0
         for o, n, _f, d in self.frags:
             end = min(o + n, self.datalen)
             if end > pos and o <= pos:
-                buf += d[pos - o : end - o]
+                parts.append(d[pos - o : end - o] if (pos - o or end - o < len(d)) else d)
                 pos = end
         self.defragmented = True
-        self.complete_data = bytes(buf)
+        self.complete_data = b"".join(parts)
         return self.complete_data
+
+    def release(self) -> None:
+        """The PDU was dissected and nothing more is asked of it: keep only what later
+        segments are checked against (its extent), not its bytes."""
+        if not self.partial:
+            self.frags = []
+            self.complete_data = b""
 
     def _reset(self) -> None:
         self.defragmented = False
@@ -151,8 +171,32 @@ class Flow:
         self.fin = 0
 
     def lookup_le(self, key: int) -> _Msp | None:
-        i = bisect_right(self.keys, key & _M32)
-        return self.msps[self.keys[i - 1]] if i else None
+        """The PDU starting at the highest sequence number not above *key*."""
+        keys = self.keys
+        key &= _M32
+        if keys and keys[-1] <= key:  # the usual case: after the latest PDU
+            return self.msps[keys[-1]]
+        i = bisect_right(keys, key)
+        return self.msps[keys[i - 1]] if i else None
+
+    def inside(self, seq: int, nxtseq: int) -> _Msp | None:
+        """The latest PDU, when [*seq*, *nxtseq*) lies strictly inside it and adding the
+        segment cannot complete it (no other PDU starts at *seq*, the PDU's end is past
+        *nxtseq*, nothing waits beyond a hole): the segment is then only one more fragment."""
+        keys = self.keys
+        if not keys:
+            return None
+        start = keys[-1]
+        seq &= _M32
+        if not start < seq:
+            return None
+        msp = self.msps[start]
+        if (
+            nxtseq < msp.nxtpdu and not msp.flags and msp.datalen is None and not msp.ahead
+            and not msp.defragmented and msp.contig == seq - start
+        ):  # fmt: skip
+            return msp
+        return None
 
     def store(self, seq: int, nxtpdu: int, frame: int) -> _Msp:
         msp = _Msp(seq, nxtpdu & _M32, frame)
@@ -182,11 +226,6 @@ def desegment(
     *process* hands a buffer to the application dissector the way ``process_tcp_payload``
     does (it skips retransmissions and keep-alives, returning ``(0, 0)``).
     """
-    from parlour.packets.analyze.tcp_analysis import (
-        A_RETRANSMISSION,
-        A_SPURIOUS_RETRANSMISSION,
-    )
-
     tvb = Tvb(payload)
     offset = 0
     first_pdu = True
@@ -206,7 +245,7 @@ def desegment(
             if msp.first_frame == frame and first_pdu:
                 cols.append_sep(" ", SEGMENT_OF_PDU)
             break
-        if bits & A_SPURIOUS_RETRANSMISSION or bits & A_RETRANSMISSION:
+        if bits & (A_SPURIOUS_RETRANSMISSION | A_RETRANSMISSION):
             break
         if msp is None:
             msp = flow.lookup_le(seq - 1)
@@ -234,9 +273,11 @@ def desegment(
                 must_desegment = True
                 deseg_offset = offset + d_off
         if ipfd is not None and msp is not None:
-            d_off, d_len = process(Tvb(ipfd), msp.seq, True)
+            d_off, d_len = process(Tvb(ipfd, msp.datalen), msp.seq, True)
             called = True
-            if d_len:
+            if not d_len:
+                msp.release()
+            else:
                 if d_off == 0:
                     msp.partial = True
                 elif not _le((msp.seq + d_off) & _M32, seq):

@@ -12,11 +12,15 @@ part of the Info column: the analysis prefixes in tshark's order and the summary
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from parlour.packets.analyze.decode import DecodedPacket
 from parlour.packets.wire.tcp import decode_options, flags_text
+
+_FLAGS_TEXT = [flags_text(value) for value in range(256)]
+_TS_PAIR = struct.Struct("!II")
 
 __all__ = [
     "ACK_LOST_SEGMENT",
@@ -219,7 +223,9 @@ class _Stream:
     index: int
     client: tuple[str, int]
     server: tuple[str, int]
-    sides: dict[tuple[str, int], _Side] = field(default_factory=dict)
+    #: the client's and the server's direction
+    cside: _Side = field(default_factory=lambda: _Side())
+    sside: _Side = field(default_factory=lambda: _Side())
     mru_syn_ns: int = 0
     first_rtt_ns: int = 0
     first_ns: int = 0
@@ -296,51 +302,51 @@ def _analyze_segment(
     st: _Stream, fwd: _Side, rev: _Side, now: int, num: int, seq: int, ack: int, flags: int,
     window: int, seglen: int,
 ) -> int:  # fmt: skip
-    """tshark's ``tcp_analyze_sequence_number`` for one segment: its TCP_A_* bits."""
+    """tshark's ``tcp_analyze_sequence_number`` for one segment: its TCP_A_* bits.
+
+    (Written with local variables and inline modular comparisons: it runs for every
+    segment.)"""
     ta = 0
     if fwd.base_seq is None:
         fwd.base_seq = seq if flags & SYN else (seq - 1) & _M32
     if rev.base_seq is None and flags & ACK:
         rev.base_seq = (ack - 1) & _M32
-    if seglen == 1 and seq == fwd.nextseq and rev.window == 0:
+    nextseq = fwd.nextseq
+    lastack = fwd.lastack
+    if seglen == 1 and seq == nextseq and rev.window == 0:
         ta = A_ZERO_WINDOW_PROBE
     else:
         nosfr = not flags & (SYN | FIN | RST)
         if window == 0 and nosfr:
-            ta |= A_ZERO_WINDOW
-        if fwd.nextseq and _gt(seq, fwd.nextseq) and not flags & RST:
+            ta = A_ZERO_WINDOW
+        if nextseq and 0 < (seq - nextseq) & _M32 < 0x80000000 and not flags & RST:
             ta |= A_LOST_PACKET
-        if seglen <= 1 and seq == (fwd.nextseq - 1) & _M32 and nosfr:
+        if seglen <= 1 and seq == (nextseq - 1) & _M32 and nosfr:
             ta |= A_KEEP_ALIVE
-        if (
-            seglen == 0 and window and window != fwd.window and seq == fwd.nextseq
-            and ack == fwd.lastack and nosfr
-        ):  # fmt: skip
-            ta |= A_WINDOW_UPDATE
-        shift = 0 if rev.is_first_ack or rev.win_scale < 0 else rev.win_scale
-        if (
-            seglen > 0 and rev.win_scale != -1
-            and (seq + seglen) & _M32 == (rev.lastack + (rev.window << shift)) & _M32
-            and nosfr
-        ):  # fmt: skip
-            ta |= A_WINDOW_FULL
-        if (
-            seglen == 0 and window == fwd.window and seq == fwd.nextseq and ack == fwd.lastack
-            and nosfr
-        ):  # fmt: skip
-            if window and rev.lastsegmentflags & A_KEEP_ALIVE:
-                ta |= A_KEEP_ALIVE_ACK
-            elif window == 0 and rev.lastsegmentflags & A_ZERO_WINDOW_PROBE:
-                ta |= A_ZERO_WINDOW_PROBE_ACK
-            elif window:
-                fwd.dupacknum = 1 if fwd.dupacknum == -1 else fwd.dupacknum + 1
-                ta |= A_DUPLICATE_ACK
+        if seglen == 0:
+            if (
+                window and window != fwd.window and seq == nextseq and ack == lastack and nosfr
+            ):  # fmt: skip
+                ta |= A_WINDOW_UPDATE
+            if window == fwd.window and seq == nextseq and ack == lastack and nosfr:
+                if window and rev.lastsegmentflags & A_KEEP_ALIVE:
+                    ta |= A_KEEP_ALIVE_ACK
+                elif window == 0 and rev.lastsegmentflags & A_ZERO_WINDOW_PROBE:
+                    ta |= A_ZERO_WINDOW_PROBE_ACK
+                elif window:
+                    fwd.dupacknum = 1 if fwd.dupacknum == -1 else fwd.dupacknum + 1
+                    ta |= A_DUPLICATE_ACK
+        elif rev.win_scale != -1 and nosfr:
+            shift = 0 if rev.is_first_ack or rev.win_scale < 0 else rev.win_scale
+            if (seq + seglen) & _M32 == (rev.lastack + (rev.window << shift)) & _M32:
+                ta |= A_WINDOW_FULL
     # the duplicate-ACK counter restarts when the ACK number moves
-    if ack != fwd.lastack:
+    if ack != lastack:
         fwd.lastnondupack = num
         fwd.dupacknum = 0
-    if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked) and flags & ACK:
-        if _lt(rev.maxseqtobeacked, rev.nextseq):
+    rmax = rev.maxseqtobeacked
+    if rmax and flags & ACK and 0 < (ack - rmax) & _M32 < 0x80000000:
+        if 0 < (rev.nextseq - rmax) & _M32 < 0x80000000:
             rev.maxseqtobeacked = rev.nextseq  # report once per hole
             ta |= A_ACK_LOST_PACKET
         else:  # the other side is stalled with pure ACKs: report the same hole only once
@@ -348,32 +354,35 @@ def _analyze_segment(
                 ta |= A_ACK_LOST_PACKET
             rev.dupacknum = -1  # tshark's counter is unsigned: -1 also counts as ">= 2"
     if (seglen > 0 or flags & (SYN | FIN)) and not ta & A_KEEP_ALIVE:
-        not_advanced = bool(fwd.nextseq) and _lt(seq, fwd.nextseq)
-        if seglen > 1 and (fwd.nextseq - 1) & _M32 == seq:
+        not_advanced = bool(nextseq) and 0 < (nextseq - seq) & _M32 < 0x80000000
+        if seglen > 1 and (nextseq - 1) & _M32 == seq:
             not_advanced = False
-        extra = 1 if flags & (SYN | FIN) else 0
-        if seglen > 0 and rev.lastack and _le((seq + seglen) & _M32, rev.lastack):
-            ta |= A_SPURIOUS_RETRANSMISSION
-        elif (
-            not_advanced and (rev.dupacknum >= 2 or rev.dupacknum == -1) and rev.lastack == seq
-            and 0 <= now - rev.lastacktime < 20_000_000
+        rlastack = rev.lastack
+        if (
+            seglen > 0 and rlastack
+            and (rlastack - ((seq + seglen) & _M32)) & _M32 < 0x80000000
         ):  # fmt: skip
-            ta |= A_FAST_RETRANSMISSION
-        elif (
-            not_advanced
-            and 0 <= now - fwd.nextseqtime < (st.first_rtt_ns or 3_000_000)
-            and fwd.nextseq != (seq + seglen + extra) & _M32
-        ):
-            ta |= A_OUT_OF_ORDER
+            ta |= A_SPURIOUS_RETRANSMISSION
         elif not_advanced:
-            ta |= A_RETRANSMISSION
+            if (
+                (rev.dupacknum >= 2 or rev.dupacknum == -1) and rlastack == seq
+                and 0 <= now - rev.lastacktime < 20_000_000
+            ):  # fmt: skip
+                ta |= A_FAST_RETRANSMISSION
+            elif (
+                0 <= now - fwd.nextseqtime < (st.first_rtt_ns or 3_000_000)
+                and nextseq != (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & _M32
+            ):
+                ta |= A_OUT_OF_ORDER
+            else:
+                ta |= A_RETRANSMISSION
     if not ta & A_ZERO_WINDOW_PROBE:
-        nextseq = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & _M32
-        if _gt(nextseq, fwd.nextseq) or not fwd.nextseq:
-            fwd.nextseq = nextseq
+        new = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & _M32
+        if not nextseq or 0 < (new - nextseq) & _M32 < 0x80000000:
+            fwd.nextseq = nextseq = new
             fwd.nextseqtime = now
         if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
-            fwd.maxseqtobeacked = fwd.nextseq
+            fwd.maxseqtobeacked = nextseq
     fwd.window = window
     fwd.lastack = ack
     fwd.lastacktime = now
@@ -391,7 +400,7 @@ class TcpTracker:
 
     def __init__(self, t0: int = 0) -> None:
         self.t0 = t0
-        self.streams: dict[frozenset[tuple[str, int]], _Stream] = {}
+        self.streams: dict[tuple[str, int, str, int], _Stream] = {}
         self.ordered: list[_Stream] = []
 
     def segment(
@@ -401,24 +410,26 @@ class TcpTracker:
         h = p.tcp
         assert h is not None
         sport, dport, seq, ack, hlen, flags, raw_window, _cs, urgent, options = h
-        me, peer = (p.src, sport), (p.dst, dport)
-        key = frozenset((me, peer))
+        src, dst = p.src, p.dst
+        key = (src, sport, dst, dport)  # both directions are in the table
         st = self.streams.get(key)
+        me, peer = (src, sport), (dst, dport)
         reused = 0
         if st is not None and flags & (SYN | ACK) == SYN:
-            base = st.sides[me].base_seq
+            mine = st.cside if st.client == me else st.sside
+            base = mine.base_seq
             if base is not None and seq != base:
                 st = None  # the ports are reused: a new conversation (tshark's rule)
                 reused = A_REUSED_PORTS
             elif base is not None:  # a retransmitted SYN restores the expected sequence number
-                st.sides[me].nextseq = st.sides[me].maxseqtobeacked
+                mine.nextseq = mine.maxseqtobeacked
         if st is None:
             client, server = (me, peer) if not (flags & SYN and flags & ACK) else (peer, me)
             st = _Stream(len(self.ordered), client, server, first_ns=p.ts_ns)
-            st.sides = {client: _Side(), server: _Side()}
-            self.streams[key] = st
+            self.streams[key] = self.streams[(dst, dport, src, sport)] = st
             self.ordered.append(st)
-        fwd, rev = st.sides[me], st.sides[peer]
+        from_client = st.client == me
+        fwd, rev = (st.cside, st.sside) if from_client else (st.sside, st.cside)
         cut = len(options) < hlen - 20  # the snap length cut the options short
         if flags & SYN and cut:
             # tshark stops at the cut option: a window scale before it is learnt, and the
@@ -471,15 +482,26 @@ class TcpTracker:
         rbase = rev.base_seq if rev.base_seq is not None else ack
         rel_seq = (seq - base) & _M32
         rel_ack = (ack - rbase) & _M32 if flags & ACK else 0
-        summary = (
-            f"{sport} → {dport} [{flags_text(flags)}] Seq={rel_seq}"
-            + (f" Ack={rel_ack}" if flags & ACK else "")
-            + f" Win={window}"
-            + checksum_note
-            + (f" Urg={urgent}" if flags & URG else "")
-            + f" Len={seglen}"
-        )
-        if options or cut:
+        if flags & URG or checksum_note:
+            summary = (
+                f"{sport} → {dport} [{_FLAGS_TEXT[flags]}] Seq={rel_seq}"
+                + (f" Ack={rel_ack}" if flags & ACK else "")
+                + f" Win={window}{checksum_note}"
+                + (f" Urg={urgent}" if flags & URG else "")
+                + f" Len={seglen}"
+            )
+        elif flags & ACK:
+            summary = (
+                f"{sport} → {dport} [{_FLAGS_TEXT[flags]}] Seq={rel_seq} Ack={rel_ack} "
+                f"Win={window} Len={seglen}"
+            )
+        else:
+            summary = (
+                f"{sport} → {dport} [{_FLAGS_TEXT[flags]}] Seq={rel_seq} Win={window} Len={seglen}"
+            )
+        if len(options) == 12 and not cut and options[:4] == b"\x01\x01\x08\x0a":
+            summary += " TSval=%d TSecr=%d" % _TS_PAIR.unpack_from(options, 4)  # Linux's layout
+        elif options or cut:
             summary += options_text(options, rbase, hlen - 20)
         dup = None
         if flags & RST:
@@ -499,7 +521,7 @@ class TcpTracker:
             names = ()
         info = TcpInfo(
             st.index, sport, dport, flags, seq, ack, rel_seq, rel_ack, seglen, window, names,
-            me == st.client, dup, rbase, bits, prefix, summary,
+            from_client, dup, rbase, bits, prefix, summary,
         )  # fmt: skip
         return info, st, fwd, rev
 
@@ -510,8 +532,8 @@ class TcpTracker:
                 s.index,
                 s.client,
                 s.server,
-                _direction(s.sides[s.client], t0),
-                _direction(s.sides[s.server], t0),
+                _direction(s.cside, t0),
+                _direction(s.sside, t0),
                 s.first_ns - t0,
                 s.last_ns - s.first_ns,
                 s.first_rtt_ns or None,

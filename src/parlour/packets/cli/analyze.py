@@ -12,7 +12,6 @@ like tshark).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -61,6 +60,25 @@ def conversation_row(c: Conversation) -> tuple[str, ...]:
         str(c.to_client.packets), str(c.to_client.bytes), _secs(c.to_client.duration_ns),
         _secs(c.start_rel_ns), _secs(c.duration_ns), _secs(c.handshake_rtt_ns),
     )  # fmt: skip
+
+
+def _quote(value: str) -> str:
+    """A CSV field as the csv module's minimal quoting writes it."""
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _csv_row(pa: PacketAnalysis) -> str:
+    """One packet as a CSV line (what ``csv.writer`` writes, five times faster)."""
+    p = pa.packet
+    t = pa.tcp
+    flags = pa.flags
+    return (
+        f"{p.number},{pa.time_rel_ns / 1e9:.6f},{_quote(p.src or '')},{_quote(p.dst or '')},"
+        f"{_quote(pa.protocol)},{p.wire_len},{_quote(pa.info)},{'' if t is None else t.stream},"
+        f"{_quote(';'.join(flags)) if flags else ''}\n"
+    )
 
 
 def _plain(row: Sequence[str]) -> str:
@@ -176,6 +194,28 @@ def _chunk_json(chunk: StreamChunk) -> dict[str, Any]:
     else:
         out["data"] = chunk.data.decode("utf-8", "replace")
     return out
+
+
+class _Out:
+    """Rows written in batches: one ``click.echo`` per row costs more than analysing it."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+        if len(self.parts) >= 4096:
+            self.flush()
+
+    def line(self, text: str = "") -> None:
+        self.write(text + "\n")
+
+    def flush(self) -> None:
+        if self.parts:
+            click.echo("".join(self.parts), nl=False)
+            self.parts.clear()
 
 
 class _Follow:
@@ -312,7 +352,14 @@ def _no_stream(capture: Path, stream: int, convs: Sequence[Conversation]) -> cli
     show_default=True,
     help="--plot: the data the client sends, the server sends, or both (one panel each).",
 )
-@click.option("--no-checksums", is_flag=True, help="Do not verify IPv4 and TCP checksums.")
+@click.option(
+    "--checksums",
+    "checksums",
+    is_flag=True,
+    help="Verify IPv4 and TCP checksums, as tshark -o tcp.check_checksum:TRUE does (bad ones "
+    "are flagged; the segment is not reassembled). Off by default, as in tshark.",
+)
+@click.option("--no-checksums", "no_checksums", is_flag=True, hidden=True)
 def analyze_command(
     capture: Path,
     fmt: Literal["table", "json", "csv"],
@@ -323,6 +370,7 @@ def analyze_command(
     stream: int | None,
     plot: Path | None,
     direction: Literal["both", "client", "server"],
+    checksums: bool,
     no_checksums: bool,
 ) -> None:
     """Analyse CAPTURE (pcap or pcapng, as written by tshark, tcpdump, Wireshark or
@@ -334,7 +382,7 @@ def analyze_command(
         raise click.BadParameter(str(exc), param_hint="--filter") from None
     if fmt == "csv" and (do_follow or explain):
         raise click.UsageError("--follow and --explain print text: use --format table or json")
-    verify = not no_checksums
+    verify = checksums and not no_checksums
     try:
         if explain or plot is not None:
             result = analyze(capture, verify)
@@ -360,18 +408,17 @@ def _streaming(
     follow = _Follow(stream) if do_follow else None
     show_packets = not only_convs and not do_follow
     streams_shown: set[int] = set()
-    echo = click.echo
+    out = _Out()
+    echo = out.line
     tty_rows: list[tuple[str, ...]] | None = (
         [] if fmt == "table" and sys.stdout.isatty() and show_packets else None
     )
-    csv_buf = io.StringIO()
-    writer = csv.writer(csv_buf, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\n")
     if fmt == "csv":
         if only_convs:
             writer.writerow(CONVERSATION_COLUMNS)
         else:
             writer.writerow((*PACKET_COLUMNS, "Stream", "Flags"))
-        echo(csv_buf.getvalue(), nl=False)
     first_json = True
     if fmt == "json":
         echo('{"capture": ' + json.dumps(str(capture)) + ', "filter": '
@@ -397,12 +444,7 @@ def _streaming(
             echo(("  " if first_json else " ,") + json.dumps(packet_json(pa), ensure_ascii=False))
             first_json = False
         elif fmt == "csv":
-            csv_buf.seek(0)
-            csv_buf.truncate()
-            writer.writerow(
-                (*packet_row(pa), "" if pa.tcp is None else pa.tcp.stream, ";".join(pa.flags))
-            )
-            echo(csv_buf.getvalue(), nl=False)
+            out.write(_csv_row(pa))
         elif tty_rows is not None:
             tty_rows.append(packet_row(pa))
             if len(tty_rows) > RICH_MAX_ROWS:  # a long list: plain lines from here on
@@ -420,21 +462,21 @@ def _streaming(
     if fmt == "json":
         if show_packets:
             echo(" ],")
-        echo(' "conversations": ' + json.dumps([conversation_json(c) for c in selected]), nl=False)
+        out.write(' "conversations": ' + json.dumps([conversation_json(c) for c in selected]))
         if follow is not None:
             docs = follow.json(selected)
-            echo(',\n "follow": ' + json.dumps(docs, ensure_ascii=False), nl=False)
+            out.write(',\n "follow": ' + json.dumps(docs, ensure_ascii=False))
         echo("\n}")
+        out.flush()
         return summary.problem
     if fmt == "csv":
         if only_convs:
-            csv_buf.seek(0)
-            csv_buf.truncate()
             writer.writerows(conversation_row(c) for c in selected)
-            echo(csv_buf.getvalue(), nl=False)
+        out.flush()
         return summary.problem
     conv_rows = [] if do_follow else [conversation_row(c) for c in selected]
     if tty_rows is not None:
+        out.flush()
         _print_rich(tty_rows, conv_rows)
     elif conv_rows:
         if show_packets:
@@ -447,6 +489,7 @@ def _streaming(
             if conv.stream in follow.followers:
                 for line in follow.lines(conv):
                     echo(line)
+    out.flush()
     return summary.problem
 
 
