@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import random
 import shutil
 import socket
 import struct

@@ -500,7 +500,8 @@ class TcpTracker:
                 f"{sport} → {dport} [{_FLAGS_TEXT[flags]}] Seq={rel_seq} Win={window} Len={seglen}"
             )
         if len(options) == 12 and not cut and options[:4] == b"\x01\x01\x08\x0a":
-            summary += " TSval=%d TSecr=%d" % _TS_PAIR.unpack_from(options, 4)  # Linux's layout
+            tsval, tsecr = _TS_PAIR.unpack_from(options, 4)  # Linux's layout
+            summary += f" TSval={tsval} TSecr={tsecr}"
         elif options or cut:
             summary += options_text(options, rbase, hlen - 20)
         dup = None
