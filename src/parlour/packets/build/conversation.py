@@ -22,12 +22,15 @@ from parlour.packets.wire.packet import ipv4_tcp_packet
 from parlour.packets.wire.tcp import TcpFlags, TcpOptions, encode_options
 
 __all__ = [
+    "ANOMALIES",
     "DEFAULT_START_NS",
+    "SERVICE_PORTS",
     "AppMessage",
     "BuildOptions",
     "BuiltPacket",
     "Endpoint",
     "build_conversations",
+    "connection_ends",
 ]
 
 #: relative CSV times are counted from 2026-01-01T00:00:00Z unless told otherwise
@@ -37,6 +40,7 @@ SYN = int(TcpFlags.SYN)
 ACK = int(TcpFlags.ACK)
 PSH = int(TcpFlags.PSH)
 FIN = int(TcpFlags.FIN)
+RST = int(TcpFlags.RST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +57,13 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class AppMessage:
-    """One application message: who sends it to whom, the bytes, and when (ns since epoch)."""
+    """One application message: who sends it to whom, the bytes, and when (ns since epoch).
+
+    *opener* says who opens the message's connection when that is known ("src" or "dst");
+    *connection* labels the connection: another label on the same addresses and ports starts
+    a new connection there (the old one is closed first). *anomaly* asks the builder to get
+    this message's packets wrong on purpose (see :data:`ANOMALIES`).
+    """
 
     src: Endpoint
     dst: Endpoint
@@ -61,6 +71,9 @@ class AppMessage:
     ts_ns: int
     msg_id: str = ""
     app_protocol: str = ""
+    opener: str = ""
+    connection: str = ""
+    anomaly: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,29 @@ class _Flow:
     client: Endpoint
     server: Endpoint
     messages: list[AppMessage] = field(default_factory=list)
+    label: str = ""
+    #: the handshake starts no earlier (an earlier connection on the same ports is closing)
+    not_before: int = 0
+    #: when the flow's last packet went out (set once built)
+    ends: int = 0
+
+
+#: anomalies a message can be built with (``AppMessage.anomaly``, ``--anomaly``)
+ANOMALIES = ("reuse-seq", "drop", "duplicate", "reorder", "rst", "zero-window")
+#: ports a server listens on: the side using one of them (and not the other) is the server
+SERVICE_PORTS = frozenset(
+    {*range(1, 1024), 1080, 1433, 1521, 1883, 2049, 3000, 3306, 3389, 5000, 5060, 5222, 5432,
+     5672, 5900, 6379, 6667, 7878, 8000, 8008, 8080, 8443, 8888, 9000, 9092, 9200, 11211,
+     27017}
+)  # fmt: skip
+#: time a sender waits before resending what was not acknowledged (Linux's minimum RTO)
+RTO_NS = 200_000_000
+#: how long a receiver keeps its window shut in the zero-window anomaly
+ZERO_WINDOW_NS = 200_000_000
+
+
+def _anomalies(m: AppMessage) -> frozenset[str]:
+    return frozenset(a for a in m.anomaly.split(",") if a) if m.anomaly else frozenset()
 
 
 class _Builder:
@@ -160,7 +196,7 @@ class _Builder:
         sd = self._dir(s, c)
         t0 = flow.messages[0].ts_ns
         ts_off = 10 * o.step_ns - t0
-        last = t0 - 3 * o.step_ns
+        last = max(t0 - 3 * o.step_ns, flow.not_before)
         out: list[BuiltPacket] = []
         append = out.append
         stream = flow.index
@@ -172,8 +208,14 @@ class _Builder:
         pack_plain = _HDR_NOOPT.pack
         from_bytes = int.from_bytes
         new = tuple.__new__
+        established = False
+        #: (anomaly, first index, end index) of the data segments of anomalous messages
+        marks: list[tuple[str, int, int]] = []
 
-        def slow(me: _Dir, peer: _Dir, t: int, flags: int, payload: bytes, mid: str) -> None:
+        def slow(
+            me: _Dir, peer: _Dir, t: int, flags: int, payload: bytes, mid: str, seq: int,
+            ack: int, win: int,
+        ) -> None:  # fmt: skip
             """Any segment (SYNs, or options other than timestamps): the general builder."""
             syn = bool(flags & SYN)
             ts_opt = None
@@ -186,14 +228,11 @@ class _Builder:
                 sack_permitted=o.sack_permitted and syn,
                 timestamps=ts_opt,
             )
-            seq = me.nxt
-            ack = peer.nxt if flags & ACK else 0
             datagram = ipv4_tcp_packet(
                 me.src, me.dst, me.ep.port, peer.ep.port, seq, ack, flags,
-                o.syn_window if syn else window, encode_options(opts, syn), payload,
+                o.syn_window if syn else win, encode_options(opts, syn), payload,
                 self._ident(me.ep.ip), ttl,
             )  # fmt: skip
-            me.nxt = (seq + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
             append(BuiltPacket(t, datagram, me.ep, peer.ep, seq, ack, flags, payload, stream,
                                mid or None))  # fmt: skip
 
@@ -206,13 +245,26 @@ class _Builder:
             flags: int,
             payload: bytes = b"",
             mid: str = "",
+            seq: int | None = None,
+            ack: int | None = None,
+            win: int | None = None,
         ) -> None:
+            """One segment; *seq*, *ack* and *win* override what the state says (anomalies)."""
             nonlocal last
             if t < last:
                 t = last
             last = t
+            advance = seq is None
+            if seq is None:
+                seq = me.nxt
+            if ack is None:
+                ack = peer.nxt if flags & ACK else 0
+            if win is None:
+                win = window
+            if advance:
+                me.nxt = (seq + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
             if flags & SYN:
-                slow(me, peer, t, flags, payload, mid)
+                slow(me, peer, t, flags, payload, mid, seq, ack, win)
                 return
             ip = src.ip
             ident = ip_ids.get(ip)
@@ -220,8 +272,6 @@ class _Builder:
                 ident = self._ident(ip)
             else:
                 ip_ids[ip] = (ident + 1) & 0xFFFF
-            seq = me.nxt
-            ack = peer.nxt if flags & ACK else 0
             n = len(payload)
             if n:
                 psum = from_bytes(payload, "big")
@@ -234,29 +284,32 @@ class _Builder:
                 tsecr = peer.last_tsval if flags & ACK else 0
                 total = 52 + n
                 r = (me.ip_const + total + ident) % _M
-                r2 = (me.tcp_const + seq + ack + flags + window + tsval + tsecr + total - 20
+                r2 = (me.tcp_const + seq + ack + flags + win + tsval + tsecr + total - 20
                       + psum) % _M  # fmt: skip
                 hdr = pack_ts(
                     0x45, 0, total, ident, _DF, ttl, 6, _M - r if r else 0, me.src, me.dst,
-                    src.port, dst.port, seq, ack, 0x80, flags, window, _M - r2 if r2 else 0, 0,
+                    src.port, dst.port, seq, ack, 0x80, flags, win, _M - r2 if r2 else 0, 0,
                     0x0101, 8, 10, tsval, tsecr,
                 )  # fmt: skip
             else:
                 total = 40 + n
                 r = (me.ip_const + total + ident) % _M
-                r2 = (me.tcp_const - 0x0101 - 0x080A - 0x3000 + seq + ack + flags + window
+                r2 = (me.tcp_const - 0x0101 - 0x080A - 0x3000 + seq + ack + flags + win
                       + total - 20 + psum) % _M  # fmt: skip
                 hdr = pack_plain(
                     0x45, 0, total, ident, _DF, ttl, 6, _M - r if r else 0, me.src, me.dst,
-                    src.port, dst.port, seq, ack, 0x50, flags, window, _M - r2 if r2 else 0, 0,
+                    src.port, dst.port, seq, ack, 0x50, flags, win, _M - r2 if r2 else 0, 0,
                 )  # fmt: skip
-            me.nxt = (seq + n + (flags & FIN)) & 0xFFFFFFFF
             append(new(BuiltPacket, (t, hdr + payload if n else hdr, src, dst, seq, ack, flags,
                                      payload, stream, mid or None)))  # fmt: skip
 
-        emit(cd, sd, c, s, t0 - 3 * o.step_ns, SYN)
-        emit(sd, cd, s, c, t0 - 2 * o.step_ns, SYN | ACK)
-        emit(cd, sd, c, s, t0 - o.step_ns, ACK)
+        def handshake(t: int) -> None:
+            nonlocal established
+            emit(cd, sd, c, s, max(t - 3 * o.step_ns, last), SYN)
+            emit(sd, cd, s, c, last + o.step_ns, SYN | ACK)
+            emit(cd, sd, c, s, last + o.step_ns, ACK)
+            established = True
+
         opt_len = 12 if timestamps else 0
         chunk = max(1, o.mss - opt_len)
         msgs = flow.messages
@@ -270,7 +323,25 @@ class _Builder:
             src, dst = m.src, m.dst
             me, peer = (cd, sd) if src.port == c.port and src.ip == c.ip else (sd, cd)
             n = len(data)
-            if n <= chunk and timestamps:
+            bad = _anomalies(m)
+            if "rst" in bad and not established:
+                # nobody listens: the data goes out without a connection, the destination's
+                # kernel answers RST (the source design's lab, packet for packet)
+                seq = (me.isn + 1) & 0xFFFFFFFF
+                first = len(out)
+                emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id, seq=seq, ack=0)
+                marks.extend((a, first, len(out)) for a in bad - {"rst", "reuse-seq"})
+                if "reuse-seq" not in bad:
+                    me.isn = (me.isn + n) & 0xFFFFFFFF  # the next one continues after it
+                emit(peer, me, dst, src, last + ack_delay, RST | ACK, seq=0,
+                     ack=(seq + n) & 0xFFFFFFFF, win=0)  # fmt: skip
+                continue
+            if not established:
+                if out:  # after a reset: a new connection, new initial sequence numbers
+                    cd, sd = self._dir(c, s), self._dir(s, c)
+                    me, peer = (cd, sd) if src.port == c.port and src.ip == c.ip else (sd, cd)
+                handshake(t)
+            if n <= chunk and timestamps and not bad:
                 # the common case, inlined: one data segment, then the receiver's ACK (the
                 # same arithmetic as emit(); two calls per message are a tenth of the time)
                 if t < last:
@@ -327,6 +398,26 @@ class _Builder:
                                          None)))  # fmt: skip
                 last = ack_t
                 continue
+            first = len(out)
+            if "reuse-seq" in bad:
+                # the source design's mistake: every message starts at sequence number 1; the
+                # first one is new data, later ones overlap what the receiver already has
+                seq = (me.isn + 1) & 0xFFFFFFFF
+                if seq == me.nxt:
+                    emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id)
+                else:
+                    emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id, seq=seq)
+                marks.extend((a, first, len(out)) for a in bad - {"reuse-seq", "rst"})
+                # the receiver has these bytes already (or they overlap): it ACKs what it had
+                if "rst" in bad:
+                    emit(peer, me, dst, src, last + ack_delay, RST | ACK, win=0)
+                    established = False
+                    continue
+                ack_t = last + ack_delay
+                if next_t is not None:
+                    ack_t = min(ack_t, max(next_t - 1_000, last))
+                emit(peer, me, dst, src, ack_t, ACK)
+                continue
             if n <= chunk:
                 emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id)
             else:
@@ -338,44 +429,159 @@ class _Builder:
                     if k % 2 == 1 and not final:
                         emit(peer, me, dst, src, t, ACK)
                         t = last + 1_000
+            end = len(out)
+            marks.extend((a, first, end) for a in bad - {"rst", "zero-window"})
             ack_t = last + ack_delay
             if next_t is not None:
                 ack_t = min(ack_t, max(next_t - 1_000, last))
+            if "rst" in bad:  # the receiver aborts: RST instead of an ACK, no teardown
+                emit(peer, me, dst, src, ack_t, RST | ACK, win=0)
+                established = False
+                continue
+            if "zero-window" in bad:  # the receiver's buffer is full for a while
+                emit(peer, me, dst, src, ack_t, ACK, win=0)
+                reopen = last + ZERO_WINDOW_NS
+                if next_t is not None:
+                    reopen = min(reopen, max(next_t - 1_000, last))
+                emit(peer, me, dst, src, reopen, ACK)
+                continue
             emit(peer, me, dst, src, ack_t, ACK)
-        if o.teardown:
+        if o.teardown and established:
             emit(cd, sd, c, s, last + o.step_ns, FIN | ACK)
             emit(sd, cd, s, c, last + o.step_ns, FIN | ACK)
             emit(cd, sd, c, s, last + o.step_ns, ACK)
-        self.out.extend(out)
+        flow.ends = last
+        self.out.extend(_apply_marks(out, marks))
+
+
+def _apply_marks(out: list[BuiltPacket], marks: list[tuple[str, int, int]]) -> list[BuiltPacket]:
+    """Drop, duplicate or reorder the data segments of anomalous messages (after building,
+    so every other packet keeps the numbers a correct conversation has)."""
+    if not marks:
+        return out
+    drop: set[int] = set()
+    dup: set[int] = set()
+    swaps: list[int] = []
+    for name, first, end in marks:
+        if name == "drop":
+            drop.update(range(first, end))
+        elif name == "duplicate":
+            dup.update(range(first, end))
+        elif name == "reorder":
+            swaps.append(first)
+    result = list(out)
+    for first in sorted(swaps, reverse=True):
+        # the message's first segment arrives after the next segment of the same sender
+        p = result[first]
+        later = next(
+            (j for j in range(first + 1, len(result))
+             if result[j].src == p.src and result[j].payload), None,
+        )  # fmt: skip
+        if later is not None:
+            q = result[later]
+            result[first] = q._replace(ts_ns=p.ts_ns)
+            result[later] = p._replace(ts_ns=q.ts_ns)
+            if first in dup:
+                dup.discard(first)
+                dup.add(later)
+    final: list[BuiltPacket] = []
+    for i, p in enumerate(result):
+        if i in drop:
+            continue
+        final.append(p)
+        if i in dup:
+            final.append(p._replace(ts_ns=p.ts_ns + 1_000))
+    return final
+
+
+def connection_ends(
+    first: AppMessage, flow_messages: Sequence[AppMessage] = ()
+) -> tuple[Endpoint, Endpoint]:
+    """(client, server) of a connection: who opens it.
+
+    1. an explicit ``opener`` on its first message ("src" or "dst");
+    2. the side on a server port (:data:`SERVICE_PORTS`) when the other side is not on one —
+       an SMTP server speaks first, but the client still opened the connection;
+    3. otherwise the sender of the first message.
+    """
+    _ = flow_messages
+    if first.opener == "dst":
+        return first.dst, first.src
+    if first.opener == "src":
+        return first.src, first.dst
+    src_service = first.src.port in SERVICE_PORTS
+    dst_service = first.dst.port in SERVICE_PORTS
+    if src_service and not dst_service:
+        return first.dst, first.src
+    return first.src, first.dst
 
 
 def build_conversations(
-    messages: Iterable[AppMessage], options: BuildOptions | None = None
+    messages: Iterable[AppMessage],
+    options: BuildOptions | None = None,
+    *,
+    new_connection_after_ns: int | None = None,
 ) -> list[BuiltPacket]:
-    """Packets for all *messages*, flows interleaved by time (stable for equal times).
+    """Packets for all *messages*, connections interleaved by time (stable for equal times).
 
-    Within a flow the messages are taken in order of time (then input order); the first
-    message's sender is the client that opens the connection.
+    Messages between the same two endpoints share a connection, taken in order of time (then
+    input order). The client that opens it is found by :func:`connection_ends`'s rules. Another
+    ``connection`` label on the same endpoints, or a silence longer than
+    *new_connection_after_ns* (``None``: never), closes the connection and opens a new one
+    on the same ports (tshark notes the reuse, as it would on a real network).
     """
     opts = options or BuildOptions()
     if not 64 <= opts.mss <= 65495:
         raise ValueError(f"MSS must be between 64 and 65495, not {opts.mss}")
-    flows: dict[frozenset[tuple[str, int]], _Flow] = {}
+    for m in messages if isinstance(messages, Sequence) else ():
+        unknown = _anomalies(m) - set(ANOMALIES)
+        if unknown:
+            raise ValueError(
+                f"message {m.msg_id or '?'}: unknown anomaly {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(ANOMALIES)})"
+            )
+    current: dict[frozenset[tuple[str, int]], _Flow] = {}
+    last_ts: dict[frozenset[tuple[str, int]], int] = {}
+    flows: list[_Flow] = []
+    previous: dict[int, _Flow] = {}  # flow index -> the flow it replaced on the same ports
     ordered: Sequence[AppMessage] = sorted(messages, key=lambda m: m.ts_ns)
     for m in ordered:
         if not m.payload:
             continue
+        unknown = _anomalies(m) - set(ANOMALIES)
+        if unknown:
+            raise ValueError(
+                f"message {m.msg_id or '?'}: unknown anomaly {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(ANOMALIES)})"
+            )
         a, b = (m.src.ip, m.src.port), (m.dst.ip, m.dst.port)
         if a == b:
             raise ValueError(f"message {m.msg_id or '?'} is sent from an endpoint to itself")
         key = frozenset((a, b))
-        f = flows.get(key)
+        f = current.get(key)
+        if f is not None and (
+            m.connection != f.label
+            or (new_connection_after_ns is not None
+                and m.ts_ns - last_ts[key] > new_connection_after_ns)
+        ):  # fmt: skip
+            replaced = f
+            f = None
+        else:
+            replaced = None
         if f is None:
-            f = flows[key] = _Flow(len(flows), m.src, m.dst)
+            client, server = connection_ends(m, ())
+            f = current[key] = _Flow(len(flows), client, server, label=m.connection)
+            flows.append(f)
+            if replaced is not None:
+                previous[f.index] = replaced
         f.messages.append(m)
+        last_ts[key] = m.ts_ns
     builder = _Builder(opts)
     with _no_gc():  # millions of new tuples, no cycles: the cyclic GC would only rescan them
-        for f in flows.values():
+        for f in flows:
+            before = previous.get(f.index)
+            if before is not None:  # the new connection waits until the old one is closed
+                f.not_before = before.ends + opts.step_ns
             builder.flow(f)
         if len(flows) > 1:
             builder.out.sort(key=itemgetter(0))

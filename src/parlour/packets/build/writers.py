@@ -14,7 +14,15 @@ from parlour.packets.wire.addresses import ipv4_to_bytes
 from parlour.packets.wire.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from parlour.packets.wire.packet import ethernet_frame
 
-__all__ = ["LinkOptions", "default_mac", "frame_for", "write_capture", "write_capture_file"]
+__all__ = [
+    "PCAP_MAX_SECONDS",
+    "LinkOptions",
+    "check_times",
+    "default_mac",
+    "frame_for",
+    "write_capture",
+    "write_capture_file",
+]
 
 Link = Literal["raw", "ethernet"]
 Format = Literal["pcap", "pcapng"]
@@ -60,6 +68,7 @@ def write_capture(
 ) -> int:
     """Write *packets*; pcapng gets an interface description and a comment per message."""
     link = link or LinkOptions()
+    check_times(packets, fmt)
     if fmt == "pcapng":
         ng = PcapngWriter(
             stream,
@@ -104,5 +113,20 @@ def write_capture_file(
 ) -> int:
     """Write to *path*; the format follows the suffix (``.pcapng`` → pcapng) unless given."""
     fmt = fmt or ("pcapng" if str(path).endswith(".pcapng") else "pcap")
+    check_times(packets, fmt)
     with open(path, "wb") as f:
         return write_capture(f, packets, link, fmt, nanosecond=nanosecond)
+
+
+#: a pcap record's seconds field is 32 bits: the last second it can hold (2106-02-07)
+PCAP_MAX_SECONDS = (1 << 32) - 1
+
+
+def check_times(packets: Sequence[BuiltPacket], fmt: Format) -> None:
+    """``ValueError`` when a packet's time does not fit the format (checked before any byte
+    is written, so no half-written file is left behind)."""
+    if fmt == "pcap" and packets and max(p.ts_ns for p in packets) // 10**9 > PCAP_MAX_SECONDS:
+        raise ValueError(
+            "a pcap file holds times up to 2106-02-07 (32-bit seconds): these packets are "
+            "later; write a .pcapng file (or --format pcapng)"
+        )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["RawSocketError", "send_packets"]
 
@@ -12,13 +13,24 @@ class RawSocketError(OSError):
     """Raw sockets are unavailable (not root, no CAP_NET_RAW) or sending failed."""
 
 
-def send_packets(datagrams: Iterable[bytes], *, loopback_only: bool = True) -> int:
+def send_packets(
+    datagrams: Iterable[bytes],
+    *,
+    loopback_only: bool = True,
+    times_ns: Sequence[int] | None = None,
+    speed: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """Send each complete IPv4 datagram (header included) to its destination address.
 
-    With *loopback_only* (the default) nothing is sent unless every destination is in
-    127.0.0.0/8: hand-built packets are for the lab, not for the network.
+    With *times_ns* (one per datagram) the datagrams go out spaced as those times say,
+    *speed* times faster. With *loopback_only* (the default) nothing is sent unless every
+    destination is in 127.0.0.0/8: hand-built packets are for the lab, not for the network.
     """
     datagrams = list(datagrams)
+    if times_ns is not None and len(times_ns) != len(datagrams):
+        raise ValueError("one time per datagram")
     if loopback_only:
         for d in datagrams:
             if len(d) < 20 or d[16] != 127:
@@ -35,9 +47,14 @@ def send_packets(datagrams: Iterable[bytes], *, loopback_only: bool = True) -> i
             "to replay the messages over a normal TCP connection"
         ) from None
     count = 0
+    start = clock()
     with sock:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-        for datagram in datagrams:
+        for i, datagram in enumerate(datagrams):
+            if times_ns is not None:
+                delay = start + (times_ns[i] - times_ns[0]) / 1e9 / speed - clock()
+                if delay > 0:
+                    sleep(delay)  # pacing the packets like the CSV, not synchronisation
             dst = socket.inet_ntoa(datagram[16:20])
             try:
                 sock.sendto(datagram, (dst, 0))

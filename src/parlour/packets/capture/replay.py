@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from parlour.packets.build.conversation import AppMessage
+from parlour.packets.build.conversation import AppMessage, connection_ends
 
 __all__ = [
     "LOOPBACK",
@@ -41,11 +41,13 @@ class ReplayReport:
     sent_messages: int
     sent_bytes: int
     received_bytes: int
+    connections: int = 1
 
     def __str__(self) -> str:
+        over = f" over {self.connections} connections" if self.connections > 1 else ""
         return (
-            f"replayed {self.sent_messages} messages ({self.sent_bytes} bytes) to {self.target}; "
-            f"received {self.received_bytes} bytes"
+            f"replayed {self.sent_messages} messages ({self.sent_bytes} bytes) to "
+            f"{self.target}{over}; received {self.received_bytes} bytes"
         )
 
 
@@ -56,6 +58,32 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@dataclass(slots=True)
+class _Conn:
+    """One replayed connection: the client's messages of one flow, to the target."""
+
+    client: tuple[str, int]
+    messages: list[AppMessage]
+    sock: socket.socket | None = None
+    sent: int = 0
+    closed: bool = False
+    done: bool = False
+
+
+def _flows(ordered: Sequence[AppMessage]) -> list[_Conn]:
+    """The client side of every connection in *ordered* (the builder's opener rules)."""
+    conns: dict[tuple[frozenset[tuple[str, int]], str], _Conn] = {}
+    for m in ordered:
+        key = (frozenset(((m.src.ip, m.src.port), (m.dst.ip, m.dst.port))), m.connection)
+        conn = conns.get(key)
+        if conn is None:
+            client, _server = connection_ends(m, ())
+            conn = conns[key] = _Conn((client.ip, client.port), [])
+        if (m.src.ip, m.src.port) == conn.client:
+            conn.messages.append(m)
+    return [c for c in conns.values() if c.messages]
+
+
 def replay_messages(
     messages: Sequence[AppMessage],
     target: str,
@@ -64,74 +92,91 @@ def replay_messages(
     timeout: float = 5.0,
     linger: float = 0.2,
 ) -> ReplayReport:
-    """Connect to *target* and send the client's messages; returns what happened."""
+    """Replay the client side of every connection in *messages* to *target*: one real TCP
+    connection per flow, each message written when the CSV says (scaled by *speed*), the
+    listener's answers read and counted."""
     host, port = parse_hostport(target)
     if not messages:
         raise ReplayError("no messages to replay")
-    ordered = sorted(messages, key=lambda m: m.ts_ns)
-    client = (ordered[0].src.ip, ordered[0].src.port)
-    mine = [m for m in ordered if (m.src.ip, m.src.port) == client]
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise ReplayError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
-    received = 0
-    sent = sent_msgs = 0
+    ordered = sorted((m for m in messages if m.payload), key=lambda m: m.ts_ns)
+    conns = _flows(ordered)
+    schedule = sorted(
+        ((m.ts_ns, i, m) for i, c in enumerate(conns) for m in c.messages), key=lambda x: x[:2]
+    )
+    last_of = {i: c.messages[-1] for i, c in enumerate(conns)}
     sel = selectors.DefaultSelector()
-    with sock, sel:
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ)
-        start = time.monotonic()
-        base = mine[0].ts_ns
+    received = sent = count = 0
+    base = schedule[0][0]
+    start = time.monotonic()
 
-        closed = False
-
-        def drain(until: float) -> None:
-            nonlocal received, closed
-            while not closed:
-                left = until - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    return
+    def drain(until: float) -> None:
+        nonlocal received
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or not sel.get_map():
+                return
+            for key, _ev in sel.select(left):
+                conn: _Conn = key.data
+                assert conn.sock is not None
                 try:
-                    chunk = sock.recv(65536)
+                    chunk = conn.sock.recv(65536)
                 except BlockingIOError:
                     continue
+                except OSError:
+                    chunk = b""
                 if not chunk:
-                    closed = True
-                    return
+                    conn.closed = True
+                    sel.unregister(conn.sock)
+                    continue
                 received += len(chunk)
                 if received > _READ_LIMIT:
                     return
 
-        try:
-            for m in mine:
-                due = start + (m.ts_ns - base) / 1e9 / max(speed, 1e-9)
-                drain(due)
-                if closed:
-                    raise ReplayError(
-                        f"{host}:{port} closed the connection after {sent_msgs} of {len(mine)} "
-                        f"messages ({received} bytes received)"
-                    )
-                sock.setblocking(True)
+    def lost(conn: _Conn) -> ReplayError:
+        return ReplayError(
+            f"{host}:{port} closed the connection after {conn.sent} of {len(conn.messages)} "
+            f"messages ({received} bytes received)"
+        )
+
+    try:
+        for due_ns, i, m in schedule:
+            conn = conns[i]
+            drain(start + (due_ns - base) / 1e9 / max(speed, 1e-9))
+            if conn.sock is None:
                 try:
-                    sock.sendall(m.payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    closed = True
+                    conn.sock = socket.create_connection((host, port), timeout=timeout)
+                except OSError as exc:
                     raise ReplayError(
-                        f"{host}:{port} closed the connection after {sent_msgs} of {len(mine)} "
-                        f"messages ({received} bytes received)"
-                    ) from None
-                sock.setblocking(False)
-                sent += len(m.payload)
-                sent_msgs += 1
-            drain(time.monotonic() + linger)
-            sock.shutdown(socket.SHUT_WR)
-            drain(time.monotonic() + linger)
-        except ReplayError:
-            raise
-        except OSError as exc:
-            raise ReplayError(f"connection to {host}:{port} failed: {exc.strerror or exc}") from exc
-    return ReplayReport(f"{host}:{port}", len(mine), sent, received)
+                        f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+                    ) from exc
+                conn.sock.setblocking(False)
+                sel.register(conn.sock, selectors.EVENT_READ, conn)
+            if conn.closed:
+                raise lost(conn)
+            conn.sock.setblocking(True)
+            try:
+                conn.sock.sendall(m.payload)
+            except (BrokenPipeError, ConnectionResetError):
+                raise lost(conn) from None
+            conn.sock.setblocking(False)
+            sent += len(m.payload)
+            count += 1
+            conn.sent += 1
+            if m is last_of[i]:
+                drain(time.monotonic() + linger)
+                if not conn.closed:
+                    conn.sock.shutdown(socket.SHUT_WR)
+        drain(time.monotonic() + linger)
+    except ReplayError:
+        raise
+    except OSError as exc:
+        raise ReplayError(f"connection to {host}:{port} failed: {exc.strerror or exc}") from exc
+    finally:
+        for c in conns:
+            if c.sock is not None:
+                c.sock.close()
+        sel.close()
+    return ReplayReport(f"{host}:{port}", count, sent, received, len(conns))
 
 
 #: ``--replay loopback``: play both sides on 127.0.0.0/8 with the CSV's ports

@@ -8,6 +8,7 @@ from typing import Literal
 import click
 
 from parlour.packets.build.conversation import (
+    ANOMALIES,
     DEFAULT_START_NS,
     BuildOptions,
     BuiltPacket,
@@ -15,6 +16,7 @@ from parlour.packets.build.conversation import (
 )
 from parlour.packets.build.messages import (
     FRAMINGS,
+    MAX_TS_NS,
     MessageFileError,
     load_messages,
     parse_hosts,
@@ -116,10 +118,28 @@ def _summary(p: BuiltPacket, isns: dict[tuple[int, str, int], int], t0: int) -> 
 @click.option("--mss", type=int, default=1460, show_default=True, help="Maximum segment size.")
 @click.option(
     "--start",
-    type=float,
+    type=click.FloatRange(0, MAX_TS_NS / 1e9),
     default=DEFAULT_START_NS / 1e9,
     show_default=True,
     help="Epoch seconds that relative CSV timestamps count from.",
+)
+@click.option(
+    "--anomaly",
+    "anomaly",
+    metavar="NAME[,NAME]",
+    default="",
+    help="Get every message wrong on purpose, to see what tshark makes of it: "
+    + ", ".join(ANOMALIES)
+    + " (the CSV's anomaly column does it for one row).",
+)
+@click.option(
+    "--new-connection-after",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A silence this long closes a connection; the next message opens a new one on the "
+    "same ports (0: never).",
 )
 @click.option(
     "--seed",
@@ -157,6 +177,8 @@ def build(
     unescape: bool,
     mss: int,
     start: float,
+    anomaly: str,
+    new_connection_after: float,
     seed: int,
     show_hex: bool,
     explain: bool,
@@ -178,14 +200,25 @@ def build(
     try:
         hosts = _hosts(hosts_spec, hosts_file)
         messages = load_messages(
-            messages_csv, hosts, start_ns=round(start * 1e9), unescape=unescape, framing=framing
+            messages_csv, hosts, start_ns=round(start * 1e9), unescape=unescape,
+            framing=framing, anomaly=anomaly.strip(),
+        )  # fmt: skip
+        if not messages:
+            raise click.ClickException(f"{messages_csv} has no messages (only a header)")
+        gap = round(new_connection_after * 1e9) if new_connection_after else None
+        built = build_conversations(
+            messages, BuildOptions(mss=mss, seed=seed), new_connection_after_ns=gap
         )
-        built = build_conversations(messages, BuildOptions(mss=mss, seed=seed))
     except (MessageFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     link_opts = LinkOptions(link, _macs(macs))
     if output is not None:
-        n = write_capture_file(output, built, link_opts, fmt, nanosecond=nanosecond)
+        try:
+            n = write_capture_file(output, built, link_opts, fmt, nanosecond=nanosecond)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"wrote {n} packets ({len(messages)} messages) to {output}", err=True)
     if show_hex or explain:
         from parlour.packets.analyze.explain import explain_built
@@ -205,7 +238,9 @@ def build(
         from parlour.packets.capture.rawsend import RawSocketError, send_packets
 
         try:
-            sent = send_packets([p.datagram for p in built])
+            sent = send_packets(
+                [p.datagram for p in built], times_ns=[p.ts_ns for p in built], speed=speed
+            )
         except RawSocketError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"sent {sent} packets on a raw socket", err=True)
