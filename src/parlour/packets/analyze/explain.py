@@ -92,6 +92,8 @@ class _Side:
     fin: bool = False
     syn: bool = False
     kind: str = ""  # "http" or "chat" once data shows it
+    #: the first bytes seen at each relative sequence number, and in which packet
+    sent: dict[int, tuple[bytes, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -155,6 +157,16 @@ def _sentence(st: _State, pa: PacketAnalysis, t: TcpInfo) -> str:
                 f"{me.name} refuses the connection: RST, ACK (ack {t.rel_ack}) — nobody is "
                 f"listening on port {t.sport}, so the kernel answers the SYN itself"
             )
+        if not st.synack and not peer.syn and not me.syn:
+            how = (
+                f"seq {t.rel_seq}, the number the data acknowledged" if not f & ACK
+                else f"ack {t.rel_ack}, the end of the data"
+            )  # fmt: skip
+            return (
+                f"{me.name} answers with RST ({how}): there is no connection on port "
+                f"{t.sport} — no handshake opened one and no socket owns these ports, so the "
+                "kernel resets data that belongs to nothing"
+            )
         return (
             f"{me.name} resets the connection (RST, seq {t.rel_seq}): {peer.name} must stop; "
             "anything still in flight is thrown away"
@@ -199,6 +211,7 @@ def _sentence(st: _State, pa: PacketAnalysis, t: TcpInfo) -> str:
         if (end - me.sent_end) & _M32 < 0x80000000:
             me.sent_end = end
         me.unacked.append((end, now, pa.packet.number))
+        me.sent.setdefault(t.rel_seq, (pa.packet.payload, pa.packet.number))
         flag = "PSH, ACK" if f & PSH else "ACK"
         text = (
             f"{me.name} sends {t.seglen} bytes to {peer.name} ({flag}), seq {t.rel_seq}, next "
@@ -346,6 +359,8 @@ def _why(st: _State, pa: PacketAnalysis, t: TcpInfo) -> str:
             f"[TCP Retransmission]: seq {t.rel_seq} is below the {me.sent_end} already sent — "
             "the same sequence numbers again, so the receiver keeps the first copy"
         )
+    if b & (A_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION) and t.seglen:
+        parts.extend(_reused(me, pa, t))
     if b & A_OUT_OF_ORDER:
         parts.append(
             "[TCP Out-Of-Order]: these bytes come after later ones (within one round trip), "
@@ -385,7 +400,28 @@ def _why(st: _State, pa: PacketAnalysis, t: TcpInfo) -> str:
         parts.append("[TCP ZeroWindowProbe]: one byte sent into a closed window")
     if b & A_ZERO_WINDOW_PROBE_ACK:
         parts.append("[TCP ZeroWindowProbeAck]: the window is still closed")
-    return "\n        tshark: " + "\n        tshark: ".join(parts) if parts else ""
+    return "".join(
+        ("\n        tshark: " if part.startswith("[") else "\n        note: ") + part
+        for part in parts
+    )
+
+
+def _reused(me: _Side, pa: PacketAnalysis, t: TcpInfo) -> list[str]:
+    """Say so when a "retransmission" carries other bytes than the first copy did: new data
+    sent under sequence numbers already used (the source design's lab did exactly that)."""
+    first = me.sent.get(t.rel_seq)
+    if first is None or first[1] == pa.packet.number:
+        return []
+    old, number = first
+    new = pa.packet.payload
+    n = min(len(old), len(new))
+    if old[:n] == new[:n] and len(old) >= len(new):
+        return []
+    return [
+        f"these are not the bytes seq {t.rel_seq} carried in packet {number}: new data under "
+        "sequence numbers already used — the sender reuses sequence numbers, and the "
+        "receiver, which has those numbers already, throws the new bytes away"
+    ]
 
 
 def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]:

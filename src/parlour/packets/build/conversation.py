@@ -147,7 +147,7 @@ class _Flow:
 
 
 #: anomalies a message can be built with (``AppMessage.anomaly``, ``--anomaly``)
-ANOMALIES = ("reuse-seq", "drop", "duplicate", "reorder", "rst", "zero-window")
+ANOMALIES = ("reuse-seq", "drop", "lose", "duplicate", "reorder", "rst", "zero-window")
 #: ports a server listens on: the side using one of them (and not the other) is the server
 SERVICE_PORTS = frozenset(
     {*range(1, 1024), 1080, 1433, 1521, 1883, 2049, 3000, 3306, 3389, 5000, 5060, 5222, 5432,
@@ -325,16 +325,22 @@ class _Builder:
             n = len(data)
             bad = _anomalies(m)
             if "rst" in bad and not established:
-                # nobody listens: the data goes out without a connection, the destination's
-                # kernel answers RST (the source design's lab, packet for packet)
-                seq = (me.isn + 1) & 0xFFFFFFFF
+                # nobody listens: the data goes out without a connection (acknowledging what
+                # the peer sent so far, as the source design's lab did) and the destination's
+                # kernel answers RST, as RFC 793 says: the segment carries an ACK, so the
+                # reset takes that number as its sequence number and has no ACK of its own
+                if me.nxt == me.isn:
+                    me.nxt = (me.isn + 1) & 0xFFFFFFFF
+                if peer.nxt == peer.isn:
+                    peer.nxt = (peer.isn + 1) & 0xFFFFFFFF
+                seq = (me.isn + 1) & 0xFFFFFFFF if "reuse-seq" in bad else me.nxt
                 first = len(out)
-                emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id, seq=seq, ack=0)
+                emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id, seq=seq, ack=peer.nxt)
                 marks.extend((a, first, len(out)) for a in bad - {"rst", "reuse-seq"})
-                if "reuse-seq" not in bad:
-                    me.isn = (me.isn + n) & 0xFFFFFFFF  # the next one continues after it
-                emit(peer, me, dst, src, last + ack_delay, RST | ACK, seq=0,
-                     ack=(seq + n) & 0xFFFFFFFF, win=0)  # fmt: skip
+                end = (seq + n) & 0xFFFFFFFF
+                if (end - me.nxt) & 0xFFFFFFFF < 0x80000000:  # beyond what was sent before
+                    me.nxt = end
+                emit(peer, me, dst, src, last + ack_delay, RST, seq=peer.nxt, ack=0, win=0)
                 continue
             if not established:
                 if out:  # after a reset: a new connection, new initial sequence numbers
@@ -418,6 +424,7 @@ class _Builder:
                     ack_t = min(ack_t, max(next_t - 1_000, last))
                 emit(peer, me, dst, src, ack_t, ACK)
                 continue
+            lose = "lose" in bad
             if n <= chunk:
                 emit(me, peer, src, dst, t, ACK | PSH, data, m.msg_id)
             else:
@@ -426,11 +433,19 @@ class _Builder:
                     final = k == len(pieces) - 1
                     emit(me, peer, src, dst, t, ACK | (PSH if final else 0), piece, m.msg_id)
                     t = last + 1_000
-                    if k % 2 == 1 and not final:
+                    if k % 2 == 1 and not final and not lose:
                         emit(peer, me, dst, src, t, ACK)
                         t = last + 1_000
             end = len(out)
-            marks.extend((a, first, end) for a in bad - {"rst", "zero-window"})
+            marks.extend((a, first, end) for a in bad - {"rst", "zero-window", "lose"})
+            if lose:
+                # the network lost the segments after the capture saw them: no ACK comes, and
+                # the sender sends them again when its retransmission timer expires (what the
+                # connection sends later moves later with it)
+                again = last + RTO_NS
+                for p in out[first:end]:
+                    emit(me, peer, src, dst, again, p.flags, p.payload, m.msg_id, seq=p.seq)
+                    again = last + 1_000
             ack_t = last + ack_delay
             if next_t is not None:
                 ack_t = min(ack_t, max(next_t - 1_000, last))
