@@ -256,3 +256,92 @@ def test_flag_filter_finds_what_tshark_display_filter_finds(corpus: Path) -> Non
             capture_output=True, text=True, timeout=120, check=True,
         ).stdout.split()  # fmt: skip
         assert ours == len(theirs), (flag, ours, len(theirs))
+
+
+def _explain(path: Path) -> str:
+    from click.testing import CliRunner
+
+    from parlour.packets.cli import packets as packets_cli
+
+    res = CliRunner().invoke(packets_cli, ["analyze", str(path), "--explain"])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _sentences(story: str) -> dict[int, str]:
+    """Packet number -> its sentence and the lines under it."""
+    out: dict[int, str] = {}
+    number = 0
+    for line in story.splitlines():
+        head = line.split(maxsplit=1)
+        if line.startswith("  ") and head and head[0].isdigit():
+            number = int(head[0])
+            out[number] = head[1]
+        elif number and line.startswith("        "):
+            out[number] += "\n" + line.strip()
+    return out
+
+
+def test_explain_tells_real_traffic_in_plain_words(corpus: Path) -> None:
+    """A refused connection, keep-alives, a zero window, delayed and piggybacked ACKs on the
+    real capture, each on the packets tshark shows them on."""
+    path = corpus / "web.pcap"
+    said = _sentences(_explain(path))
+    fields = ("frame.number", "tcp.flags.reset", "tcp.flags.syn", "tcp.analysis.keep_alive",
+              "tcp.analysis.zero_window", "tcp.srcport")  # fmt: skip
+    cmd = [TSHARK or "tshark", "-n", "-r", str(path), "-Y", "tcp", "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    rows = [
+        line.split("\t")
+        for line in subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=True
+        ).stdout.splitlines()
+    ]
+    refused = [r for r in rows if r[1] == "1" and said[int(r[0])].find("refuses") >= 0]
+    assert len(refused) == 1
+    number, port = int(refused[0][0]), refused[0][5]
+    assert (
+        f"nobody is listening on port {port}, so the kernel answers the SYN itself"
+        in (said[number])
+    )
+    keep_alives = [int(r[0]) for r in rows if r[3]]
+    assert keep_alives and all(
+        "keep-alive probe" in said[n] and "tshark: [TCP Keep-Alive]" in said[n] for n in keep_alives
+    )
+    zero = [int(r[0]) for r in rows if r[4]]
+    assert zero and all("receive buffer is full" in said[n] for n in zero)
+    assert any("a delayed ACK: it waited" in s for s in said.values())
+    assert any("(a piggybacked ACK: no separate ACK needed)" in s for s in said.values())
+
+
+def test_explain_reads_duplicate_acks_and_their_sack_blocks_as_tshark_does(
+    corpus: Path,
+) -> None:
+    path = corpus / "loss.pcap"
+    if not path.exists():
+        pytest.skip("the loss scenario needs tc (iproute2) to rate-limit lo")
+    said = _sentences(_explain(path))
+    cmd = [TSHARK or "tshark", "-n", "-r", str(path), "-Y", "tcp.analysis.duplicate_ack",
+           "-T", "fields"]  # fmt: skip
+    for f in (
+        "frame.number",
+        "tcp.ack",
+        "tcp.analysis.duplicate_ack_num",
+        "tcp.analysis.duplicate_ack_frame",
+        "tcp.options.sack_le",
+        "tcp.options.sack_re",
+    ):
+        cmd += ["-e", f]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows
+    for number, ack, count, frame, les, res in rows:
+        text = said[int(number)]
+        assert f"repeats its ACK for byte {ack} (duplicate #{count} of packet {frame})" in text
+        assert f"tshark: [TCP Dup ACK {frame}#{count}]" in text
+        if les:
+            blocks = ", ".join(
+                f"{a}–{b}" for a, b in zip(les.split(","), res.split(","), strict=True)
+            )
+            assert f"its SACK blocks say it already holds {blocks}" in text

@@ -112,6 +112,8 @@ class _State:
     closed: int = 0
     login: _Login | None = None
     user: str = ""
+    #: (packet number of the server's "ok", user) for every accepted login, in order
+    logins: list[tuple[int, str]] = field(default_factory=list)
     http_requests: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -120,8 +122,9 @@ def narrate_conversation(
     conv: Conversation,
     names: tuple[str, str] | None = None,
     renames: bool = True,
-) -> tuple[list[tuple[int, str]], str]:
-    """``(number, sentence)`` for every packet of *conv* and the user logged in on it.
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """``(number, sentence)`` for every packet of *conv*, and the logins the server accepted
+    on it: ``(number of its reply, user)``.
 
     *names* are how to call the client and the server (default: ``the client
     10.0.0.2:40000``); with *renames* the client is called by the user who logs in on it.
@@ -138,7 +141,7 @@ def narrate_conversation(
         out.append((pa.packet.number, _sentence(st, pa, t) + _why(st, pa, t)))
         if renames:
             _follow_login(st, pa, t, client, out)
-    return out, st.user
+    return out, st.logins
 
 
 def _sentence(st: _State, pa: PacketAnalysis, t: TcpInfo) -> str:
@@ -321,6 +324,7 @@ def _follow_login(
                 continue
             if kind == "ok":
                 st.user = st.login.user
+                st.logins.append((pa.packet.number, st.user))
                 st.sides[True].name = f"{st.user} ({client})"
             else:
                 code = obj.get("code", "?")
@@ -429,14 +433,14 @@ def explain_analysis(analysis: Analysis, stream: int | None = None) -> list[str]
     numbered sentence per packet and a summary; then, for chat captures, how the messages
     travel from one connection to another."""
     out: list[str] = []
-    users: dict[int, str] = {}
+    users: dict[int, list[tuple[int, str]]] = {}
     for conv in analysis.conversations:
         if stream is not None and conv.stream != stream:
             continue
         client, server = endpoint_text(conv.client), endpoint_text(conv.server)
         out.append(f"Conversation {conv.stream}: client {client} ↔ server {server}")
-        sentences, user = narrate_conversation(analysis.packets, conv)
-        users[conv.stream] = user
+        sentences, logins = narrate_conversation(analysis.packets, conv)
+        users[conv.stream] = logins
         for number, text in sentences:
             out.append(f"{number:>6}  {text}" if not text.startswith("  ") else f"      {text}")
         out.append("        Summary: " + _summary(analysis, conv) + ".")
@@ -475,27 +479,42 @@ def _summary(analysis: Analysis, conv: Conversation) -> str:
     return "; ".join(parts)
 
 
-def _across(analysis: Analysis, users: dict[int, str]) -> list[str]:
-    """Chat messages followed from the sender's connection to the recipients'."""
+def _user_at(logins: list[tuple[int, str]], number: int) -> str:
+    """Who was logged in on a connection when packet *number* went by."""
+    user = ""
+    for at, name in logins:
+        if at >= number:
+            break
+        user = name
+    return user
+
+
+def _across(analysis: Analysis, users: dict[int, list[tuple[int, str]]]) -> list[str]:
+    """Chat messages followed from the sender's connection to the recipients' (or to the
+    server's refusal)."""
     sent: list[tuple[int, int, str, dict[str, Any]]] = []  # (number, stream, user, request)
     got: list[tuple[int, int, str, dict[str, Any]]] = []  # (number, stream, user, event)
+    replies: dict[tuple[int, Any], list[tuple[int, dict[str, Any]]]] = {}
     for pa in analysis.packets:
         t = pa.tcp
         if t is None or not pa.chat:
             continue
-        user = users.get(t.stream, "")
+        number = pa.packet.number
+        user = _user_at(users.get(t.stream, []), number)
         for line in pa.chat:
             obj = line.obj
             if obj is None:
                 continue
-            if line.from_client and obj.get("type") in ("send", "dm"):
-                sent.append((pa.packet.number, t.stream, user, obj))
-            elif (
-                not line.from_client
-                and obj.get("type") == "event"
-                and (obj.get("event") in ("message", "dm"))
-            ):
-                got.append((pa.packet.number, t.stream, user, obj))
+            kind = obj.get("type")
+            if line.from_client and kind in ("send", "dm"):
+                sent.append((number, t.stream, user, obj))
+            elif line.from_client:
+                continue
+            elif kind == "event" and obj.get("event") in ("message", "dm"):
+                got.append((number, t.stream, user, obj))
+            elif kind in ("ok", "error") and obj.get("id") is not None:
+                with contextlib.suppress(TypeError):  # an unhashable id: no pairing
+                    replies.setdefault((t.stream, obj.get("id")), []).append((number, obj))
     out = []
     used: set[int] = set()
     for number, stream, user, req in sent:
@@ -523,16 +542,21 @@ def _across(analysis: Analysis, users: dict[int, str]) -> list[str]:
             f"message to {_room(req.get('room'))}" if req.get("type") == "send"
             else f"DM to {req.get('to', '?')}"
         )  # fmt: skip
+        head = f"  {who}'s {what} in packet {number} ({_quote(text)})"
+        reply = None
+        with contextlib.suppress(TypeError):
+            reply = next(
+                (r for r in replies.get((stream, req.get("id")), []) if r[0] > number), None
+            )
         if hops:
+            out.append(f"{head}: the server " + ", and ".join(hops))
+        elif reply is not None and reply[1].get("type") == "error":
             out.append(
-                f"  {who}'s {what} in packet {number} ({_quote(text)}): the server "
-                + ", and ".join(hops)
+                f"{head}: the server refuses it in packet {reply[0]} "
+                f"({reply[1].get('code', '?')}); nobody else sees it"
             )
         else:
-            out.append(
-                f"  {who}'s {what} in packet {number} ({_quote(text)}) reaches nobody else in "
-                "this capture"
-            )
+            out.append(f"{head} reaches nobody else in this capture")
     return out
 
 
