@@ -345,3 +345,23 @@ def test_explain_reads_duplicate_acks_and_their_sack_blocks_as_tshark_does(
                 f"{a}–{b}" for a, b in zip(les.split(","), res.split(","), strict=True)
             )
             assert f"its SACK blocks say it already holds {blocks}" in text
+
+
+def test_plot_marks_the_sack_blocks_and_duplicate_acks_tshark_sees(corpus: Path) -> None:
+    from parlour.packets.analyze.seqplot import sequence_series
+
+    path = corpus / "loss.pcap"
+    if not path.exists():
+        pytest.skip("the loss scenario needs tc (iproute2) to rate-limit lo")
+    result = analyze(path)
+    conv = max(result.conversations, key=lambda c: c.to_client.payload)
+    download = sequence_series(result, conv, False)  # the server's data, the client's ACKs
+    cmd = [TSHARK or "tshark", "-n", "-r", str(path), "-Y",
+           f"tcp.stream == {conv.stream} && tcp.srcport == {conv.client[1]}", "-T", "fields",
+           "-e", "tcp.options.sack_le", "-e", "tcp.analysis.duplicate_ack"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    blocks = sum(len(le.split(",")) for le, _dup in rows if le)
+    assert blocks and len(download.sacks) == blocks
+    assert len(download.dup_acks) == sum(1 for _le, dup in rows if dup)
+    assert download.resent and all(lo < hi for _t, lo, hi in download.sacks)

@@ -495,7 +495,8 @@ def _streaming(
 
 def _whole(
     capture: Path, result: Analysis, fmt: str, flt: PacketFilter, only_convs: bool,
-    do_follow: bool, explain: bool, stream: int | None, plot: Path | None, direction: str,
+    do_follow: bool, explain: bool, stream: int | None, plot: Path | None,
+    direction: Literal["both", "client", "server"],
 ) -> str | None:  # fmt: skip
     """--explain and --plot: the whole analysis is in memory."""
     from parlour.packets.analyze.explain import explain_analysis
