@@ -11,6 +11,7 @@ small captures and the commands that look back (``--explain``, ``--plot``).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ from parlour.packets.files.stream import CaptureStream
 _SEGMENT_TAIL = " " + SEGMENT_OF_PDU
 #: analysis results that send a segment down desegment()'s general path
 _NOT_PLAIN = A_NOT_DISSECTED | A_KEEP_ALIVE | A_SPURIOUS_RETRANSMISSION | A_FAST_RETRANSMISSION
+#: packets after which a closed, silent conversation's unfinished reassembly bytes are dropped
+RELEASE_AFTER = 10_000
 
 __all__ = [
     "Analysis",
@@ -125,6 +128,9 @@ class Dissector:
         self._icmp = IcmpMatcher()
         self._number = 0
         self._t0: int | None = None
+        #: conversations that sent a FIN or RST: (packet number to look again from, stream)
+        self._closing: deque[tuple[int, _Stream]] = deque()
+        self._closing_ids: set[int] = set()
 
     @property
     def conversations(self) -> tuple[Conversation, ...]:
@@ -177,6 +183,21 @@ class Dissector:
             info = p.problem or ""
         return PacketAnalysis(p, None, proto, info, rel)
 
+    def _release(self, number: int) -> None:
+        """Drop the reassembly bytes of conversations that closed and stayed silent for
+        :data:`RELEASE_AFTER` packets (what a closed connection left unfinished — a message
+        with a lost segment — would otherwise be kept to the end of the capture)."""
+        closing = self._closing
+        while closing and closing[0][0] <= number - RELEASE_AFTER:
+            _n, st = closing.popleft()
+            if st.last_frame > number - RELEASE_AFTER:  # still talking: look again later
+                closing.append((st.last_frame, st))
+                continue
+            self._closing_ids.discard(st.index)
+            for side in (st.cside, st.sside):
+                if side.reassembly is not None:
+                    side.reassembly.drop_data()
+
     def _tcp(self, p: DecodedPacket, tracker: TcpTracker, rel: int) -> PacketAnalysis:
         can_desegment = p.complete
         reason = note = ""
@@ -185,6 +206,12 @@ class Dissector:
             can_desegment = False
             reason = " [incorrect TCP checksum]"
         t, st, fwd, _rev = tracker.segment(p, note)
+        closing = self._closing
+        if t.flags & (FIN | RST) and st.index not in self._closing_ids:
+            self._closing_ids.add(st.index)
+            closing.append((p.number, st))
+        if closing and closing[0][0] <= p.number - RELEASE_AFTER:
+            self._release(p.number)
         info = t.prefix + t.summary
         payload = p.payload
         flags = t.flags

@@ -296,6 +296,12 @@ def _carries(st: _State, pa: PacketAnalysis, t: TcpInfo, me: _Side) -> str:
         )
         return f"{t.seglen} bytes of {kind} a later segment completes ({SEGMENT_OF_PDU})"
     if t.bits & (A_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION | A_OUT_OF_ORDER):
+        if _reused(me, pa, t):
+            head = pa.packet.payload.split(b"\n", 1)[0].rstrip(b"\r")[:60]
+            return (
+                f"{t.seglen} new bytes under sequence numbers already used "
+                f"(starting {head.decode('latin-1')!r}; see why below)"
+            )
         return "data sent before (see why below)"
     return f"{t.seglen} bytes of data"
 

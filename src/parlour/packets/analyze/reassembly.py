@@ -198,6 +198,17 @@ class Flow:
             return msp
         return None
 
+    def drop_data(self) -> None:
+        """Forget the bytes of every PDU (the conversation is over): an unfinished one can
+        no longer complete; the extents stay, so later segments are still placed."""
+        for msp in self.msps.values():
+            if msp.frags or msp.complete_data:
+                msp.frags = []
+                msp.complete_data = b""
+                msp.kept = 0
+                if not msp.defragmented:
+                    msp.contig = -1  # never complete: the bytes before are gone
+
     def store(self, seq: int, nxtpdu: int, frame: int) -> _Msp:
         msp = _Msp(seq, nxtpdu & _M32, frame)
         seq &= _M32

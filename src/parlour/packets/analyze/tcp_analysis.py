@@ -230,6 +230,8 @@ class _Stream:
     first_rtt_ns: int = 0
     first_ns: int = 0
     last_ns: int = 0
+    #: number of the stream's latest packet
+    last_frame: int = 0
     server_port: int = 0
     #: the application dissector and its conversation state (decided on the first payload)
     app: Any = None
@@ -472,6 +474,7 @@ class TcpTracker:
             if st.mru_syn_ns and not st.first_rtt_ns:
                 st.first_rtt_ns = p.ts_ns - st.mru_syn_ns
         st.last_ns = p.ts_ns
+        st.last_frame = p.number
         fwd.packets += 1
         fwd.bytes += p.wire_len
         fwd.payload_bytes += seglen

@@ -154,8 +154,9 @@ def _summary(p: BuiltPacket, isns: dict[tuple[int, str, int], int], t0: int) -> 
 @click.option(
     "--replay",
     metavar="HOST:PORT|loopback",
-    help="Replay the client's messages over a real TCP connection to a listener, or "
-    "'loopback': play both sides over real connections on 127.0.0.1 with the CSV's ports.",
+    help="Replay the client side of every connection over real TCP connections to a "
+    "listener, or 'loopback': play both sides over real connections on 127.0.0.1 with the "
+    "CSV's ports.",
 )
 @click.option(
     "--speed",
@@ -219,7 +220,11 @@ def build(
             raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"wrote {n} packets ({len(messages)} messages) to {output}", err=True)
+        m = len(messages)
+        click.echo(
+            f"wrote {n} packet{'s' * (n != 1)} ({m} message{'s' * (m != 1)}) to {output}",
+            err=True,
+        )
     if show_hex or explain:
         from parlour.packets.analyze.explain import explain_built
 
