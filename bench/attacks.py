@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from parlour.client import Backoff, Client, ConnectionState, ServerError  # noqa: E402
-from parlour.protocol import REQUEST_TYPES  # noqa: E402
+from parlour.protocol import REQUEST_TYPES, ErrorCode  # noqa: E402
 
 ADMIN_PASSWORD = "attack-admin-password"
 PASSWORD = "attack-password-1"
@@ -265,6 +265,7 @@ async def storm(clients: int, deadline: float) -> StormResult:
         all_back = asyncio.Event()
 
         last: dict[int, str] = {}
+        stuck_states: dict[int, str] = {}
 
         def watcher(i: int) -> Callable[[ConnectionState, str], None]:
             def on_state(state: ConnectionState, detail: str) -> None:
@@ -296,6 +297,7 @@ async def storm(clients: int, deadline: float) -> StormResult:
             restarted[0] = time.perf_counter()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_back.wait(), deadline)
+            stuck_states = dict(last)  # before the clients are closed below
         finally:
             for c in users:
                 with contextlib.suppress(Exception):
@@ -305,7 +307,7 @@ async def storm(clients: int, deadline: float) -> StormResult:
     result.back = len(times)
     for i in range(clients):
         if i not in back_at:
-            what = last.get(i, "no state change")
+            what = stuck_states.get(i, "no state change")
             result.stuck[what] = result.stuck.get(what, 0) + 1
     if len(times) == clients:
         result.all_back_after = times[-1]
@@ -387,8 +389,15 @@ async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, H
                 await good.connect()
                 await good.signup("good", PASSWORD)
                 await good.join("general")
-                for i in range(200):  # something to read
-                    await good.send("general", f"history {i} " + "x" * 200)
+                for i in range(200):  # something to read (at the rate the server allows)
+                    while True:
+                        try:
+                            await good.send("general", f"history {i} " + "x" * 200)
+                            break
+                        except ServerError as exc:
+                            if exc.code is not ErrorCode.RATE_LIMITED:
+                                raise
+                            await asyncio.sleep(float(exc.extra.get("retry_after", 0.05)))
                 if attack:
                     rng = random.Random(1)
                     for i in range(hostile_count):
