@@ -3,6 +3,8 @@ applies every outcome's writes to a MemoryStore before "sending" (like the real 
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -13,10 +15,12 @@ from parlour.core.needs import (
     Answers,
     HashPassword,
     Need,
+    RandomBytes,
     ReadBroadcasts,
     ReadDm,
     ReadRoom,
     ReadSince,
+    RelayTickets,
     Verified,
     VerifyPassword,
 )
@@ -53,8 +57,28 @@ class PlainHasher:
         return False
 
 
+#: the harness's "random" bytes: distinct every draw, the same in every run
+_DRAWS = itertools.count(1)
+RELAY_SECRET = b"core-test-relay-secret"
+
+
+def tickets_for(transfer_id: bytes) -> tuple[bytes, bytes]:
+    """What the harness answers to RelayTickets (the server's relay computes real ones)."""
+    return tuple(  # type: ignore[return-value]
+        hashlib.sha256(RELAY_SECRET + transfer_id + bytes([side])).digest()[:16] for side in (0, 1)
+    )
+
+
 def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
-    """What the adapter would answer to `need` (synchronously: memory store, plain hasher)."""
+    """What the adapter would answer to `need` (synchronously: memory store, plain hasher,
+    deterministic bytes for the random draws)."""
+    if isinstance(need, RandomBytes):
+        out = b""
+        while len(out) < need.size:
+            out += hashlib.sha256(b"draw %d" % next(_DRAWS)).digest()
+        return out[: need.size]
+    if isinstance(need, RelayTickets):
+        return tickets_for(need.transfer_id)
     if isinstance(need, HashPassword):
         return hasher.hash(need.password)
     if isinstance(need, VerifyPassword):

@@ -25,10 +25,12 @@ __all__ = [
     "HashPassword",
     "Need",
     "NeedMore",
+    "RandomBytes",
     "ReadBroadcasts",
     "ReadDm",
     "ReadRoom",
     "ReadSince",
+    "RelayTickets",
     "Verified",
     "VerifyPassword",
 ]
@@ -97,10 +99,40 @@ class ReadBroadcasts:
     limit: int
 
 
-Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts
+@dataclass(frozen=True, slots=True)
+class RandomBytes:
+    """`size` fresh bytes from the operating system's cryptographic random source (answer:
+    bytes). The core never draws randomness itself, so the tests can answer deterministically;
+    `purpose` tells apart two draws of one request."""
+
+    size: int
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTickets:
+    """The relay tickets of both sides of transfer `transfer_id` (answer: a pair of bytes,
+    sender's then receiver's): made by whoever holds the relay's secret, never the core."""
+
+    transfer_id: bytes
+
+
+Need = (
+    HashPassword
+    | VerifyPassword
+    | ReadRoom
+    | ReadDm
+    | ReadSince
+    | ReadBroadcasts
+    | RandomBytes
+    | RelayTickets
+)
 
 #: answers computed so far for one request: need -> its answer
-Answers = Mapping[Need, "str | Verified | list[StoredMessage] | list[BroadcastRecord]"]
+Answers = Mapping[
+    Need,
+    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | bytes | tuple[bytes, bytes]",
+]
 
 NO_ANSWERS: Answers = {}
 
