@@ -9,7 +9,9 @@ clients, flush and close the store). Used by ``parlour serve`` and by the end-to
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from parlour.core.outcome import Delivery, Outcome
 from parlour.core.passwords import Argon2Hasher, generate_password
 from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
+from parlour.p2p.relay import RelayConfig
 from parlour.server.config import Settings, describe
 from parlour.storage.memory import MemoryStore
 from parlour.storage.reads import InlineReads
@@ -31,6 +34,7 @@ from parlour.transports.hub import Hub
 from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
 from parlour.transports.tcp import TcpListener, WireFactory, make_server_ssl_context
+from parlour.transports.udp_relay import ChatRelay
 
 __all__ = ["ChatServer", "check_open_file_limit", "core_config", "open_store"]
 
@@ -89,6 +93,10 @@ def core_config(settings: Settings) -> CoreConfig:
         "presence_window": settings.presence_window,
         "heartbeat_s": settings.heartbeat,
         "max_frame": settings.max_frame,
+        "file_transfers": settings.p2p,
+        "file_offer_ttl": settings.p2p_offer_ttl,
+        "file_offers_per_user": settings.p2p_offers_per_user,
+        "file_offers_max": settings.p2p_max_offers,
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
@@ -108,6 +116,35 @@ def open_reads(store: Store) -> Reads:
     if isinstance(store, SqliteStore):
         return store.reads()
     return InlineReads(store)
+
+
+async def open_relay(
+    settings: Settings, observe: Callable[[bytes, tuple[str, int]], bool]
+) -> ChatRelay | None:
+    """The UDP relay of file transfers (None when disabled). Its port defaults to the chat
+    port's number (UDP beside TCP), or any free one when that is taken or the chat port is
+    picked by the system."""
+    if not (settings.p2p and settings.p2p_relay):
+        return None
+    host = settings.p2p_relay_host or settings.host
+    port = settings.p2p_relay_port or settings.port
+    config = RelayConfig(
+        max_transfers=settings.p2p_relay_max_transfers,
+        rate_per_transfer=settings.p2p_relay_rate,
+        total_rate=settings.p2p_relay_total_rate,
+        total_burst=max(RelayConfig().total_burst, int(settings.p2p_relay_total_rate / 10)),
+    )
+    secret = os.urandom(32)
+    try:
+        return await ChatRelay.open(secret, observe, host=host, port=port, config=config)
+    except OSError as exc:
+        if settings.p2p_relay_port or exc.errno != errno.EADDRINUSE:
+            raise
+        log.warning(
+            "udp port of the chat port's number is taken; relay on a free port",
+            extra={"fields": {"port": port}},
+        )
+        return await ChatRelay.open(secret, observe, host=host, port=0, config=config)
 
 
 async def run_needs(
@@ -136,6 +173,8 @@ class ChatServer:
     reads: Reads
     bus: Bus
     node: str
+    #: the UDP relay of file transfers (None when disabled)
+    relay: ChatRelay | None = None
     own_store: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
     #: the admin password generated on first start (None if it came from the environment or
@@ -172,17 +211,31 @@ class ChatServer:
             store = open_store(settings)
         own_reads = reads is None
         needs: NeedRunner | None = None
+        relay: ChatRelay | None = None
         try:
             config = core_config(settings)
+            served: list[ChatService] = []
+            relay = await open_relay(
+                settings, lambda token, addr: served[0].udp_probe(token, addr, clock())
+            )
+            if relay is not None:
+                public = settings.p2p_relay_public_host
+                config = dataclasses.replace(config, file_relay=(public, relay.address[1]))
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
             service = ChatService(store.load(**ChatService.load_args(config, clock())), config)
+            served.append(service)
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
             if reads is None:
                 reads = open_reads(store)
-            needs = NeedRunner(password_hasher or argon2, reads, max_queued=settings.password_queue)
+            needs = NeedRunner(
+                password_hasher or argon2,
+                reads,
+                max_queued=settings.password_queue,
+                tickets=relay.tickets if relay is not None else None,
+            )
             writer: StoreWriter = (
                 store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
             )
@@ -236,6 +289,8 @@ class ChatServer:
             )
             addresses = await listener.start()
         except BaseException:
+            if relay is not None:
+                relay.close()
             if needs is not None:
                 needs.close()
             if reads is not None and own_reads:
@@ -254,6 +309,7 @@ class ChatServer:
             reads=reads,
             bus=the_bus,
             node=node,
+            relay=relay,
             own_store=own_store,
             addresses=addresses,
             generated_admin_password=generated,
@@ -263,6 +319,7 @@ class ChatServer:
             extra={
                 "fields": {
                     "addresses": [f"{h}:{p}" for h, p in addresses],
+                    "udp_relay": f"{relay.address[0]}:{relay.address[1]}" if relay else None,
                     "tls": ssl_context is not None,
                     "settings": {k: str(v) for k, v in describe(settings).items()},
                 }
@@ -288,6 +345,9 @@ class ChatServer:
             log.info("store writer", extra={"fields": dataclasses.asdict(stats)})
         log.info("hub", extra={"fields": dataclasses.asdict(self.endpoint.hub.stats)})
         await self.listener.wait_closed()
+        if self.relay is not None:
+            self.relay.close()
+            log.info("udp relay", extra={"fields": dataclasses.asdict(self.relay.relay.stats)})
         self.bus.unsubscribe(self.node)
         self.needs.close()
         _close(self.reads)

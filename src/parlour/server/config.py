@@ -84,6 +84,17 @@ class Settings:
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
     log_format: LogFormat = "text"
+    p2p: bool = True
+    p2p_offer_ttl: float = 600.0
+    p2p_offers_per_user: int = 20
+    p2p_max_offers: int = 10000
+    p2p_relay: bool = True
+    p2p_relay_host: str | None = None
+    p2p_relay_port: int = 0
+    p2p_relay_public_host: str | None = None
+    p2p_relay_rate: float = 4_000_000.0
+    p2p_relay_total_rate: float = 50_000_000.0
+    p2p_relay_max_transfers: int = 1024
     admin_password: str | None = field(default=None, repr=False)
 
     @property
@@ -98,7 +109,7 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class SettingSpec:
     name: str
-    kind: str  # "str" "int" "float" "bool" "path" "optional_path" "rooms" or "choice"
+    kind: str  # "str" "optional_str" "int" "float" "bool" "path" "optional_path" "rooms" "choice"
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -218,6 +229,36 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "bool",
         "Log the text of every message (sender, target and size are logged anyway).",
     ),
+    SettingSpec("p2p", "bool", "Let users offer each other files (sent directly, over UDP)."),
+    SettingSpec("p2p_offer_ttl", "float", "How long a file offer stays open (s).", minimum=1),
+    SettingSpec(
+        "p2p_offers_per_user", "int", "Open file offers one user may have made.", minimum=1
+    ),
+    SettingSpec("p2p_max_offers", "int", "Open file offers on this server.", minimum=1),
+    SettingSpec(
+        "p2p_relay",
+        "bool",
+        "Run the UDP relay: clients' public addresses, and a fallback path for transfers.",
+    ),
+    SettingSpec(
+        "p2p_relay_host", "optional_str", "Address the UDP relay listens on (default: host)."
+    ),
+    SettingSpec(
+        "p2p_relay_port",
+        "int",
+        "UDP port of the relay (0: the chat port's number, or a free one if that is taken).",
+        minimum=0,
+    ),
+    SettingSpec(
+        "p2p_relay_public_host",
+        "optional_str",
+        "Address clients are told to reach the relay at (default: the host they connected to).",
+    ),
+    SettingSpec("p2p_relay_rate", "float", "Relayed bytes per second per transfer.", minimum=1000),
+    SettingSpec("p2p_relay_total_rate", "float", "Relayed bytes per second in all.", minimum=1000),
+    SettingSpec(
+        "p2p_relay_max_transfers", "int", "Transfers the relay carries at once.", minimum=1
+    ),
 )
 
 _SPECS = {s.name: s for s in SETTINGS}
@@ -227,6 +268,10 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
     """Turn a raw value (str from env/flags, or a TOML value) into the typed setting value."""
     where = f"{spec.name} (from {source})"
     kind = spec.kind
+    if kind == "optional_str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value.strip() or None
     if kind in ("str", "choice"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -395,6 +440,10 @@ def _validate(s: Settings) -> None:
         )
     if not s.default_rooms:
         raise ConfigError("default_rooms: at least one room is needed")
+    if s.p2p_relay_port > 65535:
+        raise ConfigError(f"p2p_relay_port: must be at most 65535, got {s.p2p_relay_port}")
+    if s.p2p_relay_total_rate < s.p2p_relay_rate:
+        raise ConfigError("p2p_relay_total_rate must be at least p2p_relay_rate")
 
 
 def replace(settings: Settings, **changes: object) -> Settings:

@@ -18,7 +18,8 @@ against a dummy hash made with the same parameters, so that it costs the same ti
 password and answers `Verified(False)`.
 
 Store reads go through the `Reads` port (a thread pool for SQLite, natively asynchronous for
-PostgreSQL).
+PostgreSQL). Random bytes come from the operating system (`secrets`), relay tickets from the
+`tickets` function of the node's relay (it holds the relay's secret).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from typing import Any
 from parlour.core.needs import (
     HashPassword,
     Need,
+    RandomBytes,
     ReadBroadcasts,
     ReadDm,
     ReadRoom,
     ReadSince,
+    RelayTickets,
     Verified,
     VerifyPassword,
 )
@@ -84,9 +87,11 @@ class NeedRunner:
         threads: int = 2,
         max_queued: int = 256,
         per_address: int = 32,
+        tickets: Callable[[bytes], tuple[bytes, bytes]] | None = None,
     ) -> None:
         self._hasher = hasher
         self._reads = reads
+        self._tickets = tickets
         self.threads = max(1, threads)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="parlour-hash"
@@ -123,6 +128,12 @@ class NeedRunner:
         return dict(zip(needs, answers, strict=True))
 
     async def _one(self, conn: int | None, address: str, need: Need) -> Any:
+        if isinstance(need, RandomBytes):
+            return secrets.token_bytes(need.size)
+        if isinstance(need, RelayTickets):
+            if self._tickets is None:
+                raise RuntimeError("relay tickets asked for but this node runs no relay")
+            return self._tickets(need.transfer_id)
         reads = self._reads
         if isinstance(need, ReadRoom):
             return await reads.room_messages(
