@@ -20,6 +20,14 @@ from parlour.client.client import (
 )
 from parlour.client.cursors import Cursors
 from parlour.client.errors import ClientClosed, ClientError, ConnectionLost, ServerError
+from parlour.client.files import (
+    FileResult,
+    FileTransfers,
+    IncomingOffer,
+    Transfer,
+    TransferOptions,
+    UnknownOffer,
+)
 from parlour.client.types import (
     Ack,
     AuditRecord,
@@ -46,13 +54,19 @@ __all__ = [
     "ConnectionLost",
     "ConnectionState",
     "Cursors",
+    "FileResult",
+    "FileTransfers",
     "HistoryPage",
+    "IncomingOffer",
     "JoinResult",
     "KickResult",
     "RoomInfo",
     "ServerError",
     "Session",
     "StateCallback",
+    "Transfer",
+    "TransferOptions",
+    "UnknownOffer",
     "Unread",
     "UserPresence",
     "Welcome",
