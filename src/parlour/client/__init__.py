@@ -21,6 +21,7 @@ from parlour.client.client import (
 from parlour.client.cursors import Cursors
 from parlour.client.errors import ClientClosed, ClientError, ConnectionLost, ServerError
 from parlour.client.files import (
+    FILE_EVENTS,
     FileResult,
     FileTransfers,
     IncomingOffer,
@@ -44,6 +45,7 @@ from parlour.client.types import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "FILE_EVENTS",
     "Ack",
     "AuditRecord",
     "Backoff",
