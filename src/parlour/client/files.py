@@ -191,18 +191,17 @@ class Transfer:
     created: float = field(default_factory=time.monotonic)
     #: when the first file byte was acknowledged (send) or written (receive)
     first_byte: float | None = None
-    on_progress: ProgressCallback | None = None
-    on_notice: NoticeCallback | None = None
-    _result: asyncio.Future[FileResult] | None = None
-    _handle: TransferHandle | None = None
-    _task: asyncio.Task[None] | None = None
-    _seen_notices: int = 0
-    _source: Path | None = None
-    _described: FileOffer | None = None
-    _dest: Path | None = None
-    _offer_over: str | None = None
-    _stopping: bool = False
-    _resumed: int = 0
+    on_progress: ProgressCallback | None = field(default=None, repr=False)
+    on_notice: NoticeCallback | None = field(default=None, repr=False)
+    _result: asyncio.Future[FileResult] | None = field(default=None, repr=False)
+    _handle: TransferHandle | None = field(default=None, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _seen_notices: int = field(default=0, repr=False)
+    _source: Path | None = field(default=None, repr=False)
+    _described: FileOffer | None = field(default=None, repr=False)
+    _dest: Path | None = field(default=None, repr=False)
+    _offer_over: str | None = field(default=None, repr=False)
+    _stopping: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self._result = asyncio.get_running_loop().create_future()
