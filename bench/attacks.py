@@ -85,6 +85,8 @@ class ServerProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                "--web-port",
+                "0",
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -249,6 +251,8 @@ class StormResult:
     p50: float = 0.0
     p99: float = 0.0
     refused_busy: int = 0
+    #: the last state of each client that did not come back (state: detail -> how many)
+    stuck: dict[str, int] = field(default_factory=dict)
 
 
 async def storm(clients: int, deadline: float) -> StormResult:
@@ -260,8 +264,11 @@ async def storm(clients: int, deadline: float) -> StormResult:
         back_at: dict[int, float] = {}
         all_back = asyncio.Event()
 
+        last: dict[int, str] = {}
+
         def watcher(i: int) -> Callable[[ConnectionState, str], None]:
             def on_state(state: ConnectionState, detail: str) -> None:
+                last[i] = f"{state.value}: {detail}"
                 if "server_busy" in detail:
                     result.refused_busy += 1
                 if restarted[0] and state is ConnectionState.CONNECTED and i not in back_at:
@@ -296,6 +303,10 @@ async def storm(clients: int, deadline: float) -> StormResult:
             srv.stop()
     times = sorted(back_at.values())
     result.back = len(times)
+    for i in range(clients):
+        if i not in back_at:
+            what = last.get(i, "no state change")
+            result.stuck[what] = result.stuck.get(what, 0) + 1
     if len(times) == clients:
         result.all_back_after = times[-1]
     if times:
@@ -568,6 +579,8 @@ def main() -> None:
             f" server_busy answers on the way: {s.refused_busy}",
             flush=True,
         )
+        for what, n in sorted(s.stuck.items(), key=lambda kv: -kv[1]):
+            print(f"  not back: {n} x {what}", flush=True)
     if args.mode in ("all", "hostile"):
         alone, attacked = run(lambda: hostile(args.duration, args.hostile))
         print(

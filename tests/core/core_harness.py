@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -15,7 +16,6 @@ from parlour.core.needs import (
     Answers,
     HashPassword,
     Need,
-    RandomBytes,
     ReadBroadcasts,
     ReadDm,
     ReadRoom,
@@ -57,7 +57,7 @@ class PlainHasher:
         return False
 
 
-#: the harness's "random" bytes: distinct every draw, the same in every run
+#: the harness's transfer ids: distinct every draw, the same in every run
 _DRAWS = itertools.count(1)
 RELAY_SECRET = b"core-test-relay-secret"
 
@@ -71,14 +71,10 @@ def tickets_for(transfer_id: bytes) -> tuple[bytes, bytes]:
 
 def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
     """What the adapter would answer to `need` (synchronously: memory store, plain hasher,
-    deterministic bytes for the random draws)."""
-    if isinstance(need, RandomBytes):
-        out = b""
-        while len(out) < need.size:
-            out += hashlib.sha256(b"draw %d" % next(_DRAWS)).digest()
-        return out[: need.size]
+    deterministic transfer ids)."""
     if isinstance(need, RelayTickets):
-        return tickets_for(need.transfer_id)
+        transfer_id = hashlib.sha256(b"transfer %d" % next(_DRAWS)).digest()[:8]
+        return (transfer_id, *tickets_for(transfer_id))
     if isinstance(need, HashPassword):
         return hasher.hash(need.password)
     if isinstance(need, VerifyPassword):
@@ -139,7 +135,7 @@ class Harness:
         self.hasher = PlainHasher()
         self.now = 1_000_000.0
         snapshot = self.store.load(**ChatService.load_args(self.config, self.now))
-        self.svc = ChatService(snapshot, self.config)
+        self.svc = ChatService(snapshot, self.config, entropy=random.Random(7).randbytes)
         #: rounds of needs each request took (request id -> rounds)
         self.rounds: dict[object, int] = {}
         if bootstrap:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from parlour.core.needs import RandomBytes, RelayTickets
+from parlour.core.needs import RelayTickets
 from parlour.p2p.relay import ticket_for
 from parlour.p2p.wire import PROBE_LEN, parse_probed, parse_relay_bound, probe, relay_bind
 from parlour.server.app import ChatServer
@@ -153,22 +153,21 @@ def test_public_addresses_drop_the_ipv4_mapping() -> None:
     assert public_address(("2001:db8::0:1", 5)) == ("2001:db8::1", 5)
 
 
-async def test_the_need_runner_draws_fresh_bytes_and_asks_the_relay_for_tickets() -> None:
+async def test_the_need_runner_mints_transfer_ids_with_the_relays_tickets() -> None:
     store = MemoryStore()
     asked: list[bytes] = []
 
     def tickets(tid: bytes) -> tuple[bytes, bytes]:
         asked.append(tid)
-        return (b"s" * 16, b"r" * 16)
+        return (b"s" + tid[1:] * 2 + b"s", b"r" + tid[1:] * 2 + b"r")
 
     runner = NeedRunner(PlainHasher(), InlineReads(store), tickets=tickets)
     try:
-        one = await runner.satisfy(1, (RandomBytes(40, "a"),))
-        two = await runner.satisfy(1, (RandomBytes(40, "a"),))
-        assert len(one[RandomBytes(40, "a")]) == 40
-        assert one != two  # fresh every time
-        got = await runner.satisfy(1, (RelayTickets(b"x" * 8),))
-        assert got[RelayTickets(b"x" * 8)] == (b"s" * 16, b"r" * 16) and asked == [b"x" * 8]
+        need = RelayTickets("offer", 1)
+        one = (await runner.satisfy(1, (need,)))[need]
+        two = (await runner.satisfy(1, (need,)))[need]
+        assert len(one[0]) == 8 and one[0] != two[0]  # a fresh id every time
+        assert one[1:] == tickets(one[0]) and asked[:2] == [one[0], two[0]]
     finally:
         runner.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from parlour.core.config import CoreConfig
@@ -63,7 +63,7 @@ class Out:
 
 
 class Ctx:
-    __slots__ = ("answers", "cfg", "now", "offers", "router", "sessions", "state")
+    __slots__ = ("answers", "cfg", "entropy", "now", "offers", "router", "sessions", "state")
 
     def __init__(
         self,
@@ -71,9 +71,11 @@ class Ctx:
         state: ChatState,
         sessions: Sessions,
         router: Router,
+        entropy: Callable[[int], bytes],
         offers: Offers | None = None,
     ) -> None:
         self.cfg = cfg
+        self.entropy = entropy
         self.state = state
         self.sessions = sessions
         self.router = router

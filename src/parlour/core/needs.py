@@ -25,7 +25,6 @@ __all__ = [
     "HashPassword",
     "Need",
     "NeedMore",
-    "RandomBytes",
     "ReadBroadcasts",
     "ReadDm",
     "ReadRoom",
@@ -100,21 +99,13 @@ class ReadBroadcasts:
 
 
 @dataclass(frozen=True, slots=True)
-class RandomBytes:
-    """`size` fresh bytes from the operating system's cryptographic random source (answer:
-    bytes). The core never draws randomness itself, so the tests can answer deterministically;
-    `purpose` tells apart two draws of one request."""
-
-    size: int
-    purpose: str
-
-
-@dataclass(frozen=True, slots=True)
 class RelayTickets:
-    """The relay tickets of both sides of transfer `transfer_id` (answer: a pair of bytes,
-    sender's then receiver's): made by whoever holds the relay's secret, never the core."""
+    """A fresh transfer id for attempt `attempt` of file offer `offer`, with the relay tickets
+    of its two sides (answer: `(transfer id (8 bytes), sender's ticket, receiver's ticket)`):
+    minted by whoever holds the relay's secret, never by the core."""
 
-    transfer_id: bytes
+    offer: str
+    attempt: int
 
 
 Need = (
@@ -124,14 +115,13 @@ Need = (
     | ReadDm
     | ReadSince
     | ReadBroadcasts
-    | RandomBytes
     | RelayTickets
 )
 
 #: answers computed so far for one request: need -> its answer
 Answers = Mapping[
     Need,
-    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | bytes | tuple[bytes, bytes]",
+    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | tuple[bytes, bytes, bytes]",
 ]
 
 NO_ANSWERS: Answers = {}

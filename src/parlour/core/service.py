@@ -155,8 +155,15 @@ HANDLERS: dict[type[Any], Handler] = {
 class ChatService:
     """The chat domain as a state machine driven by connections, requests and time."""
 
-    def __init__(self, snapshot: StoreSnapshot, config: CoreConfig) -> None:
-        """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`)."""
+    def __init__(
+        self,
+        snapshot: StoreSnapshot,
+        config: CoreConfig,
+        *,
+        entropy: Callable[[int], bytes],
+    ) -> None:
+        """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`);
+        `entropy(n)` gives n random bytes (session tokens; tests pass a seeded source)."""
         self._cfg = config
         self.sessions = Sessions(
             LoginThrottle(
@@ -179,7 +186,7 @@ class ChatService:
         self.router = Router(self.state, self.sessions)
         #: node-local file offers and observed UDP endpoints (never stored)
         self.offers = Offers()
-        self._cx = Ctx(config, self.state, self.sessions, self.router, self.offers)
+        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
 
     @staticmethod
@@ -190,6 +197,7 @@ class ChatService:
             "audit": config.audit_memory,
             "client_ids": config.client_id_memory,
             "client_ids_since": now - config.client_id_ttl,
+            "tokens_valid_at": now,
         }
 
     # ================================================================== lifecycle

@@ -22,6 +22,8 @@ Semantics every store must implement (checked by tests/storage/store_conformance
   never lowering it; `RenameRoom` carries the room's markers over, `DeleteRoom` drops them.
 * `AppendBroadcast` stores an announcement to every user with its sequence number;
   `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
+* `AddSessionToken` stores a session token's hash (replacing one with the same hash);
+  `RevokeSessionTokens` removes one of the user's tokens (`token_hash`) or all of them (None).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from parlour.core.records import Role
 __all__ = [
     "AddBan",
     "AddBlock",
+    "AddSessionToken",
     "AppendBroadcast",
     "AppendDm",
     "AppendRoomMessage",
@@ -48,6 +51,7 @@ __all__ = [
     "RemoveBan",
     "RemoveBlock",
     "RenameRoom",
+    "RevokeSessionTokens",
     "SetBroadcastCursor",
     "SetDmCursor",
     "SetMembership",
@@ -214,6 +218,19 @@ class SetBroadcastCursor:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class AddSessionToken:
+    token_hash: str
+    user: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeSessionTokens:
+    user: str
+    token_hash: str | None = None
+
+
 Write = (
     CreateUser
     | SetPassword
@@ -237,4 +254,6 @@ Write = (
     | SetReadMarker
     | AppendBroadcast
     | SetBroadcastCursor
+    | AddSessionToken
+    | RevokeSessionTokens
 )

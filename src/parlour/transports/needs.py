@@ -18,7 +18,7 @@ against a dummy hash made with the same parameters, so that it costs the same ti
 password and answers `Verified(False)`.
 
 Store reads go through the `Reads` port (a thread pool for SQLite, natively asynchronous for
-PostgreSQL). Random bytes come from the operating system (`secrets`), relay tickets from the
+PostgreSQL). A file transfer's id is drawn here (`secrets`) with its relay tickets from the
 `tickets` function of the node's relay (it holds the relay's secret).
 """
 
@@ -38,7 +38,6 @@ from typing import Any
 from parlour.core.needs import (
     HashPassword,
     Need,
-    RandomBytes,
     ReadBroadcasts,
     ReadDm,
     ReadRoom,
@@ -128,12 +127,11 @@ class NeedRunner:
         return dict(zip(needs, answers, strict=True))
 
     async def _one(self, conn: int | None, address: str, need: Need) -> Any:
-        if isinstance(need, RandomBytes):
-            return secrets.token_bytes(need.size)
         if isinstance(need, RelayTickets):
             if self._tickets is None:
                 raise RuntimeError("relay tickets asked for but this node runs no relay")
-            return self._tickets(need.transfer_id)
+            transfer_id = secrets.token_bytes(8)
+            return (transfer_id, *self._tickets(transfer_id))
         reads = self._reads
         if isinstance(need, ReadRoom):
             return await reads.room_messages(

@@ -5,8 +5,9 @@ it observed through `ChatService.udp_probe`); `file_offer` forwards an offer to 
 sessions; `file_accept` hands both sides a fresh transfer id and key, each other's endpoints
 (observed by the relay, then reported by the client) and relay tickets; `file_decline`,
 `file_cancel` and `file_done` end an offer; offers also end when they expire or when the
-offering session ends. The randomness (offer ids, keys, tokens) and the tickets are needs:
-the core draws none itself.
+offering session ends. Offer ids, tokens and keys come from the service's `entropy` (the
+core's random source, passed in); a transfer id with its relay tickets is a need, answered
+by the node's relay (which holds the relay's secret).
 
 Blocking: an offer from a user the target blocks is answered like any other (the sender is
 not told) but never reaches the target; it expires like an ignored offer.
@@ -18,7 +19,7 @@ import base64
 import logging
 
 from parlour.core.context import Ctx, Out, fail, log_event
-from parlour.core.needs import RandomBytes, RelayTickets
+from parlour.core.needs import RelayTickets
 from parlour.core.offers import Endpoint, Offer
 from parlour.core.outcome import Outcome, ToConns, ToUsers
 from parlour.core.sessions import Connection
@@ -137,7 +138,7 @@ def _ended(cx: Ctx, offer: Offer, reason: str, by: str | None, out: Out) -> None
 def file_probe(cx: Ctx, c: Connection, rq: FileProbeRequest) -> Outcome:
     _enabled(cx)
     cx.may_read(c)
-    token: bytes = cx.need(RandomBytes(TOKEN_BYTES, "probe"))
+    token = cx.entropy(TOKEN_BYTES)
     cx.offers.issue_probe(c.id, token)
     cx.read_done(c)
     return Outcome(Ok(rq.id, FileProbeReply(token=_b64url(token), relay=_relay(cx))))
@@ -171,7 +172,7 @@ def file_offer(cx: Ctx, c: Connection, rq: FileOfferRequest) -> Outcome:
             limit=cfg.file_offers_max,
         )
     _rate_room(cx, c)
-    offer_id = _b64url(cx.need(RandomBytes(OFFER_ID_BYTES, "offer")))
+    offer_id = _b64url(cx.entropy(OFFER_ID_BYTES))
     if offer_id in offers.by_id:  # 72 random bits: never, but never silently
         raise fail(ErrorCode.INTERNAL_ERROR, "offer id collision; try again")
     cx.rate(c)
@@ -206,11 +207,13 @@ def file_accept(cx: Ctx, c: Connection, rq: FileAcceptRequest) -> Outcome:
     u = cx.user(c)
     offer = _offer_to(cx, u, rq.offer)
     _rate_room(cx, c)
-    fresh: bytes = cx.need(RandomBytes(TRANSFER_ID_BYTES + KEY_BYTES, "transfer"))
-    transfer_id, key = fresh[:TRANSFER_ID_BYTES], fresh[TRANSFER_ID_BYTES:]
     tickets: tuple[bytes, bytes] | None = None
-    if cx.cfg.file_relay is not None:
-        tickets = cx.need(RelayTickets(transfer_id))
+    if cx.cfg.file_relay is not None:  # the relay mints the id its tickets are bound to
+        transfer_id, *pair = cx.need(RelayTickets(offer.id, offer.accepts + 1))
+        tickets = (pair[0], pair[1])
+    else:
+        transfer_id = cx.entropy(TRANSFER_ID_BYTES)
+    key = cx.entropy(KEY_BYTES)
     cx.rate(c)
     offer.accepts += 1
     offer.receiver = c.id
