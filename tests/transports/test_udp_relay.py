@@ -179,7 +179,7 @@ def _free_udp_port() -> socket.socket:
 
 
 async def _serve(port: int, **settings: object) -> ChatServer:
-    base = Settings(host="127.0.0.1", port=port, store="memory", log_level="WARNING")
+    base = Settings(host="127.0.0.1", port=port, store="memory", log_level="WARNING", web=False)
     return await ChatServer.start(
         dataclasses.replace(base, **settings),  # type: ignore[arg-type]
         password_hasher=PlainHasher(),

@@ -108,15 +108,7 @@ class RelayTickets:
     attempt: int
 
 
-Need = (
-    HashPassword
-    | VerifyPassword
-    | ReadRoom
-    | ReadDm
-    | ReadSince
-    | ReadBroadcasts
-    | RelayTickets
-)
+Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts | RelayTickets
 
 #: answers computed so far for one request: need -> its answer
 Answers = Mapping[
