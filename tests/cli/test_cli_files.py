@@ -132,6 +132,7 @@ async def test_a_declined_file_fails_the_senders_line(
     assert "[file 1] x.bin → bob: failed: the offer was declined by bob" in err
     code, out, err = await finish(bob)
     assert "no offer number 7" in err and code == 4
+    assert "was declined" not in out  # your own /decline is not echoed back as news
 
 
 async def test_missing_file_and_unknown_user(server: ChatTestServer, tmp_path: Path) -> None:

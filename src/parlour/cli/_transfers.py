@@ -31,7 +31,13 @@ from parlour.cli._render import (
 )
 from parlour.client import Client, FileResult, Transfer, UnknownOffer
 from parlour.p2p import Progress as TransferProgress
-from parlour.protocol import Event, FileAcceptedEvent, FileEndedEvent, FileOfferEvent
+from parlour.protocol import (
+    Event,
+    FileAcceptedEvent,
+    FileEndedEvent,
+    FileOfferEvent,
+    name_key,
+)
 
 __all__ = ["FileCommands"]
 
@@ -135,6 +141,9 @@ class FileCommands:
             t = files.transfers.get(event.offer)
             if t is not None or event.reason == "done":
                 return None  # the transfer's final line says how it ended
+            me = self.client.session.username if self.client.session else None
+            if me is not None and event.by is not None and name_key(event.by) == name_key(me):
+                return None  # your own /decline: its line said so
             shown = self._shown_offers.get(event.offer)
             if shown is None:
                 return None
