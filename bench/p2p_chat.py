@@ -5,6 +5,8 @@
 
 * **raw library**: `TransferManager.send_file` in this process, `accept_file` in a child
   process, the transfer id, key and addresses handed over by a pipe (what a broker does).
+* (CPU: both ends' processes, so MB per CPU-second does not depend on how busy the shared
+  machine was; the brokered figure leaves out the sender's hashing, timed inside offer_file)
 * **through the chat**: `parlour serve`'s server (the real `ChatServer`, memory store) in a
   child process; alice's `Client.offer_file` in this process, bob's `Client` in another child
   that accepts the offer as soon as its event arrives (no human in the loop). The clock starts
@@ -26,6 +28,7 @@ import asyncio
 import hashlib
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -34,8 +37,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from parlour.client import Client, TransferOptions
+from parlour.client import files as client_files
 from parlour.p2p.files import FileOffer, describe_file
 from parlour.p2p.manager import TransferManager
+from parlour.server.testing import ChatTestServer
 
 CTX = mp.get_context("fork")
 PW = "bench-password"
@@ -53,6 +59,11 @@ def _loop_policy() -> None:
 def _parse_size(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def make_file(directory: Path, size: int) -> Path:
@@ -99,6 +110,7 @@ def _raw_receiver(pipe: Connection, offer: FileOffer, dest: str) -> None:
 
 def run_raw(path: Path, offer: FileOffer, dest: Path) -> dict[str, float]:
     pipe, child = CTX.Pipe()
+    c0, p0 = _children_cpu(), time.process_time()
     proc = CTX.Process(target=_raw_receiver, args=(child, offer, str(dest)))
     proc.start()
     peer = pipe.recv()
@@ -119,9 +131,10 @@ def run_raw(path: Path, offer: FileOffer, dest: Path) -> dict[str, float]:
     t0 = asyncio.run(main())
     ok, message, first, done = pipe.recv()
     proc.join()
+    cpu = time.process_time() - p0 + _children_cpu() - c0
     if not ok:
         raise RuntimeError(f"raw receiver: {message}")
-    return {"first": first - t0, "transfer": done - first, "total": done - t0}
+    return {"first": first - t0, "transfer": done - first, "total": done - t0, "cpu": cpu}
 
 
 # ----------------------------------------------------------------------------- via the chat
@@ -129,7 +142,6 @@ def run_raw(path: Path, offer: FileOffer, dest: Path) -> dict[str, float]:
 
 def _server(pipe: Connection) -> None:
     _loop_policy()
-    from parlour.server.testing import ChatTestServer
 
     async def main() -> None:
         async with ChatTestServer() as server:
@@ -143,7 +155,6 @@ def _server(pipe: Connection) -> None:
 
 def _bob(pipe: Connection, port: int, dest: str) -> None:
     _loop_policy()
-    from parlour.client import Client, TransferOptions
 
     async def main() -> None:
         opts = TransferOptions(bind="127.0.0.1", progress_interval=0.0)
@@ -175,11 +186,10 @@ def _bob(pipe: Connection, port: int, dest: str) -> None:
 
 def run_chat(path: Path, dest: Path, port: int) -> dict[str, float]:
     pipe, child = CTX.Pipe()
+    c0, p0 = _children_cpu(), time.process_time()
     proc = CTX.Process(target=_bob, args=(child, port, str(dest)))
     proc.start()
     assert pipe.recv() == "ready"
-
-    from parlour.client import files as client_files
 
     hashed: list[float] = []
     describe = client_files.describe_file
@@ -194,8 +204,6 @@ def run_chat(path: Path, dest: Path, port: int) -> dict[str, float]:
     client_files.describe_file = timed_describe  # type: ignore[assignment]
 
     async def main() -> tuple[float, float]:
-        from parlour.client import Client, TransferOptions
-
         opts = TransferOptions(bind="127.0.0.1", progress_interval=0.0)
         async with Client("127.0.0.1", port, transfers=opts) as alice:
             await alice.login("alice", PW)
@@ -213,6 +221,7 @@ def run_chat(path: Path, dest: Path, port: int) -> dict[str, float]:
         client_files.describe_file = describe  # type: ignore[assignment]
     ok, message, via_relay, seen, accepted, first, done = pipe.recv()
     proc.join()
+    cpu = time.process_time() - p0 + _children_cpu() - c0
     if not ok or via_relay:
         raise RuntimeError(f"bob: {message} (relay: {via_relay})")
     return {
@@ -223,6 +232,7 @@ def run_chat(path: Path, dest: Path, port: int) -> dict[str, float]:
         "first": first - t0,
         "transfer": done - first,
         "total": done - t0,
+        "cpu": cpu,
     }
 
 
@@ -258,8 +268,12 @@ def main() -> None:
         chats: list[dict[str, float]] = []
         try:
             for i in range(args.rounds):
-                raws.append(run_raw(src, offer, dest))
-                chats.append(run_chat(src, dest, port))
+                if i % 2:  # alternate the order: neither always runs on a warmer machine
+                    chats.append(run_chat(src, dest, port))
+                    raws.append(run_raw(src, offer, dest))
+                else:
+                    raws.append(run_raw(src, offer, dest))
+                    chats.append(run_chat(src, dest, port))
                 r, c = raws[-1], chats[-1]
                 print(
                     f"round {i + 1}: raw first byte {r['first'] * 1000:6.1f} ms, "
@@ -285,6 +299,10 @@ def main() -> None:
     print(f"| first byte -> verified | {rt:.1f} MB/s | {ct:.1f} MB/s | {ct / rt:.2f} |")
     re_, ce = size / med(raws, "total") / 1e6, size / med(chats, "total") / 1e6
     print(f"| start -> verified | {re_:.1f} MB/s | {ce:.1f} MB/s | {ce / re_:.2f} |")
+    rc = size / med(raws, "cpu") / 1e6
+    cc = size / statistics.median(c["cpu"] - c["hashing"] for c in chats) / 1e6
+    print(f"| MB per CPU-second, both ends (chat: less its hashing) | {rc:.1f} | {cc:.1f} | "
+          f"{cc / rc:.2f} |")  # fmt: skip
     hm = med(chats, "hashing")
     print(
         f"before the first byte (medians, from /send-file): hashed {hm * 1000:.1f} ms, offer "
