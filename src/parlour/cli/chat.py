@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any
 
 import click
+from rich.console import Console
+from rich.text import Text
 
 from parlour import __version__
 from parlour.cli import _commands as c
@@ -47,8 +49,10 @@ from parlour.cli._render import (
     render_session,
     render_who,
 )
+from parlour.cli._transfers import FileCommands
 from parlour.client import (
     DEFAULT_PORT,
+    FILE_EVENTS,
     Ack,
     Backoff,
     Client,
@@ -196,6 +200,10 @@ class ChatApp:
         #: your last acknowledged message per room / DM peer (for ``/edit last``)
         self.last_room_seq: dict[str, int] = {}
         self.last_dm_seq: dict[str, int] = {}
+        #: /send-file, /accept, /decline, /cancel, /transfers (parlour.cli._transfers)
+        self.files = FileCommands(
+            client, interactive=interactive, out=self.out, err=self.err, fail=self.fail
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -291,7 +299,11 @@ class ChatApp:
     def show_event(self, event: Event) -> None:
         try:
             self._track(event)
-            line = render_event(event, self.me)
+            if isinstance(event, FILE_EVENTS):
+                self.files.remember(event)
+                line = self.files.render_event(event)
+            else:
+                line = render_event(event, self.me)
         except Exception as exc:  # an odd event must not stop the printing of later ones
             line = f"! could not show a {event.name} event: {type(exc).__name__}"
         if line is not None:
@@ -347,6 +359,8 @@ class ChatApp:
             self.fail(f"! {cmd.message}")
         elif isinstance(cmd, c.Help):
             self.help(cmd.topic)
+        elif isinstance(cmd, c.FILE_COMMANDS):
+            await self.files.execute(cmd)
         elif isinstance(cmd, c.Say):
             if self.room is None:
                 self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
@@ -610,6 +624,7 @@ class ChatApp:
             while (event := self.client.next_event_nowait()) is not None:
                 self.show_event(event)
             ended.cancel()
+            await self.files.close()
 
     def _ended(self, reason: str) -> int:
         again = "; run parlour chat again to come back" if reason.endswith("(kicked)") else ""
@@ -658,9 +673,13 @@ def _styled(line: str) -> str:
     return line
 
 
-def _echo(line: str, *, err: bool) -> None:
+def _echo(line: str, *, err: bool, live: Console | None = None) -> None:
     """Print a line; if the reader went away (``parlour chat | head -1``) keep chatting and
-    drop the output, so a script's messages are still all sent."""
+    drop the output, so a script's messages are still all sent. While transfer progress bars
+    are shown (``live``), the line goes above them through their console."""
+    if live is not None:
+        live.print(Text.from_ansi(_styled(line)), soft_wrap=True)
+        return
     stream = sys.stderr if err else sys.stdout
     try:
         click.echo(_styled(line), err=err)  # click drops the colours when not a terminal
@@ -688,11 +707,14 @@ async def _main(
     interactive: bool,
     stdin: IO[str],
 ) -> int:
+    def live() -> Console | None:
+        return app_holder[0].files.live_console if app_holder else None
+
     def out(line: str) -> None:
-        _echo(line, err=False)
+        _echo(line, err=False, live=live())
 
     def err(line: str) -> None:
-        _echo(line, err=True)
+        _echo(line, err=True, live=live())
 
     if retries is None:
         retries = None if interactive else 10

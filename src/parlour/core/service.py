@@ -26,6 +26,7 @@ from parlour.core.handlers import (
     broadcasts,
     catch_up,
     dms,
+    files,
     messages,
     moderation,
     reading,
@@ -35,6 +36,7 @@ from parlour.core.handlers import (
 from parlour.core.handlers.sessions import end_session
 from parlour.core.limits import TokenBucket
 from parlour.core.needs import NO_ANSWERS, Answers, HashPassword, NeedMore
+from parlour.core.offers import Endpoint, Offers
 from parlour.core.outcome import EMPTY, ConnId, Outcome
 from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key, user_key
 from parlour.core.router import Router
@@ -54,6 +56,12 @@ from parlour.protocol import (
     EditRequest,
     Error,
     ErrorCode,
+    FileAcceptRequest,
+    FileCancelRequest,
+    FileDeclineRequest,
+    FileDoneRequest,
+    FileOfferRequest,
+    FileProbeRequest,
     HelloRequest,
     HistoryRequest,
     JoinRequest,
@@ -135,6 +143,12 @@ HANDLERS: dict[type[Any], Handler] = {
     BansRequest: moderation.bans_list,
     AuditRequest: moderation.audit_list,
     SyncRequest: _sync,
+    FileProbeRequest: files.file_probe,
+    FileOfferRequest: files.file_offer,
+    FileAcceptRequest: files.file_accept,
+    FileDeclineRequest: files.file_decline,
+    FileCancelRequest: files.file_cancel,
+    FileDoneRequest: files.file_done,
 }
 
 
@@ -170,7 +184,9 @@ class ChatService:
             dm_reader=lambda cid: holder[0].dm_reader(cid),
         )
         self.router = Router(self.state, self.sessions)
-        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy)
+        #: node-local file offers and observed UDP endpoints (never stored)
+        self.offers = Offers()
+        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
 
     @staticmethod
@@ -282,11 +298,18 @@ class ChatService:
         return out.done(None)
 
     def tick(self, now: float) -> Outcome:
-        """Expire timed state (bans, login throttles); call about once a second."""
+        """Expire timed state (bans, login throttles, file offers); call about once a second."""
         self.sessions.throttle.expire(now)
+        ended = EMPTY
+        if self.offers.by_id:
+            cx = self._cx
+            cx.now = now
+            out = cx.out()
+            files.expire_offers(cx, out)
+            ended = out.done(None)
         expired = self.state.bans.expired(now)
         if not expired:
-            return EMPTY
+            return ended
         for b in expired:
             log_event(
                 logging.INFO,
@@ -295,7 +318,15 @@ class ChatService:
                 by=b.by,
                 until=accounts.utc(b.until or now),
             )
-        return Outcome(writes=tuple(RemoveBan(b.user) for b in expired))
+        return Outcome(
+            deliveries=ended.deliveries, writes=tuple(RemoveBan(b.user) for b in expired)
+        )
+
+    def udp_probe(self, token: bytes, address: Endpoint, now: float) -> bool:
+        """A UDP probe carrying `token` arrived from `address` at this node's relay: record
+        it as the observed endpoint of the connection the token was issued to (`file_probe`).
+        False for a token nobody holds (or one already seen from another address)."""
+        return self.offers.probed(token, address) is not None
 
     # ================================================================== introspection
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parlour.core.context import Ctx, Out
+from parlour.core.handlers import files
 from parlour.core.outcome import ToUsers
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
@@ -22,6 +23,8 @@ def start_session(cx: Ctx, c: Connection, u: UserState, out: Out, *, quiet: bool
     out.writes.append(RecordLogin(u.name, now))
     if first and not quiet:
         presence(cx, u, True, out)
+    if cx.offers.by_id:
+        files.session_started(cx, c, u, out)
 
 
 def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> None:
@@ -30,6 +33,7 @@ def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> Non
     if c.user is None:
         return
     u = cx.state.users[c.user]
+    files.session_ended(cx, c, out)
     last = cx.sessions.end(c, u.rooms)
     u.last_active = cx.now
     if last:
