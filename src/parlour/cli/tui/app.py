@@ -45,6 +45,9 @@ from parlour.protocol import (
     Event,
     InvalidName,
     ProtocolError,
+    RoomCreatedEvent,
+    RoomDeletedEvent,
+    RoomRenamedEvent,
     name_key,
     normalize_name,
 )
@@ -172,6 +175,8 @@ class ChatTui(App[int]):
         self._marking: dict[tuple[BufferKind, str], int] = {}
         self._marker_tasks: set[asyncio.Task[None]] = set()
         self._ending = False
+        #: every room on the server (for completion), from ``rooms`` at login and events
+        self.known_rooms: list[str] = []
         runner.interactive = True
         runner.ask = None
         runner._out = self._runner_out
@@ -280,6 +285,7 @@ class ChatTui(App[int]):
         server = self._buffers.server
         server.note(f"logged in as {self.me} ({self.session.role})", time.time())
         rows = await client.unread()
+        self.known_rooms = [r.name for r in await client.rooms()]
         rooms = list(self.session.rooms)
         joined = await asyncio.gather(
             *(client.join(r, limit=self.page) for r in rooms), return_exceptions=True
@@ -372,6 +378,12 @@ class ChatTui(App[int]):
         buf = apply_event(self._buffers, event, time.time())
         if buf is None:
             return
+        if isinstance(event, RoomCreatedEvent):
+            self.known_rooms.append(event.room)
+        elif isinstance(event, RoomRenamedEvent | RoomDeletedEvent):
+            self.known_rooms = [r for r in self.known_rooms if name_key(r) != name_key(event.room)]
+            if isinstance(event, RoomRenamedEvent):
+                self.known_rooms.append(event.new_name)
         if isinstance(event, BroadcastEvent) and buf is not self.current:
             self.notify(clean(event.text)[:200], title=f"broadcast from {clean(event.sender)}")
         self._changed(buf)
@@ -681,7 +693,7 @@ class ChatTui(App[int]):
             box.text,
             box.cursor_offset,
             commands=self.registry.names(),
-            rooms=self._buffers.rooms(),
+            rooms=self._buffers.rooms() + self.known_rooms,
             users=users,
             backwards=message.backwards,
         )

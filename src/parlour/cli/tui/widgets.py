@@ -102,7 +102,9 @@ class MessageView(Widget):
         shown = (id(buf), newest, need)
         if shown != self._shown:
             self._shown = shown
-            self.post_message(self.Shown(buf, newest, need))
+            # (drawing runs under another widget's context: name the sender, or the message
+            # would stop bubbling at that widget)
+            self.post_message(self.Shown(buf, newest, need).set_sender(self))
 
     def render_line(self, y: int) -> Strip:
         lines = self.lines()
