@@ -84,7 +84,7 @@ def test_edits_deletions_mentions_and_multiline_text() -> None:
     r = LineRenderer("alice")
     mention = r.entry_lines(buf, 1, 60, None)[-1]
     assert any(seg.style and seg.style.bgcolor for seg in mention)  # the nick is highlighted
-    assert [line for line in lines if "line two" in line][0].lstrip().startswith("line two")
+    assert next(line for line in lines if "line two" in line).lstrip().startswith("line two")
     buf.update(Rec(room="general", seq=3, ts=DAY, sender="bob", text=None, deleted=True))
     assert any("(message deleted) [3]" in line for line in screen(buf))
 
