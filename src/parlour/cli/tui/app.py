@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
@@ -72,6 +73,16 @@ PAGE = 200
 MISSED_PAGES = 10
 #: events handled before letting the screen redraw during a burst
 _BURST = 200
+#: entries added after which the long-lived objects are moved out of the collector's way
+_SETTLE = 5000
+
+
+def settle_memory() -> None:
+    """Move every object alive now out of the cyclic garbage collector's full passes
+    (``gc.freeze``). A scrollback of 100,000 entries is that many tracked objects, and a
+    full collection walking them stalls the screen for 100 ms or more; they hold no reference
+    cycles, so reference counting still frees them when they are dropped."""
+    gc.freeze()
 
 _KEYS = [
     ("Enter", "send; Alt+Enter or Ctrl+J: new line; a paste keeps its lines"),
@@ -177,6 +188,7 @@ class ChatTui(App[int]):
         self._ending = False
         #: every room on the server (for completion), from ``rooms`` at login and events
         self.known_rooms: list[str] = []
+        self._grown = 0
         runner.interactive = True
         runner.ask = None
         runner._out = self._runner_out
@@ -270,6 +282,7 @@ class ChatTui(App[int]):
     async def _start(self) -> None:
         try:
             await self._load()
+            settle_memory()
         except (ServerError, ConnectionLost) as exc:
             self.notice(f"could not load everything: {exc}", error=True)
         except ClientClosed:
@@ -378,6 +391,10 @@ class ChatTui(App[int]):
         buf = apply_event(self._buffers, event, time.time())
         if buf is None:
             return
+        self._grown += 1
+        if self._grown >= _SETTLE:
+            self._grown = 0
+            settle_memory()
         if isinstance(event, RoomCreatedEvent):
             self.known_rooms.append(event.room)
         elif isinstance(event, RoomRenamedEvent | RoomDeletedEvent):
@@ -485,6 +502,7 @@ class ChatTui(App[int]):
             return
         else:
             buf.add_older(page.messages, page.has_more)
+            settle_memory()
         self._changed(buf)
 
     def on_app_focus(self, event: events.AppFocus) -> None:

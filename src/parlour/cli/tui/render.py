@@ -54,7 +54,7 @@ _PALETTE = (
     "orchid",
     "spring_green2",
 )
-_CACHE = 8192
+_CACHE = 1024
 
 
 def day_key(ts: float) -> tuple[int, int, int]:
