@@ -171,6 +171,7 @@ def test_buffer_list_order_numbers_and_next_active() -> None:
     bob = bufs.open(Target(BufferKind.DM, "bob"))
     rnd = bufs.open(Target(BufferKind.ROOM, "random"))
     assert [b.target.label for b in bufs] == ["server", "#general", "#random", "@bob"]
+    assert len(rnd) == 0 and (rnd or None) is rnd  # empty, yet a buffer
     assert bufs.by_number(4) is bob and bufs.number_of(rnd) == 3
     rnd.add(rec(1, room="random"))
     bob.add(Rec(peer="bob", seq=1, ts=1.0, sender="bob", text="hi"))

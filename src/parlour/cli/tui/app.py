@@ -28,8 +28,6 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Input, Label
 
 from parlour.cli import _commands as c
 from parlour.cli._render import clean
@@ -57,7 +55,9 @@ from .bars import status_text, title_text
 from .buffers import DEFAULT_CAPACITY, Buffer, BufferKind, BufferList, Entry, EntryKind, Target
 from .commands import CommandRegistry, default_registry
 from .completion import Completer
+from .dialogs import PasswordScreen
 from .events import apply_event
+from .missed import fill_room, load_missed
 from .render import LineRenderer
 from .widgets import BufferListView, ChatInput, MemberList, MessageView, StatusBar, TitleBar
 
@@ -69,8 +69,6 @@ __all__ = ["EXIT_ENDED", "EXIT_OK", "ChatTui", "PasswordScreen"]
 EXIT_OK, EXIT_ENDED = 0, 3
 #: messages asked for per history page (the server caps it at its ``max_page``)
 PAGE = 200
-#: pages loaded at login to reach the read marker of a buffer with many unread messages
-MISSED_PAGES = 10
 #: events handled before letting the screen redraw during a burst
 _BURST = 200
 #: entries added after which the long-lived objects are moved out of the collector's way
@@ -84,6 +82,7 @@ def settle_memory() -> None:
     cycles, so reference counting still frees them when they are dropped."""
     gc.freeze()
 
+
 _KEYS = [
     ("Enter", "send; Alt+Enter or Ctrl+J: new line; a paste keeps its lines"),
     ("Up / Down", "earlier input (at the first / last line of the input)"),
@@ -94,41 +93,6 @@ _KEYS = [
     ("F2", "show or hide the member list"),
     ("Ctrl+Q, /quit", "leave (Ctrl+D on an empty line too)"),
 ]
-
-
-class PasswordScreen(ModalScreen[tuple[str, str] | None]):
-    """Asks the old password and the new one twice, hidden."""
-
-    DEFAULT_CSS = """
-    PasswordScreen { align: center middle; }
-    PasswordScreen > Vertical { width: 50; height: auto; border: round $primary; padding: 1; }
-    """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label("Change password (Esc cancels)")
-            yield Input(placeholder="old password", password=True, id="old")
-            yield Input(placeholder="new password", password=True, id="new")
-            yield Input(placeholder="new password again", password=True, id="again")
-            yield Label("", id="problem")
-
-    @on(Input.Submitted)
-    def _next(self, event: Input.Submitted) -> None:
-        old, new, again = (self.query_one(f"#{n}", Input) for n in ("old", "new", "again"))
-        if event.input is old:
-            new.focus()
-        elif event.input is new:
-            again.focus()
-        elif new.value != again.value:
-            self.query_one("#problem", Label).update("the new passwords differ")
-            again.value = ""
-            new.focus()
-        else:
-            self.dismiss((old.value, new.value))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ChatTui(App[int]):
@@ -292,86 +256,15 @@ class ChatTui(App[int]):
         await self._consume()
 
     async def _load(self) -> None:
-        """What you missed: every room's newest messages and members, unread counts and read
-        markers, and the DM conversations with unread messages."""
-        client = self._client
-        server = self._buffers.server
-        server.note(f"logged in as {self.me} ({self.session.role})", time.time())
-        rows = await client.unread()
-        self.known_rooms = [r.name for r in await client.rooms()]
-        rooms = list(self.session.rooms)
-        joined = await asyncio.gather(
-            *(client.join(r, limit=self.page) for r in rooms), return_exceptions=True
-        )
-        for room, result in zip(rooms, joined, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result
-                server.note(f"could not open #{room}: {result}", time.time(), EntryKind.ERROR)
-                continue
-            self._fill_room(result)
-        for row in rows:
-            if row.room is not None:
-                buf = self._buffers.room(row.room)
-                if buf is not None:
-                    buf.set_counts(row)
-            elif row.peer is not None and row.unread > 0:
-                buf = self._buffers.open(Target(BufferKind.DM, row.peer))
-                page = await client.history(peer=row.peer, limit=self.page)
-                buf.load_newest(page.messages, page.has_more)
-                buf.set_counts(row)
-        for buf in self._buffers:
-            await self._reach_marker(buf)
-        missed = []
-        for buf in self._buffers:
-            if buf.unread:
-                buf.jump_to_marker = True
-                mention = f", {buf.mentions} for you" if buf.mentions else ""
-                more = "+" if buf.capped else ""
-                missed.append(f"{buf.target.label} {buf.unread}{more}{mention}")
-        if missed:
-            server.note("while you were away: " + "; ".join(missed), time.time())
-        else:
-            server.note("nothing new since you were last here", time.time())
+        missed = await load_missed(self._client, self.session, self._buffers, self.page)
+        self.known_rooms = missed.rooms
         target = None
         if self.initial_room is not None:
             target = self._buffers.room(self.initial_room)
             if target is None:
                 await self.open_room(self.initial_room)
                 target = self.current
-        if target is None:
-            rooms_bufs = [b for b in self._buffers if b.target.kind is BufferKind.ROOM]
-            with_news = [b for b in self._buffers if b.mentions] or rooms_bufs
-            target = with_news[0] if with_news else server
-        self._switch(target)
-
-    async def _reach_marker(self, buf: Buffer) -> None:
-        """Page back until the read marker is loaded, so the missed messages can be shown
-        from the first one (at most ``MISSED_PAGES`` pages; the rest loads as you scroll)."""
-        for _ in range(MISSED_PAGES):
-            if not buf.unread or not buf.has_older or buf.marker_index() is not None:
-                return
-            target = buf.target
-            room = target.name if target.kind is BufferKind.ROOM else None
-            peer = target.name if target.kind is BufferKind.DM else None
-            page = await self._client.history(
-                room, peer=peer, before=buf.first_seq, limit=self.page
-            )
-            buf.add_older(page.messages, page.has_more)
-
-    def _fill_room(self, result: object) -> Buffer:
-        from parlour.client.types import JoinResult
-
-        assert isinstance(result, JoinResult)
-        buf = self._buffers.open(Target(BufferKind.ROOM, result.room))
-        buf.parted = False
-        buf.set_members(result.members, result.online, result.members_total)
-        msgs = result.messages
-        buf.load_newest(msgs, bool(msgs) and msgs[0].seq > 1)
-        if not msgs:
-            buf.has_older = result.last_seq > 0
-        buf.last_seq = max(buf.last_seq, result.last_seq)
-        return buf
+        self._switch(target or missed.first or self._buffers.server)
 
     # ------------------------------------------------------------------ events
 
@@ -578,7 +471,7 @@ class ChatTui(App[int]):
             self._switch(buf)
             return
         result = await self._client.join(room, limit=self.page)
-        buf = self._fill_room(result)
+        buf = fill_room(self._buffers, result)
         buf.note(
             f"you are in #{result.room}: {len(result.online)} online, "
             f"{result.members_total} members",

@@ -198,6 +198,9 @@ class Buffer:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def __bool__(self) -> bool:
+        return True  # an empty buffer is still a buffer (``buf or other`` must not skip it)
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries)
 
