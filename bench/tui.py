@@ -126,7 +126,8 @@ def _child_richlog(messages: int, ready: Path) -> None:
                 line.append(time.strftime("%H:%M", time.localtime(rec.ts)), style="dim")  # type: ignore[attr-defined]
                 line.append(f" {rec.sender:>12} │ ", style="green")  # type: ignore[attr-defined]
                 line.append(rec.text)  # type: ignore[attr-defined]
-                log.write(line)
+                log.write(line, scroll_end=False)  # one scroll at the end, not 100,000
+            log.scroll_end(animate=False)
             ready.write_text(f"{time.perf_counter() - started:.3f}")
             box = self.query_one(TextArea)
             box.cursor_blink = False

@@ -305,9 +305,8 @@ class ChatTui(App[int]):
             if self._client.reconnects > 0:
                 self.notice("reconnected (what you missed follows)", buffer=self._buffers.server)
         elif state is ConnectionState.RECONNECTING:
-            self.connection = f"reconnecting… ({detail.split(' ')[0] if detail else ''})".replace(
-                " ()", ""
-            )
+            # detail: "attempt 3 in 1.6s" or "rate_limited: retry in 2s"
+            self.connection = f"reconnecting… ({detail})" if detail else "reconnecting…"
             if detail.startswith("attempt 1 "):
                 self.notice(
                     "connection lost, reconnecting… (what you type is sent once back)",

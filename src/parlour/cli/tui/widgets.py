@@ -18,7 +18,7 @@ from parlour.cli._render import clean
 
 from .buffers import Buffer, BufferKind, BufferList
 from .render import LineRenderer
-from .viewport import Row
+from .viewport import Row, Viewport
 
 __all__ = ["BufferListView", "ChatInput", "MemberList", "MessageView", "StatusBar", "TitleBar"]
 
@@ -88,7 +88,25 @@ class MessageView(Widget):
         self._screen = [blank] * (height - len(strips)) + strips
         self._key = self._state()
         self._report(buf, rows)
+        self.call_after_refresh(self._prefetch, self._key)
         return self._screen
+
+    def _prefetch(self, key: tuple[object, ...]) -> None:
+        """Render a screen above and below into the line cache while the user reads, so the
+        next PageUp/PageDown only composes cached lines."""
+        buf = self.buffer
+        if buf is None or key != self._key:
+            return
+        width, height = self.size.width, self.size.height
+        height_of = self.renderer.height_fn(buf, width)
+        marker = buf.marker_index()
+        for direction in (1, -1):
+            ghost = Viewport()
+            v = buf.view
+            ghost.follow, ghost.anchor, ghost.offset = v.follow, v.anchor, v.offset
+            ghost.scroll(direction * max(1, height - 2), len(buf), height, height_of)
+            for index, _ in ghost.rows(len(buf), height, height_of):
+                self.renderer.entry_lines(buf, index, width, marker)
 
     def _report(self, buf: Buffer, rows: list[Row]) -> None:
         newest = None
