@@ -14,7 +14,6 @@ from textual.pilot import Pilot
 
 from parlour.cli.chat import ChatApp
 from parlour.cli.tui.app import ChatTui
-from parlour.cli.tui.buffers import Buffer
 from parlour.client import Client
 from parlour.server.testing import ChatTestServer
 
@@ -56,7 +55,7 @@ async def tui(
         holder.append(runner)
         app = ChatTui(client, session, runner, **options)  # type: ignore[arg-type]
         runner.tui_sink = app.on_connection_state
-        async with app.run_test(size=size) as pilot:
+        async with app.run_test(size=size, notifications=True) as pilot:
             await until(pilot, app.loaded.is_set)
             yield app, pilot
     finally:
@@ -321,5 +320,20 @@ async def test_reconnect_is_shown_in_the_status_bar(srv: ChatTestServer) -> None
         assert app.is_running
 
 
-def _unused(buf: Buffer) -> None:  # keep the import for type checkers
-    return None
+async def test_broadcasts_reach_the_server_buffer_and_a_toast_literally(
+    srv: ChatTestServer,
+) -> None:
+    from textual.widgets._toast import Toast
+
+    async with tui(srv, room="general") as (app, pilot):
+        async with Client("127.0.0.1", srv.port) as admin:
+            await admin.login("admin", srv.admin_password)
+            await admin.broadcast("[bold]restart[/bold] at 22:00")
+        server = app.buffers.server
+        await until(pilot, lambda: server.mentions == 1)
+        assert any("[bold]restart[/bold] at 22:00" in (e.text or "") for e in server.entries)
+        await until(pilot, lambda: bool(app.screen.query(Toast)))
+        shown = str(app.screen.query(Toast).first().render())
+        assert "[bold]restart[/bold] at 22:00" in shown
+        await pilot.press("alt+1")
+        assert app.buffers.current is server and server.mentions == 0

@@ -295,7 +295,11 @@ class ChatTui(App[int]):
             if isinstance(event, RoomRenamedEvent):
                 self.known_rooms.append(event.new_name)
         if isinstance(event, BroadcastEvent) and buf is not self.current:
-            self.notify(clean(event.text)[:200], title=f"broadcast from {clean(event.sender)}")
+            self.notify(
+                clean(event.text)[:200],
+                title=f"broadcast from {clean(event.sender)}",
+                markup=False,  # user text: shown as typed, never as markup
+            )
         self._changed(buf)
 
     def on_connection_state(self, state: ConnectionState, detail: str) -> None:
