@@ -155,3 +155,15 @@ def test_registry_has_every_line_mode_command_and_takes_new_ones() -> None:
 
     registry.register(CommandSpec("upload", "/upload <path>", "send a file", run))
     assert "upload" in registry.names()
+
+
+def test_alt_digits_reach_the_app_as_alt_keys() -> None:
+    """What Alt+4 sends on a Linux terminal (ESC 4) is ``alt+4`` (Textual would read it as
+    "¢", macOS's Option+4), while a typed "£" stays a character."""
+    from textual._xterm_parser import XTermParser
+
+    import parlour.cli.tui.app  # noqa: F401  (adjusts Textual's sequence table)
+
+    parser = XTermParser()
+    keys = [*parser.feed("\x1b4£x"), *parser.feed(""), *parser.tick()]
+    assert [getattr(k, "key", None) for k in keys] == ["alt+4", "pound_sign", "x"]

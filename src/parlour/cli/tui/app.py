@@ -75,6 +75,23 @@ _BURST = 200
 _SETTLE = 5000
 
 
+def _alt_digits_are_keys() -> None:
+    """Textual reads ESC+digit (what Alt+1..9 send on Linux terminals) as the characters
+    macOS's Option key types (Alt+2 -> "™"), so Alt+N never reached a binding and typed a
+    symbol instead. The chat client wants weechat's Alt+1..9: drop those entries from
+    Textual's sequence table so they parse as ``alt+1`` ... ``alt+9`` (macOS users typing
+    those symbols with Option are unaffected: their terminal sends the characters)."""
+    from textual import _ansi_sequences
+
+    table = _ansi_sequences.ANSI_SEQUENCES_KEYS
+    if isinstance(table, dict):  # (typed as a Mapping; it is a module-level dict)
+        for digit in "0123456789":
+            table.pop(f"\x1b{digit}", None)
+
+
+_alt_digits_are_keys()
+
+
 def settle_memory() -> None:
     """Move every object alive now out of the cyclic garbage collector's full passes
     (``gc.freeze``). A scrollback of 100,000 entries is that many tracked objects, and a
@@ -617,6 +634,7 @@ class ChatTui(App[int]):
     @on(ChatInput.Submitted)
     def _submitted(self, message: ChatInput.Submitted) -> None:
         self.completer.reset()
+        self.log_view.to_bottom()  # what you send, and a command's output, is at the bottom
         self._commands.put_nowait(message.text)
 
     async def _run_commands(self) -> None:
