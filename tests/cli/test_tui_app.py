@@ -184,6 +184,10 @@ async def test_resize_rewraps_the_visible_lines(srv: ChatTestServer) -> None:
         assert len(narrow) > len(wide)
         assert all(len(line) == app.log_view.size.width for line in screen(app))
         assert shows(app, "last line")
+        assert not app.query_one("#members").display  # too narrow for the member list
+        await pilot.resize_terminal(50, 20)
+        await until(pilot, lambda: not app.query_one("#buffers").display)
+        assert app.log_view.size.width == 50 and shows(app, "last line")
 
 
 # ---------------------------------------------------------------------- input

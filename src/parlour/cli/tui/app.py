@@ -71,6 +71,9 @@ EXIT_OK, EXIT_ENDED = 0, 3
 PAGE = 200
 #: events handled before letting the screen redraw during a burst
 _BURST = 200
+#: below these terminal widths the member list, then the buffer list, are hidden (the
+#: status bar still names the buffer and the activity)
+NARROW_MEMBERS, NARROW_BUFFERS = 90, 60
 #: entries added after which the long-lived objects are moved out of the collector's way
 _SETTLE = 5000
 
@@ -235,12 +238,18 @@ class ChatTui(App[int]):
         self.run_worker(self._run_commands(), name="parlour-commands")
         self.run_worker(self._watch_closed(), name="parlour-closed")
 
-    def _show_current(self) -> None:
+    def _show_current(self, width: int | None = None) -> None:
         buf = self.current
         self.log_view.show(buf)
         members = self.query_one("#members", MemberList)
         members.show(buf)
-        members.display = buf.target.kind is BufferKind.ROOM and not members.has_class("-hidden")
+        width = self.size.width if width is None else width
+        members.display = (
+            buf.target.kind is BufferKind.ROOM
+            and not members.has_class("-hidden")
+            and width >= NARROW_MEMBERS
+        )
+        self.query_one("#buffers", BufferListView).display = width >= NARROW_BUFFERS
         self._bars()
 
     def _changed(self, buf: Buffer) -> None:
@@ -426,6 +435,7 @@ class ChatTui(App[int]):
         self._focused = False
 
     def on_resize(self, event: events.Resize) -> None:
+        self._show_current(event.size.width)  # narrow terminals drop the side panels
         self.log_view.refresh()
 
     # ------------------------------------------------------------------ buffers
