@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from parlour.protocol import InvalidName, normalize_name
+
 __all__ = [
     "COMMAND_HELP",
     "FILE_COMMANDS",
@@ -336,8 +338,16 @@ def parse_duration(text: str) -> float | None:
 
 
 def _name(token: str) -> str | None:
+    """A user or room name in any script (the server's PRECIS rule), normalised."""
     token = token.lstrip("#@")
-    return token if _NAME.fullmatch(token) else None
+    if _NAME.fullmatch(token):
+        return token
+    if token.isascii():
+        return None
+    try:
+        return normalize_name(token)
+    except InvalidName:
+        return None
 
 
 def _offer_ref(token: str) -> bool:

@@ -150,6 +150,42 @@ class _LineReader:
         return line
 
 
+class _PromptReader:
+    """Interactive line mode on a terminal: prompt_toolkit's line editing (arrows, Home/End,
+    Ctrl+W, ...), history (Up/Down, Ctrl+R) and a prompt naming the current room. Run inside
+    ``patch_stdout``: lines printed while the user types appear above the input line, which is
+    redrawn intact. A bracketed paste keeps its lines: Enter sends them as one message."""
+
+    def __init__(self, prompt: Callable[[], str]) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import InMemoryHistory
+
+        self._prompt = prompt
+        self._session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+        self._eof = False
+
+    async def readline(self) -> str | None:
+        """The next line, or ``None`` at Ctrl+D (or Ctrl+C)."""
+        if self._eof:
+            return None
+        try:
+            text = await self._session.prompt_async(self._prompt)
+        except (EOFError, KeyboardInterrupt):
+            self._eof = True
+            return None
+        return text[:MAX_LINE]
+
+
+def _can_edit(stdin: IO[str], stdout: IO[str]) -> bool:
+    """prompt_toolkit needs a real terminal at both ends (not TERM=dumb)."""
+    if os.environ.get("TERM", "") in ("", "dumb", "unknown"):
+        return False
+    try:
+        return stdin.isatty() and stdout.isatty()
+    except (ValueError, OSError):
+        return False
+
+
 async def _in_daemon_thread(func: Callable[[str, bool], str], prompt: str, hidden: bool) -> str:
     """Run a blocking prompt in a daemon thread (``asyncio.to_thread`` would keep the process
     alive after Ctrl+C until the user pressed Enter)."""
@@ -204,6 +240,8 @@ class ChatApp:
         self.files = FileCommands(
             client, interactive=interactive, out=self.out, err=self.err, fail=self.fail
         )
+        #: when the full-screen client runs, connection changes go to it instead
+        self.tui_sink: Callable[[ConnectionState, str], None] | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -324,6 +362,9 @@ class ChatApp:
             self.show_event(event)
 
     def on_state(self, state: ConnectionState, detail: str) -> None:
+        if self.tui_sink is not None:
+            self.tui_sink(state, detail)
+            return
         if state is ConnectionState.DISCONNECTED:
             if not detail.endswith(_FINAL):  # kicked/banned: the event and exit line say it
                 self.err(f"! connection to the server lost: {_CODE_SUFFIX.sub('', detail)}")
@@ -587,7 +628,7 @@ class ChatApp:
 
     # ------------------------------------------------------------------ main loop
 
-    async def loop(self, reader: _LineReader) -> int:
+    async def loop(self, reader: _LineReader | _PromptReader) -> int:
         printer = asyncio.create_task(self.print_events(), name="parlour-chat-printer")
         ended = asyncio.create_task(self.client.wait_closed(), name="parlour-chat-ended")
         try:
@@ -706,7 +747,11 @@ async def _main(
     room: str | None,
     interactive: bool,
     stdin: IO[str],
+    mode: str = "plain",
 ) -> int:
+    """``mode``: ``tui`` (full screen), ``edit`` (line mode with line editing) or ``plain``
+    (line mode reading stdin as it comes: pipes, dumb terminals)."""
+
     def live() -> Console | None:
         return app_holder[0].files.live_console if app_holder else None
 
@@ -742,8 +787,18 @@ async def _main(
     try:
         if not await app.authenticate(username, password, signup):
             return EXIT_LOGIN
+        if mode == "tui" and client.session is not None:
+            from parlour.cli.tui import run_tui
+
+            return await run_tui(client, client.session, app, room)
         if room is not None:
             await app.run_line(f"/join {room}")
+        if mode == "edit":
+            from prompt_toolkit.patch_stdout import patch_stdout
+
+            editor = _PromptReader(lambda: f"#{clean(app.room)}> " if app.room else "> ")
+            with patch_stdout(raw=True):
+                return await app.loop(editor)
         reader = _LineReader(stdin, asyncio.get_running_loop())
         return await app.loop(reader)
     finally:
@@ -773,6 +828,11 @@ async def _main(
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for TLS.")
 @click.option("--tls-insecure", is_flag=True, help="TLS without certificate checks (testing).")
 @click.option(
+    "--plain",
+    is_flag=True,
+    help="Line mode even on a terminal (no full-screen interface).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=None,
@@ -787,13 +847,15 @@ def chat(
     tls: bool,
     tls_ca: str | None,
     tls_insecure: bool,
+    plain: bool,
     retries: int | None,
 ) -> None:
-    """Terminal chat client (docs/client.md).
+    """Terminal chat client (docs/chat.md).
 
-    Without --user it asks whether to log in or sign up. The password comes from
-    PARLOUR_PASSWORD, else a hidden prompt. Type text to talk in the current room,
-    `@user text` for a direct message, /help for the commands.
+    On a terminal it runs full screen (buffers for rooms and DMs, unread counts, scrollback,
+    read marker; --plain for line mode). Without --user it asks whether to log in or sign
+    up. The password comes from PARLOUR_PASSWORD, else a hidden prompt. Type text to talk
+    in the current room, `@user text` for a direct message, /help for the commands.
 
     Piped input runs line by line, each line acknowledged before the next, and exits at the
     end:
@@ -812,12 +874,20 @@ def chat(
     if not interactive and (username is None or password is None):
         raise click.UsageError("piped input needs --user NAME and the PARLOUR_PASSWORD variable")
     context = _ssl_context(tls, tls_ca, tls_insecure)
+    from parlour.cli.tui import wants_tui
+
+    if wants_tui(stdin, sys.stdout, plain=plain):
+        mode = "tui"
+    elif interactive and _can_edit(stdin, sys.stdout):
+        mode = "edit"
+    else:
+        mode = "plain"
     with _terminal_restored(stdin if interactive else None):
         try:
             code = asyncio.run(
                 _main(
                     host, port, username, password, signup, context, retries, room, interactive,
-                    stdin,
+                    stdin, mode,
                 )
             )  # fmt: skip
         except KeyboardInterrupt:
