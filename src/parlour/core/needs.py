@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from parlour.core.records import BroadcastRecord, StoredMessage
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "NO_ANSWERS",
@@ -127,3 +128,6 @@ class NeedMore(Exception):
     def __init__(self, needs: tuple[Need, ...]) -> None:
         super().__init__(f"{len(needs)} need(s)")
         self.needs = needs
+
+
+fast_init_module(globals())

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.names import name_key
 
 __all__ = [
@@ -198,3 +199,6 @@ class StoreSnapshot:
     broadcast_cursors: Mapping[str, int] = field(default_factory=dict)
     #: session tokens still valid at `tokens_valid_at`
     session_tokens: Sequence[SessionTokenRecord] = ()
+
+
+fast_init_module(globals())

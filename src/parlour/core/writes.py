@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parlour.core.records import Role
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "AddBan",
@@ -257,3 +258,6 @@ Write = (
     | AddSessionToken
     | RevokeSessionTokens
 )
+
+
+fast_init_module(globals())

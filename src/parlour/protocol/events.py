@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
+from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.records import EndpointRow, MessageRecord, RelayRow
 from parlour.protocol.replies import Reply, parse_reply
 
@@ -497,3 +498,6 @@ def parse_server_frame(obj: Mapping[str, Any]) -> ServerFrame:
     if obj.get("type") == "event":
         return parse_event(obj)
     return parse_reply(obj)
+
+
+fast_init_module(globals())

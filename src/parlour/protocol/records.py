@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "AuditRow",
@@ -244,3 +245,6 @@ def endpoints_from_wire(value: Any, limit: int = 8) -> tuple[Endpoint, ...]:
 
 def endpoints_to_wire(endpoints: Sequence[Endpoint]) -> list[EndpointRow]:
     return [{"host": host, "port": port} for host, port in endpoints]
+
+
+fast_init_module(globals())

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
+from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.records import (
     AuditRow,
     BanRow,
@@ -548,3 +549,6 @@ def parse_reply_data(request_type: str, data: Mapping[str, Any]) -> ReplyData:
     if isinstance(data, RawData):
         data = data.data
     return cls.from_wire(data)
+
+
+fast_init_module(globals())
