@@ -261,8 +261,9 @@ async def storm(clients: int, deadline: float) -> StormResult:
     with tempfile.TemporaryDirectory(prefix="parlour-attack-") as tmp:
         srv = server(Path(tmp))
         srv.start()
+        killed = [False]
         restarted = [0.0]
-        back_at: dict[int, float] = {}
+        back_at: dict[int, float] = {}  # when each client was logged in again (perf_counter)
         all_back = asyncio.Event()
 
         last: dict[int, str] = {}
@@ -273,8 +274,9 @@ async def storm(clients: int, deadline: float) -> StormResult:
                 last[i] = f"{state.value}: {detail}"
                 if "server_busy" in detail:
                     result.refused_busy += 1
-                if restarted[0] and state is ConnectionState.CONNECTED and i not in back_at:
-                    back_at[i] = time.perf_counter() - restarted[0]
+                # a client may be back before `srv.start` returns: count from the kill
+                if killed[0] and state is ConnectionState.CONNECTED and i not in back_at:
+                    back_at[i] = time.perf_counter()
                     if len(back_at) == clients:
                         all_back.set()
 
@@ -293,6 +295,7 @@ async def storm(clients: int, deadline: float) -> StormResult:
                     await c.signup(f"s{i}", PASSWORD)
 
             await asyncio.gather(*(setup(i, c) for i, c in enumerate(users)))
+            killed[0] = True
             await asyncio.to_thread(srv.kill9)
             await asyncio.to_thread(srv.start)
             restarted[0] = time.perf_counter()
@@ -304,7 +307,8 @@ async def storm(clients: int, deadline: float) -> StormResult:
                 with contextlib.suppress(Exception):
                     await c.close()
             srv.stop()
-    times = sorted(back_at.values())
+    # seconds after the restarted server was listening (0: back by then)
+    times = sorted(max(0.0, t - restarted[0]) for t in back_at.values())
     result.back = len(times)
     for i in range(clients):
         if i not in back_at:
@@ -333,11 +337,17 @@ class HostileResult:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
 
-async def _garbage(port: int, stop: asyncio.Event, counter: list[int], rng: random.Random) -> None:
+async def _garbage(
+    port: int, i: int, stop: asyncio.Event, counter: list[int], rng: random.Random
+) -> None:
+    """Garbage as fast as the server takes it, reconnecting at once when closed, from an
+    address of its own (127.0.2.x: an attacker is not the good client's neighbour)."""
     pieces = [b"{", b"}", b"[", b'"', b"\\", b"\xff", b"NaN", b"9" * 40, b'{"id":1}', b"\n"]
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(f"127.0.2.{1 + i}", 0)
+            )
         except OSError:
             await asyncio.sleep(0.05)
             continue
@@ -385,7 +395,7 @@ def _attack_process(port: int, count: int, seconds: float, pipe: Any) -> None:
         rng = random.Random(1)
         tasks = [
             asyncio.create_task(
-                _garbage(port, stop, counter, rng)
+                _garbage(port, i, stop, counter, rng)
                 if i % 2 == 0
                 else _reader_flood(port, i, stop, counter)
             )

@@ -279,6 +279,7 @@ class ChatServer:
                 max_connections_per_address=settings.max_connections_per_address,
                 idle_timeout=settings.idle_timeout,
                 login_timeout=settings.login_timeout,
+                abuse_cooldown=settings.abuse_cooldown,
                 tick_interval=tick_interval,
             )
             endpoint = Endpoint(

@@ -74,6 +74,7 @@ class Settings:
     max_connections_per_address: int = 256
     idle_timeout: float = 90.0
     login_timeout: float = 30.0
+    abuse_cooldown: float = 10.0
     heartbeat: float = 30.0
     send_queue_max: int = 1 << 20
     history_on_join: int = 50
@@ -210,6 +211,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("idle_timeout", "float", "Close connections silent this long (s).", minimum=1),
     SettingSpec(
         "login_timeout", "float", "Close connections not logged in this long (s).", minimum=1
+    ),
+    SettingSpec(
+        "abuse_cooldown",
+        "float",
+        "Seconds an address closed for too many invalid inputs may not reconnect (0: off).",
+        minimum=0,
     ),
     SettingSpec(
         "heartbeat",
