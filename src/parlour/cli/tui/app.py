@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -32,6 +33,7 @@ from textual.containers import Horizontal, Vertical
 from parlour.cli import _commands as c
 from parlour.cli._render import clean
 from parlour.client import (
+    FILE_EVENTS,
     Client,
     ClientClosed,
     ConnectionLost,
@@ -59,6 +61,7 @@ from .dialogs import PasswordScreen
 from .events import apply_event
 from .missed import fill_room, load_missed
 from .render import LineRenderer
+from .transfers import TuiTransfers
 from .widgets import BufferListView, ChatInput, MemberList, MessageView, StatusBar, TitleBar
 
 if TYPE_CHECKING:
@@ -173,6 +176,13 @@ class ChatTui(App[int]):
         #: every room on the server (for completion), from ``rooms`` at login and events
         self.known_rooms: list[str] = []
         self._grown = 0
+        #: where the output of the command running now goes (the buffer it was typed in)
+        self._output: Buffer | None = None
+        #: file offers and transfers (the line mode's commands, shown in buffers)
+        self.transfers = TuiTransfers(self, lambda: client.files)
+        runner.files.display = self.transfers
+        #: status-bar items after the connection state (file transfers, uploads...)
+        self.status_items: list[Callable[[], Text | None]] = [self.transfers.indicator]
         runner.interactive = True
         runner.ask = None
         runner._out = self._runner_out
@@ -198,18 +208,34 @@ class ChatTui(App[int]):
         self._changed(buf)
         return entry
 
-    def rewrite(self, entry: Entry, text: str) -> None:
+    def rewrite(self, entry: Entry, text: str, *, buffer: Buffer | None = None) -> None:
+        if buffer is not None:
+            buffer.rewrite(entry, text)
+            self._changed(buffer)
+            return
         for buf in self._buffers:
             if entry in buf.entries[-1000:]:
                 buf.rewrite(entry, text)
                 self._changed(buf)
                 return
 
+    @property
+    def output_buffer(self) -> Buffer:
+        """The buffer the running command was typed in (if still open), else the current."""
+        buf = self._output
+        if buf is not None and self._buffers.find(buf.target) is buf:
+            return buf
+        return self.current
+
+    def toast(self, text: str, *, title: str) -> None:
+        self.notify(clean(text)[:200], title=clean(title), markup=False)
+
     def _runner_out(self, line: str) -> None:
-        self.notice(line[2:] if line.startswith("* ") else line)
+        self.notice(line[2:] if line.startswith("* ") else line, buffer=self.output_buffer)
 
     def _runner_err(self, line: str) -> None:
-        self.notice(line[2:] if line.startswith("! ") else line, error=True)
+        text = line[2:] if line.startswith("! ") else line
+        self.notice(text, error=True, buffer=self.output_buffer)
 
     # ------------------------------------------------------------------ layout
 
@@ -263,8 +289,9 @@ class ChatTui(App[int]):
             return
         self.query_one("#buffers", BufferListView).refresh()
         self.query_one("#title", TitleBar).set(title_text(self.current))
+        items = [item for make in self.status_items if (item := make()) is not None]
         self.query_one("#status", StatusBar).set(
-            status_text(self._buffers, self.me, self.connection)
+            status_text(self._buffers, self.me, self.connection, items)
         )
 
     # ------------------------------------------------------------------ start-up
@@ -307,6 +334,9 @@ class ChatTui(App[int]):
 
     def apply(self, event: Event) -> None:
         """Bring the model up to date with one server event."""
+        if isinstance(event, FILE_EVENTS):
+            self.transfers.show_event(event, self.runner.files)
+            return
         buf = apply_event(self._buffers, event, time.time())
         if buf is None:
             return
@@ -426,6 +456,9 @@ class ChatTui(App[int]):
             buf.add_older(page.messages, page.has_more)
             settle_memory()
         self._changed(buf)
+
+    def on_unmount(self) -> None:
+        self.transfers.stop()  # transfers end with the client; their lines with the screen
 
     def on_app_focus(self, event: events.AppFocus) -> None:
         self._focused = True
@@ -636,6 +669,7 @@ class ChatTui(App[int]):
             commands=self.registry.names(),
             rooms=self._buffers.rooms() + self.known_rooms,
             users=users,
+            arguments=self.transfers.completions(),
             backwards=message.backwards,
         )
         if result is not None:
@@ -701,7 +735,11 @@ class ChatTui(App[int]):
             )
         room = buf.target.name if buf.target.kind is BufferKind.ROOM and not buf.parted else None
         self.runner.room = room
-        await self._guard(lambda: self.runner.execute(cmd))
+        self._output = buf
+        try:
+            await self._guard(lambda: self.runner.execute(cmd))
+        finally:
+            self._output = None
 
     async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
         try:

@@ -193,6 +193,20 @@ _DETAILS = {
     "ban": "Durations: 90s, 10m, 1h, 2d, 1w; without one the ban lasts until /unban.",
     "who": "/who lists everyone online; /who --since 1h those who logged in within the\n"
     "last hour; /who general the members of a room who are online.",
+    # peer-to-peer files (parlour.cli.tui.transfers shows them)
+    "send-file": "The file goes straight to them over UDP, encrypted, once they /accept it\n"
+    "(through the server's relay when no direct path is found). Its lines and a progress\n"
+    "line (bytes, percent, rate, ETA) show in this buffer; the status bar counts running\n"
+    "files. Tab completes the user name. /cancel <n> withdraws it. Also /sendfile.",
+    "accept": "Offers to you show in your DM buffer with the sender (else the current one)\n"
+    "as [file n]. Saved into dir, by default ~/Downloads/parlour/<sender>/ (or\n"
+    "$PARLOUR_DOWNLOADS), never over an existing file; checked against its SHA-256.\n"
+    "Accepting again after a failed attempt resumes it. Tab completes offer numbers.",
+    "decline": "The sender is told. While the file is arriving, this stops it.",
+    "cancel": "Your own offer: withdrawn, a running transfer stops, the receiver is told.\n"
+    "An offer to you: the same as /decline.",
+    "transfers": "Offers waiting for you (/accept them by number), then every transfer of\n"
+    "this session: direction, state, percent. Also /files.",
 }
 
 
