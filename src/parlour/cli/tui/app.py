@@ -336,6 +336,7 @@ class ChatTui(App[int]):
         """Bring the model up to date with one server event."""
         if isinstance(event, FILE_EVENTS):
             self.transfers.show_event(event, self.runner.files)
+            self._bars()  # (the offers waiting for you in the status bar)
             return
         buf = apply_event(self._buffers, event, time.time())
         if buf is None:

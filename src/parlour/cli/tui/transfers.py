@@ -102,6 +102,7 @@ class _Row:
     throttle: Throttle
     entry: Entry | None = None
     pending: Progress | None = None
+    last: Progress | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -174,7 +175,7 @@ class TuiTransfers:
         return self.host.notice(text, error=alert, buffer=row.buffer)
 
     def _progress(self, row: _Row, report: Progress) -> None:
-        row.pending = report
+        row.pending = row.last = report
         if row.timer is not None:
             return  # a draw is already due: it takes the newest report
         loop = asyncio.get_running_loop()
@@ -207,7 +208,7 @@ class TuiTransfers:
             row.timer = None
         self._rows.pop(t, None)
         if row.entry is not None:  # the progress line keeps its last figures
-            last = t.progress
+            last = row.last
             if result.ok and last is not None:
                 last = Progress(
                     last.transfer_id, last.direction, t.size, t.size, 0.0, 0.0, last.via_relay
