@@ -155,16 +155,10 @@ async def test_the_progress_display_shows_bytes_rate_and_eta(tmp_path: Path) -> 
     console = Console(file=screen, force_terminal=True, width=140, color_system=None)
     lines: list[str] = []
     client = Client("127.0.0.1", 1)
-    commands = FileCommands(
-        client,
-        interactive=True,
-        out=lines.append,
-        err=lines.append,
-        fail=lines.append,
-        console=console,
+    view = LineDisplay(
+        interactive=True, out=lines.append, err=lines.append, fail=lines.append, console=console
     )
-    view = commands.display
-    assert isinstance(view, LineDisplay)
+    commands = FileCommands(client, out=lines.append, fail=lines.append, display=view)
     t = Transfer(
         direction="receive",
         number=4,

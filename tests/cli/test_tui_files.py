@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,24 @@ def status(app: ChatTui) -> str:
     return str(app.query_one("#status").render())
 
 
+@asynccontextmanager
+async def pair(
+    srv: ChatTestServer,
+    tmp: Path,
+    me: str,
+    peer: str,
+    *,
+    mine: TransferOptions | None = None,
+    **peer_options: Any,
+) -> AsyncIterator[tuple[ChatTui, Pilot[int], Client]]:
+    """``me`` in the full-screen client (in #general), ``peer`` as a library client."""
+    async with (
+        tui(srv, me, transfers=mine or options(tmp, me), room="general") as (app, pilot),
+        user(srv, peer, transfers=options(tmp, peer, **peer_options)) as other,
+    ):
+        yield app, pilot, other
+
+
 async def enter(app: ChatTui, pilot: Pilot[int], line: str) -> None:
     app.input.set_text(line)
     await pilot.press("enter")
@@ -207,6 +226,15 @@ async def offered(client: Client) -> Event:
         raise AssertionError("events ended before an offer")
 
     return await asyncio.wait_for(find(), TIMEOUT)
+
+
+async def send(app: ChatTui, pilot: Pilot[int], peer: Client, path: Path) -> list[Transfer]:
+    """``/send-file`` typed in the full screen, and the peer accepts: [sending, receiving]."""
+    assert peer.session is not None
+    await enter(app, pilot, f"/send-file {peer.session.username} {path}")
+    offer = await offered(peer)
+    receiving = await peer.accept(offer["offer"])
+    return [app.client.files.transfers[offer["offer"]], receiving]
 
 
 async def finished(t: Transfer) -> FileResult:
@@ -237,10 +265,7 @@ async def test_an_offer_shows_here_and_accepting_it_brings_the_file(
     srv: ChatTestServer, tmp_path: Path
 ) -> None:
     src = make_file(tmp_path / "report final.pdf", 2_000_000)
-    async with (
-        tui(srv, "bob", transfers=options(tmp_path, "bob"), room="general") as (app, pilot),
-        user(srv, "alice", transfers=options(tmp_path, "alice")) as alice,
-    ):
+    async with pair(srv, tmp_path, "bob", "alice") as (app, pilot, alice):
         general = app.buffers.room("general")
         sending = await alice.offer_file("bob", src)
         # no DM buffer with alice: the offer shows in the buffer bob is looking at
@@ -282,10 +307,7 @@ async def test_an_offer_goes_to_the_dm_buffer_with_its_sender(
     from textual.widgets._toast import Toast
 
     src = make_file(tmp_path / "slides.pdf", 10_000)
-    async with (
-        tui(srv, "bob", transfers=options(tmp_path, "bob"), room="general") as (app, pilot),
-        user(srv, "alice", transfers=options(tmp_path, "alice")) as alice,
-    ):
+    async with pair(srv, tmp_path, "bob", "alice") as (app, pilot, alice):
         general = app.buffers.room("general")
         await alice.dm("bob", "sending you the slides")
         await until(pilot, lambda: app.buffers.dm("alice") is not None)
@@ -316,16 +338,13 @@ async def test_cancelling_a_transfer_part_way(srv: ChatTestServer, tmp_path: Pat
     size = 6_000_000
     src = make_file(tmp_path / "big.bin", size)
     gate = Gate(allow=300)
-    bob_options = options(tmp_path, "bob", manager_factory=gate.manager())
-    async with (
-        tui(srv, "alice", transfers=options(tmp_path, "alice"), room="general") as (app, pilot),
-        user(srv, "bob", transfers=bob_options) as bob,
+    async with pair(srv, tmp_path, "alice", "bob", manager_factory=gate.manager()) as (
+        app,
+        pilot,
+        bob,
     ):
         general = app.buffers.room("general")
-        await enter(app, pilot, f"/send-file bob {src}")
-        offer = await offered(bob)
-        receiving = await bob.accept(offer["offer"])
-        sending = app.client.files.transfers[offer["offer"]]
+        sending, receiving = await send(app, pilot, bob, src)
 
         def part_way() -> bool:
             p = sending.progress
@@ -353,18 +372,14 @@ async def test_two_transfers_at_once_each_with_its_own_progress_line(
 
     files = [make_file(tmp_path / "one.bin", 3_000_000), make_file(tmp_path / "two.bin", 2_000_000)]
     gate = Gate(allow=200)
-    bob_options = options(tmp_path, "bob", manager_factory=gate.manager())
-    async with (
-        tui(srv, "alice", transfers=options(tmp_path, "alice"), room="general") as (app, pilot),
-        user(srv, "bob", transfers=bob_options) as bob,
+    async with pair(srv, tmp_path, "alice", "bob", manager_factory=gate.manager()) as (
+        app,
+        pilot,
+        bob,
     ):
         general = app.buffers.room("general")
-        receiving = []
-        for path in files:
-            await enter(app, pilot, f"/send-file bob {path}")
-            offer = await offered(bob)
-            receiving.append(await bob.accept(offer["offer"]))
-        mine = list(app.client.files.transfers.values())
+        pairs = [await send(app, pilot, bob, path) for path in files]
+        mine, receiving = [p[0] for p in pairs], [p[1] for p in pairs]
 
         def both_part_way() -> bool:
             lines = texts(general)
@@ -411,14 +426,14 @@ async def test_the_relay_fallback_is_said(srv: ChatTestServer, tmp_path: Path) -
         report_local=False,
         extra_endpoints=(("127.0.0.1", 9),),
     )
-    async with (
-        tui(srv, "alice", transfers=mine, room="general") as (app, pilot),
-        user(srv, "bob", transfers=options(tmp_path, "bob", manager_factory=relay_only)) as bob,
+    async with pair(srv, tmp_path, "alice", "bob", mine=mine, manager_factory=relay_only) as (
+        app,
+        pilot,
+        bob,
     ):
         general = app.buffers.room("general")
-        await enter(app, pilot, f"/send-file bob {src}")
-        offer = await offered(bob)
-        got = await finished(await bob.accept(offer["offer"]))
+        _, receiving = await send(app, pilot, bob, src)
+        got = await finished(receiving)
         assert got.ok and got.via_relay
         await until(pilot, lambda: has(general, "[file 1] far.bin → bob: verified"))
         assert has(general, "[file 1] no direct path yet: trying the relay")

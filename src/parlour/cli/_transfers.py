@@ -66,22 +66,13 @@ class TransferDisplay(Protocol):
 
 
 class FileCommands:
-    def __init__(
-        self,
-        client: Client,
-        *,
-        interactive: bool,
-        out: Line,
-        err: Line,
-        fail: Line,
-        console: Console | None = None,
-    ) -> None:
+    """The five commands and the words of file events; ``display`` follows the transfers
+    (the line mode's :class:`LineDisplay`, or the full-screen client's)."""
+
+    def __init__(self, client: Client, *, out: Line, fail: Line, display: TransferDisplay) -> None:
         self.client = client
         self._out, self._fail = out, fail
-        #: follows the transfers (the full-screen client puts its own here)
-        self.display: TransferDisplay = LineDisplay(
-            interactive=interactive, out=out, err=err, fail=fail, console=console
-        )
+        self.display = display
         #: offer id -> (sender, file name) of the offers shown (to word their end)
         self._shown_offers: dict[str, tuple[str, str]] = {}
 
