@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -485,3 +486,35 @@ async def test_an_offer_to_someone_who_blocks_you_just_expires(tmp_path: Path) -
             await until(pilot, lambda: has(general, "[file 1] x.bin → bob: failed:"))
             assert texts(general)[-1].endswith("failed: the offer was expired")
             assert not bob.files.incoming
+
+
+async def test_hashing_a_file_does_not_hold_up_the_chat(
+    srv: ChatTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/send-file` runs beside the input queue: a message typed while the file is being
+    hashed goes out at once (the hash is held back here until the message has arrived)."""
+    import parlour.client.files as client_files
+
+    real = client_files.describe_file
+    hashing, release = threading.Event(), threading.Event()
+
+    def slow_describe(path: Path) -> Any:
+        hashing.set()
+        release.wait(TIMEOUT)
+        return real(path)
+
+    monkeypatch.setattr(client_files, "describe_file", slow_describe)
+    src = make_file(tmp_path / "huge.iso", 1000)
+    async with pair(srv, tmp_path, "alice", "bob") as (app, pilot, bob):
+        general = app.buffers.room("general")
+        await enter(app, pilot, f"/sendfile bob {src}")  # (the line mode's other name)
+        await until(pilot, hashing.is_set)
+        await enter(app, pilot, "meanwhile, hello")
+        await srv.wait_for(lambda: bool(srv.room_messages("general")))
+        assert not has(general, "offered huge.iso")
+        release.set()
+        await until(pilot, lambda: has(general, "[file 1] offered huge.iso (1.00 kB) to bob"))
+        offer = await offered(bob)
+        assert offer["filename"] == "huge.iso"
+        await enter(app, pilot, "/files")
+        await until(pilot, lambda: has(general, "[file 1] huge.iso → bob: offered"))

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -79,6 +80,8 @@ _BURST = 200
 NARROW_MEMBERS, NARROW_BUFFERS = 90, 60
 #: entries added after which the long-lived objects are moved out of the collector's way
 _SETTLE = 5000
+#: the buffer the running command was typed in (per task: commands may run in the background)
+_OUTPUT: ContextVar[Buffer | None] = ContextVar("parlour_tui_output", default=None)
 
 
 def _alt_digits_are_keys() -> None:
@@ -176,8 +179,8 @@ class ChatTui(App[int]):
         #: every room on the server (for completion), from ``rooms`` at login and events
         self.known_rooms: list[str] = []
         self._grown = 0
-        #: where the output of the command running now goes (the buffer it was typed in)
-        self._output: Buffer | None = None
+        #: commands running in the background (``CommandSpec.background``)
+        self._background: set[asyncio.Task[None]] = set()
         #: file offers and transfers (the line mode's commands, shown in buffers)
         self.transfers = TuiTransfers(self, lambda: client.files)
         runner.files.display = self.transfers
@@ -222,7 +225,7 @@ class ChatTui(App[int]):
     @property
     def output_buffer(self) -> Buffer:
         """The buffer the running command was typed in (if still open), else the current."""
-        buf = self._output
+        buf = _OUTPUT.get()
         if buf is not None and self._buffers.find(buf.target) is buf:
             return buf
         return self.current
@@ -460,6 +463,8 @@ class ChatTui(App[int]):
 
     def on_unmount(self) -> None:
         self.transfers.stop()  # transfers end with the client; their lines with the screen
+        for task in self._background:
+            task.cancel()
 
     def on_app_focus(self, event: events.AppFocus) -> None:
         self._focused = True
@@ -701,12 +706,24 @@ class ChatTui(App[int]):
             if spec is None:
                 self.notice(f"unknown command /{name}; /help lists them", error=True)
                 return
-            await self._guard(lambda: spec.run(self, args, text))
+            if spec.background:
+                self._spawn(self._guard(lambda: spec.run(self, args, text)))
+            else:
+                await self._guard(lambda: spec.run(self, args, text))
             return
         if text.startswith("@"):
             await self.legacy(text)
             return
         await self._guard(lambda: self.say(text[1:] if text.startswith("//") else text))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(ClientClosed):
+                await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def say(self, text: str) -> None:
         buf = self.current
@@ -734,13 +751,16 @@ class ChatTui(App[int]):
                 if isinstance(cmd, c.Edit)
                 else c.Delete(cmd.seq, buf.target.name)
             )
-        room = buf.target.name if buf.target.kind is BufferKind.ROOM and not buf.parted else None
-        self.runner.room = room
-        self._output = buf
+        if not isinstance(cmd, c.FILE_COMMANDS):  # (they may run beside a message being sent)
+            room = (
+                buf.target.name if buf.target.kind is BufferKind.ROOM and not buf.parted else None
+            )
+            self.runner.room = room
+        token = _OUTPUT.set(buf)
         try:
             await self._guard(lambda: self.runner.execute(cmd))
         finally:
-            self._output = None
+            _OUTPUT.reset(token)
 
     async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
         try:
