@@ -766,10 +766,10 @@ class ChatTui(App[int]):
         try:
             await run()
         except (ServerError, ProtocolError) as exc:
-            self.notice(f"{exc.message} [{exc.code}]", error=True)
+            self._runner_err(f"{exc.message} [{exc.code}]")
         except ConnectionLost as exc:
-            self.notice(f"not done, the connection dropped ({exc}); try again", error=True)
+            self._runner_err(f"not done, the connection dropped ({exc}); try again")
         except ClientClosed:
             raise
         except Exception as exc:  # a bug: say so, keep the session
-            self.notice(f"unexpected error (please report it): {exc!r}", error=True)
+            self._runner_err(f"unexpected error (please report it): {exc!r}")
