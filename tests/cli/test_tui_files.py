@@ -518,3 +518,31 @@ async def test_hashing_a_file_does_not_hold_up_the_chat(
         assert offer["filename"] == "huge.iso"
         await enter(app, pilot, "/files")
         await until(pilot, lambda: has(general, "[file 1] huge.iso → bob: offered"))
+
+
+async def test_lines_of_a_transfer_whose_buffer_was_closed_go_to_the_current_one() -> None:
+    host = FakeHost()
+    view = TuiTransfers(host, lambda: Client("127.0.0.1", 1).files)
+    dm = host.output_buffer
+    t = Transfer(
+        direction="send", number=3, offer="o", peer="bob", filename="a.bin", size=10_000_000,
+        sha256="ab" * 32,
+    )  # fmt: skip
+    view.follow(t)
+    assert t.on_progress is not None and t.on_notice is not None
+    t.on_progress(report(1_000_000))
+    assert texts(dm)[-1].startswith("[file 3] a.bin → bob: █░░░")
+    host.buffers.close(dm)  # /close: the server buffer is current
+    t.on_notice("bob accepted")
+    t._finish(True, "verified", None)
+    server = host.buffers.server
+    async with asyncio.timeout(TIMEOUT):
+        while not has(server, "verified"):
+            await asyncio.sleep(0)
+    assert texts(server) == [
+        "[file 3] bob accepted",
+        "[file 3] a.bin → bob: ████████████ 10.0 MB of 10.0 MB (100 %), done",
+        texts(server)[-1],
+    ]
+    assert texts(server)[-1].startswith("[file 3] a.bin → bob: verified (SHA-256)")
+    view.stop()

@@ -100,7 +100,9 @@ class _Row:
     transfer: Transfer
     buffer: Buffer
     throttle: Throttle
+    #: the progress line and the buffer it is in
     entry: Entry | None = None
+    entry_buffer: Buffer | None = None
     pending: Progress | None = None
     last: Progress | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -195,10 +197,11 @@ class TuiTransfers:
 
     def _line(self, row: _Row, text: str) -> None:
         self.draws += 1
-        if row.entry is None:
-            row.entry = self._say(row, text)
+        if row.entry is None or self._buffer(row.entry_buffer) is not row.entry_buffer:
+            row.entry = self._say(row, text)  # (the first, or its buffer was closed)
+            row.entry_buffer = row.buffer
         else:
-            self.host.rewrite(row.entry, text, buffer=row.buffer)
+            self.host.rewrite(row.entry, text, buffer=row.entry_buffer)
 
     async def _watch(self, row: _Row) -> None:
         t = row.transfer
