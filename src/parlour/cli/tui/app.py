@@ -282,6 +282,8 @@ class ChatTui(App[int]):
         self._bars()
 
     def _changed(self, buf: Buffer) -> None:
+        if not self.is_running:  # (not yet, or shutting down: the model is up to date)
+            return
         if buf is self.current:
             self.log_view.refresh()
             self.query_one("#members", MemberList).refresh()
