@@ -1,9 +1,10 @@
 import pytest
 from proxy_helpers import backends, proxy
+from raw_backend import raw_backends
 
 from parlour.proxy.fastlane import native_module
 
-__all__ = ["backends", "data_plane", "proxy"]
+__all__ = ["backends", "data_plane", "proxy", "raw_backends"]
 
 
 FAST_LANE_BUILT = native_module()[0] is not None

@@ -206,6 +206,12 @@ class HttpUpstream(asyncio.Protocol):
         self.skip_body = False
         self.skipped_bytes = False
         self.skip_keep_alive = False  # read at the head (llhttp resets it at a message end)
+        # the final response ended in the read being parsed: it is finished after
+        # `feed_data` returns (never from inside it, where a pipelined request could take
+        # this connection and be answered by what follows); `extra`: bytes followed it
+        self.done = False
+        self.done_keep_alive = False
+        self.extra = False
 
     # --- pool helpers
     def expired(self, now: float) -> bool:
@@ -254,24 +260,44 @@ class HttpUpstream(asyncio.Protocol):
         # the client in one write (one syscall) instead of one per callback
         client.corked = True
         try:
-            self.parser.feed_data(data)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                if self.done:  # (a 101 after the response: bytes it should not have sent)
+                    self.extra = True
+                elif self.client is client:
+                    client.start_tunnel(self, data[exc.args[0] :])
+                    return
+            except httptools.HttpParserError as exc:
+                if self.done:  # (stopped by on_message_begin, or garbage after the end)
+                    self.extra = True
+                elif self.client is client:
+                    client.upstream_broken(self, f"bad response from backend: {exc}")
+                    return
             if self.skip_body:
                 self._end_bodiless(client)
-        except httptools.HttpParserUpgrade as exc:
-            if self.client is client:
-                client.start_tunnel(self, data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
-            if self.client is client:
-                client.upstream_broken(self, f"bad response from backend: {exc}")
+            elif self.done:
+                self._end_message(client)
         finally:
             client.uncork()
+
+    def _end_message(self, client: HttpClient) -> None:
+        """The final response ended in this read. The connection may serve another request
+        only if the backend sent nothing after it: bytes past a framed response would
+        otherwise be read as the answer to the next request (a response desync)."""
+        keep = self.done_keep_alive and not self.extra
+        if self.extra:
+            log.warning("backend %s sent bytes after its response: closing", self.backend.id)
+        self.done = self.extra = False
+        if self.client is client:
+            client.response_complete(self, keep)
 
     def _end_bodiless(self, client: HttpClient) -> None:
         """The head of a response to HEAD is in: end the message here. The parser
         (which would wait for Content-Length body bytes) is replaced for the next
         response; bytes the backend sent after the head make the connection unusable."""
-        keep = self.skip_keep_alive and not self.skipped_bytes
-        self.skip_body = self.skipped_bytes = False
+        keep = self.skip_keep_alive and not self.skipped_bytes and not self.extra
+        self.skip_body = self.skipped_bytes = self.done = self.extra = False
         self.parser = httptools.HttpResponseParser(self)
         if self.client is client:
             client.response_complete(self, keep)
@@ -297,6 +323,8 @@ class HttpUpstream(asyncio.Protocol):
 
     # --- httptools callbacks
     def on_message_begin(self) -> None:
+        if self.done:  # another message after the response, in the same read: stop here
+            raise _StopParsing
         self._lines = [b""]  # [0]: the status line, set by the client
         self._reason = b""
         self.chunked = False
@@ -349,9 +377,16 @@ class HttpUpstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.skip_body:  # (Content-Length: 0) `_end_bodiless` ends it
+            self.done = True
             return
-        if self.client is not None:
-            self.client.response_complete(self, self.parser.should_keep_alive())
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim response: the final one follows
+            if self.client is not None:
+                self.client.response_complete(self, True)
+            return
+        # the end of the final response: `data_received` finishes it after `feed_data`
+        self.done = True
+        self.done_keep_alive = self.parser.should_keep_alive()
 
 
 class HttpClient(asyncio.Protocol):
