@@ -487,7 +487,7 @@ async def test_backend_closing_a_reused_connection_is_retried_on_a_fresh_one(
     assert [c.nreq for c in a.used_conns()] == [2, 1]
     snap = snapshot(rt, a)
     assert (snap.requests, snap.retries, snap.response_errors) == (3, 1, 0)
-    assert rt.pool.get(a.id).health.failures == 0
+    assert rt.pool.get(a.id).health.passive_failures == 0
 
 
 async def test_backend_closing_idle_pooled_connections_is_harmless(
@@ -567,7 +567,7 @@ async def test_response_timeout_gives_504_and_a_passive_failure(
         resp = await read_response(reader)
         assert resp.status == 504 and resp.headers.get(b"connection") == b"close"
         assert await until_eof(reader) == b""
-    assert rt.pool.get(a.id).health.failures == 1
+    assert rt.pool.get(a.id).health.passive_failures == 1
     assert rt.pool.get(a.id).health.last_reason == "response timeout"
     assert snapshot(rt, a).response_errors == 1
     await a.until(lambda: a.used_conns()[0].lost.done())  # the upstream is closed

@@ -186,8 +186,8 @@ async def test_release_says_whether_to_park() -> None:
     rt.stopping = False
     # a failure, then a good response: the passive failure count is reset
     lane.failure(take(), "response timeout")
-    assert b.health.failures == 1
-    assert lane.release(0, True) is True and b.health.failures == 0
+    assert b.health.passive_failures == 1
+    assert lane.release(0, True) is True and b.health.passive_failures == 0
     i = take()
     for _ in range(rt.settings().health_fall):
         lane.failure(i, "connection lost mid-request")

@@ -286,7 +286,7 @@ async def test_client_that_never_reads_is_closed_after_client_timeout(
     assert head.startswith(b"HTTP/1.1 200") and len(body) < BIG  # cut, no error page
     assert b"HTTP/1.1 5" not in body
     b = rt.pool.get(spec.id)
-    assert b.response_errors == 0 and b.health.failures == 0
+    assert b.response_errors == 0 and b.health.passive_failures == 0
 
 
 # ---------------------------------------------------------------- 3. half-close

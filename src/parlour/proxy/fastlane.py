@@ -258,7 +258,7 @@ class FastLane:
         b = self._backends[backend]
         rt = self.runtime
         rt.release(b)
-        if ok and b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
+        if ok and b.health.passive_failures:  # (pool.passive_success: nothing to reset)
             rt.pool.passive_success(b.id, rt.clock())
         return (
             b.health.state == "up"  # (b.state without the property call)

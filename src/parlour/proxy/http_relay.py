@@ -145,6 +145,7 @@ class _Request:
     response_started = False
     framing = "length"
     interim = False
+    status = 0  # of the final response
 
 
 class _State:
@@ -976,6 +977,7 @@ class HttpClient(asyncio.Protocol):
             return
         req.interim = False
         req.response_started = True
+        req.status = status
         if req.backend is not None:
             req.backend.latencies_ms.append((perf_counter() - req.sent_at) * 1000.0)
         if status == 101:
@@ -1047,8 +1049,8 @@ class HttpClient(asyncio.Protocol):
         assert req is not None
         b = req.backend
         if b is not None:
-            if b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
-                self.runtime.pool.passive_success(b.id, self.runtime.clock())
+            if b.health.passive_failures:  # (pool.passive_success: nothing to reset otherwise)
+                self.runtime.pool.passive_success(b.id, self.runtime.clock(), req.status)
             self.runtime.release(b)
             req.backend = None
         self.upstream = None

@@ -274,20 +274,25 @@ class BackendPool:
         if b is None:
             return
         old = b.state
-        t = b.health.success(now) if ok else b.health.failure(now, reason or "check failed")
+        h = b.health
+        t = h.check_passed(now) if ok else h.check_failed(now, reason or "check failed")
         self._apply(b, old, t)
 
     def passive_failure(self, backend_id: str, now: float, reason: str) -> None:
+        """Live traffic failed on the backend (connect error or timeout, connection lost
+        before the response, response timeout)."""
         b = self._backends.get(backend_id)
         if b is None:
             return
         old = b.state
-        self._apply(b, old, b.health.failure(now, reason))
+        self._apply(b, old, b.health.passive_failure(now, reason))
 
-    def passive_success(self, backend_id: str, now: float) -> None:
+    def passive_success(self, backend_id: str, now: float, status: int = 0) -> None:
+        """Live traffic went well: a connection was made, or a response completed
+        (`status`; a 5xx answer proves nothing either way and is ignored)."""
         b = self._backends.get(backend_id)
-        if b is not None and b.health.failures:  # (nothing to reset otherwise)
-            b.health.success(now, passive=True)
+        if b is not None and b.health.passive_failures and status < 500:
+            b.health.passive_success()
 
     # --------------------------------------------------------------- selection
     def any_up(self) -> bool:

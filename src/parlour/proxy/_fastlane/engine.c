@@ -89,6 +89,7 @@ struct client {
     int resp_started;
     int framing;
     int up_reuse;  /* the upstream connection may serve another request */
+    int status;    /* of the final response */
     uint64_t body_left;
     fl_chunks chunks;
     client *next_dead;
@@ -568,6 +569,7 @@ static void response_reset(client *c) {
     c->resp_started = 0;
     c->framing = FL_FRAME_LENGTH;
     c->up_reuse = 1;
+    c->status = 0;
     c->body_left = 0;
 }
 
@@ -763,7 +765,8 @@ static void finish(Engine *e, client *c, upstream *u, int reusable) {
     c->backend = -1;
     c->up = NULL;
     unbind(e, u);
-    int park_ok = backend >= 0 ? py_release(e, backend, 1) : 0;
+    /* a complete answer is a passive success, unless a 5xx (it proves nothing) */
+    int park_ok = backend >= 0 ? py_release(e, backend, c->status < 500) : 0;
     if (reusable && park_ok && !u->dead)
         park(e, u);
     else
@@ -866,6 +869,7 @@ static void response_data(Engine *e, client *c, upstream *u, const char *data, s
                 b->lat_head = (b->lat_head + 1) % LATENCY_RING;
                 if (b->nlat < LATENCY_RING) b->nlat++;
             }
+            c->status = rs.status;
             int framing;
             if (c->method == FL_HEAD || rs.status == 204 || rs.status == 304)
                 framing = FL_FRAME_NONE;
