@@ -78,7 +78,10 @@ class TcpClient(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.last_activity = self.loop.time()
-        self.eofs = 0
+        # which sides have sent their FIN (flags, not a count: uvloop reports a client's
+        # EOF again when reading resumes, and a count took that for "both sides done")
+        self.client_eof = False
+        self.upstream_eof = False
         self.closed = False
         self._task: asyncio.Task[None] | None = None
 
@@ -147,7 +150,7 @@ class TcpClient(asyncio.Protocol):
             transport.write(data)
             backend.bytes_out += len(data)
             self.transport.resume_reading()
-        if self.eofs and transport.can_write_eof():
+        if self.client_eof and transport.can_write_eof():
             transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
@@ -168,8 +171,16 @@ class TcpClient(asyncio.Protocol):
         return True
 
     def peer_eof(self, *, from_upstream: bool) -> None:
-        self.eofs += 1
-        if self.eofs >= 2:
+        """One side shut its sending half: pass the FIN on; close once both have."""
+        if from_upstream:
+            if self.upstream_eof:
+                return
+            self.upstream_eof = True
+        else:
+            if self.client_eof:
+                return
+            self.client_eof = True
+        if self.client_eof and self.upstream_eof:
             self._close()
             return
         if from_upstream:
