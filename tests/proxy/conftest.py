@@ -1,10 +1,11 @@
 import pytest
 from proxy_helpers import backends, proxy
 from raw_backend import raw_backends
+from tls_helpers import pki
 
 from parlour.proxy.fastlane import native_module
 
-__all__ = ["backends", "data_plane", "proxy", "raw_backends"]
+__all__ = ["backends", "data_plane", "pki", "proxy", "raw_backends"]
 
 
 FAST_LANE_BUILT = native_module()[0] is not None
@@ -17,6 +18,7 @@ NO_DATA_PLANE = {
     "test_proxy_health_admission.py",
     "test_proxy_relay_heads.py",
     "test_proxy_tcp_half_close.py",
+    "test_proxy_tls.py",
     "test_proxy_fastlane_heads.py",
     "test_proxy_fastlane_glue.py",
     "test_cp_admin_api.py",

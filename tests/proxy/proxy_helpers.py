@@ -160,6 +160,8 @@ async def proxy() -> AsyncIterator[ProxyFactory]:
                 "load_from",
                 "path",
                 "max_idle_upstream",
+                "tls",
+                "backend_tls",
             }
         }
         settings = ProxySettings(**{"health_interval_s": 60.0, **kw})  # type: ignore[arg-type]

@@ -282,8 +282,8 @@ async def test_passive_failures_mark_a_backend_down_without_active_checks(
     checked: list[tuple[bool, str]] = []
     first_round_done = asyncio.Event()
 
-    async def check(host: str, port: int, s: object) -> tuple[bool, str]:
-        result = await real_check(host, port, s)  # type: ignore[arg-type]
+    async def check(host: str, port: int, s: object, *tls: object) -> tuple[bool, str]:
+        result = await real_check(host, port, s, *tls)  # type: ignore[arg-type]
         checked.append(result)
         if len(checked) == 2:
             # _check_one applies the result synchronously after this returns, before the

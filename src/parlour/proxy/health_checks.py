@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from parlour.proxy.control import ProxySettings
@@ -18,12 +19,24 @@ __all__ = ["check_backend", "health_loop"]
 log = logging.getLogger("parlour.proxy")
 
 
-async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, str]:
-    """One check: (ok, reason-if-not)."""
+async def check_backend(
+    host: str,
+    port: int,
+    s: ProxySettings,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
+) -> tuple[bool, str]:
+    """One check: (ok, reason-if-not). With `tls` (TLS to backends) the handshake is part
+    of the check, so a certificate that does not verify shows as the reason."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(s.health_timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is not None:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=server_name or host
+                )
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
             if s.health_kind == "http":
                 writer.write(
                     f"GET {s.health_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -39,6 +52,8 @@ async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, s
         return True, ""
     except TimeoutError:
         return False, "health check timed out"
+    except ssl.SSLError as exc:
+        return False, f"health check: TLS: {exc.reason or exc}"
     except OSError as exc:
         return False, f"health check: {exc.strerror or exc}"
     finally:
@@ -49,7 +64,13 @@ async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, s
 
 
 async def _check_one(runtime: ProxyRuntime, b: Backend) -> None:
-    ok, reason = await check_backend(b.spec.host, b.spec.port, runtime.pool.settings)
+    ok, reason = await check_backend(
+        b.spec.host,
+        b.spec.port,
+        runtime.pool.settings,
+        runtime.backend_ssl,
+        runtime.backend_server_name(b) if runtime.backend_ssl is not None else None,
+    )
     runtime.pool.check_result(b.id, ok, runtime.clock(), reason)
 
 

@@ -166,10 +166,12 @@ class _State:
         "msg_pos",
         "multi",
         "out_paused_at",
+        "proto",
         "tail",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, proto: str = "http") -> None:
+        self.proto = proto  # "https" on a TLS listener (X-Forwarded-Proto)
         # when output to the client stalled (its write buffer went over high water);
         # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
         self.out_paused_at = 0.0
@@ -393,7 +395,9 @@ class HttpUpstream(asyncio.Protocol):
 class HttpClient(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, runtime: ProxyRuntime, adopted: bytes | None = None) -> None:
+    def __init__(
+        self, runtime: ProxyRuntime, adopted: bytes | None = None, *, tls: bool = False
+    ) -> None:
         self.runtime = runtime
         # a connection the fast lane hands over (already admitted), with the bytes it read
         self.adopted = adopted
@@ -424,7 +428,7 @@ class HttpClient(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._rejected = False
-        self._st = _State()
+        self._st = _State("https" if tls else "http")
 
     # ============================================================ Reapable
     @property
@@ -889,6 +893,7 @@ class HttpClient(asyncio.Protocol):
             req.head,
             self.client_ip,
             trust_forwarded=self.runtime.pool.settings.trust_forwarded,
+            proto=self._st.proto,
             default_host=req.backend.host_header,
         )
         chunked = req.head.chunked

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
@@ -38,6 +39,7 @@ from parlour.proxy.control import (
 )
 from parlour.proxy.pool import FULL, Admin, Backend, BackendPool, StateChange
 from parlour.proxy.stats_merge import add_backend_counters, merge_backends, merge_totals
+from parlour.proxy.tls import ServerTls, TlsError, backend_context
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -126,6 +128,8 @@ class ProxyRuntime:
         self.stopping = False
         self.idle_upstream: dict[str, list[Any]] = {}
         self.fast_lane: FastLane | None = None  # the native data plane, when it runs
+        self.tls: ServerTls | None = None  # TLS on the listener
+        self.backend_ssl: ssl.SSLContext | None = None  # TLS to backends
 
     # ============================================================ ProxyControl
     def settings(self) -> ProxySettings:
@@ -220,15 +224,22 @@ class ProxyRuntime:
         return b.snapshot(self.clock())
 
     async def reload(self) -> None:
-        """Re-read the configuration file: live settings and the backend list (the file is
-        the truth for backends: new ones are added, missing ones removed, weights updated).
-        Established connections are kept."""
+        """Re-read the configuration file: live settings, the backend list (the file is
+        the truth for backends: new ones are added, missing ones removed, weights
+        updated) and the TLS certificates, which new connections use from then on.
+        Established connections are kept. Started without a file, only the certificate
+        files are read again. Nothing changes when anything fails (ControlError)."""
         if self.config.path is None:
-            raise ControlError("no_config", "the proxy was started without a config file")
+            if self.tls is None and self.backend_ssl is None:
+                raise ControlError("no_config", "the proxy was started without a config file")
+            self._reload_tls(self.config)
+            log.info("TLS certificates reloaded")
+            return
         try:
             fresh = load_config(self.config.path)
         except ConfigError as exc:
-            raise ControlError("invalid", f"reload failed: {exc}") from None
+            raise ControlError("invalid", str(exc)) from None
+        fresh = self._reload_tls(fresh)
         self.pool.apply_settings(fresh.settings)
         self._settings_applied()
         wanted = {b.id: b for b in fresh.backends}
@@ -243,12 +254,45 @@ class ProxyRuntime:
                 existing.spec = spec
                 self.pool.set_weight(spec.id, spec.weight)
         self.config = dataclasses.replace(
-            self.config, settings=fresh.settings, backends=fresh.backends
+            self.config,
+            settings=fresh.settings,
+            backends=fresh.backends,
+            tls=fresh.tls,
+            backend_tls=fresh.backend_tls,
         )
         if self.store is not None:
             self.store.save_settings(fresh.settings)
         self._persist_soon()
         log.info("configuration reloaded from %s", self.config.path)
+
+    def _reload_tls(self, fresh: ProxyConfig) -> ProxyConfig:
+        """Build TLS contexts from `fresh` (the certificate files read again) and put them
+        in use; raise ControlError and change nothing if a file cannot be used. Turning
+        TLS on or off needs a restart: then the running choice stays (with a warning).
+        Returns `fresh` with the TLS parts actually in use."""
+        tls, backend_tls = fresh.tls, fresh.backend_tls
+        if (tls is None) != (self.tls is None):
+            log.warning(
+                "TLS on the listener stays %s until a restart (the file %s [tls])",
+                "off" if self.tls is None else "on, its certificates read again",
+                "has" if tls is not None else "has no",
+            )
+            tls = self.config.tls
+        if (backend_tls is None) != (self.backend_ssl is None):
+            log.warning(
+                "TLS to backends stays %s until a restart (the file %s [backend_tls])",
+                "off" if self.backend_ssl is None else "on",
+                "has" if backend_tls is not None else "has no",
+            )
+            backend_tls = self.config.backend_tls
+        try:
+            backend_ssl = backend_context(backend_tls) if backend_tls is not None else None
+            if self.tls is not None and tls is not None:
+                self.tls.reload(tls)  # (swaps only once every file has loaded)
+        except TlsError as exc:
+            raise ControlError("invalid", str(exc)) from None
+        self.backend_ssl = backend_ssl  # (new backend connections; pooled ones stay)
+        return dataclasses.replace(fresh, tls=tls, backend_tls=backend_tls)
 
     # ============================================================== lifecycle
     def _load_initial_state(self) -> None:
@@ -316,12 +360,22 @@ class ProxyRuntime:
         return sock
 
     async def start(self, sock: socket.socket | None = None) -> None:
+        # certificates first: a bad file is a clear error before anything listens
+        if self.config.tls is not None:
+            self.tls = ServerTls(self.config.tls)
+        if self.config.backend_tls is not None:
+            self.backend_ssl = backend_context(self.config.backend_tls)
+            if not self.config.backend_tls.verify:
+                log.warning("TLS to backends WITHOUT certificate verification (verify = false)")
         self._load_initial_state()
         loop = asyncio.get_running_loop()
         sock = sock or self._make_socket()
         from parlour.proxy.fastlane import FastLane, engine_class
 
         engine, why = engine_class(self.config.mode, self.config.fast_lane)
+        if engine is not None and (self.tls is not None or self.backend_ssl is not None):
+            # the engine relays plain HTTP on both sides
+            engine, why = None, "TLS " + ("listener" if self.tls is not None else "to backends")
         if engine is not None:
             sock.setblocking(False)
             sock.listen(self.config.backlog)
@@ -331,6 +385,7 @@ class ProxyRuntime:
             log.info("data plane: fast lane (native)")
         else:
             factory: Callable[[], asyncio.Protocol]
+            tls = self.tls is not None
             if self.config.mode == "tcp":
                 from parlour.proxy.tcp_relay import TcpClient
 
@@ -338,7 +393,18 @@ class ProxyRuntime:
             else:
                 from parlour.proxy.http_relay import HttpClient
 
-                factory = lambda: HttpClient(self)  # noqa: E731
+                factory = lambda: HttpClient(self, tls=tls)  # noqa: E731
+            if self.tls is not None:
+                from parlour.proxy.tls_accept import TlsAccept
+
+                server_tls, app = self.tls, factory
+                factory = lambda: TlsAccept(self, server_tls, app)  # noqa: E731
+                names = server_tls.names()
+                log.info(
+                    "TLS on the listener (%s+)%s",
+                    server_tls.config.min_version,
+                    f", certificates by name for {', '.join(names)}" if names else "",
+                )
             server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
             self._servers.append(server)
             self.listen_port = server.sockets[0].getsockname()[1]
@@ -360,8 +426,9 @@ class ProxyRuntime:
         if self._admin_enabled:
             await self._start_admin()
         log.info(
-            "parlour proxy (%s) listening on %s:%s with %d backend(s), algorithm %s",
+            "parlour proxy (%s%s) listening on %s:%s with %d backend(s), algorithm %s",
             self.config.mode,
+            " over TLS" if self.tls is not None else "",
             self.config.listen_host,
             self.listen_port,
             len(self.pool),
@@ -386,14 +453,24 @@ class ProxyRuntime:
         )
         runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.admin_host, self.config.admin_port or 0)
+        admin_ssl = None
+        if self.config.admin_tls_cert and self.config.admin_tls_key:
+            from parlour.proxy.tls import admin_context
+
+            admin_ssl = admin_context(self.config.admin_tls_cert, self.config.admin_tls_key)
+        site = web.TCPSite(
+            runner, self.config.admin_host, self.config.admin_port or 0, ssl_context=admin_ssl
+        )
         await site.start()
         self._admin_runner = runner
         addresses = runner.addresses
         if addresses:
             self.admin_port = int(addresses[0][1])
         log.info(
-            "admin API and dashboard on http://%s:%s/", self.config.admin_host, self.admin_port
+            "admin API and dashboard on %s://%s:%s/",
+            "https" if admin_ssl is not None else "http",
+            self.config.admin_host,
+            self.admin_port,
         )
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
@@ -669,6 +746,15 @@ class ProxyRuntime:
         loop = asyncio.get_running_loop()
 
         def connect(b: Backend) -> Awaitable[tuple[asyncio.Transport, Any]]:
+            if self.backend_ssl is not None:
+                return loop.create_connection(
+                    functools.partial(factory, b),
+                    b.spec.host,
+                    b.spec.port,
+                    ssl=self.backend_ssl,
+                    server_hostname=self.backend_server_name(b),
+                    ssl_handshake_timeout=self.pool.settings.connect_timeout_s,
+                )
             return loop.create_connection(functools.partial(factory, b), b.spec.host, b.spec.port)
 
         got = await self.connect_upstream(key, connect, first)
@@ -676,6 +762,11 @@ class ProxyRuntime:
             return got
         b, (transport, protocol) = got
         return b, transport, protocol
+
+    def backend_server_name(self, b: Backend) -> str:
+        """The name sent (SNI) and verified when connecting to `b` over TLS."""
+        cfg = self.config.backend_tls
+        return cfg.server_name if cfg is not None and cfg.server_name else b.spec.host
 
     async def connect_upstream(
         self,
