@@ -394,18 +394,22 @@ class ProxyRuntime:
                 from parlour.proxy.http_relay import HttpClient
 
                 factory = lambda: HttpClient(self, tls=tls)  # noqa: E731
+            server_ssl = None
             if self.tls is not None:
-                from parlour.proxy.tls_accept import TlsAccept
-
-                server_tls, app = self.tls, factory
-                factory = lambda: TlsAccept(self, server_tls, app)  # noqa: E731
-                names = server_tls.names()
+                server_ssl = self.tls.context()
+                names = self.tls.names()
                 log.info(
                     "TLS on the listener (%s+)%s",
-                    server_tls.config.min_version,
+                    self.tls.config.min_version,
                     f", certificates by name for {', '.join(names)}" if names else "",
                 )
-            server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+            server = await loop.create_server(
+                factory,
+                sock=sock,
+                backlog=self.config.backlog,
+                ssl=server_ssl,
+                ssl_handshake_timeout=self.pool.settings.client_timeout_s if server_ssl else None,
+            )
             self._servers.append(server)
             self.listen_port = server.sockets[0].getsockname()[1]
             log.info("data plane: python relay (%s)", why)

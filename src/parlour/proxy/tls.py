@@ -220,17 +220,27 @@ class _Contexts:
 
 
 class ServerTls:
-    """The client-side TLS contexts in use. `context()` is what a new connection
-    handshakes with (its SNI callback switches to the certificate for the name asked);
-    `reload(config)` swaps in contexts built from the files again, or raises TlsError
-    and keeps the current ones."""
+    """The client-side TLS contexts in use.
+
+    The listener handshakes with one fixed context, `front` (protocol versions, options,
+    ALPN; no certificate of its own). OpenSSL calls its server-name callback for every
+    ClientHello, with or without SNI, and the callback moves the connection to the
+    context of the certificate chosen for the name, from the set current at that moment.
+    `reload(config)` builds a whole new set from the files and swaps it in only when
+    every file loaded (else TlsError, and nothing changes): new connections get the new
+    certificates, established ones keep theirs."""
 
     def __init__(self, config: TlsConfig) -> None:
-        self.config = config
+        self.front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.front.set_alpn_protocols(["http/1.1"])
+        self.front.sni_callback = self._choose
         self._current = self._build(config)
+        self.config = config
+        _harden(self.front, config.min_version)
 
     def context(self) -> ssl.SSLContext:
-        return self._current.default
+        """The context a listener is created with."""
+        return self.front
 
     def names(self) -> list[str]:
         """The server names with a certificate of their own (for the logs)."""
@@ -241,12 +251,17 @@ class ServerTls:
         fresh = self._build(config)  # (raises before anything changes)
         self.config = config
         self._current = fresh
+        self.front.minimum_version = _VERSIONS[config.min_version]
+
+    def _choose(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        current = self._current
+        index = pick_certificate(server_name, current.table) if current.table else None
+        sslobj.context = current.default if index is None else current.by_index[index]
 
     def _build(self, config: TlsConfig) -> _Contexts:
         if config.min_version not in _VERSIONS:
             raise TlsError('[tls] min_version must be "1.2" or "1.3"')
-        default = server_context(config.default, config.min_version)
-        built = _Contexts(default)
+        built = _Contexts(server_context(config.default, config.min_version))
         seen: dict[str, str] = {}
         for spec in config.sni:
             ctx = server_context(spec, config.min_version)
@@ -263,13 +278,4 @@ class ServerTls:
                     raise TlsError(f"{name} has two certificates: {seen[name]} and {spec.cert}")
                 seen[name] = spec.cert
                 built.table.append((name, index))
-        table, contexts = built.table, built.by_index
-
-        def choose(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-            index = pick_certificate(server_name, table)
-            if index is not None:
-                sslobj.context = contexts[index]
-
-        if table:
-            default.sni_callback = choose
         return built
