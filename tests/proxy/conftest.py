@@ -23,6 +23,8 @@ NO_DATA_PLANE = {
     "test_proxy_fastlane_glue.py",
     "test_cp_admin_api.py",
     "test_cp_dashboard_browser.py",
+    "test_cp_dashboard_live.py",
+    "test_cp_start_empty.py",
     "test_cp_metrics.py",
     "test_cp_stats_store.py",
 }

@@ -136,6 +136,31 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
             assert by_id[f"127.0.0.1:{c.port}"]["requests"] >= 1
 
 
+async def test_starts_with_no_backends_and_asks_for_them(
+    tmp_path: Path, backends: BackendFactory
+) -> None:
+    """No backend anywhere is not an error: the proxy starts, answers 503 and says how to
+    add one; one added through the API takes traffic once its first check passes."""
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text("[proxy]\nlisten_port = 0\n[admin]\nport = 0\n")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    a = await backends("a")
+    async with aiohttp.ClientSession() as s, proxy_process(cfg, TOKEN, *CHECK_ARGS) as p:
+        port, admin = await proxy_ports(p)
+        await p.wait_for(r"no backends yet: .*dashboard.*POST /api/backends")
+        async with s.get(f"http://127.0.0.1:{port}/") as r:
+            assert r.status == 503
+        async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+            assert (await r.json())["prompt"]["reason"] == "no_backends"
+        body = {"host": "127.0.0.1", "port": a.port}
+        async with s.post(f"http://127.0.0.1:{admin}/api/backends", headers=auth, json=body) as r:
+            assert r.status == 201
+        async with s.get(f"http://127.0.0.1:{port}/") as r:
+            assert (r.status, await r.text()) == (200, "a")
+        async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+            assert (await r.json())["prompt"] is None
+
+
 async def test_workers_share_the_port_and_sighup_keeps_connections(
     tmp_path: Path, backends: BackendFactory
 ) -> None:
@@ -184,7 +209,7 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "no backends"),
+        (["--tls-cert", "{missing}", "--tls-key", "{missing}"], {}, "no such file"),
         (["-b", "127.0.0.1:1"], {"PARLOUR_PROXY_TOKEN": "short"}, "at least 8 characters"),
         (["-b", "127.0.0.1:1", "--store", "{not_a_db}"], {}, "file is not a database"),
         (["-b", "127.0.0.1:1", "--port", "{taken}", "--no-admin"], {}, "Address already in use"),
@@ -201,7 +226,10 @@ def test_operator_mistakes_get_a_one_line_error(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        args = [a.format(not_a_db=not_a_db, taken=taken.getsockname()[1]) for a in args]
+        args = [
+            a.format(not_a_db=not_a_db, taken=taken.getsockname()[1], missing=tmp_path / "x.pem")
+            for a in args
+        ]
         out = subprocess.run(
             [sys.executable, "-m", "parlour", "proxy", "--port", "0", "--admin-port", "0", *args],
             capture_output=True,

@@ -243,8 +243,6 @@ def proxy(
         raise click.ClickException(str(exc)) from None
     if no_admin:
         cfg = dataclasses.replace(cfg, admin_port=None)
-    if not cfg.backends and not (cfg.store and cfg.load_from == "previous"):
-        raise click.ClickException("no backends: give --backend or [[backends]] in the config")
     token = cfg.admin_token or os.environ.get("PARLOUR_PROXY_TOKEN") or None
     if cfg.admin_port is not None and token is not None and len(token) < 8:
         raise click.ClickException(

@@ -22,6 +22,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ProxyCollector",
     "air_time_s",
+    "backend_prompt",
     "families",
     "render_prometheus",
     "render_snapshot",
@@ -183,6 +184,30 @@ def _backend_json(b: BackendSnapshot, now: float) -> dict[str, object]:
     return item
 
 
+def backend_prompt(backends: tuple[BackendSnapshot, ...]) -> dict[str, str] | None:
+    """What the operator is asked when no backend takes traffic (the source design: "when
+    all servers are down the operator is asked for new addresses"), or None."""
+    if not backends:
+        return {
+            "reason": "no_backends",
+            "message": "No backends yet: clients get 503 until one is added. Add a backend "
+            'address on the dashboard, or with POST /api/backends {"host": ..., "port": ...}.',
+        }
+    if any(b.state == "up" for b in backends):
+        return None
+    states: dict[str, int] = {}
+    for b in backends:
+        states[b.state] = states.get(b.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    n = len(backends)
+    return {
+        "reason": "none_up",
+        "message": f"No backend is up ({n} backend{'s' if n != 1 else ''}: {summary}): "
+        "clients get 503 (HTTP) or a closed connection (TCP). Bring one back, or add new "
+        "addresses (POST /api/backends).",
+    }
+
+
 def stats_json(control: ProxyControl, now: float | None = None) -> dict[str, object]:
     """Totals, settings and every backend's statistics as a JSON-ready dict."""
     now = time.time() if now is None else now
@@ -203,4 +228,5 @@ def stats_json(control: ProxyControl, now: float | None = None) -> dict[str, obj
         },
         "settings": dataclasses.asdict(control.settings()),
         "backends": [_backend_json(b, now) for b in totals.backends],
+        "prompt": backend_prompt(totals.backends),
     }

@@ -34,6 +34,7 @@ from parlour.proxy.control import (
     BackendSnapshot,
     BackendSpec,
     ControlError,
+    ListenerInfo,
     ProxySettings,
     TotalsSnapshot,
 )
@@ -129,11 +130,28 @@ class ProxyRuntime:
         self.idle_upstream: dict[str, list[Any]] = {}
         self.fast_lane: FastLane | None = None  # the native data plane, when it runs
         self.tls: ServerTls | None = None  # TLS on the listener
+        self.data_plane = "not started"
         self.backend_ssl: ssl.SSLContext | None = None  # TLS to backends
 
     # ============================================================ ProxyControl
     def settings(self) -> ProxySettings:
         return self.pool.settings
+
+    def listener(self) -> ListenerInfo:
+        c = self.config
+        return ListenerInfo(
+            mode=c.mode,
+            listen_host=c.listen_host,
+            listen_port=self.listen_port if self.listen_port is not None else c.listen_port,
+            backlog=c.backlog,
+            workers=c.workers,
+            load_from=c.load_from,
+            store=c.store,
+            tls=self.tls is not None,
+            backend_tls=self.backend_ssl is not None,
+            data_plane=self.data_plane,
+            config_path=c.path,
+        )
 
     def update_settings(self, **changes: object) -> ProxySettings:
         new = apply_setting_changes(self.pool.settings, changes)
@@ -382,7 +400,8 @@ class ProxyRuntime:
             self.listen_port = sock.getsockname()[1]
             self.fast_lane = FastLane(self)
             self.fast_lane.start(engine, sock)
-            log.info("data plane: fast lane (native)")
+            self.data_plane = "fast lane (native)"
+            log.info("data plane: %s", self.data_plane)
         else:
             factory: Callable[[], asyncio.Protocol]
             tls = self.tls is not None
@@ -412,7 +431,8 @@ class ProxyRuntime:
             )
             self._servers.append(server)
             self.listen_port = server.sockets[0].getsockname()[1]
-            log.info("data plane: python relay (%s)", why)
+            self.data_plane = f"python relay ({why})"
+            log.info("data plane: %s", self.data_plane)
         from parlour.proxy.health_checks import health_loop
 
         self._tasks.append(asyncio.create_task(health_loop(self)))
@@ -429,6 +449,16 @@ class ProxyRuntime:
                 self._tasks.append(asyncio.create_task(self._worker_stats_loop(mine)))
         if self._admin_enabled:
             await self._start_admin()
+        if not len(self.pool):
+            where = (
+                f"on the dashboard ({self._admin_url()}) or"
+                if self._admin_runner is not None
+                else "with a reload of the config file or, with the admin listener,"
+            )
+            log.warning(
+                "no backends yet: clients get 503 until one is added %s with POST /api/backends",
+                where,
+            )
         log.info(
             "parlour proxy (%s%s) listening on %s:%s with %d backend(s), algorithm %s",
             self.config.mode,
@@ -470,12 +500,11 @@ class ProxyRuntime:
         addresses = runner.addresses
         if addresses:
             self.admin_port = int(addresses[0][1])
-        log.info(
-            "admin API and dashboard on %s://%s:%s/",
-            "https" if admin_ssl is not None else "http",
-            self.config.admin_host,
-            self.admin_port,
-        )
+        log.info("admin API and dashboard on %s", self._admin_url())
+
+    def _admin_url(self) -> str:
+        scheme = "https" if self.config.admin_tls_cert else "http"
+        return f"{scheme}://{self.config.admin_host}:{self.admin_port}/"
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Stop accepting, let busy connections finish (up to the timeout), close the rest."""

@@ -17,6 +17,7 @@ from parlour.proxy.control import (
     BackendSpec,
     BackendState,
     ControlError,
+    ListenerInfo,
     ProxyControl,
     ProxySettings,
     SelectionMode,
@@ -67,6 +68,21 @@ class FakeControl:
     # -- ProxyControl -------------------------------------------------------------------
     def settings(self) -> ProxySettings:
         return self._settings
+
+    def listener(self) -> ListenerInfo:
+        return ListenerInfo(
+            mode="http",
+            listen_host="127.0.0.1",
+            listen_port=8080,
+            backlog=1024,
+            workers=1,
+            load_from="config",
+            store=None,
+            tls=False,
+            backend_tls=False,
+            data_plane="fast lane (native)",
+            config_path=None,
+        )
 
     def update_settings(self, **changes: object) -> ProxySettings:
         fields = {f.name for f in dataclasses.fields(ProxySettings)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Final, Literal, get_args, get_origin, get_type_hints
 
-from parlour.proxy.control import BackendSpec, ControlError, ProxySettings
+from parlour.proxy.control import LISTENER_KEYS, BackendSpec, ControlError, ProxySettings
 
 __all__ = [
     "MAX_WEIGHT",
@@ -85,6 +85,12 @@ def parse_settings_changes(body: object) -> dict[str, object]:
         raise _invalid("no settings given")
     changes: dict[str, object] = {}
     for key, value in body.items():
+        if key in LISTENER_KEYS:
+            raise ControlError(
+                "restart_required",
+                f"{key} needs a restart: change it in the config file (or its flag) and "
+                "restart the proxy",
+            )
         if key not in SETTING_TYPES:
             raise ControlError("unknown_setting", f"unknown setting {key!r}")
         kind, choices = SETTING_TYPES[key]
