@@ -123,6 +123,9 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
             cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {c.port}\n")
             p.proc.send_signal(signal.SIGHUP)
             await asyncio.wait_for(p.wait_for(r"configuration reloaded from "), 10)
+            # a backend new to the set is checked before it takes traffic
+            c_id = re.escape(f"127.0.0.1:{c.port}")
+            await asyncio.wait_for(p.wait_for(rf"backend {c_id} is UP"), 10)
             async with s.get(f"http://127.0.0.1:{port}/") as r:
                 assert r.status == 200 and await r.text() == "c"
         # (proxy_process checked that it exited with status 0)
@@ -154,7 +157,8 @@ async def test_starts_with_no_backends_and_asks_for_them(
             assert (await r.json())["prompt"]["reason"] == "no_backends"
         body = {"host": "127.0.0.1", "port": a.port}
         async with s.post(f"http://127.0.0.1:{admin}/api/backends", headers=auth, json=body) as r:
-            assert r.status == 201
+            assert r.status == 201 and (await r.json())["backend"]["state"] == "checking"
+        await asyncio.wait_for(p.wait_for(rf"backend 127\.0\.0\.1:{a.port} is UP"), 10)
         async with s.get(f"http://127.0.0.1:{port}/") as r:
             assert (r.status, await r.text()) == (200, "a")
         async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:

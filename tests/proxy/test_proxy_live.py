@@ -47,7 +47,8 @@ async def test_add_remove_drain_disable_live(backends: BackendFactory, proxy: Pr
     port = rt.listen_port or 0
     assert set(await fetch(port, 4)) == {"a", "b"}
     snap = rt.add_backend(c.spec)
-    assert snap.state == "up"
+    assert snap.state == "checking"  # (no traffic until its first check, at once, passes)
+    await wait_state(rt, c.spec.id, "up")
     assert set(await fetch(port, 6)) == {"a", "b", "c"}
     with pytest.raises(ControlError):
         rt.add_backend(c.spec)
@@ -306,6 +307,7 @@ async def test_reload_applies_file_without_dropping(
     await rt.reload()
     assert rt.settings().algorithm == "random" and rt.settings().retry_limit == 5
     assert [x.port for x in rt.backends()] == [b.port]
+    await wait_state(rt, b.spec.id, "up")  # (new to the set: checked first)
     assert await fetch(port, 3) == ["b"] * 3
     writer.write(b"2\r\nok\r\n0\r\n\r\n")  # the established request still completes
     out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
@@ -391,7 +393,9 @@ async def test_extra_worker_follows_worker_zero(
         w0._persist()
         w1.follow(store.load_backends(), store.load_settings())
         states = {x.id: x.state for x in w1.backends()}
-        assert states == {f"127.0.0.1:{a.port}": "draining", f"127.0.0.1:{c.port}": "up"}
+        # each worker checks a backend new to it before sending it traffic
+        assert states == {f"127.0.0.1:{a.port}": "draining", f"127.0.0.1:{c.port}": "checking"}
+        await wait_state(w1, f"127.0.0.1:{c.port}", "up")
         assert w1.settings().algorithm == "least_conn"
         assert await fetch(w1.listen_port or 0, 3) == ["c"] * 3
     finally:

@@ -41,8 +41,9 @@ Algorithm = Literal[
 ]
 SelectionMode = Literal["per_connection", "interval"]
 # up: healthy, gets traffic; down: failed health checks; disabled: operator took it out;
-# draining: finishes existing connections, takes no new ones.
-BackendState = Literal["up", "down", "disabled", "draining"]
+# draining: finishes existing connections, takes no new ones; checking: added while the
+# proxy runs, no traffic until its first health check passes.
+BackendState = Literal["up", "down", "disabled", "draining", "checking"]
 
 
 class ControlError(Exception):

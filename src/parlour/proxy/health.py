@@ -13,6 +13,10 @@ check results only; errors observed on traffic have a counter of their own):
   back: it gets no traffic to succeed with, only checks do.
 
 One failed check (or one refused connection) never flaps a backend.
+
+A backend added while the proxy runs starts `checking`: it gets no traffic until its first
+check, which decides at once (passed: up, failed: down) — an operator's typo in a port
+must not cost clients a request each.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Literal
 
 __all__ = ["HealthState", "HealthTransition"]
 
-Health = Literal["up", "down"]
+Health = Literal["up", "down", "checking"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,8 @@ class HealthState:
         self.check_failures = 0
         if self.state == "up":
             return None
+        if self.state == "checking":
+            return self._go("up", now, "first health check passed")
         self.check_successes += 1
         if self.check_successes >= self.rise:
             return self._go("up", now, "health check passed")
@@ -85,6 +91,8 @@ class HealthState:
         self.last_reason = reason
         if self.state == "down":
             return None
+        if self.state == "checking":
+            return self._go("down", now, reason)
         self.check_failures += 1
         if self.check_failures >= self.fall:
             return self._go("down", now, reason)
@@ -96,7 +104,7 @@ class HealthState:
 
     def passive_failure(self, now: float, reason: str) -> HealthTransition | None:
         self.last_reason = reason
-        if self.state == "down":
+        if self.state != "up":  # (down or checking: no traffic goes there)
             return None
         self.passive_failures += 1
         if self.passive_failures >= self.fall:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
     from parlour.proxy.runtime import ProxyRuntime
 
-__all__ = ["check_backend", "health_loop"]
+__all__ = ["check_backend", "check_now", "health_loop"]
 
 log = logging.getLogger("parlour.proxy")
 
@@ -54,6 +54,8 @@ async def check_backend(
         return False, "health check timed out"
     except ssl.SSLError as exc:
         return False, f"health check: TLS: {exc.reason or exc}"
+    except ConnectionRefusedError:
+        return False, "health check: connection refused"
     except OSError as exc:
         return False, f"health check: {exc.strerror or exc}"
     finally:
@@ -72,6 +74,12 @@ async def _check_one(runtime: ProxyRuntime, b: Backend) -> None:
         runtime.backend_server_name(b) if runtime.backend_ssl is not None else None,
     )
     runtime.pool.check_result(b.id, ok, runtime.clock(), reason)
+
+
+async def check_now(runtime: ProxyRuntime, b: Backend) -> None:
+    """Check `b` at once (a backend just added: it gets no traffic until this decides)."""
+    if b.admin != "disabled":
+        await _check_one(runtime, b)
 
 
 async def health_loop(runtime: ProxyRuntime) -> None:

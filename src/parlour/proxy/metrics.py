@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-_STATES: Final = ("up", "down", "disabled", "draining")
+_STATES: Final = ("up", "down", "disabled", "draining", "checking")
 _LABELS: Final = ["backend", "host", "port"]
 
 

@@ -29,7 +29,7 @@ from parlour.proxy.control import (
     ControlError,
     ProxySettings,
 )
-from parlour.proxy.health import HealthState, HealthTransition
+from parlour.proxy.health import Health, HealthState, HealthTransition
 
 __all__ = ["Admin", "Backend", "BackendPool", "Choice", "StateChange"]
 
@@ -52,12 +52,14 @@ class StateChange:
 class Backend:
     """One backend and its live counters (mutable; only the event loop touches it)."""
 
-    def __init__(self, spec: BackendSpec, now: float, *, rise: int, fall: int) -> None:
+    def __init__(
+        self, spec: BackendSpec, now: float, *, rise: int, fall: int, health: Health = "up"
+    ) -> None:
         self.spec = spec
         self.id = spec.id  # host:port never changes for a backend (weight may)
         self.host_header = spec.id.encode("idna")
         self.admin: Admin = "enabled"
-        self.health = HealthState(rise, fall)
+        self.health = HealthState(rise, fall, health)
         self.active = 0
         # the most requests in flight at once, this reaper period and the one before: the
         # Python relay's idle pool keeps that many connections (see HttpClient._park)
@@ -206,7 +208,11 @@ class BackendPool:
     def find(self, backend_id: str) -> Backend | None:
         return self._backends.get(backend_id)
 
-    def add(self, spec: BackendSpec, now: float, admin: Admin = "enabled") -> Backend:
+    def add(
+        self, spec: BackendSpec, now: float, admin: Admin = "enabled", health: Health = "up"
+    ) -> Backend:
+        """Add a backend: `health="checking"` for one added while the proxy runs (no
+        traffic until its first health check passes)."""
         if not spec.host or not (0 < spec.port < 65536):
             raise ControlError("invalid", f"bad backend address {spec.host!r}:{spec.port}")
         if spec.weight < 1 or spec.weight > 1000:
@@ -215,7 +221,9 @@ class BackendPool:
             raise ControlError("invalid", "max_conns must be >= 0")
         if spec.id in self._backends:
             raise ControlError("exists", f"backend {spec.id} already exists")
-        b = Backend(spec, now, rise=self.settings.health_rise, fall=self.settings.health_fall)
+        b = Backend(
+            spec, now, rise=self.settings.health_rise, fall=self.settings.health_fall, health=health
+        )
         b.admin = admin
         self._backends[spec.id] = b
         self._sync_ring()

@@ -197,9 +197,22 @@ class ProxyRuntime:
         )
 
     def add_backend(self, spec: BackendSpec) -> BackendSnapshot:
-        b = self.pool.add(spec, self.clock())
+        b = self._add_live(spec)
         self._persist_soon()
         return self._snapshot(b)
+
+    def _add_live(self, spec: BackendSpec, admin: Admin = "enabled") -> Backend:
+        """Add a backend while running: it is `checking` (no traffic) until the health
+        check started here at once says up or down."""
+        b = self.pool.add(spec, self.clock(), admin, health="checking")
+        from parlour.proxy.health_checks import check_now
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # (not running yet: the health loop checks it when it starts)
+            return b
+        self.spawn(check_now(self, b))
+        return b
 
     def remove_backend(self, backend_id: str) -> None:
         b = self.pool.remove(backend_id)
@@ -267,7 +280,7 @@ class ProxyRuntime:
         for spec in fresh.backends:
             existing = self.pool.find(spec.id)
             if existing is None:
-                self.pool.add(spec, self.clock())
+                self._add_live(spec)
             else:
                 existing.spec = spec
                 self.pool.set_weight(spec.id, spec.weight)
@@ -662,12 +675,11 @@ class ProxyRuntime:
         for b in self.pool.all():
             if b.id not in wanted:
                 self.remove_backend(b.id)
-        now = self.clock()
         for spec, state in wanted.values():
             admin: Admin = state if state in ("disabled", "draining") else "enabled"  # type: ignore[assignment]
             existing = self.pool.find(spec.id)
             if existing is None:
-                self.pool.add(spec, now, admin)
+                self._add_live(spec, admin)
                 continue
             if existing.spec != spec:
                 existing.spec = spec

@@ -39,7 +39,7 @@ __all__ = [
     "StoredEvent",
 ]
 
-_STATES: Final[frozenset[str]] = frozenset({"up", "down", "disabled", "draining"})
+_STATES: Final[frozenset[str]] = frozenset({"up", "down", "disabled", "draining", "checking"})
 _MAX_REASON: Final = 500
 _MAX_KIND: Final = 40
 # how long an open waits for other connections' locks (SQLite's busy timeout, and the

@@ -114,7 +114,7 @@ class _Api:
             return
         async with self._persist_lock:
             items = [
-                (spec_of(b), b.state if b.state != "down" else "up")
+                (spec_of(b), b.state if b.state in ("disabled", "draining") else "up")
                 for b in self.control.backends()
             ]
             settings = self.control.settings()
