@@ -10,10 +10,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange, wait_state
+from proxy_helpers import BackendFactory, FakeStore, ProxyFactory, raw_exchange, wait_state
 
 from parlour.proxy.control import (
-    BackendSnapshot,
     BackendSpec,
     ControlError,
     ProxyControl,
@@ -235,36 +234,6 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
     client_buffer = conn.transport.get_write_buffer_size()  # type: ignore[attr-defined]
     assert client_buffer < 16384 + 256 * 1024
     writer.close()
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.backends: list[tuple[BackendSpec, str]] = []
-        self.settings: dict[str, object] | None = None
-        self.snaps: dict[str, BackendSnapshot] = {}
-
-    def load_backends(self) -> list[tuple[BackendSpec, str]]:
-        return list(self.backends)
-
-    def save_backends(self, items: list[tuple[BackendSpec, str]]) -> None:
-        self.backends = list(items)
-
-    def load_settings(self) -> dict[str, object] | None:
-        return self.settings
-
-    def save_settings(self, settings: ProxySettings) -> None:
-        import dataclasses
-
-        self.settings = dataclasses.asdict(settings)
-
-    def save_snapshot(self, snaps: list[BackendSnapshot]) -> None:
-        self.snaps.update({s.id: s for s in snaps})
-
-    def load_snapshots(self) -> dict[str, BackendSnapshot]:
-        return dict(self.snaps)
-
-    def close(self) -> None:
-        pass
 
 
 async def test_state_and_statistics_survive_restart(

@@ -88,11 +88,21 @@ def families(totals: TotalsSnapshot, settings: ProxySettings, now: float) -> Ite
         value=totals.active_conns,
     )
     yield CounterMetricFamily(
-        "parlour_proxy_connections", "Client connections accepted.", value=totals.total_conns
+        "parlour_proxy_connections",
+        "Client connections accepted since the proxy started.",
+        value=totals.total_conns,
     )
-    yield CounterMetricFamily("parlour_proxy_requests", "Requests proxied.", value=totals.requests)
-    yield CounterMetricFamily("parlour_proxy_errors", "Proxy errors.", value=totals.errors)
-    tbytes = CounterMetricFamily("parlour_proxy_bytes", "Bytes relayed.", labels=["direction"])
+    yield CounterMetricFamily(
+        "parlour_proxy_requests", "Requests proxied since the proxy started.", value=totals.requests
+    )
+    yield CounterMetricFamily(
+        "parlour_proxy_errors", "Proxy errors since the proxy started.", value=totals.errors
+    )
+    tbytes = CounterMetricFamily(
+        "parlour_proxy_bytes",
+        "Bytes relayed since the proxy started (removed backends included).",
+        labels=["direction"],
+    )
     tbytes.add_metric(["in"], totals.bytes_in)
     tbytes.add_metric(["out"], totals.bytes_out)
     yield tbytes

@@ -69,6 +69,10 @@ class Backend:
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        # what bytes_in/out started from (earlier runs, see restore): this run's share is
+        # the difference (the proxy's totals count this run only)
+        self.base_bytes_in = 0
+        self.base_bytes_out = 0
         self.connect_errors = 0
         self.response_errors = 0
         self.retries = 0
@@ -99,8 +103,8 @@ class Backend:
         """Take the persisted counters of a previous run (not the live ones)."""
         self.total_conns = snap.total_conns
         self.requests = snap.requests
-        self.bytes_in = snap.bytes_in
-        self.bytes_out = snap.bytes_out
+        self.bytes_in = self.base_bytes_in = snap.bytes_in
+        self.bytes_out = self.base_bytes_out = snap.bytes_out
         self.connect_errors = snap.connect_errors
         self.response_errors = snap.response_errors
         self.retries = snap.retries

@@ -39,6 +39,7 @@ from parlour.proxy.control import (
     TotalsSnapshot,
 )
 from parlour.proxy.pool import FULL, Admin, Backend, BackendPool, StateChange
+from parlour.proxy.run_totals import RunTotals
 from parlour.proxy.stats_merge import add_backend_counters, merge_backends, merge_totals
 from parlour.proxy.tls import ServerTls, TlsError, backend_context
 
@@ -116,6 +117,7 @@ class ProxyRuntime:
         self.total_conns = 0
         self.requests = 0
         self.errors = 0
+        self.run_totals = RunTotals()  # this run's bytes, removed backends included
         self.rejected = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,14 +186,17 @@ class ProxyRuntime:
         return merge_totals(own, self._peer_totals)
 
     def own_totals(self) -> TotalsSnapshot:
-        snaps = tuple(self.own_backends())
+        """This worker's totals of this run (every counter), and its backends' figures
+        (which carry earlier runs)."""
+        snaps = tuple(self.own_backends())  # (harvests the fast lane first)
+        bytes_in, bytes_out = self.run_totals.bytes(self.pool.all())
         return TotalsSnapshot(
             started_at=self.started_at,
             active_conns=len(self.conns) + (self.fast_lane.clients if self.fast_lane else 0),
             total_conns=self.total_conns,
             requests=self.requests,
-            bytes_in=sum(s.bytes_in for s in snaps),
-            bytes_out=sum(s.bytes_out for s in snaps),
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
             errors=self.errors,
             backends=snaps,
         )
@@ -205,6 +210,7 @@ class ProxyRuntime:
         """Add a backend while running: it is `checking` (no traffic) until the health
         check started here at once says up or down."""
         b = self.pool.add(spec, self.clock(), admin, health="checking")
+        self.run_totals.revive(b)  # (removed earlier in this run: its counts go on)
         from parlour.proxy.health_checks import check_now
 
         try:
@@ -215,7 +221,9 @@ class ProxyRuntime:
         return b
 
     def remove_backend(self, backend_id: str) -> None:
-        b = self.pool.remove(backend_id)
+        b = self.pool.get(backend_id)
+        self.run_totals.retire(b, self._snapshot(b))  # (its share of the totals stays)
+        self.pool.remove(backend_id)
         for conn in self.idle_upstream.pop(backend_id, []):
             conn.close()
         if self.fast_lane is not None:
@@ -701,6 +709,8 @@ class ProxyRuntime:
                 conn.check_timeouts(now)
             if self.fast_lane is not None:
                 self.fast_lane.sweep()
+                self.fast_lane.harvest()
+            self.run_totals.fold()
             for b in self.pool.all():
                 b.active_peak_prev, b.active_peak = b.active_peak, b.active
             for backend_id, idle in list(self.idle_upstream.items()):
