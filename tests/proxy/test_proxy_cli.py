@@ -203,6 +203,9 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
         cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {b.port}\n")
         p.proc.send_signal(signal.SIGHUP)
         await asyncio.wait_for(p.wait_for("configuration reloaded", 2), 10)
+        # b, new to both workers, is checked by each before it takes traffic
+        b_id = re.escape(f"127.0.0.1:{b.port}")
+        await asyncio.wait_for(p.wait_for(rf"backend {b_id} is UP", 2), 10)
         writer.write(request)  # same connection, now balanced over the new list
         assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\nb"), 5)).startswith(
             b"HTTP/1.1 200"

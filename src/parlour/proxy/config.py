@@ -64,6 +64,9 @@ class ProxyConfig:
     settings: ProxySettings = field(default_factory=ProxySettings)
     backends: tuple[BackendSpec, ...] = ()
     path: str | None = None  # the file it came from (for reload)
+    # what the command line set (field or setting names, "backends" for -b): it wins over
+    # the previous run's state with load_from = "previous"
+    explicit: frozenset[str] = frozenset()
 
 
 def parse_backend(text: str) -> BackendSpec:
@@ -352,6 +355,9 @@ def load_config(path: str | Path | None, **overrides: object) -> ProxyConfig:
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"bad [[backends]] entry {item!r}") from None
         backends.append(_check_backend(spec))
+    explicit = frozenset(
+        k for k, v in overrides.items() if v is not None and (k != "backends" or v)
+    )
     flags = {k: overrides.pop(k) for k in list(overrides) if k in _TLS_FLAGS | _BACKEND_TLS_FLAGS}
     flags = {k: v for k, v in flags.items() if v is not None}
     fields["tls"] = _tls_flags(_parse_tls(_table(data, "tls")), flags)
@@ -381,6 +387,7 @@ def load_config(path: str | Path | None, **overrides: object) -> ProxyConfig:
             settings=settings,
             backends=tuple(backends),
             path=str(path) if path is not None else None,
+            explicit=explicit,
             **fields,  # type: ignore[arg-type]
         )
     except TypeError as exc:

@@ -335,25 +335,36 @@ class ProxyRuntime:
 
     # ============================================================== lifecycle
     def _load_initial_state(self) -> None:
+        """The backends, their operator states and the settings to start with. What the
+        command line set wins; then, with load_from = "previous", what the previous run
+        saved in the store; then the config file; then the defaults. Logged (worker 0)."""
         now = self.clock()
-        specs: list[tuple[BackendSpec, str]] = [(b, "up") for b in self.config.backends]
+        c = self.config
+        say = log.info if self.worker == 0 else log.debug
+        specs: list[tuple[BackendSpec, str]] = [(b, "up") for b in c.backends]
+        from_cli = "backends" in c.explicit
+        origin = "the command line (--backend)" if from_cli else (c.path or "the defaults")
         folded: list[str] = []
+        previous = c.load_from == "previous"
+        if previous and self.store is None:
+            log.warning("load_from = previous needs a store (--store): starting from %s", origin)
         if self.store is not None:
-            if self.config.load_from == "previous":
+            if previous:
                 stored = self.store.load_backends()
-                if stored:
+                if from_cli:
+                    say(
+                        "backends: %d from the command line (--backend); load_from = previous: "
+                        "not used for backends",
+                        len(specs),
+                    )
+                elif stored:
                     specs = stored
-                saved = self.store.load_settings()
-                if saved:
-                    known = {f.name for f in dataclasses.fields(ProxySettings)}
-                    try:
-                        self.pool.apply_settings(
-                            apply_setting_changes(
-                                self.pool.settings, {k: v for k, v in saved.items() if k in known}
-                            )
-                        )
-                    except ControlError as exc:
-                        log.warning("ignoring stored settings: %s", exc.message)
+                    say("backends: %d from the previous run (%s)", len(specs), c.store)
+                else:
+                    say("backends: %d from %s (no previous run in %s)", len(specs), origin, c.store)
+                self._restore_settings(self.store.load_settings())
+            else:
+                say("backends: %d from %s", len(specs), origin)
             snaps = self.store.load_snapshots()
             take = getattr(self.store, "take_previous_runs", None)
             if self._persist_enabled and take is not None:
@@ -362,6 +373,7 @@ class ProxyRuntime:
                     snaps[bid] = add_backend_counters(snaps[bid], extra) if bid in snaps else extra
                     folded.append(bid)
         else:
+            say("backends: %d from %s", len(specs), origin)
             snaps = {}
         for spec, state in specs:
             admin: Admin = state if state in ("disabled", "draining") else "enabled"  # type: ignore[assignment]
@@ -385,6 +397,28 @@ class ProxyRuntime:
             absent = [snaps[bid] for bid in folded if self.pool.find(bid) is None]
             if absent:
                 self.store.save_snapshot(absent)
+
+    def _restore_settings(self, saved: dict[str, object] | None) -> None:
+        """load_from = previous: the previous run's settings, except those the command
+        line set."""
+        c = self.config
+        say = log.info if self.worker == 0 else log.debug
+        if not saved:
+            say("settings: from %s (no previous run in %s)", c.path or "the defaults", c.store)
+            return
+        known = {f.name for f in dataclasses.fields(ProxySettings)}
+        keep = sorted(known & c.explicit)
+        changes = {k: v for k, v in saved.items() if k in known and k not in c.explicit}
+        try:
+            self.pool.apply_settings(apply_setting_changes(self.pool.settings, changes))
+        except ControlError as exc:
+            log.warning("ignoring stored settings: %s", exc.message)
+            return
+        say(
+            "settings: the previous run's (%s)%s",
+            c.store,
+            f", except {', '.join(keep)} from the command line" if keep else "",
+        )
 
     def _make_socket(self) -> socket.socket:
         host, port = self.config.listen_host, self.config.listen_port
