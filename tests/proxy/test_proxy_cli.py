@@ -165,6 +165,31 @@ async def test_starts_with_no_backends_and_asks_for_them(
             assert (await r.json())["prompt"] is None
 
 
+async def test_a_failed_reload_says_why_once(tmp_path: Path, backends: BackendFactory) -> None:
+    """Issue 11: the log said "reload failed: reload failed: ..."."""
+    a = await backends("a")
+    cfg = tmp_path / "proxy.toml"
+    good = "[proxy]\nlisten_port = 0\n[admin]\nport = 0\n"
+    good += f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n"
+    cfg.write_text(good)
+    async with aiohttp.ClientSession() as s, proxy_process(cfg, TOKEN) as p:
+        _, admin = await proxy_ports(p)
+        await asyncio.wait_for(p.wait_for(r"ready \(pid \d+\): SIGHUP reloads"), 10)
+        cfg.write_text(good + "[settings]\ninterval_s = -5\n")
+        p.proc.send_signal(signal.SIGHUP)
+        (logged,) = await asyncio.wait_for(
+            p.wait_for(r"ERROR parlour.proxy: (reload failed: .*)"), 10
+        )
+        assert logged.group(1) == (
+            "reload failed: [settings] interval_s must be a number of seconds in (0, 86400]"
+        )
+        url = f"http://127.0.0.1:{admin}/api/reload"
+        async with s.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 400
+            message = (await r.json())["error"]["message"]
+        assert message == "[settings] interval_s must be a number of seconds in (0, 86400]"
+
+
 async def test_workers_share_the_port_and_sighup_keeps_connections(
     tmp_path: Path, backends: BackendFactory
 ) -> None:

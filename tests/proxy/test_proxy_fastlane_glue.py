@@ -134,7 +134,9 @@ async def test_admit_counts_python_and_engine_clients() -> None:
     assert rt.total_conns == 1
     engine.clients = 2
     rt.conns.add(object())  # type: ignore[arg-type]  (a Python relay connection)
-    assert lane.admit("10.0.0.1") == error_response(503, "The proxy is at its connection limit.")
+    assert lane.admit("10.0.0.1") == error_response(
+        503, "The proxy is at its connection limit.", retry_after=1
+    )
     assert (rt.total_conns, rt.rejected) == (1, 1)
     engine.clients = 1
     assert lane.admit("10.0.0.1") is None
@@ -194,8 +196,8 @@ async def test_release_says_whether_to_park() -> None:
     assert b.state == "down"
     assert lane.release(i, False) is False
     assert lane.select(7, None) == error_response(
-        503, "No backend server is available right now. Please retry shortly."
-    )
+        503, "No backend server is available right now. Please retry shortly.", retry_after=2
+    )  # (retry at the next health check: health_interval_s is 2 s)
     assert b.active == 0
 
 
@@ -233,7 +235,10 @@ async def test_settings_changes_reach_the_engine() -> None:
         "hash_header": b"X-User",
         "stopping": False,
         "retry_limit": 2,
+        "hide_server": False,
     }
+    rt.update_settings(hide_server_header=True)
+    assert engine.configured[-1]["hide_server"] is True
     for algorithm, mode in (("ip_hash", 1), ("uri_hash", 2), ("header_hash", 3), ("p2c", 0)):
         rt.update_settings(algorithm=algorithm, hash_header="X-Tenant", server_timeout_s=4)
         last = engine.configured[-1]
@@ -314,7 +319,7 @@ async def test_full_backends_wait_in_the_queue() -> None:
     assert lane.select(2, None) is None
     await asyncio.wait_for(engine.done.wait(), 5)
     assert engine.failed == [
-        (2, error_response(503, "All backend servers are busy. Please retry shortly."))
+        (2, error_response(503, "All backend servers are busy. Please retry shortly.", 1))
     ]
 
 

@@ -49,8 +49,6 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
-    if cfg.workers > 1:
-        log.info("worker %d (pid %d) ready", worker, os.getpid())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -66,6 +64,11 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # (after the handlers: a SIGHUP from now on reloads rather than ends the process)
+    if cfg.workers > 1:
+        log.info("worker %d (pid %d) ready", worker, os.getpid())
+    else:
+        log.info("ready (pid %d): SIGHUP reloads, SIGTERM or SIGINT stops", os.getpid())
     try:
         await stop.wait()
         log.info("shutting down: draining connections")

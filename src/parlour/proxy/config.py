@@ -92,7 +92,15 @@ def _check_backend(spec: BackendSpec) -> BackendSpec:
 
 
 _SETTING_TYPES: dict[str, type] = {
-    f.name: (float if f.type in ("float", float) else int if f.type in ("int", int) else object)
+    f.name: (
+        float
+        if f.type in ("float", float)
+        else int
+        if f.type in ("int", int)
+        else bool
+        if f.type in ("bool", bool)
+        else object
+    )
     for f in dataclasses.fields(ProxySettings)
 }
 
@@ -150,17 +158,18 @@ def apply_setting_changes(current: ProxySettings, changes: Mapping[str, object])
         kind = _SETTING_TYPES.get(key)
         if kind is None:
             raise ControlError("invalid", f"unknown setting {key!r}")
-        if isinstance(value, bool) and key != "trust_forwarded":
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ControlError("invalid", f"{key} must be true or false")
+        elif isinstance(value, bool):
             raise ControlError("invalid", f"{key} must not be a boolean")
-        if kind is float:
+        elif kind is float:
             if not isinstance(value, int | float):
                 raise ControlError("invalid", f"{key} must be a number")
             value = float(value)
         elif kind is int and not isinstance(value, int):
             raise ControlError("invalid", f"{key} must be an integer")
-        elif key == "trust_forwarded" and not isinstance(value, bool):
-            raise ControlError("invalid", "trust_forwarded must be true or false")
-        elif kind is object and key != "trust_forwarded" and not isinstance(value, str):
+        elif kind is object and not isinstance(value, str):
             raise ControlError("invalid", f"{key} must be a string")
         clean[key] = value
     return validate_settings(dataclasses.replace(current, **clean))  # type: ignore[arg-type]

@@ -92,6 +92,7 @@ class ProxySettings:
     health_fall: int = 3
     max_connections: int = 10000
     trust_forwarded: bool = False
+    hide_server_header: bool = False  # leave the backends' Server field out of responses
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
-from parlour.proxy.headers import error_response
 from parlour.proxy.pool import Backend
 
 if TYPE_CHECKING:
@@ -148,6 +147,7 @@ class FastLane:
             hash_mode=hash_mode,
             hash_header=header,
             stopping=rt.stopping,
+            hide_server=s.hide_server_header,
             retry_limit=s.retry_limit,
         )
 
@@ -225,7 +225,7 @@ class FastLane:
         clients = self.engine.clients if self.engine is not None else 0
         if len(rt.conns) + clients >= rt.pool.settings.max_connections or rt.stopping:
             rt.rejected += 1
-            return error_response(503, "The proxy is at its connection limit.")
+            return rt.error_page(503, "The proxy is at its connection limit.", busy=True)
         rt.total_conns += 1
         return None
 
@@ -240,7 +240,7 @@ class FastLane:
             return i
         if got is None:
             log.warning("fast lane client: 503 %s", _NO_BACKEND)
-            return error_response(503, _NO_BACKEND)
+            return self.runtime.error_page(503, _NO_BACKEND)
         # every backend is at max_conns: wait in the queue (the engine counts the error
         # if the wait fails: `fail` writes the page)
         self.runtime.spawn(self._wait_and_connect(token, key))
@@ -280,7 +280,7 @@ class FastLane:
         self.runtime.spawn(self._adopt(sock, data))
 
     def page(self, status: int, detail: str) -> bytes:
-        return error_response(status, detail)
+        return self.runtime.error_page(status, detail)
 
     def log(self, level: int, message: str) -> None:
         log.log(level, "%s", message)
@@ -335,7 +335,7 @@ class FastLane:
         if status == 503:
             log.warning("fast lane client: 503 %s", detail)
         if self.engine is not None:
-            self.engine.fail(token, error_response(status, detail))
+            self.engine.fail(token, self.runtime.error_page(status, detail, busy=detail == _BUSY))
 
     async def _resolve(self, host: str, port: int) -> list[_AddrInfo]:
         """getaddrinfo, skipped for a numeric address (it costs a thread hand-off per call,

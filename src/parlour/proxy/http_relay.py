@@ -31,7 +31,6 @@ from parlour.proxy.headers import (
     build_request_head,
     connection_named,
     drop_fields,
-    error_response,
     response_tail,
     status_line,
     validate_request,
@@ -348,6 +347,8 @@ class HttpUpstream(asyncio.Protocol):
                 return
             if lname == b"content-length":
                 self.has_length = True
+            elif lname == b"server" and self.runtime.pool.settings.hide_server_header:
+                return  # (hide_server_header: the backend's software stays private)
         self._lines.append(name + b": " + value)
 
     def _hop_field(self, lname: bytes, name: bytes, value: bytes) -> None:
@@ -389,7 +390,11 @@ class HttpUpstream(asyncio.Protocol):
             return
         # the end of the final response: `data_received` finishes it after `feed_data`
         self.done = True
-        self.done_keep_alive = self.parser.should_keep_alive()
+        # an HTTP/1.0 message with Transfer-Encoding has faulty framing: close after it
+        # (RFC 9112 §6.1), whatever its Connection field says
+        self.done_keep_alive = self.parser.should_keep_alive() and not (
+            self.chunked and self.parser.get_http_version() == "1.0"
+        )
 
 
 class HttpClient(asyncio.Protocol):
@@ -537,7 +542,7 @@ class HttpClient(asyncio.Protocol):
             return
         if len(rt.conns) >= rt.pool.settings.max_connections or rt.stopping:
             rt.rejected += 1
-            transport.write(error_response(503, "The proxy is at its connection limit."))
+            transport.write(rt.error_page(503, "The proxy is at its connection limit.", busy=True))
             transport.close()
             self.closed = True
             return
@@ -755,7 +760,13 @@ class HttpClient(asyncio.Protocol):
             self._reject(str(exc))
             return
         req.head = head
-        req.keep_alive = p.should_keep_alive() and not head.upgrade
+        # HTTP/1.0 with Transfer-Encoding: faulty framing, close after the answer
+        # (RFC 9112 §6.1); an upgrade ends as a tunnel
+        req.keep_alive = (
+            p.should_keep_alive()
+            and not head.upgrade
+            and not (head.chunked and head.version == "1.0")
+        )
         req.has_body = head.chunked or bool(head.content_length)
         if head.chunked:
             st.chunks = _ChunkScan()
@@ -854,7 +865,7 @@ class HttpClient(asyncio.Protocol):
                 detail = "No backend server is available right now. Please retry shortly."
                 if got != "down":
                     detail = "All backend servers are busy. Please retry shortly."
-                self._fail(503, detail)
+                self._fail(503, detail, busy=got != "down")
             return
         if req is not self.cur or self.closed:
             self.runtime.release(got)
@@ -1155,8 +1166,9 @@ class HttpClient(asyncio.Protocol):
         self._fail(502, "The backend server closed the connection before answering.")
 
     # ============================================================= closing
-    def _fail(self, status: int, detail: str) -> None:
-        """Answer with an error page (unless a response already started) and close."""
+    def _fail(self, status: int, detail: str, *, busy: bool = False) -> None:
+        """Answer with an error page (unless a response already started) and close.
+        `busy`: a 503 because every backend is at max_conns (retry soon)."""
         req = self.cur
         if self.upstream is not None:
             self.upstream.client = None
@@ -1166,7 +1178,7 @@ class HttpClient(asyncio.Protocol):
         if status == 503:
             log.warning("client %s: 503 %s", self.client_ip, detail)
         if not (req is not None and req.response_started):
-            self.write(error_response(status, detail))
+            self.write(self.runtime.error_page(status, detail, busy=busy))
         self._close()
 
     def _close(self) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import secrets
 import socket
@@ -38,6 +39,7 @@ from parlour.proxy.control import (
     ProxySettings,
     TotalsSnapshot,
 )
+from parlour.proxy.headers import error_response
 from parlour.proxy.pool import FULL, Admin, Backend, BackendPool, StateChange
 from parlour.proxy.run_totals import RunTotals
 from parlour.proxy.stats_merge import add_backend_counters, merge_backends, merge_totals
@@ -751,6 +753,16 @@ class ProxyRuntime:
                 keep = [c for c in idle if not c.expired(now)]
                 if len(keep) != len(idle):
                     self.idle_upstream[backend_id] = keep
+
+    def error_page(self, status: int, detail: str, *, busy: bool = False) -> bytes:
+        """An error page. A 503 says when to retry (Retry-After): in a second when every
+        backend is busy or the proxy is at its connection limit, else at the next health
+        check, which may bring a backend back (at most a minute)."""
+        retry = None
+        if status == 503:
+            wait = math.ceil(self.pool.settings.health_interval_s)
+            retry = 1 if busy else min(60, max(1, wait))
+        return error_response(status, detail, retry)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a background task, keeping a reference until it ends."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from parlour.proxy.admin import create_admin_app
+from parlour.proxy.config import validate_settings
 from parlour.proxy.control import (
     Algorithm,
     BackendSnapshot,
@@ -95,7 +96,8 @@ class FakeControl:
                 raise ControlError("invalid_setting", f"unknown selection mode {value!r}")
             if key == "retry_limit" and (not isinstance(value, int) or value > 10):
                 raise ControlError("invalid_setting", "retry_limit must be at most 10")
-        self._settings = dataclasses.replace(self._settings, **changes)  # type: ignore[arg-type]
+        fresh = dataclasses.replace(self._settings, **changes)  # type: ignore[arg-type]
+        self._settings = validate_settings(fresh)  # (ranges: the data plane's own checks)
         return self._settings
 
     def backends(self) -> list[BackendSnapshot]:
