@@ -218,7 +218,7 @@ async def test_escaped_request_answered_by_python_relay_on_the_same_connection(
     async with client(rt.listen_port or 0) as (reader, writer):
         writer.write(get("/before"))
         assert (await read_response(reader)).body == b"a"
-        assert engine_clients(rt) == 1 and escapes.data == [] and not rt.conns
+        assert engine_clients(rt) == 1 and escapes.data == [] and not rt.upstreams.conns
         writer.write(request)
         resp = await read_response(reader)
         assert (resp.status, resp.body) == (200, b"a")
@@ -231,7 +231,7 @@ async def test_escaped_request_answered_by_python_relay_on_the_same_connection(
             assert await until_eof(reader) == b""
             assert [r.url for r in a.requests] == [b"/before", b"/e"]
             return
-        assert resp.headers.get(b"connection") != b"close" and len(rt.conns) == 1
+        assert resp.headers.get(b"connection") != b"close" and len(rt.upstreams.conns) == 1
         for i in range(2):  # later simple requests keep working (in the Python relay)
             writer.write(get(f"/after{i}"))
             assert (await read_response(reader)).body == b"a"
@@ -256,7 +256,7 @@ async def test_head_split_across_writes_escapes_and_completes(
         # the event: the engine read the incomplete head and handed it to Python
         await asyncio.wait_for(escapes.event.wait(), TIMEOUT)
         assert escapes.data == [first]
-        assert engine_clients(rt) == 0 and len(rt.conns) == 1
+        assert engine_clients(rt) == 0 and len(rt.upstreams.conns) == 1
         assert a.requests == []
         writer.write(second)
         resp = await read_response(reader)
@@ -641,13 +641,13 @@ async def test_max_connections_refuses_the_extra_client_with_503(
         async with client(port) as (r3, _):
             resp = await read_response(r3)
             assert resp.status == 503 and await until_eof(r3) == b""
-        assert rt.rejected == 1
+        assert rt.upstreams.counters.rejected == 1
         # one leaves (the proxy closes it), a newcomer is admitted again
         w1.write(get(extra=b"Connection: close\r\n"))
         assert (await read_response(r1)).body == b"a" and await until_eof(r1) == b""
         assert engine_clients(rt) == 1
         assert (await fetch(port)).body == b"a"
-    assert rt.rejected == 1
+    assert rt.upstreams.counters.rejected == 1
 
 
 async def test_stop_finishes_in_flight_request_with_close_and_closes_idle_clients(
@@ -787,7 +787,7 @@ async def test_no_fd_leaks(raw_backends: RawBackendFactory, proxy: ProxyFactory)
     assert statuses.count(200) == 50 * 2 + 50 + 50 and statuses.count(502) == 100
     await rt.stop(drain_timeout_s=TIMEOUT)
     await a.stop()
-    assert not rt.conns and engine_clients_after_stop(rt) == 0
+    assert not rt.upstreams.conns and engine_clients_after_stop(rt) == 0
     assert count_fds() == before
 
 

@@ -77,7 +77,7 @@ def make_runtime(*specs: BackendSpec, **settings: object) -> ProxyRuntime:
 
 
 def lane_for(rt: ProxyRuntime) -> tuple[FastLane, RecordingEngine]:
-    lane = FastLane(rt)
+    lane = FastLane(rt.upstreams)
     engine = RecordingEngine()
     lane.engine = engine  # type: ignore[assignment]
     rt.fast_lane = lane
@@ -131,18 +131,18 @@ async def test_admit_counts_python_and_engine_clients() -> None:
     rt = make_runtime(BackendSpec("127.0.0.1", 1), max_connections=3)
     lane, engine = lane_for(rt)
     assert lane.admit("10.0.0.1") is None
-    assert rt.total_conns == 1
+    assert rt.upstreams.counters.total_conns == 1
     engine.clients = 2
-    rt.conns.add(object())  # type: ignore[arg-type]  (a Python relay connection)
+    rt.upstreams.conns.add(object())  # type: ignore[arg-type]  (a Python relay connection)
     assert lane.admit("10.0.0.1") == error_response(
         503, "The proxy is at its connection limit.", retry_after=1
     )
-    assert (rt.total_conns, rt.rejected) == (1, 1)
+    assert (rt.upstreams.counters.total_conns, rt.upstreams.counters.rejected) == (1, 1)
     engine.clients = 1
     assert lane.admit("10.0.0.1") is None
-    rt.stopping = True
+    rt.upstreams.stopping = True
     assert lane.admit("10.0.0.1") is not None
-    assert (rt.total_conns, rt.rejected) == (2, 2)
+    assert (rt.upstreams.counters.total_conns, rt.upstreams.counters.rejected) == (2, 2)
     assert rt.own_totals().active_conns == 2  # 1 Python + 1 engine client
 
 
@@ -183,9 +183,9 @@ async def test_release_says_whether_to_park() -> None:
     assert engine.dropped == [0]
     rt.enable_backend(b.id)
     i = take()
-    rt.stopping = True  # (responses close their connection from now on)
+    rt.upstreams.stopping = True  # (responses close their connection from now on)
     assert lane.release(i, True) is False
-    rt.stopping = False
+    rt.upstreams.stopping = False
     # a failure, then a good response: the passive failure count is reset
     lane.failure(take(), "response timeout")
     assert b.health.passive_failures == 1
@@ -295,18 +295,18 @@ async def test_full_backends_wait_in_the_queue() -> None:
         rt = make_runtime(BackendSpec("127.0.0.1", port, max_conns=1), queue_timeout_s=5)
         lane, engine = lane_for(rt)
         queued = asyncio.Event()
-        real_push = rt.waiters.push
+        real_push = rt.upstreams.waiters.push
 
         def push(item: asyncio.Future[None], now: float, timeout_s: float) -> bool:
             queued.set()
             return real_push(item, now, timeout_s)
 
-        rt.waiters.push = push  # type: ignore[method-assign]
+        rt.upstreams.waiters.push = push  # type: ignore[method-assign]
         first = lane.select(1, None)
         assert first == 0
         assert lane.select(2, None) is None  # full: Python took the request over
         await asyncio.wait_for(queued.wait(), 5)
-        assert not engine.proceeded and len(rt.waiters) == 1
+        assert not engine.proceeded and len(rt.upstreams.waiters) == 1
         assert lane.release(0, True) is True  # the slot passes to the waiting request
         await asyncio.wait_for(engine.done.wait(), 5)
     # the engine gets the slot back (and uses its pool or asks to connect)
@@ -337,15 +337,15 @@ async def test_plain_requests_stay_in_the_engine_others_escape(
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1\r\n" in head
         assert await reader.readexactly(1) == b"a"
-        assert not rt.conns and rt.totals().active_conns == 1  # the engine's client
+        assert not rt.upstreams.conns and rt.totals().active_conns == 1  # the engine's client
         # a request with a body is not the fast lane's: the connection moves to the
         # Python relay with what the engine read of it
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
         assert out.startswith(b"HTTP/1.1 200") and b"hello" in out
-        assert len(rt.conns) == 1 and rt.totals().active_conns == 1
+        assert len(rt.upstreams.conns) == 1 and rt.totals().active_conns == 1
         assert a.bodies == [b"hello"]
         snap = rt.backends()[0]
-        assert (snap.requests, rt.total_conns) == (2, 1)
+        assert (snap.requests, rt.upstreams.counters.total_conns) == (2, 1)
     finally:
         writer.close()

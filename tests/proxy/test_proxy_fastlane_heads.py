@@ -46,11 +46,11 @@ async def _python_relay(head: bytes, *, trust: bool) -> tuple[bytes, bool, bytes
     )
     rt = ProxyRuntime(cfg, admin=False, persist=False)
     b = rt.pool.add(BackendSpec("127.0.0.1", 9000), rt.clock())
-    up = HttpUpstream(rt, b)
+    up = HttpUpstream(rt.upstreams, b)
     upstream = FakeTransport()
     up.connection_made(upstream)
-    rt.idle_upstream[b.id] = [up]
-    client = HttpClient(rt)
+    rt.upstreams.idle[b.id] = [up]
+    client = HttpClient(rt.upstreams)
     client.connection_made(FakeTransport((CLIENT_IP, 40000)))
     client.data_received(head)
     if client.upstream is not up or client.cur is None:

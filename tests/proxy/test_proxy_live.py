@@ -183,7 +183,7 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
     assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
     # a waiter is served as soon as the slot frees: wrap the queue's push to see it queued
     queued = asyncio.Event()
-    real_push = rt.waiters.push
+    real_push = rt.upstreams.waiters.push
 
     def push(item: asyncio.Future[None], now: float, timeout_s: float) -> bool:
         accepted = real_push(item, now, timeout_s)
@@ -191,12 +191,12 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
             queued.set()
         return accepted
 
-    rt.waiters.push = push  # type: ignore[method-assign]
+    rt.upstreams.waiters.push = push  # type: ignore[method-assign]
     waiter = asyncio.create_task(
         raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     )
     await asyncio.wait_for(queued.wait(), 5)
-    assert len(rt.waiters) == 1
+    assert len(rt.upstreams.waiters) == 1
     writer.write(b"0\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
     writer.close()
@@ -216,7 +216,7 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
     # the proxy binds the client connection to an upstream before it forwards the head, so
     # once the backend has the request the connection has its upstream
     await a.seen_at_least(1, 5)
-    conn = next(iter(rt.conns))
+    conn = next(iter(rt.upstreams.conns))
     up = conn.upstream  # type: ignore[attr-defined]
     assert up is not None
     paused = asyncio.Event()
@@ -310,7 +310,7 @@ async def test_graceful_stop_finishes_in_flight(
     setattr(listener, name, close)
     stopping = asyncio.create_task(rt.stop(drain_timeout_s=5))
     await asyncio.wait_for(closed.wait(), 5)
-    assert rt.stopping
+    assert rt.upstreams.stopping
     with contextlib.suppress(OSError):
         r2, w2 = await asyncio.open_connection("127.0.0.1", rt.listen_port)
         w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -359,7 +359,7 @@ async def test_extra_worker_follows_worker_zero(
         w0.drain_backend(f"127.0.0.1:{a.port}")
         w0.remove_backend(f"127.0.0.1:{b.port}")
         w0.update_settings(algorithm="least_conn")
-        w0._persist()
+        w0.persistence.save_now()
         w1.follow(store.load_backends(), store.load_settings())
         states = {x.id: x.state for x in w1.backends()}
         # each worker checks a backend new to it before sending it traffic

@@ -136,7 +136,7 @@ def test_every_request_line_is_checked_wherever_reads_split_the_stream(
     pieces = [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
 
     async def run() -> list[tuple[bytes | None, str | None]]:
-        conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)))
+        conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)).upstreams)
         conn._pump = lambda: None  # type: ignore[method-assign]  # parse only
         conn.connection_made(FakeTransport(("127.0.0.1", 5555)))
         for piece in pieces:
@@ -385,7 +385,7 @@ async def test_idle_timeout_counts_from_the_end_of_the_answer(proxy: ProxyFactor
     try:
         writer.write(get(b"/first"))
         await asyncio.wait_for(got_request.wait(), 5)
-        (client,) = [c for c in rt.conns if isinstance(c, HttpClient)]
+        (client,) = [c for c in rt.upstreams.conns if isinstance(c, HttpClient)]
         clock = _ShiftedLoop(client.loop)
         client.loop = clock  # type: ignore[assignment]
         clock.shift = 2 * idle  # the answer comes "later" than idle_timeout_s

@@ -341,7 +341,7 @@ async def test_post_on_reused_connection_is_not_replayed(proxy: ProxyFactory) ->
         assert out.startswith(b"HTTP/1.1 200")
         # the proxy parks the upstream connection before it closes the client's connection,
         # so raw_exchange having read to EOF means it is pooled
-        assert len(rt.idle_upstream.get(rt.backends()[0].id, [])) == 1
+        assert len(rt.upstreams.idle.get(rt.backends()[0].id, [])) == 1
         out = await raw_exchange(
             port, b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
         )
@@ -364,7 +364,7 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
     def watch_client_pauses() -> None:
         """Set paused_for_upstream when the proxy's client connection pauses reading because
         the upstream's write buffer is full (now, or later through pause_reading)."""
-        (conn,) = rt.conns
+        (conn,) = rt.upstreams.conns
         if "upstream" in conn.paused:  # type: ignore[attr-defined]
             paused_for_upstream.set()
             return
@@ -409,7 +409,7 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
 
         up_task = asyncio.create_task(upload())
         await asyncio.wait_for(paused_for_upstream.wait(), 10)
-        conn = next(iter(rt.conns))
+        conn = next(iter(rt.upstreams.conns))
         upstream = conn.upstream  # type: ignore[attr-defined]
         assert upstream is not None and upstream.transport is not None
         # bounded: the proxy holds at most about one buffer's worth, the rest stays in

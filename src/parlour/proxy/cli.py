@@ -59,7 +59,7 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
             except ControlError as exc:
                 log.error("reload failed: %s", exc.message)
 
-        runtime.spawn(do())
+        runtime.upstreams.spawn(do())
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

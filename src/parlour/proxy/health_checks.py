@@ -12,7 +12,7 @@ from parlour.proxy.control import ProxySettings
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
 __all__ = ["check_backend", "check_now", "health_loop"]
 
@@ -65,26 +65,26 @@ async def check_backend(
                 await writer.wait_closed()
 
 
-async def _check_one(runtime: ProxyRuntime, b: Backend) -> None:
+async def _check_one(ups: Upstreams, b: Backend) -> None:
     ok, reason = await check_backend(
         b.spec.host,
         b.spec.port,
-        runtime.pool.settings,
-        runtime.backend_ssl,
-        runtime.backend_server_name(b) if runtime.backend_ssl is not None else None,
+        ups.pool.settings,
+        ups.backend_ssl,
+        ups.backend_server_name(b) if ups.backend_ssl is not None else None,
     )
-    runtime.pool.check_result(b.id, ok, runtime.clock(), reason)
+    ups.pool.check_result(b.id, ok, ups.clock(), reason)
 
 
-async def check_now(runtime: ProxyRuntime, b: Backend) -> None:
+async def check_now(ups: Upstreams, b: Backend) -> None:
     """Check `b` at once (a backend just added: it gets no traffic until this decides)."""
     if b.admin != "disabled":
-        await _check_one(runtime, b)
+        await _check_one(ups, b)
 
 
-async def health_loop(runtime: ProxyRuntime) -> None:
+async def health_loop(ups: Upstreams) -> None:
     while True:
-        targets = [b for b in runtime.pool.all() if b.admin != "disabled"]
+        targets = [b for b in ups.pool.all() if b.admin != "disabled"]
         if targets:
-            await asyncio.gather(*(_check_one(runtime, b) for b in targets))
-        await asyncio.sleep(runtime.pool.settings.health_interval_s)
+            await asyncio.gather(*(_check_one(ups, b) for b in targets))
+        await asyncio.sleep(ups.pool.settings.health_interval_s)

@@ -38,7 +38,7 @@ from parlour.proxy.headers import (
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
 __all__ = ["HttpClient", "HttpUpstream"]
 
@@ -187,8 +187,8 @@ class _State:
 class HttpUpstream(asyncio.Protocol):
     """One connection to a backend; pooled while idle."""
 
-    def __init__(self, runtime: ProxyRuntime, backend: Backend) -> None:
-        self.runtime = runtime
+    def __init__(self, upstreams: Upstreams, backend: Backend) -> None:
+        self.ups = upstreams
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -219,7 +219,7 @@ class HttpUpstream(asyncio.Protocol):
     def expired(self, now: float) -> bool:
         if self.closed:
             return True
-        if now - self.idle_since > self.runtime.pool.settings.idle_timeout_s:
+        if now - self.idle_since > self.ups.pool.settings.idle_timeout_s:
             self.close()
             return True
         return False
@@ -246,7 +246,7 @@ class HttpUpstream(asyncio.Protocol):
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=self.runtime.pool.settings.buffer_size)
+        transport.set_write_buffer_limits(high=self.ups.pool.settings.buffer_size)
 
     def data_received(self, data: bytes) -> None:
         self.backend.bytes_in += len(data)
@@ -309,9 +309,7 @@ class HttpUpstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        idle = self.runtime.idle_upstream.get(self.backend.id)
-        if idle is not None and self in idle:
-            idle.remove(self)
+        self.ups.unpark(self)
         if self.client is not None:
             self.client.upstream_lost(self, exc)
 
@@ -347,7 +345,7 @@ class HttpUpstream(asyncio.Protocol):
                 return
             if lname == b"content-length":
                 self.has_length = True
-            elif lname == b"server" and self.runtime.pool.settings.hide_server_header:
+            elif lname == b"server" and self.ups.pool.settings.hide_server_header:
                 return  # (hide_server_header: the backend's software stays private)
         self._lines.append(name + b": " + value)
 
@@ -401,9 +399,9 @@ class HttpClient(asyncio.Protocol):
     """One client connection."""
 
     def __init__(
-        self, runtime: ProxyRuntime, adopted: bytes | None = None, *, tls: bool = False
+        self, upstreams: Upstreams, adopted: bytes | None = None, *, tls: bool = False
     ) -> None:
-        self.runtime = runtime
+        self.ups = upstreams
         # a connection the fast lane hands over (already admitted), with the bytes it read
         self.adopted = adopted
         self.loop = asyncio.get_running_loop()
@@ -423,8 +421,8 @@ class HttpClient(asyncio.Protocol):
         self.out: list[bytes] = []
         self.last_activity = self.loop.time()
         self.upstream_activity = self.last_activity
-        self.max_header_bytes = runtime.config.max_header_bytes
-        self.buffer_size = runtime.pool.settings.buffer_size
+        self.max_header_bytes = upstreams.config.max_header_bytes
+        self.buffer_size = upstreams.pool.settings.buffer_size
         # parse state of the message being read
         self._parsing: _Request | None = None
         self._in_head = False
@@ -443,7 +441,7 @@ class HttpClient(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         if self.closed:
             return
-        s = self.runtime.pool.settings
+        s = self.ups.pool.settings
         if self.tunnel:
             if now - max(self.last_activity, self.upstream_activity) > s.tunnel_timeout_s:
                 log.info("websocket tunnel idle for %.0fs: closing", s.tunnel_timeout_s)
@@ -478,9 +476,7 @@ class HttpClient(asyncio.Protocol):
         if cur.sent and cur.complete and now - quiet_since > s.server_timeout_s:
             if cur.backend is not None:
                 cur.backend.response_errors += 1
-                self.runtime.pool.passive_failure(
-                    cur.backend.id, self.runtime.clock(), "response timeout"
-                )
+                self.ups.pool.passive_failure(cur.backend.id, self.ups.clock(), "response timeout")
             self._fail(504, "the backend did not answer in time")
 
     def shutdown(self) -> None:
@@ -532,22 +528,18 @@ class HttpClient(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
-        rt = self.runtime
+        ups = self.ups
         adopted = self.adopted
         if adopted is not None:  # from the fast lane: admitted and counted there
             self.adopted = None
-            rt.conns.add(self)
+            ups.conns.add(self)
             if adopted:
                 self.data_received(adopted)
             return
-        if len(rt.conns) >= rt.pool.settings.max_connections or rt.stopping:
-            rt.rejected += 1
-            transport.write(rt.error_page(503, "The proxy is at its connection limit.", busy=True))
+        if not ups.accept(self):  # (max_connections, or stopping)
+            transport.write(ups.error_page(503, "The proxy is at its connection limit.", busy=True))
             transport.close()
             self.closed = True
-            return
-        rt.conns.add(self)
-        rt.total_conns += 1
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -817,13 +809,13 @@ class HttpClient(asyncio.Protocol):
             self._dispatch(req)
 
     def _hash_key(self, head: RequestHead) -> bytes | None:
-        algo = self.runtime.pool.settings.algorithm
+        algo = self.ups.pool.settings.algorithm
         if algo == "ip_hash":
             return self.client_ip.encode()
         if algo == "uri_hash":
             return head.url
         if algo == "header_hash":
-            wanted = self.runtime.pool.settings.hash_header.lower().encode()
+            wanted = self.ups.pool.settings.hash_header.lower().encode()
             for name, value in head.headers:
                 if name.lower() == wanted:
                     return value
@@ -831,8 +823,8 @@ class HttpClient(asyncio.Protocol):
 
     def _dispatch(self, req: _Request) -> None:
         assert req.head is not None
-        rt = self.runtime
-        rt.requests += 1
+        rt = self.ups
+        rt.counters.requests += 1
         if rt.pool.settings.algorithm in _HASHED:
             req.key = self._hash_key(req.head)
         got = rt.try_acquire(req.key)
@@ -846,20 +838,21 @@ class HttpClient(asyncio.Protocol):
 
     def _use_backend(self, req: _Request, b: Backend) -> None:
         req.backend = b
-        idle = self.runtime.idle_upstream.get(b.id)
-        while idle:
-            conn = idle.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
+        while True:
+            conn: HttpUpstream | None = self.ups.take_idle(b.id)
+            if conn is None:
+                break
+            if conn.transport is None or conn.transport.is_closing():
                 continue
             conn.reused = True
             self._bind(req, conn)
             return
         # the slot on b now belongs to the connect task (it releases it on failure)
         req.backend = None
-        self.runtime.spawn(self._connect(req, b))
+        self.ups.spawn(self._connect(req, b))
 
     async def _wait_and_connect(self, req: _Request) -> None:
-        got = await self.runtime.acquire(req.key)
+        got = await self.ups.acquire(req.key)
         if isinstance(got, str):
             if req is self.cur:
                 detail = "No backend server is available right now. Please retry shortly."
@@ -868,12 +861,12 @@ class HttpClient(asyncio.Protocol):
                 self._fail(503, detail, busy=got != "down")
             return
         if req is not self.cur or self.closed:
-            self.runtime.release(got)
+            self.ups.release(got)
             return
         self._use_backend(req, got)
 
     async def _connect(self, req: _Request, b: Backend | None) -> None:
-        rt = self.runtime
+        rt = self.ups
         result = await rt.open_upstream(req.key, lambda bk: HttpUpstream(rt, bk), first=b)
         if isinstance(result, str):
             req.backend = None
@@ -903,7 +896,7 @@ class HttpClient(asyncio.Protocol):
         head = build_request_head(
             req.head,
             self.client_ip,
-            trust_forwarded=self.runtime.pool.settings.trust_forwarded,
+            trust_forwarded=self.ups.pool.settings.trust_forwarded,
             proto=self._st.proto,
             default_host=req.backend.host_header,
         )
@@ -951,31 +944,13 @@ class HttpClient(asyncio.Protocol):
         conn.client = None
         if conn.read_paused:
             conn.set_read_paused(False)
-        b = conn.backend
-        rt = self.runtime
-        if (
-            conn.closed
-            or b.health.state != "up"  # (b.state without the property call)
-            or b.admin != "enabled"
-            or rt.stopping
-            or rt.pool.find(b.id) is not b
-        ):
+        if not self.ups.park_idle(conn, self.loop.time()):  # (see Upstreams.park_idle)
             conn.close()
-            return
-        idle = rt.idle_upstream.setdefault(b.id, [])
-        # up to max_idle_upstream, or as many requests as were in flight on the backend at
-        # once in the last second or two if that is more (a burst would otherwise pay a
-        # connect per request; the extra ones age out after idle_timeout_s)
-        if len(idle) >= max(rt.config.max_idle_upstream, b.active_peak, b.active_peak_prev):
-            conn.close()
-            return
-        conn.idle_since = self.loop.time()
-        idle.append(conn)
 
     def _release_cur(self) -> None:
         req = self.cur
         if req is not None and req.backend is not None:
-            self.runtime.release(req.backend)
+            self.ups.release(req.backend)
             req.backend = None
         self.upstream = None
 
@@ -1010,7 +985,7 @@ class HttpClient(asyncio.Protocol):
         else:
             framing = "close"
         req.framing = framing
-        if framing == "close" or self.runtime.stopping:
+        if framing == "close" or self.ups.stopping:
             req.keep_alive = False
         if req.has_body and not req.complete:
             req.keep_alive = False  # answered before the body was read: cannot resync
@@ -1066,8 +1041,8 @@ class HttpClient(asyncio.Protocol):
         b = req.backend
         if b is not None:
             if b.health.passive_failures:  # (pool.passive_success: nothing to reset otherwise)
-                self.runtime.pool.passive_success(b.id, self.runtime.clock(), req.status)
-            self.runtime.release(b)
+                self.ups.pool.passive_success(b.id, self.ups.clock(), req.status)
+            self.ups.release(b)
             req.backend = None
         self.upstream = None
         if reusable:
@@ -1137,7 +1112,7 @@ class HttpClient(asyncio.Protocol):
             return
         b = req.backend
         assert req.head is not None and b is not None
-        s = self.runtime.pool.settings
+        s = self.ups.pool.settings
         decision = may_retry(
             attempt=req.attempt,
             retry_limit=s.retry_limit,
@@ -1152,10 +1127,10 @@ class HttpClient(asyncio.Protocol):
             self.upstream = None
             req.sent = False
             req.backend = None  # the slot passes to the connect task
-            self.runtime.spawn(self._connect(req, b))
+            self.ups.spawn(self._connect(req, b))
             return
         b.response_errors += 1
-        self.runtime.pool.passive_failure(b.id, self.runtime.clock(), "connection lost mid-request")
+        self.ups.pool.passive_failure(b.id, self.ups.clock(), "connection lost mid-request")
         log.warning(
             "client %s: backend %s closed before answering (%s)",
             self.client_ip,
@@ -1174,11 +1149,11 @@ class HttpClient(asyncio.Protocol):
             self.upstream.client = None
             self.upstream.abort()
             self._release_cur()
-        self.runtime.errors += 1
+        self.ups.counters.errors += 1
         if status == 503:
             log.warning("client %s: 503 %s", self.client_ip, detail)
         if not (req is not None and req.response_started):
-            self.write(self.runtime.error_page(status, detail, busy=busy))
+            self.write(self.ups.error_page(status, detail, busy=busy))
         self._close()
 
     def _close(self) -> None:
@@ -1187,7 +1162,7 @@ class HttpClient(asyncio.Protocol):
         if self.corked:
             self.uncork()
         self.closed = True
-        self.runtime.conns.discard(self)
+        self.ups.forget(self)
         if self.upstream is not None:
             up = self.upstream
             up.client = None

@@ -23,7 +23,7 @@ from parlour.proxy.proxy_protocol import proxy_header
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
 __all__ = ["TcpClient", "TcpUpstream"]
 
@@ -68,10 +68,10 @@ class TcpUpstream(asyncio.Protocol):
 
 
 class TcpClient(asyncio.Protocol):
-    def __init__(self, runtime: ProxyRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, upstreams: Upstreams) -> None:
+        self.ups = upstreams
         self.loop = asyncio.get_running_loop()
-        self.buffer_size = runtime.pool.settings.buffer_size
+        self.buffer_size = upstreams.pool.settings.buffer_size
         self.transport: asyncio.Transport | None = None
         self.upstream: TcpUpstream | None = None
         self.backend: Backend | None = None
@@ -91,7 +91,7 @@ class TcpClient(asyncio.Protocol):
         return not self.closed
 
     def check_timeouts(self, now: float) -> None:
-        s = self.runtime.pool.settings
+        s = self.ups.pool.settings
         limit = (
             s.tunnel_timeout_s
             if self.upstream is not None
@@ -108,38 +108,34 @@ class TcpClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.buffer_size)
-        rt = self.runtime
-        if len(rt.conns) >= rt.pool.settings.max_connections:
-            rt.rejected += 1
+        if not self.ups.accept(self):  # (max_connections, or stopping)
             transport.abort()
             self.closed = True
             return
-        rt.conns.add(self)
-        rt.total_conns += 1
-        self._task = self.runtime.spawn(self._connect())
+        self._task = self.ups.spawn(self._connect())
 
     async def _connect(self) -> None:
         assert self.transport is not None
         peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
         key = str(peer[0]).encode()
-        result = await self.runtime.open_upstream(key, lambda b: TcpUpstream(self, b))
+        result = await self.ups.open_upstream(key, lambda b: TcpUpstream(self, b))
         if isinstance(result, str):
-            self.runtime.errors += 1
+            self.ups.counters.errors += 1
             log.warning("tcp client %s: no backend (%s): closing", peer[0], result)
             self._close()
             return
         backend, transport, protocol = result
         if self.closed:
             transport.close()
-            self.runtime.release(backend)
+            self.ups.release(backend)
             return
         self.backend = backend
         self.upstream = protocol
         backend.requests += 1
-        if self.runtime.config.proxy_protocol:
+        if self.ups.config.proxy_protocol:
             sock = self.transport.get_extra_info("sockname") or ("0.0.0.0", 0)
             header = proxy_header(
-                self.runtime.config.proxy_protocol, (peer[0], peer[1]), (sock[0], sock[1])
+                self.ups.config.proxy_protocol, (peer[0], peer[1]), (sock[0], sock[1])
             )
             transport.write(header)
             backend.bytes_out += len(header)
@@ -213,14 +209,14 @@ class TcpClient(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.runtime.conns.discard(self)
+        self.ups.forget(self)
         if self.transport is not None:
             self.transport.close()
         up = self.upstream
         if up is not None and up.transport is not None:
             up.transport.close()
         if self.backend is not None:
-            self.runtime.release(self.backend)
+            self.ups.release(self.backend)
             self.backend = None
         if self._task is not None and not self._task.done() and self.upstream is None:
             self._task.cancel()
