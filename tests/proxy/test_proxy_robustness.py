@@ -412,9 +412,12 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
         conn = next(iter(rt.upstreams.conns))
         upstream = conn.upstream  # type: ignore[attr-defined]
         assert upstream is not None and upstream.transport is not None
-        # bounded: the proxy holds at most about one buffer's worth, the rest stays in
-        # the client's socket buffers (the upload is blocked, far from complete)
-        assert upstream.transport.get_write_buffer_size() <= buffer_size + 2 * len(block)
+        # bounded: the proxy holds at most about one buffer's worth plus what one read
+        # brought in (asyncio reads up to 256 KiB at once; a loaded machine lets that much
+        # gather in the socket), the rest stays in the client's socket buffers (the
+        # upload is blocked, far from complete)
+        one_read = 256 * 1024
+        assert upstream.transport.get_write_buffer_size() <= buffer_size + one_read + len(block)
         assert conn.buffered <= buffer_size  # type: ignore[attr-defined]
         assert not up_task.done() and sent < total // 4
         up_task.cancel()

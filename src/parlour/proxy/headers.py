@@ -200,8 +200,9 @@ _RESPONSE_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
 _REQUEST_LENGTHS = frozenset(len(n) for n in _REQUEST_FIELDS)
 _RESPONSE_LENGTHS = frozenset(len(n) for n in _RESPONSE_FIELDS)
 # for the relay, which classifies response fields as llhttp reports them: names of these
-# lengths may be hop-by-hop or Content-Length, no other name needs lower()
-RESPONSE_SPECIAL_LENGTHS = _RESPONSE_LENGTHS
+# lengths may be hop-by-hop or Content-Length, no other name needs lower() (Server is
+# looked at only when hide_server_header is on)
+RESPONSE_SPECIAL_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP) | {len(b"content-length")}
 RESPONSE_HOP_BY_HOP = HOP_BY_HOP
 
 

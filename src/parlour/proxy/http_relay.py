@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
@@ -23,7 +22,6 @@ import httptools
 
 from parlour.proxy.admission import may_retry
 from parlour.proxy.headers import (
-    REQUEST_LINE,
     RESPONSE_HOP_BY_HOP,
     RESPONSE_SPECIAL_LENGTHS,
     BadRequest,
@@ -35,6 +33,14 @@ from parlour.proxy.headers import (
     status_line,
     validate_request,
 )
+from parlour.proxy.http_rules import (
+    RequestScan,
+    chunk,
+    client_wait,
+    request_keep_alive,
+    response_framing,
+    response_keep_alive,
+)
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
@@ -45,7 +51,6 @@ __all__ = ["HttpClient", "HttpUpstream"]
 log = logging.getLogger("parlour.proxy")
 
 MAX_PIPELINED = 16
-_NO_BODY_STATUS = frozenset({204, 304})
 _SPECIAL_LENGTHS = RESPONSE_SPECIAL_LENGTHS
 _HOP_BY_HOP = RESPONSE_HOP_BY_HOP
 _connection_named = connection_named
@@ -53,76 +58,8 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _HASHED = frozenset({"ip_hash", "uri_hash", "header_hash"})
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
 class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at a message boundary."""
-
-
-_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]*")
-
-
-class _ChunkScan:
-    """Follows the framing of a chunked request body (already checked by llhttp, read by
-    read) only to find the offset where the message ends in the read that completes it:
-    httptools reports no offsets, and a pipelined request after it must have its request
-    line checked like the first one."""
-
-    __slots__ = ("digits", "left", "phase")
-
-    def __init__(self) -> None:
-        self.phase = 0  # 0 size digits, 1 rest of size line, 2 data + CRLF,
-        # 3 at a trailer line start, 4 in a trailer line, 5 CR of the final empty line seen
-        self.digits = b""
-        self.left = 0
-
-    def feed(self, data: bytes, pos: int) -> int:
-        """Scan data[pos:]; the offset just past the message, or -1 if it goes on."""
-        n = len(data)
-        while pos < n:
-            phase = self.phase
-            if phase <= 1:
-                nl = data.find(b"\n", pos)
-                stop = n if nl < 0 else nl
-                if phase == 0:
-                    m = _HEX_DIGITS.match(data, pos, stop)
-                    assert m is not None  # (matches the empty string at least)
-                    self.digits += m.group()
-                    if m.end() < stop:
-                        self.phase = 1
-                if nl < 0:
-                    return -1
-                size = int(self.digits or b"0", 16)
-                self.digits = b""
-                pos = nl + 1
-                if size:
-                    self.phase = 2
-                    self.left = size + 2
-                else:
-                    self.phase = 3
-            elif phase == 2:
-                take = min(self.left, n - pos)
-                pos += take
-                self.left -= take
-                if not self.left:
-                    self.phase = 0
-            elif phase == 3:
-                if data[pos] == 13:
-                    self.phase = 5
-                    pos += 1
-                else:
-                    self.phase = 4
-            elif phase == 4:
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    return -1
-                pos = nl + 1
-                self.phase = 3
-            else:
-                return pos + 1  # (the LF llhttp has checked)
-        return -1
 
 
 class _Request:
@@ -147,43 +84,6 @@ class _Request:
     status = 0  # of the final response
 
 
-class _State:
-    """More of HttpClient's state, in a slotted object of its own: a 30th instance
-    attribute on HttpClient made every request of the relay loop bench ~6% slower
-    (measured: CPython 3.11's instance dict then no longer serves the fast attribute
-    paths; keep HttpClient at 29 instance attributes).
-
-    Mostly where messages sit in the read being parsed (httptools gives no offsets), so
-    that a request line pipelined behind another in the same read is checked too."""
-
-    __slots__ = (
-        "body_here",
-        "body_start",
-        "chunks",
-        "data",
-        "line",
-        "msg_pos",
-        "multi",
-        "out_paused_at",
-        "proto",
-        "tail",
-    )
-
-    def __init__(self, proto: str = "http") -> None:
-        self.proto = proto  # "https" on a TLS listener (X-Forwarded-Proto)
-        # when output to the client stalled (its write buffer went over high water);
-        # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
-        self.out_paused_at = 0.0
-        self.line: bytes | None = None  # a request line still arriving
-        self.data = b""  # the read being parsed
-        self.multi = False  # it may hold more than the end of one message
-        self.msg_pos = 0  # offset of the message being parsed, -1: began in an earlier read
-        self.body_start = 0  # offset where its body starts (0: in an earlier read)
-        self.body_here = 0  # its Content-Length body bytes in this read
-        self.tail = b""  # last bytes of a head still arriving (its end may straddle reads)
-        self.chunks: _ChunkScan | None = None
-
-
 class HttpUpstream(asyncio.Protocol):
     """One connection to a backend; pooled while idle."""
 
@@ -203,6 +103,7 @@ class HttpUpstream(asyncio.Protocol):
         self._drop: set[bytes] | None = None  # fields to leave out (rare)
         self.chunked = False
         self.has_length = False
+        self.hide_server = False  # (read per response from the settings)
         # the response to a HEAD ends at its head, whatever Content-Length says; llhttp
         # (through httptools) cannot be told, so the relay ends it after `feed_data`
         self.skip_body = False
@@ -330,6 +231,7 @@ class HttpUpstream(asyncio.Protocol):
         self.chunked = False
         self.has_length = False
         self._drop = None
+        self.hide_server = self.ups.pool.settings.hide_server_header
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -345,8 +247,8 @@ class HttpUpstream(asyncio.Protocol):
                 return
             if lname == b"content-length":
                 self.has_length = True
-            elif lname == b"server" and self.ups.pool.settings.hide_server_header:
-                return  # (hide_server_header: the backend's software stays private)
+        elif self.hide_server and len(name) == 6 and name.lower() == b"server":
+            return  # (hide_server_header: the backend's software stays private)
         self._lines.append(name + b": " + value)
 
     def _hop_field(self, lname: bytes, name: bytes, value: bytes) -> None:
@@ -390,8 +292,8 @@ class HttpUpstream(asyncio.Protocol):
         self.done = True
         # an HTTP/1.0 message with Transfer-Encoding has faulty framing: close after it
         # (RFC 9112 §6.1), whatever its Connection field says
-        self.done_keep_alive = self.parser.should_keep_alive() and not (
-            self.chunked and self.parser.get_http_version() == "1.0"
+        self.done_keep_alive = response_keep_alive(
+            self.parser.should_keep_alive(), self.chunked, self.parser.get_http_version()
         )
 
 
@@ -421,17 +323,21 @@ class HttpClient(asyncio.Protocol):
         self.out: list[bytes] = []
         self.last_activity = self.loop.time()
         self.upstream_activity = self.last_activity
-        self.max_header_bytes = upstreams.config.max_header_bytes
         self.buffer_size = upstreams.pool.settings.buffer_size
-        # parse state of the message being read
+        self.proto = "https" if tls else "http"  # (X-Forwarded-Proto)
+        # when output to the client stalled (its write buffer went over high water);
+        # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
+        self.out_paused_at = 0.0
+        # parse state of the message being read (keep HttpClient at 29 instance
+        # attributes: a 30th made every request of the relay loop bench ~6% slower, as
+        # CPython 3.11's instance dict then no longer serves the fast attribute paths)
         self._parsing: _Request | None = None
         self._in_head = False
         self._head_started = 0.0
-        self._head_size = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._rejected = False
-        self._st = _State("https" if tls else "http")
+        self._st = RequestScan(upstreams.config.max_header_bytes)
 
     # ============================================================ Reapable
     @property
@@ -442,42 +348,36 @@ class HttpClient(asyncio.Protocol):
         if self.closed:
             return
         s = self.ups.pool.settings
-        if self.tunnel:
-            if now - max(self.last_activity, self.upstream_activity) > s.tunnel_timeout_s:
-                log.info("websocket tunnel idle for %.0fs: closing", s.tunnel_timeout_s)
-                self._close()
-            return
-        paused_at = self._st.out_paused_at
-        if paused_at:
-            # the client is not taking its output, so the proxy is not reading the backend
-            # either: the client's timeout counts, from when it last took bytes; a response
-            # is under way (no error page) and the backend is not to blame
-            if now - paused_at > s.client_timeout_s:
-                log.info(
-                    "client %s: took no response bytes for %.0fs (client timeout): closing",
-                    self.client_ip,
-                    s.client_timeout_s,
-                )
-                self._close()
-            return
-        if self._in_head and now - self._head_started > s.client_timeout_s:
-            log.info("client %s: request head not complete in time: 408", self.client_ip)
-            self._fail(408, "request head not received in time")
-            return
         cur = self.cur
-        if cur is None:
-            if not self.queue and not self._in_head and now - self.last_activity > s.idle_timeout_s:
-                self._close()
+        wait = client_wait(
+            now,
+            tunnel=self.tunnel,
+            output_paused_at=self.out_paused_at,
+            in_head=self._in_head,
+            head_started=self._head_started,
+            request=cur is not None,
+            queued=bool(self.queue),
+            request_complete=cur is not None and cur.complete,
+            request_sent=cur is not None and cur.sent,
+            last_client=self.last_activity,
+            last_backend=self.upstream_activity,
+            client_timeout_s=s.client_timeout_s,
+            server_timeout_s=s.server_timeout_s,
+            idle_timeout_s=s.idle_timeout_s,
+            tunnel_timeout_s=s.tunnel_timeout_s,
+        )
+        if wait.action == "ok":
             return
-        if not cur.complete and now - self.last_activity > s.client_timeout_s:
-            self._fail(408, "request body not received in time")
+        if wait.action == "close":
+            if wait.detail != "idle":
+                log.info("client %s: %s: closing", self.client_ip, wait.detail)
+            self._close()
             return
-        quiet_since = max(self.upstream_activity, self.last_activity)
-        if cur.sent and cur.complete and now - quiet_since > s.server_timeout_s:
-            if cur.backend is not None:
-                cur.backend.response_errors += 1
-                self.ups.pool.passive_failure(cur.backend.id, self.ups.clock(), "response timeout")
-            self._fail(504, "the backend did not answer in time")
+        log.info("client %s: %d %s", self.client_ip, wait.status, wait.detail)
+        if wait.blame_backend and cur is not None and cur.backend is not None:
+            cur.backend.response_errors += 1
+            self.ups.pool.passive_failure(cur.backend.id, self.ups.clock(), "response timeout")
+        self._fail(wait.status, wait.detail)
 
     def shutdown(self) -> None:
         self._close()
@@ -496,12 +396,12 @@ class HttpClient(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def pause_writing(self) -> None:
-        self._st.out_paused_at = self.loop.time()
+        self.out_paused_at = self.loop.time()
         if self.upstream is not None:
             self.upstream.set_read_paused(True)
 
     def resume_writing(self) -> None:
-        self._st.out_paused_at = 0.0
+        self.out_paused_at = 0.0
         # the proxy reads the backend again: from now on the wait is on it
         self.upstream_activity = self.loop.time()
         if self.upstream is not None:
@@ -554,37 +454,11 @@ class HttpClient(asyncio.Protocol):
             return
         if self._rejected or self.closed:
             return
-        st = self._st
-        st.data = data
-        if self._parsing is None and st.line is None:
-            # the usual case inline: a whole request line at the start of the read
-            end = data.find(b"\n", 0, self.max_header_bytes)
-            if end < 0 or data[0] == 13 or not REQUEST_LINE.match(data, 0, end):
-                self._check_first_line(data)  # (pieces, leading CRLF, or bad)
-                if self._rejected:
-                    self._pump()
-                    return
-            self._head_size += len(data)
-            st.msg_pos = 0
-            # a read whose first empty line ends it holds at most one message, ending
-            # there (the usual case): no other request line to find in it
-            st.multi = data.find(b"\r\n\r\n") != len(data) - 4
-        else:
-            st.multi = True
-            if self._parsing is None:
-                st.msg_pos = 0
-            else:  # a message that began in an earlier read goes on
-                st.msg_pos = -1
-                st.body_start = st.body_here = 0
-            if self._parsing is None or st.line is not None:
-                self._check_first_line(data)
-                if self._rejected:
-                    self._pump()
-                    return
-                if self._in_head or self._parsing is None:
-                    self._head_size += len(data)
-            elif self._in_head:
-                self._head_size += len(data)
+        bad = self._st.start(data, self._parsing is not None, self._in_head)
+        if bad is not None:
+            self._reject(bad)
+            self._pump()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -594,94 +468,13 @@ class HttpClient(asyncio.Protocol):
                 self._buffer_early(rest)
         except httptools.HttpParserError as exc:
             self._reject(f"malformed request: {exc}")  # (already done for _StopParsing)
+        st = self._st
         if self._parsing is not None and not self._rejected:  # a message goes on: rare
-            if self._in_head:
-                st.tail = (st.tail + data)[-3:]
-            elif st.chunks is not None:
-                st.chunks.feed(data, st.body_start)
-        if self._in_head and self._head_size > self.max_header_bytes:
+            st.end(True, self._in_head)
+        if self._in_head and st.head_size > st.max_header_bytes:
             self._reject("request head too large")
         if self.cur is None and self.queue:
             self._pump()
-
-    def _check_first_line(self, data: bytes) -> None:
-        """Check the request line once it is complete, even when it arrives in pieces."""
-        buf = data if self._st.line is None else self._st.line + data
-        start = 0
-        while buf.startswith(b"\r\n", start):
-            start += 2
-        end = buf.find(b"\n", start, start + self.max_header_bytes)
-        if end < 0:
-            if len(buf) - start > self.max_header_bytes:
-                self._st.line = None
-                self._reject("request line too long")
-            else:
-                self._st.line = buf  # wait for the rest (bounded by max_header_bytes)
-            return
-        self._st.line = None
-        if not REQUEST_LINE.match(buf, start, end):  # (headers.check_request_line)
-            self._reject("malformed request line")
-
-    def _locate_body(self) -> None:
-        """Where the head that just ended ends in this read: at its first empty line
-        (llhttp allows only CRLF line ends), which may straddle reads."""
-        st = self._st
-        pos = st.msg_pos
-        if pos >= 0:
-            data = st.data
-            while data[pos] == 13 or data[pos] == 10:  # (empty lines before the request)
-                pos += 1
-            st.body_start = data.find(b"\r\n\r\n", pos) + 4
-        else:
-            tail = st.tail
-            st.body_start = (tail + st.data).find(b"\r\n\r\n") + 4 - len(tail)
-        st.tail = b""
-        st.body_here = 0
-
-    def _after_message(self, head: RequestHead) -> None:
-        """A message ended in a read that may hold more: find where it ended, and check
-        the request line that follows it."""
-        st = self._st
-        data = st.data
-        if head.chunked:
-            chunks = st.chunks
-            st.chunks = None
-            assert chunks is not None
-            end = chunks.feed(data, st.body_start)
-            if end < 0:  # (cannot happen: llhttp has just ended the body)
-                self._reject("cannot find the end of a chunked body")
-                raise _StopParsing
-        else:
-            end = st.body_start + st.body_here
-        if end < len(data):
-            self._check_next_line(data, end)
-
-    def _check_next_line(self, data: bytes, pos: int) -> None:
-        """A message ended at data[pos] and more follows in the same read: check the next
-        request line like the first one of a read (llhttp would take what it tolerates)."""
-        n = len(data)
-        while pos < n and (data[pos] == 13 or data[pos] == 10):
-            if data.startswith(b"\r\n", pos):
-                pos += 2
-            elif pos + 1 == n and data[pos] == 13:
-                break  # a CR whose LF has not arrived yet
-            else:
-                break  # (a stray CR or LF: llhttp rejects it, or the line check does)
-        if pos >= n:
-            return
-        st = self._st
-        st.msg_pos = pos
-        st.tail = b""
-        end = data.find(b"\n", pos, pos + self.max_header_bytes)
-        if end < 0:
-            if n - pos > self.max_header_bytes:
-                self._reject("request line too long")
-                raise _StopParsing
-            st.line = data[pos:]  # checked when the rest arrives (`_check_first_line`)
-            return
-        if not REQUEST_LINE.match(data, pos, end):
-            self._reject("malformed request line")
-            raise _StopParsing
 
     def _buffer_early(self, data: bytes) -> None:
         self.early.append(data)
@@ -725,20 +518,20 @@ class HttpClient(asyncio.Protocol):
         req = self._parsing
         assert req is not None
         self._in_head = False
-        size = self._head_size
-        self._head_size = 0
-        if self._rejected:
-            return
         st = self._st
+        if self._rejected:
+            st.head_size = 0
+            return
+        too_large = st.head_size > st.max_header_bytes and st.head_too_large(
+            self._url, self._headers
+        )
         if st.multi:
-            self._locate_body()
+            st.head_ended()
+        else:  # (the usual read: one whole head, nothing to locate)
+            st.head_size = 0
         p = self.parser
         try:
-            if (
-                size > self.max_header_bytes
-                and sum(len(n) + len(v) + 4 for n, v in self._headers) + len(self._url)
-                > self.max_header_bytes
-            ):
+            if too_large:
                 raise BadRequest("request head too large")
             method = p.get_method()
             head = validate_request(
@@ -752,18 +545,12 @@ class HttpClient(asyncio.Protocol):
             self._reject(str(exc))
             return
         req.head = head
-        # HTTP/1.0 with Transfer-Encoding: faulty framing, close after the answer
-        # (RFC 9112 §6.1); an upgrade ends as a tunnel
-        req.keep_alive = (
-            p.should_keep_alive()
-            and not head.upgrade
-            and not (head.chunked and head.version == "1.0")
+        req.keep_alive = request_keep_alive(
+            p.should_keep_alive(), head.upgrade, head.chunked, head.version
         )
         req.has_body = head.chunked or bool(head.content_length)
         if head.chunked:
-            st.chunks = _ChunkScan()
-            if not st.multi:  # (the head ends the read)
-                st.body_start = len(st.data)
+            st.chunked_body()
         self.queue.append(req)
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading("pipeline")
@@ -787,16 +574,24 @@ class HttpClient(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self._parsing
         self._parsing = None
-        self._head_size = 0
+        st = self._st
         if req is None or req.error is not None or self._rejected:
+            st.head_size = 0
             return
         req.complete = True
         head = req.head
         assert head is not None
         if req is self.cur and req.sent and self.upstream is not None and head.chunked:
             self._write_upstream(b"0\r\n\r\n")
-        if self._st.multi and not head.upgrade:  # (after an upgrade: tunnel data)
-            self._after_message(head)
+        st.head_size = 0
+        if not st.multi:  # (the usual read: nothing after this message)
+            return
+        bad = st.message_ended(head.chunked, head.upgrade)
+        if bad is not None:
+            # the request line pipelined behind it is bad: it (and what follows) gets 400;
+            # stop llhttp here, before it takes what it would tolerate
+            self._reject(bad)
+            raise _StopParsing
 
     # =========================================================== dispatch
     def _pump(self) -> None:
@@ -897,7 +692,7 @@ class HttpClient(asyncio.Protocol):
             req.head,
             self.client_ip,
             trust_forwarded=self.ups.pool.settings.trust_forwarded,
-            proto=self._st.proto,
+            proto=self.proto,
             default_host=req.backend.host_header,
         )
         chunked = req.head.chunked
@@ -913,7 +708,7 @@ class HttpClient(asyncio.Protocol):
         parts = [head]
         while pending:
             piece = pending.popleft()
-            parts.append(_chunk(piece) if chunked else piece)
+            parts.append(chunk(piece) if chunked else piece)
         self.buffered -= req.body_bytes
         req.body_bytes = 0
         if req.complete and chunked:
@@ -937,7 +732,7 @@ class HttpClient(asyncio.Protocol):
 
     def _send_body(self, req: _Request, body: bytes) -> None:
         assert req.head is not None
-        self._write_upstream(_chunk(body) if req.head.chunked else body)
+        self._write_upstream(chunk(body) if req.head.chunked else body)
 
     def _park(self, conn: HttpUpstream) -> None:
         """Return a connection to its backend's idle pool (only if healthy and wanted)."""
@@ -971,19 +766,12 @@ class HttpClient(asyncio.Protocol):
         req.status = status
         if req.backend is not None:
             req.backend.latencies_ms.append((perf_counter() - req.sent_at) * 1000.0)
-        if status == 101:
-            if not head.upgrade:
-                self.upstream_broken(up, "backend switched protocols unasked")
-                return
-            framing = "upgrade"
-        elif head.method == "HEAD" or status in _NO_BODY_STATUS:
-            framing = "none"
-        elif up.chunked:
-            framing = "chunked" if version == "1.1" else "close"
-        elif up.has_length:
-            framing = "length"
-        else:
-            framing = "close"
+        framing = response_framing(
+            head.method, status, version, head.upgrade, up.chunked, up.has_length
+        )
+        if framing is None:
+            self.upstream_broken(up, "backend switched protocols unasked")
+            return
         req.framing = framing
         if framing == "close" or self.ups.stopping:
             req.keep_alive = False
@@ -1016,7 +804,7 @@ class HttpClient(asyncio.Protocol):
         if framing == "none":
             return
         if framing == "chunked":
-            body = _chunk(body)
+            body = chunk(body)
         if self.corked:
             self.out.append(body)
         else:
