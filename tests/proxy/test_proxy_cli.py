@@ -273,3 +273,15 @@ def test_operator_mistakes_get_a_one_line_error(
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert message in out.stderr
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[2] / "examples").glob("proxy*.toml"))
+)
+def test_example_configurations_load(name: str) -> None:
+    """The example files in examples/ stay valid as the configuration grows."""
+    cfg = load_config(Path(__file__).parents[2] / "examples" / name)
+    assert cfg.backends
+    if name == "proxy-tls.toml":
+        assert cfg.tls is not None and cfg.tls.sni and cfg.backend_tls is not None
+        assert cfg.admin_tls_cert is not None

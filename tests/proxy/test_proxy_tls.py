@@ -472,11 +472,15 @@ def test_unusable_files_are_named_in_the_error(pki: Certs, tmp_path: Path) -> No
     leaf, other = pki.leaf("localhost"), pki.leaf("other.example")
     cases = {
         str(tmp_path / "missing.pem"): "no such file",
-        str(leaf.key): "cannot load the certificate",  # a key where the cert should be
+        str(leaf.key): "is not a PEM certificate",  # a key where the cert should be
     }
     for cert, message in cases.items():
         with pytest.raises(TlsError, match=message):
             ServerTls(TlsConfig(CertSpec(cert, str(leaf.key))))
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("garbage\n")
+    with pytest.raises(TlsError, match=f"the key {garbage} is not a PEM private key"):
+        ServerTls(TlsConfig(CertSpec(str(leaf.cert), str(garbage))))
     with pytest.raises(TlsError, match="does not belong"):
         ServerTls(TlsConfig(CertSpec(str(leaf.cert), str(other.key))))
     twice = CertSpec(str(other.cert), str(other.key))

@@ -163,9 +163,27 @@ def _load_chain(ctx: ssl.SSLContext, cert: str, key: str) -> None:
         reason = exc.reason or str(exc)
         if "KEY_VALUES_MISMATCH" in str(exc) or reason == "KEY_VALUES_MISMATCH":
             raise TlsError(f"the key {key} does not belong to the certificate {cert}") from None
-        raise TlsError(f"cannot load the certificate {cert} / key {key}: {reason}") from None
+        raise TlsError(_which_file(cert, key, reason)) from None
     except (OSError, ValueError) as exc:
         raise TlsError(f"cannot load the certificate {cert} / key {key}: {exc}") from None
+
+
+def _which_file(cert: str, key: str, reason: str) -> str:
+    """Say which of the two files OpenSSL's "PEM lib" error is about."""
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is not None:
+        try:
+            decode(cert)
+        except (OSError, ssl.SSLError, ValueError):
+            return f"the certificate {cert} is not a PEM certificate"
+    try:
+        with open(key, "rb") as f:
+            text = f.read(1 << 20)
+    except OSError as exc:
+        return f"cannot read the key {key}: {exc.strerror or exc}"
+    if b"PRIVATE KEY-----" not in text:
+        return f"the key {key} is not a PEM private key"
+    return f"cannot load the certificate {cert} / key {key}: {reason}"
 
 
 def _harden(ctx: ssl.SSLContext, min_version: str) -> None:
