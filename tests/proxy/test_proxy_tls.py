@@ -22,7 +22,14 @@ from typing import Literal
 import aiohttp
 import pytest
 from aiohttp import web
-from proxy_helpers import Backend, BackendFactory, ProxyFactory, backend_app, wait_state
+from proxy_helpers import (
+    Backend,
+    BackendFactory,
+    ProxyFactory,
+    backend_app,
+    start_backend,
+    wait_state,
+)
 from raw_backend import TIMEOUT, Resp, read_response
 from tls_helpers import Certs, client_context
 
@@ -498,3 +505,52 @@ def test_pick_certificate_prefers_exact_names_and_wildcards_cover_one_label() ->
     assert pick_certificate("example.com", table) is None
     assert pick_certificate(None, table) is None
     assert pick_certificate("", table) is None
+
+
+# ============================================================== reads into a shared buffer
+
+
+def test_tls_reads_share_one_buffer_and_stay_intact_on_uvloop(pki: Certs) -> None:
+    """TLS relays read decrypted data into one shared buffer (uvloop otherwise allocates
+    256 KiB per read, which glibc may serve with mmap/mremap/munmap every time): bodies
+    larger than the buffer, from clients taking turns, arrive intact."""
+    import uvloop
+
+    from parlour.proxy.http_relay import TlsHttpClient
+
+    async def main() -> None:
+        backend = await start_backend("echo")
+        cfg = ProxyConfig(
+            listen_port=0,
+            admin_port=None,
+            settings=ProxySettings(health_interval_s=60.0),
+            backends=(backend.spec,),
+            tls=tls_config(pki),
+        )
+        rt = ProxyRuntime(cfg)
+        await rt.start()
+        try:
+            ctx = client_context(pki.ca)
+            async with (
+                tls_client(rt.listen_port or 0, ctx) as one,
+                tls_client(rt.listen_port or 0, ctx) as two,
+            ):
+                (client,) = [c for c in rt.upstreams.conns if isinstance(c, TlsHttpClient)][:1]
+                assert isinstance(client, asyncio.BufferedProtocol)
+                assert not isinstance(client, asyncio.Protocol)
+                bodies = {one: bytes(range(256)) * 2500, two: b"xyz" * 200_000}
+                for conn, body in bodies.items():
+                    conn[1].write(
+                        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    )
+                for i in range(0, 640_000, 50_000):  # the two uploads interleave
+                    for conn, body in bodies.items():
+                        conn[1].write(body[i : i + 50_000])
+                for conn, body in bodies.items():
+                    got = await read_response(conn[0])
+                    assert (got.status, got.body) == (200, body)
+        finally:
+            await rt.stop(drain_timeout_s=0.5)
+            await backend.stop()
+
+    uvloop.run(main())

@@ -41,12 +41,13 @@ from parlour.proxy.http_rules import (
     response_framing,
     response_keep_alive,
 )
+from parlour.proxy.tls_reads import DecryptedReads
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
     from parlour.proxy.upstreams import Upstreams
 
-__all__ = ["HttpClient", "HttpUpstream"]
+__all__ = ["HttpClient", "HttpUpstream", "TlsHttpClient", "TlsHttpUpstream"]
 
 log = logging.getLogger("parlour.proxy")
 
@@ -84,8 +85,10 @@ class _Request:
     status = 0  # of the final response
 
 
-class HttpUpstream(asyncio.Protocol):
-    """One connection to a backend; pooled while idle."""
+class HttpUpstream(asyncio.BaseProtocol):
+    """One connection to a backend; pooled while idle. (A BaseProtocol with
+    `data_received`, not an `asyncio.Protocol`: `TlsHttpUpstream` adds buffered reads,
+    which uvloop ignores for Protocol subclasses.)"""
 
     def __init__(self, upstreams: Upstreams, backend: Backend) -> None:
         self.ups = upstreams
@@ -297,8 +300,8 @@ class HttpUpstream(asyncio.Protocol):
         )
 
 
-class HttpClient(asyncio.Protocol):
-    """One client connection."""
+class HttpClient(asyncio.BaseProtocol):
+    """One client connection (a BaseProtocol with `data_received`: see HttpUpstream)."""
 
     def __init__(
         self, upstreams: Upstreams, adopted: bytes | None = None, *, tls: bool = False
@@ -662,7 +665,8 @@ class HttpClient(asyncio.Protocol):
 
     async def _connect(self, req: _Request, b: Backend | None) -> None:
         rt = self.ups
-        result = await rt.open_upstream(req.key, lambda bk: HttpUpstream(rt, bk), first=b)
+        kind = HttpUpstream if rt.backend_ssl is None else TlsHttpUpstream
+        result = await rt.open_upstream(req.key, lambda bk: kind(rt, bk), first=b)
         if isinstance(result, str):
             req.backend = None
             if req is self.cur:
@@ -986,3 +990,11 @@ class HttpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()
+
+
+class TlsHttpClient(HttpClient, DecryptedReads):
+    """A client connection on a TLS listener (reads decrypted into the shared buffer)."""
+
+
+class TlsHttpUpstream(HttpUpstream, DecryptedReads):
+    """A connection to a backend over TLS (reads decrypted into the shared buffer)."""

@@ -409,16 +409,18 @@ class ProxyRuntime:
             self.data_plane = "fast lane (native)"
             log.info("data plane: %s", self.data_plane)
             return
-        factory: Callable[[], asyncio.Protocol]
+        factory: Callable[[], asyncio.BaseProtocol]
         tls = self.tls is not None
         if self.config.mode == "tcp":
-            from parlour.proxy.tcp_relay import TcpClient
+            from parlour.proxy.tcp_relay import TcpClient, TlsTcpClient
 
-            factory = lambda: TcpClient(ups)  # noqa: E731
+            tcp = TlsTcpClient if tls else TcpClient
+            factory = lambda: tcp(ups)  # noqa: E731
         else:
-            from parlour.proxy.http_relay import HttpClient
+            from parlour.proxy.http_relay import HttpClient, TlsHttpClient
 
-            factory = lambda: HttpClient(ups, tls=tls)  # noqa: E731
+            http = TlsHttpClient if tls else HttpClient
+            factory = lambda: http(ups, tls=tls)  # noqa: E731
         server_ssl = None
         if self.tls is not None:
             server_ssl = self.tls.context()

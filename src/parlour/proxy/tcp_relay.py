@@ -20,17 +20,18 @@ from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from parlour.proxy.proxy_protocol import proxy_header
+from parlour.proxy.tls_reads import DecryptedReads
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
     from parlour.proxy.upstreams import Upstreams
 
-__all__ = ["TcpClient", "TcpUpstream"]
+__all__ = ["TcpClient", "TcpUpstream", "TlsTcpClient", "TlsTcpUpstream"]
 
 log = logging.getLogger("parlour.proxy")
 
 
-class TcpUpstream(asyncio.Protocol):
+class TcpUpstream(asyncio.BaseProtocol):
     def __init__(self, client: TcpClient, backend: Backend) -> None:
         self.client = client
         self.backend = backend
@@ -67,7 +68,7 @@ class TcpUpstream(asyncio.Protocol):
             self.client.transport.resume_reading()
 
 
-class TcpClient(asyncio.Protocol):
+class TcpClient(asyncio.BaseProtocol):
     def __init__(self, upstreams: Upstreams) -> None:
         self.ups = upstreams
         self.loop = asyncio.get_running_loop()
@@ -118,7 +119,8 @@ class TcpClient(asyncio.Protocol):
         assert self.transport is not None
         peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
         key = str(peer[0]).encode()
-        result = await self.ups.open_upstream(key, lambda b: TcpUpstream(self, b))
+        kind = TcpUpstream if self.ups.backend_ssl is None else TlsTcpUpstream
+        result = await self.ups.open_upstream(key, lambda b: kind(self, b))
         if isinstance(result, str):
             self.ups.counters.errors += 1
             log.warning("tcp client %s: no backend (%s): closing", peer[0], result)
@@ -220,3 +222,11 @@ class TcpClient(asyncio.Protocol):
             self.backend = None
         if self._task is not None and not self._task.done() and self.upstream is None:
             self._task.cancel()
+
+
+class TlsTcpClient(TcpClient, DecryptedReads):
+    """A client connection on a TLS listener (reads decrypted into the shared buffer)."""
+
+
+class TlsTcpUpstream(TcpUpstream, DecryptedReads):
+    """A connection to a backend over TLS (reads decrypted into the shared buffer)."""

@@ -222,7 +222,7 @@ class Upstreams:
     async def open_upstream(
         self,
         key: bytes | None,
-        factory: Callable[[Backend], asyncio.Protocol],
+        factory: Callable[[Backend], asyncio.BaseProtocol],
         first: Backend | None = None,
     ) -> UpstreamResult | str:
         """Acquire a backend and connect to it, retrying other backends on connect failure
