@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp.test_utils import TestServer
-from browser_helpers import BROWSER_MARKS, browser, expect, sign_in
 from cp_fakes import TOKEN, FakeClock, FakeControl
+from dashboard_browser import BROWSER_MARKS, browser, expect, sign_in
 
 from parlour.proxy.admin import create_admin_app
 from parlour.proxy.control import BackendSnapshot, BackendSpec

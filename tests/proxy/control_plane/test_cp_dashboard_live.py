@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from browser_helpers import BROWSER_MARKS, browser, expect, sign_in
+from dashboard_browser import BROWSER_MARKS, browser, expect, sign_in
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import ProxySettings
