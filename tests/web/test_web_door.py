@@ -275,3 +275,50 @@ async def test_web_listener_can_be_turned_off(make_server: ServerFactory) -> Non
     writer.write(b'{"id":1,"type":"hello","version":1}\n')
     assert json.loads(await asyncio.wait_for(reader.readline(), TIMEOUT))["type"] == "ok"
     writer.close()
+
+
+# ---------------------------------------------------------------------------- HTTP connections
+
+
+async def test_slow_request_headers_are_cut_off(make_server: ServerFactory) -> None:
+    """A slowloris: headers a few bytes at a time, never finished. Before, aiohttp waited
+    forever and the connection held a file descriptor the chat door needs too."""
+    server = await make_server(login_timeout=1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", web_port(server))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed by the server
+    writer.close()
+    assert server.web is not None and server.web.guard.timed_out == 1
+    # a client that finishes its headers in time is served as before
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{web_port(server)}/") as r,
+    ):
+        assert r.status == 200
+
+
+async def test_http_connections_per_address_are_limited(make_server: ServerFactory) -> None:
+    server = await make_server(max_connections_per_address=2)
+    port = web_port(server)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    refused = await asyncio.wait_for(reader.read(), TIMEOUT)
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in refused
+    writer.close()
+    other, other_writer = await asyncio.open_connection(
+        "127.0.0.1", port, local_addr=("127.0.0.2", 0)
+    )
+    other_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (await asyncio.wait_for(other.read(), TIMEOUT)).startswith(b"HTTP/1.1 200 ")
+    other_writer.close()
+    first_reader, first = held.pop()
+    first.write_eof()  # aiohttp closes its side on EOF: the slot is free once we read that
+    assert await asyncio.wait_for(first_reader.read(), TIMEOUT) == b""
+    first.close()
+    again, again_writer = await asyncio.open_connection("127.0.0.1", port)
+    again_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (await asyncio.wait_for(again.read(), TIMEOUT)).startswith(b"HTTP/1.1 200 ")
+    again_writer.close()
+    for _, w in held:
+        w.close()

@@ -30,6 +30,7 @@ from parlour.storage.memory import MemoryStore
 from parlour.storage.reads import InlineReads
 from parlour.storage.sqlite import SqliteStore
 from parlour.transports.endpoint import Endpoint, EndpointLimits
+from parlour.transports.http_guard import HttpGuard
 from parlour.transports.hub import Hub
 from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
@@ -310,6 +311,11 @@ class ChatServer:
                     public_url=settings.public_url,
                     max_frame=settings.max_frame,
                     ping_interval=settings.heartbeat,
+                    guard=HttpGuard(
+                        max_connections=settings.max_connections,
+                        per_address=settings.max_connections_per_address,
+                        header_timeout=min(10.0, settings.login_timeout),
+                    ),
                 )
                 await web.start()
         except BaseException:

@@ -17,13 +17,17 @@ the chat protocol over WebSocket at ``/ws``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
 from parlour.transports.endpoint import Endpoint
+from parlour.transports.http_guard import HttpGuard
 from parlour.transports.websocket import WebSocketDoor
 from parlour.web.assets import Asset, Assets
 
@@ -106,6 +110,7 @@ class WebListener:
         max_frame: int,
         ping_interval: float,
         backlog: int = 1024,
+        guard: HttpGuard | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.assets = assets
@@ -115,13 +120,17 @@ class WebListener:
         self.public_origin = origin_of(public_url) if public_url else None
         self.door = WebSocketDoor(endpoint, max_frame=max_frame, ping_interval=ping_interval)
         self.backlog = backlog
+        #: HTTP connection limits and the header deadline (parlour.transports.http_guard)
+        self.guard = (
+            guard if guard is not None else HttpGuard(max_connections=10_000, per_address=256)
+        )
         self.rejected_origins = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.app = self._make_app()
 
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=4096)
+        app = web.Application(client_max_size=4096, middlewares=[self._started])
         app.on_response_prepare.append(self._headers)
         app.router.add_get("/", self._index)
         app.router.add_get("/index.html", self._index)
@@ -130,6 +139,15 @@ class WebListener:
         return app
 
     # ------------------------------------------------------------------ handlers
+
+    @web.middleware
+    async def _started(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        self.guard.started(request.transport)  # its headers arrived in time
+        return await handler(request)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
         if response.status == 101:
@@ -187,11 +205,16 @@ class WebListener:
 
     async def start(self) -> list[tuple[str, int]]:
         self._runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=15.0,  # an idle keep-alive connection is not kept for an hour
         )
         await self._runner.setup()
-        self._site = web.TCPSite(
+        self._site = _GuardedSite(
             self._runner,
+            self.guard,
             self.host,
             self.port,
             ssl_context=self.ssl_context,
@@ -236,3 +259,25 @@ class WebListener:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+
+
+class _GuardedSite(web.TCPSite):
+    """aiohttp's TCP site with :class:`HttpGuard` around each connection's protocol."""
+
+    def __init__(self, runner: web.AppRunner, guard: HttpGuard, *args: Any, **kwargs: Any) -> None:
+        super().__init__(runner, *args, **kwargs)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.factory(server),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
