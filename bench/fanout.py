@@ -295,14 +295,20 @@ class Conn(asyncio.Protocol):
         self.transport.write(data)
 
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:
-        rid = self.next_id
-        self.next_id += 1
-        self.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
-        reply = await asyncio.wait_for(self.replies.get(), 120)
-        if reply.get("type") != "ok":
-            raise RuntimeError(f"{type} failed: {reply}")
-        data: dict[str, Any] = reply["data"]
-        return data
+        for _ in range(30):
+            rid = self.next_id
+            self.next_id += 1
+            self.write(json.dumps({"id": rid, "type": type, **fields}).encode() + b"\n")
+            reply = await asyncio.wait_for(self.replies.get(), 120)
+            if reply.get("code") in ("server_busy", "unavailable"):
+                # a crowd of sign-ups from one address fills its share of the Argon2 queue
+                await asyncio.sleep(float(reply.get("retry_after") or 1.0))
+                continue
+            if reply.get("type") != "ok":
+                raise RuntimeError(f"{type} failed: {reply}")
+            data: dict[str, Any] = reply["data"]
+            return data
+        raise RuntimeError(f"{type} failed: the server stayed busy")
 
     def start_run(self) -> None:
         self.setup = False

@@ -53,6 +53,7 @@ __all__ = [
     "RoomRecord",
     "Store",
     "StoreSnapshot",
+    "StoreUnavailable",
     "StoredMessage",
     "UserRecord",
     "conv_id",
@@ -60,6 +61,12 @@ __all__ = [
     "room_key",
     "user_key",
 ]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (the database is down or restarting): nothing was
+    written; the request may be tried again later. Raised by a store's writes and reads; the
+    server answers ``unavailable`` with ``retry_after``."""
 
 
 class Store(Protocol):

@@ -22,6 +22,15 @@ Semantics every store must implement (checked by tests/storage/store_conformance
   never lowering it; `RenameRoom` carries the room's markers over, `DeleteRoom` drops them.
 * `AppendBroadcast` stores an announcement to every user with its sequence number;
   `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
+
+Store-assigned sequence numbers (several nodes, docs/design/scale-out.md): an
+`AppendRoomMessage`, `AppendDm` or `AppendBroadcast` whose `seq` is `ASSIGN` (0) asks the
+store to assign the next sequence number of its room, conversation or the broadcasts, in the
+same transaction that inserts it (so they are gap-free and committed in order whichever node
+writes), and to recognise a resend: a message with the same (scope, sender, client id) as one
+already stored is not inserted again. A store that supports this (`SequencingStore`) answers
+each such write with an `Assigned`. The single-node default (SQLite) never uses it: its core
+assigns sequence numbers itself.
 """
 
 from __future__ import annotations
@@ -30,12 +39,17 @@ from dataclasses import dataclass
 
 from parlour.core.records import Role
 
+#: the `seq` of an append whose sequence number the store assigns
+ASSIGN = 0
+
 __all__ = [
+    "ASSIGN",
     "AddBan",
     "AddBlock",
     "AppendBroadcast",
     "AppendDm",
     "AppendRoomMessage",
+    "Assigned",
     "Audit",
     "CreateRoom",
     "CreateUser",
@@ -238,3 +252,14 @@ Write = (
     | AppendBroadcast
     | SetBroadcastCursor
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """The store's answer to a store-assigned append (`seq == ASSIGN`): the sequence number it
+    was given, and its time; a resend of a message already stored (same scope, sender and
+    client id) is not inserted again: `duplicate`, with the original's sequence and time."""
+
+    seq: int
+    ts: float
+    duplicate: bool = False

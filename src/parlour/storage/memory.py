@@ -3,6 +3,9 @@
 Nothing survives the process. `apply` applies a batch atomically: the batch is checked first
 (unknown rooms, duplicate sequence numbers, duplicate users or rooms raise `ValueError` before
 anything changes), so a failing batch leaves the store untouched.
+
+It also assigns sequence numbers itself (`apply_assigning`, appends with `seq == ASSIGN`) the
+way `PostgresStore` does, so that several in-process nodes can be tested without a database.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from parlour.core.records import (
     user_key,
 )
 from parlour.core.writes import (
+    ASSIGN,
     AddBan,
     AddBlock,
     AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
+    Assigned,
     Audit,
     CreateRoom,
     CreateUser,
@@ -56,13 +61,19 @@ __all__ = ["MemoryStore"]
 
 
 class _Log:
-    """Messages of one room or conversation, ascending by sequence number."""
+    """Messages of one room or conversation, ascending by sequence number, and the client ids
+    of its messages: (sender key, client id) -> (seq, ts)."""
 
-    __slots__ = ("msgs", "seqs")
+    __slots__ = ("ids", "msgs", "seqs")
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
         self.msgs: list[StoredMessage] = []
+        self.ids: dict[tuple[str, str], tuple[int, float]] = {}
+
+    @property
+    def last(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
 
     def append(self, msg: StoredMessage) -> None:
         if self.seqs and msg.seq <= self.seqs[-1]:
@@ -71,9 +82,11 @@ class _Log:
                 raise ValueError(f"duplicate sequence number {msg.seq} in {msg.scope!r}")
             self.seqs.insert(i, msg.seq)
             self.msgs.insert(i, msg)
-            return
-        self.seqs.append(msg.seq)
-        self.msgs.append(msg)
+        else:
+            self.seqs.append(msg.seq)
+            self.msgs.append(msg)
+        if msg.client_id is not None:
+            self.ids.setdefault((user_key(msg.sender), msg.client_id), (msg.seq, msg.ts))
 
     def index(self, seq: int) -> int | None:
         i = bisect.bisect_left(self.seqs, seq)
@@ -186,9 +199,35 @@ class MemoryStore:
     # -- writes ----------------------------------------------------------------------------
 
     def apply(self, writes: Sequence[Write]) -> None:
+        self.apply_assigning(writes)
+
+    def apply_assigning(self, writes: Sequence[Write]) -> list[Assigned]:
+        """Apply `writes` atomically; what each store-assigned append was given."""
         self._check(writes)
+        assigned: list[Assigned] = []
         for w in writes:
-            self._apply_one(w)
+            if isinstance(w, AppendRoomMessage | AppendDm | AppendBroadcast) and w.seq == ASSIGN:
+                assigned.append(self._assign(w))
+            else:
+                self._apply_one(w)
+        return assigned
+
+    def _assign(self, w: AppendRoomMessage | AppendDm | AppendBroadcast) -> Assigned:
+        if isinstance(w, AppendBroadcast):
+            seq = (self._broadcasts[-1].seq if self._broadcasts else 0) + 1
+            self._apply_one(replace(w, seq=seq))
+            return Assigned(seq, w.ts)
+        if isinstance(w, AppendRoomMessage):
+            log = self._room_logs.setdefault(room_key(w.room), _Log())
+        else:
+            log = self._dm_logs.setdefault(w.conv, _Log())
+        if w.client_id is not None:
+            stored = log.ids.get((user_key(w.sender), w.client_id))
+            if stored is not None:
+                return Assigned(stored[0], stored[1], duplicate=True)
+        seq = log.last + 1
+        self._apply_one(replace(w, seq=seq))
+        return Assigned(seq, w.ts)
 
     def _check(self, writes: Sequence[Write]) -> None:
         """Reject a batch that could fail half-way, before changing anything."""
@@ -230,9 +269,9 @@ class MemoryStore:
             elif isinstance(w, AppendRoomMessage):
                 if room_key(w.room) not in rooms:
                     raise ValueError(f"unknown room {w.room!r}")
-                if taken("room", room_key(w.room), w.seq):
+                if w.seq != ASSIGN and taken("room", room_key(w.room), w.seq):
                     raise ValueError(f"duplicate sequence number {w.seq} in {w.room!r}")
-            elif isinstance(w, AppendDm) and taken("dm", w.conv, w.seq):
+            elif isinstance(w, AppendDm) and w.seq != ASSIGN and taken("dm", w.conv, w.seq):
                 raise ValueError(f"duplicate sequence number {w.seq} in {w.conv!r}")
 
     def _apply_one(self, w: Write) -> None:
