@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
     SERVER_BUSY = "server_busy"
+    UNAVAILABLE = "unavailable"
     TOO_MANY_ERRORS = "too_many_errors"
     # server / connection end reasons
     INTERNAL_ERROR = "internal_error"
