@@ -25,7 +25,9 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
         self.settings = dataclasses.replace(
-            Settings(port=0, data_dir=data_dir, admin_password=ADMIN_PASSWORD), **overrides
+            # no web listener: a restart reuses the chat port, and port + 1 may be taken
+            Settings(port=0, data_dir=data_dir, admin_password=ADMIN_PASSWORD, web=False),
+            **overrides,
         )
         self.server: ChatServer | None = None
         self.port = 0

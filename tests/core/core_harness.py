@@ -3,6 +3,7 @@ applies every outcome's writes to a MemoryStore before "sending" (like the real 
 
 from __future__ import annotations
 
+import random
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -115,7 +116,7 @@ class Harness:
         self.hasher = PlainHasher()
         self.now = 1_000_000.0
         snapshot = self.store.load(**ChatService.load_args(self.config, self.now))
-        self.svc = ChatService(snapshot, self.config)
+        self.svc = ChatService(snapshot, self.config, entropy=random.Random(7).randbytes)
         #: rounds of needs each request took (request id -> rounds)
         self.rounds: dict[object, int] = {}
         if bootstrap:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from core_harness import ADMIN_PW, PW, Harness
 
@@ -44,7 +46,9 @@ def test_not_authenticated(h: Harness) -> None:
 def test_signup_then_login_elsewhere(h: Harness) -> None:
     conn = h.connect()
     data = h.ok(conn, "signup", username="Alice", password=PW)
+    token, expires = data.pop("token"), data.pop("token_expires")
     assert data == {"username": "Alice", "role": "member", "rooms": []}
+    assert len(token) == 43 and expires == h.now + CoreConfig().session_token_ttl
     assert h.svc.session_user(conn) == "Alice"
     users = {u.name: u for u in h.store.load().users}
     assert users["Alice"].password_hash != PW  # never stored in clear
@@ -208,7 +212,9 @@ def test_login_recorded(h: Harness) -> None:
 def _bootstrapped(store: MemoryStore, config: CoreConfig, password: str) -> ChatService:
     """A service over `store`, bootstrapped with `password` like the server does it: the
     hash is a need, the writes go through the store's write path."""
-    svc = ChatService(store.load(**ChatService.load_args(config)), config)
+    svc = ChatService(
+        store.load(**ChatService.load_args(config)), config, entropy=random.Random(0).randbytes
+    )
     out = svc.bootstrap(1.0, password)
     assert out.needs == (HashPassword(password),) and not out.writes
     assert svc.needs_bootstrap()  # a round that ends in needs changes nothing
@@ -226,7 +232,7 @@ def test_bootstrap_creates_the_admin_once_through_the_write_path() -> None:
         ("admin", "admin", "plain$given-password")
     ]
     assert [r.name for r in snap.rooms] == ["general", "random", "help"]
-    svc2 = ChatService(store.load(), CoreConfig())
+    svc2 = ChatService(store.load(), CoreConfig(), entropy=random.Random(0).randbytes)
     assert not svc2.needs_bootstrap()
     assert svc2.bootstrap(2.0, "other-password") == Outcome()  # not on later starts
     assert len(list(store.load().users)) == 1
@@ -237,7 +243,9 @@ def test_bootstrap_with_custom_rooms_and_a_bad_password() -> None:
     _bootstrapped(store, CoreConfig(default_rooms=("lobby", "dev")), "given-password")
     assert [r.name for r in store.load().rooms] == ["lobby", "dev"]
     with pytest.raises(ValueError):
-        ChatService(MemoryStore().load(), CoreConfig()).bootstrap(1.0, "short")
+        ChatService(
+            MemoryStore().load(), CoreConfig(), entropy=random.Random(0).randbytes
+        ).bootstrap(1.0, "short")
 
 
 def test_admin_role_in_reply(h: Harness) -> None:

@@ -58,5 +58,5 @@ def test_core_module_imports_no_io_and_only_protocol_and_core(path: Path) -> Non
 
 def test_the_service_is_built_from_a_snapshot_and_holds_no_store_or_hasher() -> None:
     params = list(inspect.signature(ChatService.__init__).parameters)
-    assert params == ["self", "snapshot", "config"]
+    assert params == ["self", "snapshot", "config", "entropy"]  # randomness is passed in
     assert len(MODULES) >= 15  # the walk found the core (handlers included)

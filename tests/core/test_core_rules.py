@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -126,12 +127,12 @@ async def test_service_with_argon2_rehashes_on_login() -> None:
 
     store = MemoryStore()
     old = NeedRunner(Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1), InlineReads(store))
-    first = ChatService(store.load(), CoreConfig())
+    first = ChatService(store.load(), CoreConfig(), entropy=random.Random(0).randbytes)
     store.apply((await resolve(old, lambda a: first.bootstrap(0.0, "admin-password", a))).writes)
     old.close()
     new_hasher = Argon2Hasher(time_cost=2, memory_cost=8, parallelism=1)
     new = NeedRunner(new_hasher, InlineReads(store))
-    svc = ChatService(store.load(), CoreConfig())
+    svc = ChatService(store.load(), CoreConfig(), entropy=random.Random(0).randbytes)
     svc.connect(1, "127.0.0.1:1", 1.0)
     svc.handle(1, HelloRequest(id=1, version=1), 1.0)
     login = LoginRequest(id=2, username="admin", password="admin-password")

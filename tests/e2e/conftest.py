@@ -1,8 +1,9 @@
 """End-to-end fixtures: an in-process server on 127.0.0.1:0 and raw-socket clients.
 
-Every test that connects through the ``connect`` / ``user`` fixtures runs twice: once over the
-NDJSON door and once over a second door with the test-only length-prefixed wire, on the same
-server (``framing``). The tests are the same; only the bytes on the socket differ.
+Every test that connects through the ``connect`` / ``user`` fixtures runs three times: over the
+NDJSON door, over a second TCP door with the test-only length-prefixed wire, and over the
+WebSocket door of the server's web listener (``framing``). The tests are the same; only the
+bytes on the socket differ.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def framing(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def doors() -> dict[int, int]:
-    """Server port (NDJSON door) -> the port of the same server's length-prefixed door."""
+    """Server port (NDJSON door) -> the port of the same server's door for the framing (the
+    length-prefixed TCP door, or the web listener for the WebSocket door)."""
     return {}
 
 
@@ -83,6 +85,9 @@ async def make_server(
             [(_, port)] = await door.start()
             doors[server.port] = port
             listeners.append(door)
+        elif framing == "websocket":
+            assert server.web is not None
+            doors[server.port] = server.web.addresses[0][1]
         return server
 
     yield make

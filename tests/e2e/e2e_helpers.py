@@ -1,9 +1,11 @@
 """Shared helpers of the end-to-end tests (imported by name; conftest.py holds only fixtures).
 
-``Wire`` is a small raw-socket client: exact bytes in, parsed frames out. It speaks either of
-the server's wires: NDJSON (``framing="ndjson"``, the TCP door's) or the test-only
-length-prefixed wire (``framing="length-prefixed"``, ``parlour.protocol.testing``), so that the
-same end-to-end tests run over both doors unchanged.
+``Wire`` is a small raw-socket client: exact bytes in, parsed frames out. It speaks each of
+the server's wires: NDJSON (``framing="ndjson"``, the TCP door's), the test-only
+length-prefixed wire (``framing="length-prefixed"``, ``parlour.protocol.testing``) and the
+WebSocket door's (``framing="websocket"``: one JSON object per masked text frame, after the
+HTTP upgrade on the web listener; a raw client from tests/ws_raw.py), so that the same
+end-to-end tests run over every door unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from parlour.protocol.testing import frame as lp_frame
+from ws_raw import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, client_frame, handshake, read_frame
 
 if TYPE_CHECKING:
     from parlour.server.app import ChatServer
@@ -36,7 +39,7 @@ __all__ = [
 
 TIMEOUT = 15.0
 #: the wires a test client can speak (the server has a door for each in the e2e fixtures)
-FRAMINGS = ("ndjson", "length-prefixed")
+FRAMINGS = ("ndjson", "length-prefixed", "websocket")
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "password-123"
 
@@ -70,12 +73,22 @@ class Wire:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         framing: str = "ndjson",
+        answer_pings: bool = True,
+        handshake_error: Exception | None = None,
     ) -> None:
         if framing not in FRAMINGS:
             raise ValueError(f"unknown framing {framing!r}")
         self.reader = reader
         self.writer = writer
         self.framing = framing
+        #: (websocket) answer the server's pings, as every WebSocket client must; a test of the
+        #: idle timeout turns it off to be a peer that went away
+        self.answer_pings = answer_pings
+        #: (websocket) the opening handshake failed (the connection is closed from the start)
+        self.handshake_error = handshake_error
+        #: (websocket) close frames received: (code, reason)
+        self.close_frames: list[tuple[int, str]] = []
+        self.pings = 0
         self._next_id = 1
         self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self.events: deque[dict[str, Any]] = deque()
@@ -93,6 +106,7 @@ class Wire:
         limit: int = 1 << 22,
         framing: str = "ndjson",
         source: str | None = None,
+        answer_pings: bool = True,
     ) -> Wire:
         """A connection to 127.0.0.1:`port`, from the loopback address `source` when given
         (127.0.0.2, ...: another client address, for per-address limits)."""
@@ -103,21 +117,62 @@ class Wire:
             limit=limit,
             local_addr=(source, 0) if source is not None else None,
         )
-        return cls(reader, writer, framing)
+        failed: Exception | None = None
+        if framing == "websocket":
+            try:
+                await asyncio.wait_for(handshake(reader, writer, f"127.0.0.1:{port}"), TIMEOUT)
+            except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+                failed = exc  # e.g. plain text to a TLS port: a wire that is closed at once
+        return cls(reader, writer, framing, answer_pings, failed)
 
     async def _next_frame(self) -> bytes | None:
+        if self.handshake_error is not None:
+            return None
         if self.framing == "ndjson":
             line = await self.reader.readline()
             return line or None
+        if self.framing == "websocket":
+            return await self._next_message()
         try:
             header = await self.reader.readexactly(4)
             return await self.reader.readexactly(int.from_bytes(header, "big"))
         except asyncio.IncompleteReadError:
             return None
 
+    async def _next_message(self) -> bytes | None:
+        """The next data message (pings answered, close frames recorded)."""
+        parts: list[bytes] = []
+        try:
+            while True:
+                fin, opcode, payload = await read_frame(self.reader)
+                if opcode == OP_PING:
+                    self.pings += 1
+                    if self.answer_pings:
+                        self.writer.write(client_frame(OP_PONG, payload))
+                    continue
+                if opcode == OP_PONG:
+                    continue
+                if opcode == OP_CLOSE:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                    self.close_frames.append((code, payload[2:].decode()))
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        self.writer.write(client_frame(OP_CLOSE, payload[:2]))
+                    return None
+                if opcode not in (OP_TEXT, OP_CONT):
+                    raise WireError(f"unexpected websocket opcode {opcode}")
+                parts.append(payload)
+                if fin:
+                    return b"".join(parts)
+        except asyncio.IncompleteReadError:
+            return None
+
     def _frame(self, obj: dict[str, Any]) -> bytes:
         data = json.dumps(obj).encode()
-        return data + b"\n" if self.framing == "ndjson" else lp_frame(data)
+        if self.framing == "ndjson":
+            return data + b"\n"
+        if self.framing == "websocket":
+            return client_frame(OP_TEXT, data)
+        return lp_frame(data)
 
     async def _read(self) -> None:
         try:
@@ -148,15 +203,18 @@ class Wire:
 
     def send_raw(self, data: bytes) -> None:
         """Exact NDJSON bytes; with the length-prefixed framing every line the NDJSON wire
-        would decode becomes one frame (blank lines, which NDJSON skips, are left out), so a
-        test of bad input means the same on both wires."""
+        would decode becomes one frame (blank lines, which NDJSON skips, are left out) — with the
+        websocket framing one text frame, even when the line is not UTF-8 — so a test of bad
+        input means the same on every wire."""
         if self.framing == "ndjson":
             self.writer.write(data)
             return
         lines = data.split(b"\n")
         for line in lines[:-1]:  # the part after the last newline is not a line yet
             if line[:-1] if line.endswith(b"\r") else line:
-                self.writer.write(lp_frame(line))
+                self.writer.write(
+                    client_frame(OP_TEXT, line) if self.framing == "websocket" else lp_frame(line)
+                )
 
     def send(self, type: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
         rid = self._next_id

@@ -128,6 +128,8 @@ async def _drip(wire: Wire) -> None:
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         if wire.framing == "length-prefixed":
             wire.writer.write((1000).to_bytes(4, "big"))  # a frame of 1000 bytes, never sent
+        elif wire.framing == "websocket":  # a masked text frame of 1000 bytes, never sent
+            wire.writer.write(bytes((0x81, 0x80 | 126)) + (1000).to_bytes(2, "big") + bytes(4))
         while not wire.closed.is_set():
             wire.writer.write(b" ")
             await asyncio.sleep(0.05)

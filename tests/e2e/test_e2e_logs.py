@@ -66,11 +66,18 @@ async def test_logs_are_structured_never_hold_passwords_and_bodies_only_on_reque
     srv = await make_server(lockout_attempts=2)
     admin, alice, bob = await connect(srv.port), await connect(srv.port), await connect(srv.port)
     await admin.login("admin", ADMIN_PASSWORD)
-    await alice.signup("alice", SECRETS["signup"])
-    await bob.signup("bob", SECRETS["other"])
+    tokens = [(await alice.signup("alice", SECRETS["signup"]))["token"]]
+    tokens.append((await bob.signup("bob", SECRETS["other"]))["token"])
     for c in (alice, bob):
         await c.ok("join", room="general")
-    await alice.ok("passwd", old_password=SECRETS["signup"], new_password=SECRETS["changed"])
+    changed = await alice.ok(
+        "passwd", old_password=SECRETS["signup"], new_password=SECRETS["changed"]
+    )
+    tokens.append(changed["token"])
+    again = await connect(srv.port)
+    await again.hello()
+    await again.ok("login", username="bob", token=tokens[1])  # a token login, logged as such
+    await intruder_token(connect, srv.port, tokens[0])  # revoked by the password change
     await alice.ok("send", room="general", text="a hidden body", client_id="a1")
     await alice.ok("dm", to="bob", text="a hidden dm", client_id="a2")
     intruder = await connect(srv.port)
@@ -90,9 +97,11 @@ async def test_logs_are_structured_never_hold_passwords_and_bodies_only_on_reque
     text = json_logs.text
     records = json_logs.records()  # every line is one JSON object
     assert all({"ts", "level", "logger", "event"} <= r.keys() for r in records)
-    # passwords: never, at any level
-    for secret in (*SECRETS.values(), ADMIN_PASSWORD):
+    # passwords and session tokens: never, at any level
+    for secret in (*SECRETS.values(), ADMIN_PASSWORD, *tokens):
         assert secret not in text, secret
+    assert {r["by"] for r in json_logs.events("login") if r["user"] == "bob"} == {"token"}
+    assert json_logs.events("token login failed")[0]["user"] == "alice"
     # message texts: never without log_message_text, even at DEBUG; sender, target and size
     # at INFO (seed 001's "[LOG] bob (ip:port) --> alice (ip:port)")
     assert "hidden" not in text
@@ -102,7 +111,7 @@ async def test_logs_are_structured_never_hold_passwords_and_bodies_only_on_reque
     assert (dm["user"], dm["to"], dm["size"]) == ("alice", "bob", 11)
     # connections, logins, joins and moderation, with who and from where
     opened = json_logs.events("connection opened")
-    assert len(opened) >= 4 and all(r["peer"].startswith("127.0.0.1:") for r in opened)
+    assert len(opened) >= 4 and all(r["peer"].startswith("127.0.0.") for r in opened)
     assert {r["user"] for r in json_logs.events("login")} >= {"admin"}
     assert {r["user"] for r in json_logs.events("signup")} == {"alice", "bob"}
     assert {(r["user"], r["room"]) for r in json_logs.events("join")} == {
@@ -128,6 +137,13 @@ async def test_logs_are_structured_never_hold_passwords_and_bodies_only_on_reque
     # nothing in clear in the database either (Argon2id hashes only)
     await srv.stop()
     stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
-    for secret in (*SECRETS.values(), ADMIN_PASSWORD):
+    for secret in (*SECRETS.values(), ADMIN_PASSWORD, *tokens):
         assert secret.encode() not in stored, secret
     assert b"$argon2id$" in stored
+
+
+async def intruder_token(connect: ClientFactory, port: int, token: str) -> None:
+    wire = await connect(port, source="127.0.0.2")  # apart from the password failures below
+    await wire.hello()
+    refused = await wire.error("login", username="alice", token=token)
+    assert refused["code"] == "bad_credentials" and refused["token"] is True

@@ -34,6 +34,7 @@ from parlour.core.ports import (
 from parlour.core.writes import (
     AddBan,
     AddBlock,
+    AddSessionToken,
     AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
@@ -49,6 +50,7 @@ from parlour.core.writes import (
     RemoveBan,
     RemoveBlock,
     RenameRoom,
+    RevokeSessionTokens,
     SetBroadcastCursor,
     SetDmCursor,
     SetMembership,
@@ -338,6 +340,26 @@ class StoreConformance:
         assert [b.seq for b in store.broadcasts(after=0, limit=2)] == [1, 2]
         with pytest.raises(Exception):  # noqa: B017 - any store-specific integrity error
             store.apply([AppendBroadcast(5, "admin", "again", 99.0)])
+
+    def test_session_tokens_load_while_valid_and_are_revoked(self, store: Store) -> None:
+        store.apply(
+            [
+                AddSessionToken("h1", "Alice", 100.0),
+                AddSessionToken("h2", "alice", 200.0),
+                AddSessionToken("h3", "bob", 300.0),
+            ]
+        )
+
+        def valid(at: float) -> set[tuple[str, str, float]]:
+            snap = store.load(tokens_valid_at=at)
+            return {(t.token_hash, t.user.lower(), t.expires) for t in snap.session_tokens}
+
+        assert valid(0.0) == {("h1", "alice", 100.0), ("h2", "alice", 200.0), ("h3", "bob", 300.0)}
+        assert valid(150.0) == {("h2", "alice", 200.0), ("h3", "bob", 300.0)}
+        store.apply([RevokeSessionTokens("ALICE", "h2"), RevokeSessionTokens("bob", "h2")])
+        assert valid(0.0) == {("h1", "alice", 100.0), ("h3", "bob", 300.0)}
+        store.apply([RevokeSessionTokens("alice"), AddSessionToken("h3", "bob", 400.0)])
+        assert valid(0.0) == {("h3", "bob", 400.0)}
 
     # -- transactions ----------------------------------------------------------------------------
 

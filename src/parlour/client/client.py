@@ -362,7 +362,8 @@ class Client:
         self._conn: _Connection | None = None
         self._ready = asyncio.Event()
         self._closed_reason: str | None = None
-        self._credentials: tuple[str, str] | None = None
+        #: (user name, password or None, session token or None), for logging in again
+        self._credentials: tuple[str, str | None, str | None] | None = None
         self._next_id = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -566,13 +567,36 @@ class Client:
             return
 
     async def _relogin(self, conn: _Connection) -> None:
+        """Log in again on a new connection: with the session token when there is one (no
+        password work for the server: cheap after a restart), else (or when the token is no
+        longer valid) with the password."""
         assert self._credentials is not None
-        username, password = self._credentials
+        username, password, token = self._credentials
+        if token is not None:
+            try:
+                data = await self._login_on(conn, username, None, token)
+            except ServerError as exc:
+                if not (exc.code is ErrorCode.BAD_CREDENTIALS and exc.extra.get("token")):
+                    raise
+                self._credentials = (username, password, None)
+                if password is None:
+                    raise
+                data = await self._login_on(conn, username, password, None)
+        else:
+            data = await self._login_on(conn, username, password, None)
+        self._logged_in(username, password, data)
+
+    async def _login_on(
+        self, conn: _Connection, username: str, password: str | None, token: str | None
+    ) -> dict[str, Any]:
         request = LoginRequest(
-            id=self._new_id(), username=username, password=password, resume=self._cursors.resume()
+            id=self._new_id(),
+            username=username,
+            password=password,
+            token=token,
+            resume=self._cursors.resume(),
         )
-        reply = await conn.request(request, self._connect_timeout, self._on_catch_up_reply)
-        self.session = Session.from_data(_data(reply))
+        return _data(await conn.request(request, self._connect_timeout, self._on_catch_up_reply))
 
     # ------------------------------------------------------------------ catch-up
 
@@ -793,11 +817,22 @@ class Client:
         data = await self._call(lambda i: SignupRequest(id=i, username=username, password=password))
         return self._logged_in(username, password, data)
 
-    async def login(self, username: str, password: str) -> Session:
-        """Log in (credentials are kept for re-login); the server then pushes offline DMs."""
+    async def login(
+        self, username: str, password: str | None = None, *, token: str | None = None
+    ) -> Session:
+        """Log in with a password, or with a session token from an earlier session
+        (``Session.token``; e.g. kept by an application between runs). The credentials and
+        the session token are kept for logging in again after a dropped connection; the
+        server then pushes what was missed."""
+        if (password is None) == (token is None):
+            raise ValueError("give exactly one of password or token")
         data = await self._call(
             lambda i: LoginRequest(
-                id=i, username=username, password=password, resume=self._cursors.resume()
+                id=i,
+                username=username,
+                password=password,
+                token=token,
+                resume=self._cursors.resume(),
             ),
             on_reply=self._on_catch_up_reply,
         )
@@ -805,23 +840,31 @@ class Client:
         await self._baseline_rooms(session)
         return session
 
-    def _logged_in(self, username: str, password: str, data: dict[str, Any]) -> Session:
+    def _logged_in(self, username: str, password: str | None, data: dict[str, Any]) -> Session:
         self.session = Session.from_data(data)
-        self._credentials = (username, password)
+        self._credentials = (username, password, self.session.token)
         return self.session
 
     async def logout(self) -> None:
+        """End the session (the server revokes its token)."""
         await self._call(lambda i: LogoutRequest(id=i))
         self._credentials = None
         self.session = None
         self._catchup.abandon()  # nothing more to catch up for this session
 
     async def passwd(self, old_password: str, new_password: str) -> None:
-        await self._call(
+        """Change the password; the server revokes every earlier session token and hands
+        this session a new one."""
+        data = await self._call(
             lambda i: PasswdRequest(id=i, old_password=old_password, new_password=new_password)
         )
         if self._credentials is not None:
-            self._credentials = (self._credentials[0], new_password)
+            token = data.get("token")
+            self._credentials = (
+                self._credentials[0],
+                new_password,
+                token if isinstance(token, str) else None,
+            )
 
     # ------------------------------------------------------------------ rooms
 

@@ -7,7 +7,7 @@ documented ones (docs/protocol.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from parlour.protocol import MessageRecord
@@ -64,6 +64,10 @@ class Session:
     rooms: tuple[str, ...]
     #: the server cut the login's catch-up short; the client goes on with ``sync`` by itself
     truncated: bool = False
+    #: a session token for logging in again without the password, and when it expires (None
+    #: when the server issues none); the client uses it itself when it reconnects
+    token: str | None = field(default=None, repr=False)
+    token_expires: float | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -76,6 +80,8 @@ class Session:
             str(data["role"]),
             tuple(data.get("rooms") or ()),
             bool(data.get("truncated", False)),
+            data.get("token") if isinstance(data.get("token"), str) else None,
+            _opt_float(data.get("token_expires")),
         )
 
 

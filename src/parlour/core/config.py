@@ -54,6 +54,10 @@ class CoreConfig:
     #: store at start), and for how long after the original a resend is recognised
     client_id_memory: int = 100_000
     client_id_ttl: float = 86_400.0
+    #: how long a session token (issued at login, for logging in again without the password)
+    #: stays valid, in seconds (0: no tokens), and how many one user may hold
+    session_token_ttl: float = 30 * 86_400.0
+    session_tokens_per_user: int = 20
     #: DM conversations kept in memory (the least recently used are dropped and read again
     #: when needed)
     conversation_cache: int = 10_000
@@ -117,6 +121,8 @@ class CoreConfig:
             raise ValueError("broadcast_policy must be 'admins' or 'everyone'")
         if self.conversation_cache < 1:
             raise ValueError("conversation_cache must be at least 1")
+        if self.session_token_ttl < 0 or self.session_tokens_per_user < 1:
+            raise ValueError("session_token_ttl >= 0 and session_tokens_per_user >= 1 required")
         if self.join_history < 0 or self.max_page < 1 or self.recent_window < 1:
             raise ValueError("join_history >= 0, max_page >= 1 and recent_window >= 1 required")
         if self.max_message_length < 1:

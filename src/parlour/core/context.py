@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from parlour.core.config import CoreConfig
@@ -62,12 +62,18 @@ class Out:
 
 
 class Ctx:
-    __slots__ = ("answers", "cfg", "now", "others", "router", "sessions", "state")
+    __slots__ = ("answers", "cfg", "entropy", "now", "others", "router", "sessions", "state")
 
     def __init__(
-        self, cfg: CoreConfig, state: ChatState, sessions: Sessions, router: Router
+        self,
+        cfg: CoreConfig,
+        state: ChatState,
+        sessions: Sessions,
+        router: Router,
+        entropy: Callable[[int], bytes],
     ) -> None:
         self.cfg = cfg
+        self.entropy = entropy
         self.state = state
         self.sessions = sessions
         self.router = router

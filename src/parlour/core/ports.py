@@ -85,11 +85,13 @@ class Store(Protocol):
         audit: int = 1000,
         client_ids: int = 0,
         client_ids_since: float = 0.0,
+        tokens_valid_at: float = 0.0,
     ) -> StoreSnapshot:
         """Everything the core keeps hot: all users, rooms, memberships, bans, blocks, DM
         cursors and last sequences, the newest `recent` messages of every room, the newest
-        `audit` audit entries, and the newest `client_ids` messages (rooms and DMs) sent with
-        a client id at or after `client_ids_since`."""
+        `audit` audit entries, the newest `client_ids` messages (rooms and DMs) sent with
+        a client id at or after `client_ids_since`, and the session tokens that expire after
+        `tokens_valid_at`."""
         ...
 
     def room_messages(

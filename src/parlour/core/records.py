@@ -28,6 +28,7 @@ __all__ = [
     "ReadMarkerRecord",
     "Role",
     "RoomRecord",
+    "SessionTokenRecord",
     "StoreSnapshot",
     "StoredMessage",
     "UserRecord",
@@ -157,6 +158,16 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionTokenRecord:
+    """A session token (by its SHA-256, never the token itself) of user `user`, valid until
+    `expires`: it logs the user in without the password."""
+
+    token_hash: str
+    user: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoreSnapshot:
     """Everything the core keeps hot, read once at start.
 
@@ -185,3 +196,5 @@ class StoreSnapshot:
     #: the highest broadcast sequence, and per user name the highest delivered to them
     broadcast_last_seq: int = 0
     broadcast_cursors: Mapping[str, int] = field(default_factory=dict)
+    #: session tokens still valid at `tokens_valid_at`
+    session_tokens: Sequence[SessionTokenRecord] = ()

@@ -59,6 +59,7 @@ from parlour.core.writes import (
     ASSIGN,
     AddBan,
     AddBlock,
+    AddSessionToken,
     AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
@@ -75,6 +76,7 @@ from parlour.core.writes import (
     RemoveBan,
     RemoveBlock,
     RenameRoom,
+    RevokeSessionTokens,
     SetBroadcastCursor,
     SetDmCursor,
     SetMembership,
@@ -594,6 +596,10 @@ class Replica:
             key3 = (user_key(fact.user), where)
             if fact.seq > state.read_markers.get(key3, 0):
                 state.read_markers[key3] = fact.seq
+        elif isinstance(fact, AddSessionToken):
+            state.tokens.remember(fact.token_hash, user_key(fact.user), fact.expires)
+        elif isinstance(fact, RevokeSessionTokens):
+            state.tokens.revoke(user_key(fact.user), fact.token_hash)
         elif isinstance(fact, SetBroadcastCursor):
             key4 = user_key(fact.user)
             if fact.seq > state.broadcast_cursors.get(key4, 0):

@@ -143,8 +143,15 @@ HANDLERS: dict[type[Any], Handler] = {
 class ChatService:
     """The chat domain as a state machine driven by connections, requests and time."""
 
-    def __init__(self, snapshot: StoreSnapshot, config: CoreConfig) -> None:
-        """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`)."""
+    def __init__(
+        self,
+        snapshot: StoreSnapshot,
+        config: CoreConfig,
+        *,
+        entropy: Callable[[int], bytes],
+    ) -> None:
+        """Build the hot state from `snapshot` (`Store.load` with `load_args(config)`);
+        `entropy(n)` gives n random bytes (session tokens; tests pass a seeded source)."""
         self._cfg = config
         self.sessions = Sessions(
             LoginThrottle(
@@ -165,7 +172,7 @@ class ChatService:
             dm_reader=lambda cid: holder[0].dm_reader(cid),
         )
         self.router = Router(self.state, self.sessions, config.presence_room_limit)
-        self._cx = Ctx(config, self.state, self.sessions, self.router)
+        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy)
         holder.append(self._cx)
         #: several nodes: the sequencer and the application of committed facts
         self.replica = Replica(self._cx)
@@ -178,6 +185,7 @@ class ChatService:
             "audit": config.audit_memory,
             "client_ids": config.client_id_memory,
             "client_ids_since": now - config.client_id_ttl,
+            "tokens_valid_at": now,
         }
 
     # ================================================================== lifecycle

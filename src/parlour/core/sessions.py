@@ -39,6 +39,7 @@ class Connection:
         "login_at",
         "peer",
         "reads",
+        "token_hash",
         "user",
     )
 
@@ -52,6 +53,8 @@ class Connection:
         self.last_request = now
         self.hello = False
         self.user: str | None = None
+        #: the session token this session was issued or logged in with (revoked at logout)
+        self.token_hash: str | None = None
         self.login_at: float | None = None
         self.bucket = bucket
         self.reads = reads

@@ -28,6 +28,7 @@ from parlour.core.records import (
     room_key,
     user_key,
 )
+from parlour.core.tokens import SessionTokens
 
 __all__ = ["ChatState", "Conversation", "Room", "UserState", "room_scope"]
 
@@ -162,6 +163,9 @@ class ChatState:
             else:
                 continue
             self.read_markers[(user_key(marker.user), where)] = marker.seq
+        self.tokens = SessionTokens(
+            config.session_token_ttl, config.session_tokens_per_user, snap.session_tokens
+        )
         self.broadcast_last = snap.broadcast_last_seq
         #: user key -> the highest broadcast delivered to them
         self.broadcast_cursors: dict[str, int] = {

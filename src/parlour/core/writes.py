@@ -22,13 +22,15 @@ Semantics every store must implement (checked by tests/storage/store_conformance
   never lowering it; `RenameRoom` carries the room's markers over, `DeleteRoom` drops them.
 * `AppendBroadcast` stores an announcement to every user with its sequence number;
   `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
+* `AddSessionToken` stores a session token's hash (replacing one with the same hash);
+  `RevokeSessionTokens` removes one of the user's tokens (`token_hash`) or all of them (None).
 
 Store-assigned sequence numbers (several nodes, docs/design/scale-out.md): an
 `AppendRoomMessage`, `AppendDm` or `AppendBroadcast` whose `seq` is `ASSIGN` (0) asks the
 store to assign the next sequence number of its room, conversation or the broadcasts, in the
 same transaction that inserts it (so they are gap-free and committed in order whichever node
 writes), and to recognise a resend: a message with the same (scope, sender, client id) as one
-already stored is not inserted again. A store that supports this (`SequencingStore`) answers
+already stored is not inserted again. A store that supports this (PostgreSQL, memory) answers
 each such write with an `Assigned`. The single-node default (SQLite) never uses it: its core
 assigns sequence numbers itself.
 """
@@ -46,6 +48,7 @@ __all__ = [
     "ASSIGN",
     "AddBan",
     "AddBlock",
+    "AddSessionToken",
     "AppendBroadcast",
     "AppendDm",
     "AppendRoomMessage",
@@ -62,6 +65,7 @@ __all__ = [
     "RemoveBan",
     "RemoveBlock",
     "RenameRoom",
+    "RevokeSessionTokens",
     "SetBroadcastCursor",
     "SetDmCursor",
     "SetMembership",
@@ -228,6 +232,19 @@ class SetBroadcastCursor:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class AddSessionToken:
+    token_hash: str
+    user: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeSessionTokens:
+    user: str
+    token_hash: str | None = None
+
+
 Write = (
     CreateUser
     | SetPassword
@@ -251,6 +268,8 @@ Write = (
     | SetReadMarker
     | AppendBroadcast
     | SetBroadcastCursor
+    | AddSessionToken
+    | RevokeSessionTokens
 )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "MarkReadReply",
     "MessageReply",
     "Ok",
+    "PasswdReply",
     "PingReply",
     "RawData",
     "Reply",
@@ -162,18 +163,31 @@ class HelloReply(ReplyData):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionReply(ReplyData):
     """``signup`` / ``login``: who you are and your rooms; ``truncated`` when the catch-up
-    was cut short (ask again with ``sync``)."""
+    was cut short (ask again with ``sync``); a session ``token`` for logging in again without
+    the password until ``token_expires`` (absent when the server issues none)."""
 
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"truncated"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"truncated", "token", "token_expires"})
     username: str
     role: str
     rooms: Sequence[str]
     truncated: bool | None = None
+    token: str | None = None
+    token_expires: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswdReply(ReplyData):
+    """``passwd``: the password changed and every earlier session token was revoked; a new
+    ``token`` for this session (absent when the server issues none)."""
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"token", "token_expires"})
+    token: str | None = None
+    token_expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmptyReply(ReplyData):
-    """``logout``, ``passwd``: nothing to say but ok."""
+    """``logout`` and others: nothing to say but ok."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,7 +382,7 @@ REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "signup": SessionReply,
     "login": SessionReply,
     "logout": EmptyReply,
-    "passwd": EmptyReply,
+    "passwd": PasswdReply,
     "rooms": RoomsReply,
     "room_create": RoomReply,
     "room_rename": RoomRenameReply,

@@ -13,6 +13,7 @@ is docs/protocol.md.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -94,6 +95,10 @@ def _v_name(name: str, value: Any) -> str:
         return normalize_name(value)
     except InvalidName as exc:
         raise _invalid(name, str(exc)) from None
+
+
+MAX_TOKEN = 128
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def _v_password(name: str, value: Any) -> str:
@@ -365,20 +370,42 @@ class SignupRequest(_Request):
     password: str = field(repr=False)
 
 
+def _v_token(name: str, value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or not 16 <= len(value) <= MAX_TOKEN
+        or _TOKEN_CHARS.fullmatch(value) is None
+    ):
+        raise _invalid(name, "must be a session token as the server issued it")
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginRequest(_Request):
-    """Log in; ``resume`` asks for everything after the given sequences."""
+    """Log in with a password or with a session token from an earlier login (cheap: no
+    password work, so reconnecting clients use it); ``resume`` asks for everything after the
+    given sequences."""
 
     TYPE: ClassVar[str] = "login"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
         ("username", _v_name, True),
-        ("password", _v_password, True),
+        ("password", _v_password, False),
+        ("token", _v_token, False),
         ("resume", _v_resume, False),
     )
     id: RequestId
     username: str
-    password: str = field(repr=False)
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     resume: Resume | None = None
+
+    def _check(self) -> None:
+        if (self.password is None) == (self.token is None):
+            raise ProtocolError(
+                ErrorCode.MISSING_FIELD if self.password is None else ErrorCode.INVALID_FIELD,
+                "exactly one of 'password' or 'token' is required",
+                field="password",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

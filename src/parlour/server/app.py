@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from parlour.transports.hub import Hub
 from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
 from parlour.transports.tcp import TcpListener, WireFactory, make_server_ssl_context
+from parlour.transports.web import WebListener
+from parlour.web.assets import Assets
 
 __all__ = ["ChatServer", "check_open_file_limit", "core_config", "open_store"]
 
@@ -87,6 +90,7 @@ def core_config(settings: Settings) -> CoreConfig:
         "rate_per_second": settings.rate,
         "rate_burst": float(settings.burst),
         "presence_window": settings.presence_window,
+        "session_token_ttl": settings.session_token_ttl,
         "heartbeat_s": settings.heartbeat,
         "max_frame": settings.max_frame,
         # one login/sync catch-up is written at once: it must fit the per-connection send
@@ -138,6 +142,8 @@ class ChatServer:
     node: str
     own_store: bool = True
     addresses: list[tuple[str, int]] = field(default_factory=list)
+    #: the web client and the WebSocket door (None when ``settings.web`` is off)
+    web: WebListener | None = None
     #: the admin password generated on first start (None if it came from the environment or
     #: the admin already existed); shown once on the console, never logged
     generated_admin_password: str | None = None
@@ -157,12 +163,14 @@ class ChatServer:
         reads: Reads | None = None,
         core_overrides: Mapping[str, Any] | None = None,
         wire_factory: WireFactory | None = None,
+        assets: Assets | None = None,
     ) -> ChatServer:
         """Build and start a server for `settings` on the running loop. The keyword arguments
         are for tests and embedding: another password hasher, a shared bus and this node's
         name on it, an already open store (kept open: the caller closes it) and the reads to
         satisfy the core's read needs with (the store's own by default), core settings
-        that have no server setting, and the wire of each TCP connection."""
+        that have no server setting, the wire of each TCP connection, and the web client's
+        files (the package's by default)."""
         check_open_file_limit(settings.max_connections)
         ssl_context = None
         if settings.tls_cert is not None and settings.tls_key is not None:
@@ -172,11 +180,15 @@ class ChatServer:
             store = open_store(settings)
         own_reads = reads is None
         needs: NeedRunner | None = None
+        web: WebListener | None = None
+        listener: TcpListener | None = None
         try:
             config = core_config(settings)
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
-            service = ChatService(store.load(**ChatService.load_args(config, clock())), config)
+            service = ChatService(
+                store.load(**ChatService.load_args(config, clock())), config, entropy=os.urandom
+            )
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
@@ -235,7 +247,25 @@ class ChatServer:
                 wire_factory=wire_factory,
             )
             addresses = await listener.start()
+            if settings.web:
+                web = WebListener(
+                    endpoint,
+                    assets if assets is not None else Assets.packaged(),
+                    settings.web_listen_host,
+                    settings.web_listen_port,
+                    ssl_context=ssl_context,
+                    public_url=settings.public_url,
+                    max_frame=settings.max_frame,
+                    ping_interval=settings.heartbeat,
+                )
+                await web.start()
         except BaseException:
+            if web is not None:
+                await web.stop_accepting()
+                await web.wait_closed()
+            if listener is not None:
+                await listener.stop_accepting()
+                await listener.wait_closed()
             if needs is not None:
                 needs.close()
             if reads is not None and own_reads:
@@ -243,6 +273,7 @@ class ChatServer:
             if own_store:
                 _close(store)
             raise
+        assert listener is not None
         server = cls(
             settings=settings,
             store=store,
@@ -256,6 +287,7 @@ class ChatServer:
             node=node,
             own_store=own_store,
             addresses=addresses,
+            web=web,
             generated_admin_password=generated,
         )
         log.info(
@@ -263,6 +295,7 @@ class ChatServer:
             extra={
                 "fields": {
                     "addresses": [f"{h}:{p}" for h, p in addresses],
+                    "web": web.url if web is not None else None,
                     "tls": ssl_context is not None,
                     "settings": {k: str(v) for k, v in describe(settings).items()},
                 }
@@ -281,6 +314,8 @@ class ChatServer:
         self._stopped = True
         log.info("shutting down", extra={"fields": {"connections": len(self.endpoint)}})
         await self.listener.stop_accepting()
+        if self.web is not None:
+            await self.web.stop_accepting()
         await self.endpoint.shutdown(grace=grace)
         await self.writer.close()
         stats = getattr(self.writer, "stats", None)
@@ -288,6 +323,8 @@ class ChatServer:
             log.info("store writer", extra={"fields": dataclasses.asdict(stats)})
         log.info("hub", extra={"fields": dataclasses.asdict(self.endpoint.hub.stats)})
         await self.listener.wait_closed()
+        if self.web is not None:
+            await self.web.wait_closed()
         self.bus.unsubscribe(self.node)
         self.needs.close()
         _close(self.reads)

@@ -25,6 +25,10 @@ _FLAG_TYPES: dict[str, Any] = {
     "store": click.Choice(["sqlite", "memory"]),
     "tls_cert": click.Path(dir_okay=False, path_type=Path),
     "tls_key": click.Path(dir_okay=False, path_type=Path),
+    "web": click.BOOL,
+    "web_host": str,
+    "web_port": int,
+    "public_url": str,
     "max_connections": int,
     "idle_timeout": float,
     "rate": float,
@@ -89,6 +93,8 @@ async def _serve(settings: Settings) -> int:
     for host, port in server.addresses:
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"Parlour chat server listening on {scheme}://{shown}:{port}")
+    if server.web is not None:
+        click.echo(f"Web client: {server.web.url}  (open it in a browser)")
     if settings.store == "sqlite":
         click.echo(f"Data directory: {settings.data_dir.resolve()}")
     else:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from parlour.protocol.names import InvalidName, name_key, normalize_name
 
@@ -56,6 +57,10 @@ class Settings:
     sqlite_synchronous: Literal["full", "normal"] = "full"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    web: bool = True
+    web_host: str | None = None
+    web_port: int | None = None
+    public_url: str | None = None
     max_frame: int = 65536
     max_message: int = 4000
     min_password: int = 8
@@ -81,6 +86,7 @@ class Settings:
     broadcast: Literal["admins", "everyone"] = "admins"
     log_message_text: bool = False
     presence_window: float = 3600.0
+    session_token_ttl: float = 30 * 86400.0
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
     log_format: LogFormat = "text"
@@ -90,6 +96,19 @@ class Settings:
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
+    @property
+    def web_listen_host(self) -> str:
+        """The web listener's address: ``web_host``, or ``host`` when unset."""
+        return self.web_host if self.web_host is not None else self.host
+
+    @property
+    def web_listen_port(self) -> int:
+        """The web listener's port: ``web_port``, or the chat port + 1 when unset (a free
+        port when the chat port is 0)."""
+        if self.web_port is not None:
+            return self.web_port
+        return self.port + 1 if self.port else 0
+
 
 # --------------------------------------------------------------------------------------------
 # the table of settings (drives parsing, env vars, flags and the docs)
@@ -98,7 +117,8 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class SettingSpec:
     name: str
-    kind: str  # "str" "int" "float" "bool" "path" "optional_path" "rooms" or "choice"
+    kind: str  # "str" "int" "float" "bool" "path" "optional_path" "optional_str"
+    # "optional_int" "rooms" or "choice"
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -130,6 +150,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("tls_cert", "optional_path", "PEM certificate chain; enables TLS."),
     SettingSpec("tls_key", "optional_path", "PEM private key for --tls-cert."),
+    SettingSpec("web", "bool", "Serve the web client and the WebSocket door (true/false)."),
+    SettingSpec("web_host", "optional_str", "Address of the web listener (default: host)."),
+    SettingSpec(
+        "web_port",
+        "optional_int",
+        "Port of the web listener (default: port + 1; 0 picks a free one).",
+        minimum=0,
+    ),
+    SettingSpec(
+        "public_url",
+        "optional_str",
+        "URL users open the web client at (https://chat.example.org); WebSocket Origin check.",
+    ),
     SettingSpec("max_frame", "int", "Largest accepted frame in bytes.", minimum=256),
     SettingSpec("max_message", "int", "Longest message text in characters.", minimum=1),
     SettingSpec("min_password", "int", "Minimum password length.", minimum=1),
@@ -205,6 +238,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         choices=("admins", "everyone"),
     ),
     SettingSpec("presence_window", "float", "Window of `who` with recent=true (s).", minimum=1),
+    SettingSpec(
+        "session_token_ttl",
+        "float",
+        "Lifetime of the session tokens logins hand out (s; 0: none).",
+        minimum=0,
+    ),
     SettingSpec("default_rooms", "rooms", "Rooms created on first start (comma-separated)."),
     SettingSpec(
         "log_level",
@@ -239,7 +278,13 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
         if not text:
             raise ConfigError(f"{where}: must not be empty")
         return text
-    if kind == "int":
+    if kind == "optional_str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value.strip() or None
+    if kind == "optional_int" and isinstance(value, str) and not value.strip():
+        return None
+    if kind in ("int", "optional_int"):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         if isinstance(value, str):
@@ -370,6 +415,16 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if s.port > 65535:
         raise ConfigError(f"port: must be at most 65535, got {s.port}")
+    if s.web_port is not None and s.web_port > 65535:
+        raise ConfigError(f"web_port: must be at most 65535, got {s.web_port}")
+    if s.web and s.web_listen_port == s.port and s.port and s.web_listen_host == s.host:
+        raise ConfigError(f"web_port: {s.web_port} is the chat port; pick another")
+    if s.public_url is not None:
+        parts = urlsplit(s.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"public_url: expected an http:// or https:// URL, got {s.public_url!r}"
+            )
     if (s.tls_cert is None) != (s.tls_key is None):
         raise ConfigError("tls_cert and tls_key must be given together")
     for name in ("tls_cert", "tls_key"):

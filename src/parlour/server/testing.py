@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from parlour.core.records import StoredMessage, conv_id, user_key
-from parlour.core.writes import AppendRoomMessage, SetPassword
+from parlour.core.writes import AppendRoomMessage, RevokeSessionTokens, SetPassword
 from parlour.protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
@@ -143,6 +143,7 @@ class ChatTestServer:
             store="memory",
             admin_password=admin_password,
             default_rooms=rooms,
+            web=False,  # a TCP server for client tests; restarts reuse the port, not port + 1
             heartbeat=heartbeat_s,
             rate=rate,
             burst=burst,
@@ -258,11 +259,19 @@ class ChatTestServer:
         return seq
 
     def set_password(self, name: str, password: str) -> None:
-        """Change ``name``'s password behind the clients' backs (an administrator's reset)."""
+        """Change ``name``'s password behind the clients' backs (an administrator's reset:
+        every session token of the user is revoked too)."""
         new_hash = PlainHasher().hash(password)
         self.store.apply([SetPassword(name, new_hash)])
         if self.server is not None:
             self.server.service.state.users[user_key(name)].password_hash = new_hash
+        self.revoke_tokens(name)
+
+    def revoke_tokens(self, name: str) -> None:
+        """Revoke every session token of ``name`` behind the clients' backs."""
+        self.store.apply([RevokeSessionTokens(name)])
+        if self.server is not None:
+            self.server.service.state.tokens.revoke(user_key(name))
 
     # ------------------------------------------------------------------ observing
 

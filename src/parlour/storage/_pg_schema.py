@@ -1,8 +1,8 @@
 """PostgreSQL schema and its migrations, versioned in the table ``parlour_schema``.
 
 ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``. Never edit a released
-migration: append a new one. Each runs in its own transaction together with the version bump,
-under a transaction-level advisory lock, so several nodes starting at once migrate once.
+migration: append a new one. The pending ones run in one transaction together with the version
+bump, under a transaction-level advisory lock, so several nodes starting at once migrate once.
 
 Differences from the SQLite schema (``_sqlite_schema.py``), all for several writers:
 
@@ -143,6 +143,13 @@ _V1 = (
         value bigint NOT NULL
     )""",
     "INSERT INTO counters (name, value) VALUES ('broadcast', 0)",
+    """CREATE TABLE session_tokens (
+        token_hash text PRIMARY KEY,
+        user_key text NOT NULL,
+        user_name text NOT NULL,
+        expires double precision NOT NULL
+    )""",
+    "CREATE INDEX session_tokens_by_user ON session_tokens (user_key)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)

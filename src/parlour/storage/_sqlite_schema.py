@@ -118,7 +118,18 @@ _V3 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# v4: session tokens (their SHA-256 only), for logging in again without the password.
+_V4 = (
+    """CREATE TABLE session_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_key TEXT NOT NULL,
+        user TEXT NOT NULL,
+        expires REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX session_tokens_by_user ON session_tokens (user_key)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,6 +23,7 @@ from parlour.core.records import (
     MembershipRecord,
     ReadMarkerRecord,
     RoomRecord,
+    SessionTokenRecord,
     StoredMessage,
     StoreSnapshot,
     UserRecord,
@@ -33,6 +34,7 @@ from parlour.core.writes import (
     ASSIGN,
     AddBan,
     AddBlock,
+    AddSessionToken,
     AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
@@ -49,6 +51,7 @@ from parlour.core.writes import (
     RemoveBan,
     RemoveBlock,
     RenameRoom,
+    RevokeSessionTokens,
     SetBroadcastCursor,
     SetDmCursor,
     SetMembership,
@@ -121,6 +124,7 @@ class MemoryStore:
         self._markers: dict[tuple[str, str, str], ReadMarkerRecord] = {}
         self._broadcasts: list[BroadcastRecord] = []
         self._broadcast_cursors: dict[str, tuple[str, int]] = {}
+        self._tokens: dict[str, SessionTokenRecord] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class MemoryStore:
         audit: int = 1000,
         client_ids: int = 0,
         client_ids_since: float = 0.0,
+        tokens_valid_at: float = 0.0,
     ) -> StoreSnapshot:
         sent = [
             m
@@ -167,6 +172,7 @@ class MemoryStore:
             ],
             broadcast_last_seq=self._broadcasts[-1].seq if self._broadcasts else 0,
             broadcast_cursors=dict(self._broadcast_cursors.values()),
+            session_tokens=[t for t in self._tokens.values() if t.expires > tokens_valid_at],
         )
 
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
@@ -359,6 +365,13 @@ class MemoryStore:
             ukey = user_key(w.user)
             if w.seq > self._broadcast_cursors.get(ukey, ("", 0))[1]:
                 self._broadcast_cursors[ukey] = (w.user, w.seq)
+        elif isinstance(w, AddSessionToken):
+            self._tokens[w.token_hash] = SessionTokenRecord(w.token_hash, w.user, w.expires)
+        elif isinstance(w, RevokeSessionTokens):
+            ukey = user_key(w.user)
+            for h in [h for h, t in self._tokens.items() if user_key(t.user) == ukey]:
+                if w.token_hash is None or h == w.token_hash:
+                    del self._tokens[h]
         else:  # pragma: no cover - exhaustive over Write
             raise TypeError(f"unknown write {w!r}")
 

@@ -51,6 +51,7 @@ from parlour.core.records import (
     ReadMarkerRecord,
     Role,
     RoomRecord,
+    SessionTokenRecord,
     StoredMessage,
     StoreSnapshot,
     UserRecord,
@@ -235,8 +236,11 @@ class PostgresStore:
         audit: int = 1000,
         client_ids: int = 0,
         client_ids_since: float = 0.0,
+        tokens_valid_at: float = 0.0,
     ) -> StoreSnapshot:
-        return self._sync(lambda c: _load(c, recent, audit, client_ids, client_ids_since))
+        return self._sync(
+            lambda c: _load(c, recent, audit, client_ids, client_ids_since, tokens_valid_at)
+        )
 
     def room_messages(
         self, room: str, *, before: int | None, after: int | None, limit: int
@@ -275,6 +279,7 @@ class PostgresStore:
                 kwargs.get("audit", 1000),
                 kwargs.get("client_ids", 0),
                 kwargs.get("client_ids_since", 0.0),
+                kwargs.get("tokens_valid_at", 0.0),
             )
         )
 
@@ -563,7 +568,12 @@ async def _heads(c: Conn, convs: Sequence[str]) -> Heads:
 
 
 async def _load(
-    c: Conn, recent: int, audit: int, client_ids: int, client_ids_since: float
+    c: Conn,
+    recent: int,
+    audit: int,
+    client_ids: int,
+    client_ids_since: float,
+    tokens_valid_at: float = 0.0,
 ) -> StoreSnapshot:
     async with c.transaction(isolation="repeatable_read", readonly=True):
         users = [
@@ -651,6 +661,13 @@ async def _load(
             r["user_name"]: int(r["seq"])
             for r in await c.fetch("SELECT user_name, seq FROM broadcast_cursors")
         }
+        tokens = [
+            SessionTokenRecord(r["token_hash"], r["user_name"], r["expires"])
+            for r in await c.fetch(
+                "SELECT token_hash, user_name, expires FROM session_tokens WHERE expires > $1",
+                tokens_valid_at,
+            )
+        ]
     return StoreSnapshot(
         users=users,
         rooms=rooms,
@@ -666,6 +683,7 @@ async def _load(
         read_markers=markers,
         broadcast_last_seq=int(last_broadcast or 0),
         broadcast_cursors=broadcast_cursors,
+        session_tokens=tokens,
     )
 
 
@@ -1204,7 +1222,33 @@ async def _set_broadcast_cursor(tx: _Tx, x: w.SetBroadcastCursor) -> None:
     )
 
 
+async def _add_session_token(tx: _Tx, x: w.AddSessionToken) -> None:
+    await tx.c.execute(
+        "INSERT INTO session_tokens (token_hash, user_key, user_name, expires)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO UPDATE SET"
+        " user_key = excluded.user_key, user_name = excluded.user_name,"
+        " expires = excluded.expires",
+        x.token_hash,
+        user_key(x.user),
+        x.user,
+        x.expires,
+    )
+
+
+async def _revoke_session_tokens(tx: _Tx, x: w.RevokeSessionTokens) -> None:
+    if x.token_hash is None:
+        await tx.c.execute("DELETE FROM session_tokens WHERE user_key = $1", user_key(x.user))
+    else:
+        await tx.c.execute(
+            "DELETE FROM session_tokens WHERE token_hash = $1 AND user_key = $2",
+            x.token_hash,
+            user_key(x.user),
+        )
+
+
 _APPLY: dict[type, Callable[[_Tx, Any], Awaitable[None]]] = {
+    w.AddSessionToken: _add_session_token,
+    w.RevokeSessionTokens: _revoke_session_tokens,
     w.CreateUser: _create_user,
     w.SetPassword: _set_password,
     w.RecordLogin: _record_login,

@@ -34,6 +34,7 @@ from parlour.core.records import (
     ReadMarkerRecord,
     Role,
     RoomRecord,
+    SessionTokenRecord,
     StoredMessage,
     StoreSnapshot,
     UserRecord,
@@ -138,9 +139,14 @@ class SqliteStore:
         audit: int = 1000,
         client_ids: int = 0,
         client_ids_since: float = 0.0,
+        tokens_valid_at: float = 0.0,
     ) -> StoreSnapshot:
         return self._reader.load(
-            recent=recent, audit=audit, client_ids=client_ids, client_ids_since=client_ids_since
+            recent=recent,
+            audit=audit,
+            client_ids=client_ids,
+            client_ids_since=client_ids_since,
+            tokens_valid_at=tokens_valid_at,
         )
 
     def room_messages(
@@ -209,7 +215,13 @@ class _Reader:
         return self._conn.execute(sql, params).fetchall()
 
     def load(
-        self, *, recent: int, audit: int, client_ids: int, client_ids_since: float
+        self,
+        *,
+        recent: int,
+        audit: int,
+        client_ids: int,
+        client_ids_since: float,
+        tokens_valid_at: float = 0.0,
     ) -> StoreSnapshot:
         r = self._conn
         r.execute("BEGIN")  # one consistent snapshot across all tables
@@ -280,6 +292,13 @@ class _Reader:
             broadcast_cursors = {
                 user: int(seq) for user, seq in r.execute("SELECT user, seq FROM broadcast_cursors")
             }
+            tokens = [
+                SessionTokenRecord(h, user, expires)
+                for h, user, expires in r.execute(
+                    "SELECT token_hash, user, expires FROM session_tokens WHERE expires > ?",
+                    (tokens_valid_at,),
+                )
+            ]
         finally:
             r.execute("COMMIT")
         return StoreSnapshot(
@@ -297,6 +316,7 @@ class _Reader:
             read_markers=markers,
             broadcast_last_seq=int(last_broadcast),
             broadcast_cursors=broadcast_cursors,
+            session_tokens=tokens,
         )
 
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
@@ -541,6 +561,24 @@ def _set_broadcast_cursor(c: Cursor, x: w.SetBroadcastCursor) -> None:
     )
 
 
+def _add_session_token(c: Cursor, x: w.AddSessionToken) -> None:
+    c.execute(
+        "INSERT OR REPLACE INTO session_tokens (token_hash, user_key, user, expires)"
+        " VALUES (?, ?, ?, ?)",
+        (x.token_hash, user_key(x.user), x.user, x.expires),
+    )
+
+
+def _revoke_session_tokens(c: Cursor, x: w.RevokeSessionTokens) -> None:
+    if x.token_hash is None:
+        c.execute("DELETE FROM session_tokens WHERE user_key = ?", (user_key(x.user),))
+    else:
+        c.execute(
+            "DELETE FROM session_tokens WHERE token_hash = ? AND user_key = ?",
+            (x.token_hash, user_key(x.user)),
+        )
+
+
 def _set_membership(c: Cursor, x: w.SetMembership) -> None:
     if x.member:
         c.execute(
@@ -679,6 +717,8 @@ _APPLY: dict[type, Callable[[Cursor, Any], None]] = {
     w.SetReadMarker: _set_read_marker,
     w.AppendBroadcast: _append_broadcast,
     w.SetBroadcastCursor: _set_broadcast_cursor,
+    w.AddSessionToken: _add_session_token,
+    w.RevokeSessionTokens: _revoke_session_tokens,
     w.CreateUser: _create_user,
     w.SetPassword: _set_password,
     w.RecordLogin: _record_login,

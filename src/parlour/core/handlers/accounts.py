@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 
 from parlour.core.accounts import password_problem, username_problem
-from parlour.core.context import Ctx, fail, log_event
+from parlour.core.context import Ctx, Out, fail, log_event
 from parlour.core.handlers.catch_up import plan_catch_up
 from parlour.core.handlers.sessions import end_session, session_reply, start_session
 from parlour.core.needs import HashPassword, Verified, VerifyPassword
@@ -19,7 +19,14 @@ from parlour.core.outcome import EndSessions, LoginFailed, LoginSucceeded, Outco
 from parlour.core.records import UserRecord, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
-from parlour.core.writes import CreateUser, SetBroadcastCursor, SetPassword
+from parlour.core.tokens import TOKEN_BYTES
+from parlour.core.writes import (
+    AddSessionToken,
+    CreateUser,
+    RevokeSessionTokens,
+    SetBroadcastCursor,
+    SetPassword,
+)
 from parlour.protocol import (
     PROTOCOL_VERSION,
     EmptyReply,
@@ -29,6 +36,7 @@ from parlour.protocol import (
     LoginRequest,
     LogoutRequest,
     Ok,
+    PasswdReply,
     PasswdRequest,
     PingReply,
     PingRequest,
@@ -112,8 +120,22 @@ def signup(cx: Ctx, c: Connection, rq: SignupRequest) -> Outcome:
         cx.state.broadcast_cursors[key] = cx.state.broadcast_last
         out.writes.append(SetBroadcastCursor(u.name, cx.state.broadcast_last))
     start_session(cx, c, u, out)
+    issued = _issue_token(cx, c, u, out)
     log_event(logging.INFO, "signup", user=u.name, peer=c.peer, conn=c.id)
-    return out.done(Ok(rq.id, session_reply(cx, u)))
+    return out.done(Ok(rq.id, session_reply(cx, u, issued=issued)))
+
+
+def _issue_token(cx: Ctx, c: Connection, u: UserState, out: Out) -> tuple[str, float] | None:
+    """A new session token for `c`'s session of `u` (None when tokens are off)."""
+    tokens = cx.state.tokens
+    if not tokens.enabled:
+        return None
+    issued = tokens.issue(u.key, cx.entropy(TOKEN_BYTES), cx.now)
+    for dropped in issued.dropped:
+        out.writes.append(RevokeSessionTokens(u.name, dropped))
+    out.writes.append(AddSessionToken(issued.token_hash, u.name, issued.expires))
+    c.token_hash = issued.token_hash
+    return issued.token, issued.expires
 
 
 def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
@@ -125,6 +147,20 @@ def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
         ErrorCode.LOCKED_OUT,
         f"too many failed logins; try again in {math.ceil(wait)} s",
         retry_after=retry,
+    )
+
+
+def _bad_token(cx: Ctx, c: Connection, name: str) -> ProtocolError:
+    """A token that is not (or no longer) valid for user `name`: counted like a wrong
+    password (a token cannot be guessed, but nobody gets to try forever)."""
+    locked = cx.sessions.throttle.failure(user_key(name), c.address, cx.now)
+    log_event(logging.WARNING, "token login failed", user=name, peer=c.peer, conn=c.id)
+    if locked > 0:
+        return _locked(name, locked, c)
+    return fail(
+        ErrorCode.BAD_CREDENTIALS,
+        "the session token is not valid (expired or revoked); log in with your password",
+        token=True,
     )
 
 
@@ -157,12 +193,22 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
     if wait > 0:
         raise _locked(rq.username, wait, c)
     u = state.users.get(key)
-    # An unknown name costs the same Argon2 work as a wrong password (an empty hash: the
-    # adapter verifies against a dummy one), so neither the answer nor its time tells them
-    # apart.
-    verified: Verified = cx.need(VerifyPassword(u.password_hash if u else "", rq.password))
-    if u is None or not verified.ok:
-        raise _wrong_password(cx, c, rq.username, "login")
+    token_hash: str | None = None
+    new_hash: str | None = None
+    if rq.token is not None:
+        # a session token: a hash lookup, no password work (reconnects after a restart)
+        token_hash = state.tokens.check(key, rq.token, now) if u is not None else None
+        if u is None or token_hash is None:
+            raise _bad_token(cx, c, rq.username)
+    else:
+        # An unknown name costs the same Argon2 work as a wrong password (an empty hash: the
+        # adapter verifies against a dummy one), so neither the answer nor its time tells
+        # them apart.
+        password = rq.password or ""
+        verified: Verified = cx.need(VerifyPassword(u.password_hash if u else "", password))
+        if u is None or not verified.ok:
+            raise _wrong_password(cx, c, rq.username, "login")
+        new_hash = verified.new_hash
     ban = state.bans.active(key, now)
     if ban is not None:
         log_event(logging.WARNING, "login refused: banned", user=u.name, peer=c.peer, conn=c.id)
@@ -187,8 +233,8 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
     if cx.cfg.cluster:
         cx.tell(LoginSucceeded(key, c.address))
     out = cx.out()
-    if verified.new_hash is not None:
-        u.password_hash = verified.new_hash
+    if new_hash is not None:
+        u.password_hash = new_hash
         out.writes.append(SetPassword(u.name, u.password_hash))
     # The session of whoever holds the password takes over: the old one is told why and
     # closed (with `reject`, only when it had gone silent). No presence flicker for others.
@@ -202,14 +248,33 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
         reason = f"you logged in again from {c.peer}"
         cx.tell(EndSessions(u.key, ErrorCode.LOGGED_OUT.value, reason, quiet=True))
     start_session(cx, c, u, out, quiet=bool(existing) or elsewhere)
+    issued: tuple[str, float] | None
+    if token_hash is not None and rq.token is not None:  # the same token goes on
+        c.token_hash = token_hash
+        issued = (rq.token, state.tokens.expires(token_hash) or now)
+    else:
+        issued = _issue_token(cx, c, u, out)
     plan.apply(cx, c, u, out)
-    log_event(logging.INFO, "login", user=u.name, peer=c.peer, conn=c.id, truncated=plan.truncated)
-    return out.done(Ok(rq.id, session_reply(cx, u, plan.truncated)))
+    log_event(
+        logging.INFO,
+        "login",
+        user=u.name,
+        peer=c.peer,
+        conn=c.id,
+        truncated=plan.truncated,
+        by="token" if token_hash is not None else "password",
+    )
+    return out.done(Ok(rq.id, session_reply(cx, u, plan.truncated, issued)))
 
 
 def logout(cx: Ctx, c: Connection, rq: LogoutRequest) -> Outcome:
-    log_event(logging.INFO, "logout", user=cx.user(c).name, peer=c.peer, conn=c.id)
+    u = cx.user(c)
+    log_event(logging.INFO, "logout", user=u.name, peer=c.peer, conn=c.id)
     out = cx.out()
+    # this session's token ends with it (a client that logs out does not come back with it)
+    if c.token_hash is not None and cx.state.tokens.revoke(u.key, c.token_hash):
+        out.writes.append(RevokeSessionTokens(u.name, c.token_hash))
+    c.token_hash = None
     end_session(cx, c, out)
     return out.done(Ok(rq.id, EmptyReply()))
 
@@ -231,6 +296,10 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
     u.password_hash = new_hash
     out = cx.out()
     out.writes.append(SetPassword(u.name, u.password_hash))
+    # every token was issued on the old password: all are revoked, this session gets a new one
+    cx.state.tokens.revoke(u.key)
+    out.writes.append(RevokeSessionTokens(u.name))
+    issued = _issue_token(cx, c, u, out)
     # the user's other sessions were opened with the old password: they end
     others = [conn for conn in cx.sessions.of(u.key) if conn != c.id]
     for conn in others:
@@ -250,4 +319,6 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
     log_event(
         logging.INFO, "password changed", user=u.name, peer=c.peer, ended_sessions=len(others)
     )
-    return out.done(Ok(rq.id, EmptyReply()))
+    if issued is None:
+        return out.done(Ok(rq.id, PasswdReply()))
+    return out.done(Ok(rq.id, PasswdReply(token=issued[0], token_expires=issued[1])))

@@ -78,9 +78,16 @@ def end_all_sessions(
     return len(conns)
 
 
-def session_reply(cx: Ctx, u: UserState, truncated: bool = False) -> SessionReply:
+def session_reply(
+    cx: Ctx, u: UserState, truncated: bool = False, issued: tuple[str, float] | None = None
+) -> SessionReply:
     rooms = sorted(cx.state.rooms[rk].name for rk in u.rooms)
     # more to catch up: the client asks again with `sync` from what it received
     return SessionReply(
-        username=u.name, role=u.role, rooms=rooms, truncated=True if truncated else None
+        username=u.name,
+        role=u.role,
+        rooms=rooms,
+        truncated=True if truncated else None,
+        token=issued[0] if issued is not None else None,
+        token_expires=issued[1] if issued is not None else None,
     )

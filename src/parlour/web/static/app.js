@@ -1,0 +1,19 @@
+// Parlour's web client: plain ES modules, Preact + htm, served by `parlour serve` itself.
+import { html, render, useState, useEffect } from "./html.js";
+import { Chat } from "./chat.js";
+import { SignIn } from "./views/signin.js";
+import { Shell } from "./views/shell.js";
+
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const chat = new Chat(`${scheme}//${location.host}/ws`);
+window.parlour = chat; // for the browser's console (and the tests)
+
+function App() {
+  const [, setVersion] = useState(0);
+  useEffect(() => chat.subscribe(() => setVersion((v) => v + 1)), []);
+  return chat.me ? html`<${Shell} chat=${chat} />` : html`<${SignIn} chat=${chat} />`;
+}
+
+const root = document.getElementById("app");
+root.textContent = "";
+render(html`<${App} />`, root);
