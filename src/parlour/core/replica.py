@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from parlour.core.blocking import Blocks
 from parlour.core.context import Ctx, Out, log_event
 from parlour.core.handlers.rooms import delete_room, rename_room
 from parlour.core.handlers.sessions import end_all_sessions, presence
+from parlour.core.moderation import Bans
 from parlour.core.needs import Need, ReadBroadcasts, ReadDm, ReadRoom
 from parlour.core.outcome import (
     TO_ALL,
@@ -49,6 +51,7 @@ from parlour.core.records import (
     BroadcastRecord,
     RoomRecord,
     StoredMessage,
+    StoreSnapshot,
     UserRecord,
     conv_members,
     room_key,
@@ -436,7 +439,9 @@ class Replica:
     def _online(self, name: str | None) -> bool:
         return name is not None and self.cx.sessions.online(user_key(name))
 
-    def heads(self, rooms: dict[str, int], dms: dict[str, int], broadcast: int, now: float) -> bool:
+    def heads(
+        self, rooms: Mapping[str, int], dms: Mapping[str, int], broadcast: int, now: float
+    ) -> bool:
         """The store's last sequence of every room (by name), of some conversations, and of
         the broadcasts (after losing the bus, and from time to time): what is behind here is
         read (scopes with sessions here) or taken from the store (the others). False when a
@@ -604,6 +609,77 @@ class Replica:
             key4 = user_key(fact.user)
             if fact.seq > state.broadcast_cursors.get(key4, 0):
                 state.broadcast_cursors[key4] = fact.seq
+
+    def refresh(self, snap: StoreSnapshot, now: float) -> Outcome:
+        """The caches again from a fresh snapshot of the store (after losing bus messages):
+        users, rooms, memberships, bans, blocks, tokens; cursors and markers never go back.
+        Message windows are kept (`heads` brings them up to date). A user now banned loses
+        the sessions here."""
+        cx = self.cx
+        cx.now = now
+        out = cx.out()
+        state = cx.state
+        for rec in snap.users:
+            key = user_key(rec.name)
+            u = state.users.get(key)
+            if u is None:
+                state.users[key] = UserState(rec, key)
+            else:
+                u.password_hash = rec.password_hash
+                u.role = rec.role
+        fresh = {room_key(r.name): r for r in snap.rooms}
+        for rk, room in list(state.rooms.items()):
+            if rk not in fresh:
+                self.held.pop(("room", room), None)
+                delete_room(cx, room)
+        for rk, room_rec in fresh.items():
+            if rk not in state.rooms:
+                state.add_room(
+                    room_rec,
+                    snap.room_last_seq.get(room_rec.name, 0),
+                    snap.recent.get(room_rec.name, ()),
+                )
+        members: dict[str, set[str]] = {}
+        for m in snap.memberships:
+            members.setdefault(room_key(m.room), set()).add(user_key(m.user))
+        for rk, room in state.rooms.items():
+            want = {k for k in members.get(rk, set()) if k in state.users}
+            for k in want - room.members:
+                room.members.add(k)
+                state.users[k].rooms.add(rk)
+                cx.sessions.joined(rk, k)
+            for k in room.members - want:
+                cx.sessions.left(rk, k)
+                room.members.discard(k)
+                if k in state.users:
+                    state.users[k].rooms.discard(rk)
+        state.bans = Bans(snap.bans)
+        for key in list(cx.sessions.by_user):
+            ban = state.bans.active(key, now)
+            u = state.users.get(key)
+            if ban is not None and u is not None:
+                end_all_sessions(cx, u, ErrorCode.BANNED, "banned", out, everywhere=False)
+        blocks = Blocks()
+        for b in snap.blocks:
+            blocks.add(user_key(b.blocker), user_key(b.blocked))
+        state.blocks = blocks
+        for t in snap.session_tokens:
+            state.tokens.remember(t.token_hash, user_key(t.user), t.expires)
+        for cur in snap.dm_cursors:
+            ck = (user_key(cur.user), cur.conv)
+            state.cursors[ck] = max(state.cursors.get(ck, 0), cur.seq)
+        for marker in snap.read_markers:
+            if marker.room is not None:
+                mk = (user_key(marker.user), room_scope(room_key(marker.room)))
+            elif marker.conv is not None:
+                mk = (user_key(marker.user), marker.conv)
+            else:
+                continue
+            state.read_markers[mk] = max(state.read_markers.get(mk, 0), marker.seq)
+        for name, seq in snap.broadcast_cursors.items():
+            bk = user_key(name)
+            state.broadcast_cursors[bk] = max(state.broadcast_cursors.get(bk, 0), seq)
+        return out.done(None)
 
     def _membership(self, fact: SetMembership) -> None:
         cx = self.cx

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from parlour.core.accounts import password_problem, username_problem
@@ -334,22 +334,28 @@ class ChatService:
         now: float,
     ) -> Outcome:
         """Another node's committed outcome: apply it here; what to dispatch here."""
-        return self.replica.remote(origin, facts, deliveries, effects, now)
+        return self._tell(self.replica.remote(origin, facts, deliveries, effects, now))
 
     def gaps(self, now: float) -> tuple[Need, ...]:
         """Store reads for sequence gaps the bus did not fill in time (answer with `filled`)."""
         return self.replica.gaps(now) if self.replica.held else ()
 
     def filled(self, need: Need, found: Sequence[object], now: float) -> Outcome:
-        return self.replica.filled(need, found, now)
+        return self._tell(self.replica.filled(need, found, now))
 
-    def heads(self, rooms: dict[str, int], dms: dict[str, int], broadcast: int, now: float) -> bool:
+    def refresh(self, snapshot: StoreSnapshot, now: float) -> Outcome:
+        """The shared caches again from `snapshot` (after lost bus messages)."""
+        return self._tell(self.replica.refresh(snapshot, now))
+
+    def heads(
+        self, rooms: Mapping[str, int], dms: Mapping[str, int], broadcast: int, now: float
+    ) -> bool:
         """The store's last sequence numbers (see `Replica.heads`); False when a room is
         unknown here."""
         return self.replica.heads(rooms, dms, broadcast, now)
 
     def node_gone(self, node: str, now: float) -> Outcome:
-        return self.replica.node_gone(node, now)
+        return self._tell(self.replica.node_gone(node, now))
 
     # ================================================================== introspection
 

@@ -193,6 +193,18 @@ class Sessions:
             if not nodes:
                 del self.remote[user]
 
+    def set_remote(self, node: str, counts: dict[str, int]) -> None:
+        """`node`'s live sessions per user, as its registry entry says (replacing what was
+        known of it)."""
+        for user in [u for u, nodes in self.remote.items() if node in nodes]:
+            self.remote_changed(node, user, -self.remote[user][node])
+        for user, n in counts.items():
+            if n > 0:
+                self.remote_changed(node, user, n)
+
+    def remote_nodes(self) -> set[str]:
+        return {node for nodes in self.remote.values() for node in nodes}
+
     def node_gone(self, node: str) -> list[str]:
         """Forget every session of `node` (it died or left); the users it had sessions of."""
         users = [u for u, nodes in self.remote.items() if node in nodes]

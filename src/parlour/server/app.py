@@ -9,6 +9,7 @@ clients, flush and close the store). Used by ``parlour serve`` and by the end-to
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from parlour.core.outcome import Delivery, Outcome
 from parlour.core.passwords import Argon2Hasher, generate_password
 from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
+from parlour.server.cluster import ClusterNode, new_node_id
 from parlour.server.config import Settings, describe
 from parlour.storage.memory import MemoryStore
 from parlour.storage.reads import InlineReads
@@ -96,22 +98,65 @@ def core_config(settings: Settings) -> CoreConfig:
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
+        # PostgreSQL: the store is shared by any number of nodes, so it assigns sequence numbers
+        "cluster": settings.postgres,
     }
     known = {f.name for f in dataclasses.fields(CoreConfig)}
     return CoreConfig(**{k: v for k, v in wanted.items() if k in known})
 
 
+def _needs_cluster_extra(what: str) -> None:
+    missing = [m for m in ("asyncpg", "redis") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f"{what} needs the optional 'cluster' dependencies, which are not installed"
+            f" (missing: {', '.join(missing)}); install them with: pip install 'parlour[cluster]'"
+        )
+
+
 def open_store(settings: Settings) -> Store:
     if settings.store == "memory":
         return MemoryStore()
+    if settings.postgres:
+        _needs_cluster_extra("--store postgresql://…")
+        from parlour.storage.postgres import PostgresStore
+
+        return PostgresStore.open(settings.store, max_size=settings.pg_pool)
     return SqliteStore.open(settings.data_dir, synchronous=settings.sqlite_synchronous)
 
 
 def open_reads(store: Store) -> Reads:
     """The reads the adapter awaits for the core's read needs."""
-    if isinstance(store, SqliteStore):
-        return store.reads()
+    reads = getattr(store, "reads", None)
+    if callable(reads):  # SQLite: a thread pool; PostgreSQL: the pool's own loop
+        made: Reads = reads()
+        return made
     return InlineReads(store)
+
+
+def open_writer(store: Store, cluster: bool) -> StoreWriter:
+    """Group commit for SQLite and PostgreSQL; inline for the memory store (which assigns
+    sequence numbers itself with several in-process nodes)."""
+    writer = getattr(store, "writer", None)
+    if callable(writer):
+        made: StoreWriter = writer()
+        return made
+    if cluster:
+        assigning = getattr(store, "apply_assigning", None)
+        if assigning is None:
+            raise ValueError("several nodes need a store that assigns sequence numbers")
+        return InlineWriter(assigning)
+    return InlineWriter(store.apply)
+
+
+def open_bus(settings: Settings) -> Bus | None:
+    """The Redis bus when the settings name one (None: in-process)."""
+    if not settings.redis:
+        return None
+    _needs_cluster_extra("--bus redis://…")
+    from parlour.bus.redis import RedisBus
+
+    return RedisBus(settings.bus, settings.bus_prefix)
 
 
 async def run_needs(
@@ -141,6 +186,9 @@ class ChatServer:
     bus: Bus
     node: str
     own_store: bool = True
+    #: several nodes: this node's part (None for the single-node default)
+    cluster: ClusterNode | None = None
+    own_bus: bool = False
     addresses: list[tuple[str, int]] = field(default_factory=list)
     #: the web client and the WebSocket door (None when ``settings.web`` is off)
     web: WebListener | None = None
@@ -182,6 +230,9 @@ class ChatServer:
         needs: NeedRunner | None = None
         web: WebListener | None = None
         listener: TcpListener | None = None
+        node_part: ClusterNode | None = None
+        own_bus = False
+        the_bus: Bus | None = None
         try:
             config = core_config(settings)
             if core_overrides:
@@ -195,32 +246,69 @@ class ChatServer:
             if reads is None:
                 reads = open_reads(store)
             needs = NeedRunner(password_hasher or argon2, reads, max_queued=settings.password_queue)
-            writer: StoreWriter = (
-                store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
-            )
+            cluster_mode = config.cluster
+            writer = open_writer(store, cluster_mode)
             writer.start()
             generated: str | None = None
             if service.needs_bootstrap():
                 password = settings.admin_password or generate_password()
                 first = await run_needs(needs, lambda a: service.bootstrap(clock(), password, a))
-                await writer.submit(first.writes)
-                generated = password if settings.admin_password is None else None
+                try:
+                    await writer.submit(first.writes)
+                except Exception:
+                    if not cluster_mode:
+                        raise
+                    # another node created the first admin at the same moment: take its
+                    # state instead
+                    service = ChatService(
+                        store.load(**ChatService.load_args(config, clock())),
+                        config,
+                        entropy=os.urandom,
+                    )
+                else:
+                    generated = password if settings.admin_password is None else None
             hub = Hub(send_queue_max=settings.send_queue_max, stall_timeout=settings.idle_timeout)
-            node = bus_node or "local"
-            the_bus: Bus = bus if bus is not None else InProcessBus()
-            router = service.router
+            pipeline: Pipeline
+            if cluster_mode:
+                node = bus_node or new_node_id(settings.node_name)
+                own_bus = bus is None
+                the_bus = bus if bus is not None else open_bus(settings) or InProcessBus()
+                registry: Any = the_bus if hasattr(the_bus, "heartbeat") else None
+                node_part = ClusterNode(
+                    node=node,
+                    service=service,
+                    store=store,
+                    reads=reads,
+                    bus=the_bus,
+                    hub=hub,
+                    clock=clock,
+                    registry=registry,
+                )
+                pipeline = Pipeline(writer, hub)
+                node_part.attach(pipeline)
+                if registry is not None:
+                    registry.on_state = node_part.on_bus_state
+                    if own_bus:
+                        await registry.start()
+                node_part.start()
+            else:
+                node = bus_node or "local"
+                the_bus = bus if bus is not None else InProcessBus()
+                router = service.router
+                single_bus = the_bus
 
-            def on_bus(message: BusMessage) -> None:
-                local = message.origin == node
-                for d in message.deliveries:
-                    to = d.to if local else router.resolve(d.address) if d.address else ()
-                    if to:
-                        hub.deliver(d.event, to)
+                def on_bus(message: BusMessage) -> None:
+                    local = message.origin == node
+                    for d in message.deliveries:
+                        to = d.to if local else router.resolve(d.address) if d.address else ()
+                        if to:
+                            hub.deliver(d.event, to)
 
-            def publish(deliveries: tuple[Delivery, ...]) -> None:
-                the_bus.publish(BusMessage(node, deliveries))
+                def publish(deliveries: tuple[Delivery, ...]) -> None:
+                    single_bus.publish(BusMessage(node, deliveries))
 
-            the_bus.subscribe(node, on_bus)
+                the_bus.subscribe(node, on_bus)
+                pipeline = Pipeline(writer, hub, publish)
             limits = EndpointLimits(
                 max_frame=settings.max_frame,
                 max_connections=settings.max_connections,
@@ -235,7 +323,7 @@ class ChatServer:
                 hub,
                 limits=limits,
                 needs=needs,
-                pipeline=Pipeline(writer, hub, publish),
+                pipeline=pipeline,
                 clock=clock,
             )
             endpoint.start()
@@ -260,6 +348,11 @@ class ChatServer:
                 )
                 await web.start()
         except BaseException:
+            if node_part is not None:
+                await node_part.stop()
+            close_bus = getattr(the_bus, "close", None)
+            if own_bus and close_bus is not None:
+                await close_bus()
             if web is not None:
                 await web.stop_accepting()
                 await web.wait_closed()
@@ -286,6 +379,8 @@ class ChatServer:
             bus=the_bus,
             node=node,
             own_store=own_store,
+            cluster=node_part,
+            own_bus=own_bus,
             addresses=addresses,
             web=web,
             generated_admin_password=generated,
@@ -325,6 +420,12 @@ class ChatServer:
         await self.listener.wait_closed()
         if self.web is not None:
             await self.web.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        if self.own_bus:
+            close = getattr(self.bus, "close", None)
+            if close is not None:
+                await close()
         self.bus.unsubscribe(self.node)
         self.needs.close()
         _close(self.reads)

@@ -20,6 +20,7 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    Heads,
     MembershipRecord,
     ReadMarkerRecord,
     RoomRecord,
@@ -173,6 +174,18 @@ class MemoryStore:
             broadcast_last_seq=self._broadcasts[-1].seq if self._broadcasts else 0,
             broadcast_cursors=dict(self._broadcast_cursors.values()),
             session_tokens=[t for t in self._tokens.values() if t.expires > tokens_valid_at],
+        )
+
+    def heads(self, convs: Sequence[str] = ()) -> Heads:
+        """Every room's last sequence, the given conversations', the broadcasts'."""
+        return Heads(
+            {
+                r.name: self._room_logs[k].last
+                for k, r in self._rooms.items()
+                if k in self._room_logs
+            },
+            {c: self._dm_logs[c].last for c in convs if c in self._dm_logs},
+            self._broadcasts[-1].seq if self._broadcasts else 0,
         )
 
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:

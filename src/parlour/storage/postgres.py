@@ -34,7 +34,6 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -47,6 +46,7 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    Heads,
     MembershipRecord,
     ReadMarkerRecord,
     Role,
@@ -103,16 +103,6 @@ def redact_dsn(dsn: str) -> str:
 
 def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE)
-
-
-@dataclass(frozen=True, slots=True)
-class Heads:
-    """Every scope's last committed sequence number: rooms (by display name), the
-    conversations asked for, and the broadcasts."""
-
-    rooms: dict[str, int]
-    dms: dict[str, int]
-    broadcast: int
 
 
 class _LoopThread:

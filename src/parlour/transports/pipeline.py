@@ -80,9 +80,10 @@ Deliver = Callable[[tuple[Delivery, ...]], None]
 #: several nodes: called when an outcome is applied, before its writes are committed
 Admit = Callable[[Outcome, "ConnId | None"], None]
 #: several nodes: called when an outcome's writes are committed (with what the writer
-#: returned) or failed (with the exception), before it is dispatched; returns the outcome to
-#: dispatch (its reply completed with what the store assigned)
-Complete = Callable[[Outcome, Any, "ConnId | None"], Outcome]
+#: returned) or failed (with the exception), before it is dispatched, with the outcome as
+#: applied and the one the pipeline would dispatch (on failure: the error reply only);
+#: returns the outcome to dispatch (its reply completed with what the store assigned)
+Complete = Callable[[Outcome, Any, "ConnId | None", Outcome], Outcome]
 
 
 class Pipeline:
@@ -164,6 +165,7 @@ class Pipeline:
         done: Done | None,
     ) -> None:
         failed = fut.exception() if fut is not None else None
+        applied = outcome
         if failed is not None:
             # Not durable: never acknowledge. The requester learns it failed; nobody else
             # hears of it. The core's hot state may be ahead of the store until restart.
@@ -200,7 +202,7 @@ class Pipeline:
         if complete is not None:
             try:
                 result = failed if failed is not None else fut.result() if fut is not None else None
-                outcome = complete(outcome, result, conn)
+                outcome = complete(applied, result, conn, outcome)
             except Exception:
                 self.dispatch_failures += 1
                 log.exception("completing an outcome failed", extra={"fields": {"conn": conn}})

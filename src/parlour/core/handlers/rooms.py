@@ -53,13 +53,21 @@ def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
         {
             "name": r.name,
             "members": len(r.members),
-            "online": len(cx.sessions.peek_room(rk).users()),
+            "online": _online_count(cx, rk, r.members),
             "joined": u.key in r.members,
         }
         for rk, r in sorted(cx.state.rooms.items())
     ]
     cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, RoomsReply(rooms=rows)))
+
+
+def _online_count(cx: Ctx, rk: str, members: set[str]) -> int:
+    """Members of the room online here, or (several nodes) anywhere."""
+    if cx.sessions.remote:
+        online = cx.sessions.online
+        return sum(1 for k in members if online(k))
+    return len(cx.sessions.peek_room(rk).users())
 
 
 def room_create(cx: Ctx, c: Connection, rq: RoomCreateRequest) -> Outcome:
@@ -165,6 +173,8 @@ def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
     # joiner blocks are left out of the names (not of the room's totals).
     cap = cx.cfg.join_members
     online_keys = cx.sessions.peek_room(rk).users()
+    if cx.sessions.remote:  # several nodes: members online on the others too
+        online_keys |= {k for k in room.members if k in cx.sessions.remote}
     users = cx.state.users
     blocked = cx.state.blocks.blocked_by_user(u.key)
     online = heapq.nsmallest(
