@@ -19,6 +19,7 @@ instances on ephemeral ports in a temporary directory.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import pwd
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -57,8 +59,11 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def _run(coro_fn: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion on a loop of its own, in a thread of its own (works
+    inside a running loop too: the fixtures are asynchronous)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
 
 
 def require_postgres() -> None:
@@ -73,7 +78,7 @@ def require_postgres() -> None:
         await conn.close()
 
     try:
-        _run(probe())
+        _run(probe)
     except Exception as exc:
         _skip_or_fail(f"PostgreSQL at {PG_DSN} does not answer ({exc}); set PARLOUR_TEST_POSTGRES")
 
@@ -93,7 +98,7 @@ def require_redis() -> None:
             await client.aclose()
 
     try:
-        _run(probe())
+        _run(probe)
     except Exception as exc:
         _skip_or_fail(f"Redis at {REDIS_URL} does not answer ({exc}); set PARLOUR_TEST_REDIS")
 
@@ -122,7 +127,7 @@ def fresh_database(admin_dsn: str | None = None) -> Iterator[Callable[[], str]]:
 
     def make() -> str:
         name = "parlour_t_" + secrets.token_hex(6)
-        _run(execute(f"CREATE DATABASE {name}"))
+        _run(lambda: execute(f"CREATE DATABASE {name}"))
         made.append(name)
         return _with_database(admin, name)
 
@@ -131,7 +136,7 @@ def fresh_database(admin_dsn: str | None = None) -> Iterator[Callable[[], str]]:
     finally:
         for name in made:
             with contextlib.suppress(Exception):
-                _run(execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                _run(lambda: execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def fresh_prefix() -> str:
@@ -231,7 +236,7 @@ class PrivatePostgres:
                         raise
                     await asyncio.sleep(0.1)
 
-        _run(ready())
+        _run(ready)
 
     def stop(self, fast: bool = True) -> None:
         """Stop the server: a fast shutdown (SIGINT), or a crash (SIGKILL to the whole group)."""

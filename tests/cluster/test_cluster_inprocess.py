@@ -44,7 +44,9 @@ class LossyBus(InProcessBus):
 async def nodes() -> AsyncIterator[Nodes]:
     started: list[ChatServer] = []
 
-    async def make(n: int = 3, *, bus: InProcessBus | None = None, **settings: Any) -> list[ChatServer]:
+    async def make(
+        n: int = 3, *, bus: InProcessBus | None = None, **settings: Any
+    ) -> list[ChatServer]:
         store = MemoryStore()
         shared = bus or InProcessBus()
         base = Settings(
