@@ -32,8 +32,8 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,7 +136,7 @@ def fresh_database(admin_dsn: str | None = None) -> Iterator[Callable[[], str]]:
     finally:
         for name in made:
             with contextlib.suppress(Exception):
-                _run(lambda: execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                _run(lambda name=name: execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 def fresh_prefix() -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from cluster_helpers import PASSWORD, close_all, eventually, recording_client, tally
-from cluster_services import REDIS_URL, fresh_database, fresh_prefix, require_redis
 
+from cluster_services import REDIS_URL, fresh_database, fresh_prefix, require_redis
 from parlour.client import Client, ServerError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio(loop_scope="module")]
@@ -160,7 +160,7 @@ async def test_the_web_port_reaches_every_node_through_the_http_proxy(cluster: o
     url = f"http://127.0.0.1:{cluster.web_proxy_port}/"
 
     def fetch() -> tuple[int, bytes]:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status, response.read()
 
     for _ in range(3):  # round robin over the three nodes' web listeners
