@@ -218,8 +218,8 @@ class PrivatePostgres:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data)]
         if self._user is not None:
             cmd = ["runuser", "-u", self._user, "--", *cmd]
-        log = (self.dir / "server.log").open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        with (self.dir / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         _wait_port(self.port, 60, self.proc)
         # the port opens before the server accepts sessions: wait until one works
         import asyncpg
