@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from chaos import run_chaos
+
 from cluster_services import PrivatePostgres, PrivateRedis, fresh_database, fresh_prefix
 
 pytestmark = [pytest.mark.cluster, pytest.mark.asyncio(loop_scope="module")]
