@@ -471,7 +471,7 @@ class Replica:
     def _behind(self, key: tuple[str, object], last: int, now: float) -> None:
         held = self.held.get(key)
         if held is None:
-            held = self.held[key] = Held(now - self.cx.cfg.gap_grace)  # read at once
+            held = self.held[key] = Held(now - 2 * self.cx.cfg.gap_grace)  # read at once
         held.target = max(held.target, last)
 
     # ================================================================== other nodes
