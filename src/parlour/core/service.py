@@ -316,6 +316,11 @@ class ChatService:
 
     # ================================================================== several nodes
 
+    def config_server_name(self, name: str) -> None:
+        """Announce `name` in `hello` (a node of several says which it is)."""
+        self._cfg = dataclasses.replace(self._cfg, server_name=name)
+        self._cx.cfg = self._cfg
+
     def committed(
         self, outcome: Outcome, assigned: Sequence[Assigned], now: float
     ) -> tuple[Outcome, tuple[Write, ...]]:

@@ -271,6 +271,8 @@ class ChatServer:
             pipeline: Pipeline
             if cluster_mode:
                 node = bus_node or new_node_id(settings.node_name)
+                # clients (and operators) see which node they reached: `hello`'s `server`
+                service.config_server_name(f"{config.server_name} ({node})")
                 own_bus = bus is None
                 the_bus = bus if bus is not None else open_bus(settings) or InProcessBus()
                 registry: Any = the_bus if hasattr(the_bus, "heartbeat") else None
