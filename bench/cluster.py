@@ -43,11 +43,16 @@ from pathlib import Path
 from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tests" / "cluster"), str(REPO / "bench")]
+sys.path[:0] = [
+    str(REPO / "src"),
+    str(REPO / "tests"),
+    str(REPO / "tests" / "cluster"),
+    str(REPO / "bench"),
+]
 
-from cluster_services import PG_DSN, REDIS_URL, fresh_database, fresh_prefix  # noqa: E402
 from fanout import raise_nofile_limit  # noqa: E402
 
+from cluster_services import PG_DSN, REDIS_URL, fresh_database, fresh_prefix  # noqa: E402
 from parlour.server.cluster_cli import LocalCluster, Proc, free_port  # noqa: E402
 
 ADMIN_PASSWORD = "bench-admin-password"
@@ -108,7 +113,9 @@ async def sqlite_node(work: Path) -> AsyncIterator[Deployment]:
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLOUR_")}
     env.update(ENV, PARLOUR_ADMIN_PASSWORD=ADMIN_PASSWORD, PYTHONPATH=str(REPO / "src"))
-    proc = Proc("sqlite", argv, env, work / "sqlite.log", re.compile(r"listening on tcp://([^:]+):(\d+)"))
+    proc = Proc(
+        "sqlite", argv, env, work / "sqlite.log", re.compile(r"listening on tcp://([^:]+):(\d+)")
+    )
     await proc.start()
 
     def pids() -> list[int]:
@@ -273,7 +280,9 @@ class Result:
         ]
 
 
-async def fanout(dep: Deployment, rate: float, duration: float, members: int, senders: int) -> Result:
+async def fanout(
+    dep: Deployment, rate: float, duration: float, members: int, senders: int
+) -> Result:
     names = [f"m{i}" for i in range(members)]
     conns: list[Member] = []
     for i in range(0, members, 50):
@@ -335,7 +344,9 @@ async def fanout(dep: Deployment, rate: float, duration: float, members: int, se
     msgs = [c.lines - c.acks - c.errors for c in conns]
     res.deliveries = sum(msgs)
     res.cut_off = sum(1 for c in conns if c.lost_connection)
-    res.lost = sum(max(0, res.acked - m) for c, m in zip(conns, msgs, strict=True) if not c.lost_connection)
+    res.lost = sum(
+        max(0, res.acked - m) for c, m in zip(conns, msgs, strict=True) if not c.lost_connection
+    )
     for c in conns:
         for lat, cross in c.latencies:
             res.latencies.append(lat)
@@ -383,8 +394,10 @@ async def capacity(args: argparse.Namespace) -> None:
             if ok:
                 best[r.label] = max(best.get(r.label, 0.0), r.acked / r.elapsed)
         per_rate[rate] = results
-        print(f"\noffered {rate:,.0f} msg/s for {args.duration:g} s, {args.members} members, "
-              f"{args.senders} senders (load average {os.getloadavg()[0]:.2f})")
+        print(
+            f"\noffered {rate:,.0f} msg/s for {args.duration:g} s, {args.members} members, "
+            f"{args.senders} senders (load average {os.getloadavg()[0]:.2f})"
+        )
         print_table(results)
         sys.stdout.flush()
     print(f"\ncapacity (nothing lost, p99 <= {args.p99_limit:g} ms), acknowledged msg/s:")
@@ -409,16 +422,21 @@ def project(per_rate: dict[float, list[Result]], members: int) -> None:
     shared = max(1e-9, c1 - fixed)
     pg = one.pg_cpu / one.acked
     print("\nprojection (N nodes, one core each, on N machines; PostgreSQL on its own):")
-    print(f"  per message: {shared * 1e6:.0f} us divided among the nodes, {fixed * 1e6:.0f} us on"
-          f" every node, {pg * 1e6:.0f} us in PostgreSQL ({members} members)")
+    print(
+        f"  per message: {shared * 1e6:.0f} us divided among the nodes, {fixed * 1e6:.0f} us on"
+        f" every node, {pg * 1e6:.0f} us in PostgreSQL ({members} members)"
+    )
     for n in (1, 2, 3, 5, 10, 20):
         node_limit = 1 / (fixed + shared / n)
-        print(f"  {n:>3} nodes: {node_limit:>8,.0f} msg/s by the nodes' CPU"
-              f" (PostgreSQL, one core: {1 / max(pg, 1e-9):,.0f} msg/s)")
+        print(
+            f"  {n:>3} nodes: {node_limit:>8,.0f} msg/s by the nodes' CPU"
+            f" (PostgreSQL, one core: {1 / max(pg, 1e-9):,.0f} msg/s)"
+        )
 
 
 async def chaos(args: argparse.Namespace) -> None:
     from chaos import run_chaos
+
     from cluster_services import PrivatePostgres, PrivateRedis
 
     pg, redis_server = PrivatePostgres(), PrivateRedis()
@@ -475,7 +493,9 @@ async def chaos(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("mode", nargs="?", default="capacity", choices=["capacity", "chaos"])
     parser.add_argument("--rates", default="1000,2000,3000,5000")
     parser.add_argument("--configs", default="sqlite,pg1,pg3")
@@ -487,11 +507,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="chaos mode")
     parser.add_argument("--senders-chaos", type=int, default=10, help="chaos mode")
     parser.add_argument("--rate-each", type=float, default=10.0, help="chaos mode, per sender")
-    parser.add_argument("--every", type=float, default=5.0, help="chaos mode: seconds between faults")
+    parser.add_argument(
+        "--every", type=float, default=5.0, help="chaos mode: seconds between faults"
+    )
     args = parser.parse_args()
     raise_nofile_limit()
-    print(f"parlour cluster benchmark ({os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f}; PostgreSQL {PG_DSN.rsplit('@', 1)[-1]}, Redis {REDIS_URL})")
+    print(
+        f"parlour cluster benchmark ({os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f}; PostgreSQL {PG_DSN.rsplit('@', 1)[-1]}, Redis {REDIS_URL})"
+    )
     import uvloop
 
     uvloop.run(capacity(args) if args.mode == "capacity" else chaos(args))
