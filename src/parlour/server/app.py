@@ -247,6 +247,9 @@ class ChatServer:
                 reads = open_reads(store)
             needs = NeedRunner(password_hasher or argon2, reads, max_queued=settings.password_queue)
             cluster_mode = config.cluster
+            serve_here = getattr(store, "serve_here", None)
+            if serve_here is not None:  # PostgreSQL: a pool on this loop
+                await serve_here()
             writer = open_writer(store, cluster_mode)
             writer.start()
             generated: str | None = None
@@ -432,6 +435,9 @@ class ChatServer:
         self.needs.close()
         _close(self.reads)
         if self.own_store:
+            aclose = getattr(self.store, "aclose", None)
+            if aclose is not None:
+                await aclose()
             _close(self.store)
         log.info("server stopped")
 

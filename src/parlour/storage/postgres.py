@@ -148,8 +148,12 @@ class PostgresStore:
     ) -> None:
         self.dsn = dsn
         self.timeout = timeout
+        self._max_size = max_size
         self._thread = _LoopThread("parlour-pg")
         self._closed = False
+        #: the server's loop and the pool on it (`serve_here`): the async methods called on
+        #: that loop use it directly, without a hop to the store's thread
+        self._here: tuple[asyncio.AbstractEventLoop, Any] | None = None
         try:
             self._pool: Any = self._thread.call(
                 self._connect(min_size, max_size), timeout=timeout + 5
@@ -190,19 +194,46 @@ class PostgresStore:
     def schema_version(self) -> int:
         return SCHEMA_VERSION
 
+    async def serve_here(self) -> None:
+        """Open the pool the server uses on the running loop (the store's own thread keeps a
+        connection for the synchronous calls). One loop thread does everything a request
+        needs: no thread hop per statement, nor the wait for the other thread to get the
+        interpreter lock."""
+        if self._here is not None:
+            return
+        try:
+            pool = await self._connect(min(2, self._max_size), self._max_size)
+        except BaseException as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(
+                    f"cannot open the PostgreSQL store {redact_dsn(self.dsn)}: {exc}"
+                ) from exc
+            raise
+        self._here = (asyncio.get_running_loop(), pool)
+
+    async def aclose(self) -> None:
+        """Close the pool of `serve_here` (then `close` the rest)."""
+        here, self._here = self._here, None
+        if here is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(here[1].close(), 10)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        here, self._here = self._here, None
+        if here is not None:
+            here[1].terminate()
         with contextlib.suppress(Exception):
             self._thread.call(self._pool.close(), timeout=10)
         self._thread.stop()
 
     # ---------------------------------------------------------------- running
 
-    async def _with_conn(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _with_conn(self, fn: Callable[[Conn], Awaitable[T]], pool: Any = None) -> T:
         try:
-            async with self._pool.acquire(timeout=self.timeout) as conn:
+            async with (pool or self._pool).acquire(timeout=self.timeout) as conn:
                 return await fn(conn)
         except StoreUnavailable:
             raise
@@ -215,6 +246,15 @@ class PostgresStore:
         return self._thread.call(self._with_conn(fn))
 
     def _async(self, fn: Callable[[Conn], Awaitable[T]]) -> Awaitable[T]:
+        here = self._here
+        if here is not None:
+            loop, pool = here
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                return self._with_conn(fn, pool)
         return self._thread.wrap(self._with_conn(fn))
 
     # ---------------------------------------------------------------- the Store port (sync)
