@@ -108,7 +108,12 @@ class RedisBus:
             loop.create_task(self._publish(), name="parlour-bus-publish"),
         ]
 
-    async def close(self) -> None:
+    async def close(self, flush: float = 2.0) -> None:
+        """Stop; what is waiting to be published goes out first (for at most `flush`
+        seconds: a node that stops says goodbye)."""
+        deadline = asyncio.get_running_loop().time() + flush
+        while self._queue and self.connected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         self._closing = True
         self._wake.set()
         for task in self._tasks:

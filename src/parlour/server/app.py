@@ -105,8 +105,15 @@ def core_config(settings: Settings) -> CoreConfig:
     return CoreConfig(**{k: v for k, v in wanted.items() if k in known})
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
 def _needs_cluster_extra(what: str) -> None:
-    missing = [m for m in ("asyncpg", "redis") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("asyncpg", "redis") if not _importable(m)]
     if missing:
         raise ValueError(
             f"{what} needs the optional 'cluster' dependencies, which are not installed"

@@ -150,6 +150,44 @@ _V1 = (
         expires double precision NOT NULL
     )""",
     "CREATE INDEX session_tokens_by_user ON session_tokens (user_key)",
+    # The common batch — nothing but store-assigned room messages — in one round trip: the
+    # rooms' counter rows locked in key order, each message looked up by client id (a resend
+    # is answered with the original), numbered and inserted; one row back per message.
+    """CREATE FUNCTION parlour_append_room_messages(
+        p_keys text[], p_senders text[], p_sender_keys text[], p_texts text[],
+        p_ts float8[], p_cids text[]
+    ) RETURNS TABLE (o_seq bigint, o_ts float8, o_duplicate boolean)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        rid bigint;
+        found_seq bigint;
+        found_ts float8;
+    BEGIN
+        PERFORM 1 FROM rooms WHERE key = ANY(p_keys) ORDER BY key FOR UPDATE;
+        FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+            SELECT id INTO rid FROM rooms WHERE key = p_keys[i];
+            IF rid IS NULL THEN
+                RAISE EXCEPTION 'unknown room %', p_keys[i] USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            IF p_cids[i] IS NOT NULL THEN
+                SELECT seq, ts INTO found_seq, found_ts FROM room_messages
+                    WHERE room_id = rid AND sender_key = p_sender_keys[i]
+                    AND client_id = p_cids[i];
+                IF FOUND THEN
+                    o_seq := found_seq; o_ts := found_ts; o_duplicate := true;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+            END IF;
+            UPDATE rooms SET last_seq = last_seq + 1 WHERE id = rid RETURNING last_seq INTO o_seq;
+            INSERT INTO room_messages (room_id, seq, ts, sender, sender_key, text, client_id)
+                VALUES (rid, o_seq, p_ts[i], p_senders[i], p_sender_keys[i], p_texts[i], p_cids[i]);
+            o_ts := p_ts[i]; o_duplicate := false;
+            RETURN NEXT;
+        END LOOP;
+    END
+    $$""",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)

@@ -953,7 +953,37 @@ def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
     return cols
 
 
+def _only_room_messages(batches: Sequence[Sequence[w.Write]]) -> bool:
+    return all(
+        type(x) is w.AppendRoomMessage and x.seq == w.ASSIGN for writes in batches for x in writes
+    )
+
+
+async def _append_room_messages(
+    c: Conn, batches: Sequence[Sequence[w.Write]]
+) -> list[list[w.Assigned]]:
+    """A batch of store-assigned room messages only: one call of the schema's function (one
+    round trip, its own transaction)."""
+    flat = [x for writes in batches for x in writes if isinstance(x, w.AppendRoomMessage)]
+    if not flat:
+        return [[] for _ in batches]
+    rows = await c.fetch(
+        "SELECT o_seq, o_ts, o_duplicate FROM parlour_append_room_messages("
+        "$1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[])",
+        [room_key(x.room) for x in flat],
+        [x.sender for x in flat],
+        [user_key(x.sender) for x in flat],
+        [x.text for x in flat],
+        [x.ts for x in flat],
+        [x.client_id for x in flat],
+    )
+    answers = iter(w.Assigned(r["o_seq"], r["o_ts"], r["o_duplicate"]) for r in rows)
+    return [[next(answers) for _ in writes] for writes in batches]
+
+
 async def _apply_batch(c: Conn, batches: Sequence[Sequence[w.Write]]) -> list[list[w.Assigned]]:
+    if batches and _only_room_messages(batches):
+        return await _append_room_messages(c, batches)
     out: list[list[w.Assigned]] = []
     async with c.transaction():
         tx = _Tx(c)
