@@ -98,10 +98,11 @@ def service_cpu(names: tuple[str, ...]) -> float:
 @dataclass
 class Deployment:
     label: str
-    ports: list[int]  # where members connect (one per node, or the proxy)
+    ports: list[int]  # where members connect (one per node, or the proxy): member k -> k % n
     node_pids: Callable[[], list[int]]
     stop: Callable[[], Any]
     nodes: int
+    proxy_pids: Callable[[], list[int]] = lambda: []
 
 
 @contextlib.asynccontextmanager
@@ -128,7 +129,7 @@ async def sqlite_node(work: Path) -> AsyncIterator[Deployment]:
 
 
 @contextlib.asynccontextmanager
-async def pg_nodes(work: Path, n: int) -> AsyncIterator[Deployment]:
+async def pg_nodes(work: Path, n: int, direct: bool = False) -> AsyncIterator[Deployment]:
     with fresh_database() as make_db:
         local = LocalCluster(
             store=make_db(),
@@ -146,10 +147,21 @@ async def pg_nodes(work: Path, n: int) -> AsyncIterator[Deployment]:
         def pids() -> list[int]:
             return [p.process.pid for p in local.node_procs if p.process is not None]
 
-        label = "1 node, PostgreSQL + Redis" if n == 1 else f"{n} nodes behind the proxy"
-        # members connect through the proxy (round robin: spread over the nodes)
+        def proxy_pids() -> list[int]:
+            return [p.process.pid for p in local.proxies if p.process is not None]
+
+        if n == 1:
+            label = "1 node, PostgreSQL + Redis"
+        elif direct:
+            label = f"{n} nodes, no proxy"
+        else:
+            label = f"{n} nodes behind the proxy"
+        # members connect through the proxy (round robin: spread over the nodes), or
+        # straight to the nodes (member k to node k % n: what the nodes cost without the
+        # proxy's relaying)
+        ports = local.node_ports if direct else [local.proxy_port]
         try:
-            yield Deployment(label, [local.proxy_port], pids, local.stop, n)
+            yield Deployment(label, ports, pids, local.stop, n, proxy_pids)
         finally:
             await local.stop()
 
@@ -248,6 +260,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     cross: list[float] = field(default_factory=list)
     node_cpu: float = 0.0
+    proxy_cpu: float = 0.0
     pg_cpu: float = 0.0
     redis_cpu: float = 0.0
     nodes: int = 1
@@ -277,6 +290,7 @@ class Result:
             ("cross-node p99 (ms)", self._pct(self.cross, 0.99), ".1f"),
             ("chat nodes CPU (cores)", self.node_cpu / el, ".2f"),
             ("node CPU/message (us)", self.node_cpu / max(1, self.acked) * 1e6, ".0f"),
+            ("proxy CPU/message (us)", self.proxy_cpu / max(1, self.acked) * 1e6, ".0f"),
             ("PostgreSQL CPU/message (us)", self.pg_cpu / max(1, self.acked) * 1e6, ".0f"),
             ("Redis CPU/message (us)", self.redis_cpu / max(1, self.acked) * 1e6, ".0f"),
         ]
@@ -290,7 +304,7 @@ async def fanout(
     for i in range(0, members, 50):
         conns += await asyncio.gather(
             *(
-                open_member(dep.ports[0], n, k < senders, k >= senders)
+                open_member(dep.ports[k % len(dep.ports)], n, k < senders, k >= senders)
                 for k, n in enumerate(names[i : i + 50], start=i)
             )
         )
@@ -301,6 +315,7 @@ async def fanout(
     sending = conns[:senders]
     res = Result(dep.label, rate, nodes=dep.nodes)
     cpu0 = sum(cpu_seconds(p) for p in dep.node_pids())
+    proxy0 = sum(cpu_seconds(p) for p in dep.proxy_pids())
     pg0, rd0 = service_cpu(("postgres",)), service_cpu(("redis-server",))
     start = time.perf_counter()
     sent = 0
@@ -336,6 +351,7 @@ async def fanout(
         await asyncio.sleep(0.05)
     res.elapsed = time.perf_counter() - start
     res.node_cpu = sum(cpu_seconds(p) for p in dep.node_pids()) - cpu0
+    res.proxy_cpu = sum(cpu_seconds(p) for p in dep.proxy_pids()) - proxy0
     res.pg_cpu = service_cpu(("postgres",)) - pg0
     res.redis_cpu = service_cpu(("redis-server",)) - rd0
     res.acked = sum(c.acks for c in sending)
@@ -362,6 +378,7 @@ CONFIGS = {
     "sqlite": lambda work: sqlite_node(work),
     "pg1": lambda work: pg_nodes(work, 1),
     "pg3": lambda work: pg_nodes(work, 3),
+    "pg3direct": lambda work: pg_nodes(work, 3, direct=True),
 }
 
 
@@ -411,10 +428,10 @@ def project(per_rate: dict[float, list[Result]], members: int) -> None:
     N nodes carry."""
     chosen = per_rate[min(per_rate)]
     for rate in sorted(per_rate):
-        pg = [r for r in per_rate[rate] if "PostgreSQL" in r.label or "proxy" in r.label]
+        pg = [r for r in per_rate[rate] if "PostgreSQL" in r.label or "nodes" in r.label]
         if pg and all(r.lost == 0 and r.errors == 0 and r.cut_off == 0 for r in pg):
             chosen = per_rate[rate]
-    by = {r.nodes: r for r in chosen if "PostgreSQL" in r.label or "proxy" in r.label}
+    by = {r.nodes: r for r in chosen if "PostgreSQL" in r.label or "behind" in r.label}
     one, three = by.get(1), by.get(3)
     if one is None or three is None or not one.acked or not three.acked:
         return
@@ -506,7 +523,7 @@ def main() -> None:
     )
     parser.add_argument("mode", nargs="?", default="capacity", choices=["capacity", "chaos"])
     parser.add_argument("--rates", default="1000,2000,3000,5000")
-    parser.add_argument("--configs", default="sqlite,pg1,pg3")
+    parser.add_argument("--configs", default="sqlite,pg1,pg3,pg3direct")
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--members", type=int, default=100)
     parser.add_argument("--senders", type=int, default=10)
