@@ -132,6 +132,9 @@ async def test_postgres_restarted_under_load(cluster: object, postgres: PrivateP
 
     result = await run_chaos(cluster.proxy_port, fault, duration=14.0, every=6.0, prefix="pg-")
     check("PostgreSQL restarted", result)
+    # while it was down, requests were answered `unavailable` (and sent again by the library)
+    logs = "".join(p.read_text() for p in cluster.work_dir.glob("node*.log"))
+    assert "store unavailable; outcome not delivered" in logs
     assert sum(result.failures.values()) == 0 or all(
         "unavailable" in why or "Closed" in why for why in result.failures
     ), result.failures

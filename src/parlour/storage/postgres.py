@@ -85,6 +85,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P02, 57P03
     asyncpg.exceptions.InsufficientResourcesError,  # 53xxx: too many connections, disk full
     asyncpg.exceptions.PostgresConnectionError,
+    # a connection broken in the middle of a query can leave asyncpg's protocol in a state
+    # it reports this way when the pool resets the connection
+    asyncpg.exceptions.InternalClientError,
 )
 
 
