@@ -158,8 +158,8 @@ async def pg_nodes(work: Path, n: int, direct: bool = False) -> AsyncIterator[De
             label = f"{n} nodes behind the proxy"
         # members connect through the proxy (round robin: spread over the nodes), or
         # straight to the nodes (member k to node k % n: what the nodes cost without the
-        # proxy's relaying)
-        ports = local.node_ports if direct else [local.proxy_port]
+        # proxy's relaying); one node is reached directly, like the SQLite node
+        ports = local.node_ports if direct or n == 1 else [local.proxy_port]
         try:
             yield Deployment(label, ports, pids, local.stop, n, proxy_pids)
         finally:

@@ -316,6 +316,10 @@ class ChatService:
 
     # ================================================================== several nodes
 
+    @property
+    def config(self) -> CoreConfig:
+        return self._cfg
+
     def config_server_name(self, name: str) -> None:
         """Announce `name` in `hello` (a node of several says which it is)."""
         self._cfg = dataclasses.replace(self._cfg, server_name=name)

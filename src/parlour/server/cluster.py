@@ -361,4 +361,4 @@ class ClusterNode:
                 if not self._resync_wanted.is_set():
                     self._resync_wanted.set()
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(self.service._cfg.gap_grace / 2)
+            await asyncio.sleep(self.service.config.gap_grace / 2)
