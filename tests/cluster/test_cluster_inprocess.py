@@ -185,3 +185,40 @@ async def test_a_lost_bus_message_is_read_from_the_store(nodes: Nodes) -> None:
         await eventually(lambda: brec.room["general"][-1:] == [quiet.seq], "the heads check")
     finally:
         await close_all([alice, bob])
+
+
+async def test_reject_policy_kick_and_password_change_across_nodes(nodes: Nodes) -> None:
+    a_node, b_node = await nodes(2, duplicate_login="reject")
+    frank, _ = await recording_client(a_node.port, reconnect=False)
+    admin, _ = await recording_client(b_node.port)
+    extra: list[Client] = []
+    try:
+        await frank.signup("frank", PASSWORD)
+        await admin.login("admin", "admin-password-1")
+        # `reject`: frank is live on node a, so a second login on node b is refused
+        second = Client("127.0.0.1", b_node.port, reconnect=False)
+        extra.append(second)
+        await second.connect()
+        with pytest.raises(ServerError) as info:
+            await second.login("frank", PASSWORD)
+        assert info.value.code == "already_logged_in"
+        # a server-wide kick on node b ends frank's session on node a
+        await admin.kick("frank", reason="testing")
+        assert "kicked" in await asyncio.wait_for(frank.wait_closed(), 5)
+        # now he may log in on node b; he changes his password there and logs out
+        on_b = Client("127.0.0.1", b_node.port, reconnect=False)
+        extra.append(on_b)
+        await on_b.connect()
+        await on_b.login("frank", PASSWORD)
+        await on_b.passwd(PASSWORD, "new-password-456")
+        await on_b.logout()
+        # node a knows the new password (and not the old one any more)
+        on_a = Client("127.0.0.1", a_node.port, reconnect=False)
+        extra.append(on_a)
+        await on_a.connect()
+        with pytest.raises(ServerError) as info:
+            await on_a.login("frank", PASSWORD)
+        assert info.value.code == "bad_credentials"
+        await on_a.login("frank", "new-password-456")
+    finally:
+        await close_all([frank, admin, *extra])
