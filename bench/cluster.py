@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -540,6 +541,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     raise_nofile_limit()
+
+    def stop(*_: object) -> None:  # SIGTERM: stop the servers and drop the databases first
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     print(
         f"parlour cluster benchmark ({os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f}; PostgreSQL {PG_DSN.rsplit('@', 1)[-1]}, Redis {REDIS_URL})"
