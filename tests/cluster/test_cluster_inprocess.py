@@ -45,9 +45,13 @@ async def nodes() -> AsyncIterator[Nodes]:
     started: list[ChatServer] = []
 
     async def make(
-        n: int = 3, *, bus: InProcessBus | None = None, **settings: Any
+        n: int = 3,
+        *,
+        bus: InProcessBus | None = None,
+        store: MemoryStore | None = None,
+        **settings: Any,
     ) -> list[ChatServer]:
-        store = MemoryStore()
+        store = store or MemoryStore()
         shared = bus or InProcessBus()
         base = Settings(
             port=0,
@@ -222,3 +226,42 @@ async def test_reject_policy_kick_and_password_change_across_nodes(nodes: Nodes)
         await on_a.login("frank", "new-password-456")
     finally:
         await close_all([frank, admin, *extra])
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next commits fail as if the database were down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = 0
+
+    def apply_assigning(self, writes: Any) -> Any:
+        if self.down and writes:
+            self.down -= 1
+            from parlour.core.ports import StoreUnavailable
+
+            raise StoreUnavailable("PostgreSQL unavailable: connection refused")
+        return super().apply_assigning(writes)
+
+
+async def test_a_sign_up_the_store_did_not_take_leaves_no_session(nodes: Nodes) -> None:
+    """The store is down when a sign-up is committed: the client is told `unavailable`, the
+    session it would have opened is undone, and the library's retry on the same connection
+    signs up for real; nobody was told of the first attempt."""
+    store = FlakyStore()
+    (node,) = await nodes(1, store=store)
+    watcher, wrec = await recording_client(node.port)
+    newcomer, _ = await recording_client(node.port)
+    try:
+        await watcher.signup("watcher", PASSWORD)
+        await watcher.join("general")
+        store.down = 1
+        session = await newcomer.signup("newcomer", PASSWORD)  # retried after `unavailable`
+        assert session.username == "newcomer"
+        await newcomer.join("general")
+        ack = await newcomer.send("general", "here at last")
+        await eventually(lambda: ack.seq in wrec.room.get("general", []), "the message")
+        assert store.down == 0  # the first attempt did fail
+        assert [u.name for u in store.load().users].count("newcomer") == 1
+    finally:
+        await close_all([watcher, newcomer])

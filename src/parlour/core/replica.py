@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from parlour.core.blocking import Blocks
 from parlour.core.context import Ctx, Out, log_event
 from parlour.core.handlers.rooms import delete_room, rename_room
-from parlour.core.handlers.sessions import end_all_sessions, presence
+from parlour.core.handlers.sessions import end_all_sessions, end_session, presence
 from parlour.core.moderation import Bans
 from parlour.core.needs import Need, ReadBroadcasts, ReadDm, ReadRoom
 from parlour.core.outcome import (
@@ -624,7 +624,7 @@ class Replica:
             u = state.users.get(key)
             if u is None:
                 state.users[key] = UserState(rec, key)
-            else:
+            elif u.password_hash != rec.password_hash or u.role != rec.role:
                 u.password_hash = rec.password_hash
                 u.role = rec.role
         fresh = {room_key(r.name): r for r in snap.rooms}
@@ -680,6 +680,24 @@ class Replica:
             bk = user_key(name)
             state.broadcast_cursors[bk] = max(state.broadcast_cursors.get(bk, 0), seq)
         return out.done(None)
+
+    def undo_login(self, conn: int, created: str | None, now: float) -> None:
+        """The login or sign-up on `conn` was not committed (the store is down, or another
+        node took the name at the same moment): the session it started here ends, quietly
+        (nobody was told it began), and an account made for a sign-up goes — if the name
+        exists in the store after all, the next resync brings the real account. The
+        connection stays open: the client may try again."""
+        cx = self.cx
+        cx.now = now
+        c = cx.sessions.conns.get(conn)
+        if c is not None and c.user is not None:
+            end_session(cx, c, cx.out(), quiet=True)
+        if created is not None:
+            key = user_key(created)
+            gone = cx.state.users.get(key)
+            if gone is not None and not cx.sessions.online(key):
+                del cx.state.users[key]
+        cx.others.clear()  # nothing of it was published
 
     def _membership(self, fact: SetMembership) -> None:
         cx = self.cx

@@ -363,6 +363,10 @@ class ChatService:
         unknown here."""
         return self.replica.heads(rooms, dms, broadcast, now)
 
+    def undo_login(self, conn: ConnId, created: str | None, now: float) -> None:
+        """The login (or sign-up of `created`) on `conn` was not committed: undo it here."""
+        self.replica.undo_login(conn, created, now)
+
     def node_gone(self, node: str, now: float) -> Outcome:
         return self._tell(self.replica.node_gone(node, now))
 

@@ -40,7 +40,7 @@ from parlour.core.outcome import ConnId, Delivery, Outcome, ToConns
 from parlour.core.ports import Bus, BusMessage, Reads
 from parlour.core.records import Heads, StoreSnapshot
 from parlour.core.service import ChatService
-from parlour.core.writes import Write
+from parlour.core.writes import CreateUser, Write
 from parlour.protocol import Event, Ok, SessionReply, SyncReply
 from parlour.transports.hub import Hub
 from parlour.transports.pipeline import Pipeline
@@ -179,9 +179,16 @@ class ClusterNode:
         assigned) or failed (`result` is the exception; `dispatch` is then the error reply)."""
         now = self.clock()
         facts: tuple[Write, ...]
+        failed = isinstance(result, BaseException)
         if isinstance(result, BaseException):
             done, facts = dispatch, ()
             self._resync_wanted.set()  # the core may be ahead of the store: read it again
+            reply = applied.reply
+            if conn is not None and isinstance(reply, Ok) and isinstance(reply.data, SessionReply):
+                # not committed: the session must not stay open (the client tries again)
+                created = next((x.name for x in applied.writes if isinstance(x, CreateUser)), None)
+                self.service.undo_login(conn, created, now)
+            applied = dataclasses.replace(applied, remote=(), deliveries=())  # tell nobody
         elif applied.writes:
             done, facts = self.service.committed(applied, result or (), now)
         else:
@@ -204,7 +211,7 @@ class ClusterNode:
             else:
                 del self._fences[conn]
                 self._held.pop(conn, None)
-            if events:
+            if events and not failed:  # (a session that failed to start has no stream)
                 later = tuple(Delivery(e, (conn,)) for e in events)
                 done = dataclasses.replace(done, deliveries=done.deliveries + later)
         return done
