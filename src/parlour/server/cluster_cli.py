@@ -298,6 +298,8 @@ def cluster(
         raise click.ClickException("--nodes: at least 1")
     if not is_postgres(store) or not is_redis(bus):
         raise click.ClickException("--store must be postgresql://… and --bus redis://…")
+    from parlour.core.passwords import generate_password
+
     local = LocalCluster(
         store=store,
         bus=bus,
@@ -309,12 +311,21 @@ def cluster(
         web=not no_web,
         admin_password=os.environ.get("PARLOUR_ADMIN_PASSWORD"),
         serve_args=serve_args,
+        # every client comes from the proxy's address: per-address limits would count them
+        # all as one (the proxy does not pass the client's address on to the nodes)
+        env={
+            "PARLOUR_MAX_CONNECTIONS_PER_ADDRESS": "0",
+            "PARLOUR_ADDRESS_LOCKOUT_ATTEMPTS": "1000",
+        },
     )
 
     async def main() -> None:
         try:
             if await ensure_database(store):
                 click.echo(f"created the database {redact(store)}")
+                if local.admin_password is None:  # shown here, once; never written down
+                    local.admin_password = generate_password()
+                    click.echo(f"administrator: admin / {local.admin_password}")
         except OSError as exc:
             raise click.ClickException(f"PostgreSQL at {redact(store)}: {exc}") from None
         stop = asyncio.Event()
