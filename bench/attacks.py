@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -50,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from parlour.client import Backoff, Client, ConnectionState, ServerError  # noqa: E402
-from parlour.protocol import REQUEST_TYPES  # noqa: E402
+from parlour.protocol import REQUEST_TYPES, ErrorCode  # noqa: E402
 
 ADMIN_PASSWORD = "attack-admin-password"
 PASSWORD = "attack-password-1"
@@ -85,6 +86,8 @@ class ServerProcess:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                "--web-port",
+                "0",
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -249,6 +252,8 @@ class StormResult:
     p50: float = 0.0
     p99: float = 0.0
     refused_busy: int = 0
+    #: the last state of each client that did not come back (state: detail -> how many)
+    stuck: dict[str, int] = field(default_factory=dict)
 
 
 async def storm(clients: int, deadline: float) -> StormResult:
@@ -256,16 +261,22 @@ async def storm(clients: int, deadline: float) -> StormResult:
     with tempfile.TemporaryDirectory(prefix="parlour-attack-") as tmp:
         srv = server(Path(tmp))
         srv.start()
+        killed = [False]
         restarted = [0.0]
-        back_at: dict[int, float] = {}
+        back_at: dict[int, float] = {}  # when each client was logged in again (perf_counter)
         all_back = asyncio.Event()
+
+        last: dict[int, str] = {}
+        stuck_states: dict[int, str] = {}
 
         def watcher(i: int) -> Callable[[ConnectionState, str], None]:
             def on_state(state: ConnectionState, detail: str) -> None:
+                last[i] = f"{state.value}: {detail}"
                 if "server_busy" in detail:
                     result.refused_busy += 1
-                if restarted[0] and state is ConnectionState.CONNECTED and i not in back_at:
-                    back_at[i] = time.perf_counter() - restarted[0]
+                # a client may be back before `srv.start` returns: count from the kill
+                if killed[0] and state is ConnectionState.CONNECTED and i not in back_at:
+                    back_at[i] = time.perf_counter()
                     if len(back_at) == clients:
                         all_back.set()
 
@@ -284,18 +295,25 @@ async def storm(clients: int, deadline: float) -> StormResult:
                     await c.signup(f"s{i}", PASSWORD)
 
             await asyncio.gather(*(setup(i, c) for i, c in enumerate(users)))
+            killed[0] = True
             await asyncio.to_thread(srv.kill9)
             await asyncio.to_thread(srv.start)
             restarted[0] = time.perf_counter()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_back.wait(), deadline)
+            stuck_states = dict(last)  # before the clients are closed below
         finally:
             for c in users:
                 with contextlib.suppress(Exception):
                     await c.close()
             srv.stop()
-    times = sorted(back_at.values())
+    # seconds after the restarted server was listening (0: back by then)
+    times = sorted(max(0.0, t - restarted[0]) for t in back_at.values())
     result.back = len(times)
+    for i in range(clients):
+        if i not in back_at:
+            what = stuck_states.get(i, "no state change")
+            result.stuck[what] = result.stuck.get(what, 0) + 1
     if len(times) == clients:
         result.all_back_after = times[-1]
     if times:
@@ -319,11 +337,17 @@ class HostileResult:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
 
-async def _garbage(port: int, stop: asyncio.Event, counter: list[int], rng: random.Random) -> None:
+async def _garbage(
+    port: int, i: int, stop: asyncio.Event, counter: list[int], rng: random.Random
+) -> None:
+    """Garbage as fast as the server takes it, reconnecting at once when closed, from an
+    address of its own (127.0.2.x: an attacker is not the good client's neighbour)."""
     pieces = [b"{", b"}", b"[", b'"', b"\\", b"\xff", b"NaN", b"9" * 40, b'{"id":1}', b"\n"]
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(f"127.0.2.{1 + i}", 0)
+            )
         except OSError:
             await asyncio.sleep(0.05)
             continue
@@ -361,6 +385,33 @@ async def _reader_flood(port: int, i: int, stop: asyncio.Event, counter: list[in
     await c.close()
 
 
+def _attack_process(port: int, count: int, seconds: float, pipe: Any) -> None:
+    """The hostile connections, in a process of their own, for `seconds`; sends "started"
+    once they run, then how many frames and requests they sent."""
+
+    async def attack() -> int:
+        stop = asyncio.Event()
+        counter = [0]
+        rng = random.Random(1)
+        tasks = [
+            asyncio.create_task(
+                _garbage(port, i, stop, counter, rng)
+                if i % 2 == 0
+                else _reader_flood(port, i, stop, counter)
+            )
+            for i in range(count)
+        ]
+        pipe.send("started")
+        await asyncio.sleep(seconds)
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return counter[0]
+
+    pipe.send(run(attack))
+
+
 async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, HostileResult]:
     results = []
     for label, attack in (("alone", False), ("under attack", True)):
@@ -368,28 +419,35 @@ async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, H
         with tempfile.TemporaryDirectory(prefix="parlour-attack-") as tmp:
             srv = server(Path(tmp), max_connections_per_address="0")
             srv.start()
-            stop = asyncio.Event()
-            tasks: list[asyncio.Task[None]] = []
             counter = [0]
             try:
                 good = Client("127.0.0.1", srv.port)
                 await good.connect()
                 await good.signup("good", PASSWORD)
                 await good.join("general")
-                for i in range(200):  # something to read
-                    await good.send("general", f"history {i} " + "x" * 200)
-                if attack:
-                    rng = random.Random(1)
-                    for i in range(hostile_count):
-                        if i % 2 == 0:
-                            tasks.append(
-                                asyncio.create_task(_garbage(srv.port, stop, counter, rng))
-                            )
-                        else:
-                            tasks.append(
-                                asyncio.create_task(_reader_flood(srv.port, i, stop, counter))
-                            )
-                    await asyncio.sleep(1.0)  # let the attack get going
+                for i in range(200):  # something to read (at the rate the server allows)
+                    while True:
+                        try:
+                            await good.send("general", f"history {i} " + "x" * 200)
+                            break
+                        except ServerError as exc:
+                            if exc.code is not ErrorCode.RATE_LIMITED:
+                                raise
+                            await asyncio.sleep(float(exc.extra.get("retry_after", 0.05)))
+                attacker = None
+                if attack:  # in a process of its own: it must not starve this measuring loop
+                    ctx = multiprocessing.get_context("spawn")
+                    parent, child = ctx.Pipe()
+                    attacker = ctx.Process(
+                        target=_attack_process,
+                        args=(srv.port, hostile_count, duration + 2.0, child),
+                        daemon=True,
+                    )
+                    attacker.start()
+                    await asyncio.to_thread(parent.recv)  # the attackers are connected
+                # let the attack get going (and the good client's rate bucket refill after
+                # filling the history, in both runs)
+                await asyncio.sleep(1.0)
                 end = time.perf_counter() + duration
                 n = 0
                 while time.perf_counter() < end:
@@ -400,14 +458,13 @@ async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, H
                         await good.send("general", f"good {n}")
                     result.latencies.append(time.perf_counter() - t0)
                     n += 1
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.05)  # 10 messages/s: well within the rate limit
                 result.requests = n
                 await good.close()
+                if attacker is not None:
+                    counter[0] = await asyncio.to_thread(parent.recv)
+                    attacker.join(10)
             finally:
-                stop.set()
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
                 srv.stop()
             result.hostile_frames = counter[0]
         results.append(result)
@@ -568,6 +625,8 @@ def main() -> None:
             f" server_busy answers on the way: {s.refused_busy}",
             flush=True,
         )
+        for what, n in sorted(s.stuck.items(), key=lambda kv: -kv[1]):
+            print(f"  not back: {n} x {what}", flush=True)
     if args.mode in ("all", "hostile"):
         alone, attacked = run(lambda: hostile(args.duration, args.hostile))
         print(

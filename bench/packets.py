@@ -3,6 +3,7 @@
     python bench/packets.py            # 1,000,000 packets (scapy: 20,000, scaled)
     python bench/packets.py --quick    # 100,000 packets (scapy: 2,000)
     python bench/packets.py --packets 300000 --scapy 5000
+    sudo python bench/packets.py analyze   # analyze vs tshark on 1M packets of real traffic
 
 Build: chat-like messages over several TCP flows become packets with
 ``build_conversations`` (handshake, data segments, ACKs, teardown; sequence numbers, options
@@ -13,7 +14,7 @@ conversation logic) and write them to a pcap with their own writers; a sample of
 is compared with ours, so the libraries are known to be doing the same job.
 
 Parse: the capture written above is read back and decoded to TCP level with the public read
-API (``parlour.packets.decode.decode_capture``), summing the TCP payload lengths; dpkt
+API (``parlour.packets.analyze.decode.decode_capture``), summing the TCP payload lengths; dpkt
 (``pcap.Reader`` + ``ip.IP``) and scapy (``PcapReader``) do the same, and dpkt must arrive at
 the same totals.
 
@@ -46,10 +47,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from parlour.packets.capturefile import read_capture
-from parlour.packets.conversation import DEFAULT_START_NS, AppMessage, Endpoint, build_conversations
-from parlour.packets.records import Record
-from parlour.packets.writers import write_capture_file
+from parlour.packets.build.conversation import (
+    DEFAULT_START_NS,
+    AppMessage,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.build.writers import write_capture_file
+from parlour.packets.files.reader import read_capture
+from parlour.packets.files.records import Record
 
 console = Console(stderr=True)
 out = Console(width=110)
@@ -250,7 +256,7 @@ def build_scapy(items: list[Spec], path: Path) -> list[bytes]:
 
 def parse_ours(path: Path) -> tuple[int, int]:
     """(packets, TCP payload bytes) through the public read + decode API."""
-    from parlour.packets.decode import decode_capture
+    from parlour.packets.analyze.decode import decode_capture
 
     with progress("parlour: read + decode", None):
         table = decode_capture(path)
@@ -328,6 +334,12 @@ def _same(name: str, sample: list[bytes], ref: list[bytes]) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["analyze"]:  # analyze vs tshark: bench/packets_analyze.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from packets_analyze import main as analyze_main
+
+        analyze_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=1_000_000, help="packets to build and parse")
     ap.add_argument("--dpkt", type=int, default=None, help="packets for dpkt (default: all)")

@@ -82,6 +82,15 @@ def test_every_event_renders() -> None:
         "until": None,
         "new_name": "ops2",
         "code": "shutting_down",
+        "offer": "hK2w9TqzX1bA",
+        "filename": "a.txt",
+        "size": 1234,
+        "sha256": "ab" * 32,
+        "expires": 0.0,
+        "transfer": "00" * 8,
+        "key": "k",
+        "peers": [],
+        "relay": None,
     }
     for name, fields in EVENT_FIELDS.items():
         wanted = {k: samples[k] for k in fields}

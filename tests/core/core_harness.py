@@ -3,6 +3,8 @@ applies every outcome's writes to a MemoryStore before "sending" (like the real 
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
 import re
 from collections import defaultdict
@@ -18,6 +20,7 @@ from parlour.core.needs import (
     ReadDm,
     ReadRoom,
     ReadSince,
+    RelayTickets,
     Verified,
     VerifyPassword,
 )
@@ -54,8 +57,24 @@ class PlainHasher:
         return False
 
 
+#: the harness's transfer ids: distinct every draw, the same in every run
+_DRAWS = itertools.count(1)
+RELAY_SECRET = b"core-test-relay-secret"
+
+
+def tickets_for(transfer_id: bytes) -> tuple[bytes, bytes]:
+    """What the harness answers to RelayTickets (the server's relay computes real ones)."""
+    return tuple(  # type: ignore[return-value]
+        hashlib.sha256(RELAY_SECRET + transfer_id + bytes([side])).digest()[:16] for side in (0, 1)
+    )
+
+
 def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
-    """What the adapter would answer to `need` (synchronously: memory store, plain hasher)."""
+    """What the adapter would answer to `need` (synchronously: memory store, plain hasher,
+    deterministic transfer ids)."""
+    if isinstance(need, RelayTickets):
+        transfer_id = hashlib.sha256(b"transfer %d" % next(_DRAWS)).digest()[:8]
+        return (transfer_id, *tickets_for(transfer_id))
     if isinstance(need, HashPassword):
         return hasher.hash(need.password)
     if isinstance(need, VerifyPassword):

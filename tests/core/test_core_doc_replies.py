@@ -56,7 +56,7 @@ def documented_events() -> dict[str, set[str]]:
 
 def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     """One ``ok`` reply of every request type, with non-empty lists where there are any."""
-    h = h or Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
+    h = h or Harness(CoreConfig(rate_burst=1000, duplicate_login="allow", file_relay=(None, 7878)))
     got: dict[str, dict[str, Any]] = {}
 
     def ok(conn: int, kind: str, **fields: Any) -> None:
@@ -89,6 +89,17 @@ def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     ok(c, "blocks")
     ok(c, "unblock", user="bob")
     ok(c, "sync", resume={"rooms": {"general": 0}, "dms": {}})
+    ok(c, "file_probe")
+    here = [{"host": "192.0.2.1", "port": 5000}]
+    sha = "ab" * 32
+    ok(c, "file_offer", to="bob", filename="a.txt", size=1, sha256=sha, endpoints=here)
+    offered = got["file_offer"]
+    ok(bob, "file_accept", offer=offered["offer"], endpoints=here)
+    ok(bob, "file_done", offer=offered["offer"])
+    offered = h.ok(c, "file_offer", to="bob", filename="b.txt", size=1, sha256=sha)
+    ok(bob, "file_decline", offer=offered["offer"])
+    offered = h.ok(c, "file_offer", to="bob", filename="c.txt", size=1, sha256=sha)
+    ok(c, "file_cancel", offer=offered["offer"])
     ok(c, "passwd", old_password=PW, new_password="another-password")
     ok(c, "logout")  # bob hears alice go offline (presence)
     ok(c, "login", username="alice", password="another-password")
@@ -132,7 +143,7 @@ def test_every_reply_matches_the_documented_shape() -> None:
 
 
 def test_every_event_matches_the_documented_fields() -> None:
-    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow"))
+    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow", file_relay=(None, 7878)))
     every_reply(h)
     documented = documented_events()
     seen: dict[str, set[str]] = {}

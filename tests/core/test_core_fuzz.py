@@ -32,6 +32,16 @@ GOOD: dict[str, st.SearchStrategy[Any]] = {
     "password": st.sampled_from(["password1", "admin-secret", "short"]),
     "old_password": st.sampled_from(["password1", "wrong-one"]),
     "new_password": st.sampled_from(["password2", "x"]),
+    "filename": st.sampled_from(["a.txt", "../x", "b c.bin"]),
+    "size": st.integers(0, 10),
+    "sha256": st.sampled_from(["ab" * 32, "zz"]),
+    "endpoints": st.lists(
+        st.fixed_dictionaries(
+            {"host": st.sampled_from(["10.0.0.1", "x"]), "port": st.integers(0, 3)}
+        ),
+        max_size=2,
+    ),
+    "offer": st.sampled_from(["abc", "", "x" * 40]),
 }
 HOSTILE = st.one_of(
     st.none(),

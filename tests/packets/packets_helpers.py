@@ -7,10 +7,65 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from parlour.packets.analyze.dissect import analyze
+from parlour.packets.analyze.tcp_analysis import TSHARK_FIELDS
+
 TSHARK = shutil.which("tshark")
 EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "http_messages.csv"
 
 TsharkFields = Callable[..., list[list[str]]]
+
+FLAG_FIELDS = sorted(set(TSHARK_FIELDS.values()))
+#: per frame: tcp.stream, tcp.len, every analysis flag, then Protocol and Info (Info last: it
+#: may contain the separator)
+ROW_FIELDS = ("tcp.stream", "tcp.len", *FLAG_FIELDS, "_ws.col.Protocol", "_ws.col.Info")
+_SEP = "\x01"
+
+
+def tshark_rows(path: Path) -> list[list[str]]:
+    """tshark's reading of *path* (default preferences): one row of :data:`ROW_FIELDS` per
+    frame, each flag as "1" or ""."""
+    assert TSHARK is not None
+    cmd = [TSHARK, "-n", "-r", str(path), "-T", "fields", "-E", f"separator={_SEP}",
+           "-E", "occurrence=a"]  # fmt: skip
+    for name in ROW_FIELDS:
+        cmd += ["-e", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    # a cut file: tshark shows every complete packet, then fails with status 2
+    assert proc.returncode == 0 or "cut short" in proc.stderr, proc.stderr
+    rows = [line.split(_SEP, len(ROW_FIELDS) - 1) for line in proc.stdout.split("\n")[:-1]]
+    # tshark gives "1" or the generated field's text for a flag: compare presence
+    return [[*r[:2], *("1" if v else "" for v in r[2:-2]), *r[-2:]] for r in rows]
+
+
+def our_rows(path: Path) -> tuple[list[list[str]], str | None]:
+    """Parlour's reading of *path*, as :func:`tshark_rows` gives tshark's, and the problem
+    the capture file has (None when it is whole)."""
+    result = analyze(path)
+    rows = []
+    for pa in result.packets:
+        t = pa.tcp
+        flags = {TSHARK_FIELDS[f] for f in (t.analysis if t else ())}
+        rows.append([
+            "" if t is None else str(t.stream), "" if t is None else str(t.seglen),
+            *("1" if name in flags else "" for name in FLAG_FIELDS), pa.protocol, pa.info,
+        ])  # fmt: skip
+    return rows, result.problem
+
+
+def compare_rows(
+    mine: list[list[str]], theirs: list[list[str]]
+) -> list[tuple[int, dict[str, tuple[str, str]]]]:
+    """``(frame number, {field: (ours, tshark's)})`` for every frame read differently."""
+    assert len(mine) == len(theirs)
+    out = []
+    for number, (ours, reference) in enumerate(zip(mine, theirs, strict=True), 1):
+        if ours != reference:
+            diff = {
+                f: (a, b) for f, a, b in zip(ROW_FIELDS, ours, reference, strict=True) if a != b
+            }
+            out.append((number, diff))
+    return out
 
 
 def run_tshark_fields(path: Path, *fields: str, extra: tuple[str, ...] = ()) -> list[list[str]]:
@@ -71,10 +126,10 @@ def craft_capture(
     ``"c"`` or ``"s"``, flags a string of ``SAFRP`` letters, *dt_us* microseconds after the
     previous segment. A leading handshake (with window scaling *ws*) is added.
     """
-    from parlour.packets.addresses import ipv4_to_int
-    from parlour.packets.packet import ipv4_tcp_packet
-    from parlour.packets.pcap import PcapWriter
-    from parlour.packets.tcp import TcpOptions, encode_options
+    from parlour.packets.files.pcap import PcapWriter
+    from parlour.packets.wire.addresses import ipv4_to_int
+    from parlour.packets.wire.packet import ipv4_tcp_packet
+    from parlour.packets.wire.tcp import TcpOptions, encode_options
 
     ends = {"c": (ipv4_to_int("10.0.0.2"), 40000), "s": (ipv4_to_int("10.0.0.1"), 7878)}
     isn = {"c": 1000, "s": 5000}

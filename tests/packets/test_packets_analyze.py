@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -12,15 +13,21 @@ import pytest
 from click.testing import CliRunner
 from packets_helpers import EXAMPLE_CSV, craft_capture
 
-from parlour.packets.analysis import analyze
-from parlour.packets.appdecode import StreamDecoder
+from parlour.packets.analyze.decode import decode_capture
+from parlour.packets.analyze.dissect import analyze
+from parlour.packets.analyze.filters import FilterError, parse_filters
+from parlour.packets.analyze.follow import Follower, StreamChunk
+from parlour.packets.build.conversation import (
+    AppMessage,
+    BuildOptions,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.build.messages import load_messages
+from parlour.packets.build.writers import LinkOptions, write_capture_file
 from parlour.packets.cli import packets as packets_cli
-from parlour.packets.conversation import build_conversations
-from parlour.packets.decode import decode_capture
-from parlour.packets.filters import FilterError, parse_filters
-from parlour.packets.messages import load_messages
-from parlour.packets.pcap import PcapWriter
-from parlour.packets.writers import LinkOptions, write_capture_file
+from parlour.packets.files.pcap import PcapWriter
+from parlour.packets.files.reader import read_capture
 
 RETRANSMISSION = [
     ("c", 1, 1, "PA", 5, 502, 1000), ("c", 1, 1, "PA", 5, 502, 300_000),
@@ -160,6 +167,7 @@ def test_plot_needs_tcp(tmp_path: Path) -> None:
 def test_bad_checksums_are_flagged_and_offload_is_not(tmp_path: Path) -> None:
     built = build_conversations(load_messages(EXAMPLE_CSV, framing="auto"))
     frames = [bytearray(p.datagram) for p in built]
+    frames[2][-1] ^= 0xFF  # the handshake ACK's TSecr: TCP checksum now wrong
     frames[3][-1] ^= 0xFF  # payload byte: TCP checksum now wrong
     frames[4][8] = 1  # TTL: IP checksum now wrong
     # packet 6 as a sender with checksum offload leaves it: the folded pseudo-header sum
@@ -174,12 +182,16 @@ def test_bad_checksums_are_flagged_and_offload_is_not(tmp_path: Path) -> None:
         PcapWriter(f, 101).write_many(
             (p.ts_ns, bytes(fr)) for p, fr in zip(built, frames, strict=True)
         )
-    code, out = run(str(path), "--format", "json", "--filter", "flag=bad-checksum")
+    code, out = run(str(path), "--format", "json", "--checksums", "--filter", "flag=bad-checksum")
     assert code == 0, out
     bad = json.loads(out)["packets"]
-    assert [p["number"] for p in bad] == [4, 5]
-    assert "[bad TCP checksum]" in bad[0]["info"] and "[bad IP checksum]" in bad[1]["info"]
-    code, out = run(str(path), "--format", "json", "--no-checksums", "--filter", "flag=any")
+    assert [p["number"] for p in bad] == [3, 4, 5]
+    # tshark's words with checksum validation on, where it puts them
+    assert "Win=64256 [TCP CHECKSUM INCORRECT] Len=0 TSval=" in bad[0]["info"]
+    # not reassembled; the HTTP line replaces the TCP summary (tshark with checks on)
+    assert bad[1]["info"] == "GET /index.html HTTP/1.1 Continuation"
+    assert bad[2]["checksums"] == {"ip_ok": False, "tcp_ok": True}
+    code, out = run(str(path), "--format", "json", "--filter", "flag=any")  # not by default
     assert json.loads(out)["packets"] == []
 
 
@@ -201,40 +213,63 @@ def test_missing_file_and_bad_options(tmp_path: Path, crafted: Path) -> None:
     assert code == 2 and "--follow and --explain print text" in out
 
 
-def test_truncated_capture_is_a_clear_error(crafted: Path) -> None:
+def test_truncated_capture_shows_every_complete_packet_then_warns(crafted: Path) -> None:
     data = crafted.read_bytes()
     crafted.write_bytes(data[:-7])
-    code, out = run(str(crafted))
-    assert code == 1 and "truncated" in out
+    res = CliRunner().invoke(packets_cli, ["analyze", str(crafted)])
+    assert "Traceback" not in res.output
+    assert res.exit_code == 2  # like tshark
+    rows = [line for line in res.stdout.splitlines() if re.match(r"\s+\d+\s+\d+\.\d{6} ", line)]
+    assert len(rows) == 6  # 7 packets, the last one cut
+    assert "appears to have been cut short in the middle of a packet" in res.stderr
 
 
 def test_explain_tells_the_story(crafted: Path) -> None:
     code, out = run(str(crafted), "--explain")
     assert code == 0, out
     assert "completes the three-way handshake" in out
-    assert "[retransmission]" in out
+    assert "tshark: [TCP Retransmission]: seq 1 is below the 6 already sent" in out
     assert "resets the connection" in out
     assert "1× retransmission" in out and "handshake round trip 0.200 ms" in out
 
 
-def test_stream_decoder_reassembles_lines_across_segments() -> None:
-    d = StreamDecoder()
-    line1 = b'{"type":"login","username":"alice","password":"secret"}\n'
-    line2 = b'{"type":"event","event":"message","room":"general","from":"bob","text":"hi"}\n'
-    data = line1 + line2
-    assert d.feed(100, data[:20]) is None
-    assert d.feed(120, data[20:60]) == ("Parlour", "login alice")
-    assert d.feed(120, data[20:60]) is None  # retransmission: nothing new
-    assert d.feed(160, data[60:]) == ("Parlour", "#general ← bob: hi")
-    # a gap drops the partial line, decoding resumes at the next line
-    d2 = StreamDecoder()
-    assert d2.feed(1, data[:10]) is None
-    assert d2.feed(30, data[29:]) == ("Parlour", "#general ← bob: hi")
-    # bounded: an endless line is dropped with a note
-    d3 = StreamDecoder(max_line=100)
-    assert d3.feed(1, b'{"type":"x","a":"' + b"y" * 200) == (
-        "Parlour", "…line longer than 100 bytes skipped",
-    )  # fmt: skip
+def _chat_capture(path: Path, payloads: list[bytes], mss: int = 64) -> None:
+    client, server = Endpoint("10.0.0.2", 40000, "c"), Endpoint("10.0.0.1", 7878, "s")
+    t = 1_700_000_000 * 10**9
+    msgs = [AppMessage(client, server, data, t + i * 10**6) for i, data in enumerate(payloads)]
+    built = build_conversations(msgs, BuildOptions(mss=mss))
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many((p.ts_ns, p.datagram) for p in built)
+
+
+def test_chat_lines_are_reassembled_and_shown_on_the_segment_that_completes_them(
+    tmp_path: Path,
+) -> None:
+    login = b'{"id":1,"type":"login","username":"alice","password":"secret-pw"}\n'
+    event = b'{"type":"event","event":"message","room":"general","from":"bob","text":"hi"}\n'
+    path = tmp_path / "chat.pcap"
+    _chat_capture(path, [login + event])
+    result = analyze(decode_capture(path))
+    data = [pa for pa in result.packets if pa.tcp is not None and pa.tcp.seglen]
+    assert len(data) == 3  # 144 bytes at 52 per segment
+    assert [pa.protocol for pa in data] == ["TCP", "Parlour", "Parlour"]
+    assert data[0].info.endswith("[TCP segment of a reassembled PDU]")
+    assert data[1].info == "login alice"
+    assert data[2].info == "#general ← bob: hi"
+    assert [line.text for pa in data for line in pa.chat] == ["login alice", "#general ← bob: hi"]
+    assert all("secret-pw" not in pa.info for pa in result.packets)
+
+
+def test_long_segments_spell_out_a_few_lines_and_count_the_rest(tmp_path: Path) -> None:
+    data = b"".join(
+        b'{"type":"event","event":"message","room":"g","from":"a","text":"t%d"}\n' % i
+        for i in range(10)
+    )
+    path = tmp_path / "many.pcap"
+    _chat_capture(path, [data], mss=1460)
+    (pa,) = [pa for pa in analyze(decode_capture(path)).packets if pa.chat]
+    assert pa.info == "#g ← a: t0 | #g ← a: t1 | #g ← a: t2 | #g ← a: t3 | … +6 more lines"
+    assert len(pa.chat) == 10 and pa.chat[9].text == "#g ← a: t9"
 
 
 def test_analysis_of_a_clean_build_has_no_flags(http: Path) -> None:
@@ -246,9 +281,9 @@ def test_analysis_of_a_clean_build_has_no_flags(http: Path) -> None:
 
 
 def test_sack_blocks_are_relative_like_tshark(tmp_path: Path) -> None:
-    from parlour.packets.addresses import ipv4_to_int
-    from parlour.packets.packet import ipv4_tcp_packet
-    from parlour.packets.tcp import TcpOptions, encode_options
+    from parlour.packets.wire.addresses import ipv4_to_int
+    from parlour.packets.wire.packet import ipv4_tcp_packet
+    from parlour.packets.wire.tcp import TcpOptions, encode_options
 
     path = tmp_path / "sack.pcap"
     craft_capture(path, [("c", 101, 1, "PA", 100, 502, 1000)])
@@ -264,19 +299,44 @@ def test_sack_blocks_are_relative_like_tshark(tmp_path: Path) -> None:
     assert last.info.endswith("Len=0 SLE=101 SRE=201")
 
 
-def test_long_segments_spell_out_a_few_lines_and_count_the_rest() -> None:
-    from parlour.packets.appdecode import chat_line_count, describe_payload
+def _follow(path: Path, stream: int = 0, chat: bool = True) -> list[StreamChunk]:
+    result = analyze(decode_capture(path))
+    follower = Follower(stream, chat=chat)
+    return [c for pa in result.packets for c in follower.feed(pa)] + follower.finish()
 
-    data = b"".join(
-        b'{"type":"event","event":"message","room":"g","from":"a","text":"t%d"}\n' % i
-        for i in range(10)
-    )
-    found = describe_payload(data)
-    assert found == (
-        "Parlour",
-        "#g ← a: t0 | #g ← a: t1 | #g ← a: t2 | #g ← a: t3 | … +6 more lines",
-    )
-    assert chat_line_count(found[1]) == 10
-    d = StreamDecoder(max_lines=100)
-    got = d.feed_lines(1, data)
-    assert got is not None and len(got[1]) == 10 and got[1][9] == "#g ← a: t9"
+
+def test_follow_keeps_long_chat_lines_whole(tmp_path: Path) -> None:
+    text = "word " * 400  # 2000 characters: cut to 80 in the packet list, never in --follow
+    line = b'{"id":3,"type":"send","room":"general","text":"%s"}\n' % text.encode()
+    login = b'{"id":1,"type":"login","username":"alice","password":"pw-secret-1"}\n'
+    path = tmp_path / "long.pcap"
+    _chat_capture(path, [login, line], mss=536)
+    texts = [c.text for c in _follow(path) if c.text]
+    assert texts == ["login alice", f"send #general: {text}"]
+    res = CliRunner().invoke(packets_cli, ["analyze", str(path), "--follow"])
+    assert res.exit_code == 0 and f"send #general: {text}" in res.output
+    assert "pw-secret-1" not in res.output
+
+
+def test_follow_marks_bytes_the_capture_missed(tmp_path: Path) -> None:
+    lines = [b'{"type":"send","room":"r","text":"line %d"}\n' % i for i in range(6)]
+    path = tmp_path / "chat.pcap"
+    _chat_capture(path, lines)
+    recs = read_capture(path)
+    # drop the data segment of line 2 (the receiver's ACK for it stays: it was delivered)
+    dropped = [r for r in recs if b"line 2" in r.data]
+    assert len(dropped) == 1
+    with open(path, "wb") as f:
+        PcapWriter(f, 101).write_many((r.ts_ns, r.data) for r in recs if r not in dropped)
+    chunks = _follow(path)
+    assert [c.text for c in chunks if c.text] == [
+        "send #r: line 0", "send #r: line 1", "send #r: line 3", "send #r: line 4",
+        "send #r: line 5",
+    ]  # fmt: skip
+    (gap,) = [c for c in chunks if c.missing]
+    assert gap.missing == len(lines[2]) and not gap.snapped
+    res = CliRunner().invoke(packets_cli, ["analyze", str(path), "--follow"])
+    assert f"[{len(lines[2])} bytes missing in capture file]" in res.output
+    # raw view of the same conversation: every other byte is there, in order
+    raw = b"".join(c.data for c in _follow(path, chat=False))
+    assert raw == b"".join(lines[:2] + lines[3:])

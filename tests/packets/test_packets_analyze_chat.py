@@ -13,12 +13,18 @@ from typing import Any
 from click.testing import CliRunner
 
 from parlour.core.passwords import Argon2Hasher
-from parlour.packets.analysis import analyze, follow
+from parlour.packets.analyze.decode import decode_capture
+from parlour.packets.analyze.dissect import analyze
+from parlour.packets.analyze.explain import explain_analysis
+from parlour.packets.analyze.follow import Follower
+from parlour.packets.build.conversation import (
+    AppMessage,
+    BuildOptions,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.build.writers import LinkOptions, write_capture_file
 from parlour.packets.cli import packets as packets_cli
-from parlour.packets.conversation import AppMessage, BuildOptions, Endpoint, build_conversations
-from parlour.packets.decode import decode_capture
-from parlour.packets.explain import explain_analysis
-from parlour.packets.writers import LinkOptions, write_capture_file
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 
@@ -143,13 +149,18 @@ async def test_real_chat_traffic_decodes_into_chat_lines(tmp_path: Path) -> None
     # lines longer than the 64-byte MSS were reassembled: decoded on their last segment only
     partial = [pa for pa in result.packets if pa.app is None and pa.tcp and pa.tcp.seglen]
     assert len(partial) > 10
-    chat = [c for c in follow(result, 0) if c.text]
+    follower = Follower(0, chat=True)
+    chunks = [c for pa in result.packets for c in follower.feed(pa)] + follower.finish()
+    chat = [c for c in chunks if c.text]
     assert chat and all("…" not in (c.text or "") for c in chat)
     story = "\n".join(explain_analysis(result, 0))
     assert "three-way handshake" in story
     assert "alice (127.0.0.1:" in story  # named after the login
     assert "chat lines from the client" in story
-    assert "(part of a chat line a later segment completes)" in story
+    assert (
+        "bytes of a chat line a later segment completes ([TCP segment of a reassembled PDU])"
+        in story
+    )
 
 
 async def test_cli_explain_and_follow_on_real_chat(tmp_path: Path) -> None:

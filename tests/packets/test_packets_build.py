@@ -14,20 +14,31 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
 
-from parlour.packets.addresses import format_ipv4, ipv4_to_int
-from parlour.packets.checksum import internet_checksum
-from parlour.packets.conversation import (
+from parlour.packets.build.conversation import (
     AppMessage,
     BuildOptions,
     BuiltPacket,
     Endpoint,
     build_conversations,
 )
-from parlour.packets.ipv4 import build_ipv4, parse_ipv4
-from parlour.packets.messages import MessageFileError, load_messages, parse_hosts, parse_messages
-from parlour.packets.packet import ipv4_tcp_packet
-from parlour.packets.tcp import TcpFlags, TcpOptions, build_tcp_segment, encode_options, parse_tcp
-from parlour.packets.writers import LinkOptions, frame_for, write_capture
+from parlour.packets.build.messages import (
+    MessageFileError,
+    load_messages,
+    parse_hosts,
+    parse_messages,
+)
+from parlour.packets.build.writers import LinkOptions, frame_for, write_capture
+from parlour.packets.wire.addresses import format_ipv4, ipv4_to_int
+from parlour.packets.wire.checksum import internet_checksum
+from parlour.packets.wire.ipv4 import build_ipv4, parse_ipv4
+from parlour.packets.wire.packet import ipv4_tcp_packet
+from parlour.packets.wire.tcp import (
+    TcpFlags,
+    TcpOptions,
+    build_tcp_segment,
+    encode_options,
+    parse_tcp,
+)
 
 
 def scapy_packet(p: BuiltPacket) -> bytes:

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 from packets_helpers import TSHARK, run_tshark_fields
 
 from parlour.core.passwords import Argon2Hasher
-from parlour.packets.addresses import ipv4_to_int
-from parlour.packets.bpf import accept_all, pack_program, port_filter, run_filter
-from parlour.packets.capture import (
+from parlour.packets.capture.bpf import accept_all, pack_program, port_filter, run_filter
+from parlour.packets.capture.live import (
     ARPHRD_LOOPBACK,
     PACKET_OUTGOING,
     CaptureError,
@@ -31,10 +30,11 @@ from parlour.packets.capture import (
     link_for_arphrd,
     sll_header,
 )
-from parlour.packets.capturefile import read_capture
 from parlour.packets.cli import packets
-from parlour.packets.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
-from parlour.packets.packet import ipv4_tcp_packet
+from parlour.packets.files.reader import read_capture
+from parlour.packets.wire.addresses import ipv4_to_int
+from parlour.packets.wire.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_RAW
+from parlour.packets.wire.packet import ipv4_tcp_packet
 
 IS_ROOT = os.geteuid() == 0
 root = pytest.mark.skipif(not IS_ROOT, reason="needs root (AF_PACKET sockets)")
@@ -135,7 +135,7 @@ def test_capture_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monkey
     def denied(*_args: object) -> socket.socket:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("parlour.packets.capture.socket.socket", denied)
+    monkeypatch.setattr("parlour.packets.capture.live.socket.socket", denied)
     res = runner.invoke(packets, ["capture", "-o", str(out), "-c", "1"])
     assert res.exit_code == 1
     assert "capturing needs root (or CAP_NET_RAW)" in res.output

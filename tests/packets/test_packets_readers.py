@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packets_helpers import EXAMPLE_CSV, TSHARK, TsharkFields
 
-from parlour.packets.analysis import analyze
-from parlour.packets.capturefile import read_capture
-from parlour.packets.conversation import build_conversations
-from parlour.packets.decode import decode_capture
-from parlour.packets.messages import load_messages
-from parlour.packets.pcap import PcapWriter
-from parlour.packets.records import CaptureFormatError
-from parlour.packets.writers import LinkOptions, write_capture_file
+from parlour.packets.analyze.decode import decode_capture
+from parlour.packets.analyze.dissect import analyze
+from parlour.packets.build.conversation import build_conversations
+from parlour.packets.build.messages import load_messages
+from parlour.packets.build.writers import LinkOptions, write_capture_file
+from parlour.packets.files.pcap import PcapWriter
+from parlour.packets.files.reader import read_capture
+from parlour.packets.files.records import CaptureFormatError
 
 FIELDS = (
     "frame.len", "frame.cap_len", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "tcp.len",
@@ -244,14 +244,19 @@ def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
     body=st.binary(max_size=120),
 )
 def test_decode_record_never_raises(linktype: int, prefix: bytes, body: bytes) -> None:
-    from parlour.packets.decode import decode_record
-    from parlour.packets.records import Record
+    from parlour.packets.analyze.decode import decode_record
+    from parlour.packets.analyze.dissect import Dissector
+    from parlour.packets.files.records import Record
 
     frame = prefix + body
-    p = decode_record(1, Record(0, frame, len(frame), linktype))
-    _ = p.ip, p.tcp, p.seglen, repr(p)
-    if p.tcp_fields is not None:
-        assert p.tcp is not None and p.tcp.seq == p.tcp_fields.seq
+    for wire_len in (len(frame), len(frame) + 1000):  # as captured, and cut by a snap length
+        p = decode_record(1, Record(0, frame, wire_len, linktype))
+        _ = p.ip, p.tcp, p.seglen, repr(p)
+        if p.tcp is not None:
+            assert len(p.tcp.options_raw) <= p.tcp.header_len - 20
+        # the whole analysis of any frame gives columns, never an exception
+        pa = Dissector().record(Record(0, frame, wire_len, linktype))
+        assert isinstance(pa.info, str) and pa.protocol
 
 
 @pytest.mark.tshark

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from packets_helpers import EXAMPLE_CSV, TSHARK, run_tshark_fields
 
-from parlour.packets.capture import CaptureLimits, LiveCapture, capture_to_file
-from parlour.packets.capturefile import read_capture
+from parlour.packets.build.conversation import build_conversations
+from parlour.packets.build.messages import load_messages
+from parlour.packets.capture.live import CaptureLimits, LiveCapture, capture_to_file
+from parlour.packets.capture.replay import ReplayError, replay_messages
 from parlour.packets.cli import packets
-from parlour.packets.conversation import build_conversations
-from parlour.packets.messages import load_messages
-from parlour.packets.replay import ReplayError, replay_messages
+from parlour.packets.files.reader import read_capture
 
 IS_ROOT = os.geteuid() == 0
 root = pytest.mark.skipif(not IS_ROOT, reason="needs root (raw and AF_PACKET sockets)")
@@ -73,7 +73,7 @@ def test_send_without_permission_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     def denied(*_args: object) -> socket.socket:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("parlour.packets.rawsock.socket.socket", denied)
+    monkeypatch.setattr("parlour.packets.capture.rawsend.socket.socket", denied)
     res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--send"])
     assert res.exit_code == 1
     assert "needs root (or CAP_NET_RAW)" in res.output
@@ -296,9 +296,55 @@ def test_loopback_replay_capture_is_the_whole_conversation(tmp_path: Path) -> No
 
 def test_send_refuses_addresses_off_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[object] = []
-    monkeypatch.setattr("parlour.packets.rawsock.socket.socket", lambda *a: opened.append(a))
+    monkeypatch.setattr(
+        "parlour.packets.capture.rawsend.socket.socket", lambda *a: opened.append(a)
+    )
     res = CliRunner().invoke(packets, ["build", str(EXAMPLE_CSV), "--send",
                                        "--hosts", "web_server=10.0.0.1"])  # fmt: skip
     assert res.exit_code == 1
     assert "refusing to send to 10.0.0.1: --send only puts packets on loopback" in res.output
     assert opened == []  # nothing was sent, no socket was even opened
+
+
+def test_replay_plays_every_connection_not_just_the_first(tmp_path: Path) -> None:
+    """Two browsers (two client ports) talk to the same server: both connections are
+    replayed, each with its own client's messages, in order."""
+    header = "msg_id,app_protocol,src_app,dst_app,src_port,dst_port,message,timestamp"
+    rows = [
+        "1,HTTP,b1,web,40001,80,GET /one HTTP/1.1,0.00",
+        "2,HTTP,b2,web,40002,80,GET /two HTTP/1.1,0.01",
+        "3,HTTP,web,b1,80,40001,HTTP/1.1 200 OK,0.02",
+        "4,HTTP,b1,web,40001,80,GET /three HTTP/1.1,0.03",
+    ]
+    csv_path = tmp_path / "two.csv"
+    csv_path.write_text("\n".join([header, *rows]) + "\n")
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    got: list[bytes] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        conns = [srv.accept()[0] for _ in range(2)]
+        for conn in conns:
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                got.append(data)
+        done.set()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        res = CliRunner().invoke(
+            packets, ["build", str(csv_path), "--replay", f"127.0.0.1:{port}", "--speed", "20"]
+        )
+        assert res.exit_code == 0, res.output
+        assert done.wait(10)
+    finally:
+        srv.close()
+    assert sorted(got) == [
+        b"GET /one HTTP/1.1\r\n\r\nGET /three HTTP/1.1\r\n\r\n", b"GET /two HTTP/1.1\r\n\r\n",
+    ]  # fmt: skip
+    assert "replayed 3 messages" in res.output and "over 2 connections" in res.output

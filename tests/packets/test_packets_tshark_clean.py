@@ -11,11 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from packets_helpers import EXAMPLE_CSV, TsharkFields
 
+from parlour.packets.build.conversation import (
+    AppMessage,
+    BuildOptions,
+    Endpoint,
+    build_conversations,
+)
+from parlour.packets.build.messages import load_messages, parse_hosts
+from parlour.packets.build.writers import LinkOptions, write_capture_file
 from parlour.packets.cli import packets
-from parlour.packets.conversation import AppMessage, BuildOptions, Endpoint, build_conversations
-from parlour.packets.messages import load_messages, parse_hosts
-from parlour.packets.pcap import PcapWriter
-from parlour.packets.writers import LinkOptions, write_capture_file
+from parlour.packets.files.pcap import PcapWriter
 
 FIELDS = (
     "frame.number", "ip.checksum.status", "tcp.checksum.status", "tcp.analysis.flags",

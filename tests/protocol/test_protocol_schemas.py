@@ -50,6 +50,29 @@ RESUME = st.builds(
     st.none() | st.integers(0, 2**40),
 )
 
+#: file names the protocol accepts: no path separators, no control or bidi characters
+FILENAMES = st.text(
+    st.characters(
+        blacklist_categories=("Cc", "Cs"),
+        blacklist_characters="/\\\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+        "\u2066\u2067\u2068\u2069",
+    ),
+    min_size=1,
+    max_size=60,
+).filter(lambda n: n.strip() and n not in (".", ".."))
+SHA256 = st.text("0123456789abcdef", min_size=64, max_size=64)
+OFFER_IDS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+ENDPOINTS = st.lists(
+    st.builds(
+        lambda a, b, port: {"host": f"10.{a}.{b}.1", "port": port},
+        st.integers(0, 255),
+        st.integers(0, 255),
+        st.integers(1, 65535),
+    ),
+    max_size=8,
+    unique_by=lambda e: (e["host"], e["port"]),
+)
+
 
 def opt(s: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | s
@@ -104,13 +127,22 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "sync": st.fixed_dictionaries({"resume": RESUME}),
     "mark_read": st.builds(lambda t, s: {**t, "seq": s}, target(), SEQ),
     "unread": st.just({}),
+    "file_probe": st.just({}),
+    "file_offer": st.fixed_dictionaries(
+        {"to": NAMES, "filename": FILENAMES, "size": st.integers(0, 2**48 - 1), "sha256": SHA256},
+        optional={"endpoints": ENDPOINTS},
+    ),
+    "file_accept": st.fixed_dictionaries({"offer": OFFER_IDS}, optional={"endpoints": ENDPOINTS}),
+    "file_decline": st.fixed_dictionaries({"offer": OFFER_IDS}),
+    "file_cancel": st.fixed_dictionaries({"offer": OFFER_IDS}),
+    "file_done": st.fixed_dictionaries({"offer": OFFER_IDS}),
     "ping": st.just({}),
 }
 
 
 def test_every_request_type_has_a_strategy_and_reply_fields() -> None:
     assert set(FIELDS) == set(REQUEST_TYPES) == set(REPLY_FIELDS)
-    assert len(REQUEST_TYPES) == 31
+    assert len(REQUEST_TYPES) == 37
 
 
 @st.composite
@@ -305,6 +337,19 @@ _FIELD_VALUES: dict[str, Any] = {
     "until": st.none() | NUM,
     "new_name": NAMES,
     "code": st.sampled_from([c.value for c in ErrorCode]),
+    "offer": OFFER_IDS,
+    "filename": FILENAMES,
+    "size": st.integers(0, 2**48 - 1),
+    "sha256": SHA256,
+    "expires": NUM,
+    "transfer": st.text("0123456789abcdef", min_size=16, max_size=16),
+    "key": st.text(min_size=44, max_size=44),
+    "peers": ENDPOINTS,
+    "relay": st.none()
+    | st.fixed_dictionaries(
+        {"host": st.none() | st.just("192.0.2.1"), "port": st.integers(1, 65535)},
+        optional={"ticket": st.text(min_size=24, max_size=24)},
+    ),
 }
 
 
@@ -316,6 +361,8 @@ def events(draw: st.DrawFn) -> Event:
         fields["text"] = draw(TEXT)
     if name is EventName.KICKED:
         fields["room"] = draw(st.none() | NAMES)
+    if name is EventName.FILE_ENDED:
+        fields["by"] = draw(st.none() | NAMES)
     return event_from_fields(name, fields)
 
 

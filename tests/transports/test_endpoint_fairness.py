@@ -13,6 +13,7 @@ import pytest
 from fakes import EchoService
 
 from parlour.core.outcome import ConnId, Outcome
+from parlour.protocol import Error
 from parlour.storage.memory import MemoryStore
 from parlour.transports.endpoint import Endpoint, EndpointLimits
 from parlour.transports.hub import Hub
@@ -70,6 +71,63 @@ async def test_too_much_invalid_input_closes_the_connection() -> None:
     frames = [json.loads(line) for line in bytes(t.out).splitlines()]
     errors = [f for f in frames if f.get("type") == "error"]
     assert 100 <= len(errors) <= 101
+    assert frames[-1]["event"] == "disconnect" and frames[-1]["code"] == "too_many_errors"
+    assert t.closing
+
+
+async def test_an_address_closed_for_garbage_waits_before_it_may_connect_again() -> None:
+    now = [1000.0]
+    service = OrderService()
+    writer = InlineWriter(MemoryStore().apply)
+    writer.start()
+    endpoint = Endpoint(
+        service,
+        writer,
+        Hub(),
+        limits=EndpointLimits(max_errors=10, abuse_cooldown=10.0),
+        clock=lambda: now[0],
+    )
+    endpoint.start()
+    first = endpoint.open(FakeTransport(("127.0.0.2", 1)), "127.0.0.2:1")
+    assert first is not None
+    endpoint.received(first, b"not json\n" * 20)
+    await _settle(endpoint)
+    again = FakeTransport(("127.0.0.2", 2))
+    assert endpoint.open(again, "127.0.0.2:2") is None  # refused at once, nothing read
+    refused = json.loads(bytes(again.out))
+    assert refused["code"] == "too_many_errors" and 0 < refused["retry_after"] <= 10
+    assert again.closing
+    assert endpoint.open(FakeTransport(("127.0.0.3", 1)), "127.0.0.3:1") is not None  # others
+    now[0] += 10.5
+    assert endpoint.open(FakeTransport(("127.0.0.2", 3)), "127.0.0.2:3") is not None  # later
+    off, _ = _endpoint(max_errors=10, abuse_cooldown=0)
+    c = off.open(FakeTransport(("127.0.0.4", 1)), "127.0.0.4:1")
+    assert c is not None
+    off.received(c, b"not json\n" * 20)
+    await _settle(off)
+    assert off.open(FakeTransport(("127.0.0.4", 2)), "127.0.0.4:2") is not None
+
+
+async def test_a_client_that_ignores_rate_limiting_is_closed() -> None:
+    class Limited(OrderService):
+        def handle(self, conn: ConnId, request: Any, now: float, answers: Any = None) -> Outcome:
+            super().handle(conn, request, now, answers)
+            return Outcome(reply=Error(request.id, "rate_limited", "wait", {"retry_after": 1}))
+
+    service = Limited()
+    writer = InlineWriter(MemoryStore().apply)
+    writer.start()
+    endpoint = Endpoint(service, writer, Hub(), limits=EndpointLimits(max_errors=20))
+    endpoint.start()
+    t = FakeTransport(("127.0.0.5", 1))
+    conn = endpoint.open(t, "127.0.0.5:1")
+    assert conn is not None
+    endpoint.received(conn, b"".join(b'{"id":%d,"type":"ping"}\n' % i for i in range(15)))
+    await _settle(endpoint)
+    assert not t.closing  # a burst that is refused a few times is fine
+    endpoint.received(conn, b"".join(b'{"id":%d,"type":"ping"}\n' % i for i in range(15, 40)))
+    await _settle(endpoint)
+    frames = [json.loads(line) for line in bytes(t.out).splitlines()]
     assert frames[-1]["event"] == "disconnect" and frames[-1]["code"] == "too_many_errors"
     assert t.closing
 

@@ -3,6 +3,7 @@ browser contexts against a real server (memory store) started in the test."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -422,3 +423,35 @@ async def test_read_positions_are_the_servers_and_follow_the_user(browser: Brows
         await expect(message(third, 1)).to_contain_text("psst")
         await expect(badge(here, "dm:bob")).to_have_count(0)
         await bot.close()
+
+
+async def test_a_reload_keeps_the_session_with_a_token_never_the_password(
+    browser: Browser,
+) -> None:
+    async with chat_server() as srv, pages(browser) as p:
+        assert srv.web is not None
+        page = await p.new(srv.web.url)
+        await sign_up(page, "reloader")
+        await join(page, "general")
+        await send(page, "before the reload")
+        kept = await page.evaluate("sessionStorage.getItem('parlour.session')")
+        assert kept is not None and "password" not in kept and "reloader" in kept
+        await page.reload()
+        # back in without the form, in the same account, with the history
+        await expect(page.locator("#conv-title")).to_be_visible()
+        assert await page.evaluate("window.parlour.me") == "reloader"
+        assert await page.evaluate("window.parlour.auth.password") is None
+        await open_conv(page, "room:general")
+        await expect(message(page, 1)).to_contain_text("before the reload")
+        # signing out revokes the token and forgets it: a reload shows the form
+        await page.click(".user-menu summary")
+        await page.click("#sign-out")
+        await expect(page.locator("input[name=username]")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('parlour.session')") is None
+        await page.reload()
+        await expect(page.locator("input[name=username]")).to_be_visible()
+        # a revoked token kept elsewhere (a copied tab) gets the form with a reason
+        await page.evaluate(f"sessionStorage.setItem('parlour.session', {json.dumps(kept)})")
+        await page.reload()
+        await expect(page.locator("input[name=username]")).to_be_visible()
+        await expect(page.locator("form.card")).to_contain_text("session has ended")

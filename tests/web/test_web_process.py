@@ -144,7 +144,10 @@ async def test_serve_prints_the_web_clients_url_and_the_printed_admin_password_w
         await page.click("#sign-out")
         await page.fill("input[name=password]", found.group(1))
         await page.click("form.card button[type=submit]")
-        await expect(page.locator("#auth-error")).to_contain_text("wrong user name or password")
+        # a wrong password costs a full Argon2 check (production parameters): give it time
+        await expect(page.locator("#auth-error")).to_contain_text(
+            "wrong user name or password", timeout=30_000
+        )
         await sign_in(page, "admin", "a-new-admin-password")
         assert await server.terminate() == 0
 

@@ -11,14 +11,20 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from parlour.protocol import InvalidName, normalize_name
+
 __all__ = [
     "COMMAND_HELP",
+    "FILE_COMMANDS",
+    "AcceptFile",
     "Audit",
     "Ban",
     "Bans",
     "Blocks",
     "Broadcast",
+    "CancelFile",
     "Command",
+    "DeclineFile",
     "Delete",
     "Direct",
     "DmHistory",
@@ -37,8 +43,10 @@ __all__ = [
     "RoomRename",
     "Rooms",
     "Say",
+    "SendFile",
     "Since",
     "ToggleBlock",
+    "Transfers",
     "Unban",
     "Who",
     "parse_duration",
@@ -197,6 +205,37 @@ class Passwd:
 
 
 @dataclass(frozen=True, slots=True)
+class SendFile:
+    """Offer the file at ``path`` to ``user`` (sent straight to them when they accept)."""
+
+    user: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptFile:
+    """Accept offer ``offer`` (its number or id), saving into ``dest`` (None: the default)."""
+
+    offer: str
+    dest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeclineFile:
+    offer: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelFile:
+    offer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfers:
+    """List the offers made to you and your transfers."""
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     pass
 
@@ -232,9 +271,17 @@ Command = (
     | RoomRename
     | RoomDelete
     | Passwd
+    | SendFile
+    | AcceptFile
+    | DeclineFile
+    | CancelFile
+    | Transfers
     | Quit
     | Help
 )
+
+#: the file-transfer commands (handled by parlour.cli._transfers)
+FILE_COMMANDS = (SendFile, AcceptFile, DeclineFile, CancelFile, Transfers)
 
 #: command -> (usage, description); shown by /help
 COMMAND_HELP: dict[str, tuple[str, str]] = {
@@ -260,6 +307,14 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
     "rename": ("/rename <room> <new name>", "admin: rename a room"),
     "rmroom": ("/rmroom <room>", "admin: delete a room"),
     "passwd": ("/passwd [old new]", "change your password"),
+    "send-file": ("/send-file <user> <path>", "offer a file; it goes straight to them over UDP"),
+    "accept": (
+        "/accept <n> [dir]",
+        "accept file offer n (default dir: ~/Downloads/parlour/<sender>)",
+    ),
+    "decline": ("/decline <n>", "refuse file offer n (or stop receiving it)"),
+    "cancel": ("/cancel <n>", "withdraw your file offer n (or stop sending it)"),
+    "transfers": ("/transfers", "file offers to you and your transfers, with progress"),
     "quit": ("/quit", "leave the chat"),
     "help": ("/help [command]", "this help"),
 }
@@ -283,8 +338,21 @@ def parse_duration(text: str) -> float | None:
 
 
 def _name(token: str) -> str | None:
+    """A user or room name in any script (the server's PRECIS rule), normalised."""
     token = token.lstrip("#@")
-    return token if _NAME.fullmatch(token) else None
+    if _NAME.fullmatch(token):
+        return token
+    if token.isascii():
+        return None
+    try:
+        return normalize_name(token)
+    except InvalidName:
+        return None
+
+
+def _offer_ref(token: str) -> bool:
+    """An offer's number (``3``) or id (``hK2w9TqzX1bA``)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", token))
 
 
 def _count(token: str) -> int | None:
@@ -464,4 +532,21 @@ def parse_line(line: str) -> Command:
         if not args:
             return Passwd()
         return Passwd(args[0], args[1]) if len(args) == 2 else usage()
+    if cmd in ("send-file", "sendfile"):
+        cmd = "send-file"
+        target, _, where = rest.partition(" ")
+        if _name(target) is None or not where.strip():
+            return usage()
+        return SendFile(_name(target) or "", where.strip())
+    if cmd == "accept":
+        ref, _, dest = rest.partition(" ")
+        if not _offer_ref(ref):
+            return usage()
+        return AcceptFile(ref, dest.strip() or None)
+    if cmd in ("decline", "cancel"):
+        if len(args) != 1 or not _offer_ref(args[0]):
+            return usage()
+        return DeclineFile(args[0]) if cmd == "decline" else CancelFile(args[0])
+    if cmd in ("transfers", "files"):
+        return Transfers() if not args else usage()
     return Invalid(f"unknown command /{head}; try /help")

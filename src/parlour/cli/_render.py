@@ -29,11 +29,17 @@ from parlour.protocol import Event, EventName, MessageRecord, name_key
 __all__ = [
     "clean",
     "clean_text",
+    "format_duration",
+    "format_rate",
+    "format_size",
     "format_time",
     "render_audit",
     "render_bans",
     "render_event",
+    "render_file_result",
     "render_join",
+    "render_offer",
+    "render_offer_ended",
     "render_record",
     "render_rooms",
     "render_session",
@@ -113,7 +119,7 @@ def _record(event: Event) -> MessageRecord | None:
 
 
 #: Events that keep a client's state in step and have no line of their own.
-SILENT_EVENTS = frozenset({EventName.READ_MARKER})
+SILENT_EVENTS = frozenset({EventName.READ_MARKER, EventName.FILE_ACCEPTED})
 
 
 def render_event(event: Event, me: str | None = None) -> str | None:
@@ -162,6 +168,14 @@ def render_event(event: Event, me: str | None = None) -> str | None:
         return f"* {get('by')} renamed #{get('room')} to #{get('new_name')}"
     if name is EventName.ROOM_DELETED:
         return f"* {get('by')} deleted #{get('room')}"
+    if name is EventName.FILE_OFFER:
+        return render_offer(
+            get("offer"), get("from"), get("filename"), int(f.get("size") or 0), f.get("expires")
+        )
+    if name is EventName.FILE_ENDED:
+        what = _ENDED.get(str(f.get("reason")), f"ended ({get('reason')})")
+        by = f" by {get('by')}" if f.get("by") else ""
+        return f"* file offer {get('offer')} {what}{by}"
     if name is EventName.DISCONNECT:
         if f.get("code") in ("kicked", "banned"):  # the kicked/banned event said it already
             return None
@@ -227,3 +241,90 @@ def render_audit(entries: Iterable[AuditRecord]) -> list[str]:
             f" {clean(e.target)}{reason}"
         )
     return out or ["(audit log is empty)"]
+
+
+# ---------------------------------------------------------------------------- file transfers
+
+
+def format_size(size: float) -> str:
+    """Bytes for people: ``999 B``, ``12.3 kB``, ``700.0 MB``, ``1.07 GB`` (powers of 1000)."""
+    if size < 1000:
+        return f"{int(size)} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        size /= 1000
+        if size < 1000 or unit == "TB":
+            return f"{size:.2f} {unit}" if size < 10 else f"{size:.1f} {unit}"
+    raise AssertionError  # pragma: no cover
+
+
+def format_rate(rate: float) -> str:
+    return f"{format_size(rate)}/s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 01 min``; ``?`` when unknown."""
+    if seconds is None or not 0 <= seconds < 1e9:  # (NaN fails the comparison too)
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def render_offer(
+    number: int | str, sender: str, filename: str, size: int, expires: float | None
+) -> str:
+    """An offer made to you (``number``: the client's number for it, or its id)."""
+    until = f", open until {format_time(expires)}" if expires is not None else ""
+    ref = clean(number)
+    return (
+        f"! {clean(sender)} offers you {clean(filename)} ({format_size(size)}) [file {ref}]"
+        f" — /accept {ref} [dir] or /decline {ref}{until}"
+    )
+
+
+_ENDED = {
+    "declined": "was declined",
+    "cancelled": "was withdrawn",
+    "expired": "expired",
+    "offline": "was withdrawn (the sender went offline)",
+    "done": "is done",
+}
+
+
+def render_offer_ended(
+    number: int | None, sender: str, filename: str, reason: str, by: str | None
+) -> str:
+    """An offer made to you ended before you took it."""
+    what = _ENDED.get(reason, f"ended ({clean(reason)})")
+    tag = f" [file {number}]" if number is not None else ""
+    who = f" by {clean(by)}" if by and reason in ("declined",) else ""
+    return f"* the offer of {clean(filename)} from {clean(sender)}{tag} {what}{who}"
+
+
+def render_file_result(
+    number: int,
+    direction: str,
+    peer: str,
+    filename: str,
+    ok: bool,
+    message: str,
+    size: int,
+    seconds: float,
+    via_relay: bool,
+    path: str | None = None,
+) -> str:
+    """The final line of a transfer: verified, or failed and why."""
+    arrow = f"→ {clean(peer)}" if direction == "send" else f"← {clean(peer)}"
+    head = f"[file {number}] {clean(filename)} {arrow}"
+    if not ok:
+        return f"! {head}: failed: {clean(message)}"
+    rate = f", {format_rate(size / seconds)}" if seconds > 0 else ""
+    route = "through the server's relay" if via_relay else "direct"
+    saved = f", saved as {clean(path)}" if path else ""
+    return (
+        f"* {head}: verified (SHA-256){saved} — {format_size(size)} in "
+        f"{format_duration(seconds)}{rate}, {route}"
+    )

@@ -32,6 +32,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import IO, Any
 
 import click
+from rich.console import Console
+from rich.text import Text
 
 from parlour import __version__
 from parlour.cli import _commands as c
@@ -47,8 +49,10 @@ from parlour.cli._render import (
     render_session,
     render_who,
 )
+from parlour.cli._transfers import FileCommands
 from parlour.client import (
     DEFAULT_PORT,
+    FILE_EVENTS,
     Ack,
     Backoff,
     Client,
@@ -146,6 +150,42 @@ class _LineReader:
         return line
 
 
+class _PromptReader:
+    """Interactive line mode on a terminal: prompt_toolkit's line editing (arrows, Home/End,
+    Ctrl+W, ...), history (Up/Down, Ctrl+R) and a prompt naming the current room. Run inside
+    ``patch_stdout``: lines printed while the user types appear above the input line, which is
+    redrawn intact. A bracketed paste keeps its lines: Enter sends them as one message."""
+
+    def __init__(self, prompt: Callable[[], str]) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import InMemoryHistory
+
+        self._prompt = prompt
+        self._session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+        self._eof = False
+
+    async def readline(self) -> str | None:
+        """The next line, or ``None`` at Ctrl+D (or Ctrl+C)."""
+        if self._eof:
+            return None
+        try:
+            text = await self._session.prompt_async(self._prompt)
+        except (EOFError, KeyboardInterrupt):
+            self._eof = True
+            return None
+        return text[:MAX_LINE]
+
+
+def _can_edit(stdin: IO[str], stdout: IO[str]) -> bool:
+    """prompt_toolkit needs a real terminal at both ends (not TERM=dumb)."""
+    if os.environ.get("TERM", "") in ("", "dumb", "unknown"):
+        return False
+    try:
+        return stdin.isatty() and stdout.isatty()
+    except (ValueError, OSError):
+        return False
+
+
 async def _in_daemon_thread(func: Callable[[str, bool], str], prompt: str, hidden: bool) -> str:
     """Run a blocking prompt in a daemon thread (``asyncio.to_thread`` would keep the process
     alive after Ctrl+C until the user pressed Enter)."""
@@ -196,6 +236,12 @@ class ChatApp:
         #: your last acknowledged message per room / DM peer (for ``/edit last``)
         self.last_room_seq: dict[str, int] = {}
         self.last_dm_seq: dict[str, int] = {}
+        #: /send-file, /accept, /decline, /cancel, /transfers (parlour.cli._transfers)
+        self.files = FileCommands(
+            client, interactive=interactive, out=self.out, err=self.err, fail=self.fail
+        )
+        #: when the full-screen client runs, connection changes go to it instead
+        self.tui_sink: Callable[[ConnectionState, str], None] | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -291,7 +337,11 @@ class ChatApp:
     def show_event(self, event: Event) -> None:
         try:
             self._track(event)
-            line = render_event(event, self.me)
+            if isinstance(event, FILE_EVENTS):
+                self.files.remember(event)
+                line = self.files.render_event(event)
+            else:
+                line = render_event(event, self.me)
         except Exception as exc:  # an odd event must not stop the printing of later ones
             line = f"! could not show a {event.name} event: {type(exc).__name__}"
         if line is not None:
@@ -312,6 +362,9 @@ class ChatApp:
             self.show_event(event)
 
     def on_state(self, state: ConnectionState, detail: str) -> None:
+        if self.tui_sink is not None:
+            self.tui_sink(state, detail)
+            return
         if state is ConnectionState.DISCONNECTED:
             if not detail.endswith(_FINAL):  # kicked/banned: the event and exit line say it
                 self.err(f"! connection to the server lost: {_CODE_SUFFIX.sub('', detail)}")
@@ -347,6 +400,8 @@ class ChatApp:
             self.fail(f"! {cmd.message}")
         elif isinstance(cmd, c.Help):
             self.help(cmd.topic)
+        elif isinstance(cmd, c.FILE_COMMANDS):
+            await self.files.execute(cmd)
         elif isinstance(cmd, c.Say):
             if self.room is None:
                 self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
@@ -573,7 +628,7 @@ class ChatApp:
 
     # ------------------------------------------------------------------ main loop
 
-    async def loop(self, reader: _LineReader) -> int:
+    async def loop(self, reader: _LineReader | _PromptReader) -> int:
         printer = asyncio.create_task(self.print_events(), name="parlour-chat-printer")
         ended = asyncio.create_task(self.client.wait_closed(), name="parlour-chat-ended")
         try:
@@ -610,6 +665,7 @@ class ChatApp:
             while (event := self.client.next_event_nowait()) is not None:
                 self.show_event(event)
             ended.cancel()
+            await self.files.close()
 
     def _ended(self, reason: str) -> int:
         again = "; run parlour chat again to come back" if reason.endswith("(kicked)") else ""
@@ -658,9 +714,13 @@ def _styled(line: str) -> str:
     return line
 
 
-def _echo(line: str, *, err: bool) -> None:
+def _echo(line: str, *, err: bool, live: Console | None = None) -> None:
     """Print a line; if the reader went away (``parlour chat | head -1``) keep chatting and
-    drop the output, so a script's messages are still all sent."""
+    drop the output, so a script's messages are still all sent. While transfer progress bars
+    are shown (``live``), the line goes above them through their console."""
+    if live is not None:
+        live.print(Text.from_ansi(_styled(line)), soft_wrap=True)
+        return
     stream = sys.stderr if err else sys.stdout
     try:
         click.echo(_styled(line), err=err)  # click drops the colours when not a terminal
@@ -687,12 +747,19 @@ async def _main(
     room: str | None,
     interactive: bool,
     stdin: IO[str],
+    mode: str = "plain",
 ) -> int:
+    """``mode``: ``tui`` (full screen), ``edit`` (line mode with line editing) or ``plain``
+    (line mode reading stdin as it comes: pipes, dumb terminals)."""
+
+    def live() -> Console | None:
+        return app_holder[0].files.live_console if app_holder else None
+
     def out(line: str) -> None:
-        _echo(line, err=False)
+        _echo(line, err=False, live=live())
 
     def err(line: str) -> None:
-        _echo(line, err=True)
+        _echo(line, err=True, live=live())
 
     if retries is None:
         retries = None if interactive else 10
@@ -720,8 +787,18 @@ async def _main(
     try:
         if not await app.authenticate(username, password, signup):
             return EXIT_LOGIN
+        if mode == "tui" and client.session is not None:
+            from parlour.cli.tui import run_tui
+
+            return await run_tui(client, client.session, app, room)
         if room is not None:
             await app.run_line(f"/join {room}")
+        if mode == "edit":
+            from prompt_toolkit.patch_stdout import patch_stdout
+
+            editor = _PromptReader(lambda: f"#{clean(app.room)}> " if app.room else "> ")
+            with patch_stdout(raw=True):
+                return await app.loop(editor)
         reader = _LineReader(stdin, asyncio.get_running_loop())
         return await app.loop(reader)
     finally:
@@ -751,6 +828,11 @@ async def _main(
 @click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for TLS.")
 @click.option("--tls-insecure", is_flag=True, help="TLS without certificate checks (testing).")
 @click.option(
+    "--plain",
+    is_flag=True,
+    help="Line mode even on a terminal (no full-screen interface).",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=None,
@@ -765,13 +847,15 @@ def chat(
     tls: bool,
     tls_ca: str | None,
     tls_insecure: bool,
+    plain: bool,
     retries: int | None,
 ) -> None:
-    """Terminal chat client (docs/client.md).
+    """Terminal chat client (docs/chat.md).
 
-    Without --user it asks whether to log in or sign up. The password comes from
-    PARLOUR_PASSWORD, else a hidden prompt. Type text to talk in the current room,
-    `@user text` for a direct message, /help for the commands.
+    On a terminal it runs full screen (buffers for rooms and DMs, unread counts, scrollback,
+    read marker; --plain for line mode). Without --user it asks whether to log in or sign
+    up. The password comes from PARLOUR_PASSWORD, else a hidden prompt. Type text to talk
+    in the current room, `@user text` for a direct message, /help for the commands.
 
     Piped input runs line by line, each line acknowledged before the next, and exits at the
     end:
@@ -790,12 +874,20 @@ def chat(
     if not interactive and (username is None or password is None):
         raise click.UsageError("piped input needs --user NAME and the PARLOUR_PASSWORD variable")
     context = _ssl_context(tls, tls_ca, tls_insecure)
+    from parlour.cli.tui import wants_tui
+
+    if wants_tui(stdin, sys.stdout, plain=plain):
+        mode = "tui"
+    elif interactive and _can_edit(stdin, sys.stdout):
+        mode = "edit"
+    else:
+        mode = "plain"
     with _terminal_restored(stdin if interactive else None):
         try:
             code = asyncio.run(
                 _main(
                     host, port, username, password, signup, context, retries, room, interactive,
-                    stdin,
+                    stdin, mode,
                 )
             )  # fmt: skip
         except KeyboardInterrupt:

@@ -20,6 +20,15 @@ from parlour.client.client import (
 )
 from parlour.client.cursors import Cursors
 from parlour.client.errors import ClientClosed, ClientError, ConnectionLost, ServerError
+from parlour.client.files import (
+    FILE_EVENTS,
+    FileResult,
+    FileTransfers,
+    IncomingOffer,
+    Transfer,
+    TransferOptions,
+    UnknownOffer,
+)
 from parlour.client.types import (
     Ack,
     AuditRecord,
@@ -36,6 +45,7 @@ from parlour.client.types import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "FILE_EVENTS",
     "Ack",
     "AuditRecord",
     "Backoff",
@@ -46,13 +56,19 @@ __all__ = [
     "ConnectionLost",
     "ConnectionState",
     "Cursors",
+    "FileResult",
+    "FileTransfers",
     "HistoryPage",
+    "IncomingOffer",
     "JoinResult",
     "KickResult",
     "RoomInfo",
     "ServerError",
     "Session",
     "StateCallback",
+    "Transfer",
+    "TransferOptions",
+    "UnknownOffer",
     "Unread",
     "UserPresence",
     "Welcome",

@@ -10,7 +10,9 @@
 * heartbeat pings when idle; a connection that does not answer is dropped and re-made;
 * bounded catch-up followed to the end: when a ``login``/``sync`` reply says ``truncated``
   the client syncs again from what it has received until nothing is left, delivering the
-  missed messages in order and once (:mod:`parlour.client.catchup`).
+  missed messages in order and once (:mod:`parlour.client.catchup`);
+* file transfers straight to another client over UDP, brokered by the server
+  (``offer_file``, ``accept``, ``decline``, ``cancel``: :mod:`parlour.client.files`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import ssl as _ssl
 import uuid
@@ -30,6 +33,14 @@ from parlour.client.backoff import Backoff
 from parlour.client.catchup import CatchUp
 from parlour.client.cursors import Cursors
 from parlour.client.errors import ClientClosed, ConnectionLost, ServerError
+from parlour.client.files import (
+    FILE_EVENTS,
+    FileTransfers,
+    NoticeCallback,
+    ProgressCallback,
+    Transfer,
+    TransferOptions,
+)
 from parlour.client.types import (
     Ack,
     AuditRecord,
@@ -203,6 +214,12 @@ class _Connection:
     def is_closed(self) -> bool:
         return self.closed.done()
 
+    @property
+    def local_host(self) -> str | None:
+        """This end's address of the connection (the interface that reaches the server)."""
+        name = self._writer.get_extra_info("sockname")
+        return str(name[0]) if isinstance(name, tuple) and name else None
+
     async def request(
         self, request: Request, timeout: float | None, on_reply: ReplyHook | None = None
     ) -> Reply:
@@ -332,6 +349,7 @@ class Client:
         client_name: str = f"parlour-client/{__version__}",
         on_state: StateCallback | None = None,
         local_addr: tuple[str, int] | None = None,
+        transfers: TransferOptions | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
@@ -348,6 +366,8 @@ class Client:
         self._client_name = client_name
         self._on_state = on_state
         self._local_addr = local_addr
+        self._transfer_options = transfers
+        self._files: FileTransfers | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
         self._catchup = CatchUp(self._cursors)
@@ -433,7 +453,10 @@ class Client:
         return self.welcome
 
     async def close(self) -> None:
-        """Close the connection and stop reconnecting; ``events()`` ends. Idempotent."""
+        """Close the connection and stop reconnecting; ``events()`` ends. Running file
+        transfers are stopped (their peers are told). Idempotent."""
+        if self._files is not None:
+            await self._files.close()
         if self._closed_reason is None:
             self._shutdown("closed by the client")
         for name in ("_supervisor", "_heartbeat_task", "_catchup_task", "_baseline_task"):
@@ -512,6 +535,8 @@ class Client:
                 conn = self._conn
                 assert conn is not None
                 reason = await conn.wait_closed()
+                if self._files is not None:
+                    self._files.connection_lost()
                 if self._closed_reason is not None:
                     return
                 self._ready.clear()
@@ -720,8 +745,14 @@ class Client:
             self._ready.clear()
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, FILE_EVENTS):
+            self.files.on_event(event)
         if self._catchup.accept(event):
             self._push(event)
+
+    def _local_host(self) -> str | None:
+        conn = self._conn
+        return conn.local_host if conn is not None and not conn.is_closed else None
 
     def _push(self, item: Event | None) -> None:
         while True:
@@ -1029,6 +1060,56 @@ class Client:
         """Round trip to the server; returns the server's clock."""
         data = await self._call(lambda i: PingRequest(id=i), retry=True)
         return float(data.get("ts", 0.0))
+
+    # ------------------------------------------------------------------ file transfers
+
+    @property
+    def files(self) -> FileTransfers:
+        """The file-transfer side of this client: offers made to you (``incoming``), your
+        transfers, the UDP transfer manager (started on first use)."""
+        if self._files is None:
+            self._files = FileTransfers(self, self._transfer_options)
+        return self._files
+
+    async def offer_file(
+        self,
+        user: str,
+        path: str | os.PathLike[str],
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_notice: NoticeCallback | None = None,
+        filename: str | None = None,
+    ) -> Transfer:
+        """Offer a file to an online user; returns the :class:`~parlour.client.files.Transfer`
+        once the server has the offer. It is sent, straight to them over UDP, when they
+        accept; ``await transfer.wait()`` for the verified (or failed) end."""
+        return await self.files.offer(
+            user, path, on_progress=on_progress, on_notice=on_notice, filename=filename
+        )
+
+    async def accept(
+        self,
+        offer: str | int,
+        dest_dir: str | os.PathLike[str] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_notice: NoticeCallback | None = None,
+        resume: bool = True,
+    ) -> Transfer:
+        """Accept an offer made to you (its id, or the number ``client.files`` gave it) and
+        receive the file into ``dest_dir`` (default ``<downloads>/<sender>/``). Accepting an
+        offer again after a failed attempt resumes it."""
+        return await self.files.accept(
+            offer, dest_dir, on_progress=on_progress, on_notice=on_notice, resume=resume
+        )
+
+    async def decline(self, offer: str | int) -> None:
+        """Refuse an offer made to you (or stop receiving it)."""
+        await self.files.decline(offer)
+
+    async def cancel(self, offer: str | int) -> None:
+        """Withdraw an offer you made (its transfer stops; the receiver is told)."""
+        await self.files.cancel(offer)
 
 
 def _data(reply: Reply) -> dict[str, Any]:

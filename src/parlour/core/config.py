@@ -91,6 +91,17 @@ class CoreConfig:
     presence_room_limit: int = 1000
     #: audit entries kept in memory (the newest; `audit` reads at most this many)
     audit_memory: int = 1000
+    #: file transfers (`file_offer` and the rest; docs/design/p2p-brokering.md): allowed at
+    #: all, how long an offer stays open, how many open offers one user may have made, how
+    #: many may wait for one user, and how many this node holds in all
+    file_transfers: bool = True
+    file_offer_ttl: float = 600.0
+    file_offers_per_user: int = 20
+    file_offers_per_target: int = 50
+    file_offers_max: int = 10_000
+    #: the UDP relay clients are told about: (host or None for "the host you connected to",
+    #: port); None when this node runs no relay (no observed endpoints, no relay fallback)
+    file_relay: tuple[str | None, int] | None = None
     #: announced in the `hello` reply (the frame limit is enforced by the transport's codec)
     server_name: str = f"parlour/{__version__}"
     heartbeat_s: float = 30.0
@@ -129,3 +140,7 @@ class CoreConfig:
             raise ValueError("max_message_length must be at least 1")
         if self.join_members < 1:
             raise ValueError("join_members must be at least 1")
+        if self.file_offer_ttl <= 0:
+            raise ValueError("file_offer_ttl must be positive")
+        if min(self.file_offers_per_user, self.file_offers_per_target, self.file_offers_max) < 1:
+            raise ValueError("file offer limits must be at least 1")

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from parlour.core.config import CoreConfig
 from parlour.core.messages import Reader
 from parlour.core.needs import NO_ANSWERS, Answers, Need, NeedMore, ReadDm, ReadRoom
+from parlour.core.offers import Offers
 from parlour.core.outcome import Address, ConnId, Delivery, Outcome, RemoteEffect
 from parlour.core.records import AuditEntry, StoredMessage, room_key, user_key
 from parlour.core.router import Router
@@ -62,7 +63,17 @@ class Out:
 
 
 class Ctx:
-    __slots__ = ("answers", "cfg", "entropy", "now", "others", "router", "sessions", "state")
+    __slots__ = (
+        "answers",
+        "cfg",
+        "entropy",
+        "now",
+        "offers",
+        "others",
+        "router",
+        "sessions",
+        "state",
+    )
 
     def __init__(
         self,
@@ -71,12 +82,15 @@ class Ctx:
         sessions: Sessions,
         router: Router,
         entropy: Callable[[int], bytes],
+        offers: Offers | None = None,
     ) -> None:
         self.cfg = cfg
         self.entropy = entropy
         self.state = state
         self.sessions = sessions
         self.router = router
+        #: node-local file offers and observed UDP endpoints (parlour.core.offers)
+        self.offers = offers if offers is not None else Offers()
         self.now = 0.0
         self.answers: Answers = NO_ANSWERS
         #: what the other nodes must be told of (several nodes only), collected during one

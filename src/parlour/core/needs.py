@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from parlour.core.records import BroadcastRecord, StoredMessage
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "NO_ANSWERS",
@@ -29,6 +30,7 @@ __all__ = [
     "ReadDm",
     "ReadRoom",
     "ReadSince",
+    "RelayTickets",
     "Verified",
     "VerifyPassword",
 ]
@@ -97,10 +99,23 @@ class ReadBroadcasts:
     limit: int
 
 
-Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts
+@dataclass(frozen=True, slots=True)
+class RelayTickets:
+    """A fresh transfer id for attempt `attempt` of file offer `offer`, with the relay tickets
+    of its two sides (answer: `(transfer id (8 bytes), sender's ticket, receiver's ticket)`):
+    minted by whoever holds the relay's secret, never by the core."""
+
+    offer: str
+    attempt: int
+
+
+Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts | RelayTickets
 
 #: answers computed so far for one request: need -> its answer
-Answers = Mapping[Need, "str | Verified | list[StoredMessage] | list[BroadcastRecord]"]
+Answers = Mapping[
+    Need,
+    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | tuple[bytes, bytes, bytes]",
+]
 
 NO_ANSWERS: Answers = {}
 
@@ -113,3 +128,6 @@ class NeedMore(Exception):
     def __init__(self, needs: tuple[Need, ...]) -> None:
         super().__init__(f"{len(needs)} need(s)")
         self.needs = needs
+
+
+fast_init_module(globals())

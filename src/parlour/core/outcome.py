@@ -24,6 +24,7 @@ from typing import TypeAlias
 from parlour.core.needs import Need
 from parlour.core.writes import Write
 from parlour.protocol import Event, Reply
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "EMPTY",
@@ -148,3 +149,6 @@ class Outcome:
 
 
 EMPTY = Outcome()
+
+
+fast_init_module(globals())

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.names import name_key
 
 __all__ = [
@@ -210,3 +211,6 @@ class Heads:
     rooms: Mapping[str, int]
     dms: Mapping[str, int]
     broadcast: int
+
+
+fast_init_module(globals())

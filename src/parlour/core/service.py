@@ -27,6 +27,7 @@ from parlour.core.handlers import (
     broadcasts,
     catch_up,
     dms,
+    files,
     messages,
     moderation,
     reading,
@@ -36,6 +37,7 @@ from parlour.core.handlers import (
 from parlour.core.handlers.sessions import end_session
 from parlour.core.limits import TokenBucket
 from parlour.core.needs import NO_ANSWERS, Answers, HashPassword, Need, NeedMore
+from parlour.core.offers import Endpoint, Offers
 from parlour.core.outcome import EMPTY, ConnId, Delivery, Outcome, RemoteEffect
 from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key, user_key
 from parlour.core.replica import Replica
@@ -56,6 +58,12 @@ from parlour.protocol import (
     EditRequest,
     Error,
     ErrorCode,
+    FileAcceptRequest,
+    FileCancelRequest,
+    FileDeclineRequest,
+    FileDoneRequest,
+    FileOfferRequest,
+    FileProbeRequest,
     HelloRequest,
     HistoryRequest,
     JoinRequest,
@@ -137,6 +145,12 @@ HANDLERS: dict[type[Any], Handler] = {
     BansRequest: moderation.bans_list,
     AuditRequest: moderation.audit_list,
     SyncRequest: _sync,
+    FileProbeRequest: files.file_probe,
+    FileOfferRequest: files.file_offer,
+    FileAcceptRequest: files.file_accept,
+    FileDeclineRequest: files.file_decline,
+    FileCancelRequest: files.file_cancel,
+    FileDoneRequest: files.file_done,
 }
 
 
@@ -172,7 +186,9 @@ class ChatService:
             dm_reader=lambda cid: holder[0].dm_reader(cid),
         )
         self.router = Router(self.state, self.sessions, config.presence_room_limit)
-        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy)
+        #: node-local file offers and observed UDP endpoints (never stored)
+        self.offers = Offers()
+        self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
         #: several nodes: the sequencer and the application of committed facts
         self.replica = Replica(self._cx)
@@ -299,11 +315,18 @@ class ChatService:
         return self._tell(out.done(None))
 
     def tick(self, now: float) -> Outcome:
-        """Expire timed state (bans, login throttles); call about once a second."""
+        """Expire timed state (bans, login throttles, file offers); call about once a second."""
         self.sessions.throttle.expire(now)
+        ended = EMPTY
+        if self.offers.by_id:
+            cx = self._cx
+            cx.now = now
+            out = cx.out()
+            files.expire_offers(cx, out)
+            ended = out.done(None)
         expired = self.state.bans.expired(now)
         if not expired:
-            return EMPTY
+            return ended
         for b in expired:
             log_event(
                 logging.INFO,
@@ -312,7 +335,15 @@ class ChatService:
                 by=b.by,
                 until=accounts.utc(b.until or now),
             )
-        return Outcome(writes=tuple(RemoveBan(b.user) for b in expired))
+        return Outcome(
+            deliveries=ended.deliveries, writes=tuple(RemoveBan(b.user) for b in expired)
+        )
+
+    def udp_probe(self, token: bytes, address: Endpoint, now: float) -> bool:
+        """A UDP probe carrying `token` arrived from `address` at this node's relay: record
+        it as the observed endpoint of the connection the token was issued to (`file_probe`).
+        False for a token nobody holds (or one already seen from another address)."""
+        return self.offers.probed(token, address) is not None
 
     # ================================================================== several nodes
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parlour.core.records import Role
+from parlour.protocol.fastinit import fast_init_module
 
 #: the `seq` of an append whose sequence number the store assigns
 ASSIGN = 0
@@ -282,3 +283,6 @@ class Assigned:
     seq: int
     ts: float
     duplicate: bool = False
+
+
+fast_init_module(globals())

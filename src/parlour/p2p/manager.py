@@ -42,11 +42,13 @@ from .files import FileChanged, FileOffer, FileSink, FileSource
 from .progress import Progress, RateMeter
 from .receiver import ReceiverConnection
 from .sender import SenderConnection
+from .wire import Kind
 
 __all__ = ["TransferHandle", "TransferManager", "TransferResult"]
 
 ProgressCallback = Callable[[Progress], None]
 _RESUMABLE_FAILURES = {Reason.HASH_MISMATCH, Reason.OFFER_MISMATCH}
+_PROBED = int(Kind.PROBED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +379,9 @@ class TransferManager:
         self.progress_interval = progress_interval
         self.max_transfers = max_transfers
         self.unknown_datagrams = 0
+        #: called with the datagrams that belong to no transfer and are not a transfer's
+        #: (an endpoint probe's answer, ``wire.Kind.PROBED``); None: they are dropped
+        self.on_control: Callable[[memoryview, Address], None] | None = None
         self._drivers: dict[bytes, _Driver] = {}
         self._endpoint: UdpEndpoint | None = None
         self._gso, self._gro = gso, gro
@@ -534,6 +539,9 @@ class TransferManager:
             tid = bytes(data[1:9])
             driver = drivers.get(tid)
             if driver is None:
+                if data[0] == _PROBED and self.on_control is not None:
+                    self.on_control(data, addr)
+                    continue
                 self.unknown_datagrams += 1
                 continue
             driver.conn.receive_datagram(data, addr, now)

@@ -11,6 +11,10 @@ at most :data:`MAX_DATAGRAM` = 1232 bytes. Layouts (big-endian integers)::
     RELAY_BIND  0x18 | transfer id (8) | side (1) | ticket (16)        client -> relay
     RELAY_BOUND 0x19 | transfer id (8) | side (1) | family (1) | port (2) | address (4 or 16)
             relay -> client: the binding holds; the address is what the relay observed
+    PROBE   0x1a | token (16) | zero padding to 64 bytes        client -> chat server's relay
+    PROBED  0x1b | token (16) | family (1) | port (2) | address (4 or 16)
+            relay -> client: the client's address as observed (the token was issued by the
+            chat server to one connection: ``file_probe``, docs/protocol.md)
 
 Frames inside a sealed packet (one type byte each)::
 
@@ -42,6 +46,7 @@ __all__ = [
     "MAX_PACKET_NUMBER",
     "MAX_PLAINTEXT",
     "PING_FRAME",
+    "PROBE_LEN",
     "SEALED_HEADER_LEN",
     "TAG_LEN",
     "TRANSFER_ID_LEN",
@@ -55,6 +60,7 @@ __all__ = [
     "Hello",
     "Kind",
     "Ping",
+    "Probed",
     "RelayBind",
     "RelayBound",
     "WireError",
@@ -62,9 +68,13 @@ __all__ = [
     "encode_close",
     "encode_have",
     "parse_frames",
+    "parse_probe",
+    "parse_probed",
     "parse_relay_bind",
     "parse_relay_bound",
     "peek_kind",
+    "probe",
+    "probed",
     "relay_bind",
     "relay_bound",
 ]
@@ -86,6 +96,8 @@ CLOSE_TEXT_MAX = 200
 RANDOM_LEN = 16
 MAC_LEN = 16
 TICKET_LEN = 16
+TOKEN_LEN = 16
+PROBE_LEN = 64
 
 _VERSION_NIBBLE = 0x10
 
@@ -95,6 +107,8 @@ class Kind(IntEnum):
     SEALED = _VERSION_NIBBLE | 0x2
     RELAY_BIND = _VERSION_NIBBLE | 0x8
     RELAY_BOUND = _VERSION_NIBBLE | 0x9
+    PROBE = _VERSION_NIBBLE | 0xA
+    PROBED = _VERSION_NIBBLE | 0xB
 
 
 class FrameType(IntEnum):
@@ -346,3 +360,42 @@ def parse_relay_bound(data: bytes | memoryview) -> RelayBound:
     ):
         raise WireError("bad RELAY_BOUND")
     return RelayBound(tid, side, (str(ipaddress.ip_address(raw)), port))
+
+
+# --- endpoint probes (the chat server learns a client's public address) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    token: bytes
+    observed: tuple[str, int]
+
+
+def probe(token: bytes) -> bytes:
+    """The probe a client sends to the chat server's relay (always :data:`PROBE_LEN` bytes:
+    the answer is never larger, so the relay cannot be used to amplify)."""
+    if len(token) != TOKEN_LEN:
+        raise ValueError("a probe token is 16 bytes")
+    return bytes([Kind.PROBE]) + token + bytes(PROBE_LEN - 1 - TOKEN_LEN)
+
+
+def parse_probe(data: bytes | memoryview) -> bytes:
+    """The token of a PROBE datagram."""
+    if len(data) != PROBE_LEN or data[0] != Kind.PROBE:
+        raise WireError("bad PROBE")
+    return bytes(data[1 : 1 + TOKEN_LEN])
+
+
+def probed(token: bytes, observed: tuple[str, int]) -> bytes:
+    ip = ipaddress.ip_address(observed[0])
+    return struct.pack("!B16sBH", Kind.PROBED, token, ip.version, observed[1]) + ip.packed
+
+
+def parse_probed(data: bytes | memoryview) -> Probed:
+    if len(data) not in (20 + 4, 20 + 16):
+        raise WireError("bad PROBED length")
+    kind, token, family, port = struct.unpack_from("!B16sBH", data)
+    raw = bytes(data[20:])
+    if kind != Kind.PROBED or (family, len(raw)) not in ((4, 4), (6, 16)):
+        raise WireError("bad PROBED")
+    return Probed(token, (str(ipaddress.ip_address(raw)), port))

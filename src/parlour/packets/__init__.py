@@ -7,17 +7,17 @@ The most used names are importable from here::
 (see docs/packets.md for the whole API).
 """
 
-from parlour.packets.capturefile import read_capture
-from parlour.packets.conversation import (
+from parlour.packets.build.conversation import (
     AppMessage,
     BuildOptions,
     BuiltPacket,
     Endpoint,
     build_conversations,
 )
-from parlour.packets.messages import load_messages
-from parlour.packets.records import CaptureFormatError, Record
-from parlour.packets.writers import LinkOptions, write_capture, write_capture_file
+from parlour.packets.build.messages import load_messages
+from parlour.packets.build.writers import LinkOptions, write_capture, write_capture_file
+from parlour.packets.files.reader import read_capture
+from parlour.packets.files.records import CaptureFormatError, Record
 
 __all__ = [
     "AppMessage",

@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     MESSAGE_NOT_FOUND = "message_not_found"
     SELF_MESSAGE = "self_message"
     NOT_BANNED = "not_banned"
+    UNKNOWN_OFFER = "unknown_offer"
+    USER_OFFLINE = "user_offline"
     # limits
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
@@ -55,6 +57,7 @@ class ErrorCode(StrEnum):
     SERVER_BUSY = "server_busy"
     UNAVAILABLE = "unavailable"
     TOO_MANY_ERRORS = "too_many_errors"
+    TOO_MANY_OFFERS = "too_many_offers"
     # server / connection end reasons
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"

@@ -17,7 +17,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
-from parlour.protocol.records import MessageRecord
+from parlour.protocol.fastinit import fast_init_module
+from parlour.protocol.records import EndpointRow, MessageRecord, RelayRow
 from parlour.protocol.replies import Reply, parse_reply
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "DmEvent",
     "Event",
     "EventName",
+    "FileAcceptedEvent",
+    "FileEndedEvent",
+    "FileOfferEvent",
     "JoinedEvent",
     "KickedEvent",
     "LeftEvent",
@@ -66,6 +70,9 @@ class EventName(StrEnum):
     ROOM_RENAMED = "room_renamed"
     ROOM_DELETED = "room_deleted"
     READ_MARKER = "read_marker"
+    FILE_OFFER = "file_offer"
+    FILE_ACCEPTED = "file_accepted"
+    FILE_ENDED = "file_ended"
     DISCONNECT = "disconnect"
 
 
@@ -381,6 +388,47 @@ class ReadMarkerEvent(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FileOfferEvent(Event):
+    """User ``from`` offers you a file: accept with ``file_accept {"offer"}`` before
+    ``expires`` (or decline). Also sent to a session that logs in while the offer is open."""
+
+    NAME: ClassVar[EventName] = EventName.FILE_OFFER
+    offer: str
+    sender: str
+    filename: str
+    size: int
+    sha256: str
+    expires: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileAcceptedEvent(Event):
+    """To the session that made the offer: ``by`` accepted it; send with this attempt's
+    transfer id, key, the receiver's endpoints and the relay with your ticket."""
+
+    NAME: ClassVar[EventName] = EventName.FILE_ACCEPTED
+    offer: str
+    by: str
+    transfer: str
+    key: str
+    peers: list[EndpointRow]
+    relay: RelayRow | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEndedEvent(Event):
+    """An offer is over: ``declined``, ``cancelled``, ``expired``, ``done`` (verified) or
+    ``offline`` (the offering session ended); ``by`` is who ended it (null for expiry)."""
+
+    NAME: ClassVar[EventName] = EventName.FILE_ENDED
+    offer: str
+    reason: str
+    by: str | None
+    ts: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DisconnectEvent(Event):
     """The server is closing this connection, and why (an error code and a text)."""
 
@@ -406,6 +454,9 @@ _EVENT_CLASSES: tuple[type[Event], ...] = (
     RoomRenamedEvent,
     RoomDeletedEvent,
     ReadMarkerEvent,
+    FileOfferEvent,
+    FileAcceptedEvent,
+    FileEndedEvent,
     DisconnectEvent,
 )
 
@@ -447,3 +498,6 @@ def parse_server_frame(obj: Mapping[str, Any]) -> ServerFrame:
     if obj.get("type") == "event":
         return parse_event(obj)
     return parse_reply(obj)
+
+
+fast_init_module(globals())

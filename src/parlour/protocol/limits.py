@@ -9,8 +9,12 @@ __all__ = [
     "DEFAULT_MAX_TEXT",
     "MAX_CLIENT_ID",
     "MAX_DURATION",
+    "MAX_ENDPOINTS",
+    "MAX_FILE_NAME",
+    "MAX_FILE_SIZE",
     "MAX_LIMIT",
     "MAX_NAME",
+    "MAX_OFFER_ID",
     "MAX_PASSWORD",
     "MAX_REASON",
     "MAX_REQUEST_ID",
@@ -34,3 +38,10 @@ MAX_REQUEST_ID = 64
 MAX_RESUME_ENTRIES = 10_000
 MAX_ROOM_LIST = 1000
 MAX_SAFE_INT = 2**53  # JSON-safe integers (JavaScript clients)
+#: file transfers: longest file name in an offer (UTF-8 bytes, a file system's NAME_MAX),
+#: largest file (the transfer protocol's 48-bit offsets), UDP endpoints one client may report,
+#: longest offer id
+MAX_FILE_NAME = 255
+MAX_FILE_SIZE = 2**48 - 1
+MAX_ENDPOINTS = 8
+MAX_OFFER_ID = 32

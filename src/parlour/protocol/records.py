@@ -7,20 +7,28 @@ limits are ``TypedDict``s: plain JSON objects whose keys mypy checks.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
+from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
     "AuditRow",
     "BanRow",
+    "EndpointRow",
     "Limits",
     "MessageRecord",
+    "RelayRow",
     "RoomRow",
     "UnreadRow",
     "WhoRow",
+    "endpoint_problem",
+    "endpoints_from_wire",
+    "endpoints_to_wire",
+    "normalize_endpoint",
     "records_from_wire",
 ]
 
@@ -163,3 +171,80 @@ class AuditRow(TypedDict):
     action: str
     target: str
     reason: str
+
+
+class EndpointRow(TypedDict):
+    """A UDP endpoint of a client (file transfers): an IP address literal and a port."""
+
+    host: str
+    port: int
+
+
+class RelayRow(TypedDict, total=False):
+    """Where the server's UDP relay listens (``host`` null: the host the client connected to
+    for chat) and, in a transfer's grant, this side's ``ticket`` (base64)."""
+
+    host: str | None
+    port: int
+    ticket: str
+
+
+Endpoint = tuple[str, int]
+
+
+def endpoint_problem(host: object, port: object) -> str | None:
+    """What is wrong with a reported UDP endpoint (None: nothing). The host must be an IP
+    address literal (never a name the peer would have to resolve), neither unspecified nor
+    multicast; the port 1-65535."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        return "port must be an integer from 1 to 65535"
+    if not isinstance(host, str) or len(host) > 64:
+        return "host must be an IP address"
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return "host must be an IP address (not a name)"
+    if ip.is_unspecified or ip.is_multicast:
+        return "host must not be an unspecified or multicast address"
+    return None
+
+
+def normalize_endpoint(host: str, port: int) -> Endpoint:
+    """The endpoint in one spelling (IPv4-mapped IPv6 as IPv4, compressed IPv6); call
+    :func:`endpoint_problem` first."""
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (str(ip), int(port))
+
+
+def endpoints_from_wire(value: Any, limit: int = 8) -> tuple[Endpoint, ...]:
+    """A JSON array of ``{"host": .., "port": ..}`` objects (or ``[host, port]`` pairs), at
+    most ``limit`` of them, checked and normalised (duplicates dropped, order kept)."""
+    if not isinstance(value, list | tuple) or len(value) > limit:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"endpoints must be a list of at most {limit}")
+    out: list[Endpoint] = []
+    for item in value:
+        if isinstance(item, Mapping):
+            host, port = item.get("host"), item.get("port")
+        elif isinstance(item, list | tuple) and len(item) == 2:
+            host, port = item
+        else:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, 'an endpoint is an object {"host": .., "port": ..}'
+            )
+        problem = endpoint_problem(host, port)
+        if problem is not None:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"endpoint: {problem}")
+        assert isinstance(host, str) and isinstance(port, int)
+        ep = normalize_endpoint(host, port)
+        if ep not in out:
+            out.append(ep)
+    return tuple(out)
+
+
+def endpoints_to_wire(endpoints: Sequence[Endpoint]) -> list[EndpointRow]:
+    return [{"host": host, "port": port} for host, port in endpoints]
+
+
+fast_init_module(globals())

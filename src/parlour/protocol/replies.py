@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
+from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.records import (
     AuditRow,
     BanRow,
+    EndpointRow,
     Limits,
     MessageRecord,
+    RelayRow,
     RoomRow,
     UnreadRow,
     WhoRow,
@@ -40,6 +43,10 @@ __all__ = [
     "DmReply",
     "EmptyReply",
     "Error",
+    "FileOfferReply",
+    "FileProbeReply",
+    "FileReply",
+    "FileTransferReply",
     "HelloReply",
     "HistoryReply",
     "JoinReply",
@@ -376,6 +383,45 @@ class UnreadReply(ReplyData):
     dms: Sequence[UnreadRow]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileProbeReply(ReplyData):
+    """``file_probe``: the token (base64url) to send to the relay over UDP, and where the
+    relay listens (``null``: this server runs none; transfers then use the endpoints the
+    clients report, without observed addresses or a relay fallback)."""
+
+    token: str
+    relay: RelayRow | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOfferReply(ReplyData):
+    """``file_offer``: the offer's id, the user it went to and when it expires."""
+
+    offer: str
+    to: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileTransferReply(ReplyData):
+    """``file_accept``: this attempt's transfer id (hex), key (base64, 32 bytes), the
+    sender's endpoints (observed by the server first, then reported) and the relay with
+    this side's ticket (``null``: no relay)."""
+
+    offer: str
+    transfer: str
+    key: str
+    peers: Sequence[EndpointRow]
+    relay: RelayRow | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileReply(ReplyData):
+    """``file_decline``, ``file_cancel``, ``file_done``: the offer concerned."""
+
+    offer: str
+
+
 #: request ``type`` -> the class of the ``data`` of its ``ok`` reply
 REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "hello": HelloReply,
@@ -408,6 +454,12 @@ REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "sync": SyncReply,
     "mark_read": MarkReadReply,
     "unread": UnreadReply,
+    "file_probe": FileProbeReply,
+    "file_offer": FileOfferReply,
+    "file_accept": FileTransferReply,
+    "file_decline": FileReply,
+    "file_cancel": FileReply,
+    "file_done": FileReply,
     "ping": PingReply,
 }
 
@@ -497,3 +549,6 @@ def parse_reply_data(request_type: str, data: Mapping[str, Any]) -> ReplyData:
     if isinstance(data, RawData):
         data = data.data
     return cls.from_wire(data)
+
+
+fast_init_module(globals())

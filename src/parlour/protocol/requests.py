@@ -22,7 +22,11 @@ from parlour.protocol.errors import ErrorCode, ProtocolError, RequestId
 from parlour.protocol.limits import (
     MAX_CLIENT_ID,
     MAX_DURATION,
+    MAX_ENDPOINTS,
+    MAX_FILE_NAME,
+    MAX_FILE_SIZE,
     MAX_LIMIT,
+    MAX_OFFER_ID,
     MAX_PASSWORD,
     MAX_REASON,
     MAX_REQUEST_ID,
@@ -31,6 +35,7 @@ from parlour.protocol.limits import (
     MAX_SAFE_INT,
 )
 from parlour.protocol.names import MAX_NAME, InvalidName, normalize_name
+from parlour.protocol.records import Endpoint, endpoints_from_wire, endpoints_to_wire
 
 __all__ = [
     "REQUEST_TYPES",
@@ -43,6 +48,12 @@ __all__ = [
     "DeleteRequest",
     "DmRequest",
     "EditRequest",
+    "FileAcceptRequest",
+    "FileCancelRequest",
+    "FileDeclineRequest",
+    "FileDoneRequest",
+    "FileOfferRequest",
+    "FileProbeRequest",
     "HelloRequest",
     "HistoryRequest",
     "JoinRequest",
@@ -229,6 +240,55 @@ class Resume:
             dms=value.get("dms") or {},
             broadcasts=value.get("broadcasts"),
         )
+
+
+_OFFER_ID = re.compile(r"[A-Za-z0-9_-]+")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+#: characters a file name may not contain: path separators, C0/C1 controls, DEL, line and
+#: paragraph separators and the bidirectional formatting characters (a name that reads
+#: "txt.exe" backwards)
+_BAD_FILE_CHARS = re.compile(
+    "[/\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _v_offer_id(name: str, value: Any) -> str:
+    if isinstance(value, str) and len(value) <= MAX_OFFER_ID and _OFFER_ID.fullmatch(value):
+        return value
+    raise _invalid(name, f"must be an offer id (1-{MAX_OFFER_ID} letters, digits, - or _)")
+
+
+def _v_file_name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(name, "must be a non-empty file name")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _invalid(name, "must be valid Unicode") from None
+    if size > MAX_FILE_NAME:
+        raise _invalid(name, f"must be at most {MAX_FILE_NAME} bytes in UTF-8")
+    if value in (".", "..") or _BAD_FILE_CHARS.search(value):
+        raise _invalid(name, "must be a plain file name (no path, no control characters)")
+    return value
+
+
+def _v_file_size(name: str, value: Any) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_FILE_SIZE:
+        raise _invalid(name, f"must be an integer from 0 to {MAX_FILE_SIZE}")
+    return int(value)
+
+
+def _v_sha256(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise _invalid(name, "must be a SHA-256 digest in hex (64 characters)")
+    return value.lower()
+
+
+def _v_endpoints(name: str, value: Any) -> tuple[Endpoint, ...]:
+    try:
+        return endpoints_from_wire(value, MAX_ENDPOINTS)
+    except ProtocolError as exc:
+        raise _invalid(name, exc.message) from None
 
 
 def _v_resume(name: str, value: Any) -> Resume:
@@ -737,6 +797,96 @@ class UnreadRequest(_Request):
     id: RequestId
 
 
+# --------------------------------------------------------------------------- file transfers
+
+
+def _with_endpoints(request: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if request.endpoints is not None:
+        out["endpoints"] = endpoints_to_wire(request.endpoints)
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileProbeRequest(_Request):
+    """Ask for a token to send in a UDP datagram to the server's relay, from the socket the
+    client transfers files with: the server then knows that socket's public address."""
+
+    TYPE: ClassVar[str] = "file_probe"
+    id: RequestId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOfferRequest(_Request):
+    """Offer a file (name, size, SHA-256 in hex) to online user ``to``; ``endpoints`` are the
+    UDP addresses the client believes it can be reached at."""
+
+    TYPE: ClassVar[str] = "file_offer"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("to", _v_name, True),
+        ("filename", _v_file_name, True),
+        ("size", _v_file_size, True),
+        ("sha256", _v_sha256, True),
+        ("endpoints", _v_endpoints, False),
+    )
+    id: RequestId
+    to: str
+    filename: str
+    size: int
+    sha256: str
+    endpoints: tuple[Endpoint, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _with_endpoints(self, _Request.to_wire(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileAcceptRequest(_Request):
+    """Accept offer ``offer`` (made to you); ``endpoints`` as in ``file_offer``. Accepting
+    the same offer again starts a new attempt (a resume)."""
+
+    TYPE: ClassVar[str] = "file_accept"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
+        ("offer", _v_offer_id, True),
+        ("endpoints", _v_endpoints, False),
+    )
+    id: RequestId
+    offer: str
+    endpoints: tuple[Endpoint, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _with_endpoints(self, _Request.to_wire(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileDeclineRequest(_Request):
+    """Refuse (or give up on) offer ``offer`` made to you."""
+
+    TYPE: ClassVar[str] = "file_decline"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("offer", _v_offer_id, True),)
+    id: RequestId
+    offer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileCancelRequest(_Request):
+    """Withdraw your offer ``offer``."""
+
+    TYPE: ClassVar[str] = "file_cancel"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("offer", _v_offer_id, True),)
+    id: RequestId
+    offer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileDoneRequest(_Request):
+    """Either side of offer ``offer``: the file arrived and was verified; the offer ends."""
+
+    TYPE: ClassVar[str] = "file_done"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("offer", _v_offer_id, True),)
+    id: RequestId
+    offer: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PingRequest(_Request):
     """Heartbeat; also resets the server's idle timer."""
@@ -776,6 +926,12 @@ Request = (
     | SyncRequest
     | MarkReadRequest
     | UnreadRequest
+    | FileProbeRequest
+    | FileOfferRequest
+    | FileAcceptRequest
+    | FileDeclineRequest
+    | FileCancelRequest
+    | FileDoneRequest
     | PingRequest
 )
 
@@ -810,6 +966,12 @@ _REQUEST_CLASSES: tuple[type[_Request], ...] = (
     SyncRequest,
     MarkReadRequest,
     UnreadRequest,
+    FileProbeRequest,
+    FileOfferRequest,
+    FileAcceptRequest,
+    FileDeclineRequest,
+    FileCancelRequest,
+    FileDoneRequest,
     PingRequest,
 )
 

@@ -9,6 +9,7 @@ clients, flush and close the store). Used by ``parlour serve`` and by the end-to
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import logging
 import os
@@ -24,6 +25,7 @@ from parlour.core.outcome import Delivery, Outcome
 from parlour.core.passwords import Argon2Hasher, generate_password
 from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
+from parlour.p2p.relay import RelayConfig
 from parlour.server.cluster import ClusterNode, new_node_id
 from parlour.server.config import Settings, describe
 from parlour.storage.memory import MemoryStore
@@ -34,6 +36,7 @@ from parlour.transports.hub import Hub
 from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
 from parlour.transports.tcp import TcpListener, WireFactory, make_server_ssl_context
+from parlour.transports.udp_relay import ChatRelay
 from parlour.transports.web import WebListener
 from parlour.web.assets import Assets
 
@@ -95,6 +98,10 @@ def core_config(settings: Settings) -> CoreConfig:
         "session_token_ttl": settings.session_token_ttl,
         "heartbeat_s": settings.heartbeat,
         "max_frame": settings.max_frame,
+        "file_transfers": settings.p2p,
+        "file_offer_ttl": settings.p2p_offer_ttl,
+        "file_offers_per_user": settings.p2p_offers_per_user,
+        "file_offers_max": settings.p2p_max_offers,
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
@@ -166,6 +173,35 @@ def open_bus(settings: Settings) -> Bus | None:
     return RedisBus(settings.bus, settings.bus_prefix)
 
 
+async def open_relay(
+    settings: Settings, observe: Callable[[bytes, tuple[str, int]], bool]
+) -> ChatRelay | None:
+    """The UDP relay of file transfers (None when disabled). Its port defaults to the chat
+    port's number (UDP beside TCP), or any free one when that is taken or the chat port is
+    picked by the system."""
+    if not (settings.p2p and settings.p2p_relay):
+        return None
+    host = settings.p2p_relay_host or settings.host
+    port = settings.p2p_relay_port or settings.port
+    config = RelayConfig(
+        max_transfers=settings.p2p_relay_max_transfers,
+        rate_per_transfer=settings.p2p_relay_rate,
+        total_rate=settings.p2p_relay_total_rate,
+        total_burst=max(RelayConfig().total_burst, int(settings.p2p_relay_total_rate / 10)),
+    )
+    secret = os.urandom(32)
+    try:
+        return await ChatRelay.open(secret, observe, host=host, port=port, config=config)
+    except OSError as exc:
+        if settings.p2p_relay_port or exc.errno != errno.EADDRINUSE:
+            raise
+        log.warning(
+            "udp port of the chat port's number is taken; relay on a free port",
+            extra={"fields": {"port": port}},
+        )
+        return await ChatRelay.open(secret, observe, host=host, port=0, config=config)
+
+
 async def run_needs(
     needs: NeedRunner, call: Callable[[Answers], Outcome], *, rounds: int = 64
 ) -> Outcome:
@@ -192,6 +228,8 @@ class ChatServer:
     reads: Reads
     bus: Bus
     node: str
+    #: the UDP relay of file transfers (None when disabled)
+    relay: ChatRelay | None = None
     own_store: bool = True
     #: several nodes: this node's part (None for the single-node default)
     cluster: ClusterNode | None = None
@@ -235,6 +273,7 @@ class ChatServer:
             store = open_store(settings)
         own_reads = reads is None
         needs: NeedRunner | None = None
+        relay: ChatRelay | None = None
         web: WebListener | None = None
         listener: TcpListener | None = None
         node_part: ClusterNode | None = None
@@ -242,17 +281,30 @@ class ChatServer:
         the_bus: Bus | None = None
         try:
             config = core_config(settings)
+            served: list[ChatService] = []
+            relay = await open_relay(
+                settings, lambda token, addr: served[0].udp_probe(token, addr, clock())
+            )
+            if relay is not None:
+                public = settings.p2p_relay_public_host
+                config = dataclasses.replace(config, file_relay=(public, relay.address[1]))
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
             service = ChatService(
                 store.load(**ChatService.load_args(config, clock())), config, entropy=os.urandom
             )
+            served.append(service)
             argon2 = Argon2Hasher(
                 time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib
             )
             if reads is None:
                 reads = open_reads(store)
-            needs = NeedRunner(password_hasher or argon2, reads, max_queued=settings.password_queue)
+            needs = NeedRunner(
+                password_hasher or argon2,
+                reads,
+                max_queued=settings.password_queue,
+                tickets=relay.tickets if relay is not None else None,
+            )
             cluster_mode = config.cluster
             serve_here = getattr(store, "serve_here", None)
             if serve_here is not None:  # PostgreSQL: a pool on this loop
@@ -327,6 +379,7 @@ class ChatServer:
                 max_connections_per_address=settings.max_connections_per_address,
                 idle_timeout=settings.idle_timeout,
                 login_timeout=settings.login_timeout,
+                abuse_cooldown=settings.abuse_cooldown,
                 tick_interval=tick_interval,
             )
             endpoint = Endpoint(
@@ -365,6 +418,8 @@ class ChatServer:
             close_bus = getattr(the_bus, "close", None)
             if own_bus and close_bus is not None:
                 await close_bus()
+            if relay is not None:
+                relay.close()
             if web is not None:
                 await web.stop_accepting()
                 await web.wait_closed()
@@ -390,6 +445,7 @@ class ChatServer:
             reads=reads,
             bus=the_bus,
             node=node,
+            relay=relay,
             own_store=own_store,
             cluster=node_part,
             own_bus=own_bus,
@@ -402,6 +458,7 @@ class ChatServer:
             extra={
                 "fields": {
                     "addresses": [f"{h}:{p}" for h, p in addresses],
+                    "udp_relay": f"{relay.address[0]}:{relay.address[1]}" if relay else None,
                     "web": web.url if web is not None else None,
                     "tls": ssl_context is not None,
                     "settings": {k: str(v) for k, v in describe(settings).items()},
@@ -430,6 +487,9 @@ class ChatServer:
             log.info("store writer", extra={"fields": dataclasses.asdict(stats)})
         log.info("hub", extra={"fields": dataclasses.asdict(self.endpoint.hub.stats)})
         await self.listener.wait_closed()
+        if self.relay is not None:
+            self.relay.close()
+            log.info("udp relay", extra={"fields": dataclasses.asdict(self.relay.relay.stats)})
         if self.web is not None:
             await self.web.wait_closed()
         if self.cluster is not None:

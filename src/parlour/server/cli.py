@@ -96,6 +96,10 @@ async def _serve(settings: Settings) -> int:
     for host, port in server.addresses:
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"Parlour chat server listening on {scheme}://{shown}:{port}")
+    if server.relay is not None:
+        host, port = server.relay.address
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"File-transfer relay on udp://{shown}:{port}")
     if server.web is not None:
         click.echo(f"Web client: {server.web.url}  (open it in a browser)")
     if settings.store == "sqlite":

@@ -79,6 +79,7 @@ class Settings:
     max_connections_per_address: int = 256
     idle_timeout: float = 90.0
     login_timeout: float = 30.0
+    abuse_cooldown: float = 10.0
     heartbeat: float = 30.0
     send_queue_max: int = 1 << 20
     history_on_join: int = 50
@@ -95,6 +96,17 @@ class Settings:
     default_rooms: tuple[str, ...] = ("general", "random", "help")
     log_level: str = "INFO"
     log_format: LogFormat = "text"
+    p2p: bool = True
+    p2p_offer_ttl: float = 600.0
+    p2p_offers_per_user: int = 20
+    p2p_max_offers: int = 10000
+    p2p_relay: bool = True
+    p2p_relay_host: str | None = None
+    p2p_relay_port: int = 0
+    p2p_relay_public_host: str | None = None
+    p2p_relay_rate: float = 4_000_000.0
+    p2p_relay_total_rate: float = 50_000_000.0
+    p2p_relay_max_transfers: int = 1024
     admin_password: str | None = field(default=None, repr=False)
 
     @property
@@ -236,6 +248,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "login_timeout", "float", "Close connections not logged in this long (s).", minimum=1
     ),
     SettingSpec(
+        "abuse_cooldown",
+        "float",
+        "Seconds an address closed for too many invalid inputs may not reconnect (0: off).",
+        minimum=0,
+    ),
+    SettingSpec(
         "heartbeat",
         "float",
         "Ping interval clients are told to keep (hello heartbeat_s).",
@@ -291,6 +309,36 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "log_message_text",
         "bool",
         "Log the text of every message (sender, target and size are logged anyway).",
+    ),
+    SettingSpec("p2p", "bool", "Let users offer each other files (sent directly, over UDP)."),
+    SettingSpec("p2p_offer_ttl", "float", "How long a file offer stays open (s).", minimum=1),
+    SettingSpec(
+        "p2p_offers_per_user", "int", "Open file offers one user may have made.", minimum=1
+    ),
+    SettingSpec("p2p_max_offers", "int", "Open file offers on this server.", minimum=1),
+    SettingSpec(
+        "p2p_relay",
+        "bool",
+        "Run the UDP relay: clients' public addresses, and a fallback path for transfers.",
+    ),
+    SettingSpec(
+        "p2p_relay_host", "optional_str", "Address the UDP relay listens on (default: host)."
+    ),
+    SettingSpec(
+        "p2p_relay_port",
+        "int",
+        "UDP port of the relay (0: the chat port's number, or a free one if that is taken).",
+        minimum=0,
+    ),
+    SettingSpec(
+        "p2p_relay_public_host",
+        "optional_str",
+        "Address clients are told to reach the relay at (default: the host they connected to).",
+    ),
+    SettingSpec("p2p_relay_rate", "float", "Relayed bytes per second per transfer.", minimum=1000),
+    SettingSpec("p2p_relay_total_rate", "float", "Relayed bytes per second in all.", minimum=1000),
+    SettingSpec(
+        "p2p_relay_max_transfers", "int", "Transfers the relay carries at once.", minimum=1
     ),
 )
 
@@ -519,6 +567,10 @@ def _validate(s: Settings) -> None:
             "bus: a Redis bus joins several nodes, and they need one shared store: "
             "use --store postgresql://… (SQLite and memory belong to one node)"
         )
+    if s.p2p_relay_port > 65535:
+        raise ConfigError(f"p2p_relay_port: must be at most 65535, got {s.p2p_relay_port}")
+    if s.p2p_relay_total_rate < s.p2p_relay_rate:
+        raise ConfigError("p2p_relay_total_rate must be at least p2p_relay_rate")
 
 
 def replace(settings: Settings, **changes: object) -> Settings:

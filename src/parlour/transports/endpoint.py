@@ -97,7 +97,16 @@ class EndpointLimits:
     #: refused inputs (malformed frames, invalid requests) tolerated within error_window seconds
     max_errors: int = 100
     error_window: float = 10.0
+    #: seconds an address that was closed for too many invalid inputs may not connect again
+    #: (0: no cool-down; behind a proxy every client has the proxy's address)
+    abuse_cooldown: float = 10.0
     tick_interval: float = 1.0
+
+
+_RATE_LIMITED = ErrorCode.RATE_LIMITED.value
+
+#: addresses remembered in the cool-down at most (the oldest are forgotten first)
+_COOLDOWN_MAX = 10_000
 
 
 class Ticket:
@@ -189,6 +198,8 @@ class Endpoint:
         #: slots taken (open connections and reservations), in all and per address
         self._slots = 0
         self._per_address: dict[str, int] = {}
+        #: address -> until when it may not connect (closed for too many invalid inputs)
+        self._cooldown: dict[str, float] = {}
         self.accepting = True
         self.rejected_full = 0
         self.wire_failures = 0
@@ -235,6 +246,17 @@ class Endpoint:
         if self._slots >= limits.max_connections:
             text = f"server is full ({limits.max_connections} connections); try again later"
             return Error(None, ErrorCode.SERVER_FULL.value, text)
+        until = self._cooldown.get(address)
+        if until is not None:
+            wait = until - self._clock()
+            if wait > 0:
+                return Error(
+                    None,
+                    ErrorCode.TOO_MANY_ERRORS.value,
+                    f"your address sent too many invalid requests; try again in {wait:.0f} s",
+                    {"retry_after": round(wait, 3)},
+                )
+            del self._cooldown[address]
         per = limits.max_connections_per_address
         if per and self._per_address.get(address, 0) >= per:
             text = f"too many connections from your address ({per}); try again later"
@@ -271,7 +293,10 @@ class Endpoint:
                 self.rejected_full += 1
                 transport.write(wire.encode_reply(taken))
                 transport.close()
-                log.warning(
+                # an address in its cool-down reconnects in a loop: not a warning each time
+                cooling = taken.code == ErrorCode.TOO_MANY_ERRORS
+                log.log(
+                    logging.DEBUG if cooling else logging.WARNING,
                     "connection refused",
                     extra={"fields": {"peer": peer, "code": taken.code, "why": taken.message}},
                 )
@@ -391,6 +416,10 @@ class Endpoint:
             task.add_done_callback(self._tasks.discard)
             return False
         self._apply(conn, request, outcome)
+        reply = outcome.reply
+        if type(reply) is Error and reply.code == _RATE_LIMITED:
+            # told to wait and did not: a well-behaved client waits for `retry_after`
+            self._count_error(conn)
         return True
 
     def _apply(self, conn: _Conn, request: Request, outcome: Outcome) -> None:
@@ -471,6 +500,11 @@ class Endpoint:
             )
             self.close(conn.id, exc.code.value, exc.message)
             return
+        self._count_error(conn)
+
+    def _count_error(self, conn: _Conn) -> None:
+        """One more refused input of `conn` (invalid, or sent while told to wait); too many
+        within the window close it, and its address waits before it may connect again."""
         now = self._loop_time()
         limits = self.limits
         if now - conn.errors_since > limits.error_window:
@@ -481,10 +515,17 @@ class Endpoint:
                 "closing connection after too many invalid inputs",
                 extra={"fields": {"conn": conn.id, "peer": conn.peer, "errors": conn.errors}},
             )
+            if limits.abuse_cooldown > 0:  # and its address waits before connecting again
+                address = conn.ticket.address
+                self._cooldown.pop(address, None)
+                self._cooldown[address] = self._clock() + limits.abuse_cooldown
+                if len(self._cooldown) > _COOLDOWN_MAX:
+                    del self._cooldown[next(iter(self._cooldown))]
             self.close(
                 conn.id,
                 ErrorCode.TOO_MANY_ERRORS.value,
-                f"more than {limits.max_errors} invalid requests in {limits.error_window:g} s",
+                f"more than {limits.max_errors} invalid or refused requests in"
+                f" {limits.error_window:g} s",
             )
 
     def _reply_error(self, conn: _Conn, exc: ProtocolError) -> None:

@@ -18,7 +18,8 @@ against a dummy hash made with the same parameters, so that it costs the same ti
 password and answers `Verified(False)`.
 
 Store reads go through the `Reads` port (a thread pool for SQLite, natively asynchronous for
-PostgreSQL).
+PostgreSQL). A file transfer's id is drawn here (`secrets`) with its relay tickets from the
+`tickets` function of the node's relay (it holds the relay's secret).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from parlour.core.needs import (
     ReadDm,
     ReadRoom,
     ReadSince,
+    RelayTickets,
     Verified,
     VerifyPassword,
 )
@@ -84,9 +86,11 @@ class NeedRunner:
         threads: int = 2,
         max_queued: int = 256,
         per_address: int = 32,
+        tickets: Callable[[bytes], tuple[bytes, bytes]] | None = None,
     ) -> None:
         self._hasher = hasher
         self._reads = reads
+        self._tickets = tickets
         self.threads = max(1, threads)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="parlour-hash"
@@ -123,6 +127,11 @@ class NeedRunner:
         return dict(zip(needs, answers, strict=True))
 
     async def _one(self, conn: int | None, address: str, need: Need) -> Any:
+        if isinstance(need, RelayTickets):
+            if self._tickets is None:
+                raise RuntimeError("relay tickets asked for but this node runs no relay")
+            transfer_id = secrets.token_bytes(8)
+            return (transfer_id, *self._tickets(transfer_id))
         reads = self._reads
         if isinstance(need, ReadRoom):
             return await reads.room_messages(

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from parlour.core.outcome import ConnId
-from parlour.protocol import Error, Wire
+from parlour.protocol import Error, ErrorCode, Wire
 from parlour.transports.endpoint import Endpoint, Ticket
 
 __all__ = ["TcpListener", "WireFactory", "make_server_ssl_context"]
@@ -135,7 +135,9 @@ class _TlsHandshake(asyncio.Protocol):
         ticket = self._listener.endpoint.reserve(peer)
         if isinstance(ticket, Error):
             self._listener.endpoint.rejected_full += 1
-            log.warning(
+            cooling = ticket.code == ErrorCode.TOO_MANY_ERRORS  # reconnects in a loop: quietly
+            log.log(
+                logging.DEBUG if cooling else logging.WARNING,
                 "connection refused before its TLS handshake",
                 extra={"fields": {"peer": peer, "code": ticket.code, "why": ticket.message}},
             )

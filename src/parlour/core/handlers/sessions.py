@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parlour.core.context import Ctx, Out
+from parlour.core.handlers import files
 from parlour.core.outcome import EndSessions, SessionsChanged, ToPresence
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
@@ -25,6 +26,8 @@ def start_session(cx: Ctx, c: Connection, u: UserState, out: Out, *, quiet: bool
         cx.tell(SessionsChanged(u.key, 1))
     if first and not quiet and not elsewhere:
         presence(cx, u, True, out)
+    if cx.offers.by_id:
+        files.session_started(cx, c, u, out)
 
 
 def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> None:
@@ -33,6 +36,7 @@ def end_session(cx: Ctx, c: Connection, out: Out, *, quiet: bool = False) -> Non
     if c.user is None:
         return
     u = cx.state.users[c.user]
+    files.session_ended(cx, c, out)
     last = cx.sessions.end(c, u.rooms)
     u.last_active = cx.now
     if cx.cfg.cluster:

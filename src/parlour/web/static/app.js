@@ -1,12 +1,14 @@
 // Parlour's web client: plain ES modules, Preact + htm, served by `parlour serve` itself.
 import { html, render, useState, useEffect } from "./html.js";
-import { Chat } from "./chat.js";
+import { Chat, savedSession } from "./chat.js";
 import { SignIn } from "./views/signin.js";
 import { Shell } from "./views/shell.js";
 
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const chat = new Chat(`${scheme}//${location.host}/ws`);
 window.parlour = chat; // for the browser's console (and the tests)
+const saved = savedSession(); // a reload: back in with this tab's session token
+if (saved) chat.signIn(saved.username, null, false, saved.token);
 
 function App() {
   const [, setVersion] = useState(0);

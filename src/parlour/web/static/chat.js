@@ -107,7 +107,7 @@ export class Chat {
 
   reset() {
     this.phase = "signin"; // signin | connecting | ready | ended
-    this.auth = null; // {username, password, signup}
+    this.auth = null; // {username, password, token, signup}
     this.authError = null;
     this.me = null;
     this.role = "member";
@@ -170,8 +170,11 @@ export class Chat {
 
   // ------------------------------------------------------------------ session
 
-  signIn(username, password, signup = false) {
-    this.auth = { username, password, signup };
+  // Sign in with a password, or with a session token kept from this tab's earlier session
+  // (a reload). Once the server has handed out a token, reconnects use it and the password
+  // is forgotten.
+  signIn(username, password, signup = false, token = null) {
+    this.auth = { username, password, token, signup };
     this.authError = null;
     this.ended = null;
     this.phase = "connecting";
@@ -189,8 +192,9 @@ export class Chat {
   }
 
   async signOut() {
+    forgetSession();
     try {
-      await this.request("logout", {});
+      await this.request("logout", {}); // revokes the session token
     } catch {
       /* gone anyway */
     }
@@ -220,16 +224,17 @@ export class Chat {
       this.limits = hello.limits;
       conn.heartbeat = hello.heartbeat_s || 30;
       conn.maxFrame = hello.limits?.max_frame || 65536;
-      const { username, password, signup } = this.auth;
+      const { username, password, token, signup } = this.auth;
       const again = this.me !== null;
       let reply;
       if (signup && !again) {
         reply = await conn.request("signup", { username, password });
       } else {
-        const fields = { username, password };
+        const fields = token ? { username, token } : { username, password };
         if (again) fields.resume = this._resume();
         reply = await conn.request("login", fields);
       }
+      this._keepToken(reply);
       this._replied(reply.truncated);
       if (!again) {
         this.me = reply.username;
@@ -251,8 +256,31 @@ export class Chat {
     }
   }
 
+  // The session token replaces the password in memory; this tab keeps it for a reload.
+  _keepToken(reply) {
+    if (!reply.token) return;
+    this.auth.token = reply.token;
+    this.auth.password = null;
+    keepSession(reply.username || this.auth.username, reply.token);
+  }
+
   _sessionFailed(err) {
     const code = err.code;
+    if (code === "bad_credentials" && err.reply?.token) {
+      // the token expired or was revoked (a password change elsewhere): sign in again
+      forgetSession();
+      if (this.me === null) {
+        this.conn.stop();
+        this.conn = null;
+        this.phase = "signin";
+        this.authError = "Your session has ended; sign in again.";
+        this.authCode = code;
+        this.emit();
+        return;
+      }
+      this._end(code, "Your session has ended; sign in again.");
+      return;
+    }
     if (code === "disconnected" || code === "timeout" || code === "server_busy") {
       if (code === "timeout") this.conn.drop();
       return; // the connection retries
@@ -838,8 +866,11 @@ export class Chat {
   }
 
   async changePassword(oldPassword, newPassword) {
-    await this.request("passwd", { old_password: oldPassword, new_password: newPassword });
-    this.auth.password = newPassword; // reconnects log in with the new one
+    const reply = await this.request("passwd", {
+      old_password: oldPassword,
+      new_password: newPassword,
+    });
+    this._keepToken(reply); // every earlier token was revoked; reconnects use the new one
   }
 
   get totalUnread() {
@@ -847,5 +878,39 @@ export class Chat {
     for (const c of this.rooms.values()) n += c.unread;
     for (const c of this.dms.values()) n += c.unread;
     return n;
+  }
+}
+
+// ------------------------------------------------------------------ the tab's session
+
+const SESSION_KEY = "parlour.session";
+
+// This tab's session token (sessionStorage: it survives a reload, not the tab; other tabs
+// sign in on their own).
+export function savedSession() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    if (saved && typeof saved.username === "string" && typeof saved.token === "string") {
+      return saved;
+    }
+  } catch {
+    /* storage unavailable or garbled: sign in by hand */
+  }
+  return null;
+}
+
+function keepSession(username, token) {
+  try {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ username, token }));
+  } catch {
+    /* storage unavailable: a reload asks for the password */
+  }
+}
+
+function forgetSession() {
+  try {
+    sessionStorage.removeItem(SESSION_KEY);
+  } catch {
+    /* nothing kept */
   }
 }

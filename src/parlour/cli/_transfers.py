@@ -1,0 +1,258 @@
+"""``/send-file``, ``/accept``, ``/decline``, ``/cancel`` and ``/transfers`` in line mode.
+
+The transfers themselves are the client library's (:mod:`parlour.client.files`); this only
+shows them. Interactive: a ``rich`` progress display (a bar per running transfer with bytes,
+rate and ETA) kept at the bottom of the terminal while chat lines print above it, and one
+final line per transfer (verified, or failed and why). Piped: no bars, and each file command
+waits for its transfer's end before the next line runs (a script's ``/send-file`` line
+"succeeds" only when the file arrived verified; a failure counts toward exit status 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from parlour.cli import _commands as c
+from parlour.cli._render import (
+    clean,
+    format_duration,
+    format_rate,
+    format_size,
+    render_file_result,
+    render_offer,
+    render_offer_ended,
+)
+from parlour.client import Client, FileResult, Transfer, UnknownOffer
+from parlour.p2p import Progress as TransferProgress
+from parlour.protocol import (
+    Event,
+    FileAcceptedEvent,
+    FileEndedEvent,
+    FileOfferEvent,
+    name_key,
+)
+
+__all__ = ["FileCommands"]
+
+Line = Callable[[str], None]
+
+
+class FileCommands:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        interactive: bool,
+        out: Line,
+        err: Line,
+        fail: Line,
+        console: Console | None = None,
+    ) -> None:
+        self.client = client
+        self.interactive = interactive
+        self._out, self._err, self._fail = out, err, fail
+        self._console = console
+        self._bars: Progress | None = None
+        self._rows: dict[int, TaskID] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        #: offer id -> (sender, file name) of the offers shown (to word their end)
+        self._shown_offers: dict[str, tuple[str, str]] = {}
+
+    # ------------------------------------------------------------------ commands
+
+    async def execute(self, cmd: c.Command) -> None:
+        files = self.client.files
+        try:
+            if isinstance(cmd, c.SendFile):
+                path = Path(cmd.path).expanduser()
+                if not path.is_file():
+                    self._fail(f"! no file at {clean(path)}")
+                    return
+                self._out(f"* hashing {clean(path.name)} ({format_size(path.stat().st_size)})…")
+                t = await self.client.offer_file(cmd.user, path)
+                self._follow(t)
+                self._out(
+                    f"* [file {t.number}] offered {clean(t.filename)} ({format_size(t.size)})"
+                    f" to {clean(t.peer)}; it is sent when they accept (/cancel {t.number})"
+                )
+                await self._settle(t)
+            elif isinstance(cmd, c.AcceptFile):
+                dest = Path(cmd.dest).expanduser() if cmd.dest else None
+                t = await self.client.accept(cmd.offer, dest)
+                self._follow(t)
+                where = clean(dest) if dest is not None else clean(files.default_dir(t.peer))
+                self._out(
+                    f"* [file {t.number}] receiving {clean(t.filename)} ({format_size(t.size)})"
+                    f" from {clean(t.peer)} into {where}"
+                )
+                await self._settle(t)
+            elif isinstance(cmd, c.DeclineFile):
+                await self.client.decline(cmd.offer)
+                self._out(f"* declined file offer {clean(cmd.offer)}")
+            elif isinstance(cmd, c.CancelFile):
+                await self.client.cancel(cmd.offer)
+                self._out(f"* cancelled file {clean(cmd.offer)}")
+            elif isinstance(cmd, c.Transfers):
+                for line in self.listing():
+                    self._out(line)
+        except UnknownOffer as exc:
+            self._fail(f"! {exc} (/transfers lists them)")
+        except OSError as exc:
+            self._fail(f"! cannot read the file: {exc.strerror or exc}")
+
+    def listing(self) -> list[str]:
+        files = self.client.files
+        lines = [
+            f"  [file {o.number}] {clean(o.filename)} ({format_size(o.size)}) from "
+            f"{clean(o.sender)} — /accept {o.number}"
+            for o in files.incoming.values()
+            if o.offer not in files.transfers
+        ]
+        for t in files.transfers.values():
+            arrow = f"→ {clean(t.peer)}" if t.direction == "send" else f"← {clean(t.peer)}"
+            done = t.progress.done if t.progress is not None else 0
+            pct = f" {100 * done / t.size:.0f} %" if t.size else ""
+            state = t.result.message if t.result is not None else t.state
+            lines.append(
+                f"  [file {t.number}] {clean(t.filename)} {arrow}: {clean(state)}{pct}"
+                f" ({format_size(t.size)})"
+            )
+        return lines or ["(no file offers or transfers)"]
+
+    # ------------------------------------------------------------------ events
+
+    def render_event(self, event: Event) -> str | None:
+        """The line for a ``file_*`` event (None: nothing to show: its transfer says it)."""
+        files = self.client.files
+        if isinstance(event, FileOfferEvent):
+            offer = files.incoming.get(event.offer)
+            number = offer.number if offer is not None else files.number_of(event.offer)
+            return render_offer(
+                number or 0, event.sender, event.filename, event.size, event.expires
+            )
+        if isinstance(event, FileEndedEvent):
+            t = files.transfers.get(event.offer)
+            if t is not None or event.reason == "done":
+                return None  # the transfer's final line says how it ended
+            me = self.client.session.username if self.client.session else None
+            if me is not None and event.by is not None and name_key(event.by) == name_key(me):
+                return None  # your own /decline: its line said so
+            shown = self._shown_offers.get(event.offer)
+            if shown is None:
+                return None
+            return render_offer_ended(
+                files.number_of(event.offer), shown[0], shown[1], event.reason, event.by
+            )
+        if isinstance(event, FileAcceptedEvent):
+            return None
+        return None
+
+    def remember(self, event: Event) -> None:
+        """Keep what an offer event said (its end is shown with the file's name)."""
+        if isinstance(event, FileOfferEvent):
+            self._shown_offers[event.offer] = (event.sender, event.filename)
+            while len(self._shown_offers) > 512:
+                del self._shown_offers[next(iter(self._shown_offers))]
+
+    # ------------------------------------------------------------------ following a transfer
+
+    def _follow(self, t: Transfer) -> None:
+        t.on_notice = lambda text: self._out(f"* [file {t.number}] {clean(text)}")
+        if self.interactive:
+            t.on_progress = self._progress_of(t)
+            task = asyncio.ensure_future(self._watch(t))
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
+
+    async def _settle(self, t: Transfer) -> None:
+        """Piped: the line is done when the transfer is (its final line; a failure counts)."""
+        if self.interactive:
+            return
+        result = await t.wait()
+        line = self._final_line(t, result)
+        if result.ok:
+            self._out(line)
+        else:
+            self._fail(line)
+
+    async def _watch(self, t: Transfer) -> None:
+        result = await t.wait()
+        self._drop_row(t.number)
+        line = self._final_line(t, result)
+        (self._out if result.ok else self._err)(line)
+
+    @staticmethod
+    def _final_line(t: Transfer, result: FileResult) -> str:
+        return render_file_result(
+            t.number,
+            t.direction,
+            t.peer,
+            t.filename,
+            result.ok,
+            result.message,
+            t.size,
+            result.seconds,
+            result.via_relay,
+            str(result.path) if result.path is not None else None,
+        )
+
+    def _progress_of(self, t: Transfer) -> Callable[[TransferProgress], None]:
+        def update(p: TransferProgress) -> None:
+            bars = self._display()
+            row = self._rows.get(t.number)
+            arrow = f"→ {t.peer}" if t.direction == "send" else f"← {t.peer}"
+            speed = format_rate(p.rate)
+            eta = "ETA " + format_duration(p.eta) if p.done < p.total else "checking"
+            via = " (relay)" if p.via_relay else ""
+            if row is None:
+                label = escape(clean(f"[{t.number}] {t.filename} {arrow}"))
+                row = bars.add_task(label, total=p.total or 1, speed=speed, eta=eta, via=via)
+                self._rows[t.number] = row
+            bars.update(row, completed=p.done, speed=speed, eta=eta, via=via)
+
+        return update
+
+    @property
+    def live_console(self) -> Console | None:
+        """The console of the progress display while it is shown (print through it: the
+        lines then go above the bars instead of through them)."""
+        return self._bars.console if self._bars is not None else None
+
+    def _display(self) -> Progress:
+        if self._bars is None:
+            self._bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.completed:>12,.0f} B"),
+                TextColumn("{task.fields[speed]:>11}"),
+                TextColumn("{task.fields[eta]}{task.fields[via]}"),
+                console=self._console or Console(stderr=True),
+                transient=True,
+            )
+            self._bars.start()
+        return self._bars
+
+    def _drop_row(self, number: int) -> None:
+        row = self._rows.pop(number, None)
+        if row is not None and self._bars is not None:
+            self._bars.remove_task(row)
+            if not self._rows:
+                self._bars.stop()
+                self._bars = None
+
+    async def close(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
