@@ -128,6 +128,12 @@ class ServerProcess:
                 return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def tracebacks(self) -> int:
         return self.log_path.read_text(errors="replace").count("Traceback")
 
@@ -331,6 +337,8 @@ class HostileResult:
     requests: int = 0
     latencies: list[float] = field(default_factory=list)
     hostile_frames: int = 0
+    #: the server's CPU seconds per wall second while the good client measured
+    server_cores: float = 0.0
 
     def pct(self, p: float) -> float:
         lat = sorted(self.latencies)
@@ -448,6 +456,7 @@ async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, H
                 # let the attack get going (and the good client's rate bucket refill after
                 # filling the history, in both runs)
                 await asyncio.sleep(1.0)
+                cpu0, wall0 = srv.cpu_seconds(), time.perf_counter()
                 end = time.perf_counter() + duration
                 n = 0
                 while time.perf_counter() < end:
@@ -459,6 +468,7 @@ async def hostile(duration: float, hostile_count: int) -> tuple[HostileResult, H
                     result.latencies.append(time.perf_counter() - t0)
                     n += 1
                     await asyncio.sleep(0.05)  # 10 messages/s: well within the rate limit
+                result.server_cores = (srv.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
                 result.requests = n
                 await good.close()
                 if attacker is not None:
@@ -637,7 +647,8 @@ def main() -> None:
             print(
                 f"  {r.label:<14} {r.requests:>6} requests  p50 {r.pct(0.5):6.1f} ms"
                 f"  p99 {r.pct(0.99):6.1f} ms  max {r.pct(1.0):6.1f} ms"
-                f"  (mean {statistics.fmean(r.latencies) * 1000:.1f} ms)",
+                f"  (mean {statistics.fmean(r.latencies) * 1000:.1f} ms;"
+                f" server {r.server_cores:.2f} cores)",
                 flush=True,
             )
     if args.mode in ("all", "fuzz"):

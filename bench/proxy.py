@@ -8,8 +8,12 @@ went: each proxy's CPU time per request (its own processes, from /proc), and the
 of the machine taken by wrk and by the backends. With --rounds N every target is run N
 times, interleaved, and the median round is reported (the machine may be shared).
 
+With --tls every proxy terminates TLS with the same self-signed certificate (made with
+the openssl CLI for the run) and wrk speaks HTTPS to it; the backends stay plain HTTP
+(the usual TLS offload). The direct run is then left out.
+
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50] [--threads 2]
-                                    [--rounds 3]
+                                    [--rounds 3] [--tls]
 """
 
 from __future__ import annotations
@@ -120,37 +124,76 @@ def nginx_backends(tmp: Path, ports: list[int], conns: int) -> list[str]:
     return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
 
 
-def nginx_proxy(tmp: Path, port: int, backends: list[int], conns: int) -> list[str]:
+@dataclass(frozen=True)
+class Cert:
+    """The certificate every TLS target uses (--tls)."""
+
+    cert: Path
+    key: Path
+    both: Path  # certificate then key, one file (HAProxy's crt)
+
+
+def make_cert(tmp: Path) -> Cert:
+    cert, key, both = tmp / "bench.pem", tmp / "bench.key", tmp / "bench-both.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-keyout", str(key),
+            "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    both.write_text(cert.read_text() + key.read_text())
+    return Cert(cert, key, both)
+
+
+def nginx_proxy(
+    tmp: Path, port: int, backends: list[int], conns: int, tls: Cert | None = None
+) -> list[str]:
     ups = "".join(f"server 127.0.0.1:{p};" for p in backends)
     conf = tmp / "proxy-nginx.conf"
+    listen = f"127.0.0.1:{port}" + (" ssl" if tls else "")
+    ssl = (
+        f"ssl_certificate {tls.cert}; ssl_certificate_key {tls.key}; "
+        "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:S:1m;\n"
+        if tls
+        else ""
+    )
     conf.write_text(
         f"worker_processes 1; worker_rlimit_nofile {conns + 64}; pid {tmp}/proxy-nginx.pid;\n"
         f"error_log {tmp}/proxy-nginx.err; events {{ worker_connections {conns}; }}\n"
         f"http {{ client_body_temp_path {tmp}; proxy_temp_path {tmp}; access_log off;\n"
         f"upstream be {{ {ups} keepalive {max(64, conns // 4)}; }}\n"
-        f"server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://be;\n"
+        f"server {{ listen {listen}; {ssl}location / {{ proxy_pass http://be;\n"
         "proxy_http_version 1.1; proxy_set_header Connection ''; } } }\n"
     )
     return ["nginx", "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"]
 
 
-def haproxy(tmp: Path, port: int, backends: list[int], conns: int) -> list[str]:
+def haproxy(
+    tmp: Path, port: int, backends: list[int], conns: int, tls: Cert | None = None
+) -> list[str]:
     servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
     conf = tmp / "haproxy.cfg"
+    bind = f"127.0.0.1:{port}" + (f" ssl crt {tls.both} ssl-min-ver TLSv1.2" if tls else "")
     conf.write_text(
         f"global\n  nbthread 1\n  maxconn {conns}\n"
         "defaults\n  mode http\n  timeout connect 3s\n  timeout client 30s\n"
         "  timeout server 30s\n  option http-keep-alive\n"
-        f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
+        f"frontend fe\n  bind {bind}\n  default_backend be\n"
         f"backend be\n  balance roundrobin\n  http-reuse always\n{servers}"
     )
     return ["haproxy", "-f", str(conf), "-db"]
 
 
-def parlour(port: int, backends: list[int], workers: int) -> list[str]:
+def parlour(port: int, backends: list[int], workers: int, tls: Cert | None = None) -> list[str]:
     cmd = [*PARLOUR, "proxy", "--port", str(port), "--no-admin", "--workers", str(workers)]
     for p in backends:
         cmd += ["--backend", f"127.0.0.1:{p}"]
+    if tls is not None:
+        cmd += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     return cmd
 
 
@@ -193,7 +236,7 @@ def _ms(text: str) -> float:
 def run_wrk(
     name: str, port: int, args: argparse.Namespace, proxy_pgid: int | None, backend_pgids: list[int]
 ) -> Result:
-    url = f"http://127.0.0.1:{port}/"
+    url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/"
     # warm-up (pools, caches), then the measured run
     subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True, check=False)
     cpu0 = group_cpu_s(proxy_pgid) if proxy_pgid else 0.0
@@ -254,6 +297,11 @@ def main() -> int:
         help="also run parlour proxy --no-fast-lane (the Python relay alone)",
     )
     ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="every proxy terminates TLS (same certificate); wrk speaks HTTPS",
+    )
+    ap.add_argument(
         "--floor",
         action="store_true",
         help="also run bench/proxy_floor.py (null uvloop relay, 1 and 2 processes)",
@@ -266,6 +314,7 @@ def main() -> int:
     have_haproxy = shutil.which("haproxy") is not None
     runs: dict[str, list[Result]] = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
         bports = [free_port(), free_port()]
@@ -283,7 +332,11 @@ def main() -> int:
                 backend_pgids.append(p.pid)
             backend_kind = "tiny asyncio backend"
         wait_port(bports[1])
-        targets: list[str] = ["direct (backend 1)"]
+        cert = make_cert(tmp) if args.tls else None
+        if args.tls and (args.floor or args.python_relay):
+            print("--tls runs HAProxy, nginx and parlour only (TLS uses the Python relay)")
+            args.floor = args.python_relay = False
+        targets: list[str] = [] if args.tls else ["direct (backend 1)"]
         if have_haproxy:
             targets.append("haproxy (nbthread 1)")
         if have_nginx:
@@ -301,15 +354,15 @@ def main() -> int:
                     continue
                 port = free_port()
                 if name.startswith("haproxy"):
-                    cmd = haproxy(tmp, port, bports, limits(args.connections))
+                    cmd = haproxy(tmp, port, bports, limits(args.connections), cert)
                 elif name.startswith("nginx"):
-                    cmd = nginx_proxy(tmp, port, bports, limits(args.connections))
+                    cmd = nginx_proxy(tmp, port, bports, limits(args.connections), cert)
                 elif name.startswith("null relay"):
                     workers = ["--workers", "2"] if "2 processes" in name else []
                     cmd = [sys.executable, str(ROOT / "bench" / "proxy_floor.py"), *workers]
                     cmd += [str(port), *map(str, bports)]
                 else:
-                    cmd = parlour(port, bports, 2 if "workers 2" in name else 1)
+                    cmd = parlour(port, bports, 2 if "workers 2" in name else 1, cert)
                     if "python relay" in name:
                         cmd.append("--no-fast-lane")
                 with process(cmd, port, env=env) as proc:
@@ -322,10 +375,11 @@ def main() -> int:
                 )
     results = [median_round(runs[name]) for name in targets]
     base = next((r for r in results if r.name.startswith("haproxy")), None)
+    scheme = "HTTPS (every proxy terminates TLS, same certificate)" if args.tls else "HTTP"
     print(
         f"\nbackends: {backend_kind}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s; {os.cpu_count()} cores shared by wrk, backends and proxy; "
-        f"median of {args.rounds} round(s)\n"
+        f"-d{args.duration}s over {scheme}; {os.cpu_count()} cores shared by wrk, backends "
+        f"and proxy; median of {args.rounds} round(s); load average before: {load_before}\n"
     )
     print(
         f"{'target':30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'rps/HAP':>7} "

@@ -42,12 +42,12 @@ def setup(
     uptrs: list[CallCountingTransport] = []
     for i in range(backends):
         b = rt.pool.add(BackendSpec("127.0.0.1", 9000 + i), rt.clock())
-        up = HttpUpstream(rt, b)
+        up = HttpUpstream(rt.upstreams, b)
         uptr = CallCountingTransport()
         up.connection_made(uptr)
-        rt.idle_upstream[b.id] = [up]
+        rt.upstreams.idle[b.id] = [up]
         uptrs.append(uptr)
-    client = HttpClient(rt)
+    client = HttpClient(rt.upstreams)
     ctr = CallCountingTransport(("127.0.0.1", 40000))
     client.connection_made(ctr)
     return client, ctr, uptrs

@@ -23,7 +23,7 @@ from parlour.cli._render import (
     render_offer,
     render_offer_ended,
 )
-from parlour.cli._transfers import FileCommands
+from parlour.cli._transfers import FileCommands, LineDisplay
 from parlour.cli.chat import _echo
 from parlour.client import Client, Transfer
 from parlour.p2p import Progress
@@ -155,14 +155,10 @@ async def test_the_progress_display_shows_bytes_rate_and_eta(tmp_path: Path) -> 
     console = Console(file=screen, force_terminal=True, width=140, color_system=None)
     lines: list[str] = []
     client = Client("127.0.0.1", 1)
-    view = FileCommands(
-        client,
-        interactive=True,
-        out=lines.append,
-        err=lines.append,
-        fail=lines.append,
-        console=console,
+    view = LineDisplay(
+        interactive=True, out=lines.append, err=lines.append, fail=lines.append, console=console
     )
+    commands = FileCommands(client, out=lines.append, fail=lines.append, display=view)
     t = Transfer(
         direction="receive",
         number=4,
@@ -173,11 +169,11 @@ async def test_the_progress_display_shows_bytes_rate_and_eta(tmp_path: Path) -> 
         sha256="ab" * 32,
     )
     update = view._progress_of(t)
-    assert view.live_console is None
+    assert commands.live_console is None
     update(Progress(b"t" * 8, "receive", 4_000_000, 10_000_000, 2_000_000.0, 3.0, False))
-    assert view._bars is not None and view.live_console is console
+    assert view._bars is not None and commands.live_console is console
     # chat lines printed meanwhile go through the display's console, above the bars
-    _echo("[DM] alice: hi there [1]", err=False, live=view.live_console)
+    _echo("[DM] alice: hi there [1]", err=False, live=commands.live_console)
     assert "[DM] alice: hi there [1]" in screen.getvalue()
     view._bars.refresh()
     shown = screen.getvalue()
@@ -188,7 +184,7 @@ async def test_the_progress_display_shows_bytes_rate_and_eta(tmp_path: Path) -> 
     assert "(relay)" in screen.getvalue()
     view._drop_row(4)
     assert view._bars is None  # the last bar gone: the display stops
-    await view.close()
+    await commands.close()
 
 
 def test_file_lines() -> None:

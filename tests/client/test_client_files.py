@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from parlour.client import (
     UnknownOffer,
 )
 from parlour.p2p import TransferConfig, TransferManager
-from parlour.p2p.endpoint import Batch
+from parlour.p2p.testing import FilteredManager as Filtered
 from parlour.p2p.wire import Kind
 from parlour.protocol import Event, EventName, FileOfferEvent
 from parlour.server.testing import ChatTestServer
@@ -82,22 +82,6 @@ async def next_event(client: Client, name: EventName, offer: str | None = None) 
 
 async def finished(transfer: Transfer) -> FileResult:
     return await asyncio.wait_for(transfer.wait(), TIMEOUT)
-
-
-class Filtered(TransferManager):
-    """A transfer manager whose socket takes only what ``allow(data, addr)`` lets through
-    (the rest is dropped, as a firewall or a cut cable would)."""
-
-    def __init__(self, allow: Callable[[memoryview, tuple[str, int]], bool], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.allow = allow
-        self.dropped = 0
-
-    def _on_batch(self, batch: Batch) -> None:
-        kept = [(data, addr) for data, addr in batch if self.allow(data, addr)]
-        self.dropped += len(batch) - len(kept)
-        if kept:
-            super()._on_batch(kept)
 
 
 # ---------------------------------------------------------------------------- tests

@@ -1,9 +1,11 @@
 import pytest
 from proxy_helpers import backends, proxy
+from raw_backend import raw_backends
+from tls_helpers import pki
 
 from parlour.proxy.fastlane import native_module
 
-__all__ = ["backends", "data_plane", "proxy"]
+__all__ = ["backends", "data_plane", "pki", "proxy", "raw_backends"]
 
 
 FAST_LANE_BUILT = native_module()[0] is not None
@@ -15,10 +17,16 @@ NO_DATA_PLANE = {
     "test_proxy_balancing.py",
     "test_proxy_health_admission.py",
     "test_proxy_relay_heads.py",
+    "test_proxy_http_rules.py",
+    "test_proxy_tcp_half_close.py",
+    "test_proxy_tls.py",
+    "test_proxy_load_from.py",
     "test_proxy_fastlane_heads.py",
     "test_proxy_fastlane_glue.py",
     "test_cp_admin_api.py",
     "test_cp_dashboard_browser.py",
+    "test_cp_dashboard_live.py",
+    "test_cp_start_empty.py",
     "test_cp_metrics.py",
     "test_cp_stats_store.py",
 }

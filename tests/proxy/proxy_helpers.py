@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from parlour.proxy.config import ProxyConfig
-from parlour.proxy.control import BackendSpec, ProxySettings
+from parlour.proxy.control import BackendSnapshot, BackendSpec, ProxySettings
 from parlour.proxy.pool import StateChange
 from parlour.proxy.runtime import ProxyRuntime
 
@@ -160,6 +161,8 @@ async def proxy() -> AsyncIterator[ProxyFactory]:
                 "load_from",
                 "path",
                 "max_idle_upstream",
+                "tls",
+                "backend_tls",
             }
         }
         settings = ProxySettings(**{"health_interval_s": 60.0, **kw})  # type: ignore[arg-type]
@@ -211,6 +214,36 @@ async def wait_state(rt: ProxyRuntime, backend_id: str, state: str, timeout: flo
         await asyncio.wait_for(reached.wait(), timeout)
     finally:
         rt.pool.listeners.remove(on_change)
+
+
+class FakeStore:
+    """An in-memory stand-in for `StatsStore` (what `ProxyRuntime` uses of it)."""
+
+    def __init__(self) -> None:
+        self.backends: list[tuple[BackendSpec, str]] = []
+        self.settings: dict[str, object] | None = None
+        self.snaps: dict[str, BackendSnapshot] = {}
+
+    def load_backends(self) -> list[tuple[BackendSpec, str]]:
+        return list(self.backends)
+
+    def save_backends(self, items: list[tuple[BackendSpec, str]]) -> None:
+        self.backends = list(items)
+
+    def load_settings(self) -> dict[str, object] | None:
+        return self.settings
+
+    def save_settings(self, settings: ProxySettings) -> None:
+        self.settings = dataclasses.asdict(settings)
+
+    def save_snapshot(self, snaps: list[BackendSnapshot]) -> None:
+        self.snaps.update({s.id: s for s in snaps})
+
+    def load_snapshots(self) -> dict[str, BackendSnapshot]:
+        return dict(self.snaps)
+
+    def close(self) -> None:
+        pass
 
 
 def counts(names: list[str]) -> Counter[str]:

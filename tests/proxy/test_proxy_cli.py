@@ -123,6 +123,9 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
             cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {c.port}\n")
             p.proc.send_signal(signal.SIGHUP)
             await asyncio.wait_for(p.wait_for(r"configuration reloaded from "), 10)
+            # a backend new to the set is checked before it takes traffic
+            c_id = re.escape(f"127.0.0.1:{c.port}")
+            await asyncio.wait_for(p.wait_for(rf"backend {c_id} is UP"), 10)
             async with s.get(f"http://127.0.0.1:{port}/") as r:
                 assert r.status == 200 and await r.text() == "c"
         # (proxy_process checked that it exited with status 0)
@@ -134,6 +137,57 @@ async def test_operator_flow_end_to_end(tmp_path: Path, backends: BackendFactory
             by_id = {x["id"]: x for x in stats["backends"]}
             assert list(by_id) == [f"127.0.0.1:{c.port}"]
             assert by_id[f"127.0.0.1:{c.port}"]["requests"] >= 1
+
+
+async def test_starts_with_no_backends_and_asks_for_them(
+    tmp_path: Path, backends: BackendFactory
+) -> None:
+    """No backend anywhere is not an error: the proxy starts, answers 503 and says how to
+    add one; one added through the API takes traffic once its first check passes."""
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text("[proxy]\nlisten_port = 0\n[admin]\nport = 0\n")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    a = await backends("a")
+    async with aiohttp.ClientSession() as s, proxy_process(cfg, TOKEN, *CHECK_ARGS) as p:
+        port, admin = await proxy_ports(p)
+        await p.wait_for(r"no backends yet: .*dashboard.*POST /api/backends")
+        async with s.get(f"http://127.0.0.1:{port}/") as r:
+            assert r.status == 503
+        async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+            assert (await r.json())["prompt"]["reason"] == "no_backends"
+        body = {"host": "127.0.0.1", "port": a.port}
+        async with s.post(f"http://127.0.0.1:{admin}/api/backends", headers=auth, json=body) as r:
+            assert r.status == 201 and (await r.json())["backend"]["state"] == "checking"
+        await asyncio.wait_for(p.wait_for(rf"backend 127\.0\.0\.1:{a.port} is UP"), 10)
+        async with s.get(f"http://127.0.0.1:{port}/") as r:
+            assert (r.status, await r.text()) == (200, "a")
+        async with s.get(f"http://127.0.0.1:{admin}/api/stats", headers=auth) as r:
+            assert (await r.json())["prompt"] is None
+
+
+async def test_a_failed_reload_says_why_once(tmp_path: Path, backends: BackendFactory) -> None:
+    """Issue 11: the log said "reload failed: reload failed: ..."."""
+    a = await backends("a")
+    cfg = tmp_path / "proxy.toml"
+    good = "[proxy]\nlisten_port = 0\n[admin]\nport = 0\n"
+    good += f"[[backends]]\nhost = '127.0.0.1'\nport = {a.port}\n"
+    cfg.write_text(good)
+    async with aiohttp.ClientSession() as s, proxy_process(cfg, TOKEN) as p:
+        _, admin = await proxy_ports(p)
+        await asyncio.wait_for(p.wait_for(r"ready \(pid \d+\): SIGHUP reloads"), 10)
+        cfg.write_text(good + "[settings]\ninterval_s = -5\n")
+        p.proc.send_signal(signal.SIGHUP)
+        (logged,) = await asyncio.wait_for(
+            p.wait_for(r"ERROR parlour.proxy: (reload failed: .*)"), 10
+        )
+        assert logged.group(1) == (
+            "reload failed: [settings] interval_s must be a number of seconds in (0, 86400]"
+        )
+        url = f"http://127.0.0.1:{admin}/api/reload"
+        async with s.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 400
+            message = (await r.json())["error"]["message"]
+        assert message == "[settings] interval_s must be a number of seconds in (0, 86400]"
 
 
 async def test_workers_share_the_port_and_sighup_keeps_connections(
@@ -174,6 +228,9 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
         cfg.write_text(base + f"[[backends]]\nhost = '127.0.0.1'\nport = {b.port}\n")
         p.proc.send_signal(signal.SIGHUP)
         await asyncio.wait_for(p.wait_for("configuration reloaded", 2), 10)
+        # b, new to both workers, is checked by each before it takes traffic
+        b_id = re.escape(f"127.0.0.1:{b.port}")
+        await asyncio.wait_for(p.wait_for(rf"backend {b_id} is UP", 2), 10)
         writer.write(request)  # same connection, now balanced over the new list
         assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\nb"), 5)).startswith(
             b"HTTP/1.1 200"
@@ -184,7 +241,7 @@ async def test_workers_share_the_port_and_sighup_keeps_connections(
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ([], {}, "no backends"),
+        (["--tls-cert", "{missing}", "--tls-key", "{missing}"], {}, "no such file"),
         (["-b", "127.0.0.1:1"], {"PARLOUR_PROXY_TOKEN": "short"}, "at least 8 characters"),
         (["-b", "127.0.0.1:1", "--store", "{not_a_db}"], {}, "file is not a database"),
         (["-b", "127.0.0.1:1", "--port", "{taken}", "--no-admin"], {}, "Address already in use"),
@@ -201,7 +258,10 @@ def test_operator_mistakes_get_a_one_line_error(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        args = [a.format(not_a_db=not_a_db, taken=taken.getsockname()[1]) for a in args]
+        args = [
+            a.format(not_a_db=not_a_db, taken=taken.getsockname()[1], missing=tmp_path / "x.pem")
+            for a in args
+        ]
         out = subprocess.run(
             [sys.executable, "-m", "parlour", "proxy", "--port", "0", "--admin-port", "0", *args],
             capture_output=True,
@@ -213,3 +273,15 @@ def test_operator_mistakes_get_a_one_line_error(
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("Error: ")
     assert message in out.stderr
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parents[2] / "examples").glob("proxy*.toml"))
+)
+def test_example_configurations_load(name: str) -> None:
+    """The example files in examples/ stay valid as the configuration grows."""
+    cfg = load_config(Path(__file__).parents[2] / "examples" / name)
+    assert cfg.backends
+    if name == "proxy-tls.toml":
+        assert cfg.tls is not None and cfg.tls.sni and cfg.backend_tls is not None
+        assert cfg.admin_tls_cert is not None

@@ -20,7 +20,7 @@ import socket
 import struct
 import termios
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proxy_helpers import ProxyFactory, epoll_events
+from raw_backend import (
+    TIMEOUT,
+    Answer,
+    RawBackend,
+    RawBackendFactory,
+    Req,
+    client,
+    fetch,
+    get,
+    ok,
+    read_response,
+    until_eof,
+)
 
 from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import BackendSpec, ProxySettings
@@ -38,7 +51,6 @@ from parlour.proxy.runtime import ProxyRuntime
 
 FAST_LANE_BUILT = native_module()[0] is not None
 READ_SIZE = 65536  # engine.c: one read from a socket
-TIMEOUT = 10.0  # bound on every wait (a hang fails the test instead of blocking it)
 
 
 @pytest.fixture(autouse=True)
@@ -49,242 +61,6 @@ def data_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         pytest.skip("parlour.proxy._fastlane is not built")
     monkeypatch.setenv(ENV_VAR, "1")
     return "fast_lane"
-
-
-# ====================================================================== raw backends
-@dataclass
-class Req:
-    conn: BackendConn
-    method: str
-    url: bytes
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    upgrade: bool = False
-
-    def header(self, name: bytes) -> bytes | None:
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-
-Answer = Callable[[Req], bytes | None]
-
-
-class BackendConn(asyncio.Protocol):
-    """One connection accepted by a `RawBackend`; parses requests with httptools."""
-
-    def __init__(self, backend: RawBackend) -> None:
-        self.backend = backend
-        self.transport: asyncio.Transport | None = None
-        self.received = 0
-        self.raw = bytearray()  # the first bytes received (for failure messages)
-        self.sent = 0
-        self.nreq = 0
-        self.upgraded = False
-        self.paused = False
-        self.producer: Iterator[bytes] | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.parser = httptools.HttpRequestParser(self)
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body = bytearray()
-
-    # --- asyncio
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        if self.backend.sndbuf:
-            sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.backend.sndbuf)
-        self.backend.conns.append(self)
-        self.backend.notify()
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        if self.upgraded:
-            return
-        if len(self.raw) < 4096:
-            self.raw += data[: 4096 - len(self.raw)]
-        self.backend.bytes_received += len(data)
-        self._feed(data)
-        self.backend.notify()
-
-    def _feed(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # an upgrade request: llhttp ends it at its head and what follows belongs to
-            # the new protocol; this backend declined (answered in on_message_complete)
-            # and ends the connection, as a server built on llhttp does
-            self.upgraded = True
-            self.close()
-        except httptools.HttpParserError as exc:
-            self.backend.invalid.append(f"{exc!r} in {data[:200]!r} (received {self.raw!r})")
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-        self.backend.notify()
-
-    def pause_writing(self) -> None:
-        self.paused = True
-        if self.backend.on_pause is not None:
-            self.backend.on_pause()
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.pump()
-
-    # --- httptools
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._body = bytearray()
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body += body
-
-    def on_message_complete(self) -> None:
-        self.nreq += 1
-        req = Req(
-            self,
-            self.parser.get_method().decode("latin-1"),
-            self._url,
-            self.parser.get_http_version(),
-            self._headers,
-            bytes(self._body),
-            self.parser.should_upgrade(),
-        )
-        self.backend.requests.append(req)
-        reply = self.backend.answer(req)
-        if reply is not None:
-            self.write(reply)
-        self.backend.notify()
-
-    # --- helpers
-    @property
-    def closed(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-    def write(self, data: bytes) -> None:
-        if not self.closed:
-            assert self.transport is not None
-            self.transport.write(data)
-            self.sent += len(data)
-            self.backend.bytes_sent += len(data)
-
-    def stream(self, head: bytes, body: Iterator[bytes]) -> None:
-        """Write `head`, then `body` as fast as the transport takes it (pause_writing)."""
-        self.write(head)
-        self.producer = body
-        self.pump()
-
-    def pump(self) -> None:
-        while self.producer is not None and not self.paused and not self.closed:
-            piece = next(self.producer, None)
-            if piece is None:
-                self.producer = None
-                break
-            self.write(piece)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class RawBackend:
-    """An HTTP/1.1 origin on a raw asyncio server: records connections, bytes, requests."""
-
-    def __init__(self, name: str, answer: Answer | None = None, sndbuf: int = 0) -> None:
-        self.name = name
-        self.answer: Answer = answer or self.default_answer
-        self.sndbuf = sndbuf
-        self.conns: list[BackendConn] = []
-        self.requests: list[Req] = []
-        self.invalid: list[str] = []
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.on_pause: Callable[[], None] | None = None
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-
-    def default_answer(self, req: Req) -> bytes:
-        return ok(self.name.encode())
-
-    @property
-    def spec(self) -> BackendSpec:
-        return BackendSpec("127.0.0.1", self.port)
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    def used_conns(self) -> list[BackendConn]:
-        """Connections that carried a request (not the TCP health checks' connects)."""
-        return [c for c in self.conns if c.received]
-
-    def notify(self) -> None:
-        for pred, fut in list(self._waiters):
-            if not fut.done() and pred():
-                fut.set_result(None)
-
-    async def until(self, pred: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        """Wait until `pred()` holds, re-checked whenever this backend sees something."""
-        if pred():
-            return
-        waiter = (pred, asyncio.get_running_loop().create_future())
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter[1], timeout)
-        finally:
-            self._waiters.remove(waiter)
-
-    async def start(self) -> RawBackend:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: BackendConn(self), "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for c in self.conns:
-            c.close()
-        await asyncio.wait_for(asyncio.gather(*(c.lost for c in self.conns)), TIMEOUT)
-        if self.server is not None:
-            await asyncio.wait_for(self.server.wait_closed(), TIMEOUT)
-
-
-RawBackendFactory = Callable[..., Awaitable[RawBackend]]
-
-
-@pytest.fixture
-async def raw_backends() -> AsyncIterator[RawBackendFactory]:
-    started: list[RawBackend] = []
-
-    async def make(name: str, answer: Answer | None = None, sndbuf: int = 0) -> RawBackend:
-        b = await RawBackend(name, answer, sndbuf).start()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        with contextlib.suppress(Exception):
-            await b.stop()
-
-
-def ok(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
 
 
 # ====================================================================== escapes
@@ -353,84 +129,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
         return calls
 
     return make
-
-
-# ====================================================================== clients
-@dataclass
-class Resp:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-    interim: list[int]
-
-
-async def read_response(
-    reader: asyncio.StreamReader, method: str = "GET", timeout: float = TIMEOUT
-) -> Resp:
-    """One response (interim 1xx heads collected), framed as a client would."""
-
-    async def read() -> Resp:
-        interim: list[int] = []
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head[:-4].split(b"\r\n")
-            version, code = lines[0].split(b" ", 2)[:2]
-            assert version in (b"HTTP/1.1", b"HTTP/1.0"), lines[0]
-            status = int(code)
-            headers: dict[bytes, bytes] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                headers[name.strip().lower()] = value.strip()
-            if 100 <= status < 200:
-                interim.append(status)
-                continue
-            break
-        if method == "HEAD" or status in (204, 304):
-            body = b""
-        elif headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            parts = []
-            while True:
-                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-                if size == 0:
-                    assert await reader.readuntil(b"\r\n") == b"\r\n"  # (no trailers here)
-                    break
-                parts.append(await reader.readexactly(size))
-                assert await reader.readexactly(2) == b"\r\n"
-            body = b"".join(parts)
-        elif b"content-length" in headers:
-            body = await reader.readexactly(int(headers[b"content-length"]))
-        else:
-            body = await reader.read()  # close-delimited
-        return Resp(status, headers, body, interim)
-
-    return await asyncio.wait_for(read(), timeout)
-
-
-def get(path: str = "/", extra: bytes = b"", method: str = "GET") -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + extra + b"\r\n"
-
-
-@contextlib.asynccontextmanager
-async def client(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-
-
-async def until_eof(reader: asyncio.StreamReader) -> bytes:
-    return await asyncio.wait_for(reader.read(), TIMEOUT)
-
-
-async def fetch(port: int, path: str = "/") -> Resp:
-    async with client(port) as (r, w):
-        w.write(get(path, b"Connection: close\r\n"))
-        resp = await read_response(r)
-        assert await until_eof(r) == b""
-        return resp
 
 
 def engine_clients(rt: ProxyRuntime) -> int:
@@ -520,7 +218,7 @@ async def test_escaped_request_answered_by_python_relay_on_the_same_connection(
     async with client(rt.listen_port or 0) as (reader, writer):
         writer.write(get("/before"))
         assert (await read_response(reader)).body == b"a"
-        assert engine_clients(rt) == 1 and escapes.data == [] and not rt.conns
+        assert engine_clients(rt) == 1 and escapes.data == [] and not rt.upstreams.conns
         writer.write(request)
         resp = await read_response(reader)
         assert (resp.status, resp.body) == (200, b"a")
@@ -533,7 +231,7 @@ async def test_escaped_request_answered_by_python_relay_on_the_same_connection(
             assert await until_eof(reader) == b""
             assert [r.url for r in a.requests] == [b"/before", b"/e"]
             return
-        assert resp.headers.get(b"connection") != b"close" and len(rt.conns) == 1
+        assert resp.headers.get(b"connection") != b"close" and len(rt.upstreams.conns) == 1
         for i in range(2):  # later simple requests keep working (in the Python relay)
             writer.write(get(f"/after{i}"))
             assert (await read_response(reader)).body == b"a"
@@ -558,7 +256,7 @@ async def test_head_split_across_writes_escapes_and_completes(
         # the event: the engine read the incomplete head and handed it to Python
         await asyncio.wait_for(escapes.event.wait(), TIMEOUT)
         assert escapes.data == [first]
-        assert engine_clients(rt) == 0 and len(rt.conns) == 1
+        assert engine_clients(rt) == 0 and len(rt.upstreams.conns) == 1
         assert a.requests == []
         writer.write(second)
         resp = await read_response(reader)
@@ -789,7 +487,7 @@ async def test_backend_closing_a_reused_connection_is_retried_on_a_fresh_one(
     assert [c.nreq for c in a.used_conns()] == [2, 1]
     snap = snapshot(rt, a)
     assert (snap.requests, snap.retries, snap.response_errors) == (3, 1, 0)
-    assert rt.pool.get(a.id).health.failures == 0
+    assert rt.pool.get(a.id).health.passive_failures == 0
 
 
 async def test_backend_closing_idle_pooled_connections_is_harmless(
@@ -869,7 +567,7 @@ async def test_response_timeout_gives_504_and_a_passive_failure(
         resp = await read_response(reader)
         assert resp.status == 504 and resp.headers.get(b"connection") == b"close"
         assert await until_eof(reader) == b""
-    assert rt.pool.get(a.id).health.failures == 1
+    assert rt.pool.get(a.id).health.passive_failures == 1
     assert rt.pool.get(a.id).health.last_reason == "response timeout"
     assert snapshot(rt, a).response_errors == 1
     await a.until(lambda: a.used_conns()[0].lost.done())  # the upstream is closed
@@ -943,13 +641,13 @@ async def test_max_connections_refuses_the_extra_client_with_503(
         async with client(port) as (r3, _):
             resp = await read_response(r3)
             assert resp.status == 503 and await until_eof(r3) == b""
-        assert rt.rejected == 1
+        assert rt.upstreams.counters.rejected == 1
         # one leaves (the proxy closes it), a newcomer is admitted again
         w1.write(get(extra=b"Connection: close\r\n"))
         assert (await read_response(r1)).body == b"a" and await until_eof(r1) == b""
         assert engine_clients(rt) == 1
         assert (await fetch(port)).body == b"a"
-    assert rt.rejected == 1
+    assert rt.upstreams.counters.rejected == 1
 
 
 async def test_stop_finishes_in_flight_request_with_close_and_closes_idle_clients(
@@ -1089,7 +787,7 @@ async def test_no_fd_leaks(raw_backends: RawBackendFactory, proxy: ProxyFactory)
     assert statuses.count(200) == 50 * 2 + 50 + 50 and statuses.count(502) == 100
     await rt.stop(drain_timeout_s=TIMEOUT)
     await a.stop()
-    assert not rt.conns and engine_clients_after_stop(rt) == 0
+    assert not rt.upstreams.conns and engine_clients_after_stop(rt) == 0
     assert count_fds() == before
 
 

@@ -77,7 +77,7 @@ def make_runtime(*specs: BackendSpec, **settings: object) -> ProxyRuntime:
 
 
 def lane_for(rt: ProxyRuntime) -> tuple[FastLane, RecordingEngine]:
-    lane = FastLane(rt)
+    lane = FastLane(rt.upstreams)
     engine = RecordingEngine()
     lane.engine = engine  # type: ignore[assignment]
     rt.fast_lane = lane
@@ -131,16 +131,18 @@ async def test_admit_counts_python_and_engine_clients() -> None:
     rt = make_runtime(BackendSpec("127.0.0.1", 1), max_connections=3)
     lane, engine = lane_for(rt)
     assert lane.admit("10.0.0.1") is None
-    assert rt.total_conns == 1
+    assert rt.upstreams.counters.total_conns == 1
     engine.clients = 2
-    rt.conns.add(object())  # type: ignore[arg-type]  (a Python relay connection)
-    assert lane.admit("10.0.0.1") == error_response(503, "The proxy is at its connection limit.")
-    assert (rt.total_conns, rt.rejected) == (1, 1)
+    rt.upstreams.conns.add(object())  # type: ignore[arg-type]  (a Python relay connection)
+    assert lane.admit("10.0.0.1") == error_response(
+        503, "The proxy is at its connection limit.", retry_after=1
+    )
+    assert (rt.upstreams.counters.total_conns, rt.upstreams.counters.rejected) == (1, 1)
     engine.clients = 1
     assert lane.admit("10.0.0.1") is None
-    rt.stopping = True
+    rt.upstreams.stopping = True
     assert lane.admit("10.0.0.1") is not None
-    assert (rt.total_conns, rt.rejected) == (2, 2)
+    assert (rt.upstreams.counters.total_conns, rt.upstreams.counters.rejected) == (2, 2)
     assert rt.own_totals().active_conns == 2  # 1 Python + 1 engine client
 
 
@@ -156,7 +158,7 @@ async def test_indices_are_stable_and_never_reused() -> None:
     assert old.active == 2
     rt.remove_backend(a.id)
     assert engine.dropped == [old_index]
-    rt.add_backend(a)
+    rt.pool.add(a, 0.0)  # (up at once: what this checks is the index, not live-add health)
     new = rt.pool.get(a.id)
     got = {lane.select(1, None) for _ in range(4)}
     assert got == {1 - old_index, 2}  # the re-added backend has a new index
@@ -181,21 +183,21 @@ async def test_release_says_whether_to_park() -> None:
     assert engine.dropped == [0]
     rt.enable_backend(b.id)
     i = take()
-    rt.stopping = True  # (responses close their connection from now on)
+    rt.upstreams.stopping = True  # (responses close their connection from now on)
     assert lane.release(i, True) is False
-    rt.stopping = False
+    rt.upstreams.stopping = False
     # a failure, then a good response: the passive failure count is reset
     lane.failure(take(), "response timeout")
-    assert b.health.failures == 1
-    assert lane.release(0, True) is True and b.health.failures == 0
+    assert b.health.passive_failures == 1
+    assert lane.release(0, True) is True and b.health.passive_failures == 0
     i = take()
     for _ in range(rt.settings().health_fall):
         lane.failure(i, "connection lost mid-request")
     assert b.state == "down"
     assert lane.release(i, False) is False
     assert lane.select(7, None) == error_response(
-        503, "No backend server is available right now. Please retry shortly."
-    )
+        503, "No backend server is available right now. Please retry shortly.", retry_after=2
+    )  # (retry at the next health check: health_interval_s is 2 s)
     assert b.active == 0
 
 
@@ -233,7 +235,10 @@ async def test_settings_changes_reach_the_engine() -> None:
         "hash_header": b"X-User",
         "stopping": False,
         "retry_limit": 2,
+        "hide_server": False,
     }
+    rt.update_settings(hide_server_header=True)
+    assert engine.configured[-1]["hide_server"] is True
     for algorithm, mode in (("ip_hash", 1), ("uri_hash", 2), ("header_hash", 3), ("p2c", 0)):
         rt.update_settings(algorithm=algorithm, hash_header="X-Tenant", server_timeout_s=4)
         last = engine.configured[-1]
@@ -290,18 +295,18 @@ async def test_full_backends_wait_in_the_queue() -> None:
         rt = make_runtime(BackendSpec("127.0.0.1", port, max_conns=1), queue_timeout_s=5)
         lane, engine = lane_for(rt)
         queued = asyncio.Event()
-        real_push = rt.waiters.push
+        real_push = rt.upstreams.waiters.push
 
         def push(item: asyncio.Future[None], now: float, timeout_s: float) -> bool:
             queued.set()
             return real_push(item, now, timeout_s)
 
-        rt.waiters.push = push  # type: ignore[method-assign]
+        rt.upstreams.waiters.push = push  # type: ignore[method-assign]
         first = lane.select(1, None)
         assert first == 0
         assert lane.select(2, None) is None  # full: Python took the request over
         await asyncio.wait_for(queued.wait(), 5)
-        assert not engine.proceeded and len(rt.waiters) == 1
+        assert not engine.proceeded and len(rt.upstreams.waiters) == 1
         assert lane.release(0, True) is True  # the slot passes to the waiting request
         await asyncio.wait_for(engine.done.wait(), 5)
     # the engine gets the slot back (and uses its pool or asks to connect)
@@ -314,7 +319,7 @@ async def test_full_backends_wait_in_the_queue() -> None:
     assert lane.select(2, None) is None
     await asyncio.wait_for(engine.done.wait(), 5)
     assert engine.failed == [
-        (2, error_response(503, "All backend servers are busy. Please retry shortly."))
+        (2, error_response(503, "All backend servers are busy. Please retry shortly.", 1))
     ]
 
 
@@ -332,15 +337,15 @@ async def test_plain_requests_stay_in_the_engine_others_escape(
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 1\r\n" in head
         assert await reader.readexactly(1) == b"a"
-        assert not rt.conns and rt.totals().active_conns == 1  # the engine's client
+        assert not rt.upstreams.conns and rt.totals().active_conns == 1  # the engine's client
         # a request with a body is not the fast lane's: the connection moves to the
         # Python relay with what the engine read of it
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
         assert out.startswith(b"HTTP/1.1 200") and b"hello" in out
-        assert len(rt.conns) == 1 and rt.totals().active_conns == 1
+        assert len(rt.upstreams.conns) == 1 and rt.totals().active_conns == 1
         assert a.bodies == [b"hello"]
         snap = rt.backends()[0]
-        assert (snap.requests, rt.total_conns) == (2, 1)
+        assert (snap.requests, rt.upstreams.counters.total_conns) == (2, 1)
     finally:
         writer.close()

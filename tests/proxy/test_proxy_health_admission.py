@@ -8,23 +8,24 @@ from parlour.proxy.health import HealthState
 
 def test_fall_needs_consecutive_failures() -> None:
     h = HealthState(rise=2, fall=3)
-    assert h.failure(1.0, "refused") is None
-    assert h.failure(2.0, "refused") is None
-    assert h.success(3.0) is None  # resets the failure streak: no flapping
-    assert h.failure(4.0, "refused") is None
-    assert h.failure(5.0, "refused") is None
-    t = h.failure(6.0, "timeout")
+    assert h.check_failed(1.0, "refused") is None
+    assert h.check_failed(2.0, "refused") is None
+    assert h.check_passed(3.0) is None  # resets the failure streak: no flapping
+    assert h.check_failed(4.0, "refused") is None
+    assert h.check_failed(5.0, "refused") is None
+    t = h.check_failed(6.0, "timeout")
     assert t is not None and t.new == "down" and t.at == 6.0 and t.reason == "timeout"
     assert not h.up
 
 
 def test_rise_needs_consecutive_active_successes() -> None:
     h = HealthState(rise=2, fall=1, initial="down")
-    assert h.success(1.0) is None
-    assert h.failure(2.0, "x") is None  # already down: no transition, streak reset
-    assert h.success(3.0) is None
-    assert h.success(4.0, passive=True) is None  # passive success never revives
-    t = h.success(5.0)
+    assert h.check_passed(1.0) is None
+    assert h.check_failed(2.0, "x") is None  # already down: no transition, streak reset
+    assert h.check_passed(3.0) is None
+    h.passive_success()  # passive success never revives
+    assert not h.up
+    t = h.check_passed(5.0)
     assert t is not None and t.new == "up"
 
 

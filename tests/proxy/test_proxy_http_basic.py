@@ -75,7 +75,7 @@ async def test_keep_alive_reuses_pooled_upstream(
     snap = rt.backends()[0]
     assert snap.requests == 20
     assert snap.total_conns == 1  # one upstream connection served all 20
-    assert rt.total_conns == 1  # and one client connection
+    assert rt.upstreams.counters.total_conns == 1  # and one client connection
 
 
 async def test_stale_pooled_connection_is_retried_on_fresh_one(

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from proxy_helpers import BackendFactory, ProxyFactory, raw_exchange, wait_state
+from proxy_helpers import BackendFactory, FakeStore, ProxyFactory, raw_exchange, wait_state
 
 from parlour.proxy.control import (
-    BackendSnapshot,
     BackendSpec,
     ControlError,
     ProxyControl,
@@ -47,7 +46,8 @@ async def test_add_remove_drain_disable_live(backends: BackendFactory, proxy: Pr
     port = rt.listen_port or 0
     assert set(await fetch(port, 4)) == {"a", "b"}
     snap = rt.add_backend(c.spec)
-    assert snap.state == "up"
+    assert snap.state == "checking"  # (no traffic until its first check, at once, passes)
+    await wait_state(rt, c.spec.id, "up")
     assert set(await fetch(port, 6)) == {"a", "b", "c"}
     with pytest.raises(ControlError):
         rt.add_backend(c.spec)
@@ -183,7 +183,7 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
     assert out.startswith(b"HTTP/1.1 503") and b"busy" in out
     # a waiter is served as soon as the slot frees: wrap the queue's push to see it queued
     queued = asyncio.Event()
-    real_push = rt.waiters.push
+    real_push = rt.upstreams.waiters.push
 
     def push(item: asyncio.Future[None], now: float, timeout_s: float) -> bool:
         accepted = real_push(item, now, timeout_s)
@@ -191,12 +191,12 @@ async def test_max_conns_queue_then_503(backends: BackendFactory, proxy: ProxyFa
             queued.set()
         return accepted
 
-    rt.waiters.push = push  # type: ignore[method-assign]
+    rt.upstreams.waiters.push = push  # type: ignore[method-assign]
     waiter = asyncio.create_task(
         raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     )
     await asyncio.wait_for(queued.wait(), 5)
-    assert len(rt.waiters) == 1
+    assert len(rt.upstreams.waiters) == 1
     writer.write(b"0\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
     writer.close()
@@ -216,7 +216,7 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
     # the proxy binds the client connection to an upstream before it forwards the head, so
     # once the backend has the request the connection has its upstream
     await a.seen_at_least(1, 5)
-    conn = next(iter(rt.conns))
+    conn = next(iter(rt.upstreams.conns))
     up = conn.upstream  # type: ignore[attr-defined]
     assert up is not None
     paused = asyncio.Event()
@@ -234,36 +234,6 @@ async def test_slow_client_does_not_make_proxy_buffer_everything(
     client_buffer = conn.transport.get_write_buffer_size()  # type: ignore[attr-defined]
     assert client_buffer < 16384 + 256 * 1024
     writer.close()
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.backends: list[tuple[BackendSpec, str]] = []
-        self.settings: dict[str, object] | None = None
-        self.snaps: dict[str, BackendSnapshot] = {}
-
-    def load_backends(self) -> list[tuple[BackendSpec, str]]:
-        return list(self.backends)
-
-    def save_backends(self, items: list[tuple[BackendSpec, str]]) -> None:
-        self.backends = list(items)
-
-    def load_settings(self) -> dict[str, object] | None:
-        return self.settings
-
-    def save_settings(self, settings: ProxySettings) -> None:
-        import dataclasses
-
-        self.settings = dataclasses.asdict(settings)
-
-    def save_snapshot(self, snaps: list[BackendSnapshot]) -> None:
-        self.snaps.update({s.id: s for s in snaps})
-
-    def load_snapshots(self) -> dict[str, BackendSnapshot]:
-        return dict(self.snaps)
-
-    def close(self) -> None:
-        pass
 
 
 async def test_state_and_statistics_survive_restart(
@@ -306,6 +276,7 @@ async def test_reload_applies_file_without_dropping(
     await rt.reload()
     assert rt.settings().algorithm == "random" and rt.settings().retry_limit == 5
     assert [x.port for x in rt.backends()] == [b.port]
+    await wait_state(rt, b.spec.id, "up")  # (new to the set: checked first)
     assert await fetch(port, 3) == ["b"] * 3
     writer.write(b"2\r\nok\r\n0\r\n\r\n")  # the established request still completes
     out = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
@@ -339,7 +310,7 @@ async def test_graceful_stop_finishes_in_flight(
     setattr(listener, name, close)
     stopping = asyncio.create_task(rt.stop(drain_timeout_s=5))
     await asyncio.wait_for(closed.wait(), 5)
-    assert rt.stopping
+    assert rt.upstreams.stopping
     with contextlib.suppress(OSError):
         r2, w2 = await asyncio.open_connection("127.0.0.1", rt.listen_port)
         w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -388,10 +359,12 @@ async def test_extra_worker_follows_worker_zero(
         w0.drain_backend(f"127.0.0.1:{a.port}")
         w0.remove_backend(f"127.0.0.1:{b.port}")
         w0.update_settings(algorithm="least_conn")
-        w0._persist()
+        w0.persistence.save_now()
         w1.follow(store.load_backends(), store.load_settings())
         states = {x.id: x.state for x in w1.backends()}
-        assert states == {f"127.0.0.1:{a.port}": "draining", f"127.0.0.1:{c.port}": "up"}
+        # each worker checks a backend new to it before sending it traffic
+        assert states == {f"127.0.0.1:{a.port}": "draining", f"127.0.0.1:{c.port}": "checking"}
+        await wait_state(w1, f"127.0.0.1:{c.port}", "up")
         assert w1.settings().algorithm == "least_conn"
         assert await fetch(w1.listen_port or 0, 3) == ["c"] * 3
     finally:

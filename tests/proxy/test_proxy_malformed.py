@@ -147,7 +147,7 @@ async def test_idle_keep_alive_client_is_closed(
     out = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"a")
-    assert not rt.conns
+    assert not rt.upstreams.conns
 
 
 @given(st.binary(max_size=300))
@@ -211,7 +211,7 @@ async def test_fragmented_request_line_is_checked_deterministically() -> None:
     from parlour.proxy.runtime import ProxyRuntime
 
     rt = ProxyRuntime(ProxyConfig(admin_port=None))
-    conn = HttpClient(rt)
+    conn = HttpClient(rt.upstreams)
     tr = FakeTransport(("127.0.0.1", 5555))
     conn.connection_made(tr)
     for piece in (b"GE", b"T  /", b" HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):

@@ -26,7 +26,7 @@ def test_down_backend_gets_no_traffic_and_returns() -> None:
     pool = make_pool(health_fall=2, health_rise=2)
     changes: list[StateChange] = []
     pool.listeners.append(changes.append)
-    pool.passive_failure("127.0.0.1:8002", 10.0, "connect refused")
+    pool.check_result("127.0.0.1:8002", False, 10.0, "connect refused")
     assert pool.get("127.0.0.1:8002").state == "up"
     pool.check_result("127.0.0.1:8002", False, 11.0, "connect refused")
     assert pool.get("127.0.0.1:8002").state == "down"

@@ -136,7 +136,7 @@ def test_every_request_line_is_checked_wherever_reads_split_the_stream(
     pieces = [data[i:j] for i, j in zip([0, *points], [*points, len(data)], strict=True)]
 
     async def run() -> list[tuple[bytes | None, str | None]]:
-        conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)))
+        conn = HttpClient(ProxyRuntime(ProxyConfig(admin_port=None)).upstreams)
         conn._pump = lambda: None  # type: ignore[method-assign]  # parse only
         conn.connection_made(FakeTransport(("127.0.0.1", 5555)))
         for piece in pieces:
@@ -286,7 +286,7 @@ async def test_client_that_never_reads_is_closed_after_client_timeout(
     assert head.startswith(b"HTTP/1.1 200") and len(body) < BIG  # cut, no error page
     assert b"HTTP/1.1 5" not in body
     b = rt.pool.get(spec.id)
-    assert b.response_errors == 0 and b.health.failures == 0
+    assert b.response_errors == 0 and b.health.passive_failures == 0
 
 
 # ---------------------------------------------------------------- 3. half-close
@@ -385,7 +385,7 @@ async def test_idle_timeout_counts_from_the_end_of_the_answer(proxy: ProxyFactor
     try:
         writer.write(get(b"/first"))
         await asyncio.wait_for(got_request.wait(), 5)
-        (client,) = [c for c in rt.conns if isinstance(c, HttpClient)]
+        (client,) = [c for c in rt.upstreams.conns if isinstance(c, HttpClient)]
         clock = _ShiftedLoop(client.loop)
         client.loop = clock  # type: ignore[assignment]
         clock.shift = 2 * idle  # the answer comes "later" than idle_timeout_s

@@ -43,10 +43,10 @@ async def _relay(
 ) -> bytes:
     rt = ProxyRuntime(ProxyConfig(admin_port=None), admin=False, persist=False)
     b = rt.pool.add(BackendSpec("127.0.0.1", 9000), rt.clock())
-    up = HttpUpstream(rt, b)
+    up = HttpUpstream(rt.upstreams, b)
     up.connection_made(FakeTransport(PEER))
-    rt.idle_upstream[b.id] = [up]
-    client = HttpClient(rt)
+    rt.upstreams.idle[b.id] = [up]
+    client = HttpClient(rt.upstreams)
     tr = FakeTransport(PEER)
     client.connection_made(tr)
     client.data_received(request)

@@ -282,8 +282,8 @@ async def test_passive_failures_mark_a_backend_down_without_active_checks(
     checked: list[tuple[bool, str]] = []
     first_round_done = asyncio.Event()
 
-    async def check(host: str, port: int, s: object) -> tuple[bool, str]:
-        result = await real_check(host, port, s)  # type: ignore[arg-type]
+    async def check(host: str, port: int, s: object, *tls: object) -> tuple[bool, str]:
+        result = await real_check(host, port, s, *tls)  # type: ignore[arg-type]
         checked.append(result)
         if len(checked) == 2:
             # _check_one applies the result synchronously after this returns, before the
@@ -341,7 +341,7 @@ async def test_post_on_reused_connection_is_not_replayed(proxy: ProxyFactory) ->
         assert out.startswith(b"HTTP/1.1 200")
         # the proxy parks the upstream connection before it closes the client's connection,
         # so raw_exchange having read to EOF means it is pooled
-        assert len(rt.idle_upstream.get(rt.backends()[0].id, [])) == 1
+        assert len(rt.upstreams.idle.get(rt.backends()[0].id, [])) == 1
         out = await raw_exchange(
             port, b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
         )
@@ -364,7 +364,7 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
     def watch_client_pauses() -> None:
         """Set paused_for_upstream when the proxy's client connection pauses reading because
         the upstream's write buffer is full (now, or later through pause_reading)."""
-        (conn,) = rt.conns
+        (conn,) = rt.upstreams.conns
         if "upstream" in conn.paused:  # type: ignore[attr-defined]
             paused_for_upstream.set()
             return
@@ -409,12 +409,15 @@ async def test_backend_that_stops_reading_does_not_make_the_proxy_buffer(
 
         up_task = asyncio.create_task(upload())
         await asyncio.wait_for(paused_for_upstream.wait(), 10)
-        conn = next(iter(rt.conns))
+        conn = next(iter(rt.upstreams.conns))
         upstream = conn.upstream  # type: ignore[attr-defined]
         assert upstream is not None and upstream.transport is not None
-        # bounded: the proxy holds at most about one buffer's worth, the rest stays in
-        # the client's socket buffers (the upload is blocked, far from complete)
-        assert upstream.transport.get_write_buffer_size() <= buffer_size + 2 * len(block)
+        # bounded: the proxy holds at most about one buffer's worth plus what one read
+        # brought in (asyncio reads up to 256 KiB at once; a loaded machine lets that much
+        # gather in the socket), the rest stays in the client's socket buffers (the
+        # upload is blocked, far from complete)
+        one_read = 256 * 1024
+        assert upstream.transport.get_write_buffer_size() <= buffer_size + one_read + len(block)
         assert conn.buffered <= buffer_size  # type: ignore[attr-defined]
         assert not up_task.done() and sent < total // 4
         up_task.cancel()

@@ -1,11 +1,14 @@
-"""``/send-file``, ``/accept``, ``/decline``, ``/cancel`` and ``/transfers`` in line mode.
+"""``/send-file``, ``/accept``, ``/decline``, ``/cancel`` and ``/transfers`` of ``parlour chat``.
 
-The transfers themselves are the client library's (:mod:`parlour.client.files`); this only
-shows them. Interactive: a ``rich`` progress display (a bar per running transfer with bytes,
-rate and ETA) kept at the bottom of the terminal while chat lines print above it, and one
-final line per transfer (verified, or failed and why). Piped: no bars, and each file command
-waits for its transfer's end before the next line runs (a script's ``/send-file`` line
-"succeeds" only when the file arrived verified; a failure counts toward exit status 4).
+The transfers themselves are the client library's (:mod:`parlour.client.files`); this runs
+the commands and words their events (:mod:`parlour.cli._filetext`), and hands each transfer
+it starts to a :class:`TransferDisplay` that follows it. The line mode's display
+(:class:`LineDisplay`): interactive, a ``rich`` progress display (a bar per running transfer
+with bytes, rate and ETA) kept at the bottom of the terminal while chat lines print above it,
+and one final line per transfer (verified, or failed and why); piped, no bars, and each file
+command waits for its transfer's end before the next line runs (a script's ``/send-file``
+line "succeeds" only when the file arrived verified; a failure counts toward exit status 4).
+The full-screen client has its own display (:mod:`parlour.cli.tui.transfers`).
 """
 
 from __future__ import annotations
@@ -14,22 +17,26 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from parlour.cli import _commands as c
+from parlour.cli._filetext import (
+    final_line,
+    listing,
+    notice_line,
+    progress_figures,
+)
 from parlour.cli._render import (
     clean,
-    format_duration,
-    format_rate,
     format_size,
-    render_file_result,
     render_offer,
     render_offer_ended,
 )
-from parlour.client import Client, FileResult, Transfer, UnknownOffer
+from parlour.client import Client, Transfer, UnknownOffer
 from parlour.p2p import Progress as TransferProgress
 from parlour.protocol import (
     Event,
@@ -39,29 +46,33 @@ from parlour.protocol import (
     name_key,
 )
 
-__all__ = ["FileCommands"]
+__all__ = ["FileCommands", "LineDisplay", "TransferDisplay"]
 
 Line = Callable[[str], None]
 
 
+class TransferDisplay(Protocol):
+    """How a user interface follows the transfers its commands start."""
+
+    def follow(self, t: Transfer) -> None:
+        """Show this transfer from now on: its notices, progress and end."""
+        ...
+
+    async def settle(self, t: Transfer) -> None:
+        """Return when the command that started ``t`` is done (at once, or at its end)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class FileCommands:
-    def __init__(
-        self,
-        client: Client,
-        *,
-        interactive: bool,
-        out: Line,
-        err: Line,
-        fail: Line,
-        console: Console | None = None,
-    ) -> None:
+    """The five commands and the words of file events; ``display`` follows the transfers
+    (the line mode's :class:`LineDisplay`, or the full-screen client's)."""
+
+    def __init__(self, client: Client, *, out: Line, fail: Line, display: TransferDisplay) -> None:
         self.client = client
-        self.interactive = interactive
-        self._out, self._err, self._fail = out, err, fail
-        self._console = console
-        self._bars: Progress | None = None
-        self._rows: dict[int, TaskID] = {}
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._out, self._fail = out, fail
+        self.display = display
         #: offer id -> (sender, file name) of the offers shown (to word their end)
         self._shown_offers: dict[str, tuple[str, str]] = {}
 
@@ -77,22 +88,22 @@ class FileCommands:
                     return
                 self._out(f"* hashing {clean(path.name)} ({format_size(path.stat().st_size)})…")
                 t = await self.client.offer_file(cmd.user, path)
-                self._follow(t)
+                self.display.follow(t)
                 self._out(
                     f"* [file {t.number}] offered {clean(t.filename)} ({format_size(t.size)})"
                     f" to {clean(t.peer)}; it is sent when they accept (/cancel {t.number})"
                 )
-                await self._settle(t)
+                await self.display.settle(t)
             elif isinstance(cmd, c.AcceptFile):
                 dest = Path(cmd.dest).expanduser() if cmd.dest else None
                 t = await self.client.accept(cmd.offer, dest)
-                self._follow(t)
+                self.display.follow(t)
                 where = clean(dest) if dest is not None else clean(files.default_dir(t.peer))
                 self._out(
                     f"* [file {t.number}] receiving {clean(t.filename)} ({format_size(t.size)})"
                     f" from {clean(t.peer)} into {where}"
                 )
-                await self._settle(t)
+                await self.display.settle(t)
             elif isinstance(cmd, c.DeclineFile):
                 await self.client.decline(cmd.offer)
                 self._out(f"* declined file offer {clean(cmd.offer)}")
@@ -100,31 +111,12 @@ class FileCommands:
                 await self.client.cancel(cmd.offer)
                 self._out(f"* cancelled file {clean(cmd.offer)}")
             elif isinstance(cmd, c.Transfers):
-                for line in self.listing():
+                for line in listing(files):
                     self._out(line)
         except UnknownOffer as exc:
             self._fail(f"! {exc} (/transfers lists them)")
         except OSError as exc:
             self._fail(f"! cannot read the file: {exc.strerror or exc}")
-
-    def listing(self) -> list[str]:
-        files = self.client.files
-        lines = [
-            f"  [file {o.number}] {clean(o.filename)} ({format_size(o.size)}) from "
-            f"{clean(o.sender)} — /accept {o.number}"
-            for o in files.incoming.values()
-            if o.offer not in files.transfers
-        ]
-        for t in files.transfers.values():
-            arrow = f"→ {clean(t.peer)}" if t.direction == "send" else f"← {clean(t.peer)}"
-            done = t.progress.done if t.progress is not None else 0
-            pct = f" {100 * done / t.size:.0f} %" if t.size else ""
-            state = t.result.message if t.result is not None else t.state
-            lines.append(
-                f"  [file {t.number}] {clean(t.filename)} {arrow}: {clean(state)}{pct}"
-                f" ({format_size(t.size)})"
-            )
-        return lines or ["(no file offers or transfers)"]
 
     # ------------------------------------------------------------------ events
 
@@ -161,68 +153,75 @@ class FileCommands:
             while len(self._shown_offers) > 512:
                 del self._shown_offers[next(iter(self._shown_offers))]
 
-    # ------------------------------------------------------------------ following a transfer
+    @property
+    def live_console(self) -> Console | None:
+        """The console of the line mode's progress display while it is shown (print through
+        it: the lines then go above the bars instead of through them)."""
+        display = self.display
+        return display.live_console if isinstance(display, LineDisplay) else None
 
-    def _follow(self, t: Transfer) -> None:
-        t.on_notice = lambda text: self._out(f"* [file {t.number}] {clean(text)}")
+    async def close(self) -> None:
+        await self.display.close()
+
+
+class LineDisplay:
+    """The line mode's display: ``rich`` bars when interactive; piped, each command waits."""
+
+    def __init__(
+        self,
+        *,
+        interactive: bool,
+        out: Line,
+        err: Line,
+        fail: Line,
+        console: Console | None = None,
+    ) -> None:
+        self.interactive = interactive
+        self._out, self._err, self._fail = out, err, fail
+        self._console = console
+        self._bars: Progress | None = None
+        self._rows: dict[int, TaskID] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def follow(self, t: Transfer) -> None:
+        t.on_notice = lambda text: self._out(notice_line(t, text))
         if self.interactive:
             t.on_progress = self._progress_of(t)
             task = asyncio.ensure_future(self._watch(t))
             self._watchers.add(task)
             task.add_done_callback(self._watchers.discard)
 
-    async def _settle(self, t: Transfer) -> None:
+    async def settle(self, t: Transfer) -> None:
         """Piped: the line is done when the transfer is (its final line; a failure counts)."""
         if self.interactive:
             return
         result = await t.wait()
-        line = self._final_line(t, result)
-        if result.ok:
-            self._out(line)
-        else:
-            self._fail(line)
+        (self._out if result.ok else self._fail)(final_line(t, result))
 
     async def _watch(self, t: Transfer) -> None:
         result = await t.wait()
         self._drop_row(t.number)
-        line = self._final_line(t, result)
-        (self._out if result.ok else self._err)(line)
-
-    @staticmethod
-    def _final_line(t: Transfer, result: FileResult) -> str:
-        return render_file_result(
-            t.number,
-            t.direction,
-            t.peer,
-            t.filename,
-            result.ok,
-            result.message,
-            t.size,
-            result.seconds,
-            result.via_relay,
-            str(result.path) if result.path is not None else None,
-        )
+        (self._out if result.ok else self._err)(final_line(t, result))
 
     def _progress_of(self, t: Transfer) -> Callable[[TransferProgress], None]:
+        arrow = f"→ {t.peer}" if t.direction == "send" else f"← {t.peer}"
+
         def update(p: TransferProgress) -> None:
             bars = self._display()
             row = self._rows.get(t.number)
-            arrow = f"→ {t.peer}" if t.direction == "send" else f"← {t.peer}"
-            speed = format_rate(p.rate)
-            eta = "ETA " + format_duration(p.eta) if p.done < p.total else "checking"
-            via = " (relay)" if p.via_relay else ""
+            fig = progress_figures(p)
             if row is None:
                 label = escape(clean(f"[{t.number}] {t.filename} {arrow}"))
-                row = bars.add_task(label, total=p.total or 1, speed=speed, eta=eta, via=via)
+                row = bars.add_task(
+                    label, total=p.total or 1, speed=fig.speed, eta=fig.eta, via=fig.via
+                )
                 self._rows[t.number] = row
-            bars.update(row, completed=p.done, speed=speed, eta=eta, via=via)
+            bars.update(row, completed=p.done, speed=fig.speed, eta=fig.eta, via=fig.via)
 
         return update
 
     @property
     def live_console(self) -> Console | None:
-        """The console of the progress display while it is shown (print through it: the
-        lines then go above the bars instead of through them)."""
         return self._bars.console if self._bars is not None else None
 
     def _display(self) -> Progress:

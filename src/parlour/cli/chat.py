@@ -49,7 +49,7 @@ from parlour.cli._render import (
     render_session,
     render_who,
 )
-from parlour.cli._transfers import FileCommands
+from parlour.cli._transfers import FileCommands, LineDisplay
 from parlour.client import (
     DEFAULT_PORT,
     FILE_EVENTS,
@@ -238,7 +238,12 @@ class ChatApp:
         self.last_dm_seq: dict[str, int] = {}
         #: /send-file, /accept, /decline, /cancel, /transfers (parlour.cli._transfers)
         self.files = FileCommands(
-            client, interactive=interactive, out=self.out, err=self.err, fail=self.fail
+            client,
+            out=self.out,
+            fail=self.fail,
+            display=LineDisplay(
+                interactive=interactive, out=self.out, err=self.err, fail=self.fail
+            ),
         )
         #: when the full-screen client runs, connection changes go to it instead
         self.tui_sink: Callable[[ConnectionState, str], None] | None = None

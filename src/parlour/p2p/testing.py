@@ -1,19 +1,40 @@
-"""A relay that impairs what it carries, for tests and the benchmark (never for production).
+"""Impaired networks for tests and the benchmark (never for production).
 
 :class:`ImpairedRelayServer` forwards like the real relay, but drops a fraction of the
 datagrams and holds some back for a few milliseconds so that they arrive out of order, with a
-seeded random generator so a run can be repeated.
+seeded random generator so a run can be repeated. :class:`FilteredManager` is a transfer
+manager whose socket drops what a filter refuses (a firewall, a pulled cable, a stall).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from typing import Any
 
+from .endpoint import Batch
+from .manager import TransferManager
 from .relay import Address, RelayConfig
 from .relay_udp import RelayServer
 
-__all__ = ["ImpairedRelayServer"]
+__all__ = ["FilteredManager", "ImpairedRelayServer"]
+
+
+class FilteredManager(TransferManager):
+    """A transfer manager whose socket takes only what ``allow(data, addr)`` lets through
+    (the rest is dropped, as a firewall or a cut cable would); ``dropped`` counts them."""
+
+    def __init__(self, allow: Callable[[memoryview, Address], bool], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.allow = allow
+        self.dropped = 0
+
+    def _on_batch(self, batch: Batch) -> None:
+        kept = [(data, addr) for data, addr in batch if self.allow(data, addr)]
+        self.dropped += len(batch) - len(kept)
+        if kept:
+            super()._on_batch(kept)
 
 
 class ImpairedRelayServer(RelayServer):

@@ -49,8 +49,6 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD_GEN0, 20, 100)
-    if cfg.workers > 1:
-        log.info("worker %d (pid %d) ready", worker, os.getpid())
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -61,11 +59,16 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
             except ControlError as exc:
                 log.error("reload failed: %s", exc.message)
 
-        runtime.spawn(do())
+        runtime.upstreams.spawn(do())
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # (after the handlers: a SIGHUP from now on reloads rather than ends the process)
+    if cfg.workers > 1:
+        log.info("worker %d (pid %d) ready", worker, os.getpid())
+    else:
+        log.info("ready (pid %d): SIGHUP reloads, SIGTERM or SIGINT stops", os.getpid())
     try:
         await stop.wait()
         log.info("shutting down: draining connections")
@@ -73,6 +76,22 @@ async def _serve(cfg: ProxyConfig, worker: int, run_id: str | None) -> None:
     finally:
         if runtime.store is not None:
             runtime.store.close()
+
+
+def _check_tls(cfg: ProxyConfig) -> None:
+    """Load every certificate, key and CA file once before any worker starts, so a bad
+    one is a one-line error rather than a worker failing later."""
+    from parlour.proxy.tls import ServerTls, TlsError, admin_context, backend_context
+
+    try:
+        if cfg.tls is not None:
+            ServerTls(cfg.tls)
+        if cfg.backend_tls is not None:
+            backend_context(cfg.backend_tls)
+        if cfg.admin_port is not None and cfg.admin_tls_cert and cfg.admin_tls_key:
+            admin_context(cfg.admin_tls_cert, cfg.admin_tls_key)
+    except TlsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def run_worker(cfg: ProxyConfig, worker: int = 0, run_id: str | None = None) -> None:
@@ -183,6 +202,22 @@ def _run_workers(cfg: ProxyConfig) -> None:
     help="Relay plain requests natively (http mode; default on when built).",
 )
 @click.option("--proxy-protocol", type=click.Choice(["v1", "v2"]), help="TCP mode only.")
+@click.option("--tls-cert", help="TLS on the listener: certificate chain (PEM).")
+@click.option("--tls-key", help="TLS on the listener: private key (PEM).")
+@click.option("--tls-min-version", type=click.Choice(["1.2", "1.3"]), help="Default 1.2.")
+@click.option(
+    "--backend-tls/--no-backend-tls", default=None, help="TLS on connections to backends."
+)
+@click.option("--backend-ca", help="Verify backends against this CA file (PEM).")
+@click.option(
+    "--backend-no-verify",
+    "backend_verify",
+    flag_value=False,
+    default=None,
+    help="TLS to backends without verifying their certificates.",
+)
+@click.option("--admin-tls-cert", help="HTTPS for the admin listener: certificate (PEM).")
+@click.option("--admin-tls-key", help="HTTPS for the admin listener: private key (PEM).")
 @click.option("--store", help="SQLite file for backends, settings and statistics.")
 @click.option("--load-from", type=click.Choice(["previous", "config"]))
 @click.option("--admin-host")
@@ -211,14 +246,13 @@ def proxy(
         raise click.ClickException(str(exc)) from None
     if no_admin:
         cfg = dataclasses.replace(cfg, admin_port=None)
-    if not cfg.backends and not (cfg.store and cfg.load_from == "previous"):
-        raise click.ClickException("no backends: give --backend or [[backends]] in the config")
     token = cfg.admin_token or os.environ.get("PARLOUR_PROXY_TOKEN") or None
     if cfg.admin_port is not None and token is not None and len(token) < 8:
         raise click.ClickException(
             "the admin token ([admin] token or PARLOUR_PROXY_TOKEN) must be at least 8 "
             "characters; leave it unset to have one generated"
         )
+    _check_tls(cfg)
     if cfg.store is not None:  # open (and migrate) once, before any worker starts
         from parlour.proxy.stats_store import StatsStore, StoreError
 

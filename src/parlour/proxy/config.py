@@ -1,10 +1,12 @@
 """Proxy configuration: a TOML file, then CLI flags on top, into one typed object.
 
 ```toml
-[proxy]      # listener and process settings (restart to change)
-[admin]      # admin API / dashboard listener
-[settings]   # live settings: the fields of ProxySettings
-[[backends]] # host, port, weight, max_conns
+[proxy]        # listener and process settings (restart to change)
+[tls]          # TLS on the listener: cert, key, min_version, [[tls.sni]] certificates
+[backend_tls]  # TLS to the backends: verify, ca_file, server_name, cert, key
+[admin]        # admin API / dashboard listener (tls_cert / tls_key for HTTPS)
+[settings]     # live settings: the fields of ProxySettings
+[[backends]]   # host, port, weight, max_conns
 ```
 """
 
@@ -19,6 +21,7 @@ from typing import Literal, get_args
 
 from parlour.proxy.balancing import ALGORITHMS
 from parlour.proxy.control import BackendSpec, ControlError, ProxySettings
+from parlour.proxy.tls import BackendTls, CertSpec, TlsConfig
 
 __all__ = [
     "ConfigError",
@@ -54,9 +57,16 @@ class ProxyConfig:
     admin_port: int | None = 9090  # None = no admin listener
     admin_token: str | None = None
     metrics_public: bool = False  # /metrics without the token
+    admin_tls_cert: str | None = None  # HTTPS for the admin listener (with admin_tls_key)
+    admin_tls_key: str | None = None
+    tls: TlsConfig | None = None  # TLS termination on the listener
+    backend_tls: BackendTls | None = None  # TLS on connections to backends
     settings: ProxySettings = field(default_factory=ProxySettings)
     backends: tuple[BackendSpec, ...] = ()
     path: str | None = None  # the file it came from (for reload)
+    # what the command line set (field or setting names, "backends" for -b): it wins over
+    # the previous run's state with load_from = "previous"
+    explicit: frozenset[str] = frozenset()
 
 
 def parse_backend(text: str) -> BackendSpec:
@@ -82,7 +92,15 @@ def _check_backend(spec: BackendSpec) -> BackendSpec:
 
 
 _SETTING_TYPES: dict[str, type] = {
-    f.name: (float if f.type in ("float", float) else int if f.type in ("int", int) else object)
+    f.name: (
+        float
+        if f.type in ("float", float)
+        else int
+        if f.type in ("int", int)
+        else bool
+        if f.type in ("bool", bool)
+        else object
+    )
     for f in dataclasses.fields(ProxySettings)
 }
 
@@ -140,17 +158,18 @@ def apply_setting_changes(current: ProxySettings, changes: Mapping[str, object])
         kind = _SETTING_TYPES.get(key)
         if kind is None:
             raise ControlError("invalid", f"unknown setting {key!r}")
-        if isinstance(value, bool) and key != "trust_forwarded":
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ControlError("invalid", f"{key} must be true or false")
+        elif isinstance(value, bool):
             raise ControlError("invalid", f"{key} must not be a boolean")
-        if kind is float:
+        elif kind is float:
             if not isinstance(value, int | float):
                 raise ControlError("invalid", f"{key} must be a number")
             value = float(value)
         elif kind is int and not isinstance(value, int):
             raise ControlError("invalid", f"{key} must be an integer")
-        elif key == "trust_forwarded" and not isinstance(value, bool):
-            raise ControlError("invalid", "trust_forwarded must be true or false")
-        elif kind is object and key != "trust_forwarded" and not isinstance(value, str):
+        elif kind is object and not isinstance(value, str):
             raise ControlError("invalid", f"{key} must be a string")
         clean[key] = value
     return validate_settings(dataclasses.replace(current, **clean))  # type: ignore[arg-type]
@@ -175,7 +194,15 @@ _ADMIN_KEYS = {
     "port": "admin_port",
     "token": "admin_token",
     "metrics_public": "metrics_public",
+    "tls_cert": "admin_tls_cert",
+    "tls_key": "admin_tls_key",
 }
+_TLS_KEYS = {"cert", "key", "min_version", "sni"}
+_SNI_KEYS = {"cert", "key", "names"}
+_BACKEND_TLS_KEYS = {"enabled", "verify", "ca_file", "server_name", "cert", "key", "min_version"}
+# command-line flags that build [tls] / [backend_tls] (see `load_config`)
+_TLS_FLAGS = {"tls_cert", "tls_key", "tls_min_version"}
+_BACKEND_TLS_FLAGS = {"backend_tls", "backend_ca", "backend_verify"}
 
 
 def _table(data: Mapping[str, object], name: str) -> Mapping[str, object]:
@@ -185,16 +212,128 @@ def _table(data: Mapping[str, object], name: str) -> Mapping[str, object]:
     return value
 
 
+def _string(table: str, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[{table}] {key} must be a non-empty string")
+    return value
+
+
+def _version(table: str, value: object) -> Literal["1.2", "1.3"]:
+    if value not in ("1.2", "1.3"):
+        raise ConfigError(f'[{table}] min_version must be "1.2" or "1.3"')
+    return "1.2" if value == "1.2" else "1.3"
+
+
+def _parse_tls(raw: Mapping[str, object]) -> TlsConfig | None:
+    unknown = set(raw) - _TLS_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key [tls] {', '.join(sorted(unknown))}")
+    if not raw:
+        return None
+    if "cert" not in raw or "key" not in raw:
+        raise ConfigError("[tls] needs cert and key (the default certificate)")
+    sni: list[CertSpec] = []
+    items = raw.get("sni", [])
+    if not isinstance(items, list):
+        raise ConfigError("[tls] sni must be an array of tables ([[tls.sni]])")
+    for item in items:
+        if not isinstance(item, dict) or set(item) - _SNI_KEYS or not {"cert", "key"} <= set(item):
+            raise ConfigError(f"bad [[tls.sni]] entry {item!r}: cert, key and optional names")
+        names = item.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError("[[tls.sni]] names must be a list of server names")
+        sni.append(
+            CertSpec(
+                _string("tls.sni", "cert", item["cert"]),
+                _string("tls.sni", "key", item["key"]),
+                tuple(names),
+            )
+        )
+    return TlsConfig(
+        CertSpec(_string("tls", "cert", raw["cert"]), _string("tls", "key", raw["key"])),
+        tuple(sni),
+        _version("tls", raw.get("min_version", "1.2")),
+    )
+
+
+def _parse_backend_tls(raw: Mapping[str, object]) -> BackendTls | None:
+    unknown = set(raw) - _BACKEND_TLS_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key [backend_tls] {', '.join(sorted(unknown))}")
+    if not raw or raw.get("enabled", True) is False:
+        return None
+    for flag in ("enabled", "verify"):
+        if not isinstance(raw.get(flag, True), bool):
+            raise ConfigError(f"[backend_tls] {flag} must be true or false")
+    opt: dict[str, str | None] = {}
+    for key in ("ca_file", "server_name", "cert", "key"):
+        opt[key] = _string("backend_tls", key, raw[key]) if key in raw else None
+    if bool(opt["cert"]) != bool(opt["key"]):
+        raise ConfigError("[backend_tls] cert and key go together")
+    verify = bool(raw.get("verify", True))
+    if not verify and opt["ca_file"]:
+        raise ConfigError("[backend_tls] ca_file is for verify = true")
+    return BackendTls(
+        verify=verify,
+        ca_file=opt["ca_file"],
+        server_name=opt["server_name"],
+        cert=opt["cert"],
+        key=opt["key"],
+        min_version=_version("backend_tls", raw.get("min_version", "1.2")),
+    )
+
+
+def _tls_flags(current: TlsConfig | None, flags: Mapping[str, object]) -> TlsConfig | None:
+    """--tls-cert/--tls-key replace the default certificate of [tls] (or make one)."""
+    cert, key, version = flags.get("tls_cert"), flags.get("tls_key"), flags.get("tls_min_version")
+    if cert is None and key is None:
+        if version is not None and current is not None:
+            return dataclasses.replace(current, min_version=_version("tls", version))
+        if version is not None:
+            raise ConfigError("--tls-min-version needs --tls-cert and --tls-key")
+        return current
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    default = CertSpec(_string("tls", "cert", cert), _string("tls", "key", key))
+    base = current or TlsConfig(default)
+    return dataclasses.replace(
+        base,
+        default=default,
+        min_version=_version("tls", version) if version is not None else base.min_version,
+    )
+
+
+def _backend_tls_flags(
+    current: BackendTls | None, flags: Mapping[str, object]
+) -> BackendTls | None:
+    """--backend-tls/--no-backend-tls, --backend-ca FILE, --backend-no-verify."""
+    enabled, ca, verify = (flags.get(k) for k in ("backend_tls", "backend_ca", "backend_verify"))
+    if enabled is False:
+        return None
+    if enabled is None and ca is None and verify is None:
+        return current
+    if verify is False and ca is not None:
+        raise ConfigError("--backend-ca and --backend-no-verify contradict each other")
+    base = current or BackendTls()
+    if ca is not None:
+        base = dataclasses.replace(base, verify=True, ca_file=_string("backend_tls", "ca_file", ca))
+    if verify is False:  # (the flag wins over the file's ca_file)
+        base = dataclasses.replace(base, verify=False, ca_file=None)
+    return base
+
+
 def load_config(path: str | Path | None, **overrides: object) -> ProxyConfig:
     """Read `path` (if given) and apply overrides: ProxyConfig fields, or ProxySettings
-    fields (routed into `settings`), or `backends` (a list of BackendSpec)."""
+    fields (routed into `settings`), or `backends` (a list of BackendSpec), or the TLS
+    flags (`tls_cert`, `tls_key`, `tls_min_version`, `backend_tls`, `backend_ca`,
+    `backend_verify`)."""
     data: dict[str, object] = {}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
-    unknown = set(data) - {"proxy", "admin", "settings", "backends"}
+    unknown = set(data) - {"proxy", "admin", "settings", "backends", "tls", "backend_tls"}
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
     fields: dict[str, object] = {}
@@ -225,6 +364,15 @@ def load_config(path: str | Path | None, **overrides: object) -> ProxyConfig:
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"bad [[backends]] entry {item!r}") from None
         backends.append(_check_backend(spec))
+    explicit = frozenset(
+        k for k, v in overrides.items() if v is not None and (k != "backends" or v)
+    )
+    flags = {k: overrides.pop(k) for k in list(overrides) if k in _TLS_FLAGS | _BACKEND_TLS_FLAGS}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    fields["tls"] = _tls_flags(_parse_tls(_table(data, "tls")), flags)
+    fields["backend_tls"] = _backend_tls_flags(
+        _parse_backend_tls(_table(data, "backend_tls")), flags
+    )
     for key, value in overrides.items():
         if value is None:
             continue
@@ -248,6 +396,7 @@ def load_config(path: str | Path | None, **overrides: object) -> ProxyConfig:
             settings=settings,
             backends=tuple(backends),
             path=str(path) if path is not None else None,
+            explicit=explicit,
             **fields,  # type: ignore[arg-type]
         )
     except TypeError as exc:
@@ -281,4 +430,10 @@ def _check(cfg: ProxyConfig) -> ProxyConfig:
         raise ConfigError("max_header_bytes must be between 1024 and 1048576")
     if not 0 <= cfg.max_queue <= 100_000:
         raise ConfigError("max_queue must be between 0 and 100000")
+    if bool(cfg.admin_tls_cert) != bool(cfg.admin_tls_key):
+        raise ConfigError("[admin] tls_cert and tls_key go together")
+    for name in ("admin_tls_cert", "admin_tls_key"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"[admin] {name.removeprefix('admin_')} must be a file name")
     return cfg

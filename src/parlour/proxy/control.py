@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 __all__ = [
+    "LISTENER_KEYS",
     "Algorithm",
     "BackendSnapshot",
     "BackendSpec",
     "BackendState",
     "ControlError",
+    "ListenerInfo",
     "ProxyControl",
     "ProxySettings",
     "SelectionMode",
@@ -39,8 +41,9 @@ Algorithm = Literal[
 ]
 SelectionMode = Literal["per_connection", "interval"]
 # up: healthy, gets traffic; down: failed health checks; disabled: operator took it out;
-# draining: finishes existing connections, takes no new ones.
-BackendState = Literal["up", "down", "disabled", "draining"]
+# draining: finishes existing connections, takes no new ones; checking: added while the
+# proxy runs, no traffic until its first health check passes.
+BackendState = Literal["up", "down", "disabled", "draining", "checking"]
 
 
 class ControlError(Exception):
@@ -89,6 +92,7 @@ class ProxySettings:
     health_fall: int = 3
     max_connections: int = 10000
     trust_forwarded: bool = False
+    hide_server_header: bool = False  # leave the backends' Server field out of responses
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,31 @@ class BackendSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    """How the proxy listens and runs: fixed for the life of the process (the config file
+    or the command line says; a restart changes them). Shown read-only by the dashboard."""
+
+    mode: Literal["http", "tcp"]
+    listen_host: str
+    listen_port: int
+    backlog: int
+    workers: int
+    load_from: Literal["previous", "config"]
+    store: str | None
+    tls: bool  # TLS on the listener
+    backend_tls: bool  # TLS to backends
+    data_plane: str  # "fast lane" or "python relay (why)"
+    config_path: str | None
+
+
+# keys of ListenerInfo that are configuration (a settings change naming one is refused
+# with "restart_required" rather than "unknown setting")
+LISTENER_KEYS = frozenset(
+    {"mode", "listen_host", "listen_port", "backlog", "workers", "load_from", "store"}
+)
+
+
+@dataclass(frozen=True, slots=True)
 class TotalsSnapshot:
     started_at: float
     active_conns: int
@@ -133,6 +162,7 @@ class TotalsSnapshot:
 
 class ProxyControl(Protocol):
     def settings(self) -> ProxySettings: ...
+    def listener(self) -> ListenerInfo: ...
     def update_settings(self, **changes: object) -> ProxySettings: ...
     def backends(self) -> list[BackendSnapshot]: ...
     def totals(self) -> TotalsSnapshot: ...

@@ -2,7 +2,7 @@
 
 `parlour.proxy._fastlane.Engine` relays plain HTTP/1.1 keep-alive requests in C on the
 worker's event loop thread; every policy decision stays here, in Python. `FastLane` is the
-engine's handler (the callbacks of the design's contract table) on top of `ProxyRuntime`:
+engine's handler (the callbacks of the design's contract table) on top of `Upstreams`:
 admission, backend choice (`try_acquire`/`acquire`, so every algorithm, health state,
 max_conns and the wait queue apply unchanged), connecting (`connect_upstream`, with the
 Python relay's retries, timeouts and statistics), slot release, passive health, error
@@ -25,11 +25,10 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
-from parlour.proxy.headers import error_response
 from parlour.proxy.pool import Backend
 
 if TYPE_CHECKING:
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
 __all__ = ["ENV_VAR", "EngineLike", "FastLane", "engine_class", "native_module"]
 
@@ -104,8 +103,10 @@ def engine_class(mode: str, enabled: bool) -> tuple[EngineFactory | None, str]:
 class FastLane:
     """The engine's handler, and the runtime's handle on the engine."""
 
-    def __init__(self, runtime: ProxyRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, upstreams: Upstreams) -> None:
+        self.ups = upstreams
+        # the engine's clients count toward max_connections like the Python relay's
+        upstreams.other_clients = lambda: self.clients
         self.loop = asyncio.get_running_loop()
         self.engine: EngineLike | None = None
         self._backends: list[Backend] = []  # index -> Backend; only grows
@@ -134,7 +135,7 @@ class FastLane:
         engine = self.engine
         if engine is None:
             return
-        rt = self.runtime
+        rt = self.ups
         s = rt.pool.settings
         hash_mode = HASH_MODES.get(s.algorithm, 0)
         header = s.hash_header.encode("ascii")  # (validate_settings: ASCII, <= 127 bytes)
@@ -148,6 +149,7 @@ class FastLane:
             hash_mode=hash_mode,
             hash_header=header,
             stopping=rt.stopping,
+            hide_server=s.hide_server_header,
             retry_limit=s.retry_limit,
         )
 
@@ -171,13 +173,13 @@ class FastLane:
 
     def harvest(self) -> None:
         """Add the engine's counters since the last harvest to the Backend objects and
-        the runtime's totals."""
+        the proxy's counters."""
         if self.engine is None:
             return
         requests, errors, per_backend = self.engine.harvest()
-        rt = self.runtime
-        rt.requests += requests
-        rt.errors += errors
+        counters = self.ups.counters
+        counters.requests += requests
+        counters.errors += errors
         backends = self._backends
         for i, n, bytes_in, bytes_out, response_errors, retries, latencies in per_backend:
             if not 0 <= i < len(backends):
@@ -221,16 +223,12 @@ class FastLane:
 
     # ================================================================ engine side
     def admit(self, ip: str) -> bytes | None:
-        rt = self.runtime
-        clients = self.engine.clients if self.engine is not None else 0
-        if len(rt.conns) + clients >= rt.pool.settings.max_connections or rt.stopping:
-            rt.rejected += 1
-            return error_response(503, "The proxy is at its connection limit.")
-        rt.total_conns += 1
+        if not self.ups.accept(None):  # (counted: the engine keeps the client)
+            return self.ups.error_page(503, "The proxy is at its connection limit.", busy=True)
         return None
 
     def select(self, token: int, key: bytes | None) -> int | bytes | None:
-        got = self.runtime.try_acquire(key)
+        got = self.ups.try_acquire(key)
         if isinstance(got, Backend):
             i = self._index.get(id(got))
             if i is None:
@@ -240,10 +238,10 @@ class FastLane:
             return i
         if got is None:
             log.warning("fast lane client: 503 %s", _NO_BACKEND)
-            return error_response(503, _NO_BACKEND)
+            return self.ups.error_page(503, _NO_BACKEND)
         # every backend is at max_conns: wait in the queue (the engine counts the error
         # if the wait fails: `fail` writes the page)
-        self.runtime.spawn(self._wait_and_connect(token, key))
+        self.ups.spawn(self._wait_and_connect(token, key))
         return None
 
     def connect(self, token: int, backend: int) -> None:
@@ -252,13 +250,13 @@ class FastLane:
             entry = self._keys.get(token & _SLOT_MASK)
             if entry is not None and entry[0] == token:
                 key = entry[1]
-        self.runtime.spawn(self._connect(token, self._backends[backend], key))
+        self.ups.spawn(self._connect(token, self._backends[backend], key))
 
     def release(self, backend: int, ok: bool) -> bool:
         b = self._backends[backend]
-        rt = self.runtime
+        rt = self.ups
         rt.release(b)
-        if ok and b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
+        if ok and b.health.passive_failures:  # (pool.passive_success: nothing to reset)
             rt.pool.passive_success(b.id, rt.clock())
         return (
             b.health.state == "up"  # (b.state without the property call)
@@ -269,7 +267,7 @@ class FastLane:
 
     def failure(self, backend: int, reason: str) -> None:
         b = self._backends[backend]
-        rt = self.runtime
+        rt = self.ups
         if rt.pool.find(b.id) is b:  # (not a new backend of the same address)
             rt.pool.passive_failure(b.id, rt.clock(), reason)
         log.info("backend %s: %s", b.id, reason)
@@ -277,10 +275,10 @@ class FastLane:
     def escape(self, fd: int, data: bytes) -> None:
         sock = socket.socket(fileno=fd)
         self._adopting.add(sock)
-        self.runtime.spawn(self._adopt(sock, data))
+        self.ups.spawn(self._adopt(sock, data))
 
     def page(self, status: int, detail: str) -> bytes:
-        return error_response(status, detail)
+        return self.ups.error_page(status, detail)
 
     def log(self, level: int, message: str) -> None:
         log.log(level, "%s", message)
@@ -290,9 +288,9 @@ class FastLane:
         """The Python relay takes the connection over; `data` is parsed first."""
         from parlour.proxy.http_relay import HttpClient
 
-        rt = self.runtime
+        ups = self.ups
         try:
-            await self.loop.connect_accepted_socket(lambda: HttpClient(rt, adopted=data), sock)
+            await self.loop.connect_accepted_socket(lambda: HttpClient(ups, adopted=data), sock)
         except BaseException:
             sock.close()
             raise
@@ -300,12 +298,12 @@ class FastLane:
             self._adopting.discard(sock)
 
     async def _wait_and_connect(self, token: int, key: bytes | None) -> None:
-        got = await self.runtime.acquire(key)
+        got = await self.ups.acquire(key)
         if isinstance(got, str):
             self._fail(token, 503, _NO_BACKEND if got == "down" else _BUSY)
             return
         if self.engine is None:  # stopped meanwhile
-            self.runtime.release(got)
+            self.ups.release(got)
             return
         # back to the engine with the slot: it uses an idle pooled connection if it has
         # one, else asks `connect`; if the client has gone it just releases the slot
@@ -313,7 +311,7 @@ class FastLane:
 
     async def _connect(self, token: int, b: Backend, key: bytes | None) -> None:
         """Connect for the request `token` (the slot on `b` is ours), then attach."""
-        rt = self.runtime
+        rt = self.ups
         result = await rt.connect_upstream(key, self._open_socket, first=b)
         if isinstance(result, str):
             if result == "down":
@@ -335,7 +333,7 @@ class FastLane:
         if status == 503:
             log.warning("fast lane client: 503 %s", detail)
         if self.engine is not None:
-            self.engine.fail(token, error_response(status, detail))
+            self.engine.fail(token, self.ups.error_page(status, detail, busy=detail == _BUSY))
 
     async def _resolve(self, host: str, port: int) -> list[_AddrInfo]:
         """getaddrinfo, skipped for a numeric address (it costs a thread hand-off per call,

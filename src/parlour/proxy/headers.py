@@ -26,6 +26,7 @@ __all__ = [
     "drop_fields",
     "error_response",
     "response_tail",
+    "split_absolute_form",
     "status_line",
     "validate_request",
 ]
@@ -93,9 +94,12 @@ def validate_request(
         raise BadRequest("CONNECT is not supported by a reverse proxy")
     if not url:
         raise BadRequest("empty request target")
-    origin_or_absolute = url.startswith((b"/", b"http://", b"https://"))
-    if not origin_or_absolute and not (url == b"*" and method == "OPTIONS"):
-        raise BadRequest("bad request target")
+    authority: bytes | None = None
+    if url[0] != 47:  # not "/": absolute-form (RFC 9112 §3.2.2), or "*" for OPTIONS
+        if url == b"*" and method == "OPTIONS":
+            pass
+        else:
+            authority, url = split_absolute_form(url)
     if len(headers) > MAX_HEADERS:
         raise BadRequest("too many header fields")
     hosts = 0
@@ -126,10 +130,43 @@ def validate_request(
         raise BadRequest("HTTP/1.1 request needs exactly one Host header")
     if hosts > 1:
         raise BadRequest("several Host headers")
+    if authority is not None:
+        # the target's authority is the Host (RFC 9112 §3.2.2: a server MUST ignore the
+        # Host field then); the backend gets origin-form and that one Host
+        kept = [(n, v) for n, v in headers if not (len(n) == 4 and n.lower() == b"host")]
+        headers = [(b"Host", authority), *kept]
     # tuple.__new__ directly: the NamedTuple's generated __new__ is a Python call
     return _new_tuple(
         RequestHead, (method, url, version, tuple(headers), chunked, content_length, upgrade)
     )
+
+
+# an authority without userinfo (RFC 3986 §3.2): a reg-name or IPv4 address, or an IPv6
+# literal in brackets, and an optional port
+_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?\Z")
+
+
+def split_absolute_form(url: bytes) -> tuple[bytes, bytes]:
+    """(authority, origin-form target) of an absolute-form `http(s)://authority/path?q`
+    target; BadRequest for any other scheme, a missing or bad authority, or userinfo."""
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise BadRequest("bad request target")
+    cut = len(rest)
+    for mark in (b"/", b"?", b"#"):
+        at = rest.find(mark)
+        if 0 <= at < cut:
+            cut = at
+    authority, target = rest[:cut], rest[cut:]
+    if b"@" in authority:
+        raise BadRequest("userinfo in the request target")
+    if not authority or not _AUTHORITY.match(authority) or authority.startswith(b":"):
+        raise BadRequest("bad authority in the request target")
+    if target.startswith(b"#"):
+        target = b""
+    if not target.startswith(b"/"):
+        target = b"/" + target
+    return authority, target
 
 
 _new_tuple = tuple.__new__
@@ -144,22 +181,28 @@ _NEVER_NAMED = frozenset({b"content-length", b"host", b"transfer-encoding"})
 
 
 # what the head builders do with a field, by lower-cased name (one dict lookup per field)
-_HOP, _XFF, _XFP, _XFH, _VIA_FIELD, _HOST, _LENGTH = range(7)
+_HOP, _XFF, _XFP, _XFH, _VIA_FIELD, _HOST, _LENGTH, _CLAIM, _SERVER = range(9)
 _REQUEST_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
     b"x-forwarded-for": _XFF,
     b"x-forwarded-proto": _XFP,
     b"x-forwarded-host": _XFH,
     b"via": _VIA_FIELD,
     b"host": _HOST,
+    # what a client says about where the request came from: kept only from a trusted
+    # peer (trust_forwarded), like X-Forwarded-*
+    b"forwarded": _CLAIM,
+    b"x-real-ip": _CLAIM,
 }
 _RESPONSE_FIELDS: dict[bytes, int] = {name: _HOP for name in HOP_BY_HOP} | {
-    b"content-length": _LENGTH
+    b"content-length": _LENGTH,
+    b"server": _SERVER,
 }
 _REQUEST_LENGTHS = frozenset(len(n) for n in _REQUEST_FIELDS)
 _RESPONSE_LENGTHS = frozenset(len(n) for n in _RESPONSE_FIELDS)
 # for the relay, which classifies response fields as llhttp reports them: names of these
-# lengths may be hop-by-hop or Content-Length, no other name needs lower()
-RESPONSE_SPECIAL_LENGTHS = _RESPONSE_LENGTHS
+# lengths may be hop-by-hop or Content-Length, no other name needs lower() (Server is
+# looked at only when hide_server_header is on)
+RESPONSE_SPECIAL_LENGTHS = frozenset(len(n) for n in HOP_BY_HOP) | {len(b"content-length")}
 RESPONSE_HOP_BY_HOP = HOP_BY_HOP
 
 
@@ -228,6 +271,9 @@ def build_request_head(
             lines.append(name + b": " + value)
         elif kind == _VIA_FIELD:
             via = value if via is None else via + b", " + value
+        elif kind == _CLAIM:
+            if trust_forwarded:
+                lines.append(name + b": " + value)
         elif trust_forwarded:
             if kind == _XFF:
                 xff = value if xff is None else xff + b", " + value
@@ -290,9 +336,11 @@ def build_response_head(
     client_version: str,
     framing: str,
     keep_alive: bool,
+    hide_server: bool = False,
 ) -> bytes:
     """The head sent to the client. `framing` is "chunked", "length", "none" or "close"
-    (body ends when the connection closes); "upgrade" keeps Upgrade/Connection."""
+    (body ends when the connection closes); "upgrade" keeps Upgrade/Connection.
+    `hide_server`: leave the backend's Server field out."""
     upgrade = framing == "upgrade"
     lines = [b"HTTP/%b %d %b" % (client_version.encode("ascii"), status, reason)]
     drop_length = framing not in ("length", "none")
@@ -312,8 +360,12 @@ def build_response_head(
                         client_version=client_version,
                         framing=framing,
                         keep_alive=keep_alive,
+                        hide_server=hide_server,
                     )
             elif upgrade and name.lower() == b"upgrade":
+                lines.append(name + b": " + value)
+        elif kind == _SERVER:
+            if not hide_server:
                 lines.append(name + b": " + value)
         elif not drop_length:  # Content-Length
             lines.append(name + b": " + value)
@@ -369,8 +421,9 @@ _REASONS = {
 }
 
 
-def error_response(status: int, detail: str) -> bytes:
-    """A complete small HTML error response that closes the connection."""
+def error_response(status: int, detail: str, retry_after: int | None = None) -> bytes:
+    """A complete small HTML error response that closes the connection; `retry_after`
+    (seconds) adds Retry-After (RFC 9110 §10.2.3), for 503s."""
     reason = _REASONS.get(status, "Error")
     safe = detail.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     body = (
@@ -379,6 +432,8 @@ def error_response(status: int, detail: str) -> bytes:
     ).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n"
+        + (f"Retry-After: {retry_after}\r\n" if retry_after is not None else "")
+        + "\r\n"
     ).encode()
     return head + body

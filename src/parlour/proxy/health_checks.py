@@ -5,25 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from parlour.proxy.control import ProxySettings
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
-__all__ = ["check_backend", "health_loop"]
+__all__ = ["check_backend", "check_now", "health_loop"]
 
 log = logging.getLogger("parlour.proxy")
 
 
-async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, str]:
-    """One check: (ok, reason-if-not)."""
+async def check_backend(
+    host: str,
+    port: int,
+    s: ProxySettings,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
+) -> tuple[bool, str]:
+    """One check: (ok, reason-if-not). With `tls` (TLS to backends) the handshake is part
+    of the check, so a certificate that does not verify shows as the reason."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(s.health_timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is not None:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=server_name or host
+                )
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
             if s.health_kind == "http":
                 writer.write(
                     f"GET {s.health_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -39,6 +52,10 @@ async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, s
         return True, ""
     except TimeoutError:
         return False, "health check timed out"
+    except ssl.SSLError as exc:
+        return False, f"health check: TLS: {exc.reason or exc}"
+    except ConnectionRefusedError:
+        return False, "health check: connection refused"
     except OSError as exc:
         return False, f"health check: {exc.strerror or exc}"
     finally:
@@ -48,14 +65,26 @@ async def check_backend(host: str, port: int, s: ProxySettings) -> tuple[bool, s
                 await writer.wait_closed()
 
 
-async def _check_one(runtime: ProxyRuntime, b: Backend) -> None:
-    ok, reason = await check_backend(b.spec.host, b.spec.port, runtime.pool.settings)
-    runtime.pool.check_result(b.id, ok, runtime.clock(), reason)
+async def _check_one(ups: Upstreams, b: Backend) -> None:
+    ok, reason = await check_backend(
+        b.spec.host,
+        b.spec.port,
+        ups.pool.settings,
+        ups.backend_ssl,
+        ups.backend_server_name(b) if ups.backend_ssl is not None else None,
+    )
+    ups.pool.check_result(b.id, ok, ups.clock(), reason)
 
 
-async def health_loop(runtime: ProxyRuntime) -> None:
+async def check_now(ups: Upstreams, b: Backend) -> None:
+    """Check `b` at once (a backend just added: it gets no traffic until this decides)."""
+    if b.admin != "disabled":
+        await _check_one(ups, b)
+
+
+async def health_loop(ups: Upstreams) -> None:
     while True:
-        targets = [b for b in runtime.pool.all() if b.admin != "disabled"]
+        targets = [b for b in ups.pool.all() if b.admin != "disabled"]
         if targets:
-            await asyncio.gather(*(_check_one(runtime, b) for b in targets))
-        await asyncio.sleep(runtime.pool.settings.health_interval_s)
+            await asyncio.gather(*(_check_one(ups, b) for b in targets))
+        await asyncio.sleep(ups.pool.settings.health_interval_s)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
@@ -23,7 +22,6 @@ import httptools
 
 from parlour.proxy.admission import may_retry
 from parlour.proxy.headers import (
-    REQUEST_LINE,
     RESPONSE_HOP_BY_HOP,
     RESPONSE_SPECIAL_LENGTHS,
     BadRequest,
@@ -31,22 +29,29 @@ from parlour.proxy.headers import (
     build_request_head,
     connection_named,
     drop_fields,
-    error_response,
     response_tail,
     status_line,
     validate_request,
 )
+from parlour.proxy.http_rules import (
+    RequestScan,
+    chunk,
+    client_wait,
+    request_keep_alive,
+    response_framing,
+    response_keep_alive,
+)
+from parlour.proxy.tls_reads import DecryptedReads
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
-__all__ = ["HttpClient", "HttpUpstream"]
+__all__ = ["HttpClient", "HttpUpstream", "TlsHttpClient", "TlsHttpUpstream"]
 
 log = logging.getLogger("parlour.proxy")
 
 MAX_PIPELINED = 16
-_NO_BODY_STATUS = frozenset({204, 304})
 _SPECIAL_LENGTHS = RESPONSE_SPECIAL_LENGTHS
 _HOP_BY_HOP = RESPONSE_HOP_BY_HOP
 _connection_named = connection_named
@@ -54,76 +59,8 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _HASHED = frozenset({"ip_hash", "uri_hash", "header_hash"})
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
 class _StopParsing(Exception):
     """Raised from a parser callback to stop llhttp at a message boundary."""
-
-
-_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f]*")
-
-
-class _ChunkScan:
-    """Follows the framing of a chunked request body (already checked by llhttp, read by
-    read) only to find the offset where the message ends in the read that completes it:
-    httptools reports no offsets, and a pipelined request after it must have its request
-    line checked like the first one."""
-
-    __slots__ = ("digits", "left", "phase")
-
-    def __init__(self) -> None:
-        self.phase = 0  # 0 size digits, 1 rest of size line, 2 data + CRLF,
-        # 3 at a trailer line start, 4 in a trailer line, 5 CR of the final empty line seen
-        self.digits = b""
-        self.left = 0
-
-    def feed(self, data: bytes, pos: int) -> int:
-        """Scan data[pos:]; the offset just past the message, or -1 if it goes on."""
-        n = len(data)
-        while pos < n:
-            phase = self.phase
-            if phase <= 1:
-                nl = data.find(b"\n", pos)
-                stop = n if nl < 0 else nl
-                if phase == 0:
-                    m = _HEX_DIGITS.match(data, pos, stop)
-                    assert m is not None  # (matches the empty string at least)
-                    self.digits += m.group()
-                    if m.end() < stop:
-                        self.phase = 1
-                if nl < 0:
-                    return -1
-                size = int(self.digits or b"0", 16)
-                self.digits = b""
-                pos = nl + 1
-                if size:
-                    self.phase = 2
-                    self.left = size + 2
-                else:
-                    self.phase = 3
-            elif phase == 2:
-                take = min(self.left, n - pos)
-                pos += take
-                self.left -= take
-                if not self.left:
-                    self.phase = 0
-            elif phase == 3:
-                if data[pos] == 13:
-                    self.phase = 5
-                    pos += 1
-                else:
-                    self.phase = 4
-            elif phase == 4:
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    return -1
-                pos = nl + 1
-                self.phase = 3
-            else:
-                return pos + 1  # (the LF llhttp has checked)
-        return -1
 
 
 class _Request:
@@ -145,48 +82,16 @@ class _Request:
     response_started = False
     framing = "length"
     interim = False
+    status = 0  # of the final response
 
 
-class _State:
-    """More of HttpClient's state, in a slotted object of its own: a 30th instance
-    attribute on HttpClient made every request of the relay loop bench ~6% slower
-    (measured: CPython 3.11's instance dict then no longer serves the fast attribute
-    paths; keep HttpClient at 29 instance attributes).
+class HttpUpstream(asyncio.BaseProtocol):
+    """One connection to a backend; pooled while idle. (A BaseProtocol with
+    `data_received`, not an `asyncio.Protocol`: `TlsHttpUpstream` adds buffered reads,
+    which uvloop ignores for Protocol subclasses.)"""
 
-    Mostly where messages sit in the read being parsed (httptools gives no offsets), so
-    that a request line pipelined behind another in the same read is checked too."""
-
-    __slots__ = (
-        "body_here",
-        "body_start",
-        "chunks",
-        "data",
-        "line",
-        "msg_pos",
-        "multi",
-        "out_paused_at",
-        "tail",
-    )
-
-    def __init__(self) -> None:
-        # when output to the client stalled (its write buffer went over high water);
-        # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
-        self.out_paused_at = 0.0
-        self.line: bytes | None = None  # a request line still arriving
-        self.data = b""  # the read being parsed
-        self.multi = False  # it may hold more than the end of one message
-        self.msg_pos = 0  # offset of the message being parsed, -1: began in an earlier read
-        self.body_start = 0  # offset where its body starts (0: in an earlier read)
-        self.body_here = 0  # its Content-Length body bytes in this read
-        self.tail = b""  # last bytes of a head still arriving (its end may straddle reads)
-        self.chunks: _ChunkScan | None = None
-
-
-class HttpUpstream(asyncio.Protocol):
-    """One connection to a backend; pooled while idle."""
-
-    def __init__(self, runtime: ProxyRuntime, backend: Backend) -> None:
-        self.runtime = runtime
+    def __init__(self, upstreams: Upstreams, backend: Backend) -> None:
+        self.ups = upstreams
         self.backend = backend
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -201,17 +106,24 @@ class HttpUpstream(asyncio.Protocol):
         self._drop: set[bytes] | None = None  # fields to leave out (rare)
         self.chunked = False
         self.has_length = False
+        self.hide_server = False  # (read per response from the settings)
         # the response to a HEAD ends at its head, whatever Content-Length says; llhttp
         # (through httptools) cannot be told, so the relay ends it after `feed_data`
         self.skip_body = False
         self.skipped_bytes = False
         self.skip_keep_alive = False  # read at the head (llhttp resets it at a message end)
+        # the final response ended in the read being parsed: it is finished after
+        # `feed_data` returns (never from inside it, where a pipelined request could take
+        # this connection and be answered by what follows); `extra`: bytes followed it
+        self.done = False
+        self.done_keep_alive = False
+        self.extra = False
 
     # --- pool helpers
     def expired(self, now: float) -> bool:
         if self.closed:
             return True
-        if now - self.idle_since > self.runtime.pool.settings.idle_timeout_s:
+        if now - self.idle_since > self.ups.pool.settings.idle_timeout_s:
             self.close()
             return True
         return False
@@ -238,7 +150,7 @@ class HttpUpstream(asyncio.Protocol):
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=self.runtime.pool.settings.buffer_size)
+        transport.set_write_buffer_limits(high=self.ups.pool.settings.buffer_size)
 
     def data_received(self, data: bytes) -> None:
         self.backend.bytes_in += len(data)
@@ -254,24 +166,44 @@ class HttpUpstream(asyncio.Protocol):
         # the client in one write (one syscall) instead of one per callback
         client.corked = True
         try:
-            self.parser.feed_data(data)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                if self.done:  # (a 101 after the response: bytes it should not have sent)
+                    self.extra = True
+                elif self.client is client:
+                    client.start_tunnel(self, data[exc.args[0] :])
+                    return
+            except httptools.HttpParserError as exc:
+                if self.done:  # (stopped by on_message_begin, or garbage after the end)
+                    self.extra = True
+                elif self.client is client:
+                    client.upstream_broken(self, f"bad response from backend: {exc}")
+                    return
             if self.skip_body:
                 self._end_bodiless(client)
-        except httptools.HttpParserUpgrade as exc:
-            if self.client is client:
-                client.start_tunnel(self, data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
-            if self.client is client:
-                client.upstream_broken(self, f"bad response from backend: {exc}")
+            elif self.done:
+                self._end_message(client)
         finally:
             client.uncork()
+
+    def _end_message(self, client: HttpClient) -> None:
+        """The final response ended in this read. The connection may serve another request
+        only if the backend sent nothing after it: bytes past a framed response would
+        otherwise be read as the answer to the next request (a response desync)."""
+        keep = self.done_keep_alive and not self.extra
+        if self.extra:
+            log.warning("backend %s sent bytes after its response: closing", self.backend.id)
+        self.done = self.extra = False
+        if self.client is client:
+            client.response_complete(self, keep)
 
     def _end_bodiless(self, client: HttpClient) -> None:
         """The head of a response to HEAD is in: end the message here. The parser
         (which would wait for Content-Length body bytes) is replaced for the next
         response; bytes the backend sent after the head make the connection unusable."""
-        keep = self.skip_keep_alive and not self.skipped_bytes
-        self.skip_body = self.skipped_bytes = False
+        keep = self.skip_keep_alive and not self.skipped_bytes and not self.extra
+        self.skip_body = self.skipped_bytes = self.done = self.extra = False
         self.parser = httptools.HttpResponseParser(self)
         if self.client is client:
             client.response_complete(self, keep)
@@ -281,9 +213,7 @@ class HttpUpstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        idle = self.runtime.idle_upstream.get(self.backend.id)
-        if idle is not None and self in idle:
-            idle.remove(self)
+        self.ups.unpark(self)
         if self.client is not None:
             self.client.upstream_lost(self, exc)
 
@@ -297,11 +227,14 @@ class HttpUpstream(asyncio.Protocol):
 
     # --- httptools callbacks
     def on_message_begin(self) -> None:
+        if self.done:  # another message after the response, in the same read: stop here
+            raise _StopParsing
         self._lines = [b""]  # [0]: the status line, set by the client
         self._reason = b""
         self.chunked = False
         self.has_length = False
         self._drop = None
+        self.hide_server = self.ups.pool.settings.hide_server_header
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -317,6 +250,8 @@ class HttpUpstream(asyncio.Protocol):
                 return
             if lname == b"content-length":
                 self.has_length = True
+        elif self.hide_server and len(name) == 6 and name.lower() == b"server":
+            return  # (hide_server_header: the backend's software stays private)
         self._lines.append(name + b": " + value)
 
     def _hop_field(self, lname: bytes, name: bytes, value: bytes) -> None:
@@ -349,16 +284,29 @@ class HttpUpstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.skip_body:  # (Content-Length: 0) `_end_bodiless` ends it
+            self.done = True
             return
-        if self.client is not None:
-            self.client.response_complete(self, self.parser.should_keep_alive())
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim response: the final one follows
+            if self.client is not None:
+                self.client.response_complete(self, True)
+            return
+        # the end of the final response: `data_received` finishes it after `feed_data`
+        self.done = True
+        # an HTTP/1.0 message with Transfer-Encoding has faulty framing: close after it
+        # (RFC 9112 §6.1), whatever its Connection field says
+        self.done_keep_alive = response_keep_alive(
+            self.parser.should_keep_alive(), self.chunked, self.parser.get_http_version()
+        )
 
 
-class HttpClient(asyncio.Protocol):
-    """One client connection."""
+class HttpClient(asyncio.BaseProtocol):
+    """One client connection (a BaseProtocol with `data_received`: see HttpUpstream)."""
 
-    def __init__(self, runtime: ProxyRuntime, adopted: bytes | None = None) -> None:
-        self.runtime = runtime
+    def __init__(
+        self, upstreams: Upstreams, adopted: bytes | None = None, *, tls: bool = False
+    ) -> None:
+        self.ups = upstreams
         # a connection the fast lane hands over (already admitted), with the bytes it read
         self.adopted = adopted
         self.loop = asyncio.get_running_loop()
@@ -378,17 +326,21 @@ class HttpClient(asyncio.Protocol):
         self.out: list[bytes] = []
         self.last_activity = self.loop.time()
         self.upstream_activity = self.last_activity
-        self.max_header_bytes = runtime.config.max_header_bytes
-        self.buffer_size = runtime.pool.settings.buffer_size
-        # parse state of the message being read
+        self.buffer_size = upstreams.pool.settings.buffer_size
+        self.proto = "https" if tls else "http"  # (X-Forwarded-Proto)
+        # when output to the client stalled (its write buffer went over high water);
+        # 0.0 while it flows. Meanwhile the wait is on the client, not on the backend.
+        self.out_paused_at = 0.0
+        # parse state of the message being read (keep HttpClient at 29 instance
+        # attributes: a 30th made every request of the relay loop bench ~6% slower, as
+        # CPython 3.11's instance dict then no longer serves the fast attribute paths)
         self._parsing: _Request | None = None
         self._in_head = False
         self._head_started = 0.0
-        self._head_size = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._rejected = False
-        self._st = _State()
+        self._st = RequestScan(upstreams.config.max_header_bytes)
 
     # ============================================================ Reapable
     @property
@@ -398,45 +350,37 @@ class HttpClient(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         if self.closed:
             return
-        s = self.runtime.pool.settings
-        if self.tunnel:
-            if now - max(self.last_activity, self.upstream_activity) > s.tunnel_timeout_s:
-                log.info("websocket tunnel idle for %.0fs: closing", s.tunnel_timeout_s)
-                self._close()
-            return
-        paused_at = self._st.out_paused_at
-        if paused_at:
-            # the client is not taking its output, so the proxy is not reading the backend
-            # either: the client's timeout counts, from when it last took bytes; a response
-            # is under way (no error page) and the backend is not to blame
-            if now - paused_at > s.client_timeout_s:
-                log.info(
-                    "client %s: took no response bytes for %.0fs (client timeout): closing",
-                    self.client_ip,
-                    s.client_timeout_s,
-                )
-                self._close()
-            return
-        if self._in_head and now - self._head_started > s.client_timeout_s:
-            log.info("client %s: request head not complete in time: 408", self.client_ip)
-            self._fail(408, "request head not received in time")
-            return
+        s = self.ups.pool.settings
         cur = self.cur
-        if cur is None:
-            if not self.queue and not self._in_head and now - self.last_activity > s.idle_timeout_s:
-                self._close()
+        wait = client_wait(
+            now,
+            tunnel=self.tunnel,
+            output_paused_at=self.out_paused_at,
+            in_head=self._in_head,
+            head_started=self._head_started,
+            request=cur is not None,
+            queued=bool(self.queue),
+            request_complete=cur is not None and cur.complete,
+            request_sent=cur is not None and cur.sent,
+            last_client=self.last_activity,
+            last_backend=self.upstream_activity,
+            client_timeout_s=s.client_timeout_s,
+            server_timeout_s=s.server_timeout_s,
+            idle_timeout_s=s.idle_timeout_s,
+            tunnel_timeout_s=s.tunnel_timeout_s,
+        )
+        if wait.action == "ok":
             return
-        if not cur.complete and now - self.last_activity > s.client_timeout_s:
-            self._fail(408, "request body not received in time")
+        if wait.action == "close":
+            if wait.detail != "idle":
+                log.info("client %s: %s: closing", self.client_ip, wait.detail)
+            self._close()
             return
-        quiet_since = max(self.upstream_activity, self.last_activity)
-        if cur.sent and cur.complete and now - quiet_since > s.server_timeout_s:
-            if cur.backend is not None:
-                cur.backend.response_errors += 1
-                self.runtime.pool.passive_failure(
-                    cur.backend.id, self.runtime.clock(), "response timeout"
-                )
-            self._fail(504, "the backend did not answer in time")
+        log.info("client %s: %d %s", self.client_ip, wait.status, wait.detail)
+        if wait.blame_backend and cur is not None and cur.backend is not None:
+            cur.backend.response_errors += 1
+            self.ups.pool.passive_failure(cur.backend.id, self.ups.clock(), "response timeout")
+        self._fail(wait.status, wait.detail)
 
     def shutdown(self) -> None:
         self._close()
@@ -455,12 +399,12 @@ class HttpClient(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def pause_writing(self) -> None:
-        self._st.out_paused_at = self.loop.time()
+        self.out_paused_at = self.loop.time()
         if self.upstream is not None:
             self.upstream.set_read_paused(True)
 
     def resume_writing(self) -> None:
-        self._st.out_paused_at = 0.0
+        self.out_paused_at = 0.0
         # the proxy reads the backend again: from now on the wait is on it
         self.upstream_activity = self.loop.time()
         if self.upstream is not None:
@@ -487,22 +431,18 @@ class HttpClient(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
-        rt = self.runtime
+        ups = self.ups
         adopted = self.adopted
         if adopted is not None:  # from the fast lane: admitted and counted there
             self.adopted = None
-            rt.conns.add(self)
+            ups.conns.add(self)
             if adopted:
                 self.data_received(adopted)
             return
-        if len(rt.conns) >= rt.pool.settings.max_connections or rt.stopping:
-            rt.rejected += 1
-            transport.write(error_response(503, "The proxy is at its connection limit."))
+        if not ups.accept(self):  # (max_connections, or stopping)
+            transport.write(ups.error_page(503, "The proxy is at its connection limit.", busy=True))
             transport.close()
             self.closed = True
-            return
-        rt.conns.add(self)
-        rt.total_conns += 1
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -517,37 +457,11 @@ class HttpClient(asyncio.Protocol):
             return
         if self._rejected or self.closed:
             return
-        st = self._st
-        st.data = data
-        if self._parsing is None and st.line is None:
-            # the usual case inline: a whole request line at the start of the read
-            end = data.find(b"\n", 0, self.max_header_bytes)
-            if end < 0 or data[0] == 13 or not REQUEST_LINE.match(data, 0, end):
-                self._check_first_line(data)  # (pieces, leading CRLF, or bad)
-                if self._rejected:
-                    self._pump()
-                    return
-            self._head_size += len(data)
-            st.msg_pos = 0
-            # a read whose first empty line ends it holds at most one message, ending
-            # there (the usual case): no other request line to find in it
-            st.multi = data.find(b"\r\n\r\n") != len(data) - 4
-        else:
-            st.multi = True
-            if self._parsing is None:
-                st.msg_pos = 0
-            else:  # a message that began in an earlier read goes on
-                st.msg_pos = -1
-                st.body_start = st.body_here = 0
-            if self._parsing is None or st.line is not None:
-                self._check_first_line(data)
-                if self._rejected:
-                    self._pump()
-                    return
-                if self._in_head or self._parsing is None:
-                    self._head_size += len(data)
-            elif self._in_head:
-                self._head_size += len(data)
+        bad = self._st.start(data, self._parsing is not None, self._in_head)
+        if bad is not None:
+            self._reject(bad)
+            self._pump()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -557,94 +471,13 @@ class HttpClient(asyncio.Protocol):
                 self._buffer_early(rest)
         except httptools.HttpParserError as exc:
             self._reject(f"malformed request: {exc}")  # (already done for _StopParsing)
+        st = self._st
         if self._parsing is not None and not self._rejected:  # a message goes on: rare
-            if self._in_head:
-                st.tail = (st.tail + data)[-3:]
-            elif st.chunks is not None:
-                st.chunks.feed(data, st.body_start)
-        if self._in_head and self._head_size > self.max_header_bytes:
+            st.end(True, self._in_head)
+        if self._in_head and st.head_size > st.max_header_bytes:
             self._reject("request head too large")
         if self.cur is None and self.queue:
             self._pump()
-
-    def _check_first_line(self, data: bytes) -> None:
-        """Check the request line once it is complete, even when it arrives in pieces."""
-        buf = data if self._st.line is None else self._st.line + data
-        start = 0
-        while buf.startswith(b"\r\n", start):
-            start += 2
-        end = buf.find(b"\n", start, start + self.max_header_bytes)
-        if end < 0:
-            if len(buf) - start > self.max_header_bytes:
-                self._st.line = None
-                self._reject("request line too long")
-            else:
-                self._st.line = buf  # wait for the rest (bounded by max_header_bytes)
-            return
-        self._st.line = None
-        if not REQUEST_LINE.match(buf, start, end):  # (headers.check_request_line)
-            self._reject("malformed request line")
-
-    def _locate_body(self) -> None:
-        """Where the head that just ended ends in this read: at its first empty line
-        (llhttp allows only CRLF line ends), which may straddle reads."""
-        st = self._st
-        pos = st.msg_pos
-        if pos >= 0:
-            data = st.data
-            while data[pos] == 13 or data[pos] == 10:  # (empty lines before the request)
-                pos += 1
-            st.body_start = data.find(b"\r\n\r\n", pos) + 4
-        else:
-            tail = st.tail
-            st.body_start = (tail + st.data).find(b"\r\n\r\n") + 4 - len(tail)
-        st.tail = b""
-        st.body_here = 0
-
-    def _after_message(self, head: RequestHead) -> None:
-        """A message ended in a read that may hold more: find where it ended, and check
-        the request line that follows it."""
-        st = self._st
-        data = st.data
-        if head.chunked:
-            chunks = st.chunks
-            st.chunks = None
-            assert chunks is not None
-            end = chunks.feed(data, st.body_start)
-            if end < 0:  # (cannot happen: llhttp has just ended the body)
-                self._reject("cannot find the end of a chunked body")
-                raise _StopParsing
-        else:
-            end = st.body_start + st.body_here
-        if end < len(data):
-            self._check_next_line(data, end)
-
-    def _check_next_line(self, data: bytes, pos: int) -> None:
-        """A message ended at data[pos] and more follows in the same read: check the next
-        request line like the first one of a read (llhttp would take what it tolerates)."""
-        n = len(data)
-        while pos < n and (data[pos] == 13 or data[pos] == 10):
-            if data.startswith(b"\r\n", pos):
-                pos += 2
-            elif pos + 1 == n and data[pos] == 13:
-                break  # a CR whose LF has not arrived yet
-            else:
-                break  # (a stray CR or LF: llhttp rejects it, or the line check does)
-        if pos >= n:
-            return
-        st = self._st
-        st.msg_pos = pos
-        st.tail = b""
-        end = data.find(b"\n", pos, pos + self.max_header_bytes)
-        if end < 0:
-            if n - pos > self.max_header_bytes:
-                self._reject("request line too long")
-                raise _StopParsing
-            st.line = data[pos:]  # checked when the rest arrives (`_check_first_line`)
-            return
-        if not REQUEST_LINE.match(data, pos, end):
-            self._reject("malformed request line")
-            raise _StopParsing
 
     def _buffer_early(self, data: bytes) -> None:
         self.early.append(data)
@@ -688,20 +521,20 @@ class HttpClient(asyncio.Protocol):
         req = self._parsing
         assert req is not None
         self._in_head = False
-        size = self._head_size
-        self._head_size = 0
-        if self._rejected:
-            return
         st = self._st
+        if self._rejected:
+            st.head_size = 0
+            return
+        too_large = st.head_size > st.max_header_bytes and st.head_too_large(
+            self._url, self._headers
+        )
         if st.multi:
-            self._locate_body()
+            st.head_ended()
+        else:  # (the usual read: one whole head, nothing to locate)
+            st.head_size = 0
         p = self.parser
         try:
-            if (
-                size > self.max_header_bytes
-                and sum(len(n) + len(v) + 4 for n, v in self._headers) + len(self._url)
-                > self.max_header_bytes
-            ):
+            if too_large:
                 raise BadRequest("request head too large")
             method = p.get_method()
             head = validate_request(
@@ -715,12 +548,12 @@ class HttpClient(asyncio.Protocol):
             self._reject(str(exc))
             return
         req.head = head
-        req.keep_alive = p.should_keep_alive() and not head.upgrade
+        req.keep_alive = request_keep_alive(
+            p.should_keep_alive(), head.upgrade, head.chunked, head.version
+        )
         req.has_body = head.chunked or bool(head.content_length)
         if head.chunked:
-            st.chunks = _ChunkScan()
-            if not st.multi:  # (the head ends the read)
-                st.body_start = len(st.data)
+            st.chunked_body()
         self.queue.append(req)
         if len(self.queue) > MAX_PIPELINED:
             self.pause_reading("pipeline")
@@ -744,16 +577,24 @@ class HttpClient(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self._parsing
         self._parsing = None
-        self._head_size = 0
+        st = self._st
         if req is None or req.error is not None or self._rejected:
+            st.head_size = 0
             return
         req.complete = True
         head = req.head
         assert head is not None
         if req is self.cur and req.sent and self.upstream is not None and head.chunked:
             self._write_upstream(b"0\r\n\r\n")
-        if self._st.multi and not head.upgrade:  # (after an upgrade: tunnel data)
-            self._after_message(head)
+        st.head_size = 0
+        if not st.multi:  # (the usual read: nothing after this message)
+            return
+        bad = st.message_ended(head.chunked, head.upgrade)
+        if bad is not None:
+            # the request line pipelined behind it is bad: it (and what follows) gets 400;
+            # stop llhttp here, before it takes what it would tolerate
+            self._reject(bad)
+            raise _StopParsing
 
     # =========================================================== dispatch
     def _pump(self) -> None:
@@ -766,13 +607,13 @@ class HttpClient(asyncio.Protocol):
             self._dispatch(req)
 
     def _hash_key(self, head: RequestHead) -> bytes | None:
-        algo = self.runtime.pool.settings.algorithm
+        algo = self.ups.pool.settings.algorithm
         if algo == "ip_hash":
             return self.client_ip.encode()
         if algo == "uri_hash":
             return head.url
         if algo == "header_hash":
-            wanted = self.runtime.pool.settings.hash_header.lower().encode()
+            wanted = self.ups.pool.settings.hash_header.lower().encode()
             for name, value in head.headers:
                 if name.lower() == wanted:
                     return value
@@ -780,8 +621,8 @@ class HttpClient(asyncio.Protocol):
 
     def _dispatch(self, req: _Request) -> None:
         assert req.head is not None
-        rt = self.runtime
-        rt.requests += 1
+        rt = self.ups
+        rt.counters.requests += 1
         if rt.pool.settings.algorithm in _HASHED:
             req.key = self._hash_key(req.head)
         got = rt.try_acquire(req.key)
@@ -795,35 +636,37 @@ class HttpClient(asyncio.Protocol):
 
     def _use_backend(self, req: _Request, b: Backend) -> None:
         req.backend = b
-        idle = self.runtime.idle_upstream.get(b.id)
-        while idle:
-            conn = idle.pop()
-            if conn.closed or conn.transport is None or conn.transport.is_closing():
+        while True:
+            conn: HttpUpstream | None = self.ups.take_idle(b.id)
+            if conn is None:
+                break
+            if conn.transport is None or conn.transport.is_closing():
                 continue
             conn.reused = True
             self._bind(req, conn)
             return
         # the slot on b now belongs to the connect task (it releases it on failure)
         req.backend = None
-        self.runtime.spawn(self._connect(req, b))
+        self.ups.spawn(self._connect(req, b))
 
     async def _wait_and_connect(self, req: _Request) -> None:
-        got = await self.runtime.acquire(req.key)
+        got = await self.ups.acquire(req.key)
         if isinstance(got, str):
             if req is self.cur:
                 detail = "No backend server is available right now. Please retry shortly."
                 if got != "down":
                     detail = "All backend servers are busy. Please retry shortly."
-                self._fail(503, detail)
+                self._fail(503, detail, busy=got != "down")
             return
         if req is not self.cur or self.closed:
-            self.runtime.release(got)
+            self.ups.release(got)
             return
         self._use_backend(req, got)
 
     async def _connect(self, req: _Request, b: Backend | None) -> None:
-        rt = self.runtime
-        result = await rt.open_upstream(req.key, lambda bk: HttpUpstream(rt, bk), first=b)
+        rt = self.ups
+        kind = HttpUpstream if rt.backend_ssl is None else TlsHttpUpstream
+        result = await rt.open_upstream(req.key, lambda bk: kind(rt, bk), first=b)
         if isinstance(result, str):
             req.backend = None
             if req is self.cur:
@@ -852,7 +695,8 @@ class HttpClient(asyncio.Protocol):
         head = build_request_head(
             req.head,
             self.client_ip,
-            trust_forwarded=self.runtime.pool.settings.trust_forwarded,
+            trust_forwarded=self.ups.pool.settings.trust_forwarded,
+            proto=self.proto,
             default_host=req.backend.host_header,
         )
         chunked = req.head.chunked
@@ -868,7 +712,7 @@ class HttpClient(asyncio.Protocol):
         parts = [head]
         while pending:
             piece = pending.popleft()
-            parts.append(_chunk(piece) if chunked else piece)
+            parts.append(chunk(piece) if chunked else piece)
         self.buffered -= req.body_bytes
         req.body_bytes = 0
         if req.complete and chunked:
@@ -892,38 +736,20 @@ class HttpClient(asyncio.Protocol):
 
     def _send_body(self, req: _Request, body: bytes) -> None:
         assert req.head is not None
-        self._write_upstream(_chunk(body) if req.head.chunked else body)
+        self._write_upstream(chunk(body) if req.head.chunked else body)
 
     def _park(self, conn: HttpUpstream) -> None:
         """Return a connection to its backend's idle pool (only if healthy and wanted)."""
         conn.client = None
         if conn.read_paused:
             conn.set_read_paused(False)
-        b = conn.backend
-        rt = self.runtime
-        if (
-            conn.closed
-            or b.health.state != "up"  # (b.state without the property call)
-            or b.admin != "enabled"
-            or rt.stopping
-            or rt.pool.find(b.id) is not b
-        ):
+        if not self.ups.park_idle(conn, self.loop.time()):  # (see Upstreams.park_idle)
             conn.close()
-            return
-        idle = rt.idle_upstream.setdefault(b.id, [])
-        # up to max_idle_upstream, or as many requests as were in flight on the backend at
-        # once in the last second or two if that is more (a burst would otherwise pay a
-        # connect per request; the extra ones age out after idle_timeout_s)
-        if len(idle) >= max(rt.config.max_idle_upstream, b.active_peak, b.active_peak_prev):
-            conn.close()
-            return
-        conn.idle_since = self.loop.time()
-        idle.append(conn)
 
     def _release_cur(self) -> None:
         req = self.cur
         if req is not None and req.backend is not None:
-            self.runtime.release(req.backend)
+            self.ups.release(req.backend)
             req.backend = None
         self.upstream = None
 
@@ -941,23 +767,17 @@ class HttpClient(asyncio.Protocol):
             return
         req.interim = False
         req.response_started = True
+        req.status = status
         if req.backend is not None:
             req.backend.latencies_ms.append((perf_counter() - req.sent_at) * 1000.0)
-        if status == 101:
-            if not head.upgrade:
-                self.upstream_broken(up, "backend switched protocols unasked")
-                return
-            framing = "upgrade"
-        elif head.method == "HEAD" or status in _NO_BODY_STATUS:
-            framing = "none"
-        elif up.chunked:
-            framing = "chunked" if version == "1.1" else "close"
-        elif up.has_length:
-            framing = "length"
-        else:
-            framing = "close"
+        framing = response_framing(
+            head.method, status, version, head.upgrade, up.chunked, up.has_length
+        )
+        if framing is None:
+            self.upstream_broken(up, "backend switched protocols unasked")
+            return
         req.framing = framing
-        if framing == "close" or self.runtime.stopping:
+        if framing == "close" or self.ups.stopping:
             req.keep_alive = False
         if req.has_body and not req.complete:
             req.keep_alive = False  # answered before the body was read: cannot resync
@@ -988,7 +808,7 @@ class HttpClient(asyncio.Protocol):
         if framing == "none":
             return
         if framing == "chunked":
-            body = _chunk(body)
+            body = chunk(body)
         if self.corked:
             self.out.append(body)
         else:
@@ -1012,9 +832,9 @@ class HttpClient(asyncio.Protocol):
         assert req is not None
         b = req.backend
         if b is not None:
-            if b.health.failures:  # (pool.passive_success: nothing to reset otherwise)
-                self.runtime.pool.passive_success(b.id, self.runtime.clock())
-            self.runtime.release(b)
+            if b.health.passive_failures:  # (pool.passive_success: nothing to reset otherwise)
+                self.ups.pool.passive_success(b.id, self.ups.clock(), req.status)
+            self.ups.release(b)
             req.backend = None
         self.upstream = None
         if reusable:
@@ -1084,7 +904,7 @@ class HttpClient(asyncio.Protocol):
             return
         b = req.backend
         assert req.head is not None and b is not None
-        s = self.runtime.pool.settings
+        s = self.ups.pool.settings
         decision = may_retry(
             attempt=req.attempt,
             retry_limit=s.retry_limit,
@@ -1099,10 +919,10 @@ class HttpClient(asyncio.Protocol):
             self.upstream = None
             req.sent = False
             req.backend = None  # the slot passes to the connect task
-            self.runtime.spawn(self._connect(req, b))
+            self.ups.spawn(self._connect(req, b))
             return
         b.response_errors += 1
-        self.runtime.pool.passive_failure(b.id, self.runtime.clock(), "connection lost mid-request")
+        self.ups.pool.passive_failure(b.id, self.ups.clock(), "connection lost mid-request")
         log.warning(
             "client %s: backend %s closed before answering (%s)",
             self.client_ip,
@@ -1113,18 +933,19 @@ class HttpClient(asyncio.Protocol):
         self._fail(502, "The backend server closed the connection before answering.")
 
     # ============================================================= closing
-    def _fail(self, status: int, detail: str) -> None:
-        """Answer with an error page (unless a response already started) and close."""
+    def _fail(self, status: int, detail: str, *, busy: bool = False) -> None:
+        """Answer with an error page (unless a response already started) and close.
+        `busy`: a 503 because every backend is at max_conns (retry soon)."""
         req = self.cur
         if self.upstream is not None:
             self.upstream.client = None
             self.upstream.abort()
             self._release_cur()
-        self.runtime.errors += 1
+        self.ups.counters.errors += 1
         if status == 503:
             log.warning("client %s: 503 %s", self.client_ip, detail)
         if not (req is not None and req.response_started):
-            self.write(error_response(status, detail))
+            self.write(self.ups.error_page(status, detail, busy=busy))
         self._close()
 
     def _close(self) -> None:
@@ -1133,7 +954,7 @@ class HttpClient(asyncio.Protocol):
         if self.corked:
             self.uncork()
         self.closed = True
-        self.runtime.conns.discard(self)
+        self.ups.forget(self)
         if self.upstream is not None:
             up = self.upstream
             up.client = None
@@ -1169,3 +990,11 @@ class HttpClient(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close()
+
+
+class TlsHttpClient(HttpClient, DecryptedReads):
+    """A client connection on a TLS listener (reads decrypted into the shared buffer)."""
+
+
+class TlsHttpUpstream(HttpUpstream, DecryptedReads):
+    """A connection to a backend over TLS (reads decrypted into the shared buffer)."""

@@ -22,6 +22,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ProxyCollector",
     "air_time_s",
+    "backend_prompt",
     "families",
     "render_prometheus",
     "render_snapshot",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-_STATES: Final = ("up", "down", "disabled", "draining")
+_STATES: Final = ("up", "down", "disabled", "draining", "checking")
 _LABELS: Final = ["backend", "host", "port"]
 
 
@@ -87,11 +88,21 @@ def families(totals: TotalsSnapshot, settings: ProxySettings, now: float) -> Ite
         value=totals.active_conns,
     )
     yield CounterMetricFamily(
-        "parlour_proxy_connections", "Client connections accepted.", value=totals.total_conns
+        "parlour_proxy_connections",
+        "Client connections accepted since the proxy started.",
+        value=totals.total_conns,
     )
-    yield CounterMetricFamily("parlour_proxy_requests", "Requests proxied.", value=totals.requests)
-    yield CounterMetricFamily("parlour_proxy_errors", "Proxy errors.", value=totals.errors)
-    tbytes = CounterMetricFamily("parlour_proxy_bytes", "Bytes relayed.", labels=["direction"])
+    yield CounterMetricFamily(
+        "parlour_proxy_requests", "Requests proxied since the proxy started.", value=totals.requests
+    )
+    yield CounterMetricFamily(
+        "parlour_proxy_errors", "Proxy errors since the proxy started.", value=totals.errors
+    )
+    tbytes = CounterMetricFamily(
+        "parlour_proxy_bytes",
+        "Bytes relayed since the proxy started (removed backends included).",
+        labels=["direction"],
+    )
     tbytes.add_metric(["in"], totals.bytes_in)
     tbytes.add_metric(["out"], totals.bytes_out)
     yield tbytes
@@ -183,6 +194,30 @@ def _backend_json(b: BackendSnapshot, now: float) -> dict[str, object]:
     return item
 
 
+def backend_prompt(backends: tuple[BackendSnapshot, ...]) -> dict[str, str] | None:
+    """What the operator is asked when no backend takes traffic (the source design: "when
+    all servers are down the operator is asked for new addresses"), or None."""
+    if not backends:
+        return {
+            "reason": "no_backends",
+            "message": "No backends yet: clients get 503 until one is added. Add a backend "
+            'address on the dashboard, or with POST /api/backends {"host": ..., "port": ...}.',
+        }
+    if any(b.state == "up" for b in backends):
+        return None
+    states: dict[str, int] = {}
+    for b in backends:
+        states[b.state] = states.get(b.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    n = len(backends)
+    return {
+        "reason": "none_up",
+        "message": f"No backend is up ({n} backend{'s' if n != 1 else ''}: {summary}): "
+        "clients get 503 (HTTP) or a closed connection (TCP). Bring one back, or add new "
+        "addresses (POST /api/backends).",
+    }
+
+
 def stats_json(control: ProxyControl, now: float | None = None) -> dict[str, object]:
     """Totals, settings and every backend's statistics as a JSON-ready dict."""
     now = time.time() if now is None else now
@@ -203,4 +238,5 @@ def stats_json(control: ProxyControl, now: float | None = None) -> dict[str, obj
         },
         "settings": dataclasses.asdict(control.settings()),
         "backends": [_backend_json(b, now) for b in totals.backends],
+        "prompt": backend_prompt(totals.backends),
     }

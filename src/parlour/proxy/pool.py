@@ -29,7 +29,7 @@ from parlour.proxy.control import (
     ControlError,
     ProxySettings,
 )
-from parlour.proxy.health import HealthState, HealthTransition
+from parlour.proxy.health import Health, HealthState, HealthTransition
 
 __all__ = ["Admin", "Backend", "BackendPool", "Choice", "StateChange"]
 
@@ -52,12 +52,14 @@ class StateChange:
 class Backend:
     """One backend and its live counters (mutable; only the event loop touches it)."""
 
-    def __init__(self, spec: BackendSpec, now: float, *, rise: int, fall: int) -> None:
+    def __init__(
+        self, spec: BackendSpec, now: float, *, rise: int, fall: int, health: Health = "up"
+    ) -> None:
         self.spec = spec
         self.id = spec.id  # host:port never changes for a backend (weight may)
         self.host_header = spec.id.encode("idna")
         self.admin: Admin = "enabled"
-        self.health = HealthState(rise, fall)
+        self.health = HealthState(rise, fall, health)
         self.active = 0
         # the most requests in flight at once, this reaper period and the one before: the
         # Python relay's idle pool keeps that many connections (see HttpClient._park)
@@ -67,6 +69,10 @@ class Backend:
         self.requests = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        # what bytes_in/out started from (earlier runs, see restore): this run's share is
+        # the difference (the proxy's totals count this run only)
+        self.base_bytes_in = 0
+        self.base_bytes_out = 0
         self.connect_errors = 0
         self.response_errors = 0
         self.retries = 0
@@ -97,8 +103,8 @@ class Backend:
         """Take the persisted counters of a previous run (not the live ones)."""
         self.total_conns = snap.total_conns
         self.requests = snap.requests
-        self.bytes_in = snap.bytes_in
-        self.bytes_out = snap.bytes_out
+        self.bytes_in = self.base_bytes_in = snap.bytes_in
+        self.bytes_out = self.base_bytes_out = snap.bytes_out
         self.connect_errors = snap.connect_errors
         self.response_errors = snap.response_errors
         self.retries = snap.retries
@@ -206,7 +212,11 @@ class BackendPool:
     def find(self, backend_id: str) -> Backend | None:
         return self._backends.get(backend_id)
 
-    def add(self, spec: BackendSpec, now: float, admin: Admin = "enabled") -> Backend:
+    def add(
+        self, spec: BackendSpec, now: float, admin: Admin = "enabled", health: Health = "up"
+    ) -> Backend:
+        """Add a backend: `health="checking"` for one added while the proxy runs (no
+        traffic until its first health check passes)."""
         if not spec.host or not (0 < spec.port < 65536):
             raise ControlError("invalid", f"bad backend address {spec.host!r}:{spec.port}")
         if spec.weight < 1 or spec.weight > 1000:
@@ -215,7 +225,9 @@ class BackendPool:
             raise ControlError("invalid", "max_conns must be >= 0")
         if spec.id in self._backends:
             raise ControlError("exists", f"backend {spec.id} already exists")
-        b = Backend(spec, now, rise=self.settings.health_rise, fall=self.settings.health_fall)
+        b = Backend(
+            spec, now, rise=self.settings.health_rise, fall=self.settings.health_fall, health=health
+        )
         b.admin = admin
         self._backends[spec.id] = b
         self._sync_ring()
@@ -274,20 +286,25 @@ class BackendPool:
         if b is None:
             return
         old = b.state
-        t = b.health.success(now) if ok else b.health.failure(now, reason or "check failed")
+        h = b.health
+        t = h.check_passed(now) if ok else h.check_failed(now, reason or "check failed")
         self._apply(b, old, t)
 
     def passive_failure(self, backend_id: str, now: float, reason: str) -> None:
+        """Live traffic failed on the backend (connect error or timeout, connection lost
+        before the response, response timeout)."""
         b = self._backends.get(backend_id)
         if b is None:
             return
         old = b.state
-        self._apply(b, old, b.health.failure(now, reason))
+        self._apply(b, old, b.health.passive_failure(now, reason))
 
-    def passive_success(self, backend_id: str, now: float) -> None:
+    def passive_success(self, backend_id: str, now: float, status: int = 0) -> None:
+        """Live traffic went well: a connection was made, or a response completed
+        (`status`; a 5xx answer proves nothing either way and is ignored)."""
         b = self._backends.get(backend_id)
-        if b is not None and b.health.failures:  # (nothing to reset otherwise)
-            b.health.success(now, passive=True)
+        if b is not None and b.health.passive_failures and status < 500:
+            b.health.passive_success()
 
     # --------------------------------------------------------------- selection
     def any_up(self) -> bool:

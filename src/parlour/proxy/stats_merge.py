@@ -67,8 +67,8 @@ def merge_totals(own: TotalsSnapshot, others: Sequence[TotalsSnapshot]) -> Total
         active_conns=own.active_conns + sum(t.active_conns for t in others),
         total_conns=own.total_conns + sum(t.total_conns for t in others),
         requests=own.requests + sum(t.requests for t in others),
-        bytes_in=sum(b.bytes_in for b in backends),
-        bytes_out=sum(b.bytes_out for b in backends),
+        bytes_in=own.bytes_in + sum(t.bytes_in for t in others),
+        bytes_out=own.bytes_out + sum(t.bytes_out for t in others),
         errors=own.errors + sum(t.errors for t in others),
         backends=tuple(backends),
     )

@@ -39,7 +39,7 @@ __all__ = [
     "StoredEvent",
 ]
 
-_STATES: Final[frozenset[str]] = frozenset({"up", "down", "disabled", "draining"})
+_STATES: Final[frozenset[str]] = frozenset({"up", "down", "disabled", "draining", "checking"})
 _MAX_REASON: Final = 500
 _MAX_KIND: Final = 40
 # how long an open waits for other connections' locks (SQLite's busy timeout, and the
@@ -130,6 +130,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             p99_ms REAL,
             PRIMARY KEY (run, worker, backend_id)
         )""",
+    ),
+    # 3 -> 4: each worker's bytes of this run, removed backends included (the totals count
+    # this run only and never go down; the per-backend rows do not have that).
+    (
+        "ALTER TABLE worker_totals ADD COLUMN bytes_in INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE worker_totals ADD COLUMN bytes_out INTEGER NOT NULL DEFAULT 0",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -399,7 +405,8 @@ class StatsStore:
             ("DELETE FROM worker_stats WHERE run = ? AND worker = ?", (run, worker)),
             (
                 "INSERT OR REPLACE INTO worker_totals (run, worker, active_conns, total_conns, "
-                "requests, errors, started_at, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "requests, errors, started_at, saved_at, bytes_in, bytes_out) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run,
                     worker,
@@ -409,6 +416,8 @@ class StatsStore:
                     totals.errors,
                     totals.started_at,
                     time.time(),
+                    totals.bytes_in,
+                    totals.bytes_out,
                 ),
             ),
         ]
@@ -467,8 +476,8 @@ class StatsStore:
         """The latest counters each other worker of `run` saved (worker order)."""
         with self._lock:
             heads = self._db.execute(
-                "SELECT worker, active_conns, total_conns, requests, errors, started_at "
-                "FROM worker_totals WHERE run = ? ORDER BY worker",
+                "SELECT worker, active_conns, total_conns, requests, errors, started_at, "
+                "bytes_in, bytes_out FROM worker_totals WHERE run = ? ORDER BY worker",
                 (run,),
             ).fetchall()
             rows = self._db.execute(
@@ -480,7 +489,7 @@ class StatsStore:
         for r in rows:
             by_worker.setdefault(int(r[0]), []).append(self._worker_backend(r[1:]))
         result = []
-        for w, active, conns, requests, errors, started in heads:
+        for w, active, conns, requests, errors, started, bytes_in, bytes_out in heads:
             backends = tuple(by_worker.get(int(w), ()))
             result.append(
                 TotalsSnapshot(
@@ -488,8 +497,8 @@ class StatsStore:
                     active_conns=int(active),
                     total_conns=int(conns),
                     requests=int(requests),
-                    bytes_in=sum(b.bytes_in for b in backends),
-                    bytes_out=sum(b.bytes_out for b in backends),
+                    bytes_in=int(bytes_in),
+                    bytes_out=int(bytes_out),
                     errors=int(errors),
                     backends=backends,
                 )

@@ -20,17 +20,18 @@ from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from parlour.proxy.proxy_protocol import proxy_header
+from parlour.proxy.tls_reads import DecryptedReads
 
 if TYPE_CHECKING:
     from parlour.proxy.pool import Backend
-    from parlour.proxy.runtime import ProxyRuntime
+    from parlour.proxy.upstreams import Upstreams
 
-__all__ = ["TcpClient", "TcpUpstream"]
+__all__ = ["TcpClient", "TcpUpstream", "TlsTcpClient", "TlsTcpUpstream"]
 
 log = logging.getLogger("parlour.proxy")
 
 
-class TcpUpstream(asyncio.Protocol):
+class TcpUpstream(asyncio.BaseProtocol):
     def __init__(self, client: TcpClient, backend: Backend) -> None:
         self.client = client
         self.backend = backend
@@ -67,18 +68,21 @@ class TcpUpstream(asyncio.Protocol):
             self.client.transport.resume_reading()
 
 
-class TcpClient(asyncio.Protocol):
-    def __init__(self, runtime: ProxyRuntime) -> None:
-        self.runtime = runtime
+class TcpClient(asyncio.BaseProtocol):
+    def __init__(self, upstreams: Upstreams) -> None:
+        self.ups = upstreams
         self.loop = asyncio.get_running_loop()
-        self.buffer_size = runtime.pool.settings.buffer_size
+        self.buffer_size = upstreams.pool.settings.buffer_size
         self.transport: asyncio.Transport | None = None
         self.upstream: TcpUpstream | None = None
         self.backend: Backend | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.last_activity = self.loop.time()
-        self.eofs = 0
+        # which sides have sent their FIN (flags, not a count: uvloop reports a client's
+        # EOF again when reading resumes, and a count took that for "both sides done")
+        self.client_eof = False
+        self.upstream_eof = False
         self.closed = False
         self._task: asyncio.Task[None] | None = None
 
@@ -88,7 +92,7 @@ class TcpClient(asyncio.Protocol):
         return not self.closed
 
     def check_timeouts(self, now: float) -> None:
-        s = self.runtime.pool.settings
+        s = self.ups.pool.settings
         limit = (
             s.tunnel_timeout_s
             if self.upstream is not None
@@ -105,38 +109,35 @@ class TcpClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.buffer_size)
-        rt = self.runtime
-        if len(rt.conns) >= rt.pool.settings.max_connections:
-            rt.rejected += 1
+        if not self.ups.accept(self):  # (max_connections, or stopping)
             transport.abort()
             self.closed = True
             return
-        rt.conns.add(self)
-        rt.total_conns += 1
-        self._task = self.runtime.spawn(self._connect())
+        self._task = self.ups.spawn(self._connect())
 
     async def _connect(self) -> None:
         assert self.transport is not None
         peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
         key = str(peer[0]).encode()
-        result = await self.runtime.open_upstream(key, lambda b: TcpUpstream(self, b))
+        kind = TcpUpstream if self.ups.backend_ssl is None else TlsTcpUpstream
+        result = await self.ups.open_upstream(key, lambda b: kind(self, b))
         if isinstance(result, str):
-            self.runtime.errors += 1
+            self.ups.counters.errors += 1
             log.warning("tcp client %s: no backend (%s): closing", peer[0], result)
             self._close()
             return
         backend, transport, protocol = result
         if self.closed:
             transport.close()
-            self.runtime.release(backend)
+            self.ups.release(backend)
             return
         self.backend = backend
         self.upstream = protocol
         backend.requests += 1
-        if self.runtime.config.proxy_protocol:
+        if self.ups.config.proxy_protocol:
             sock = self.transport.get_extra_info("sockname") or ("0.0.0.0", 0)
             header = proxy_header(
-                self.runtime.config.proxy_protocol, (peer[0], peer[1]), (sock[0], sock[1])
+                self.ups.config.proxy_protocol, (peer[0], peer[1]), (sock[0], sock[1])
             )
             transport.write(header)
             backend.bytes_out += len(header)
@@ -147,7 +148,7 @@ class TcpClient(asyncio.Protocol):
             transport.write(data)
             backend.bytes_out += len(data)
             self.transport.resume_reading()
-        if self.eofs and transport.can_write_eof():
+        if self.client_eof and transport.can_write_eof():
             transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
@@ -168,8 +169,16 @@ class TcpClient(asyncio.Protocol):
         return True
 
     def peer_eof(self, *, from_upstream: bool) -> None:
-        self.eofs += 1
-        if self.eofs >= 2:
+        """One side shut its sending half: pass the FIN on; close once both have."""
+        if from_upstream:
+            if self.upstream_eof:
+                return
+            self.upstream_eof = True
+        else:
+            if self.client_eof:
+                return
+            self.client_eof = True
+        if self.client_eof and self.upstream_eof:
             self._close()
             return
         if from_upstream:
@@ -202,14 +211,22 @@ class TcpClient(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.runtime.conns.discard(self)
+        self.ups.forget(self)
         if self.transport is not None:
             self.transport.close()
         up = self.upstream
         if up is not None and up.transport is not None:
             up.transport.close()
         if self.backend is not None:
-            self.runtime.release(self.backend)
+            self.ups.release(self.backend)
             self.backend = None
         if self._task is not None and not self._task.done() and self.upstream is None:
             self._task.cancel()
+
+
+class TlsTcpClient(TcpClient, DecryptedReads):
+    """A client connection on a TLS listener (reads decrypted into the shared buffer)."""
+
+
+class TlsTcpUpstream(TcpUpstream, DecryptedReads):
+    """A connection to a backend over TLS (reads decrypted into the shared buffer)."""

@@ -11,12 +11,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from parlour.proxy.admin import create_admin_app
+from parlour.proxy.config import validate_settings
 from parlour.proxy.control import (
     Algorithm,
     BackendSnapshot,
     BackendSpec,
     BackendState,
     ControlError,
+    ListenerInfo,
     ProxyControl,
     ProxySettings,
     SelectionMode,
@@ -68,6 +70,21 @@ class FakeControl:
     def settings(self) -> ProxySettings:
         return self._settings
 
+    def listener(self) -> ListenerInfo:
+        return ListenerInfo(
+            mode="http",
+            listen_host="127.0.0.1",
+            listen_port=8080,
+            backlog=1024,
+            workers=1,
+            load_from="config",
+            store=None,
+            tls=False,
+            backend_tls=False,
+            data_plane="fast lane (native)",
+            config_path=None,
+        )
+
     def update_settings(self, **changes: object) -> ProxySettings:
         fields = {f.name for f in dataclasses.fields(ProxySettings)}
         for key, value in changes.items():
@@ -79,7 +96,8 @@ class FakeControl:
                 raise ControlError("invalid_setting", f"unknown selection mode {value!r}")
             if key == "retry_limit" and (not isinstance(value, int) or value > 10):
                 raise ControlError("invalid_setting", "retry_limit must be at most 10")
-        self._settings = dataclasses.replace(self._settings, **changes)  # type: ignore[arg-type]
+        fresh = dataclasses.replace(self._settings, **changes)  # type: ignore[arg-type]
+        self._settings = validate_settings(fresh)  # (ranges: the data plane's own checks)
         return self._settings
 
     def backends(self) -> list[BackendSnapshot]:

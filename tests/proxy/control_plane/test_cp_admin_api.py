@@ -216,7 +216,8 @@ async def test_settings_get_and_partial_update() -> None:
         ({"interval_s": "soon"}, "invalid", "interval_s"),
         ({"trust_forwarded": 1}, "invalid", "trust_forwarded"),
         ({"health_path": 5}, "invalid", "health_path"),
-        ({"listen_port": 80}, "unknown_setting", "listen_port"),
+        ({"listen_port": 80}, "restart_required", "listen_port"),
+        ({"listen_prot": 80}, "unknown_setting", "listen_prot"),
         ({}, "invalid", "no settings"),
         ({"retry_limit": 50}, "invalid_setting", "retry_limit"),  # from ControlError
     ],

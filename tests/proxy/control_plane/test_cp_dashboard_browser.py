@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from cp_fakes import TOKEN, FakeClock, FakeControl
+from dashboard_browser import BROWSER_MARKS, browser, expect, sign_in
 
 from parlour.proxy.admin import create_admin_app
 from parlour.proxy.control import BackendSnapshot, BackendSpec
@@ -21,25 +19,9 @@ from parlour.proxy.stats_store import StatsStore
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
 
-playwright_api = pytest.importorskip("playwright.async_api")
-expect = playwright_api.expect
+__all__ = ["browser"]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-pytestmark = [
-    # one Chromium for the whole module (each test gets a fresh browser context)
-    pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.chromium,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin"),
-]
+pytestmark = BROWSER_MARKS
 A, B = "10.0.0.1:8080", "10.0.0.2:8081"
 
 
@@ -56,16 +38,6 @@ def _control() -> FakeControl:
     return c
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with playwright_api.async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
 @contextlib.asynccontextmanager
 async def dashboard(
     browser: Browser, control: FakeControl, store: StatsStore | None = None, login: bool = True
@@ -80,10 +52,7 @@ async def dashboard(
             page.on("dialog", lambda dialog: dialog.accept())
             await page.goto(str(server.make_url("/")))
             if login:
-                await page.fill("#token-input", TOKEN)
-                await page.click("#login-form button[type=submit]")
-                await expect(page.locator("#login")).to_be_hidden()
-                await expect(page.locator("#live")).to_have_text("live")
+                await sign_in(page, TOKEN)
             yield page
             assert errors == [], errors
         finally:
@@ -150,14 +119,17 @@ async def test_dashboard_shows_totals_charts_and_load_bars(
         assert await bar.locator(".bar-fill").evaluate("e => e.style.width") == "100%"
         other = page.locator(f"#load-bars [data-backend='{B}']")
         await expect(other.locator(".bar-label")).to_contain_text("0.0 req/s (0%)")
-        await expect(page.locator("#alert")).to_be_hidden()
-        # every backend out of rotation: a banner says clients are being refused
+        await expect(page.locator("#add-prompt")).to_be_hidden()
+        # every backend out of rotation: the operator is asked for addresses
         control.put(A, state="down", last_crashed=clock(), last_crash_reason="refused")
         control.put(B, state="disabled")
-        await expect(page.locator("#alert")).to_contain_text("No backend is taking traffic")
+        prompt = page.locator("#add-prompt")
+        await expect(prompt).to_contain_text("No backend is up")
+        await expect(prompt.locator("#prompt-backends li")).to_have_count(2)
+        await expect(prompt.locator("#prompt-backends")).to_contain_text(f"{A} down refused")
         await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         control.put(B, state="up")
-        await expect(page.locator("#alert")).to_be_hidden()
+        await expect(prompt).to_be_hidden()
 
 
 async def test_server_management_add_drain_weight_remove(browser: Browser) -> None:

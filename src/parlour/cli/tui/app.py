@@ -22,8 +22,10 @@ import contextlib
 import gc
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -32,6 +34,7 @@ from textual.containers import Horizontal, Vertical
 from parlour.cli import _commands as c
 from parlour.cli._render import clean
 from parlour.client import (
+    FILE_EVENTS,
     Client,
     ClientClosed,
     ConnectionLost,
@@ -59,6 +62,7 @@ from .dialogs import PasswordScreen
 from .events import apply_event
 from .missed import fill_room, load_missed
 from .render import LineRenderer
+from .transfers import TuiTransfers
 from .widgets import BufferListView, ChatInput, MemberList, MessageView, StatusBar, TitleBar
 
 if TYPE_CHECKING:
@@ -76,6 +80,8 @@ _BURST = 200
 NARROW_MEMBERS, NARROW_BUFFERS = 90, 60
 #: entries added after which the long-lived objects are moved out of the collector's way
 _SETTLE = 5000
+#: the buffer the running command was typed in (per task: commands may run in the background)
+_OUTPUT: ContextVar[Buffer | None] = ContextVar("parlour_tui_output", default=None)
 
 
 def _alt_digits_are_keys() -> None:
@@ -173,6 +179,13 @@ class ChatTui(App[int]):
         #: every room on the server (for completion), from ``rooms`` at login and events
         self.known_rooms: list[str] = []
         self._grown = 0
+        #: commands running in the background (``CommandSpec.background``)
+        self._background: set[asyncio.Task[None]] = set()
+        #: file offers and transfers (the line mode's commands, shown in buffers)
+        self.transfers = TuiTransfers(self, lambda: client.files)
+        runner.files.display = self.transfers
+        #: status-bar items after the connection state (file transfers, uploads...)
+        self.status_items: list[Callable[[], Text | None]] = [self.transfers.indicator]
         runner.interactive = True
         runner.ask = None
         runner._out = self._runner_out
@@ -198,18 +211,34 @@ class ChatTui(App[int]):
         self._changed(buf)
         return entry
 
-    def rewrite(self, entry: Entry, text: str) -> None:
+    def rewrite(self, entry: Entry, text: str, *, buffer: Buffer | None = None) -> None:
+        if buffer is not None:
+            buffer.rewrite(entry, text)
+            self._changed(buffer)
+            return
         for buf in self._buffers:
             if entry in buf.entries[-1000:]:
                 buf.rewrite(entry, text)
                 self._changed(buf)
                 return
 
+    @property
+    def output_buffer(self) -> Buffer:
+        """The buffer the running command was typed in (if still open), else the current."""
+        buf = _OUTPUT.get()
+        if buf is not None and self._buffers.find(buf.target) is buf:
+            return buf
+        return self.current
+
+    def toast(self, text: str, *, title: str) -> None:
+        self.notify(clean(text)[:200], title=clean(title), markup=False)
+
     def _runner_out(self, line: str) -> None:
-        self.notice(line[2:] if line.startswith("* ") else line)
+        self.notice(line[2:] if line.startswith("* ") else line, buffer=self.output_buffer)
 
     def _runner_err(self, line: str) -> None:
-        self.notice(line[2:] if line.startswith("! ") else line, error=True)
+        text = line[2:] if line.startswith("! ") else line
+        self.notice(text, error=True, buffer=self.output_buffer)
 
     # ------------------------------------------------------------------ layout
 
@@ -253,6 +282,8 @@ class ChatTui(App[int]):
         self._bars()
 
     def _changed(self, buf: Buffer) -> None:
+        if not self.is_running:  # (not yet, or shutting down: the model is up to date)
+            return
         if buf is self.current:
             self.log_view.refresh()
             self.query_one("#members", MemberList).refresh()
@@ -263,8 +294,9 @@ class ChatTui(App[int]):
             return
         self.query_one("#buffers", BufferListView).refresh()
         self.query_one("#title", TitleBar).set(title_text(self.current))
+        items = [item for make in self.status_items if (item := make()) is not None]
         self.query_one("#status", StatusBar).set(
-            status_text(self._buffers, self.me, self.connection)
+            status_text(self._buffers, self.me, self.connection, items)
         )
 
     # ------------------------------------------------------------------ start-up
@@ -307,6 +339,10 @@ class ChatTui(App[int]):
 
     def apply(self, event: Event) -> None:
         """Bring the model up to date with one server event."""
+        if isinstance(event, FILE_EVENTS):
+            self.transfers.show_event(event, self.runner.files)
+            self._bars()  # (the offers waiting for you in the status bar)
+            return
         buf = apply_event(self._buffers, event, time.time())
         if buf is None:
             return
@@ -426,6 +462,11 @@ class ChatTui(App[int]):
             buf.add_older(page.messages, page.has_more)
             settle_memory()
         self._changed(buf)
+
+    def on_unmount(self) -> None:
+        self.transfers.stop()  # transfers end with the client; their lines with the screen
+        for task in self._background:
+            task.cancel()
 
     def on_app_focus(self, event: events.AppFocus) -> None:
         self._focused = True
@@ -636,6 +677,7 @@ class ChatTui(App[int]):
             commands=self.registry.names(),
             rooms=self._buffers.rooms() + self.known_rooms,
             users=users,
+            arguments=self.transfers.completions(),
             backwards=message.backwards,
         )
         if result is not None:
@@ -666,12 +708,24 @@ class ChatTui(App[int]):
             if spec is None:
                 self.notice(f"unknown command /{name}; /help lists them", error=True)
                 return
-            await self._guard(lambda: spec.run(self, args, text))
+            if spec.background:
+                self._spawn(self._guard(lambda: spec.run(self, args, text)))
+            else:
+                await self._guard(lambda: spec.run(self, args, text))
             return
         if text.startswith("@"):
             await self.legacy(text)
             return
         await self._guard(lambda: self.say(text[1:] if text.startswith("//") else text))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(ClientClosed):
+                await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def say(self, text: str) -> None:
         buf = self.current
@@ -699,18 +753,25 @@ class ChatTui(App[int]):
                 if isinstance(cmd, c.Edit)
                 else c.Delete(cmd.seq, buf.target.name)
             )
-        room = buf.target.name if buf.target.kind is BufferKind.ROOM and not buf.parted else None
-        self.runner.room = room
-        await self._guard(lambda: self.runner.execute(cmd))
+        if not isinstance(cmd, c.FILE_COMMANDS):  # (they may run beside a message being sent)
+            room = (
+                buf.target.name if buf.target.kind is BufferKind.ROOM and not buf.parted else None
+            )
+            self.runner.room = room
+        token = _OUTPUT.set(buf)
+        try:
+            await self._guard(lambda: self.runner.execute(cmd))
+        finally:
+            _OUTPUT.reset(token)
 
     async def _guard(self, run: Callable[[], Awaitable[None]]) -> None:
         try:
             await run()
         except (ServerError, ProtocolError) as exc:
-            self.notice(f"{exc.message} [{exc.code}]", error=True)
+            self._runner_err(f"{exc.message} [{exc.code}]")
         except ConnectionLost as exc:
-            self.notice(f"not done, the connection dropped ({exc}); try again", error=True)
+            self._runner_err(f"not done, the connection dropped ({exc}); try again")
         except ClientClosed:
             raise
         except Exception as exc:  # a bug: say so, keep the session
-            self.notice(f"unexpected error (please report it): {exc!r}", error=True)
+            self._runner_err(f"unexpected error (please report it): {exc!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.style import Style
 from rich.text import Text
 
@@ -24,10 +26,11 @@ def title_text(buf: Buffer) -> Text:
     return Text(" parlour — server messages and broadcasts; /help for commands and keys")
 
 
-def status_text(bufs: BufferList, me: str, connection: str) -> Text:
+def status_text(bufs: BufferList, me: str, connection: str, items: Sequence[Text] = ()) -> Text:
     """``[alice] 2:#general | connected | -MORE(3)- | Act: 4:@bob(1,1!) 3:#random(5)``:
-    who you are, the current buffer, the connection, how many entries are below the screen,
-    and the other buffers with activity (mentions first)."""
+    who you are, the current buffer, the connection, ``items`` (running file transfers...),
+    how many entries are below the screen, and the other buffers with activity (mentions
+    first)."""
     buf = bufs.current
     out = Text(" ")
     out.append(f"[{clean(me)}]", style=Style(bold=True))
@@ -35,6 +38,9 @@ def status_text(bufs: BufferList, me: str, connection: str) -> Text:
     ok = connection == "connected"
     out.append(" | ")
     out.append(connection, style=Style(color="green") if ok else Style(color="yellow", bold=True))
+    for item in items:
+        out.append(" | ")
+        out.append_text(item)
     below = buf.view.below(len(buf))
     if below:
         out.append(f" | -MORE({below})-", style=Style(reverse=True))

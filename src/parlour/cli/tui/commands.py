@@ -86,6 +86,9 @@ class CommandSpec:
     run: Handler
     details: str = ""
     aliases: tuple[str, ...] = field(default=())
+    #: run beside the input queue instead of in it (a long task that must not hold up the
+    #: messages typed after it, e.g. hashing a file before offering it)
+    background: bool = False
 
 
 class CommandRegistry:
@@ -193,7 +196,28 @@ _DETAILS = {
     "ban": "Durations: 90s, 10m, 1h, 2d, 1w; without one the ban lasts until /unban.",
     "who": "/who lists everyone online; /who --since 1h those who logged in within the\n"
     "last hour; /who general the members of a room who are online.",
+    # peer-to-peer files (parlour.cli.tui.transfers shows them)
+    "send-file": "The file goes straight to them over UDP, encrypted, once they /accept it\n"
+    "(through the server's relay when no direct path is found). Its lines and a progress\n"
+    "line (bytes, percent, rate, ETA) show in this buffer; the status bar counts running\n"
+    "files. Tab completes the user name. /cancel <n> withdraws it. It runs beside the\n"
+    "chat: what you type while a big file is being hashed is sent at once.",
+    "accept": "Offers to you show in your DM buffer with the sender (else the current one)\n"
+    "as [file n]. Saved into dir, by default ~/Downloads/parlour/<sender>/ (or\n"
+    "$PARLOUR_DOWNLOADS), never over an existing file; checked against its SHA-256.\n"
+    "Accepting again after a failed attempt resumes it. Tab completes offer numbers.",
+    "decline": "The sender is told. While the file is arriving, this stops it.",
+    "cancel": "Your own offer: withdrawn, a running transfer stops, the receiver is told.\n"
+    "An offer to you: the same as /decline.",
+    "transfers": "Offers waiting for you (/accept them by number), then every transfer of\n"
+    "this session: direction, state, percent.",
 }
+
+
+#: line-mode commands that run in the background (hashing a big file, probing the relay)
+_BACKGROUND = frozenset({"send-file", "accept"})
+#: other names the line mode accepts for its commands
+_ALIASES = {"send-file": ("sendfile",), "transfers": ("files",)}
 
 
 def _own_commands() -> list[CommandSpec]:
@@ -266,5 +290,10 @@ def default_registry() -> CommandRegistry:
     registry = CommandRegistry(_own_commands())
     for name, (usage, summary) in COMMAND_HELP.items():
         if registry.get(name) is None:
-            registry.register(CommandSpec(name, usage, summary, _legacy, _DETAILS.get(name, "")))
+            details, aliases = _DETAILS.get(name, ""), _ALIASES.get(name, ())
+            registry.register(
+                CommandSpec(
+                    name, usage, summary, _legacy, details, aliases, background=name in _BACKGROUND
+                )
+            )
     return registry

@@ -5,7 +5,9 @@ What is completed depends on the word at the cursor and on the command it belong
 * ``/jo`` at the start of the line: command names (``/join``);
 * ``#gen``: room names; ``@bo``: user names with their ``@``;
 * the argument of a command that takes a room (``/join gen``) or a user (``/kick bo``,
-  ``/query bo``), or a command (``/help jo``);
+  ``/query bo``, ``/send-file bo``), or a command (``/help jo``), or what the app offers for
+  that command's first argument (``arguments``: e.g. the numbers of file offers after
+  ``/accept``);
 * any other word: user names, the people who spoke recently in the buffer first (most
   recent first), then the other members in name order; at the start of the line the name is
   followed by ``": "`` (addressing someone, irssi/weechat style).
@@ -16,7 +18,7 @@ else starts over.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["ROOM_ARGS", "USER_ARGS", "Completer", "Completion", "candidates"]
@@ -26,7 +28,7 @@ ROOM_ARGS = frozenset({"join", "leave", "history", "rmroom", "rename", "buffer",
 #: commands whose first argument is a user
 USER_ARGS = frozenset(
     {"query", "msg", "kick", "ban", "unban", "block", "unblock", "dm-history", "close"}
-)
+) | {"send-file", "sendfile"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,10 @@ def candidates(
     commands: Sequence[str],
     rooms: Sequence[str],
     users: Sequence[str],
+    arguments: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """Replacements for ``word`` (which starts at ``start`` in ``line``), best first."""
+    """Replacements for ``word`` (which starts at ``start`` in ``line``), best first.
+    ``arguments``: command name -> candidates for its first argument."""
 
     def matching(names: Iterable[str], prefix: str) -> list[str]:
         folded = prefix.casefold()
@@ -76,6 +80,8 @@ def candidates(
             return [f"{r} " for r in matching(rooms, word)]
         if command in USER_ARGS:
             return [f"{u} " for u in matching(users, word)]
+        if arguments is not None and command in arguments:
+            return [f"{a} " for a in matching(arguments[command], word)]
     suffix = ": " if start == 0 else " "
     return [f"{u}{suffix}" for u in matching(users, word)]
 
@@ -102,6 +108,7 @@ class Completer:
         commands: Sequence[str],
         rooms: Sequence[str],
         users: Sequence[str],
+        arguments: Mapping[str, Sequence[str]] | None = None,
         backwards: bool = False,
     ) -> Completion | None:
         """The line after one Tab (``backwards``: Shift+Tab), or None if nothing matches."""
@@ -114,7 +121,9 @@ class Completer:
         while start > 0 and not line[start - 1].isspace():
             start -= 1
         word = line[start:cursor]
-        options = candidates(line, start, word, commands=commands, rooms=rooms, users=users)
+        options = candidates(
+            line, start, word, commands=commands, rooms=rooms, users=users, arguments=arguments
+        )
         if not options:
             self._last = None
             return None

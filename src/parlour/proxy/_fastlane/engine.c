@@ -89,6 +89,7 @@ struct client {
     int resp_started;
     int framing;
     int up_reuse;  /* the upstream connection may serve another request */
+    int status;    /* of the final response */
     uint64_t body_left;
     fl_chunks chunks;
     client *next_dead;
@@ -129,6 +130,7 @@ typedef struct {
     size_t hash_header_len;
     int stopping;
     int retry_limit;
+    int hide_server; /* leave the backends' Server field out of responses */
     /* totals since the last harvest */
     uint64_t requests, errors;
     char *scratch;
@@ -568,6 +570,7 @@ static void response_reset(client *c) {
     c->resp_started = 0;
     c->framing = FL_FRAME_LENGTH;
     c->up_reuse = 1;
+    c->status = 0;
     c->body_left = 0;
 }
 
@@ -763,7 +766,8 @@ static void finish(Engine *e, client *c, upstream *u, int reusable) {
     c->backend = -1;
     c->up = NULL;
     unbind(e, u);
-    int park_ok = backend >= 0 ? py_release(e, backend, 1) : 0;
+    /* a complete answer is a passive success, unless a 5xx (it proves nothing) */
+    int park_ok = backend >= 0 ? py_release(e, backend, c->status < 500) : 0;
     if (reusable && park_ok && !u->dead)
         park(e, u);
     else
@@ -866,6 +870,7 @@ static void response_data(Engine *e, client *c, upstream *u, const char *data, s
                 b->lat_head = (b->lat_head + 1) % LATENCY_RING;
                 if (b->nlat < LATENCY_RING) b->nlat++;
             }
+            c->status = rs.status;
             int framing;
             if (c->method == FL_HEAD || rs.status == 204 || rs.status == 304)
                 framing = FL_FRAME_NONE;
@@ -887,7 +892,7 @@ static void response_data(Engine *e, client *c, upstream *u, const char *data, s
             size_t need = rs.head_len + FL_MAX_FIELDS + 512;
             if (buf_reserve(&e->obuf, need) < 0) goto oom;
             ssize_t n = fl_build_response(e->obuf.p + e->obuf.len, e->obuf.cap - e->obuf.len, head, &rs,
-                                          framing, c->keep_alive);
+                                          framing, c->keep_alive, e->hide_server);
             if (n < 0) {
                 upstream_broken(e, c, u, "response head too large");
                 return;
@@ -1306,14 +1311,16 @@ static PyObject *Engine_fail(Engine *e, PyObject *args) {
 static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
     static char *names[] = {"max_header_bytes", "buffer_size", "max_idle_upstream", "idle_timeout_s",
                             "server_timeout_s", "hash_mode", "hash_header", "stopping", "retry_limit",
-                            "client_timeout_s", NULL};
+                            "client_timeout_s", "hide_server", NULL};
     Py_ssize_t max_head = (Py_ssize_t)e->max_head, buffer_size = (Py_ssize_t)e->buffer_size;
     int max_idle = e->max_idle, hash_mode = e->hash_mode, stopping = e->stopping, retry = e->retry_limit;
+    int hide_server = e->hide_server;
     double idle = e->idle_timeout, server = e->server_timeout, client_t = e->client_timeout;
     const char *hh = NULL;
     Py_ssize_t hhl = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|nniddiy#pid", names, &max_head, &buffer_size, &max_idle,
-                                     &idle, &server, &hash_mode, &hh, &hhl, &stopping, &retry, &client_t))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|nniddiy#pidp", names, &max_head, &buffer_size, &max_idle,
+                                     &idle, &server, &hash_mode, &hh, &hhl, &stopping, &retry, &client_t,
+                                     &hide_server))
         return NULL;
     if (max_head < 256 || max_head > 1 << 20 || buffer_size < 1024 || max_idle < 0 || hash_mode < 0 ||
         hash_mode > 3 || hhl >= (Py_ssize_t)sizeof e->hash_header || retry < 0) {
@@ -1329,6 +1336,7 @@ static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
     e->hash_mode = hash_mode;
     e->stopping = stopping;
     e->retry_limit = retry;
+    e->hide_server = hide_server;
     if (hh != NULL) {
         for (Py_ssize_t i = 0; i < hhl; i++) {
             char ch = hh[i];

@@ -151,15 +151,16 @@ done:
     return res;
 }
 
-/* build_response(buf, max_head, framing, keep_alive, cap=-1) -> bytes | None */
+/* build_response(buf, max_head, framing, keep_alive, cap=-1, hide_server=False)
+ *   -> bytes | None */
 static PyObject *py_build_response(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer buf;
     Py_ssize_t max_head, cap = -1;
-    int framing, keep_alive;
-    if (!PyArg_ParseTuple(args, "y*nip|n:build_response", &buf, &max_head, &framing,
-                          &keep_alive, &cap))
+    int framing, keep_alive, hide_server = 0;
+    if (!PyArg_ParseTuple(args, "y*nip|np:build_response", &buf, &max_head, &framing,
+                          &keep_alive, &cap, &hide_server))
         return NULL;
     PyObject *res = NULL;
     fl_response resp;
@@ -175,7 +176,7 @@ static PyObject *py_build_response(PyObject *self, PyObject *args)
     res = PyBytes_FromStringAndSize(NULL, cap);
     if (res != NULL)
         res = built(res, fl_build_response(PyBytes_AS_STRING(res), (size_t)cap, b, &resp,
-                                           framing, keep_alive));
+                                           framing, keep_alive, hide_server));
 done:
     PyBuffer_Release(&buf);
     return res;
@@ -247,7 +248,8 @@ static PyMethodDef head_methods[] = {
     {"parse_response", py_parse_response, METH_VARARGS,
      "parse_response(buf, max_head) -> int | tuple"},
     {"build_response", py_build_response, METH_VARARGS,
-     "build_response(buf, max_head, framing, keep_alive, cap=-1) -> bytes | None"},
+     "build_response(buf, max_head, framing, keep_alive, cap=-1, hide_server=False) -> "
+     "bytes | None"},
     {"dechunk", py_dechunk, METH_VARARGS,
      "dechunk(buf, max_trailer, piece) -> (status, data, consumed)"},
     {NULL, NULL, 0, NULL},

@@ -62,7 +62,7 @@ static size_t min_end(size_t len, size_t max_head)
 enum kind {
     K_OTHER, K_HOST, K_CONTENT_LENGTH, K_CONNECTION, K_KEEP_ALIVE, K_PROXY_CONNECTION,
     K_TE, K_TRAILER, K_TRANSFER_ENCODING, K_UPGRADE, K_EXPECT, K_FORWARDED, K_VIA,
-    K_XFF, K_XFP, K_XFH,
+    K_XFF, K_XFP, K_XFH, K_XRI,
 };
 
 static enum kind name_kind(const uint8_t *n, size_t len)
@@ -74,7 +74,7 @@ static enum kind name_kind(const uint8_t *n, size_t len)
     case 4: return IS("host") ? K_HOST : K_OTHER;
     case 6: return IS("expect") ? K_EXPECT : K_OTHER;
     case 7: return IS("trailer") ? K_TRAILER : IS("upgrade") ? K_UPGRADE : K_OTHER;
-    case 9: return IS("forwarded") ? K_FORWARDED : K_OTHER;
+    case 9: return IS("forwarded") ? K_FORWARDED : IS("x-real-ip") ? K_XRI : K_OTHER;
     case 10: return IS("connection") ? K_CONNECTION : IS("keep-alive") ? K_KEEP_ALIVE : K_OTHER;
     case 14: return IS("content-length") ? K_CONTENT_LENGTH : K_OTHER;
     case 15: return IS("x-forwarded-for") ? K_XFF : K_OTHER;
@@ -474,6 +474,10 @@ int fl_parse_response(const char *buf, size_t len, size_t max_head, fl_response 
     if (out->chunked && out->has_length)
         return FL_BAD;
     out->keep_alive = !(tokens & T_CLOSE) && (out->version_minor == 1 || (tokens & T_KEEP));
+    /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing: the
+     * connection closes after it, whatever Connection says */
+    if (out->chunked && out->version_minor == 0)
+        out->keep_alive = 0;
     out->head_len = i;
 
     /* relay every field but the hop-by-hop ones and those a Connection field names: decide
@@ -508,7 +512,7 @@ more:
 }
 
 ssize_t fl_build_response(char *out, size_t cap, const char *buf, const fl_response *resp,
-                          int framing, int keep_alive)
+                          int framing, int keep_alive, int hide_server)
 {
     writer w = {out, cap, 0, 0};
     const int keep_length = framing == FL_FRAME_LENGTH || framing == FL_FRAME_NONE;
@@ -527,6 +531,8 @@ ssize_t fl_build_response(char *out, size_t cap, const char *buf, const fl_respo
         const fl_field *f = &resp->fields[k];
         if (!keep_length && f->name_len == 14 &&
             ieq((const uint8_t *)buf + f->name_off, "content-length", 14))
+            continue;
+        if (hide_server && f->name_len == 6 && ieq((const uint8_t *)buf + f->name_off, "server", 6))
             continue;
         put_field(&w, buf, f);
     }

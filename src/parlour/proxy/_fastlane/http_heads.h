@@ -123,14 +123,15 @@ enum fl_framing { FL_FRAME_LENGTH = 0, FL_FRAME_CHUNKED = 1, FL_FRAME_NONE = 2, 
 /* The head to send to an HTTP/1.1 client, as parlour.proxy.headers.build_response_head
  * builds it with client_version "1.1":
  *   "HTTP/1.1 " status SP reason CRLF       (the reason as the backend sent it)
- *   relayed fields "name: value" CRLF, minus Content-Length unless framing is LENGTH/NONE
+ *   relayed fields "name: value" CRLF, minus Content-Length unless framing is LENGTH/NONE,
+ *     minus Server when hide_server
  *   "Via: 1.1 parlour" CRLF
  *   ["Transfer-Encoding: chunked" CRLF]     (framing CHUNKED)
  *   ["Connection: close" CRLF]              (framing CLOSE or !keep_alive)
  *   CRLF
  * Returns the length written, or -1 when cap is too small. */
 ssize_t fl_build_response(char *out, size_t cap, const char *buf, const fl_response *resp,
-                          int framing, int keep_alive);
+                          int framing, int keep_alive, int hide_server);
 
 /* Incremental chunked-body decoder (RFC 9112 §7.1): chunk-size (hex, at most 15 digits),
  * optional chunk extensions (skipped; `;name[=token|quoted-string]` repeated, no BWS, as

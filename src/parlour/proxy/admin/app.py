@@ -114,7 +114,7 @@ class _Api:
             return
         async with self._persist_lock:
             items = [
-                (spec_of(b), b.state if b.state != "down" else "up")
+                (spec_of(b), b.state if b.state in ("disabled", "draining") else "up")
                 for b in self.control.backends()
             ]
             settings = self.control.settings()
@@ -144,7 +144,7 @@ class _Api:
     async def list_backends(self, request: web.Request) -> web.Response:
         now = self.clock()
         data = stats_json(self.control, now)
-        return web.json_response({"backends": data["backends"]})
+        return web.json_response({"backends": data["backends"], "prompt": data["prompt"]})
 
     async def add_backend(self, request: web.Request) -> web.Response:
         spec = parse_backend_spec(await self._json_body(request))
@@ -180,7 +180,12 @@ class _Api:
         return web.json_response({"backend": dataclasses.asdict(snap)})
 
     async def get_settings(self, request: web.Request) -> web.Response:
-        return web.json_response({"settings": dataclasses.asdict(self.control.settings())})
+        return web.json_response(
+            {
+                "settings": dataclasses.asdict(self.control.settings()),
+                "listener": dataclasses.asdict(self.control.listener()),
+            }
+        )
 
     async def put_settings(self, request: web.Request) -> web.Response:
         changes = parse_settings_changes(await self._json_body(request))

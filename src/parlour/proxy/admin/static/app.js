@@ -97,7 +97,8 @@
     return short && new Date().toDateString() === d.toDateString() ? clock : day + " " + clock;
   }
   function fmtMs(v) { return typeof v === "number" ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + " ms" : "–"; }
-  const badge = (state) => el("span", { cls: "badge badge-" + (["up", "down", "draining", "disabled"].includes(state) ? state : "down"), text: state });
+  const STATES = ["up", "down", "draining", "disabled", "checking"];
+  const badge = (state) => el("span", { cls: "badge badge-" + (STATES.includes(state) ? state : "down"), text: state });
 
   // ---- state ----
   let stats = null;
@@ -216,16 +217,42 @@
     const page = document.body.dataset.page;
     const s = stats.settings;
     setText("#algo-pill", s.algorithm.replace(/_/g, " ") + (s.selection_mode === "interval" ? " · every " + s.interval_s + " s" : ""));
-    const t = stats.totals;
-    const alert = $("#alert");
-    const allDown = t.backends > 0 && stats.backends.every((b) => b.state !== "up" && b.state !== "draining");
-    const msg = t.backends === 0 ? "No backends configured: clients get 503 (HTTP) or a closed connection (TCP)."
-      : allDown ? "No backend is taking traffic (" + t.backends + " down or disabled): clients get 503 (HTTP) or a closed connection (TCP)." : "";
-    alert.hidden = !msg;
-    if (alert.textContent !== msg) alert.textContent = msg;
+    renderPrompt();
     if (page === "dashboard") renderDashboard();
     if (page === "servers") renderServers();
     if (page === "log") renderLog();
+  }
+
+  // ---- "no backend is up": ask for addresses (the API says when, in stats.prompt) ----
+  function renderPrompt() {
+    const prompt = stats.prompt;
+    const box = $("#add-prompt");
+    box.hidden = !prompt;
+    if (!prompt) { setText("#prompt-status", ""); return; }
+    setText("#prompt-title", prompt.reason === "no_backends"
+      ? "No backends yet — where should the proxy send traffic?"
+      : "No backend is up — clients get 503 until one is");
+    setText("#prompt-text", prompt.message);
+    const list = $("#prompt-backends");
+    const items = prompt.reason === "no_backends" ? [] : stats.backends.map((b) => el("li", null,
+      el("span", { cls: "mono", text: b.id }), " ", badge(b.state),
+      b.state === "down" && b.last_crash_reason ? " " + b.last_crash_reason : ""));
+    const key = items.map((li) => li.textContent).join("\n");
+    if (list.dataset.key !== key) { list.replaceChildren(...items); list.dataset.key = key; }
+  }
+  async function addFromPrompt(ev) {
+    ev.preventDefault();
+    setText("#prompt-error", "");
+    const host = $("#prompt-host").value.trim();
+    const port = $("#prompt-port").value.trim();
+    try {
+      const got = await api("POST", "/api/backends", { host, port: port === "" ? undefined : Number(port) });
+      $("#prompt-form").reset();
+      setText("#prompt-status", "Added " + got.backend.id + (got.backend.state === "checking" ? " — checking it before it takes traffic…" : "."));
+      await poll();
+    } catch (e) {
+      setText("#prompt-error", e.message);
+    }
   }
 
   function fmtRate(r) {
@@ -423,6 +450,11 @@
       // edits made while the answer was on its way win over it (a save or a reload of the
       // file forces the form to show what is now applied)
       if (configDirty && !force) return;
+      for (const [k, v] of Object.entries(data.listener || {})) {
+        const out = document.querySelector("#listener [name=" + k + "]");
+        if (!out) continue;
+        out.value = typeof v === "boolean" ? (v ? "on" : "off") : v === null ? "—" : String(v);
+      }
       for (const [k, v] of Object.entries(data.settings)) {
         const input = form.elements.namedItem(k);
         if (!input) continue;
@@ -523,6 +555,7 @@
     });
     $("#logout").addEventListener("click", () => showLogin(""));
     $("#add-form").addEventListener("submit", addBackend);
+    $("#prompt-form").addEventListener("submit", addFromPrompt);
     $("#config-form").addEventListener("submit", saveConfig);
     $("#config-form").addEventListener("input", () => { configDirty = true; });
     $("#reload-btn").addEventListener("click", reloadConfig);
