@@ -11,7 +11,7 @@ FASTLANE_NOTE := $(PY) -c 'from parlour.proxy._fastlane import Engine' 2>/dev/nu
 	echo 'note: parlour.proxy._fastlane was not built (no C compiler or a build error):' \
 	'the proxy runs its Python relay only; see `$(PY) -m pip install -v -e .`'
 
-.PHONY: serve test test-only lint fmt bench clean venv venv-test
+.PHONY: serve test test-only lint fmt bench clean venv venv-test cluster
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ venv-test: $(VENV)/.installed-test
 ## make serve: create .venv, install Parlour, start the chat server (SQLite in ./data)
 serve: venv
 	$(BIN)/parlour serve --data-dir data $(ARGS)
+
+## make cluster: 3 chat nodes on the local PostgreSQL and Redis behind parlour proxy
+## (chat 127.0.0.1:7878, web http://127.0.0.1:8080/; NODES=5, ARGS go to every node)
+NODES ?= 3
+cluster: venv-test
+	$(BIN)/parlour cluster --nodes $(NODES) -- $(ARGS)
 
 ## make test: create .venv, install test dependencies, lint, run the whole suite
 test: venv-test lint test-only

@@ -43,10 +43,25 @@ def test_a_subcommand_whose_extra_is_missing_says_how_to_install_it() -> None:
 def test_the_chat_part_needs_no_proxy_or_packet_lab_dependency() -> None:
     code = (
         "import sys\n"
-        "for m in ('httptools', 'prometheus_client', 'matplotlib'): sys.modules[m] = None\n"
+        "for m in ('httptools', 'prometheus_client', 'matplotlib', 'asyncpg', 'redis'):\n"
+        "    sys.modules[m] = None\n"
         "import parlour.server.app, parlour.server.cli, parlour.cli.chat, parlour.client\n"
         "print('ok')\n"
     )
     done = _run(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_scale_out_without_its_extra_says_how_to_install_it() -> None:
+    hide = "import sys; sys.modules['asyncpg'] = None; sys.argv[0] = 'parlour'"
+    done = _run(f"{hide}; from parlour.cli.main import main; main()", "cluster")
+    assert done.returncode == 1
+    assert "pip install 'parlour[cluster,proxy]'" in done.stderr and "asyncpg" in done.stderr
+    serve = _run(
+        f"{hide}; from parlour.cli.main import main; main()",
+        "serve", "--store", "postgresql://u:secret@127.0.0.1:1/x", "--port", "0",
+    )  # fmt: skip
+    assert serve.returncode == 1
+    assert "pip install 'parlour[cluster]'" in serve.stderr
+    assert "Traceback" not in serve.stderr and "secret" not in serve.stderr + serve.stdout

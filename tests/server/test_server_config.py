@@ -145,3 +145,51 @@ def test_text_logs_carry_fields() -> None:
         assert "WARNING" in line and "lockout" in line and 'user="bob b"' in line
     finally:
         logging.getLogger("parlour").removeHandler(handler)
+
+
+def test_store_and_bus_of_several_nodes(tmp_path: Path) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text(
+        'store = "postgresql://parlour:s3cret@db:5432/chat"\n'
+        'bus = "redis://:pw@cache:6379/0"\nnode_name = "chat1"\n'
+    )
+    s = load_settings(config_file=f, env={})
+    assert s.postgres and s.redis and s.node_name == "chat1"
+    shown = describe(s)
+    assert "s3cret" not in str(shown) and "pw@" not in str(shown)
+    assert shown["store"] == "postgresql://parlour:***@db:5432/chat"
+    s = load_settings(env={"PARLOUR_STORE": "postgresql://db/chat"}, flags={"bus": "memory"})
+    assert s.postgres and not s.redis  # one node on PostgreSQL
+    assert load_settings(env={"PARLOUR_STORE": "MEMORY"}).store == "memory"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PARLOUR_STORE": "mysql://db/chat"}, "not one of sqlite, memory or postgresql"),
+        ({"PARLOUR_BUS": "nats://x"}, "not one of memory or redis"),
+        ({"PARLOUR_BUS": "redis://cache:6379/0"}, "need one shared store"),
+        ({"PARLOUR_STORE": "postgresql://u:hunter2@db/x", "PARLOUR_PG_POOL": "1"}, "at least 2"),
+    ],
+)
+def test_bad_store_or_bus(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert message in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_missing_cluster_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from parlour.server import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "asyncpg" else real(name)
+    )
+    s = load_settings(env={"PARLOUR_STORE": "postgresql://db/chat"})
+    with pytest.raises(ValueError) as info:
+        app.open_store(s)
+    assert "pip install 'parlour[cluster]'" in str(info.value)
+    assert "asyncpg" in str(info.value)

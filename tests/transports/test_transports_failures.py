@@ -14,6 +14,7 @@ from fakes import EchoService, RecordingWriter
 
 from parlour.core.needs import ReadRoom
 from parlour.core.outcome import ConnId, Outcome
+from parlour.core.ports import StoreUnavailable
 from parlour.core.writes import Audit
 from parlour.protocol import Ok, Reply
 from parlour.server.testing import PlainHasher
@@ -29,11 +30,16 @@ TIMEOUT = 10
 
 
 class ClosingWriter(InlineWriter):
-    """Refuses (like the SQLite writer after ``close``) any batch whose text is ``boom``."""
+    """Refuses (like the SQLite writer after ``close``) any batch whose text is ``boom``, and
+    fails (like PostgreSQL while it is down) any batch whose text is ``down``."""
 
-    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[Any]:
         if any(isinstance(w, Audit) and w.reason == "boom" for w in writes):
             raise RuntimeError("the store writer is closed")
+        if any(isinstance(w, Audit) and w.reason == "down" for w in writes):
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.set_exception(StoreUnavailable("PostgreSQL unavailable: connection refused"))
+            return fut
         return super().submit(writes)
 
 
@@ -118,6 +124,26 @@ async def test_refused_write_after_prepare_replies_internal_error_and_goes_on(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     await a.close()
     await b.close()
+
+
+async def test_an_unreachable_store_is_answered_unavailable_with_retry_after(
+    served: tuple[Endpoint, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database is down: the request is answered `unavailable` with `retry_after`
+    (nothing was done: the client library sends it again), no traceback is logged, and the
+    next request goes through."""
+    _, port = served
+    a = await _connect(port)
+    caplog.set_level(logging.WARNING)
+    await a.send(_send(1, "down"))
+    await a.send(_send(2, "fine"))
+    first = await _until_reply(a, 1)
+    assert (first["type"], first["code"]) == ("error", "unavailable")
+    assert first["retry_after"] > 0 and "nothing was done" in first["message"]
+    assert (await _until_reply(a, 2))["type"] == "ok"
+    assert not any(r.exc_info for r in caplog.records)
+    assert any("store unavailable" in r.getMessage() for r in caplog.records)
+    await a.close()
 
 
 async def test_unexpected_failure_applying_a_prepared_request_is_answered(

@@ -20,6 +20,7 @@ __all__ = ["EXTRAS", "SUBCOMMANDS", "cli", "main"]
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "proxy": ("proxy", ("httptools", "prometheus_client")),
     "packets": ("packets", ("matplotlib",)),
+    "cluster": ("cluster,proxy", ("asyncpg", "redis", "httptools", "prometheus_client")),
 }
 
 
@@ -41,6 +42,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("parlour.cli.chat", "chat", "Terminal chat client."),
     "proxy": ("parlour.proxy.cli", "proxy", "Reverse proxy / load balancer."),
     "packets": ("parlour.packets.cli", "packets", "Packet lab: build, capture, analyse."),
+    "cluster": (
+        "parlour.server.cluster_cli",
+        "cluster",
+        "Run N chat nodes on PostgreSQL + Redis behind `parlour proxy`.",
+    ),
 }
 
 

@@ -135,6 +135,9 @@ _FATAL_LOGIN = frozenset({ErrorCode.BAD_CREDENTIALS.value, ErrorCode.BANNED.valu
 _PATIENT_TYPES = frozenset(
     {"rooms", "join", "history", "since", "who", "blocks", "bans", "audit", "ping", "sync"}
 )
+#: errors after which the server did nothing, whatever the request: it is sent again (the same
+#: client id for a message: a resend is recognised anyway)
+_NOTHING_DONE = frozenset({ErrorCode.SERVER_BUSY.value, ErrorCode.UNAVAILABLE.value})
 #: how often one request waits and tries again after `rate_limited` / `server_busy`, and the
 #: longest wait it accepts
 _PATIENT_TRIES = 8
@@ -146,10 +149,11 @@ ReplyHook = Callable[[Reply], None]
 
 def _patience(request: Request, reply: Reply) -> float | None:
     """How long to wait before sending `request` again after `reply`, or None: answer now.
-    `server_busy` (nothing was done) for any request, `rate_limited` for reads."""
+    `server_busy` and `unavailable` (nothing was done) for any request, `rate_limited` for
+    reads."""
     if not isinstance(reply, Error):
         return None
-    if reply.code == ErrorCode.SERVER_BUSY.value or (
+    if reply.code in _NOTHING_DONE or (
         reply.code == ErrorCode.RATE_LIMITED.value and request.TYPE in _PATIENT_TYPES
     ):
         wait = reply.extra.get("retry_after")

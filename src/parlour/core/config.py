@@ -106,6 +106,14 @@ class CoreConfig:
     server_name: str = f"parlour/{__version__}"
     heartbeat_s: float = 30.0
     max_frame: int = 65536
+    #: several nodes share the store (scale-out, docs/design/scale-out.md): the store assigns
+    #: sequence numbers, committed messages are applied through `ChatService.committed` (own
+    #: commits) and `ChatService.remote` (other nodes'), and what other nodes must know of is
+    #: said in `Outcome.remote`
+    cluster: bool = False
+    #: a node that sees a gap in a room's (or conversation's) sequence waits this long for the
+    #: bus to bring what is missing before it reads it from the store
+    gap_grace: float = 0.05
 
     def __post_init__(self) -> None:
         if self.password_min_length < 1:

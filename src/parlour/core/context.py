@@ -17,7 +17,7 @@ from parlour.core.config import CoreConfig
 from parlour.core.messages import Reader
 from parlour.core.needs import NO_ANSWERS, Answers, Need, NeedMore, ReadDm, ReadRoom
 from parlour.core.offers import Offers
-from parlour.core.outcome import Address, ConnId, Delivery, Outcome
+from parlour.core.outcome import Address, ConnId, Delivery, Outcome, RemoteEffect
 from parlour.core.records import AuditEntry, StoredMessage, room_key, user_key
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
@@ -63,7 +63,17 @@ class Out:
 
 
 class Ctx:
-    __slots__ = ("answers", "cfg", "entropy", "now", "offers", "router", "sessions", "state")
+    __slots__ = (
+        "answers",
+        "cfg",
+        "entropy",
+        "now",
+        "offers",
+        "others",
+        "router",
+        "sessions",
+        "state",
+    )
 
     def __init__(
         self,
@@ -83,9 +93,16 @@ class Ctx:
         self.offers = offers if offers is not None else Offers()
         self.now = 0.0
         self.answers: Answers = NO_ANSWERS
+        #: what the other nodes must be told of (several nodes only), collected during one
+        #: call and attached to its outcome (`Outcome.remote`), whatever the outcome is
+        self.others: list[RemoteEffect] = []
 
     def out(self) -> Out:
         return Out(self.router)
+
+    def tell(self, effect: RemoteEffect) -> None:
+        """Tell the other nodes (several nodes only; a single node has nobody to tell)."""
+        self.others.append(effect)
 
     # ------------------------------------------------------------------ needs
 

@@ -85,6 +85,23 @@ class MessageLog:
         if len(self._window) > self._capacity:
             del self._window[msg.seq - self._capacity]
 
+    def reset(self, last_seq: int) -> None:
+        """Forget the window: the scope's last sequence is now `last_seq` and everything up
+        to it is read from the store (several nodes: messages committed elsewhere that this
+        node was not told of in order, while nobody here was waiting for them)."""
+        self._window.clear()
+        self._patched.clear()
+        self.last_seq = last_seq
+
+    def changed(self, seq: int, text: str | None) -> None:
+        """Another node committed an edit (`text`) or deletion (`None`) of message `seq`:
+        update the window; a message older than the window is read from the store again."""
+        msg = self._window.get(seq)
+        if msg is not None:
+            self.edited(msg, text)
+        else:
+            self._patched.pop(seq, None)
+
     def get(self, seq: int) -> StoredMessage | None:
         """The message `seq` (memory first, then the store)."""
         if seq < 1 or seq > self.last_seq:

@@ -6,6 +6,10 @@ Either the call needs something first (`needs` is set and nothing else is: see
 each `Delivery` (encoded once per wire kind, the same bytes to every connection in `to`),
 then `close` (conn, code, reason).
 
+With several nodes (`CoreConfig.cluster`), `remote` says what the other nodes must do that
+neither a committed write nor a delivery tells them: end a user's sessions, count a session
+that opened or closed, a failed login for the shared throttles (`parlour.core.replica`).
+
 A delivery carries both its *logical* address (`address`: a room minus those who block the
 sender, some users, specific connections, everyone) and `to`, the connections of this node it
 resolved to when the core produced it (`parlour.core.router`). Other nodes resolve the address
@@ -28,9 +32,15 @@ __all__ = [
     "Address",
     "ConnId",
     "Delivery",
+    "EndSessions",
+    "LoginFailed",
+    "LoginSucceeded",
     "Outcome",
+    "RemoteEffect",
+    "SessionsChanged",
     "ToAll",
     "ToConns",
+    "ToPresence",
     "ToRoom",
     "ToUsers",
 ]
@@ -69,7 +79,56 @@ class ToAll:
 
 TO_ALL = ToAll()
 
-Address = ToRoom | ToUsers | ToConns | ToAll
+
+@dataclass(frozen=True, slots=True)
+class ToPresence:
+    """Who hears that user key `user` came or went: the live sessions of the co-members of
+    its rooms (rooms with at most `presence_room_limit` live sessions on the node), never the
+    user itself nor those who block it."""
+
+    user: str
+
+
+Address = ToRoom | ToUsers | ToConns | ToAll | ToPresence
+
+
+@dataclass(frozen=True, slots=True)
+class EndSessions:
+    """End every session of user key `user` on the other nodes (kick, ban, password change, a
+    login that replaces the others); `quiet`: no presence event (the user stays online)."""
+
+    user: str
+    code: str
+    reason: str
+    quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsChanged:
+    """User key `user` has `delta` more (or fewer) live sessions on the node that says so."""
+
+    user: str
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    """A failed password check of user key `user` from `address` at `ts` (shared throttles)."""
+
+    user: str
+    address: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSucceeded:
+    """A good password of user key `user` from `address` (clears that pair's failures)."""
+
+    user: str
+    address: str
+
+
+RemoteEffect = EndSessions | SessionsChanged | LoginFailed | LoginSucceeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +145,7 @@ class Outcome:
     writes: tuple[Write, ...] = ()
     close: tuple[tuple[ConnId, str, str], ...] = ()
     needs: tuple[Need, ...] = ()
+    remote: tuple[RemoteEffect, ...] = ()
 
 
 EMPTY = Outcome()

@@ -35,7 +35,7 @@ from parlour.core.records import (
 )
 
 if TYPE_CHECKING:
-    from parlour.core.outcome import Delivery
+    from parlour.core.outcome import Delivery, RemoteEffect
     from parlour.core.writes import Write
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "RoomRecord",
     "Store",
     "StoreSnapshot",
+    "StoreUnavailable",
     "StoredMessage",
     "UserRecord",
     "conv_id",
@@ -60,6 +61,12 @@ __all__ = [
     "room_key",
     "user_key",
 ]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now (the database is down or restarting): nothing was
+    written; the request may be tried again later. Raised by a store's writes and reads; the
+    server answers ``unavailable`` with ``retry_after``."""
 
 
 class Store(Protocol):
@@ -147,10 +154,19 @@ class BusMessage:
     """What one node announces after a commit: the deliveries of one outcome, each with its
     logical address (`Delivery.address`), for every node to resolve against its own
     connections. `origin` names the node that produced it; `deliveries[i].to` are the origin
-    node's own connections and mean nothing elsewhere."""
+    node's own connections and mean nothing elsewhere.
+
+    With several nodes (docs/design/scale-out.md) it also carries the outcome's writes as
+    committed (`facts`: each store-assigned append with its sequence number), what the other
+    nodes must do (`effects`, `parlour.core.outcome.RemoteEffect`), and `n`, the origin's
+    count of its messages (1, 2, ...): a node that sees a number skipped knows it missed
+    something and reads the truth from the store again."""
 
     origin: str
     deliveries: tuple[Delivery, ...]
+    facts: tuple[Write, ...] = ()
+    effects: tuple[RemoteEffect, ...] = ()
+    n: int = 0
 
 
 class Bus(Protocol):

@@ -25,6 +25,7 @@ __all__ = [
     "BlockRecord",
     "BroadcastRecord",
     "DmCursorRecord",
+    "Heads",
     "MembershipRecord",
     "ReadMarkerRecord",
     "Role",
@@ -199,6 +200,17 @@ class StoreSnapshot:
     broadcast_cursors: Mapping[str, int] = field(default_factory=dict)
     #: session tokens still valid at `tokens_valid_at`
     session_tokens: Sequence[SessionTokenRecord] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """The store's last committed sequence numbers (several nodes: what a node compares with
+    what it has delivered): every room's (by display name), some conversations', and the
+    broadcasts'."""
+
+    rooms: Mapping[str, int]
+    dms: Mapping[str, int]
+    broadcast: int
 
 
 fast_init_module(globals())

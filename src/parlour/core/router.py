@@ -8,7 +8,7 @@ the same address against its own sessions when the delivery reaches it over the 
 
 from __future__ import annotations
 
-from parlour.core.outcome import Address, ConnId, ToAll, ToConns, ToRoom, ToUsers
+from parlour.core.outcome import Address, ConnId, ToAll, ToConns, ToPresence, ToRoom, ToUsers
 from parlour.core.sessions import Sessions
 from parlour.core.state import ChatState
 
@@ -16,11 +16,12 @@ __all__ = ["Router"]
 
 
 class Router:
-    __slots__ = ("_sessions", "_state")
+    __slots__ = ("_presence_limit", "_sessions", "_state")
 
-    def __init__(self, state: ChatState, sessions: Sessions) -> None:
+    def __init__(self, state: ChatState, sessions: Sessions, presence_limit: int = 1000) -> None:
         self._state = state
         self._sessions = sessions
+        self._presence_limit = presence_limit
 
     def resolve(self, address: Address) -> tuple[ConnId, ...]:
         if type(address) is ToRoom:  # the hot path: a room message
@@ -33,7 +34,28 @@ class Router:
             return tuple(c for c in address.conns if c in conns)
         if isinstance(address, ToAll):
             return self._sessions.all_conns()
+        if isinstance(address, ToPresence):
+            return self.presence(address.user)
         raise TypeError(f"not an address: {address!r}")
+
+    def presence(self, user: str) -> tuple[ConnId, ...]:
+        """The live sessions of the co-members of `user`'s rooms that have at most
+        `presence_limit` live sessions here, except `user` and those who block it."""
+        u = self._state.users.get(user)
+        if u is None:
+            return ()
+        sessions = self._sessions
+        limit = self._presence_limit
+        users: dict[str, None] = {}
+        for rk in u.rooms:
+            online = sessions.peek_room(rk)
+            if len(online) <= limit:
+                users.update(dict.fromkeys(online.online.values()))
+        users.pop(user, None)
+        for blocker in self._state.blocks.blockers_of(user):
+            users.pop(blocker, None)
+        of = sessions.of
+        return tuple(conn for k in users for conn in of(k))
 
     def room(self, address: ToRoom) -> tuple[ConnId, ...]:
         online = self._sessions.peek_room(address.room)

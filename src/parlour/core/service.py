@@ -14,8 +14,9 @@ front class, the dispatch table and the connection life cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from parlour.core.accounts import password_problem, username_problem
@@ -35,15 +36,16 @@ from parlour.core.handlers import (
 )
 from parlour.core.handlers.sessions import end_session
 from parlour.core.limits import TokenBucket
-from parlour.core.needs import NO_ANSWERS, Answers, HashPassword, NeedMore
+from parlour.core.needs import NO_ANSWERS, Answers, HashPassword, Need, NeedMore
 from parlour.core.offers import Endpoint, Offers
-from parlour.core.outcome import EMPTY, ConnId, Outcome
+from parlour.core.outcome import EMPTY, ConnId, Delivery, Outcome, RemoteEffect
 from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key, user_key
+from parlour.core.replica import Replica
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
 from parlour.core.state import ChatState, UserState
 from parlour.core.throttles import LoginThrottle
-from parlour.core.writes import CreateRoom, CreateUser, RemoveBan, Write
+from parlour.core.writes import Assigned, CreateRoom, CreateUser, RemoveBan, Write
 from parlour.protocol import (
     AuditRequest,
     BanRequest,
@@ -183,11 +185,13 @@ class ChatService:
             room_reader=lambda room: holder[0].room_reader(room),
             dm_reader=lambda cid: holder[0].dm_reader(cid),
         )
-        self.router = Router(self.state, self.sessions)
+        self.router = Router(self.state, self.sessions, config.presence_room_limit)
         #: node-local file offers and observed UDP endpoints (never stored)
         self.offers = Offers()
         self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
+        #: several nodes: the sequencer and the application of committed facts
+        self.replica = Replica(self._cx)
 
     @staticmethod
     def load_args(config: CoreConfig, now: float = 0.0) -> dict[str, Any]:
@@ -267,16 +271,29 @@ class ChatService:
                     raise fail(ErrorCode.NOT_AUTHENTICATED, "log in first")
             else:
                 self.state.users[c.user].last_active = now
-            return handler(cx, c, request)
+            outcome = handler(cx, c, request)
         except NeedMore as more:
+            cx.others.clear()  # a round that ends in needs changed nothing
             return Outcome(needs=more.needs)
         except ProtocolError as exc:
-            return Outcome(Error(request.id, exc.code.value, exc.message, dict(exc.extra)))
+            outcome = Outcome(Error(request.id, exc.code.value, exc.message, dict(exc.extra)))
         except Exception:  # a bug must cost one request, never the server
             log.exception("internal error handling %s", type(request).__name__)
-            return Outcome(Error(request.id, ErrorCode.INTERNAL_ERROR.value, "internal error"))
+            outcome = Outcome(Error(request.id, ErrorCode.INTERNAL_ERROR.value, "internal error"))
         finally:
             cx.answers = NO_ANSWERS
+        if cx.others:
+            return self._tell(outcome)
+        return outcome
+
+    def _tell(self, outcome: Outcome) -> Outcome:
+        """`outcome` with what the other nodes must be told of (`Ctx.tell`)."""
+        others = self._cx.others
+        if not others:
+            return outcome
+        remote = (*outcome.remote, *others)
+        others.clear()
+        return dataclasses.replace(outcome, remote=remote)
 
     def abandon(self, conn: ConnId) -> None:
         """The adapter gave up on the needs of `conn`'s request in progress (it answered an
@@ -295,7 +312,7 @@ class ChatService:
         cx.now = now
         out = cx.out()
         end_session(cx, c, out)
-        return out.done(None)
+        return self._tell(out.done(None))
 
     def tick(self, now: float) -> Outcome:
         """Expire timed state (bans, login throttles, file offers); call about once a second."""
@@ -327,6 +344,62 @@ class ChatService:
         it as the observed endpoint of the connection the token was issued to (`file_probe`).
         False for a token nobody holds (or one already seen from another address)."""
         return self.offers.probed(token, address) is not None
+
+    # ================================================================== several nodes
+
+    @property
+    def config(self) -> CoreConfig:
+        return self._cfg
+
+    def config_server_name(self, name: str) -> None:
+        """Announce `name` in `hello` (a node of several says which it is)."""
+        self._cfg = dataclasses.replace(self._cfg, server_name=name)
+        self._cx.cfg = self._cfg
+
+    def committed(
+        self, outcome: Outcome, assigned: Sequence[Assigned], now: float
+    ) -> tuple[Outcome, tuple[Write, ...]]:
+        """This node's `outcome` is committed (`cluster`): the outcome to dispatch (the reply
+        with the store's sequence number, the messages now in order delivered here) and the
+        writes as committed, to publish for the other nodes (`parlour.core.replica`)."""
+        done, facts = self.replica.committed(outcome, assigned, now)
+        return self._tell(done), facts
+
+    def remote(
+        self,
+        origin: str,
+        facts: Sequence[Write],
+        deliveries: Sequence[Delivery],
+        effects: Sequence[RemoteEffect],
+        now: float,
+    ) -> Outcome:
+        """Another node's committed outcome: apply it here; what to dispatch here."""
+        return self._tell(self.replica.remote(origin, facts, deliveries, effects, now))
+
+    def gaps(self, now: float) -> tuple[Need, ...]:
+        """Store reads for sequence gaps the bus did not fill in time (answer with `filled`)."""
+        return self.replica.gaps(now) if self.replica.held else ()
+
+    def filled(self, need: Need, found: Sequence[object], now: float) -> Outcome:
+        return self._tell(self.replica.filled(need, found, now))
+
+    def refresh(self, snapshot: StoreSnapshot, now: float) -> Outcome:
+        """The shared caches again from `snapshot` (after lost bus messages)."""
+        return self._tell(self.replica.refresh(snapshot, now))
+
+    def heads(
+        self, rooms: Mapping[str, int], dms: Mapping[str, int], broadcast: int, now: float
+    ) -> bool:
+        """The store's last sequence numbers (see `Replica.heads`); False when a room is
+        unknown here."""
+        return self.replica.heads(rooms, dms, broadcast, now)
+
+    def undo_login(self, conn: ConnId, created: str | None, now: float) -> None:
+        """The login (or sign-up of `created`) on `conn` was not committed: undo it here."""
+        self.replica.undo_login(conn, created, now)
+
+    def node_gone(self, node: str, now: float) -> Outcome:
+        return self._tell(self.replica.node_gone(node, now))
 
     # ================================================================== introspection
 

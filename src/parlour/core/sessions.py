@@ -103,7 +103,7 @@ _NOBODY = RoomOnline()
 class Sessions:
     """This node's connections and logged-in sessions."""
 
-    __slots__ = ("by_user", "conns", "rooms", "signups", "throttle")
+    __slots__ = ("by_user", "conns", "remote", "rooms", "signups", "throttle")
 
     def __init__(self, throttle: LoginThrottle) -> None:
         #: failed password checks by account, address and both (shared through Redis when
@@ -118,6 +118,9 @@ class Sessions:
         #: user key -> connection whose sign-up for that name is waiting for its hash: a
         #: second sign-up for the name is refused as taken meanwhile (no Argon2 work)
         self.signups: dict[str, int] = {}
+        #: several nodes: user key -> {node: its live sessions there} on the *other* nodes
+        #: (told over the bus; a node that dies is dropped: `node_gone`)
+        self.remote: dict[str, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ connections
 
@@ -172,7 +175,42 @@ class Sessions:
         return self.by_user.get(user) or []
 
     def online(self, user: str) -> bool:
-        return user in self.by_user
+        """Whether user key `user` has a live session on this node or (several nodes) any."""
+        return user in self.by_user or user in self.remote
+
+    def remote_changed(self, node: str, user: str, delta: int) -> None:
+        """Another node says `user` has `delta` more (or fewer) live sessions there."""
+        nodes = self.remote.get(user)
+        if nodes is None:
+            if delta <= 0:
+                return
+            nodes = self.remote[user] = {}
+        left = nodes.get(node, 0) + delta
+        if left > 0:
+            nodes[node] = left
+        else:
+            nodes.pop(node, None)
+            if not nodes:
+                del self.remote[user]
+
+    def set_remote(self, node: str, counts: dict[str, int]) -> None:
+        """`node`'s live sessions per user, as its registry entry says (replacing what was
+        known of it)."""
+        for user in [u for u, nodes in self.remote.items() if node in nodes]:
+            self.remote_changed(node, user, -self.remote[user][node])
+        for user, n in counts.items():
+            if n > 0:
+                self.remote_changed(node, user, n)
+
+    def remote_nodes(self) -> set[str]:
+        return {node for nodes in self.remote.values() for node in nodes}
+
+    def node_gone(self, node: str) -> list[str]:
+        """Forget every session of `node` (it died or left); the users it had sessions of."""
+        users = [u for u, nodes in self.remote.items() if node in nodes]
+        for user in users:
+            self.remote_changed(node, user, -self.remote[user][node])
+        return users
 
     def all_conns(self) -> tuple[int, ...]:
         return tuple(c for conns in self.by_user.values() for c in conns)

@@ -88,6 +88,12 @@ class SessionTokens:
         self._add(token_hash, key, expires)
         return Issued(token, token_hash, expires, tuple(dropped))
 
+    def remember(self, token_hash: str, key: str, expires: float) -> None:
+        """A token another node issued (several nodes): valid here too."""
+        if token_hash in self._by_hash:
+            self._drop(token_hash)
+        self._add(token_hash, key, expires)
+
     def check(self, key: str, token: str, now: float) -> str | None:
         """The token's hash when `token` is a valid token of user `key` at `now`."""
         token_hash = hash_token(token)

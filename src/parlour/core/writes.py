@@ -24,6 +24,15 @@ Semantics every store must implement (checked by tests/storage/store_conformance
   `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
 * `AddSessionToken` stores a session token's hash (replacing one with the same hash);
   `RevokeSessionTokens` removes one of the user's tokens (`token_hash`) or all of them (None).
+
+Store-assigned sequence numbers (several nodes, docs/design/scale-out.md): an
+`AppendRoomMessage`, `AppendDm` or `AppendBroadcast` whose `seq` is `ASSIGN` (0) asks the
+store to assign the next sequence number of its room, conversation or the broadcasts, in the
+same transaction that inserts it (so they are gap-free and committed in order whichever node
+writes), and to recognise a resend: a message with the same (scope, sender, client id) as one
+already stored is not inserted again. A store that supports this (PostgreSQL, memory) answers
+each such write with an `Assigned`. The single-node default (SQLite) never uses it: its core
+assigns sequence numbers itself.
 """
 
 from __future__ import annotations
@@ -33,13 +42,18 @@ from dataclasses import dataclass
 from parlour.core.records import Role
 from parlour.protocol.fastinit import fast_init_module
 
+#: the `seq` of an append whose sequence number the store assigns
+ASSIGN = 0
+
 __all__ = [
+    "ASSIGN",
     "AddBan",
     "AddBlock",
     "AddSessionToken",
     "AppendBroadcast",
     "AppendDm",
     "AppendRoomMessage",
+    "Assigned",
     "Audit",
     "CreateRoom",
     "CreateUser",
@@ -258,6 +272,17 @@ Write = (
     | AddSessionToken
     | RevokeSessionTokens
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """The store's answer to a store-assigned append (`seq == ASSIGN`): the sequence number it
+    was given, and its time; a resend of a message already stored (same scope, sender and
+    client id) is not inserted again: `duplicate`, with the original's sequence and time."""
+
+    seq: int
+    ts: float
+    duplicate: bool = False
 
 
 fast_init_module(globals())

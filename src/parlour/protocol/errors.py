@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_FULL = "server_full"
     SERVER_BUSY = "server_busy"
+    UNAVAILABLE = "unavailable"
     TOO_MANY_ERRORS = "too_many_errors"
     TOO_MANY_OFFERS = "too_many_offers"
     # server / connection end reasons

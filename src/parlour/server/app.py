@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib.util
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from parlour.core.passwords import Argon2Hasher, generate_password
 from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
 from parlour.p2p.relay import RelayConfig
+from parlour.server.cluster import ClusterNode, new_node_id
 from parlour.server.config import Settings, describe
 from parlour.storage.memory import MemoryStore
 from parlour.storage.reads import InlineReads
@@ -104,22 +106,72 @@ def core_config(settings: Settings) -> CoreConfig:
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
+        # PostgreSQL: the store is shared by any number of nodes, so it assigns sequence numbers
+        "cluster": settings.postgres,
     }
     known = {f.name for f in dataclasses.fields(CoreConfig)}
     return CoreConfig(**{k: v for k, v in wanted.items() if k in known})
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
+def _needs_cluster_extra(what: str) -> None:
+    missing = [m for m in ("asyncpg", "redis") if not _importable(m)]
+    if missing:
+        raise ValueError(
+            f"{what} needs the optional 'cluster' dependencies, which are not installed"
+            f" (missing: {', '.join(missing)}); install them with: pip install 'parlour[cluster]'"
+        )
+
+
 def open_store(settings: Settings) -> Store:
     if settings.store == "memory":
         return MemoryStore()
+    if settings.postgres:
+        _needs_cluster_extra("--store postgresql://…")
+        from parlour.storage.postgres import PostgresStore
+
+        return PostgresStore.open(settings.store, max_size=settings.pg_pool)
     return SqliteStore.open(settings.data_dir, synchronous=settings.sqlite_synchronous)
 
 
 def open_reads(store: Store) -> Reads:
     """The reads the adapter awaits for the core's read needs."""
-    if isinstance(store, SqliteStore):
-        return store.reads()
+    reads = getattr(store, "reads", None)
+    if callable(reads):  # SQLite: a thread pool; PostgreSQL: the pool's own loop
+        made: Reads = reads()
+        return made
     return InlineReads(store)
+
+
+def open_writer(store: Store, cluster: bool) -> StoreWriter:
+    """Group commit for SQLite and PostgreSQL; inline for the memory store (which assigns
+    sequence numbers itself with several in-process nodes)."""
+    writer = getattr(store, "writer", None)
+    if callable(writer):
+        made: StoreWriter = writer()
+        return made
+    if cluster:
+        assigning = getattr(store, "apply_assigning", None)
+        if assigning is None:
+            raise ValueError("several nodes need a store that assigns sequence numbers")
+        return InlineWriter(assigning)
+    return InlineWriter(store.apply)
+
+
+def open_bus(settings: Settings) -> Bus | None:
+    """The Redis bus when the settings name one (None: in-process)."""
+    if not settings.redis:
+        return None
+    _needs_cluster_extra("--bus redis://…")
+    from parlour.bus.redis import RedisBus
+
+    return RedisBus(settings.bus, settings.bus_prefix)
 
 
 async def open_relay(
@@ -180,6 +232,9 @@ class ChatServer:
     #: the UDP relay of file transfers (None when disabled)
     relay: ChatRelay | None = None
     own_store: bool = True
+    #: several nodes: this node's part (None for the single-node default)
+    cluster: ClusterNode | None = None
+    own_bus: bool = False
     addresses: list[tuple[str, int]] = field(default_factory=list)
     #: the web client and the WebSocket door (None when ``settings.web`` is off)
     web: WebListener | None = None
@@ -222,6 +277,9 @@ class ChatServer:
         relay: ChatRelay | None = None
         web: WebListener | None = None
         listener: TcpListener | None = None
+        node_part: ClusterNode | None = None
+        own_bus = False
+        the_bus: Bus | None = None
         try:
             config = core_config(settings)
             served: list[ChatService] = []
@@ -248,32 +306,74 @@ class ChatServer:
                 max_queued=settings.password_queue,
                 tickets=relay.tickets if relay is not None else None,
             )
-            writer: StoreWriter = (
-                store.writer() if isinstance(store, SqliteStore) else InlineWriter(store.apply)
-            )
+            cluster_mode = config.cluster
+            serve_here = getattr(store, "serve_here", None)
+            if serve_here is not None:  # PostgreSQL: a pool on this loop
+                await serve_here()
+            writer = open_writer(store, cluster_mode)
             writer.start()
             generated: str | None = None
             if service.needs_bootstrap():
                 password = settings.admin_password or generate_password()
                 first = await run_needs(needs, lambda a: service.bootstrap(clock(), password, a))
-                await writer.submit(first.writes)
-                generated = password if settings.admin_password is None else None
+                try:
+                    await writer.submit(first.writes)
+                except Exception:
+                    if not cluster_mode:
+                        raise
+                    # another node created the first admin at the same moment: take its
+                    # state instead
+                    service = ChatService(
+                        store.load(**ChatService.load_args(config, clock())),
+                        config,
+                        entropy=os.urandom,
+                    )
+                else:
+                    generated = password if settings.admin_password is None else None
             hub = Hub(send_queue_max=settings.send_queue_max, stall_timeout=settings.idle_timeout)
-            node = bus_node or "local"
-            the_bus: Bus = bus if bus is not None else InProcessBus()
-            router = service.router
+            pipeline: Pipeline
+            if cluster_mode:
+                node = bus_node or new_node_id(settings.node_name)
+                # clients (and operators) see which node they reached: `hello`'s `server`
+                service.config_server_name(f"{config.server_name} ({node})")
+                own_bus = bus is None
+                the_bus = bus if bus is not None else open_bus(settings) or InProcessBus()
+                registry: Any = the_bus if hasattr(the_bus, "heartbeat") else None
+                node_part = ClusterNode(
+                    node=node,
+                    service=service,
+                    store=store,
+                    reads=reads,
+                    bus=the_bus,
+                    hub=hub,
+                    clock=clock,
+                    registry=registry,
+                )
+                pipeline = Pipeline(writer, hub)
+                node_part.attach(pipeline)
+                if registry is not None:
+                    registry.on_state = node_part.on_bus_state
+                    if own_bus:
+                        await registry.start()
+                node_part.start()
+            else:
+                node = bus_node or "local"
+                the_bus = bus if bus is not None else InProcessBus()
+                router = service.router
+                single_bus = the_bus
 
-            def on_bus(message: BusMessage) -> None:
-                local = message.origin == node
-                for d in message.deliveries:
-                    to = d.to if local else router.resolve(d.address) if d.address else ()
-                    if to:
-                        hub.deliver(d.event, to)
+                def on_bus(message: BusMessage) -> None:
+                    local = message.origin == node
+                    for d in message.deliveries:
+                        to = d.to if local else router.resolve(d.address) if d.address else ()
+                        if to:
+                            hub.deliver(d.event, to)
 
-            def publish(deliveries: tuple[Delivery, ...]) -> None:
-                the_bus.publish(BusMessage(node, deliveries))
+                def publish(deliveries: tuple[Delivery, ...]) -> None:
+                    single_bus.publish(BusMessage(node, deliveries))
 
-            the_bus.subscribe(node, on_bus)
+                the_bus.subscribe(node, on_bus)
+                pipeline = Pipeline(writer, hub, publish)
             limits = EndpointLimits(
                 max_frame=settings.max_frame,
                 max_connections=settings.max_connections,
@@ -289,7 +389,7 @@ class ChatServer:
                 hub,
                 limits=limits,
                 needs=needs,
-                pipeline=Pipeline(writer, hub, publish),
+                pipeline=pipeline,
                 clock=clock,
             )
             endpoint.start()
@@ -319,6 +419,11 @@ class ChatServer:
                 )
                 await web.start()
         except BaseException:
+            if node_part is not None:
+                await node_part.stop()
+            close_bus = getattr(the_bus, "close", None)
+            if own_bus and close_bus is not None:
+                await close_bus()
             if relay is not None:
                 relay.close()
             if web is not None:
@@ -348,6 +453,8 @@ class ChatServer:
             node=node,
             relay=relay,
             own_store=own_store,
+            cluster=node_part,
+            own_bus=own_bus,
             addresses=addresses,
             web=web,
             generated_admin_password=generated,
@@ -391,10 +498,19 @@ class ChatServer:
             log.info("udp relay", extra={"fields": dataclasses.asdict(self.relay.relay.stats)})
         if self.web is not None:
             await self.web.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        if self.own_bus:
+            close = getattr(self.bus, "close", None)
+            if close is not None:
+                await close()
         self.bus.unsubscribe(self.node)
         self.needs.close()
         _close(self.reads)
         if self.own_store:
+            aclose = getattr(self.store, "aclose", None)
+            if aclose is not None:
+                await aclose()
             _close(self.store)
         log.info("server stopped")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from parlour.server.config import SETTINGS, ConfigError, Settings, load_settings
+from parlour.server.config import SETTINGS, ConfigError, Settings, load_settings, redact
 from parlour.server.logs import configure_logging
 
 __all__ = ["serve"]
@@ -22,7 +22,9 @@ _FLAG_TYPES: dict[str, Any] = {
     "host": str,
     "port": int,
     "data_dir": click.Path(file_okay=False, path_type=Path),
-    "store": click.Choice(["sqlite", "memory"]),
+    "store": str,
+    "bus": str,
+    "node_name": str,
     "tls_cert": click.Path(dir_okay=False, path_type=Path),
     "tls_key": click.Path(dir_okay=False, path_type=Path),
     "web": click.BOOL,
@@ -82,11 +84,12 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from parlour.core.ports import StoreUnavailable
     from parlour.server.app import ChatServer
 
     try:
         server = await ChatServer.start(settings)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreUnavailable) as exc:
         click.echo(f"parlour serve: cannot start: {exc}", err=True)
         return 1
     scheme = "tls" if settings.tls_enabled else "tcp"
@@ -101,6 +104,10 @@ async def _serve(settings: Settings) -> int:
         click.echo(f"Web client: {server.web.url}  (open it in a browser)")
     if settings.store == "sqlite":
         click.echo(f"Data directory: {settings.data_dir.resolve()}")
+    elif settings.postgres:
+        click.echo(f"Store: PostgreSQL {redact(settings.store)}")
+        bus = redact(settings.bus) if settings.redis else "in-process (this node alone)"
+        click.echo(f"Bus: {bus}; node {server.node}")
     else:
         click.echo("Store: memory (nothing is kept after exit)")
     if server.generated_admin_password is not None:

@@ -37,7 +37,8 @@ __all__ = [
 ADMIN_PASSWORD_ENV = "PARLOUR_ADMIN_PASSWORD"
 ENV_PREFIX = "PARLOUR_"
 
-StoreKind = Literal["sqlite", "memory"]
+#: "sqlite", "memory", or a PostgreSQL DSN (``postgresql://…``: several nodes)
+StoreKind = str
 LogFormat = Literal["text", "json"]
 DuplicateLogin = Literal["replace", "reject", "allow"]
 
@@ -55,6 +56,10 @@ class Settings:
     data_dir: Path = Path("data")
     store: StoreKind = "sqlite"
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    bus: str = "memory"
+    bus_prefix: str = "parlour"
+    node_name: str | None = None
+    pg_pool: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
     web: bool = True
@@ -105,6 +110,16 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
 
     @property
+    def postgres(self) -> bool:
+        """The store is PostgreSQL (several nodes may share it)."""
+        return is_postgres(self.store)
+
+    @property
+    def redis(self) -> bool:
+        """The bus is Redis (several nodes)."""
+        return is_redis(self.bus)
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
@@ -130,7 +145,7 @@ class Settings:
 class SettingSpec:
     name: str
     kind: str  # "str" "int" "float" "bool" "path" "optional_path" "optional_str"
-    # "optional_int" "rooms" or "choice"
+    # "optional_int" "rooms" "choice" "store" or "bus"
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -153,7 +168,27 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("host", "str", "Address to listen on (use 0.0.0.0 or :: to listen on all)."),
     SettingSpec("port", "int", "TCP port for the chat protocol (0 picks a free one).", minimum=0),
     SettingSpec("data_dir", "path", "Directory holding the SQLite database."),
-    SettingSpec("store", "choice", "Storage backend.", choices=("sqlite", "memory")),
+    SettingSpec(
+        "store",
+        "store",
+        "Storage backend: sqlite, memory, or postgresql://user@host/db (several nodes).",
+    ),
+    SettingSpec(
+        "bus",
+        "bus",
+        "Fan-out between nodes: memory (one node), or redis://host:6379/0 (several nodes).",
+    ),
+    SettingSpec(
+        "bus_prefix",
+        "str",
+        "Prefix of this deployment's Redis keys and channel (several deployments, one Redis).",
+    ),
+    SettingSpec(
+        "node_name",
+        "optional_str",
+        "This node's name in logs and in the node registry (default: the host name).",
+    ),
+    SettingSpec("pg_pool", "int", "Connections to PostgreSQL per node.", minimum=2),
     SettingSpec(
         "sqlite_synchronous",
         "choice",
@@ -310,10 +345,39 @@ SETTINGS: tuple[SettingSpec, ...] = (
 _SPECS = {s.name: s for s in SETTINGS}
 
 
+def is_postgres(store: str) -> bool:
+    return store.startswith(("postgresql://", "postgres://"))
+
+
+def is_redis(bus: str) -> bool:
+    return bus.startswith(("redis://", "rediss://", "unix://"))
+
+
+def redact(url: str) -> str:
+    """A DSN or URL without its password (for logs and messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
 def _convert(spec: SettingSpec, value: object, source: str) -> object:
     """Turn a raw value (str from env/flags, or a TOML value) into the typed setting value."""
     where = f"{spec.name} (from {source})"
     kind = spec.kind
+    if kind in ("store", "bus"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        text = value.strip()
+        lowered = text.lower()
+        if kind == "store" and (lowered in ("sqlite", "memory") or is_postgres(text)):
+            return lowered if lowered in ("sqlite", "memory") else text
+        if kind == "bus" and (lowered == "memory" or is_redis(text)):
+            return lowered if lowered == "memory" else text
+        wanted = "sqlite, memory or postgresql://…" if kind == "store" else "memory or redis://…"
+        raise ConfigError(f"{where}: {redact(text)!r} is not one of {wanted}")
     if kind in ("str", "choice"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -498,6 +562,11 @@ def _validate(s: Settings) -> None:
         )
     if not s.default_rooms:
         raise ConfigError("default_rooms: at least one room is needed")
+    if s.redis and not s.postgres:
+        raise ConfigError(
+            "bus: a Redis bus joins several nodes, and they need one shared store: "
+            "use --store postgresql://… (SQLite and memory belong to one node)"
+        )
     if s.p2p_relay_port > 65535:
         raise ConfigError(f"p2p_relay_port: must be at most 65535, got {s.p2p_relay_port}")
     if s.p2p_relay_total_rate < s.p2p_relay_rate:
@@ -512,5 +581,9 @@ def replace(settings: Settings, **changes: object) -> Settings:
 
 
 def describe(settings: Settings) -> Mapping[str, object]:
-    """The settings as a plain mapping for logging; never contains the admin password."""
-    return {spec.name: getattr(settings, spec.name) for spec in SETTINGS}
+    """The settings as a plain mapping for logging; never contains the admin password (nor
+    the password of a database or Redis URL)."""
+    out: dict[str, object] = {spec.name: getattr(settings, spec.name) for spec in SETTINGS}
+    out["store"] = redact(settings.store)
+    out["bus"] = redact(settings.bus)
+    return out

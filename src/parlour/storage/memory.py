@@ -3,6 +3,9 @@
 Nothing survives the process. `apply` applies a batch atomically: the batch is checked first
 (unknown rooms, duplicate sequence numbers, duplicate users or rooms raise `ValueError` before
 anything changes), so a failing batch leaves the store untouched.
+
+It also assigns sequence numbers itself (`apply_assigning`, appends with `seq == ASSIGN`) the
+way `PostgresStore` does, so that several in-process nodes can be tested without a database.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    Heads,
     MembershipRecord,
     ReadMarkerRecord,
     RoomRecord,
@@ -28,12 +32,14 @@ from parlour.core.records import (
     user_key,
 )
 from parlour.core.writes import (
+    ASSIGN,
     AddBan,
     AddBlock,
     AddSessionToken,
     AppendBroadcast,
     AppendDm,
     AppendRoomMessage,
+    Assigned,
     Audit,
     CreateRoom,
     CreateUser,
@@ -59,13 +65,19 @@ __all__ = ["MemoryStore"]
 
 
 class _Log:
-    """Messages of one room or conversation, ascending by sequence number."""
+    """Messages of one room or conversation, ascending by sequence number, and the client ids
+    of its messages: (sender key, client id) -> (seq, ts)."""
 
-    __slots__ = ("msgs", "seqs")
+    __slots__ = ("ids", "msgs", "seqs")
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
         self.msgs: list[StoredMessage] = []
+        self.ids: dict[tuple[str, str], tuple[int, float]] = {}
+
+    @property
+    def last(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
 
     def append(self, msg: StoredMessage) -> None:
         if self.seqs and msg.seq <= self.seqs[-1]:
@@ -74,9 +86,11 @@ class _Log:
                 raise ValueError(f"duplicate sequence number {msg.seq} in {msg.scope!r}")
             self.seqs.insert(i, msg.seq)
             self.msgs.insert(i, msg)
-            return
-        self.seqs.append(msg.seq)
-        self.msgs.append(msg)
+        else:
+            self.seqs.append(msg.seq)
+            self.msgs.append(msg)
+        if msg.client_id is not None:
+            self.ids.setdefault((user_key(msg.sender), msg.client_id), (msg.seq, msg.ts))
 
     def index(self, seq: int) -> int | None:
         i = bisect.bisect_left(self.seqs, seq)
@@ -162,6 +176,18 @@ class MemoryStore:
             session_tokens=[t for t in self._tokens.values() if t.expires > tokens_valid_at],
         )
 
+    def heads(self, convs: Sequence[str] = ()) -> Heads:
+        """Every room's last sequence, the given conversations', the broadcasts'."""
+        return Heads(
+            {
+                r.name: self._room_logs[k].last
+                for k, r in self._rooms.items()
+                if k in self._room_logs
+            },
+            {c: self._dm_logs[c].last for c in convs if c in self._dm_logs},
+            self._broadcasts[-1].seq if self._broadcasts else 0,
+        )
+
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
         return [b for b in self._broadcasts if b.seq > after][: max(0, limit)]
 
@@ -192,9 +218,35 @@ class MemoryStore:
     # -- writes ----------------------------------------------------------------------------
 
     def apply(self, writes: Sequence[Write]) -> None:
+        self.apply_assigning(writes)
+
+    def apply_assigning(self, writes: Sequence[Write]) -> list[Assigned]:
+        """Apply `writes` atomically; what each store-assigned append was given."""
         self._check(writes)
+        assigned: list[Assigned] = []
         for w in writes:
-            self._apply_one(w)
+            if isinstance(w, AppendRoomMessage | AppendDm | AppendBroadcast) and w.seq == ASSIGN:
+                assigned.append(self._assign(w))
+            else:
+                self._apply_one(w)
+        return assigned
+
+    def _assign(self, w: AppendRoomMessage | AppendDm | AppendBroadcast) -> Assigned:
+        if isinstance(w, AppendBroadcast):
+            seq = (self._broadcasts[-1].seq if self._broadcasts else 0) + 1
+            self._apply_one(replace(w, seq=seq))
+            return Assigned(seq, w.ts)
+        if isinstance(w, AppendRoomMessage):
+            log = self._room_logs.setdefault(room_key(w.room), _Log())
+        else:
+            log = self._dm_logs.setdefault(w.conv, _Log())
+        if w.client_id is not None:
+            stored = log.ids.get((user_key(w.sender), w.client_id))
+            if stored is not None:
+                return Assigned(stored[0], stored[1], duplicate=True)
+        seq = log.last + 1
+        self._apply_one(replace(w, seq=seq))
+        return Assigned(seq, w.ts)
 
     def _check(self, writes: Sequence[Write]) -> None:
         """Reject a batch that could fail half-way, before changing anything."""
@@ -236,9 +288,9 @@ class MemoryStore:
             elif isinstance(w, AppendRoomMessage):
                 if room_key(w.room) not in rooms:
                     raise ValueError(f"unknown room {w.room!r}")
-                if taken("room", room_key(w.room), w.seq):
+                if w.seq != ASSIGN and taken("room", room_key(w.room), w.seq):
                     raise ValueError(f"duplicate sequence number {w.seq} in {w.room!r}")
-            elif isinstance(w, AppendDm) and taken("dm", w.conv, w.seq):
+            elif isinstance(w, AppendDm) and w.seq != ASSIGN and taken("dm", w.conv, w.seq):
                 raise ValueError(f"duplicate sequence number {w.seq} in {w.conv!r}")
 
     def _apply_one(self, w: Write) -> None:

@@ -17,10 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from parlour.core.outcome import ConnId, Delivery, Outcome
+from parlour.core.ports import StoreUnavailable
 from parlour.protocol import Error, ErrorCode
 from parlour.transports.hub import Hub
 
-__all__ = ["InlineWriter", "Pipeline", "StoreWriter"]
+__all__ = ["Admit", "Complete", "InlineWriter", "Pipeline", "StoreWriter"]
+
+#: seconds a client is told to wait after `unavailable` (the store could not be reached)
+UNAVAILABLE_RETRY = 1.0
 
 log = logging.getLogger("parlour.transports.pipeline")
 
@@ -33,7 +37,7 @@ class StoreWriter(Protocol):
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None: ...
 
-    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]: ...
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[Any]: ...
 
     async def close(self) -> None: ...
 
@@ -41,7 +45,7 @@ class StoreWriter(Protocol):
 class InlineWriter:
     """Applies writes synchronously on the loop (for the memory store: nothing to wait for)."""
 
-    def __init__(self, apply: Callable[[Sequence[Any]], None]) -> None:
+    def __init__(self, apply: Callable[[Sequence[Any]], Any]) -> None:
         self._apply = apply
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -52,15 +56,15 @@ class InlineWriter:
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop if loop is not None else asyncio.get_running_loop()
 
-    def submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+    def submit(self, writes: Sequence[Any]) -> asyncio.Future[Any]:
         assert self._loop is not None, "writer not started"
-        fut: asyncio.Future[None] = self._loop.create_future()
+        fut: asyncio.Future[Any] = self._loop.create_future()
         try:
-            self._apply(writes)
+            result = self._apply(writes)
         except Exception as exc:
             fut.set_exception(exc)
         else:
-            fut.set_result(None)
+            fut.set_result(result)
         return fut
 
     async def close(self) -> None:
@@ -73,14 +77,32 @@ Done = Callable[[], None]
 #: for this node gives them to the hub; without one they go straight to the hub)
 Deliver = Callable[[tuple[Delivery, ...]], None]
 
+#: several nodes: called when an outcome is applied, before its writes are committed
+Admit = Callable[[Outcome, "ConnId | None"], None]
+#: several nodes: called when an outcome's writes are committed (with what the writer
+#: returned) or failed (with the exception), before it is dispatched, with the outcome as
+#: applied and the one the pipeline would dispatch (on failure: the error reply only);
+#: returns the outcome to dispatch (its reply completed with what the store assigned)
+Complete = Callable[[Outcome, Any, "ConnId | None", Outcome], Outcome]
+
 
 class Pipeline:
     """Orders outcomes through the store writer and hands them to the hub."""
 
-    def __init__(self, writer: StoreWriter, hub: Hub, deliver: Deliver | None = None) -> None:
+    def __init__(
+        self,
+        writer: StoreWriter,
+        hub: Hub,
+        deliver: Deliver | None = None,
+        *,
+        admit: Admit | None = None,
+        complete: Complete | None = None,
+    ) -> None:
         self._writer = writer
         self._hub = hub
         self.deliver: Deliver = deliver if deliver is not None else hub.deliver_all
+        self.admit = admit
+        self.complete = complete
         self._queue: deque[tuple[asyncio.Future[None] | None, Outcome, ConnId | None, Done | None]]
         self._queue = deque()
         self._idle: asyncio.Event | None = None
@@ -102,6 +124,8 @@ class Pipeline:
 
         ``done`` is called right after the outcome has been dispatched.
         """
+        if self.admit is not None:
+            self.admit(outcome, conn)
         fut = self._submit(outcome.writes) if outcome.writes else None
         if not self._queue and (fut is None or fut.done()):
             self._dispatch(fut, outcome, conn, done)
@@ -111,14 +135,14 @@ class Pipeline:
             # (a future already done was refused by the writer: its listener never fires)
             fut.add_done_callback(self._drain)
 
-    def _submit(self, writes: Sequence[Any]) -> asyncio.Future[None]:
+    def _submit(self, writes: Sequence[Any]) -> asyncio.Future[Any]:
         """Submit to the writer; a writer that refuses (closed during shutdown, or any other
         error) yields a failed future, so the outcome takes the storage-failure path: its
         requester gets ``internal_error`` in order and the caller carries on."""
         try:
             return self._writer.submit(writes)
         except Exception as exc:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)
             return fut
 
@@ -135,27 +159,53 @@ class Pipeline:
 
     def _dispatch(
         self,
-        fut: asyncio.Future[None] | None,
+        fut: asyncio.Future[Any] | None,
         outcome: Outcome,
         conn: ConnId | None,
         done: Done | None,
     ) -> None:
-        if fut is not None and fut.exception() is not None:
+        failed = fut.exception() if fut is not None else None
+        applied = outcome
+        if failed is not None:
             # Not durable: never acknowledge. The requester learns it failed; nobody else
             # hears of it. The core's hot state may be ahead of the store until restart.
             self.storage_failures += 1
-            log.error(
-                "storage write failed; outcome not delivered",
-                exc_info=fut.exception(),
-                extra={"fields": {"conn": conn}},
-            )
+            if isinstance(failed, StoreUnavailable):
+                log.warning(
+                    "store unavailable; outcome not delivered",
+                    extra={"fields": {"conn": conn, "why": str(failed)}},
+                )
+            else:
+                log.error(
+                    "storage write failed; outcome not delivered",
+                    exc_info=failed,
+                    extra={"fields": {"conn": conn}},
+                )
             reply = outcome.reply
             if conn is not None and reply is not None:
                 rid = getattr(reply, "id", None)
-                failure = Error(rid, ErrorCode.INTERNAL_ERROR.value, "storage failure; try again")
+                if isinstance(failed, StoreUnavailable):
+                    failure = Error(
+                        rid,
+                        ErrorCode.UNAVAILABLE.value,
+                        "the database cannot be reached; nothing was done; try again",
+                        {"retry_after": UNAVAILABLE_RETRY},
+                    )
+                else:
+                    failure = Error(
+                        rid, ErrorCode.INTERNAL_ERROR.value, "storage failure; try again"
+                    )
                 outcome = Outcome(reply=failure)
             else:
                 outcome = Outcome()
+        complete = self.complete
+        if complete is not None:
+            try:
+                result = failed if failed is not None else fut.result() if fut is not None else None
+                outcome = complete(applied, result, conn, outcome)
+            except Exception:
+                self.dispatch_failures += 1
+                log.exception("completing an outcome failed", extra={"fields": {"conn": conn}})
         try:
             hub = self._hub
             if outcome.reply is not None and conn is not None:

@@ -15,7 +15,7 @@ from parlour.core.context import Ctx, Out, fail, log_event
 from parlour.core.handlers.catch_up import plan_catch_up
 from parlour.core.handlers.sessions import end_session, session_reply, start_session
 from parlour.core.needs import HashPassword, Verified, VerifyPassword
-from parlour.core.outcome import Outcome
+from parlour.core.outcome import EndSessions, LoginFailed, LoginSucceeded, Outcome
 from parlour.core.records import UserRecord, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
@@ -168,6 +168,8 @@ def _wrong_password(cx: Ctx, c: Connection, name: str, what: str) -> ProtocolErr
     """Count a failed password check of user `name` from `c`'s address; the error to answer
     (the same shape whether the user exists or not)."""
     locked = cx.sessions.throttle.failure(user_key(name), c.address, cx.now)
+    if cx.cfg.cluster:  # the throttles are shared: every node counts it
+        cx.tell(LoginFailed(user_key(name), c.address, cx.now))
     log_event(logging.WARNING, f"{what} failed", user=name, peer=c.peer, conn=c.id)
     if locked > 0:
         return _locked(name, locked, c)
@@ -220,13 +222,16 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
         )
     policy = cx.cfg.duplicate_login
     existing = list(cx.sessions.of(u.key)) if policy != "allow" else []
-    if policy == "reject" and any(_session_alive(cx, conn) for conn in existing):
+    elsewhere = policy != "allow" and u.key in cx.sessions.remote  # on another node
+    if policy == "reject" and (elsewhere or any(_session_alive(cx, conn) for conn in existing)):
         log_event(
             logging.INFO, "login refused: already logged in", user=u.name, peer=c.peer, conn=c.id
         )
         raise fail(ErrorCode.ALREADY_LOGGED_IN, f"{u.name} is already logged in elsewhere")
     plan = plan_catch_up(cx, u, rq.resume)  # may need store reads: before any change
     cx.sessions.throttle.success(key, c.address)
+    if cx.cfg.cluster:
+        cx.tell(LoginSucceeded(key, c.address))
     out = cx.out()
     if new_hash is not None:
         u.password_hash = new_hash
@@ -239,7 +244,10 @@ def login(cx: Ctx, c: Connection, rq: LoginRequest) -> Outcome:
             end_session(cx, old, out, quiet=True)
         out.close.append((conn, ErrorCode.LOGGED_OUT.value, f"you logged in again from {c.peer}"))
         log_event(logging.INFO, "session replaced", user=u.name, conn=conn, by_conn=c.id)
-    start_session(cx, c, u, out, quiet=bool(existing))
+    if elsewhere:  # `replace`: the sessions on other nodes end too, quietly
+        reason = f"you logged in again from {c.peer}"
+        cx.tell(EndSessions(u.key, ErrorCode.LOGGED_OUT.value, reason, quiet=True))
+    start_session(cx, c, u, out, quiet=bool(existing) or elsewhere)
     issued: tuple[str, float] | None
     if token_hash is not None and rq.token is not None:  # the same token goes on
         c.token_hash = token_hash
@@ -305,6 +313,9 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
                 "your password was changed on another connection; log in again",
             )
         )
+    if cx.cfg.cluster:  # and those on the other nodes
+        reason = "your password was changed on another connection; log in again"
+        cx.tell(EndSessions(u.key, ErrorCode.LOGGED_OUT.value, reason))
     log_event(
         logging.INFO, "password changed", user=u.name, peer=c.peer, ended_sessions=len(others)
     )

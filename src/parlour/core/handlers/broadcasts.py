@@ -14,7 +14,7 @@ import logging
 from parlour.core.context import Ctx, fail, log_event
 from parlour.core.outcome import TO_ALL, Outcome
 from parlour.core.sessions import Connection
-from parlour.core.writes import AppendBroadcast
+from parlour.core.writes import ASSIGN, AppendBroadcast
 from parlour.protocol import (
     BroadcastEvent,
     BroadcastReply,
@@ -34,9 +34,16 @@ def broadcast(cx: Ctx, c: Connection, rq: BroadcastRequest) -> Outcome:
     cx.rate(c)
     state = cx.state
     now = cx.now
+    out = cx.out()
+    if cx.cfg.cluster:
+        # the store numbers it; every node delivers it once committed (`parlour.core.replica`)
+        out.writes.append(AppendBroadcast(ASSIGN, u.name, rq.text, now))
+        sessions = len(cx.router.resolve(TO_ALL))
+        cx.audit(out, u.name, "broadcast", "*", rq.text[:200])
+        log_event(logging.INFO, "broadcast", by=u.name, sessions=sessions, size=len(rq.text))
+        return out.done(Ok(rq.id, BroadcastReply(delivered=sessions, seq=ASSIGN)))
     seq = state.broadcast_last + 1
     state.broadcast_last = seq
-    out = cx.out()
     out.writes.append(AppendBroadcast(seq, u.name, rq.text, now))
     out.event(BroadcastEvent(sender=u.name, text=rq.text, ts=now, seq=seq), TO_ALL)
     sessions = len(out.deliveries[0].to) if out.deliveries else 0

@@ -10,7 +10,7 @@ from parlour.core.outcome import Outcome, ToUsers
 from parlour.core.records import StoredMessage, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import Conversation, UserState
-from parlour.core.writes import AppendDm
+from parlour.core.writes import ASSIGN, AppendDm
 from parlour.protocol import (
     DmDeletedEvent,
     DmEditedEvent,
@@ -104,6 +104,14 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
             )
         )
     now = cx.now
+    if cx.cfg.cluster:
+        # the store assigns the sequence number and moves the recipient's cursor when
+        # `delivered`; the DM reaches both sides once committed (`parlour.core.replica`)
+        write = AppendDm(
+            conv.conv, ASSIGN, u.name, peer.name, rq.text, now, rq.client_id, delivered
+        )
+        reply = DmReply(peer=peer.name, seq=ASSIGN, ts=now, client_id=rq.client_id, duplicate=False)
+        return Outcome(Ok(rq.id, reply), writes=(write,))
     msg = StoredMessage(
         conv.conv, seq, now, u.name, rq.text, client_id=rq.client_id, recipient=peer.name
     )

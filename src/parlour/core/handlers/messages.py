@@ -13,6 +13,7 @@ from parlour.core.records import StoredMessage, room_key, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import Room, UserState
 from parlour.core.writes import (
+    ASSIGN,
     AppendRoomMessage,
     DeleteDm,
     DeleteRoomMessage,
@@ -62,8 +63,18 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
             )
         )
     now = cx.now
-    seq = room.log.last_seq + 1
     name = room.name
+    if cx.cfg.cluster:
+        # the store assigns the sequence number; the message is applied and delivered here
+        # and on every node once it is committed (`parlour.core.replica`)
+        return Outcome(
+            Ok(
+                rq.id,
+                SendReply(room=name, seq=ASSIGN, ts=now, client_id=rq.client_id, duplicate=False),
+            ),
+            writes=(AppendRoomMessage(name, ASSIGN, u.name, rq.text, now, rq.client_id),),
+        )
+    seq = room.log.last_seq + 1
     room.log.append(StoredMessage(name, seq, now, u.name, rq.text, client_id=rq.client_id))
     cx.state.client_ids.put(room.uid, u.key, rq.client_id, seq, now)
     event = MessageEvent(

@@ -11,7 +11,7 @@ from parlour.core.messages import to_record
 from parlour.core.outcome import TO_ALL, Outcome, ToRoom
 from parlour.core.records import RoomRecord, room_key
 from parlour.core.sessions import Connection
-from parlour.core.state import room_scope
+from parlour.core.state import Room, room_scope
 from parlour.core.writes import CreateRoom, DeleteRoom, RenameRoom, SetMembership
 from parlour.protocol import (
     ErrorCode,
@@ -34,7 +34,16 @@ from parlour.protocol import (
     RoomsRequest,
 )
 
-__all__ = ["join", "leave", "room_create", "room_delete", "room_rename", "rooms_list"]
+__all__ = [
+    "delete_room",
+    "join",
+    "leave",
+    "rename_room",
+    "room_create",
+    "room_delete",
+    "room_rename",
+    "rooms_list",
+]
 
 
 def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
@@ -44,13 +53,21 @@ def rooms_list(cx: Ctx, c: Connection, rq: RoomsRequest) -> Outcome:
         {
             "name": r.name,
             "members": len(r.members),
-            "online": len(cx.sessions.peek_room(rk).users()),
+            "online": _online_count(cx, rk, r.members),
             "joined": u.key in r.members,
         }
         for rk, r in sorted(cx.state.rooms.items())
     ]
     cx.read_done(c, len(rows))
     return Outcome(Ok(rq.id, RoomsReply(rooms=rows)))
+
+
+def _online_count(cx: Ctx, rk: str, members: set[str]) -> int:
+    """Members of the room online here, or (several nodes) anywhere."""
+    if cx.sessions.remote:
+        online = cx.sessions.online
+        return sum(1 for k in members if online(k))
+    return len(cx.sessions.peek_room(rk).users())
 
 
 def room_create(cx: Ctx, c: Connection, rq: RoomCreateRequest) -> Outcome:
@@ -83,7 +100,19 @@ def room_rename(cx: Ctx, c: Connection, rq: RoomRenameRequest) -> Outcome:
     out = cx.out()
     out.writes.append(RenameRoom(room.name, rq.new_name))
     old_name = room.name
-    room.name = rq.new_name
+    rename_room(cx, room, rq.new_name)
+    cx.audit(out, u.name, "room_rename", old_name, f"renamed to {rq.new_name}")
+    log_event(logging.INFO, "room renamed", by=u.name, room=old_name, new_name=rq.new_name)
+    out.event(RoomRenamedEvent(room=old_name, new_name=rq.new_name, by=u.name, ts=cx.now), TO_ALL)
+    return out.done(Ok(rq.id, RoomRenameReply(room=rq.new_name, new_name=rq.new_name)))
+
+
+def rename_room(cx: Ctx, room: Room, new_name: str) -> None:
+    """Rename `room` in the state and this node's sessions (the handler, or another node's
+    committed rename)."""
+    rooms = cx.state.rooms
+    old, new = room_key(room.name), room_key(new_name)
+    room.name = new_name
     del rooms[old]
     rooms[new] = room
     cx.sessions.renamed(old, new)
@@ -91,15 +120,24 @@ def room_rename(cx: Ctx, c: Connection, rq: RoomRenameRequest) -> Outcome:
         markers = cx.state.read_markers
         for key in [k for k in markers if k[1] == room_scope(old)]:
             markers[(key[0], room_scope(new))] = markers.pop(key)
-    if new != old:
         for mk in room.members:
             member = cx.state.users[mk]
             member.rooms.discard(old)
             member.rooms.add(new)
-    cx.audit(out, u.name, "room_rename", old_name, f"renamed to {rq.new_name}")
-    log_event(logging.INFO, "room renamed", by=u.name, room=old_name, new_name=rq.new_name)
-    out.event(RoomRenamedEvent(room=old_name, new_name=rq.new_name, by=u.name, ts=cx.now), TO_ALL)
-    return out.done(Ok(rq.id, RoomRenameReply(room=rq.new_name, new_name=rq.new_name)))
+
+
+def delete_room(cx: Ctx, room: Room) -> None:
+    """Forget `room` in the state and this node's sessions."""
+    rk = room_key(room.name)
+    for mk in room.members:
+        member = cx.state.users.get(mk)
+        if member is not None:
+            member.rooms.discard(rk)
+    del cx.state.rooms[rk]
+    cx.sessions.dropped(rk)
+    markers = cx.state.read_markers
+    for key in [k for k in markers if k[1] == room_scope(rk)]:
+        del markers[key]
 
 
 def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
@@ -107,14 +145,7 @@ def room_delete(cx: Ctx, c: Connection, rq: RoomDeleteRequest) -> Outcome:
     room = cx.find_room(rq.room)
     out = cx.out()
     out.writes.append(DeleteRoom(room.name))
-    rk = room_key(room.name)
-    for mk in room.members:
-        cx.state.users[mk].rooms.discard(rk)
-    del cx.state.rooms[rk]
-    cx.sessions.dropped(rk)
-    markers = cx.state.read_markers
-    for key in [k for k in markers if k[1] == room_scope(rk)]:
-        del markers[key]
+    delete_room(cx, room)
     cx.audit(out, u.name, "room_delete", room.name, "")
     log_event(logging.INFO, "room deleted", by=u.name, room=room.name)
     out.event(RoomDeletedEvent(room=room.name, by=u.name, ts=cx.now), TO_ALL)
@@ -142,6 +173,8 @@ def join(cx: Ctx, c: Connection, rq: JoinRequest) -> Outcome:
     # joiner blocks are left out of the names (not of the room's totals).
     cap = cx.cfg.join_members
     online_keys = cx.sessions.peek_room(rk).users()
+    if cx.sessions.remote:  # several nodes: members online on the others too
+        online_keys |= {k for k in room.members if k in cx.sessions.remote}
     users = cx.state.users
     blocked = cx.state.blocks.blocked_by_user(u.key)
     online = heapq.nsmallest(

@@ -58,6 +58,11 @@ def who(cx: Ctx, c: Connection, rq: WhoRequest) -> Outcome:
     # listed, so `who` cannot enumerate the accounts of the server.
     room_name: str | None = None
     online_keys: Iterable[str] = cx.sessions.by_user
+    if cx.sessions.remote:  # several nodes: users online on the others too
+        online_keys = [
+            *cx.sessions.by_user,
+            *(k for k in cx.sessions.remote if k not in cx.sessions.by_user),
+        ]
     if rq.room is not None:
         room = cx.find_room(rq.room)
         room_name = room.name
