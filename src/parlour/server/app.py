@@ -411,7 +411,7 @@ class ChatServer:
                     public_url=settings.public_url,
                     max_frame=settings.max_frame,
                     ping_interval=settings.heartbeat,
-                    guard=HttpGuard(
+                    guard=HttpGuard.for_chat(
                         max_connections=settings.max_connections,
                         per_address=settings.max_connections_per_address,
                         header_timeout=min(10.0, settings.login_timeout),

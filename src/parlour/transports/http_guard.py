@@ -123,6 +123,22 @@ class HttpGuard:
         self.refused = 0
         self.timed_out = 0
 
+    @classmethod
+    def for_chat(
+        cls, *, max_connections: int, per_address: int, header_timeout: float = 10.0
+    ) -> HttpGuard:
+        """A guard for a listener whose WebSockets are chat connections with these limits.
+
+        It admits a few more HTTP connections than the chat does, so that a WebSocket over
+        the chat's limit is upgraded and answered ``server_full`` in band (a browser shows a
+        refused upgrade only as a failed connection), and a full server's page still loads.
+        """
+        return cls(
+            max_connections=max_connections + max(16, max_connections // 8),
+            per_address=per_address + 8 if per_address else 0,
+            header_timeout=header_timeout,
+        )
+
     def __len__(self) -> int:
         return self._open
 
