@@ -16,6 +16,7 @@ from cluster_helpers import PASSWORD, close_all, eventually, recording_client, t
 from parlour.bus.memory import InProcessBus
 from parlour.client import Client, ServerError
 from parlour.core.ports import BusMessage
+from parlour.protocol import ReadMarkerEvent
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
@@ -265,3 +266,41 @@ async def test_a_sign_up_the_store_did_not_take_leaves_no_session(nodes: Nodes) 
         assert [u.name for u in store.load().users].count("newcomer") == 1
     finally:
         await close_all([watcher, newcomer])
+
+
+async def test_a_read_marker_moved_on_one_node_reaches_sessions_on_another(nodes: Nodes) -> None:
+    """Alice reads on her laptop (node a); her phone (node b) hears `read_marker`, for the room
+    and for her DM conversation with bob, and the marker never moves back."""
+    a_node, b_node = await nodes(2)
+    laptop, lrec = await recording_client(a_node.port)
+    phone, prec = await recording_client(b_node.port)
+    bob, _ = await recording_client(b_node.port)
+    try:
+        await laptop.signup("alice", PASSWORD)
+        await phone.login("alice", PASSWORD)
+        await bob.signup("bob", PASSWORD)
+        for c in (laptop, bob):
+            await c.join("general")
+        acks = [await bob.send("general", f"m{k}") for k in range(3)]
+        dm = await bob.dm("alice", "psst")
+
+        def markers() -> list[tuple[str | None, str | None, int]]:
+            return [(e.room, e.peer, e.seq) for e in prec.other if isinstance(e, ReadMarkerEvent)]
+
+        await eventually(
+            lambda: (
+                acks[-1].seq in lrec.room.get("general", []) and dm.seq in lrec.dm.get("bob", [])
+            ),
+            "node a has the messages",
+        )
+        assert await laptop.mark_read(acks[1].seq, "general") == acks[1].seq
+        await eventually(lambda: ("general", None, acks[1].seq) in markers(), "room marker")
+        assert await laptop.mark_read(dm.seq, peer="bob") == dm.seq
+        await eventually(lambda: (None, "bob", dm.seq) in markers(), "DM marker")
+        assert await laptop.mark_read(1, "general") == acks[1].seq  # never back
+        rows = {(r.room, r.peer): r for r in await phone.unread()}
+        assert rows[("general", None)].read_seq == acks[1].seq
+        assert rows[(None, "bob")].unread == 0
+        assert markers() == [("general", None, acks[1].seq), (None, "bob", dm.seq)]
+    finally:
+        await close_all([laptop, phone, bob])

@@ -42,6 +42,7 @@ from parlour.core.outcome import (
     Outcome,
     RemoteEffect,
     SessionsChanged,
+    ToConns,
     ToRoom,
     ToUsers,
 )
@@ -95,6 +96,7 @@ from parlour.protocol import (
     ErrorCode,
     MessageEvent,
     Ok,
+    ReadMarkerEvent,
     SendReply,
 )
 
@@ -592,15 +594,7 @@ class Replica:
                 AuditEntry(fact.ts, fact.actor, fact.action, fact.target, fact.reason)
             )
         elif isinstance(fact, SetReadMarker):
-            if fact.room is not None:
-                where = room_scope(room_key(fact.room))
-            elif fact.conv is not None:
-                where = fact.conv
-            else:
-                return
-            key3 = (user_key(fact.user), where)
-            if fact.seq > state.read_markers.get(key3, 0):
-                state.read_markers[key3] = fact.seq
+            self._read_marker(fact, out)
         elif isinstance(fact, AddSessionToken):
             state.tokens.remember(fact.token_hash, user_key(fact.user), fact.expires)
         elif isinstance(fact, RevokeSessionTokens):
@@ -698,6 +692,31 @@ class Replica:
             if gone is not None and not cx.sessions.online(key):
                 del cx.state.users[key]
         cx.others.clear()  # nothing of it was published
+
+    def _read_marker(self, fact: SetReadMarker, out: Out) -> None:
+        """A user's read marker moved on another node: this node's sessions of the user hear
+        it (`read_marker`), as the other sessions on the origin node did."""
+        state = self.cx.state
+        who = user_key(fact.user)
+        room: str | None = None
+        peer: str | None = None
+        if fact.room is not None:
+            where, room = room_scope(room_key(fact.room)), fact.room
+        elif fact.conv is not None:
+            where = fact.conv
+            a, b = conv_members(fact.conv)
+            other = state.users.get(b if a == who else a)
+            peer = other.name if other is not None else None
+        else:
+            return
+        key = (who, where)
+        if fact.seq <= state.read_markers.get(key, 0):
+            return
+        state.read_markers[key] = fact.seq
+        conns = self.cx.sessions.of(who)
+        if conns and (room is not None or peer is not None):
+            event = ReadMarkerEvent(room=room, peer=peer, seq=fact.seq)
+            out.event(event, ToConns(tuple(conns)))
 
     def _membership(self, fact: SetMembership) -> None:
         cx = self.cx
