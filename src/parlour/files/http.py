@@ -699,11 +699,28 @@ class FilesHttp:
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            try:
+                await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            except NotImplementedError:  # uvloop, TLS without kernel support: copy
+                await _copy(resp, f, start, count)
             await resp.write_eof()
             return resp
         finally:
             f.close()
+
+
+async def _copy(resp: web.StreamResponse, f: Any, start: int, count: int) -> None:
+    """Send `count` bytes of file `f` from `start`: read in a thread, a chunk at a time,
+    written as the peer takes them (aiohttp's `write` waits for the transport to drain)."""
+    fd = f.fileno()
+    offset, left = start, count
+    while left > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(BATCH, left), offset)
+        if not chunk:
+            raise OSError("the file is shorter than its record says")
+        await resp.write(chunk)
+        offset += len(chunk)
+        left -= len(chunk)
 
 
 def _read_head(path: Path) -> bytes:
