@@ -278,3 +278,20 @@ async def test_a_client_that_comes_back_breaks_its_stale_request(
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
     await alice.close()
+
+
+async def test_tuspy_uploads_an_empty_file(
+    server: ChatServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    alice = await User.make(server, "alice", http)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    url, offset = await asyncio.to_thread(
+        _tuspy_upload, alice.base + "/files/uploads", alice.token, empty
+    )
+    assert offset == 0
+    upload = url.rsplit("/", 1)[1]
+    got = await alice.get(f"/files/{upload}")
+    assert got.status == 200 and await got.read() == b""
+    assert got.headers["ETag"] == f'"{sha256_of(b"")}"'
+    await alice.close()

@@ -392,9 +392,19 @@ class FilesHttp:
         )
         headers = self._tus({hdrs.LOCATION: f"{UPLOAD_URL}/{upload}"})
         headers.update(self._expires(self.clock()))
+        rec = FileRecord(upload, name, length, filename, client_type, self.clock())
+        if length == 0 and not with_body:  # nothing to send: complete at once (as tuspy expects)
+            state = self._upload(upload)
+            if await state.take(upload):
+                try:
+                    await self._finish(rec, state)
+                finally:
+                    state.give()
+                self._forget(upload)
+            headers["Upload-Offset"] = "0"
+            return web.Response(status=201, headers=headers)
         if not with_body:
             return web.Response(status=201, headers=headers)
-        rec = FileRecord(upload, name, length, filename, client_type, self.clock())
         status, reason, offset = await self._receive(request, rec, 0)
         if status != 204:  # the upload exists; its first bytes were refused
             headers["Upload-Offset"] = "0"
