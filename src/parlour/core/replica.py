@@ -134,6 +134,7 @@ def _room_event(m: StoredMessage, room: str) -> MessageEvent:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 
@@ -147,6 +148,7 @@ def _dm_event(m: StoredMessage, peer: str) -> DmEvent:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 
@@ -222,7 +224,13 @@ class Replica:
             if room is None:
                 return  # deleted meanwhile (the deletion was committed after it)
             msg = StoredMessage(
-                room.name, write.seq, write.ts, write.sender, write.text, client_id=write.client_id
+                room.name,
+                write.seq,
+                write.ts,
+                write.sender,
+                write.text,
+                client_id=write.client_id,
+                attachment=write.attachment,
             )
             self._room(room, msg, out)
         elif isinstance(write, AppendDm):
@@ -234,6 +242,7 @@ class Replica:
                 write.text,
                 client_id=write.client_id,
                 recipient=write.recipient,
+                attachment=write.attachment,
             )
             self._dm(msg, write.delivered, out)
         else:
