@@ -333,9 +333,9 @@ def main() -> int:
             backend_kind = "tiny asyncio backend"
         wait_port(bports[1])
         cert = make_cert(tmp) if args.tls else None
-        if args.tls and (args.floor or args.python_relay):
-            print("--tls runs HAProxy, nginx and parlour only (TLS uses the Python relay)")
-            args.floor = args.python_relay = False
+        if args.tls and args.floor:
+            print("--tls: no null relay (it does not speak TLS)")
+            args.floor = False
         targets: list[str] = [] if args.tls else ["direct (backend 1)"]
         if have_haproxy:
             targets.append("haproxy (nbthread 1)")

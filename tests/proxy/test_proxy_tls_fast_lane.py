@@ -116,7 +116,8 @@ async def test_connection_close_ends_with_a_clean_tls_close(
     a = await backends("a")
     rt = await proxy([a.spec], tls=tls_config(pki))
     port, ctx = rt.listen_port or 0, client_context(pki.ca)
-    for request in (req("/", "Connection: close\r\n"), post("/echo", b"x", "Connection: close\r\n")):
+    close = "Connection: close\r\n"
+    for request in (req("/", close), post("/echo", b"x", close)):
         async with tls_client(port, ctx) as (r, w):
             w.write(request)
             assert (await read_response(r)).status == 200

@@ -48,8 +48,8 @@ enum { K_LISTEN = 1, K_CLIENT = 2, K_UP = 3, K_PAIR = 4 };
 enum { C_IDLE = 0, C_WAIT_PY = 1, C_SENT = 2, C_TUNNEL = 3 };
 /* TLS state of a client */
 enum { T_PLAIN = 0, T_HANDSHAKE = 1, T_OPEN = 2, T_CLOSED = 3 /* close_notify sent */ };
-/* ciphertext read per recv: with what a partial record may have left in the read BIO
-   (at most one record, < 17 KiB), the plaintext always fits the READ_SIZE scratch */
+/* ciphertext read per recv: with what OpenSSL may hold of a partial record (at most one
+   record, < 17 KiB), the plaintext always fits the READ_SIZE scratch */
 #define TLS_READ (READ_SIZE - 20480)
 
 typedef struct {
@@ -144,6 +144,12 @@ typedef struct {
     int ntls;
 #endif
     char *tscratch; /* ciphertext read from TLS clients */
+    /* what the clients' BIOs read from and write to: the ciphertext of the read being
+       handled, and the records OpenSSL wrote for the client being handled (sent to it
+       right after each OpenSSL call) */
+    const char *tin;
+    size_t tin_len;
+    fl_buf tout;
     client **slots;
     uint32_t nslots, slots_cap;
     uint32_t *free_slots;
@@ -510,14 +516,68 @@ static void client_close(Engine *e, client *c) {
 static int client_send_raw(Engine *e, client *c, const char *data, size_t n);
 
 #ifdef FL_TLS
-/* send what OpenSSL wrote to the client's write BIO (records, alerts); -1: closed */
-static int tls_push(Engine *e, client *c) {
-    BIO *w = SSL_get_wbio(c->ssl);
-    char *p = NULL;
-    long n = BIO_get_mem_data(w, &p);
+/* The clients' BIO: no system calls and no buffer of its own. Reads take the ciphertext
+   the engine just received (OpenSSL keeps a partial record in its own buffer); writes
+   append to the engine's output buffer, which goes to the client after the call. */
+static BIO_METHOD *fl_bio_method;
+
+static int fbio_write(BIO *b, const char *data, int n) {
+    Engine *e = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
     if (n <= 0) return 0;
-    int r = client_send_raw(e, c, p, (size_t)n);
-    (void)BIO_reset(w); /* (the struct and its SSL live until reap even if closed) */
+    if (buf_append(&e->tout, data, (size_t)n) < 0) return -1;
+    return n;
+}
+
+static int fbio_read(BIO *b, char *out, int n) {
+    Engine *e = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0) return 0;
+    if (e->tin_len == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t k = e->tin_len < (size_t)n ? e->tin_len : (size_t)n;
+    memcpy(out, e->tin, k);
+    e->tin += k;
+    e->tin_len -= k;
+    return (int)k;
+}
+
+static long fbio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int fbio_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int fbio_destroy(BIO *b) {
+    (void)b;
+    return 1;
+}
+
+static int fl_bio_init(void) {
+    fl_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "parlour fast lane");
+    if (fl_bio_method == NULL || !BIO_meth_set_write(fl_bio_method, fbio_write) ||
+        !BIO_meth_set_read(fl_bio_method, fbio_read) || !BIO_meth_set_ctrl(fl_bio_method, fbio_ctrl) ||
+        !BIO_meth_set_create(fl_bio_method, fbio_create) || !BIO_meth_set_destroy(fl_bio_method, fbio_destroy))
+        return -1;
+    return 0;
+}
+#endif
+
+#ifdef FL_TLS
+/* send what OpenSSL wrote for the client (records, alerts); -1: closed */
+static int tls_push(Engine *e, client *c) {
+    if (e->tout.len == 0) return 0;
+    int r = client_send_raw(e, c, e->tout.p, e->tout.len);
+    e->tout.len = 0;
+    buf_trim(&e->tout);
     return r;
 }
 
@@ -599,9 +659,10 @@ static int client_write(Engine *e, client *c, const char *data, size_t n) {
         while (n > 0) {
             int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
             ERR_clear_error();
-            int w = SSL_write(c->ssl, data, chunk); /* (a memory BIO takes it all) */
+            int w = SSL_write(c->ssl, data, chunk); /* (the BIO takes it all) */
             if (w <= 0) {
                 ERR_clear_error();
+                e->tout.len = 0;
                 client_close(e, c);
                 return -1;
             }
@@ -1136,16 +1197,16 @@ static void on_accept(Engine *e) {
         tls = e->ntls > 0;
         SSL *ssl = NULL;
         if (tls) { /* admitted once the handshake is done (a page can then be read) */
-            BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
-            ssl = rb && wb ? SSL_new(e->tls_ctx[0]) : NULL;
+            BIO *bio = BIO_new(fl_bio_method);
+            ssl = bio ? SSL_new(e->tls_ctx[0]) : NULL;
             if (ssl == NULL) {
-                BIO_free(rb);
-                BIO_free(wb);
+                BIO_free(bio);
                 ERR_clear_error();
                 close(fd);
                 continue;
             }
-            SSL_set_bio(ssl, rb, wb);
+            BIO_set_data(bio, e);
+            SSL_set_bio(ssl, bio, bio); /* (one reference, for both directions) */
             SSL_set_accept_state(ssl);
         }
 #endif
@@ -1270,6 +1331,8 @@ static int tls_admit(Engine *e, client *c) {
     return 0;
 }
 
+static ssize_t tls_decrypt(Engine *e, client *c, int *eof);
+
 /* read from a TLS client: returns the count of plaintext bytes now in e->scratch (0: none
    yet), or -1 when the client was closed here; *eof: its stream ended (FIN or
    close_notify). Every complete record read is decrypted: OpenSSL keeps no plaintext
@@ -1285,11 +1348,15 @@ static ssize_t tls_read(Engine *e, client *c, int *eof) {
         *eof = 1;
         return 0;
     }
-    if (BIO_write(SSL_get_rbio(c->ssl), e->tscratch, (int)n) != (int)n) {
-        ERR_clear_error();
-        client_close(e, c);
-        return -1;
-    }
+    e->tin = e->tscratch;
+    e->tin_len = (size_t)n;
+    ssize_t got = tls_decrypt(e, c, eof);
+    e->tin_len = 0; /* (all of it was taken, unless the connection ended) */
+    e->tout.len = 0; /* (an alert for a connection closed without a word) */
+    return got;
+}
+
+static ssize_t tls_decrypt(Engine *e, client *c, int *eof) {
     if (c->tls == T_HANDSHAKE) {
         ERR_clear_error();
         int r = SSL_do_handshake(c->ssl);
@@ -1324,7 +1391,7 @@ static ssize_t tls_read(Engine *e, client *c, int *eof) {
         return -1;
     }
     /* (post-handshake messages may need an answer: a key update) */
-    if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) && tls_push(e, c) < 0) return -1;
+    if (tls_push(e, c) < 0) return -1;
     return (ssize_t)got;
 }
 
@@ -1805,6 +1872,8 @@ static SSL_CTX *tls_context(Engine *e, int min_version, const char *cert, const 
     step = "TLS settings";
     if (SSL_CTX_set_min_proto_version(ctx, min_version) != 1) goto fail;
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* an idle connection keeps no record buffers (as HAProxy does) */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, FL_CIPHERS) != 1) goto fail;
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
     step = "cannot load the certificate";
@@ -2064,6 +2133,7 @@ static void Engine_dealloc(Engine *e) {
     free(e->tls_ctx);
 #endif
     free(e->tscratch);
+    buf_free(&e->tout);
     free(e->slots);
     free(e->free_slots);
     free(e->backends);
@@ -2127,6 +2197,12 @@ static struct PyModuleDef fastlane_module = {
 
 PyMODINIT_FUNC PyInit__fastlane(void) {
     if (PyType_Ready(&EngineType) < 0) return NULL;
+#ifdef FL_TLS
+    if (fl_bio_method == NULL && fl_bio_init() < 0) {
+        PyErr_SetString(PyExc_ImportError, "cannot set up the fast lane's OpenSSL BIO");
+        return NULL;
+    }
+#endif
     PyObject *m = PyModule_Create(&fastlane_module);
     if (m == NULL) return NULL;
     Py_INCREF(&EngineType);
