@@ -10,7 +10,9 @@ times, interleaved, and the median round is reported (the machine may be shared)
 
 With --tls every proxy terminates TLS with the same self-signed certificate (made with
 the openssl CLI for the run) and wrk speaks HTTPS to it; the backends stay plain HTTP
-(the usual TLS offload). The direct run is then left out.
+(the usual TLS offload). The direct run is then left out; --python-relay adds parlour
+with --no-fast-lane (TLS in uvloop's SSL and the Python relay, the path before the fast
+lane terminated TLS) to the same rounds.
 
     .venv/bin/python bench/proxy.py [--duration 10] [--connections 50] [--threads 2]
                                     [--rounds 3] [--tls]
