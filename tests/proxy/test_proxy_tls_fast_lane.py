@@ -280,3 +280,20 @@ async def test_reload_keeps_connections_in_the_pair_too(
             assert (await read_response(r)).body == b"still"
             w2.write(req("/"))
             assert (await read_response(r2)).body == b"a"
+
+
+async def test_requests_dribbled_in_tiny_records(
+    pki: Certs, backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """A head split over many TLS records (and reads) is handed over mid-head; what
+    follows reaches the relay through the pair in order."""
+    a = await backends("a")
+    rt = await proxy([a.spec], tls=tls_config(pki))
+    async with tls_client(rt.listen_port or 0, client_context(pki.ca)) as (r, w):
+        data = req("/dribbled") + post("/echo", b"0123456789") + req("/after")
+        for i in range(len(data)):
+            w.write(data[i : i + 1])
+            await w.drain()
+        bodies = [(await read_response(r)).body for _ in range(3)]
+    assert bodies == [b"a", b"0123456789", b"a"]
+    assert [seen.path for seen in a.seen] == ["/dribbled", "/echo", "/after"]
