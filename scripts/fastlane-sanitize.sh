@@ -54,4 +54,5 @@ cd "$WORK"
 # libasan preloaded.)
 # shellcheck disable=SC2086
 "$PY" -m pytest -p no:cacheprovider -o addopts="-ra -q --strict-markers" --capture=sys ${TESTS:-tests/proxy} \
-  --deselect tests/proxy/control_plane/test_cp_dashboard_browser.py "$@"
+  --deselect tests/proxy/control_plane/test_cp_dashboard_browser.py \
+  --deselect tests/proxy/control_plane/test_cp_dashboard_live.py "$@"
