@@ -106,7 +106,7 @@ struct client {
     uint64_t body_left;
     fl_chunks chunks;
     client *next_dead;
-    /* TLS (tls != T_PLAIN): OpenSSL with memory BIOs; the engine does the socket I/O */
+    /* TLS (tls != T_PLAIN): OpenSSL over the engine's BIO; the engine does the socket I/O */
     int tls;
     int counted;  /* counted in nclients (plain: from accept; TLS: once admitted) */
     double born;  /* accepted at (the handshake must end within client_timeout_s) */
@@ -576,8 +576,7 @@ static int fl_bio_init(void) {
 static int tls_push(Engine *e, client *c) {
     if (e->tout.len == 0) return 0;
     int r = client_send_raw(e, c, e->tout.p, e->tout.len);
-    e->tout.len = 0;
-    buf_trim(&e->tout);
+    e->tout.len = 0; /* (one buffer for the engine: kept, at most a read's worth) */
     return r;
 }
 
