@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
 from proxy_helpers import BackendFactory, ProxyFactory
-from raw_backend import TIMEOUT, RawBackendFactory, Req, ok, read_response
+from raw_backend import TIMEOUT, RawBackend, RawBackendFactory, Req, get, ok, read_response
+from test_proxy_fastlane_engine import (
+    LiveProxy,
+    chaos_answer,
+    chaos_stream,
+    check_backend,
+    check_responses,
+)
 from test_proxy_tls import tls_client, tls_config
 from tls_helpers import Certs, client_context
 
+from parlour.proxy.config import ProxyConfig
+from parlour.proxy.control import ProxySettings
 from parlour.proxy.fastlane import native_module
+from parlour.proxy.runtime import ProxyRuntime
 
 MODULE = native_module()[0]
 
@@ -297,3 +309,81 @@ async def test_requests_dribbled_in_tiny_records(
         bodies = [(await read_response(r)).body for _ in range(3)]
     assert bodies == [b"a", b"0123456789", b"a"]
     assert [seen.path for seen in a.seen] == ["/dribbled", "/echo", "/after"]
+
+
+# ============================================================== chaos over TLS
+
+
+class LiveTlsProxy(LiveProxy):
+    """The engine tests' live proxy, terminating TLS."""
+
+    def __init__(self, pki: Certs) -> None:
+        super().__init__()
+        self.pki = pki
+
+    async def _start(self) -> None:
+        self.backend = await RawBackend("chaos", chaos_answer).start()
+        settings = ProxySettings(health_interval_s=60.0, client_timeout_s=1.0, idle_timeout_s=1.0)
+        cfg = ProxyConfig(
+            listen_port=0,
+            admin_port=None,
+            settings=settings,
+            backends=(self.backend.spec,),
+            tls=tls_config(self.pki),
+        )
+        self.rt = ProxyRuntime(cfg)
+        await self.rt.start()
+        assert self.rt.fast_lane is not None, "not in the fast lane"
+        self.port = self.rt.listen_port or 0
+
+
+def tls_exchange(port: int, ctx: ssl.SSLContext, pieces: list[bytes]) -> bytes:
+    out = bytearray()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as s,
+    ):
+        try:
+            for piece in pieces:
+                s.sendall(piece)
+        except OSError:
+            pass  # the proxy closed already (a 400, a Connection: close)
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (ConnectionResetError, ssl.SSLEOFError):
+            pass  # a close too (with unread bytes from us)
+        except TimeoutError:
+            raise AssertionError(f"the proxy neither answered nor closed: {bytes(out)!r}") from None
+    return bytes(out)
+
+
+def test_chaos_streams_over_tls(pki: Certs, data_plane: str) -> None:
+    """The engine tests' chaos streams (simple requests, others, mutations, garbage, cut
+    anywhere) over TLS: well-formed answers, every simple request answered, the backend
+    sees only valid heads, and the proxy stays well."""
+    engine_only(data_plane)
+    ctx = client_context(pki.ca)
+    with LiveTlsProxy(pki) as live:
+        assert live.backend is not None
+
+        @settings(
+            max_examples=60,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(chaos_stream())
+        def check(stream: tuple[list[bytes], bool, int | None]) -> None:
+            pieces, half_close, expected = stream
+            out = tls_exchange(live.port, ctx, pieces)
+            statuses = check_responses(out)
+            if expected is not None and not half_close:  # (no half-close over TLS here)
+                assert len(statuses) == expected and set(statuses) <= {200, 204}, out
+            sanity = tls_exchange(live.port, ctx, [get("/ok0", b"Connection: close\r\n")])
+            assert sanity.startswith(b"HTTP/1.1 200 OK\r\n") and sanity.endswith(b"4:0"), sanity
+            assert live.backend is not None
+            check_backend(live.backend)
+
+        check()
+        assert live.thread.is_alive()
+        assert live.backend.requests
