@@ -33,6 +33,7 @@ from parlour.proxy.config import ProxyConfig
 from parlour.proxy.control import ProxySettings
 from parlour.proxy.fastlane import native_module
 from parlour.proxy.runtime import ProxyRuntime
+from parlour.proxy.tls import CertSpec, TlsConfig, TlsError
 
 MODULE = native_module()[0]
 
@@ -387,3 +388,50 @@ def test_chaos_streams_over_tls(pki: Certs, data_plane: str) -> None:
         check()
         assert live.thread.is_alive()
         assert live.backend.requests
+
+
+async def test_engine_refuses_a_bad_certificate_set_and_keeps_the_current_one(
+    pki: Certs, backends: BackendFactory, proxy: ProxyFactory, data_plane: str
+) -> None:
+    """tls_load is all or nothing: a key of another certificate (or a missing file) is a
+    ValueError naming the file, and new handshakes keep getting the current certificate;
+    through ServerTls.reload it is a TlsError and nothing changes on the Python side."""
+    engine_only(data_plane)
+    a = await backends("a")
+    cfg = tls_config(pki)
+    rt = await proxy([a.spec], tls=cfg)
+    assert rt.fast_lane is not None and rt.fast_lane.engine is not None and rt.tls is not None
+    port, ctx = rt.listen_port or 0, client_context(pki.ca)
+    async with tls_client(port, ctx) as conn:
+        before = conn[1].get_extra_info("ssl_object").getpeercert(binary_form=True)
+    other = pki.leaf("localhost", fresh=True)
+    with pytest.raises(ValueError, match="does not belong"):
+        rt.fast_lane.engine.tls_load(0x0303, [(cfg.default.cert, str(other.key))])
+    with pytest.raises(ValueError, match="no-such-file"):
+        rt.fast_lane.engine.tls_load(0x0303, [("/no-such-file.pem", cfg.default.key)])
+
+    def broken(_: TlsConfig) -> None:
+        raise TlsError("the engine says no")
+
+    rt.tls.native = broken
+    with pytest.raises(TlsError, match="the engine says no"):
+        rt.tls.reload(TlsConfig(CertSpec(str(other.cert), str(other.key))))
+    assert rt.tls.config is cfg
+    async with tls_client(port, ctx) as conn:
+        assert conn[1].get_extra_info("ssl_object").getpeercert(binary_form=True) == before
+        conn[1].write(req("/"))
+        assert (await read_response(conn[0])).status == 200
+
+
+async def test_stop_closes_connections_in_the_pair(
+    pki: Certs, backends: BackendFactory, proxy: ProxyFactory, data_plane: str
+) -> None:
+    a = await backends("a")
+    rt = await proxy([a.spec], tls=tls_config(pki))
+    async with tls_client(rt.listen_port or 0, client_context(pki.ca)) as (r, w):
+        w.write(post("/echo", b"moved"))
+        assert (await read_response(r)).body == b"moved"
+        await rt.stop(drain_timeout_s=TIMEOUT)
+        assert await asyncio.wait_for(r.read(), TIMEOUT) == b""  # (a clean TLS close)
+        if data_plane == "fast_lane":
+            assert rt.fast_lane is None or not rt.fast_lane.busy

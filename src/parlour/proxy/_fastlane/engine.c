@@ -31,6 +31,7 @@
 #ifdef FL_TLS
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #endif
 
 #include "heads_py.h"
@@ -1890,6 +1891,8 @@ fail:;
     char why[256] = "";
     unsigned long code = ERR_peek_last_error();
     if (code) ERR_error_string_n(code, why, sizeof why);
+    if (ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
+        step = "the key does not belong to the certificate";
     ERR_clear_error();
     snprintf(err, errlen, "%s (%s / %s): %s", step, cert, key, why);
     SSL_CTX_free(ctx);
