@@ -1872,7 +1872,7 @@ static SSL_CTX *tls_context(Engine *e, int min_version, const char *cert, const 
     step = "TLS settings";
     if (SSL_CTX_set_min_proto_version(ctx, min_version) != 1) goto fail;
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* an idle connection keeps no record buffers (as HAProxy does) */
+    /* an idle keep-alive connection keeps no record buffers */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_set_cipher_list(ctx, FL_CIPHERS) != 1) goto fail;
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
