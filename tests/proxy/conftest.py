@@ -19,7 +19,6 @@ NO_DATA_PLANE = {
     "test_proxy_relay_heads.py",
     "test_proxy_http_rules.py",
     "test_proxy_tcp_half_close.py",
-    "test_proxy_tls.py",
     "test_proxy_load_from.py",
     "test_proxy_fastlane_heads.py",
     "test_proxy_fastlane_glue.py",

@@ -34,9 +34,12 @@ HASH_HEADER = "X-Key"
 _SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-async def _python_relay(head: bytes, *, trust: bool) -> tuple[bytes, bool, bytes | None] | None:
+async def _python_relay(
+    head: bytes, *, trust: bool, tls: bool = False
+) -> tuple[bytes, bool, bytes | None] | None:
     """What the Python relay sends upstream for `head` (None if it does not send it), whether
-    it keeps the client connection after a response, and the header_hash key it used."""
+    it keeps the client connection after a response, and the header_hash key it used
+    (`tls`: the client came over TLS)."""
     cfg = ProxyConfig(
         admin_port=None,
         max_header_bytes=MAX_HEAD,
@@ -50,7 +53,7 @@ async def _python_relay(head: bytes, *, trust: bool) -> tuple[bytes, bool, bytes
     upstream = FakeTransport()
     up.connection_made(upstream)
     rt.upstreams.idle[b.id] = [up]
-    client = HttpClient(rt.upstreams)
+    client = HttpClient(rt.upstreams, tls=tls)
     client.connection_made(FakeTransport((CLIENT_IP, 40000)))
     client.data_received(head)
     if client.upstream is not up or client.cur is None:
@@ -207,6 +210,11 @@ async def test_accepted_requests_are_forwarded_as_python_forwards_them(head: byt
         assert built == forwarded
         assert keep_alive == python_keep_alive
         assert key == python_key
+    # over TLS (the engine terminates it): the same head, with X-Forwarded-Proto: https
+    over_tls = await _python_relay(head, trust=False, tls=True)
+    assert over_tls is not None
+    assert fl.build_request(head, CLIENT_IP, MAX_HEAD, -1, True) == over_tls[0]
+    assert b"\r\nX-Forwarded-Proto: https\r\n" in over_tls[0]
     assert len(fields) <= fl.FL_MAX_FIELDS
     _check_accepted_request_prefixes(head, head_len)
 

@@ -3,9 +3,10 @@ by SNI, reload without dropping connections, X-Forwarded-Proto: https), TLS to b
 (verified against a CA file, or explicitly not), and HTTPS for the admin listener.
 
 Real sockets on 127.0.0.1 and real handshakes, with certificates from a test CA
-(`tls_helpers.pki`). TLS connections are relayed by the Python relay in either data
-plane, so this module runs once (conftest.NO_DATA_PLANE); one test checks that the fast
-lane steps aside when TLS is on.
+(`tls_helpers.pki`). The module runs in both data planes: the fast lane terminates TLS
+itself (and hands what it does not relay to the Python relay through a socket pair);
+TLS to backends always runs on the Python relay. test_proxy_tls_fast_lane.py has the
+engine's own TLS cases.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tls_helpers import Certs, client_context
 
 from parlour.proxy.config import ConfigError, ProxyConfig, load_config
 from parlour.proxy.control import BackendSpec, ControlError, ProxySettings
+from parlour.proxy.fastlane import native_module
 from parlour.proxy.runtime import ProxyRuntime
 from parlour.proxy.tls import (
     BackendTls,
@@ -92,7 +94,7 @@ def tls_config(
 
 
 async def test_https_listener_relays_and_says_so_upstream(
-    pki: Certs, backends: BackendFactory, proxy: ProxyFactory
+    pki: Certs, backends: BackendFactory, proxy: ProxyFactory, data_plane: str
 ) -> None:
     a = await backends("a")
     rt = await proxy([a.spec], tls=tls_config(pki))
@@ -105,22 +107,27 @@ async def test_https_listener_relays_and_says_so_upstream(
         echo = await read_response(conn[0])
         assert (echo.status, echo.body) == (200, b"hello")
     assert [h["X-Forwarded-Proto"] for h in a.headers] == ["https"] * 4
-    assert rt.fast_lane is None
+    assert [h["X-Forwarded-For"] for h in a.headers] == ["127.0.0.1"] * 4
+    engine_tls = bool(getattr(native_module()[0], "TLS", False))
+    assert (rt.fast_lane is not None) == (data_plane == "fast_lane" and engine_tls)
 
 
-async def test_fast_lane_steps_aside_for_tls(
+async def test_the_data_plane_for_tls_is_logged(
     pki: Certs,
     backends: BackendFactory,
     proxy: ProxyFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    data_plane: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("PARLOUR_PROXY_FAST_LANE", "1")
     a = await backends("a")
     with caplog.at_level(logging.INFO, logger="parlour.proxy"):
-        rt = await proxy([a.spec], tls=tls_config(pki))
-    assert rt.fast_lane is None
-    assert "data plane: python relay (TLS listener)" in caplog.text
+        await proxy([a.spec], tls=tls_config(pki))
+    if data_plane == "fast_lane" and getattr(native_module()[0], "TLS", False):
+        assert "data plane: fast lane (native, TLS)" in caplog.text
+    elif data_plane == "fast_lane":
+        assert "the fast lane was built without OpenSSL" in caplog.text
+    else:
+        assert "data plane: python relay (PARLOUR_PROXY_FAST_LANE=0)" in caplog.text
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -510,6 +517,7 @@ def test_pick_certificate_prefers_exact_names_and_wildcards_cover_one_label() ->
 # ============================================================== reads into a shared buffer
 
 
+@pytest.mark.python_relay
 def test_tls_reads_share_one_buffer_and_stay_intact_on_uvloop(pki: Certs) -> None:
     """TLS relays read decrypted data into one shared buffer (uvloop otherwise allocates
     256 KiB per read, which glibc may serve with mmap/mremap/munmap every time): bodies

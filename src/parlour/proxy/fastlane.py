@@ -9,6 +9,11 @@ Python relay's retries, timeouts and statistics), slot release, passive health, 
 pages and logging. A connection the engine does not relay itself is handed over
 (`escape`) to the Python relay's `HttpClient`.
 
+On a TLS listener the engine terminates TLS itself (OpenSSL, with the certificate files
+`ServerTls` validated; `tls_pick` chooses by server name). A TLS connection it hands over
+reaches the relay as one end of a socket pair carrying the decrypted stream; the engine
+keeps encrypting and decrypting for it (docs/design/proxy-tls.md).
+
 Backends are known to the engine by small integer indices: `_backends` only grows, so an
 index is never reused for another `Backend` object (a removed backend keeps its index
 for the requests still in flight on it).
@@ -26,6 +31,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
 from parlour.proxy.pool import Backend
+from parlour.proxy.tls import ServerTls, TlsConfig, TlsError
 
 if TYPE_CHECKING:
     from parlour.proxy.upstreams import Upstreams
@@ -60,6 +66,7 @@ class EngineLike(Protocol):
     def proceed(self, token: int, backend: int) -> None: ...
     def fail(self, token: int, page: bytes) -> None: ...
     def drop_backend(self, backend: int) -> None: ...
+    def tls_load(self, min_version: int, chains: list[tuple[str, str]]) -> None: ...
     def harvest(self) -> Harvest: ...
     def stop_accepting(self) -> None: ...
     def shutdown_idle(self) -> None: ...
@@ -85,17 +92,25 @@ def native_module() -> tuple[Any, str]:
     return module, "parlour.proxy._fastlane"
 
 
-def engine_class(mode: str, enabled: bool) -> tuple[EngineFactory | None, str]:
-    """The engine to run, or None and why the Python relay runs instead."""
+def engine_class(
+    mode: str, enabled: bool, tls: bool = False, backend_tls: bool = False
+) -> tuple[EngineFactory | None, str]:
+    """The engine to run, or None and why the Python relay runs instead. `tls`: the
+    listener terminates TLS (the engine must be built with OpenSSL); `backend_tls`: TLS
+    to backends (the engine speaks plain HTTP to them: the Python relay runs)."""
     if mode != "http":
         return None, f"{mode} mode"
     if not enabled:
         return None, "fast_lane = false"
     if os.environ.get(ENV_VAR, "").strip().lower() in ("0", "false", "no", "off"):
         return None, f"{ENV_VAR}={os.environ[ENV_VAR]}"
+    if backend_tls:
+        return None, "TLS to backends"
     module, why = native_module()
     if module is None:
         return None, why
+    if tls and not getattr(module, "TLS", False):
+        return None, "TLS listener; the fast lane was built without OpenSSL"
     engine: EngineFactory = module.Engine
     return engine, why
 
@@ -117,10 +132,14 @@ class FastLane:
         # sockets handed over by `escape` whose HttpClient does not exist yet (closed by
         # `close` if the runtime stops first)
         self._adopting: set[socket.socket] = set()
+        self.tls: ServerTls | None = None  # TLS on the listener, terminated by the engine
 
     # ================================================================ runtime side
-    def start(self, factory: EngineFactory, sock: socket.socket) -> None:
-        """Take over `sock` (bound, listening, non-blocking)."""
+    def start(
+        self, factory: EngineFactory, sock: socket.socket, tls: ServerTls | None = None
+    ) -> None:
+        """Take over `sock` (bound, listening, non-blocking); with `tls`, terminate TLS
+        with its certificates (and the ones each reload brings)."""
         fd = sock.detach()
         try:
             self.engine = factory(fd, self)
@@ -128,7 +147,20 @@ class FastLane:
             os.close(fd)  # (the engine owns the fd only once it exists)
             raise
         self.configure()
+        if tls is not None:
+            self.tls = tls
+            self._load_certificates(tls.config)
+            tls.native = self._load_certificates
         self.loop.add_reader(self.engine.fileno(), self.engine.poll)
+
+    def _load_certificates(self, config: TlsConfig) -> None:
+        """The engine's certificates for new handshakes (all of them or none: TlsError)."""
+        if self.engine is None:
+            return
+        try:
+            self.engine.tls_load(ServerTls.version_number(config), ServerTls.chains(config))
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise TlsError(f"the fast lane cannot load the certificates: {exc}") from None
 
     def configure(self) -> None:
         """Pass the current settings on (at start and after every settings change)."""
@@ -207,6 +239,8 @@ class FastLane:
         with contextlib.suppress(Exception):  # (the loop may be closing too)
             self.loop.remove_reader(engine.fileno())
         engine.close()
+        if self.tls is not None and self.tls.native == self._load_certificates:
+            self.tls.native = None
         for sock in self._adopting:
             sock.close()
         self._adopting.clear()
@@ -272,10 +306,18 @@ class FastLane:
             rt.pool.passive_failure(b.id, rt.clock(), reason)
         log.info("backend %s: %s", b.id, reason)
 
-    def escape(self, fd: int, data: bytes) -> None:
+    def escape(self, fd: int, data: bytes, peer: str | None = None) -> None:
+        """`fd` is the client's socket, or (`peer` given: a TLS client, its address) the
+        relay's end of a socket pair carrying the decrypted stream."""
         sock = socket.socket(fileno=fd)
         self._adopting.add(sock)
-        self.ups.spawn(self._adopt(sock, data))
+        self.ups.spawn(self._adopt(sock, data, peer))
+
+    def tls_pick(self, server_name: bytes) -> int:
+        """SNI: the index of the certificate for `server_name` in the engine's list."""
+        if self.tls is None:
+            return 0
+        return self.tls.pick(server_name.decode("ascii", "replace"))
 
     def page(self, status: int, detail: str) -> bytes:
         return self.ups.error_page(status, detail)
@@ -284,13 +326,20 @@ class FastLane:
         log.log(level, "%s", message)
 
     # ================================================================ tasks
-    async def _adopt(self, sock: socket.socket, data: bytes) -> None:
+    async def _adopt(self, sock: socket.socket, data: bytes, peer: str | None = None) -> None:
         """The Python relay takes the connection over; `data` is parsed first."""
         from parlour.proxy.http_relay import HttpClient
 
         ups = self.ups
+
+        def client() -> HttpClient:
+            made = HttpClient(ups, adopted=data, tls=peer is not None)
+            if peer is not None:  # (the pair has no peer address of its own)
+                made.client_ip = peer
+            return made
+
         try:
-            await self.loop.connect_accepted_socket(lambda: HttpClient(ups, adopted=data), sock)
+            await self.loop.connect_accepted_socket(client, sock)
         except BaseException:
             sock.close()
             raise

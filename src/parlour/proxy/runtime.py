@@ -396,17 +396,26 @@ class ProxyRuntime:
         from parlour.proxy.fastlane import FastLane, engine_class
 
         ups = self.upstreams
-        engine, why = engine_class(self.config.mode, self.config.fast_lane)
-        if engine is not None and (self.tls is not None or ups.backend_ssl is not None):
-            # the engine relays plain HTTP on both sides
-            engine, why = None, "TLS " + ("listener" if self.tls is not None else "to backends")
+        engine, why = engine_class(
+            self.config.mode,
+            self.config.fast_lane,
+            tls=self.tls is not None,
+            backend_tls=ups.backend_ssl is not None,
+        )
+        if self.tls is not None:
+            names = self.tls.names()
+            log.info(
+                "TLS on the listener (%s+)%s",
+                self.tls.config.min_version,
+                f", certificates by name for {', '.join(names)}" if names else "",
+            )
         if engine is not None:
             sock.setblocking(False)
             sock.listen(self.config.backlog)
             self.listen_port = sock.getsockname()[1]
             self.fast_lane = FastLane(ups)
-            self.fast_lane.start(engine, sock)
-            self.data_plane = "fast lane (native)"
+            self.fast_lane.start(engine, sock, self.tls)
+            self.data_plane = "fast lane (native" + (", TLS)" if self.tls is not None else ")")
             log.info("data plane: %s", self.data_plane)
             return
         factory: Callable[[], asyncio.BaseProtocol]
@@ -421,15 +430,7 @@ class ProxyRuntime:
 
             http = TlsHttpClient if tls else HttpClient
             factory = lambda: http(ups, tls=tls)  # noqa: E731
-        server_ssl = None
-        if self.tls is not None:
-            server_ssl = self.tls.context()
-            names = self.tls.names()
-            log.info(
-                "TLS on the listener (%s+)%s",
-                self.tls.config.min_version,
-                f", certificates by name for {', '.join(names)}" if names else "",
-            )
+        server_ssl = None if self.tls is None else self.tls.context()
         server = await asyncio.get_running_loop().create_server(
             factory,
             sock=sock,

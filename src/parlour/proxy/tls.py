@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -246,7 +246,13 @@ class ServerTls:
     context of the certificate chosen for the name, from the set current at that moment.
     `reload(config)` builds a whole new set from the files and swaps it in only when
     every file loaded (else TlsError, and nothing changes): new connections get the new
-    certificates, established ones keep theirs."""
+    certificates, established ones keep theirs.
+
+    The fast lane terminates TLS natively with the same certificate files: it sets
+    `native`, which `reload` calls with the new configuration once the Python contexts
+    are built and before anything is swapped (it raises TlsError if the engine cannot
+    load them); `pick(server_name)` is its certificate choice (0 default, i + 1 the i-th
+    `sni` entry), `chains(config)` the files in that order."""
 
     def __init__(self, config: TlsConfig) -> None:
         self.front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -254,6 +260,7 @@ class ServerTls:
         self.front.sni_callback = self._choose
         self._current = self._build(config)
         self.config = config
+        self.native: Callable[[TlsConfig], None] | None = None
         _harden(self.front, config.min_version)
 
     def context(self) -> ssl.SSLContext:
@@ -267,9 +274,27 @@ class ServerTls:
     def reload(self, config: TlsConfig | None = None) -> None:
         config = config or self.config
         fresh = self._build(config)  # (raises before anything changes)
+        if self.native is not None:
+            self.native(config)  # (the fast lane's copy; raises before anything changes)
         self.config = config
         self._current = fresh
         self.front.minimum_version = _VERSIONS[config.min_version]
+
+    @staticmethod
+    def chains(config: TlsConfig) -> list[tuple[str, str]]:
+        """(certificate, key) files in the order `pick` numbers them."""
+        return [(spec.cert, spec.key) for spec in (config.default, *config.sni)]
+
+    @staticmethod
+    def version_number(config: TlsConfig) -> int:
+        """The minimum version as OpenSSL numbers it (TLS1_2_VERSION, TLS1_3_VERSION)."""
+        return 0x0304 if config.min_version == "1.3" else 0x0303
+
+    def pick(self, server_name: str) -> int:
+        """The certificate for `server_name`: 0 the default, i + 1 the i-th `sni` entry."""
+        current = self._current
+        index = pick_certificate(server_name, current.table) if current.table else None
+        return 0 if index is None else index + 1
 
     def _choose(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         current = self._current

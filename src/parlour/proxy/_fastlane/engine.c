@@ -26,6 +26,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <stddef.h>
+
+#ifdef FL_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#endif
+
 #include "heads_py.h"
 #include "http_heads.h"
 
@@ -35,9 +43,15 @@
 #define MAX_TRAILER 8192
 #define LATENCY_RING 1024
 
-enum { K_LISTEN = 1, K_CLIENT = 2, K_UP = 3 };
-/* client states */
-enum { C_IDLE = 0, C_WAIT_PY = 1, C_SENT = 2 };
+enum { K_LISTEN = 1, K_CLIENT = 2, K_UP = 3, K_PAIR = 4 };
+/* client states (C_TUNNEL: a TLS client handed to the Python relay through a socket pair;
+   the engine only encrypts and decrypts for it from then on) */
+enum { C_IDLE = 0, C_WAIT_PY = 1, C_SENT = 2, C_TUNNEL = 3 };
+/* TLS state of a client */
+enum { T_PLAIN = 0, T_HANDSHAKE = 1, T_OPEN = 2, T_CLOSED = 3 /* close_notify sent */ };
+/* ciphertext read per recv: with what OpenSSL may hold of a partial record (at most one
+   record, < 17 KiB), the plaintext always fits the READ_SIZE scratch */
+#define TLS_READ (READ_SIZE - 20480)
 
 typedef struct {
     char *p;
@@ -93,6 +107,18 @@ struct client {
     uint64_t body_left;
     fl_chunks chunks;
     client *next_dead;
+    /* TLS (tls != T_PLAIN): OpenSSL over the engine's BIO; the engine does the socket I/O */
+    int tls;
+    int counted;  /* counted in nclients (plain: from accept; TLS: once admitted) */
+    double born;  /* accepted at (the handshake must end within client_timeout_s) */
+#ifdef FL_TLS
+    SSL *ssl;
+#endif
+    /* C_TUNNEL: `in` holds plaintext for the pair, `out` ciphertext for the client */
+    int pair_kind; /* K_PAIR: what epoll points at for the pair */
+    int pfd;       /* the engine's end of the socket pair, -1 when none */
+    uint32_t pevents;
+    int pair_shut; /* the client's end of stream was passed on (shutdown SHUT_WR) */
 };
 
 typedef struct {
@@ -113,6 +139,18 @@ typedef struct {
     PyObject *handler;
     PyObject *cb_admit, *cb_select, *cb_connect, *cb_release, *cb_failure, *cb_escape, *cb_page,
         *cb_log;
+    PyObject *cb_pick; /* handler.tls_pick(server_name) -> certificate index (SNI) */
+#ifdef FL_TLS
+    SSL_CTX **tls_ctx; /* the current certificates: [0] default, then by tls_pick's index */
+    int ntls;
+#endif
+    char *tscratch; /* ciphertext read from TLS clients */
+    /* what the clients' BIOs read from and write to: the ciphertext of the read being
+       handled, and the records OpenSSL wrote for the client being handled (sent to it
+       right after each OpenSSL call) */
+    const char *tin;
+    size_t tin_len;
+    fl_buf tout;
     client **slots;
     uint32_t nslots, slots_cap;
     uint32_t *free_slots;
@@ -316,7 +354,14 @@ static uint32_t up_wanted(Engine *e, upstream *u) {
 }
 
 static void client_update(Engine *e, client *c) {
-    if (!c->dead) set_events(e, c->fd, c, &c->events, client_wanted(e, c));
+    if (c->dead) return;
+    set_events(e, c->fd, c, &c->events, client_wanted(e, c));
+    if (c->pfd >= 0) {
+        /* a tunnel: read the pair unless the client lags; write it while input waits */
+        uint32_t want = c->out.len > e->buffer_size ? 0 : EPOLLIN;
+        if (c->in.len) want |= EPOLLOUT;
+        set_events(e, c->pfd, &c->pair_kind, &c->pevents, want);
+    }
 }
 
 static void up_update(Engine *e, upstream *u) {
@@ -431,7 +476,8 @@ static void client_forget(Engine *e, client *c) {
     /* the slot is free again; the struct is freed at the end of the poll */
     e->slots[c->slot] = NULL;
     e->free_slots[e->nfree++] = c->slot;
-    e->nclients--;
+    if (c->counted) e->nclients--;
+    c->counted = 0;
     c->dead = 1;
     c->next_dead = e->dead_clients;
     e->dead_clients = c;
@@ -459,10 +505,93 @@ static void abandon_request(Engine *e, client *c) {
 static void client_close(Engine *e, client *c) {
     if (c->dead) return;
     abandon_request(e, c);
+    if (c->pfd >= 0) {
+        close(c->pfd); /* the Python relay sees the end of its connection */
+        c->pfd = -1;
+    }
     close(c->fd);
     c->fd = -1;
-    client_forget(e, c);
+    client_forget(e, c); /* (the SSL object is freed with the struct) */
 }
+
+static int client_send_raw(Engine *e, client *c, const char *data, size_t n);
+
+#ifdef FL_TLS
+/* The clients' BIO: no system calls and no buffer of its own. Reads take the ciphertext
+   the engine just received (OpenSSL keeps a partial record in its own buffer); writes
+   append to the engine's output buffer, which goes to the client after the call. */
+static BIO_METHOD *fl_bio_method;
+
+static int fbio_write(BIO *b, const char *data, int n) {
+    Engine *e = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0) return 0;
+    if (buf_append(&e->tout, data, (size_t)n) < 0) return -1;
+    return n;
+}
+
+static int fbio_read(BIO *b, char *out, int n) {
+    Engine *e = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0) return 0;
+    if (e->tin_len == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t k = e->tin_len < (size_t)n ? e->tin_len : (size_t)n;
+    memcpy(out, e->tin, k);
+    e->tin += k;
+    e->tin_len -= k;
+    return (int)k;
+}
+
+static long fbio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int fbio_create(BIO *b) {
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int fbio_destroy(BIO *b) {
+    (void)b;
+    return 1;
+}
+
+static int fl_bio_init(void) {
+    fl_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "parlour fast lane");
+    if (fl_bio_method == NULL || !BIO_meth_set_write(fl_bio_method, fbio_write) ||
+        !BIO_meth_set_read(fl_bio_method, fbio_read) || !BIO_meth_set_ctrl(fl_bio_method, fbio_ctrl) ||
+        !BIO_meth_set_create(fl_bio_method, fbio_create) || !BIO_meth_set_destroy(fl_bio_method, fbio_destroy))
+        return -1;
+    return 0;
+}
+#endif
+
+#ifdef FL_TLS
+/* send what OpenSSL wrote for the client (records, alerts); -1: closed */
+static int tls_push(Engine *e, client *c) {
+    if (e->tout.len == 0) return 0;
+    int r = client_send_raw(e, c, e->tout.p, e->tout.len);
+    e->tout.len = 0; /* (one buffer for the engine: kept, at most a read's worth) */
+    return r;
+}
+
+/* send close_notify once; returns 1 if it left output to flush first */
+static int tls_notify(Engine *e, client *c) {
+    if (c->tls != T_OPEN || c->dead) return 0;
+    c->tls = T_CLOSED;
+    ERR_clear_error();
+    (void)SSL_shutdown(c->ssl);
+    ERR_clear_error();
+    if (tls_push(e, c) < 0) return 0;
+    return c->out.len > 0;
+}
+#endif
 
 /* send what is pending; returns -1 if the client is gone (closed here) */
 static int client_flush(Engine *e, client *c) {
@@ -483,6 +612,13 @@ static int client_flush(Engine *e, client *c) {
     }
     buf_trim(&c->out);
     if (c->out.len == 0 && (c->closing || (c->eof && c->state == C_IDLE && !c->in.len))) {
+#ifdef FL_TLS
+        if (c->tls == T_OPEN && tls_notify(e, c)) { /* close_notify first, then close */
+            client_update(e, c);
+            return 0;
+        }
+        if (c->dead) return -1;
+#endif
         client_close(e, c);
         return -1;
     }
@@ -491,8 +627,8 @@ static int client_flush(Engine *e, client *c) {
     return 0;
 }
 
-/* queue bytes for the client and try to send them now */
-static int client_write(Engine *e, client *c, const char *data, size_t n) {
+/* queue bytes (ciphertext for a TLS client) for the client and try to send them now */
+static int client_send_raw(Engine *e, client *c, const char *data, size_t n) {
     if (c->dead) return -1;
     if (c->out.len == 0) {
         ssize_t w = send_some(c->fd, data, n);
@@ -512,6 +648,31 @@ static int client_write(Engine *e, client *c, const char *data, size_t n) {
     client_update(e, c);
     if (c->up) up_update(e, c->up);
     return 0;
+}
+
+/* queue response bytes for the client (encrypted first on a TLS connection) */
+static int client_write(Engine *e, client *c, const char *data, size_t n) {
+    if (c->dead) return -1;
+#ifdef FL_TLS
+    if (c->tls != T_PLAIN) {
+        if (c->tls != T_OPEN) return 0; /* (closing: close_notify went out) */
+        while (n > 0) {
+            int chunk = n > (1u << 30) ? 1 << 30 : (int)n;
+            ERR_clear_error();
+            int w = SSL_write(c->ssl, data, chunk); /* (the BIO takes it all) */
+            if (w <= 0) {
+                ERR_clear_error();
+                e->tout.len = 0;
+                client_close(e, c);
+                return -1;
+            }
+            data += w;
+            n -= (size_t)w;
+        }
+        return tls_push(e, c);
+    }
+#endif
+    return client_send_raw(e, c, data, n);
 }
 
 /* write an error page (if the response has not started) and close */
@@ -544,8 +705,61 @@ static void client_page(Engine *e, client *c, PyObject *page) {
     client_flush(e, c);
 }
 
+#ifdef FL_TLS
+/* a TLS client leaves the fast lane: the Python relay gets one end of a socket pair and
+   relays plain HTTP on it; the engine pumps between the pair and the TLS connection */
+static void tunnel_start(Engine *e, client *c, const char *data, size_t n) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        py_log(e, 30, "client %s: cannot hand over to the relay: %s", c->ip, strerror(errno));
+        client_close(e, c);
+        return;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->pair_kind};
+    if (bytes == NULL || epoll_ctl(e->epfd, EPOLL_CTL_ADD, sv[0], &ev) < 0) {
+        if (bytes == NULL) report_error(e, "fast lane escape");
+        Py_XDECREF(bytes);
+        close(sv[0]);
+        close(sv[1]);
+        client_close(e, c);
+        return;
+    }
+    c->pfd = sv[0];
+    c->pair_kind = K_PAIR;
+    c->pevents = EPOLLIN;
+    c->state = C_TUNNEL;
+    c->in.len = 0;
+    if (c->counted) { /* the relay counts the connection from now on */
+        c->counted = 0;
+        e->nclients--;
+    }
+    if (c->eof) { /* the client already ended its stream: so does the pair */
+        shutdown(c->pfd, SHUT_WR);
+        c->pair_shut = 1;
+    }
+    c->read_paused = c->eof;
+    client_update(e, c);
+    PyObject *r = PyObject_CallFunction(e->cb_escape, "iOs", sv[1], bytes, c->ip);
+    Py_DECREF(bytes);
+    if (r == NULL) {
+        report_error(e, "fast lane escape");
+        close(sv[1]);
+        client_close(e, c);
+        return;
+    }
+    Py_DECREF(r);
+}
+#endif
+
 /* hand the connection to the Python relay, with the bytes read so far */
 static void client_escape(Engine *e, client *c, const char *data, size_t n) {
+#ifdef FL_TLS
+    if (c->tls != T_PLAIN) {
+        tunnel_start(e, c, data, n);
+        return;
+    }
+#endif
     PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
     int fd = c->fd;
     epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
@@ -643,7 +857,7 @@ static void start_request(Engine *e, client *c, const char *buf, const fl_reques
         client_fail(e, c, 502, "The proxy ran out of memory.");
         return;
     }
-    ssize_t n = fl_build_request(c->req.p, c->req.cap, buf, rq, c->ip, c->ip_len);
+    ssize_t n = fl_build_request(c->req.p, c->req.cap, buf, rq, c->ip, c->ip_len, c->tls != T_PLAIN);
     if (n < 0) {
         client_fail(e, c, 502, "The proxy could not build the request.");
         return;
@@ -978,24 +1192,52 @@ static void on_accept(Engine *e) {
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
-        PyObject *r = PyObject_CallFunction(e->cb_admit, "s", ip);
-        if (r == NULL) {
-            report_error(e, "fast lane admit");
-            close(fd);
-            continue;
+        int tls = 0;
+#ifdef FL_TLS
+        tls = e->ntls > 0;
+        SSL *ssl = NULL;
+        if (tls) { /* admitted once the handshake is done (a page can then be read) */
+            BIO *bio = BIO_new(fl_bio_method);
+            ssl = bio ? SSL_new(e->tls_ctx[0]) : NULL;
+            if (ssl == NULL) {
+                BIO_free(bio);
+                ERR_clear_error();
+                close(fd);
+                continue;
+            }
+            BIO_set_data(bio, e);
+            SSL_set_bio(ssl, bio, bio); /* (one reference, for both directions) */
+            SSL_set_accept_state(ssl);
         }
-        if (PyBytes_Check(r)) { /* refused: the page, then close */
-            send(fd, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+#endif
+        if (!tls) {
+            PyObject *r = PyObject_CallFunction(e->cb_admit, "s", ip);
+            if (r == NULL) {
+                report_error(e, "fast lane admit");
+                close(fd);
+                continue;
+            }
+            if (PyBytes_Check(r)) { /* refused: the page, then close */
+                send(fd, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+                Py_DECREF(r);
+                close(fd);
+                continue;
+            }
             Py_DECREF(r);
-            close(fd);
-            continue;
         }
-        Py_DECREF(r);
         client *c = calloc(1, sizeof *c);
         if (c == NULL) {
+#ifdef FL_TLS
+            SSL_free(ssl);
+#endif
             close(fd);
             continue;
         }
+        c->pfd = -1;
+#ifdef FL_TLS
+        c->ssl = ssl;
+        c->tls = tls ? T_HANDSHAKE : T_PLAIN;
+#endif
         if (e->nfree == 0) {
             if (e->nslots == e->slots_cap) {
                 uint32_t cap = e->slots_cap ? e->slots_cap * 2 : 1024;
@@ -1003,6 +1245,9 @@ static void on_accept(Engine *e) {
                 uint32_t *f = s ? realloc(e->free_slots, cap * sizeof *f) : NULL;
                 if (s) e->slots = s;
                 if (f == NULL) {
+#ifdef FL_TLS
+                    SSL_free(c->ssl);
+#endif
                     free(c);
                     close(fd);
                     continue;
@@ -1018,13 +1263,16 @@ static void on_accept(Engine *e) {
         c->gen = ++e->next_gen;
         c->backend = -1;
         c->events = EPOLLIN;
-        c->last_activity = now_s();
+        c->last_activity = c->born = now_s();
         memcpy(c->ip, ip, sizeof ip);
         c->ip_len = strlen(ip);
         response_reset(c);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         e->slots[c->slot] = c;
-        e->nclients++;
+        if (!tls) {
+            c->counted = 1;
+            e->nclients++;
+        }
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             client_close(e, c);
             continue;
@@ -1038,7 +1286,215 @@ static void client_process(Engine *e, client *c) {
     client_consume(e, c, c->in.p, c->in.len, 1);
 }
 
+/* n bytes of request data in e->scratch */
+static void client_data(Engine *e, client *c, size_t n) {
+    c->last_activity = now_s();
+    if (c->closing) return; /* reading only to notice a close */
+    if (c->state == C_IDLE && c->out.len == 0 && c->in.len == 0) {
+        client_consume(e, c, e->scratch, n, 0);
+        return;
+    }
+    if (buf_append(&c->in, e->scratch, n) < 0) {
+        client_close(e, c);
+        return;
+    }
+    if (c->state == C_IDLE && c->out.len == 0) {
+        client_consume(e, c, c->in.p, c->in.len, 1);
+        return;
+    }
+    if (c->in.len > e->max_head + READ_SIZE && !c->read_paused) {
+        c->read_paused = 1;
+        client_update(e, c);
+    }
+}
+
+#ifdef FL_TLS
+/* the handshake is done: admission, as for a plain client at accept; -1: refused/closed */
+static int tls_admit(Engine *e, client *c) {
+    PyObject *r = PyObject_CallFunction(e->cb_admit, "s", c->ip);
+    if (r == NULL) {
+        report_error(e, "fast lane admit");
+        client_close(e, c);
+        return -1;
+    }
+    if (PyBytes_Check(r)) { /* refused: the page (encrypted), then close */
+        c->closing = 1;
+        c->read_paused = 1;
+        client_write(e, c, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r));
+        Py_DECREF(r);
+        if (!c->dead) client_flush(e, c);
+        return -1;
+    }
+    Py_DECREF(r);
+    c->counted = 1;
+    e->nclients++;
+    return 0;
+}
+
+static ssize_t tls_decrypt(Engine *e, client *c, int *eof);
+
+/* read from a TLS client: returns the count of plaintext bytes now in e->scratch (0: none
+   yet), or -1 when the client was closed here; *eof: its stream ended (FIN or
+   close_notify). Every complete record read is decrypted: OpenSSL keeps no plaintext
+   back, so epoll's readiness stays the whole truth */
+static ssize_t tls_read(Engine *e, client *c, int *eof) {
+    ssize_t n = recv(c->fd, e->tscratch, TLS_READ, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        client_close(e, c);
+        return -1;
+    }
+    if (n == 0) {
+        *eof = 1;
+        return 0;
+    }
+    e->tin = e->tscratch;
+    e->tin_len = (size_t)n;
+    ssize_t got = tls_decrypt(e, c, eof);
+    e->tin_len = 0; /* (all of it was taken, unless the connection ended) */
+    e->tout.len = 0; /* (an alert for a connection closed without a word) */
+    return got;
+}
+
+static ssize_t tls_decrypt(Engine *e, client *c, int *eof) {
+    if (c->tls == T_HANDSHAKE) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int err = SSL_get_error(c->ssl, r);
+            ERR_clear_error();
+            if (err == SSL_ERROR_WANT_READ) return tls_push(e, c) < 0 ? -1 : 0;
+            /* garbage, a refused version, the client's alert: close without a word (as
+               the Python relay does) */
+            client_close(e, c);
+            return -1;
+        }
+        c->tls = T_OPEN;
+        if (tls_push(e, c) < 0 || tls_admit(e, c) < 0) return -1;
+    }
+    size_t got = 0;
+    while (got < READ_SIZE) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, e->scratch + got, (int)(READ_SIZE - got));
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        if (err == SSL_ERROR_WANT_READ) break;
+        if (err == SSL_ERROR_ZERO_RETURN) { /* close_notify */
+            *eof = 1;
+            break;
+        }
+        client_close(e, c); /* a bad record, an alert */
+        return -1;
+    }
+    /* (post-handshake messages may need an answer: a key update) */
+    if (tls_push(e, c) < 0) return -1;
+    return (ssize_t)got;
+}
+
+/* plaintext from the client to the relay through the pair; -1 if the client was closed */
+static int tunnel_in(Engine *e, client *c, const char *data, size_t n) {
+    if (c->pair_shut) return 0; /* the relay stopped reading: drop it */
+    if (c->in.len == 0) {
+        ssize_t w = send_some(c->pfd, data, n);
+        if (w < 0) { /* the relay closed: what it wrote still goes out */
+            c->pair_shut = 1;
+            c->read_paused = 1;
+            client_update(e, c);
+            return 0;
+        }
+        data += w;
+        n -= (size_t)w;
+    }
+    if (n && buf_append(&c->in, data, n) < 0) {
+        client_close(e, c);
+        return -1;
+    }
+    if (c->in.len > e->buffer_size) c->read_paused = 1; /* the relay is not reading */
+    client_update(e, c);
+    return 0;
+}
+
+static void tunnel_eof(Engine *e, client *c) {
+    c->eof = 1;
+    c->read_paused = 1;
+    if (c->in.len == 0 && !c->pair_shut) {
+        shutdown(c->pfd, SHUT_WR);
+        c->pair_shut = 1;
+    }
+    client_update(e, c);
+}
+
+static void on_tunnel_client(Engine *e, client *c, uint32_t events) {
+    if (events & EPOLLOUT) {
+        if (client_flush(e, c) < 0) return;
+    }
+    if (c->read_paused) {
+        if (events & (EPOLLHUP | EPOLLERR)) client_close(e, c);
+        return;
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    int eof = 0;
+    ssize_t n = tls_read(e, c, &eof);
+    if (n < 0 || c->dead) return;
+    if (n > 0) {
+        c->last_activity = now_s();
+        if (tunnel_in(e, c, e->scratch, (size_t)n) < 0) return;
+    }
+    if (eof) tunnel_eof(e, c);
+}
+
+/* the pair's end: the relay's answers to encrypt, room for waiting input */
+static void on_pair(Engine *e, client *c, uint32_t events) {
+    if ((events & EPOLLOUT) && c->in.len) {
+        ssize_t w = send_some(c->pfd, c->in.p, c->in.len);
+        if (w < 0) {
+            c->in.len = 0;
+            c->pair_shut = 1;
+            c->read_paused = 1;
+        } else {
+            buf_consume(&c->in, (size_t)w);
+        }
+        if (c->in.len == 0) {
+            buf_trim(&c->in);
+            if (c->eof && !c->pair_shut) {
+                shutdown(c->pfd, SHUT_WR);
+                c->pair_shut = 1;
+            }
+        }
+        if (!c->eof && !c->pair_shut && c->read_paused && c->in.len <= e->buffer_size) c->read_paused = 0;
+        client_update(e, c);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    if (c->out.len > e->buffer_size && !(events & (EPOLLHUP | EPOLLERR))) return; /* the client lags */
+    ssize_t n = recv(c->pfd, e->scratch, READ_SIZE, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n > 0) {
+        client_write(e, c, e->scratch, (size_t)n);
+        return;
+    }
+    /* the relay closed the connection: what it wrote goes out (then close_notify), and
+       the client is closed */
+    close(c->pfd);
+    c->pfd = -1;
+    c->in.len = 0;
+    c->closing = 1;
+    c->read_paused = 1;
+    client_update(e, c);
+    client_flush(e, c);
+}
+#endif
+
 static void on_client(Engine *e, client *c, uint32_t events) {
+#ifdef FL_TLS
+    if (c->state == C_TUNNEL) {
+        on_tunnel_client(e, c, events);
+        return;
+    }
+#endif
     if (events & EPOLLOUT) {
         if (client_flush(e, c) < 0) return;
         client_process(e, c);
@@ -1051,47 +1507,48 @@ static void on_client(Engine *e, client *c, uint32_t events) {
         return;
     }
     if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
-    ssize_t n = recv(c->fd, e->scratch, READ_SIZE, 0);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        client_close(e, c);
-        return;
-    }
-    if (n == 0) {
-        /* end of the client's stream: with nothing to answer, close; else answer what
-           came (a half-close after a request, as `nc -N` does), then close */
-        if (c->state == C_IDLE && !c->in.len && !c->out.len) {
+    ssize_t n;
+    int eof = 0;
+#ifdef FL_TLS
+    if (c->tls != T_PLAIN) {
+        n = tls_read(e, c, &eof);
+        if (n < 0 || c->dead) return;
+        if (n == 0 && !eof) return;
+    } else
+#endif
+    {
+        n = recv(c->fd, e->scratch, READ_SIZE, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
             client_close(e, c);
             return;
         }
-        c->eof = 1;
-        c->read_paused = 1;
-        client_update(e, c);
-        if (c->state == C_IDLE && !c->in.len) { /* only output left */
-            c->closing = 1;
-            client_flush(e, c);
-        } else {
-            client_process(e, c);
+        eof = n == 0;
+    }
+    if (n > 0) {
+        client_data(e, c, (size_t)n);
+        if (!eof || c->dead) return;
+#ifdef FL_TLS
+        if (c->state == C_TUNNEL) { /* handed over by this read, which also ended */
+            tunnel_eof(e, c);
+            return;
         }
-        return;
+#endif
     }
-    c->last_activity = now_s();
-    if (c->closing) return; /* reading only to notice a close */
-    if (c->state == C_IDLE && c->out.len == 0 && c->in.len == 0) {
-        client_consume(e, c, e->scratch, (size_t)n, 0);
-        return;
-    }
-    if (buf_append(&c->in, e->scratch, (size_t)n) < 0) {
+    /* end of the client's stream: with nothing to answer, close; else answer what
+       came (a half-close after a request, as `nc -N` does), then close */
+    if (c->state == C_IDLE && !c->in.len && !c->out.len) {
         client_close(e, c);
         return;
     }
-    if (c->state == C_IDLE && c->out.len == 0) {
-        client_consume(e, c, c->in.p, c->in.len, 1);
-        return;
-    }
-    if (c->in.len > e->max_head + READ_SIZE && !c->read_paused) {
-        c->read_paused = 1;
-        client_update(e, c);
+    c->eof = 1;
+    c->read_paused = 1;
+    client_update(e, c);
+    if (c->state == C_IDLE && !c->in.len) { /* only output left */
+        c->closing = 1;
+        client_flush(e, c);
+    } else {
+        client_process(e, c);
     }
 }
 
@@ -1153,6 +1610,9 @@ static void reap(Engine *e) {
         buf_free(&c->in);
         buf_free(&c->out);
         buf_free(&c->req);
+#ifdef FL_TLS
+        SSL_free(c->ssl);
+#endif
         free(c);
     }
     while (e->dead_ups) {
@@ -1178,6 +1638,11 @@ static PyObject *Engine_poll(Engine *e, PyObject *Py_UNUSED(ignored)) {
         } else if (*kind == K_CLIENT) {
             client *c = evs[i].data.ptr;
             if (!c->dead) on_client(e, c, evs[i].events);
+#ifdef FL_TLS
+        } else if (*kind == K_PAIR) {
+            client *c = (client *)((char *)kind - offsetof(client, pair_kind));
+            if (!c->dead && c->pfd >= 0) on_pair(e, c, evs[i].events);
+#endif
         } else {
             upstream *u = evs[i].data.ptr;
             if (!u->dead) on_upstream(e, u, evs[i].events);
@@ -1203,6 +1668,10 @@ static PyObject *Engine_sweep(Engine *e, PyObject *Py_UNUSED(ignored)) {
             py_log(e, 20, "client %s: not reading its response for %.0fs: closing", c->ip,
                    e->client_timeout);
             client_close(e, c);
+            continue;
+        }
+        if (c->tls == T_HANDSHAKE) { /* the handshake, bounded as in the relay */
+            if (now - c->born > e->client_timeout) client_close(e, c);
             continue;
         }
         if (c->state == C_IDLE) {
@@ -1348,6 +1817,145 @@ static PyObject *Engine_configure(Engine *e, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+#ifdef FL_TLS
+/* Python's default for server contexts (3.10+), so both data planes offer the same */
+#define FL_CIPHERS \
+    "@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
+
+static int no_password(char *buf, int size, int rwflag, void *u) {
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0; /* an encrypted key fails to load instead of prompting on a terminal */
+}
+
+static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg) {
+    static const unsigned char ours[] = "\x08http/1.1";
+    (void)s;
+    (void)arg;
+    unsigned char *chosen = NULL;
+    if (SSL_select_next_proto(&chosen, outlen, ours, sizeof ours - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no http/1.1 offered: go on without ALPN */
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* every ClientHello: the certificate for the server name, from the set current now */
+static int sni_select(SSL *s, int *alert, void *arg) {
+    Engine *e = arg;
+    (void)alert;
+    if (e->ntls == 0) return SSL_TLSEXT_ERR_OK;
+    long idx = 0;
+    const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    if (name != NULL && e->ntls > 1 && e->cb_pick != NULL) {
+        PyObject *r = PyObject_CallFunction(e->cb_pick, "y", name);
+        if (r == NULL) {
+            report_error(e, "fast lane tls_pick");
+        } else {
+            idx = PyLong_AsLong(r);
+            if (idx == -1 && PyErr_Occurred()) PyErr_Clear();
+            Py_DECREF(r);
+            if (idx < 0 || idx >= e->ntls) idx = 0;
+        }
+    }
+    if (SSL_get_SSL_CTX(s) != e->tls_ctx[idx]) SSL_set_SSL_CTX(s, e->tls_ctx[idx]);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *tls_context(Engine *e, int min_version, const char *cert, const char *key, char *err,
+                            size_t errlen) {
+    const char *step = "cannot create a TLS context";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) goto fail;
+    step = "TLS settings";
+    if (SSL_CTX_set_min_proto_version(ctx, min_version) != 1) goto fail;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* an idle keep-alive connection keeps no record buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, FL_CIPHERS) != 1) goto fail;
+    SSL_CTX_set_default_passwd_cb(ctx, no_password);
+    step = "cannot load the certificate";
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) goto fail;
+    step = "cannot load the key";
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) goto fail;
+    step = "the key does not belong to the certificate";
+    if (SSL_CTX_check_private_key(ctx) != 1) goto fail;
+    SSL_CTX_set_tlsext_servername_callback(ctx, sni_select);
+    SSL_CTX_set_tlsext_servername_arg(ctx, e);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"parlour", 7);
+    return ctx;
+fail:;
+    char why[256] = "";
+    unsigned long code = ERR_peek_last_error();
+    if (code) ERR_error_string_n(code, why, sizeof why);
+    if (ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
+        step = "the key does not belong to the certificate";
+    ERR_clear_error();
+    snprintf(err, errlen, "%s (%s / %s): %s", step, cert, key, why);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+#endif
+
+/* tls_load(min_version, [(cert, key), ...]): the certificates for new handshakes ([0] the
+   default, then those tls_pick indexes); all load or nothing changes */
+static PyObject *Engine_tls_load(Engine *e, PyObject *args) {
+#ifndef FL_TLS
+    (void)e;
+    (void)args;
+    PyErr_SetString(PyExc_RuntimeError, "the fast lane was built without OpenSSL");
+    return NULL;
+#else
+    int minv;
+    PyObject *chains;
+    if (!PyArg_ParseTuple(args, "iO!", &minv, &PyList_Type, &chains)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(chains);
+    if (n < 1 || n > 100000 || (minv != TLS1_2_VERSION && minv != TLS1_3_VERSION)) {
+        PyErr_SetString(PyExc_ValueError, "tls_load: bad version or certificate list");
+        return NULL;
+    }
+    if (e->handler == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");
+        return NULL;
+    }
+    if (e->cb_pick == NULL) {
+        e->cb_pick = PyObject_GetAttrString(e->handler, "tls_pick");
+        if (e->cb_pick == NULL) return NULL;
+    }
+    SSL_CTX **ctxs = calloc((size_t)n, sizeof *ctxs);
+    if (ctxs == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cert = NULL, *key = NULL;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(chains, i), "O&O&", PyUnicode_FSConverter, &cert,
+                              PyUnicode_FSConverter, &key)) {
+            Py_XDECREF(cert);
+            goto fail;
+        }
+        char err[1024];
+        ctxs[i] = tls_context(e, minv, PyBytes_AS_STRING(cert), PyBytes_AS_STRING(key), err, sizeof err);
+        Py_DECREF(cert);
+        Py_DECREF(key);
+        if (ctxs[i] == NULL) {
+            PyErr_SetString(PyExc_ValueError, err);
+            goto fail;
+        }
+    }
+    /* live connections hold references to the contexts they use */
+    for (int i = 0; i < e->ntls; i++) SSL_CTX_free(e->tls_ctx[i]);
+    free(e->tls_ctx);
+    e->tls_ctx = ctxs;
+    e->ntls = (int)n;
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t i = 0; i < n; i++) SSL_CTX_free(ctxs[i]);
+    free(ctxs);
+    return NULL;
+#endif
+}
+
 static PyObject *Engine_drop_backend(Engine *e, PyObject *arg) {
     long i = PyLong_AsLong(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
@@ -1470,7 +2078,8 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw) {
         if (*slots[i] == NULL) return -1;
     }
     e->scratch = malloc(READ_SIZE);
-    if (e->scratch == NULL) {
+    e->tscratch = malloc(TLS_READ);
+    if (e->scratch == NULL || e->tscratch == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1520,6 +2129,13 @@ static void Engine_dealloc(Engine *e) {
     Py_XDECREF(e->cb_escape);
     Py_XDECREF(e->cb_page);
     Py_XDECREF(e->cb_log);
+    Py_XDECREF(e->cb_pick);
+#ifdef FL_TLS
+    for (int i = 0; i < e->ntls; i++) SSL_CTX_free(e->tls_ctx[i]);
+    free(e->tls_ctx);
+#endif
+    free(e->tscratch);
+    buf_free(&e->tout);
     free(e->slots);
     free(e->free_slots);
     free(e->backends);
@@ -1536,6 +2152,8 @@ static PyMethodDef Engine_methods[] = {
     {"fail", (PyCFunction)Engine_fail, METH_VARARGS, "fail(token, page): answer a waiting request with page and close."},
     {"configure", (PyCFunction)(void (*)(void))Engine_configure, METH_VARARGS | METH_KEYWORDS, "Set limits and timeouts."},
     {"drop_backend", (PyCFunction)Engine_drop_backend, METH_O, "Close the idle connections to a backend."},
+    {"tls_load", (PyCFunction)Engine_tls_load, METH_VARARGS,
+     "tls_load(min_version, [(cert, key), ...]): terminate TLS with these certificates."},
     {"harvest", (PyCFunction)Engine_harvest, METH_NOARGS, "Counters since the last harvest."},
     {"stop_accepting", (PyCFunction)Engine_stop_accepting, METH_NOARGS, "Close the listening socket."},
     {"shutdown_idle", (PyCFunction)Engine_shutdown_idle, METH_NOARGS, "Close clients between requests."},
@@ -1581,10 +2199,22 @@ static struct PyModuleDef fastlane_module = {
 
 PyMODINIT_FUNC PyInit__fastlane(void) {
     if (PyType_Ready(&EngineType) < 0) return NULL;
+#ifdef FL_TLS
+    if (fl_bio_method == NULL && fl_bio_init() < 0) {
+        PyErr_SetString(PyExc_ImportError, "cannot set up the fast lane's OpenSSL BIO");
+        return NULL;
+    }
+#endif
     PyObject *m = PyModule_Create(&fastlane_module);
     if (m == NULL) return NULL;
     Py_INCREF(&EngineType);
-    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0 || fl_add_head_functions(m) < 0) {
+#ifdef FL_TLS
+    PyObject *tls = Py_True;
+#else
+    PyObject *tls = Py_False;
+#endif
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0 || fl_add_head_functions(m) < 0 ||
+        PyModule_AddObjectRef(m, "TLS", tls) < 0) {
         Py_DECREF(&EngineType);
         Py_DECREF(m);
         return NULL;

@@ -91,14 +91,15 @@ static PyObject *built(PyObject *res, ssize_t n)
     return res;
 }
 
-/* build_request(buf, client_ip, max_head, cap=-1) -> bytes | None */
+/* build_request(buf, client_ip, max_head, cap=-1, https=False) -> bytes | None */
 static PyObject *py_build_request(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer buf;
     const char *ip;
     Py_ssize_t ip_len, max_head, cap = -1;
-    if (!PyArg_ParseTuple(args, "y*s#n|n:build_request", &buf, &ip, &ip_len, &max_head, &cap))
+    int https = 0;
+    if (!PyArg_ParseTuple(args, "y*s#n|np:build_request", &buf, &ip, &ip_len, &max_head, &cap, &https))
         return NULL;
     PyObject *res = NULL;
     fl_request req;
@@ -110,11 +111,11 @@ static PyObject *py_build_request(PyObject *self, PyObject *args)
         goto done;
     }
     if (cap < 0) /* every field line may gain one byte (": "), plus the added fields */
-        cap = (Py_ssize_t)req.head_len + req.nfields + ip_len + req.host_len + 128;
+        cap = (Py_ssize_t)req.head_len + req.nfields + ip_len + req.host_len + 129;
     res = PyBytes_FromStringAndSize(NULL, cap);
     if (res != NULL)
         res = built(res, fl_build_request(PyBytes_AS_STRING(res), (size_t)cap, b, &req, ip,
-                                          (size_t)ip_len));
+                                          (size_t)ip_len, https));
 done:
     PyBuffer_Release(&buf);
     return res;

@@ -349,7 +349,7 @@ static void put_field(writer *w, const char *buf, const fl_field *f)
 }
 
 ssize_t fl_build_request(char *out, size_t cap, const char *buf, const fl_request *req,
-                         const char *client_ip, size_t client_ip_len)
+                         const char *client_ip, size_t client_ip_len, int https)
 {
     static const char *const methods[] = {"GET ", "HEAD ", "OPTIONS "};
     writer w = {out, cap, 0, 0};
@@ -362,7 +362,10 @@ ssize_t fl_build_request(char *out, size_t cap, const char *buf, const fl_reques
         put_field(&w, buf, &req->fields[k]);
     PUT_LIT(&w, "X-Forwarded-For: ");
     put(&w, client_ip, client_ip_len);
-    PUT_LIT(&w, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
+    if (https)
+        PUT_LIT(&w, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ");
+    else
+        PUT_LIT(&w, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ");
     put(&w, buf + req->host_off, req->host_len);
     PUT_LIT(&w, "\r\nVia: 1.1 parlour\r\n\r\n");
     return written(&w);

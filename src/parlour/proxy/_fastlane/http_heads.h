@@ -79,13 +79,13 @@ int fl_parse_request(const char *buf, size_t len, size_t max_head, const char *h
  *   METHOD SP target SP "HTTP/1.1" CRLF
  *   for each forwarded field: name ": " value CRLF
  *   "X-Forwarded-For: " client_ip CRLF
- *   "X-Forwarded-Proto: http" CRLF
+ *   "X-Forwarded-Proto: http" CRLF   ("https" when `https`: the client came over TLS)
  *   "X-Forwarded-Host: " host CRLF
  *   "Via: 1.1 parlour" CRLF CRLF
  * which is what parlour.proxy.headers.build_request_head returns for it.
  * Returns the length written, or -1 when cap is too small. */
 ssize_t fl_build_request(char *out, size_t cap, const char *buf, const fl_request *req,
-                         const char *client_ip, size_t client_ip_len);
+                         const char *client_ip, size_t client_ip_len, int https);
 
 typedef struct {
     size_t head_len;
