@@ -287,9 +287,11 @@ class ServerFiles:
                 offset = await self._head(url, size)
             except _Gone:
                 offset = None
-            if offset is None:
+            if offset is None:  # gone (expired): a new upload, the same message id (if the
+                # old upload was posted before this process ended, the server recognises the
+                # message and nothing is posted twice)
                 self.state.forget("uploads", key)
-                url, client_id = None, _new_client_id()
+                url = None
         if url is None:
             token = await self.token(size)  # the limits, before any byte is sent
             url = await self._create(token, source.name, size)
