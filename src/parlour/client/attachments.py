@@ -31,7 +31,6 @@ import mimetypes
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +48,7 @@ from parlour.client.errors import (
     server_error,
 )
 from parlour.client.types import Attachment, FileToken
+from parlour.protocol import FileTokenRequest
 
 if TYPE_CHECKING:
     from parlour.client.client import Client
@@ -145,30 +145,6 @@ class StateFile:
             log.warning("cannot save %s: %s", self.path, exc)
 
 
-@dataclass(frozen=True, slots=True)
-class _WireRequest:
-    """A request of the files protocol (``file_token``; ``send``/``dm`` with an attachment),
-    shaped like :mod:`parlour.protocol`'s requests for the client's connection."""
-
-    type: str
-    id: Any
-    fields: tuple[tuple[str, Any], ...]
-
-    @property
-    def TYPE(self) -> str:  # (the name protocol requests have)
-        return self.type
-
-    def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "id": self.id}
-        out.update((k, v) for k, v in self.fields if v is not None)
-        return out
-
-
-def wire_request(type_: str, rid: Any, **fields: Any) -> Any:
-    """A request of ``type_`` with ``fields`` (None values left out)."""
-    return _WireRequest(type_, rid, tuple(fields.items()))
-
-
 class _Gone(Exception):
     """The upload is not on the server any more (expired, removed): start a new one."""
 
@@ -247,7 +223,7 @@ class ServerFiles:
             ):
                 return cached
             try:
-                data = await self._client._call(lambda i: wire_request("file_token", i, size=size))
+                data = await self._client._call(lambda i: FileTokenRequest(id=i, size=size))
             except ServerError as exc:
                 raise server_error(str(exc.code), exc.message, exc.extra, files=True) from None
             self._token = FileToken.from_data(data)

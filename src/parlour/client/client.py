@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from parlour import __version__
-from parlour.client.attachments import ServerFiles, TransferProgress, wire_request
+from parlour.client.attachments import ServerFiles, TransferProgress
 from parlour.client.backoff import Backoff
 from parlour.client.catchup import CatchUp
 from parlour.client.cursors import Cursors
@@ -960,17 +960,10 @@ class Client:
         """Post to a room. Retried with the same client id across reconnects (never doubled).
         ``attachment``: the id of a completed upload of yours (see :meth:`upload`)."""
         cid = client_id or new_client_id()
-        if attachment is not None:
-            data = await self._call(
-                lambda i: wire_request(
-                    "send", i, room=room, text=text, client_id=cid, attachment=attachment
-                ),
-                retry=True,
-            )
-        else:
-            data = await self._call(
-                lambda i: SendRequest(id=i, room=room, text=text, client_id=cid), retry=True
-            )
+        data = await self._call(
+            lambda i: SendRequest(id=i, room=room, text=text, client_id=cid, attachment=attachment),
+            retry=True,
+        )
         return Ack.from_data(data)
 
     async def dm(
@@ -983,17 +976,10 @@ class Client:
     ) -> Ack:
         """Direct message. Retried with the same client id across reconnects."""
         cid = client_id or new_client_id()
-        if attachment is not None:
-            data = await self._call(
-                lambda i: wire_request(
-                    "dm", i, to=to, text=text, client_id=cid, attachment=attachment
-                ),
-                retry=True,
-            )
-        else:
-            data = await self._call(
-                lambda i: DmRequest(id=i, to=to, text=text, client_id=cid), retry=True
-            )
+        data = await self._call(
+            lambda i: DmRequest(id=i, to=to, text=text, client_id=cid, attachment=attachment),
+            retry=True,
+        )
         return Ack.from_data(data)
 
     async def history(
