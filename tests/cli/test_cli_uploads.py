@@ -18,6 +18,7 @@ from rich.console import Console
 from parlour.cli import _commands as c
 from parlour.cli._uploads import FileJob, LineJobs, ServerFileCommands, job_line
 from parlour.client import Attachment, ChecksumMismatch, FileTooLarge, TransferFailed
+from parlour.protocol import EventName
 
 
 @pytest.mark.parametrize(
@@ -220,3 +221,57 @@ def test_job_line() -> None:
     assert job_line(job, end="cancelled") == (
         "upload a\\x1b.txt → #general: ██████░░░░░░ 1.50 MB of 3.00 MB (50 %), cancelled"
     )
+
+
+def test_records_with_files_render_their_id_name_size_and_type() -> None:
+    from parlour.cli._render import render_event, render_record
+    from parlour.protocol import MessageRecord, event_from_fields
+
+    att = {
+        "id": "q4PzV2cX9mBnR0kLw1sYtA",
+        "name": "evil\x1b[2Jname\u202e.txt",
+        "size": 2_500_000,
+        "type": "text/plain",
+        "sha256": "a" * 64,
+        "inline": True,
+        "thumbnail": False,
+    }
+    rec = MessageRecord(room="general", seq=7, ts=1.0, sender="bob", text="", attachment=att)  # type: ignore[arg-type]
+    assert render_record(rec, "alice") == (
+        "#general <bob> [file q4PzV2cX9mBnR0kLw1sYtA evil\\x1b[2Jname\\u202e.txt "
+        "(2.50 MB, text/plain)] [7]"
+    )
+    dm = MessageRecord(peer="bob", seq=3, ts=1.0, sender="alice", text="see", attachment=att)  # type: ignore[arg-type]
+    assert render_record(dm, "alice").startswith(
+        "[DM] you → bob: see [file q4PzV2cX9mBnR0kLw1sYtA "
+    )
+    gone = MessageRecord(room="general", seq=8, ts=1.0, sender="bob", text=None, deleted=True)
+    assert render_record(gone, "alice") == "#general <bob> (deleted) [8]"
+    event = event_from_fields(EventName.MESSAGE, rec.to_wire())
+    assert "[file q4PzV2cX9mBnR0kLw1sYtA" in (render_event(event, "alice") or "")
+
+
+def test_the_full_screen_renders_files_in_their_entry() -> None:
+    from parlour.cli.tui.buffers import BufferKind, BufferList, Target
+    from parlour.cli.tui.render import LineRenderer, plain_text
+    from parlour.protocol import MessageRecord
+
+    att = {
+        "id": "q4PzV2cX9mBnR0kLw1sYtA",
+        "name": "a.pdf",
+        "size": 1000,
+        "type": "application/pdf",
+        "sha256": "a" * 64,
+        "inline": True,
+        "thumbnail": False,
+    }
+    bufs = BufferList("alice")
+    buf = bufs.open(Target(BufferKind.ROOM, "general"))
+    buf.add(MessageRecord(room="general", seq=1, ts=1.0, sender="bob", text="pdf", attachment=att))  # type: ignore[arg-type]
+    entry = buf.entries[-1]
+    assert entry.attachment is not None and entry.attachment.name == "a.pdf"
+    renderer = LineRenderer("alice", clock=lambda ts: "12:00")
+    text = " ".join(plain_text(renderer.lines(entry, 100, day=False, marker=False)))
+    assert "pdf [file q4PzV2cX9mBnR0kLw1sYtA a.pdf (1.00 kB, application/pdf)] [1]" in text
+    buf.update(MessageRecord(room="general", seq=1, ts=1.0, sender="bob", text=None, deleted=True))
+    assert entry.attachment is None
