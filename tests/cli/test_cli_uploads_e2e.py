@@ -186,6 +186,9 @@ async def test_full_screen_upload_shows_the_file_and_downloads_it(
             return None
 
         assert await asyncio.wait_for(bobs_event(), TIMEOUT) == att
+        app.input.set_text("/download ")
+        await pilot.press("tab")  # completes the id of the newest file here
+        await until(pilot, lambda: app.input.text == f"/download {att.id} ")
         app.input.set_text(f"/download {att.id} {tmp_path / 'dl'}")
         await pilot.press("enter")
         await until(pilot, lambda: has(room, "saved "))

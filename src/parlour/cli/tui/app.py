@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -676,6 +677,18 @@ class ChatTui(App[int]):
         finally:
             _OUTPUT.reset(token)
 
+    @staticmethod
+    def _file_ids(buf: Buffer, limit: int = 50) -> list[str]:
+        """Ids of the files in this buffer's messages, newest first (Tab after /download)."""
+        ids: list[str] = []
+        for entry in itertools.islice(reversed(buf.entries), 5000):
+            att = entry.attachment
+            if att is not None and att.id not in ids:
+                ids.append(att.id)
+                if len(ids) >= limit:
+                    break
+        return ids
+
     def find_attachment(self, file_id: str) -> Attachment | None:
         """The attachment with this id in a loaded message (current buffer first)."""
         for buf in (self.current, *self._buffers):
@@ -726,7 +739,7 @@ class ChatTui(App[int]):
             commands=self.registry.names(),
             rooms=self._buffers.rooms() + self.known_rooms,
             users=users,
-            arguments=self.transfers.completions(),
+            arguments={**self.transfers.completions(), "download": self._file_ids(buf)},
             backwards=message.backwards,
         )
         if result is not None:
