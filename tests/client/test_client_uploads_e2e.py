@@ -20,6 +20,7 @@ from parlour.client import (
     Attachment,
     ChecksumMismatch,
     Client,
+    FilesUnavailable,
     FileToken,
     FileTooLarge,
     QuotaExceeded,
@@ -300,3 +301,14 @@ async def test_non_members_are_refused(server: ChatTestServer, tmp_path: Path) -
             await carol.download(att, tmp_path / "carol")
         assert info.value.status in (403, 404)
         assert not list((tmp_path / "carol").glob("*"))
+
+
+async def test_a_server_without_uploads_says_so(tmp_path: Path) -> None:
+    async with ChatTestServer(rooms=("general",)) as srv:  # no web listener
+        await srv.add_user("alice", PW)
+        async with Client("127.0.0.1", srv.port, state_dir=tmp_path / "state") as alice:
+            await alice.login("alice", PW)
+            with pytest.raises(FilesUnavailable):
+                await alice.upload(make_file(tmp_path / "a", 10), room="general")
+            with pytest.raises(FilesUnavailable):
+                await alice.download("A" * 22, tmp_path / "dl")

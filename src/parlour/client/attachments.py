@@ -41,6 +41,7 @@ from parlour.client.errors import (
     ChecksumMismatch,
     ClientError,
     FileChanged,
+    FilesUnavailable,
     QuotaExceeded,
     ServerError,
     TooManyUploads,
@@ -213,6 +214,10 @@ class ServerFiles:
         """A bearer token for the files endpoints (cached until shortly before it expires).
         With ``size`` the server checks the limits first: raises FileTooLarge,
         QuotaExceeded, TooManyUploads or FilesUnavailable."""
+        welcome = self._client.welcome
+        if welcome is not None and not welcome.limits.get("upload_url"):
+            # (the hello limits name the uploads endpoint only when the server takes files)
+            raise FilesUnavailable("unavailable", "this server takes no uploads")
         async with self._token_lock:
             cached = self._token
             if (
