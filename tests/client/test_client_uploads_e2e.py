@@ -20,6 +20,7 @@ from parlour.client import (
     Attachment,
     ChecksumMismatch,
     Client,
+    ConnectionLost,
     FilesUnavailable,
     FileToken,
     FileTooLarge,
@@ -312,3 +313,59 @@ async def test_a_server_without_uploads_says_so(tmp_path: Path) -> None:
                 await alice.upload(make_file(tmp_path / "a", 10), room="general")
             with pytest.raises(FilesUnavailable):
                 await alice.download("A" * 22, tmp_path / "dl")
+
+
+async def test_a_finished_upload_not_yet_posted_is_posted_once(
+    server: ChatTestServer, tmp_path: Path
+) -> None:
+    """The process ends between the last PATCH and the message (or the reply to it is
+    lost): the next run finds the upload complete and posts it, once."""
+    src = make_file(tmp_path / "a.bin", 150_000)
+    async with user(server, "alice", tmp_path) as alice:
+        await alice.join("general")
+        real = alice._post_attachment
+
+        async def lost(*args: Any, **kw: Any) -> Any:
+            raise ConnectionLost("gone")
+
+        alice._post_attachment = lost  # type: ignore[method-assign]
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(alice.upload(src, room="general"), TIMEOUT)
+        alice._post_attachment = real  # type: ignore[method-assign]
+    async with user(server, "alice", tmp_path) as again:
+        seen: list[int] = []
+        record = await asyncio.wait_for(
+            again.upload(src, room="general", progress=lambda d, t: seen.append(d)), TIMEOUT
+        )
+        assert seen == [150_000]  # nothing sent again
+        assert attachment_of(record) is not None
+        # and once more (the reply to the message was lost after it was stored): no double
+        state = again.server_files.state
+        key = next(iter(state._load()["uploads"]), None)
+        assert key is None
+    assert len([m for m in server.room_messages("general") if m.sender == "alice"]) == 1
+
+
+async def test_a_posted_upload_whose_end_was_not_recorded_is_not_posted_twice(
+    server: ChatTestServer, tmp_path: Path
+) -> None:
+    """The message was stored but the process ended before it forgot the upload: the next
+    run sends the same message again (same client id) and the server recognises it."""
+    src = make_file(tmp_path / "a.bin", 1000)
+    async with user(server, "alice", tmp_path) as alice:
+        await alice.join("general")
+        state = alice.server_files.state
+        saved: dict[str, Any] = {}
+        forget = state.forget
+
+        def keep(section: str, key: str) -> None:
+            saved.update(state._load()[section])  # what was there when it was forgotten
+
+        state.forget = keep  # type: ignore[method-assign]
+        first = await asyncio.wait_for(alice.upload(src, room="general"), TIMEOUT)
+        state.forget = forget  # type: ignore[method-assign]
+        assert saved
+    async with user(server, "alice", tmp_path) as again:
+        second = await asyncio.wait_for(again.upload(src, room="general"), TIMEOUT)
+    assert second.seq == first.seq
+    assert len([m for m in server.room_messages("general") if m.sender == "alice"]) == 1
