@@ -64,7 +64,7 @@ UPLOAD_URL = "/files/uploads"
 DOWNLOAD_PREFIX = "/files/"
 #: bytes handed to the writer thread at once, and between two durable points
 BATCH = 1 << 20
-DURABLE_EVERY = 16 << 20
+DURABLE_EVERY = 32 << 20
 #: how long a PATCH waits for another request on the same upload to finish
 LOCK_WAIT = 10.0
 FILE_CSP = "sandbox; default-src 'none'"
@@ -107,15 +107,36 @@ def _hash_prefix(path: Path, length: int) -> Any:
     return h
 
 
-def _write_batch(fd: int, chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
-    """In the worker thread: write and hash one batch (both release the GIL)."""
+def _write_chunks(fd: int, chunks: list[bytes]) -> None:
+    """In a worker thread: write one batch (`os.write` releases the GIL)."""
     for chunk in chunks:
         view = memoryview(chunk)
         while view:
             n = os.write(fd, view)
             view = view[n:]
+
+
+def _hash_chunks(chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
+    """In another worker thread: hash one batch (hashlib releases the GIL)."""
+    for chunk in chunks:
         for h in hashers:
             h.update(chunk)
+
+
+def _write_batch(fd: int, chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
+    _write_chunks(fd, chunks)
+    _hash_chunks(chunks, hashers)
+
+
+def _start_batch(
+    loop: asyncio.AbstractEventLoop, fd: int, chunks: list[bytes], hashers: tuple[Any, ...]
+) -> asyncio.Future[Any]:
+    """Write and hash one batch at the same time, in two threads (the loop goes on reading
+    the next batch meanwhile): three cores' worth of work when the machine has them."""
+    return asyncio.gather(
+        loop.run_in_executor(None, _write_chunks, fd, chunks),
+        loop.run_in_executor(None, _hash_chunks, chunks, hashers),
+    )
 
 
 def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -146,7 +167,16 @@ class FilesHttp:
         self.entropy = entropy
         self._uploads: dict[str, _Upload] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self.stats = {"uploads_created": 0, "uploads_completed": 0, "swept": 0, "refused": 0}
+        self.stats = {
+            "uploads_created": 0,
+            "uploads_completed": 0,
+            "interrupted": 0,
+            "swept": 0,
+            "refused": 0,
+        }
+        #: called with (what, file id) when an upload is "interrupted" (its durable offset
+        #: recorded) or "complete": for tests and metrics
+        self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -213,6 +243,15 @@ class FilesHttp:
             return None
         return self.service.file_user(token, self.clock())
 
+    def _uploader(self, request: web.Request) -> tuple[str, str] | web.Response:
+        """Who may upload: a valid token of a user who is not banned."""
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required (ask with file_token)")
+        if self.service.banned(who[0], self.clock()):
+            return self._refuse(403, "you are banned")
+        return who
+
     def _upload(self, upload: str) -> _Upload:
         state = self._uploads.get(upload)
         if state is None:
@@ -226,6 +265,10 @@ class FilesHttp:
 
     async def _commit(self, *writes: Write) -> None:
         await self.writer.submit(writes)
+
+    def _observe(self, what: str, upload: str) -> None:
+        if self.observer is not None:
+            self.observer(what, upload)
 
     def _expires(self, touched: float | None) -> dict[str, str]:
         if touched is None:
@@ -267,9 +310,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required (ask with file_token)")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         name = who[1]
         try:
             length = parse_length(request.headers.get("Upload-Length"))
@@ -332,9 +375,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         upload = request.match_info["id"]
         rec = await self._own(upload, who[0])
         if rec is None:
@@ -358,9 +401,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         if request.headers.get(hdrs.CONTENT_TYPE) != OFFSET_TYPE:
             return self._refuse(415, f"Content-Type must be {OFFSET_TYPE}")
         try:
@@ -411,6 +454,10 @@ class FilesHttp:
     async def _stream(
         self, request: web.Request, rec: FileRecord, state: _Upload, offset: int, checksum: Any
     ) -> tuple[int, str, int]:
+        """Write the body at `offset`. The loop reads; one batch at a time is written and
+        hashed in worker threads while the next arrives; every `DURABLE_EVERY` bytes a
+        checkpoint (fsync, then the durable offset recorded) runs in the background, so the
+        transfer does not wait for the disk. A chunk with a checksum is all or nothing."""
         upload = rec.id
         path = self.partials.data(upload)
         if state.hasher is None or state.hashed != offset:
@@ -421,12 +468,24 @@ class FilesHttp:
         hashers = (whole,) if part is None else (whole, part)
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
         loop = asyncio.get_running_loop()
-        written = durable = offset
-        pending: asyncio.Future[None] | None = None
+        written = durable = offset  # `written`: bytes handed to a batch (written once awaited)
+        pending: asyncio.Future[Any] | None = None
+        checkpoint: asyncio.Future[int] | None = None
         batch: list[bytes] = []
         batched = 0
-        complete = False
         too_long = False
+        interrupted: BaseException | None = None
+
+        async def settle() -> None:
+            """Wait for the batch and the checkpoint in flight."""
+            nonlocal pending, checkpoint, durable
+            if pending is not None:
+                await pending
+                pending = None
+            if checkpoint is not None:
+                durable = max(durable, await checkpoint)
+                checkpoint = None
+
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             try:
@@ -436,72 +495,74 @@ class FilesHttp:
                         break
                     batch.append(chunk)
                     batched += len(chunk)
-                    if batched >= BATCH:
-                        if pending is not None:
-                            await pending
-                        pending = loop.run_in_executor(None, _write_batch, fd, batch, hashers)
-                        written += batched
-                        batch, batched = [], 0
-                        if part is None and written - durable >= DURABLE_EVERY:
-                            await pending
-                            pending = None
-                            await asyncio.to_thread(os.fsync, fd)
-                            await asyncio.to_thread(self.partials.set_offset, upload, written)
-                            durable = written
-                            state.hashed = written
+                    if batched < BATCH:
+                        continue
+                    if pending is not None:
+                        await pending  # every byte counted in `written` is written now
+                        pending = None
+                    if checkpoint is not None and checkpoint.done():
+                        durable = max(durable, checkpoint.result())
+                        checkpoint = None
+                    if part is None and checkpoint is None and written - durable >= DURABLE_EVERY:
+                        checkpoint = loop.run_in_executor(
+                            None, self._checkpoint, fd, upload, written
+                        )
+                    pending = _start_batch(loop, fd, batch, hashers)
+                    written += batched
+                    batch, batched = [], 0
             except (ConnectionError, asyncio.CancelledError, Exception) as exc:
-                # the client went away mid-body: keep what arrived (without a checksum)
-                if pending is not None:
-                    with contextlib.suppress(Exception):
-                        await pending
-                    pending = None
-                if part is None:
-                    if batch:
-                        await asyncio.to_thread(_write_batch, fd, batch, hashers)
-                        written += batched
-                    await asyncio.to_thread(os.fsync, fd)
-                    await asyncio.to_thread(self.partials.set_offset, upload, written)
-                    state.hashed = written
-                    durable = written
-                else:
+                interrupted = exc  # the client went away mid-body (or the disk failed)
+            with contextlib.suppress(Exception):
+                await settle()
+            if batch and not too_long and (interrupted is None or part is None):
+                await asyncio.to_thread(_write_batch, fd, batch, hashers)
+                written += batched
+            if interrupted is not None:
+                if part is None:  # keep what arrived
+                    await asyncio.to_thread(self._checkpoint, fd, upload, written)
+                    state.hashed = durable = written
+                else:  # a checksummed chunk is all or nothing
                     state.hasher, state.hashed = None, -1
-                    await asyncio.to_thread(os.ftruncate, fd, offset)
+                    await asyncio.to_thread(self._truncate, fd, upload, offset)
                     durable = offset
                 log.info(
                     "upload interrupted",
-                    extra={"fields": {"file": upload, "offset": durable, "why": repr(exc)}},
+                    extra={"fields": {"file": upload, "offset": durable, "why": repr(interrupted)}},
                 )
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                self.stats["interrupted"] += 1
+                self._observe("interrupted", upload)
+                if isinstance(interrupted, asyncio.CancelledError):
+                    raise interrupted
                 return 400, "the request body was cut off", durable
-            if pending is not None:
-                await pending
-                pending = None
-            if batch:
-                await asyncio.to_thread(_write_batch, fd, batch, hashers)
-                written += batched
-            if too_long:
+            if too_long or (part is not None and part.digest() != checksum.digest):
+                back = offset if part is not None else durable
                 state.hasher, state.hashed = None, -1
-                await asyncio.to_thread(os.ftruncate, fd, durable if part is None else offset)
-                return 413, "the body goes past Upload-Length", durable
-            if part is not None and part.digest() != checksum.digest:
-                state.hasher, state.hashed = None, -1
-                await asyncio.to_thread(os.ftruncate, fd, offset)
+                await asyncio.to_thread(self._truncate, fd, upload, back)
+                if too_long:
+                    return 413, "the body goes past Upload-Length", back
                 log.info("checksum mismatch", extra={"fields": {"file": upload}})
-                return 460, "Checksum Mismatch: the chunk was discarded", offset
-            await asyncio.to_thread(os.fsync, fd)
-            await asyncio.to_thread(self.partials.set_offset, upload, written)
-            durable = written
-            state.hashed = written
-            complete = written == rec.length
+                return 460, "Checksum Mismatch: the chunk was discarded", back
+            await asyncio.to_thread(self._checkpoint, fd, upload, written)
+            state.hashed = durable = written
         finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
+            with contextlib.suppress(Exception):
+                await settle()
             os.close(fd)
-        if complete:
+        if written == rec.length:
             await self._finish(rec, state)
         return 204, "", durable
+
+    def _checkpoint(self, fd: int, upload: str, offset: int) -> int:
+        """In a thread: make the first `offset` bytes durable, then record that."""
+        os.fsync(fd)
+        self.partials.set_offset(upload, offset)
+        return offset
+
+    def _truncate(self, fd: int, upload: str, offset: int) -> None:
+        """In a thread: back to `offset` (which must not be past the durable offset)."""
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+        self.partials.set_offset(upload, offset)
 
     async def _finish(self, rec: FileRecord, state: _Upload) -> None:
         """Every byte is durable: hash, into the blob store, sniff, thumbnail, record it
@@ -526,6 +587,7 @@ class FilesHttp:
         await asyncio.to_thread(self.partials.remove, upload)
         state.hasher, state.hashed = None, -1
         self.stats["uploads_completed"] += 1
+        self._observe("complete", upload)
         log.info(
             "upload complete",
             extra={"fields": {"file": upload, "sha256": sha, "type": kind, "size": rec.length}},
@@ -535,9 +597,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         upload = request.match_info["id"]
         rec = await self._own(upload, who[0])
         if rec is None:
@@ -674,11 +736,28 @@ class FilesHttp:
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            try:
+                await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            except NotImplementedError:  # uvloop, TLS without kernel support: copy
+                await _copy(resp, f, start, count)
             await resp.write_eof()
             return resp
         finally:
             f.close()
+
+
+async def _copy(resp: web.StreamResponse, f: Any, start: int, count: int) -> None:
+    """Send `count` bytes of file `f` from `start`: read in a thread, a chunk at a time,
+    written as the peer takes them (aiohttp's `write` waits for the transport to drain)."""
+    fd = f.fileno()
+    offset, left = start, count
+    while left > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(BATCH, left), offset)
+        if not chunk:
+            raise OSError("the file is shorter than its record says")
+        await resp.write(chunk)
+        offset += len(chunk)
+        left -= len(chunk)
 
 
 def _read_head(path: Path) -> bytes:
