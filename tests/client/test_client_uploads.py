@@ -302,6 +302,29 @@ async def test_http_413_is_file_too_large(fake: FakeFiles, tmp_path: Path) -> No
         await files.close()
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("quota_exceeded: 10 of 10 bytes used", QuotaExceeded),
+        ("too_many_uploads: at most 4", TooManyUploads),
+        ("over your quota", QuotaExceeded),
+        ("forbidden", TransferFailed),
+    ],
+)
+async def test_http_403_says_which_limit(
+    fake: FakeFiles, tmp_path: Path, text: str, error: type[Exception]
+) -> None:
+    fake.refuse_create = (403, text)
+    files = files_for(StubClient(fake), tmp_path)
+    try:
+        with pytest.raises(error) as info:
+            await files.upload(make_file(tmp_path / "a.bin", 10), room="general")
+    finally:
+        await files.close()
+    if isinstance(info.value, ServerError):
+        assert info.value.message == text.split(": ", 1)[-1]
+
+
 async def test_upload_needs_one_target_and_a_file(fake: FakeFiles, tmp_path: Path) -> None:
     files = files_for(StubClient(fake), tmp_path)
     with pytest.raises(ValueError, match="exactly one"):

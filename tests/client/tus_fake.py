@@ -39,6 +39,8 @@ class FakeFiles:
         self.cut_patch_at: int | None = None
         self.cut_download_at: int | None = None
         self.max_size = 1 << 40
+        #: (status, text) every POST gets instead of a new upload
+        self.refuse_create: tuple[int, str] | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -104,6 +106,8 @@ class FakeFiles:
         self._log(request)
         if not self._authorised(request):
             return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+        if self.refuse_create is not None:
+            return web.Response(status=self.refuse_create[0], text=self.refuse_create[1])
         length = int(request.headers["Upload-Length"])
         if length > self.max_size:
             return web.Response(status=413, text="too large")

@@ -340,10 +340,15 @@ class ServerFiles:
         text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
         if resp.status == 413:
             raise server_error("file_too_large", text or "the file is too large", files=True)
-        if resp.status == 403 and "quota" in text.lower():
-            raise QuotaExceeded("quota_exceeded", text)
-        if resp.status == 403 and "upload" in text.lower():
-            raise TooManyUploads("too_many_uploads", text)
+        if resp.status == 403:
+            # the body starts with the chat protocol's code ("quota_exceeded: ..."); older
+            # wording is recognised by its words
+            code, _, rest = text.partition(":")
+            lowered = text.lower()
+            if code == "quota_exceeded" or (not rest and "quota" in lowered):
+                raise QuotaExceeded("quota_exceeded", rest.strip() or text)
+            if code == "too_many_uploads" or (not rest and "upload" in lowered):
+                raise TooManyUploads("too_many_uploads", rest.strip() or text)
         detail = f": {text[:200]}" if text else ""
         raise TransferFailed(f"{what} (HTTP {resp.status}){detail}", resp.status)
 
