@@ -66,14 +66,17 @@ def checksum_header(chunk: bytes | bytearray | memoryview) -> str:
     return "sha256 " + base64.b64encode(digest).decode("ascii")
 
 
-def patch_headers(offset: int, chunk: bytes | bytearray | memoryview) -> dict[str, str]:
-    """The headers of a PATCH carrying ``chunk`` at ``offset`` (the bearer token apart)."""
+def patch_headers(
+    offset: int, chunk: bytes | bytearray | memoryview, checksum: str | None = None
+) -> dict[str, str]:
+    """The headers of a PATCH carrying ``chunk`` at ``offset`` (the bearer token apart);
+    ``checksum``: its ``Upload-Checksum`` when already computed."""
     return {
         "Tus-Resumable": TUS_VERSION,
         "Content-Type": "application/offset+octet-stream",
         "Content-Length": str(len(chunk)),
         "Upload-Offset": str(offset),
-        "Upload-Checksum": checksum_header(chunk),
+        "Upload-Checksum": checksum or checksum_header(chunk),
     }
 
 
