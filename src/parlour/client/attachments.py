@@ -542,7 +542,7 @@ class _Download:
         self.total: int | None = None
 
     async def run(self, progress: TransferProgress | None) -> Path:
-        failures = 0
+        failures = restarts = 0
         fresh_retry = False
         while True:
             resumed = self.part is not None and self.part.exists() and self.part.stat().st_size
@@ -557,8 +557,11 @@ class _Download:
                     ) from None
                 await ServerFiles._pause(failures - 1)
                 continue
-            if done is None:
-                continue  # start again from the beginning (the partial file was stale)
+            if done is None:  # start again from the beginning (the partial file was stale)
+                restarts += 1
+                if restarts > _RETRIES:
+                    raise TransferFailed("the server's answers to Range make no sense")
+                continue
             digest, part = done
             if self.expected is not None and digest != self.expected:
                 with contextlib.suppress(FileNotFoundError):
