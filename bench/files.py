@@ -371,7 +371,7 @@ def main() -> None:
             with nginx(source.parent, tmp) as nginx_port:
                 for _ in range(args.rounds):
                     figures.copy_disk.append(socket_copy(source, "disk", tmp / "copy.bin"))
-                    up, down, file_id, samples = parlour_round(server, token, source, size)
+                    up, down, _, samples = parlour_round(server, token, source, size)
                     figures.upload.append(up)
                     figures.download.append(down)
                     figures.rss += samples
@@ -394,10 +394,11 @@ def main() -> None:
             print(f"  {name:<28} (not run)")
             return
         rate = mbps(size, statistics.median(secs))
-        line = f"  {name:<28} {rate:9.1f} MB/s  (median of {len(secs)})"
+        line = f"  {name:<28} {rate:9.1f} MiB/s"
         if base:
-            line += f"   {rate / mbps(size, statistics.median(base)):.2f}x"
-        print(line)
+            line += f"  {rate / mbps(size, statistics.median(base)):.2f}x"
+        runs = ", ".join(f"{mbps(size, x):.0f}" for x in secs)
+        print(f"{line}   (median; runs: {runs})")
 
     print("upload (MiB/s; ratio to the socket copy -> disk):")
     show("socket copy -> disk", figures.copy_disk)

@@ -65,8 +65,10 @@ DOWNLOAD_PREFIX = "/files/"
 #: bytes handed to the writer thread at once, and between two durable points
 BATCH = 1 << 20
 DURABLE_EVERY = 32 << 20
-#: how long a PATCH waits for another request on the same upload to finish
+#: how long a request waits for another one on the same upload to let go (after its connection
+#: was closed), and how long an upload's body may stall before its connection is closed
 LOCK_WAIT = 10.0
+BODY_IDLE = 60.0
 FILE_CSP = "sandbox; default-src 'none'"
 _MAX_CLIENT_TYPE = 100
 
@@ -83,14 +85,30 @@ class FileLimits:
 
 
 class _Upload:
-    """An upload this node is working on: its lock, and the SHA-256 of its bytes so far."""
+    """An upload this node is working on: its lock, the connection of the request holding it,
+    and the SHA-256 of its bytes so far."""
 
-    __slots__ = ("hashed", "hasher", "lock")
+    __slots__ = ("hashed", "hasher", "holder", "lock")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.hasher: Any = None
         self.hashed = -1
+        self.holder: asyncio.BaseTransport | None = None
+
+    async def take(self, upload: str) -> bool:
+        """The lock, breaking it if a request holds it: a client that comes back (HEAD or
+        PATCH) lost the request that is still writing — its link died without the server
+        hearing of it — so that request's connection is closed (it keeps what it wrote, as
+        any interrupted request does). False when it could not be had within `LOCK_WAIT`."""
+        if self.lock.locked() and self.holder is not None:
+            log.info("upload lock broken", extra={"fields": {"file": upload}})
+            self.holder.close()
+        try:
+            await asyncio.wait_for(self.lock.acquire(), LOCK_WAIT)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _hash_prefix(path: Path, length: int) -> Any:
@@ -174,8 +192,8 @@ class FilesHttp:
             "swept": 0,
             "refused": 0,
         }
-        #: called with (what, file id) when an upload is "interrupted" (its durable offset
-        #: recorded) or "complete": for tests and metrics
+        #: called with (what, file id) when a request starts "writing" an upload, when one
+        #: is "interrupted" (its durable offset recorded) or "complete": for tests and metrics
         self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -387,12 +405,16 @@ class FilesHttp:
             headers["Upload-Offset"] = str(rec.length)
             return web.Response(status=200, headers=self._tus(headers))
         state = self._upload(upload)
-        async with state.lock:
+        if not await state.take(upload):
+            return self._refuse(423, "another request is writing this upload; try again")
+        try:
             offset = await asyncio.to_thread(self.partials.offset, upload)
             if offset is None:
                 return web.Response(status=404, headers=self._tus())
             if offset == rec.length:  # every byte was durable, the completion was not
                 await self._finish(rec, state)
+        finally:
+            state.lock.release()
         headers["Upload-Offset"] = str(offset)
         headers.update(self._expires(await asyncio.to_thread(self.partials.touched, upload)))
         return web.Response(status=200, headers=self._tus(headers))
@@ -431,10 +453,10 @@ class FilesHttp:
         the durable offset after it)."""
         upload = rec.id
         state = self._upload(upload)
-        try:
-            await asyncio.wait_for(state.lock.acquire(), LOCK_WAIT)
-        except TimeoutError:
+        if not await state.take(upload):
             return 409, "another request is writing this upload", offset
+        state.holder = request.transport
+        self._observe("writing", upload)
         try:
             durable = await asyncio.to_thread(self.partials.offset, upload)
             if durable is None:
@@ -447,6 +469,7 @@ class FilesHttp:
             checksum = parse_checksum(request.headers.get("Upload-Checksum"))
             return await self._stream(request, rec, state, offset, checksum)
         finally:
+            state.holder = None
             state.lock.release()
             if upload in self._uploads and self._uploads[upload].hashed < 0:
                 self._forget(upload)
@@ -486,10 +509,14 @@ class FilesHttp:
                 durable = max(durable, await checkpoint)
                 checkpoint = None
 
+        received = [0]  # bytes read so far, for the watchdog
+        timer: list[asyncio.TimerHandle] = []
+        timer.append(loop.call_later(BODY_IDLE, self._watch, request, received, -1, timer))
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             try:
                 async for chunk in request.content.iter_any():
+                    received[0] += len(chunk)
                     if written + batched + len(chunk) > rec.length:
                         too_long = True
                         break
@@ -545,12 +572,32 @@ class FilesHttp:
             await asyncio.to_thread(self._checkpoint, fd, upload, written)
             state.hashed = durable = written
         finally:
+            timer[0].cancel()
             with contextlib.suppress(Exception):
                 await settle()
             os.close(fd)
         if written == rec.length:
             await self._finish(rec, state)
         return 204, "", durable
+
+    def _watch(
+        self,
+        request: web.Request,
+        received: list[int],
+        seen: int,
+        timer: list[asyncio.TimerHandle],
+    ) -> None:
+        """Close a connection whose body stopped arriving for `BODY_IDLE` seconds (a link
+        that died without a word): its request then ends as interrupted, keeping what came.
+        (`timer[0]` is the pending check, cancelled when the request ends.)"""
+        if received[0] == seen:
+            log.info("upload body idle: closing", extra={"fields": {"peer": request.remote}})
+            if request.transport is not None:
+                request.transport.close()
+            return
+        timer[0] = asyncio.get_running_loop().call_later(
+            BODY_IDLE, self._watch, request, received, received[0], timer
+        )
 
     def _checkpoint(self, fd: int, upload: str, offset: int) -> int:
         """In a thread: make the first `offset` bytes durable, then record that."""
