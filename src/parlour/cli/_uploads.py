@@ -269,7 +269,8 @@ def _figures(job: FileJob) -> str:
     moved = job.done - (job.start or 0)
     resumed = f", resumed at {format_size(job.start)}" if job.start else ""
     rate = f", {format_rate(moved / seconds)}" if seconds > 0 and moved > 0 else ""
-    return f"{format_size(job.total)} in {format_duration(seconds)}{rate}{resumed}"
+    took = f"{seconds:.1f} s" if seconds < 10 else format_duration(seconds)
+    return f"{format_size(job.total)} in {took}{rate}{resumed}"
 
 
 def _cancelled_by_user() -> bool:
