@@ -238,7 +238,7 @@ def test_records_with_files_render_their_id_name_size_and_type() -> None:
     }
     rec = MessageRecord(room="general", seq=7, ts=1.0, sender="bob", text="", attachment=att)  # type: ignore[arg-type]
     assert render_record(rec, "alice") == (
-        "#general <bob> [file q4PzV2cX9mBnR0kLw1sYtA evil\\x1b[2Jname\\u202e.txt "
+        '#general <bob> [file q4PzV2cX9mBnR0kLw1sYtA "evil\\x1b[2Jname\\u202e.txt" '
         "(2.50 MB, text/plain)] [7]"
     )
     dm = MessageRecord(peer="bob", seq=3, ts=1.0, sender="alice", text="see", attachment=att)  # type: ignore[arg-type]
@@ -275,3 +275,24 @@ def test_the_full_screen_renders_files_in_their_entry() -> None:
     assert "pdf [file q4PzV2cX9mBnR0kLw1sYtA a.pdf (1.00 kB, application/pdf)] [1]" in text
     buf.update(MessageRecord(room="general", seq=1, ts=1.0, sender="bob", text=None, deleted=True))
     assert entry.attachment is None
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("plain name.txt", "plain name.txt"),
+        (
+            "a.pdf (1 kB, image/png)] [file FAKE b.png",
+            '"a.pdf (1 kB, image/png)] [file FAKE b.png"',
+        ),
+        ('say "hi".txt', '"say \\"hi\\".txt"'),
+        ("photo (1).jpg", '"photo (1).jpg"'),
+        ("back\\slash [x]", '"back\\\\slash [x]"'),
+    ],
+)
+def test_a_name_cannot_fake_the_label(name: str, shown: str) -> None:
+    from parlour.cli._render import render_attachment
+
+    att = Attachment("q4PzV2cX9mBnR0kLw1sYtA", name, 10, "application/x-msdownload", "a" * 64)
+    label = render_attachment(att)
+    assert label == f"[file q4PzV2cX9mBnR0kLw1sYtA {shown} (10 B, application/x-msdownload)]"

@@ -90,9 +90,18 @@ def _is_me(name: str, me: str | None) -> bool:
     return me is not None and name_key(name) == name_key(me)
 
 
+#: characters of the label itself: a name with one of them is shown quoted, so that no name
+#: can end the label early and fake a size, a type or a second file
+_LABEL_CHARS = frozenset('[]()"')
+
+
 def render_attachment(att: Attachment) -> str:
-    """``[file <id> name (size, type)]``: the id is what ``/download`` takes."""
-    return f"[file {clean(att.id)} {clean(att.name)} ({format_size(att.size)}, {clean(att.type)})]"
+    """``[file <id> name (size, type)]``: the id is what ``/download`` takes. A name that
+    contains brackets, parentheses or quotes is quoted (``"a] [file x"``)."""
+    name = att.name
+    if _LABEL_CHARS.intersection(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"[file {clean(att.id)} {clean(name)} ({format_size(att.size)}, {clean(att.type)})]"
 
 
 def render_record(record: MessageRecord, me: str | None, *, with_time: bool = False) -> str:
