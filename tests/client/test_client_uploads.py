@@ -477,6 +477,23 @@ async def test_download_refusals_are_clear(fake: FakeFiles, tmp_path: Path) -> N
         await files.close()
 
 
+async def test_redirects_are_not_followed_with_the_token(fake: FakeFiles, tmp_path: Path) -> None:
+    elsewhere = FakeFiles()
+    await elsewhere.start()
+    try:
+        fake.redirect_get = f"{elsewhere.url}files/x"
+        files = files_for(StubClient(fake), tmp_path)
+        try:
+            with pytest.raises(TransferFailed) as info:
+                await files.download("AAAAAAAAAAAAAAAAAAAAAA", tmp_path)
+        finally:
+            await files.close()
+        assert info.value.status == 302
+        assert elsewhere.requests == []  # the bearer token went nowhere else
+    finally:
+        await elsewhere.stop()
+
+
 # ---------------------------------------------------------------------------- state file
 
 

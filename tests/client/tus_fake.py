@@ -39,6 +39,8 @@ class FakeFiles:
         self.cut_patch_at: int | None = None
         self.cut_download_at: int | None = None
         self.max_size = 1 << 40
+        #: a URL every GET is redirected to (302)
+        self.redirect_get: str | None = None
         #: (status, text) every POST gets instead of a new upload
         self.refuse_create: tuple[int, str] | None = None
         self.port = 0
@@ -174,6 +176,8 @@ class FakeFiles:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         self._log(request)
+        if self.redirect_get is not None:
+            return web.Response(status=302, headers={"Location": self.redirect_get})
         if not self._authorised(request):
             return web.Response(status=401)
         up = self.uploads.get(request.match_info["id"])

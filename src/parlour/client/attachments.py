@@ -141,7 +141,7 @@ class StateFile:
 
     def _save(self, data: dict[str, dict[str, dict[str, Any]]]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"version": 1, **data}), encoding="utf-8")
             os.replace(tmp, self.path)
@@ -319,7 +319,7 @@ class ServerFiles:
             }
             try:
                 async with self._http_session().post(
-                    base, headers=headers, ssl=self._ssl()
+                    base, headers=headers, ssl=self._ssl(), allow_redirects=False
                 ) as resp:
                     if resp.status == 201:
                         location = resp.headers.get("Location")
@@ -361,7 +361,7 @@ class ServerFiles:
             token = await self.token()
             try:
                 async with self._http_session().head(
-                    url, headers=self._auth(token), ssl=self._ssl()
+                    url, headers=self._auth(token), ssl=self._ssl(), allow_redirects=False
                 ) as resp:
                     if resp.status in (200, 204):
                         length = tus.parse_offset(resp.headers.get("Upload-Length"))
@@ -466,7 +466,11 @@ class ServerFiles:
             token = await self.token()
             headers = {**self._auth(token), **tus.patch_headers(offset, chunk, checksum)}
             async with self._http_session().patch(
-                url, data=_pieces(chunk, offset, size, progress), headers=headers, ssl=self._ssl()
+                url,
+                data=_pieces(chunk, offset, size, progress),
+                headers=headers,
+                ssl=self._ssl(),
+                allow_redirects=False,
             ) as resp:
                 if resp.status == 401 and attempt < 2:
                     await self.token(renew=True)
@@ -603,7 +607,9 @@ class _Download:
                 headers["Range"] = f"bytes={have}-"
                 if self.expected:
                     headers["If-Range"] = f'"{self.expected}"'
-            async with files._http_session().get(url, headers=headers, ssl=files._ssl()) as resp:
+            async with files._http_session().get(
+                url, headers=headers, ssl=files._ssl(), allow_redirects=False
+            ) as resp:
                 if resp.status == 401 and attempt < 2:
                     await files.token(renew=True)
                     continue
@@ -671,7 +677,7 @@ class _Download:
     ) -> tuple[str, Path] | None:
         assert self.part is not None
         digest = hashlib.sha256()
-        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if have:
                 await asyncio.to_thread(_hash_prefix, fd, have, digest)
@@ -779,7 +785,7 @@ def _place(part: Path, folder: Path, name: str) -> Path:
             continue
         except OSError:  # no hard links here (some file systems): claim the name, then move
             try:
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 continue
             os.close(fd)
