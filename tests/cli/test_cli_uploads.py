@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from parlour.cli import _commands as c
@@ -296,3 +298,26 @@ def test_a_name_cannot_fake_the_label(name: str, shown: str) -> None:
     att = Attachment("q4PzV2cX9mBnR0kLw1sYtA", name, 10, "application/x-msdownload", "a" * 64)
     label = render_attachment(att)
     assert label == f"[file q4PzV2cX9mBnR0kLw1sYtA {shown} (10 B, application/x-msdownload)]"
+
+
+_PATHS = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=60
+)
+
+
+@given(_PATHS, st.text(alphabet="abc def", max_size=20))
+def test_split_path_round_trips(path: str, caption: str) -> None:
+    caption = caption.strip()
+    if '"' not in path:
+        assert c.split_path(f'"{path}" {caption}') == (path, caption)
+    if not any(ch.isspace() and ch != " " for ch in path) and not path.startswith(('"', "'")):
+        escaped = path.replace("\\", "\\\\").replace(" ", "\\ ")
+        assert c.split_path(f"{escaped} {caption}") == (path, caption)
+
+
+@given(st.text(max_size=80))
+def test_parse_upload_never_raises(text: str) -> None:
+    cmd = c.parse_line("/upload " + text)
+    assert isinstance(cmd, c.Upload | c.Invalid)
+    cmd = c.parse_line("/download " + text)
+    assert isinstance(cmd, c.Download | c.Invalid)
