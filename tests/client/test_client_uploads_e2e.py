@@ -369,3 +369,14 @@ async def test_a_posted_upload_whose_end_was_not_recorded_is_not_posted_twice(
         second = await asyncio.wait_for(again.upload(src, room="general"), TIMEOUT)
     assert second.seq == first.seq
     assert len([m for m in server.room_messages("general") if m.sender == "alice"]) == 1
+
+
+async def test_an_empty_file(server: ChatTestServer, tmp_path: Path) -> None:
+    src = tmp_path / "empty.txt"
+    src.write_bytes(b"")
+    async with user(server, "alice", tmp_path) as alice:
+        await alice.join("general")
+        att = attachment_of(await asyncio.wait_for(alice.upload(src, room="general"), TIMEOUT))
+        assert att is not None and att.size == 0 and att.sha256 == sha(b"")
+        saved = await asyncio.wait_for(alice.download(att, tmp_path / "dl"), TIMEOUT)
+    assert saved.name == "empty.txt" and saved.read_bytes() == b""
