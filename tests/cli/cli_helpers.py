@@ -56,9 +56,15 @@ class ChatProcess:
         self.err: list[str] = []
 
     @classmethod
-    async def start(cls, port: int, *args: str, password: str = PASSWORD) -> ChatProcess:
+    async def start(
+        cls,
+        port: int,
+        *args: str,
+        password: str = PASSWORD,
+        extra_env: dict[str, str] | None = None,
+    ) -> ChatProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLOUR_")}
-        env.update(PARLOUR_PASSWORD=password, PYTHONUNBUFFERED="1")
+        env.update(PARLOUR_PASSWORD=password, PYTHONUNBUFFERED="1", **(extra_env or {}))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "parlour", "chat", "--port", str(port), *args,
             stdin=asyncio.subprocess.PIPE,

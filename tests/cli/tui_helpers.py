@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from textual.pilot import Pilot
 
@@ -37,6 +38,7 @@ async def tui(
     size: tuple[int, int] = SIZE,
     *,
     transfers: TransferOptions | None = None,
+    client_options: dict[str, Any] | None = None,
     **options: object,
 ) -> AsyncIterator[tuple[ChatTui, Pilot[int]]]:
     holder: list[ChatApp] = []
@@ -45,6 +47,7 @@ async def tui(
         srv.port,
         on_state=lambda state, detail: holder[0].on_state(state, detail) if holder else None,
         transfers=transfers,
+        **(client_options or {}),
     )
     await client.connect()
     try:

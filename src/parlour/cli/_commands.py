@@ -16,6 +16,7 @@ from parlour.protocol import InvalidName, normalize_name
 __all__ = [
     "COMMAND_HELP",
     "FILE_COMMANDS",
+    "SERVER_FILE_COMMANDS",
     "AcceptFile",
     "Audit",
     "Ban",
@@ -28,6 +29,7 @@ __all__ = [
     "Delete",
     "Direct",
     "DmHistory",
+    "Download",
     "Edit",
     "Empty",
     "Help",
@@ -48,6 +50,7 @@ __all__ = [
     "ToggleBlock",
     "Transfers",
     "Unban",
+    "Upload",
     "Who",
     "parse_duration",
     "parse_line",
@@ -236,6 +239,25 @@ class Transfers:
 
 
 @dataclass(frozen=True, slots=True)
+class Upload:
+    """Upload the file at ``path`` to the server and post it, with ``caption``, to the current
+    room (``to`` / ``room`` set: that user as a DM, that room)."""
+
+    path: str
+    caption: str | None = None
+    to: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """Download attachment ``file_id`` into ``dest`` (None: the downloads directory)."""
+
+    file_id: str
+    dest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quit:
     pass
 
@@ -276,12 +298,17 @@ Command = (
     | DeclineFile
     | CancelFile
     | Transfers
+    | Upload
+    | Download
     | Quit
     | Help
 )
 
 #: the file-transfer commands (handled by parlour.cli._transfers)
 FILE_COMMANDS = (SendFile, AcceptFile, DeclineFile, CancelFile, Transfers)
+
+#: the files-in-chat commands: uploads to the server, downloads (parlour.cli._uploads)
+SERVER_FILE_COMMANDS = (Upload, Download)
 
 #: command -> (usage, description); shown by /help
 COMMAND_HELP: dict[str, tuple[str, str]] = {
@@ -315,6 +342,14 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
     "decline": ("/decline <n>", "refuse file offer n (or stop receiving it)"),
     "cancel": ("/cancel <n>", "withdraw your file offer n (or stop sending it)"),
     "transfers": ("/transfers", "file offers to you and your transfers, with progress"),
+    "upload": (
+        "/upload [@user|#room] <path> [caption]",
+        "upload a file to the server and post it here (or to @user / #room)",
+    ),
+    "download": (
+        "/download <file id> [dir]",
+        "save a message's file (default dir: ~/Downloads/parlour)",
+    ),
     "quit": ("/quit", "leave the chat"),
     "help": ("/help [command]", "this help"),
 }
@@ -353,6 +388,33 @@ def _name(token: str) -> str | None:
 def _offer_ref(token: str) -> bool:
     """An offer's number (``3``) or id (``hK2w9TqzX1bA``)."""
     return bool(re.fullmatch(r"[A-Za-z0-9_-]{1,32}", token))
+
+
+def split_path(text: str) -> tuple[str, str] | None:
+    """The path at the start of ``text`` and the rest: ``"my file.txt" caption``,
+    ``'my file.txt'`` (quoted), ``my\\ file.txt`` (a backslash keeps a space), or up to the
+    first space; None when there is no path or a quote is not closed."""
+    text = text.lstrip()
+    if not text:
+        return None
+    if text[0] in "\"'":
+        quote = text[0]
+        end = text.find(quote, 1)
+        if end <= 1:
+            return None
+        return text[1:end], text[end + 1 :].strip()
+    out: list[str] = []
+    i = 0
+    while i < len(text) and not text[i].isspace():
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in " \\":
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out), text[i:].strip()
+
+
+#: a file id as the server makes them (URL-safe characters)
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _count(token: str) -> int | None:
@@ -549,4 +611,29 @@ def parse_line(line: str) -> Command:
         return DeclineFile(args[0]) if cmd == "decline" else CancelFile(args[0])
     if cmd in ("transfers", "files"):
         return Transfers() if not args else usage()
+    if cmd == "upload":
+        to: str | None = None
+        up_room: str | None = None
+        body = rest
+        if args and args[0][:1] in ("@", "#"):
+            up_target = _name(args[0])
+            if up_target is None:
+                return usage()
+            if args[0].startswith("@"):
+                to = up_target
+            else:
+                up_room = up_target
+            body = rest[len(args[0]) :]
+        split = split_path(body)
+        if split is None or not split[0]:
+            return usage()
+        return Upload(split[0], split[1] or None, to, up_room)
+    if cmd == "download":
+        file_id, _, dest = rest.partition(" ")
+        if not _FILE_ID.fullmatch(file_id):
+            return usage()
+        into = split_path(dest) if dest.strip() else None
+        if dest.strip() and (into is None or into[1]):
+            return usage()
+        return Download(file_id, into[0] if into else None)
     return Invalid(f"unknown command /{head}; try /help")

@@ -17,12 +17,14 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from parlour.client.types import (
+    Attachment,
     AuditRecord,
     BanInfo,
     JoinResult,
     RoomInfo,
     Session,
     UserPresence,
+    attachment_of,
 )
 from parlour.protocol import Event, EventName, MessageRecord, name_key
 
@@ -33,6 +35,7 @@ __all__ = [
     "format_rate",
     "format_size",
     "format_time",
+    "render_attachment",
     "render_audit",
     "render_bans",
     "render_event",
@@ -87,12 +90,30 @@ def _is_me(name: str, me: str | None) -> bool:
     return me is not None and name_key(name) == name_key(me)
 
 
+#: characters of the label itself: a name with one of them is shown quoted, so that no name
+#: can end the label early and fake a size, a type or a second file
+_LABEL_CHARS = frozenset('[]()"')
+
+
+def render_attachment(att: Attachment) -> str:
+    """``[file <id> name (size, type)]``: the id is what ``/download`` takes. A name that
+    contains brackets, parentheses or quotes is quoted (``"a] [file x"``)."""
+    name = att.name
+    if _LABEL_CHARS.intersection(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"[file {clean(att.id)} {clean(name)} ({format_size(att.size)}, {clean(att.type)})]"
+
+
 def render_record(record: MessageRecord, me: str | None, *, with_time: bool = False) -> str:
-    """One message as found in history, ``since``, ``join`` or a ``message``/``dm`` event."""
+    """One message as found in history, ``since``, ``join`` or a ``message``/``dm`` event;
+    a file it carries shows after its text as ``[file <id> name (size, type)]``."""
     when = f"{format_time(record.ts)} " if with_time else ""
     seq = f"[{record.seq}]"
     sender = clean(record.sender)
     body = "(deleted)" if record.deleted or record.text is None else clean_text(record.text)
+    att = attachment_of(record)
+    if att is not None:
+        body = f"{body} {render_attachment(att)}" if body else render_attachment(att)
     mark = " (edited)" if record.edited and not record.deleted else ""
     if record.room is not None:
         return f"{when}#{clean(record.room)} <{sender}> {body}{mark} {seq}"

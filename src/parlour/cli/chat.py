@@ -50,6 +50,7 @@ from parlour.cli._render import (
     render_who,
 )
 from parlour.cli._transfers import FileCommands, LineDisplay
+from parlour.cli._uploads import LineJobs, ServerFileCommands
 from parlour.client import (
     DEFAULT_PORT,
     FILE_EVENTS,
@@ -245,6 +246,10 @@ class ChatApp:
                 interactive=interactive, out=self.out, err=self.err, fail=self.fail
             ),
         )
+        #: /upload and /download: files in chat, through the server (parlour.cli._uploads)
+        self.server_files = ServerFileCommands(
+            client, out=self.out, fail=self.fail, display=LineJobs(interactive=interactive)
+        )
         #: when the full-screen client runs, connection changes go to it instead
         self.tui_sink: Callable[[ConnectionState, str], None] | None = None
 
@@ -346,6 +351,8 @@ class ChatApp:
                 self.files.remember(event)
                 line = self.files.render_event(event)
             else:
+                if event.name in (EventName.MESSAGE, EventName.DM):
+                    self.server_files.remember([event.fields])
                 line = render_event(event, self.me)
         except Exception as exc:  # an odd event must not stop the printing of later ones
             line = f"! could not show a {event.name} event: {type(exc).__name__}"
@@ -407,6 +414,8 @@ class ChatApp:
             self.help(cmd.topic)
         elif isinstance(cmd, c.FILE_COMMANDS):
             await self.files.execute(cmd)
+        elif isinstance(cmd, c.SERVER_FILE_COMMANDS):
+            await self.server_files.execute(cmd, room=self.room)
         elif isinstance(cmd, c.Say):
             if self.room is None:
                 self.fail("! you are not in a room: /join <room> first (/rooms lists them)")
@@ -427,6 +436,7 @@ class ChatApp:
         elif isinstance(cmd, c.Join):
             result = await client.join(cmd.room)
             self.room = result.room
+            self.server_files.remember(result.messages)
             for out in render_join(result, me):
                 self.out(out)
         elif isinstance(cmd, c.Leave):
@@ -540,6 +550,7 @@ class ChatApp:
             self.err("! not connected right now: this is sent when the server is back")
 
     def _page(self, messages: Sequence[MessageRecord], has_more: bool, empty: str) -> None:
+        self.server_files.remember(messages)
         for rec in messages:
             self.out(render_record(rec, self.me, with_time=True))
         if not messages:
@@ -671,6 +682,7 @@ class ChatApp:
                 self.show_event(event)
             ended.cancel()
             await self.files.close()
+            await self.server_files.close()
 
     def _ended(self, reason: str) -> int:
         again = "; run parlour chat again to come back" if reason.endswith("(kicked)") else ""
@@ -753,12 +765,18 @@ async def _main(
     interactive: bool,
     stdin: IO[str],
     mode: str = "plain",
+    files_url: str | None = None,
 ) -> int:
     """``mode``: ``tui`` (full screen), ``edit`` (line mode with line editing) or ``plain``
     (line mode reading stdin as it comes: pipes, dumb terminals)."""
 
     def live() -> Console | None:
-        return app_holder[0].files.live_console if app_holder else None
+        if not app_holder:
+            return None
+        app = app_holder[0]
+        display = app.server_files.display
+        jobs = display.live_console if isinstance(display, LineJobs) else None
+        return jobs or app.files.live_console
 
     def out(line: str) -> None:
         _echo(line, err=False, live=live())
@@ -779,6 +797,7 @@ async def _main(
         on_state=lambda state, detail: (
             app_holder[0].on_state(state, detail) if app_holder else None
         ),
+        files_url=files_url,
     )
     app = ChatApp(
         client, interactive=interactive, out=out, err=err, ask=_ask if interactive else None
@@ -838,6 +857,12 @@ async def _main(
     help="Line mode even on a terminal (no full-screen interface).",
 )
 @click.option(
+    "--files-url",
+    envvar="PARLOUR_FILES_URL",
+    help="The server's web address for /upload and /download when it is not the chat host"
+    " on the chat port + 1 (e.g. https://chat.example.org/). [env PARLOUR_FILES_URL]",
+)
+@click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=None,
@@ -853,6 +878,7 @@ def chat(
     tls_ca: str | None,
     tls_insecure: bool,
     plain: bool,
+    files_url: str | None,
     retries: int | None,
 ) -> None:
     """Terminal chat client (docs/chat.md).
@@ -892,7 +918,7 @@ def chat(
             code = asyncio.run(
                 _main(
                     host, port, username, password, signup, context, retries, room, interactive,
-                    stdin, mode,
+                    stdin, mode, files_url,
                 )
             )  # fmt: skip
         except KeyboardInterrupt:

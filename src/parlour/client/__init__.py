@@ -10,6 +10,7 @@ Example::
             print(event.name, event.fields)
 """
 
+from parlour.client.attachments import ServerFiles, StateFile, TransferProgress
 from parlour.client.backoff import Backoff
 from parlour.client.client import (
     DEFAULT_PORT,
@@ -19,7 +20,19 @@ from parlour.client.client import (
     new_client_id,
 )
 from parlour.client.cursors import Cursors
-from parlour.client.errors import ClientClosed, ClientError, ConnectionLost, ServerError
+from parlour.client.errors import (
+    ChecksumMismatch,
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    FileChanged,
+    FilesUnavailable,
+    FileTooLarge,
+    QuotaExceeded,
+    ServerError,
+    TooManyUploads,
+    TransferFailed,
+)
 from parlour.client.files import (
     FILE_EVENTS,
     FileResult,
@@ -31,8 +44,10 @@ from parlour.client.files import (
 )
 from parlour.client.types import (
     Ack,
+    Attachment,
     AuditRecord,
     BanInfo,
+    FileToken,
     HistoryPage,
     JoinResult,
     KickResult,
@@ -41,36 +56,50 @@ from parlour.client.types import (
     Unread,
     UserPresence,
     Welcome,
+    attachment_of,
 )
 
 __all__ = [
     "DEFAULT_PORT",
     "FILE_EVENTS",
     "Ack",
+    "Attachment",
     "AuditRecord",
     "Backoff",
     "BanInfo",
+    "ChecksumMismatch",
     "Client",
     "ClientClosed",
     "ClientError",
     "ConnectionLost",
     "ConnectionState",
     "Cursors",
+    "FileChanged",
     "FileResult",
+    "FileToken",
+    "FileTooLarge",
     "FileTransfers",
+    "FilesUnavailable",
     "HistoryPage",
     "IncomingOffer",
     "JoinResult",
     "KickResult",
+    "QuotaExceeded",
     "RoomInfo",
     "ServerError",
+    "ServerFiles",
     "Session",
     "StateCallback",
+    "StateFile",
+    "TooManyUploads",
     "Transfer",
+    "TransferFailed",
     "TransferOptions",
+    "TransferProgress",
     "UnknownOffer",
     "Unread",
     "UserPresence",
     "Welcome",
+    "attachment_of",
     "new_client_id",
 ]

@@ -12,7 +12,9 @@
   the client syncs again from what it has received until nothing is left, delivering the
   missed messages in order and once (:mod:`parlour.client.catchup`);
 * file transfers straight to another client over UDP, brokered by the server
-  (``offer_file``, ``accept``, ``decline``, ``cancel``: :mod:`parlour.client.files`).
+  (``offer_file``, ``accept``, ``decline``, ``cancel``: :mod:`parlour.client.files`);
+* files in chat: ``upload`` to the server (tus, resumable) as a message's attachment, and
+  ``download`` of an attachment, resumable and checked (:mod:`parlour.client.attachments`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import ssl as _ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from parlour import __version__
+from parlour.client.attachments import ServerFiles, TransferProgress
 from parlour.client.backoff import Backoff
 from parlour.client.catchup import CatchUp
 from parlour.client.cursors import Cursors
@@ -43,6 +47,7 @@ from parlour.client.files import (
 )
 from parlour.client.types import (
     Ack,
+    Attachment,
     AuditRecord,
     BanInfo,
     HistoryPage,
@@ -350,6 +355,8 @@ class Client:
         on_state: StateCallback | None = None,
         local_addr: tuple[str, int] | None = None,
         transfers: TransferOptions | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        files_url: str | None = None,
     ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
@@ -368,6 +375,9 @@ class Client:
         self._local_addr = local_addr
         self._transfer_options = transfers
         self._files: FileTransfers | None = None
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._files_url = files_url
+        self._server_files: ServerFiles | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
         self._catchup = CatchUp(self._cursors)
@@ -435,6 +445,16 @@ class Client:
             raise ClientClosed(self._closed_reason)
 
     @property
+    def tls(self) -> bool:
+        """Whether the chat connection is over TLS."""
+        return self._ssl is not None
+
+    @property
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        """The TLS context of the chat connection (also used for the files' HTTPS)."""
+        return self._ssl
+
+    @property
     def cursors(self) -> Cursors:
         """Last seen sequence per room / DM peer (what the next resume will ask for)."""
         return self._cursors
@@ -457,6 +477,8 @@ class Client:
         transfers are stopped (their peers are told). Idempotent."""
         if self._files is not None:
             await self._files.close()
+        if self._server_files is not None:
+            await self._server_files.close()
         if self._closed_reason is None:
             self._shutdown("closed by the client")
         for name in ("_supervisor", "_heartbeat_task", "_catchup_task", "_baseline_task"):
@@ -927,19 +949,36 @@ class Client:
 
     # ------------------------------------------------------------------ messages
 
-    async def send(self, room: str, text: str, client_id: str | None = None) -> Ack:
-        """Post to a room. Retried with the same client id across reconnects (never doubled)."""
+    async def send(
+        self,
+        room: str,
+        text: str,
+        client_id: str | None = None,
+        *,
+        attachment: str | None = None,
+    ) -> Ack:
+        """Post to a room. Retried with the same client id across reconnects (never doubled).
+        ``attachment``: the id of a completed upload of yours (see :meth:`upload`)."""
         cid = client_id or new_client_id()
         data = await self._call(
-            lambda i: SendRequest(id=i, room=room, text=text, client_id=cid), retry=True
+            lambda i: SendRequest(id=i, room=room, text=text, client_id=cid, attachment=attachment),
+            retry=True,
         )
         return Ack.from_data(data)
 
-    async def dm(self, to: str, text: str, client_id: str | None = None) -> Ack:
+    async def dm(
+        self,
+        to: str,
+        text: str,
+        client_id: str | None = None,
+        *,
+        attachment: str | None = None,
+    ) -> Ack:
         """Direct message. Retried with the same client id across reconnects."""
         cid = client_id or new_client_id()
         data = await self._call(
-            lambda i: DmRequest(id=i, to=to, text=text, client_id=cid), retry=True
+            lambda i: DmRequest(id=i, to=to, text=text, client_id=cid, attachment=attachment),
+            retry=True,
         )
         return Ack.from_data(data)
 
@@ -1110,6 +1149,75 @@ class Client:
     async def cancel(self, offer: str | int) -> None:
         """Withdraw an offer you made (its transfer stops; the receiver is told)."""
         await self.files.cancel(offer)
+
+    # ------------------------------------------------------------------ files in chat
+
+    @property
+    def server_files(self) -> ServerFiles:
+        """Uploads to and downloads from the server (:mod:`parlour.client.attachments`)."""
+        if self._server_files is None:
+            self._server_files = ServerFiles(
+                self, state_dir=self._state_dir, files_url=self._files_url
+            )
+        return self._server_files
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        caption: str | None = None,
+        progress: TransferProgress | None = None,
+    ) -> MessageRecord:
+        """Upload a file to the server and post it to ``room`` (or as a direct message
+        ``to`` a user) with an optional ``caption``; returns the message record.
+
+        The server's limits are asked first (raises :class:`~parlour.client.FileTooLarge`,
+        :class:`~parlour.client.QuotaExceeded`, :class:`~parlour.client.TooManyUploads`
+        before any byte is sent). ``progress(sent, total)`` is called as bytes go out. An
+        interrupted upload (dropped connection, cancelled task, ended process) resumes when
+        the same file is uploaded again to the same server."""
+        record: MessageRecord = await self.server_files.upload(
+            path, room=room, to=to, caption=caption, progress=progress
+        )
+        return record
+
+    async def download(
+        self,
+        file: str | Attachment,
+        directory: str | os.PathLike[str],
+        *,
+        progress: TransferProgress | None = None,
+    ) -> Path:
+        """Download an attachment (its id, or the :class:`~parlour.client.Attachment`) into
+        ``directory``; returns the saved file's path. Resumes a partial download, checks the
+        SHA-256, never overwrites a file (``name (1).ext``)."""
+        return await self.server_files.download(file, directory, progress=progress)
+
+    async def _post_attachment(
+        self, file_id: str, *, room: str | None, to: str | None, text: str, client_id: str
+    ) -> MessageRecord:
+        """Send the message carrying a finished upload; returns its record."""
+        if room is not None:
+            ack = await self.send(room, text, client_id, attachment=file_id)
+            page = await self.history(ack.room or room, before=ack.seq + 1, limit=1)
+        else:
+            assert to is not None
+            ack = await self.dm(to, text, client_id, attachment=file_id)
+            page = await self.history(peer=ack.peer or to, before=ack.seq + 1, limit=1)
+        for record in page.messages:
+            if record.seq == ack.seq:
+                return record
+        return MessageRecord(
+            room=ack.room if room is not None else None,
+            peer=(ack.peer or to) if room is None else None,
+            seq=ack.seq,
+            ts=ack.ts,
+            sender=self.session.username if self.session is not None else "",
+            text=text,
+            client_id=ack.client_id,
+        )
 
 
 def _data(reply: Reply) -> dict[str, Any]:

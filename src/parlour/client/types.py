@@ -14,8 +14,10 @@ from parlour.protocol import MessageRecord
 
 __all__ = [
     "Ack",
+    "Attachment",
     "AuditRecord",
     "BanInfo",
+    "FileToken",
     "HistoryPage",
     "JoinResult",
     "KickResult",
@@ -23,6 +25,7 @@ __all__ = [
     "Session",
     "UserPresence",
     "Welcome",
+    "attachment_of",
     "records",
 ]
 
@@ -250,4 +253,104 @@ class AuditRecord:
             str(data["action"]),
             str(data.get("target", "")),
             str(data.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """The file of a message (``attachment`` of a message record; docs/design/files.md).
+
+    ``type`` was sniffed from the bytes by the server; ``inline`` says whether downloads are
+    served inline; ``thumbnail`` whether ``/files/<id>/thumbnail`` exists. ``name`` is the
+    server's sanitised name: a client saving the file sanitises it again."""
+
+    id: str
+    name: str
+    size: int
+    type: str
+    sha256: str
+    inline: bool = False
+    thumbnail: bool = False
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Attachment | None:
+        """The attachment of a record's ``attachment`` value (a mapping, or an object with the
+        same attributes); None when there is none or it is malformed."""
+        if data is None:
+            return None
+        if isinstance(data, Attachment):
+            return data
+
+        def get(key: str) -> Any:
+            if isinstance(data, Mapping):
+                return data.get(key)
+            return getattr(data, key, None)
+
+        file_id, name, size = get("id"), get("name"), get("size")
+        if not isinstance(file_id, str) or not file_id or not isinstance(name, str):
+            return None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None
+        kind, digest = get("type"), get("sha256")
+        return cls(
+            file_id,
+            name,
+            size,
+            kind if isinstance(kind, str) else "application/octet-stream",
+            digest.lower() if isinstance(digest, str) else "",
+            bool(get("inline")),
+            bool(get("thumbnail")),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "type": self.type,
+            "sha256": self.sha256,
+            "inline": self.inline,
+            "thumbnail": self.thumbnail,
+        }
+
+
+def attachment_of(record: object) -> Attachment | None:
+    """The :class:`Attachment` of a message record (a :class:`MessageRecord` or its wire
+    mapping), or None: no file, or a deleted message."""
+    if isinstance(record, Mapping):
+        if record.get("deleted"):
+            return None
+        return Attachment.from_wire(record.get("attachment"))
+    if getattr(record, "deleted", False):
+        return None
+    return Attachment.from_wire(getattr(record, "attachment", None))
+
+
+@dataclass(frozen=True, slots=True)
+class FileToken:
+    """The ``file_token`` reply: a bearer token for the files endpoints of the web listener
+    (valid until ``expires``), where they are, and the limits."""
+
+    token: str = field(repr=False)
+    expires: float
+    upload_url: str
+    download_url: str
+    max_file_size: int | None = None
+    user_quota: int | None = None
+    quota_used: int | None = None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> FileToken:
+        def opt_int(key: str) -> int | None:
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        return cls(
+            str(data["token"]),
+            float(data["expires"]),
+            str(data.get("upload_url") or "/files/uploads"),
+            str(data.get("download_url") or "/files/"),
+            opt_int("max_file_size"),
+            opt_int("user_quota"),
+            opt_int("quota_used"),
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from parlour.cli import _commands as c
 from parlour.cli._render import clean
 from parlour.client import (
     FILE_EVENTS,
+    Attachment,
     Client,
     ClientClosed,
     ConnectionLost,
@@ -63,6 +65,7 @@ from .events import apply_event
 from .missed import fill_room, load_missed
 from .render import LineRenderer
 from .transfers import TuiTransfers
+from .uploads import TuiJobs
 from .widgets import BufferListView, ChatInput, MemberList, MessageView, StatusBar, TitleBar
 
 if TYPE_CHECKING:
@@ -117,6 +120,7 @@ _KEYS = [
     ("Ctrl+N / Ctrl+P", "next / previous buffer (also Alt+Right / Alt+Left)"),
     ("Alt+1..9", "buffer by number; Alt+A: next buffer with mentions or unread"),
     ("F2", "show or hide the member list"),
+    ("Ctrl+C", "clear the input; on an empty input, cancel running uploads/downloads"),
     ("Ctrl+Q, /quit", "leave (Ctrl+D on an empty line too)"),
 ]
 
@@ -184,8 +188,14 @@ class ChatTui(App[int]):
         #: file offers and transfers (the line mode's commands, shown in buffers)
         self.transfers = TuiTransfers(self, lambda: client.files)
         runner.files.display = self.transfers
+        #: /upload and /download (files in chat): progress lines and the status bar
+        self.jobs = TuiJobs(self, changed=self._bars)
+        runner.server_files.display = self.jobs
         #: status-bar items after the connection state (file transfers, uploads...)
-        self.status_items: list[Callable[[], Text | None]] = [self.transfers.indicator]
+        self.status_items: list[Callable[[], Text | None]] = [
+            self.transfers.indicator,
+            self.jobs.indicator,
+        ]
         runner.interactive = True
         runner.ask = None
         runner._out = self._runner_out
@@ -465,6 +475,7 @@ class ChatTui(App[int]):
 
     def on_unmount(self) -> None:
         self.transfers.stop()  # transfers end with the client; their lines with the screen
+        self.jobs.cancel_all()  # (uploads and downloads resume when run again)
         for task in self._background:
             task.cancel()
 
@@ -638,6 +649,55 @@ class ChatTui(App[int]):
         else:
             self.notice("password changed")
 
+    async def server_file(self, line: str) -> None:
+        """``/upload`` and ``/download``: into / from the current buffer's room or DM."""
+        buf = self.current
+        cmd = c.parse_line(line)
+        if isinstance(cmd, c.Invalid):
+            self.notice(cmd.message, error=True)
+            return
+        if not isinstance(cmd, c.SERVER_FILE_COMMANDS):
+            return
+        room = peer = None
+        if isinstance(cmd, c.Upload) and cmd.to is None and cmd.room is None:
+            if buf.target.kind is BufferKind.ROOM and not buf.parted:
+                room = buf.target.name
+            elif buf.target.kind is BufferKind.DM:
+                peer = buf.target.name
+            else:
+                self.notice("upload into which room? /upload in a room or DM buffer", error=True)
+                return
+        if isinstance(cmd, c.Download) and cmd.file_id not in self.runner.server_files.seen:
+            found = self.find_attachment(cmd.file_id)
+            if found is not None:
+                self.runner.server_files.remember([{"attachment": found}])
+        token = _OUTPUT.set(buf)
+        try:
+            await self._guard(lambda: self.runner.server_files.execute(cmd, room=room, peer=peer))
+        finally:
+            _OUTPUT.reset(token)
+
+    @staticmethod
+    def _file_ids(buf: Buffer, limit: int = 50) -> list[str]:
+        """Ids of the files in this buffer's messages, newest first (Tab after /download)."""
+        ids: list[str] = []
+        for entry in itertools.islice(reversed(buf.entries), 5000):
+            att = entry.attachment
+            if att is not None and att.id not in ids:
+                ids.append(att.id)
+                if len(ids) >= limit:
+                    break
+        return ids
+
+    def find_attachment(self, file_id: str) -> Attachment | None:
+        """The attachment with this id in a loaded message (current buffer first)."""
+        for buf in (self.current, *self._buffers):
+            for entry in reversed(buf.entries):
+                att: Attachment | None = entry.attachment
+                if att is not None and att.id == file_id:
+                    return att
+        return None
+
     def quit(self) -> None:
         self._ending = True
         self.exit(EXIT_OK)
@@ -648,6 +708,8 @@ class ChatTui(App[int]):
     def action_interrupt(self) -> None:
         if self.input.text:
             self.input.load_text("")
+        elif self.jobs.cancel_all():
+            self._bars()
         else:
             self.notify("Ctrl+Q or /quit leaves the chat")
 
@@ -677,7 +739,7 @@ class ChatTui(App[int]):
             commands=self.registry.names(),
             rooms=self._buffers.rooms() + self.known_rooms,
             users=users,
-            arguments=self.transfers.completions(),
+            arguments={**self.transfers.completions(), "download": self._file_ids(buf)},
             backwards=message.backwards,
         )
         if result is not None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from parlour.client.types import Unread
+from parlour.client.types import Attachment, Unread, attachment_of
 from parlour.protocol import MessageRecord, name_key
 
 from .viewport import Viewport
@@ -90,6 +90,7 @@ class Entry:
     a deletion changes it in place and bumps ``version`` (renderers cache by it)."""
 
     __slots__ = (
+        "attachment",
         "deleted",
         "edited",
         "kind",
@@ -119,6 +120,7 @@ class Entry:
         mention: bool = False,
         edited: bool = False,
         deleted: bool = False,
+        attachment: Attachment | None = None,
     ) -> None:
         self.kind = kind
         self.order = order
@@ -130,6 +132,8 @@ class Entry:
         self.mention = mention
         self.edited = edited
         self.deleted = deleted
+        #: the file the message carries (files in chat), None when none or deleted
+        self.attachment = attachment
         self.version = 0
         Entry._next_uid += 1
         self.uid = Entry._next_uid
@@ -264,6 +268,7 @@ class Buffer:
             mention=mention,
             edited=rec.edited,
             deleted=rec.deleted or rec.text is None,
+            attachment=attachment_of(rec),
         )
 
     def _mentions_me(self, text: str) -> bool:
@@ -329,9 +334,11 @@ class Buffer:
         entry.edited = rec.edited or entry.edited
         if rec.deleted or rec.text is None:
             entry.deleted, entry.text, entry.mention = True, None, False
+            entry.attachment = None
             self._uncount(rec.seq)
         else:
             entry.text = rec.text
+            entry.attachment = attachment_of(rec) or entry.attachment
             entry.mention = not entry.own and self._mentions_me(rec.text)
             if rec.seq > self.read_seq and entry.counts:
                 if entry.mention:

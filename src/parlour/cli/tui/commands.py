@@ -71,6 +71,10 @@ class CommandHost(Protocol):
 
     async def change_password(self, args: str) -> None: ...
 
+    async def server_file(self, line: str) -> None:
+        """Run ``/upload`` or ``/download`` (files in chat) for the current buffer."""
+        ...
+
     def quit(self) -> None: ...
 
 
@@ -182,6 +186,10 @@ async def _passwd(host: CommandHost, args: str, line: str) -> None:
     await host.change_password(args)
 
 
+async def _server_file(host: CommandHost, args: str, line: str) -> None:
+    await host.server_file(line)
+
+
 async def _quit(host: CommandHost, args: str, line: str) -> None:
     host.quit()
 
@@ -272,6 +280,30 @@ def _own_commands() -> list[CommandSpec]:
             "/passwd [old new]",
             "change your password (asks, hidden, without arguments)",
             _passwd,
+        ),
+        CommandSpec(
+            "upload",
+            "/upload [@user|#room] <path> [caption]",
+            "upload a file to the server and post it in this buffer",
+            _server_file,
+            "The file goes to the server (resumable: after a dropped connection, a cancel or\n"
+            "a restart, /upload the same file again and it goes on where it stopped), then\n"
+            "into this room or DM as a message with the caption. A path with spaces:\n"
+            '"my file.pdf" or my\\ file.pdf. A progress line shows here and the status bar\n'
+            "counts running transfers; Ctrl+C on an empty input line cancels them. Messages\n"
+            "show their files as [file <id> name (size, type)].",
+            background=True,
+        ),
+        CommandSpec(
+            "download",
+            "/download <file id> [dir]",
+            "save a message's file (default: ~/Downloads/parlour)",
+            _server_file,
+            "The id is the one in [file <id> name (size, type)]. Saved into dir (default\n"
+            "$PARLOUR_DOWNLOADS or ~/Downloads/parlour) under its name, never over an\n"
+            "existing file (name (1).ext), once its SHA-256 is checked. An interrupted\n"
+            "download resumes when you run the same command again.",
+            background=True,
         ),
         CommandSpec("quit", "/quit", "leave the chat (Ctrl+Q)", _quit, aliases=("exit", "q")),
         CommandSpec(

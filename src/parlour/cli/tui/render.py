@@ -22,7 +22,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
-from parlour.cli._render import clean
+from parlour.cli._render import clean, render_attachment
 from parlour.protocol import name_key
 
 from .buffers import Buffer, Entry, EntryKind
@@ -40,6 +40,7 @@ _MENTION_TEXT = Style(bold=True)
 _DELETED = Style(dim=True, italic=True)
 _MARKER = Style(color="red", bold=True)
 _DAY = Style(color="blue", bold=True)
+_FILE = Style(color="cyan")
 _PALETTE = (
     "green",
     "blue",
@@ -171,6 +172,10 @@ class LineRenderer:
             else:
                 style = _MENTION_TEXT if entry.mention else Style()
                 body.append("\n".join(_body_lines(entry.text)), style=style)
+                if entry.attachment is not None:
+                    if entry.text:
+                        body.append(" ")
+                    body.append(render_attachment(entry.attachment), style=_FILE)
                 if entry.edited:
                     body.append(" (edited)", style=_SEQ)
             if self.show_seq and entry.seq is not None:
