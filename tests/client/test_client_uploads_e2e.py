@@ -63,10 +63,12 @@ def web_url(srv: ChatTestServer) -> str:
 async def user(
     srv: ChatTestServer, name: str, tmp: Path, *, chunk: int = CHUNK
 ) -> AsyncIterator[Client]:
-    client = Client("127.0.0.1", srv.port, state_dir=tmp / f"state-{name}", files_url=web_url(srv))
+    # no files_url: the client finds the web listener from `hello` (web_url, web_port)
+    client = Client("127.0.0.1", srv.port, state_dir=tmp / f"state-{name}")
     await client.connect()
     try:
         await client.login(name, PW)
+        assert client.server_files.base_url() == web_url(srv)
         client.server_files.chunk_size = chunk
         yield client
     finally:

@@ -62,6 +62,8 @@ def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
             duplicate_login="allow",
             file_relay=(None, 7878),
             upload_url="/files/uploads",
+            web_url="http://127.0.0.1:7879/",
+            web_port=7879,
         )
     )
     got: dict[str, dict[str, Any]] = {}
@@ -157,6 +159,8 @@ def test_every_event_matches_the_documented_fields() -> None:
             duplicate_login="allow",
             file_relay=(None, 7878),
             upload_url="/files/uploads",
+            web_url="http://127.0.0.1:7879/",
+            web_port=7879,
         )
     )
     every_reply(h)

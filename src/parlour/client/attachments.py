@@ -157,7 +157,9 @@ class ServerFiles:
     """Uploads and downloads of one :class:`~parlour.client.Client` (``client.server_files``).
 
     ``files_url``: the web listener's base URL, for servers that give their files URLs as
-    paths (default: the chat host, port + 1, https when the chat is over TLS)."""
+    paths (default: the ``web_url`` of the server's ``hello``, else the chat host with its
+    ``web_port`` — or the chat port + 1 from a server that says neither —, https when the
+    chat is over TLS)."""
 
     def __init__(
         self,
@@ -188,7 +190,7 @@ class ServerFiles:
         if self._files_url:
             return self._files_url
         limits = self._client.welcome.limits if self._client.welcome is not None else {}
-        for key in ("files_url", "web_url", "public_url"):
+        for key in ("web_url", "files_url", "public_url"):
             value = limits.get(key)
             if isinstance(value, str) and value.startswith(("http://", "https://")):
                 return value
@@ -196,7 +198,10 @@ class ServerFiles:
         host = self._client.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"{scheme}://{host}:{self._client.port + 1}/"
+        port = limits.get("web_port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            port = self._client.port + 1  # a server that does not say where it listens
+        return f"{scheme}://{host}:{port}/"
 
     def _http_session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

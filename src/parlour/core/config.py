@@ -107,6 +107,11 @@ class CoreConfig:
     #: of their uploads), unfinished uploads one user may have, and how long a file token
     #: stays valid
     upload_url: str | None = None
+    #: where the web listener is, for clients of the TCP door (the files URLs are paths on
+    #: it): its absolute URL when known (``public_url``, or a listener bound to one address),
+    #: and its port (clients use it with the host they connected to); set once it listens
+    web_url: str | None = None
+    web_port: int | None = None
     max_file_size: int = 100 * 1024 * 1024
     user_quota: int = 1024 * 1024 * 1024
     max_concurrent_uploads: int = 4

@@ -238,6 +238,11 @@ class ChatService:
 
     # ================================================================== lifecycle
 
+    def web_listening(self, url: str | None, port: int) -> None:
+        """The web listener is up at `port` (and `url`, when known): `hello` says so."""
+        self._cfg = dataclasses.replace(self._cfg, web_url=url, web_port=port)
+        self._cx.cfg = self._cfg
+
     def needs_bootstrap(self) -> bool:
         """True on a first start (no users yet): call `bootstrap` before serving."""
         return not self.state.users

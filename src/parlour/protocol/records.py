@@ -167,6 +167,8 @@ class Limits(TypedDict):
     max_page: int
     max_file_size: NotRequired[int]
     upload_url: NotRequired[str]
+    web_url: NotRequired[str]
+    web_port: NotRequired[int]
 
 
 class RoomRow(TypedDict):

@@ -76,6 +76,10 @@ def hello(cx: Ctx, c: Connection, rq: HelloRequest) -> Outcome:
     }
     if cfg.upload_url is not None:  # files in chat (docs/design/files.md)
         limits["upload_url"] = cfg.upload_url
+    if cfg.web_url is not None:
+        limits["web_url"] = cfg.web_url
+    if cfg.web_port is not None:
+        limits["web_port"] = cfg.web_port
     return Outcome(
         Ok(
             rq.id,
