@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -132,10 +133,9 @@ class Traffic:
             if self.hold_from is not None and n >= self.hold_from:
                 self.held.set()
                 await self.release.wait()
-        try:
+        # the page may have given up on this request meanwhile (a cancelled upload)
+        with contextlib.suppress(playwright_api.Error):
             await route.continue_()
-        except playwright_api.Error:
-            pass  # the page gave up on this request meanwhile (a cancelled upload)
 
     def methods(self) -> list[str]:
         return [m for m, _ in self.seen]
@@ -262,7 +262,7 @@ async def test_paste_cancel_and_resume_after_a_dropped_connection(
         await send(alice, "this one made it")
         link = message(bob, 1).locator("a.file-name")
         await expect(link).to_have_text("resumed.txt")
-        name, got = await download(bob, link)
+        _, got = await download(bob, link)
         assert got == data
 
 
