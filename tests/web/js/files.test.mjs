@@ -126,7 +126,9 @@ test("a file over the hello limit fails at once: no request, no byte", async () 
   assert.equal(item.state, "failed");
   assert.equal(item.canRetry, false);
   assert.equal(item.error, tooLarge("big.iso", 10001, 10000));
-  assert.match(item.error, /big\.iso is too large \(9\.8 KB\); the limit is 9\.8 KB/);
+  assert.equal(item.error, "big.iso is too large (10001 bytes); the limit is 10000 bytes.");
+  assert.equal(tooLarge("a", 2 << 20, 1 << 20), "a is too large (2 MB); the limit is 1 MB.");
+  assert.equal(tooLarge("a", 1 << 20, 1 << 20), null);
   assert.deepEqual(chat.requests, []);
   assert.deepEqual(gate.log, []);
   assert.equal(f.commit(conv, "caption"), false, "nothing to send");

@@ -36,7 +36,8 @@ export function refusal(code, name, size, message) {
 // The local check (the hello limit), so that a file that cannot fit costs no request.
 export function tooLarge(name, size, limit) {
   if (!limit || size <= limit) return null;
-  return `${name} is too large (${bytes(size)}); the limit is ${bytes(limit)}.`;
+  const [mine, max] = bytes(size) === bytes(limit) ? [`${size} bytes`, `${limit} bytes`] : [bytes(size), bytes(limit)];
+  return `${name} is too large (${mine}); the limit is ${max}.`;
 }
 
 let nextKey = 1;

@@ -277,7 +277,7 @@ export function Conversation({ chat, conv }) {
   const [drop, over] = useDropZone(chat, conv);
   const where = conv.kind === "room" ? `#${conv.key}` : conv.key;
   return html`
-    <section class=${`conversation${over ? " drop-over" : ""}`} {...drop}
+    <section class=${`conversation${over ? " drop-over" : ""}`} ...${drop}
       aria-label=${conv.kind === "room" ? `Room ${conv.key}` : `Direct messages with ${conv.key}`}>
       ${over && html`<div class="drop-hint" aria-hidden="true"><span>Drop files to send them to ${where}</span></div>`}
       <${MessageList} chat=${chat} conv=${conv} onEdit=${setEditing} />
