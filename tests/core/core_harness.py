@@ -18,6 +18,8 @@ from parlour.core.needs import (
     Need,
     ReadBroadcasts,
     ReadDm,
+    ReadFile,
+    ReadFileUsage,
     ReadRoom,
     ReadSince,
     RelayTickets,
@@ -89,6 +91,10 @@ def answer(store: MemoryStore, hasher: PlainHasher, need: Need) -> Any:
         return store.messages_since(need.rooms, need.ts, need.limit)
     if isinstance(need, ReadBroadcasts):
         return store.broadcasts(after=need.after, limit=need.limit)
+    if isinstance(need, ReadFile):
+        return store.file(need.file_id)
+    if isinstance(need, ReadFileUsage):
+        return store.file_usage(need.user)
     raise AssertionError(f"unknown need {need!r}")
 
 

@@ -56,7 +56,14 @@ def documented_events() -> dict[str, set[str]]:
 
 def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     """One ``ok`` reply of every request type, with non-empty lists where there are any."""
-    h = h or Harness(CoreConfig(rate_burst=1000, duplicate_login="allow", file_relay=(None, 7878)))
+    h = h or Harness(
+        CoreConfig(
+            rate_burst=1000,
+            duplicate_login="allow",
+            file_relay=(None, 7878),
+            upload_url="/files/uploads",
+        )
+    )
     got: dict[str, dict[str, Any]] = {}
 
     def ok(conn: int, kind: str, **fields: Any) -> None:
@@ -90,6 +97,7 @@ def every_reply(h: Harness | None = None) -> dict[str, dict[str, Any]]:
     ok(c, "unblock", user="bob")
     ok(c, "sync", resume={"rooms": {"general": 0}, "dms": {}})
     ok(c, "file_probe")
+    ok(c, "file_token", size=10)
     here = [{"host": "192.0.2.1", "port": 5000}]
     sha = "ab" * 32
     ok(c, "file_offer", to="bob", filename="a.txt", size=1, sha256=sha, endpoints=here)
@@ -143,7 +151,14 @@ def test_every_reply_matches_the_documented_shape() -> None:
 
 
 def test_every_event_matches_the_documented_fields() -> None:
-    h = Harness(CoreConfig(rate_burst=1000, duplicate_login="allow", file_relay=(None, 7878)))
+    h = Harness(
+        CoreConfig(
+            rate_burst=1000,
+            duplicate_login="allow",
+            file_relay=(None, 7878),
+            upload_url="/files/uploads",
+        )
+    )
     every_reply(h)
     documented = documented_events()
     seen: dict[str, set[str]] = {}

@@ -142,6 +142,7 @@ def test_join_returns_newest_n(h: Harness) -> None:
         "edited": False,
         "deleted": False,
         "client_id": "10",
+        "attachment": None,
     }
     assert len(h.ok(b, "join", room="general", limit=5)["messages"]) == 5
 

@@ -144,7 +144,14 @@ def test_an_ascii_name_is_the_documented_pattern(value: object) -> None:
 def test_event_wire_name_is_a_plain_string(name: EventName) -> None:
     cls = EVENT_TYPES[name]
     assert cls.NAME is name and cls.wire_fields() == EVENT_FIELDS[name]
-    sample = {"room": "r", "peer": "p", "from": "f", "text": "t", "client_id": "c"}
+    sample = {
+        "room": "r",
+        "peer": "p",
+        "from": "f",
+        "text": "t",
+        "client_id": "c",
+        "attachment": None,
+    }
     fields: dict[str, object] = {key: sample.get(key, 1) for key in EVENT_FIELDS[name]}
     fields.update({k: False for k in ("edited", "deleted", "online") if k in fields})
     wire = event_from_fields(name, fields).to_wire()

@@ -62,6 +62,7 @@ FILENAMES = st.text(
 ).filter(lambda n: n.strip() and n not in (".", ".."))
 SHA256 = st.text("0123456789abcdef", min_size=64, max_size=64)
 OFFER_IDS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+FILE_IDS = st.from_regex(r"[A-Za-z0-9_-]{22}", fullmatch=True)
 ENDPOINTS = st.lists(
     st.builds(
         lambda a, b, port: {"host": f"10.{a}.{b}.1", "port": port},
@@ -97,7 +98,8 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "join": st.fixed_dictionaries({"room": NAMES}, optional={"limit": LIMIT}),
     "leave": st.fixed_dictionaries({"room": NAMES}),
     "send": st.fixed_dictionaries(
-        {"room": NAMES, "text": TEXT, "client_id": st.text(min_size=1, max_size=64)}
+        {"room": NAMES, "text": TEXT, "client_id": st.text(min_size=1, max_size=64)},
+        optional={"attachment": FILE_IDS},
     ),
     "history": st.builds(
         lambda t, o: {**t, **o},
@@ -110,7 +112,8 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "edit": st.builds(lambda t, s, x: {**t, "seq": s, "text": x}, target(), SEQ, TEXT),
     "delete": st.builds(lambda t, s: {**t, "seq": s}, target(), SEQ),
     "dm": st.fixed_dictionaries(
-        {"to": NAMES, "text": TEXT, "client_id": st.text(min_size=1, max_size=64)}
+        {"to": NAMES, "text": TEXT, "client_id": st.text(min_size=1, max_size=64)},
+        optional={"attachment": FILE_IDS},
     ),
     "broadcast": st.fixed_dictionaries({"text": TEXT}),
     "who": st.fixed_dictionaries(
@@ -136,13 +139,14 @@ FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "file_decline": st.fixed_dictionaries({"offer": OFFER_IDS}),
     "file_cancel": st.fixed_dictionaries({"offer": OFFER_IDS}),
     "file_done": st.fixed_dictionaries({"offer": OFFER_IDS}),
+    "file_token": st.fixed_dictionaries({}, optional={"size": st.integers(0, 2**48 - 1)}),
     "ping": st.just({}),
 }
 
 
 def test_every_request_type_has_a_strategy_and_reply_fields() -> None:
     assert set(FIELDS) == set(REQUEST_TYPES) == set(REPLY_FIELDS)
-    assert len(REQUEST_TYPES) == 37
+    assert len(REQUEST_TYPES) == 38
 
 
 @st.composite
@@ -330,6 +334,18 @@ _FIELD_VALUES: dict[str, Any] = {
     "edited": st.booleans(),
     "deleted": st.booleans(),
     "client_id": st.none() | st.text(min_size=1, max_size=64),
+    "attachment": st.none()
+    | st.fixed_dictionaries(
+        {
+            "id": FILE_IDS,
+            "name": FILENAMES,
+            "size": st.integers(0, 2**48 - 1),
+            "type": st.sampled_from(["image/png", "text/plain", "application/octet-stream"]),
+            "sha256": SHA256,
+            "inline": st.booleans(),
+            "thumbnail": st.booleans(),
+        }
+    ),
     "user": NAMES,
     "online": st.booleans(),
     "by": NAMES,

@@ -102,6 +102,15 @@ class CoreConfig:
     #: the UDP relay clients are told about: (host or None for "the host you connected to",
     #: port); None when this node runs no relay (no observed endpoints, no relay fallback)
     file_relay: tuple[str | None, int] | None = None
+    #: files in chat (uploads over tus, docs/design/files.md): where the web listener takes
+    #: them (None: no web listener, uploads off), the largest file, each user's quota (bytes
+    #: of their uploads), unfinished uploads one user may have, and how long a file token
+    #: stays valid
+    upload_url: str | None = None
+    max_file_size: int = 100 * 1024 * 1024
+    user_quota: int = 1024 * 1024 * 1024
+    max_concurrent_uploads: int = 4
+    file_token_ttl: float = 900.0
     #: announced in the `hello` reply (the frame limit is enforced by the transport's codec)
     server_name: str = f"parlour/{__version__}"
     heartbeat_s: float = 30.0

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from parlour.core.config import CoreConfig
+from parlour.core.file_tokens import FileTokens
 from parlour.core.messages import Reader
 from parlour.core.needs import NO_ANSWERS, Answers, Need, NeedMore, ReadDm, ReadRoom
 from parlour.core.offers import Offers
@@ -65,8 +67,10 @@ class Out:
 class Ctx:
     __slots__ = (
         "answers",
+        "attached",
         "cfg",
         "entropy",
+        "file_tokens",
         "now",
         "offers",
         "others",
@@ -91,6 +95,10 @@ class Ctx:
         self.router = router
         #: node-local file offers and observed UDP endpoints (parlour.core.offers)
         self.offers = offers if offers is not None else Offers()
+        #: node-local: bearer tokens for the files endpoints, and the uploads this node
+        #: attached to a message lately (another attach is refused before the store knows)
+        self.file_tokens = FileTokens(cfg.file_token_ttl)
+        self.attached: OrderedDict[str, None] = OrderedDict()
         self.now = 0.0
         self.answers: Answers = NO_ANSWERS
         #: what the other nodes must be told of (several nodes only), collected during one

@@ -31,6 +31,7 @@ def to_record(
         edited=msg.edited,
         deleted=msg.deleted,
         client_id=msg.client_id,
+        attachment=msg.attachment,
     )
 
 
@@ -169,7 +170,7 @@ class MessageLog:
     def edited(self, msg: StoredMessage, text: str | None) -> StoredMessage:
         """`msg` with new text (edit) or as a tombstone (`text=None`), kept in memory."""
         new = (
-            replace(msg, text=None, deleted=True)
+            replace(msg, text=None, deleted=True, attachment=None)
             if text is None
             else replace(msg, text=text, edited=True)
         )

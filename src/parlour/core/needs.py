@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from parlour.core.records import BroadcastRecord, StoredMessage
+from parlour.core.records import BroadcastRecord, FileRecord, FileUsage, StoredMessage
 from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "NeedMore",
     "ReadBroadcasts",
     "ReadDm",
+    "ReadFile",
+    "ReadFileUsage",
     "ReadRoom",
     "ReadSince",
     "RelayTickets",
@@ -109,12 +111,38 @@ class RelayTickets:
     attempt: int
 
 
-Need = HashPassword | VerifyPassword | ReadRoom | ReadDm | ReadSince | ReadBroadcasts | RelayTickets
+@dataclass(frozen=True, slots=True)
+class ReadFile:
+    """The upload `file_id` with where it is attached (answer: FileRecord | None;
+    `Store.file`)."""
+
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFileUsage:
+    """What user `user` holds (answer: FileUsage; `Store.file_usage`)."""
+
+    user: str
+
+
+Need = (
+    HashPassword
+    | VerifyPassword
+    | ReadRoom
+    | ReadDm
+    | ReadSince
+    | ReadBroadcasts
+    | RelayTickets
+    | ReadFile
+    | ReadFileUsage
+)
 
 #: answers computed so far for one request: need -> its answer
 Answers = Mapping[
     Need,
-    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | tuple[bytes, bytes, bytes]",
+    "str | Verified | list[StoredMessage] | list[BroadcastRecord] | tuple[bytes, bytes, bytes]"
+    " | FileRecord | FileUsage | None",
 ]
 
 NO_ANSWERS: Answers = {}

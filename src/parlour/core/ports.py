@@ -22,6 +22,8 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    FileRecord,
+    FileUsage,
     MembershipRecord,
     Role,
     RoomRecord,
@@ -46,6 +48,8 @@ __all__ = [
     "Bus",
     "BusMessage",
     "DmCursorRecord",
+    "FileRecord",
+    "FileUsage",
     "MembershipRecord",
     "PasswordHasher",
     "Reads",
@@ -118,6 +122,26 @@ class Store(Protocol):
         """Apply `writes` in order, in one transaction (all or nothing)."""
         ...
 
+    # files (docs/design/files.md)
+
+    def file(self, file_id: str) -> FileRecord | None:
+        """The upload `file_id` with where it is attached (None: no such upload)."""
+        ...
+
+    def file_usage(self, user: str) -> FileUsage:
+        """The bytes and unfinished uploads of user `user` (any spelling of the name)."""
+        ...
+
+    def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        """At most `limit` uploads to look at for expiry: those attached to a deleted message,
+        and those attached to no message that were created (unfinished) or completed before
+        `before`; oldest first."""
+        ...
+
+    def blob_refs(self, sha256: str) -> int:
+        """How many complete uploads have this content."""
+        ...
+
 
 class Reads(Protocol):
     """The store's message reads, awaited by the adapter to satisfy the core's read needs
@@ -137,6 +161,14 @@ class Reads(Protocol):
     ) -> list[StoredMessage]: ...
 
     async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]: ...
+
+    async def file(self, file_id: str) -> FileRecord | None: ...
+
+    async def file_usage(self, user: str) -> FileUsage: ...
+
+    async def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]: ...
+
+    async def blob_refs(self, sha256: str) -> int: ...
 
 
 class PasswordHasher(Protocol):

@@ -18,6 +18,7 @@ from typing import Literal
 
 from parlour.protocol.fastinit import fast_init_module
 from parlour.protocol.names import name_key
+from parlour.protocol.records import AttachmentRow
 
 __all__ = [
     "AuditEntry",
@@ -25,6 +26,8 @@ __all__ = [
     "BlockRecord",
     "BroadcastRecord",
     "DmCursorRecord",
+    "FileRecord",
+    "FileUsage",
     "Heads",
     "MembershipRecord",
     "ReadMarkerRecord",
@@ -128,6 +131,8 @@ class StoredMessage:
     deleted: bool = False
     client_id: str | None = None
     recipient: str | None = None
+    #: the file attached to the message (None on tombstones)
+    attachment: AttachmentRow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,47 @@ class SessionTokenRecord:
     token_hash: str
     user: str
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An upload (docs/design/files.md) as the store keeps it: its id (the file id), the
+    uploader (display name), the declared length, the sanitised name and the type the client
+    claimed, when it was created; once complete its SHA-256, the type sniffed from its bytes,
+    whether it is served inline, whether it has a thumbnail and when it completed.
+
+    Where it is attached is read from the messages: `room_key` (room messages) or `conv` (DMs)
+    with the message's `seq`, and `deleted` when that message is a tombstone now."""
+
+    id: str
+    owner: str
+    length: int
+    name: str
+    client_type: str
+    created: float
+    complete: bool = False
+    sha256: str | None = None
+    type: str | None = None
+    inline: bool = False
+    thumbnail: bool = False
+    completed: float | None = None
+    room_key: str | None = None
+    conv: str | None = None
+    seq: int | None = None
+    deleted: bool = False
+
+    @property
+    def attached(self) -> bool:
+        return self.seq is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FileUsage:
+    """What user `user` holds: bytes of their uploads (declared length while unfinished) and
+    how many uploads are unfinished."""
+
+    bytes: int = 0
+    unfinished: int = 0
 
 
 @dataclass(frozen=True, slots=True)

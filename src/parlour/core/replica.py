@@ -220,7 +220,13 @@ class Replica:
             if room is None:
                 return  # deleted meanwhile (the deletion was committed after it)
             msg = StoredMessage(
-                room.name, write.seq, write.ts, write.sender, write.text, client_id=write.client_id
+                room.name,
+                write.seq,
+                write.ts,
+                write.sender,
+                write.text,
+                client_id=write.client_id,
+                attachment=write.attachment,
             )
             self._room(room, msg, out)
         elif isinstance(write, AppendDm):
@@ -232,6 +238,7 @@ class Replica:
                 write.text,
                 client_id=write.client_id,
                 recipient=write.recipient,
+                attachment=write.attachment,
             )
             self._dm(msg, write.delivered, out)
         else:

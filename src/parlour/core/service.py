@@ -33,13 +33,21 @@ from parlour.core.handlers import (
     reading,
     rooms,
     social,
+    uploads,
 )
 from parlour.core.handlers.sessions import end_session
 from parlour.core.limits import TokenBucket
 from parlour.core.needs import NO_ANSWERS, Answers, HashPassword, Need, NeedMore
 from parlour.core.offers import Endpoint, Offers
 from parlour.core.outcome import EMPTY, ConnId, Delivery, Outcome, RemoteEffect
-from parlour.core.records import RoomRecord, StoreSnapshot, UserRecord, room_key, user_key
+from parlour.core.records import (
+    FileRecord,
+    RoomRecord,
+    StoreSnapshot,
+    UserRecord,
+    room_key,
+    user_key,
+)
 from parlour.core.replica import Replica
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
@@ -64,6 +72,7 @@ from parlour.protocol import (
     FileDoneRequest,
     FileOfferRequest,
     FileProbeRequest,
+    FileTokenRequest,
     HelloRequest,
     HistoryRequest,
     JoinRequest,
@@ -151,6 +160,7 @@ HANDLERS: dict[type[Any], Handler] = {
     FileDeclineRequest: files.file_decline,
     FileCancelRequest: files.file_cancel,
     FileDoneRequest: files.file_done,
+    FileTokenRequest: uploads.file_token,
 }
 
 
@@ -190,8 +200,29 @@ class ChatService:
         self.offers = Offers()
         self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
+        #: node-local bearer tokens of the files endpoints (checked by `parlour.files.http`)
+        self.file_tokens = self._cx.file_tokens
         #: several nodes: the sequencer and the application of committed facts
         self.replica = Replica(self._cx)
+
+    # ================================================================== files (HTTP side)
+
+    def file_user(self, token: str, now: float) -> tuple[str, str] | None:
+        """The user (key, display name) a file token stands for, when it is valid at `now`
+        and the user may still use it (exists, not banned)."""
+        holder = self.file_tokens.check(token, now)
+        if holder is None:
+            return None
+        state = self.state
+        if holder.key not in state.users or state.bans.active(holder.key, now) is not None:
+            return None
+        return holder.key, holder.name
+
+    def file_access(self, user: str, rec: FileRecord | None, now: float) -> int:
+        """May user key `user` download file `rec`? 200, 403 or 404 (docs/design/files.md:
+        room members not banned, the two DM participants, the uploader before it is
+        attached; a deleted message's file is gone)."""
+        return uploads.file_access(self.state, user, rec, now)
 
     @staticmethod
     def load_args(config: CoreConfig, now: float = 0.0) -> dict[str, Any]:

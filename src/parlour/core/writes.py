@@ -22,6 +22,12 @@ Semantics every store must implement (checked by tests/storage/store_conformance
   never lowering it; `RenameRoom` carries the room's markers over, `DeleteRoom` drops them.
 * `AppendBroadcast` stores an announcement to every user with its sequence number;
   `SetBroadcastCursor` sets the highest one delivered to a user (never lowers it).
+* Files (docs/design/files.md): `CreateUpload` inserts an unfinished upload; `CompleteUpload`
+  marks it complete with its hash and sniffed type; `RemoveFile` removes its record (its
+  blob is the blob store's). An append with an `attachment` records the file id with the
+  message: that is where the file is attached (`FileRecord.room_key`/`conv`/`seq`); deleting
+  the message drops the attachment from the record but keeps the file id, so the file reads
+  as attached to a deleted message (`FileRecord.deleted`) until it is removed.
 * `AddSessionToken` stores a session token's hash (replacing one with the same hash);
   `RevokeSessionTokens` removes one of the user's tokens (`token_hash`) or all of them (None).
 
@@ -41,6 +47,7 @@ from dataclasses import dataclass
 
 from parlour.core.records import Role
 from parlour.protocol.fastinit import fast_init_module
+from parlour.protocol.records import AttachmentRow
 
 #: the `seq` of an append whose sequence number the store assigns
 ASSIGN = 0
@@ -55,7 +62,9 @@ __all__ = [
     "AppendRoomMessage",
     "Assigned",
     "Audit",
+    "CompleteUpload",
     "CreateRoom",
+    "CreateUpload",
     "CreateUser",
     "DeleteDm",
     "DeleteRoom",
@@ -65,6 +74,7 @@ __all__ = [
     "RecordLogin",
     "RemoveBan",
     "RemoveBlock",
+    "RemoveFile",
     "RenameRoom",
     "RevokeSessionTokens",
     "SetBroadcastCursor",
@@ -129,6 +139,7 @@ class AppendRoomMessage:
     text: str
     ts: float
     client_id: str | None
+    attachment: AttachmentRow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +165,7 @@ class AppendDm:
     ts: float
     client_id: str | None
     delivered: bool
+    attachment: AttachmentRow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +258,31 @@ class RevokeSessionTokens:
     token_hash: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CreateUpload:
+    id: str
+    owner: str
+    length: int
+    name: str
+    client_type: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteUpload:
+    id: str
+    sha256: str
+    type: str
+    inline: bool
+    thumbnail: bool
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFile:
+    id: str
+
+
 Write = (
     CreateUser
     | SetPassword
@@ -271,6 +308,9 @@ Write = (
     | SetBroadcastCursor
     | AddSessionToken
     | RevokeSessionTokens
+    | CreateUpload
+    | CompleteUpload
+    | RemoveFile
 )
 
 

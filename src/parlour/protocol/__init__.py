@@ -62,6 +62,7 @@ from parlour.protocol.limits import (
 )
 from parlour.protocol.names import NAME_RULE, InvalidName, name_key, normalize_name
 from parlour.protocol.records import (
+    AttachmentRow,
     AuditRow,
     BanRow,
     EndpointRow,
@@ -87,6 +88,7 @@ from parlour.protocol.replies import (
     FileOfferReply,
     FileProbeReply,
     FileReply,
+    FileTokenReply,
     FileTransferReply,
     HelloReply,
     HistoryReply,
@@ -131,6 +133,7 @@ from parlour.protocol.requests import (
     FileDoneRequest,
     FileOfferRequest,
     FileProbeRequest,
+    FileTokenRequest,
     HelloRequest,
     HistoryRequest,
     JoinRequest,
@@ -183,6 +186,7 @@ __all__ = [
     "REPLY_FIELDS",
     "REPLY_TYPES",
     "REQUEST_TYPES",
+    "AttachmentRow",
     "AuditReply",
     "AuditRequest",
     "AuditRow",
@@ -223,6 +227,8 @@ __all__ = [
     "FileProbeReply",
     "FileProbeRequest",
     "FileReply",
+    "FileTokenReply",
+    "FileTokenRequest",
     "FileTransferReply",
     "Frame",
     "FrameDecoder",

@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     NOT_BANNED = "not_banned"
     UNKNOWN_OFFER = "unknown_offer"
     USER_OFFLINE = "user_offline"
+    UNKNOWN_FILE = "unknown_file"
+    FILE_IN_USE = "file_in_use"
     # limits
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
@@ -58,6 +60,9 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     TOO_MANY_ERRORS = "too_many_errors"
     TOO_MANY_OFFERS = "too_many_offers"
+    FILE_TOO_LARGE = "file_too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    TOO_MANY_UPLOADS = "too_many_uploads"
     # server / connection end reasons
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
 from parlour.protocol.fastinit import fast_init_module
-from parlour.protocol.records import EndpointRow, MessageRecord, RelayRow
+from parlour.protocol.records import AttachmentRow, EndpointRow, MessageRecord, RelayRow
 from parlour.protocol.replies import Reply, parse_reply
 
 __all__ = [
@@ -143,6 +143,7 @@ class _RoomRecordEvent(Event):
     edited: bool = False
     deleted: bool = False
     client_id: str | None = None
+    attachment: AttachmentRow | None = None
 
     def to_wire(self) -> dict[str, Any]:  # hot path: every room message fanned out
         return {
@@ -156,6 +157,7 @@ class _RoomRecordEvent(Event):
             "edited": self.edited,
             "deleted": self.deleted,
             "client_id": self.client_id,
+            "attachment": self.attachment,
         }
 
     @classmethod
@@ -177,6 +179,7 @@ class _RoomRecordEvent(Event):
             edited=rec.edited,
             deleted=rec.deleted,
             client_id=rec.client_id,
+            attachment=rec.attachment,
         )
 
     @property
@@ -190,6 +193,7 @@ class _RoomRecordEvent(Event):
             edited=self.edited,
             deleted=self.deleted,
             client_id=self.client_id,
+            attachment=self.attachment,
         )
 
 
@@ -224,6 +228,7 @@ class _DmRecordEvent(Event):
     edited: bool = False
     deleted: bool = False
     client_id: str | None = None
+    attachment: AttachmentRow | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -237,6 +242,7 @@ class _DmRecordEvent(Event):
             "edited": self.edited,
             "deleted": self.deleted,
             "client_id": self.client_id,
+            "attachment": self.attachment,
         }
 
     @classmethod
@@ -254,6 +260,7 @@ class _DmRecordEvent(Event):
             edited=rec.edited,
             deleted=rec.deleted,
             client_id=rec.client_id,
+            attachment=rec.attachment,
         )
 
     @property
@@ -267,6 +274,7 @@ class _DmRecordEvent(Event):
             edited=self.edited,
             deleted=self.deleted,
             client_id=self.client_id,
+            attachment=self.attachment,
         )
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from parlour.protocol.errors import ErrorCode, ProtocolError
 from parlour.protocol.fastinit import fast_init_module
 
 __all__ = [
+    "AttachmentRow",
     "AuditRow",
     "BanRow",
     "EndpointRow",
@@ -25,6 +26,7 @@ __all__ = [
     "RoomRow",
     "UnreadRow",
     "WhoRow",
+    "attachment_from_wire",
     "endpoint_problem",
     "endpoints_from_wire",
     "endpoints_to_wire",
@@ -35,6 +37,49 @@ __all__ = [
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class AttachmentRow(TypedDict):
+    """The file attached to a message (docs/design/files.md): the file id, its sanitised
+    name, size in bytes, the content type sniffed by the server, its SHA-256 (hex), whether
+    downloads are served inline and whether a thumbnail exists."""
+
+    id: str
+    name: str
+    size: int
+    type: str
+    sha256: str
+    inline: bool
+    thumbnail: bool
+
+
+_ATTACHMENT_KEYS = (
+    ("id", str),
+    ("name", str),
+    ("size", int),
+    ("type", str),
+    ("sha256", str),
+    ("inline", bool),
+    ("thumbnail", bool),
+)
+
+
+def attachment_from_wire(value: Any) -> AttachmentRow | None:
+    """A message record's ``attachment``: null or an object with the documented keys."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "attachment must be an object or null")
+    out: dict[str, Any] = {}
+    for key, kind in _ATTACHMENT_KEYS:
+        item = value.get(key)
+        ok = isinstance(item, kind) and (kind is not int or _is_int(item))
+        if not ok:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, f"attachment field {key!r} is malformed", field=key
+            )
+        out[key] = item
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +97,7 @@ class MessageRecord:
     edited: bool = False
     deleted: bool = False
     client_id: str | None = None
+    attachment: AttachmentRow | None = None
 
     def __post_init__(self) -> None:
         if (self.room is None) == (self.peer is None):
@@ -68,6 +114,7 @@ class MessageRecord:
         out["edited"] = self.edited
         out["deleted"] = self.deleted
         out["client_id"] = self.client_id
+        out["attachment"] = self.attachment
         return out
 
     @classmethod
@@ -98,6 +145,7 @@ class MessageRecord:
             edited=bool(obj.get("edited", False)),
             deleted=bool(obj.get("deleted", False)),
             client_id=client_id if isinstance(client_id, str) else None,
+            attachment=attachment_from_wire(obj.get("attachment")),
         )
 
 
@@ -117,6 +165,8 @@ class Limits(TypedDict):
     rate_burst: float
     password_min_length: int
     max_page: int
+    max_file_size: NotRequired[int]
+    upload_url: NotRequired[str]
 
 
 class RoomRow(TypedDict):

@@ -46,6 +46,7 @@ __all__ = [
     "FileOfferReply",
     "FileProbeReply",
     "FileReply",
+    "FileTokenReply",
     "FileTransferReply",
     "HelloReply",
     "HistoryReply",
@@ -384,6 +385,20 @@ class UnreadReply(ReplyData):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FileTokenReply(ReplyData):
+    """``file_token``: a bearer token for the files endpoints (valid until ``expires``), where
+    they are (paths on the web listener), the size limit and the user's quota and use."""
+
+    token: str
+    expires: float
+    upload_url: str
+    download_url: str
+    max_file_size: int
+    user_quota: int
+    quota_used: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FileProbeReply(ReplyData):
     """``file_probe``: the token (base64url) to send to the relay over UDP, and where the
     relay listens (``null``: this server runs none; transfers then use the endpoints the
@@ -460,6 +475,7 @@ REPLY_TYPES: Mapping[str, type[ReplyData]] = {
     "file_decline": FileReply,
     "file_cancel": FileReply,
     "file_done": FileReply,
+    "file_token": FileTokenReply,
     "ping": PingReply,
 }
 

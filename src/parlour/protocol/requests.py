@@ -54,6 +54,7 @@ __all__ = [
     "FileDoneRequest",
     "FileOfferRequest",
     "FileProbeRequest",
+    "FileTokenRequest",
     "HelloRequest",
     "HistoryRequest",
     "JoinRequest",
@@ -126,6 +127,30 @@ def _v_text(name: str, value: Any) -> str:
     if not value or value.isspace():
         raise _invalid(name, "must not be empty")
     return value
+
+
+def _v_caption(name: str, value: Any) -> str:
+    """A message text that may be empty (checked with the attachment in ``_check``)."""
+    if not isinstance(value, str):
+        raise _invalid(name, "must be a string")
+    return value
+
+
+#: a file id: what `POST /files/uploads` answers (22 URL-safe base64 characters)
+FILE_ID = re.compile(r"[A-Za-z0-9_\-]{22}")
+
+
+def _v_file_id(name: str, value: Any) -> str:
+    if not isinstance(value, str) or FILE_ID.fullmatch(value) is None:
+        raise _invalid(name, "must be a file id (22 URL-safe characters)")
+    return value
+
+
+def _check_text_or_attachment(rq: Any) -> None:
+    """``text`` may be empty only when the message carries an attachment."""
+    text = rq.text
+    if rq.attachment is None and (not text or text.isspace()):
+        raise _invalid("text", "must not be empty")
 
 
 def _v_client_id(name: str, value: Any) -> str:
@@ -551,13 +576,18 @@ class SendRequest(_Request):
     TYPE: ClassVar[str] = "send"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
         ("room", _v_name, True),
-        ("text", _v_text, True),
+        ("text", _v_caption, True),
         ("client_id", _v_client_id, True),
+        ("attachment", _v_file_id, False),
     )
     id: RequestId
     room: str
     text: str
     client_id: str
+    attachment: str | None = None
+
+    def _check(self) -> None:
+        _check_text_or_attachment(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -644,13 +674,18 @@ class DmRequest(_Request):
     TYPE: ClassVar[str] = "dm"
     _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (
         ("to", _v_name, True),
-        ("text", _v_text, True),
+        ("text", _v_caption, True),
         ("client_id", _v_client_id, True),
+        ("attachment", _v_file_id, False),
     )
     id: RequestId
     to: str
     text: str
     client_id: str
+    attachment: str | None = None
+
+    def _check(self) -> None:
+        _check_text_or_attachment(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -807,6 +842,18 @@ def _with_endpoints(request: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FileTokenRequest(_Request):
+    """A short-lived bearer token for the files endpoints (tus uploads, downloads); with
+    ``size``, the size limit, quota and concurrent uploads are checked before any byte is sent
+    (docs/design/files.md)."""
+
+    TYPE: ClassVar[str] = "file_token"
+    _FIELDS: ClassVar[tuple[tuple[str, _Validator, bool], ...]] = (("size", _v_file_size, False),)
+    id: RequestId
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FileProbeRequest(_Request):
     """Ask for a token to send in a UDP datagram to the server's relay, from the socket the
     client transfers files with: the server then knows that socket's public address."""
@@ -932,6 +979,7 @@ Request = (
     | FileDeclineRequest
     | FileCancelRequest
     | FileDoneRequest
+    | FileTokenRequest
     | PingRequest
 )
 
@@ -972,6 +1020,7 @@ _REQUEST_CLASSES: tuple[type[_Request], ...] = (
     FileDeclineRequest,
     FileCancelRequest,
     FileDoneRequest,
+    FileTokenRequest,
     PingRequest,
 )
 

@@ -25,6 +25,7 @@ from parlour.core.outcome import Delivery, Outcome
 from parlour.core.passwords import Argon2Hasher, generate_password
 from parlour.core.ports import Bus, BusMessage, PasswordHasher, Reads, Store
 from parlour.core.service import ChatService
+from parlour.files.http import UPLOAD_URL, FileLimits, FilesHttp
 from parlour.p2p.relay import RelayConfig
 from parlour.server.cluster import ClusterNode, new_node_id
 from parlour.server.config import Settings, describe
@@ -103,6 +104,10 @@ def core_config(settings: Settings) -> CoreConfig:
         "file_offer_ttl": settings.p2p_offer_ttl,
         "file_offers_per_user": settings.p2p_offers_per_user,
         "file_offers_max": settings.p2p_max_offers,
+        "upload_url": UPLOAD_URL if settings.web and settings.uploads else None,
+        "max_file_size": settings.max_file_size,
+        "user_quota": settings.user_quota,
+        "max_concurrent_uploads": settings.max_concurrent_uploads,
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
@@ -238,6 +243,8 @@ class ChatServer:
     addresses: list[tuple[str, int]] = field(default_factory=list)
     #: the web client and the WebSocket door (None when ``settings.web`` is off)
     web: WebListener | None = None
+    #: files in chat: the tus uploads and downloads on the web listener (None when off)
+    files: FilesHttp | None = None
     #: the admin password generated on first start (None if it came from the environment or
     #: the admin already existed); shown once on the console, never logged
     generated_admin_password: str | None = None
@@ -276,6 +283,7 @@ class ChatServer:
         needs: NeedRunner | None = None
         relay: ChatRelay | None = None
         web: WebListener | None = None
+        files: FilesHttp | None = None
         listener: TcpListener | None = None
         node_part: ClusterNode | None = None
         own_bus = False
@@ -401,6 +409,20 @@ class ChatServer:
                 wire_factory=wire_factory,
             )
             addresses = await listener.start()
+            if settings.web and settings.uploads:
+                files = FilesHttp(
+                    service,
+                    reads,
+                    writer,
+                    settings.data_dir / "files",
+                    FileLimits(
+                        max_file_size=settings.max_file_size,
+                        user_quota=settings.user_quota,
+                        max_concurrent_uploads=settings.max_concurrent_uploads,
+                        expiry=settings.upload_expiry,
+                    ),
+                    clock=clock,
+                )
             if settings.web:
                 web = WebListener(
                     endpoint,
@@ -416,8 +438,11 @@ class ChatServer:
                         per_address=settings.max_connections_per_address,
                         header_timeout=min(10.0, settings.login_timeout),
                     ),
+                    routes=files.add_routes if files is not None else None,
                 )
                 await web.start()
+                if files is not None:
+                    files.start()
         except BaseException:
             if node_part is not None:
                 await node_part.stop()
@@ -426,6 +451,8 @@ class ChatServer:
                 await close_bus()
             if relay is not None:
                 relay.close()
+            if files is not None:
+                await files.stop()
             if web is not None:
                 await web.stop_accepting()
                 await web.wait_closed()
@@ -457,6 +484,7 @@ class ChatServer:
             own_bus=own_bus,
             addresses=addresses,
             web=web,
+            files=files,
             generated_admin_password=generated,
         )
         log.info(
@@ -484,6 +512,8 @@ class ChatServer:
         self._stopped = True
         log.info("shutting down", extra={"fields": {"connections": len(self.endpoint)}})
         await self.listener.stop_accepting()
+        if self.files is not None:
+            await self.files.stop()
         if self.web is not None:
             await self.web.stop_accepting()
         await self.endpoint.shutdown(grace=grace)

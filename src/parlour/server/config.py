@@ -107,6 +107,11 @@ class Settings:
     p2p_relay_rate: float = 4_000_000.0
     p2p_relay_total_rate: float = 50_000_000.0
     p2p_relay_max_transfers: int = 1024
+    uploads: bool = True
+    max_file_size: int = 100 * 1024 * 1024
+    user_quota: int = 1024 * 1024 * 1024
+    max_concurrent_uploads: int = 4
+    upload_expiry: float = 86400.0
     admin_password: str | None = field(default=None, repr=False)
 
     @property
@@ -316,6 +321,24 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "p2p_offers_per_user", "int", "Open file offers one user may have made.", minimum=1
     ),
     SettingSpec("p2p_max_offers", "int", "Open file offers on this server.", minimum=1),
+    SettingSpec(
+        "uploads",
+        "bool",
+        "Files in chat: take tus uploads at /files/uploads on the web listener (true/false).",
+    ),
+    SettingSpec("max_file_size", "int", "Largest file one upload may be (bytes).", minimum=0),
+    SettingSpec(
+        "user_quota", "int", "Bytes of uploads one user may keep on the server.", minimum=0
+    ),
+    SettingSpec(
+        "max_concurrent_uploads", "int", "Unfinished uploads one user may have.", minimum=1
+    ),
+    SettingSpec(
+        "upload_expiry",
+        "float",
+        "Seconds after which an abandoned upload (or one no message uses) is removed.",
+        minimum=60,
+    ),
     SettingSpec(
         "p2p_relay",
         "bool",

@@ -190,7 +190,33 @@ _V1 = (
     $$""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: files in chat (docs/design/files.md): uploads, and the file attached to a message (its
+# record as JSON, and its id, kept on a tombstone so that the file reads as deleted).
+_V2 = (
+    "ALTER TABLE room_messages ADD COLUMN attachment text, ADD COLUMN file_id text",
+    "ALTER TABLE dm_messages ADD COLUMN attachment text, ADD COLUMN file_id text",
+    "CREATE INDEX room_messages_by_file ON room_messages (file_id) WHERE file_id IS NOT NULL",
+    "CREATE INDEX dm_messages_by_file ON dm_messages (file_id) WHERE file_id IS NOT NULL",
+    """CREATE TABLE files (
+        id text PRIMARY KEY,
+        owner_key text NOT NULL,
+        owner_name text NOT NULL,
+        length bigint NOT NULL,
+        name text NOT NULL,
+        client_type text NOT NULL,
+        created double precision NOT NULL,
+        complete boolean NOT NULL DEFAULT false,
+        sha256 text,
+        type text,
+        inline boolean NOT NULL DEFAULT false,
+        thumbnail boolean NOT NULL DEFAULT false,
+        completed double precision
+    )""",
+    "CREATE INDEX files_by_owner ON files (owner_key)",
+    "CREATE INDEX files_by_sha256 ON files (sha256) WHERE sha256 IS NOT NULL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -129,7 +129,35 @@ _V4 = (
     "CREATE INDEX session_tokens_by_user ON session_tokens (user_key)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# v5: files in chat (docs/design/files.md): uploads, and the file attached to a message (its
+# record as JSON, and its id, kept on a tombstone so that the file reads as deleted).
+_V5 = (
+    "ALTER TABLE room_messages ADD COLUMN attachment TEXT",
+    "ALTER TABLE room_messages ADD COLUMN file_id TEXT",
+    "ALTER TABLE dm_messages ADD COLUMN attachment TEXT",
+    "ALTER TABLE dm_messages ADD COLUMN file_id TEXT",
+    "CREATE INDEX room_messages_by_file ON room_messages (file_id) WHERE file_id IS NOT NULL",
+    "CREATE INDEX dm_messages_by_file ON dm_messages (file_id) WHERE file_id IS NOT NULL",
+    """CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        owner_key TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        length INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        client_type TEXT NOT NULL,
+        created REAL NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT,
+        type TEXT,
+        inline INTEGER NOT NULL DEFAULT 0,
+        thumbnail INTEGER NOT NULL DEFAULT 0,
+        completed REAL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX files_by_owner ON files (owner_key)",
+    "CREATE INDEX files_by_sha256 ON files (sha256) WHERE sha256 IS NOT NULL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

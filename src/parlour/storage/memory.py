@@ -20,6 +20,8 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    FileRecord,
+    FileUsage,
     Heads,
     MembershipRecord,
     ReadMarkerRecord,
@@ -41,7 +43,9 @@ from parlour.core.writes import (
     AppendRoomMessage,
     Assigned,
     Audit,
+    CompleteUpload,
     CreateRoom,
+    CreateUpload,
     CreateUser,
     DeleteDm,
     DeleteRoom,
@@ -51,6 +55,7 @@ from parlour.core.writes import (
     RecordLogin,
     RemoveBan,
     RemoveBlock,
+    RemoveFile,
     RenameRoom,
     RevokeSessionTokens,
     SetBroadcastCursor,
@@ -126,6 +131,9 @@ class MemoryStore:
         self._broadcasts: list[BroadcastRecord] = []
         self._broadcast_cursors: dict[str, tuple[str, int]] = {}
         self._tokens: dict[str, SessionTokenRecord] = {}
+        #: uploads by id, and where each attached one is: ("room" | "dm", room key | conv, seq)
+        self._files: dict[str, FileRecord] = {}
+        self._attached: dict[str, tuple[str, str, int]] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -214,6 +222,48 @@ class MemoryStore:
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         return self._audit[::-1][: max(limit, 0)]
+
+    # -- files -----------------------------------------------------------------------------
+
+    def file(self, file_id: str) -> FileRecord | None:
+        rec = self._files.get(file_id)
+        if rec is None:
+            return None
+        where = self._attached.get(file_id)
+        if where is None:
+            return rec
+        kind, scope, seq = where
+        log = (self._room_logs if kind == "room" else self._dm_logs).get(scope)
+        i = None if log is None else log.index(seq)
+        deleted = log is None or i is None or log.msgs[i].deleted
+        if kind == "room":
+            return replace(rec, room_key=scope, seq=seq, deleted=deleted)
+        return replace(rec, conv=scope, seq=seq, deleted=deleted)
+
+    def file_usage(self, user: str) -> FileUsage:
+        key = user_key(user)
+        total = unfinished = 0
+        for rec in self._files.values():
+            if user_key(rec.owner) == key:
+                total += rec.length
+                unfinished += not rec.complete
+        return FileUsage(total, unfinished)
+
+    def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        found: list[FileRecord] = []
+        for file_id in self._files:
+            rec = self.file(file_id)
+            assert rec is not None
+            if rec.attached:
+                if rec.deleted:
+                    found.append(rec)
+            elif ((rec.completed if rec.complete else rec.created) or 0.0) < before:
+                found.append(rec)
+        found.sort(key=lambda r: r.completed or r.created)
+        return found[: max(0, limit)]
+
+    def blob_refs(self, sha256: str) -> int:
+        return sum(1 for r in self._files.values() if r.complete and r.sha256 == sha256)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -312,6 +362,8 @@ class MemoryStore:
             k = room_key(w.name)
             room = self._rooms.pop(k, None)
             self._room_logs.pop(k, None)
+            for fid in [f for f, at in self._attached.items() if at[:2] == ("room", k)]:
+                del self._attached[fid]
             if room is not None:
                 for key in [key for key in self._members if room_key(key[1]) == k]:
                     del self._members[key]
@@ -326,8 +378,18 @@ class MemoryStore:
         elif isinstance(w, AppendRoomMessage):
             room = self._rooms[room_key(w.room)]
             self._room_logs.setdefault(room_key(w.room), _Log()).append(
-                StoredMessage(room.name, w.seq, w.ts, w.sender, w.text, client_id=w.client_id)
+                StoredMessage(
+                    room.name,
+                    w.seq,
+                    w.ts,
+                    w.sender,
+                    w.text,
+                    client_id=w.client_id,
+                    attachment=w.attachment,
+                )
             )
+            if w.attachment is not None:
+                self._attached[w.attachment["id"]] = ("room", room_key(w.room), w.seq)
         elif isinstance(w, EditRoomMessage):
             self._edit(self._room_logs.get(room_key(w.room)), w.seq, w.text)
         elif isinstance(w, DeleteRoomMessage):
@@ -342,8 +404,11 @@ class MemoryStore:
                     w.text,
                     client_id=w.client_id,
                     recipient=w.recipient,
+                    attachment=w.attachment,
                 )
             )
+            if w.attachment is not None:
+                self._attached[w.attachment["id"]] = ("dm", w.conv, w.seq)
             if w.delivered:
                 self._set_cursor(w.recipient, w.conv, w.seq)
         elif isinstance(w, EditDm):
@@ -385,6 +450,23 @@ class MemoryStore:
             for h in [h for h, t in self._tokens.items() if user_key(t.user) == ukey]:
                 if w.token_hash is None or h == w.token_hash:
                     del self._tokens[h]
+        elif isinstance(w, CreateUpload):
+            self._files[w.id] = FileRecord(w.id, w.owner, w.length, w.name, w.client_type, w.ts)
+        elif isinstance(w, CompleteUpload):
+            rec = self._files.get(w.id)
+            if rec is not None:
+                self._files[w.id] = replace(
+                    rec,
+                    complete=True,
+                    sha256=w.sha256,
+                    type=w.type,
+                    inline=w.inline,
+                    thumbnail=w.thumbnail,
+                    completed=w.ts,
+                )
+        elif isinstance(w, RemoveFile):
+            self._files.pop(w.id, None)
+            self._attached.pop(w.id, None)
         else:  # pragma: no cover - exhaustive over Write
             raise TypeError(f"unknown write {w!r}")
 
@@ -402,7 +484,7 @@ class MemoryStore:
             return
         msg = log.msgs[i]
         if text is None:
-            log.msgs[i] = replace(msg, text=None, deleted=True)
+            log.msgs[i] = replace(msg, text=None, deleted=True, attachment=None)
         elif not msg.deleted:
             log.msgs[i] = replace(msg, text=text, edited=True)
 
@@ -414,6 +496,9 @@ class MemoryStore:
         if log is not None:
             log.msgs = [replace(m, scope=new) for m in log.msgs]
             self._room_logs[nk] = log
+        for fid, (kind, scope, seq) in list(self._attached.items()):
+            if kind == "room" and scope == ok:
+                self._attached[fid] = ("room", nk, seq)
         for key in [key for key in self._members if key[1] == ok]:
             rec = self._members.pop(key)
             self._members[(key[0], nk)] = replace(rec, room=new)

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
+import orjson
 
 from parlour.core import writes as w
 from parlour.core.ports import StoreUnavailable
@@ -46,6 +47,8 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    FileRecord,
+    FileUsage,
     Heads,
     MembershipRecord,
     ReadMarkerRecord,
@@ -58,6 +61,7 @@ from parlour.core.records import (
     room_key,
     user_key,
 )
+from parlour.protocol.records import AttachmentRow, attachment_from_wire
 from parlour.storage._pg_schema import SCHEMA_VERSION, SchemaTooNew, migrate
 
 __all__ = [
@@ -294,6 +298,18 @@ class PostgresStore:
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
         return self._sync(lambda c: _broadcasts(c, after, limit))
 
+    def file(self, file_id: str) -> FileRecord | None:
+        return self._sync(lambda c: _file(c, file_id))
+
+    def file_usage(self, user: str) -> FileUsage:
+        return self._sync(lambda c: _file_usage(c, user))
+
+    def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        return self._sync(lambda c: _files_to_sweep(c, before, limit))
+
+    def blob_refs(self, sha256: str) -> int:
+        return self._sync(lambda c: _blob_refs(c, sha256))
+
     def apply(self, writes: Sequence[w.Write]) -> None:
         """Apply ``writes`` in one transaction (all or nothing)."""
         self.apply_assigning(writes)
@@ -356,6 +372,18 @@ class PostgresReads:
 
     async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
         return await self._store._async(lambda c: _broadcasts(c, after, limit))
+
+    async def file(self, file_id: str) -> FileRecord | None:
+        return await self._store._async(lambda c: _file(c, file_id))
+
+    async def file_usage(self, user: str) -> FileUsage:
+        return await self._store._async(lambda c: _file_usage(c, user))
+
+    async def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        return await self._store._async(lambda c: _files_to_sweep(c, before, limit))
+
+    async def blob_refs(self, sha256: str) -> int:
+        return await self._store._async(lambda c: _blob_refs(c, sha256))
 
     def close(self) -> None:
         return None
@@ -475,6 +503,18 @@ class PostgresWriter:
 Conn: TypeAlias = Any
 
 
+def _att(text: str | None) -> AttachmentRow | None:
+    if text is None:
+        return None
+    return attachment_from_wire(orjson.loads(text))
+
+
+def _att_cols(att: AttachmentRow | None) -> tuple[str | None, str | None]:
+    if att is None:
+        return None, None
+    return orjson.dumps(att).decode(), att["id"]
+
+
 def _msg(scope: str, row: Any) -> StoredMessage:
     return StoredMessage(
         scope,
@@ -485,6 +525,7 @@ def _msg(scope: str, row: Any) -> StoredMessage:
         row["edited"],
         row["deleted"],
         row["client_id"],
+        attachment=_att(row["attachment"]),
     )
 
 
@@ -499,10 +540,11 @@ def _dm(row: Any) -> StoredMessage:
         row["deleted"],
         row["client_id"],
         row["recipient"],
+        _att(row["attachment"]),
     )
 
 
-_MSG_COLS = "seq, ts, sender, text, edited, deleted, client_id"
+_MSG_COLS = "seq, ts, sender, text, edited, deleted, client_id, attachment"
 
 
 def _page(
@@ -558,8 +600,8 @@ async def _messages_since(
     if not keys or limit <= 0:
         return []
     rows = await c.fetch(
-        "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id"
-        " FROM room_messages m JOIN rooms r ON r.id = m.room_id"
+        "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id,"
+        " m.attachment FROM room_messages m JOIN rooms r ON r.id = m.room_id"
         " WHERE r.key = ANY($1::text[]) AND m.ts >= $2"
         " ORDER BY m.ts, r.key, m.seq LIMIT $3",
         keys,
@@ -647,8 +689,8 @@ async def _load(
         windows: dict[str, list[StoredMessage]] = {}
         if recent > 0:
             for r in await c.fetch(
-                "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id"
-                " FROM rooms r CROSS JOIN LATERAL ("
+                "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id,"
+                " m.attachment FROM rooms r CROSS JOIN LATERAL ("
                 "   SELECT * FROM room_messages x WHERE x.room_id = r.id"
                 "   ORDER BY x.seq DESC LIMIT $1) m"
                 " ORDER BY r.id, m.seq",
@@ -662,7 +704,8 @@ async def _load(
                 _msg(r["name"], r)
                 for r in await c.fetch(
                     "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted,"
-                    " m.client_id FROM room_messages m JOIN rooms r ON r.id = m.room_id"
+                    " m.client_id, m.attachment FROM room_messages m"
+                    " JOIN rooms r ON r.id = m.room_id"
                     " WHERE m.ts >= $1 AND m.client_id IS NOT NULL ORDER BY m.ts DESC LIMIT $2",
                     client_ids_since,
                     client_ids,
@@ -749,8 +792,8 @@ class _Tx:
         self.broadcast: list[int] | None = None
         #: (kind, scope, sender key, client id) -> the stored message's (seq, ts)
         self.seen: dict[tuple[str, object, str, str], tuple[int, float]] = {}
-        self.room_rows: list[tuple[int, int, float, str, str, str, str | None]] = []
-        self.dm_rows: list[tuple[str, int, float, str, str, str, str, str | None]] = []
+        self.room_rows: list[tuple[Any, ...]] = []
+        self.dm_rows: list[tuple[Any, ...]] = []
         self.cursor_rows: list[tuple[str, str, str, int]] = []
         #: scopes locked after `lock` (created or renamed in this transaction): their client
         #: ids are looked up one by one
@@ -897,18 +940,20 @@ class _Tx:
         if self.room_rows:
             rows, self.room_rows = self.room_rows, []
             await c.execute(
-                "INSERT INTO room_messages (room_id, seq, ts, sender, sender_key, text, client_id)"
-                " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[],"
-                " $5::text[], $6::text[], $7::text[])",
-                *_columns(rows, 7),
+                "INSERT INTO room_messages (room_id, seq, ts, sender, sender_key, text, client_id,"
+                " attachment, file_id) SELECT * FROM unnest($1::bigint[], $2::bigint[],"
+                " $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+                " $9::text[])",
+                *_columns(rows, 9),
             )
         if self.dm_rows:
             rows2, self.dm_rows = self.dm_rows, []
             await c.execute(
                 "INSERT INTO dm_messages (conv, seq, ts, sender, sender_key, recipient, text,"
-                " client_id) SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[],"
-                " $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-                *_columns(rows2, 8),
+                " client_id, attachment, file_id) SELECT * FROM unnest($1::text[], $2::bigint[],"
+                " $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+                " $9::text[], $10::text[])",
+                *_columns(rows2, 10),
             )
         if self.cursor_rows:
             highest: dict[tuple[str, str], tuple[str, str, str, int]] = {}
@@ -958,7 +1003,9 @@ def _columns(rows: Sequence[tuple[Any, ...]], n: int) -> list[list[Any]]:
 
 def _only_room_messages(batches: Sequence[Sequence[w.Write]]) -> bool:
     return all(
-        type(x) is w.AppendRoomMessage and x.seq == w.ASSIGN for writes in batches for x in writes
+        type(x) is w.AppendRoomMessage and x.seq == w.ASSIGN and x.attachment is None
+        for writes in batches
+        for x in writes
     )
 
 
@@ -1024,7 +1071,9 @@ async def _append_room(tx: _Tx, x: w.AppendRoomMessage) -> w.Assigned | None:
             # may be a hole below the last (tools, imports): the primary key decides
             await tx.flush()
         room[1] = max(room[1], x.seq)
-        tx.room_rows.append((room[0], x.seq, x.ts, x.sender, sender, x.text, x.client_id))
+        tx.room_rows.append(
+            (room[0], x.seq, x.ts, x.sender, sender, x.text, x.client_id, *_att_cols(x.attachment))
+        )
         return None
     if x.client_id:
         stored = await tx.stored("room", room[0], sender, x.client_id)
@@ -1033,7 +1082,9 @@ async def _append_room(tx: _Tx, x: w.AppendRoomMessage) -> w.Assigned | None:
     seq = room[1] = room[1] + 1
     if x.client_id:
         tx.seen[("room", room[0], sender, x.client_id)] = (seq, x.ts)
-    tx.room_rows.append((room[0], seq, x.ts, x.sender, sender, x.text, x.client_id))
+    tx.room_rows.append(
+        (room[0], seq, x.ts, x.sender, sender, x.text, x.client_id, *_att_cols(x.attachment))
+    )
     return w.Assigned(seq, x.ts)
 
 
@@ -1055,7 +1106,19 @@ async def _append_dm(tx: _Tx, x: w.AppendDm) -> w.Assigned | None:
         if x.client_id:
             tx.seen[("dm", x.conv, sender, x.client_id)] = (seq, x.ts)
         result = w.Assigned(seq, x.ts)
-    tx.dm_rows.append((x.conv, seq, x.ts, x.sender, sender, x.recipient, x.text, x.client_id))
+    tx.dm_rows.append(
+        (
+            x.conv,
+            seq,
+            x.ts,
+            x.sender,
+            sender,
+            x.recipient,
+            x.text,
+            x.client_id,
+            *_att_cols(x.attachment),
+        )
+    )
     if x.delivered:
         tx.cursor_rows.append((user_key(x.recipient), x.recipient, x.conv, seq))
     return result
@@ -1164,7 +1227,7 @@ async def _edit_room_message(tx: _Tx, x: w.EditRoomMessage) -> None:
 
 async def _delete_room_message(tx: _Tx, x: w.DeleteRoomMessage) -> None:
     await tx.c.execute(
-        "UPDATE room_messages SET text = NULL, deleted = true"
+        "UPDATE room_messages SET text = NULL, deleted = true, attachment = NULL"
         " WHERE room_id = (SELECT id FROM rooms WHERE key = $1) AND seq = $2",
         room_key(x.room),
         x.seq,
@@ -1183,7 +1246,8 @@ async def _edit_dm(tx: _Tx, x: w.EditDm) -> None:
 
 async def _delete_dm(tx: _Tx, x: w.DeleteDm) -> None:
     await tx.c.execute(
-        "UPDATE dm_messages SET text = NULL, deleted = true WHERE conv = $1 AND seq = $2",
+        "UPDATE dm_messages SET text = NULL, deleted = true, attachment = NULL"
+        " WHERE conv = $1 AND seq = $2",
         x.conv,
         x.seq,
     )
@@ -1309,7 +1373,105 @@ async def _revoke_session_tokens(tx: _Tx, x: w.RevokeSessionTokens) -> None:
         )
 
 
+async def _create_upload(tx: _Tx, x: w.CreateUpload) -> None:
+    await tx.c.execute(
+        "INSERT INTO files (id, owner_key, owner_name, length, name, client_type, created)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        x.id,
+        user_key(x.owner),
+        x.owner,
+        x.length,
+        x.name,
+        x.client_type,
+        x.ts,
+    )
+
+
+async def _complete_upload(tx: _Tx, x: w.CompleteUpload) -> None:
+    await tx.c.execute(
+        "UPDATE files SET complete = true, sha256 = $1, type = $2, inline = $3, thumbnail = $4,"
+        " completed = $5 WHERE id = $6",
+        x.sha256,
+        x.type,
+        x.inline,
+        x.thumbnail,
+        x.ts,
+        x.id,
+    )
+
+
+async def _remove_file(tx: _Tx, x: w.RemoveFile) -> None:
+    await tx.c.execute("DELETE FROM files WHERE id = $1", x.id)
+
+
+#: an upload with where it is attached (a room message or a DM with its id, if any)
+_FILE_SELECT = (
+    "SELECT f.id, f.owner_name, f.length, f.name, f.client_type, f.created, f.complete,"
+    " f.sha256, f.type, f.inline, f.thumbnail, f.completed,"
+    " r.key AS room_key, dm.conv AS conv, COALESCE(rm.seq, dm.seq) AS seq,"
+    " COALESCE(rm.deleted, dm.deleted, false) AS deleted"
+    " FROM files f"
+    " LEFT JOIN room_messages rm ON rm.file_id = f.id"
+    " LEFT JOIN rooms r ON r.id = rm.room_id"
+    " LEFT JOIN dm_messages dm ON dm.file_id = f.id"
+)
+
+
+def _file_record(r: Any) -> FileRecord:
+    return FileRecord(
+        r["id"],
+        r["owner_name"],
+        r["length"],
+        r["name"],
+        r["client_type"],
+        r["created"],
+        r["complete"],
+        r["sha256"],
+        r["type"],
+        r["inline"],
+        r["thumbnail"],
+        r["completed"],
+        r["room_key"],
+        r["conv"],
+        r["seq"],
+        r["deleted"],
+    )
+
+
+async def _file(c: Conn, file_id: str) -> FileRecord | None:
+    row = await c.fetchrow(_FILE_SELECT + " WHERE f.id = $1", file_id)
+    return None if row is None else _file_record(row)
+
+
+async def _file_usage(c: Conn, user: str) -> FileUsage:
+    row = await c.fetchrow(
+        "SELECT COALESCE(SUM(length), 0) AS b, COUNT(*) FILTER (WHERE NOT complete) AS u"
+        " FROM files WHERE owner_key = $1",
+        user_key(user),
+    )
+    return FileUsage(int(row["b"]), int(row["u"]))
+
+
+async def _files_to_sweep(c: Conn, before: float, limit: int) -> list[FileRecord]:
+    rows = await c.fetch(
+        "SELECT * FROM (" + _FILE_SELECT + ") x WHERE (seq IS NOT NULL AND deleted)"
+        " OR (seq IS NULL AND COALESCE(completed, created) < $1)"
+        " ORDER BY COALESCE(completed, created) LIMIT $2",
+        before,
+        max(0, limit),
+    )
+    return [_file_record(r) for r in rows]
+
+
+async def _blob_refs(c: Conn, sha256: str) -> int:
+    value = await c.fetchval("SELECT COUNT(*) FROM files WHERE sha256 = $1 AND complete", sha256)
+    return int(value or 0)
+
+
 _APPLY: dict[type, Callable[[_Tx, Any], Awaitable[None]]] = {
+    w.CreateUpload: _create_upload,
+    w.CompleteUpload: _complete_upload,
+    w.RemoveFile: _remove_file,
     w.AddSessionToken: _add_session_token,
     w.RevokeSessionTokens: _revoke_session_tokens,
     w.CreateUser: _create_user,

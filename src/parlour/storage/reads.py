@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parlour.core.ports import Store
-from parlour.core.records import BroadcastRecord, StoredMessage
+from parlour.core.records import BroadcastRecord, FileRecord, FileUsage, StoredMessage
 
 __all__ = ["InlineReads"]
 
@@ -35,6 +35,18 @@ class InlineReads:
 
     async def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
         return self._store.broadcasts(after=after, limit=limit)
+
+    async def file(self, file_id: str) -> FileRecord | None:
+        return self._store.file(file_id)
+
+    async def file_usage(self, user: str) -> FileUsage:
+        return self._store.file_usage(user)
+
+    async def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        return self._store.files_to_sweep(before, limit)
+
+    async def blob_refs(self, sha256: str) -> int:
+        return self._store.blob_refs(sha256)
 
     def close(self) -> None:
         return None

@@ -21,7 +21,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+import orjson
 
 from parlour.core import writes as w
 from parlour.core.records import (
@@ -30,6 +32,8 @@ from parlour.core.records import (
     BlockRecord,
     BroadcastRecord,
     DmCursorRecord,
+    FileRecord,
+    FileUsage,
     MembershipRecord,
     ReadMarkerRecord,
     Role,
@@ -41,6 +45,7 @@ from parlour.core.records import (
     room_key,
     user_key,
 )
+from parlour.protocol.records import AttachmentRow, attachment_from_wire
 from parlour.storage._sqlite_schema import SCHEMA_VERSION, SchemaError, migrate, user_version
 from parlour.storage._sqlite_writer import GroupCommitWriter, WriterClosed
 
@@ -56,6 +61,8 @@ __all__ = [
 DB_FILENAME = "parlour.sqlite3"
 
 Synchronous = Literal["full", "normal"]
+
+T = TypeVar("T")
 
 _ROLES: dict[str, Role] = {"admin": "admin", "member": "member"}
 
@@ -167,6 +174,18 @@ class SqliteStore:
 
     def broadcasts(self, *, after: int, limit: int) -> list[BroadcastRecord]:
         return self._reader.broadcasts(after=after, limit=limit)
+
+    def file(self, file_id: str) -> FileRecord | None:
+        return self._reader.file(file_id)
+
+    def file_usage(self, user: str) -> FileUsage:
+        return self._reader.file_usage(user)
+
+    def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        return self._reader.files_to_sweep(before, limit)
+
+    def blob_refs(self, sha256: str) -> int:
+        return self._reader.blob_refs(sha256)
 
     def reads(self, *, threads: int = 2) -> SqliteReads:
         """The message reads for the adapter: run in `threads` threads, each with its own
@@ -378,15 +397,17 @@ class _Reader:
         where, params, newest, limit = self._bounds(before, after, limit)
         order = "DESC" if newest else "ASC"
         rows = self._rows(
-            "SELECT seq, ts, sender, text, edited, deleted, client_id FROM room_messages"
-            f" WHERE room_key = ?{where} ORDER BY seq {order} LIMIT ?",
+            "SELECT seq, ts, sender, text, edited, deleted, client_id, attachment"
+            f" FROM room_messages WHERE room_key = ?{where} ORDER BY seq {order} LIMIT ?",
             [key, *params, limit],
         )
         if newest:
             rows.reverse()
         return [
-            StoredMessage(scope, seq, ts, sender, text, bool(ed), bool(de), cid)
-            for seq, ts, sender, text, ed, de, cid in rows
+            StoredMessage(
+                scope, seq, ts, sender, text, bool(ed), bool(de), cid, attachment=_att(at)
+            )
+            for seq, ts, sender, text, ed, de, cid, at in rows
         ]
 
     def dm_messages(
@@ -395,15 +416,15 @@ class _Reader:
         where, params, newest, limit = self._bounds(before, after, limit)
         order = "DESC" if newest else "ASC"
         rows = self._rows(
-            "SELECT seq, ts, sender, recipient, text, edited, deleted, client_id"
+            "SELECT seq, ts, sender, recipient, text, edited, deleted, client_id, attachment"
             f" FROM dm_messages WHERE conv = ?{where} ORDER BY seq {order} LIMIT ?",
             [conv, *params, limit],
         )
         if newest:
             rows.reverse()
         return [
-            StoredMessage(conv, seq, ts, sender, text, bool(ed), bool(de), cid, recipient)
-            for seq, ts, sender, recipient, text, ed, de, cid in rows
+            StoredMessage(conv, seq, ts, sender, text, bool(ed), bool(de), cid, recipient, _att(at))
+            for seq, ts, sender, recipient, text, ed, de, cid, at in rows
         ]
 
     def messages_since(self, rooms: Sequence[str], ts: float, limit: int) -> list[StoredMessage]:
@@ -412,16 +433,45 @@ class _Reader:
             return []
         marks = ",".join("?" * len(keys))
         rows = self._rows(
-            "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id"
-            " FROM room_messages m JOIN rooms r ON r.key = m.room_key"
+            "SELECT r.name, m.seq, m.ts, m.sender, m.text, m.edited, m.deleted, m.client_id,"
+            " m.attachment FROM room_messages m JOIN rooms r ON r.key = m.room_key"
             f" WHERE m.room_key IN ({marks}) AND m.ts >= ?"
             " ORDER BY m.ts, m.room_key, m.seq LIMIT ?",
             [*keys, ts, limit],
         )
         return [
-            StoredMessage(name, seq, t, sender, text, bool(ed), bool(de), cid)
-            for name, seq, t, sender, text, ed, de, cid in rows
+            StoredMessage(name, seq, t, sender, text, bool(ed), bool(de), cid, attachment=_att(at))
+            for name, seq, t, sender, text, ed, de, cid, at in rows
         ]
+
+    # files
+
+    def file(self, file_id: str) -> FileRecord | None:
+        row = self._conn.execute(_FILE_SELECT + " WHERE f.id = ?", (file_id,)).fetchone()
+        return None if row is None else _file_record(row)
+
+    def file_usage(self, user: str) -> FileUsage:
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(length), 0), COALESCE(SUM(1 - complete), 0) FROM files"
+            " WHERE owner_key = ?",
+            (user_key(user),),
+        ).fetchone()
+        return FileUsage(int(row[0]), int(row[1]))
+
+    def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        rows = self._rows(
+            "SELECT * FROM (" + _FILE_SELECT + ") WHERE (seq IS NOT NULL AND deleted)"
+            " OR (seq IS NULL AND COALESCE(completed, created) < ?)"
+            " ORDER BY COALESCE(completed, created) LIMIT ?",
+            (before, max(0, limit)),
+        )
+        return [_file_record(row) for row in rows]
+
+    def blob_refs(self, sha256: str) -> int:
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM files WHERE sha256 = ? AND complete = 1", (sha256,)
+        ).fetchone()
+        return int(row[0])
 
     def audit_log(self, limit: int) -> list[AuditEntry]:
         rows = self._rows(
@@ -482,6 +532,22 @@ class SqliteReads:
         return await loop.run_in_executor(
             self._pool, lambda: self._reader().broadcasts(after=after, limit=limit)
         )
+
+    async def _call(self, fn: Callable[[_Reader], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._reader()))
+
+    async def file(self, file_id: str) -> FileRecord | None:
+        return await self._call(lambda r: r.file(file_id))
+
+    async def file_usage(self, user: str) -> FileUsage:
+        return await self._call(lambda r: r.file_usage(user))
+
+    async def files_to_sweep(self, before: float, limit: int) -> list[FileRecord]:
+        return await self._call(lambda r: r.files_to_sweep(before, limit))
+
+    async def blob_refs(self, sha256: str) -> int:
+        return await self._call(lambda r: r.blob_refs(sha256))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -594,9 +660,9 @@ def _set_membership(c: Cursor, x: w.SetMembership) -> None:
 
 def _append_room_message(c: Cursor, x: w.AppendRoomMessage) -> None:
     c.execute(
-        "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (room_key(x.room), x.seq, x.ts, x.sender, x.text, x.client_id),
+        "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id, attachment,"
+        " file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (room_key(x.room), x.seq, x.ts, x.sender, x.text, x.client_id, *_att_cols(x.attachment)),
     )
 
 
@@ -604,8 +670,8 @@ def _append_room_message(c: Cursor, x: w.AppendRoomMessage) -> None:
 #: distinct statements exist and all stay in the statement cache (6 parameters a row)
 _CHUNKS = (256, 64, 16, 4, 1)
 _INSERT_ROOM_MESSAGES = {
-    n: "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id) VALUES "
-    + ",".join(["(?, ?, ?, ?, ?, ?)"] * n)
+    n: "INSERT INTO room_messages (room_key, seq, ts, sender, text, client_id, attachment,"
+    " file_id) VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * n)
     for n in _CHUNKS
 }
 
@@ -624,7 +690,11 @@ def _append_room_messages(c: Cursor, items: list[w.AppendRoomMessage]) -> None:
             key = keys.get(x.room)
             if key is None:
                 key = keys[x.room] = room_key(x.room)
-            params += (key, x.seq, x.ts, x.sender, x.text, x.client_id)
+            att = x.attachment
+            if att is None:
+                params += (key, x.seq, x.ts, x.sender, x.text, x.client_id, None, None)
+            else:
+                params += (key, x.seq, x.ts, x.sender, x.text, x.client_id, *_att_cols(att))
         c.execute(_INSERT_ROOM_MESSAGES[n], params)
         start += n
 
@@ -638,7 +708,8 @@ def _edit_room_message(c: Cursor, x: w.EditRoomMessage) -> None:
 
 def _delete_room_message(c: Cursor, x: w.DeleteRoomMessage) -> None:
     c.execute(
-        "UPDATE room_messages SET text = NULL, deleted = 1 WHERE room_key = ? AND seq = ?",
+        "UPDATE room_messages SET text = NULL, deleted = 1, attachment = NULL"
+        " WHERE room_key = ? AND seq = ?",
         (room_key(x.room), x.seq),
     )
 
@@ -653,9 +724,18 @@ def _upsert_cursor(c: Cursor, user: str, conv: str, seq: int) -> None:
 
 def _append_dm(c: Cursor, x: w.AppendDm) -> None:
     c.execute(
-        "INSERT INTO dm_messages (conv, seq, ts, sender, recipient, text, client_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (x.conv, x.seq, x.ts, x.sender, x.recipient, x.text, x.client_id),
+        "INSERT INTO dm_messages (conv, seq, ts, sender, recipient, text, client_id,"
+        " attachment, file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            x.conv,
+            x.seq,
+            x.ts,
+            x.sender,
+            x.recipient,
+            x.text,
+            x.client_id,
+            *_att_cols(x.attachment),
+        ),
     )
     if x.delivered:
         _upsert_cursor(c, x.recipient, x.conv, x.seq)
@@ -670,7 +750,8 @@ def _edit_dm(c: Cursor, x: w.EditDm) -> None:
 
 def _delete_dm(c: Cursor, x: w.DeleteDm) -> None:
     c.execute(
-        "UPDATE dm_messages SET text = NULL, deleted = 1 WHERE conv = ? AND seq = ?",
+        "UPDATE dm_messages SET text = NULL, deleted = 1, attachment = NULL"
+        " WHERE conv = ? AND seq = ?",
         (x.conv, x.seq),
     )
 
@@ -713,7 +794,79 @@ def _audit(c: Cursor, x: w.Audit) -> None:
     )
 
 
+def _create_upload(c: Cursor, x: w.CreateUpload) -> None:
+    c.execute(
+        "INSERT INTO files (id, owner_key, owner, length, name, client_type, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (x.id, user_key(x.owner), x.owner, x.length, x.name, x.client_type, x.ts),
+    )
+
+
+def _complete_upload(c: Cursor, x: w.CompleteUpload) -> None:
+    c.execute(
+        "UPDATE files SET complete = 1, sha256 = ?, type = ?, inline = ?, thumbnail = ?,"
+        " completed = ? WHERE id = ?",
+        (x.sha256, x.type, int(x.inline), int(x.thumbnail), x.ts, x.id),
+    )
+
+
+def _remove_file(c: Cursor, x: w.RemoveFile) -> None:
+    c.execute("DELETE FROM files WHERE id = ?", (x.id,))
+
+
+def _att_cols(att: AttachmentRow | None) -> tuple[str | None, str | None]:
+    if att is None:
+        return None, None
+    return orjson.dumps(att).decode(), att["id"]
+
+
+def _att(text: str | None) -> AttachmentRow | None:
+    if text is None:
+        return None
+    return attachment_from_wire(orjson.loads(text))
+
+
+#: an upload with where it is attached (a room message or a DM with its id, if any)
+_FILE_SELECT = (
+    "SELECT f.id, f.owner, f.length, f.name, f.client_type, f.created, f.complete, f.sha256,"
+    " f.type, f.inline, f.thumbnail, f.completed,"
+    " rm.room_key AS room_key, dm.conv AS conv, COALESCE(rm.seq, dm.seq) AS seq,"
+    " COALESCE(rm.deleted, dm.deleted, 0) AS deleted"
+    " FROM files f"
+    " LEFT JOIN room_messages rm ON rm.file_id = f.id"
+    " LEFT JOIN dm_messages dm ON dm.file_id = f.id"
+)
+
+
+def _file_record(row: Sequence[Any]) -> FileRecord:
+    (fid, owner, length, name, ctype, created, complete, sha, typ, inline, thumb, completed) = row[
+        :12
+    ]
+    room, conv, seq, deleted = row[12:16]
+    return FileRecord(
+        fid,
+        owner,
+        length,
+        name,
+        ctype,
+        created,
+        bool(complete),
+        sha,
+        typ,
+        bool(inline),
+        bool(thumb),
+        completed,
+        room,
+        conv,
+        seq,
+        bool(deleted),
+    )
+
+
 _APPLY: dict[type, Callable[[Cursor, Any], None]] = {
+    w.CreateUpload: _create_upload,
+    w.CompleteUpload: _complete_upload,
+    w.RemoveFile: _remove_file,
     w.SetReadMarker: _set_read_marker,
     w.AppendBroadcast: _append_broadcast,
     w.SetBroadcastCursor: _set_broadcast_cursor,

@@ -40,6 +40,8 @@ from parlour.core.needs import (
     Need,
     ReadBroadcasts,
     ReadDm,
+    ReadFile,
+    ReadFileUsage,
     ReadRoom,
     ReadSince,
     RelayTickets,
@@ -145,6 +147,10 @@ class NeedRunner:
             return await reads.messages_since(need.rooms, need.ts, need.limit)
         if isinstance(need, ReadBroadcasts):
             return await reads.broadcasts(after=need.after, limit=need.limit)
+        if isinstance(need, ReadFile):
+            return await reads.file(need.file_id)
+        if isinstance(need, ReadFileUsage):
+            return await reads.file_usage(need.user)
         if isinstance(need, HashPassword):
             password = need.password
             return await self._hash(conn, address, lambda: self._hasher.hash(password))

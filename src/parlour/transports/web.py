@@ -9,6 +9,8 @@ the chat protocol over WebSocket at ``/ws``.
   none is configured, from the origin it was served from (the request's own scheme and
   ``Host``). A request without ``Origin`` is not from a browser page and is let through
   (cross-site WebSocket hijacking needs a browser); authentication is in the protocol.
+* ``/files/...`` — files in chat when uploads are on (``parlour.files.http``: tus uploads,
+  downloads), added by the server through ``routes``.
 * Every response carries the security headers: a CSP without ``unsafe-inline`` (scripts and
   styles from this origin only, Trusted Types required so that no string can become HTML),
   ``frame-ancestors 'none'``, ``X-Content-Type-Options: nosniff``, no referrer, and HSTS
@@ -111,6 +113,7 @@ class WebListener:
         ping_interval: float,
         backlog: int = 1024,
         guard: HttpGuard | None = None,
+        routes: Callable[[web.Application], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.assets = assets
@@ -127,6 +130,8 @@ class WebListener:
         self.rejected_origins = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        #: more routes on the same application (the files endpoints, parlour.files.http)
+        self._routes = routes
         self.app = self._make_app()
 
     def _make_app(self) -> web.Application:
@@ -136,6 +141,8 @@ class WebListener:
         app.router.add_get("/index.html", self._index)
         app.router.add_get("/static/{version}/{path:.+}", self._static)
         app.router.add_get("/ws", self._websocket)
+        if self._routes is not None:
+            self._routes(app)
         return app
 
     # ------------------------------------------------------------------ handlers

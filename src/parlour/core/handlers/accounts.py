@@ -33,6 +33,7 @@ from parlour.protocol import (
     ErrorCode,
     HelloReply,
     HelloRequest,
+    Limits,
     LoginRequest,
     LogoutRequest,
     Ok,
@@ -64,20 +65,24 @@ def hello(cx: Ctx, c: Connection, rq: HelloRequest) -> Outcome:
         )
     c.hello = True
     cfg = cx.cfg
+    limits: Limits = {
+        "max_frame": cfg.max_frame,
+        "max_text": cfg.max_message_length,
+        "rate_per_second": cfg.rate_per_second,
+        "rate_burst": cfg.rate_burst,
+        "password_min_length": cfg.password_min_length,
+        "max_page": cfg.max_page,
+        "max_file_size": cfg.max_file_size,
+    }
+    if cfg.upload_url is not None:  # files in chat (docs/design/files.md)
+        limits["upload_url"] = cfg.upload_url
     return Outcome(
         Ok(
             rq.id,
             HelloReply(
                 version=rq.version,
                 server=cfg.server_name,
-                limits={
-                    "max_frame": cfg.max_frame,
-                    "max_text": cfg.max_message_length,
-                    "rate_per_second": cfg.rate_per_second,
-                    "rate_burst": cfg.rate_burst,
-                    "password_min_length": cfg.password_min_length,
-                    "max_page": cfg.max_page,
-                },
+                limits=limits,
                 heartbeat_s=cfg.heartbeat_s,
             ),
         )
@@ -298,6 +303,7 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
     out.writes.append(SetPassword(u.name, u.password_hash))
     # every token was issued on the old password: all are revoked, this session gets a new one
     cx.state.tokens.revoke(u.key)
+    cx.file_tokens.revoke(u.key)
     out.writes.append(RevokeSessionTokens(u.name))
     issued = _issue_token(cx, c, u, out)
     # the user's other sessions were opened with the old password: they end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from parlour.core.context import Ctx, Out, fail, log_event
+from parlour.core.handlers.uploads import attachment_for, mark_attached
 from parlour.core.messages import to_record
 from parlour.core.outcome import Outcome, ToUsers
 from parlour.core.records import StoredMessage, user_key
@@ -43,6 +44,7 @@ def _event(
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 
@@ -85,6 +87,9 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
     cx.check_text(rq.text)
     state = cx.state
     conv = state.conv(u.key, peer.key)
+    attachment = None
+    if rq.attachment is not None and state.client_ids.get(conv.conv, u.key, rq.client_id) is None:
+        attachment = attachment_for(cx, u, rq.attachment)  # may need the store: before changes
     seq = conv.log.last_seq + 1
     blocked = state.blocks.blocks(peer.key, u.key)
     # Delivered now, or deliberately never (blocked): either way the cursor moves on. An
@@ -104,16 +109,33 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
             )
         )
     now = cx.now
+    if attachment is not None:
+        mark_attached(cx, attachment["id"])
     if cx.cfg.cluster:
         # the store assigns the sequence number and moves the recipient's cursor when
         # `delivered`; the DM reaches both sides once committed (`parlour.core.replica`)
         write = AppendDm(
-            conv.conv, ASSIGN, u.name, peer.name, rq.text, now, rq.client_id, delivered
+            conv.conv,
+            ASSIGN,
+            u.name,
+            peer.name,
+            rq.text,
+            now,
+            rq.client_id,
+            delivered,
+            attachment,
         )
         reply = DmReply(peer=peer.name, seq=ASSIGN, ts=now, client_id=rq.client_id, duplicate=False)
         return Outcome(Ok(rq.id, reply), writes=(write,))
     msg = StoredMessage(
-        conv.conv, seq, now, u.name, rq.text, client_id=rq.client_id, recipient=peer.name
+        conv.conv,
+        seq,
+        now,
+        u.name,
+        rq.text,
+        client_id=rq.client_id,
+        recipient=peer.name,
+        attachment=attachment,
     )
     conv.log.append(msg)
     state.client_ids.put(conv.conv, u.key, rq.client_id, seq, now)
@@ -131,7 +153,9 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
         log_event(logging.INFO, "dm text", user=u.name, to=peer.name, seq=seq, text=rq.text)
     out = cx.out()
     out.writes.append(
-        AppendDm(conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered)
+        AppendDm(
+            conv.conv, seq, u.name, peer.name, rq.text, now, rq.client_id, delivered, attachment
+        )
     )
     dm_events(cx, DmEvent, msg, u, peer, out, to_peer=delivered)
     return out.done(

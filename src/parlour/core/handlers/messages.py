@@ -6,6 +6,7 @@ import logging
 
 from parlour.core.context import Ctx, fail, log_event
 from parlour.core.handlers.dms import dm_events
+from parlour.core.handlers.uploads import attachment_for, mark_attached
 from parlour.core.messages import MessageLog, to_record
 from parlour.core.needs import ReadSince
 from parlour.core.outcome import Delivery, Outcome, ToRoom
@@ -47,6 +48,9 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
     u = cx.user(c)
     room = cx.member_room(u, rq.room)
     cx.check_text(rq.text)
+    attachment = None
+    if rq.attachment is not None and cx.state.client_ids.get(room.uid, u.key, rq.client_id) is None:
+        attachment = attachment_for(cx, u, rq.attachment)  # may need the store: before changes
     cx.rate(c)
     dup = cx.state.client_ids.get(room.uid, u.key, rq.client_id)
     if dup is not None:
@@ -64,6 +68,8 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
         )
     now = cx.now
     name = room.name
+    if attachment is not None:
+        mark_attached(cx, attachment["id"])
     if cx.cfg.cluster:
         # the store assigns the sequence number; the message is applied and delivered here
         # and on every node once it is committed (`parlour.core.replica`)
@@ -72,13 +78,25 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
                 rq.id,
                 SendReply(room=name, seq=ASSIGN, ts=now, client_id=rq.client_id, duplicate=False),
             ),
-            writes=(AppendRoomMessage(name, ASSIGN, u.name, rq.text, now, rq.client_id),),
+            writes=(
+                AppendRoomMessage(name, ASSIGN, u.name, rq.text, now, rq.client_id, attachment),
+            ),
         )
     seq = room.log.last_seq + 1
-    room.log.append(StoredMessage(name, seq, now, u.name, rq.text, client_id=rq.client_id))
+    room.log.append(
+        StoredMessage(
+            name, seq, now, u.name, rq.text, client_id=rq.client_id, attachment=attachment
+        )
+    )
     cx.state.client_ids.put(room.uid, u.key, rq.client_id, seq, now)
     event = MessageEvent(
-        room=name, seq=seq, ts=now, sender=u.name, text=rq.text, client_id=rq.client_id
+        room=name,
+        seq=seq,
+        ts=now,
+        sender=u.name,
+        text=rq.text,
+        client_id=rq.client_id,
+        attachment=attachment,
     )
     log_event(logging.INFO, "message", user=u.name, room=name, seq=seq, size=len(rq.text))
     if cx.cfg.log_message_text:
@@ -90,7 +108,7 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
             SendReply(room=name, seq=seq, ts=now, client_id=rq.client_id, duplicate=False),
         ),
         (Delivery(event, cx.router.room(address), address),),
-        (AppendRoomMessage(name, seq, u.name, rq.text, now, rq.client_id),),
+        (AppendRoomMessage(name, seq, u.name, rq.text, now, rq.client_id, attachment),),
     )
 
 
@@ -189,6 +207,7 @@ def _room_event(
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 

@@ -1,0 +1,694 @@
+"""The files endpoints on the web listener (docs/design/files.md): tus 1.0 uploads at
+``/files/uploads`` and downloads at ``/files/<id>`` (and ``/thumbnail``). A thin adapter:
+
+* who is asking: the bearer token (`ChatService.file_user`, the core's node-local tokens);
+* what may be done: the tus rules (`parlour.files.uploads`), the limits, the download
+  authorisation (`ChatService.file_access` over the core's rooms, members and bans);
+* where things are: upload records in the chat store (written through the store's writer,
+  read through its `Reads`), bytes in `Partials` and the `BlobStore`.
+
+Bytes are streamed, never held whole: an upload's body is read as it arrives and handed in
+batches of at most `BATCH` bytes to one worker thread that writes and hashes them while the
+next batch arrives (one batch in flight: memory per upload is bounded); every `DURABLE_EVERY`
+bytes the file is fsynced and its durable offset recorded, so a ``kill -9`` loses at most that
+much. Downloads go out with ``sendfile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from parlour.core.ports import Reads
+from parlour.core.records import FileRecord, user_key
+from parlour.core.service import ChatService
+from parlour.core.writes import CompleteUpload, CreateUpload, RemoveFile, Write
+from parlour.files import sniff
+from parlour.files.blobs import FsBlobStore, Partials
+from parlour.files.names import sanitise_name
+from parlour.files.thumbnails import make_thumbnail
+from parlour.files.uploads import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    FILE_ID_BYTES,
+    OFFSET_TYPE,
+    TUS_VERSION,
+    TusError,
+    expires_header,
+    file_id,
+    is_file_id,
+    parse_checksum,
+    parse_length,
+    parse_metadata,
+    parse_offset,
+    parse_range,
+)
+from parlour.transports.pipeline import StoreWriter
+
+__all__ = ["DOWNLOAD_PREFIX", "UPLOAD_URL", "FileLimits", "FilesHttp"]
+
+log = logging.getLogger("parlour.files")
+
+UPLOAD_URL = "/files/uploads"
+DOWNLOAD_PREFIX = "/files/"
+#: bytes handed to the writer thread at once, and between two durable points
+BATCH = 1 << 20
+DURABLE_EVERY = 16 << 20
+#: how long a PATCH waits for another request on the same upload to finish
+LOCK_WAIT = 10.0
+FILE_CSP = "sandbox; default-src 'none'"
+_MAX_CLIENT_TYPE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    max_file_size: int = 100 * 1024 * 1024
+    user_quota: int = 1024 * 1024 * 1024
+    max_concurrent_uploads: int = 4
+    #: an unfinished upload untouched for this long, or a finished one no message uses, goes
+    expiry: float = 86400.0
+    #: seconds downloads may be cached by the browser
+    cache_seconds: int = 3600
+
+
+class _Upload:
+    """An upload this node is working on: its lock, and the SHA-256 of its bytes so far."""
+
+    __slots__ = ("hashed", "hasher", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.hasher: Any = None
+        self.hashed = -1
+
+
+def _hash_prefix(path: Path, length: int) -> Any:
+    """SHA-256 of the first `length` bytes of `path` (an upload resumed after a restart)."""
+    h = hashlib.sha256()
+    left = length
+    with path.open("rb") as f:
+        while left > 0:
+            chunk = f.read(min(BATCH, left))
+            if not chunk:
+                raise OSError(f"{path} is shorter than {length} bytes")
+            h.update(chunk)
+            left -= len(chunk)
+    return h
+
+
+def _write_batch(fd: int, chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
+    """In the worker thread: write and hash one batch (both release the GIL)."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        for h in hashers:
+            h.update(chunk)
+
+
+def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class FilesHttp:
+    """The routes; `add_routes(app)` puts them on the web listener's application."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        reads: Reads,
+        writer: StoreWriter,
+        root: Path,
+        limits: FileLimits,
+        *,
+        clock: Callable[[], float] = time.time,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.service = service
+        self.reads = reads
+        self.writer = writer
+        self.blobs = FsBlobStore(root)
+        self.partials = Partials(root)
+        self.limits = limits
+        self.clock = clock
+        self.entropy = entropy
+        self._uploads: dict[str, _Upload] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stats = {"uploads_created": 0, "uploads_completed": 0, "swept": 0, "refused": 0}
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_route("OPTIONS", UPLOAD_URL, self.options)
+        r.add_post(UPLOAD_URL, self.create)
+        r.add_route("HEAD", UPLOAD_URL + "/{id}", self.head)
+        r.add_route("PATCH", UPLOAD_URL + "/{id}", self.patch)
+        r.add_route("DELETE", UPLOAD_URL + "/{id}", self.terminate)
+        r.add_get(DOWNLOAD_PREFIX + "{id}", self.download)  # GET and HEAD
+        r.add_get(DOWNLOAD_PREFIX + "{id}/thumbnail", self.thumbnail)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Sweep expired uploads periodically (every tenth of the expiry, at most 10 min)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        interval = min(600.0, max(1.0, self.limits.expiry / 10))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:  # keep sweeping; the next round tries again
+                log.exception("file sweep failed")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tus(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        out = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+        if headers:
+            out.update(headers)
+        return out
+
+    def _refuse(
+        self, status: int, reason: str, extra: dict[str, str] | None = None
+    ) -> web.Response:
+        self.stats["refused"] += 1
+        headers = self._tus(extra)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="parlour files"'
+        return _text(status, reason, headers)
+
+    def _bearer(self, request: web.Request, *, query: bool) -> str | None:
+        auth = request.headers.get(hdrs.AUTHORIZATION, "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        if query:
+            return request.query.get("access_token")
+        return None
+
+    def _user(self, request: web.Request, *, query: bool = False) -> tuple[str, str] | None:
+        token = self._bearer(request, query=query)
+        if token is None:
+            return None
+        return self.service.file_user(token, self.clock())
+
+    def _upload(self, upload: str) -> _Upload:
+        state = self._uploads.get(upload)
+        if state is None:
+            state = self._uploads[upload] = _Upload()
+        return state
+
+    def _forget(self, upload: str) -> None:
+        state = self._uploads.get(upload)
+        if state is not None and not state.lock.locked():
+            del self._uploads[upload]
+
+    async def _commit(self, *writes: Write) -> None:
+        await self.writer.submit(writes)
+
+    def _expires(self, touched: float | None) -> dict[str, str]:
+        if touched is None:
+            return {}
+        return {"Upload-Expires": expires_header(touched + self.limits.expiry)}
+
+    async def _own(self, upload: str, user: str) -> FileRecord | None:
+        """The upload record when it is `user`'s (anybody else learns nothing of it)."""
+        if not is_file_id(upload):
+            return None
+        rec = await self.reads.file(upload)
+        if rec is None or user_key(rec.owner) != user:
+            return None
+        return rec
+
+    # ------------------------------------------------------------------ tus
+
+    async def options(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=204,
+            headers=self._tus(
+                {
+                    "Tus-Version": TUS_VERSION,
+                    "Tus-Extension": EXTENSIONS,
+                    "Tus-Max-Size": str(self.limits.max_file_size),
+                    "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+                }
+            ),
+        )
+
+    def _version_problem(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Tus-Resumable") != TUS_VERSION:
+            return self._refuse(
+                412, f"Tus-Resumable must be {TUS_VERSION}", {"Tus-Version": TUS_VERSION}
+            )
+        return None
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        problem = self._version_problem(request)
+        if problem is not None:
+            return problem
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required (ask with file_token)")
+        name = who[1]
+        try:
+            length = parse_length(request.headers.get("Upload-Length"))
+            meta = parse_metadata(request.headers.get("Upload-Metadata"))
+        except TusError as exc:
+            return self._refuse(exc.status, exc.reason)
+        limits = self.limits
+        if length > limits.max_file_size:
+            return self._refuse(
+                413, f"the file is larger than this server takes ({limits.max_file_size} bytes)"
+            )
+        usage = await self.reads.file_usage(name)
+        if usage.bytes + length > limits.user_quota:
+            return self._refuse(
+                403,
+                f"quota_exceeded: the file would take you over your quota ({usage.bytes} of "
+                f"{limits.user_quota} bytes used)",
+            )
+        if usage.unfinished >= limits.max_concurrent_uploads:
+            return self._refuse(
+                403,
+                f"too_many_uploads: you already have {usage.unfinished} unfinished uploads "
+                f"(at most {limits.max_concurrent_uploads})",
+            )
+        with_body = request.headers.get(hdrs.CONTENT_TYPE) == OFFSET_TYPE
+        if with_body:
+            try:  # creation-with-upload: refuse a bad checksum header before creating
+                parse_checksum(request.headers.get("Upload-Checksum"))
+            except TusError as exc:
+                return self._refuse(exc.status, exc.reason)
+        upload = file_id(self.entropy(FILE_ID_BYTES))
+        filename = sanitise_name(meta.get("filename") or "")
+        client_type = (meta.get("filetype") or meta.get("type") or "")[:_MAX_CLIENT_TYPE]
+        await asyncio.to_thread(self.partials.create, upload)
+        try:
+            await self._commit(
+                CreateUpload(upload, name, length, filename, client_type, self.clock())
+            )
+        except BaseException:
+            await asyncio.to_thread(self.partials.remove, upload)
+            raise
+        self.stats["uploads_created"] += 1
+        log.info(
+            "upload created",
+            extra={"fields": {"user": name, "file": upload, "length": length}},
+        )
+        headers = self._tus({hdrs.LOCATION: f"{UPLOAD_URL}/{upload}"})
+        headers.update(self._expires(self.clock()))
+        if not with_body:
+            return web.Response(status=201, headers=headers)
+        rec = FileRecord(upload, name, length, filename, client_type, self.clock())
+        status, reason, offset = await self._receive(request, rec, 0)
+        if status != 204:  # the upload exists; its first bytes were refused
+            headers["Upload-Offset"] = "0"
+            return _text(201, reason, headers) if status == 460 else _text(201, "", headers)
+        headers["Upload-Offset"] = str(offset)
+        return web.Response(status=201, headers=headers)
+
+    async def head(self, request: web.Request) -> web.StreamResponse:
+        problem = self._version_problem(request)
+        if problem is not None:
+            return problem
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required")
+        upload = request.match_info["id"]
+        rec = await self._own(upload, who[0])
+        if rec is None:
+            return web.Response(status=404, headers=self._tus())
+        headers = {"Upload-Length": str(rec.length)}
+        if rec.complete:
+            headers["Upload-Offset"] = str(rec.length)
+            return web.Response(status=200, headers=self._tus(headers))
+        state = self._upload(upload)
+        async with state.lock:
+            offset = await asyncio.to_thread(self.partials.offset, upload)
+            if offset is None:
+                return web.Response(status=404, headers=self._tus())
+            if offset == rec.length:  # every byte was durable, the completion was not
+                await self._finish(rec, state)
+        headers["Upload-Offset"] = str(offset)
+        headers.update(self._expires(await asyncio.to_thread(self.partials.touched, upload)))
+        return web.Response(status=200, headers=self._tus(headers))
+
+    async def patch(self, request: web.Request) -> web.StreamResponse:
+        problem = self._version_problem(request)
+        if problem is not None:
+            return problem
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required")
+        if request.headers.get(hdrs.CONTENT_TYPE) != OFFSET_TYPE:
+            return self._refuse(415, f"Content-Type must be {OFFSET_TYPE}")
+        try:
+            offset = parse_offset(request.headers.get("Upload-Offset"))
+            parse_checksum(request.headers.get("Upload-Checksum"))
+        except TusError as exc:
+            return self._refuse(exc.status, exc.reason)
+        upload = request.match_info["id"]
+        rec = await self._own(upload, who[0])
+        if rec is None:
+            return web.Response(status=404, headers=self._tus())
+        if rec.complete:
+            return self._refuse(409, "the upload is complete", {"Upload-Offset": str(rec.length)})
+        status, reason, now_at = await self._receive(request, rec, offset)
+        headers = {"Upload-Offset": str(now_at)}
+        if status == 204:
+            headers.update(self._expires(self.clock()))
+            return web.Response(status=204, headers=self._tus(headers))
+        return self._refuse(status, reason, headers)
+
+    async def _receive(
+        self, request: web.Request, rec: FileRecord, offset: int
+    ) -> tuple[int, str, int]:
+        """Take the body of a PATCH (or a creation-with-upload) at `offset`: (status, reason,
+        the durable offset after it)."""
+        upload = rec.id
+        state = self._upload(upload)
+        try:
+            await asyncio.wait_for(state.lock.acquire(), LOCK_WAIT)
+        except TimeoutError:
+            return 409, "another request is writing this upload", offset
+        try:
+            durable = await asyncio.to_thread(self.partials.offset, upload)
+            if durable is None:
+                return 404, "no such upload", 0
+            if durable != offset:
+                return 409, f"Upload-Offset is {durable}, not {offset}", durable
+            size = request.content_length
+            if size is not None and offset + size > rec.length:
+                return 413, "the body goes past Upload-Length", durable
+            checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+            return await self._stream(request, rec, state, offset, checksum)
+        finally:
+            state.lock.release()
+            if upload in self._uploads and self._uploads[upload].hashed < 0:
+                self._forget(upload)
+
+    async def _stream(
+        self, request: web.Request, rec: FileRecord, state: _Upload, offset: int, checksum: Any
+    ) -> tuple[int, str, int]:
+        upload = rec.id
+        path = self.partials.data(upload)
+        if state.hasher is None or state.hashed != offset:
+            state.hasher = await asyncio.to_thread(_hash_prefix, path, offset)
+            state.hashed = offset
+        whole = state.hasher
+        part = hashlib.new(checksum.algorithm) if checksum is not None else None
+        hashers = (whole,) if part is None else (whole, part)
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
+        loop = asyncio.get_running_loop()
+        written = durable = offset
+        pending: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
+        complete = False
+        too_long = False
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            try:
+                async for chunk in request.content.iter_any():
+                    if written + batched + len(chunk) > rec.length:
+                        too_long = True
+                        break
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= BATCH:
+                        if pending is not None:
+                            await pending
+                        pending = loop.run_in_executor(None, _write_batch, fd, batch, hashers)
+                        written += batched
+                        batch, batched = [], 0
+                        if part is None and written - durable >= DURABLE_EVERY:
+                            await pending
+                            pending = None
+                            await asyncio.to_thread(os.fsync, fd)
+                            await asyncio.to_thread(self.partials.set_offset, upload, written)
+                            durable = written
+                            state.hashed = written
+            except (ConnectionError, asyncio.CancelledError, Exception) as exc:
+                # the client went away mid-body: keep what arrived (without a checksum)
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await pending
+                    pending = None
+                if part is None:
+                    if batch:
+                        await asyncio.to_thread(_write_batch, fd, batch, hashers)
+                        written += batched
+                    await asyncio.to_thread(os.fsync, fd)
+                    await asyncio.to_thread(self.partials.set_offset, upload, written)
+                    state.hashed = written
+                    durable = written
+                else:
+                    state.hasher, state.hashed = None, -1
+                    await asyncio.to_thread(os.ftruncate, fd, offset)
+                    durable = offset
+                log.info(
+                    "upload interrupted",
+                    extra={"fields": {"file": upload, "offset": durable, "why": repr(exc)}},
+                )
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return 400, "the request body was cut off", durable
+            if pending is not None:
+                await pending
+                pending = None
+            if batch:
+                await asyncio.to_thread(_write_batch, fd, batch, hashers)
+                written += batched
+            if too_long:
+                state.hasher, state.hashed = None, -1
+                await asyncio.to_thread(os.ftruncate, fd, durable if part is None else offset)
+                return 413, "the body goes past Upload-Length", durable
+            if part is not None and part.digest() != checksum.digest:
+                state.hasher, state.hashed = None, -1
+                await asyncio.to_thread(os.ftruncate, fd, offset)
+                log.info("checksum mismatch", extra={"fields": {"file": upload}})
+                return 460, "Checksum Mismatch: the chunk was discarded", offset
+            await asyncio.to_thread(os.fsync, fd)
+            await asyncio.to_thread(self.partials.set_offset, upload, written)
+            durable = written
+            state.hashed = written
+            complete = written == rec.length
+        finally:
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+            os.close(fd)
+        if complete:
+            await self._finish(rec, state)
+        return 204, "", durable
+
+    async def _finish(self, rec: FileRecord, state: _Upload) -> None:
+        """Every byte is durable: hash, into the blob store, sniff, thumbnail, record it
+        complete, and only then drop the partial upload (so a crash in between finishes it
+        again on the next HEAD or PATCH)."""
+        upload = rec.id
+        path = self.partials.data(upload)
+        if state.hasher is None or state.hashed != rec.length:
+            state.hasher = await asyncio.to_thread(_hash_prefix, path, rec.length)
+        sha = state.hasher.hexdigest()
+        await asyncio.to_thread(self.blobs.adopt, path, sha)
+        blob = self.blobs.path(sha)
+        head = await asyncio.to_thread(_read_head, blob)
+        kind = sniff.sniff(head)
+        thumb = False
+        if sniff.thumbnailable(kind):
+            target = self.blobs.thumbnail_path(sha)
+            thumb = target.is_file() or await asyncio.to_thread(make_thumbnail, blob, target)
+        await self._commit(
+            CompleteUpload(upload, sha, kind, sniff.inline(kind), thumb, self.clock())
+        )
+        await asyncio.to_thread(self.partials.remove, upload)
+        state.hasher, state.hashed = None, -1
+        self.stats["uploads_completed"] += 1
+        log.info(
+            "upload complete",
+            extra={"fields": {"file": upload, "sha256": sha, "type": kind, "size": rec.length}},
+        )
+
+    async def terminate(self, request: web.Request) -> web.StreamResponse:
+        problem = self._version_problem(request)
+        if problem is not None:
+            return problem
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required")
+        upload = request.match_info["id"]
+        rec = await self._own(upload, who[0])
+        if rec is None:
+            return web.Response(status=404, headers=self._tus())
+        if rec.attached:
+            return self._refuse(409, "the file is attached to a message: delete the message")
+        state = self._upload(upload)
+        async with state.lock:
+            await self._remove(rec)
+        self._forget(upload)
+        return web.Response(status=204, headers=self._tus())
+
+    async def _remove(self, rec: FileRecord) -> None:
+        await asyncio.to_thread(self.partials.remove, rec.id)
+        await self._commit(RemoveFile(rec.id))
+        if rec.sha256 is not None and await self.reads.blob_refs(rec.sha256) == 0:
+            await asyncio.to_thread(self.blobs.remove, rec.sha256)
+
+    async def sweep(self, now: float | None = None, limit: int = 256) -> int:
+        """Remove expired uploads: unfinished ones untouched for `expiry`, finished ones no
+        message used within `expiry`, and the files of deleted messages (their blob when
+        nothing else has the same bytes). Returns how many went."""
+        now = self.clock() if now is None else now
+        before = now - self.limits.expiry
+        gone = 0
+        for rec in await self.reads.files_to_sweep(before, limit):
+            state = self._uploads.get(rec.id)
+            if state is not None and state.lock.locked():
+                continue  # being written right now
+            if not rec.complete:
+                touched = await asyncio.to_thread(self.partials.touched, rec.id)
+                if touched is not None and touched >= before:
+                    continue
+            await self._remove(rec)
+            self._forget(rec.id)
+            gone += 1
+        if gone:
+            self.stats["swept"] += gone
+            log.info("files swept", extra={"fields": {"removed": gone}})
+        return gone
+
+    # ------------------------------------------------------------------ downloads
+
+    async def _authorised(self, request: web.Request) -> FileRecord | web.Response:
+        who = self._user(request, query=True)
+        if who is None:
+            return _text(401, "a valid file token is required", self._download_headers(401))
+        upload = request.match_info["id"]
+        rec = await self.reads.file(upload) if is_file_id(upload) else None
+        status = self.service.file_access(who[0], rec, self.clock())
+        if status != 200 or rec is None:
+            reason = "no such file" if status == 404 else "you may not read this file"
+            return _text(status, reason, self._download_headers(status))
+        return rec
+
+    def _download_headers(self, status: int) -> dict[str, str]:
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": FILE_CSP,
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        }
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="parlour files"'
+        return headers
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._authorised(request)
+        if isinstance(rec, web.Response):
+            return rec
+        assert rec.sha256 is not None and rec.type is not None
+        path = self.blobs.path(rec.sha256)
+        shown_inline = rec.inline and request.query.get("download") not in ("1", "true")
+        disposition = "inline" if shown_inline else "attachment"
+        headers = self._download_headers(200)
+        headers.update(
+            {
+                hdrs.CONTENT_TYPE: sniff.served_type(rec.type),
+                hdrs.ETAG: f'"{rec.sha256}"',
+                hdrs.ACCEPT_RANGES: "bytes",
+                hdrs.CONTENT_DISPOSITION: content_disposition(disposition, rec.name),
+                hdrs.CACHE_CONTROL: f"private, max-age={self.limits.cache_seconds}",
+            }
+        )
+        return await self._send_file(request, path, rec.length, headers, rec.sha256)
+
+    async def thumbnail(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._authorised(request)
+        if isinstance(rec, web.Response):
+            return rec
+        assert rec.sha256 is not None
+        path = self.blobs.thumbnail_path(rec.sha256)
+        if not rec.thumbnail or not path.is_file():
+            return _text(404, "no thumbnail", self._download_headers(404))
+        size = path.stat().st_size
+        headers = self._download_headers(200)
+        headers.update(
+            {
+                hdrs.CONTENT_TYPE: "image/png",
+                hdrs.ETAG: f'"{rec.sha256}-thumb"',
+                hdrs.CONTENT_DISPOSITION: content_disposition("inline", rec.name + ".png"),
+                hdrs.CACHE_CONTROL: f"private, max-age={self.limits.cache_seconds}",
+            }
+        )
+        return await self._send_file(request, path, size, headers, rec.sha256 + "-thumb")
+
+    async def _send_file(
+        self, request: web.Request, path: Path, size: int, headers: dict[str, str], etag: str
+    ) -> web.StreamResponse:
+        if request.headers.get(hdrs.IF_NONE_MATCH) in (f'"{etag}"', "*"):
+            return web.Response(status=304, headers=headers)
+        status, start, count = 200, 0, size
+        if_range = request.headers.get(hdrs.IF_RANGE)
+        if if_range is None or if_range == f'"{etag}"':
+            try:
+                wanted = parse_range(request.headers.get(hdrs.RANGE), size)
+            except TusError:
+                headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
+                return _text(416, "range not satisfiable", headers)
+            if wanted is not None:
+                status, start, count = 206, wanted.start, wanted.length
+                headers[hdrs.CONTENT_RANGE] = f"bytes {wanted.start}-{wanted.end}/{size}"
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            return _text(404, "no such file", self._download_headers(404))
+        try:
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = count
+            await resp.prepare(request)
+            if request.method == "HEAD" or count == 0:
+                await resp.write_eof()
+                return resp
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost")
+            await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            await resp.write_eof()
+            return resp
+        finally:
+            f.close()
+
+
+def _read_head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(sniff.SNIFF_BYTES)
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """``inline`` or ``attachment`` with the name: an ASCII fallback and RFC 5987
+    ``filename*`` (UTF-8, percent-encoded: no quote, control character or separator gets
+    through)."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\%;' else "_" for ch in name)
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
