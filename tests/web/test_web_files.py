@@ -298,7 +298,15 @@ async def test_refusals_before_any_byte_is_sent(browser: Browser, tmp_path: Path
 
 
 HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>.html"
+#: what the server keeps of it (no characters Windows refuses in names)
+HOSTILE_KEPT = "_img src=x onerror=window.__pwned=1_.html"
 HOSTILE_BODY = b"<!doctype html><script>parent.__pwned = 1</script><img src=x onerror=alert(1)>"
+#: survives the server's sanitising as it is: entities and quotes must stay text
+ENTITY_NAME = "&lt;b&gt;x&amp;y' onmouseover='window.__pwned=1'.svg"
+SVG_BODY = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" onload="parent.__pwned=1">'
+    b"<script>parent.__pwned=1</script></svg>"
+)
 
 
 async def test_hostile_names_are_text_and_deleted_messages_drop_their_files(
@@ -308,19 +316,29 @@ async def test_hostile_names_are_text_and_deleted_messages_drop_their_files(
         assert srv.web is not None
         alice, bob = await users(p, srv.web.url)
         await pick(alice, HOSTILE_NAME, "text/html", HOSTILE_BODY)
-        await expect(alice.locator("#uploads li.upload")).to_contain_text(HOSTILE_NAME)
+        await expect(alice.locator("#uploads .file-name")).to_have_text(HOSTILE_NAME)
+        await expect(alice.locator("#uploads li.upload")).to_have_attribute("data-state", "done")
         await send(alice, "<b>caption</b>")
+        await pick(alice, ENTITY_NAME, "image/svg+xml", SVG_BODY)
+        await expect(alice.locator("#uploads li.upload")).to_have_attribute("data-state", "done")
+        await send(alice, "")
         shown = message(bob, 1)
         link = shown.locator("a.file-name")
-        await expect(link).to_have_text(HOSTILE_NAME)
+        await expect(link).to_have_text(HOSTILE_KEPT)
         await expect(shown.locator(".text")).to_have_text("<b>caption</b>")
         await expect(shown.locator("a.open")).to_have_count(0)  # HTML is never inline
+        svg = message(bob, 2)
+        await expect(svg.locator("a.file-name")).to_have_text(ENTITY_NAME)
+        await expect(svg.locator("a.file-name")).to_have_attribute("download", ENTITY_NAME)
+        await expect(svg.locator("a.open")).to_have_count(0)  # nor is SVG
+        await expect(svg.locator(".thumb")).to_have_count(0)
         for page in (alice, bob):
-            assert (
-                await page.eval_on_selector_all(".messages img, .messages b", "e => e.length") == 0
-            )
+            found = await page.eval_on_selector_all(".messages img, .messages b", "e => e.length")
+            assert found == 0
         _, got = await download(bob, link)
         assert got == HOSTILE_BODY
+        _, got = await download(bob, svg.locator("a.file-name"))
+        assert got == SVG_BODY
         for page in (alice, bob):
             assert await page.evaluate("window.__pwned") is None
         # the message is deleted: the file goes from the view, and its URL stops working
