@@ -22,6 +22,7 @@ from browser_helpers import (
     launch,
     message,
     needs_chromium,
+    open_conv,
     pages,
     playwright_api,
     send,
@@ -111,7 +112,7 @@ class Traffic:
         self.hold_from: int | None = None  # hold PATCHes from this (1-based) one on
         self.held = asyncio.Event()
         self.release = asyncio.Event()
-        self.drop_patch: int | None = None  # answer this PATCH with a dropped connection
+        self.drop: set[int] = set()  # answer these PATCHes with a dropped connection
         self.patches = 0
 
     async def attach(self, page: Page) -> None:
@@ -127,7 +128,7 @@ class Traffic:
         if route.request.method == "PATCH":
             self.patches += 1
             n = self.patches
-            if n == self.drop_patch:
+            if n in self.drop:
                 await route.abort("connectionreset")
                 return
             if self.hold_from is not None and n >= self.hold_from:
@@ -243,7 +244,7 @@ async def test_paste_cancel_and_resume_after_a_dropped_connection(
         traffic.hold_from = None
         traffic.seen.clear()
         traffic.patches = 0
-        traffic.drop_patch = 2
+        traffic.drop = {2}
         await alice.focus("#composer")
         await alice.evaluate(
             """(b64) => {
@@ -262,6 +263,30 @@ async def test_paste_cancel_and_resume_after_a_dropped_connection(
         await send(alice, "this one made it")
         link = message(bob, 1).locator("a.file-name")
         await expect(link).to_have_text("resumed.txt")
+        _, got = await download(bob, link)
+        assert got == data
+
+        # in a DM: the link stays down past the retries; Retry goes on from the server's offset
+        await alice.click("#new-dm")
+        await alice.fill("#dm-to", "bob")
+        await alice.press("#dm-to", "Enter")
+        await expect(alice.locator("#composer")).to_have_attribute("aria-label", "Message bob")
+        await alice.evaluate("window.parlour.files.retryDelays = [0]")
+        traffic.seen.clear()
+        traffic.patches = 0
+        traffic.drop = {2, 3}
+        await pick(alice, "dm.txt", "text/plain", data)
+        item = alice.locator("#uploads li.upload")
+        await expect(item).to_have_attribute("data-state", "failed")
+        await expect(item.get_by_role("alert")).to_contain_text("Connection lost")
+        await item.get_by_role("button", name="Retry the upload of dm.txt").click()
+        await expect(item).to_have_attribute("data-state", "done")
+        assert traffic.methods().count("POST") == 1  # the same upload, resumed
+        assert traffic.methods().count("HEAD") == 2
+        await send(alice, "for your eyes only")
+        await open_conv(bob, "dm:alice")
+        link = message(bob, 1).locator("a.file-name")
+        await expect(link).to_have_text("dm.txt")
         _, got = await download(bob, link)
         assert got == data
 
