@@ -66,7 +66,10 @@ class GatedHttp {
     await this.until(() => this.waiting.length > 0);
     const { req, resolve } = this.waiting.shift();
     const headers = (h) => ({ get: (n) => h[n] ?? null });
-    if (req.method === "POST") {
+    const refused = this.refuse?.(req);
+    if (refused) {
+      resolve({ status: refused[0], headers: headers({}), text: refused[1] });
+    } else if (req.method === "POST") {
       const id = `file${this.next++}`;
       resolve({ status: 201, headers: headers({ Location: `/files/uploads/${id}` }), text: "" });
     } else if (req.method === "PATCH") {
@@ -230,6 +233,42 @@ test("download URLs carry the token, encode the id, and stay on the page's origi
   await gate(() => f.bearer.token === "tok2");
   assert.equal(await f.token(), "tok2");
   assert.equal(chat.requests.length, 2);
+});
+
+test("refused at creation (403) after file_token let it through: asked again, the reason shown", async () => {
+  let asked = 0;
+  const chat = new FakeChat(() => (asked++ === 0 ? {} : new RequestError({ code: "quota_exceeded", message: "5 KB left" })));
+  const gate = new GatedHttp();
+  gate.refuse = (req) => (req.method === "POST" ? [403, "quota exceeded\n"] : null);
+  const f = files(chat, gate);
+  const conv = new Conv("room", "general");
+  f.add(conv, [blob(9000, "late.bin")]);
+  await gate.release();
+  await gate.until(() => f.uploadsOf(conv)[0].state === "failed");
+  const [item] = f.uploadsOf(conv);
+  assert.equal(item.error, refusal("quota_exceeded", "late.bin", 9000, "5 KB left"));
+  assert.deepEqual(chat.requests.map(([t, fl]) => [t, fl.size]), [["file_token", 9000], ["file_token", 9000]]);
+  assert.equal(gate.log.length, 1);
+});
+
+test("refused at creation twice: the server's words, and Retry", async () => {
+  const chat = new FakeChat();
+  const gate = new GatedHttp();
+  gate.refuse = (req) => (req.method === "POST" ? [403, "too many unfinished uploads (4)\n"] : null);
+  const f = files(chat, gate);
+  const conv = new Conv("room", "general");
+  f.add(conv, [blob(10, "x.txt")]);
+  await gate.release();
+  await gate.release();
+  await gate.until(() => f.uploadsOf(conv)[0].state === "failed");
+  const [item] = f.uploadsOf(conv);
+  assert.match(item.error, /too many unfinished uploads \(4\)$/);
+  assert.equal(item.canRetry, true);
+  gate.refuse = null;
+  f.retry(item);
+  await gate.release();
+  await gate.release();
+  await gate.until(() => item.state === "done");
 });
 
 async function gate(pred) {

@@ -231,8 +231,19 @@ export class Files {
       if (item.commit) this._post(item);
     } catch (err) {
       if (err.code === "aborted") return; // cancelled: the item is gone already
+      if (err.status === 403 && item.upload && item.upload.url === null && !item.rechecked) {
+        // refused at creation although file_token let it through (another upload of the
+        // user's began in between): ask again, to learn which limit and whether to wait
+        item.rechecked = true;
+        item.upload = null;
+        item.state = "waiting";
+        if (this._active() > 1) this.concurrency = Math.max(1, this._active() - 1);
+        return;
+      }
       const lost = err.retry || err.status === 0;
-      this._failed(item, lost ? "Connection lost: Retry resumes the upload." : err.message, lost || err.status >= 500);
+      // 403: a limit of the user's (quota, uploads at once) that may have room later
+      const again = lost || err.status >= 500 || err.status === 403;
+      this._failed(item, lost ? "Connection lost: Retry resumes the upload." : err.message, again);
     } finally {
       this.chat.emit();
       this._pump();
