@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest_asyncio
 from browser_helpers import (
+    PHONE,
     chat_server,
     expect,
     join,
@@ -26,6 +27,7 @@ from browser_helpers import (
     pages,
     playwright_api,
     send,
+    shot,
     sign_up,
 )
 
@@ -169,7 +171,7 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         await expect(item).to_have_attribute("data-state", "done")
         await expect(item).to_contain_text("holiday.png")
         await expect(alice.locator("#composer")).to_have_attribute(
-            "placeholder", "Add a caption (optional), then Enter to send"
+            "placeholder", "Add a caption (optional)"
         )
         await send(alice, "the view from the hotel")
         await expect(alice.locator("#uploads")).to_have_count(0)
@@ -181,6 +183,7 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         width = await thumb.evaluate("img => img.naturalWidth")
         assert 0 < width <= 320  # the server's thumbnail, not the 480 px original
         await expect(shown.locator(".attachment")).to_contain_text("image/png")
+        await shot(bob, "files-preview")
         # the preview opens the full image (keyboard: it is a button)
         await shown.locator(".thumb").focus()
         await bob.keyboard.press("Enter")
@@ -203,6 +206,7 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         await expect(bar).to_have_attribute("value", "65536")
         await expect(bar).to_have_attribute("max", str(len(notes)))
         await expect(alice.locator("#uploads .status")).to_contain_text("64 KB of 293 KB (21%)")
+        await shot(alice, "files-progress")
         await send(alice, "")  # Send with an upload still going: posted when it is done
         await expect(alice.locator("#uploads .status")).to_contain_text("64 KB")
         traffic.release.set()
@@ -214,6 +218,13 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         await expect(shown.locator(".attachment a.open")).to_be_visible()  # text is inline
         name, got = await download(bob, link)
         assert (name, got) == ("notes.txt", notes)
+        # a phone: previews, links and the tray fit the screen
+        await bob.set_viewport_size(PHONE)
+        await pick(bob, "a file with a rather long name, " + "x" * 60 + ".txt", "text/plain", notes)
+        await expect(bob.locator("#uploads li.upload")).to_have_attribute("data-state", "done")
+        width = await bob.evaluate("document.scrollingElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways ({width} px)"
+        await shot(bob, "files-phone")
         # one PATCH for the image (4 MB chunks), 5 of 64 KB for the text file
         assert traffic.methods().count("PATCH") == 1 + 5
         assert traffic.methods().count("POST") == 2

@@ -8,6 +8,7 @@ import { RequestError } from "../../../src/parlour/web/static/connection.js";
 
 globalThis.document ??= { hidden: true };
 const { Chat, Conv } = await import("../../../src/parlour/web/static/chat.js");
+const { badge } = await import("../../../src/parlour/web/static/attachments.js");
 
 const BASE = "http://127.0.0.1:9/";
 
@@ -108,6 +109,17 @@ test("uploads are there only when the server says so", () => {
   assert.equal(available(null), false);
   assert.equal(available({ max_frame: 1 }), false);
   assert.equal(available({ upload_url: "/files/uploads" }), true);
+});
+
+test("a file's badge is its short extension, else FILE", () => {
+  assert.equal(badge("report.pdf"), "PDF");
+  assert.equal(badge("archive.tar.gz"), "GZ");
+  assert.equal(badge("notes.txt"), "TXT");
+  assert.equal(badge("Makefile"), "FILE");
+  assert.equal(badge(".bashrc"), "FILE");
+  assert.equal(badge("x.<img>"), "FILE");
+  assert.equal(badge("x.jpeg2000"), "FILE");
+  assert.equal(badge("фото.жпг"), "ЖПГ");
 });
 
 test("sizes for people", () => {

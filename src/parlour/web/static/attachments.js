@@ -18,6 +18,13 @@ export function AttachmentList({ chat, message }) {
   return html`<${Attachment} chat=${chat} a=${a} />`;
 }
 
+// A short badge for a file's kind: its extension ("PDF", "TXT"), or "FILE".
+export function badge(name) {
+  const dot = name.lastIndexOf(".");
+  const ext = dot > 0 ? name.slice(dot + 1) : "";
+  return /^[\p{L}\p{N}]{1,4}$/u.test(ext) ? ext.toUpperCase() : "FILE";
+}
+
 function describe(a) {
   return `${bytes(a.size)} · ${a.type || "unknown type"}`;
 }
@@ -41,7 +48,7 @@ function Attachment({ chat, a }) {
     ? html`<a class="open" href=${chat.files.url(a.id, token)} target="_blank" rel="noopener noreferrer"
         aria-label=${`Open ${name} in a new tab`}>Open</a>` : null;
   return html`<div class="attachment file" data-file=${a.id}>
-    <span class="file-icon" aria-hidden="true">📄</span>${link} ${meta} ${open}</div>`;
+    <span class="file-icon" aria-hidden="true">${badge(name)}</span>${link} ${meta} ${open}</div>`;
 }
 
 // The thumbnail: its URL is fixed when first drawn (a renewed token does not reload it); if
@@ -73,7 +80,7 @@ function ImageViewer({ chat, a, close }) {
 
 // A pending message's file (uploaded, the message on its way).
 export function PendingFile({ attachment }) {
-  return html`<p class="attachment pending-file"><span aria-hidden="true">📎 </span>${attachment.name}
+  return html`<p class="attachment pending-file"><span class="file-icon" aria-hidden="true">${badge(attachment.name)}</span> ${attachment.name}
     <span class="meta"> ${bytes(attachment.size)}</span></p>`;
 }
 

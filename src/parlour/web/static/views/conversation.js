@@ -252,7 +252,7 @@ function Composer({ chat, conv, editing, setEditing }) {
   };
   const where = conv.kind === "room" ? `#${conv.key}` : conv.key;
   const placeholder = editing ? "Edit your message"
-    : sendable ? "Add a caption (optional), then Enter to send" : `Message ${where}`;
+    : sendable ? "Add a caption (optional)" : `Message ${where}`;
   const rows = Math.min(8, text.split("\n").length);
   return html`
     <form class="composer" onSubmit=${(e) => { e.preventDefault(); submit(); }}>
