@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import io
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,7 +103,8 @@ class User:
         data: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         all_headers = {"Tus-Resumable": "1.0.0", **self.auth, **(headers or {})}
-        resp = await self.http.request(method, self.base + path, headers=all_headers, data=data)
+        body = io.BytesIO(data) if data is not None else None  # aiohttp warns of big bytes
+        resp = await self.http.request(method, self.base + path, headers=all_headers, data=body)
         await resp.read()
         return resp
 

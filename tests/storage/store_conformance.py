@@ -26,6 +26,7 @@ from parlour.core.ports import (
     BanRecord,
     BlockRecord,
     DmCursorRecord,
+    FileUsage,
     MembershipRecord,
     Store,
     StoredMessage,
@@ -39,7 +40,9 @@ from parlour.core.writes import (
     AppendDm,
     AppendRoomMessage,
     Audit,
+    CompleteUpload,
     CreateRoom,
+    CreateUpload,
     CreateUser,
     DeleteDm,
     DeleteRoom,
@@ -49,6 +52,7 @@ from parlour.core.writes import (
     RecordLogin,
     RemoveBan,
     RemoveBlock,
+    RemoveFile,
     RenameRoom,
     RevokeSessionTokens,
     SetBroadcastCursor,
@@ -58,6 +62,7 @@ from parlour.core.writes import (
     SetReadMarker,
     Write,
 )
+from parlour.protocol.records import AttachmentRow
 
 __all__ = ["StoreConformance", "StoreFactory"]
 
@@ -360,6 +365,100 @@ class StoreConformance:
         assert valid(0.0) == {("h1", "alice", 100.0), ("h3", "bob", 300.0)}
         store.apply([RevokeSessionTokens("alice"), AddSessionToken("h3", "bob", 400.0)])
         assert valid(0.0) == {("h3", "bob", 400.0)}
+
+    # -- files (docs/design/files.md) -----------------------------------------------------------
+
+    def _att(self, fid: str, sha: str = "ab" * 32) -> AttachmentRow:
+        return {
+            "id": fid,
+            "name": "a.txt",
+            "size": 5,
+            "type": "text/plain",
+            "sha256": sha,
+            "inline": True,
+            "thumbnail": False,
+        }
+
+    def test_uploads_usage_and_completion(self, store: Store) -> None:
+        f1, f2 = "F" * 21 + "1", "F" * 21 + "2"
+        assert store.file(f1) is None
+        assert store.file_usage("alice") == FileUsage(0, 0)
+        store.apply(
+            [
+                CreateUpload(f1, "alice", 5, "a.txt", "text/x", 10.0),
+                CreateUpload(f2, "Alice", 7, "b", "", 11.0),
+            ]
+        )
+        rec = store.file(f1)
+        assert rec is not None and rec.owner == "alice" and rec.length == 5 and not rec.complete
+        assert rec.name == "a.txt" and rec.client_type == "text/x" and rec.created == 10.0
+        assert not rec.attached and rec.sha256 is None
+        assert store.file_usage("ALICE") == FileUsage(12, 2)
+        store.apply([CompleteUpload(f1, "ab" * 32, "text/plain", True, False, 20.0)])
+        rec = store.file(f1)
+        assert rec is not None and rec.complete and rec.sha256 == "ab" * 32
+        assert (
+            rec.type == "text/plain" and rec.inline and not rec.thumbnail and rec.completed == 20.0
+        )
+        assert store.file_usage("alice") == FileUsage(12, 1)
+        assert store.blob_refs("ab" * 32) == 1 and store.blob_refs("cd" * 32) == 0
+        store.apply([RemoveFile(f2), RemoveFile("nope" * 5 + "xx")])
+        assert store.file(f2) is None and store.file_usage("alice") == FileUsage(5, 0)
+
+    def test_attachments_on_messages(self, store: Store) -> None:
+        f1, f2 = "R" * 22, "D" * 22
+        store.apply(
+            [
+                CreateUpload(f1, "alice", 5, "a.txt", "", 10.0),
+                CreateUpload(f2, "alice", 5, "a.txt", "", 10.0),
+                CompleteUpload(f1, "ab" * 32, "text/plain", True, False, 11.0),
+                CompleteUpload(f2, "ab" * 32, "text/plain", True, False, 11.0),
+                AppendRoomMessage("general", 1, "alice", "", 12.0, "c1", self._att(f1)),
+                AppendDm(AB, 1, "alice", "Bob", "x", 13.0, "d1", True, self._att(f2)),
+            ]
+        )
+        (msg,) = store.room_messages("general", before=None, after=None, limit=5)
+        assert msg.attachment == self._att(f1) and msg.text == ""
+        (dm,) = store.dm_messages(AB, before=None, after=None, limit=5)
+        assert dm.attachment == self._att(f2)
+        assert store.messages_since(["general"], 0.0, 5)[0].attachment == self._att(f1)
+        assert store.load().recent["general"][0].attachment == self._att(f1)
+        room_file, dm_file = store.file(f1), store.file(f2)
+        assert room_file is not None and room_file.attached and room_file.seq == 1
+        assert room_file.room_key == "general" and room_file.conv is None and not room_file.deleted
+        assert dm_file is not None and dm_file.conv == AB and dm_file.seq == 1
+        assert store.blob_refs("ab" * 32) == 2
+        # a rename keeps the attachment where it is
+        store.apply([RenameRoom("general", "Main")])
+        moved = store.file(f1)
+        assert moved is not None and moved.room_key == "main" and moved.seq == 1
+        # deleting the message: the record loses its attachment, the file reads as deleted
+        store.apply([DeleteRoomMessage("Main", 1), DeleteDm(AB, 1)])
+        (msg,) = store.room_messages("main", before=None, after=None, limit=5)
+        assert msg.deleted and msg.attachment is None
+        gone = store.file(f1)
+        assert gone is not None and gone.attached and gone.deleted
+        dm_gone = store.file(f2)
+        assert dm_gone is not None and dm_gone.deleted
+        swept = {r.id for r in store.files_to_sweep(0.0, 10)}
+        assert swept == {f1, f2}  # deleted messages' files go whatever their age
+
+    def test_files_to_sweep(self, store: Store) -> None:
+        old, new, done, used = "O" * 22, "N" * 22, "C" * 22, "U" * 22
+        store.apply(
+            [
+                CreateUpload(old, "alice", 5, "a", "", 10.0),
+                CreateUpload(new, "alice", 5, "a", "", 500.0),
+                CreateUpload(done, "alice", 5, "a", "", 10.0),
+                CompleteUpload(done, "cd" * 32, "text/plain", True, False, 400.0),
+                CreateUpload(used, "alice", 5, "a", "", 10.0),
+                CompleteUpload(used, "cd" * 32, "text/plain", True, False, 20.0),
+                AppendRoomMessage("general", 1, "alice", "", 30.0, None, self._att(used)),
+            ]
+        )
+        assert [r.id for r in store.files_to_sweep(300.0, 10)] == [old]
+        assert [r.id for r in store.files_to_sweep(1000.0, 10)] == [old, done, new]
+        assert [r.id for r in store.files_to_sweep(1000.0, 1)] == [old]
 
     # -- transactions ----------------------------------------------------------------------------
 

@@ -209,14 +209,15 @@ class ChatService:
 
     def file_user(self, token: str, now: float) -> tuple[str, str] | None:
         """The user (key, display name) a file token stands for, when it is valid at `now`
-        and the user may still use it (exists, not banned)."""
+        and the user still exists (a banned user is told 403 by `file_access`/`banned`)."""
         holder = self.file_tokens.check(token, now)
-        if holder is None:
-            return None
-        state = self.state
-        if holder.key not in state.users or state.bans.active(holder.key, now) is not None:
+        if holder is None or holder.key not in self.state.users:
             return None
         return holder.key, holder.name
+
+    def banned(self, user: str, now: float) -> bool:
+        """Is user key `user` banned at `now` (no uploads, no downloads)?"""
+        return self.state.bans.active(user, now) is not None
 
     def file_access(self, user: str, rec: FileRecord | None, now: float) -> int:
         """May user key `user` download file `rec`? 200, 403 or 404 (docs/design/files.md:

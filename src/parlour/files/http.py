@@ -146,7 +146,16 @@ class FilesHttp:
         self.entropy = entropy
         self._uploads: dict[str, _Upload] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        self.stats = {"uploads_created": 0, "uploads_completed": 0, "swept": 0, "refused": 0}
+        self.stats = {
+            "uploads_created": 0,
+            "uploads_completed": 0,
+            "interrupted": 0,
+            "swept": 0,
+            "refused": 0,
+        }
+        #: called with (what, file id) when an upload is "interrupted" (its durable offset
+        #: recorded) or "complete": for tests and metrics
+        self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -213,6 +222,15 @@ class FilesHttp:
             return None
         return self.service.file_user(token, self.clock())
 
+    def _uploader(self, request: web.Request) -> tuple[str, str] | web.Response:
+        """Who may upload: a valid token of a user who is not banned."""
+        who = self._user(request)
+        if who is None:
+            return self._refuse(401, "a valid file token is required (ask with file_token)")
+        if self.service.banned(who[0], self.clock()):
+            return self._refuse(403, "you are banned")
+        return who
+
     def _upload(self, upload: str) -> _Upload:
         state = self._uploads.get(upload)
         if state is None:
@@ -226,6 +244,10 @@ class FilesHttp:
 
     async def _commit(self, *writes: Write) -> None:
         await self.writer.submit(writes)
+
+    def _observe(self, what: str, upload: str) -> None:
+        if self.observer is not None:
+            self.observer(what, upload)
 
     def _expires(self, touched: float | None) -> dict[str, str]:
         if touched is None:
@@ -267,9 +289,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required (ask with file_token)")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         name = who[1]
         try:
             length = parse_length(request.headers.get("Upload-Length"))
@@ -332,9 +354,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         upload = request.match_info["id"]
         rec = await self._own(upload, who[0])
         if rec is None:
@@ -358,9 +380,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         if request.headers.get(hdrs.CONTENT_TYPE) != OFFSET_TYPE:
             return self._refuse(415, f"Content-Type must be {OFFSET_TYPE}")
         try:
@@ -471,6 +493,8 @@ class FilesHttp:
                     "upload interrupted",
                     extra={"fields": {"file": upload, "offset": durable, "why": repr(exc)}},
                 )
+                self.stats["interrupted"] += 1
+                self._observe("interrupted", upload)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 return 400, "the request body was cut off", durable
@@ -526,6 +550,7 @@ class FilesHttp:
         await asyncio.to_thread(self.partials.remove, upload)
         state.hasher, state.hashed = None, -1
         self.stats["uploads_completed"] += 1
+        self._observe("complete", upload)
         log.info(
             "upload complete",
             extra={"fields": {"file": upload, "sha256": sha, "type": kind, "size": rec.length}},
@@ -535,9 +560,9 @@ class FilesHttp:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
-        who = self._user(request)
-        if who is None:
-            return self._refuse(401, "a valid file token is required")
+        who = self._uploader(request)
+        if isinstance(who, web.Response):
+            return who
         upload = request.match_info["id"]
         rec = await self._own(upload, who[0])
         if rec is None:
@@ -674,11 +699,28 @@ class FilesHttp:
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            try:
+                await asyncio.get_running_loop().sendfile(transport, f, start, count)
+            except NotImplementedError:  # uvloop, TLS without kernel support: copy
+                await _copy(resp, f, start, count)
             await resp.write_eof()
             return resp
         finally:
             f.close()
+
+
+async def _copy(resp: web.StreamResponse, f: Any, start: int, count: int) -> None:
+    """Send `count` bytes of file `f` from `start`: read in a thread, a chunk at a time,
+    written as the peer takes them (aiohttp's `write` waits for the transport to drain)."""
+    fd = f.fileno()
+    offset, left = start, count
+    while left > 0:
+        chunk = await asyncio.to_thread(os.pread, fd, min(BATCH, left), offset)
+        if not chunk:
+            raise OSError("the file is shorter than its record says")
+        await resp.write(chunk)
+        offset += len(chunk)
+        left -= len(chunk)
 
 
 def _read_head(path: Path) -> bytes:

@@ -190,11 +190,11 @@ def parse_range(value: str | None, size: int) -> ByteRange | None:
     if _DIGITS.fullmatch(first) is None or (last and _DIGITS.fullmatch(last) is None):
         return None
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid: ignored, the whole file
     if start >= size:
         raise TusError(416, "range not satisfiable")
+    end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
 
 
