@@ -225,6 +225,12 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         width = await bob.evaluate("document.scrollingElement.scrollWidth")
         assert width <= PHONE["width"], f"the page scrolls sideways ({width} px)"
         await shot(bob, "files-phone")
+        # after a reload the files come with the history
+        await bob.reload()
+        again = message(bob, 1).locator(".thumb img")
+        await expect(again).to_have_js_property("complete", True)
+        assert await again.evaluate("img => img.naturalWidth") == width
+        await expect(message(bob, 2).locator("a.file-name")).to_have_text("notes.txt")
         # one PATCH for the image (4 MB chunks), 5 of 64 KB for the text file
         assert traffic.methods().count("PATCH") == 1 + 5
         assert traffic.methods().count("POST") == 2
