@@ -180,8 +180,8 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         thumb = shown.locator(".attachment.image .thumb img")
         await expect(thumb).to_have_attribute("alt", "holiday.png")
         await expect(thumb).to_have_js_property("complete", True)
-        width = await thumb.evaluate("img => img.naturalWidth")
-        assert 0 < width <= 320  # the server's thumbnail, not the 480 px original
+        thumb_width = await thumb.evaluate("img => img.naturalWidth")
+        assert 0 < thumb_width <= 320  # the server's thumbnail, not the 480 px original
         await expect(shown.locator(".attachment")).to_contain_text("image/png")
         await shot(bob, "files-preview")
         # the preview opens the full image (keyboard: it is a button)
@@ -229,7 +229,7 @@ async def test_button_and_drop_uploads_with_progress_previews_and_downloads(
         await bob.reload()
         again = message(bob, 1).locator(".thumb img")
         await expect(again).to_have_js_property("complete", True)
-        assert await again.evaluate("img => img.naturalWidth") == width
+        assert await again.evaluate("img => img.naturalWidth") == thumb_width
         await expect(message(bob, 2).locator("a.file-name")).to_have_text("notes.txt")
         # one PATCH for the image (4 MB chunks), 5 of 64 KB for the text file
         assert traffic.methods().count("PATCH") == 1 + 5
