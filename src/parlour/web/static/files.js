@@ -73,6 +73,8 @@ export class Files {
     this.info = null;
     this.pending = null;
     clearTimeout(this.timer);
+    clearTimeout(this.drawTimer);
+    this.drawTimer = null;
   }
 
   // ------------------------------------------------------------------ the token
@@ -160,6 +162,20 @@ export class Files {
     this._pump();
   }
 
+  // Progress events come many times a second: the page is drawn again at most every 100 ms.
+  _drawSoon() {
+    if (this.drawTimer) return;
+    this.drawTimer = setTimeout(() => {
+      this.drawTimer = null;
+      this.chat.emit();
+    }, 100);
+  }
+
+  // Whether leaving the page now would lose an upload (going up, or up and not posted).
+  get busy() {
+    return this.items.some((i) => i.state !== "failed");
+  }
+
   _failed(item, error, canRetry) {
     item.state = "failed";
     item.error = error;
@@ -215,7 +231,7 @@ export class Files {
           onProgress: (sent) => {
             item.sent = sent;
             if (item.state === "retrying") item.state = "uploading";
-            this.chat.emit();
+            this._drawSoon();
           },
           onRetry: () => {
             item.state = "retrying";
