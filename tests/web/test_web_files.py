@@ -146,6 +146,11 @@ class Traffic:
 
 async def users(p: Any, url: str, room: str = "general") -> tuple[Page, Page]:
     alice, bob = await p.new(url), await p.new(url)
+    for page in (alice, bob):
+        # Playwright turns on file-chooser interception when a listener appears, without
+        # waiting for it: a keyboard press right after expect_file_chooser() could beat it
+        # (the native chooser opens, no event). A listener from the start keeps it on.
+        page.on("filechooser", lambda _: None)
     await sign_up(alice, "alice")
     await sign_up(bob, "bob")
     await join(alice, room)
