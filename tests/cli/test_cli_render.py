@@ -75,6 +75,7 @@ def test_every_event_renders() -> None:
         "edited": False,
         "deleted": False,
         "client_id": None,
+        "attachment": None,
         "user": "carol",
         "online": True,
         "by": "admin",

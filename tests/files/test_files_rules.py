@@ -74,6 +74,17 @@ def test_checksums_parse(data: bytes, algorithm: str) -> None:
     assert got is not None and got.algorithm == algorithm and got.digest == digest
 
 
+@given(st.text(max_size=120))
+def test_any_checksum_header_is_safe(header: str) -> None:
+    try:
+        got = parse_checksum(header)
+    except TusError as exc:
+        assert exc.status == 400
+    else:
+        assert got is not None and got.algorithm in ("sha1", "sha256")
+        assert len(got.digest) == (20 if got.algorithm == "sha1" else 32)
+
+
 @pytest.mark.parametrize("bad", ["sha256", "md5 AAAA", "sha256 !!!", "sha1 AAAA", "sha256 a b"])
 def test_bad_checksums(bad: str) -> None:
     with pytest.raises(TusError) as info:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -238,3 +239,42 @@ async def test_limits_before_bytes(tmp_path: Path, http: aiohttp.ClientSession) 
         await alice.close()
     finally:
         await server.stop(grace=1.0)
+
+
+async def test_a_client_that_comes_back_breaks_its_stale_request(
+    server: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    """A PATCH whose link died silently (no FIN, no RST: the server still waits for its body)
+    holds the upload; the client comes back, and its HEAD takes the upload over."""
+    alice = await User.make(server, "alice", http)
+    data = os.urandom(2 * 1024 * 1024)
+    upload = await alice.create(len(data))
+    host, port = server.web.addresses[0]  # type: ignore[union-attr]
+    _reader, writer = await asyncio.open_connection(host, port)
+    started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert server.files is not None
+    server.files.observer = lambda what, fid: (
+        started.set_result(None) if what == "writing" and not started.done() else None
+    )
+    writer.write(
+        (
+            f"PATCH /files/uploads/{upload} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nAuthorization: Bearer {alice.token}\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        + data[: len(data) // 2]
+    )
+    await writer.drain()
+    await asyncio.wait_for(started, 30)  # the stale request holds the upload now
+    head = await alice.tus("HEAD", f"/files/uploads/{upload}")
+    assert head.status == 200
+    offset = int(head.headers["Upload-Offset"])
+    assert 0 <= offset <= len(data) // 2
+    resp = await alice.patch(upload, offset, data[offset:])
+    assert resp.status == 204 and resp.headers["Upload-Offset"] == str(len(data))
+    assert await (await alice.get(f"/files/{upload}")).read() == data
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    await alice.close()

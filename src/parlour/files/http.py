@@ -64,9 +64,11 @@ UPLOAD_URL = "/files/uploads"
 DOWNLOAD_PREFIX = "/files/"
 #: bytes handed to the writer thread at once, and between two durable points
 BATCH = 1 << 20
-DURABLE_EVERY = 16 << 20
-#: how long a PATCH waits for another request on the same upload to finish
+DURABLE_EVERY = 32 << 20
+#: how long a request waits for another one on the same upload to let go (after its connection
+#: was closed), and how long an upload's body may stall before its connection is closed
 LOCK_WAIT = 10.0
+BODY_IDLE = 60.0
 FILE_CSP = "sandbox; default-src 'none'"
 _MAX_CLIENT_TYPE = 100
 
@@ -83,14 +85,30 @@ class FileLimits:
 
 
 class _Upload:
-    """An upload this node is working on: its lock, and the SHA-256 of its bytes so far."""
+    """An upload this node is working on: its lock, the connection of the request holding it,
+    and the SHA-256 of its bytes so far."""
 
-    __slots__ = ("hashed", "hasher", "lock")
+    __slots__ = ("hashed", "hasher", "holder", "lock")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.hasher: Any = None
         self.hashed = -1
+        self.holder: asyncio.BaseTransport | None = None
+
+    async def take(self, upload: str) -> bool:
+        """The lock, breaking it if a request holds it: a client that comes back (HEAD or
+        PATCH) lost the request that is still writing — its link died without the server
+        hearing of it — so that request's connection is closed (it keeps what it wrote, as
+        any interrupted request does). False when it could not be had within `LOCK_WAIT`."""
+        if self.lock.locked() and self.holder is not None:
+            log.info("upload lock broken", extra={"fields": {"file": upload}})
+            self.holder.close()
+        try:
+            await asyncio.wait_for(self.lock.acquire(), LOCK_WAIT)
+        except TimeoutError:
+            return False
+        return True
 
 
 def _hash_prefix(path: Path, length: int) -> Any:
@@ -107,15 +125,36 @@ def _hash_prefix(path: Path, length: int) -> Any:
     return h
 
 
-def _write_batch(fd: int, chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
-    """In the worker thread: write and hash one batch (both release the GIL)."""
+def _write_chunks(fd: int, chunks: list[bytes]) -> None:
+    """In a worker thread: write one batch (`os.write` releases the GIL)."""
     for chunk in chunks:
         view = memoryview(chunk)
         while view:
             n = os.write(fd, view)
             view = view[n:]
+
+
+def _hash_chunks(chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
+    """In another worker thread: hash one batch (hashlib releases the GIL)."""
+    for chunk in chunks:
         for h in hashers:
             h.update(chunk)
+
+
+def _write_batch(fd: int, chunks: list[bytes], hashers: tuple[Any, ...]) -> None:
+    _write_chunks(fd, chunks)
+    _hash_chunks(chunks, hashers)
+
+
+def _start_batch(
+    loop: asyncio.AbstractEventLoop, fd: int, chunks: list[bytes], hashers: tuple[Any, ...]
+) -> asyncio.Future[Any]:
+    """Write and hash one batch at the same time, in two threads (the loop goes on reading
+    the next batch meanwhile): three cores' worth of work when the machine has them."""
+    return asyncio.gather(
+        loop.run_in_executor(None, _write_chunks, fd, chunks),
+        loop.run_in_executor(None, _hash_chunks, chunks, hashers),
+    )
 
 
 def _text(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -153,8 +192,8 @@ class FilesHttp:
             "swept": 0,
             "refused": 0,
         }
-        #: called with (what, file id) when an upload is "interrupted" (its durable offset
-        #: recorded) or "complete": for tests and metrics
+        #: called with (what, file id) when a request starts "writing" an upload, when one
+        #: is "interrupted" (its durable offset recorded) or "complete": for tests and metrics
         self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -366,12 +405,16 @@ class FilesHttp:
             headers["Upload-Offset"] = str(rec.length)
             return web.Response(status=200, headers=self._tus(headers))
         state = self._upload(upload)
-        async with state.lock:
+        if not await state.take(upload):
+            return self._refuse(423, "another request is writing this upload; try again")
+        try:
             offset = await asyncio.to_thread(self.partials.offset, upload)
             if offset is None:
                 return web.Response(status=404, headers=self._tus())
             if offset == rec.length:  # every byte was durable, the completion was not
                 await self._finish(rec, state)
+        finally:
+            state.lock.release()
         headers["Upload-Offset"] = str(offset)
         headers.update(self._expires(await asyncio.to_thread(self.partials.touched, upload)))
         return web.Response(status=200, headers=self._tus(headers))
@@ -410,10 +453,10 @@ class FilesHttp:
         the durable offset after it)."""
         upload = rec.id
         state = self._upload(upload)
-        try:
-            await asyncio.wait_for(state.lock.acquire(), LOCK_WAIT)
-        except TimeoutError:
+        if not await state.take(upload):
             return 409, "another request is writing this upload", offset
+        state.holder = request.transport
+        self._observe("writing", upload)
         try:
             durable = await asyncio.to_thread(self.partials.offset, upload)
             if durable is None:
@@ -426,6 +469,7 @@ class FilesHttp:
             checksum = parse_checksum(request.headers.get("Upload-Checksum"))
             return await self._stream(request, rec, state, offset, checksum)
         finally:
+            state.holder = None
             state.lock.release()
             if upload in self._uploads and self._uploads[upload].hashed < 0:
                 self._forget(upload)
@@ -433,6 +477,10 @@ class FilesHttp:
     async def _stream(
         self, request: web.Request, rec: FileRecord, state: _Upload, offset: int, checksum: Any
     ) -> tuple[int, str, int]:
+        """Write the body at `offset`. The loop reads; one batch at a time is written and
+        hashed in worker threads while the next arrives; every `DURABLE_EVERY` bytes a
+        checkpoint (fsync, then the durable offset recorded) runs in the background, so the
+        transfer does not wait for the disk. A chunk with a checksum is all or nothing."""
         upload = rec.id
         path = self.partials.data(upload)
         if state.hasher is None or state.hashed != offset:
@@ -443,89 +491,125 @@ class FilesHttp:
         hashers = (whole,) if part is None else (whole, part)
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
         loop = asyncio.get_running_loop()
-        written = durable = offset
-        pending: asyncio.Future[None] | None = None
+        written = durable = offset  # `written`: bytes handed to a batch (written once awaited)
+        pending: asyncio.Future[Any] | None = None
+        checkpoint: asyncio.Future[int] | None = None
         batch: list[bytes] = []
         batched = 0
-        complete = False
         too_long = False
+        interrupted: BaseException | None = None
+
+        async def settle() -> None:
+            """Wait for the batch and the checkpoint in flight."""
+            nonlocal pending, checkpoint, durable
+            if pending is not None:
+                await pending
+                pending = None
+            if checkpoint is not None:
+                durable = max(durable, await checkpoint)
+                checkpoint = None
+
+        received = [0]  # bytes read so far, for the watchdog
+        timer: list[asyncio.TimerHandle] = []
+        timer.append(loop.call_later(BODY_IDLE, self._watch, request, received, -1, timer))
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             try:
                 async for chunk in request.content.iter_any():
+                    received[0] += len(chunk)
                     if written + batched + len(chunk) > rec.length:
                         too_long = True
                         break
                     batch.append(chunk)
                     batched += len(chunk)
-                    if batched >= BATCH:
-                        if pending is not None:
-                            await pending
-                        pending = loop.run_in_executor(None, _write_batch, fd, batch, hashers)
-                        written += batched
-                        batch, batched = [], 0
-                        if part is None and written - durable >= DURABLE_EVERY:
-                            await pending
-                            pending = None
-                            await asyncio.to_thread(os.fsync, fd)
-                            await asyncio.to_thread(self.partials.set_offset, upload, written)
-                            durable = written
-                            state.hashed = written
+                    if batched < BATCH:
+                        continue
+                    if pending is not None:
+                        await pending  # every byte counted in `written` is written now
+                        pending = None
+                    if checkpoint is not None and checkpoint.done():
+                        durable = max(durable, checkpoint.result())
+                        checkpoint = None
+                    if part is None and checkpoint is None and written - durable >= DURABLE_EVERY:
+                        checkpoint = loop.run_in_executor(
+                            None, self._checkpoint, fd, upload, written
+                        )
+                    pending = _start_batch(loop, fd, batch, hashers)
+                    written += batched
+                    batch, batched = [], 0
             except (ConnectionError, asyncio.CancelledError, Exception) as exc:
-                # the client went away mid-body: keep what arrived (without a checksum)
-                if pending is not None:
-                    with contextlib.suppress(Exception):
-                        await pending
-                    pending = None
-                if part is None:
-                    if batch:
-                        await asyncio.to_thread(_write_batch, fd, batch, hashers)
-                        written += batched
-                    await asyncio.to_thread(os.fsync, fd)
-                    await asyncio.to_thread(self.partials.set_offset, upload, written)
-                    state.hashed = written
-                    durable = written
-                else:
+                interrupted = exc  # the client went away mid-body (or the disk failed)
+            with contextlib.suppress(Exception):
+                await settle()
+            if batch and not too_long and (interrupted is None or part is None):
+                await asyncio.to_thread(_write_batch, fd, batch, hashers)
+                written += batched
+            if interrupted is not None:
+                if part is None:  # keep what arrived
+                    await asyncio.to_thread(self._checkpoint, fd, upload, written)
+                    state.hashed = durable = written
+                else:  # a checksummed chunk is all or nothing
                     state.hasher, state.hashed = None, -1
-                    await asyncio.to_thread(os.ftruncate, fd, offset)
+                    await asyncio.to_thread(self._truncate, fd, upload, offset)
                     durable = offset
                 log.info(
                     "upload interrupted",
-                    extra={"fields": {"file": upload, "offset": durable, "why": repr(exc)}},
+                    extra={"fields": {"file": upload, "offset": durable, "why": repr(interrupted)}},
                 )
                 self.stats["interrupted"] += 1
                 self._observe("interrupted", upload)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                if isinstance(interrupted, asyncio.CancelledError):
+                    raise interrupted
                 return 400, "the request body was cut off", durable
-            if pending is not None:
-                await pending
-                pending = None
-            if batch:
-                await asyncio.to_thread(_write_batch, fd, batch, hashers)
-                written += batched
-            if too_long:
+            if too_long or (part is not None and part.digest() != checksum.digest):
+                back = offset if part is not None else durable
                 state.hasher, state.hashed = None, -1
-                await asyncio.to_thread(os.ftruncate, fd, durable if part is None else offset)
-                return 413, "the body goes past Upload-Length", durable
-            if part is not None and part.digest() != checksum.digest:
-                state.hasher, state.hashed = None, -1
-                await asyncio.to_thread(os.ftruncate, fd, offset)
+                await asyncio.to_thread(self._truncate, fd, upload, back)
+                if too_long:
+                    return 413, "the body goes past Upload-Length", back
                 log.info("checksum mismatch", extra={"fields": {"file": upload}})
-                return 460, "Checksum Mismatch: the chunk was discarded", offset
-            await asyncio.to_thread(os.fsync, fd)
-            await asyncio.to_thread(self.partials.set_offset, upload, written)
-            durable = written
-            state.hashed = written
-            complete = written == rec.length
+                return 460, "Checksum Mismatch: the chunk was discarded", back
+            await asyncio.to_thread(self._checkpoint, fd, upload, written)
+            state.hashed = durable = written
         finally:
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
+            timer[0].cancel()
+            with contextlib.suppress(Exception):
+                await settle()
             os.close(fd)
-        if complete:
+        if written == rec.length:
             await self._finish(rec, state)
         return 204, "", durable
+
+    def _watch(
+        self,
+        request: web.Request,
+        received: list[int],
+        seen: int,
+        timer: list[asyncio.TimerHandle],
+    ) -> None:
+        """Close a connection whose body stopped arriving for `BODY_IDLE` seconds (a link
+        that died without a word): its request then ends as interrupted, keeping what came.
+        (`timer[0]` is the pending check, cancelled when the request ends.)"""
+        if received[0] == seen:
+            log.info("upload body idle: closing", extra={"fields": {"peer": request.remote}})
+            if request.transport is not None:
+                request.transport.close()
+            return
+        timer[0] = asyncio.get_running_loop().call_later(
+            BODY_IDLE, self._watch, request, received, received[0], timer
+        )
+
+    def _checkpoint(self, fd: int, upload: str, offset: int) -> int:
+        """In a thread: make the first `offset` bytes durable, then record that."""
+        os.fsync(fd)
+        self.partials.set_offset(upload, offset)
+        return offset
+
+    def _truncate(self, fd: int, upload: str, offset: int) -> None:
+        """In a thread: back to `offset` (which must not be past the durable offset)."""
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+        self.partials.set_offset(upload, offset)
 
     async def _finish(self, rec: FileRecord, state: _Upload) -> None:
         """Every byte is durable: hash, into the blob store, sniff, thumbnail, record it

@@ -38,6 +38,11 @@ _FLAG_TYPES: dict[str, Any] = {
     "duplicate_login": click.Choice(["replace", "reject", "allow"]),
     "log_level": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     "log_format": click.Choice(["text", "json"]),
+    "uploads": click.BOOL,
+    "max_file_size": int,
+    "user_quota": int,
+    "max_concurrent_uploads": int,
+    "upload_expiry": float,
 }
 
 
