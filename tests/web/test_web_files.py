@@ -115,6 +115,8 @@ class Traffic:
         self.held = asyncio.Event()
         self.release = asyncio.Event()
         self.drop: set[int] = set()  # answer these PATCHes with a dropped connection
+        self.expire: set[int] = set()  # answer these PATCHes 401 (the token expired)
+        self.bearers: list[str] = []  # the Authorization of every PATCH
         self.patches = 0
 
     async def attach(self, page: Page) -> None:
@@ -130,6 +132,10 @@ class Traffic:
         if route.request.method == "PATCH":
             self.patches += 1
             n = self.patches
+            self.bearers.append(route.request.headers.get("authorization", ""))
+            if n in self.expire:
+                await route.fulfill(status=401, headers={"WWW-Authenticate": "Bearer"})
+                return
             if n in self.drop:
                 await route.abort("connectionreset")
                 return
@@ -311,6 +317,24 @@ async def test_paste_cancel_and_resume_after_a_dropped_connection(
         await expect(link).to_have_text("dm.txt")
         _, got = await download(bob, link)
         assert got == data
+
+        # the token expires in the middle (401): a new one over the chat, and on from the offset
+        traffic.patches = 0
+        traffic.drop = set()
+        traffic.expire = {2}
+        traffic.bearers.clear()
+        traffic.seen.clear()
+        await pick(alice, "late.txt", "text/plain", data)
+        await expect(alice.locator("#uploads li.upload")).to_have_attribute("data-state", "done")
+        first, _, after = traffic.bearers[:3]
+        assert first.startswith("Bearer ") and after.startswith("Bearer ") and first != after
+        assert traffic.methods()[:4] == ["POST", "PATCH", "PATCH", "HEAD"]
+        await send(alice, "")
+        link = message(bob, 2).locator("a.file-name")
+        await expect(link).to_have_text("late.txt")
+        _, got = await download(bob, link)
+        assert got == data
+        p.errors[:] = [e for e in p.errors if "status of 401" not in e]  # the browser logs it
 
 
 async def test_refusals_before_any_byte_is_sent(browser: Browser, tmp_path: Path) -> None:
