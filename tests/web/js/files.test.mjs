@@ -76,7 +76,11 @@ class GatedHttp {
     } else if (req.method === "PATCH") {
       const size = req.body.size ?? req.body.length;
       const offset = Number(req.headers["Upload-Offset"]) + size;
+      this.offsets.set(req.url, offset);
       resolve({ status: 204, headers: headers({ "Upload-Offset": String(offset) }), text: "" });
+    } else if (req.method === "HEAD") {
+      const offset = String(this.offsets.get(req.url) || 0);
+      resolve({ status: 200, headers: headers({ "Upload-Offset": offset }), text: "" });
     } else {
       resolve({ status: 204, headers: headers({}), text: "" });
     }
@@ -281,6 +285,21 @@ test("refused at creation twice: the server's words, and Retry", async () => {
   await gate.release();
   await gate.release();
   await gate.until(() => item.state === "done");
+});
+
+test("a server that keeps failing (5xx): its words, and Retry resumes", async () => {
+  const chat = new FakeChat();
+  const gate = new GatedHttp();
+  gate.refuse = (req) => (req.method === "PATCH" ? [503, "busy, try later"] : null);
+  const f = files(chat, gate);
+  const conv = new Conv("room", "general");
+  f.add(conv, [blob(10, "x.txt")]);
+  for (let i = 0; i < 4; i += 1) await gate.release(); // POST, PATCH, HEAD, PATCH
+  await gate.until(() => f.uploadsOf(conv)[0].state === "failed");
+  const [item] = f.uploadsOf(conv);
+  assert.equal(item.error, "uploading failed: busy, try later. Retry resumes the upload.");
+  assert.equal(item.canRetry, true);
+  assert.deepEqual(gate.log.map((r) => r.method), ["POST", "PATCH", "HEAD", "PATCH"]);
 });
 
 async function gate(pred) {

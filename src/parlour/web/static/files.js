@@ -256,10 +256,12 @@ export class Files {
         if (this._active() > 1) this.concurrency = Math.max(1, this._active() - 1);
         return;
       }
-      const lost = err.retry || err.status === 0;
+      const lost = err.retry === true; // the network (or the chat connection) stayed down
       // 403: a limit of the user's (quota, uploads at once) that may have room later
       const again = lost || err.status >= 500 || err.status === 403;
-      this._failed(item, lost ? "Connection lost: Retry resumes the upload." : err.message, again);
+      let message = err.message;
+      if (lost) message = err.status > 0 ? `${err.message}. Retry resumes the upload.` : "Connection lost: Retry resumes the upload.";
+      this._failed(item, message, again);
     } finally {
       this.chat.emit();
       this._pump();
