@@ -302,6 +302,26 @@ test("a server that keeps failing (5xx): its words, and Retry resumes", async ()
   assert.deepEqual(gate.log.map((r) => r.method), ["POST", "PATCH", "HEAD", "PATCH"]);
 });
 
+test("no chat connection: the upload waits, and goes on after the reconnect", async () => {
+  const chat = new FakeChat(() => new RequestError({ code: "disconnected", message: "not connected" }));
+  const gate = new GatedHttp();
+  const f = files(chat, gate);
+  const conv = new Conv("room", "general");
+  f.add(conv, [blob(10, "x.txt"), blob(10, "y.txt")]);
+  await gate.until(() => f.uploadsOf(conv).every((i) => i.state === "failed"));
+  const [item] = f.uploadsOf(conv);
+  assert.match(item.error, /^Not connected to the server/);
+  assert.equal(item.canRetry, true);
+  assert.deepEqual(gate.log, []);
+  chat.answer = () => ({});
+  f.reconnected();
+  await gate.release();
+  await gate.release();
+  await gate.release();
+  await gate.release();
+  await gate.until(() => f.uploadsOf(conv).every((i) => i.state === "done"));
+});
+
 async function gate(pred) {
   while (!pred()) await new Promise((r) => setTimeout(r, 1));
 }

@@ -405,6 +405,7 @@ export class Chat {
         if (item.state !== "failed") this._deliver(conv, item);
       }
     }
+    this.files.reconnected(); // uploads that stopped for want of a token go on
   }
 
   async _refreshWindow(c) {

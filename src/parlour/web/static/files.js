@@ -40,6 +40,8 @@ export function tooLarge(name, size, limit) {
   return `${name} is too large (${mine}); the limit is ${max}.`;
 }
 
+const OFFLINE = "Not connected to the server: the upload goes on when the connection is back.";
+
 let nextKey = 1;
 
 export class Files {
@@ -215,8 +217,12 @@ export class Files {
             item.state = "waiting";
             return;
           }
-          const retry = err.code === "too_many_uploads" || err.code === "disconnected" || err.code === "timeout";
-          this._failed(item, refusal(err.code, item.name, item.size, err.message), retry);
+          if (err.code === "disconnected" || err.code === "timeout") {
+            this._failed(item, OFFLINE, true);
+            item.offline = true; // starts again by itself after the reconnect
+            return;
+          }
+          this._failed(item, refusal(err.code, item.name, item.size, err.message), err.code === "too_many_uploads");
           return;
         }
         if (!this.items.includes(item)) return; // cancelled meanwhile
@@ -261,11 +267,25 @@ export class Files {
       const again = lost || err.status >= 500 || err.status === 403;
       let message = err.message;
       if (lost) message = err.status > 0 ? `${err.message}. Retry resumes the upload.` : "Connection lost: Retry resumes the upload.";
+      if (err.code === "token" && lost) message = OFFLINE; // no token: the chat connection is down
       this._failed(item, message, again);
+      item.offline = err.code === "token" && lost;
     } finally {
       this.chat.emit();
       this._pump();
     }
+  }
+
+  // The chat connection is back: uploads that stopped for want of it go on.
+  reconnected() {
+    for (const item of this.items) {
+      if (item.state !== "failed" || !item.offline) continue;
+      item.offline = false;
+      item.state = "waiting";
+      item.error = null;
+    }
+    this.chat.emit();
+    this._pump();
   }
 
   // Try a failed upload again: it resumes from the server's offset.
