@@ -44,3 +44,31 @@ async def test_upload_attach_download(server: ChatServer, http: aiohttp.ClientSe
     assert (await carol.get(f"/files/{second}")).status == 403
     for u in (alice, bob, carol):
         await u.close()
+
+
+async def test_offline_delivery_and_resume_carry_the_attachment(
+    server: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    alice = await User.make(server, "alice", http)
+    bob = await User.make(server, "bob", http)
+    await bob.wire.ok("join", room="general")
+    await alice.wire.ok("join", room="general")
+    await bob.close()  # bob goes offline
+    dm_file = await upload_bytes(alice, b"while you were away", "away.txt")
+    room_file = await upload_bytes(alice, b"in the room", "room.txt")
+    await alice.wire.ok("dm", to="bob", text="", client_id="o1", attachment=dm_file)
+    sent = await alice.wire.ok(
+        "send", room="general", text="r", client_id="o2", attachment=room_file
+    )
+    # bob comes back: the offline DM arrives with its attachment, and a resume of the room
+    # brings the message with it too
+    back = await User.make(server, "bob", http, signup=False)
+    dm = await back.wire.event("dm", peer="alice")
+    assert dm["attachment"]["id"] == dm_file and dm["attachment"]["name"] == "away.txt"
+    synced = await back.wire.ok("sync", resume={"rooms": {"general": sent["seq"] - 1}, "dms": {}})
+    assert synced is not None
+    msg = await back.wire.event("message", seq=sent["seq"])
+    assert msg["attachment"]["id"] == room_file
+    assert (await back.get(f"/files/{dm_file}")).status == 200
+    await alice.close()
+    await back.close()

@@ -33,9 +33,9 @@ async def _post(u: User, data: bytes, name: str, claimed: str) -> str:
     if data:
         resp = await u.patch(upload, 0, data)
         assert resp.status == 204
-    else:  # zero bytes: complete once the (empty) body is taken
+    else:  # zero bytes: complete once created (a PATCH finds it complete)
         resp = await u.patch(upload, 0, b"")
-        assert resp.status == 204
+        assert resp.status == 409 and resp.headers["Upload-Offset"] == "0"
     return upload
 
 

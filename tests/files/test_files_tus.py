@@ -278,3 +278,56 @@ async def test_a_client_that_comes_back_breaks_its_stale_request(
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
     await alice.close()
+
+
+async def test_tuspy_uploads_an_empty_file(
+    server: ChatServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    alice = await User.make(server, "alice", http)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    url, offset = await asyncio.to_thread(
+        _tuspy_upload, alice.base + "/files/uploads", alice.token, empty
+    )
+    assert offset == 0
+    upload = url.rsplit("/", 1)[1]
+    got = await alice.get(f"/files/{upload}")
+    assert got.status == 200 and await got.read() == b""
+    assert got.headers["ETag"] == f'"{sha256_of(b"")}"'
+    await alice.close()
+
+
+async def test_others_are_served_while_an_upload_hangs(
+    server: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    """An upload whose client stalls mid-body holds nothing but its own upload: chat and
+    other users' uploads and downloads go on."""
+    alice = await User.make(server, "alice", http)
+    bob = await User.make(server, "bob", http)
+    upload = await alice.create(1024 * 1024)
+    writing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert server.files is not None
+    server.files.observer = lambda what, fid: (
+        writing.set_result(None) if what == "writing" and fid == upload else None
+    )
+    host, port = server.web.addresses[0]  # type: ignore[union-attr]
+    _reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        (
+            f"PATCH /files/uploads/{upload} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nAuthorization: Bearer {alice.token}\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            "Content-Length: 1048576\r\n\r\n"
+        ).encode()
+        + b"x" * 1000
+    )
+    await writer.drain()
+    await asyncio.wait_for(writing, 30)  # the stalled request holds its upload
+    await bob.wire.ok("ping")
+    other = await upload_bytes(bob, b"bob's bytes", "b.txt")
+    assert await (await bob.get(f"/files/{other}")).read() == b"bob's bytes"
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    await alice.close()
+    await bob.close()

@@ -20,11 +20,13 @@ from parlour.core.writes import (
     AppendRoomMessage,
     Assigned,
     CreateRoom,
+    CreateUpload,
     CreateUser,
     RenameRoom,
     SetMembership,
     Write,
 )
+from parlour.protocol.records import AttachmentRow
 from parlour.storage.memory import MemoryStore
 
 AB = conv_id("alice", "bob")
@@ -176,3 +178,42 @@ def test_an_unreachable_database_is_reported_as_unavailable(tmp_path: Path) -> N
         PostgresStore.open(dsn, timeout=2)
     assert "secret" not in str(info.value)  # the password never appears
     assert ":***@" in str(info.value)
+
+
+def test_assigned_appends_carry_attachments(make_store: Callable[[], Any]) -> None:
+    """A store-assigned message with a file (the general path on PostgreSQL, not the
+    single-call function) keeps its attachment, and its file reads as attached there."""
+    store = make_store()
+    fid, did = "F" * 22, "G" * 22
+    att: AttachmentRow = {
+        "id": fid,
+        "name": "a.txt",
+        "size": 3,
+        "type": "text/plain",
+        "sha256": "ab" * 32,
+        "inline": True,
+        "thumbnail": False,
+    }
+    store.apply_assigning(
+        [
+            *BASE,
+            CreateUpload(fid, "alice", 3, "a.txt", "", 1.0),
+            CreateUpload(did, "alice", 3, "a.txt", "", 1.0),
+        ]
+    )
+    got = store.apply_assigning(
+        [
+            send(1, "a"),
+            AppendRoomMessage("general", ASSIGN, "alice", "", 102.0, "f", att),
+            AppendDm(AB, ASSIGN, "alice", "bob", "", 103.0, "d", True, {**att, "id": did}),
+        ]
+    )
+    assert [(a.seq, a.duplicate) for a in got] == [(1, False), (2, False), (1, False)]
+    msgs = store.room_messages("general", before=None, after=None, limit=5)
+    assert [m.attachment for m in msgs] == [None, att]
+    (dm,) = store.dm_messages(AB, before=None, after=None, limit=5)
+    assert dm.attachment is not None and dm.attachment["id"] == did
+    rec = store.file(fid)
+    assert rec is not None and rec.room_key == "general" and rec.seq == 2
+    drec = store.file(did)
+    assert drec is not None and drec.conv == AB and drec.seq == 1

@@ -132,6 +132,7 @@ def _room_event(m: StoredMessage, room: str) -> MessageEvent:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 
@@ -145,6 +146,7 @@ def _dm_event(m: StoredMessage, peer: str) -> DmEvent:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 

@@ -88,13 +88,15 @@ class _Upload:
     """An upload this node is working on: its lock, the connection of the request holding it,
     and the SHA-256 of its bytes so far."""
 
-    __slots__ = ("hashed", "hasher", "holder", "lock")
+    __slots__ = ("hashed", "hasher", "holder", "lock", "users")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.hasher: Any = None
         self.hashed = -1
         self.holder: asyncio.BaseTransport | None = None
+        #: requests holding or waiting for the lock (the state is forgotten only at 0)
+        self.users = 0
 
     async def take(self, upload: str) -> bool:
         """The lock, breaking it if a request holds it: a client that comes back (HEAD or
@@ -104,11 +106,22 @@ class _Upload:
         if self.lock.locked() and self.holder is not None:
             log.info("upload lock broken", extra={"fields": {"file": upload}})
             self.holder.close()
+        self.users += 1
         try:
             await asyncio.wait_for(self.lock.acquire(), LOCK_WAIT)
         except TimeoutError:
+            self.users -= 1
             return False
+        except BaseException:
+            self.users -= 1
+            raise
         return True
+
+    def give(self) -> None:
+        """Let go of the lock `take` gave."""
+        self.holder = None
+        self.users -= 1
+        self.lock.release()
 
 
 def _hash_prefix(path: Path, length: int) -> Any:
@@ -278,7 +291,7 @@ class FilesHttp:
 
     def _forget(self, upload: str) -> None:
         state = self._uploads.get(upload)
-        if state is not None and not state.lock.locked():
+        if state is not None and state.users == 0:
             del self._uploads[upload]
 
     async def _commit(self, *writes: Write) -> None:
@@ -379,9 +392,19 @@ class FilesHttp:
         )
         headers = self._tus({hdrs.LOCATION: f"{UPLOAD_URL}/{upload}"})
         headers.update(self._expires(self.clock()))
+        rec = FileRecord(upload, name, length, filename, client_type, self.clock())
+        if length == 0 and not with_body:  # nothing to send: complete at once (as tuspy expects)
+            state = self._upload(upload)
+            if await state.take(upload):
+                try:
+                    await self._finish(rec, state)
+                finally:
+                    state.give()
+                self._forget(upload)
+            headers["Upload-Offset"] = "0"
+            return web.Response(status=201, headers=headers)
         if not with_body:
             return web.Response(status=201, headers=headers)
-        rec = FileRecord(upload, name, length, filename, client_type, self.clock())
         status, reason, offset = await self._receive(request, rec, 0)
         if status != 204:  # the upload exists; its first bytes were refused
             headers["Upload-Offset"] = "0"
@@ -414,7 +437,7 @@ class FilesHttp:
             if offset == rec.length:  # every byte was durable, the completion was not
                 await self._finish(rec, state)
         finally:
-            state.lock.release()
+            state.give()
         headers["Upload-Offset"] = str(offset)
         headers.update(self._expires(await asyncio.to_thread(self.partials.touched, upload)))
         return web.Response(status=200, headers=self._tus(headers))
@@ -469,9 +492,8 @@ class FilesHttp:
             checksum = parse_checksum(request.headers.get("Upload-Checksum"))
             return await self._stream(request, rec, state, offset, checksum)
         finally:
-            state.holder = None
-            state.lock.release()
-            if upload in self._uploads and self._uploads[upload].hashed < 0:
+            state.give()
+            if state.hashed < 0:  # nothing worth keeping (done, or nothing hashed)
                 self._forget(upload)
 
     async def _stream(
@@ -654,8 +676,12 @@ class FilesHttp:
         if rec.attached:
             return self._refuse(409, "the file is attached to a message: delete the message")
         state = self._upload(upload)
-        async with state.lock:
+        if not await state.take(upload):
+            return self._refuse(423, "another request is writing this upload; try again")
+        try:
             await self._remove(rec)
+        finally:
+            state.give()
         self._forget(upload)
         return web.Response(status=204, headers=self._tus())
 
@@ -674,7 +700,7 @@ class FilesHttp:
         gone = 0
         for rec in await self.reads.files_to_sweep(before, limit):
             state = self._uploads.get(rec.id)
-            if state is not None and state.lock.locked():
+            if state is not None and state.users > 0:
                 continue  # being written right now
             if not rec.complete:
                 touched = await asyncio.to_thread(self.partials.touched, rec.id)

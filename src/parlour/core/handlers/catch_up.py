@@ -70,6 +70,7 @@ def _room_event(m: StoredMessage, room: str) -> Event:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 
@@ -83,6 +84,7 @@ def _dm_event(m: StoredMessage, peer: str) -> Event:
         edited=m.edited,
         deleted=m.deleted,
         client_id=m.client_id,
+        attachment=m.attachment,
     )
 
 

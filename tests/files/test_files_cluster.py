@@ -1,0 +1,76 @@
+"""Files with several nodes (in process, one store that assigns sequence numbers, an
+in-process bus, one shared data directory): an upload through one node, the attachment
+delivered and downloadable through another, its deletion seen everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+from files_helpers import ADMIN_PASSWORD, User, sha256_of, upload_bytes
+
+from parlour.bus.memory import InProcessBus
+from parlour.server.app import ChatServer
+from parlour.server.config import Settings
+from parlour.server.testing import PlainHasher
+from parlour.storage.memory import MemoryStore
+
+
+async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
+    store, bus = MemoryStore(), InProcessBus()
+    base = Settings(
+        port=0,
+        web_port=0,
+        store="memory",
+        data_dir=tmp_path / "shared",  # the blob directory every node shares
+        admin_password=ADMIN_PASSWORD,
+        p2p_relay=False,
+    )
+    nodes = [
+        await ChatServer.start(
+            base,
+            password_hasher=PlainHasher(),
+            store=store,
+            bus=bus,
+            bus_node=f"n{i}",
+            core_overrides={"cluster": True},
+        )
+        for i in range(2)
+    ]
+    try:
+        async with aiohttp.ClientSession() as http:
+            alice = await User.make(nodes[0], "alice", http)
+            bob = await User.make(nodes[1], "bob", http)
+            carol = await User.make(nodes[1], "carol", http)
+            await alice.wire.ok("join", room="general")
+            await bob.wire.ok("join", room="general")
+            data = b"across nodes\n" * 100
+            upload = await upload_bytes(alice, data, "x.txt")
+            sent = await alice.wire.ok(
+                "send", room="general", text="", client_id="x1", attachment=upload
+            )
+            event = await bob.wire.event("message", seq=sent["seq"])
+            assert event["attachment"]["sha256"] == sha256_of(data)
+            # bob's token is node 1's; node 1 decides with its own replica of the rooms
+            got = await bob.get(f"/files/{upload}")
+            assert got.status == 200 and await got.read() == data
+            assert (await carol.get(f"/files/{upload}")).status == 403
+            # a token is node-local: node 0's token means nothing to node 1
+            foreign = await http.get(
+                bob.base + f"/files/{upload}", headers={"Authorization": f"Bearer {alice.token}"}
+            )
+            assert foreign.status == 401
+            # the same upload cannot be attached again through the other node either
+            again = await alice.wire.error(
+                "send", room="general", text="", client_id="x2", attachment=upload
+            )
+            assert again["code"] == "file_in_use"
+            await alice.wire.ok("delete", room="general", seq=sent["seq"])
+            deleted = await bob.wire.event("message_deleted", seq=sent["seq"])
+            assert deleted["attachment"] is None
+            assert (await bob.get(f"/files/{upload}")).status == 404
+            for u in (alice, bob, carol):
+                await u.close()
+    finally:
+        for node in nodes:
+            await node.stop(grace=1.0)
