@@ -13,7 +13,9 @@ Side by side in the same run, on the same file (random bytes, `--size`, default 
 * **nginx download**: nginx (one worker, `sendfile on`) serving the same file, read and
   dropped by the same client.
 
-Prints MB/s of each, the ratios (goal: parlour >= 0.8x the socket copy), the server's RSS
+Prints MB/s of each, the ratios (goal: parlour >= 0.8x the socket copy), the server's CPU
+seconds per upload and per download (MiB per CPU-second: a figure the machine's load does not
+move), the server's RSS
 sampled every 50 ms while it works (it must stay bounded: files are streamed, never held
 whole), the machine's CPU count and load average (the machine may be shared).
 
@@ -258,10 +260,17 @@ class Server:
             self.proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def parlour_round(
     server: Server, token: str, source: Path, size: int
-) -> tuple[float, float, str, list[int]]:
-    """(upload seconds, download seconds, file id, RSS samples in KiB)."""
+) -> tuple[float, float, float, float, list[int]]:
+    """(upload seconds, download seconds, the server's CPU seconds for each, RSS samples)."""
     auth = f"Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n"
     host = f"Host: 127.0.0.1:{server.web_port}\r\n"
     status, headers, _, _ = http_request(
@@ -271,7 +280,9 @@ def parlour_round(
     )
     assert status == 201, status
     location = headers["location"]
-    with RssSampler(server.proc.pid) as rss:
+    pid = server.proc.pid
+    with RssSampler(pid) as rss:
+        cpu0 = cpu_seconds(pid)
         status, headers, _, up = http_request(
             server.web_port,
             f"PATCH {location} HTTP/1.1\r\n{host}{auth}Upload-Offset: 0\r\n"
@@ -280,12 +291,14 @@ def parlour_round(
             source,
         )
         assert status == 204 and headers["upload-offset"] == str(size), (status, headers)
+        cpu1 = cpu_seconds(pid)
         file_id = location.rsplit("/", 1)[1]
         status, _, got, down = http_request(
             server.web_port, f"GET /files/{file_id} HTTP/1.1\r\n{host}{auth}\r\n", sink=True
         )
         assert status == 200 and got == size, (status, got)
-    return up, down, file_id, rss.samples
+        cpu2 = cpu_seconds(pid)
+    return up, down, cpu1 - cpu0, cpu2 - cpu1, rss.samples
 
 
 # ------------------------------------------------------------------ nginx
@@ -338,6 +351,8 @@ class Figures:
     download: list[float] = field(default_factory=list)
     nginx: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    upload_cpu: list[float] = field(default_factory=list)
+    download_cpu: list[float] = field(default_factory=list)
 
 
 def main() -> None:
@@ -371,9 +386,11 @@ def main() -> None:
             with nginx(source.parent, tmp) as nginx_port:
                 for _ in range(args.rounds):
                     figures.copy_disk.append(socket_copy(source, "disk", tmp / "copy.bin"))
-                    up, down, _, samples = parlour_round(server, token, source, size)
+                    up, down, up_cpu, down_cpu, samples = parlour_round(server, token, source, size)
                     figures.upload.append(up)
                     figures.download.append(down)
+                    figures.upload_cpu.append(up_cpu)
+                    figures.download_cpu.append(down_cpu)
                     figures.rss += samples
                     figures.copy_discard.append(socket_copy(source, "discard", tmp / "x"))
                     if nginx_port is not None:
@@ -410,6 +427,12 @@ def main() -> None:
     if figures.download and figures.nginx:
         ratio = statistics.median(figures.nginx) / statistics.median(figures.download)
         print(f"  parlour / nginx download: {ratio:.2f}x")
+    for what, cpu in (("upload", figures.upload_cpu), ("download", figures.download_cpu)):
+        secs = statistics.median(cpu)
+        print(
+            f"server CPU per {what}: {secs:.2f} s ({size / MiB / secs:.0f} MiB per CPU-second,"
+            " all threads; does not depend on the machine's load)"
+        )
     peak = max(figures.rss) if figures.rss else 0
     print(
         f"server RSS: idle {idle_rss / 1024:.1f} MiB, peak while transferring "
