@@ -374,11 +374,16 @@ async def test_refusals_before_any_byte_is_sent(browser: Browser, tmp_path: Path
         # (403, which the browser logs) and the page asked again and waited: expected here
         p.errors[:] = [e for e in p.errors if "status of 403" not in e]
         await expect(alice.locator("#uploads")).to_have_count(0)
+        # an empty file is a file too
+        await pick(alice, "empty.txt", "text/plain", b"")
+        await expect(alice.locator("#uploads li.upload")).to_have_attribute("data-state", "done")
+        await send(alice, "")
+        await expect(message(alice, 3).locator(".attachment")).to_contain_text("0 B")
         # exactly the limit fits; then the quota is full: the server says so before any byte
         await pick(alice, "first.bin", "application/octet-stream", bytes(100_000))
         await expect(item).to_have_attribute("data-state", "done")
         await send(alice, "")
-        await expect(message(alice, 3).locator(".attachment")).to_be_visible()
+        await expect(message(alice, 4).locator(".attachment")).to_be_visible()
         before = len(traffic.seen)
         await pick(alice, "second.bin", "application/octet-stream", bytes(60_000))
         await expect(item).to_have_attribute("data-state", "failed")
