@@ -7,6 +7,10 @@ import { Shell } from "./views/shell.js";
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 const chat = new Chat(`${scheme}//${location.host}/ws`);
 window.parlour = chat; // for the browser's console (and the tests)
+// leaving while files are going up (or waiting to be posted) asks first
+window.addEventListener("beforeunload", (e) => {
+  if (chat.files.busy) e.preventDefault();
+});
 const saved = savedSession(); // a reload: back in with this tab's session token
 if (saved) chat.signIn(saved.username, null, false, saved.token);
 

@@ -12,6 +12,7 @@
 import { Connection, RequestError } from "./connection.js";
 import { mentions } from "./markdown.js";
 import { notify } from "./notify.js";
+import { Files } from "./files.js";
 
 export const WINDOW_MAX = 250;
 export const PAGE = 50;
@@ -83,6 +84,7 @@ function record(frame) {
     edited: !!frame.edited,
     deleted: !!frame.deleted,
     client_id: frame.client_id ?? null,
+    attachment: frame.deleted ? null : frame.attachment ?? null, // a tombstone carries no file
   };
 }
 
@@ -91,6 +93,7 @@ export class Chat {
     this.url = url;
     this.listeners = new Set();
     this.conn = null;
+    this.files = new Files(this);
     this.reset();
   }
 
@@ -125,6 +128,7 @@ export class Chat {
     this.notices = [];
     this.ended = null;
     this.resumed = 0;
+    this.files?.reset();
   }
 
   conv(kind, key, create = true) {
@@ -401,6 +405,7 @@ export class Chat {
         if (item.state !== "failed") this._deliver(conv, item);
       }
     }
+    this.files.reconnected(); // uploads that stopped for want of a token go on
   }
 
   async _refreshWindow(c) {
@@ -465,7 +470,7 @@ export class Chat {
     if (mine) c.mentions += 1;
     if (kind === "dm" || mine) {
       const where = kind === "room" ? `#${key}` : "direct message";
-      notify(`${rec.from} (${where})`, rec.text || "", c.id);
+      notify(`${rec.from} (${where})`, rec.text || (rec.attachment ? `sent ${rec.attachment.name}` : ""), c.id);
     }
   }
 
@@ -481,7 +486,16 @@ export class Chat {
   _changed(kind, key, ev) {
     const c = this.conv(kind, key, false);
     if (!c) return;
-    if (c.find(ev.seq)) c.put(record(ev));
+    if (c.find(ev.seq)) this._update(c, ev);
+  }
+
+  // A changed message replaces the one in the window; an edit keeps its attachment even if
+  // the frame leaves it out.
+  _update(c, frame) {
+    const rec = record(frame);
+    const old = c.find(rec.seq);
+    if (old && !("attachment" in frame) && !rec.deleted) rec.attachment = old.attachment;
+    c.put(rec);
   }
 
   _on_message_edited(ev) { this._changed("room", ev.room, ev); }
@@ -734,8 +748,9 @@ export class Chat {
 
   // ------------------------------------------------------------------ writing
 
-  send(c, text) {
-    const item = { client_id: newId(), text, state: "sending", error: null };
+  // `attachment`: {id, name, size} of a finished upload (docs/design/files.md), or null.
+  send(c, text, attachment = null) {
+    const item = { client_id: newId(), text, attachment, state: "sending", error: null };
     c.pending = [...c.pending, item];
     this.following = true;
     this.emit();
@@ -747,6 +762,7 @@ export class Chat {
     const fields = c.kind === "room"
       ? { room: c.key, text: item.text, client_id: item.client_id }
       : { to: c.key, text: item.text, client_id: item.client_id };
+    if (item.attachment) fields.attachment = item.attachment.id;
     try {
       const reply = await this.request(c.kind === "room" ? "send" : "dm", fields);
       if (reply.duplicate) c.pending = c.pending.filter((p) => p !== item); // stored earlier
@@ -776,13 +792,13 @@ export class Chat {
 
   async edit(c, seq, text) {
     const data = await this.request("edit", { ...this._scope(c), seq, text });
-    c.put(record(data.message));
+    this._update(c, data.message);
     this.emit();
   }
 
   async remove(c, seq) {
     const data = await this.request("delete", { ...this._scope(c), seq });
-    if (c.find(seq)) c.put(record(data.message));
+    if (c.find(seq)) this._update(c, data.message);
     this.emit();
   }
 

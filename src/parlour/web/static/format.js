@@ -32,3 +32,19 @@ export function ago(ts, now = Date.now() / 1000) {
 export function until(ts) {
   return ts == null ? "permanently" : `until ${full(ts)}`;
 }
+
+// A size for people: "0 B", "512 B", "1.5 KB", "20 MB" (units of 1024, as file managers
+// mostly show them).
+const UNITS = ["B", "KB", "MB", "GB", "TB"];
+const sizeFmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+export function bytes(n) {
+  if (!Number.isFinite(n) || n < 0) return "?";
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? value : sizeFmt.format(value)} ${UNITS[unit]}`;
+}

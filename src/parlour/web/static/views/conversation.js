@@ -4,7 +4,9 @@
 import { html, useState, useRef, useEffect, useLayoutEffect } from "../html.js";
 import { renderText } from "../markdown.js";
 import { time, full, dayKey, dayLabel } from "../format.js";
-import { available as attachmentsAvailable, AttachmentList } from "../attachments.js";
+import {
+  AttachButton, AttachmentList, PendingFile, UploadTray, pasted, useDropZone,
+} from "../attachments.js";
 
 const NEAR = 240; // px from an edge at which the next page is asked for
 
@@ -14,6 +16,7 @@ function Message({ chat, conv, m, compact, onEdit }) {
   let body;
   let mentioned = false;
   if (m.deleted) body = html`<p class="text tombstone">message deleted</p>`;
+  else if (!m.text && m.attachment) body = null; // a file without a caption
   else {
     const [nodes, me] = renderText(m.text, chat.me);
     mentioned = me && !mine;
@@ -37,7 +40,7 @@ function Message({ chat, conv, m, compact, onEdit }) {
       ${compact && html`<time class="side" datetime=${new Date(m.ts * 1000).toISOString()} title=${full(m.ts)}>${time(m.ts)}</time>`}
       ${body}
       ${m.edited && !m.deleted && html`<span class="edited">(edited)</span>`}
-      <${AttachmentList} message=${m} />
+      <${AttachmentList} chat=${chat} message=${m} />
       ${(mine && !m.deleted) || canDelete ? html`<div class="actions">
         ${mine && !m.deleted && html`<button type="button" class="edit" onClick=${() => onEdit(m)}
           aria-label=${`Edit your message of ${time(m.ts)}`}>Edit</button>`}
@@ -52,7 +55,8 @@ function Pending({ chat, conv, item }) {
   return html`
     <article class=${`msg own pending ${item.state}`} aria-label="Your message, not delivered yet">
       <header><span class="from">${chat.me}</span><span class="state">${label}</span></header>
-      <p class="text">${renderText(item.text, chat.me)[0]}</p>
+      ${item.text && html`<p class="text">${renderText(item.text, chat.me)[0]}</p>`}
+      ${item.attachment && html`<${PendingFile} attachment=${item.attachment} />`}
       ${item.state === "failed" && html`<div class="actions visible">
         <button type="button" onClick=${() => chat.retry(conv, item)}>Retry</button>
         <button type="button" onClick=${() => chat.discard(conv, item)}>Discard</button></div>`}
@@ -206,9 +210,17 @@ function Composer({ chat, conv, editing, setEditing }) {
     area.current?.focus();
   }, [conv.id]);
 
+  const uploads = chat.files.enabled ? chat.files.uploadsOf(conv) : [];
+  const sendable = uploads.some((i) => i.state !== "failed" && !i.commit);
   const submit = async () => {
     const value = text.replace(/\s+$/, "");
-    if (!value.trim() || value.length > max) return;
+    if (value.length > max) return;
+    if (!editing && sendable) {
+      chat.files.commit(conv, value.trim() ? value : ""); // the text is the first file's caption
+      setText("");
+      return;
+    }
+    if (!value.trim()) return;
     if (editing) {
       try {
         await chat.edit(conv, editing.seq, value);
@@ -239,17 +251,22 @@ function Composer({ chat, conv, editing, setEditing }) {
     }
   };
   const where = conv.kind === "room" ? `#${conv.key}` : conv.key;
+  const placeholder = editing ? "Edit your message"
+    : sendable ? "Add a caption (optional)" : `Message ${where}`;
   const rows = Math.min(8, text.split("\n").length);
   return html`
     <form class="composer" onSubmit=${(e) => { e.preventDefault(); submit(); }}>
       ${editing && html`<p class="editing" id="editing">Editing your message — Enter to save, Esc to cancel</p>`}
+      <${UploadTray} chat=${chat} conv=${conv} />
       <div class="row">
-        ${attachmentsAvailable(chat.limits) && html`<button type="button" class="attach" aria-label="Attach a file">+</button>`}
+        ${chat.files.enabled && html`<${AttachButton} chat=${chat} conv=${conv} disabled=${!!editing} />`}
         <textarea ref=${area} id="composer" rows=${rows} value=${text}
           aria-label=${editing ? "Edit message" : `Message ${where}`}
-          placeholder=${editing ? "Edit your message" : `Message ${where}`}
-          onInput=${(e) => setText(e.target.value)} onKeyDown=${onKey}></textarea>
-        <button type="submit" class="primary send" disabled=${!text.trim() || text.length > max}>${editing ? "Save" : "Send"}</button>
+          placeholder=${placeholder}
+          onInput=${(e) => setText(e.target.value)} onKeyDown=${onKey}
+          onPaste=${(e) => { if (!editing) pasted(chat, conv, e); }}></textarea>
+        <button type="submit" class="primary send"
+          disabled=${(!text.trim() && !(sendable && !editing)) || text.length > max}>${editing ? "Save" : "Send"}</button>
       </div>
       ${text.length > max * 0.9 && html`<p class=${text.length > max ? "count over" : "count"}>${text.length} / ${max}</p>`}
     </form>`;
@@ -257,8 +274,12 @@ function Composer({ chat, conv, editing, setEditing }) {
 
 export function Conversation({ chat, conv }) {
   const [editing, setEditing] = useState(null);
+  const [drop, over] = useDropZone(chat, conv);
+  const where = conv.kind === "room" ? `#${conv.key}` : conv.key;
   return html`
-    <section class="conversation" aria-label=${conv.kind === "room" ? `Room ${conv.key}` : `Direct messages with ${conv.key}`}>
+    <section class=${`conversation${over ? " drop-over" : ""}`} ...${drop}
+      aria-label=${conv.kind === "room" ? `Room ${conv.key}` : `Direct messages with ${conv.key}`}>
+      ${over && html`<div class="drop-hint" aria-hidden="true"><span>Drop files to send them to ${where}</span></div>`}
       <${MessageList} chat=${chat} conv=${conv} onEdit=${setEditing} />
       <${Composer} chat=${chat} conv=${conv} editing=${editing} setEditing=${setEditing} />
     </section>`;

@@ -4,7 +4,7 @@ import { html, useState, useEffect, useRef } from "../html.js";
 import { ago, full, until } from "../format.js";
 import { askPermission, notifyPermission } from "../notify.js";
 
-function Dialog({ title, onClose, children, wide }) {
+export function Dialog({ title, onClose, children, wide }) {
   const ref = useRef(null);
   useEffect(() => {
     const d = ref.current;
