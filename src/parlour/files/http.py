@@ -395,9 +395,11 @@ class FilesHttp:
             "interrupted": 0,
             "swept": 0,
             "refused": 0,
+            "read_below": 0,
         }
-        #: called with (what, file id) when a request starts "writing" an upload, when one
-        #: is "interrupted" (its durable offset recorded) or "complete": for tests and metrics
+        #: called with (what, file id) when a request starts "writing" an upload, when its
+        #: body is read "below" aiohttp, when one is "interrupted" (its durable offset
+        #: recorded) or "complete": for tests and metrics
         self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -878,6 +880,8 @@ class FilesHttp:
         saver = None if part is not None else functools.partial(self._checkpoint, fd, upload)
         pipe = _Pipe(sock, fd, head, offset, left, hashers, saver)
         state.holder = _Stopper(pipe, transport)
+        self.stats["read_below"] += 1
+        self._observe("below", upload)
         done: asyncio.Future[None] = loop.create_future()
 
         def run() -> None:
@@ -900,7 +904,11 @@ class FilesHttp:
                     pipe.stop()
                     break
                 now = loop.time()
-                if transport is None or transport.is_closing():
+                ended = request.content.exception()  # aiohttp's shutdown cancels the request
+                if isinstance(ended, asyncio.CancelledError):
+                    cancelled = ended
+                    pipe.stop()
+                elif ended is not None or transport is None or transport.is_closing():
                     pipe.stop()
                 elif pipe.received != seen:
                     seen, idle_at = pipe.received, now + BODY_IDLE
