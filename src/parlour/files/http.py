@@ -711,7 +711,11 @@ class FilesHttp:
         part = hashlib.new(checksum.algorithm) if checksum is not None else None
         hashers = (whole,) if part is None else (whole, part)
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
-        taken = self._take_body(request)
+        try:
+            taken = self._take_body(request)
+        except BaseException:
+            os.close(fd)
+            raise
         if taken is not None:
             try:
                 status, reason, durable = await self._stream_below(
