@@ -7,11 +7,16 @@
 * where things are: upload records in the chat store (written through the store's writer,
   read through its `Reads`), bytes in `Partials` and the `BlobStore`.
 
-Bytes are streamed, never held whole: an upload's body is read as it arrives and handed in
-batches of at most `BATCH` bytes to one worker thread that writes and hashes them while the
-next batch arrives (one batch in flight: memory per upload is bounded); every `DURABLE_EVERY`
-bytes the file is fsynced and its durable offset recorded, so a ``kill -9`` loses at most that
-much. Downloads go out with ``sendfile``.
+Bytes are streamed, never held whole. An upload's body on a plain (non-TLS) connection with
+at least `FAST_MIN` bytes still to come is read below aiohttp (`_Pipe`): the transport stops
+reading, what aiohttp buffered is taken, and the rest is read from a duplicate of the socket
+with ``recv_into`` preallocated buffers and written (``pwrite``) in one thread while another
+hashes; the answer then closes the connection. Otherwise (TLS, chunked, small bodies) the body
+is read through aiohttp as it arrives and handed in batches of at most `BATCH` bytes to worker
+threads that write and hash them while the next batch arrives. Either way memory per upload
+is bounded and every `DURABLE_EVERY` bytes the file is fsynced and its durable offset
+recorded, so a ``kill -9`` loses at most that much. Downloads go out with ``sendfile`` (or
+``pread`` and transport writes on uvloop).
 """
 
 from __future__ import annotations
