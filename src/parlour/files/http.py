@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import hashlib
 import logging
-import mmap
 import os
 import queue
 import select
@@ -88,7 +86,6 @@ FAST_MIN = 256 << 10
 #: buffers of BATCH bytes); more go the ordinary way
 FAST_UPLOADS = 8
 FAST_BUFFERS = 4
-FAST_SPLICE = hasattr(os, "splice")
 #: the request key that says the body was read below aiohttp (the answer closes the connection)
 _BELOW = web.RequestKey("parlour.files.below", bool)
 FILE_CSP = "sandbox; default-src 'none'"
@@ -182,13 +179,11 @@ class _Pipe:
         self.durable = start  # ... and durable
         self.cut: BaseException | None = None  # why the body ended early (None: it did not)
         self.stopped = False
-        self._full: queue.SimpleQueue[
-            tuple[memoryview | tuple[int, int], bytearray | None] | None
-        ] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[memoryview, bytearray | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._saver: threading.Thread | None = None
-        #: a read-only descriptor of the file: the body is spliced, and hashed from a mapping
-        self.rfd: int | None = None
 
     def stop(self) -> None:
         """From any thread: end the body now (lock broken, idle, server shutting down). The
@@ -202,10 +197,7 @@ class _Pipe:
         hasher = threading.Thread(target=self._hash, name="parlour-upload-hash", daemon=True)
         hasher.start()
         try:
-            if self.rfd is not None:
-                self._read_splice(self.rfd)
-            else:
-                self._read()
+            self._read()
         except BaseException as exc:  # the disk or the socket failed
             self.cut = exc
         finally:
@@ -263,68 +255,6 @@ class _Pipe:
             if self.stopped:
                 raise ConnectionAbortedError("the upload was taken over or stopped")
 
-    def _read_splice(self, rfd: int) -> None:
-        """`_read` without the copy into user space: socket -> pipe (page references) ->
-        file (one copy, into the page cache); the hasher maps what was written."""
-        pos = self.written
-        if self.head:
-            _pwrite_all(self.fd, memoryview(self.head), pos)
-            pos += len(self.head)
-            self.written = pos
-            self._full.put((memoryview(self.head), None))
-        for _ in range(FAST_BUFFERS):
-            self._free.put(bytearray())
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        r, w = os.pipe()
-        try:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(w, 1031, BATCH)  # F_SETPIPE_SZ
-            cap = fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ
-            sockfd = self.sock.fileno()
-            flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-            left = self.left
-            while left > 0:
-                token = self._free.get()
-                want = min(cap, left)
-                n = 0
-                eof = False
-                while n < want:
-                    if self.stopped:
-                        raise ConnectionAbortedError("the upload was taken over or stopped")
-                    try:
-                        got = os.splice(sockfd, w, want - n, flags=flags)
-                    except BlockingIOError:
-                        if n:
-                            break
-                        poller.poll(1000)
-                        continue
-                    except InterruptedError:
-                        continue
-                    if got == 0:
-                        eof = True
-                        break
-                    n += got
-                    self.received += got
-                moved = 0
-                while moved < n:
-                    moved += os.splice(r, self.fd, n - moved, offset_dst=pos + moved)
-                if n:
-                    self._full.put(((pos, n), token))
-                    pos += n
-                    left -= n
-                    self.written = pos
-                else:
-                    self._free.put(token)
-                self._maybe_checkpoint(pos)
-                if eof:
-                    raise ConnectionResetError("the client closed the connection mid-body")
-                if self.stopped:
-                    raise ConnectionAbortedError("the upload was taken over or stopped")
-        finally:
-            os.close(r)
-            os.close(w)
-
     def _maybe_checkpoint(self, pos: int) -> None:
         if self.checkpoint is None or pos - self.durable < DURABLE_EVERY:
             return
@@ -345,34 +275,18 @@ class _Pipe:
     def _hash(self) -> None:
         failed = False
         while (item := self._full.get()) is not None:
-            what, buf = item
+            view, buf = item
             if not failed:
                 try:
-                    if isinstance(what, memoryview):
-                        for h in self.hashers:
-                            h.update(what)
-                        self.hashed += len(what)
-                    else:
-                        self._hash_mapped(*what)
+                    for h in self.hashers:
+                        h.update(view)
+                    self.hashed += len(view)
                 except BaseException as exc:  # keep handing buffers back
                     failed, self.cut = True, exc
                     self.stop()
-            if isinstance(what, memoryview):
-                what.release()
+            view.release()
             if buf is not None:
                 self._free.put(buf)
-
-    def _hash_mapped(self, pos: int, n: int) -> None:
-        assert self.rfd is not None
-        skip = pos % mmap.ALLOCATIONGRANULARITY
-        with (
-            mmap.mmap(self.rfd, n + skip, offset=pos - skip, access=mmap.ACCESS_READ) as m,
-            memoryview(m) as whole,
-            whole[skip:] as view,
-        ):
-            for h in self.hashers:
-                h.update(view)
-        self.hashed += n
 
 
 def _pwrite_all(fd: int, view: memoryview, pos: int) -> None:
@@ -974,8 +888,6 @@ class FilesHttp:
         transport = request.transport
         saver = None if part is not None else functools.partial(self._checkpoint, fd, upload)
         pipe = _Pipe(sock, fd, head, offset, left, hashers, saver)
-        if FAST_SPLICE:
-            pipe.rfd = await asyncio.to_thread(os.open, self.partials.data(upload), os.O_RDONLY)
         state.holder = _Stopper(pipe, transport)
         self.stats["read_below"] += 1
         self._observe("below", upload)
@@ -1023,8 +935,6 @@ class FilesHttp:
         finally:
             self._below -= 1
             sock.close()
-            if pipe.rfd is not None:
-                os.close(pipe.rfd)
             request.content.feed_eof()  # aiohttp must not wait for the body it never saw
         written = pipe.written
         whole = pipe.hashed == written  # the upload's hash covers every written byte
