@@ -142,7 +142,11 @@ async def test_an_idle_body_is_closed(
     await asyncio.wait_for(cut, 30)  # the body stalled: the server closed it
     assert await _read_all(reader) == b""  # closed without an answer
     writer.close()
-    assert await _offset(alice, upload) == 300_000
+    offset = await _offset(alice, upload)
+    assert offset <= 300_000  # what was read before the stall (all of it, as a rule): durable
+    resp = await alice.patch(upload, offset, data[offset:])
+    assert resp.status == 204 and resp.headers["Upload-Offset"] == str(len(data))
+    assert await (await alice.get(f"/files/{upload}")).read() == data
     await alice.close()
 
 
@@ -275,3 +279,27 @@ async def test_tls_connections_keep_the_ordinary_path(
             await alice.close()
     finally:
         await server.stop(grace=1.0)
+
+
+async def test_a_returning_client_breaks_the_lock_of_a_body_read_below(
+    server: ChatServer, http: aiohttp.ClientSession
+) -> None:
+    """A stale PATCH whose body the thread is reading holds the upload; the client's HEAD
+    stops that thread, closes its connection and resumes from what was made durable."""
+    alice = await User.make(server, "alice", http)
+    data = os.urandom(3 * MiB)
+    upload = await alice.create(len(data))
+    below = _when(server, "below", upload)
+    reader, writer = await _open(server)
+    writer.write(_head(alice, upload, len(data)) + data[: MiB + 7])
+    await writer.drain()
+    await asyncio.wait_for(below, 30)
+    offset = await _offset(alice, upload)  # breaks the lock: the stale request ends
+    assert 0 <= offset <= MiB + 7
+    assert await _read_all(reader) == b""  # its connection was closed without an answer
+    writer.close()
+    resp = await alice.patch(upload, offset, data[offset:])
+    assert resp.status == 204 and resp.headers["Upload-Offset"] == str(len(data))
+    assert await (await alice.get(f"/files/{upload}")).read() == data
+    assert _below(server) == 2
+    await alice.close()
