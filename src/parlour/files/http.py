@@ -7,25 +7,35 @@
 * where things are: upload records in the chat store (written through the store's writer,
   read through its `Reads`), bytes in `Partials` and the `BlobStore`.
 
-Bytes are streamed, never held whole: an upload's body is read as it arrives and handed in
-batches of at most `BATCH` bytes to one worker thread that writes and hashes them while the
-next batch arrives (one batch in flight: memory per upload is bounded); every `DURABLE_EVERY`
-bytes the file is fsynced and its durable offset recorded, so a ``kill -9`` loses at most that
-much. Downloads go out with ``sendfile``.
+Bytes are streamed, never held whole. An upload's body on a plain (non-TLS) connection with
+at least `FAST_MIN` bytes still to come is read below aiohttp (`_Pipe`): the transport stops
+reading, what aiohttp buffered is taken, and the rest is read from a duplicate of the socket
+with ``recv_into`` preallocated buffers and written (``pwrite``) in one thread while another
+hashes; the answer then closes the connection. Otherwise (TLS, chunked, small bodies) the body
+is read through aiohttp as it arrives and handed in batches of at most `BATCH` bytes to worker
+threads that write and hash them while the next batch arrives. Either way memory per upload
+is bounded and every `DURABLE_EVERY` bytes the file is fsynced and its durable offset
+recorded, so a ``kill -9`` loses at most that much. Downloads go out with ``sendfile`` (or
+``pread`` and transport writes on uvloop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
+import queue
+import select
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -69,6 +79,15 @@ DURABLE_EVERY = 32 << 20
 #: was closed), and how long an upload's body may stall before its connection is closed
 LOCK_WAIT = 10.0
 BODY_IDLE = 60.0
+#: a PATCH body on a plain (non-TLS) connection with at least this many bytes still to come is
+#: read below aiohttp (`_Pipe`); the connection is then closed after the answer
+FAST_MIN = 256 << 10
+#: at most this many bodies are read that way at once (each: two threads and FAST_BUFFERS
+#: buffers of BATCH bytes); more go the ordinary way
+FAST_UPLOADS = 8
+FAST_BUFFERS = 4
+#: the request key that says the body was read below aiohttp (the answer closes the connection)
+_BELOW = web.RequestKey("parlour.files.below", bool)
 FILE_CSP = "sandbox; default-src 'none'"
 _MAX_CLIENT_TYPE = 100
 
@@ -84,6 +103,10 @@ class FileLimits:
     cache_seconds: int = 3600
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class _Upload:
     """An upload this node is working on: its lock, the connection of the request holding it,
     and the SHA-256 of its bytes so far."""
@@ -94,7 +117,7 @@ class _Upload:
         self.lock = asyncio.Lock()
         self.hasher: Any = None
         self.hashed = -1
-        self.holder: asyncio.BaseTransport | None = None
+        self.holder: _Closable | None = None
         #: requests holding or waiting for the lock (the state is forgotten only at 0)
         self.users = 0
 
@@ -122,6 +145,176 @@ class _Upload:
         self.holder = None
         self.users -= 1
         self.lock.release()
+
+
+class _Pipe:
+    """The rest of one PATCH body read below aiohttp (plain TCP only): a reader thread takes
+    the bytes from a duplicate of the connection's socket with ``recv_into`` a preallocated
+    buffer and writes them (``os.pwrite``) at their offset; a hasher thread hashes each buffer
+    once it is written (two cores: the recv + write of one buffer overlaps the hashing of the
+    previous one); every `DURABLE_EVERY` bytes a third thread makes a checkpoint. Memory is
+    `FAST_BUFFERS` buffers of `BATCH` bytes. The socket's flags are never changed: it is
+    non-blocking, so the reader waits with ``poll`` (at most a second at a time, so that `stop`
+    is seen even if the wake-up is lost)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        fd: int,
+        head: bytes,
+        start: int,
+        left: int,
+        hashers: tuple[Any, ...],
+        checkpoint: Callable[[int], int] | None,
+    ) -> None:
+        self.sock = sock
+        self.fd = fd
+        self.head = head
+        self.left = left
+        self.hashers = hashers
+        self.checkpoint = checkpoint
+        self.received = len(head)  # bytes of the body taken (for the idle watchdog)
+        self.written = start  # every byte before it is written
+        self.hashed = start  # ... and hashed
+        self.durable = start  # ... and durable
+        self.cut: BaseException | None = None  # why the body ended early (None: it did not)
+        self.stopped = False
+        self._full: queue.SimpleQueue[tuple[memoryview, bytearray | None] | None] = (
+            queue.SimpleQueue()
+        )
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._saver: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """From any thread: end the body now (lock broken, idle, server shutting down). The
+        socket is shut down, which wakes the reader and tells the peer."""
+        self.stopped = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def run(self) -> None:
+        """The whole pipeline, in a worker thread: read and write here, hash in another."""
+        hasher = threading.Thread(target=self._hash, name="parlour-upload-hash", daemon=True)
+        hasher.start()
+        try:
+            self._read()
+        except BaseException as exc:  # the disk or the socket failed
+            self.cut = exc
+        finally:
+            self._full.put(None)
+            hasher.join()
+            if self._saver is not None:
+                self._saver.join()
+
+    def _read(self) -> None:
+        pos = self.written
+        if self.head:
+            _pwrite_all(self.fd, memoryview(self.head), pos)
+            pos += len(self.head)
+            self.written = pos
+            self._full.put((memoryview(self.head), None))
+        for _ in range(FAST_BUFFERS):
+            self._free.put(bytearray(BATCH))
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        left = self.left
+        while left > 0:
+            buf = self._free.get()
+            view = memoryview(buf)
+            want = min(len(buf), left)
+            n = 0
+            eof = False
+            while n < want:
+                if self.stopped:
+                    raise ConnectionAbortedError("the upload was taken over or stopped")
+                try:
+                    got = self.sock.recv_into(view[n:want])
+                except BlockingIOError:
+                    if n:
+                        break  # write what came; the next buffer waits for more
+                    poller.poll(1000)
+                    continue
+                except InterruptedError:
+                    continue
+                if got == 0:
+                    eof = True
+                    break
+                n += got
+                self.received += got
+            if n:
+                _pwrite_all(self.fd, view[:n], pos)
+                pos += n
+                left -= n
+                self.written = pos
+                self._full.put((view[:n], buf))
+            else:
+                self._free.put(buf)
+            self._maybe_checkpoint(pos)
+            if eof:
+                raise ConnectionResetError("the client closed the connection mid-body")
+            if self.stopped:
+                raise ConnectionAbortedError("the upload was taken over or stopped")
+
+    def _maybe_checkpoint(self, pos: int) -> None:
+        if self.checkpoint is None or pos - self.durable < DURABLE_EVERY:
+            return
+        if self._saver is not None:
+            if self._saver.is_alive():
+                return  # one at a time; the next one covers more
+            self._saver.join()
+        self._saver = threading.Thread(
+            target=self._save, args=(pos,), name="parlour-upload-fsync", daemon=True
+        )
+        self._saver.start()
+
+    def _save(self, pos: int) -> None:
+        assert self.checkpoint is not None
+        with contextlib.suppress(OSError):  # the final checkpoint reports disk errors
+            self.durable = max(self.durable, self.checkpoint(pos))
+
+    def _hash(self) -> None:
+        failed = False
+        while (item := self._full.get()) is not None:
+            view, buf = item
+            if not failed:
+                try:
+                    for h in self.hashers:
+                        h.update(view)
+                    self.hashed += len(view)
+                except BaseException as exc:  # keep handing buffers back
+                    failed, self.cut = True, exc
+                    self.stop()
+            view.release()
+            if buf is not None:
+                self._free.put(buf)
+
+
+def _pwrite_all(fd: int, view: memoryview, pos: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view = view[n:]
+        pos += n
+
+
+class _Stopper:
+    """What lock breaking closes while a body is read below aiohttp: the reader thread is
+    stopped (its socket shut down) and the connection closed."""
+
+    __slots__ = ("pipe", "transport")
+
+    def __init__(self, pipe: _Pipe, transport: asyncio.BaseTransport | None) -> None:
+        self.pipe = pipe
+        self.transport = transport
+
+    def close(self) -> None:
+        self.pipe.stop()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _hash_prefix(path: Path, length: int) -> Any:
@@ -198,15 +391,20 @@ class FilesHttp:
         self.entropy = entropy
         self._uploads: dict[str, _Upload] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        #: bodies being read below aiohttp now, and the least still to come for that path
+        self._below = 0
+        self.fast_min = FAST_MIN
         self.stats = {
             "uploads_created": 0,
             "uploads_completed": 0,
             "interrupted": 0,
             "swept": 0,
             "refused": 0,
+            "read_below": 0,
         }
-        #: called with (what, file id) when a request starts "writing" an upload, when one
-        #: is "interrupted" (its durable offset recorded) or "complete": for tests and metrics
+        #: called with (what, file id) when a request starts "writing" an upload, when its
+        #: body is read "below" aiohttp, when one is "interrupted" (its durable offset
+        #: recorded) or "complete": for tests and metrics
         self.observer: Callable[[str, str], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -338,6 +536,9 @@ class FilesHttp:
         return None
 
     async def create(self, request: web.Request) -> web.StreamResponse:
+        return _closing(request, await self._create(request))
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
@@ -443,6 +644,9 @@ class FilesHttp:
         return web.Response(status=200, headers=self._tus(headers))
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
+        return _closing(request, await self._patch(request))
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
         problem = self._version_problem(request)
         if problem is not None:
             return problem
@@ -512,6 +716,21 @@ class FilesHttp:
         part = hashlib.new(checksum.algorithm) if checksum is not None else None
         hashers = (whole,) if part is None else (whole, part)
         fd = await asyncio.to_thread(os.open, path, os.O_WRONLY)
+        try:
+            taken = self._take_body(request)
+        except BaseException:
+            os.close(fd)
+            raise
+        if taken is not None:
+            try:
+                status, reason, durable = await self._stream_below(
+                    request, rec, state, offset, checksum, part, hashers, fd, *taken
+                )
+            finally:
+                os.close(fd)
+            if status == 204 and durable == rec.length:
+                await self._finish(rec, state)
+            return status, reason, durable
         loop = asyncio.get_running_loop()
         written = durable = offset  # `written`: bytes handed to a batch (written once awaited)
         pending: asyncio.Future[Any] | None = None
@@ -601,6 +820,159 @@ class FilesHttp:
         if written == rec.length:
             await self._finish(rec, state)
         return 204, "", durable
+
+    def _take_body(self, request: web.Request) -> tuple[socket.socket, bytes, int] | None:
+        """Take the rest of the body from aiohttp, to read it below it: (a duplicate of the
+        connection's socket, what aiohttp has buffered of the body, how many bytes are still
+        to come). The transport stops reading (aiohttp sees nothing more of this connection,
+        which is closed after the answer). None — the ordinary path — for TLS, a chunked or
+        encoded body, less than `fast_min` bytes to come, or `FAST_UPLOADS` bodies read so
+        already."""
+        transport = request.transport
+        size = request.content_length
+        content = request.content
+        if (
+            transport is None
+            or transport.is_closing()
+            or size is None
+            or self._below >= FAST_UPLOADS
+            or hdrs.CONTENT_ENCODING in request.headers
+            or hdrs.TRANSFER_ENCODING in request.headers
+            or transport.get_extra_info("sslcontext") is not None
+            or transport.get_extra_info("ssl_object") is not None
+            or content.exception() is not None
+            or content.is_eof()
+            or size - content.total_bytes < self.fast_min
+        ):
+            return None
+        raw = transport.get_extra_info("socket")
+        if raw is None:
+            return None
+        try:
+            sock = socket.socket(fileno=os.dup(raw.fileno()))
+        except OSError:
+            return None
+        if sock.type != socket.SOCK_STREAM:
+            sock.close()
+            return None
+        arrived = content.total_bytes
+        # no await from here on: nothing can arrive in between
+        head = content.read_nowait()  # (may resume the transport: paused after it)
+        transport.pause_reading()
+        request[_BELOW] = True
+        if len(head) != arrived:  # someone read part of the body before: not ours to take
+            sock.close()
+            transport.close()
+            raise ConnectionAbortedError("the body was partly read before it was taken")
+        return sock, head, size - arrived
+
+    async def _stream_below(
+        self,
+        request: web.Request,
+        rec: FileRecord,
+        state: _Upload,
+        offset: int,
+        checksum: Any,
+        part: Any,
+        hashers: tuple[Any, ...],
+        fd: int,
+        sock: socket.socket,
+        head: bytes,
+        left: int,
+    ) -> tuple[int, str, int]:
+        """`_stream` for a body taken by `_take_body`: `_Pipe` reads, writes, hashes and
+        checkpoints it in threads; the loop watches (idle body, closed connection, lock
+        broken, cancellation) and records the outcome. The same guarantees as `_stream`."""
+        upload = rec.id
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        saver = None if part is not None else functools.partial(self._checkpoint, fd, upload)
+        pipe = _Pipe(sock, fd, head, offset, left, hashers, saver)
+        state.holder = _Stopper(pipe, transport)
+        self.stats["read_below"] += 1
+        self._observe("below", upload)
+        done: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            try:
+                pipe.run()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is gone
+                    loop.call_soon_threadsafe(_set_done, done)
+
+        cancelled: asyncio.CancelledError | None = None
+        self._below += 1
+        try:
+            threading.Thread(target=run, name="parlour-upload-read", daemon=True).start()
+            seen, idle_at = -1, 0.0
+            while not done.done():
+                try:
+                    await asyncio.wait((done,), timeout=min(1.0, BODY_IDLE))
+                except asyncio.CancelledError as exc:  # server shutdown: keep what came
+                    cancelled = exc
+                    pipe.stop()
+                    break
+                now = loop.time()
+                ended = request.content.exception()  # aiohttp's shutdown cancels the request
+                if isinstance(ended, asyncio.CancelledError):
+                    cancelled = ended
+                    pipe.stop()
+                elif ended is not None or transport is None or transport.is_closing():
+                    pipe.stop()
+                elif pipe.received != seen:
+                    seen, idle_at = pipe.received, now + BODY_IDLE
+                elif now >= idle_at:
+                    log.info(
+                        "upload body idle: closing", extra={"fields": {"peer": request.remote}}
+                    )
+                    pipe.stop()
+                    transport.close()
+            while not done.done():  # stopped: the threads end within a second (or a fsync)
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+        finally:
+            self._below -= 1
+            sock.close()
+            request.content.feed_eof()  # aiohttp must not wait for the body it never saw
+        written = pipe.written
+        whole = pipe.hashed == written  # the upload's hash covers every written byte
+        interrupted: BaseException | None = cancelled or pipe.cut
+        if interrupted is not None:
+            if transport is not None:
+                transport.close()
+            if part is None:  # keep what arrived
+                await asyncio.to_thread(self._checkpoint, fd, upload, written)
+                durable = written
+                if whole:
+                    state.hashed = written
+                else:
+                    state.hasher, state.hashed = None, -1
+            else:  # a checksummed chunk is all or nothing
+                state.hasher, state.hashed = None, -1
+                await asyncio.to_thread(self._truncate, fd, upload, offset)
+                durable = offset
+            log.info(
+                "upload interrupted",
+                extra={"fields": {"file": upload, "offset": durable, "why": repr(interrupted)}},
+            )
+            self.stats["interrupted"] += 1
+            self._observe("interrupted", upload)
+            if cancelled is not None:
+                raise cancelled
+            return 400, "the request body was cut off", durable
+        if part is not None and part.digest() != checksum.digest:
+            state.hasher, state.hashed = None, -1
+            await asyncio.to_thread(self._truncate, fd, upload, offset)
+            log.info("checksum mismatch", extra={"fields": {"file": upload}})
+            return 460, "Checksum Mismatch: the chunk was discarded", offset
+        await asyncio.to_thread(self._checkpoint, fd, upload, written)
+        if whole:
+            state.hashed = written
+        else:
+            state.hasher, state.hashed = None, -1
+        return 204, "", written
 
     def _watch(
         self,
@@ -817,6 +1189,14 @@ class FilesHttp:
             return resp
         finally:
             f.close()
+
+
+def _closing(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    """The answer to a request whose body was read below aiohttp closes the connection:
+    aiohttp's parser still expects that body, so the connection cannot carry another request."""
+    if request.get(_BELOW):
+        resp.force_close()
+    return resp
 
 
 async def _copy(resp: web.StreamResponse, f: Any, start: int, count: int) -> None:
