@@ -4,16 +4,28 @@ delivered and downloadable through another, its deletion seen everywhere."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
-from files_helpers import ADMIN_PASSWORD, User, sha256_of, upload_bytes
+from files_helpers import ADMIN_PASSWORD, PASSWORD, User, sha256_of, upload_bytes
 
 from parlour.bus.memory import InProcessBus
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
 from parlour.storage.memory import MemoryStore
+
+
+async def eventually_status(http: aiohttp.ClientSession, url: str, token: str, status: int) -> None:
+    """Wait until `url` answers `status` (a fact crosses the in-process bus: no single
+    event to wait on), polling every 20 ms for at most 5 s."""
+    for _ in range(250):
+        async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+            if r.status == status:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never answered {status}")
 
 
 async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
@@ -25,6 +37,7 @@ async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
         data_dir=tmp_path / "shared",  # the blob directory every node shares
         admin_password=ADMIN_PASSWORD,
         p2p_relay=False,
+        secret_key="one key for every node of the test",
     )
     nodes = [
         await ChatServer.start(
@@ -55,11 +68,15 @@ async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
             got = await bob.get(f"/files/{upload}")
             assert got.status == 200 and await got.read() == data
             assert (await carol.get(f"/files/{upload}")).status == 403
-            # a token is node-local: node 0's token means nothing to node 1
+            # nodes with the same secret_key accept each other's tokens (behind a load
+            # balancer a client's HTTP requests reach any node)
             foreign = await http.get(
                 bob.base + f"/files/{upload}", headers={"Authorization": f"Bearer {alice.token}"}
             )
-            assert foreign.status == 401
+            assert foreign.status == 200 and await foreign.read() == data
+            # a password change on node 0 revokes the token on node 1 as well
+            await alice.wire.ok("passwd", old_password=PASSWORD, new_password="new-pass-99")
+            await eventually_status(http, bob.base + f"/files/{upload}", alice.token, 401)
             # the same upload cannot be attached again through the other node either
             again = await alice.wire.error(
                 "send", room="general", text="", client_id="x2", attachment=upload

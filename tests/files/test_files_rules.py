@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parlour.core.file_tokens import FileTokens
+from parlour.core.file_tokens import FileTokenHolder, FileTokens
 from parlour.files.names import MAX_NAME_BYTES, sanitise_name
 from parlour.files.sniff import inline, served_type, sniff
 from parlour.files.uploads import (
@@ -179,16 +179,41 @@ def test_inline_allowlist_and_served_types() -> None:
 
 
 def test_file_tokens() -> None:
-    tokens = FileTokens(ttl=900, per_user=2)
-    first, expires = tokens.issue("alice", "Alice", b"\x01" * 32, now=100.0)
-    assert expires == 1000.0 and len(first) == 43
+    tokens = FileTokens(ttl=900, key=b"k" * 32)
+    first, expires = tokens.issue("alice", now=100.0)
+    assert expires == 1000.0
     holder = tokens.check(first, 500.0)
-    assert holder is not None and holder.key == "alice" and holder.name == "Alice"
+    assert holder == FileTokenHolder("alice", 1000.0)
     assert tokens.check(first, 1000.0) is None  # expired
     assert tokens.check("x" * 43, 500.0) is None and tokens.check("", 500.0) is None
-    second, _ = tokens.issue("alice", "Alice", b"\x02" * 32, now=101.0)
-    third, _ = tokens.issue("alice", "Alice", b"\x03" * 32, now=102.0)
-    assert tokens.check(first, 200.0) is None  # the oldest went (two per user)
-    assert tokens.check(second, 200.0) is not None and tokens.check(third, 200.0) is not None
-    tokens.revoke("alice")
-    assert tokens.check(third, 200.0) is None and len(tokens) == 0
+    # another node with the same key accepts it; one with another key does not
+    assert FileTokens(ttl=900, key=b"k" * 32).check(first, 500.0) == holder
+    assert FileTokens(ttl=900, key=b"j" * 32).check(first, 500.0) is None
+    # a password change at 200 refuses what was issued up to then, not what comes after
+    second, _ = tokens.issue("alice", now=150.0)
+    bob, _ = tokens.issue("bob", now=150.0)
+    tokens.revoke("alice", 200.0)
+    assert tokens.check(first, 300.0) is None and tokens.check(second, 300.0) is None
+    assert tokens.check(bob, 300.0) is not None
+    later, _ = tokens.issue("alice", now=200.5)
+    assert tokens.check(later, 300.0) is not None
+    # a revocation is forgotten once everything it refused has expired
+    tokens.revoke("carol", 1200.0)
+    assert len(tokens) == 1
+
+
+@given(st.text(max_size=700))
+def test_any_string_is_no_token(text: str) -> None:
+    assert FileTokens(ttl=900, key=b"k" * 32).check(text, 0.0) is None
+
+
+@given(st.text(min_size=1, max_size=60), st.data())
+def test_a_tampered_token_is_refused(user: str, data: st.DataObject) -> None:
+    tokens = FileTokens(ttl=900, key=b"k" * 32)
+    token, _ = tokens.issue(user, now=10.0)
+    assert tokens.check(token, 20.0) == FileTokenHolder(user, 910.0)
+    i = data.draw(st.integers(0, len(token) - 1))
+    replacement = data.draw(st.sampled_from("ABCabc0129-_.").filter(lambda ch: ch != token[i]))
+    tampered = token[:i] + replacement + token[i + 1 :]
+    # refused — unless the change only touched a base64 character's unused low bits
+    assert tokens.check(tampered, 20.0) in (None, tokens.check(token, 20.0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from parlour import __version__
@@ -116,6 +116,9 @@ class CoreConfig:
     user_quota: int = 1024 * 1024 * 1024
     max_concurrent_uploads: int = 4
     file_token_ttl: float = 900.0
+    #: the key file tokens are signed with (`file_token_key(secret_key)`): the same on every
+    #: node of a cluster; None: each node draws a random one (tokens valid on that node only)
+    file_token_key: bytes | None = field(default=None, repr=False)
     #: announced in the `hello` reply (the frame limit is enforced by the transport's codec)
     server_name: str = f"parlour/{__version__}"
     heartbeat_s: float = 30.0

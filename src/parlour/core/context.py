@@ -95,9 +95,10 @@ class Ctx:
         self.router = router
         #: node-local file offers and observed UDP endpoints (parlour.core.offers)
         self.offers = offers if offers is not None else Offers()
-        #: node-local: bearer tokens for the files endpoints, and the uploads this node
-        #: attached to a message lately (another attach is refused before the store knows)
-        self.file_tokens = FileTokens(cfg.file_token_ttl)
+        #: bearer tokens for the files endpoints (signed: valid on every node with the same
+        #: key; a node without one draws its own), and the uploads this node attached to a
+        #: message lately (another attach is refused before the store knows)
+        self.file_tokens = FileTokens(cfg.file_token_ttl, cfg.file_token_key or entropy(32))
         self.attached: OrderedDict[str, None] = OrderedDict()
         self.now = 0.0
         self.answers: Answers = NO_ANSWERS

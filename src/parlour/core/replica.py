@@ -557,6 +557,7 @@ class Replica:
             u = state.users.get(user_key(fact.user))
             if u is not None:
                 u.password_hash = fact.password_hash
+                cx.file_tokens.revoke(u.key, cx.now)  # issued on the old password
         elif isinstance(fact, RecordLogin):
             u = state.users.get(user_key(fact.user))
             if u is not None:

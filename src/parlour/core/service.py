@@ -200,7 +200,7 @@ class ChatService:
         self.offers = Offers()
         self._cx = Ctx(config, self.state, self.sessions, self.router, entropy, self.offers)
         holder.append(self._cx)
-        #: node-local bearer tokens of the files endpoints (checked by `parlour.files.http`)
+        #: bearer tokens of the files endpoints (checked by `parlour.files.http`)
         self.file_tokens = self._cx.file_tokens
         #: several nodes: the sequencer and the application of committed facts
         self.replica = Replica(self._cx)
@@ -211,9 +211,10 @@ class ChatService:
         """The user (key, display name) a file token stands for, when it is valid at `now`
         and the user still exists (a banned user is told 403 by `file_access`/`banned`)."""
         holder = self.file_tokens.check(token, now)
-        if holder is None or holder.key not in self.state.users:
+        if holder is None:
             return None
-        return holder.key, holder.name
+        u = self.state.users.get(holder.key)
+        return (u.key, u.name) if u is not None else None
 
     def banned(self, user: str, now: float) -> bool:
         """Is user key `user` banned at `now` (no uploads, no downloads)?"""

@@ -20,6 +20,7 @@ from typing import Any
 
 from parlour.bus.memory import InProcessBus
 from parlour.core.config import CoreConfig
+from parlour.core.file_tokens import file_token_key
 from parlour.core.needs import Answers, Need
 from parlour.core.outcome import Delivery, Outcome
 from parlour.core.passwords import Argon2Hasher, generate_password
@@ -122,6 +123,7 @@ def core_config(settings: Settings) -> CoreConfig:
         "max_file_size": settings.max_file_size,
         "user_quota": settings.user_quota,
         "max_concurrent_uploads": settings.max_concurrent_uploads,
+        "file_token_key": file_token_key(settings.secret_key) if settings.secret_key else None,
         # one login/sync catch-up is written at once: it must fit the per-connection send
         # queue with room to spare, or a reconnecting client is cut off as a slow consumer
         "catch_up_bytes": min(CoreConfig().catch_up_bytes, settings.send_queue_max // 2),
@@ -313,6 +315,16 @@ class ChatServer:
                 config = dataclasses.replace(config, file_relay=(public, relay.address[1]))
             if core_overrides:
                 config = dataclasses.replace(config, **core_overrides)
+            if config.cluster and config.file_token_key is None and settings.web:
+                log.warning(
+                    "no secret_key: file tokens are valid only on the node that issued them",
+                    extra={
+                        "fields": {
+                            "hint": "set the same PARLOUR_SECRET_KEY on every node, or uploads "
+                            "and downloads balanced to another node are refused (401)"
+                        }
+                    },
+                )
             service = ChatService(
                 store.load(**ChatService.load_args(config, clock())), config, entropy=os.urandom
             )

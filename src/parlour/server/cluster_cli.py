@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -140,6 +141,8 @@ class LocalCluster:
     web_port: int | None = 0
     web: bool = True
     admin_password: str | None = None
+    #: signs file tokens: the same on every node, so an upload may reach any of them
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     #: more `parlour serve` options (`--rate 1000`...) and environment
     serve_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -156,6 +159,7 @@ class LocalCluster:
         env.update(self.env)
         if self.admin_password is not None:
             env["PARLOUR_ADMIN_PASSWORD"] = self.admin_password
+        env["PARLOUR_SECRET_KEY"] = self.secret_key
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         return env
@@ -310,6 +314,7 @@ def cluster(
         web_port=None if no_web else web_port,
         web=not no_web,
         admin_password=os.environ.get("PARLOUR_ADMIN_PASSWORD"),
+        secret_key=os.environ.get("PARLOUR_SECRET_KEY") or secrets.token_urlsafe(32),
         serve_args=serve_args,
         # every client comes from the proxy's address: per-address limits would count them
         # all as one (the proxy does not pass the client's address on to the nodes)

@@ -24,6 +24,7 @@ from parlour.protocol.names import InvalidName, name_key, normalize_name
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
+    "SECRET_KEY_ENV",
     "SETTINGS",
     "ConfigError",
     "SettingSpec",
@@ -35,6 +36,10 @@ __all__ = [
 ]
 
 ADMIN_PASSWORD_ENV = "PARLOUR_ADMIN_PASSWORD"
+#: the key file tokens are signed with: every node of a cluster needs the same one
+SECRET_KEY_ENV = "PARLOUR_SECRET_KEY"
+#: shortest `secret_key` accepted (characters)
+MIN_SECRET_KEY = 16
 ENV_PREFIX = "PARLOUR_"
 
 #: "sqlite", "memory", or a PostgreSQL DSN (``postgresql://…``: several nodes)
@@ -113,6 +118,8 @@ class Settings:
     max_concurrent_uploads: int = 4
     upload_expiry: float = 86400.0
     admin_password: str | None = field(default=None, repr=False)
+    #: signs the files endpoints' tokens (PARLOUR_SECRET_KEY only; the same on every node)
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def postgres(self) -> bool:
@@ -542,7 +549,8 @@ def load_settings(
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _convert(spec, raw, spec.option)
     admin = environ.get(ADMIN_PASSWORD_ENV) or None
-    settings = Settings(**values, admin_password=admin)  # type: ignore[arg-type]
+    secret = environ.get(SECRET_KEY_ENV) or None
+    settings = Settings(**values, admin_password=admin, secret_key=secret)  # type: ignore[arg-type]
     _validate(settings)
     return settings
 
@@ -582,6 +590,11 @@ def _validate(s: Settings) -> None:
     if s.admin_password is not None and len(s.admin_password) < s.min_password:
         raise ConfigError(
             f"{ADMIN_PASSWORD_ENV} is shorter than min_password ({s.min_password} characters)"
+        )
+    if s.secret_key is not None and len(s.secret_key) < MIN_SECRET_KEY:
+        raise ConfigError(
+            f"{SECRET_KEY_ENV} is shorter than {MIN_SECRET_KEY} characters (use e.g. "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     if not s.default_rooms:
         raise ConfigError("default_rooms: at least one room is needed")

@@ -307,7 +307,7 @@ def passwd(cx: Ctx, c: Connection, rq: PasswdRequest) -> Outcome:
     out.writes.append(SetPassword(u.name, u.password_hash))
     # every token was issued on the old password: all are revoked, this session gets a new one
     cx.state.tokens.revoke(u.key)
-    cx.file_tokens.revoke(u.key)
+    cx.file_tokens.revoke(u.key, cx.now)
     out.writes.append(RevokeSessionTokens(u.name))
     issued = _issue_token(cx, c, u, out)
     # the user's other sessions were opened with the old password: they end

@@ -15,7 +15,6 @@ from parlour.core.outcome import Outcome
 from parlour.core.records import FileRecord, FileUsage, conv_members, user_key
 from parlour.core.sessions import Connection
 from parlour.core.state import ChatState, UserState
-from parlour.core.tokens import TOKEN_BYTES
 from parlour.protocol import AttachmentRow, ErrorCode, FileTokenReply, FileTokenRequest, Ok
 
 __all__ = [
@@ -62,7 +61,7 @@ def file_token(cx: Ctx, c: Connection, rq: FileTokenRequest) -> Outcome:
                 max_concurrent_uploads=cfg.max_concurrent_uploads,
             )
     cx.rate(c)
-    token, expires = cx.file_tokens.issue(u.key, u.name, cx.entropy(TOKEN_BYTES), cx.now)
+    token, expires = cx.file_tokens.issue(u.key, cx.now)
     return Outcome(
         Ok(
             rq.id,
