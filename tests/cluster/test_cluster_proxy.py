@@ -166,3 +166,38 @@ async def test_the_web_port_reaches_every_node_through_the_http_proxy(cluster: o
     for _ in range(3):  # round robin over the three nodes' web listeners
         status, body = await asyncio.to_thread(fetch)
         assert status == 200 and b"<html" in body.lower()
+
+
+async def test_uploads_and_downloads_through_the_proxy_reach_any_node(
+    cluster: object, tmp_path: Path
+) -> None:
+    """A file goes up in several tus PATCHes through the round-robin HTTP proxy — each may
+    land on another node — and comes down through it: the nodes share the files directory
+    and the key that signs file tokens."""
+    import hashlib
+    import os
+
+    from parlour.server.cluster_cli import LocalCluster
+
+    assert isinstance(cluster, LocalCluster) and cluster.web_proxy_port is not None
+    web = f"http://127.0.0.1:{cluster.web_proxy_port}/"
+    data = os.urandom(1_200_000)
+    src = tmp_path / "spread.bin"
+    src.write_bytes(data)
+    up = Client("127.0.0.1", cluster.proxy_port, state_dir=tmp_path / "up", files_url=web)
+    down = Client("127.0.0.1", cluster.proxy_port, state_dir=tmp_path / "down", files_url=web)
+    try:
+        for c, name in ((up, "filer1"), (down, "filer2")):
+            await c.connect()
+            await c.signup(name, PASSWORD)
+            await c.join("general")
+        up.server_files.chunk_size = 256 * 1024  # five PATCHes, spread over the nodes
+        sent = await up.upload(src, room="general", caption="spread")
+        assert sent.attachment is not None
+        saved = []
+        for _ in range(3):  # three downloads: three nodes in turn
+            saved.append(await down.download(sent.attachment["id"], tmp_path / "got"))
+        for path in saved:
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    finally:
+        await close_all([up, down])

@@ -440,7 +440,7 @@ class ChatServer:
                     service,
                     reads,
                     writer,
-                    settings.data_dir / "files",
+                    settings.files_path,
                     FileLimits(
                         max_file_size=settings.max_file_size,
                         user_quota=settings.user_quota,

@@ -39,6 +39,7 @@ _FLAG_TYPES: dict[str, Any] = {
     "log_level": click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     "log_format": click.Choice(["text", "json"]),
     "uploads": click.BOOL,
+    "files_dir": click.Path(file_okay=False, path_type=Path),
     "max_file_size": int,
     "user_quota": int,
     "max_concurrent_uploads": int,

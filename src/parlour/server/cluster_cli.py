@@ -160,6 +160,9 @@ class LocalCluster:
         if self.admin_password is not None:
             env["PARLOUR_ADMIN_PASSWORD"] = self.admin_password
         env["PARLOUR_SECRET_KEY"] = self.secret_key
+        if self.web and self.web_port:
+            # what users open: `hello` sends clients of the chat port there for files too
+            env.setdefault("PARLOUR_PUBLIC_URL", f"http://127.0.0.1:{self.web_port}/")
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         return env
@@ -171,6 +174,7 @@ class LocalCluster:
             "--store", self.store, "--bus", self.bus,
             "--node-name", f"node{i + 1}",
             "--data-dir", str(self.work_dir / f"node{i + 1}"),
+            "--files-dir", str(self.work_dir / "files"),  # uploads: one directory for all
         ]  # fmt: skip
         env = self._env()
         env["PARLOUR_BUS_PREFIX"] = self.prefix

@@ -113,6 +113,7 @@ class Settings:
     p2p_relay_total_rate: float = 50_000_000.0
     p2p_relay_max_transfers: int = 1024
     uploads: bool = True
+    files_dir: Path | None = None
     max_file_size: int = 100 * 1024 * 1024
     user_quota: int = 1024 * 1024 * 1024
     max_concurrent_uploads: int = 4
@@ -120,6 +121,11 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     #: signs the files endpoints' tokens (PARLOUR_SECRET_KEY only; the same on every node)
     secret_key: str | None = field(default=None, repr=False)
+
+    @property
+    def files_path(self) -> Path:
+        """Where uploaded files are kept: ``files_dir``, else ``data_dir/files``."""
+        return self.files_dir if self.files_dir is not None else self.data_dir / "files"
 
     @property
     def postgres(self) -> bool:
@@ -332,6 +338,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "uploads",
         "bool",
         "Files in chat: take tus uploads at /files/uploads on the web listener (true/false).",
+    ),
+    SettingSpec(
+        "files_dir",
+        "optional_path",
+        "Where uploaded files are kept (default: data_dir/files); several nodes share one.",
     ),
     SettingSpec("max_file_size", "int", "Largest file one upload may be (bytes).", minimum=0),
     SettingSpec(
