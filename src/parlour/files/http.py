@@ -528,6 +528,16 @@ class FilesHttp:
             ),
         )
 
+    def _tus_user(self, request: web.Request) -> tuple[str, str] | web.Response:
+        """The uploader of a tus request (its version checked), or the refusal."""
+        problem = self._version_problem(request)
+        return problem if problem is not None else self._uploader(request)
+
+    async def _owned(self, request: web.Request, user: str) -> FileRecord | web.Response:
+        """The upload the request's path names, when it is `user`'s, or a 404."""
+        rec = await self._own(request.match_info["id"], user)
+        return rec if rec is not None else web.Response(status=404, headers=self._tus())
+
     def _version_problem(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Tus-Resumable") != TUS_VERSION:
             return self._refuse(
@@ -539,10 +549,7 @@ class FilesHttp:
         return _closing(request, await self._create(request))
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
-        problem = self._version_problem(request)
-        if problem is not None:
-            return problem
-        who = self._uploader(request)
+        who = self._tus_user(request)
         if isinstance(who, web.Response):
             return who
         name = who[1]
@@ -614,16 +621,13 @@ class FilesHttp:
         return web.Response(status=201, headers=headers)
 
     async def head(self, request: web.Request) -> web.StreamResponse:
-        problem = self._version_problem(request)
-        if problem is not None:
-            return problem
-        who = self._uploader(request)
+        who = self._tus_user(request)
         if isinstance(who, web.Response):
             return who
-        upload = request.match_info["id"]
-        rec = await self._own(upload, who[0])
-        if rec is None:
-            return web.Response(status=404, headers=self._tus())
+        rec = await self._owned(request, who[0])
+        if isinstance(rec, web.Response):
+            return rec
+        upload = rec.id
         headers = {"Upload-Length": str(rec.length)}
         if rec.complete:
             headers["Upload-Offset"] = str(rec.length)
@@ -647,10 +651,7 @@ class FilesHttp:
         return _closing(request, await self._patch(request))
 
     async def _patch(self, request: web.Request) -> web.StreamResponse:
-        problem = self._version_problem(request)
-        if problem is not None:
-            return problem
-        who = self._uploader(request)
+        who = self._tus_user(request)
         if isinstance(who, web.Response):
             return who
         if request.headers.get(hdrs.CONTENT_TYPE) != OFFSET_TYPE:
@@ -660,10 +661,9 @@ class FilesHttp:
             parse_checksum(request.headers.get("Upload-Checksum"))
         except TusError as exc:
             return self._refuse(exc.status, exc.reason)
-        upload = request.match_info["id"]
-        rec = await self._own(upload, who[0])
-        if rec is None:
-            return web.Response(status=404, headers=self._tus())
+        rec = await self._owned(request, who[0])
+        if isinstance(rec, web.Response):
+            return rec
         if rec.complete:
             return self._refuse(409, "the upload is complete", {"Upload-Offset": str(rec.length)})
         status, reason, now_at = await self._receive(request, rec, offset)
@@ -1035,16 +1035,13 @@ class FilesHttp:
         )
 
     async def terminate(self, request: web.Request) -> web.StreamResponse:
-        problem = self._version_problem(request)
-        if problem is not None:
-            return problem
-        who = self._uploader(request)
+        who = self._tus_user(request)
         if isinstance(who, web.Response):
             return who
-        upload = request.match_info["id"]
-        rec = await self._own(upload, who[0])
-        if rec is None:
-            return web.Response(status=404, headers=self._tus())
+        rec = await self._owned(request, who[0])
+        if isinstance(rec, web.Response):
+            return rec
+        upload = rec.id
         if rec.attached:
             return self._refuse(409, "the file is attached to a message: delete the message")
         state = self._upload(upload)
