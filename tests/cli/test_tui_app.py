@@ -10,6 +10,7 @@ import pytest
 from textual import events
 from tui_helpers import PASSWORD, screen, shows, tui, type_text, until, user
 
+from parlour.cli.tui.widgets import BufferListView
 from parlour.client import Client
 from parlour.server.testing import ChatTestServer
 
@@ -280,3 +281,43 @@ async def test_broadcasts_reach_the_server_buffer_and_a_toast_literally(
         assert "[bold]restart[/bold] at 22:00" in shown
         await pilot.press("alt+1")
         assert app.buffers.current is server and server.mentions == 0
+
+
+async def test_a_long_buffer_list_scrolls_to_the_current_buffer() -> None:
+    rooms = tuple(f"room{n:02}" for n in range(30))
+    async with ChatTestServer(rooms=rooms) as server:
+        await server.add_user("alice", PASSWORD)
+        async with user(server, "alice", *rooms):
+            pass
+        async with tui(server, size=(100, 14)) as (app, pilot):
+            view = app.query_one("#buffers", BufferListView)
+            await until(pilot, lambda: len(app.buffers.ordered()) > view.size.height > 0)
+
+            def listed() -> list[str]:
+                return str(view.render()).splitlines()
+
+            last = app.buffers.ordered()[-1]
+            await type_text(pilot, f"/buffer {len(app.buffers.ordered())}")
+            await pilot.press("enter")
+            await until(pilot, lambda: app.buffers.current is last)
+            await until(pilot, lambda: any(last.target.label in line for line in listed()))
+            assert view.top > 0 and len(listed()) == view.size.height
+            # a click picks the buffer on that line, counted from the first one shown
+            first_shown = app.buffers.ordered()[view.top]
+            await pilot.click("#buffers", offset=(4, 0))
+            await until(pilot, lambda: app.buffers.current is first_shown)
+            await type_text(pilot, "/buffer 1")
+            await pilot.press("enter")
+            await until(pilot, lambda: view.top == 0 and "1 " in listed()[0])
+
+
+def test_the_buffer_window_follows_the_current_buffer_only_when_it_changes() -> None:
+    from parlour.cli.tui.buffers import BufferList
+
+    view = BufferListView(BufferList("alice"))
+    assert view.window(5, 4, 10) == 0  # everything fits
+    assert view.window(30, 25, 10) == 16  # moved to show the current one (the list changed)
+    view.top = 16
+    view._shown_current = view.buffers.current  # nothing changed since: a scroll stays
+    assert view.window(30, 0, 10) == 16
+    assert view.window(30, 0, 40) == 0

@@ -184,10 +184,43 @@ class BufferListView(Widget):
     def __init__(self, buffers: BufferList, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.buffers = buffers
+        #: the first buffer shown (0-based) when they do not all fit
+        self.top = 0
+        self._shown_current: Buffer | None = None
+
+    def window(self, count: int, current: int, height: int) -> int:
+        """The first buffer to show of `count` in `height` lines: as before, moved just
+        enough to show the `current` one when it changed (scrolling may hide it again)."""
+        if height <= 0 or count <= height:
+            return 0
+        top = max(0, min(self.top, count - height))
+        if self.buffers.current is not self._shown_current and current >= 0:
+            if current < top:
+                top = current
+            elif current >= top + height:
+                top = current - height + 1
+        return top
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self._scroll(3)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._scroll(-3)
+
+    def _scroll(self, lines: int) -> None:
+        count, height = len(self.buffers.ordered()), self.size.height
+        self.top = max(0, min(self.top + lines, count - height))
+        self.refresh()
 
     def render(self) -> Text:
         out = Text(no_wrap=True, overflow="ellipsis")
-        for n, buf in enumerate(self.buffers.ordered(), start=1):
+        ordered = self.buffers.ordered()
+        current_at = next((i for i, b in enumerate(ordered) if b is self.buffers.current), -1)
+        height = self.size.height
+        self.top = self.window(len(ordered), current_at, height)
+        self._shown_current = self.buffers.current
+        shown = ordered[self.top : self.top + height] if height > 0 else ordered
+        for n, buf in enumerate(shown, start=self.top + 1):
             current = buf is self.buffers.current
             style = Style(reverse=True) if current else Style()
             if buf.parted:
@@ -199,13 +232,13 @@ class BufferListView(Widget):
             line = Text(f"{n:>2} ", style=Style(dim=True))
             line.append(clean(buf.target.label), style=style)
             line.append_text(_count_text(buf))
-            if n > 1:
+            if n > self.top + 1:
                 out.append("\n")
             out.append_text(line)
         return out
 
     def on_click(self, event: events.Click) -> None:
-        self.post_message(self.Picked(event.y + 1))
+        self.post_message(self.Picked(self.top + event.y + 1))
 
 
 class MemberList(Widget):
