@@ -74,14 +74,22 @@ async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
                 bob.base + f"/files/{upload}", headers={"Authorization": f"Bearer {alice.token}"}
             )
             assert foreign.status == 200 and await foreign.read() == data
-            # a password change on node 0 revokes the token on node 1 as well
-            await alice.wire.ok("passwd", old_password=PASSWORD, new_password="new-pass-99")
-            await eventually_status(http, bob.base + f"/files/{upload}", alice.token, 401)
             # the same upload cannot be attached again through the other node either
             again = await alice.wire.error(
                 "send", room="general", text="", client_id="x2", attachment=upload
             )
             assert again["code"] == "file_in_use"
+            # a resend of the same message through another node (the reply was lost in a
+            # failover) is the same message, not a second use of the file
+            alice2 = await User.make(nodes[1], "alice", http, signup=False)
+            resent = await alice2.wire.ok(
+                "send", room="general", text="", client_id="x1", attachment=upload
+            )
+            assert resent["duplicate"] is True and resent["seq"] == sent["seq"]
+            await alice2.close()
+            # a password change on node 0 revokes the token on node 1 as well
+            await alice.wire.ok("passwd", old_password=PASSWORD, new_password="new-pass-99")
+            await eventually_status(http, bob.base + f"/files/{upload}", alice.token, 401)
             await alice.wire.ok("delete", room="general", seq=sent["seq"])
             deleted = await bob.wire.event("message_deleted", seq=sent["seq"])
             assert deleted["attachment"] is None

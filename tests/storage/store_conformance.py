@@ -427,6 +427,8 @@ class StoreConformance:
         assert room_file is not None and room_file.attached and room_file.seq == 1
         assert room_file.room_key == "general" and room_file.conv is None and not room_file.deleted
         assert dm_file is not None and dm_file.conv == AB and dm_file.seq == 1
+        # the client id of the message each is attached to (a resend is recognised)
+        assert (room_file.client_id, dm_file.client_id) == ("c1", "d1")
         assert store.blob_refs("ab" * 32) == 2
         # a rename keeps the attachment where it is
         store.apply([RenameRoom("general", "Main")])

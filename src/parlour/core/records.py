@@ -182,7 +182,8 @@ class FileRecord:
     whether it is served inline, whether it has a thumbnail and when it completed.
 
     Where it is attached is read from the messages: `room_key` (room messages) or `conv` (DMs)
-    with the message's `seq`, and `deleted` when that message is a tombstone now."""
+    with the message's `seq` and `client_id`, and `deleted` when that message is a tombstone
+    now."""
 
     id: str
     owner: str
@@ -200,6 +201,9 @@ class FileRecord:
     conv: str | None = None
     seq: int | None = None
     deleted: bool = False
+    #: the client id of the message it is attached to (a resend of that message is a
+    #: duplicate, not a second use of the file)
+    client_id: str | None = None
 
     @property
     def attached(self) -> bool:

@@ -236,9 +236,10 @@ class MemoryStore:
         log = (self._room_logs if kind == "room" else self._dm_logs).get(scope)
         i = None if log is None else log.index(seq)
         deleted = log is None or i is None or log.msgs[i].deleted
+        cid = None if log is None or i is None else log.msgs[i].client_id
         if kind == "room":
-            return replace(rec, room_key=scope, seq=seq, deleted=deleted)
-        return replace(rec, conv=scope, seq=seq, deleted=deleted)
+            return replace(rec, room_key=scope, seq=seq, deleted=deleted, client_id=cid)
+        return replace(rec, conv=scope, seq=seq, deleted=deleted, client_id=cid)
 
     def file_usage(self, user: str) -> FileUsage:
         key = user_key(user)

@@ -1409,7 +1409,8 @@ _FILE_SELECT = (
     "SELECT f.id, f.owner_name, f.length, f.name, f.client_type, f.created, f.complete,"
     " f.sha256, f.type, f.inline, f.thumbnail, f.completed,"
     " r.key AS room_key, dm.conv AS conv, COALESCE(rm.seq, dm.seq) AS seq,"
-    " COALESCE(rm.deleted, dm.deleted, false) AS deleted"
+    " COALESCE(rm.deleted, dm.deleted, false) AS deleted,"
+    " COALESCE(rm.client_id, dm.client_id) AS client_id"
     " FROM files f"
     " LEFT JOIN room_messages rm ON rm.file_id = f.id"
     " LEFT JOIN rooms r ON r.id = rm.room_id"
@@ -1435,6 +1436,7 @@ def _file_record(r: Any) -> FileRecord:
         r["conv"],
         r["seq"],
         r["deleted"],
+        r["client_id"],
     )
 
 

@@ -831,7 +831,8 @@ _FILE_SELECT = (
     "SELECT f.id, f.owner, f.length, f.name, f.client_type, f.created, f.complete, f.sha256,"
     " f.type, f.inline, f.thumbnail, f.completed,"
     " rm.room_key AS room_key, dm.conv AS conv, COALESCE(rm.seq, dm.seq) AS seq,"
-    " COALESCE(rm.deleted, dm.deleted, 0) AS deleted"
+    " COALESCE(rm.deleted, dm.deleted, 0) AS deleted,"
+    " COALESCE(rm.client_id, dm.client_id) AS client_id"
     " FROM files f"
     " LEFT JOIN room_messages rm ON rm.file_id = f.id"
     " LEFT JOIN dm_messages dm ON dm.file_id = f.id"
@@ -842,7 +843,7 @@ def _file_record(row: Sequence[Any]) -> FileRecord:
     (fid, owner, length, name, ctype, created, complete, sha, typ, inline, thumb, completed) = row[
         :12
     ]
-    room, conv, seq, deleted = row[12:16]
+    room, conv, seq, deleted, client_id = row[12:17]
     return FileRecord(
         fid,
         owner,
@@ -860,6 +861,7 @@ def _file_record(row: Sequence[Any]) -> FileRecord:
         conv,
         seq,
         bool(deleted),
+        client_id,
     )
 
 

@@ -89,7 +89,10 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
     conv = state.conv(u.key, peer.key)
     attachment = None
     if rq.attachment is not None and state.client_ids.get(conv.conv, u.key, rq.client_id) is None:
-        attachment = attachment_for(cx, u, rq.attachment)  # may need the store: before changes
+        # (may need the store: before any change)
+        attachment = attachment_for(
+            cx, u, rq.attachment, client_id=rq.client_id, where=(None, conv.conv)
+        )
     seq = conv.log.last_seq + 1
     blocked = state.blocks.blocks(peer.key, u.key)
     # Delivered now, or deliberately never (blocked): either way the cursor moves on. An

@@ -50,7 +50,10 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
     cx.check_text(rq.text)
     attachment = None
     if rq.attachment is not None and cx.state.client_ids.get(room.uid, u.key, rq.client_id) is None:
-        attachment = attachment_for(cx, u, rq.attachment)  # may need the store: before changes
+        # (may need the store: before any change)
+        attachment = attachment_for(
+            cx, u, rq.attachment, client_id=rq.client_id, where=(room_key(room.name), None)
+        )
     cx.rate(c)
     dup = cx.state.client_ids.get(room.uid, u.key, rq.client_id)
     if dup is not None:

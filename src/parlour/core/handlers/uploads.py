@@ -78,13 +78,31 @@ def file_token(cx: Ctx, c: Connection, rq: FileTokenRequest) -> Outcome:
     )
 
 
-def attachment_for(cx: Ctx, u: UserState, file_id: str) -> AttachmentRow:
+def attachment_for(
+    cx: Ctx,
+    u: UserState,
+    file_id: str,
+    *,
+    client_id: str | None = None,
+    where: tuple[str | None, str | None] = (None, None),
+) -> AttachmentRow:
     """The attachment record of `u`'s finished upload `file_id` (may need the store: call it
-    before changing any state)."""
+    before changing any state). `client_id` and `where` (room key, conversation id) are
+    those of the message being sent: with several nodes, a file already attached to the
+    message with that client id there is a resend of it (after a failover to another node,
+    which has not heard of the client id): it goes on, and the store's unique key on client
+    ids answers it as a duplicate."""
     rec: FileRecord | None = cx.need(ReadFile(file_id))
     if rec is None or not rec.complete or user_key(rec.owner) != u.key:
         raise fail(ErrorCode.UNKNOWN_FILE, f"no finished upload {file_id} of yours", file=file_id)
-    if rec.attached or file_id in cx.attached:
+    resend = (
+        cx.cfg.cluster
+        and rec.attached
+        and client_id is not None
+        and rec.client_id == client_id
+        and (rec.room_key, rec.conv) == where
+    )
+    if not resend and (rec.attached or file_id in cx.attached):
         raise fail(
             ErrorCode.FILE_IN_USE,
             f"file {file_id} is attached to a message already (upload it again to post it again)",
