@@ -100,3 +100,23 @@ async def test_ctrl_d_leaves(terminal: pexpect.spawn) -> None:
     await terminal.expect(pexpect.EOF, async_=True)
     terminal.wait()
     assert terminal.exitstatus == 0
+
+
+async def test_tab_completes_commands_and_the_names_seen(
+    srv: ChatTestServer, terminal: pexpect.spawn
+) -> None:
+    async with Client("127.0.0.1", srv.port) as bob:
+        await bob.login("bob", PASSWORD)
+        await bob.join("general")
+        await bob.send("general", "anyone here?")
+        await terminal.expect_exact("<bob> anyone here?", async_=True)
+        terminal.send("hi @b\t")  # only bob has spoken: completed at once
+        await terminal.expect_exact("@bob", async_=True)
+        terminal.send("there\r")
+        await srv.wait_for(lambda: texts(srv)[-1:] == ["hi @bob there"], TIMEOUT)
+        terminal.send("/bro\t")  # one command starts so
+        await terminal.expect_exact("/broadcast", async_=True)
+        terminal.send("\x15/help ki\t")  # Ctrl+U clears the line; the argument of /help
+        await terminal.expect_exact("kick", async_=True)
+        terminal.send("\r")
+        await terminal.expect_exact("/kick <user>", async_=True)

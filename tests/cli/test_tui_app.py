@@ -291,7 +291,12 @@ async def test_a_long_buffer_list_scrolls_to_the_current_buffer() -> None:
             pass
         async with tui(server, size=(100, 14)) as (app, pilot):
             view = app.query_one("#buffers", BufferListView)
-            await until(pilot, lambda: len(app.buffers.ordered()) > view.size.height > 0)
+            # every room's buffer is there (they open as the login's catch-up arrives)
+            await until(
+                pilot,
+                lambda: {b.target.label.lstrip("#") for b in app.buffers.ordered()} >= set(rooms),
+            )
+            assert len(app.buffers.ordered()) > view.size.height > 0
 
             def listed() -> list[str]:
                 return str(view.render()).splitlines()

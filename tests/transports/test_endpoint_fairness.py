@@ -109,24 +109,33 @@ async def test_an_address_closed_for_garbage_waits_before_it_may_connect_again()
 
 
 async def test_a_client_that_ignores_rate_limiting_is_closed() -> None:
+    """Requests in flight when the first refusal left count once; a client that keeps sending
+    as it is refused, wait after wait, is closed."""
+
     class Limited(OrderService):
         def handle(self, conn: ConnId, request: Any, now: float, answers: Any = None) -> Outcome:
             super().handle(conn, request, now, answers)
-            return Outcome(reply=Error(request.id, "rate_limited", "wait", {"retry_after": 1}))
+            return Outcome(reply=Error(request.id, "rate_limited", "wait", {"retry_after": 0.1}))
 
     service = Limited()
     writer = InlineWriter(MemoryStore().apply)
     writer.start()
     endpoint = Endpoint(service, writer, Hub(), limits=EndpointLimits(max_errors=20))
     endpoint.start()
+    clock = [1000.0]
+    endpoint._loop_time = lambda: clock[0]  # type: ignore[method-assign]
     t = FakeTransport(("127.0.0.5", 1))
     conn = endpoint.open(t, "127.0.0.5:1")
     assert conn is not None
-    endpoint.received(conn, b"".join(b'{"id":%d,"type":"ping"}\n' % i for i in range(15)))
+    # a burst of 60 all refused within one wait: one error (a client with many in flight)
+    endpoint.received(conn, b"".join(b'{"id":%d,"type":"ping"}\n' % i for i in range(60)))
     await _settle(endpoint)
-    assert not t.closing  # a burst that is refused a few times is fine
-    endpoint.received(conn, b"".join(b'{"id":%d,"type":"ping"}\n' % i for i in range(15, 40)))
-    await _settle(endpoint)
+    assert not t.closing
+    # then a request each time the wait ends and is refused again: one error per wait
+    for i in range(60, 80):
+        clock[0] += 0.11
+        endpoint.received(conn, b'{"id":%d,"type":"ping"}\n' % i)
+        await _settle(endpoint)
     frames = [json.loads(line) for line in bytes(t.out).splitlines()]
     assert frames[-1]["event"] == "disconnect" and frames[-1]["code"] == "too_many_errors"
     assert t.closing

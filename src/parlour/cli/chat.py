@@ -29,7 +29,7 @@ import termios
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -51,6 +51,7 @@ from parlour.cli._render import (
 )
 from parlour.cli._transfers import FileCommands, LineDisplay
 from parlour.cli._uploads import LineJobs, ServerFileCommands
+from parlour.cli._vocabulary import Vocabulary
 from parlour.client import (
     DEFAULT_PORT,
     FILE_EVENTS,
@@ -76,6 +77,9 @@ from parlour.protocol import (
     name_key,
     normalize_name,
 )
+
+if TYPE_CHECKING:
+    from prompt_toolkit.completion import Completer
 
 __all__ = ["ChatApp", "chat"]
 
@@ -157,12 +161,14 @@ class _PromptReader:
     ``patch_stdout``: lines printed while the user types appear above the input line, which is
     redrawn intact. A bracketed paste keeps its lines: Enter sends them as one message."""
 
-    def __init__(self, prompt: Callable[[], str]) -> None:
+    def __init__(self, prompt: Callable[[], str], completer: Completer | None = None) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import InMemoryHistory
 
         self._prompt = prompt
-        self._session: PromptSession[str] = PromptSession(history=InMemoryHistory())
+        self._session: PromptSession[str] = PromptSession(
+            history=InMemoryHistory(), completer=completer, complete_while_typing=False
+        )
         self._eof = False
 
     async def readline(self) -> str | None:
@@ -232,6 +238,8 @@ class ChatApp:
         self.ask = ask  # (prompt, hidden) -> answer; interactive only
         self.me: str | None = None
         self.room: str | None = None
+        #: rooms and users seen, for Tab completion on a terminal (parlour.cli._completion)
+        self.vocabulary = Vocabulary()
         #: lines that failed (error reply, bad usage); piped runs exit 4 if any
         self.failures = 0
         #: your last acknowledged message per room / DM peer (for ``/edit last``)
@@ -334,6 +342,7 @@ class ChatApp:
 
     def _logged_in(self, session: Session) -> None:
         self.me = session.username
+        self.vocabulary.saw_rooms(*session.rooms)
         if self.room is None and session.rooms:
             self.room = session.rooms[0]
         self.out(render_session(session))
@@ -347,6 +356,7 @@ class ChatApp:
     def show_event(self, event: Event) -> None:
         try:
             self._track(event)
+            self._remember_names(event)
             if isinstance(event, FILE_EVENTS):
                 self.files.remember(event)
                 line = self.files.render_event(event)
@@ -358,6 +368,21 @@ class ChatApp:
             line = f"! could not show a {event.name} event: {type(exc).__name__}"
         if line is not None:
             self.out(line)
+
+    def _remember_names(self, event: Event) -> None:
+        """The rooms and people an event names, for Tab completion."""
+        fields = event.fields
+        if event.name is EventName.ROOM_DELETED:
+            self.vocabulary.forget_room(str(fields.get("room", "")))
+            return
+        for key in ("room", "new_name"):
+            value = fields.get(key)
+            if isinstance(value, str):
+                self.vocabulary.saw_rooms(value)
+        for key in ("user", "peer", "from"):
+            value = fields.get(key)
+            if isinstance(value, str):
+                self.vocabulary.saw_users(value)
 
     def _track(self, event: Event) -> None:
         """Keep the current room right when the server changes it under us."""
@@ -820,7 +845,12 @@ async def _main(
         if mode == "edit":
             from prompt_toolkit.patch_stdout import patch_stdout
 
-            editor = _PromptReader(lambda: f"#{clean(app.room)}> " if app.room else "> ")
+            from parlour.cli._completion import LineCompleter
+
+            editor = _PromptReader(
+                lambda: f"#{clean(app.room)}> " if app.room else "> ",
+                LineCompleter(app.vocabulary, list(c.COMMAND_HELP), app.me),
+            )
             with patch_stdout(raw=True):
                 return await app.loop(editor)
         reader = _LineReader(stdin, asyncio.get_running_loop())

@@ -45,6 +45,7 @@ from parlour.client.files import (
     Transfer,
     TransferOptions,
 )
+from parlour.client.pacing import READ_TYPES, ReadPacer
 from parlour.client.types import (
     Ack,
     Attachment,
@@ -377,6 +378,8 @@ class Client:
         self._files: FileTransfers | None = None
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._files_url = files_url
+        #: the server's read allowance, spent here first (parlour.client.pacing)
+        self._reads = ReadPacer()
         self._server_files: ServerFiles | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
         self._cursors = Cursors()
@@ -526,6 +529,10 @@ class Client:
                     self._connect_timeout,
                 )
                 self.welcome = Welcome.from_data(_data(reply))
+                limits = self.welcome.limits
+                rate, burst = limits.get("read_rate_per_second"), limits.get("read_burst")
+                if isinstance(rate, int | float) and isinstance(burst, int | float):
+                    self._reads.configure(float(rate), float(burst))
                 max_frame = self.welcome.limits.get("max_frame")
                 if isinstance(max_frame, int) and max_frame > 0:
                     conn.server_max_frame = max_frame
@@ -839,6 +846,10 @@ class Client:
         while True:
             conn = await self._wait_ready()
             request = build(self._new_id())
+            if request.TYPE in READ_TYPES:  # held back rather than refused (client/pacing.py)
+                delay = self._reads.wait(asyncio.get_running_loop().time())
+                if delay > 0:
+                    await asyncio.sleep(delay)
             try:
                 reply = await conn.request(request, self._request_timeout, on_reply)
             except _Lost as exc:

@@ -166,6 +166,8 @@ class Limits(TypedDict):
     password_min_length: int
     max_page: int
     max_file_size: NotRequired[int]
+    read_rate_per_second: NotRequired[float]
+    read_burst: NotRequired[float]
     upload_url: NotRequired[str]
     web_url: NotRequired[str]
     web_port: NotRequired[int]

@@ -145,6 +145,7 @@ class _Conn:
         "last_seen",
         "peer",
         "read_paused",
+        "refused_until",
         "ticket",
         "transport",
         "wire",
@@ -168,6 +169,8 @@ class _Conn:
         self.closing = False
         self.errors = 0
         self.errors_since = now
+        #: loop time until which the client was told to wait (`rate_limited`)
+        self.refused_until = 0.0
 
 
 class Endpoint:
@@ -418,9 +421,20 @@ class Endpoint:
         self._apply(conn, request, outcome)
         reply = outcome.reply
         if type(reply) is Error and reply.code == _RATE_LIMITED:
-            # told to wait and did not: a well-behaved client waits for `retry_after`
-            self._count_error(conn)
+            self._refused(conn, reply)
         return True
+
+    def _refused(self, conn: _Conn, reply: Error) -> None:
+        """A `rate_limited` refusal: one error per wait the client is told of. Requests
+        already on their way when the first refusal left (a client with many in flight, all
+        refused until their `retry_after`) count once; a client that keeps sending as it is
+        refused — a flood — counts once per wait, and `max_errors` waits close it."""
+        now = self._loop_time()
+        if now < conn.refused_until:
+            return
+        wait = reply.extra.get("retry_after")
+        conn.refused_until = now + (float(wait) if isinstance(wait, int | float) else 0.0)
+        self._count_error(conn)
 
     def _apply(self, conn: _Conn, request: Request, outcome: Outcome) -> None:
         conn.in_flight += 1

@@ -70,6 +70,8 @@ def hello(cx: Ctx, c: Connection, rq: HelloRequest) -> Outcome:
         "max_text": cfg.max_message_length,
         "rate_per_second": cfg.rate_per_second,
         "rate_burst": cfg.rate_burst,
+        "read_rate_per_second": cfg.read_rate_per_second,
+        "read_burst": cfg.read_burst,
         "password_min_length": cfg.password_min_length,
         "max_page": cfg.max_page,
         "max_file_size": cfg.max_file_size,
