@@ -495,6 +495,15 @@ class FilesHttp:
     async def _commit(self, *writes: Write) -> None:
         await self.writer.submit(writes)
 
+    def _interrupted(self, upload: str, durable: int, why: BaseException) -> None:
+        """A body was cut off (the client went away, the disk failed, shutdown): said once."""
+        log.info(
+            "upload interrupted",
+            extra={"fields": {"file": upload, "offset": durable, "why": repr(why)}},
+        )
+        self.stats["interrupted"] += 1
+        self._observe("interrupted", upload)
+
     def _observe(self, what: str, upload: str) -> None:
         if self.observer is not None:
             self.observer(what, upload)
@@ -793,12 +802,7 @@ class FilesHttp:
                     state.hasher, state.hashed = None, -1
                     await asyncio.to_thread(self._truncate, fd, upload, offset)
                     durable = offset
-                log.info(
-                    "upload interrupted",
-                    extra={"fields": {"file": upload, "offset": durable, "why": repr(interrupted)}},
-                )
-                self.stats["interrupted"] += 1
-                self._observe("interrupted", upload)
+                self._interrupted(upload, durable, interrupted)
                 if isinstance(interrupted, asyncio.CancelledError):
                     raise interrupted
                 return 400, "the request body was cut off", durable
@@ -953,12 +957,7 @@ class FilesHttp:
                 state.hasher, state.hashed = None, -1
                 await asyncio.to_thread(self._truncate, fd, upload, offset)
                 durable = offset
-            log.info(
-                "upload interrupted",
-                extra={"fields": {"file": upload, "offset": durable, "why": repr(interrupted)}},
-            )
-            self.stats["interrupted"] += 1
-            self._observe("interrupted", upload)
+            self._interrupted(upload, durable, interrupted)
             if cancelled is not None:
                 raise cancelled
             return 400, "the request body was cut off", durable
