@@ -234,6 +234,7 @@ class PrivatePostgres:
                 except Exception:
                     if time.monotonic() > deadline:
                         raise
+                    # a separate postgres process: no event to wait on, poll until deadline
                     await asyncio.sleep(0.1)
 
         _run(ready)
@@ -264,6 +265,7 @@ class PrivatePostgres:
                     pass
             except OSError:
                 break
+            # the killed postmaster's backends (not our children) free the port: poll
             time.sleep(0.05)
         pid_file = self.data / "postmaster.pid"
         if not fast:

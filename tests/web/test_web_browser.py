@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import pytest_asyncio
 from browser_helpers import (
     ADMIN_PASSWORD,
     PHONE,
     Bot,
     expect,
     join,
-    launch,
     message,
     needs_chromium,
     open_conv,
     pages,
-    playwright_api,
     send,
     seqs,
     shot,
@@ -34,16 +30,6 @@ if TYPE_CHECKING:
 from browser_helpers import chat_server
 
 pytestmark = needs_chromium()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with playwright_api.async_playwright() as pw:
-        launched = await launch(pw)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def badge(page, conv: str):  # type: ignore[no-untyped-def]

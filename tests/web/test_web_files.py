@@ -10,17 +10,14 @@ import base64
 import contextlib
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest_asyncio
 from browser_helpers import (
     PHONE,
     chat_server,
     expect,
     join,
-    launch,
     message,
     needs_chromium,
     open_conv,
@@ -35,16 +32,6 @@ if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Request, Route
 
 pytestmark = needs_chromium()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with playwright_api.async_playwright() as pw:
-        launched = await launch(pw)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def png(width: int, height: int) -> bytes:

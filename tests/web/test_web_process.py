@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
-import pytest_asyncio
 from browser_helpers import (
     ADMIN_PASSWORD,
     expect,
     join,
-    launch,
     message,
     needs_chromium,
     pages,
-    playwright_api,
     send,
     seqs,
     shot,
@@ -41,16 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = needs_chromium()
 TIMEOUT = 30.0
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with playwright_api.async_playwright() as pw:
-        launched = await launch(pw)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Serve:
@@ -190,7 +177,7 @@ async def test_restart_and_kill_9_mid_conversation_resume_exactly(
                 n += 1
                 await talker.send("general", f"talk {n}")
                 acked.append(f"talk {n}")
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pacing the traffic (20 msg/s), not waiting for it
 
         chatter = asyncio.create_task(talk())
         await send(alice, "before the restart")

@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,20 +77,6 @@ def check_open_file_limit(max_connections: int) -> int | None:
         },
     )
     return int(soft)
-
-
-def web_location(
-    settings: Settings, addresses: Sequence[tuple[str, int]], tls: object | None
-) -> tuple[str | None, int]:
-    """The web listener's absolute URL when one is known (``public_url``, or a listener
-    bound to one address) and its port, for ``hello``."""
-    host, port = addresses[0] if addresses else (settings.web_listen_host, settings.web_listen_port)
-    if settings.public_url:
-        return settings.public_url, port
-    if host in ("", "0.0.0.0", "::"):
-        return None, port  # clients use the host they connected to
-    shown = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls is not None else 'http'}://{shown}:{port}/", port
 
 
 def core_config(settings: Settings) -> CoreConfig:
@@ -467,7 +453,7 @@ class ChatServer:
                     routes=files.add_routes if files is not None else None,
                 )
                 await web.start()
-                service.web_listening(*web_location(settings, web.addresses, ssl_context))
+                service.web_listening(*web.location)
                 if files is not None:
                     files.start()
         except BaseException:

@@ -33,7 +33,7 @@ from parlour.transports.http_guard import HttpGuard
 from parlour.transports.websocket import WebSocketDoor
 from parlour.web.assets import Asset, Assets
 
-__all__ = ["CSP", "WebListener", "origin_allowed", "origin_of"]
+__all__ = ["CSP", "WebListener", "origin_allowed", "origin_of", "web_location"]
 
 log = logging.getLogger("parlour.transports.web")
 
@@ -95,6 +95,18 @@ def origin_allowed(origin: str | None, *, own: str | None, public: str | None) -
         return False
     expected = public if public is not None else own
     return expected is not None and given == expected
+
+
+def web_location(host: str, port: int, *, tls: bool, public: str | None) -> tuple[str | None, int]:
+    """(the listener's absolute URL when one is known, its port): the public origin when one
+    is configured, else scheme, host and port — except for a listener on every address, whose
+    URL depends on where a client is (clients then use the host they reached with the port)."""
+    if public is not None:
+        return public.rstrip("/") + "/", port
+    if host in ("", "0.0.0.0", "::"):
+        return None, port
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/", port
 
 
 class WebListener:
@@ -243,16 +255,21 @@ class WebListener:
         return out
 
     @property
-    def url(self) -> str:
-        """Where to open the client (the public URL when one is configured)."""
-        if self.public_origin is not None:
-            return self.public_origin + "/"
-        scheme = "https" if self.ssl_context is not None else "http"
+    def location(self) -> tuple[str | None, int]:
+        """Where clients elsewhere find this listener (`web_location`), for ``hello``."""
         host, port = self.addresses[0] if self.addresses else (self.host, self.port)
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1" if host != "::" else "::1"
-        shown = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{shown}:{port}/"
+        return web_location(host, port, tls=self.ssl_context is not None, public=self.public_origin)
+
+    @property
+    def url(self) -> str:
+        """Where to open the client (the public URL when one is configured; on this machine
+        when the listener takes every address)."""
+        found, port = self.location
+        if found is not None:
+            return found
+        host = self.addresses[0][0] if self.addresses else self.host
+        loopback = "[::1]" if host == "::" else "127.0.0.1"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{loopback}:{port}/"
 
     async def stop_accepting(self) -> None:
         """Stop taking new connections (open WebSockets are closed by the endpoint)."""
