@@ -7,6 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No timing thresholds in tests: Hypothesis' default 200 ms per-example deadline turned a busy
+# CI machine (a browser test's Chromium still exiting) into a failure of a pure codec property;
+# its too_slow health check measures time the same way.
+settings.register_profile("parlour", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("parlour")
 
 
 @pytest.fixture

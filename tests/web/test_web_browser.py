@@ -102,6 +102,14 @@ async def test_dm_to_an_offline_user_edit_delete_keyboard_and_block(browser: Bro
         await open_conv(carol, "dm:alice")
         await expect(message(carol, 1)).to_contain_text("lunch tomorrow?")
 
+        # a draft stays with its conversation while another one is open
+        await alice.fill("#composer", "half a thought")
+        await open_conv(alice, "room:general")
+        await expect(alice.locator("#composer")).to_have_value("")
+        await open_conv(alice, "dm:carol")
+        await expect(alice.locator("#composer")).to_have_value("half a thought")
+        await alice.fill("#composer", "")
+
         # keyboard: Shift+Enter is a newline, Enter sends, ArrowUp edits the last own message
         await open_conv(alice, "room:general")
         await alice.fill("#composer", "line one")

@@ -46,6 +46,7 @@ export class Conv {
     this.membersTruncated = false;
     this.marker = null; // seq after which the "new messages" line is drawn
     this.generation = 0; // bumped when the window is replaced (views re-anchor)
+    this.draft = ""; // the composer's unsent text, kept while another conversation is open
   }
 
   get id() {

@@ -194,21 +194,24 @@ function MessageList({ chat, conv, onEdit }) {
     </div>`;
 }
 
+// Mounted once per conversation (the Conversation is keyed by conv.id), so its state starts
+// from that conversation's draft synchronously: nothing resets the text after the user has
+// started typing. The draft outlives switching away and back.
 function Composer({ chat, conv, editing, setEditing }) {
-  const [text, setText] = useState("");
+  const [text, setDraft] = useState(() => conv.draft || "");
+  const setText = (value) => {
+    if (!editing) conv.draft = value;
+    setDraft(value);
+  };
   const area = useRef(null);
   const max = chat.limits?.max_text || 4000;
   useEffect(() => {
     if (editing) {
-      setText(editing.text || "");
+      setDraft(editing.text || ""); // the edited text is not the conversation's draft
       area.current?.focus();
     }
   }, [editing]);
-  useEffect(() => {
-    setText("");
-    setEditing(null);
-    area.current?.focus();
-  }, [conv.id]);
+  useLayoutEffect(() => { area.current?.focus(); }, []);
 
   const uploads = chat.files.enabled ? chat.files.uploadsOf(conv) : [];
   const sendable = uploads.some((i) => i.state !== "failed" && !i.commit);
