@@ -192,3 +192,51 @@ async def test_a_restarted_redis_is_reported_and_joined_again() -> None:
     finally:
         await bus.close()
         server.close()
+
+
+@pytest.mark.cluster
+async def test_the_login_journal_outlives_the_messages(two_buses: tuple[object, object]) -> None:
+    """Login checks published on one bus are read back, in order, by a bus that starts later
+    (a node that restarts); other effects and messages are not kept."""
+    from parlour.bus.redis import RedisBus
+
+    a, b = two_buses
+    assert isinstance(a, RedisBus) and isinstance(b, RedisBus)
+    await _until(lambda: a.connected, "connected")
+    checks: list[o.RemoteEffect] = []
+    for n in range(1, 41):
+        check: o.RemoteEffect = (
+            o.LoginSucceeded("vic", "10.0.0.1")
+            if n % 10 == 0
+            else o.LoginFailed("vic", f"10.0.0.{n % 3}", 1000.0 + n)
+        )
+        checks.append(check)
+        a.publish(BusMessage("a", (), (), (o.SessionsChanged("x", 1), check), n))
+    a.publish(BusMessage("a", (), (), (), 41))  # nothing to keep
+    await _until(lambda: a.published == 41, "published")
+    late = RedisBus(REDIS_URL, a.prefix)
+    try:
+        assert await late.login_history() == tuple(checks)
+    finally:
+        await late.close()
+    other = RedisBus(REDIS_URL, fresh_prefix())  # another deployment shares nothing
+    try:
+        assert await other.login_history() == ()
+    finally:
+        await other.close()
+
+
+async def test_the_in_process_journal_keeps_login_checks_for_its_horizon() -> None:
+    from parlour.bus.journal import HORIZON
+    from parlour.bus.memory import InProcessBus
+
+    now = [0.0]
+    bus = InProcessBus(clock=lambda: now[0])
+    old = o.LoginFailed("vic", "a", 0.0)
+    bus.publish(BusMessage("n", (), (), (old, o.EndSessions("vic", "kicked", "bye")), 1))
+    now[0] = HORIZON / 2
+    new = o.LoginSucceeded("vic", "a")
+    bus.publish(BusMessage("n", (), (), (new,), 2))
+    assert await bus.login_history() == (old, new)
+    now[0] = HORIZON + 1  # the first one is past the horizon
+    assert await bus.login_history() == (new,)

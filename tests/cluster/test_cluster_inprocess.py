@@ -50,6 +50,7 @@ async def nodes() -> AsyncIterator[Nodes]:
         *,
         bus: InProcessBus | None = None,
         store: MemoryStore | None = None,
+        first: int = 0,
         **settings: Any,
     ) -> list[ChatServer]:
         store = store or MemoryStore()
@@ -71,7 +72,7 @@ async def nodes() -> AsyncIterator[Nodes]:
                 password_hasher=PlainHasher(),
                 store=store,
                 bus=shared,
-                bus_node=f"n{i}",
+                bus_node=f"n{first + i}",
                 core_overrides={"cluster": True},
             )
             started.append(server)
@@ -304,3 +305,48 @@ async def test_a_read_marker_moved_on_one_node_reaches_sessions_on_another(nodes
         assert markers() == [("general", None, acks[1].seq), (None, "bob", dm.seq)]
     finally:
         await close_all([laptop, phone, bob])
+
+
+async def test_login_throttles_hold_on_every_node_and_on_a_node_started_later(
+    nodes: Nodes,
+) -> None:
+    store, bus = MemoryStore(), InProcessBus()
+    a, b = await nodes(2, store=store, bus=bus)
+    clients: list[Client] = []
+    try:
+        owner = Client("127.0.0.1", a.port)
+        clients.append(owner)
+        await owner.connect()
+        await owner.signup("vic", PASSWORD)
+        await owner.close()
+        guesser = Client("127.0.0.1", a.port)
+        clients.append(guesser)
+        await guesser.connect()
+        codes = []
+        for k in range(3):  # three wrong passwords on node 0 lock the (name, address) pair
+            with pytest.raises(ServerError) as wrong:
+                await guesser.login("vic", f"guess-{k}")
+            codes.append(wrong.value.code)
+        assert codes == ["bad_credentials", "bad_credentials", "locked_out"]
+
+        async def login_on(server: ChatServer) -> str:
+            c = Client("127.0.0.1", server.port)
+            clients.append(c)
+            await c.connect()
+            try:
+                await c.login("vic", PASSWORD)
+            except ServerError as exc:
+                return exc.code
+            return "ok"
+
+        # node 1 heard of the failures: the right password waits there too
+        assert await login_on(b) == "locked_out"
+        # a node that starts now replays the bus's journal: no fresh start for the guesser
+        [c] = await nodes(1, store=store, bus=bus, first=2)
+        assert await login_on(c) == "locked_out"
+        # and without the journal it would have let the password through (the test can fail)
+        bus._journal.clear()
+        [d] = await nodes(1, store=store, bus=bus, first=3)
+        assert await login_on(d) == "ok"
+    finally:
+        await close_all(clients)

@@ -13,7 +13,9 @@ Keys (``prefix`` keeps deployments and test runs apart; the channel is ``{prefix
 
 * ``{prefix}:node:{id}`` — the node is alive (refreshed every `heartbeat`, expires after
   `ttl`);
-* ``{prefix}:sessions:{id}`` — hash user key -> live sessions on that node (same expiry).
+* ``{prefix}:sessions:{id}`` — hash user key -> live sessions on that node (same expiry);
+* ``{prefix}:logins`` — a stream of the recent login checks (`parlour.bus.journal`), trimmed
+  to about `MAX_ENTRIES` and expiring `HORIZON` after the last one; a starting node reads it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from parlour.bus.codec import BusDecodeError, decode, encode
+from parlour.bus.journal import HORIZON, MAX_ENTRIES, login_checks
+from parlour.core.outcome import RemoteEffect
 from parlour.core.ports import BusMessage
 
 __all__ = ["RedisBus", "redact_url"]
@@ -71,6 +75,8 @@ class RedisBus:
             url, socket_connect_timeout=2, socket_timeout=5, retry=no_retry
         )
         self._queue: deque[bytes] = deque()
+        self._journal_key = f"{prefix}:logins"
+        self._journal: deque[bytes] = deque(maxlen=MAX_ENTRIES)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -96,6 +102,9 @@ class RedisBus:
             queue.popleft()
             self.dropped += 1
         queue.append(encode(message))
+        checks = login_checks(message)
+        if checks:
+            self._journal.append(encode(BusMessage(message.origin, (), (), checks)))
         self._wake.set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,20 +190,27 @@ class RedisBus:
                 log.exception("bus subscriber failed", extra={"fields": {"node": node}})
 
     async def _publish(self) -> None:
-        queue = self._queue
+        queue, journal = self._queue, self._journal
         while not self._closing:
-            if not queue:
+            if not queue and not journal:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             batch = [queue.popleft() for _ in range(min(len(queue), 512))]
+            checks = [journal.popleft() for _ in range(min(len(journal), 512))]
             try:
-                if len(batch) == 1:
+                if len(batch) == 1 and not checks:
                     await self._redis.publish(self.channel, batch[0])
                 else:
                     async with self._redis.pipeline(transaction=False) as pipe:
                         for data in batch:
                             pipe.publish(self.channel, data)
+                        for data in checks:
+                            pipe.xadd(
+                                self._journal_key, {"m": data}, maxlen=MAX_ENTRIES, approximate=True
+                            )
+                        if checks:
+                            pipe.pexpire(self._journal_key, int(HORIZON * 1000))
                         await pipe.execute()
                 self.published += len(batch)
             except asyncio.CancelledError:
@@ -204,9 +220,26 @@ class RedisBus:
                 # nothing while Redis is down: what waits would only be older and older.
                 self.dropped += len(batch) + len(queue)
                 queue.clear()
+                journal.clear()
                 self._state(False)
                 log.debug("bus publish failed: %s", exc)
                 await asyncio.sleep(0.2)
+
+    async def login_history(self) -> tuple[RemoteEffect, ...]:
+        """The login checks of the last `HORIZON` seconds, oldest first (raises `RedisError`
+        or `OSError` when Redis cannot be reached)."""
+        since = f"{int((time.time() - HORIZON) * 1000)}-0"
+        entries = await self._redis.xrange(self._journal_key, min=since, max="+")
+        out: list[RemoteEffect] = []
+        for _, fields in entries or ():
+            data = (fields or {}).get(b"m")
+            if not isinstance(data, bytes):
+                continue
+            try:
+                out.extend(decode(data).effects)
+            except BusDecodeError:
+                self.undecodable += 1
+        return tuple(out)
 
     # ------------------------------------------------------------------ the node registry
 

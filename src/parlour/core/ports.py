@@ -217,3 +217,9 @@ class Bus(Protocol):
     def publish(self, message: BusMessage) -> None:
         """Hand `message` to every subscribed node (the publisher's own included)."""
         ...
+
+    async def login_history(self) -> tuple[RemoteEffect, ...]:
+        """The login checks (`LoginFailed`/`LoginSucceeded` effects) published recently, in
+        order, so that a node that starts throttles as the running ones do: the bus keeps
+        them (bounded, expiring) beside the messages it forgets."""
+        ...

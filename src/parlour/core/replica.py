@@ -522,10 +522,24 @@ class Replica:
                 end_all_sessions(
                     cx, u, code, effect.reason, out, quiet=effect.quiet, everywhere=False
                 )
-        elif isinstance(effect, LoginFailed):
-            cx.sessions.throttle.failure(effect.user, effect.address, effect.ts)
-        elif isinstance(effect, LoginSucceeded):
-            cx.sessions.throttle.success(effect.user, effect.address)
+        else:
+            self._login_check(effect)
+
+    def restore_logins(self, checks: Iterable[RemoteEffect], now: float) -> int:
+        n = sum(self._login_check(check) for check in checks)
+        self.cx.sessions.throttle.expire(now)
+        return n
+
+    def _login_check(self, check: RemoteEffect) -> bool:
+        """Count another node's password check in this node's throttles."""
+        throttle = self.cx.sessions.throttle
+        if isinstance(check, LoginFailed):
+            throttle.failure(check.user, check.address, check.ts)
+        elif isinstance(check, LoginSucceeded):
+            throttle.success(check.user, check.address)
+        else:
+            return False
+        return True
 
     def node_gone(self, node: str, now: float) -> Outcome:
         """`node` died or left: forget its sessions; its users now offline everywhere are said

@@ -439,6 +439,12 @@ class ChatService:
     def node_gone(self, node: str, now: float) -> Outcome:
         return self._tell(self.replica.node_gone(node, now))
 
+    def restore_logins(self, checks: Sequence[RemoteEffect], now: float) -> int:
+        """Replay the deployment's recent login checks (oldest first, from the bus's journal)
+        into this node's throttles, so a node that starts throttles as the others do; returns
+        how many were login checks (anything else is ignored)."""
+        return self.replica.restore_logins(checks, now)
+
     # ================================================================== introspection
 
     def online_users(self) -> list[str]:

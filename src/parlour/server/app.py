@@ -375,6 +375,7 @@ class ChatServer:
                     registry.on_state = node_part.on_bus_state
                     if own_bus:
                         await registry.start()
+                await node_part.restore_logins()
                 node_part.start()
             else:
                 node = bus_node or "local"

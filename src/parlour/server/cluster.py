@@ -17,6 +17,8 @@ node registry and the store (docs/design/scale-out.md).
   the store's heads are compared with what was delivered every `poll_interval` (twice a
   second while the bus is down, so that cross-node delivery goes on through the store), and
   after every (re)connection to the bus, when the caches are reloaded too (`resync`).
+* **Login throttles** count every node's password checks (remote effects); a node that
+  starts first replays the recent ones the bus keeps (`restore_logins`).
 * **The registry**: every `heartbeat` the node says it is alive with its users' session
   counts (expiring keys in Redis); nodes whose key expired are forgotten (`node_gone`), so a
   node killed with its sessions does not leave them online.
@@ -124,6 +126,21 @@ class ClusterNode:
             self._run(), name=f"parlour-node-{self.node}"
         )
         self._resync_wanted.set()  # what was committed between the load and the subscription
+
+    async def restore_logins(self, timeout: float = 3.0) -> int:
+        """Count the deployment's recent login checks (the bus's journal) in this node's
+        throttles before it serves anybody: a node that (re)starts must not be the place to
+        guess passwords from scratch. Without the journal (Redis not answering within
+        `timeout`) the node starts with empty throttles and says so."""
+        try:
+            checks = await asyncio.wait_for(self.bus.login_history(), timeout)
+        except Exception as exc:  # RedisError, OSError, TimeoutError: start without them
+            log.warning(
+                "login throttles start empty: the bus's journal could not be read",
+                extra={"fields": {"error": type(exc).__name__}},
+            )
+            return 0
+        return self.service.restore_logins(checks, self.clock())
 
     async def stop(self) -> None:
         self._stopping = True

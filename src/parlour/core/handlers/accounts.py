@@ -161,10 +161,19 @@ def _locked(name: str, wait: float, c: Connection) -> ProtocolError:
     )
 
 
+def _count_failure(cx: Ctx, c: Connection, name: str) -> float:
+    """Count a failed check for user `name` from `c`'s address in the throttles (on every
+    node: they are shared); how long the pair is now locked out (0: not locked)."""
+    key = user_key(name)
+    if cx.cfg.cluster:
+        cx.tell(LoginFailed(key, c.address, cx.now))
+    return cx.sessions.throttle.failure(key, c.address, cx.now)
+
+
 def _bad_token(cx: Ctx, c: Connection, name: str) -> ProtocolError:
     """A token that is not (or no longer) valid for user `name`: counted like a wrong
     password (a token cannot be guessed, but nobody gets to try forever)."""
-    locked = cx.sessions.throttle.failure(user_key(name), c.address, cx.now)
+    locked = _count_failure(cx, c, name)
     log_event(logging.WARNING, "token login failed", user=name, peer=c.peer, conn=c.id)
     if locked > 0:
         return _locked(name, locked, c)
@@ -178,9 +187,7 @@ def _bad_token(cx: Ctx, c: Connection, name: str) -> ProtocolError:
 def _wrong_password(cx: Ctx, c: Connection, name: str, what: str) -> ProtocolError:
     """Count a failed password check of user `name` from `c`'s address; the error to answer
     (the same shape whether the user exists or not)."""
-    locked = cx.sessions.throttle.failure(user_key(name), c.address, cx.now)
-    if cx.cfg.cluster:  # the throttles are shared: every node counts it
-        cx.tell(LoginFailed(user_key(name), c.address, cx.now))
+    locked = _count_failure(cx, c, name)
     log_event(logging.WARNING, f"{what} failed", user=name, peer=c.peer, conn=c.id)
     if locked > 0:
         return _locked(name, locked, c)
