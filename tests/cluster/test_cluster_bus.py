@@ -51,9 +51,7 @@ def _values(cls: type) -> st.SearchStrategy[object]:
 
 
 writes = st.one_of(*(_values(c) for c in w.Write.__args__))
-effects = st.one_of(
-    *(_values(c) for c in (o.EndSessions, o.SessionsChanged, o.LoginFailed, o.LoginSucceeded))
-)
+effects = st.one_of(*(_values(c) for c in o.RemoteEffect.__args__))
 addresses = st.one_of(
     _values(o.ToRoom), _values(o.ToUsers), st.just(o.ToAll()), _values(o.ToPresence)
 )

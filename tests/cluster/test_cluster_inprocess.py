@@ -16,7 +16,7 @@ from cluster_helpers import PASSWORD, close_all, eventually, recording_client, t
 from parlour.bus.memory import InProcessBus
 from parlour.client import Client, ServerError
 from parlour.core.ports import BusMessage
-from parlour.protocol import ReadMarkerEvent
+from parlour.protocol import JoinedEvent, PresenceEvent, ReadMarkerEvent
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
@@ -348,5 +348,42 @@ async def test_login_throttles_hold_on_every_node_and_on_a_node_started_later(
         bus._journal.clear()
         [d] = await nodes(1, store=store, bus=bus, first=3)
         assert await login_on(d) == "ok"
+    finally:
+        await close_all(clients)
+
+
+async def test_events_for_sessions_only_on_other_nodes_reach_them(nodes: Nodes) -> None:
+    """An event nobody on the origin node receives still travels: dana, alone on node 0,
+    joins a room and comes online again; erin, in that room on node 1, hears both."""
+    a, b = await nodes(2)
+    dana, _ = await recording_client(a.port, reconnect=False)
+    erin, erec = await recording_client(b.port)
+    clients = [dana, erin]
+    try:
+        await erin.signup("erin", PASSWORD)
+        await erin.join("general")
+        await dana.signup("dana", PASSWORD)
+        await dana.join("general")  # nobody else is on node 0
+        await eventually(
+            lambda: any(isinstance(e, JoinedEvent) and e.user == "dana" for e in erec.other),
+            "erin hears dana join",
+        )
+        await dana.close()
+        await eventually(
+            lambda: any(
+                isinstance(e, PresenceEvent) and e.user == "dana" and not e.online
+                for e in erec.other
+            ),
+            "erin hears dana go offline",
+        )
+        again, _ = await recording_client(a.port)
+        clients.append(again)
+        await again.login("dana", PASSWORD)
+        await eventually(
+            lambda: any(
+                isinstance(e, PresenceEvent) and e.user == "dana" and e.online for e in erec.other
+            ),
+            "erin hears dana come online",
+        )
     finally:
         await close_all(clients)

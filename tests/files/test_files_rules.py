@@ -163,10 +163,18 @@ def test_names_keep_what_they_can() -> None:
         (b"<?xml version='1.0'?><svg/>", "image/svg+xml"),
         (b"\x00\x00\x00", "application/octet-stream"),
         (b"", "application/octet-stream"),
+        (b'{"a": [1, 2]}', "application/json"),
+        (b"{" + bytes(range(256)), "application/octet-stream"),  # `{` alone is no JSON
     ],
 )
 def test_sniffing(head: bytes, kind: str) -> None:
     assert sniff(head) == kind
+
+
+@given(st.binary(min_size=1, max_size=64).filter(lambda b: b"\x00" in b))
+def test_bytes_that_are_not_text_never_sniff_as_text(head: bytes) -> None:
+    kind = sniff(head)
+    assert not kind.startswith("text/") and kind != "application/json", kind
 
 
 def test_inline_allowlist_and_served_types() -> None:

@@ -40,7 +40,7 @@ def _classes(*types: type) -> dict[str, tuple[type, tuple[str, ...]]]:
 
 
 _WRITES = _classes(*w.Write.__args__)
-_EFFECTS = _classes(o.EndSessions, o.SessionsChanged, o.LoginFailed, o.LoginSucceeded)
+_EFFECTS = _classes(*o.RemoteEffect.__args__)
 _ADDRESSES = _classes(o.ToRoom, o.ToUsers, o.ToConns, o.ToAll, o.ToPresence)
 
 

@@ -19,7 +19,7 @@ from parlour.core.file_tokens import FileTokens
 from parlour.core.messages import Reader
 from parlour.core.needs import NO_ANSWERS, Answers, Need, NeedMore, ReadDm, ReadRoom
 from parlour.core.offers import Offers
-from parlour.core.outcome import Address, ConnId, Delivery, Outcome, RemoteEffect
+from parlour.core.outcome import Address, ConnId, Delivery, Outcome, RemoteEffect, ToConns
 from parlour.core.records import AuditEntry, StoredMessage, room_key, user_key
 from parlour.core.router import Router
 from parlour.core.sessions import Connection, Sessions
@@ -45,19 +45,22 @@ def log_event(level: int, event: str, **fields: object) -> None:
 
 class Out:
     """Accumulates one outcome's effects; deliveries are resolved to this node's connections
-    as they are added."""
+    as they are added. With several nodes (`everywhere`) a delivery nobody here receives is
+    kept all the same (its `to` empty): it is published for the other nodes, whose sessions
+    may be the only ones it is for (a file offer to a user on another node)."""
 
-    __slots__ = ("close", "deliveries", "router", "writes")
+    __slots__ = ("close", "deliveries", "everywhere", "router", "writes")
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, everywhere: bool = False) -> None:
         self.router = router
+        self.everywhere = everywhere
         self.deliveries: list[Delivery] = []
         self.writes: list[Write] = []
         self.close: list[tuple[ConnId, str, str]] = []
 
     def event(self, event: Event, address: Address) -> None:
         to = self.router.resolve(address)
-        if to:
+        if to or (self.everywhere and type(address) is not ToConns):
             self.deliveries.append(Delivery(event, to, address))
 
     def done(self, reply: Reply | None) -> Outcome:
@@ -107,7 +110,7 @@ class Ctx:
         self.others: list[RemoteEffect] = []
 
     def out(self) -> Out:
-        return Out(self.router)
+        return Out(self.router, self.cfg.cluster)
 
     def tell(self, effect: RemoteEffect) -> None:
         """Tell the other nodes (several nodes only; a single node has nobody to tell)."""

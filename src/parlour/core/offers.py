@@ -24,12 +24,17 @@ Endpoint = tuple[str, int]
 class Offer:
     """One open offer. `sender`/`target` are user keys; `conn` is the offering connection
     (only it can send the file). A `phantom` offer is one the target never hears of (the
-    target blocks the sender): it behaves like an offer that is ignored, and expires."""
+    target blocks the sender): it behaves like an offer that is ignored, and expires.
+
+    With several nodes, an offer made on another node is copied here (`home` names that
+    node; `conn` is None: the offering connection is there) so that the target may accept or
+    decline it on any node; `sender_observed` is the sender's UDP endpoint as that node's
+    relay saw it when the offer was made."""
 
     id: str
     sender: str
     sender_name: str
-    conn: int
+    conn: int | None
     target: str
     target_name: str
     name: str
@@ -44,10 +49,13 @@ class Offer:
     #: the receiving connection of the latest acceptance
     receiver: int | None = None
     receiver_endpoints: tuple[Endpoint, ...] = field(default=())
+    home: str | None = None
+    sender_observed: Endpoint | None = None
 
 
 class Offers:
-    """The offers of this node's sessions, and the UDP endpoints observed for connections."""
+    """The offers of this node's sessions (and copies of other nodes' offers), and the UDP
+    endpoints observed for connections."""
 
     __slots__ = (
         "_by_conn",
@@ -91,7 +99,8 @@ class Offers:
 
     def add(self, offer: Offer) -> None:
         self.by_id[offer.id] = offer
-        self._by_conn.setdefault(offer.conn, set()).add(offer.id)
+        if offer.conn is not None:
+            self._by_conn.setdefault(offer.conn, set()).add(offer.id)
         self._by_sender[offer.sender] = self._by_sender.get(offer.sender, 0) + 1
         self._by_target.setdefault(offer.target, {})[offer.id] = None
         heapq.heappush(self._expiry, (offer.expires, offer.id))
@@ -100,8 +109,8 @@ class Offers:
         offer = self.by_id.pop(offer_id, None)
         if offer is None:
             return None
-        ids = self._by_conn.get(offer.conn)
-        if ids is not None:
+        ids = self._by_conn.get(offer.conn) if offer.conn is not None else None
+        if ids is not None and offer.conn is not None:
             ids.discard(offer_id)
             if not ids:
                 del self._by_conn[offer.conn]
@@ -116,6 +125,10 @@ class Offers:
             if not targets:
                 del self._by_target[offer.target]
         return offer
+
+    def homed_on(self, node: str) -> list[Offer]:
+        """The copies of offers made on `node`."""
+        return [o for o in self.by_id.values() if o.home == node]
 
     def of_conn(self, conn: int) -> list[Offer]:
         """The open offers made on connection `conn`."""

@@ -35,6 +35,9 @@ __all__ = [
     "EndSessions",
     "LoginFailed",
     "LoginSucceeded",
+    "OfferAccepted",
+    "OfferEnded",
+    "OfferShared",
     "Outcome",
     "RemoteEffect",
     "SessionsChanged",
@@ -128,7 +131,61 @@ class LoginSucceeded:
     address: str
 
 
-RemoteEffect = EndSessions | SessionsChanged | LoginFailed | LoginSucceeded
+@dataclass(frozen=True, slots=True)
+class OfferShared:
+    """A file offer made on the node that says so, copied to the others so that its target
+    may accept or decline it on any node (phantom offers are never shared). Endpoints are
+    flat: host, port, host, port, ... (`reported`), or () / (host, port) (`observed`)."""
+
+    id: str
+    sender: str
+    sender_name: str
+    target: str
+    target_name: str
+    name: str
+    size: int
+    sha256: str
+    reported: tuple[str | int, ...]
+    observed: tuple[str | int, ...]
+    created: float
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class OfferAccepted:
+    """Offer `id` of another node was accepted on the node that says so: the offer's home
+    node hands its offering connection the grant (`file_accepted`). `peers` is flat as in
+    `OfferShared`; `relay_port` 0: no relay (`relay_host` None: the chat host)."""
+
+    id: str
+    by: str
+    transfer: str
+    key: str
+    peers: tuple[str | int, ...]
+    relay_host: str | None
+    relay_port: int
+    relay_ticket: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OfferEnded:
+    """Offer `id` ended on the node that says so (its events to the target are on their way
+    there): the others drop their copy, and its home node tells the offering connection."""
+
+    id: str
+    reason: str
+    by: str | None
+
+
+RemoteEffect = (
+    EndSessions
+    | SessionsChanged
+    | LoginFailed
+    | LoginSucceeded
+    | OfferShared
+    | OfferAccepted
+    | OfferEnded
+)
 
 
 @dataclass(frozen=True, slots=True)

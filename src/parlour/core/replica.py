@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from parlour.core.blocking import Blocks
 from parlour.core.context import Ctx, Out, log_event
+from parlour.core.handlers.files import node_gone as offers_gone
+from parlour.core.handlers.files import remote_offer
 from parlour.core.handlers.rooms import delete_room, rename_room
 from parlour.core.handlers.sessions import end_all_sessions, end_session, presence
 from parlour.core.moderation import Bans
@@ -39,6 +41,9 @@ from parlour.core.outcome import (
     EndSessions,
     LoginFailed,
     LoginSucceeded,
+    OfferAccepted,
+    OfferEnded,
+    OfferShared,
     Outcome,
     RemoteEffect,
     SessionsChanged,
@@ -522,6 +527,8 @@ class Replica:
                 end_all_sessions(
                     cx, u, code, effect.reason, out, quiet=effect.quiet, everywhere=False
                 )
+        elif isinstance(effect, OfferShared | OfferAccepted | OfferEnded):
+            remote_offer(cx, origin, effect, out)
         else:
             self._login_check(effect)
 
@@ -551,6 +558,7 @@ class Replica:
             u = cx.state.users.get(user)
             if u is not None and not cx.sessions.online(user):
                 presence(cx, u, False, out)
+        offers_gone(cx, node, out)
         return out.done(None)
 
     def fact(self, fact: Write, out: Out) -> None:

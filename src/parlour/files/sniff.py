@@ -107,6 +107,15 @@ def _markup(head: bytes) -> str | None:
     return None
 
 
+def _textual(content_type: str) -> bool:
+    """Types that are text by definition (their magic is a character or two)."""
+    return content_type.startswith("text/") or content_type in (
+        "application/json",
+        "application/ld+json",
+        "application/x-ndjson",
+    )
+
+
 def sniff(head: bytes) -> str:
     """The content type of a file starting with `head` (at least its first `SNIFF_BYTES`)."""
     head = head[:SNIFF_BYTES]
@@ -117,6 +126,8 @@ def sniff(head: bytes) -> str:
         matches = [m for m in puremagic.magic_string(head) if m.mime_type]
         if matches:
             found = max(matches, key=lambda m: m.confidence).mime_type.lower()
+    if _textual(found) and found not in _RISKY and not _is_text(head):
+        return OCTET  # a one-byte signature (`{` for JSON) on bytes that are not text
     if found in _RISKY or (not found and _is_text(head)) or found.startswith("text/"):
         marked = _markup(head)
         if marked is not None:

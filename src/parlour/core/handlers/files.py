@@ -11,17 +11,31 @@ by the node's relay (which holds the relay's secret).
 
 Blocking: an offer from a user the target blocks is answered like any other (the sender is
 not told) but never reaches the target; it expires like an ignored offer.
+
+Several nodes: an offer lives on the node of its offering session (its *home*) and is copied
+to the others (`OfferShared`), so the target may answer on any node. An acceptance elsewhere
+is granted there (that node's relay and tickets) and reaches the offering connection through
+its home (`OfferAccepted`); an offer that ends anywhere ends everywhere (`OfferEnded`); the
+copies of a node that dies end `offline`. The events to the target travel as any delivery.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterable
 
 from parlour.core.context import Ctx, Out, fail, log_event
 from parlour.core.needs import RelayTickets
 from parlour.core.offers import Endpoint, Offer
-from parlour.core.outcome import Outcome, ToConns, ToUsers
+from parlour.core.outcome import (
+    OfferAccepted,
+    OfferEnded,
+    OfferShared,
+    Outcome,
+    ToConns,
+    ToUsers,
+)
 from parlour.core.sessions import Connection
 from parlour.core.state import UserState
 from parlour.protocol import (
@@ -53,6 +67,8 @@ __all__ = [
     "file_done",
     "file_offer",
     "file_probe",
+    "node_gone",
+    "remote_offer",
     "session_ended",
     "session_started",
 ]
@@ -123,13 +139,29 @@ def _offer_event(offer: Offer) -> FileOfferEvent:
 
 
 def _ended(cx: Ctx, offer: Offer, reason: str, by: str | None, out: Out) -> None:
-    """Tell both sides `offer` is over: its offering session and the target's sessions
-    (never the target of a phantom offer)."""
+    """Tell both sides `offer` is over: its offering session (through its home node when
+    that is another) and the target's sessions (never the target of a phantom offer)."""
     event = FileEndedEvent(offer=offer.id, reason=reason, by=by, ts=cx.now)
-    out.event(event, ToConns((offer.conn,)))
+    if offer.conn is not None:
+        out.event(event, ToConns((offer.conn,)))
     if not offer.phantom:
         out.event(event, ToUsers((offer.target,)))
+        if cx.cfg.cluster:
+            cx.tell(OfferEnded(offer.id, reason, by))
     log_event(logging.INFO, "file offer ended", offer=offer.id, reason=reason)
+
+
+def _flat(endpoints: Iterable[Endpoint]) -> tuple[str | int, ...]:
+    return tuple(v for ep in endpoints for v in ep)
+
+
+def _pairs(flat: tuple[object, ...]) -> tuple[Endpoint, ...]:
+    """Endpoints from the bus's flat form (what does not look like one is left out)."""
+    out: list[Endpoint] = []
+    for host, port in zip(flat[::2], flat[1::2], strict=False):
+        if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
+            out.append((host, port))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -197,6 +229,15 @@ def file_offer(cx: Ctx, c: Connection, rq: FileOfferRequest) -> Outcome:
     out = cx.out()
     if not offer.phantom:
         out.event(_offer_event(offer), ToUsers((target.key,)))
+        if cfg.cluster:
+            seen = offers.observed.get(c.id)
+            cx.tell(
+                OfferShared(
+                    offer_id, u.key, u.name, target.key, target.name, offer.name, offer.size,
+                    offer.sha256, _flat(offer.endpoints), _flat((seen,) if seen else ()),
+                    offer.created, offer.expires,
+                )
+            )  # fmt: skip
     log_event(logging.INFO, "file offer", user=u.name, to=target.name, offer=offer_id, size=rq.size)
     reply = FileOfferReply(offer=offer_id, to=target.name, expires=offer.expires)
     return out.done(Ok(rq.id, reply))
@@ -221,17 +262,27 @@ def file_accept(cx: Ctx, c: Connection, rq: FileAcceptRequest) -> Outcome:
     observed = cx.offers.observed
     transfer, key_text = transfer_id.hex(), base64.b64encode(key).decode("ascii")
     out = cx.out()
-    out.event(
-        FileAcceptedEvent(
-            offer=offer.id,
-            by=u.name,
-            transfer=transfer,
-            key=key_text,
-            peers=_peers(observed.get(c.id), offer.receiver_endpoints),
-            relay=_relay(cx, tickets[0] if tickets else None),
-        ),
-        ToConns((offer.conn,)),
+    granted = FileAcceptedEvent(
+        offer=offer.id,
+        by=u.name,
+        transfer=transfer,
+        key=key_text,
+        peers=_peers(observed.get(c.id), offer.receiver_endpoints),
+        relay=_relay(cx, tickets[0] if tickets else None),
     )
+    if offer.conn is not None:
+        out.event(granted, ToConns((offer.conn,)))
+        sender_seen = observed.get(offer.conn)
+    else:  # the offering connection is on the offer's home node
+        relay = granted.relay or {}
+        cx.tell(
+            OfferAccepted(
+                offer.id, u.name, transfer, key_text,
+                _flat((p["host"], p["port"]) for p in granted.peers),
+                relay.get("host"), relay.get("port", 0), relay.get("ticket"),
+            )
+        )  # fmt: skip
+        sender_seen = offer.sender_observed
     log_event(
         logging.INFO,
         "file offer accepted",
@@ -244,7 +295,7 @@ def file_accept(cx: Ctx, c: Connection, rq: FileAcceptRequest) -> Outcome:
         offer=offer.id,
         transfer=transfer,
         key=key_text,
-        peers=_peers(observed.get(offer.conn), offer.endpoints),
+        peers=_peers(sender_seen, offer.endpoints),
         relay=_relay(cx, tickets[1] if tickets else None),
     )
     return out.done(Ok(rq.id, reply))
@@ -305,4 +356,74 @@ def session_ended(cx: Ctx, c: Connection, out: Out) -> None:
 
 def expire_offers(cx: Ctx, out: Out) -> None:
     for offer in cx.offers.expired(cx.now):
-        _ended(cx, offer, "expired", None, out)
+        if offer.home is None:  # a copy expires quietly: its home node tells everybody
+            _ended(cx, offer, "expired", None, out)
+
+
+# ---------------------------------------------------------------------------------- other nodes
+
+
+def remote_offer(
+    cx: Ctx, origin: str, effect: OfferShared | OfferAccepted | OfferEnded, out: Out
+) -> None:
+    """Another node's word about an offer (`OfferShared`, `OfferAccepted`, `OfferEnded`)."""
+    offers = cx.offers
+    if isinstance(effect, OfferShared):
+        if effect.id in offers.by_id or len(offers) >= cx.cfg.file_offers_max:
+            return  # (a copy is a convenience: without it, answers on this node are refused)
+        seen = _pairs(effect.observed)
+        offers.add(
+            Offer(
+                id=effect.id,
+                sender=effect.sender,
+                sender_name=effect.sender_name,
+                conn=None,
+                target=effect.target,
+                target_name=effect.target_name,
+                name=effect.name,
+                size=effect.size,
+                sha256=effect.sha256,
+                endpoints=_pairs(effect.reported),
+                created=effect.created,
+                expires=effect.expires,
+                home=origin,
+                sender_observed=seen[0] if seen else None,
+            )
+        )
+        return
+    offer = offers.by_id.get(effect.id)
+    if offer is None:
+        return
+    if isinstance(effect, OfferAccepted):
+        offer.accepts += 1
+        if offer.conn is None:
+            return
+        relay: RelayRow | None = None
+        if effect.relay_port:
+            relay = {"host": effect.relay_host, "port": effect.relay_port}
+            if effect.relay_ticket is not None:
+                relay["ticket"] = effect.relay_ticket
+        granted = FileAcceptedEvent(
+            offer=offer.id,
+            by=effect.by,
+            transfer=effect.transfer,
+            key=effect.key,
+            peers=endpoints_to_wire(_pairs(effect.peers)),
+            relay=relay,
+        )
+        out.event(granted, ToConns((offer.conn,)))
+        log_event(logging.INFO, "file offer accepted", offer=offer.id, on=origin)
+    elif isinstance(effect, OfferEnded):
+        offers.remove(offer.id)
+        if offer.conn is not None:  # the target's sessions hear it from where it ended
+            event = FileEndedEvent(offer=offer.id, reason=effect.reason, by=effect.by, ts=cx.now)
+            out.event(event, ToConns((offer.conn,)))
+            log_event(logging.INFO, "file offer ended", offer=offer.id, reason=effect.reason)
+
+
+def node_gone(cx: Ctx, node: str, out: Out) -> None:
+    """`node` died or left: the offers made there end (`offline`) for their targets here."""
+    for offer in cx.offers.homed_on(node):
+        cx.offers.remove(offer.id)
+        event = FileEndedEvent(offer=offer.id, reason="offline", by=offer.sender_name, ts=cx.now)
+        out.event(event, ToUsers((offer.target,)))
