@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from files_helpers import ADMIN_PASSWORD, PASSWORD, User, sha256_of, upload_bytes
 
 from parlour.bus.memory import InProcessBus
+from parlour.core.ports import StoreUnavailable
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
@@ -99,3 +101,63 @@ async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             await node.stop(grace=1.0)
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next commits fail as if the database were down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = 0
+
+    def apply_assigning(self, writes: Any) -> Any:
+        if self.down and writes:
+            self.down -= 1
+            raise StoreUnavailable("PostgreSQL unavailable: connection refused")
+        return super().apply_assigning(writes)
+
+
+async def test_a_send_the_store_did_not_take_can_be_sent_again(tmp_path: Path) -> None:
+    """The database is down when a message with a file is committed: the client is told
+    `unavailable`, and sending the same message again attaches the file (it was never
+    attached); another message still may not reuse it."""
+    store = FlakyStore()
+    base = Settings(
+        port=0,
+        web_port=0,
+        store="memory",
+        data_dir=tmp_path / "shared",
+        admin_password=ADMIN_PASSWORD,
+        p2p_relay=False,
+    )
+    node = await ChatServer.start(
+        base,
+        password_hasher=PlainHasher(),
+        store=store,
+        bus=InProcessBus(),
+        bus_node="n0",
+        core_overrides={"cluster": True},
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            alice = await User.make(node, "alice", http)
+            await alice.wire.ok("join", room="general")
+            upload = await upload_bytes(alice, b"kept\n" * 10, "x.txt")
+            store.down = 1
+            failed = await alice.wire.error(
+                "send", room="general", text="", client_id="r1", attachment=upload
+            )
+            assert failed["code"] == "unavailable" and store.down == 0
+            sent = await alice.wire.ok(
+                "send", room="general", text="", client_id="r1", attachment=upload
+            )
+            assert sent["duplicate"] is False
+            history = await alice.wire.ok("history", room="general")
+            assert history["messages"][-1]["attachment"]["id"] == upload
+            again = await alice.wire.error(
+                "send", room="general", text="", client_id="r2", attachment=upload
+            )
+            assert again["code"] == "file_in_use"
+            await alice.close()
+    finally:
+        await node.stop(grace=1.0)

@@ -100,9 +100,10 @@ class Ctx:
         self.offers = offers if offers is not None else Offers()
         #: bearer tokens for the files endpoints (signed: valid on every node with the same
         #: key; a node without one draws its own), and the uploads this node attached to a
-        #: message lately (another attach is refused before the store knows)
+        #: message lately, with that message's client id and place (another attach is
+        #: refused before the store knows; a resend of the same message is not)
         self.file_tokens = FileTokens(cfg.file_token_ttl, cfg.file_token_key or entropy(32))
-        self.attached: OrderedDict[str, None] = OrderedDict()
+        self.attached: OrderedDict[str, tuple[str | None, str | None, str | None]] = OrderedDict()
         self.now = 0.0
         self.answers: Answers = NO_ANSWERS
         #: what the other nodes must be told of (several nodes only), collected during one

@@ -113,7 +113,7 @@ def dm(cx: Ctx, c: Connection, rq: DmRequest) -> Outcome:
         )
     now = cx.now
     if attachment is not None:
-        mark_attached(cx, attachment["id"])
+        mark_attached(cx, attachment["id"], rq.client_id, (None, conv.conv))
     if cx.cfg.cluster:
         # the store assigns the sequence number and moves the recipient's cursor when
         # `delivered`; the DM reaches both sides once committed (`parlour.core.replica`)

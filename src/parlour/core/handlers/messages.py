@@ -72,7 +72,7 @@ def send(cx: Ctx, c: Connection, rq: SendRequest) -> Outcome:
     now = cx.now
     name = room.name
     if attachment is not None:
-        mark_attached(cx, attachment["id"])
+        mark_attached(cx, attachment["id"], rq.client_id, (room_key(name), None))
     if cx.cfg.cluster:
         # the store assigns the sequence number; the message is applied and delivered here
         # and on every node once it is committed (`parlour.core.replica`)

@@ -95,14 +95,19 @@ def attachment_for(
     rec: FileRecord | None = cx.need(ReadFile(file_id))
     if rec is None or not rec.complete or user_key(rec.owner) != u.key:
         raise fail(ErrorCode.UNKNOWN_FILE, f"no finished upload {file_id} of yours", file=file_id)
-    resend = (
-        cx.cfg.cluster
-        and rec.attached
-        and client_id is not None
-        and rec.client_id == client_id
-        and (rec.room_key, rec.conv) == where
+    here = cx.attached.get(file_id)
+    resend = client_id is not None and (
+        # attached here to this very message, which the store may not have taken (a commit
+        # that failed: the client is told `unavailable` and sends it again)
+        here == (client_id, *where)
+        or (
+            cx.cfg.cluster
+            and rec.attached
+            and rec.client_id == client_id
+            and (rec.room_key, rec.conv) == where
+        )
     )
-    if not resend and (rec.attached or file_id in cx.attached):
+    if not resend and (rec.attached or here is not None):
         raise fail(
             ErrorCode.FILE_IN_USE,
             f"file {file_id} is attached to a message already (upload it again to post it again)",
@@ -120,10 +125,17 @@ def attachment_for(
     }
 
 
-def mark_attached(cx: Ctx, file_id: str) -> None:
-    """Remember that this node attached `file_id` (until the store surely knows)."""
+def mark_attached(
+    cx: Ctx,
+    file_id: str,
+    client_id: str | None,
+    where: tuple[str | None, str | None],
+) -> None:
+    """Remember that this node attached `file_id` to the message with `client_id` at `where`
+    (room key, conversation id), until the store surely knows."""
     attached = cx.attached
-    attached[file_id] = None
+    attached[file_id] = (client_id, *where)
+    attached.move_to_end(file_id)
     while len(attached) > ATTACHED_MEMORY:
         attached.popitem(last=False)
 
