@@ -38,6 +38,7 @@ from parlour.transports.http_guard import HttpGuard
 from parlour.transports.hub import Hub
 from parlour.transports.needs import NeedRunner
 from parlour.transports.pipeline import InlineWriter, Pipeline, StoreWriter
+from parlour.transports.proxy_header import networks
 from parlour.transports.tcp import TcpListener, WireFactory, make_server_ssl_context
 from parlour.transports.udp_relay import ChatRelay
 from parlour.transports.web import WebListener
@@ -414,12 +415,15 @@ class ChatServer:
                 clock=clock,
             )
             endpoint.start()
+            proxies = networks(settings.trusted_proxies)
             listener = TcpListener(
                 endpoint,
                 settings.host,
                 settings.port,
                 ssl_context=ssl_context,
                 wire_factory=wire_factory,
+                proxy_port=settings.proxy_port,
+                trusted_proxies=proxies,
             )
             addresses = await listener.start()
             if settings.web and settings.uploads:
@@ -450,8 +454,10 @@ class ChatServer:
                         max_connections=settings.max_connections,
                         per_address=settings.max_connections_per_address,
                         header_timeout=min(10.0, settings.login_timeout),
+                        trusted_proxies=proxies,
                     ),
                     routes=files.add_routes if files is not None else None,
+                    trusted_proxies=proxies,
                 )
                 await web.start()
                 service.web_listening(*web.location)
@@ -506,6 +512,7 @@ class ChatServer:
             extra={
                 "fields": {
                     "addresses": [f"{h}:{p}" for h, p in addresses],
+                    "proxy_protocol": [f"{h}:{p}" for h, p in listener.proxy_addresses],
                     "udp_relay": f"{relay.address[0]}:{relay.address[1]}" if relay else None,
                     "web": web.url if web is not None else None,
                     "tls": ssl_context is not None,

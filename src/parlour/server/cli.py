@@ -27,6 +27,8 @@ _FLAG_TYPES: dict[str, Any] = {
     "node_name": str,
     "tls_cert": click.Path(dir_okay=False, path_type=Path),
     "tls_key": click.Path(dir_okay=False, path_type=Path),
+    "proxy_port": int,
+    "trusted_proxies": str,
     "web": click.BOOL,
     "web_host": str,
     "web_port": int,
@@ -102,6 +104,10 @@ async def _serve(settings: Settings) -> int:
     for host, port in server.addresses:
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"Parlour chat server listening on {scheme}://{shown}:{port}")
+    for host, port in server.listener.proxy_addresses:
+        shown = f"[{host}]" if ":" in host else host
+        trusted = ", ".join(settings.trusted_proxies)
+        click.echo(f"PROXY protocol port {scheme}://{shown}:{port} (for {trusted})")
     if server.relay is not None:
         host, port = server.relay.address
         shown = f"[{host}]" if ":" in host else host

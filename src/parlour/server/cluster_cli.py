@@ -150,6 +150,7 @@ class LocalCluster:
     node_procs: list[Proc] = field(default_factory=list)
     node_ports: list[int] = field(default_factory=list)
     node_web_ports: list[int] = field(default_factory=list)
+    node_proxy_ports: list[int] = field(default_factory=list)
     proxies: list[Proc] = field(default_factory=list)
     proxy_port: int = 0
     web_proxy_port: int | None = None
@@ -171,6 +172,9 @@ class LocalCluster:
         argv = [
             sys.executable, "-m", "parlour", "serve",
             "--port", str(self.node_ports[i]),
+            # the chat proxy connects here and names each client in a PROXY header, so
+            # per-address limits and lockouts count clients, not the proxy
+            "--proxy-port", str(self.node_proxy_ports[i]), "--trusted-proxies", "127.0.0.1",
             "--store", self.store, "--bus", self.bus,
             "--node-name", f"node{i + 1}",
             "--data-dir", str(self.work_dir / f"node{i + 1}"),
@@ -191,10 +195,13 @@ class LocalCluster:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.node_ports = [free_port() for _ in range(self.nodes)]
         self.node_web_ports = [free_port() for _ in range(self.nodes)]
+        self.node_proxy_ports = [free_port() for _ in range(self.nodes)]
         self.node_procs = [self._node(i) for i in range(self.nodes)]
         await self.node_procs[0].start()
         await asyncio.gather(*(p.start() for p in self.node_procs[1:]))
-        self.proxy_port = await self._proxy("chat-proxy", "tcp", self.node_ports, self.chat_port)
+        self.proxy_port = await self._proxy(
+            "chat-proxy", "tcp", self.node_proxy_ports, self.chat_port
+        )
         if self.web and self.web_port is not None:
             self.web_proxy_port = await self._proxy(
                 "web-proxy", "http", self.node_web_ports, self.web_port
@@ -209,6 +216,8 @@ class LocalCluster:
         ]  # fmt: skip
         if mode == "http":
             argv += ["--health-kind", "http", "--health-path", "/"]
+        else:
+            argv += ["--proxy-protocol", "v2"]
         for port in ports:
             argv += ["-b", f"127.0.0.1:{port}"]
         proc = Proc(name, argv, self._env(), self.work_dir / f"{name}.log", _PROXY_LISTENING)

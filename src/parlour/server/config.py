@@ -11,6 +11,7 @@ The admin password is never part of the file or the flags: it is read from
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -67,6 +68,8 @@ class Settings:
     pg_pool: int = 10
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    proxy_port: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
     web: bool = True
     web_host: str | None = None
     web_port: int | None = None
@@ -163,7 +166,7 @@ class Settings:
 class SettingSpec:
     name: str
     kind: str  # "str" "int" "float" "bool" "path" "optional_path" "optional_str"
-    # "optional_int" "rooms" "choice" "store" or "bus"
+    # "optional_int" "rooms" "networks" "choice" "store" or "bus"
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -215,6 +218,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec("tls_cert", "optional_path", "PEM certificate chain; enables TLS."),
     SettingSpec("tls_key", "optional_path", "PEM private key for --tls-cert."),
+    SettingSpec(
+        "proxy_port",
+        "optional_int",
+        "A second chat port for a proxy that sends the PROXY protocol (v1/v2): every "
+        "connection must begin with its header, and only trusted_proxies may connect.",
+        minimum=0,
+    ),
+    SettingSpec(
+        "trusted_proxies",
+        "networks",
+        "Proxies believed about the client's address (comma-separated addresses or CIDR "
+        "blocks): PROXY headers on proxy_port, X-Forwarded-For on the web listener.",
+    ),
     SettingSpec("web", "bool", "Serve the web client and the WebSocket door (true/false)."),
     SettingSpec("web_host", "optional_str", "Address of the web listener (default: host)."),
     SettingSpec(
@@ -478,6 +494,24 @@ def _convert(spec: SettingSpec, value: object, source: str) -> object:
             if text in ("0", "false", "no", "off"):
                 return False
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind == "networks":
+        raw_items: list[object]
+        if isinstance(value, str):
+            raw_items = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, list | tuple):
+            raw_items = list(value)
+        else:
+            raise ConfigError(f"{where}: expected a list of addresses, got {value!r}")
+        found: list[str] = []
+        for item in raw_items:
+            try:
+                net = ipaddress.ip_network(str(item).strip(), strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{where}: {item!r} is not an IP address or CIDR block (10.0.0.0/8)"
+                ) from None
+            found.append(str(net))
+        return tuple(found)
     if kind == "rooms":
         items: list[object]
         if isinstance(value, str):
@@ -569,6 +603,15 @@ def load_settings(
 def _validate(s: Settings) -> None:
     if s.port > 65535:
         raise ConfigError(f"port: must be at most 65535, got {s.port}")
+    if s.proxy_port is not None and s.proxy_port > 65535:
+        raise ConfigError(f"proxy_port: must be at most 65535, got {s.proxy_port}")
+    if s.proxy_port is not None and not s.trusted_proxies:
+        raise ConfigError(
+            "proxy_port needs trusted_proxies: the addresses of the proxies that may connect "
+            "to it (127.0.0.1 for a proxy on this machine)"
+        )
+    if s.proxy_port and s.proxy_port == s.port:
+        raise ConfigError(f"proxy_port: {s.proxy_port} is the chat port; pick another")
     if s.web_port is not None and s.web_port > 65535:
         raise ConfigError(f"web_port: must be at most 65535, got {s.web_port}")
     if s.web and s.web_listen_port == s.port and s.port and s.web_listen_host == s.host:

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, cast
 
+from parlour.transports.proxy_header import Networks, trusted
+
 __all__ = ["HttpGuard"]
 
 log = logging.getLogger("parlour.transports.web")
@@ -112,11 +114,19 @@ class HttpGuard:
     """Connection limits and the header deadline for one HTTP listener."""
 
     def __init__(
-        self, *, max_connections: int, per_address: int, header_timeout: float = 10.0
+        self,
+        *,
+        max_connections: int,
+        per_address: int,
+        header_timeout: float = 10.0,
+        trusted_proxies: Networks = (),
     ) -> None:
         self.max_connections = max_connections
         self.per_address = per_address
         self.header_timeout = header_timeout
+        #: proxies whose connections carry many clients: not limited per address (the
+        #: WebSocket door counts each client by its X-Forwarded-For address instead)
+        self.trusted_proxies = trusted_proxies
         self._open = 0
         self._by_address: dict[str, int] = {}
         self._by_transport: dict[asyncio.BaseTransport, _Guarded] = {}
@@ -125,7 +135,12 @@ class HttpGuard:
 
     @classmethod
     def for_chat(
-        cls, *, max_connections: int, per_address: int, header_timeout: float = 10.0
+        cls,
+        *,
+        max_connections: int,
+        per_address: int,
+        header_timeout: float = 10.0,
+        trusted_proxies: Networks = (),
     ) -> HttpGuard:
         """A guard for a listener whose WebSockets are chat connections with these limits.
 
@@ -137,6 +152,7 @@ class HttpGuard:
             max_connections=max_connections + max(16, max_connections // 8),
             per_address=per_address + 8 if per_address else 0,
             header_timeout=header_timeout,
+            trusted_proxies=trusted_proxies,
         )
 
     def __len__(self) -> int:
@@ -150,7 +166,11 @@ class HttpGuard:
         """None when a connection from `address` may open, else why not."""
         if self._open >= self.max_connections:
             return "the server is full; try again later"
-        if self.per_address and self._by_address.get(address, 0) >= self.per_address:
+        if (
+            self.per_address
+            and self._by_address.get(address, 0) >= self.per_address
+            and not trusted(address, self.trusted_proxies)
+        ):
             return "too many connections from your address; try again later"
         return None
 

@@ -30,6 +30,7 @@ from aiohttp import hdrs, web
 
 from parlour.transports.endpoint import Endpoint
 from parlour.transports.http_guard import HttpGuard
+from parlour.transports.proxy_header import Networks
 from parlour.transports.websocket import WebSocketDoor
 from parlour.web.assets import Asset, Assets
 
@@ -126,6 +127,7 @@ class WebListener:
         backlog: int = 1024,
         guard: HttpGuard | None = None,
         routes: Callable[[web.Application], None] | None = None,
+        trusted_proxies: Networks = (),
     ) -> None:
         self.endpoint = endpoint
         self.assets = assets
@@ -133,7 +135,12 @@ class WebListener:
         self.port = port
         self.ssl_context = ssl_context
         self.public_origin = origin_of(public_url) if public_url else None
-        self.door = WebSocketDoor(endpoint, max_frame=max_frame, ping_interval=ping_interval)
+        self.door = WebSocketDoor(
+            endpoint,
+            max_frame=max_frame,
+            ping_interval=ping_interval,
+            trusted_proxies=trusted_proxies,
+        )
         self.backlog = backlog
         #: HTTP connection limits and the header deadline (parlour.transports.http_guard)
         self.guard = (

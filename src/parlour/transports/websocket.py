@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ from aiohttp import WSMsgType, web
 from parlour.core.outcome import ConnId
 from parlour.protocol.websocket import OP_PING, OP_PONG, WebSocketWire, server_frame
 from parlour.transports.endpoint import Endpoint
+from parlour.transports.proxy_header import Networks, trusted
 
 __all__ = ["WebSocketDoor"]
 
@@ -146,12 +148,39 @@ class _FlowTap(asyncio.Protocol):
             self.endpoint.resume_writing(self.conn)
 
 
-def _peer_name(request: web.BaseRequest) -> str:
+def _name(host: str, port: object) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def forwarded_client(forwarded_for: str, proxies: Networks) -> str | None:
+    """The client's address in an ``X-Forwarded-For`` value: the right-most entry that is
+    not one of our own proxies (the entries left of it are the client's word, which anyone
+    can forge); None when there is no usable entry."""
+    entries = [e.strip() for e in forwarded_for.split(",")]
+    for entry in reversed(entries):
+        host = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            return None  # a garbled hop: believe nothing before it
+        if not trusted(address, proxies):
+            return address
+    return None
+
+
+def _peer_name(request: web.BaseRequest, proxies: Networks = ()) -> str:
+    """The client as "host:port": the socket's peer, or — when that peer is a trusted proxy
+    — the client its ``X-Forwarded-For`` names (port 0: the proxy does not say it)."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0])
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
-    return str(peer)
+    if not (isinstance(peer, tuple) and len(peer) >= 2):
+        return str(peer)
+    host = str(peer[0])
+    if proxies and trusted(host, proxies):
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        client = forwarded_client(",".join(forwarded), proxies) if forwarded else None
+        if client is not None:
+            return _name(client, 0)
+    return _name(host, peer[1])
 
 
 class WebSocketDoor:
@@ -165,8 +194,11 @@ class WebSocketDoor:
         ping_interval: float,
         write_high_water: int = 256 * 1024,
         close_timeout: float = 5.0,
+        trusted_proxies: Networks = (),
     ) -> None:
         self.endpoint = endpoint
+        #: proxies whose X-Forwarded-For names the client (per-address limits, lockouts)
+        self.trusted_proxies = trusted_proxies
         self.max_frame = max_frame
         self.ping_interval = ping_interval
         self.write_high_water = write_high_water
@@ -223,7 +255,8 @@ class WebSocketDoor:
         transport = _WsTransport(ws, raw)
         tap = _FlowTap(cast(asyncio.Protocol, raw.get_protocol()), self.endpoint)
         raw.set_protocol(tap)
-        conn = self.endpoint.open(transport, _peer_name(request), WebSocketWire(self.max_frame))
+        peer = _peer_name(request, self.trusted_proxies)
+        conn = self.endpoint.open(transport, peer, WebSocketWire(self.max_frame))
         if conn is None:  # refused (full, stopping): the endpoint wrote why and closed
             await self._closed(transport)
             return ws
