@@ -329,12 +329,8 @@ def cluster(
         admin_password=os.environ.get("PARLOUR_ADMIN_PASSWORD"),
         secret_key=os.environ.get("PARLOUR_SECRET_KEY") or secrets.token_urlsafe(32),
         serve_args=serve_args,
-        # every client comes from the proxy's address: per-address limits would count them
-        # all as one (the proxy does not pass the client's address on to the nodes)
-        env={
-            "PARLOUR_MAX_CONNECTIONS_PER_ADDRESS": "0",
-            "PARLOUR_ADDRESS_LOCKOUT_ATTEMPTS": "1000",
-        },
+        # (per-address limits and lockouts stay on: the proxies name each client to the
+        # nodes, by the PROXY protocol and X-Forwarded-For)
     )
 
     async def main() -> None:
