@@ -127,6 +127,14 @@ async def test_dm_to_an_offline_user_edit_delete_keyboard_and_block(browser: Bro
         await alice.press("#composer", "ArrowUp")
         await alice.press("#composer", "Escape")
         await expect(alice.locator("#editing")).to_have_count(0)
+        # an edit started from the message's button steps in front of a draft, not over it
+        await alice.fill("#composer", "not sent yet")
+        await message(alice, 1).hover()
+        await message(alice, 1).locator("button.edit").click()
+        await expect(alice.locator("#composer")).to_have_value("line one (fixed)")
+        await alice.press("#composer", "Escape")
+        await expect(alice.locator("#composer")).to_have_value("not sent yet")
+        await alice.fill("#composer", "")
         # delete: the other side sees a tombstone; bob cannot edit or delete alice's message
         await expect(message(bob, 1).locator("button")).to_have_count(0)
         await message(alice, 1).hover()

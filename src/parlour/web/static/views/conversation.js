@@ -228,7 +228,7 @@ function Composer({ chat, conv, editing, setEditing }) {
       try {
         await chat.edit(conv, editing.seq, value);
         setEditing(null);
-        setText("");
+        setDraft(conv.draft || ""); // the draft the edit stood in front of comes back
       } catch (err) {
         chat.notice(err.message, "warning");
       }
@@ -250,7 +250,7 @@ function Composer({ chat, conv, editing, setEditing }) {
     } else if (e.key === "Escape" && editing) {
       e.preventDefault();
       setEditing(null);
-      setText("");
+      setDraft(conv.draft || "");
     }
   };
   const where = conv.kind === "room" ? `#${conv.key}` : conv.key;
