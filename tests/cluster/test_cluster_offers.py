@@ -17,6 +17,7 @@ from cluster_helpers import PASSWORD, eventually
 
 from parlour.bus.memory import InProcessBus
 from parlour.client import Client, FileResult, Transfer, TransferOptions, UnknownOffer
+from parlour.core.ports import BusMessage
 from parlour.protocol import Event, EventName
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
@@ -32,9 +33,22 @@ async def two_nodes() -> AsyncIterator[list[ChatServer]]:
         yield servers
 
 
+class LossyBus(InProcessBus):
+    """An in-process bus that drops what is published while `drop` is set (what Redis
+    pub/sub does to a node that is disconnected)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = False
+
+    def publish(self, message: BusMessage) -> None:
+        if not self.drop:
+            super().publish(message)
+
+
 @contextlib.asynccontextmanager
-async def cluster_of_two() -> AsyncIterator[list[ChatServer]]:
-    store, bus = MemoryStore(), InProcessBus()
+async def cluster_of_two(bus: InProcessBus | None = None) -> AsyncIterator[list[ChatServer]]:
+    store, bus = MemoryStore(), bus or InProcessBus()
     settings = Settings(
         port=0,
         store="memory",
@@ -157,3 +171,24 @@ async def test_the_offers_of_a_node_that_dies_end_offline(
         ended = await next_event(bob, EventName.FILE_ENDED, sending.offer)
         assert (ended["reason"], ended["by"]) == ("offline", "alice")
         assert not offers(b)
+
+
+async def test_an_offer_the_bus_lost_is_shared_again(tmp_path: Path) -> None:
+    """Node 1 misses the offer (the bus drops it, as Redis does while a node is cut off);
+    when node 1 reads the truth again it asks for the open offers, and bob may answer there."""
+    bus = LossyBus()
+    async with cluster_of_two(bus) as (a, b):
+        src = tmp_path / "x.bin"
+        src.write_bytes(os.urandom(200_000))
+        async with user(a, "alice", tmp_path) as alice, user(b, "bob", tmp_path) as bob:
+            bus.drop = True
+            sending = await alice.offer_file("bob", src)
+            bus.drop = False
+            assert sending.offer not in offers(b) and sending.offer not in bob.files.incoming
+            assert b.cluster is not None
+            await b.cluster.resync()  # as after a reconnection to Redis, or a gap
+            await next_event(bob, EventName.FILE_OFFER, sending.offer)  # bob hears it now
+            assert sending.offer in offers(b)
+            receiving = await bob.accept(sending.offer)
+            got, sent = await finished(receiving), await finished(sending)
+            assert got.ok and sent.ok, (got, sent)

@@ -38,6 +38,7 @@ __all__ = [
     "OfferAccepted",
     "OfferEnded",
     "OfferShared",
+    "OffersWanted",
     "Outcome",
     "RemoteEffect",
     "SessionsChanged",
@@ -149,6 +150,9 @@ class OfferShared:
     observed: tuple[str | int, ...]
     created: float
     expires: float
+    #: shared again (`OffersWanted`): a node that did not have it tells its target's sessions
+    #: of it too (the event went with the first copy, and was lost with it)
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,12 @@ class OfferEnded:
     by: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class OffersWanted:
+    """The node that says so may have missed offers (it reconnected to the bus, or lost
+    messages): every node shares its open offers again (copies it has are ignored)."""
+
+
 RemoteEffect = (
     EndSessions
     | SessionsChanged
@@ -185,6 +195,7 @@ RemoteEffect = (
     | OfferShared
     | OfferAccepted
     | OfferEnded
+    | OffersWanted
 )
 
 

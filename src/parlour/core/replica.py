@@ -30,12 +30,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from parlour.core.blocking import Blocks
 from parlour.core.context import Ctx, Out, log_event
 from parlour.core.handlers.files import node_gone as offers_gone
-from parlour.core.handlers.files import remote_offer
+from parlour.core.handlers.files import remote_offer, share_offers
 from parlour.core.handlers.rooms import delete_room, rename_room
 from parlour.core.handlers.sessions import end_all_sessions, end_session, presence
 from parlour.core.moderation import Bans
 from parlour.core.needs import Need, ReadBroadcasts, ReadDm, ReadRoom
 from parlour.core.outcome import (
+    EMPTY,
     TO_ALL,
     Delivery,
     EndSessions,
@@ -44,6 +45,7 @@ from parlour.core.outcome import (
     OfferAccepted,
     OfferEnded,
     OfferShared,
+    OffersWanted,
     Outcome,
     RemoteEffect,
     SessionsChanged,
@@ -529,8 +531,15 @@ class Replica:
                 )
         elif isinstance(effect, OfferShared | OfferAccepted | OfferEnded):
             remote_offer(cx, origin, effect, out)
+        elif isinstance(effect, OffersWanted):
+            share_offers(cx)
         else:
             self._login_check(effect)
+
+    def want_offers(self) -> Outcome:
+        """Ask every node to share its open offers again (this one may have missed some)."""
+        self.cx.tell(OffersWanted())
+        return EMPTY
 
     def restore_logins(self, checks: Iterable[RemoteEffect], now: float) -> int:
         n = sum(self._login_check(check) for check in checks)

@@ -439,6 +439,10 @@ class ChatService:
     def node_gone(self, node: str, now: float) -> Outcome:
         return self._tell(self.replica.node_gone(node, now))
 
+    def want_offers(self) -> Outcome:
+        """What to publish so that the other nodes share their open file offers again."""
+        return self._tell(self.replica.want_offers())
+
     def restore_logins(self, checks: Sequence[RemoteEffect], now: float) -> int:
         """Replay the deployment's recent login checks (oldest first, from the bus's journal)
         into this node's throttles, so a node that starts throttles as the others do; returns

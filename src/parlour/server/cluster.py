@@ -324,6 +324,7 @@ class ClusterNode:
         else:
             snap = self.store.load(**args)
         self._dispatch(self.service.refresh(snap, self.clock()))
+        self._dispatch(self.service.want_offers())  # offers are never stored: ask for them
         await self._heads()
         self._read_gaps()
 

@@ -71,6 +71,7 @@ __all__ = [
     "remote_offer",
     "session_ended",
     "session_started",
+    "share_offers",
 ]
 
 TOKEN_BYTES = 16
@@ -155,6 +156,24 @@ def _flat(endpoints: Iterable[Endpoint]) -> tuple[str | int, ...]:
     return tuple(v for ep in endpoints for v in ep)
 
 
+def _shared(cx: Ctx, offer: Offer, again: bool = False) -> OfferShared:
+    """The copy of this node's `offer` for the other nodes."""
+    assert offer.conn is not None
+    seen = cx.offers.observed.get(offer.conn)
+    return OfferShared(
+        offer.id, offer.sender, offer.sender_name, offer.target, offer.target_name, offer.name,
+        offer.size, offer.sha256, _flat(offer.endpoints), _flat((seen,) if seen else ()),
+        offer.created, offer.expires, again,
+    )  # fmt: skip
+
+
+def share_offers(cx: Ctx) -> None:
+    """Share every open offer of this node's sessions again (another node asked)."""
+    for offer in cx.offers.by_id.values():
+        if offer.conn is not None and not offer.phantom:
+            cx.tell(_shared(cx, offer, again=True))
+
+
 def _pairs(flat: tuple[object, ...]) -> tuple[Endpoint, ...]:
     """Endpoints from the bus's flat form (what does not look like one is left out)."""
     out: list[Endpoint] = []
@@ -230,14 +249,7 @@ def file_offer(cx: Ctx, c: Connection, rq: FileOfferRequest) -> Outcome:
     if not offer.phantom:
         out.event(_offer_event(offer), ToUsers((target.key,)))
         if cfg.cluster:
-            seen = offers.observed.get(c.id)
-            cx.tell(
-                OfferShared(
-                    offer_id, u.key, u.name, target.key, target.name, offer.name, offer.size,
-                    offer.sha256, _flat(offer.endpoints), _flat((seen,) if seen else ()),
-                    offer.created, offer.expires,
-                )
-            )  # fmt: skip
+            cx.tell(_shared(cx, offer))
     log_event(logging.INFO, "file offer", user=u.name, to=target.name, offer=offer_id, size=rq.size)
     reply = FileOfferReply(offer=offer_id, to=target.name, expires=offer.expires)
     return out.done(Ok(rq.id, reply))
@@ -372,24 +384,25 @@ def remote_offer(
         if effect.id in offers.by_id or len(offers) >= cx.cfg.file_offers_max:
             return  # (a copy is a convenience: without it, answers on this node are refused)
         seen = _pairs(effect.observed)
-        offers.add(
-            Offer(
-                id=effect.id,
-                sender=effect.sender,
-                sender_name=effect.sender_name,
-                conn=None,
-                target=effect.target,
-                target_name=effect.target_name,
-                name=effect.name,
-                size=effect.size,
-                sha256=effect.sha256,
-                endpoints=_pairs(effect.reported),
-                created=effect.created,
-                expires=effect.expires,
-                home=origin,
-                sender_observed=seen[0] if seen else None,
-            )
+        copy = Offer(
+            id=effect.id,
+            sender=effect.sender,
+            sender_name=effect.sender_name,
+            conn=None,
+            target=effect.target,
+            target_name=effect.target_name,
+            name=effect.name,
+            size=effect.size,
+            sha256=effect.sha256,
+            endpoints=_pairs(effect.reported),
+            created=effect.created,
+            expires=effect.expires,
+            home=origin,
+            sender_observed=seen[0] if seen else None,
         )
+        offers.add(copy)
+        if effect.again:  # the first copy, and the event that went with it, were lost here
+            out.event(_offer_event(copy), ToUsers((copy.target,)))
         return
     offer = offers.by_id.get(effect.id)
     if offer is None:
