@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from parlour.core.blocking import Blocks
 from parlour.core.context import Ctx, Out, log_event
-from parlour.core.handlers.files import node_gone as offers_gone
-from parlour.core.handlers.files import remote_offer, share_offers
+from parlour.core.handlers.offers_shared import node_gone as offers_gone
+from parlour.core.handlers.offers_shared import remote_offer, share_offers
 from parlour.core.handlers.rooms import delete_room, rename_room
 from parlour.core.handlers.sessions import end_all_sessions, end_session, presence
 from parlour.core.moderation import Bans

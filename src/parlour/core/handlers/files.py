@@ -12,26 +12,24 @@ by the node's relay (which holds the relay's secret).
 Blocking: an offer from a user the target blocks is answered like any other (the sender is
 not told) but never reaches the target; it expires like an ignored offer.
 
-Several nodes: an offer lives on the node of its offering session (its *home*) and is copied
-to the others (`OfferShared`), so the target may answer on any node. An acceptance elsewhere
-is granted there (that node's relay and tickets) and reaches the offering connection through
-its home (`OfferAccepted`); an offer that ends anywhere ends everywhere (`OfferEnded`); the
-copies of a node that dies end `offline`. The events to the target travel as any delivery.
+Several nodes: an offer is copied to every node, so the target may answer on any of them;
+an acceptance elsewhere is granted there (that node's relay and tickets) and reaches the
+offering connection through the offer's home node. What the nodes tell each other, and what
+a node does with it, is `parlour.core.handlers.offers_shared`.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable
 
 from parlour.core.context import Ctx, Out, fail, log_event
+from parlour.core.handlers.offers_shared import flat_endpoints, offer_event, shared
 from parlour.core.needs import RelayTickets
 from parlour.core.offers import Endpoint, Offer
 from parlour.core.outcome import (
     OfferAccepted,
     OfferEnded,
-    OfferShared,
     Outcome,
     ToConns,
     ToUsers,
@@ -47,7 +45,6 @@ from parlour.protocol import (
     FileDeclineRequest,
     FileDoneRequest,
     FileEndedEvent,
-    FileOfferEvent,
     FileOfferReply,
     FileOfferRequest,
     FileProbeReply,
@@ -67,11 +64,8 @@ __all__ = [
     "file_done",
     "file_offer",
     "file_probe",
-    "node_gone",
-    "remote_offer",
     "session_ended",
     "session_started",
-    "share_offers",
 ]
 
 TOKEN_BYTES = 16
@@ -127,18 +121,6 @@ def _offer_to(cx: Ctx, u: UserState, offer_id: str) -> Offer:
     return offer
 
 
-def _offer_event(offer: Offer) -> FileOfferEvent:
-    return FileOfferEvent(
-        offer=offer.id,
-        sender=offer.sender_name,
-        filename=offer.name,
-        size=offer.size,
-        sha256=offer.sha256,
-        expires=offer.expires,
-        ts=offer.created,
-    )
-
-
 def _ended(cx: Ctx, offer: Offer, reason: str, by: str | None, out: Out) -> None:
     """Tell both sides `offer` is over: its offering session (through its home node when
     that is another) and the target's sessions (never the target of a phantom offer)."""
@@ -150,37 +132,6 @@ def _ended(cx: Ctx, offer: Offer, reason: str, by: str | None, out: Out) -> None
         if cx.cfg.cluster:
             cx.tell(OfferEnded(offer.id, reason, by))
     log_event(logging.INFO, "file offer ended", offer=offer.id, reason=reason)
-
-
-def _flat(endpoints: Iterable[Endpoint]) -> tuple[str | int, ...]:
-    return tuple(v for ep in endpoints for v in ep)
-
-
-def _shared(cx: Ctx, offer: Offer, again: bool = False) -> OfferShared:
-    """The copy of this node's `offer` for the other nodes."""
-    assert offer.conn is not None
-    seen = cx.offers.observed.get(offer.conn)
-    return OfferShared(
-        offer.id, offer.sender, offer.sender_name, offer.target, offer.target_name, offer.name,
-        offer.size, offer.sha256, _flat(offer.endpoints), _flat((seen,) if seen else ()),
-        offer.created, offer.expires, again,
-    )  # fmt: skip
-
-
-def share_offers(cx: Ctx) -> None:
-    """Share every open offer of this node's sessions again (another node asked)."""
-    for offer in cx.offers.by_id.values():
-        if offer.conn is not None and not offer.phantom:
-            cx.tell(_shared(cx, offer, again=True))
-
-
-def _pairs(flat: tuple[object, ...]) -> tuple[Endpoint, ...]:
-    """Endpoints from the bus's flat form (what does not look like one is left out)."""
-    out: list[Endpoint] = []
-    for host, port in zip(flat[::2], flat[1::2], strict=False):
-        if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
-            out.append((host, port))
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -247,9 +198,9 @@ def file_offer(cx: Ctx, c: Connection, rq: FileOfferRequest) -> Outcome:
     offers.add(offer)
     out = cx.out()
     if not offer.phantom:
-        out.event(_offer_event(offer), ToUsers((target.key,)))
+        out.event(offer_event(offer), ToUsers((target.key,)))
         if cfg.cluster:
-            cx.tell(_shared(cx, offer))
+            cx.tell(shared(cx, offer))
     log_event(logging.INFO, "file offer", user=u.name, to=target.name, offer=offer_id, size=rq.size)
     reply = FileOfferReply(offer=offer_id, to=target.name, expires=offer.expires)
     return out.done(Ok(rq.id, reply))
@@ -290,7 +241,7 @@ def file_accept(cx: Ctx, c: Connection, rq: FileAcceptRequest) -> Outcome:
         cx.tell(
             OfferAccepted(
                 offer.id, u.name, transfer, key_text,
-                _flat((p["host"], p["port"]) for p in granted.peers),
+                flat_endpoints((p["host"], p["port"]) for p in granted.peers),
                 relay.get("host"), relay.get("port", 0), relay.get("ticket"),
             )
         )  # fmt: skip
@@ -355,7 +306,7 @@ def session_started(cx: Ctx, c: Connection, u: UserState, out: Out) -> None:
     mid-transfer can accept again and resume)."""
     for offer in cx.offers.for_target(u.key):
         if not offer.phantom:
-            out.event(_offer_event(offer), ToConns((c.id,)))
+            out.event(offer_event(offer), ToConns((c.id,)))
 
 
 def session_ended(cx: Ctx, c: Connection, out: Out) -> None:
@@ -370,73 +321,3 @@ def expire_offers(cx: Ctx, out: Out) -> None:
     for offer in cx.offers.expired(cx.now):
         if offer.home is None:  # a copy expires quietly: its home node tells everybody
             _ended(cx, offer, "expired", None, out)
-
-
-# ---------------------------------------------------------------------------------- other nodes
-
-
-def remote_offer(
-    cx: Ctx, origin: str, effect: OfferShared | OfferAccepted | OfferEnded, out: Out
-) -> None:
-    """Another node's word about an offer (`OfferShared`, `OfferAccepted`, `OfferEnded`)."""
-    offers = cx.offers
-    if isinstance(effect, OfferShared):
-        if effect.id in offers.by_id or len(offers) >= cx.cfg.file_offers_max:
-            return  # (a copy is a convenience: without it, answers on this node are refused)
-        seen = _pairs(effect.observed)
-        copy = Offer(
-            id=effect.id,
-            sender=effect.sender,
-            sender_name=effect.sender_name,
-            conn=None,
-            target=effect.target,
-            target_name=effect.target_name,
-            name=effect.name,
-            size=effect.size,
-            sha256=effect.sha256,
-            endpoints=_pairs(effect.reported),
-            created=effect.created,
-            expires=effect.expires,
-            home=origin,
-            sender_observed=seen[0] if seen else None,
-        )
-        offers.add(copy)
-        if effect.again:  # the first copy, and the event that went with it, were lost here
-            out.event(_offer_event(copy), ToUsers((copy.target,)))
-        return
-    offer = offers.by_id.get(effect.id)
-    if offer is None:
-        return
-    if isinstance(effect, OfferAccepted):
-        offer.accepts += 1
-        if offer.conn is None:
-            return
-        relay: RelayRow | None = None
-        if effect.relay_port:
-            relay = {"host": effect.relay_host, "port": effect.relay_port}
-            if effect.relay_ticket is not None:
-                relay["ticket"] = effect.relay_ticket
-        granted = FileAcceptedEvent(
-            offer=offer.id,
-            by=effect.by,
-            transfer=effect.transfer,
-            key=effect.key,
-            peers=endpoints_to_wire(_pairs(effect.peers)),
-            relay=relay,
-        )
-        out.event(granted, ToConns((offer.conn,)))
-        log_event(logging.INFO, "file offer accepted", offer=offer.id, on=origin)
-    elif isinstance(effect, OfferEnded):
-        offers.remove(offer.id)
-        if offer.conn is not None:  # the target's sessions hear it from where it ended
-            event = FileEndedEvent(offer=offer.id, reason=effect.reason, by=effect.by, ts=cx.now)
-            out.event(event, ToConns((offer.conn,)))
-            log_event(logging.INFO, "file offer ended", offer=offer.id, reason=effect.reason)
-
-
-def node_gone(cx: Ctx, node: str, out: Out) -> None:
-    """`node` died or left: the offers made there end (`offline`) for their targets here."""
-    for offer in cx.offers.homed_on(node):
-        cx.offers.remove(offer.id)
-        event = FileEndedEvent(offer=offer.id, reason="offline", by=offer.sender_name, ts=cx.now)
-        out.event(event, ToUsers((offer.target,)))
