@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
+# Playwright's 5 s default is a round trip or two of a page on a loaded two-core CI machine
+# (a reload, a WebSocket, a login): it failed a test there once. A wait, not a threshold:
+# a passing expectation returns as soon as it holds.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import urllib.parse
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class Proc:
     ready: asyncio.Future[int] | None = None
     _reader: asyncio.Task[None] | None = None
     _log: IO[str] | None = None
+    #: the last lines it printed (said in the error when it exits before listening)
+    _tail: deque[str] = field(default_factory=lambda: deque(maxlen=6))
 
     async def start(self, timeout: float = 60.0) -> int:
         loop = asyncio.get_running_loop()
@@ -81,15 +84,17 @@ class Proc:
             text = line.decode(errors="replace")
             log.write(text)
             log.flush()
+            self._tail.append(text.rstrip()[:300])
             if not ready.done():
                 found = self.pattern.search(text)
                 if found:
                     ready.set_result(int(found.group(2)))
         if not ready.done():
             code = await process.wait()
+            last = " | ".join(self._tail)
             ready.set_exception(
                 RuntimeError(
-                    f"{self.name} exited with {code} before listening; see {self.log_path}"
+                    f"{self.name} exited with {code} before listening ({last}); see {self.log_path}"
                 )
             )
 
@@ -197,8 +202,8 @@ class LocalCluster:
         self.node_web_ports = [free_port() for _ in range(self.nodes)]
         self.node_proxy_ports = [free_port() for _ in range(self.nodes)]
         self.node_procs = [self._node(i) for i in range(self.nodes)]
-        await self.node_procs[0].start()
-        await asyncio.gather(*(p.start() for p in self.node_procs[1:]))
+        await self._start_node(0)
+        await asyncio.gather(*(self._start_node(i) for i in range(1, self.nodes)))
         self.proxy_port = await self._proxy(
             "chat-proxy", "tcp", self.node_proxy_ports, self.chat_port
         )
@@ -206,6 +211,22 @@ class LocalCluster:
             self.web_proxy_port = await self._proxy(
                 "web-proxy", "http", self.node_web_ports, self.web_port
             )
+
+    async def _start_node(self, i: int, attempts: int = 3) -> None:
+        """Start node i; a node that exits before it listens is tried again on fresh ports
+        (a port picked free may be taken by the time the node binds it)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.node_procs[i].start()
+                return
+            except RuntimeError as exc:
+                if attempt == attempts:
+                    raise
+                print(f"parlour cluster: {exc}; trying again on other ports", file=sys.stderr)
+                self.node_ports[i] = free_port()
+                self.node_web_ports[i] = free_port()
+                self.node_proxy_ports[i] = free_port()
+                self.node_procs[i] = self._node(i)
 
     async def _proxy(self, name: str, mode: str, ports: list[int], listen: int) -> int:
         argv = [
