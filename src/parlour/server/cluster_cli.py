@@ -372,8 +372,8 @@ def cluster(
             click.echo(
                 f"{nodes} node(s) on {redact(store)} and {redact(bus)} (logs in {work_dir}/)"
             )
-            for i, p in enumerate(local.node_ports):
-                click.echo(f"  node{i + 1}: chat 127.0.0.1:{p}")
+            for i, (p, pp) in enumerate(zip(local.node_ports, local.node_proxy_ports, strict=True)):
+                click.echo(f"  node{i + 1}: chat 127.0.0.1:{p}, from the proxy 127.0.0.1:{pp}")
             click.echo(f"chat (TCP proxy): 127.0.0.1:{local.proxy_port}")
             if local.web_proxy_port is not None:
                 click.echo(f"web (HTTP proxy): http://127.0.0.1:{local.web_proxy_port}/")
