@@ -37,12 +37,16 @@ from typing import Any
 
 import pytest
 
+from parlour.core.ports import StoreUnavailable
+from parlour.storage.memory import MemoryStore
+
 PG_DSN = os.environ.get("PARLOUR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PARLOUR_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 __all__ = [
     "PG_DSN",
     "REDIS_URL",
+    "FlakyStore",
     "PrivatePostgres",
     "PrivateRedis",
     "fresh_database",
@@ -50,6 +54,20 @@ __all__ = [
     "require_postgres",
     "require_redis",
 ]
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next `down` commits fail as if PostgreSQL were down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = 0
+
+    def apply_assigning(self, writes: Any) -> Any:
+        if self.down and writes:
+            self.down -= 1
+            raise StoreUnavailable("PostgreSQL unavailable: connection refused")
+        return super().apply_assigning(writes)
 
 
 def _skip_or_fail(reason: str) -> None:

@@ -20,19 +20,17 @@ import pytest
 
 from parlour.client import (
     Client,
-    FileResult,
     ServerError,
-    Transfer,
     TransferOptions,
     UnknownOffer,
 )
 from parlour.p2p import TransferConfig, TransferManager
 from parlour.p2p.testing import FilteredManager as Filtered
 from parlour.p2p.wire import Kind
-from parlour.protocol import Event, EventName, FileOfferEvent
+from parlour.protocol import EventName, FileOfferEvent
 from parlour.server.testing import ChatTestServer
+from transfer_helpers import TIMEOUT, finished, next_event
 
-TIMEOUT = 30
 PW = "password-1"
 #: a short direct-path wait, so the relay-fallback test does not idle 3 s
 FAST = TransferConfig(direct_timeout=1.0)
@@ -68,20 +66,6 @@ def make_file(path: Path, size: int) -> Path:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def next_event(client: Client, name: EventName, offer: str | None = None) -> Event:
-    async def find() -> Event:
-        async for event in client.events():
-            if event.name is name and (offer is None or event.get("offer") == offer):
-                return event
-        raise AssertionError(f"events ended before {name}")
-
-    return await asyncio.wait_for(find(), TIMEOUT)
-
-
-async def finished(transfer: Transfer) -> FileResult:
-    return await asyncio.wait_for(transfer.wait(), TIMEOUT)
 
 
 # ---------------------------------------------------------------------------- tests

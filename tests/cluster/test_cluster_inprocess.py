@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cluster_helpers import PASSWORD, close_all, eventually, recording_client, tally
 
+from cluster_services import FlakyStore
 from parlour.bus.memory import InProcessBus
 from parlour.client import Client, ServerError
 from parlour.core.ports import BusMessage
@@ -228,22 +229,6 @@ async def test_reject_policy_kick_and_password_change_across_nodes(nodes: Nodes)
         await on_a.login("frank", "new-password-456")
     finally:
         await close_all([frank, admin, *extra])
-
-
-class FlakyStore(MemoryStore):
-    """A memory store whose next commits fail as if the database were down."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = 0
-
-    def apply_assigning(self, writes: Any) -> Any:
-        if self.down and writes:
-            self.down -= 1
-            from parlour.core.ports import StoreUnavailable
-
-            raise StoreUnavailable("PostgreSQL unavailable: connection refused")
-        return super().apply_assigning(writes)
 
 
 async def test_a_sign_up_the_store_did_not_take_leaves_no_session(nodes: Nodes) -> None:

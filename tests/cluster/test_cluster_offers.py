@@ -5,7 +5,6 @@ and every node forgets it at the end."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -16,15 +15,14 @@ import pytest
 from cluster_helpers import PASSWORD, eventually
 
 from parlour.bus.memory import InProcessBus
-from parlour.client import Client, FileResult, Transfer, TransferOptions, UnknownOffer
+from parlour.client import Client, TransferOptions, UnknownOffer
 from parlour.core.ports import BusMessage
-from parlour.protocol import Event, EventName
+from parlour.protocol import EventName
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
 from parlour.storage.memory import MemoryStore
-
-TIMEOUT = 30
+from transfer_helpers import finished, next_event
 
 
 @pytest.fixture
@@ -90,20 +88,6 @@ async def user(server: ChatServer, name: str, tmp: Path) -> AsyncIterator[Client
         yield client
     finally:
         await client.close()
-
-
-async def next_event(client: Client, name: EventName, offer: str | None = None) -> Event:
-    async def find() -> Event:
-        async for event in client.events():
-            if event.name is name and (offer is None or event.get("offer") == offer):
-                return event
-        raise AssertionError(f"events ended before {name}")
-
-    return await asyncio.wait_for(find(), TIMEOUT)
-
-
-async def finished(transfer: Transfer) -> FileResult:
-    return await asyncio.wait_for(transfer.wait(), TIMEOUT)
 
 
 def offers(server: ChatServer) -> dict[str, object]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from files_helpers import ADMIN_PASSWORD, PASSWORD, User, sha256_of, upload_bytes
 
+from cluster_services import FlakyStore
 from parlour.bus.memory import InProcessBus
-from parlour.core.ports import StoreUnavailable
 from parlour.server.app import ChatServer
 from parlour.server.config import Settings
 from parlour.server.testing import PlainHasher
@@ -101,20 +100,6 @@ async def test_upload_on_one_node_download_on_another(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             await node.stop(grace=1.0)
-
-
-class FlakyStore(MemoryStore):
-    """A memory store whose next commits fail as if the database were down."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = 0
-
-    def apply_assigning(self, writes: Any) -> Any:
-        if self.down and writes:
-            self.down -= 1
-            raise StoreUnavailable("PostgreSQL unavailable: connection refused")
-        return super().apply_assigning(writes)
 
 
 async def test_a_send_the_store_did_not_take_can_be_sent_again(tmp_path: Path) -> None:

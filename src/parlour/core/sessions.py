@@ -11,7 +11,12 @@ from __future__ import annotations
 from parlour.core.limits import TokenBucket
 from parlour.core.throttles import LoginThrottle
 
-__all__ = ["Connection", "RoomOnline", "Sessions", "address_of"]
+__all__ = ["Connection", "RoomOnline", "Sessions", "address_of", "peer_name"]
+
+
+def peer_name(host: str, port: object) -> str:
+    """A connection's peer as ``1.2.3.4:5`` or ``[::1]:5`` (what `address_of` reads)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def address_of(peer: str) -> str:

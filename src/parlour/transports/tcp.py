@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import cast
 
 from parlour.core.outcome import ConnId
+from parlour.core.sessions import peer_name
 from parlour.protocol import Error, ErrorCode, Wire
 from parlour.transports.endpoint import Endpoint, Ticket
 from parlour.transports.proxy_header import (
@@ -63,14 +64,10 @@ def make_server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _name(host: str, port: object) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _peer_name(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return _name(str(peer[0]), peer[1])
+        return peer_name(str(peer[0]), peer[1])
     return str(peer)
 
 
@@ -259,7 +256,7 @@ class _ProxyPrelude(asyncio.BufferedProtocol):
             return
         self._end()
         source = self._reader.source
-        peer = _name(*source) if source is not None else None
+        peer = peer_name(*source) if source is not None else None
         listener = self._listener
         nxt: asyncio.Protocol = (
             _TlsHandshake(listener, peer)

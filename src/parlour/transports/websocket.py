@@ -39,6 +39,7 @@ from typing import Any, cast
 from aiohttp import WSMsgType, web
 
 from parlour.core.outcome import ConnId
+from parlour.core.sessions import peer_name
 from parlour.protocol.websocket import OP_PING, OP_PONG, WebSocketWire, server_frame
 from parlour.transports.endpoint import Endpoint
 from parlour.transports.proxy_header import Networks, trusted
@@ -148,10 +149,6 @@ class _FlowTap(asyncio.Protocol):
             self.endpoint.resume_writing(self.conn)
 
 
-def _name(host: str, port: object) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def forwarded_client(forwarded_for: str, proxies: Networks) -> str | None:
     """The client's address in an ``X-Forwarded-For`` value: the right-most entry that is
     not one of our own proxies (the entries left of it are the client's word, which anyone
@@ -179,8 +176,8 @@ def _peer_name(request: web.BaseRequest, proxies: Networks = ()) -> str:
         forwarded = request.headers.getall("X-Forwarded-For", [])
         client = forwarded_client(",".join(forwarded), proxies) if forwarded else None
         if client is not None:
-            return _name(client, 0)
-    return _name(host, peer[1])
+            return peer_name(client, 0)
+    return peer_name(host, peer[1])
 
 
 class WebSocketDoor:
